@@ -1,0 +1,237 @@
+// IRDL definition of the `max` graph dialect.
+// Loaded into every MLIR context maxc creates. IRDL checks op names, operand/result counts
+// and that values are builtin tensors; shape and dtype rules live in Rust (verify.rs).
+irdl.dialect @max {
+  irdl.operation @constant {
+    irdl.operands()
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "value" = %a0 }
+  }
+  irdl.operation @weight {
+    irdl.operands()
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "name" = %a0 }
+  }
+  irdl.operation @neg {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @exp {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @log {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @sqrt {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @rsqrt {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @relu {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @sigmoid {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @tanh {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @gelu {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @silu {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @abs {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @add {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @sub {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @mul {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @div {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @maximum {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @minimum {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @pow {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @cast {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @matmul {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @transpose {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "perm" = %a0 }
+  }
+  irdl.operation @reduce_sum {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axes" = %a0 }
+  }
+  irdl.operation @reduce_mean {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axes" = %a0 }
+  }
+  irdl.operation @reduce_max {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axes" = %a0 }
+  }
+  irdl.operation @softmax {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axis" = %a0 }
+  }
+  irdl.operation @reshape {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "shape" = %a0 }
+  }
+  irdl.operation @broadcast_to {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "shape" = %a0 }
+  }
+  irdl.operation @concat {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(inputs: variadic %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axis" = %a0 }
+  }
+  irdl.operation @split {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(results: variadic %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axis" = %a0 }
+  }
+  irdl.operation @slice {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    %a1 = irdl.any
+    irdl.attributes { "starts" = %a0, "ends" = %a1 }
+  }
+  irdl.operation @gather {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, indices: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "axis" = %a0 }
+  }
+}

@@ -1,0 +1,504 @@
+//! Verification and shape inference: the first pass of the compiler.
+//!
+//! IRDL checks op names and operand counts; everything about shapes and dtypes is checked
+//! here, in op order, and reported at the offending op's location. Dynamic dims are symbols;
+//! ops that require two symbolic dims to be equal (broadcasting, matmul's contraction dim)
+//! unify them, and the runtime checks the unified inputs agree.
+
+use crate::diag::Diagnostic;
+use crate::dim::DimExpr;
+use crate::dtype::DType;
+use crate::graph::{Graph, Node};
+use crate::ops::{BinaryOp, Op, ReduceOp, SplitSpec, UnaryOp};
+use crate::types::TensorType;
+
+/// Verifies `graph` and assigns a type to every value. Symbols that the graph forces equal
+/// are merged, and every type is rewritten to use the representative symbol.
+pub fn verify(graph: &mut Graph) -> Result<(), Diagnostic> {
+    let mut uf = SymUnion::new(graph.symbols.len());
+    if graph.outputs.is_empty() {
+        return Err(Diagnostic::new(&graph.loc, format!("graph '{}' has no outputs", graph.name)));
+    }
+    let nodes = graph.nodes.clone();
+    for node in &nodes {
+        let ins: Vec<TensorType> = node
+            .inputs
+            .iter()
+            .map(|v| {
+                graph.types[v.0].clone().ok_or_else(|| {
+                    Diagnostic::new(&node.loc, format!("operand of 'max.{}' is used before it is defined", node.op.name()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let ins: Vec<TensorType> = ins.into_iter().map(|t| uf.canon_type(&t)).collect();
+        let outs = infer_node(node, &ins, &mut uf, &graph.symbols).map_err(|m| Diagnostic::new(&node.loc, m))?;
+        if outs.len() != node.outputs.len() {
+            return Err(Diagnostic::new(
+                &node.loc,
+                format!("'max.{}' produces {} results but {} are declared", node.op.name(), outs.len(), node.outputs.len()),
+            ));
+        }
+        for (i, (t, v)) in outs.into_iter().zip(&node.outputs).enumerate() {
+            if let Some(Some(decl)) = node.declared.get(i) {
+                if !decl.accepts(&t) {
+                    return Err(Diagnostic::new(
+                        &node.loc,
+                        format!(
+                            "'max.{}' result #{i} is declared {} but inferred as {}",
+                            node.op.name(),
+                            decl.to_mlir(),
+                            t.describe(&graph.symbols)
+                        ),
+                    ));
+                }
+            }
+            graph.types[v.0] = Some(t);
+        }
+    }
+    for (i, v) in graph.outputs.clone().iter().enumerate() {
+        let t = graph.types[v.0].clone().ok_or_else(|| Diagnostic::new(&graph.loc, "graph output is undefined"))?;
+        if let Some(Some(decl)) = graph.declared_outputs.get(i) {
+            if !decl.accepts(&uf.canon_type(&t)) {
+                return Err(Diagnostic::new(
+                    &graph.loc,
+                    format!("output #{i} of '{}' is declared {} but computed as {}", graph.name, decl.to_mlir(), t.describe(&graph.symbols)),
+                ));
+            }
+        }
+    }
+    for t in graph.types.iter_mut().flatten() {
+        *t = uf.canon_type(t);
+    }
+    Ok(())
+}
+
+/// Union-find over dimension symbols.
+struct SymUnion {
+    parent: Vec<u32>,
+}
+
+impl SymUnion {
+    fn new(n: usize) -> Self {
+        SymUnion { parent: (0..n as u32).collect() }
+    }
+    fn find(&self, mut s: u32) -> u32 {
+        while self.parent[s as usize] != s {
+            s = self.parent[s as usize];
+        }
+        s
+    }
+    fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        // The smaller index (the earlier input) stays the representative.
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        self.parent[hi as usize] = lo;
+    }
+    fn canon(&self, e: &DimExpr) -> DimExpr {
+        e.map_syms(&|s| self.find(s))
+    }
+    fn canon_type(&self, t: &TensorType) -> TensorType {
+        TensorType::new(t.dtype, t.dims.iter().map(|d| self.canon(d)).collect())
+    }
+    /// Makes `a` and `b` equal if possible, returning the common dim.
+    fn unify(&mut self, a: &DimExpr, b: &DimExpr) -> Option<DimExpr> {
+        let (a, b) = (self.canon(a), self.canon(b));
+        if a == b {
+            return Some(a);
+        }
+        match (&a, &b) {
+            (DimExpr::Sym(x), DimExpr::Sym(y)) => {
+                self.union(*x, *y);
+                Some(DimExpr::Sym(self.find(*x)))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn show(d: &DimExpr, names: &[String]) -> String {
+    d.display(names).to_string()
+}
+
+/// Normalizes a possibly negative axis against `rank`.
+fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize, String> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(format!("{what} {axis} is out of range for a tensor of rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+fn expect_arity(node: &Node, n: usize) -> Result<(), String> {
+    if node.inputs.len() != n {
+        return Err(format!("'max.{}' takes {n} operand(s), got {}", node.op.name(), node.inputs.len()));
+    }
+    Ok(())
+}
+
+fn expect_float(op: &str, t: &TensorType) -> Result<(), String> {
+    if !t.dtype.is_float() {
+        return Err(format!("'max.{op}' requires a floating-point operand, got {}", t.dtype));
+    }
+    Ok(())
+}
+
+/// NumPy broadcasting of two shapes.
+fn broadcast(a: &[DimExpr], b: &[DimExpr], uf: &mut SymUnion, names: &[String]) -> Result<Vec<DimExpr>, String> {
+    let rank = a.len().max(b.len());
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = (i + a.len()).checked_sub(rank).map(|j| &a[j]);
+        let db = (i + b.len()).checked_sub(rank).map(|j| &b[j]);
+        let d = match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(x), Some(y)) => {
+                if x.as_const() == Some(1) {
+                    y.clone()
+                } else if y.as_const() == Some(1) {
+                    x.clone()
+                } else {
+                    uf.unify(x, y).ok_or_else(|| {
+                        format!("cannot broadcast dimension {} against {} (axis {i} of the result)", show(x, names), show(y, names))
+                    })?
+                }
+            }
+            (None, None) => unreachable!(),
+        };
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[String]) -> Result<Vec<TensorType>, String> {
+    let name = node.op.name();
+    match &node.op {
+        Op::Constant(c) => {
+            expect_arity(node, 0)?;
+            let n: i64 = c.dims.iter().product();
+            if c.bytes.len() != n as usize * c.dtype.size_bytes() {
+                return Err("'max.constant' data does not match its shape".into());
+            }
+            Ok(vec![TensorType::new(c.dtype, c.dims.iter().map(|d| DimExpr::Const(*d)).collect())])
+        }
+        Op::Weight { name: wname, .. } => {
+            expect_arity(node, 0)?;
+            let decl = node.declared.first().cloned().flatten().ok_or_else(|| format!("'max.weight' \"{wname}\" needs a result type"))?;
+            let dims = decl
+                .dims
+                .iter()
+                .map(|d| d.map(DimExpr::Const).ok_or_else(|| format!("weight \"{wname}\" must have a static shape, got {}", decl.to_mlir())))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(vec![TensorType::new(decl.dtype, dims)])
+        }
+        Op::Unary(u) => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            if !matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) {
+                expect_float(name, t)?;
+            }
+            Ok(vec![t.clone()])
+        }
+        Op::Binary(b) => {
+            expect_arity(node, 2)?;
+            let (x, y) = (&ins[0], &ins[1]);
+            if x.dtype != y.dtype {
+                return Err(format!("'max.{name}' operands have different dtypes: {} and {}", x.dtype, y.dtype));
+            }
+            if *b == BinaryOp::Pow {
+                expect_float(name, x)?;
+            }
+            Ok(vec![TensorType::new(x.dtype, broadcast(&x.dims, &y.dims, uf, names)?)])
+        }
+        Op::Cast(to) => {
+            expect_arity(node, 1)?;
+            Ok(vec![TensorType::new(*to, ins[0].dims.clone())])
+        }
+        Op::MatMul => {
+            expect_arity(node, 2)?;
+            let (a, b) = (&ins[0], &ins[1]);
+            if a.dtype != b.dtype {
+                return Err(format!("'max.matmul' operands have different dtypes: {} and {}", a.dtype, b.dtype));
+            }
+            if a.rank() < 2 || b.rank() < 2 {
+                return Err(format!("'max.matmul' needs operands of rank >= 2, got ranks {} and {}", a.rank(), b.rank()));
+            }
+            let (m, ka) = (&a.dims[a.rank() - 2], &a.dims[a.rank() - 1]);
+            let (kb, n) = (&b.dims[b.rank() - 2], &b.dims[b.rank() - 1]);
+            uf.unify(ka, kb).ok_or_else(|| {
+                format!(
+                    "'max.matmul' contraction dims differ: lhs {} has {} columns, rhs {} has {} rows",
+                    a.describe(names),
+                    show(ka, names),
+                    b.describe(names),
+                    show(kb, names)
+                )
+            })?;
+            let mut dims = broadcast(&a.dims[..a.rank() - 2], &b.dims[..b.rank() - 2], uf, names)?;
+            dims.push(m.clone());
+            dims.push(n.clone());
+            Ok(vec![TensorType::new(a.dtype, dims)])
+        }
+        Op::Transpose { perm } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            let mut seen = vec![false; t.rank()];
+            if perm.len() != t.rank() {
+                return Err(format!("'max.transpose' perm has {} entries but the operand has rank {}", perm.len(), t.rank()));
+            }
+            let mut dims = Vec::new();
+            for &p in perm {
+                let p = norm_axis(p, t.rank(), "perm entry")?;
+                if std::mem::replace(&mut seen[p], true) {
+                    return Err(format!("'max.transpose' perm {perm:?} is not a permutation"));
+                }
+                dims.push(t.dims[p].clone());
+            }
+            Ok(vec![TensorType::new(t.dtype, dims)])
+        }
+        Op::Reduce { op, axes, keepdims } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            if *op == ReduceOp::Mean {
+                expect_float(name, t)?;
+            }
+            let mut red = vec![false; t.rank()];
+            for &a in axes {
+                let a = norm_axis(a, t.rank(), "reduction axis")?;
+                if std::mem::replace(&mut red[a], true) {
+                    return Err(format!("'max.{name}' axes {axes:?} repeat an axis"));
+                }
+            }
+            let dims = t
+                .dims
+                .iter()
+                .zip(&red)
+                .filter_map(|(d, r)| match (r, keepdims) {
+                    (false, _) => Some(d.clone()),
+                    (true, true) => Some(DimExpr::Const(1)),
+                    (true, false) => None,
+                })
+                .collect();
+            Ok(vec![TensorType::new(t.dtype, dims)])
+        }
+        Op::Softmax { axis } => {
+            expect_arity(node, 1)?;
+            expect_float(name, &ins[0])?;
+            norm_axis(*axis, ins[0].rank(), "softmax axis")?;
+            Ok(vec![ins[0].clone()])
+        }
+        Op::Reshape { shape } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            let total = t.num_elements();
+            let mut dims: Vec<Option<DimExpr>> = Vec::new();
+            let mut infer_at = None;
+            for (i, &s) in shape.iter().enumerate() {
+                match s {
+                    -1 if infer_at.is_some() => return Err("'max.reshape' shape may contain at most one -1".into()),
+                    -1 => {
+                        infer_at = Some(i);
+                        dims.push(None);
+                    }
+                    0 => dims.push(Some(t.dims.get(i).cloned().ok_or_else(|| format!("'max.reshape' shape entry {i} is 0 (copy) but the operand has rank {}", t.rank()))?)),
+                    s if s < 0 => return Err(format!("'max.reshape' shape entry {s} is invalid (use -1 once, or 0 to copy a dim)")),
+                    s => dims.push(Some(DimExpr::Const(s))),
+                }
+            }
+            let known = DimExpr::product(dims.iter().flatten());
+            if let Some(i) = infer_at {
+                let d = DimExpr::exact_div(&total, &known).ok_or_else(|| {
+                    format!("'max.reshape' cannot infer -1: {} elements are not divisible by {}", show(&total, names), show(&known, names))
+                })?;
+                dims[i] = Some(d);
+            } else if uf.unify(&total, &known).is_none() && !(total.is_static() && total == known) {
+                return Err(format!(
+                    "'max.reshape' changes the element count from {} ({}) to {}",
+                    show(&total, names),
+                    t.describe(names),
+                    show(&known, names)
+                ));
+            }
+            Ok(vec![TensorType::new(t.dtype, dims.into_iter().map(Option::unwrap).collect())])
+        }
+        Op::BroadcastTo { shape } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            if shape.len() < t.rank() {
+                return Err(format!("'max.broadcast_to' target rank {} is below the operand rank {}", shape.len(), t.rank()));
+            }
+            let off = shape.len() - t.rank();
+            let mut dims = Vec::new();
+            for (i, &s) in shape.iter().enumerate() {
+                let src = i.checked_sub(off).map(|j| &t.dims[j]);
+                let d = match (s, src) {
+                    (-1, Some(d)) => d.clone(),
+                    (-1, None) => return Err(format!("'max.broadcast_to' shape entry {i} is -1 but there is no operand dim to keep")),
+                    (s, _) if s < 0 => return Err(format!("'max.broadcast_to' shape entry {s} is invalid")),
+                    (s, Some(d)) if d.as_const() != Some(1) && d.as_const() != Some(s) => {
+                        return Err(format!("'max.broadcast_to' cannot broadcast dimension {} to {s}", show(d, names)))
+                    }
+                    (s, _) => DimExpr::Const(s),
+                };
+                dims.push(d);
+            }
+            Ok(vec![TensorType::new(t.dtype, dims)])
+        }
+        Op::Concat { axis } => {
+            if ins.is_empty() {
+                return Err("'max.concat' needs at least one operand".into());
+            }
+            let first = &ins[0];
+            let ax = norm_axis(*axis, first.rank(), "concat axis")?;
+            let mut dims = first.dims.clone();
+            for (k, t) in ins.iter().enumerate().skip(1) {
+                if t.dtype != first.dtype || t.rank() != first.rank() {
+                    return Err(format!("'max.concat' operand #{k} is {} but operand #0 is {}", t.describe(names), first.describe(names)));
+                }
+                for i in 0..t.rank() {
+                    if i == ax {
+                        dims[i] = DimExpr::add(dims[i].clone(), t.dims[i].clone());
+                    } else {
+                        dims[i] = uf.unify(&dims[i], &t.dims[i]).ok_or_else(|| {
+                            format!("'max.concat' operand #{k} has dim {} on axis {i} but operand #0 has {}", show(&t.dims[i], names), show(&dims[i], names))
+                        })?;
+                    }
+                }
+            }
+            Ok(vec![TensorType::new(first.dtype, dims)])
+        }
+        Op::Split { axis, spec } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            let ax = norm_axis(*axis, t.rank(), "split axis")?;
+            let d = &t.dims[ax];
+            let sizes: Vec<DimExpr> = match spec {
+                SplitSpec::Sizes(s) => {
+                    if s.iter().any(|x| *x < 0) {
+                        return Err(format!("'max.split' sizes {s:?} must not be negative"));
+                    }
+                    let sum: i64 = s.iter().sum();
+                    if d.as_const() != Some(sum) {
+                        return Err(format!("'max.split' sizes {s:?} add up to {sum} but axis {ax} has size {}", show(d, names)));
+                    }
+                    s.iter().map(|x| DimExpr::Const(*x)).collect()
+                }
+                SplitSpec::Num(n) => {
+                    let n = if *n == 0 { node.outputs.len() } else { *n };
+                    if n == 0 {
+                        return Err("'max.split' must produce at least one result".into());
+                    }
+                    let part = DimExpr::exact_div(d, &DimExpr::Const(n as i64))
+                        .ok_or_else(|| format!("'max.split' cannot split axis {ax} of size {} into {n} equal parts", show(d, names)))?;
+                    vec![part; n]
+                }
+            };
+            Ok(sizes
+                .into_iter()
+                .map(|s| {
+                    let mut dims = t.dims.clone();
+                    dims[ax] = s;
+                    TensorType::new(t.dtype, dims)
+                })
+                .collect())
+        }
+        Op::Slice { starts, ends, axes, steps } => {
+            expect_arity(node, 1)?;
+            let t = &ins[0];
+            let axes: Vec<i64> = axes.clone().unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = steps.clone().unwrap_or_else(|| vec![1; starts.len()]);
+            if starts.len() != ends.len() || starts.len() != axes.len() || starts.len() != steps.len() {
+                return Err("'max.slice' starts, ends, axes and steps must have the same length".into());
+            }
+            let mut dims = t.dims.clone();
+            for k in 0..starts.len() {
+                let ax = norm_axis(axes[k], t.rank(), "slice axis")?;
+                let step = steps[k];
+                if step <= 0 {
+                    return Err(format!("'max.slice' step {step} must be positive"));
+                }
+                let (lo, hi) = slice_bounds(&t.dims[ax], starts[k], ends[k]);
+                dims[ax] = DimExpr::ceil_div(DimExpr::max(DimExpr::sub(hi, lo), DimExpr::Const(0)), DimExpr::Const(step));
+            }
+            Ok(vec![TensorType::new(t.dtype, dims)])
+        }
+        Op::Gather { axis } => {
+            expect_arity(node, 2)?;
+            let (data, idx) = (&ins[0], &ins[1]);
+            if !matches!(idx.dtype, DType::I32 | DType::I64) {
+                return Err(format!("'max.gather' indices must be i32 or i64, got {}", idx.dtype));
+            }
+            let ax = norm_axis(*axis, data.rank(), "gather axis")?;
+            let mut dims = data.dims[..ax].to_vec();
+            dims.extend(idx.dims.iter().cloned());
+            dims.extend(data.dims[ax + 1..].iter().cloned());
+            Ok(vec![TensorType::new(data.dtype, dims)])
+        }
+    }
+}
+
+/// Clamped `[start, end)` bounds of a slice along a dim of size `d` (Python semantics:
+/// negative indices count from the end, out-of-range bounds clamp).
+pub fn slice_bounds(d: &DimExpr, start: i64, end: i64) -> (DimExpr, DimExpr) {
+    let clamp = |i: i64| -> DimExpr {
+        if i >= 0 {
+            DimExpr::min(DimExpr::Const(i), d.clone())
+        } else {
+            DimExpr::max(DimExpr::sub(d.clone(), DimExpr::Const(-i)), DimExpr::Const(0))
+        }
+    };
+    (clamp(start), clamp(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Location;
+
+    fn t(dtype: DType, dims: Vec<DimExpr>) -> TensorType {
+        TensorType::new(dtype, dims)
+    }
+
+    #[test]
+    fn matmul_unifies_symbols_and_reports_mismatch() {
+        let mut g = Graph::new("g", Location::default());
+        let b = g.symbol("batch");
+        let k = g.symbol("k");
+        let x = g.add_input("x", t(DType::F32, vec![DimExpr::Sym(b), DimExpr::Sym(k)]));
+        let w = g.add_input("w", t(DType::F32, vec![DimExpr::Const(8), DimExpr::Const(4)]));
+        let y = g.add_input("y", t(DType::F32, vec![DimExpr::Sym(k), DimExpr::Const(4)]));
+        let o = g.add_node(Op::MatMul, vec![x, y], 1, vec![], Location::new("a.mlir", 3, 5))[0];
+        g.outputs = vec![o];
+        verify(&mut g).unwrap();
+        assert_eq!(g.ty(o).dims, vec![DimExpr::Sym(b), DimExpr::Const(4)]);
+
+        let bad = g.add_node(Op::MatMul, vec![w, w], 1, vec![], Location::new("a.mlir", 4, 9))[0];
+        g.outputs = vec![bad];
+        let err = verify(&mut g).unwrap_err();
+        assert_eq!(err.loc, Location::new("a.mlir", 4, 9));
+        assert!(err.message.contains("contraction dims differ"), "{}", err.message);
+    }
+
+    #[test]
+    fn reshape_infers_symbolic_dim() {
+        let mut g = Graph::new("g", Location::default());
+        let b = g.symbol("batch");
+        let x = g.add_input("x", t(DType::F32, vec![DimExpr::Sym(b), DimExpr::Const(768)]));
+        let r = g.add_node(Op::Reshape { shape: vec![-1, 12, 64] }, vec![x], 1, vec![], Location::default())[0];
+        g.outputs = vec![r];
+        verify(&mut g).unwrap();
+        assert_eq!(g.ty(r).dims, vec![DimExpr::Sym(b), DimExpr::Const(12), DimExpr::Const(64)]);
+    }
+
+    #[test]
+    fn slice_and_concat_shapes() {
+        let mut g = Graph::new("g", Location::default());
+        let x = g.add_input("x", t(DType::F32, vec![DimExpr::Const(10), DimExpr::Const(3)]));
+        let s = g.add_node(Op::Slice { starts: vec![-4], ends: vec![100], axes: None, steps: Some(vec![3]) }, vec![x], 1, vec![], Location::default())[0];
+        let c = g.add_node(Op::Concat { axis: 0 }, vec![s, x], 1, vec![], Location::default())[0];
+        g.outputs = vec![c];
+        verify(&mut g).unwrap();
+        assert_eq!(g.ty(s).static_dims(), vec![Some(2), Some(3)]);
+        assert_eq!(g.ty(c).static_dims(), vec![Some(12), Some(3)]);
+    }
+}

@@ -1,1 +1,155 @@
-//! placeholder
+//! `max-compiler`: compiles `max` graphs (MLIR text or the Rust Graph API) into `.maxa`
+//! artifacts for the lean runtime.
+//!
+//! Stages: import + verify + shape inference ([`max_dialects::verify`]), `max` -> linalg
+//! ([`lower`]), dispatch formation ([`program`]), bufferization and lowering to LLVM
+//! ([`pipeline`], MLIR through melior), x86-64 code generation ([`codegen`], LLVM through
+//! inkwell), packaging ([`max_runtime::artifact`]).
+
+pub mod codegen;
+pub mod error;
+pub mod graph_api;
+pub mod import;
+pub mod lower;
+pub mod mlir;
+pub mod pipeline;
+pub mod program;
+pub mod weights;
+
+pub use codegen::CpuTarget as Target;
+pub use error::CompileError;
+pub use graph_api::{compile, ops, Dim, Graph, TensorType, TensorValue};
+pub use max_dialects::DType;
+pub use weights::{WeightData, WeightStore};
+
+use codegen::{abi_wrappers, link_shared, Codegen, Output};
+use max_runtime::artifact::{ArtifactWriter, Manifest, SectionKind};
+use mlir::MlirContext;
+use program::Program;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How far `maxc compile` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Verified `max` IR with inferred types.
+    Max,
+    /// Kernels in linalg/tensor on tensors.
+    Linalg,
+    /// Kernels in the LLVM dialect.
+    LlvmDialect,
+    /// Optimized LLVM IR with the ABI wrappers.
+    LlvmIr,
+    /// x86-64 assembly.
+    Asm,
+    /// x86-64 object file.
+    Obj,
+    /// The `.maxa` artifact.
+    Artifact,
+}
+
+/// Compile options.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    pub target: Target,
+    pub weights: WeightStore,
+}
+
+impl CompileOptions {
+    /// Options for `target` with no weights files.
+    pub fn new(target: Target) -> Self {
+        CompileOptions { target, weights: WeightStore::new() }
+    }
+}
+
+/// What a compile produced, with the files it read (for depfiles).
+pub struct CompileOutput {
+    pub bytes: Vec<u8>,
+    pub files_read: Vec<PathBuf>,
+}
+
+/// Parses, imports and verifies MLIR source into graphs.
+pub fn front_end(ctx: &MlirContext, source: &str, file_name: &str) -> Result<Vec<max_dialects::Graph>, CompileError> {
+    let module = ctx.parse(source, file_name)?;
+    let mut graphs = import::import_module(ctx, &module)?;
+    for g in &mut graphs {
+        max_dialects::verify::verify(g)?;
+    }
+    Ok(graphs)
+}
+
+/// Compiles MLIR source text (`file_name` is used in diagnostics) up to `emit`.
+pub fn compile_source(source: &str, file_name: &str, opts: &CompileOptions, emit: Emit) -> Result<CompileOutput, CompileError> {
+    let ctx = MlirContext::new()?;
+    let graphs = front_end(&ctx, source, file_name)?;
+    compile_graphs(&ctx, &graphs, opts, emit)
+}
+
+/// Compiles a `.mlir` file up to `emit`.
+pub fn compile_file(path: &Path, opts: &CompileOptions, emit: Emit) -> Result<CompileOutput, CompileError> {
+    let source = std::fs::read_to_string(path).map_err(|e| CompileError::Io { what: format!("reading {}", path.display()), cause: e })?;
+    let mut out = compile_source(&source, &path.display().to_string(), opts, emit)?;
+    out.files_read.insert(0, path.to_path_buf());
+    Ok(out)
+}
+
+/// Compiles verified graphs up to `emit`.
+pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &CompileOptions, emit: Emit) -> Result<CompileOutput, CompileError> {
+    let files_read = opts.weights.files.clone();
+    let text = |s: String| Ok(CompileOutput { bytes: s.into_bytes(), files_read: files_read.clone() });
+    if emit == Emit::Max {
+        return text(graphs.iter().map(max_dialects::print::print_graph).collect::<Vec<_>>().join("\n"));
+    }
+    let t0 = Instant::now();
+    let mut program = Program::default();
+    for g in graphs {
+        program.add_graph(g, &opts.weights)?;
+    }
+    let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
+    let linalg = lower::kernel_module(&specs);
+    let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
+    if emit == Emit::Linalg {
+        return text(mlir::print_module(&module, false));
+    }
+    for p in [pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
+        ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
+    }
+    if emit == Emit::LlvmDialect {
+        return text(mlir::print_module(&module, false));
+    }
+    let mut ir = ctx.translate_to_llvm_ir(&module)?;
+    ir.push_str(&abi_wrappers(&program.kernels));
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "lowered to LLVM IR");
+    let cg = Codegen::new(opts.target.clone());
+    match emit {
+        Emit::LlvmIr => return Ok(CompileOutput { bytes: cg.emit(&ir, Output::OptimizedIr)?, files_read }),
+        Emit::Asm => return Ok(CompileOutput { bytes: cg.emit(&ir, Output::Assembly)?, files_read }),
+        _ => {}
+    }
+    let obj = cg.emit(&ir, Output::Object)?;
+    if emit == Emit::Obj {
+        return Ok(CompileOutput { bytes: obj, files_read });
+    }
+    let dir = tempfile::tempdir().map_err(|e| CompileError::Io { what: "creating a temporary directory".into(), cause: e })?;
+    let so = link_shared(&obj, dir.path())?;
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "kernels linked");
+    let mut w = ArtifactWriter::new();
+    w.add_section("kernels.x86_64.so", SectionKind::CpuKernels, &so);
+    for (name, bytes) in &program.weights {
+        w.add_section(name.clone(), SectionKind::Weight, bytes);
+    }
+    let manifest = Manifest {
+        format_version: 0,
+        compiler_version: env!("CARGO_PKG_VERSION").into(),
+        target: max_runtime::artifact::Target {
+            arch: "x86_64".into(),
+            os: "linux".into(),
+            cpu: opts.target.cpu.clone(),
+            features: opts.target.required.clone(),
+        },
+        symbols: program.symbols.clone(),
+        entries: program.entries.clone(),
+        sections: Vec::new(),
+    };
+    Ok(CompileOutput { bytes: w.finish(manifest), files_read })
+}

@@ -1,1 +1,27 @@
-//! placeholder
+//! The lean `max` runtime: loads `.maxa` artifacts and executes them.
+//!
+//! No MLIR or LLVM is linked here: the artifact carries compiled kernels and a program of
+//! dispatches whose buffer sizes are expressions of the input dims, so executing a graph
+//! needs only this crate.
+//!
+//! ```no_run
+//! use max_runtime::{Artifact, Device, InferenceSession, Tensor};
+//! let artifact = Artifact::open("mlp.maxa")?;
+//! let model = InferenceSession::new(Device::Cpu).load(&artifact)?;
+//! let x = Tensor::from_slice(&[1, 768], &vec![0.5f32; 768])?;
+//! let y = model.execute(&[x])?;
+//! # Ok::<(), max_runtime::RuntimeError>(())
+//! ```
+
+pub mod artifact;
+pub mod cpu;
+pub mod error;
+pub mod npy;
+pub mod session;
+pub mod tensor;
+
+pub use artifact::{Artifact, Manifest};
+pub use error::RuntimeError;
+pub use max_dialects::{DType, DimExpr};
+pub use session::{Device, InferenceSession, Model};
+pub use tensor::{Element, Tensor};

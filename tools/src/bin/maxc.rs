@@ -1,1 +1,216 @@
-fn main(){}
+//! `maxc`: the ahead-of-time graph compiler driver.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use max_compiler::mlir::MlirContext;
+use max_compiler::{pipeline, CompileOptions, Emit, Target};
+use max_tools::{exit_on_error, init_logging, inspect, run, InspectArgs, RunArgs};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "maxc",
+    version,
+    about = "Compile max graphs (MLIR) into .maxa artifacts",
+    long_about = "maxc compiles graphs written in the `max` MLIR dialect through linalg, bufferization and LLVM \
+into a versioned .maxa artifact that the lean runtime (`max`, max-runtime) executes.\n\n\
+Examples:\n  maxc compile examples/custom_mlp.mlir -o mlp.maxa\n  maxc run mlp.maxa --input x=x.npy --output y.npy\n  \
+maxc compile graph.mlir --emit=linalg\n  maxc opt graph.mlir --pass-pipeline=lower-to-linalg,bufferize\n  maxc inspect mlp.maxa"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a .mlir graph into an artifact, or stop at an IR stage with --emit.
+    Compile(CompileArgs),
+    /// Run named compiler stages (or upstream MLIR passes) on a file and print the IR.
+    Opt(OptArgs),
+    /// Run an artifact on .npy inputs.
+    Run(RunArgs),
+    /// Show an artifact's version, target, entry signatures, kernels and sections.
+    Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EmitArg {
+    /// Verified max IR with inferred types.
+    Max,
+    /// Kernels in linalg/tensor on tensors.
+    Linalg,
+    /// Kernels in the LLVM dialect.
+    LlvmDialect,
+    /// Optimized LLVM IR.
+    LlvmIr,
+    /// x86-64 assembly.
+    Asm,
+    /// x86-64 object file.
+    Obj,
+    /// The .maxa artifact (default).
+    Artifact,
+}
+
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The graph (.mlir, `max` dialect).
+    input: PathBuf,
+    /// Output file (default: INPUT with .maxa; IR stages print to stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Stop after this stage.
+    #[arg(long, value_enum, default_value = "artifact")]
+    emit: EmitArg,
+    /// Code generation target: `host` (this CPU, all its features) or `cpu=LEVEL` with
+    /// LEVEL one of x86-64, x86-64-v2, x86-64-v3, x86-64-v4.
+    #[arg(long, default_value = "host")]
+    target: String,
+    /// A .safetensors file providing `max.weight` data by name (repeatable).
+    #[arg(long = "weights", value_name = "FILE")]
+    weights: Vec<PathBuf>,
+    /// Write a Make-style depfile listing every file read.
+    #[arg(long, value_name = "FILE")]
+    depfile: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct OptArgs {
+    /// Input .mlir (max dialect, or any MLIR for upstream passes).
+    input: PathBuf,
+    /// Comma-separated stages: verify, lower-to-linalg, bufferize, lower-to-loops,
+    /// lower-to-llvm, or any upstream MLIR pass (canonicalize, cse, ...).
+    #[arg(long = "pass-pipeline", value_name = "STAGES")]
+    pass_pipeline: String,
+    /// Output file (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Print locations.
+    #[arg(long)]
+    debug_info: bool,
+}
+
+fn parse_target(s: &str) -> Result<Target> {
+    Ok(match s {
+        "host" | "cpu" | "cpu=host" => Target::host(),
+        other => match other.strip_prefix("cpu=") {
+            Some(level) => Target::named(level)?,
+            None => Target::named(other)?,
+        },
+    })
+}
+
+fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match path {
+        Some(p) if p != Path::new("-") => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        _ => {
+            std::io::stdout().write_all(bytes)?;
+            Ok(())
+        }
+    }
+}
+
+fn compile(a: &CompileArgs) -> Result<()> {
+    let mut opts = CompileOptions::new(parse_target(&a.target)?);
+    for w in &a.weights {
+        opts.weights.add_safetensors(w)?;
+    }
+    let emit = match a.emit {
+        EmitArg::Max => Emit::Max,
+        EmitArg::Linalg => Emit::Linalg,
+        EmitArg::LlvmDialect => Emit::LlvmDialect,
+        EmitArg::LlvmIr => Emit::LlvmIr,
+        EmitArg::Asm => Emit::Asm,
+        EmitArg::Obj => Emit::Obj,
+        EmitArg::Artifact => Emit::Artifact,
+    };
+    if !matches!(emit, Emit::Artifact | Emit::Obj) {
+        opts.weights.zeros_for_missing = true;
+    }
+    let progress = indicatif::ProgressBar::new_spinner();
+    if emit == Emit::Artifact && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_message(format!("compiling {}", a.input.display()));
+        progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    }
+    let out = max_compiler::compile_file(&a.input, &opts, emit);
+    progress.finish_and_clear();
+    let out = out?;
+    let output = match (&a.output, emit) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Emit::Artifact) => Some(a.input.with_extension("maxa")),
+        (None, Emit::Obj) => Some(a.input.with_extension("o")),
+        (None, _) => None,
+    };
+    write_out(output.as_deref(), &out.bytes)?;
+    if let Some(dep) = &a.depfile {
+        let Some(target) = &output else { bail!("--depfile needs -o FILE") };
+        let esc = |p: &Path| p.display().to_string().replace(' ', "\\ ");
+        let deps: Vec<String> = out.files_read.iter().map(|p| esc(p)).collect();
+        std::fs::write(dep, format!("{}: {}\n", esc(target), deps.join(" "))).with_context(|| format!("writing {}", dep.display()))?;
+    }
+    Ok(())
+}
+
+/// The IR as `maxc opt` carries it between stages.
+enum State {
+    Graphs(Vec<max_dialects::Graph>),
+    Mlir(String),
+}
+
+fn opt(a: &OptArgs) -> Result<()> {
+    let source = std::fs::read_to_string(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let file = a.input.display().to_string();
+    let ctx = MlirContext::new()?;
+    let stages = pipeline::split_stages(&a.pass_pipeline);
+    if stages.is_empty() {
+        bail!("--pass-pipeline is empty; stages: {}", pipeline::STAGES.join(", "));
+    }
+    let has_max = source.contains("\"max.");
+    let mut state = if has_max {
+        let module = ctx.parse(&source, &file)?;
+        let mut graphs = max_compiler::import::import_module(&ctx, &module)?;
+        // Shape inference is a prerequisite of every later stage.
+        for g in &mut graphs {
+            max_dialects::verify::verify(g)?;
+        }
+        State::Graphs(graphs)
+    } else {
+        State::Mlir(source.clone())
+    };
+    for stage in &stages {
+        state = match (stage.as_str(), state) {
+            ("verify", State::Graphs(g)) => State::Graphs(g),
+            ("lower-to-linalg", State::Graphs(g)) => {
+                let mut opts = CompileOptions::new(Target::host());
+                opts.weights.zeros_for_missing = true;
+                let out = max_compiler::compile_graphs(&ctx, &g, &opts, Emit::Linalg)?;
+                State::Mlir(String::from_utf8(out.bytes)?)
+            }
+            (s @ ("verify" | "lower-to-linalg"), State::Mlir(_)) => bail!("stage '{s}' needs max dialect input"),
+            (s, State::Graphs(_)) => bail!("stage '{s}' runs on kernels; run lower-to-linalg first"),
+            (s, State::Mlir(text)) => {
+                let p = pipeline::mlir_pipeline(s).unwrap();
+                let mut module = ctx.parse(&text, &file)?;
+                ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
+                State::Mlir(max_compiler::mlir::print_module(&module, a.debug_info))
+            }
+        };
+    }
+    let text = match state {
+        State::Graphs(g) => g.iter().map(max_dialects::print::print_graph).collect::<Vec<_>>().join("\n"),
+        State::Mlir(t) => t,
+    };
+    write_out(a.output.as_deref(), text.as_bytes())
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    exit_on_error("maxc", match cli.cmd {
+        Cmd::Compile(a) => compile(&a),
+        Cmd::Opt(a) => opt(&a),
+        Cmd::Run(a) => run(&a),
+        Cmd::Inspect(a) => inspect(&a),
+    })
+}

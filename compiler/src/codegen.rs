@@ -1,0 +1,200 @@
+//! CPU code generation: ABI wrappers, LLVM optimization and object emission (inkwell), and
+//! linking the kernel shared object that goes into the artifact.
+
+use crate::error::CompileError;
+use crate::program::{DimSource, PlannedKernel};
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple};
+use inkwell::OptimizationLevel;
+use max_runtime::artifact::KERNEL_ABI_VERSION;
+use std::fmt::Write;
+use std::path::Path;
+use std::process::Command;
+
+/// x86-64 CPU features the runtime checks before running code (see `max_runtime::cpu`).
+const CHECKED_FEATURES: &[&str] = &[
+    "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "lzcnt", "movbe",
+    "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512vnni", "avx512bf16",
+];
+
+/// A CPU code generation target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuTarget {
+    /// LLVM CPU name (`skylake-avx512`, `x86-64-v3`, ...).
+    pub cpu: String,
+    /// LLVM feature string (`+avx2,+fma,...`); empty means "what the CPU name implies".
+    pub llvm_features: String,
+    /// Features recorded in the artifact for the runtime to check.
+    pub required: Vec<String>,
+}
+
+fn level_features(cpu: &str) -> Option<Vec<&'static str>> {
+    let v2 = ["sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
+    let v3 = ["avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "lzcnt", "movbe"];
+    let v4 = ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"];
+    Some(match cpu {
+        "x86-64" => vec!["sse2"],
+        "x86-64-v2" => v2.to_vec(),
+        "x86-64-v3" => [&v2[..], &v3[..]].concat(),
+        "x86-64-v4" => [&v2[..], &v3[..], &v4[..]].concat(),
+        _ => return None,
+    })
+}
+
+impl CpuTarget {
+    /// The machine `maxc` runs on, with all of its features.
+    pub fn host() -> CpuTarget {
+        let cpu = TargetMachine::get_host_cpu_name().to_string();
+        let feats = TargetMachine::get_host_cpu_features().to_string();
+        let required = feats
+            .split(',')
+            .filter_map(|f| f.strip_prefix('+'))
+            .filter(|f| CHECKED_FEATURES.contains(f))
+            .map(String::from)
+            .collect();
+        CpuTarget { cpu, llvm_features: feats, required }
+    }
+
+    /// A portable x86-64 microarchitecture level: `x86-64`, `x86-64-v2`, `x86-64-v3` or
+    /// `x86-64-v4`. (Concrete CPU names are not accepted: the artifact must state exactly
+    /// which features its code needs.)
+    pub fn named(cpu: &str) -> Result<CpuTarget, CompileError> {
+        let f = level_features(cpu).ok_or_else(|| CompileError::Target(format!("cpu={cpu}")))?;
+        Ok(CpuTarget { cpu: cpu.into(), llvm_features: String::new(), required: f.into_iter().map(String::from).collect() })
+    }
+}
+
+fn init_llvm() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| LlvmTarget::initialize_x86(&InitializationConfig::default()));
+}
+
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+fn machine(cpu: &str, features: &str) -> Option<TargetMachine> {
+    init_llvm();
+    let triple = TargetTriple::create(TRIPLE);
+    let target = LlvmTarget::from_triple(&triple).ok()?;
+    target.create_target_machine(&triple, cpu, features, OptimizationLevel::Aggressive, RelocMode::PIC, CodeModel::Default)
+}
+
+/// LLVM IR text of the ABI wrappers (`max_kernel_*`) and the ABI version symbol, appended
+/// to the module MLIR translated.
+pub fn abi_wrappers(kernels: &[PlannedKernel]) -> String {
+    let mut s = format!("\n@max_abi_version = constant i32 {KERNEL_ABI_VERSION}\n");
+    for k in kernels {
+        let name = &k.spec.name;
+        let _ = writeln!(s, "\ndefine void @max_kernel_{name}(ptr %bind, ptr %pc, i64 %wg, i64 %nwg) {{\nentry:");
+        let mut args: Vec<String> = Vec::new();
+        let mut loaded_pc: Vec<Option<String>> = Vec::new();
+        for (bi, dims) in k.dims.iter().enumerate() {
+            let _ = writeln!(s, "  %bp{bi} = getelementptr ptr, ptr %bind, i64 {bi}\n  %b{bi} = load ptr, ptr %bp{bi}, align 8");
+            let mut sizes: Vec<String> = Vec::new();
+            for d in dims {
+                sizes.push(match d {
+                    DimSource::Static(c) => c.to_string(),
+                    DimSource::Push(p) => {
+                        if loaded_pc.len() <= *p {
+                            loaded_pc.resize(*p + 1, None);
+                        }
+                        if loaded_pc[*p].is_none() {
+                            let _ = writeln!(s, "  %pp{p} = getelementptr i64, ptr %pc, i64 {p}\n  %p{p} = load i64, ptr %pp{p}, align 8");
+                            loaded_pc[*p] = Some(format!("%p{p}"));
+                        }
+                        loaded_pc[*p].clone().unwrap()
+                    }
+                });
+            }
+            // Row-major strides, folded where the sizes are static.
+            let r = sizes.len();
+            let mut strides = vec![String::from("1"); r];
+            for j in (0..r.saturating_sub(1)).rev() {
+                strides[j] = match (strides[j + 1].parse::<i64>(), sizes[j + 1].parse::<i64>()) {
+                    (Ok(a), Ok(b)) => (a * b).to_string(),
+                    _ => {
+                        let v = format!("%st{bi}_{j}");
+                        let _ = writeln!(s, "  {v} = mul i64 {}, {}", strides[j + 1], sizes[j + 1]);
+                        v
+                    }
+                };
+            }
+            args.push(format!("ptr %b{bi}"));
+            args.push(format!("ptr %b{bi}"));
+            args.push("i64 0".into());
+            args.extend(sizes.iter().map(|x| format!("i64 {x}")));
+            args.extend(strides.iter().map(|x| format!("i64 {x}")));
+        }
+        args.push("i64 %wg".into());
+        args.push("i64 %nwg".into());
+        let _ = writeln!(s, "  call void @{name}({})\n  ret void\n}}", args.join(", "));
+    }
+    s
+}
+
+/// Optimized LLVM IR, assembly or an object file from LLVM IR text.
+pub struct Codegen {
+    target: CpuTarget,
+}
+
+/// What to emit from LLVM IR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    OptimizedIr,
+    Assembly,
+    Object,
+}
+
+impl Codegen {
+    /// Code generation for `target`.
+    pub fn new(target: CpuTarget) -> Self {
+        Codegen { target }
+    }
+
+    /// Parses, verifies, optimizes (O3) and emits `ir`.
+    pub fn emit(&self, ir: &str, out: Output) -> Result<Vec<u8>, CompileError> {
+        let context = inkwell::context::Context::create();
+        let buf = MemoryBuffer::create_from_memory_range_copy(ir.as_bytes(), "max_kernels");
+        let module = context.create_module_from_ir(buf).map_err(|e| CompileError::Codegen(format!("LLVM IR does not parse: {}", e.to_string_lossy())))?;
+        let tm = machine(&self.target.cpu, &self.target.llvm_features).ok_or_else(|| CompileError::Target(format!("cpu={}", self.target.cpu)))?;
+        let triple = TargetTriple::create(TRIPLE);
+        module.set_triple(&triple);
+        module.set_data_layout(&tm.get_target_data().get_data_layout());
+        module.verify().map_err(|e| CompileError::Codegen(format!("LLVM IR is invalid: {}", e.to_string_lossy())))?;
+        module
+            .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+            .map_err(|e| CompileError::Codegen(format!("LLVM optimization failed: {}", e.to_string_lossy())))?;
+        match out {
+            Output::OptimizedIr => Ok(module.print_to_string().to_bytes().to_vec()),
+            Output::Assembly | Output::Object => {
+                let ft = if out == Output::Object { FileType::Object } else { FileType::Assembly };
+                let mb = tm.write_to_memory_buffer(&module, ft).map_err(|e| CompileError::Codegen(e.to_string_lossy().into_owned()))?;
+                Ok(mb.as_slice().to_vec())
+            }
+        }
+    }
+}
+
+/// Links an object file into a shared object with the system C compiler driver (`$CC`,
+/// else `cc`). The output is deterministic (no build id).
+pub fn link_shared(object: &[u8], workdir: &Path) -> Result<Vec<u8>, CompileError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e| CompileError::Io { what, cause: e }
+    };
+    let obj = workdir.join("kernels.o");
+    let so = workdir.join("kernels.so");
+    std::fs::write(&obj, object).map_err(io("writing kernels.o"))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-shared", "-nostartfiles", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-o"])
+        .arg(&so)
+        .arg(&obj)
+        .arg("-lm")
+        .output()
+        .map_err(|e| CompileError::Codegen(format!("running the linker '{cc}': {e} (install a C toolchain, e.g. apt-get install gcc)")))?;
+    if !out.status.success() {
+        return Err(CompileError::Codegen(format!("linking kernels failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    std::fs::read(&so).map_err(io("reading kernels.so"))
+}

@@ -1,0 +1,854 @@
+//! Lowering `max` ops to linalg/tensor/arith/math on tensors: one `func.func` per dispatch.
+//!
+//! Every kernel is written in destination-passing style against the kernel ABI: its
+//! arguments are the binding memrefs (operands first, then results) followed by the
+//! workgroup id and count. Operands are wrapped with `bufferization.to_tensor restrict`,
+//! results are computed into `to_tensor restrict writable` views of the result memrefs and
+//! written back with `materialize_in_destination`, so one-shot bufferization writes straight
+//! into the runtime's buffers with no copies.
+//!
+//! A dispatch whose results are independent along their leading dimension is partitioned:
+//! workgroup `w` of `n` computes rows `[w*ceil(R/n), ...)` by taking subviews of the
+//! leading-dim-aligned bindings. All sizes inside a kernel come from the memrefs (which the
+//! ABI wrapper builds from push constants), never from symbol values.
+
+use max_dialects::{BinaryOp, DType, DimExpr, Graph, Node, Op, ReduceOp, UnaryOp};
+use std::fmt::Write;
+
+/// A binding's static view: dtype and dims (`None` = dynamic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingType {
+    pub dtype: DType,
+    pub dims: Vec<Option<i64>>,
+}
+
+impl BindingType {
+    /// From an inferred type (symbolic dims become dynamic).
+    pub fn of(t: &max_dialects::TensorType) -> Self {
+        BindingType { dtype: t.dtype, dims: t.static_dims() }
+    }
+    fn shape_str(&self) -> String {
+        let mut s = String::new();
+        for d in &self.dims {
+            match d {
+                Some(c) => write!(s, "{c}x").unwrap(),
+                None => s.push_str("?x"),
+            }
+        }
+        s.push_str(self.dtype.mlir_name());
+        s
+    }
+    /// `tensor<...>`.
+    pub fn tensor(&self) -> String {
+        format!("tensor<{}>", self.shape_str())
+    }
+    /// `memref<...>` with the identity layout.
+    pub fn memref(&self) -> String {
+        format!("memref<{}>", self.shape_str())
+    }
+    /// The type of a dim-0 subview: dim 0 dynamic, row-major strides, dynamic offset.
+    fn row_slice(&self) -> BindingType {
+        let mut dims = self.dims.clone();
+        dims[0] = None;
+        BindingType { dtype: self.dtype, dims }
+    }
+    fn strided_memref(&self) -> String {
+        let mut strides = Vec::new();
+        for i in 0..self.dims.len() {
+            let s: Option<i64> = self.dims[i + 1..].iter().try_fold(1i64, |acc, d| d.map(|d| acc * d));
+            strides.push(s.map_or("?".to_string(), |v| v.to_string()));
+        }
+        format!("memref<{}, strided<[{}], offset: ?>>", self.shape_str(), strides.join(", "))
+    }
+}
+
+/// A kernel to generate: the op, its operand and result binding types.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<BindingType>,
+    pub outputs: Vec<BindingType>,
+    /// Whether the kernel splits its rows over workgroups, and which operands are sliced
+    /// along with the results.
+    pub partition: Option<Vec<bool>>,
+}
+
+/// Decides whether `node`'s kernel can be partitioned along the leading result dim, and
+/// which operands follow that dim. Returns `None` when it cannot.
+pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
+    let out = graph.ty(node.outputs[0]);
+    if out.rank() == 0 || node.outputs.iter().any(|o| graph.ty(*o).dims[0] != out.dims[0]) {
+        return None;
+    }
+    let lead = &out.dims[0];
+    let ins: Vec<&max_dialects::TensorType> = node.inputs.iter().map(|v| graph.ty(*v)).collect();
+    // An operand follows the rows if it has the result's rank and the same leading dim.
+    let aligned = |t: &max_dialects::TensorType| t.rank() == out.rank() && &t.dims[0] == lead && lead.as_const() != Some(1);
+    match &node.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::BroadcastTo { .. } => Some(ins.iter().map(|t| aligned(t)).collect()),
+        Op::MatMul => {
+            if out.rank() == 2 {
+                Some(vec![true, false])
+            } else {
+                Some(ins.iter().map(|t| aligned(t)).collect())
+            }
+        }
+        Op::Softmax { axis } => (norm(*axis, out.rank()) != 0).then(|| vec![true]),
+        Op::Reduce { axes, .. } => {
+            let r = ins[0].rank();
+            (!axes.iter().any(|a| norm(*a, r) == 0)).then(|| vec![true])
+        }
+        Op::Transpose { perm } => (norm(perm[0], out.rank()) == 0).then(|| vec![true]),
+        Op::Concat { axis } => (norm(*axis, out.rank()) != 0).then(|| vec![true; ins.len()]),
+        Op::Split { axis, .. } => (norm(*axis, out.rank()) != 0).then(|| vec![true]),
+        Op::Gather { axis } => (norm(*axis, ins[0].rank()) != 0).then(|| vec![true, false]),
+        _ => None,
+    }
+}
+
+/// The leading-dim extent a partitioned kernel splits (the workgroup count upper bound).
+pub fn partition_extent(graph: &Graph, node: &Node) -> DimExpr {
+    graph.ty(node.outputs[0]).dims[0].clone()
+}
+
+fn norm(a: i64, rank: usize) -> usize {
+    if a < 0 {
+        (a + rank as i64) as usize
+    } else {
+        a as usize
+    }
+}
+
+/// An MLIR float literal (MLIR needs a `.` in the mantissa: `1.0e-07`, not `1e-7`).
+fn float_lit(v: f64) -> String {
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((m, e)) if !m.contains('.') => format!("{m}.0e{e}"),
+        _ => s,
+    }
+}
+
+/// Emits MLIR text with fresh SSA names.
+struct Emitter {
+    body: String,
+    next: usize,
+}
+
+/// A tensor value inside a kernel.
+#[derive(Debug, Clone)]
+struct Val {
+    ssa: String,
+    ty: BindingType,
+}
+
+fn compute_type(d: DType) -> DType {
+    if d.is_float() {
+        DType::F32
+    } else {
+        d
+    }
+}
+
+impl Emitter {
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%t{}", self.next)
+    }
+    fn line(&mut self, s: impl AsRef<str>) {
+        self.body.push_str("    ");
+        self.body.push_str(s.as_ref());
+        self.body.push('\n');
+    }
+    fn assign(&mut self, rhs: impl AsRef<str>) -> String {
+        let v = self.fresh();
+        self.line(format!("{v} = {}", rhs.as_ref()));
+        v
+    }
+    fn index(&mut self, c: i64) -> String {
+        self.assign(format!("arith.constant {c} : index"))
+    }
+    fn scalar_const(&mut self, value: f64, d: DType) -> String {
+        if d.is_float() {
+            let bits = if value == f64::NEG_INFINITY {
+                "0xFF800000".to_string()
+            } else {
+                float_lit(value)
+            };
+            self.assign(format!("arith.constant {bits} : {}", d.mlir_name()))
+        } else {
+            let v = if value == f64::NEG_INFINITY {
+                if d == DType::I32 { i32::MIN as i64 } else { i64::MIN }
+            } else {
+                value as i64
+            };
+            self.assign(format!("arith.constant {v} : {}", d.mlir_name()))
+        }
+    }
+    /// `tensor.dim` of `v` along `i` (a constant when static).
+    fn dim(&mut self, v: &Val, i: usize) -> String {
+        match v.ty.dims[i] {
+            Some(c) => self.index(c),
+            None => {
+                let c = self.index(i as i64);
+                self.assign(format!("tensor.dim {}, {c} : {}", v.ssa, v.ty.tensor()))
+            }
+        }
+    }
+    /// `tensor.empty` shaped like `like` (dims taken from `dims_of`) with dtype `d`.
+    fn empty(&mut self, dims_of: &Val, d: DType) -> Val {
+        let mut args = Vec::new();
+        for i in 0..dims_of.ty.dims.len() {
+            if dims_of.ty.dims[i].is_none() {
+                args.push(self.dim(dims_of, i));
+            }
+        }
+        let ty = BindingType { dtype: d, dims: dims_of.ty.dims.clone() };
+        let ssa = self.assign(format!("tensor.empty({}) : {}", args.join(", "), ty.tensor()));
+        Val { ssa, ty }
+    }
+    fn fill(&mut self, t: &Val, scalar: &str) -> Val {
+        let ssa = self.assign(format!(
+            "linalg.fill ins({scalar} : {}) outs({} : {}) -> {}",
+            t.ty.dtype.mlir_name(),
+            t.ssa,
+            t.ty.tensor(),
+            t.ty.tensor()
+        ));
+        Val { ssa, ty: t.ty.clone() }
+    }
+}
+
+/// Scalar code inside a `linalg.generic` body.
+struct Body<'a> {
+    e: &'a mut Emitter,
+}
+
+impl Body<'_> {
+    fn op(&mut self, s: String) -> String {
+        let v = self.e.fresh();
+        self.e.body.push_str(&format!("      {v} = {s}\n"));
+        v
+    }
+    fn fconst(&mut self, c: f64, d: DType) -> String {
+        if d.is_float() {
+            self.op(format!("arith.constant {} : {}", float_lit(c), d.mlir_name()))
+        } else {
+            self.op(format!("arith.constant {} : {}", c as i64, d.mlir_name()))
+        }
+    }
+    fn convert(&mut self, v: &str, from: DType, to: DType) -> String {
+        if from == to {
+            return v.to_string();
+        }
+        let (f, t) = (from.mlir_name(), to.mlir_name());
+        match (from.is_float(), to.is_float()) {
+            (true, true) => {
+                if from.size_bytes() < to.size_bytes() {
+                    self.op(format!("arith.extf {v} : {f} to {t}"))
+                } else if from.size_bytes() > to.size_bytes() {
+                    self.op(format!("arith.truncf {v} : {f} to {t}"))
+                } else {
+                    let w = self.op(format!("arith.extf {v} : {f} to f32"));
+                    self.op(format!("arith.truncf {w} : f32 to {t}"))
+                }
+            }
+            (true, false) => self.op(format!("arith.fptosi {v} : {f} to {t}")),
+            (false, true) => self.op(format!("arith.sitofp {v} : {f} to {t}")),
+            (false, false) => {
+                if from.size_bytes() < to.size_bytes() {
+                    self.op(format!("arith.extsi {v} : {f} to {t}"))
+                } else {
+                    self.op(format!("arith.trunci {v} : {f} to {t}"))
+                }
+            }
+        }
+    }
+    fn unary(&mut self, u: UnaryOp, x: &str, d: DType) -> String {
+        let t = d.mlir_name();
+        let float = d.is_float();
+        match u {
+            UnaryOp::Neg if float => self.op(format!("arith.negf {x} : {t}")),
+            UnaryOp::Neg => {
+                let z = self.fconst(0.0, d);
+                self.op(format!("arith.subi {z}, {x} : {t}"))
+            }
+            UnaryOp::Abs if float => self.op(format!("math.absf {x} : {t}")),
+            UnaryOp::Abs => self.op(format!("math.absi {x} : {t}")),
+            UnaryOp::Relu => {
+                let z = self.fconst(0.0, d);
+                if float {
+                    self.op(format!("arith.maximumf {x}, {z} : {t}"))
+                } else {
+                    self.op(format!("arith.maxsi {x}, {z} : {t}"))
+                }
+            }
+            UnaryOp::Exp => self.op(format!("math.exp {x} : {t}")),
+            UnaryOp::Log => self.op(format!("math.log {x} : {t}")),
+            UnaryOp::Sqrt => self.op(format!("math.sqrt {x} : {t}")),
+            UnaryOp::Rsqrt => self.op(format!("math.rsqrt {x} : {t}")),
+            UnaryOp::Tanh => self.op(format!("math.tanh {x} : {t}")),
+            UnaryOp::Sigmoid => self.sigmoid(x, t),
+            UnaryOp::Silu => {
+                let s = self.sigmoid(x, t);
+                self.op(format!("arith.mulf {x}, {s} : {t}"))
+            }
+            UnaryOp::Gelu => {
+                let k = self.fconst(std::f64::consts::FRAC_1_SQRT_2, d);
+                let half = self.fconst(0.5, d);
+                let one = self.fconst(1.0, d);
+                let a = self.op(format!("arith.mulf {x}, {k} : {t}"));
+                let e = self.op(format!("math.erf {a} : {t}"));
+                let p = self.op(format!("arith.addf {e}, {one} : {t}"));
+                let h = self.op(format!("arith.mulf {x}, {half} : {t}"));
+                self.op(format!("arith.mulf {h}, {p} : {t}"))
+            }
+        }
+    }
+    fn sigmoid(&mut self, x: &str, t: &str) -> String {
+        let one = self.op(format!("arith.constant 1.0 : {t}"));
+        let n = self.op(format!("arith.negf {x} : {t}"));
+        let e = self.op(format!("math.exp {n} : {t}"));
+        let d = self.op(format!("arith.addf {e}, {one} : {t}"));
+        self.op(format!("arith.divf {one}, {d} : {t}"))
+    }
+    fn binary(&mut self, b: BinaryOp, x: &str, y: &str, d: DType) -> String {
+        let t = d.mlir_name();
+        if d.is_float() {
+            let op = match b {
+                BinaryOp::Add => "arith.addf",
+                BinaryOp::Sub => "arith.subf",
+                BinaryOp::Mul => "arith.mulf",
+                BinaryOp::Div => "arith.divf",
+                BinaryOp::Maximum => "arith.maximumf",
+                BinaryOp::Minimum => "arith.minimumf",
+                BinaryOp::Pow => "math.powf",
+            };
+            return self.op(format!("{op} {x}, {y} : {t}"));
+        }
+        match b {
+            BinaryOp::Add => self.op(format!("arith.addi {x}, {y} : {t}")),
+            BinaryOp::Sub => self.op(format!("arith.subi {x}, {y} : {t}")),
+            BinaryOp::Mul => self.op(format!("arith.muli {x}, {y} : {t}")),
+            BinaryOp::Maximum => self.op(format!("arith.maxsi {x}, {y} : {t}")),
+            BinaryOp::Minimum => self.op(format!("arith.minsi {x}, {y} : {t}")),
+            BinaryOp::Div => {
+                // x / 0 gives 0 and MIN / -1 gives -MIN, instead of a hardware trap.
+                let zero = self.fconst(0.0, d);
+                let one = self.fconst(1.0, d);
+                let m1 = self.fconst(-1.0, d);
+                let is0 = self.op(format!("arith.cmpi eq, {y}, {zero} : {t}"));
+                let ism1 = self.op(format!("arith.cmpi eq, {y}, {m1} : {t}"));
+                let bad = self.op(format!("arith.ori {is0}, {ism1} : i1"));
+                let safe = self.op(format!("arith.select {bad}, {one}, {y} : {t}"));
+                let q = self.op(format!("arith.divsi {x}, {safe} : {t}"));
+                let neg = self.op(format!("arith.subi {zero}, {x} : {t}"));
+                let r = self.op(format!("arith.select {ism1}, {neg}, {q} : {t}"));
+                self.op(format!("arith.select {is0}, {zero}, {r} : {t}"))
+            }
+            BinaryOp::Pow => unreachable!("verifier rejects integer pow"),
+        }
+    }
+}
+
+/// An affine map over `n` loop dims with the given result expressions.
+fn amap(n: usize, results: &[String]) -> String {
+    let dims: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    format!("affine_map<({}) -> ({})>", dims.join(", "), results.join(", "))
+}
+
+/// Map of an operand broadcast (right-aligned) into `n` loop dims.
+fn broadcast_map(n: usize, operand: &BindingType, out_dims: &[Option<i64>]) -> String {
+    let off = n - operand.dims.len();
+    let res: Vec<String> = operand
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| if *d == Some(1) && out_dims[off + i] != Some(1) { "0".to_string() } else { format!("d{}", off + i) })
+        .collect();
+    amap(n, &res)
+}
+
+fn iterators(kinds: &[bool]) -> String {
+    let v: Vec<&str> = kinds.iter().map(|r| if *r { "\"reduction\"" } else { "\"parallel\"" }).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// Emits a `linalg.generic` whose body is produced by `f(body, block_args)`.
+fn generic(
+    e: &mut Emitter,
+    maps: Vec<String>,
+    reduction: &[bool],
+    ins: &[&Val],
+    out: &Val,
+    f: impl FnOnce(&mut Body, &[String]) -> String,
+) -> Val {
+    let res = e.fresh();
+    let in_ssa: Vec<&str> = ins.iter().map(|v| v.ssa.as_str()).collect();
+    let in_ty: Vec<String> = ins.iter().map(|v| v.ty.tensor()).collect();
+    let ins_clause = if ins.is_empty() { String::new() } else { format!(" ins({} : {})", in_ssa.join(", "), in_ty.join(", ")) };
+    e.line(format!(
+        "{res} = linalg.generic {{indexing_maps = [{}], iterator_types = {}}}{ins_clause} outs({} : {}) {{",
+        maps.join(", "),
+        iterators(reduction),
+        out.ssa,
+        out.ty.tensor()
+    ));
+    let mut args = Vec::new();
+    let mut decl = Vec::new();
+    for (i, v) in ins.iter().chain(std::iter::once(&out)).enumerate() {
+        args.push(format!("%a{i}"));
+        decl.push(format!("%a{i}: {}", v.ty.dtype.mlir_name()));
+    }
+    // Block argument names are scoped to the region, so they may repeat across generics.
+    e.body.push_str(&format!("    ^bb0({}):\n", decl.join(", ")));
+    let r = f(&mut Body { e: &mut *e }, &args);
+    e.body.push_str(&format!("      linalg.yield {r} : {}\n    }} -> {}\n", out.ty.dtype.mlir_name(), out.ty.tensor()));
+    Val { ssa: res, ty: out.ty.clone() }
+}
+
+/// Elementwise map of `ins` into `out` (same rank as the loops), broadcasting operands.
+fn elementwise(e: &mut Emitter, ins: &[&Val], out: &Val, f: impl FnOnce(&mut Body, &[String]) -> String) -> Val {
+    let n = out.ty.dims.len();
+    let mut maps: Vec<String> = ins.iter().map(|v| broadcast_map(n, &v.ty, &out.ty.dims)).collect();
+    maps.push(amap(n, &(0..n).map(|i| format!("d{i}")).collect::<Vec<_>>()));
+    generic(e, maps, &vec![false; n], ins, out, f)
+}
+
+/// Converts `v` into the destination `out` (same shape) elementwise.
+fn convert_into(e: &mut Emitter, v: &Val, out: &Val) -> Val {
+    if v.ty.dtype == out.ty.dtype {
+        return v.clone();
+    }
+    let (from, to) = (v.ty.dtype, out.ty.dtype);
+    elementwise(e, &[v], out, |b, a| b.convert(&a[0], from, to))
+}
+
+/// Reduces `x` over `axes` into a fresh compute-type tensor with the non-reduced dims.
+/// `pre` transforms each element (with the block args of extra operands `extra`) first.
+fn reduce_into(
+    e: &mut Emitter,
+    x: &Val,
+    axes: &[usize],
+    kind: ReduceOp,
+    extra: &[&Val],
+    pre: impl FnOnce(&mut Body, &str, &[String]) -> String,
+) -> Val {
+    let n = x.ty.dims.len();
+    let ct = compute_type(x.ty.dtype);
+    let kept: Vec<usize> = (0..n).filter(|i| !axes.contains(i)).collect();
+    let mut dyn_args = Vec::new();
+    for &i in &kept {
+        if x.ty.dims[i].is_none() {
+            dyn_args.push(e.dim(x, i));
+        }
+    }
+    let acc_ty = BindingType { dtype: ct, dims: kept.iter().map(|&i| x.ty.dims[i]).collect() };
+    let empty = e.assign(format!("tensor.empty({}) : {}", dyn_args.join(", "), acc_ty.tensor()));
+    let init = e.scalar_const(if kind == ReduceOp::Max { f64::NEG_INFINITY } else { 0.0 }, ct);
+    let acc = e.fill(&Val { ssa: empty, ty: acc_ty.clone() }, &init);
+    let red_map = amap(n, &kept.iter().map(|i| format!("d{i}")).collect::<Vec<_>>());
+    let mut maps = vec![amap(n, &(0..n).map(|i| format!("d{i}")).collect::<Vec<_>>())];
+    maps.extend(extra.iter().map(|_| red_map.clone()));
+    maps.push(red_map);
+    let mut ins = vec![x];
+    ins.extend_from_slice(extra);
+    let reduction: Vec<bool> = (0..n).map(|i| axes.contains(&i)).collect();
+    let xd = x.ty.dtype;
+    generic(e, maps, &reduction, &ins, &acc, |b, a| {
+        let v = b.convert(&a[0], xd, ct);
+        let v = pre(b, &v, &a[1..a.len() - 1]);
+        let acc = &a[a.len() - 1];
+        let t = ct.mlir_name();
+        match (kind, ct.is_float()) {
+            (ReduceOp::Max, true) => b.op(format!("arith.maximumf {acc}, {v} : {t}")),
+            (ReduceOp::Max, false) => b.op(format!("arith.maxsi {acc}, {v} : {t}")),
+            (_, true) => b.op(format!("arith.addf {acc}, {v} : {t}")),
+            (_, false) => b.op(format!("arith.addi {acc}, {v} : {t}")),
+        }
+    })
+}
+
+/// Clamped index `i` (Python semantics) into a dim of size `d` (an index SSA value).
+fn clamp_index(e: &mut Emitter, i: i64, d: &str) -> String {
+    if i >= 0 {
+        let c = e.index(i);
+        e.assign(format!("arith.minsi {c}, {d} : index"))
+    } else {
+        let c = e.index(-i);
+        let z = e.index(0);
+        let s = e.assign(format!("arith.subi {d}, {c} : index"));
+        e.assign(format!("arith.maxsi {s}, {z} : index"))
+    }
+}
+
+fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
+    let out = &outs[0];
+    let n = out.ty.dims.len();
+    match op {
+        Op::Unary(u) => {
+            let (u, ct, od) = (*u, compute_type(out.ty.dtype), out.ty.dtype);
+            let xd = ins[0].ty.dtype;
+            vec![elementwise(e, &[&ins[0]], out, |b, a| {
+                let x = b.convert(&a[0], xd, ct);
+                let r = b.unary(u, &x, ct);
+                b.convert(&r, ct, od)
+            })]
+        }
+        Op::Binary(bop) => {
+            let (bop, ct, od) = (*bop, compute_type(out.ty.dtype), out.ty.dtype);
+            let (xd, yd) = (ins[0].ty.dtype, ins[1].ty.dtype);
+            vec![elementwise(e, &[&ins[0], &ins[1]], out, |b, a| {
+                let x = b.convert(&a[0], xd, ct);
+                let y = b.convert(&a[1], yd, ct);
+                let r = b.binary(bop, &x, &y, ct);
+                b.convert(&r, ct, od)
+            })]
+        }
+        Op::Cast(_) | Op::BroadcastTo { .. } => {
+            let (xd, od) = (ins[0].ty.dtype, out.ty.dtype);
+            vec![elementwise(e, &[&ins[0]], out, |b, a| b.convert(&a[0], xd, od))]
+        }
+        Op::MatMul => {
+            let (a, b) = (&ins[0], &ins[1]);
+            let ct = compute_type(out.ty.dtype);
+            let acc = if ct == out.ty.dtype { out.clone() } else { e.empty(out, ct) };
+            let zero = e.scalar_const(0.0, ct);
+            let acc = e.fill(&acc, &zero);
+            // Loops: batch..., m, k, n with k before n, so the innermost loop walks rows of
+            // b and of the result contiguously (the LLVM vectorizer's favourite shape).
+            let nb = n - 2;
+            let loops = n + 1;
+            let (m, k, nn) = (format!("d{nb}"), format!("d{}", nb + 1), format!("d{}", nb + 2));
+            let batch_map = |t: &BindingType| -> Vec<String> {
+                let r = t.dims.len() - 2;
+                let off = nb - r;
+                (0..r)
+                    .map(|i| if t.dims[i] == Some(1) && out.ty.dims[off + i] != Some(1) { "0".into() } else { format!("d{}", off + i) })
+                    .collect()
+            };
+            let mut am = batch_map(&a.ty);
+            am.extend([m.clone(), k.clone()]);
+            let mut bm = batch_map(&b.ty);
+            bm.extend([k.clone(), nn.clone()]);
+            let mut om: Vec<String> = (0..nb).map(|i| format!("d{i}")).collect();
+            om.extend([m, nn]);
+            let mut red = vec![false; loops];
+            red[nb + 1] = true;
+            let (ad, bd) = (a.ty.dtype, b.ty.dtype);
+            let r = generic(e, vec![amap(loops, &am), amap(loops, &bm), amap(loops, &om)], &red, &[a, b], &acc, |body, args| {
+                let x = body.convert(&args[0], ad, ct);
+                let y = body.convert(&args[1], bd, ct);
+                let t = ct.mlir_name();
+                if ct.is_float() {
+                    let p = body.op(format!("arith.mulf {x}, {y} : {t}"));
+                    body.op(format!("arith.addf {}, {p} : {t}", args[2]))
+                } else {
+                    let p = body.op(format!("arith.muli {x}, {y} : {t}"));
+                    body.op(format!("arith.addi {}, {p} : {t}", args[2]))
+                }
+            });
+            vec![convert_into(e, &r, out)]
+        }
+        Op::Transpose { perm } => {
+            // out[d0..] = in[...] where in axis perm[i] is loop dim i.
+            let mut res = vec![String::new(); n];
+            for (i, &p) in perm.iter().enumerate() {
+                res[norm(p, n)] = format!("d{i}");
+            }
+            let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            vec![generic(e, vec![amap(n, &res), amap(n, &ident)], &vec![false; n], &[&ins[0]], out, |_, a| a[0].clone())]
+        }
+        Op::Reduce { op: kind, axes, .. } => {
+            let x = &ins[0];
+            let r = x.ty.dims.len();
+            let axes: Vec<usize> = axes.iter().map(|a| norm(*a, r)).collect();
+            let acc = reduce_into(e, x, &axes, *kind, &[], |_, v, _| v.to_string());
+            let ct = acc.ty.dtype;
+            // Mean divides by the reduced element count, computed from the runtime dims.
+            let acc = if *kind == ReduceOp::Mean {
+                let mut count = e.index(1);
+                for &ax in &axes {
+                    let d = e.dim(x, ax);
+                    count = e.assign(format!("arith.muli {count}, {d} : index"));
+                }
+                let c64 = e.assign(format!("arith.index_cast {count} : index to i64"));
+                let cf = e.assign(format!("arith.sitofp {c64} : i64 to f32"));
+                let dst = e.empty(&acc, ct);
+                let kept = acc.ty.dims.len();
+                let ident: Vec<String> = (0..kept).map(|i| format!("d{i}")).collect();
+                generic(e, vec![amap(kept, &ident), amap(kept, &ident)], &vec![false; kept], &[&acc], &dst, |b, a| {
+                    b.op(format!("arith.divf {}, {cf} : f32", a[0]))
+                })
+            } else {
+                acc
+            };
+            // Write the kept dims into the result (keepdims inserts unit dims).
+            let kept: Vec<usize> = (0..r).filter(|i| !axes.contains(i)).collect();
+            let res: Vec<String> = if n == kept.len() {
+                (0..n).map(|i| format!("d{i}")).collect()
+            } else {
+                kept.iter().map(|&i| format!("d{i}")).collect()
+            };
+            let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let (ad, od) = (acc.ty.dtype, out.ty.dtype);
+            vec![generic(e, vec![amap(n, &res), amap(n, &ident)], &vec![false; n], &[&acc], out, |b, a| b.convert(&a[0], ad, od))]
+        }
+        Op::Softmax { axis } => {
+            let x = &ins[0];
+            let ax = norm(*axis, n);
+            let mx = reduce_into(e, x, &[ax], ReduceOp::Max, &[], |_, v, _| v.to_string());
+            let sum = reduce_into(e, x, &[ax], ReduceOp::Sum, &[&mx], |b, v, extra| {
+                let d = b.op(format!("arith.subf {v}, {} : f32", extra[0]));
+                b.op(format!("math.exp {d} : f32"))
+            });
+            let kept: Vec<String> = (0..n).filter(|i| *i != ax).map(|i| format!("d{i}")).collect();
+            let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let (xd, od) = (x.ty.dtype, out.ty.dtype);
+            vec![generic(
+                e,
+                vec![amap(n, &ident), amap(n, &kept), amap(n, &kept), amap(n, &ident)],
+                &vec![false; n],
+                &[x, &mx, &sum],
+                out,
+                |b, a| {
+                    let v = b.convert(&a[0], xd, DType::F32);
+                    let d = b.op(format!("arith.subf {v}, {} : f32", a[1]));
+                    let ex = b.op(format!("math.exp {d} : f32"));
+                    let r = b.op(format!("arith.divf {ex}, {} : f32", a[2]));
+                    b.convert(&r, DType::F32, od)
+                },
+            )]
+        }
+        Op::Concat { axis } => {
+            let ax = norm(*axis, n);
+            let mut acc = out.clone();
+            let mut offset = e.index(0);
+            for v in ins {
+                let mut offs = Vec::new();
+                let mut sizes = Vec::new();
+                for i in 0..n {
+                    offs.push(if i == ax { offset.clone() } else { "0".into() });
+                    sizes.push(match v.ty.dims[i] {
+                        Some(c) => c.to_string(),
+                        None => e.dim(v, i),
+                    });
+                }
+                let ones = vec!["1"; n].join(", ");
+                let r = e.assign(format!(
+                    "tensor.insert_slice {} into {}[{}] [{}] [{ones}] : {} into {}",
+                    v.ssa,
+                    acc.ssa,
+                    offs.join(", "),
+                    sizes.join(", "),
+                    v.ty.tensor(),
+                    acc.ty.tensor()
+                ));
+                acc = Val { ssa: r, ty: acc.ty.clone() };
+                let d = e.dim(v, ax);
+                offset = e.assign(format!("arith.addi {offset}, {d} : index"));
+            }
+            vec![acc]
+        }
+        Op::Split { axis, spec: _ } => {
+            let x = &ins[0];
+            let ax = norm(*axis, n);
+            let mut offset = e.index(0);
+            let mut res = Vec::new();
+            for o in outs {
+                let mut offs = Vec::new();
+                let mut sizes = Vec::new();
+                for i in 0..n {
+                    offs.push(if i == ax { offset.clone() } else { "0".into() });
+                    sizes.push(match o.ty.dims[i] {
+                        Some(c) => c.to_string(),
+                        None => e.dim(o, i),
+                    });
+                }
+                let ones = vec!["1"; n].join(", ");
+                let r = e.assign(format!(
+                    "tensor.extract_slice {}[{}] [{}] [{ones}] : {} to {}",
+                    x.ssa,
+                    offs.join(", "),
+                    sizes.join(", "),
+                    x.ty.tensor(),
+                    o.ty.tensor()
+                ));
+                res.push(Val { ssa: r, ty: o.ty.clone() });
+                let d = e.dim(o, ax);
+                offset = e.assign(format!("arith.addi {offset}, {d} : index"));
+            }
+            res
+        }
+        Op::Slice { starts, axes, steps, .. } => {
+            let x = &ins[0];
+            let axes: Vec<usize> = axes.clone().unwrap_or_else(|| (0..starts.len() as i64).collect()).iter().map(|a| norm(*a, n)).collect();
+            let steps = steps.clone().unwrap_or_else(|| vec![1; starts.len()]);
+            let mut offs = vec!["0".to_string(); n];
+            let mut strides = vec!["1".to_string(); n];
+            let mut sizes = Vec::new();
+            for (k, &ax) in axes.iter().enumerate() {
+                let d = e.dim(x, ax);
+                offs[ax] = clamp_index(e, starts[k], &d);
+                strides[ax] = steps[k].to_string();
+            }
+            for i in 0..n {
+                sizes.push(match out.ty.dims[i] {
+                    Some(c) => c.to_string(),
+                    None => e.dim(out, i),
+                });
+            }
+            let r = e.assign(format!(
+                "tensor.extract_slice {}[{}] [{}] [{}] : {} to {}",
+                x.ssa,
+                offs.join(", "),
+                sizes.join(", "),
+                strides.join(", "),
+                x.ty.tensor(),
+                out.ty.tensor()
+            ));
+            vec![Val { ssa: r, ty: out.ty.clone() }]
+        }
+        Op::Gather { axis } => {
+            let (data, idx) = (&ins[0], &ins[1]);
+            let ax = norm(*axis, data.ty.dims.len());
+            let ir = idx.ty.dims.len();
+            let idx_map: Vec<String> = (ax..ax + ir).map(|i| format!("d{i}")).collect();
+            let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let dim_ax = e.dim(data, ax);
+            let (it, dt) = (idx.ty.dtype.mlir_name(), data.ty.tensor());
+            let data_ssa = data.ssa.clone();
+            let dr = data.ty.dims.len();
+            vec![generic(e, vec![amap(n, &idx_map), amap(n, &ident)], &vec![false; n], &[idx], out, |b, a| {
+                // Negative indices count from the end; out-of-range ones clamp, never fault.
+                let i = b.op(format!("arith.index_cast {} : {it} to index", a[0]));
+                let z = b.op("arith.constant 0 : index".into());
+                let one = b.op("arith.constant 1 : index".into());
+                let neg = b.op(format!("arith.cmpi slt, {i}, {z} : index"));
+                let wrapped = b.op(format!("arith.addi {i}, {dim_ax} : index"));
+                let i = b.op(format!("arith.select {neg}, {wrapped}, {i} : index"));
+                let hi = b.op(format!("arith.subi {dim_ax}, {one} : index"));
+                let i = b.op(format!("arith.minsi {i}, {hi} : index"));
+                let i = b.op(format!("arith.maxsi {i}, {z} : index"));
+                let mut coords = Vec::new();
+                for j in 0..dr {
+                    if j < ax {
+                        coords.push(b.op(format!("linalg.index {j} : index")));
+                    } else if j == ax {
+                        coords.push(i.clone());
+                    } else {
+                        coords.push(b.op(format!("linalg.index {} : index", j - 1 + ir)));
+                    }
+                }
+                b.op(format!("tensor.extract {data_ssa}[{}] : {dt}", coords.join(", ")))
+            })]
+        }
+        Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } => {
+            unreachable!("{} has no kernel", op.name())
+        }
+    }
+}
+
+/// Generates the `func.func` of one kernel.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let mut e = Emitter { body: String::new(), next: 0 };
+    let nin = spec.inputs.len();
+    let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
+    let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
+    let mut sig = format!("  func.func @{}({}, %wg: index, %nwg: index) {{\n", spec.name, args.join(", "));
+
+    // Views of the bindings this workgroup works on.
+    let mut views: Vec<(String, BindingType, bool)> = Vec::new(); // (memref ssa, type, strided)
+    let sliced: Vec<bool> = match &spec.partition {
+        Some(p) => p.iter().copied().chain(std::iter::repeat(true).take(spec.outputs.len())).collect(),
+        None => vec![false; bindings.len()],
+    };
+    if spec.partition.is_some() {
+        let out0 = &spec.outputs[0];
+        let c0 = e.index(0);
+        let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
+        let chunk = e.assign(format!("arith.ceildivui {rows}, %nwg : index"));
+        let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
+        let start = e.assign(format!("arith.minui {s}, {rows} : index"));
+        let rem = e.assign(format!("arith.subi {rows}, {start} : index"));
+        let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+        for (i, b) in bindings.iter().enumerate() {
+            if !sliced[i] {
+                views.push((format!("%b{i}"), (*b).clone(), false));
+                continue;
+            }
+            let mut sizes = vec![len.clone()];
+            for (j, d) in b.dims.iter().enumerate().skip(1) {
+                sizes.push(match d {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let cj = e.index(j as i64);
+                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
+                    }
+                });
+            }
+            let mut offs = vec![start.clone()];
+            offs.extend(std::iter::repeat("0".to_string()).take(b.dims.len() - 1));
+            let ones = vec!["1"; b.dims.len()].join(", ");
+            let vt = b.row_slice();
+            let v = e.assign(format!(
+                "memref.subview %b{i}[{}] [{}] [{ones}] : {} to {}",
+                offs.join(", "),
+                sizes.join(", "),
+                b.memref(),
+                vt.strided_memref()
+            ));
+            views.push((v, vt, true));
+        }
+    } else {
+        for (i, b) in bindings.iter().enumerate() {
+            views.push((format!("%b{i}"), (*b).clone(), false));
+        }
+    }
+    let mty = |t: &BindingType, strided: bool| if strided { t.strided_memref() } else { t.memref() };
+    let mut ins = Vec::new();
+    for (m, t, strided) in &views[..nin] {
+        let v = e.assign(format!("bufferization.to_tensor {m} restrict : {} to {}", mty(t, *strided), t.tensor()));
+        ins.push(Val { ssa: v, ty: t.clone() });
+    }
+    let mut outs = Vec::new();
+    for (m, t, strided) in &views[nin..] {
+        let v = e.assign(format!("bufferization.to_tensor {m} restrict writable : {} to {}", mty(t, *strided), t.tensor()));
+        outs.push(Val { ssa: v, ty: t.clone() });
+    }
+    let results = lower_op(&mut e, &spec.op, &ins, &outs);
+    for (r, (m, t, strided)) in results.iter().zip(&views[nin..]) {
+        e.line(format!(
+            "bufferization.materialize_in_destination {} in restrict writable {m} : ({}, {}) -> ()",
+            r.ssa,
+            t.tensor(),
+            mty(t, *strided)
+        ));
+    }
+    e.line("return");
+    sig.push_str(&e.body);
+    sig.push_str("  }\n");
+    sig
+}
+
+/// Wraps kernel functions into a module.
+pub fn kernel_module(specs: &[KernelSpec]) -> String {
+    let mut s = String::from("module {\n");
+    for k in specs {
+        s.push_str(&kernel_func(k));
+    }
+    s.push_str("}\n");
+    s
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn float_literals_have_a_decimal_point() {
+        assert_eq!(super::float_lit(0.0), "0.0e0");
+        assert_eq!(super::float_lit(1e-7), "1.0e-7");
+        assert_eq!(super::float_lit(0.5), "5.0e-1");
+        assert_eq!(super::float_lit(0.7071), "7.071e-1");
+    }
+}

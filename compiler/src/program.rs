@@ -1,0 +1,169 @@
+//! Dispatch formation and the runtime program: which ops become kernels, which buffers
+//! exist, and what each kernel launch binds.
+//!
+//! Weights and constants become aligned weight sections; `reshape` of a row-major buffer is
+//! a free alias; every other op is one kernel (fusion of elementwise chains into their
+//! producers is a later pass). Buffer shapes and push constants are dim expressions the
+//! runtime evaluates from the input shapes.
+
+use crate::error::CompileError;
+use crate::lower::{partition_extent, partition_for, BindingType, KernelSpec};
+use crate::weights::{generate, WeightStore};
+use max_dialects::print::f64s_to_bytes;
+use max_dialects::{Diagnostic, DimExpr, Graph, Op, ValueId};
+use max_runtime::artifact::{Buffer, BufferKind, Dispatch, Entry, TensorSig};
+use std::collections::HashMap;
+
+/// Where a kernel's memref dim comes from in the ABI wrapper.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DimSource {
+    Static(i64),
+    /// Index into the dispatch's push constants.
+    Push(usize),
+}
+
+/// A compiled-to-be kernel with its ABI.
+#[derive(Debug, Clone)]
+pub struct PlannedKernel {
+    pub spec: KernelSpec,
+    /// Per binding, per dim: static size or push constant.
+    pub dims: Vec<Vec<DimSource>>,
+}
+
+/// The program of all graphs: kernels, entries, weight sections (in section order after the
+/// kernel library, which is section 0).
+#[derive(Debug, Default)]
+pub struct Program {
+    pub kernels: Vec<PlannedKernel>,
+    pub entries: Vec<Entry>,
+    pub weights: Vec<(String, Vec<u8>)>,
+    pub symbols: Vec<String>,
+}
+
+/// Symbols are per graph; the artifact has one table, so graphs after the first are shifted.
+fn shift(e: &DimExpr, by: u32) -> DimExpr {
+    e.map_syms(&|s| s + by)
+}
+
+impl Program {
+    fn weight_section(&mut self, name: String, bytes: Vec<u8>) -> usize {
+        if let Some(i) = self.weights.iter().position(|(n, _)| *n == name) {
+            return i + 1;
+        }
+        self.weights.push((name, bytes));
+        self.weights.len()
+    }
+
+    /// Adds a verified graph as an entry.
+    pub fn add_graph(&mut self, graph: &Graph, store: &WeightStore) -> Result<(), CompileError> {
+        let base = self.symbols.len() as u32;
+        self.symbols.extend(graph.symbols.iter().map(|s| if base == 0 { s.clone() } else { format!("{}.{s}", graph.name) }));
+        let mut buffers: Vec<Buffer> = Vec::new();
+        let mut of_value: HashMap<ValueId, usize> = HashMap::new();
+        let sig = |v: ValueId, name: String| {
+            let t = graph.ty(v);
+            TensorSig { name, dtype: t.dtype, shape: t.dims.iter().map(|d| shift(d, base)).collect() }
+        };
+        let buffer = |v: ValueId, kind: BufferKind| {
+            let t = graph.ty(v);
+            Buffer { dtype: t.dtype, shape: t.dims.iter().map(|d| shift(d, base)).collect(), kind }
+        };
+        let inputs: Vec<TensorSig> = graph.inputs.iter().map(|i| sig(i.value, i.name.clone())).collect();
+        for (k, i) in graph.inputs.iter().enumerate() {
+            buffers.push(buffer(i.value, BufferKind::Input(k)));
+            of_value.insert(i.value, buffers.len() - 1);
+        }
+        let mut dispatches = Vec::new();
+        for (ni, node) in graph.nodes.iter().enumerate() {
+            match &node.op {
+                Op::Constant(c) => {
+                    let s = self.weight_section(format!("const:{}:{ni}", graph.name), c.bytes.clone());
+                    buffers.push(buffer(node.outputs[0], BufferKind::Weight(s)));
+                }
+                Op::Weight { name, init } => {
+                    let t = graph.ty(node.outputs[0]);
+                    let shape: Vec<i64> = t.dims.iter().map(|d| d.as_const().unwrap_or(0)).collect();
+                    let bytes = match (store.get(name), init) {
+                        (Some(w), _) => {
+                            if w.dtype != t.dtype || w.shape != shape {
+                                return Err(Diagnostic::new(
+                                    &node.loc,
+                                    format!("weight \"{name}\" in {} is {:?} {} but the graph declares {:?} {}", w.origin, w.shape, w.dtype, shape, t.dtype),
+                                )
+                                .into());
+                            }
+                            w.bytes.clone()
+                        }
+                        (None, Some(init)) => {
+                            let n: i64 = shape.iter().product();
+                            f64s_to_bytes(&generate(init, n as usize), t.dtype)
+                        }
+                        (None, None) if store.zeros_for_missing => {
+                            vec![0u8; shape.iter().product::<i64>() as usize * t.dtype.size_bytes()]
+                        }
+                        (None, None) => {
+                            return Err(Diagnostic::new(
+                                &node.loc,
+                                format!("weight \"{name}\" is not in any weights file (pass --weights FILE.safetensors) and has no init attribute"),
+                            )
+                            .into())
+                        }
+                    };
+                    let s = self.weight_section(format!("weight:{name}"), bytes);
+                    buffers.push(buffer(node.outputs[0], BufferKind::Weight(s)));
+                }
+                Op::Reshape { .. } => {
+                    let src = of_value[&node.inputs[0]];
+                    buffers.push(buffer(node.outputs[0], BufferKind::Alias(src)));
+                }
+                _ => {
+                    for &o in &node.outputs {
+                        buffers.push(buffer(o, BufferKind::Temp));
+                        of_value.insert(o, buffers.len() - 1);
+                    }
+                    let bindings: Vec<usize> = node.inputs.iter().chain(&node.outputs).map(|v| of_value[v]).collect();
+                    let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), node.op.name());
+                    let partition = partition_for(graph, node);
+                    let workgroups = if partition.is_some() { shift(&partition_extent(graph, node), base) } else { DimExpr::Const(1) };
+                    let mut push: Vec<DimExpr> = Vec::new();
+                    let mut dims = Vec::new();
+                    for &b in &bindings {
+                        let mut bd = Vec::new();
+                        for d in &buffers[b].shape {
+                            bd.push(match d.as_const() {
+                                Some(c) => DimSource::Static(c),
+                                None => DimSource::Push(match push.iter().position(|p| p == d) {
+                                    Some(i) => i,
+                                    None => {
+                                        push.push(d.clone());
+                                        push.len() - 1
+                                    }
+                                }),
+                            });
+                        }
+                        dims.push(bd);
+                    }
+                    let spec = KernelSpec {
+                        name: name.clone(),
+                        op: node.op.clone(),
+                        inputs: node.inputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+                        outputs: node.outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+                        partition,
+                    };
+                    self.kernels.push(PlannedKernel { spec, dims });
+                    dispatches.push(Dispatch { kernel: format!("max_kernel_{name}"), bindings, push_constants: push, workgroups });
+                    continue;
+                }
+            }
+            of_value.insert(node.outputs[0], buffers.len() - 1);
+        }
+        let outputs: Vec<TensorSig> = graph.outputs.iter().enumerate().map(|(i, v)| sig(*v, format!("output{i}"))).collect();
+        let output_buffers = graph.outputs.iter().map(|v| of_value[v]).collect();
+        self.entries.push(Entry { name: graph.name.clone(), inputs, outputs, buffers, output_buffers, dispatches });
+        Ok(())
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}

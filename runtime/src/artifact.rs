@@ -1,0 +1,380 @@
+//! The `.maxa` artifact format.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! 0   magic        8 bytes  "MAXA\0\r\n\x1a" (the \r\n and ^Z catch text-mode mangling)
+//! 8   version      u32      FORMAT_VERSION; any other value is refused
+//! 12  header_size  u32      64
+//! 16  manifest_off u64      offset of the JSON manifest
+//! 24  manifest_len u64
+//! 32  manifest_crc u32      CRC-32 of the manifest bytes
+//! 36  reserved     u32
+//! 40  file_len     u64      total file length (detects truncation before anything else)
+//! 48  reserved     16 bytes
+//! 64  sections...           each at a 64-byte aligned offset, each with a CRC-32 in the manifest
+//!     manifest              JSON (see [`Manifest`])
+//! ```
+//!
+//! Weights are sections like the kernel library; the runtime maps the file and hands kernels
+//! pointers into the mapping, so weights are never copied.
+
+use crate::error::RuntimeError;
+use max_dialects::{DType, DimExpr};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+/// File magic.
+pub const MAGIC: [u8; 8] = *b"MAXA\0\r\n\x1a";
+/// The artifact format version this runtime reads and the compiler writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Kernel ABI version: the kernel library exports `max_abi_version` with this value.
+pub const KERNEL_ABI_VERSION: u32 = 1;
+/// Alignment of every section.
+pub const SECTION_ALIGN: u64 = 64;
+const HEADER_SIZE: usize = 64;
+
+/// The whole description of an artifact, stored as JSON after the sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// Version of the `maxc` that wrote the artifact.
+    pub compiler_version: String,
+    pub target: Target,
+    /// Names of the dynamic dimension symbols; `DimExpr::Sym(i)` refers to `symbols[i]`.
+    pub symbols: Vec<String>,
+    pub entries: Vec<Entry>,
+    pub sections: Vec<Section>,
+}
+
+/// What the kernels were compiled for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// `x86_64` for CPU code.
+    pub arch: String,
+    pub os: String,
+    /// The LLVM CPU name the code was tuned for.
+    pub cpu: String,
+    /// CPU features the code requires (LLVM names without `+`, e.g. `avx2`, `fma`).
+    pub features: Vec<String>,
+}
+
+/// A named, aligned byte range of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub name: String,
+    pub kind: SectionKind,
+    pub offset: u64,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// What a section holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionKind {
+    /// An ELF shared object with the CPU kernels.
+    CpuKernels,
+    /// Raw little-endian tensor data.
+    Weight,
+}
+
+/// An entry point (a compiled graph function).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub inputs: Vec<TensorSig>,
+    pub outputs: Vec<TensorSig>,
+    /// Every buffer the program touches.
+    pub buffers: Vec<Buffer>,
+    /// Buffer index of each output.
+    pub output_buffers: Vec<usize>,
+    /// Kernel launches, in order.
+    pub dispatches: Vec<Dispatch>,
+}
+
+/// Name, dtype and (symbolic) shape of an entry input or output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSig {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<DimExpr>,
+}
+
+/// A buffer of the program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Buffer {
+    pub dtype: DType,
+    pub shape: Vec<DimExpr>,
+    pub kind: BufferKind,
+}
+
+/// Where a buffer's memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// The caller's input tensor with this index.
+    Input(usize),
+    /// A weight section (by index into `Manifest::sections`).
+    Weight(usize),
+    /// Allocated by the runtime for this call.
+    Temp,
+    /// The same bytes as another buffer (a reshape is free).
+    Alias(usize),
+}
+
+/// One kernel launch: `kernel(bindings, push_constants, wg_id, wg_count)` for every
+/// workgroup id in `0..workgroups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// Symbol of the kernel in the CPU kernel library.
+    pub kernel: String,
+    /// Buffer indices, in the kernel's binding order.
+    pub bindings: Vec<usize>,
+    /// Dynamic sizes the kernel needs, evaluated by the runtime.
+    pub push_constants: Vec<DimExpr>,
+    /// How many workgroups the work splits into at most (the runtime may use fewer).
+    pub workgroups: DimExpr,
+}
+
+impl Manifest {
+    /// Finds a section by name.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Finds an entry by name.
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+/// Writes an artifact: add sections, then `finish` with the manifest.
+pub struct ArtifactWriter {
+    bytes: Vec<u8>,
+    sections: Vec<Section>,
+}
+
+impl Default for ArtifactWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ArtifactWriter {
+    /// Starts an artifact.
+    pub fn new() -> Self {
+        ArtifactWriter { bytes: vec![0u8; HEADER_SIZE], sections: Vec::new() }
+    }
+
+    fn pad(&mut self) {
+        while self.bytes.len() as u64 % SECTION_ALIGN != 0 {
+            self.bytes.push(0);
+        }
+    }
+
+    /// Appends a section; returns its index.
+    pub fn add_section(&mut self, name: impl Into<String>, kind: SectionKind, data: &[u8]) -> usize {
+        self.pad();
+        let offset = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(data);
+        self.sections.push(Section {
+            name: name.into(),
+            kind,
+            offset,
+            size: data.len() as u64,
+            crc32: crc32fast::hash(data),
+        });
+        self.sections.len() - 1
+    }
+
+    /// Finishes the file. The manifest's `sections` are filled in here.
+    pub fn finish(mut self, mut manifest: Manifest) -> Vec<u8> {
+        manifest.sections = std::mem::take(&mut self.sections);
+        manifest.format_version = FORMAT_VERSION;
+        self.pad();
+        let json = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let off = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(&json);
+        let total = self.bytes.len() as u64;
+        let h = &mut self.bytes[..HEADER_SIZE];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&off.to_le_bytes());
+        h[24..32].copy_from_slice(&(json.len() as u64).to_le_bytes());
+        h[32..36].copy_from_slice(&crc32fast::hash(&json).to_le_bytes());
+        h[40..48].copy_from_slice(&total.to_le_bytes());
+        self.bytes
+    }
+}
+
+/// Backing storage of a loaded artifact.
+enum Storage {
+    Mapped(memmap2::Mmap),
+    Owned(AlignedBytes),
+}
+
+/// A heap byte buffer aligned to 64 bytes (so weight sections stay aligned in memory).
+pub struct AlignedBytes {
+    words: Vec<Align64>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Align64([u8; 64]);
+
+impl AlignedBytes {
+    /// Zeroed bytes.
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBytes { words: vec![Align64([0; 64]); len.div_ceil(64)], len }
+    }
+    /// Copies `data`.
+    pub fn from_slice(data: &[u8]) -> Self {
+        let mut b = Self::zeroed(data.len());
+        b.as_mut_slice().copy_from_slice(data);
+        b
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `words` owns at least `len` initialized bytes; Align64 is plain bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, with unique access through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A validated artifact: header, manifest and checksummed sections. Cloning is cheap
+/// (the mapping is shared).
+#[derive(Clone)]
+pub struct Artifact {
+    storage: Arc<Storage>,
+    manifest: Arc<Manifest>,
+    origin: String,
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifact").field("origin", &self.origin).field("bytes", &self.bytes().len()).finish()
+    }
+}
+
+impl Artifact {
+    /// Maps and validates the artifact at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Artifact, RuntimeError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| RuntimeError::Io { what: format!("opening artifact {origin}"), cause: e })?;
+        // SAFETY: the mapping is read-only and private; we validate every range we read.
+        // Truncating the file while it is mapped is the caller's responsibility, as with any mmap.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RuntimeError::Io { what: format!("mapping artifact {origin}"), cause: e })?;
+        Self::validate(Storage::Mapped(map), origin)
+    }
+
+    /// Validates an artifact held in memory (e.g. straight from the compiler).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, RuntimeError> {
+        Self::validate(Storage::Owned(AlignedBytes::from_slice(bytes)), "<memory>".into())
+    }
+
+    /// All bytes of the file.
+    pub fn bytes(&self) -> &[u8] {
+        match &*self.storage {
+            Storage::Mapped(m) => m,
+            Storage::Owned(b) => b.as_slice(),
+        }
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where the artifact came from (a path, or `<memory>`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The bytes of section `index`.
+    pub fn section_bytes(&self, index: usize) -> &[u8] {
+        let s = &self.manifest.sections[index];
+        &self.bytes()[s.offset as usize..(s.offset + s.size) as usize]
+    }
+
+    fn validate(storage: Storage, origin: String) -> Result<Artifact, RuntimeError> {
+        let bad = |why: String| RuntimeError::Corrupt { origin: origin.clone(), why };
+        let bytes: &[u8] = match &storage {
+            Storage::Mapped(m) => m,
+            Storage::Owned(b) => b.as_slice(),
+        };
+        if bytes.len() < HEADER_SIZE || bytes[0..8] != MAGIC {
+            return Err(RuntimeError::NotAnArtifact { origin });
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(RuntimeError::FormatVersion { origin, found: version, expected: FORMAT_VERSION });
+        }
+        let file_len = u64_at(40);
+        if file_len != bytes.len() as u64 {
+            return Err(bad(format!("the header records {file_len} bytes but the file has {} (truncated or appended to)", bytes.len())));
+        }
+        let (moff, mlen) = (u64_at(16), u64_at(24));
+        let end = moff.checked_add(mlen).filter(|e| *e <= file_len).ok_or_else(|| bad("manifest lies outside the file".into()))?;
+        let json = &bytes[moff as usize..end as usize];
+        if crc32fast::hash(json) != u32_at(32) {
+            return Err(bad("manifest checksum mismatch".into()));
+        }
+        let manifest: Manifest = serde_json::from_slice(json).map_err(|e| bad(format!("manifest does not parse: {e}")))?;
+        for s in &manifest.sections {
+            let end = s.offset.checked_add(s.size).filter(|e| *e <= moff).ok_or_else(|| bad(format!("section '{}' lies outside the file", s.name)))?;
+            if s.offset % SECTION_ALIGN != 0 {
+                return Err(bad(format!("section '{}' is not {SECTION_ALIGN}-byte aligned", s.name)));
+            }
+            if crc32fast::hash(&bytes[s.offset as usize..end as usize]) != s.crc32 {
+                return Err(bad(format!("section '{}' checksum mismatch", s.name)));
+            }
+        }
+        Ok(Artifact { storage: Arc::new(storage), manifest: Arc::new(manifest), origin })
+    }
+
+    /// Checks the manifest's internal references (buffer kinds, bindings) so the executor
+    /// can index without panicking.
+    pub(crate) fn check_program(&self) -> Result<(), RuntimeError> {
+        let bad = |why: String| RuntimeError::Corrupt { origin: self.origin.clone(), why };
+        let m = &self.manifest;
+        for e in &m.entries {
+            for (i, b) in e.buffers.iter().enumerate() {
+                match b.kind {
+                    BufferKind::Input(k) if k >= e.inputs.len() => return Err(bad(format!("entry '{}' buffer {i} names input {k}", e.name))),
+                    BufferKind::Weight(s) if s >= m.sections.len() || m.sections[s].kind != SectionKind::Weight => {
+                        return Err(bad(format!("entry '{}' buffer {i} names section {s}, which is not a weight", e.name)))
+                    }
+                    BufferKind::Alias(a) if a >= i => return Err(bad(format!("entry '{}' buffer {i} aliases a later buffer", e.name))),
+                    _ => {}
+                }
+            }
+            let nb = e.buffers.len();
+            if e.output_buffers.len() != e.outputs.len() || e.output_buffers.iter().any(|b| *b >= nb) {
+                return Err(bad(format!("entry '{}' has inconsistent outputs", e.name)));
+            }
+            if e.dispatches.iter().any(|d| d.bindings.iter().any(|b| *b >= nb)) {
+                return Err(bad(format!("entry '{}' binds a buffer that does not exist", e.name)));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! Sessions and loaded models: the public execution API.
+
+use crate::artifact::{AlignedBytes, Artifact, BufferKind, Entry};
+use crate::cpu::{check_target, KernelLibrary};
+use crate::error::RuntimeError;
+use crate::tensor::Tensor;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// A CUDA GPU by ordinal (not available in this build).
+    Gpu(usize),
+}
+
+/// Loads artifacts onto a device. Holds the thread pool models share, so several models or
+/// requests do not oversubscribe the cores.
+pub struct InferenceSession {
+    device: Device,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl InferenceSession {
+    /// A session on `device` using all cores.
+    pub fn new(device: Device) -> Self {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Self::with_threads(device, n)
+    }
+
+    /// A session on `device` with `threads` worker threads (at least 1).
+    pub fn with_threads(device: Device, threads: usize) -> Self {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("max-worker-{i}"))
+            .build()
+            .expect("building the worker thread pool");
+        InferenceSession { device, pool: Arc::new(pool) }
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Loads an artifact: checks its target, loads its kernels.
+    pub fn load(&self, artifact: &Artifact) -> Result<Model, RuntimeError> {
+        if let Device::Gpu(i) = self.device {
+            return Err(RuntimeError::Device(format!("gpu:{i}")));
+        }
+        check_target(&artifact.manifest().target)?;
+        artifact.check_program()?;
+        let kernels = KernelLibrary::load(artifact)?;
+        Ok(Model { artifact: artifact.clone(), kernels, pool: self.pool.clone() })
+    }
+
+    /// Opens and loads the artifact at `path`.
+    pub fn load_path(&self, path: impl AsRef<Path>) -> Result<Model, RuntimeError> {
+        self.load(&Artifact::open(path)?)
+    }
+}
+
+/// A loaded artifact, ready to execute.
+pub struct Model {
+    artifact: Artifact,
+    kernels: KernelLibrary,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+/// Raw binding pointers shared read-only by the workgroups of one dispatch.
+struct Bindings<'a> {
+    ptrs: &'a [*mut u8],
+    push: &'a [i64],
+}
+// SAFETY: the pointers are only dereferenced by kernels, and workgroups of a dispatch write
+// disjoint parts of the output buffers (the compiler partitions them that way).
+unsafe impl Sync for Bindings<'_> {}
+
+impl Model {
+    /// The artifact this model was loaded from.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// The first (default) entry.
+    pub fn entry(&self) -> &Entry {
+        &self.artifact.manifest().entries[0]
+    }
+
+    /// Runs the default entry.
+    pub fn execute(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let name = self.entry().name.clone();
+        self.execute_entry(&name, inputs)
+    }
+
+    /// Runs the entry `name` on `inputs` (in signature order) and returns its outputs.
+    pub fn execute_entry(&self, name: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let m = self.artifact.manifest();
+        let entry = m.entry(name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
+        let syms = bind_inputs(entry, inputs, &m.symbols)?;
+
+        // Shapes and memory of every buffer.
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let mut temps: Vec<Option<AlignedBytes>> = Vec::with_capacity(entry.buffers.len());
+        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(entry.buffers.len());
+        for b in &entry.buffers {
+            let shape = b.shape.iter().map(|d| d.eval(&syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
+            let bytes = shape.iter().product::<usize>() * b.dtype.size_bytes();
+            let (ptr, temp) = match b.kind {
+                BufferKind::Input(i) => (inputs[i].bytes().as_ptr() as *mut u8, None),
+                BufferKind::Weight(s) => (self.artifact.section_bytes(s).as_ptr() as *mut u8, None),
+                BufferKind::Alias(a) => (ptrs[a], None),
+                BufferKind::Temp => {
+                    let mut t = AlignedBytes::zeroed(bytes);
+                    (t.as_mut_slice().as_mut_ptr(), Some(t))
+                }
+            };
+            shapes.push(shape);
+            ptrs.push(ptr);
+            temps.push(temp);
+        }
+
+        for d in &entry.dispatches {
+            let f = self.kernels.get(&d.kernel).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
+            let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[b]).collect();
+            let push = d.push_constants.iter().map(|e| e.eval(&syms)).collect::<Result<Vec<_>, _>>()?;
+            let extent = d.workgroups.eval(&syms)?.max(1);
+            let wg = extent.min(self.pool.current_num_threads() as i64).max(1);
+            let b = Bindings { ptrs: &bind, push: &push };
+            if wg == 1 {
+                // SAFETY: bindings point at live buffers sized from the same shapes the kernel
+                // was compiled against; push constants are those sizes.
+                unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) };
+            } else {
+                self.pool.scope(|s| {
+                    for id in 0..wg {
+                        let b = &b;
+                        s.spawn(move |_| {
+                            // SAFETY: as above; workgroups write disjoint rows.
+                            unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), id, wg) };
+                        });
+                    }
+                });
+            }
+        }
+
+        let mut outs = Vec::with_capacity(entry.outputs.len());
+        for (k, &b) in entry.output_buffers.iter().enumerate() {
+            let sig = &entry.outputs[k];
+            // Hand a temp over without copying the first time it is returned.
+            let t = match temps[b].take() {
+                Some(bytes) => Tensor::from_aligned(sig.dtype, &shapes[b], bytes)?,
+                None => {
+                    let n = shapes[b].iter().product::<usize>() * sig.dtype.size_bytes();
+                    // SAFETY: `ptrs[b]` points at a live buffer of at least `n` bytes.
+                    let src = unsafe { std::slice::from_raw_parts(ptrs[b] as *const u8, n) };
+                    Tensor::from_bytes(sig.dtype, &shapes[b], src)?
+                }
+            };
+            outs.push(t);
+        }
+        Ok(outs)
+    }
+}
+
+/// Checks inputs against the entry signature and binds the dimension symbols.
+fn bind_inputs(entry: &Entry, inputs: &[Tensor], names: &[String]) -> Result<Vec<Option<i64>>, RuntimeError> {
+    if inputs.len() != entry.inputs.len() {
+        return Err(RuntimeError::InputCount {
+            entry: entry.name.clone(),
+            expected: entry.inputs.len(),
+            got: inputs.len(),
+            names: entry.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    let mut syms: Vec<Option<i64>> = vec![None; names.len()];
+    let mut bound_by: Vec<&str> = vec![""; names.len()];
+    for (sig, t) in entry.inputs.iter().zip(inputs) {
+        if t.dtype() != sig.dtype {
+            return Err(RuntimeError::InputDType { name: sig.name.clone(), expected: sig.dtype, got: t.dtype() });
+        }
+        let expected = || {
+            let dims: Vec<String> = sig.shape.iter().map(|d| d.display(names).to_string()).collect();
+            format!("[{}]", dims.join(", "))
+        };
+        if t.shape().len() != sig.shape.len() {
+            return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: t.shape().to_vec() });
+        }
+        for (d, &actual) in sig.shape.iter().zip(t.shape()) {
+            let actual = actual as i64;
+            match d {
+                max_dialects::DimExpr::Sym(s) => {
+                    let s = *s as usize;
+                    match syms[s] {
+                        None => {
+                            syms[s] = Some(actual);
+                            bound_by[s] = &sig.name;
+                        }
+                        Some(v) if v != actual => {
+                            return Err(RuntimeError::InputShape {
+                                name: sig.name.clone(),
+                                expected: format!("{} (dim '{}' is {v}, from input '{}')", expected(), names[s], bound_by[s]),
+                                got: t.shape().to_vec(),
+                            })
+                        }
+                        Some(_) => {}
+                    }
+                }
+                other => {
+                    if other.eval(&syms).ok() != Some(actual) {
+                        return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: t.shape().to_vec() });
+                    }
+                }
+            }
+        }
+    }
+    Ok(syms)
+}

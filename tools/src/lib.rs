@@ -1,0 +1,199 @@
+//! Commands shared by `maxc` and `max`: running artifacts on `.npy` files and inspecting
+//! artifacts. Only the lean runtime is used here.
+
+use anyhow::{bail, Context, Result};
+use max_runtime::{npy, Artifact, Device, InferenceSession, Tensor};
+use std::path::PathBuf;
+
+/// `run` arguments.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The compiled artifact (.maxa).
+    pub artifact: PathBuf,
+    /// An input as NAME=FILE.npy (repeat for each input); NAME is the entry's input name,
+    /// or its position (0, 1, ...).
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+    pub inputs: Vec<String>,
+    /// Where to write outputs: FILE.npy (in output order) or NAME=FILE.npy. Outputs without
+    /// a file are summarized on stdout.
+    #[arg(long = "output", short = 'o', value_name = "FILE.npy")]
+    pub outputs: Vec<String>,
+    /// Entry point to run (default: the first).
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Device to run on.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        g if g.starts_with("gpu") => {
+            let i = g.strip_prefix("gpu").unwrap().trim_start_matches(':');
+            let i = if i.is_empty() { 0 } else { i.parse().map_err(|_| format!("bad device '{s}'"))? };
+            Ok(Device::Gpu(i))
+        }
+        _ => Err(format!("unknown device '{s}' (expected cpu or gpu:N)")),
+    }
+}
+
+/// Loads the artifact, binds `.npy` inputs by name, runs, writes outputs.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let artifact = Artifact::open(&args.artifact)?;
+    let session = match args.threads {
+        Some(n) => InferenceSession::with_threads(args.device, n),
+        None => InferenceSession::new(args.device),
+    };
+    let model = session.load(&artifact)?;
+    let entry = match &args.entry {
+        Some(e) => artifact.manifest().entry(e).with_context(|| {
+            let names: Vec<&str> = artifact.manifest().entries.iter().map(|e| e.name.as_str()).collect();
+            format!("no entry '{e}' in {} (entries: {})", args.artifact.display(), names.join(", "))
+        })?,
+        None => model.entry(),
+    };
+    let mut slots: Vec<Option<Tensor>> = vec![None; 0];
+    slots.resize_with(entry.inputs.len(), || None);
+    for spec in &args.inputs {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}' must be NAME=FILE.npy"))?;
+        let idx = entry
+            .inputs
+            .iter()
+            .position(|i| i.name == name)
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < entry.inputs.len()))
+            .with_context(|| {
+                let names: Vec<&str> = entry.inputs.iter().map(|i| i.name.as_str()).collect();
+                format!("entry '{}' has no input '{name}' (inputs: {})", entry.name, names.join(", "))
+            })?;
+        if slots[idx].is_some() {
+            bail!("input '{name}' is given twice");
+        }
+        slots[idx] = Some(npy::read_npy(file)?);
+    }
+    let missing: Vec<&str> = entry.inputs.iter().zip(&slots).filter(|(_, s)| s.is_none()).map(|(i, _)| i.name.as_str()).collect();
+    if !missing.is_empty() {
+        bail!("missing input(s): {} (give each as --input NAME=FILE.npy)", missing.join(", "));
+    }
+    let inputs: Vec<Tensor> = slots.into_iter().map(Option::unwrap).collect();
+    let name = entry.name.clone();
+    let outs = model.execute_entry(&name, &inputs)?;
+    if args.outputs.len() > outs.len() {
+        bail!("{} --output files given but entry '{name}' has {} output(s)", args.outputs.len(), outs.len());
+    }
+    let mut written = vec![false; outs.len()];
+    for (k, spec) in args.outputs.iter().enumerate() {
+        let (idx, file) = match spec.split_once('=') {
+            Some((n, f)) => {
+                let i = entry.outputs.iter().position(|o| o.name == n).or_else(|| n.parse().ok()).filter(|i| *i < outs.len());
+                (i.with_context(|| format!("entry '{name}' has no output '{n}'"))?, f)
+            }
+            None => (k, spec.as_str()),
+        };
+        npy::write_npy(file, &outs[idx])?;
+        written[idx] = true;
+    }
+    for (i, t) in outs.iter().enumerate() {
+        if !written[i] {
+            println!("{}: {}", entry.outputs[i].name, summarize(t));
+        }
+    }
+    Ok(())
+}
+
+fn summarize(t: &Tensor) -> String {
+    let v = t.to_f32_vec();
+    let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
+    format!("{}{:?} [{}{}]", t.dtype(), t.shape(), head.join(", "), if v.len() > 8 { ", ..." } else { "" })
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// `inspect` arguments.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The artifact (.maxa).
+    pub artifact: PathBuf,
+    /// Print the raw JSON manifest instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints what an artifact holds.
+pub fn inspect(args: &InspectArgs) -> Result<()> {
+    let a = Artifact::open(&args.artifact)?;
+    let m = a.manifest();
+    if args.json {
+        println!("{}", serde_json_pretty(m)?);
+        return Ok(());
+    }
+    let names = &m.symbols;
+    let shape = |s: &max_runtime::artifact::TensorSig| {
+        let d: Vec<String> = s.shape.iter().map(|d| d.display(names).to_string()).collect();
+        format!("{} {}[{}]", s.name, s.dtype, d.join(", "))
+    };
+    println!("artifact:        {} ({})", args.artifact.display(), human(a.bytes().len() as u64));
+    println!("format version:  {}", m.format_version);
+    println!("compiler:        maxc {}", m.compiler_version);
+    println!("target:          {}-{} cpu={} features=[{}]", m.target.arch, m.target.os, m.target.cpu, m.target.features.join(","));
+    println!("dynamic dims:    {}", if names.is_empty() { "(none)".to_string() } else { names.join(", ") });
+    for e in &m.entries {
+        println!("entry {}:", e.name);
+        for i in &e.inputs {
+            println!("  input   {}", shape(i));
+        }
+        for o in &e.outputs {
+            println!("  output  {}", shape(o));
+        }
+        println!("  buffers {}  dispatches {}", e.buffers.len(), e.dispatches.len());
+        for d in &e.dispatches {
+            println!("    {}  bindings={:?}  workgroups<={}", d.kernel, d.bindings, d.workgroups.display(names));
+        }
+    }
+    let kernels: usize = m.entries.iter().map(|e| e.dispatches.len()).sum();
+    let weights: u64 = m.sections.iter().filter(|s| s.kind == max_runtime::artifact::SectionKind::Weight).map(|s| s.size).sum();
+    println!("kernels:         {kernels}");
+    println!("weights:         {} in {} section(s)", human(weights), m.sections.iter().filter(|s| s.kind == max_runtime::artifact::SectionKind::Weight).count());
+    println!("sections:");
+    for (i, s) in m.sections.iter().enumerate() {
+        println!("  #{i:<3} {:<40} {:<12} offset={:<10} size={:<12} crc32={:08x}", s.name, format!("{:?}", s.kind), s.offset, human(s.size), s.crc32);
+    }
+    Ok(())
+}
+
+fn serde_json_pretty(m: &max_runtime::Manifest) -> Result<String> {
+    Ok(serde_json::to_string_pretty(m)?)
+}
+
+/// Sets up `tracing` from `RUST_LOG` (default: warnings) on stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs a CLI body, printing errors the way compilers do and exiting 1 on failure.
+pub fn exit_on_error(prog: &str, r: Result<()>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            // Diagnostics already start with file:line:col.
+            if msg.contains(": error: ") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("{prog}: error: {msg}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -232,11 +232,10 @@ pub fn compile(graph: &Graph, target: crate::Target) -> Result<max_runtime::Arti
 
 /// Compiles a graph up to `emit` and returns the bytes (text for IR stages).
 pub fn compile_graph_to(graph: &Graph, target: crate::Target, emit: Emit) -> Result<Vec<u8>, CompileError> {
+    // The Graph API builds the graph IR directly; the Rust verifier is its checker (IRDL
+    // only sees text input).
     let g = graph.verified()?;
     let ctx = crate::mlir::MlirContext::new()?;
-    // Round-trip through MLIR so IRDL checks the graph like a parsed file.
-    let text = max_dialects::print::print_graph(&g);
-    ctx.parse(&format!("module {{\n{text}}}\n"), "<graph>").map_err(|e| CompileError::Internal(format!("Graph API produced invalid MLIR: {e}")))?;
     let mut opts = CompileOptions::new(target);
     opts.weights = graph.weights();
     Ok(crate::compile_graphs(&ctx, &[g], &opts, emit)?.bytes)

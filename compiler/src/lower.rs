@@ -415,6 +415,13 @@ fn elementwise(e: &mut Emitter, ins: &[&Val], out: &Val, f: impl FnOnce(&mut Bod
     generic(e, maps, &vec![false; n], ins, out, f)
 }
 
+/// Copies `v` into the destination `out` (same shape and dtype) with `linalg.copy`, which
+/// lowers to loops (a strided `memref.copy` would need MLIR's C runner library).
+fn copy_into(e: &mut Emitter, v: &Val, out: &Val) -> Val {
+    let ssa = e.assign(format!("linalg.copy ins({} : {}) outs({} : {}) -> {}", v.ssa, v.ty.tensor(), out.ssa, out.ty.tensor(), out.ty.tensor()));
+    Val { ssa, ty: out.ty.clone() }
+}
+
 /// Converts `v` into the destination `out` (same shape) elementwise.
 fn convert_into(e: &mut Emitter, v: &Val, out: &Val) -> Val {
     if v.ty.dtype == out.ty.dtype {
@@ -621,6 +628,9 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             )]
         }
         Op::Concat { axis } => {
+            // Each operand is copied (linalg.copy) into an extracted slice of the destination
+            // and inserted back; bufferization turns that into in-place writes through
+            // subviews, with no strided memref.copy left for the runtime to provide.
             let ax = norm(*axis, n);
             let mut acc = out.clone();
             let mut offset = e.index(0);
@@ -635,13 +645,15 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                     });
                 }
                 let ones = vec!["1"; n].join(", ");
+                let (offs, sizes) = (offs.join(", "), sizes.join(", "));
+                let slice_ty = BindingType { dtype: acc.ty.dtype, dims: v.ty.dims.clone() };
+                let dst = e.assign(format!("tensor.extract_slice {}[{offs}] [{sizes}] [{ones}] : {} to {}", acc.ssa, acc.ty.tensor(), slice_ty.tensor()));
+                let copied = copy_into(e, v, &Val { ssa: dst, ty: slice_ty.clone() });
                 let r = e.assign(format!(
-                    "tensor.insert_slice {} into {}[{}] [{}] [{ones}] : {} into {}",
-                    v.ssa,
+                    "tensor.insert_slice {} into {}[{offs}] [{sizes}] [{ones}] : {} into {}",
+                    copied.ssa,
                     acc.ssa,
-                    offs.join(", "),
-                    sizes.join(", "),
-                    v.ty.tensor(),
+                    slice_ty.tensor(),
                     acc.ty.tensor()
                 ));
                 acc = Val { ssa: r, ty: acc.ty.clone() };
@@ -674,7 +686,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                     x.ty.tensor(),
                     o.ty.tensor()
                 ));
-                res.push(Val { ssa: r, ty: o.ty.clone() });
+                res.push(copy_into(e, &Val { ssa: r, ty: o.ty.clone() }, o));
                 let d = e.dim(o, ax);
                 offset = e.assign(format!("arith.addi {offset}, {d} : index"));
             }
@@ -707,7 +719,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                 x.ty.tensor(),
                 out.ty.tensor()
             ));
-            vec![Val { ssa: r, ty: out.ty.clone() }]
+            vec![copy_into(e, &Val { ssa: r, ty: out.ty.clone() }, out)]
         }
         Op::Gather { axis } => {
             let (data, idx) = (&ins[0], &ins[1]);

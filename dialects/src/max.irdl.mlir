@@ -200,19 +200,29 @@ irdl.dialect @max {
     %a0 = irdl.any
     irdl.attributes { "shape" = %a0 }
   }
+  // IRDL binds one type per constraint variable, so all values of a variadic group must
+  // have the same type. concat therefore takes two independently typed operands and a
+  // tail whose operands share one type (covering cache appends and most N-ary concats);
+  // the Rust verifier checks the actual shape rules.
   irdl.operation @concat {
     %o0 = irdl.base "!builtin.tensor"
-    irdl.operands(inputs: variadic %o0)
+    %o1 = irdl.base "!builtin.tensor"
+    %o2 = irdl.base "!builtin.tensor"
+    irdl.operands(lhs: %o0, rhs: %o1, rest: variadic %o2)
     %r0 = irdl.base "!builtin.tensor"
     irdl.results(result: %r0)
     %a0 = irdl.any
     irdl.attributes { "axis" = %a0 }
   }
+  // Like concat: two independently typed results, then a tail of one type (so sizes
+  // [q, k, v] with k == v work; more than two distinct sizes need several splits/slices).
   irdl.operation @split {
     %o0 = irdl.base "!builtin.tensor"
     irdl.operands(input: %o0)
     %r0 = irdl.base "!builtin.tensor"
-    irdl.results(results: variadic %r0)
+    %r1 = irdl.base "!builtin.tensor"
+    %r2 = irdl.base "!builtin.tensor"
+    irdl.results(first: %r0, second: %r1, rest: variadic %r2)
     %a0 = irdl.any
     irdl.attributes { "axis" = %a0 }
   }

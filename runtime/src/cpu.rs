@@ -39,7 +39,12 @@ impl KernelLibrary {
             .map_err(|e| RuntimeError::Io { what: "writing the kernel library".into(), cause: e })?;
         // SAFETY: the library is our own compiler's output (checksummed); its initializers
         // are the default ones of a plain C shared object.
-        let lib = unsafe { libloading::Library::new(file.path()) }.map_err(|e| RuntimeError::KernelLoad(e.to_string()))?;
+        // RTLD_NOW: an unresolved symbol fails here, with a message, not mid-run.
+        let lib: libloading::Library = unsafe {
+            libloading::os::unix::Library::open(Some(file.path()), libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL)
+        }
+        .map_err(|e| RuntimeError::KernelLoad(e.to_string()))?
+        .into();
         // SAFETY: `max_abi_version` is a `uint32_t` global in every library maxc writes.
         let version = unsafe {
             let sym = lib

@@ -1,0 +1,321 @@
+"""Every `max` op, compiled once with a dynamic dim and run at sizes 1, 7 and 33, checked
+against NumPy. Tolerances: f32 elementwise rtol 1e-5, reductions/matmul rtol 1e-4,
+f16 rtol 2e-3 (half precision storage), integers exact."""
+import math
+
+import numpy as np
+import pytest
+
+from maxtest import maxc, run_artifact
+
+SIZES = [1, 7, 33]
+_erf = np.vectorize(math.erf, otypes=[np.float32])
+
+NP = {"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64}
+
+
+def ttype(shape, dt):
+    return "tensor<" + "".join(("?" if d is None else str(d)) + "x" for d in shape) + dt + ">"
+
+
+def concrete(shape, b):
+    return tuple(b if d is None else d for d in shape)
+
+
+def graph(inputs, body, out_types):
+    """A func.func @g with inputs [(name, shape, dtype)], body lines, returning %r..."""
+    args = ", ".join(f'%{n}: {ttype(s, d)} {{max.name = "{n}"}}' for n, s, d in inputs)
+    rets = ", ".join(f"%r{i}" for i in range(len(out_types)))
+    return (f"func.func @g({args}) -> ({', '.join(out_types)}) {{\n" + "\n".join("  " + l for l in body)
+            + f"\n  func.return {rets} : {', '.join(out_types)}\n}}\n")
+
+
+def data(shape, dt, rng, positive=False, low=None):
+    if dt.startswith("i"):
+        a = rng.integers(-20, 20, size=shape)
+        return a.astype(NP[dt])
+    a = rng.standard_normal(shape)
+    if positive:
+        a = np.abs(a) + 0.1
+    return a.astype(NP[dt])
+
+
+def check(tmp_path, mlir, inputs, ref, n_out=1, rtol=1e-5, atol=1e-6, sizes=SIZES, positive=False):
+    """Compiles `mlir`, runs at each size, compares with `ref(*arrays)`."""
+    src = tmp_path / "g.mlir"
+    src.write_text(mlir)
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art)
+    rng = np.random.default_rng(42)
+    for b in sizes:
+        arrays = {n: data(concrete(s, b), d, rng, positive) for n, s, d in inputs}
+        got = run_artifact(art, arrays, tmp_path, n_out)
+        want = ref(*arrays.values())
+        if not isinstance(want, (list, tuple)):
+            want = [want]
+        for g, w in zip(got, want):
+            w = np.asarray(w)
+            assert g.shape == w.shape, f"size {b}: shape {g.shape} != {w.shape}"
+            assert g.dtype == w.dtype, f"size {b}: dtype {g.dtype} != {w.dtype}"
+            if g.dtype.kind in "iu":
+                np.testing.assert_array_equal(g, w, err_msg=f"size {b}")
+            else:
+                np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol, err_msg=f"size {b}")
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+UNARY = {
+    "neg": (lambda x: -x, False),
+    "abs": (np.abs, False),
+    "exp": (np.exp, False),
+    "log": (np.log, True),
+    "sqrt": (np.sqrt, True),
+    "rsqrt": (lambda x: 1 / np.sqrt(x), True),
+    "relu": (lambda x: np.maximum(x, 0), False),
+    "sigmoid": (sigmoid, False),
+    "tanh": (np.tanh, False),
+    "gelu": (lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2)).astype(x.dtype)), False),
+    "silu": (lambda x: x * sigmoid(x), False),
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_unary(tmp_path, op, dt):
+    fn, positive = UNARY[op]
+    s = (None, 5)
+    t = ttype(s, dt)
+    body = [f'%r0 = "max.{op}"(%x) : ({t}) -> {t}']
+    ref = (lambda x: fn(x.astype(np.float32)).astype(np.float16)) if dt == "f16" else (lambda x: fn(x).astype(np.float32))
+    tol = dict(rtol=2e-3, atol=2e-3) if dt == "f16" else dict(rtol=1e-5, atol=1e-6)
+    check(tmp_path, graph([("x", s, dt)], body, [t]), [("x", s, dt)], ref, positive=positive, **tol)
+
+
+@pytest.mark.parametrize("op", ["neg", "abs", "relu"])
+@pytest.mark.parametrize("dt", ["i32", "i64"])
+def test_unary_int(tmp_path, op, dt):
+    s = (None, 3)
+    t = ttype(s, dt)
+    fn = UNARY[op][0]
+    check(tmp_path, graph([("x", s, dt)], [f'%r0 = "max.{op}"(%x) : ({t}) -> {t}'], [t]), [("x", s, dt)], fn)
+
+
+BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "pow": np.power,
+}
+
+# (lhs shape, rhs shape, result shape): same shape, trailing broadcast, leading broadcast, both.
+BROADCASTS = [
+    ((None, 5), (None, 5), (None, 5)),
+    ((None, 5), (5,), (None, 5)),
+    ((1, 5), (None, 1), (None, 5)),
+    ((None, 1, 3), (4, 3), (None, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("shapes", BROADCASTS, ids=["same", "trailing", "outer", "rank"])
+def test_binary(tmp_path, op, shapes):
+    a, b, r = shapes
+    ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
+    body = [f'%r0 = "max.{op}"(%x, %y) : ({ta}, {tb}) -> {tr}']
+    check(tmp_path, graph([("x", a, "f32"), ("y", b, "f32")], body, [tr]), [("x", a, "f32"), ("y", b, "f32")],
+          lambda x, y: BINARY[op](x, y).astype(np.float32), positive=(op == "pow"), rtol=2e-5)
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "maximum", "minimum"])
+@pytest.mark.parametrize("dt", ["i32", "i64"])
+def test_binary_int(tmp_path, op, dt):
+    s = (None, 4)
+    t = ttype(s, dt)
+
+    def ref(x, y):
+        if op == "div":
+            # C semantics: truncate toward zero; division by zero yields 0.
+            safe = np.where(y == 0, 1, y)
+            q = np.trunc(x.astype(np.float64) / safe).astype(x.dtype)
+            return np.where(y == 0, 0, q).astype(x.dtype)
+        return BINARY[op](x, y).astype(x.dtype)
+
+    check(tmp_path, graph([("x", s, dt), ("y", s, dt)], [f'%r0 = "max.{op}"(%x, %y) : ({t}, {t}) -> {t}'], [t]),
+          [("x", s, dt), ("y", s, dt)], ref)
+
+
+@pytest.mark.parametrize("src,dst", [("f32", "f16"), ("f16", "f32"), ("f32", "i32"), ("i64", "f32"), ("i32", "i64"), ("i64", "i32")])
+def test_cast(tmp_path, src, dst):
+    s = (None, 6)
+    ts, td = ttype(s, src), ttype(s, dst)
+    ref = (lambda x: np.trunc(x).astype(NP[dst])) if src.startswith("f") and dst.startswith("i") else (lambda x: x.astype(NP[dst]))
+    check(tmp_path, graph([("x", s, src)], [f'%r0 = "max.cast"(%x) : ({ts}) -> {td}'], [td]), [("x", s, src)], ref,
+          rtol=1e-3 if "f16" in (src, dst) else 1e-6)
+
+
+def test_cast_bf16_round_trip(tmp_path):
+    s = (None, 8)
+    t, tb = ttype(s, "f32"), ttype(s, "bf16")
+    body = [f'%b = "max.cast"(%x) : ({t}) -> {tb}', f'%r0 = "max.cast"(%b) : ({tb}) -> {t}']
+
+    def ref(x):
+        # Round to nearest even on the top 16 bits.
+        u = x.view(np.uint32).astype(np.uint64)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        return u.astype(np.uint32).view(np.float32)
+
+    check(tmp_path, graph([("x", s, "f32")], body, [t]), [("x", s, "f32")], ref, rtol=0, atol=0)
+
+
+MATMULS = [
+    ((None, 5), (5, 7), (None, 7)),
+    ((2, None, 5), (2, 5, 3), (2, None, 3)),
+    ((None, 4, 5), (5, 6), (None, 4, 6)),
+    ((None, 1, 4, 5), (3, 5, 2), (None, 3, 4, 2)),
+]
+
+
+@pytest.mark.parametrize("shapes", MATMULS, ids=["2d", "batched", "bcast-rhs", "bcast-both"])
+def test_matmul(tmp_path, shapes):
+    a, b, r = shapes
+    ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
+    check(tmp_path, graph([("a", a, "f32"), ("b", b, "f32")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]),
+          [("a", a, "f32"), ("b", b, "f32")], lambda x, y: np.matmul(x, y), rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_f16_and_int(tmp_path):
+    a, b, r = (None, 16), (16, 3), (None, 3)
+    ta, tb, tr = ttype(a, "f16"), ttype(b, "f16"), ttype(r, "f16")
+    check(tmp_path, graph([("a", a, "f16"), ("b", b, "f16")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]),
+          [("a", a, "f16"), ("b", b, "f16")], lambda x, y: (x.astype(np.float32) @ y.astype(np.float32)).astype(np.float16),
+          rtol=5e-3, atol=5e-3)
+    ta, tb, tr = ttype(a, "i32"), ttype(b, "i32"), ttype(r, "i32")
+    check(tmp_path, graph([("a", a, "i32"), ("b", b, "i32")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]),
+          [("a", a, "i32"), ("b", b, "i32")], lambda x, y: x @ y)
+
+
+@pytest.mark.parametrize("perm", [(1, 0, 2), (0, 2, 1), (2, 0, 1)])
+def test_transpose(tmp_path, perm):
+    s = (None, 3, 4)
+    r = tuple(s[p] for p in perm)
+    ts, tr = ttype(s, "f32"), ttype(r, "f32")
+    p = ", ".join(map(str, perm))
+    check(tmp_path, graph([("x", s, "f32")], [f'%r0 = "max.transpose"(%x) {{perm = array<i64: {p}>}} : ({ts}) -> {tr}'], [tr]),
+          [("x", s, "f32")], lambda x: np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("kind", ["sum", "mean", "max"])
+@pytest.mark.parametrize("axes,keep", [((-1,), False), ((0,), False), ((0, 2), True), ((1,), True)])
+def test_reduce(tmp_path, kind, axes, keep):
+    s = (None, 3, 4)
+    out = [d for i, d in enumerate(s) if i not in [a % 3 for a in axes]] if not keep else [1 if i in [a % 3 for a in axes] else d for i, d in enumerate(s)]
+    ts, tr = ttype(s, "f32"), ttype(out, "f32")
+    a = ", ".join(map(str, axes))
+    kd = ", keepdims = true" if keep else ""
+    fn = {"sum": np.sum, "mean": np.mean, "max": np.max}[kind]
+    check(tmp_path, graph([("x", s, "f32")], [f'%r0 = "max.reduce_{kind}"(%x) {{axes = array<i64: {a}>{kd}}} : ({ts}) -> {tr}'], [tr]),
+          [("x", s, "f32")], lambda x: fn(x, axis=axes, keepdims=keep).astype(np.float32), rtol=1e-4, atol=1e-5)
+
+
+def test_reduce_int(tmp_path):
+    s = (None, 5)
+    ts, tr = ttype(s, "i64"), ttype((None,), "i64")
+    for kind, fn in [("sum", np.sum), ("max", np.max)]:
+        check(tmp_path, graph([("x", s, "i64")], [f'%r0 = "max.reduce_{kind}"(%x) {{axes = array<i64: 1>}} : ({ts}) -> {tr}'], [tr]),
+              [("x", s, "i64")], lambda x: fn(x, axis=1))
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax(tmp_path, axis):
+    s = (None, 4, 6)
+    t = ttype(s, "f32")
+
+    def ref(x):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+    check(tmp_path, graph([("x", s, "f32")], [f'%r0 = "max.softmax"(%x) {{axis = {axis} : i64}} : ({t}) -> {t}'], [t]),
+          [("x", s, "f32")], ref, rtol=1e-5, atol=1e-7)
+
+
+def test_reshape_feeds_kernels(tmp_path):
+    s, r = (None, 12), (None, 3, 4)
+    ts, tr = ttype(s, "f32"), ttype(r, "f32")
+    body = [f'%a = "max.reshape"(%x) {{shape = array<i64: -1, 3, 4>}} : ({ts}) -> {tr}',
+            f'%r0 = "max.exp"(%a) : ({tr}) -> {tr}',
+            f'%r1 = "max.reshape"(%r0) {{shape = array<i64: 0, 12>}} : ({tr}) -> {ts}']
+    check(tmp_path, graph([("x", s, "f32")], body, [tr, ts]), [("x", s, "f32")],
+          lambda x: [np.exp(x.reshape(-1, 3, 4)), np.exp(x)], n_out=2)
+
+
+def test_broadcast_to(tmp_path):
+    s, r = (None, 1, 5), (None, 4, 5)
+    ts, tr = ttype(s, "f32"), ttype(r, "f32")
+    check(tmp_path, graph([("x", s, "f32")], [f'%r0 = "max.broadcast_to"(%x) {{shape = array<i64: -1, 4, 5>}} : ({ts}) -> {tr}'], [tr]),
+          [("x", s, "f32")], lambda x: np.broadcast_to(x, (x.shape[0], 4, 5)))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_concat(tmp_path, axis):
+    a = (None, 2)
+    b = (None, 3) if axis == 1 else (None, 2)
+    r = (None, 7) if axis == 1 else (None, 2)
+    ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
+    check(tmp_path, graph([("x", a, "f32"), ("y", b, "f32")], [f'%r0 = "max.concat"(%x, %y, %x) {{axis = {axis} : i64}} : ({ta}, {tb}, {ta}) -> {tr}'], [tr]),
+          [("x", a, "f32"), ("y", b, "f32")], lambda x, y: np.concatenate([x, y, x], axis=axis))
+
+
+def test_split(tmp_path):
+    s = (None, 6)
+    ts, t2, t4 = ttype(s, "f32"), ttype((None, 2), "f32"), ttype((None, 4), "f32")
+    body = ['%r0, %r1, %r2 = "max.split"(%x) {axis = 1 : i64, num_splits = 3 : i64} : (' + ts + f") -> ({t2}, {t2}, {t2})",
+            f'%r3, %r4 = "max.split"(%x) {{axis = -1 : i64, sizes = array<i64: 2, 4>}} : ({ts}) -> ({t2}, {t4})']
+    check(tmp_path, graph([("x", s, "f32")], body, [t2, t2, t2, t2, t4]), [("x", s, "f32")],
+          lambda x: [x[:, 0:2], x[:, 2:4], x[:, 4:6], x[:, :2], x[:, 2:]], n_out=5)
+
+
+def test_slice(tmp_path):
+    s = (None, 10)
+    ts = ttype(s, "f32")
+    body = [f'%r0 = "max.slice"(%x) {{starts = array<i64: 1, -7>, ends = array<i64: 1000, -1>, steps = array<i64: 1, 2>}} : ({ts}) -> {ttype((None, 3), "f32")}',
+            f'%r1 = "max.slice"(%x) {{starts = array<i64: 2>, ends = array<i64: 8>, axes = array<i64: 1>}} : ({ts}) -> {ttype((None, 6), "f32")}']
+    check(tmp_path, graph([("x", s, "f32")], body, [ttype((None, 3), "f32"), ttype((None, 6), "f32")]), [("x", s, "f32")],
+          lambda x: [x[1:1000, -7:-1:2], x[:, 2:8]], n_out=2, sizes=[1, 7, 33])
+
+
+def test_gather(tmp_path):
+    # Embedding lookup: table[10, 4] at indices[?] (negative and out-of-range indices clamp).
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    dense = ", ".join(str(float(v)) for v in table.ravel())
+    tt = ttype((10, 4), "f32")
+    body = [f'%t = "max.constant"() {{value = dense<[{dense}]> : tensor<40xf32>}} : () -> tensor<40xf32>',
+            f'%tab = "max.reshape"(%t) {{shape = array<i64: 10, 4>}} : (tensor<40xf32>) -> {tt}',
+            f'%r0 = "max.gather"(%tab, %i) {{axis = 0 : i64}} : ({tt}, {ttype((None,), "i64")}) -> {ttype((None, 4), "f32")}',
+            f'%r1 = "max.gather"(%x, %j) {{axis = 1 : i64}} : ({ttype((None, 5), "f32")}, {ttype((2,), "i32")}) -> {ttype((None, 2), "f32")}']
+    src = graph([("i", (None,), "i64"), ("x", (None, 5), "f32"), ("j", (2,), "i32")], body, [ttype((None, 4), "f32"), ttype((None, 2), "f32")])
+    p = tmp_path / "g.mlir"
+    p.write_text(src)
+    maxc("compile", p, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(3)
+    for b in SIZES:
+        idx = rng.integers(-3, 12, size=b).astype(np.int64)
+        x = rng.standard_normal((b, 5)).astype(np.float32)
+        j = np.array([4, 1], dtype=np.int32)
+        got = run_artifact(tmp_path / "g.maxa", {"i": idx, "x": x, "j": j}, tmp_path, 2)
+        wrapped = np.clip(np.where(idx < 0, idx + 10, idx), 0, 9)
+        np.testing.assert_array_equal(got[0], table[wrapped])
+        np.testing.assert_array_equal(got[1], x[:, [4, 1]])
+
+
+def test_constant_and_f16_weights(tmp_path):
+    s = (None, 3)
+    t = ttype(s, "f32")
+    body = [f'%c = "max.constant"() {{value = dense<[1.5, -2.0, 0.25]> : tensor<3xf32>}} : () -> tensor<3xf32>',
+            f'%r0 = "max.mul"(%x, %c) : ({t}, tensor<3xf32>) -> {t}']
+    check(tmp_path, graph([("x", s, "f32")], body, [t]), [("x", s, "f32")], lambda x: x * np.array([1.5, -2.0, 0.25], np.float32))

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// A problem in the user's graph, at a source location.
-    #[error("{0}")]
+    #[error(transparent)]
     Diagnostic(#[from] max_dialects::Diagnostic),
     /// MLIR parse/verify/pass diagnostics (already formatted `file:line:col: error: ...`).
     #[error("{0}")]

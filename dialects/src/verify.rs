@@ -69,7 +69,27 @@ pub fn verify(graph: &mut Graph) -> Result<(), Diagnostic> {
     for t in graph.types.iter_mut().flatten() {
         *t = uf.canon_type(t);
     }
+    compact_symbols(graph, &uf);
     Ok(())
+}
+
+/// Drops symbols merged into others and renumbers the rest densely, in first-use order.
+fn compact_symbols(graph: &mut Graph, uf: &SymUnion) {
+    let mut new_index: Vec<Option<u32>> = vec![None; graph.symbols.len()];
+    let mut names = Vec::new();
+    for s in 0..graph.symbols.len() as u32 {
+        if uf.find(s) == s {
+            new_index[s as usize] = Some(names.len() as u32);
+            names.push(graph.symbols[s as usize].clone());
+        }
+    }
+    let remap = |s: u32| new_index[uf.find(s) as usize].expect("representatives are kept");
+    for t in graph.types.iter_mut().flatten() {
+        for d in &mut t.dims {
+            *d = d.map_syms(&remap);
+        }
+    }
+    graph.symbols = names;
 }
 
 /// Union-find over dimension symbols.

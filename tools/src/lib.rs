@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Device to run on.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
+    /// Run N more times after a warm-up and report execution latency (median, min).
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<usize>,
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -81,6 +84,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let inputs: Vec<Tensor> = slots.into_iter().map(Option::unwrap).collect();
     let name = entry.name.clone();
     let outs = model.execute_entry(&name, &inputs)?;
+    if let Some(n) = args.repeat.filter(|n| *n > 0) {
+        let mut times: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                model.execute_entry(&name, &inputs).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        times.sort_by(f64::total_cmp);
+        eprintln!("{name}: {n} runs on {} thread(s): median {:.3} ms, min {:.3} ms", session.threads(), times[n / 2], times[0]);
+    }
     if args.outputs.len() > outs.len() {
         bail!("{} --output files given but entry '{name}' has {} output(s)", args.outputs.len(), outs.len());
     }

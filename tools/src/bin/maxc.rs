@@ -89,6 +89,10 @@ struct OptArgs {
     /// Print locations.
     #[arg(long)]
     debug_info: bool,
+    /// Treat `// -----` lines as separators and process each chunk on its own (errors in one
+    /// chunk are reported and the next chunk still runs; exit status 1 if any failed).
+    #[arg(long)]
+    split_input_file: bool,
 }
 
 fn parse_target(s: &str) -> Result<Target> {
@@ -161,14 +165,48 @@ enum State {
 fn opt(a: &OptArgs) -> Result<()> {
     let source = std::fs::read_to_string(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let file = a.input.display().to_string();
-    let ctx = MlirContext::new()?;
     let stages = pipeline::split_stages(&a.pass_pipeline);
     if stages.is_empty() {
         bail!("--pass-pipeline is empty; stages: {}", pipeline::STAGES.join(", "));
     }
-    let has_max = source.contains("\"max.");
+    if !a.split_input_file {
+        let text = opt_chunk(&source, &file, &stages, a.debug_info)?;
+        return write_out(a.output.as_deref(), text.as_bytes());
+    }
+    // Each chunk keeps its original line numbers: earlier lines become blank lines.
+    let mut outputs = Vec::new();
+    let mut failed = 0;
+    let mut line = 0;
+    for chunk in source.split("\n// -----\n") {
+        let padded = format!("{}{chunk}", "\n".repeat(line));
+        line += chunk.matches('\n').count() + 2;
+        match opt_chunk(&padded, &file, &stages, a.debug_info) {
+            Ok(t) => outputs.push(t),
+            Err(e) => {
+                failed += 1;
+                let msg = format!("{e:#}");
+                if msg.contains(": error: ") {
+                    eprintln!("{msg}");
+                } else {
+                    eprintln!("maxc: error: {msg}");
+                }
+            }
+        }
+        eprintln!("// -----");
+    }
+    write_out(a.output.as_deref(), outputs.join("// -----\n").as_bytes())?;
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn opt_chunk(source: &str, file: &str, stages: &[String], debug_info: bool) -> Result<String> {
+    let ctx = MlirContext::new()?;
+    // max-level stages (and any input holding max ops) start from the imported graph.
+    let has_max = source.contains("\"max.") || matches!(stages.first().map(String::as_str), Some("verify" | "lower-to-linalg"));
     let mut state = if has_max {
-        let module = ctx.parse(&source, &file)?;
+        let module = ctx.parse(source, file)?;
         let mut graphs = max_compiler::import::import_module(&ctx, &module)?;
         // Shape inference is a prerequisite of every later stage.
         for g in &mut graphs {
@@ -176,9 +214,9 @@ fn opt(a: &OptArgs) -> Result<()> {
         }
         State::Graphs(graphs)
     } else {
-        State::Mlir(source.clone())
+        State::Mlir(source.to_string())
     };
-    for stage in &stages {
+    for stage in stages {
         state = match (stage.as_str(), state) {
             ("verify", State::Graphs(g)) => State::Graphs(g),
             ("lower-to-linalg", State::Graphs(g)) => {
@@ -191,17 +229,16 @@ fn opt(a: &OptArgs) -> Result<()> {
             (s, State::Graphs(_)) => bail!("stage '{s}' runs on kernels; run lower-to-linalg first"),
             (s, State::Mlir(text)) => {
                 let p = pipeline::mlir_pipeline(s).unwrap();
-                let mut module = ctx.parse(&text, &file)?;
+                let mut module = ctx.parse(&text, file)?;
                 ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
-                State::Mlir(max_compiler::mlir::print_module(&module, a.debug_info))
+                State::Mlir(max_compiler::mlir::print_module(&module, debug_info))
             }
         };
     }
-    let text = match state {
+    Ok(match state {
         State::Graphs(g) => g.iter().map(max_dialects::print::print_graph).collect::<Vec<_>>().join("\n"),
         State::Mlir(t) => t,
-    };
-    write_out(a.output.as_deref(), text.as_bytes())
+    })
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,36 @@
+"""Small .npy helpers for lit tests.
+
+  npy.py random OUT SHAPE DTYPE [SEED]   write random data (shape like 3,4)
+  npy.py close A B [RTOL]                 assert two .npy files are allclose
+  npy.py corrupt FILE OFFSET              flip the bits of the byte at OFFSET (negative: from end)
+  npy.py patch-u32 FILE OFFSET VALUE      overwrite a little-endian u32
+"""
+import struct
+import sys
+
+import numpy as np
+
+cmd = sys.argv[1]
+if cmd == "random":
+    shape = tuple(int(s) for s in sys.argv[3].split(",") if s)
+    dt = np.dtype(sys.argv[4])
+    rng = np.random.default_rng(int(sys.argv[5]) if len(sys.argv) > 5 else 0)
+    a = rng.standard_normal(shape) if dt.kind == "f" else rng.integers(-5, 5, size=shape)
+    np.save(sys.argv[2], a.astype(dt))
+elif cmd == "close":
+    a, b = np.load(sys.argv[2]), np.load(sys.argv[3])
+    rtol = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-5
+    assert a.shape == b.shape, (a.shape, b.shape)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2)
+elif cmd == "corrupt":
+    data = bytearray(open(sys.argv[2], "rb").read())
+    off = int(sys.argv[3])
+    data[off] ^= 0xFF
+    open(sys.argv[2], "wb").write(bytes(data))
+elif cmd == "patch-u32":
+    data = bytearray(open(sys.argv[2], "rb").read())
+    off = int(sys.argv[3])
+    data[off:off + 4] = struct.pack("<I", int(sys.argv[4]))
+    open(sys.argv[2], "wb").write(bytes(data))
+else:
+    sys.exit(f"unknown command {cmd}")

@@ -35,9 +35,9 @@ func.func @g(%a: tensor<2xf32>) -> tensor<2xf32> {
 // -----
 
 // CHECK: errors-attributes.mlir:[[@LINE+2]]:8: error: op 'arith.addf' is not part of the max dialect; graphs are built from max ops only
-func.func @g(%a: f32) -> f32 {
-  %0 = arith.addf %a, %a : f32
-  func.return %0 : f32
+func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %0 = arith.addf %a, %a : tensor<4xf32>
+  func.return %0 : tensor<4xf32>
 }
 
 // -----

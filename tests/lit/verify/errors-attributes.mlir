@@ -57,7 +57,7 @@ func.func @g(%a: tensor<4xf32>) {
 // -----
 
 // Malformed MLIR: the parser's own diagnostic, with its location.
-// CHECK: errors-attributes.mlir:[[@LINE+2]]:22: error: expected ':'
+// CHECK: errors-attributes.mlir:[[@LINE+2]]:23: error: expected '{' to begin a region
 func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {
   %0 = "max.exp"(%a) (tensor<4xf32>) -> tensor<4xf32>
   func.return %0 : tensor<4xf32>

@@ -132,6 +132,25 @@ pub fn abi_wrappers(kernels: &[PlannedKernel]) -> String {
     s
 }
 
+/// Marks the pointer parameters of each kernel's LLVM definition `noalias`.
+///
+/// Bindings never alias a buffer the kernel writes, and saying so is what lets LLVM
+/// vectorize. (The `llvm.noalias` argument attribute on the memref does not survive
+/// MLIR's func-to-LLVM conversion of expanded memref descriptors, so it is applied here.)
+pub fn mark_noalias(ir: &str, kernels: &[PlannedKernel]) -> String {
+    let mut out = String::with_capacity(ir.len() + 1024);
+    for line in ir.split_inclusive('\n') {
+        let is_kernel_def = line.starts_with("define ")
+            && kernels.iter().any(|k| line.contains(&format!("@{}(", k.spec.name)));
+        if is_kernel_def {
+            out.push_str(&line.replace("(ptr %", "(ptr noalias %").replace(", ptr %", ", ptr noalias %"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Optimized LLVM IR, assembly or an object file from LLVM IR text.
 pub struct Codegen {
     target: CpuTarget,

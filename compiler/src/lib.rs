@@ -117,7 +117,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     if emit == Emit::LlvmDialect {
         return text(mlir::print_module(&module, false));
     }
-    let mut ir = ctx.translate_to_llvm_ir(&module)?;
+    let mut ir = codegen::mark_noalias(&ctx.translate_to_llvm_ir(&module)?, &program.kernels);
     ir.push_str(&abi_wrappers(&program.kernels));
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "lowered to LLVM IR");
     let cg = Codegen::new(opts.target.clone());

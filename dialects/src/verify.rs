@@ -327,9 +327,19 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             }
             let known = DimExpr::product(dims.iter().flatten());
             if let Some(i) = infer_at {
-                let d = DimExpr::exact_div(&total, &known).ok_or_else(|| {
-                    format!("'max.reshape' cannot infer -1: {} elements are not divisible by {}", show(&total, names), show(&known, names))
-                })?;
+                let d = match DimExpr::exact_div(&total, &known) {
+                    Some(d) => d,
+                    // Symbolic sizes that cannot be proven divisible: the runtime checks that
+                    // the reshaped buffer has its operand's element count.
+                    None if !(total.is_static() && known.is_static()) => DimExpr::div(total.clone(), known.clone()),
+                    None => {
+                        return Err(format!(
+                            "'max.reshape' cannot infer -1: {} elements are not divisible by {}",
+                            show(&total, names),
+                            show(&known, names)
+                        ))
+                    }
+                };
                 dims[i] = Some(d);
             } else if uf.unify(&total, &known).is_none() && !(total.is_static() && total == known) {
                 return Err(format!(

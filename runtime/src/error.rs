@@ -27,6 +27,8 @@ pub enum RuntimeError {
     InputDType { name: String, expected: DType, got: DType },
     #[error("input '{name}' must have shape {expected}, got {got:?}")]
     InputShape { name: String, expected: String, got: Vec<usize> },
+    #[error("a reshape from {from:?} to {to:?} changes the element count; the input sizes do not divide as the graph requires")]
+    Reshape { from: Vec<usize>, to: Vec<usize> },
     #[error("computing buffer sizes: {0}")]
     Dim(#[from] max_dialects::dim::DimEvalError),
     #[error("tensor data has {got} bytes but shape {shape:?} of {dtype} needs {expected}")]

@@ -110,7 +110,14 @@ impl Model {
             let (ptr, temp) = match b.kind {
                 BufferKind::Input(i) => (inputs[i].bytes().as_ptr() as *mut u8, None),
                 BufferKind::Weight(s) => (self.artifact.section_bytes(s).as_ptr() as *mut u8, None),
-                BufferKind::Alias(a) => (ptrs[a], None),
+                BufferKind::Alias(a) => {
+                    // A reshape whose size is only known at run time must keep the count.
+                    let parent: usize = shapes[a].iter().product();
+                    if shape.iter().product::<usize>() != parent {
+                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
+                    }
+                    (ptrs[a], None)
+                }
                 BufferKind::Temp => {
                     let mut t = AlignedBytes::zeroed(bytes);
                     (t.as_mut_slice().as_mut_ptr(), Some(t))

@@ -1,0 +1,25 @@
+// Bufferization writes straight into the ABI's buffers: no tensors, no result
+// allocations, no copies of whole outputs, and no strided memref.copy (which would need
+// MLIR's C runner library at run time).
+// RUN: maxc opt %s --pass-pipeline=lower-to-linalg,bufferize | FileCheck %s
+
+// CHECK-LABEL: func.func @g_k0_exp(
+// CHECK-NOT: bufferization.to_tensor
+// CHECK-NOT: memref.alloc
+// CHECK-NOT: memref.copy
+// CHECK: linalg.generic {{.*}} ins(%{{.*}} : memref<?x8xf32, strided<[8, 1], offset: ?>>) outs(%{{.*}} : memref<?x8xf32, strided<[8, 1], offset: ?>>)
+// CHECK: math.exp
+// CHECK-LABEL: func.func @g_k1_concat(
+// CHECK-NOT: memref.copy
+// CHECK: memref.subview
+// CHECK: linalg.copy
+// Softmax's row statistics are temporaries, allocated and freed inside the kernel.
+// CHECK-LABEL: func.func @g_k2_softmax(
+// CHECK: memref.alloc
+// CHECK: memref.dealloc
+func.func @g(%x: tensor<?x8xf32>) -> (tensor<?x8xf32>, tensor<?x16xf32>, tensor<?x8xf32>) {
+  %0 = "max.exp"(%x) : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  %1 = "max.concat"(%x, %0) {axis = 1 : i64} : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x16xf32>
+  %2 = "max.softmax"(%x) {axis = 1 : i64} : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  func.return %0, %1, %2 : tensor<?x8xf32>, tensor<?x16xf32>, tensor<?x8xf32>
+}

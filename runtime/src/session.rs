@@ -68,6 +68,19 @@ pub struct Model {
     pool: Arc<rayon::ThreadPool>,
 }
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries: Vec<&str> = self.artifact.manifest().entries.iter().map(|e| e.name.as_str()).collect();
+        f.debug_struct("Model").field("artifact", &self.artifact.origin()).field("entries", &entries).finish()
+    }
+}
+
+impl std::fmt::Debug for InferenceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceSession").field("device", &self.device).field("threads", &self.threads()).finish()
+    }
+}
+
 /// Raw binding pointers shared read-only by the workgroups of one dispatch.
 struct Bindings<'a> {
     ptrs: &'a [*mut u8],

@@ -194,8 +194,9 @@ impl Codegen {
     }
 }
 
-/// Links an object file into a shared object with the system C compiler driver (`$CC`,
-/// else `cc`). The output is deterministic (no build id).
+/// Links an object file into a shared object with a C compiler driver: `$CC` if set, else
+/// the first of `cc` and LLVM 22's `clang` that exists. The output is deterministic (no
+/// build id).
 pub fn link_shared(object: &[u8], workdir: &Path) -> Result<Vec<u8>, CompileError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -204,16 +205,23 @@ pub fn link_shared(object: &[u8], workdir: &Path) -> Result<Vec<u8>, CompileErro
     let obj = workdir.join("kernels.o");
     let so = workdir.join("kernels.so");
     std::fs::write(&obj, object).map_err(io("writing kernels.o"))?;
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-shared", "-nostartfiles", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-o"])
-        .arg(&so)
-        .arg(&obj)
-        .arg("-lm")
-        .output()
-        .map_err(|e| CompileError::Codegen(format!("running the linker '{cc}': {e} (install a C toolchain, e.g. apt-get install gcc)")))?;
-    if !out.status.success() {
-        return Err(CompileError::Codegen(format!("linking kernels failed: {}", String::from_utf8_lossy(&out.stderr))));
+    let candidates: Vec<String> = match std::env::var("CC") {
+        Ok(cc) => vec![cc],
+        Err(_) => vec!["cc".into(), "/usr/lib/llvm-22/bin/clang".into()],
+    };
+    let mut last_err = String::new();
+    for cc in &candidates {
+        let out = Command::new(cc)
+            .args(["-shared", "-nostartfiles", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-o"])
+            .arg(&so)
+            .arg(&obj)
+            .arg("-lm")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return std::fs::read(&so).map_err(io("reading kernels.so")),
+            Ok(o) => return Err(CompileError::Codegen(format!("linking kernels with '{cc}' failed: {}", String::from_utf8_lossy(&o.stderr)))),
+            Err(e) => last_err = format!("'{cc}': {e}"),
+        }
     }
-    std::fs::read(&so).map_err(io("reading kernels.so"))
+    Err(CompileError::Codegen(format!("no linker found ({last_err}); install gcc or clang, or set CC")))
 }

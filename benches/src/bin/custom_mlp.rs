@@ -1,0 +1,74 @@
+//! custom_mlp: compile time, and execution latency at batch 1 and 64 next to NumPy
+//! (OpenBLAS) in the same run. Prints a table and writes JSON.
+//!
+//! Run with `bash benches/run.sh custom_mlp` (sets up the Python reference environment).
+
+use anyhow::Result;
+use clap::Parser;
+use max_benches::{repo_root, run_reference, time_ms};
+use max_compiler::{CompileOptions, Emit, Target};
+use max_runtime::{Artifact, Device, InferenceSession, Tensor};
+
+#[derive(Parser)]
+#[command(about = "custom_mlp: maxc compile time and latency vs NumPy")]
+struct Args {
+    /// Threads for both our runtime and OpenBLAS.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed runs per measurement.
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
+    /// Python with NumPy for the reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/custom_mlp.json")]
+    json: String,
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let root = repo_root();
+    let src = root.join("examples/custom_mlp.mlir");
+    let opts = CompileOptions::new(Target::host());
+    let mut bytes = Vec::new();
+    let (compile_med, compile_min) = time_ms(0, 3, || {
+        bytes = max_compiler::compile_file(&src, &opts, Emit::Artifact)?.bytes;
+        Ok(())
+    })?;
+    let artifact = Artifact::from_bytes(&bytes)?;
+    let session = InferenceSession::with_threads(Device::Cpu, a.threads);
+    let t = std::time::Instant::now();
+    let model = session.load(&artifact)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    println!("custom_mlp (x[batch,768] @ W1[768,3072] -> relu -> @ W2[3072,768] -> softmax), {} thread(s)", a.threads);
+    println!("compile (maxc, whole pipeline): median {compile_med:.0} ms, min {compile_min:.0} ms; load {load_ms:.1} ms");
+    println!("{:>6} | {:>12} | {:>12} | {:>14} | {:>8}", "batch", "max (ms)", "numpy (ms)", "max GFLOP/s", "speedup");
+    let mut rows = Vec::new();
+    for batch in [1usize, 64] {
+        let x = Tensor::from_slice(&[batch, 768], &vec![0.1f32; batch * 768])?;
+        let (ours, _) = time_ms(3, a.runs, || {
+            model.execute(std::slice::from_ref(&x))?;
+            Ok(())
+        })?;
+        let reference = run_reference(
+            &a.python,
+            root.join("benches/reference/numpy_mlp.py").to_str().unwrap(),
+            &[batch.to_string(), a.runs.to_string()],
+            a.threads,
+        )?;
+        let np_ms = reference["median_ms"].as_f64().unwrap_or(f64::NAN);
+        let flops = 2.0 * 2.0 * batch as f64 * 768.0 * 3072.0;
+        let speedup = np_ms / ours;
+        println!("{batch:>6} | {ours:>12.3} | {np_ms:>12.3} | {:>14.1} | {speedup:>7.2}x", flops / ours / 1e6);
+        rows.push(serde_json::json!({"batch": batch, "max_ms": ours, "numpy_ms": np_ms, "speedup_vs_numpy": speedup, "numpy_blas": reference["blas"]}));
+    }
+    let json = serde_json::json!({"bench": "custom_mlp", "threads": a.threads, "compile_ms_median": compile_med, "load_ms": load_ms, "rows": rows});
+    if let Some(dir) = std::path::Path::new(&a.json).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.json, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", a.json);
+    Ok(())
+}

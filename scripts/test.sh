@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests, the lit/FileCheck suite, and the
+# NumPy-checked op tests. This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust >= 1.85 (rustup) first" >&2; exit 1; }
+# shellcheck disable=SC1091
+source ./llvm-env.sh
+# shellcheck disable=SC1091
+source scripts/python-env.sh
+
+echo "== cargo build"
+cargo build --locked --workspace --all-targets
+echo "== cargo test"
+cargo test --locked --workspace
+echo "== lit tests/lit"
+lit -sv tests/lit
+echo "== pytest tests/python"
+python -m pytest -q tests/python

@@ -48,6 +48,24 @@ pub enum Emit {
     Artifact,
 }
 
+impl Emit {
+    /// Every stage with its command-line name and a one-line description, in order.
+    pub const ALL: [(&'static str, &'static str, Emit); 7] = [
+        ("max", "Verified max IR with inferred types", Emit::Max),
+        ("linalg", "Kernels in linalg/tensor on tensors", Emit::Linalg),
+        ("llvm-dialect", "Kernels in the LLVM dialect", Emit::LlvmDialect),
+        ("llvm-ir", "Optimized LLVM IR", Emit::LlvmIr),
+        ("asm", "x86-64 assembly", Emit::Asm),
+        ("obj", "x86-64 object file", Emit::Obj),
+        ("artifact", "The .maxa artifact (default)", Emit::Artifact),
+    ];
+
+    /// The stage named `name` (`max`, `linalg`, ..., `artifact`).
+    pub fn from_name(name: &str) -> Option<Emit> {
+        Emit::ALL.iter().find(|(n, _, _)| *n == name).map(|(_, _, e)| *e)
+    }
+}
+
 /// Compile options.
 #[derive(Debug, Clone)]
 pub struct CompileOptions {

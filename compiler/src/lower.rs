@@ -476,6 +476,22 @@ fn reduce_into(
     })
 }
 
+/// Offsets and sizes (comma-separated) of the slab that `v` occupies along `axis` at
+/// `offset` in a concat result or split operand: zero offsets elsewhere, `v`'s own sizes.
+fn slab_coords(e: &mut Emitter, v: &Val, axis: usize, offset: &str) -> (String, String) {
+    let n = v.ty.dims.len();
+    let mut offs = Vec::with_capacity(n);
+    let mut sizes = Vec::with_capacity(n);
+    for i in 0..n {
+        offs.push(if i == axis { offset.to_string() } else { "0".into() });
+        sizes.push(match v.ty.dims[i] {
+            Some(c) => c.to_string(),
+            None => e.dim(v, i),
+        });
+    }
+    (offs.join(", "), sizes.join(", "))
+}
+
 /// Clamped index `i` (Python semantics) into a dim of size `d` (an index SSA value).
 fn clamp_index(e: &mut Emitter, i: i64, d: &str) -> String {
     if i >= 0 {
@@ -636,17 +652,8 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let mut acc = out.clone();
             let mut offset = e.index(0);
             for v in ins {
-                let mut offs = Vec::new();
-                let mut sizes = Vec::new();
-                for i in 0..n {
-                    offs.push(if i == ax { offset.clone() } else { "0".into() });
-                    sizes.push(match v.ty.dims[i] {
-                        Some(c) => c.to_string(),
-                        None => e.dim(v, i),
-                    });
-                }
+                let (offs, sizes) = slab_coords(e, v, ax, &offset);
                 let ones = vec!["1"; n].join(", ");
-                let (offs, sizes) = (offs.join(", "), sizes.join(", "));
                 let slice_ty = BindingType { dtype: acc.ty.dtype, dims: v.ty.dims.clone() };
                 let dst = e.assign(format!("tensor.extract_slice {}[{offs}] [{sizes}] [{ones}] : {} to {}", acc.ssa, acc.ty.tensor(), slice_ty.tensor()));
                 let copied = copy_into(e, v, &Val { ssa: dst, ty: slice_ty.clone() });
@@ -669,24 +676,9 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let mut offset = e.index(0);
             let mut res = Vec::new();
             for o in outs {
-                let mut offs = Vec::new();
-                let mut sizes = Vec::new();
-                for i in 0..n {
-                    offs.push(if i == ax { offset.clone() } else { "0".into() });
-                    sizes.push(match o.ty.dims[i] {
-                        Some(c) => c.to_string(),
-                        None => e.dim(o, i),
-                    });
-                }
+                let (offs, sizes) = slab_coords(e, o, ax, &offset);
                 let ones = vec!["1"; n].join(", ");
-                let r = e.assign(format!(
-                    "tensor.extract_slice {}[{}] [{}] [{ones}] : {} to {}",
-                    x.ssa,
-                    offs.join(", "),
-                    sizes.join(", "),
-                    x.ty.tensor(),
-                    o.ty.tensor()
-                ));
+                let r = e.assign(format!("tensor.extract_slice {}[{offs}] [{sizes}] [{ones}] : {} to {}", x.ssa, x.ty.tensor(), o.ty.tensor()));
                 res.push(copy_into(e, &Val { ssa: r, ty: o.ty.clone() }, o));
                 let d = e.dim(o, ax);
                 offset = e.assign(format!("arith.addi {offset}, {d} : index"));

@@ -1,7 +1,7 @@
 //! `maxc`: the ahead-of-time graph compiler driver.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use max_compiler::mlir::MlirContext;
 use max_compiler::{pipeline, CompileOptions, Emit, Target};
 use max_tools::{exit_on_error, init_logging, inspect, run, InspectArgs, RunArgs};
@@ -35,22 +35,11 @@ enum Cmd {
     Inspect(InspectArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum EmitArg {
-    /// Verified max IR with inferred types.
-    Max,
-    /// Kernels in linalg/tensor on tensors.
-    Linalg,
-    /// Kernels in the LLVM dialect.
-    LlvmDialect,
-    /// Optimized LLVM IR.
-    LlvmIr,
-    /// x86-64 assembly.
-    Asm,
-    /// x86-64 object file.
-    Obj,
-    /// The .maxa artifact (default).
-    Artifact,
+/// `--emit` values with their help, from the compiler's own stage list.
+fn emit_parser() -> impl clap::builder::TypedValueParser<Value = Emit> {
+    use clap::builder::TypedValueParser;
+    let values = Emit::ALL.iter().map(|(name, help, _)| clap::builder::PossibleValue::new(*name).help(*help));
+    clap::builder::PossibleValuesParser::new(values).map(|s: String| Emit::from_name(&s).expect("clap only passes listed values"))
 }
 
 #[derive(clap::Args)]
@@ -61,8 +50,8 @@ struct CompileArgs {
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Stop after this stage.
-    #[arg(long, value_enum, default_value = "artifact")]
-    emit: EmitArg,
+    #[arg(long, value_parser = emit_parser(), default_value = "artifact")]
+    emit: Emit,
     /// Code generation target: `host` (this CPU, all its features) or `cpu=LEVEL` with
     /// LEVEL one of x86-64, x86-64-v2, x86-64-v3, x86-64-v4.
     #[arg(long, default_value = "host")]
@@ -120,15 +109,7 @@ fn compile(a: &CompileArgs) -> Result<()> {
     for w in &a.weights {
         opts.weights.add_safetensors(w)?;
     }
-    let emit = match a.emit {
-        EmitArg::Max => Emit::Max,
-        EmitArg::Linalg => Emit::Linalg,
-        EmitArg::LlvmDialect => Emit::LlvmDialect,
-        EmitArg::LlvmIr => Emit::LlvmIr,
-        EmitArg::Asm => Emit::Asm,
-        EmitArg::Obj => Emit::Obj,
-        EmitArg::Artifact => Emit::Artifact,
-    };
+    let emit = a.emit;
     if !matches!(emit, Emit::Artifact | Emit::Obj) {
         opts.weights.zeros_for_missing = true;
     }

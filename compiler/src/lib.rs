@@ -8,6 +8,7 @@
 
 pub mod codegen;
 pub mod error;
+pub mod fusion;
 pub mod graph_api;
 pub mod import;
 pub mod lower;
@@ -71,12 +72,14 @@ impl Emit {
 pub struct CompileOptions {
     pub target: Target,
     pub weights: WeightStore,
+    /// Form multi-op dispatch regions (on by default; off gives one kernel per op).
+    pub fusion: bool,
 }
 
 impl CompileOptions {
     /// Options for `target` with no weights files.
     pub fn new(target: Target) -> Self {
-        CompileOptions { target, weights: WeightStore::new() }
+        CompileOptions { target, weights: WeightStore::new(), fusion: true }
     }
 }
 
@@ -121,7 +124,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     let t0 = Instant::now();
     let mut program = Program::default();
     for g in graphs {
-        program.add_graph(g, &opts.weights)?;
+        program.add_graph(g, &opts.weights, opts.fusion)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
     let linalg = lower::kernel_module(&specs);
@@ -129,13 +132,17 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));
     }
-    for p in [pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
+    for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
         ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
     }
     if emit == Emit::LlvmDialect {
         return text(mlir::print_module(&module, false));
     }
     let mut ir = codegen::mark_noalias(&ctx.translate_to_llvm_ir(&module)?, &program.kernels);
+    // The runtime ships no MLIR C runner library; a kernel needing one is a compiler bug.
+    if let Some(sym) = ["@memrefCopy", "@_mlir_"].iter().find(|s| ir.contains(*s)) {
+        return Err(CompileError::Internal(format!("kernels reference the MLIR runner helper {sym}")));
+    }
     ir.push_str(&abi_wrappers(&program.kernels));
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "lowered to LLVM IR");
     let cg = Codegen::new(opts.target.clone());

@@ -62,15 +62,34 @@ impl BindingType {
     }
 }
 
-/// A kernel to generate: the op, its operand and result binding types.
+/// Where a value of a fused kernel lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueRef {
+    /// Input binding `i`.
+    Input(usize),
+    /// Output binding `i`.
+    Output(usize),
+    /// A temporary inside the kernel (shaped like output 0), with its dtype.
+    Temp(usize, DType),
+}
+
+/// One op of a kernel body.
+#[derive(Debug, Clone)]
+pub struct FusedOp {
+    pub op: Op,
+    pub args: Vec<ValueRef>,
+    pub results: Vec<ValueRef>,
+}
+
+/// A kernel to generate: its bindings and the ops of its dispatch region.
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
     pub name: String,
-    pub op: Op,
     pub inputs: Vec<BindingType>,
     pub outputs: Vec<BindingType>,
-    /// Whether the kernel splits its rows over workgroups, and which operands are sliced
-    /// along with the results.
+    pub body: Vec<FusedOp>,
+    /// Whether the kernel splits its rows over workgroups, and which input bindings are
+    /// sliced along with the results.
     pub partition: Option<Vec<bool>>,
 }
 
@@ -823,8 +842,42 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let v = e.assign(format!("bufferization.to_tensor {m} restrict writable : {} to {}", mty(t, *strided), t.tensor()));
         outs.push(Val { ssa: v, ty: t.clone() });
     }
-    let results = lower_op(&mut e, &spec.op, &ins, &outs);
-    for (r, (m, t, strided)) in results.iter().zip(&views[nin..]) {
+    // Run the region's ops in order; temporaries are shaped like output 0 (fusion keeps
+    // every value of a chain at the result's shape).
+    let mut temps: std::collections::HashMap<usize, Val> = std::collections::HashMap::new();
+    let mut finals: Vec<Option<Val>> = vec![None; outs.len()];
+    for f in &spec.body {
+        let args: Vec<Val> = f
+            .args
+            .iter()
+            .map(|a| match a {
+                ValueRef::Input(i) => ins[*i].clone(),
+                ValueRef::Output(i) => finals[*i].clone().expect("outputs are read after they are computed"),
+                ValueRef::Temp(t, _) => temps[t].clone(),
+            })
+            .collect();
+        let dests: Vec<Val> = f
+            .results
+            .iter()
+            .map(|r| match r {
+                ValueRef::Output(i) => outs[*i].clone(),
+                ValueRef::Temp(_, d) => e.empty(&outs[0], *d),
+                ValueRef::Input(_) => unreachable!("ops do not write inputs"),
+            })
+            .collect();
+        let vals = lower_op(&mut e, &f.op, &args, &dests);
+        for (r, v) in f.results.iter().zip(vals) {
+            match r {
+                ValueRef::Output(i) => finals[*i] = Some(v),
+                ValueRef::Temp(t, _) => {
+                    temps.insert(*t, v);
+                }
+                ValueRef::Input(_) => {}
+            }
+        }
+    }
+    for (r, (m, t, strided)) in finals.iter().zip(&views[nin..]) {
+        let r = r.as_ref().expect("every output is computed");
         e.line(format!(
             "bufferization.materialize_in_destination {} in restrict writable {m} : ({}, {}) -> ()",
             r.ssa,

@@ -4,6 +4,7 @@
 //! |-------------------|----------------------|-------------------------------------|
 //! | `verify`          | `max` ops            | `max` ops with inferred types       |
 //! | `lower-to-linalg` | `max` ops            | kernels: linalg/tensor/arith/math   |
+//! | `fuse-linalg`     | kernels on tensors   | elementwise generics merged         |
 //! | `bufferize`       | kernels on tensors   | kernels on memrefs                  |
 //! | `lower-to-loops`  | linalg on memrefs    | scf loops                           |
 //! | `lower-to-llvm`   | loops                | LLVM dialect                        |
@@ -11,11 +12,15 @@
 //! Any other name is run as an upstream MLIR pass on the module (`canonicalize`, `cse`, ...).
 
 /// Names of the compiler's own stages, in order.
-pub const STAGES: &[&str] = &["verify", "lower-to-linalg", "bufferize", "lower-to-loops", "lower-to-llvm"];
+pub const STAGES: &[&str] = &["verify", "lower-to-linalg", "fuse-linalg", "bufferize", "lower-to-loops", "lower-to-llvm"];
 
-/// Bufferization of destination-style kernels: writes land in the ABI's buffers, and the
+/// Merges the elementwise `linalg.generic`s of a fused kernel into one loop nest.
+pub const FUSE_LINALG: &str = "linalg-fuse-elementwise-ops,canonicalize,cse";
+
+/// Bufferization of destination-style kernels: empty tensors that end up in an output are
+/// redirected into it (so results are computed in place), writes land in the ABI's buffers, and the
 /// self-copies `materialize_in_destination` leaves behind fold away.
-pub const BUFFERIZE: &str = "one-shot-bufferize,canonicalize,buffer-deallocation-pipeline,canonicalize";
+pub const BUFFERIZE: &str = "eliminate-empty-tensors,one-shot-bufferize,canonicalize,buffer-deallocation-pipeline,canonicalize";
 
 /// linalg on memrefs to loops.
 pub const LOWER_TO_LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse";
@@ -29,6 +34,7 @@ convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-
 /// The MLIR pipeline of one of our MLIR-level stages, or `None` for a Rust stage.
 pub fn mlir_pipeline(stage: &str) -> Option<String> {
     match stage {
+        "fuse-linalg" => Some(FUSE_LINALG.into()),
         "bufferize" => Some(BUFFERIZE.into()),
         "lower-to-loops" => Some(LOWER_TO_LOOPS.into()),
         "lower-to-llvm" => Some(LOWER_TO_LLVM.into()),

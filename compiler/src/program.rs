@@ -2,12 +2,13 @@
 //! exist, and what each kernel launch binds.
 //!
 //! Weights and constants become aligned weight sections; `reshape` of a row-major buffer is
-//! a free alias; every other op is one kernel (fusion of elementwise chains into their
-//! producers is a later pass). Buffer shapes and push constants are dim expressions the
+//! a free alias; every other op belongs to a dispatch region ([`crate::fusion`]), and each
+//! region is one kernel. Buffer shapes and push constants are dim expressions the
 //! runtime evaluates from the input shapes.
 
 use crate::error::CompileError;
-use crate::lower::{partition_extent, partition_for, BindingType, KernelSpec};
+use crate::fusion::{form_regions, Region};
+use crate::lower::{partition_extent, BindingType, FusedOp, KernelSpec, ValueRef};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
 use max_dialects::{Diagnostic, DimExpr, Graph, Op, ValueId};
@@ -55,7 +56,7 @@ impl Program {
     }
 
     /// Adds a verified graph as an entry.
-    pub fn add_graph(&mut self, graph: &Graph, store: &WeightStore) -> Result<(), CompileError> {
+    pub fn add_graph(&mut self, graph: &Graph, store: &WeightStore, fuse: bool) -> Result<(), CompileError> {
         let base = self.symbols.len() as u32;
         self.symbols.extend(graph.symbols.iter().map(|s| if base == 0 { s.clone() } else { format!("{}.{s}", graph.name) }));
         let mut buffers: Vec<Buffer> = Vec::new();
@@ -74,6 +75,8 @@ impl Program {
             of_value.insert(i.value, buffers.len() - 1);
         }
         let mut dispatches = Vec::new();
+        let regions = form_regions(graph, fuse);
+        let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
             match &node.op {
                 Op::Constant(c) => {
@@ -117,41 +120,10 @@ impl Program {
                     buffers.push(buffer(node.outputs[0], BufferKind::Alias(src)));
                 }
                 _ => {
-                    for &o in &node.outputs {
-                        buffers.push(buffer(o, BufferKind::Temp));
-                        of_value.insert(o, buffers.len() - 1);
+                    let r = region_of[&ni];
+                    if regions[r].nodes.last() == Some(&ni) {
+                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer);
                     }
-                    let bindings: Vec<usize> = node.inputs.iter().chain(&node.outputs).map(|v| of_value[v]).collect();
-                    let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), node.op.name());
-                    let partition = partition_for(graph, node);
-                    let workgroups = if partition.is_some() { shift(&partition_extent(graph, node), base) } else { DimExpr::Const(1) };
-                    let mut push: Vec<DimExpr> = Vec::new();
-                    let mut dims = Vec::new();
-                    for &b in &bindings {
-                        let mut bd = Vec::new();
-                        for d in &buffers[b].shape {
-                            bd.push(match d.as_const() {
-                                Some(c) => DimSource::Static(c),
-                                None => DimSource::Push(match push.iter().position(|p| p == d) {
-                                    Some(i) => i,
-                                    None => {
-                                        push.push(d.clone());
-                                        push.len() - 1
-                                    }
-                                }),
-                            });
-                        }
-                        dims.push(bd);
-                    }
-                    let spec = KernelSpec {
-                        name: name.clone(),
-                        op: node.op.clone(),
-                        inputs: node.inputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
-                        outputs: node.outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
-                        partition,
-                    };
-                    self.kernels.push(PlannedKernel { spec, dims });
-                    dispatches.push(Dispatch { kernel: format!("max_kernel_{name}"), bindings, push_constants: push, workgroups });
                     continue;
                 }
             }
@@ -161,6 +133,91 @@ impl Program {
         let output_buffers = graph.outputs.iter().map(|v| of_value[v]).collect();
         self.entries.push(Entry { name: graph.name.clone(), inputs, outputs, buffers, output_buffers, dispatches });
         Ok(())
+    }
+}
+
+impl Program {
+    /// Emits one dispatch region: buffers for its results, the kernel spec and the dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn add_region(
+        &mut self,
+        graph: &Graph,
+        region: &Region,
+        base: u32,
+        buffers: &mut Vec<Buffer>,
+        of_value: &mut HashMap<ValueId, usize>,
+        dispatches: &mut Vec<Dispatch>,
+        buffer: &dyn Fn(ValueId, BufferKind) -> Buffer,
+    ) {
+        let last = &graph.nodes[*region.nodes.last().unwrap()];
+        let produced: Vec<ValueId> = region.nodes.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).collect();
+        // Inputs: values read from outside the region, in order of first use.
+        let mut inputs: Vec<ValueId> = Vec::new();
+        for n in &region.nodes {
+            for v in &graph.nodes[*n].inputs {
+                if !produced.contains(v) && !inputs.contains(v) {
+                    inputs.push(*v);
+                }
+            }
+        }
+        let outputs: Vec<ValueId> = last.outputs.clone();
+        let mut refs: HashMap<ValueId, ValueRef> = HashMap::new();
+        for (i, v) in inputs.iter().enumerate() {
+            refs.insert(*v, ValueRef::Input(i));
+        }
+        for (i, v) in outputs.iter().enumerate() {
+            refs.insert(*v, ValueRef::Output(i));
+        }
+        let mut body = Vec::new();
+        for n in &region.nodes {
+            let node = &graph.nodes[*n];
+            for o in &node.outputs {
+                let next = refs.len();
+                refs.entry(*o).or_insert(ValueRef::Temp(next, graph.ty(*o).dtype));
+            }
+            body.push(FusedOp {
+                op: node.op.clone(),
+                args: node.inputs.iter().map(|v| refs[v]).collect(),
+                results: node.outputs.iter().map(|v| refs[v]).collect(),
+            });
+        }
+        for &o in &outputs {
+            buffers.push(buffer(o, BufferKind::Temp));
+            of_value.insert(o, buffers.len() - 1);
+        }
+        let bindings: Vec<usize> = inputs.iter().chain(&outputs).map(|v| of_value[v]).collect();
+        let ops: Vec<&str> = region.nodes.iter().map(|n| graph.nodes[*n].op.name()).collect();
+        let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), ops.join("_"));
+        let partition = region.partition.as_ref().map(|p| inputs.iter().map(|v| p.get(v).copied().unwrap_or(false)).collect::<Vec<bool>>());
+        let root = &graph.nodes[region.nodes[0]];
+        let workgroups = if partition.is_some() { shift(&partition_extent(graph, root), base) } else { DimExpr::Const(1) };
+        let mut push: Vec<DimExpr> = Vec::new();
+        let mut dims = Vec::new();
+        for &b in &bindings {
+            let mut bd = Vec::new();
+            for d in &buffers[b].shape {
+                bd.push(match d.as_const() {
+                    Some(c) => DimSource::Static(c),
+                    None => DimSource::Push(match push.iter().position(|p| p == d) {
+                        Some(i) => i,
+                        None => {
+                            push.push(d.clone());
+                            push.len() - 1
+                        }
+                    }),
+                });
+            }
+            dims.push(bd);
+        }
+        let spec = KernelSpec {
+            name: name.clone(),
+            inputs: inputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+            outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+            body,
+            partition,
+        };
+        self.kernels.push(PlannedKernel { spec, dims });
+        dispatches.push(Dispatch { kernel: format!("max_kernel_{name}"), bindings, push_constants: push, workgroups });
     }
 }
 

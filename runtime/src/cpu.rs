@@ -43,7 +43,10 @@ impl KernelLibrary {
         let lib: libloading::Library = unsafe {
             libloading::os::unix::Library::open(Some(file.path()), libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL)
         }
-        .map_err(|e| RuntimeError::KernelLoad(e.to_string()))?
+        .map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            RuntimeError::KernelLoad(format!("{e}{cause}"))
+        })?
         .into();
         // SAFETY: `max_abi_version` is a `uint32_t` global in every library maxc writes.
         let version = unsafe {

@@ -319,3 +319,36 @@ def test_constant_and_f16_weights(tmp_path):
     body = [f'%c = "max.constant"() {{value = dense<[1.5, -2.0, 0.25]> : tensor<3xf32>}} : () -> tensor<3xf32>',
             f'%r0 = "max.mul"(%x, %c) : ({t}, tensor<3xf32>) -> {t}']
     check(tmp_path, graph([("x", s, "f32")], body, [t]), [("x", s, "f32")], lambda x: x * np.array([1.5, -2.0, 0.25], np.float32))
+
+
+@pytest.mark.parametrize("fusion", [True, False], ids=["fused", "unfused"])
+def test_fused_chains_match_numpy(tmp_path, fusion):
+    """Chains that fusion merges into one kernel (matmul epilogues, elementwise chains with
+    broadcast operands, matmul+softmax) give NumPy's numbers with and without fusion, at
+    sizes that do not divide evenly over workgroups."""
+    t, tw, tb = ttype((None, 6), "f32"), ttype((6, 6), "f32"), ttype((6,), "f32")
+    body = [f'%0 = "max.matmul"(%x, %w) : ({t}, {tw}) -> {t}',
+            f'%1 = "max.add"(%0, %b) : ({t}, {tb}) -> {t}',
+            f'%r0 = "max.silu"(%1) : ({t}) -> {t}',
+            f'%3 = "max.mul"(%x, %b) : ({t}, {tb}) -> {t}',
+            f'%4 = "max.sub"(%3, %x) : ({t}, {t}) -> {t}',
+            f'%r1 = "max.softmax"(%4) {{axis = -1 : i64}} : ({t}) -> {t}',
+            f'%6 = "max.matmul"(%x, %w) : ({t}, {tw}) -> {t}',
+            f'%r2 = "max.softmax"(%6) {{axis = 1 : i64}} : ({t}) -> {t}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, 6), "f32"), ("w", (6, 6), "f32"), ("b", (6,), "f32")], body, [t, t, t]))
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art, *([] if fusion else ["--no-fusion"]))
+
+    def softmax(v):
+        e = np.exp(v - v.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    rng = np.random.default_rng(5)
+    for n in [1, 7, 33]:
+        x, w, b = (rng.standard_normal(s).astype(np.float32) for s in [(n, 6), (6, 6), (6,)])
+        got = run_artifact(art, {"x": x, "w": w, "b": b}, tmp_path, 3)
+        h = x @ w + b
+        want = [h / (1 + np.exp(-h)), softmax(x * b - x), softmax(x @ w)]
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)

@@ -59,6 +59,9 @@ struct CompileArgs {
     /// A .safetensors file providing `max.weight` data by name (repeatable).
     #[arg(long = "weights", value_name = "FILE")]
     weights: Vec<PathBuf>,
+    /// One kernel per op (no dispatch-region fusion), for debugging and comparisons.
+    #[arg(long)]
+    no_fusion: bool,
     /// Write a Make-style depfile listing every file read.
     #[arg(long, value_name = "FILE")]
     depfile: Option<PathBuf>,
@@ -106,6 +109,7 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
 
 fn compile(a: &CompileArgs) -> Result<()> {
     let mut opts = CompileOptions::new(parse_target(&a.target)?);
+    opts.fusion = !a.no_fusion;
     for w in &a.weights {
         opts.weights.add_safetensors(w)?;
     }

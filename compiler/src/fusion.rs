@@ -1,0 +1,130 @@
+//! Fusion: dispatch-region formation.
+//!
+//! A region is a chain: a root op (any op that needs a kernel: contraction, reduction,
+//! data movement, elementwise) followed by consumers that are elementwise or softmax, each
+//! taking the previous op's result. Each region becomes one kernel, so intermediate values
+//! of the chain never reach memory outside the kernel (`custom_mlp` is matmul+relu and
+//! matmul+softmax; an elementwise chain is one kernel).
+//!
+//! A consumer joins the region of its producer when:
+//! - the producer has one result, used by nothing outside the consumer, and not a graph
+//!   output (it is not materialized, so nobody else can read it);
+//! - the consumer's result has the producer's shape (so every value of a chain has the
+//!   region result's shape, and temporaries are shaped like the output binding);
+//! - if the region splits rows over workgroups, the consumer can too, reading the chain
+//!   value row-aligned, and it agrees with the region on how each outside operand is read.
+
+use crate::lower::partition_for;
+use max_dialects::{Graph, Op, ValueId};
+use std::collections::HashMap;
+
+/// A dispatch region: node indices in order, and its partitioning decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub nodes: Vec<usize>,
+    /// Whether the kernel splits rows over workgroups, and for each value read from outside
+    /// the region, whether it is sliced along with the rows.
+    pub partition: Option<HashMap<ValueId, bool>>,
+}
+
+/// Whether the op is materialized without a kernel (weights, constants, free reshapes).
+pub fn needs_kernel(op: &Op) -> bool {
+    !matches!(op, Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. })
+}
+
+fn fusible_consumer(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Softmax { .. })
+}
+
+/// Per-input partition flags of `node` keyed by value (a value read twice must agree).
+fn flags_by_value(graph: &Graph, node: usize) -> Option<Option<HashMap<ValueId, bool>>> {
+    let n = &graph.nodes[node];
+    match partition_for(graph, n) {
+        None => Some(None),
+        Some(flags) => {
+            let mut m = HashMap::new();
+            for (v, f) in n.inputs.iter().zip(flags) {
+                if *m.entry(*v).or_insert(f) != f {
+                    return None;
+                }
+            }
+            Some(Some(m))
+        }
+    }
+}
+
+/// Forms dispatch regions over the kernel-needing nodes of a verified graph.
+pub fn form_regions(graph: &Graph, enable: bool) -> Vec<Region> {
+    let mut uses: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            uses.entry(*v).or_default().push(i);
+        }
+    }
+    let mut regions: Vec<Region> = Vec::new();
+    // Region index by the value its last node produces (the value a consumer may extend).
+    let mut open: HashMap<ValueId, usize> = HashMap::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !needs_kernel(&node.op) {
+            continue;
+        }
+        let joined = if enable && fusible_consumer(&node.op) { try_join(graph, i, &uses, &open, &mut regions) } else { None };
+        let r = joined.unwrap_or_else(|| {
+            regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten() });
+            regions.len() - 1
+        });
+        open.retain(|_, reg| *reg != r);
+        if node.outputs.len() == 1 {
+            open.insert(node.outputs[0], r);
+        }
+    }
+    regions
+}
+
+/// The input of `node` that continues an open region, if any.
+fn chain_input(graph: &Graph, node: usize, open: &HashMap<ValueId, usize>) -> Option<ValueId> {
+    graph.nodes[node].inputs.iter().copied().find(|v| open.contains_key(v))
+}
+
+/// Appends node `i` to the region it continues, if legal; returns that region.
+fn try_join(graph: &Graph, i: usize, uses: &HashMap<ValueId, Vec<usize>>, open: &HashMap<ValueId, usize>, regions: &mut [Region]) -> Option<usize> {
+    let node = &graph.nodes[i];
+    let link = chain_input(graph, i, open)?;
+    let r = open[&link];
+    // Only one region may be extended: another input from a different open region would
+    // need that region's result in memory anyway.
+    if node.inputs.iter().any(|v| *v != link && open.get(v).is_some_and(|other| *other != r)) {
+        return None;
+    }
+    if uses[&link].iter().any(|u| *u != i) || graph.outputs.contains(&link) {
+        return None;
+    }
+    if graph.ty(node.outputs[0]).dims != graph.ty(link).dims {
+        return None;
+    }
+    let region = &regions[r];
+    let partition = match (&region.partition, flags_by_value(graph, i)) {
+        (_, None) => return None,
+        (None, _) => None,
+        (Some(_), Some(None)) => return None,
+        (Some(rp), Some(Some(np))) => {
+            if np.get(&link) != Some(&true) {
+                return None;
+            }
+            let mut merged = rp.clone();
+            for (v, f) in np {
+                if v == link {
+                    continue;
+                }
+                if *merged.entry(v).or_insert(f) != f {
+                    return None;
+                }
+            }
+            Some(merged)
+        }
+    };
+    let region = &mut regions[r];
+    region.nodes.push(i);
+    region.partition = partition;
+    Some(r)
+}

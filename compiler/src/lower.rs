@@ -79,6 +79,33 @@ pub struct FusedOp {
     pub op: Op,
     pub args: Vec<ValueRef>,
     pub results: Vec<ValueRef>,
+    /// For a matmul: the right operand is a weight stored pre-packed as `[N/16][K][16]`
+    /// (see [`PACK_WIDTH`]).
+    pub packed_rhs: bool,
+}
+
+/// Column-panel width of pre-packed matmul weights (the micro-kernel's tile width).
+pub const PACK_WIDTH: usize = NV * VL;
+
+/// Whether a matmul of operands typed `a` and `b` into `out` is computed by the f32
+/// micro-kernel, so that a constant `b` may be stored pre-packed.
+pub fn packs_rhs(a: &max_dialects::TensorType, b: &max_dialects::TensorType, out: &max_dialects::TensorType) -> bool {
+    [a, b, out].iter().all(|t| t.dtype == DType::F32 && t.rank() == 2)
+        && b.dims.iter().all(DimExpr::is_static)
+        && b.dims[1].as_const().is_some_and(|n| n >= PACK_WIDTH as i64 && n % PACK_WIDTH as i64 == 0)
+}
+
+/// Packs a row-major f32 `[k, n]` matrix (little-endian bytes) into `[n/16][k][16]` panels.
+pub fn pack_rhs(bytes: &[u8], k: usize, n: usize) -> Vec<u8> {
+    let w = PACK_WIDTH;
+    let mut out = Vec::with_capacity(bytes.len());
+    for p in 0..n / w {
+        for kk in 0..k {
+            let start = (kk * n + p * w) * 4;
+            out.extend_from_slice(&bytes[start..start + w * 4]);
+        }
+    }
+    out
 }
 
 /// A kernel to generate: its bindings and the ops of its dispatch region.
@@ -495,6 +522,213 @@ fn reduce_into(
     })
 }
 
+/// Rows of the register tile of the f32 matmul micro-kernel.
+const MR: usize = 6;
+/// Vectors (of [`VL`] lanes) per row of the register tile.
+const NV: usize = 2;
+/// Lanes per vector.
+const VL: usize = 8;
+
+/// Whether a matmul takes the register-blocked micro-kernel path: f32, 2-D operands, and a
+/// static result width of at least one tile.
+fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
+    [a, b, out].iter().all(|v| v.ty.dtype == DType::F32 && v.ty.dims.len() == 2)
+        && b.ty.dims.iter().all(Option::is_some)
+        && b.ty.dims[1].unwrap_or(0) >= (NV * VL) as i64
+}
+
+/// A register-blocked f32 matmul `out = a @ b`.
+///
+/// The result is computed in `MR x (NV*VL)` tiles whose accumulators stay in vector
+/// registers for the whole k loop (they are loop-carried values, so nothing has to hoist
+/// them): per k, one broadcast of `a[i, k]` per row and `NV` vector loads of `b[k, j..]`
+/// feed `MR*NV` FMAs. Column panels are the outer loop so a panel of `b` stays in cache
+/// while all rows pass over it. Leftover rows run a one-row tile; leftover columns (the
+/// result width modulo the tile width) fall back to the generic contraction.
+///
+/// With `packed`, `b` is a pre-packed `[n/16][k][16]` weight: each panel is one contiguous
+/// stream (no strided column walks), which is what makes the one-row (GEMV) case fast.
+fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool) -> Val {
+    let n = if packed { b.ty.dims[0].unwrap() as usize * PACK_WIDTH } else { b.ty.dims[1].unwrap() as usize };
+    let nr = NV * VL;
+    let n_main = n - n % nr;
+    let vty = format!("vector<{VL}xf32>");
+    let (at, bt, ot) = (a.ty.tensor(), b.ty.tensor(), out.ty.tensor());
+    let c0 = e.index(0);
+    let c1 = e.index(1);
+    let cmr = e.index(MR as i64);
+    let cnr = e.index(nr as i64);
+    let cnm = e.index(n_main as i64);
+    let m = e.dim(a, 0);
+    let k = e.dim(a, 1);
+    let rem = e.assign(format!("arith.remui {m}, {cmr} : index"));
+    let m_main = e.assign(format!("arith.subi {m}, {rem} : index"));
+    let zero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
+    let pad = e.assign("arith.constant 0.0 : f32");
+
+    // One tile of `rows` rows at row `i0`, columns `j0..j0+nr`, written into `c`.
+    let tile = |e: &mut Emitter, rows: usize, i0: &str, j0: &str, c: &str| -> String {
+        if rows == 1 {
+            return row_tile(e, a, b, i0, j0, c, &k, packed, &zero, &pad, &cnr, ot.as_str());
+        }
+        let nacc = rows * NV;
+        let accs: Vec<String> = (0..nacc).map(|x| format!("%acc{x}")).collect();
+        let init: Vec<String> = accs.iter().map(|x| format!("{x} = {zero}")).collect();
+        let tys = vec![vty.clone(); nacc].join(", ");
+        let res = e.fresh();
+        e.line(format!("{res}:{nacc} = scf.for %kk = {c0} to {k} step {c1} iter_args({}) -> ({tys}) {{", init.join(", ")));
+        let mut bvs = Vec::new();
+        for v in 0..NV {
+            let off = e.index((v * VL) as i64);
+            if packed {
+                let p = e.assign(format!("arith.divui {j0}, {cnr} : index"));
+                bvs.push(e.assign(format!("vector.transfer_read {}[{p}, %kk, {off}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)));
+            } else {
+                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
+                bvs.push(e.assign(format!("vector.transfer_read {}[%kk, {j}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)));
+            }
+        }
+        let mut next = Vec::new();
+        for r in 0..rows {
+            let ro = e.index(r as i64);
+            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
+            let s = e.assign(format!("tensor.extract {}[{i}, %kk] : {at}", a.ssa));
+            let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+            for (v, bv) in bvs.iter().enumerate() {
+                next.push(e.assign(format!("vector.fma {sb}, {bv}, {} : {vty}", accs[r * NV + v])));
+            }
+        }
+        e.line(format!("scf.yield {} : {tys}", next.join(", ")));
+        e.line("}");
+        let mut cur = c.to_string();
+        for r in 0..rows {
+            let ro = e.index(r as i64);
+            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
+            for v in 0..NV {
+                let off = e.index((v * VL) as i64);
+                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
+                cur = e.assign(format!("vector.transfer_write {res}#{}, {cur}[{i}, {j}] {{in_bounds = [true]}} : {vty}, {ot}", r * NV + v));
+            }
+        }
+        cur
+    };
+
+    let panels = e.fresh();
+    e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {}) -> ({ot}) {{", out.ssa));
+    let blocks = e.fresh();
+    e.line(format!("{blocks} = scf.for %i0 = {c0} to {m_main} step {cmr} iter_args(%cb = %cp) -> ({ot}) {{"));
+    let r = tile(e, MR, "%i0", "%j0", "%cb");
+    e.line(format!("scf.yield {r} : {ot}"));
+    e.line("}");
+    let rest = e.fresh();
+    e.line(format!("{rest} = scf.for %i1 = {m_main} to {m} step {c1} iter_args(%cr = {blocks}) -> ({ot}) {{"));
+    let r = tile(e, 1, "%i1", "%j0", "%cr");
+    e.line(format!("scf.yield {r} : {ot}"));
+    e.line("}");
+    e.line(format!("scf.yield {rest} : {ot}"));
+    e.line("}");
+    let result = Val { ssa: panels, ty: out.ty.clone() };
+    if n_main == n {
+        return result;
+    }
+    // Leftover columns: the generic contraction on the column slice.
+    let w = n - n_main;
+    let bs_ty = BindingType { dtype: DType::F32, dims: vec![b.ty.dims[0], Some(w as i64)] };
+    let os_ty = BindingType { dtype: DType::F32, dims: vec![out.ty.dims[0], Some(w as i64)] };
+    let bs = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{}, {w}] [1, 1] : {bt} to {}", b.ssa, b.ty.dims[0].unwrap(), bs_ty.tensor()));
+    let os = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{m}, {w}] [1, 1] : {ot} to {}", result.ssa, os_ty.tensor()));
+    let zf = e.scalar_const(0.0, DType::F32);
+    let filled = e.fill(&Val { ssa: os, ty: os_ty.clone() }, &zf);
+    let maps = vec![
+        "affine_map<(d0, d1, d2) -> (d0, d1)>".to_string(),
+        "affine_map<(d0, d1, d2) -> (d1, d2)>".to_string(),
+        "affine_map<(d0, d1, d2) -> (d0, d2)>".to_string(),
+    ];
+    let bsv = Val { ssa: bs, ty: bs_ty };
+    let part = generic(e, maps, &[false, true, false], &[a, &bsv], &filled, |body, args| {
+        let p = body.op(format!("arith.mulf {}, {} fastmath<contract> : f32", args[0], args[1]));
+        body.op(format!("arith.addf {}, {p} fastmath<contract> : f32", args[2]))
+    });
+    let ssa = e.assign(format!("tensor.insert_slice {} into {}[0, {n_main}] [{m}, {w}] [1, 1] : {} into {ot}", part.ssa, result.ssa, os_ty.tensor()));
+    Val { ssa, ty: out.ty.clone() }
+}
+
+/// Ways the k loop of the one-row tile is split, so that it keeps `KSPLIT * NV`
+/// independent FMA chains in flight instead of `NV` (FMA latency, not bandwidth, bounds a
+/// single row otherwise).
+const KSPLIT: usize = 4;
+
+/// The one-row tile of [`matmul_microkernel`]: `c[i0, j0..j0+16] = a[i0, :] @ b[:, j0..]`.
+#[allow(clippy::too_many_arguments)]
+fn row_tile(e: &mut Emitter, a: &Val, b: &Val, i0: &str, j0: &str, c: &str, k: &str, packed: bool, zero: &str, pad: &str, cnr: &str, ot: &str) -> String {
+    let vty = format!("vector<{VL}xf32>");
+    let (at, bt) = (a.ty.tensor(), b.ty.tensor());
+    let c0 = e.index(0);
+    let c1 = e.index(1);
+    let cks = e.index(KSPLIT as i64);
+    let krem = e.assign(format!("arith.remui {k}, {cks} : index"));
+    let kmain = e.assign(format!("arith.subi {k}, {krem} : index"));
+    let panel = if packed { Some(e.assign(format!("arith.divui {j0}, {cnr} : index"))) } else { None };
+    // Loads b[kk, j0 + v*VL..] as a vector.
+    let load_b = |e: &mut Emitter, kk: &str, v: usize| -> String {
+        let off = e.index((v * VL) as i64);
+        match &panel {
+            Some(p) => e.assign(format!("vector.transfer_read {}[{p}, {kk}, {off}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)),
+            None => {
+                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
+                e.assign(format!("vector.transfer_read {}[{kk}, {j}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa))
+            }
+        }
+    };
+    let n = KSPLIT * NV;
+    let tys = vec![vty.clone(); n].join(", ");
+    let init: Vec<String> = (0..n).map(|x| format!("%racc{x} = {zero}")).collect();
+    let main = e.fresh();
+    e.line(format!("{main}:{n} = scf.for %rk = {c0} to {kmain} step {cks} iter_args({}) -> ({tys}) {{", init.join(", ")));
+    let mut next = Vec::new();
+    for u in 0..KSPLIT {
+        let uo = e.index(u as i64);
+        let kk = e.assign(format!("arith.addi %rk, {uo} : index"));
+        let s = e.assign(format!("tensor.extract {}[{i0}, {kk}] : {at}", a.ssa));
+        let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+        for v in 0..NV {
+            let bv = load_b(e, &kk, v);
+            next.push(e.assign(format!("vector.fma {sb}, {bv}, %racc{} : {vty}", u * NV + v)));
+        }
+    }
+    e.line(format!("scf.yield {} : {tys}", next.join(", ")));
+    e.line("}");
+    // Sum the split accumulators, then finish the leftover k.
+    let mut sums = Vec::new();
+    for v in 0..NV {
+        let mut acc = format!("{main}#{v}");
+        for u in 1..KSPLIT {
+            acc = e.assign(format!("arith.addf {acc}, {main}#{} : {vty}", u * NV + v));
+        }
+        sums.push(acc);
+    }
+    let ntys = vec![vty.clone(); NV].join(", ");
+    let init: Vec<String> = sums.iter().enumerate().map(|(v, s)| format!("%tacc{v} = {s}")).collect();
+    let tail = e.fresh();
+    e.line(format!("{tail}:{NV} = scf.for %tk = {kmain} to {k} step {c1} iter_args({}) -> ({ntys}) {{", init.join(", ")));
+    let s = e.assign(format!("tensor.extract {}[{i0}, %tk] : {at}", a.ssa));
+    let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+    let mut next = Vec::new();
+    for v in 0..NV {
+        let bv = load_b(e, "%tk", v);
+        next.push(e.assign(format!("vector.fma {sb}, {bv}, %tacc{v} : {vty}")));
+    }
+    e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
+    e.line("}");
+    let mut cur = c.to_string();
+    for v in 0..NV {
+        let off = e.index((v * VL) as i64);
+        let j = e.assign(format!("arith.addi {j0}, {off} : index"));
+        cur = e.assign(format!("vector.transfer_write {tail}#{v}, {cur}[{i0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
+    }
+    cur
+}
+
 /// Offsets and sizes (comma-separated) of the slab that `v` occupies along `axis` at
 /// `offset` in a concat result or split operand: zero offsets elsewhere, `v`'s own sizes.
 fn slab_coords(e: &mut Emitter, v: &Val, axis: usize, offset: &str) -> (String, String) {
@@ -551,6 +785,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let (xd, od) = (ins[0].ty.dtype, out.ty.dtype);
             vec![elementwise(e, &[&ins[0]], out, |b, a| b.convert(&a[0], xd, od))]
         }
+        Op::MatMul if microkernel_applies(&ins[0], &ins[1], out) => vec![matmul_microkernel(e, &ins[0], &ins[1], out, false)],
         Op::MatMul => {
             let (a, b) = (&ins[0], &ins[1]);
             let ct = compute_type(out.ty.dtype);
@@ -865,7 +1100,11 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 ValueRef::Input(_) => unreachable!("ops do not write inputs"),
             })
             .collect();
-        let vals = lower_op(&mut e, &f.op, &args, &dests);
+        let vals = if f.packed_rhs {
+            vec![matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true)]
+        } else {
+            lower_op(&mut e, &f.op, &args, &dests)
+        };
         for (r, v) in f.results.iter().zip(vals) {
             match r {
                 ValueRef::Output(i) => finals[*i] = Some(v),

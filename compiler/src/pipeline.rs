@@ -27,9 +27,9 @@ pub const LOWER_TO_LOOPS: &str = "func.func(convert-linalg-to-loops),canonicaliz
 
 /// Everything down to the LLVM dialect. bf16 conversions are expanded to integer ops (no
 /// libgcc helper needed); math functions without an LLVM intrinsic become libm calls.
-pub const LOWER_TO_LLVM: &str = "convert-scf-to-cf,expand-strided-metadata,lower-affine,arith-expand{include-bf16=true},\
+pub const LOWER_TO_LLVM: &str = "convert-vector-to-scf,convert-scf-to-cf,expand-strided-metadata,lower-affine,arith-expand{include-bf16=true},\
 finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,\
-convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts";
+convert-vector-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,convert-ub-to-llvm,reconcile-unrealized-casts";
 
 /// The MLIR pipeline of one of our MLIR-level stages, or `None` for a Rust stage.
 pub fn mlir_pipeline(stage: &str) -> Option<String> {

@@ -8,12 +8,12 @@
 
 use crate::error::CompileError;
 use crate::fusion::{form_regions, Region};
-use crate::lower::{partition_extent, BindingType, FusedOp, KernelSpec, ValueRef};
+use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, ValueRef, PACK_WIDTH};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
 use max_dialects::{Diagnostic, DimExpr, Graph, Op, ValueId};
 use max_runtime::artifact::{Buffer, BufferKind, Dispatch, Entry, TensorSig};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a kernel's memref dim comes from in the ABI wrapper.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,13 +75,21 @@ impl Program {
             of_value.insert(i.value, buffers.len() - 1);
         }
         let mut dispatches = Vec::new();
+        let packed = packed_weights(graph);
         let regions = form_regions(graph, fuse);
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
             match &node.op {
                 Op::Constant(c) => {
-                    let s = self.weight_section(format!("const:{}:{ni}", graph.name), c.bytes.clone());
-                    buffers.push(buffer(node.outputs[0], BufferKind::Weight(s)));
+                    let v = node.outputs[0];
+                    if packed.contains(&v) {
+                        let (k, n) = (c.dims[0] as usize, c.dims[1] as usize);
+                        let s = self.weight_section(format!("const:{}:{ni}:packed{PACK_WIDTH}", graph.name), pack_rhs(&c.bytes, k, n));
+                        buffers.push(packed_buffer(graph, v, s));
+                    } else {
+                        let s = self.weight_section(format!("const:{}:{ni}", graph.name), c.bytes.clone());
+                        buffers.push(buffer(v, BufferKind::Weight(s)));
+                    }
                 }
                 Op::Weight { name, init } => {
                     let t = graph.ty(node.outputs[0]);
@@ -112,8 +120,15 @@ impl Program {
                             .into())
                         }
                     };
-                    let s = self.weight_section(format!("weight:{name}"), bytes);
-                    buffers.push(buffer(node.outputs[0], BufferKind::Weight(s)));
+                    let v = node.outputs[0];
+                    if packed.contains(&v) {
+                        let (k, n) = (shape[0] as usize, shape[1] as usize);
+                        let s = self.weight_section(format!("weight:{name}:packed{PACK_WIDTH}"), pack_rhs(&bytes, k, n));
+                        buffers.push(packed_buffer(graph, v, s));
+                    } else {
+                        let s = self.weight_section(format!("weight:{name}"), bytes);
+                        buffers.push(buffer(v, BufferKind::Weight(s)));
+                    }
                 }
                 Op::Reshape { .. } => {
                     let src = of_value[&node.inputs[0]];
@@ -122,7 +137,7 @@ impl Program {
                 _ => {
                     let r = region_of[&ni];
                     if regions[r].nodes.last() == Some(&ni) {
-                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer);
+                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer, &packed);
                     }
                     continue;
                 }
@@ -148,6 +163,7 @@ impl Program {
         of_value: &mut HashMap<ValueId, usize>,
         dispatches: &mut Vec<Dispatch>,
         buffer: &dyn Fn(ValueId, BufferKind) -> Buffer,
+        packed: &HashSet<ValueId>,
     ) {
         let last = &graph.nodes[*region.nodes.last().unwrap()];
         let produced: Vec<ValueId> = region.nodes.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).collect();
@@ -179,6 +195,7 @@ impl Program {
                 op: node.op.clone(),
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
+                packed_rhs: matches!(node.op, Op::MatMul) && packed.contains(&node.inputs[1]),
             });
         }
         for &o in &outputs {
@@ -211,7 +228,8 @@ impl Program {
         }
         let spec = KernelSpec {
             name: name.clone(),
-            inputs: inputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+            // A packed weight's binding has its stored [n/16][k][16] shape.
+            inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
             outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
             body,
             partition,
@@ -219,6 +237,38 @@ impl Program {
         self.kernels.push(PlannedKernel { spec, dims });
         dispatches.push(Dispatch { kernel: format!("max_kernel_{name}"), bindings, push_constants: push, workgroups });
     }
+}
+
+/// Constant matmul right operands stored pre-packed: weights and constants of static
+/// shape whose every use is the right operand of a micro-kernel matmul.
+fn packed_weights(graph: &Graph) -> HashSet<ValueId> {
+    let mut out = HashSet::new();
+    for node in &graph.nodes {
+        if !matches!(node.op, Op::Weight { .. } | Op::Constant(_)) {
+            continue;
+        }
+        let v = node.outputs[0];
+        let uses: Vec<&max_dialects::Node> = graph.nodes.iter().filter(|n| n.inputs.contains(&v)).collect();
+        let all_packable = !uses.is_empty()
+            && !graph.outputs.contains(&v)
+            && uses.iter().all(|u| {
+                matches!(u.op, Op::MatMul)
+                    && u.inputs[1] == v
+                    && u.inputs[0] != v
+                    && packs_rhs(graph.ty(u.inputs[0]), graph.ty(v), graph.ty(u.outputs[0]))
+            });
+        if all_packable {
+            out.insert(v);
+        }
+    }
+    out
+}
+
+/// The buffer of a packed weight: `[n/16][k][16]`.
+fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
+    let t = graph.ty(v);
+    let (k, n) = (t.dims[0].as_const().unwrap(), t.dims[1].as_const().unwrap());
+    Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
 }
 
 fn sanitize(s: &str) -> String {

@@ -352,3 +352,35 @@ def test_fused_chains_match_numpy(tmp_path, fusion):
         want = [h / (1 + np.exp(-h)), softmax(x * b - x), softmax(x @ w)]
         for g, r in zip(got, want):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 5, 37])
+def test_matmul_microkernel_tiles(tmp_path, k):
+    """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
+    multiple of 6, k not a multiple of the k-split, a width with leftover columns (40 =
+    32 + 8), a weight stored pre-packed (48 columns) and one that cannot be (40), and an
+    activation right operand."""
+    from maxtest import save_safetensors
+    rng = np.random.default_rng(k)
+    wp = rng.standard_normal((k, 48)).astype(np.float32)
+    wu = rng.standard_normal((k, 40)).astype(np.float32)
+    save_safetensors(tmp_path / "w.safetensors", {"wp": wp, "wu": wu})
+    ta, tb = ttype((None, k), "f32"), ttype((k, 40), "f32")
+    body = [f'%wp = "max.weight"() {{name = "wp"}} : () -> tensor<{k}x48xf32>',
+            f'%wu = "max.weight"() {{name = "wu"}} : () -> tensor<{k}x40xf32>',
+            f'%r0 = "max.matmul"(%a, %wp) : ({ta}, tensor<{k}x48xf32>) -> {ttype((None, 48), "f32")}',
+            f'%r1 = "max.matmul"(%a, %wu) : ({ta}, tensor<{k}x40xf32>) -> {ttype((None, 40), "f32")}',
+            f'%r2 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {ttype((None, 40), "f32")}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("a", (None, k), "f32"), ("b", (k, 40), "f32")], body,
+                         [ttype((None, 48), "f32"), ttype((None, 40), "f32"), ttype((None, 40), "f32")]))
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art, "--weights", tmp_path / "w.safetensors")
+    sections = maxc("inspect", art).stdout
+    assert "weight:wp:packed16" in sections and "weight:wu " in sections, sections
+    for m in [1, 5, 6, 7, 13, 33]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, 40)).astype(np.float32)
+        got = run_artifact(art, {"a": a, "b": b}, tmp_path, 3)
+        for g, w in zip(got, [a @ wp, a @ wu, a @ b]):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"m={m}")

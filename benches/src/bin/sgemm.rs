@@ -1,0 +1,88 @@
+//! sgemm: C[n,n] = A[n,n] @ B[n,n] in f32 at n = 256, 512, 1024, 2048, next to NumPy
+//! (OpenBLAS) in the same run, with the fraction of this CPU's peak FLOP/s.
+//!
+//! Two of our variants: B a weight (packed at compile time, the inference case) and B a
+//! plain input (both operands given at run time, as with NumPy).
+
+use anyhow::Result;
+use clap::Parser;
+use max_benches::{repo_root, run_reference, time_ms};
+use max_compiler::{CompileOptions, DType, Emit, Target, WeightData};
+use max_runtime::{Artifact, Device, InferenceSession, Tensor};
+
+#[derive(Parser)]
+#[command(about = "sgemm vs NumPy/OpenBLAS")]
+struct Args {
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value = "256,512,1024,2048", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    #[arg(long, default_value = "python3")]
+    python: String,
+    #[arg(long, default_value = "target/bench/sgemm.json")]
+    json: String,
+}
+
+/// Peak f32 FLOP/s: cores x clock x (FMA units x lanes x 2). Clock from /proc/cpuinfo;
+/// 2 FMA units of 8 (AVX2) or 16 (AVX-512) lanes.
+fn peak_gflops(threads: usize) -> f64 {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz = info.lines().find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.trim_start_matches([' ', '\t', ':']).trim().parse::<f64>().ok())).unwrap_or(2500.0);
+    let lanes = if info.contains(" avx512f") { 16.0 } else { 8.0 };
+    threads as f64 * mhz / 1e3 * 2.0 * lanes * 2.0
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let peak = peak_gflops(a.threads);
+    let session = InferenceSession::with_threads(Device::Cpu, a.threads);
+    println!("sgemm f32, {} thread(s); peak estimate {peak:.0} GFLOP/s", a.threads);
+    println!("{:>6} | {:>16} | {:>16} | {:>14} | {:>9} | {:>9}", "n", "max B=weight", "max B=input", "numpy", "w/numpy", "in/numpy");
+    let mut rows = Vec::new();
+    for &n in &a.sizes {
+        let src_w = format!(
+            "func.func @sgemm(%a: tensor<{n}x{n}xf32> {{max.name = \"a\"}}) -> tensor<{n}x{n}xf32> {{\n  %b = \"max.weight\"() {{name = \"b\"}} : () -> tensor<{n}x{n}xf32>\n  %c = \"max.matmul\"(%a, %b) : (tensor<{n}x{n}xf32>, tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32>\n  func.return %c : tensor<{n}x{n}xf32>\n}}\n"
+        );
+        let src_i = format!(
+            "func.func @sgemm(%a: tensor<{n}x{n}xf32> {{max.name = \"a\"}}, %b: tensor<{n}x{n}xf32> {{max.name = \"b\"}}) -> tensor<{n}x{n}xf32> {{\n  %c = \"max.matmul\"(%a, %b) : (tensor<{n}x{n}xf32>, tensor<{n}x{n}xf32>) -> tensor<{n}x{n}xf32>\n  func.return %c : tensor<{n}x{n}xf32>\n}}\n"
+        );
+        let data: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let mut opts = CompileOptions::new(Target::host());
+        opts.weights.insert("b", WeightData { dtype: DType::F32, shape: vec![n as i64, n as i64], bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(), origin: "bench".into() });
+        let mw = session.load(&Artifact::from_bytes(&max_compiler::compile_source(&src_w, "sgemm_w.mlir", &opts, Emit::Artifact)?.bytes)?)?;
+        let mi = session.load(&Artifact::from_bytes(&max_compiler::compile_source(&src_i, "sgemm_i.mlir", &opts, Emit::Artifact)?.bytes)?)?;
+        let at = Tensor::from_slice(&[n, n], &data)?;
+        let bt = Tensor::from_slice(&[n, n], &data)?;
+        let runs = if n >= 1024 { 5 } else { 20 };
+        let (tw, _) = time_ms(1, runs, || {
+            mw.execute(std::slice::from_ref(&at))?;
+            Ok(())
+        })?;
+        let (ti, _) = time_ms(1, runs, || {
+            mi.execute(&[at.clone(), bt.clone()])?;
+            Ok(())
+        })?;
+        let r = run_reference(&a.python, repo_root().join("benches/reference/numpy_sgemm.py").to_str().unwrap(), &[n.to_string(), runs.to_string()], a.threads)?;
+        let tn = r["median_ms"].as_f64().unwrap_or(f64::NAN);
+        let gf = |ms: f64| 2.0 * (n as f64).powi(3) / ms / 1e6;
+        println!(
+            "{n:>6} | {:>7.1} GF {:>4.0}% | {:>7.1} GF {:>4.0}% | {:>7.1} GF {:>3.0}% | {:>8.2}x | {:>8.2}x",
+            gf(tw),
+            100.0 * gf(tw) / peak,
+            gf(ti),
+            100.0 * gf(ti) / peak,
+            gf(tn),
+            100.0 * gf(tn) / peak,
+            tn / tw,
+            tn / ti
+        );
+        rows.push(serde_json::json!({"n": n, "max_weight_ms": tw, "max_input_ms": ti, "numpy_ms": tn,
+            "max_weight_gflops": gf(tw), "max_input_gflops": gf(ti), "numpy_gflops": gf(tn), "peak_gflops": peak}));
+    }
+    if let Some(dir) = std::path::Path::new(&a.json).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.json, serde_json::to_string_pretty(&serde_json::json!({"bench": "sgemm", "threads": a.threads, "rows": rows}))?)?;
+    println!("wrote {}", a.json);
+    Ok(())
+}

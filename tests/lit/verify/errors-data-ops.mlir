@@ -78,3 +78,44 @@ func.func @g() -> tensor<4xf32> {
   %0 = "max.weight"() {name = "w", init = "zeros"} : () -> tensor<4xf32>
   func.return %0 : tensor<4xf32>
 }
+
+// -----
+
+// CHECK: errors-data-ops.mlir:[[@LINE+2]]:8: error: concat axis 2 is out of range for a tensor of rank 2
+func.func @g(%a: tensor<2x3xf32>) -> tensor<2x6xf32> {
+  %0 = "max.concat"(%a, %a) {axis = 2 : i64} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x6xf32>
+  func.return %0 : tensor<2x6xf32>
+}
+
+// -----
+
+// CHECK: errors-data-ops.mlir:[[@LINE+2]]:12: error: 'max.split' sizes [5, -1] must not be negative
+func.func @g(%a: tensor<2x4xf32>) -> tensor<2x5xf32> {
+  %0, %1 = "max.split"(%a) {axis = 1 : i64, sizes = array<i64: 5, -1>} : (tensor<2x4xf32>) -> (tensor<2x5xf32>, tensor<2x1xf32>)
+  func.return %0 : tensor<2x5xf32>
+}
+
+// -----
+
+// CHECK: errors-data-ops.mlir:[[@LINE+2]]:8: error: slice axis 3 is out of range for a tensor of rank 1
+func.func @g(%a: tensor<8xf32>) -> tensor<8xf32> {
+  %0 = "max.slice"(%a) {starts = array<i64: 0>, ends = array<i64: 8>, axes = array<i64: 3>} : (tensor<8xf32>) -> tensor<8xf32>
+  func.return %0 : tensor<8xf32>
+}
+
+// -----
+
+// CHECK: errors-data-ops.mlir:[[@LINE+2]]:8: error: gather axis -3 is out of range for a tensor of rank 2
+func.func @g(%a: tensor<8x2xf32>, %i: tensor<3xi32>) -> tensor<3x2xf32> {
+  %0 = "max.gather"(%a, %i) {axis = -3 : i64} : (tensor<8x2xf32>, tensor<3xi32>) -> tensor<3x2xf32>
+  func.return %0 : tensor<3x2xf32>
+}
+
+// -----
+
+// (Weight data errors are in weights-errors.test.)
+// CHECK: errors-data-ops.mlir:[[@LINE+2]]:12: error: 'max.split' num_splits must be positive, got 0
+func.func @g(%a: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  %0, %1 = "max.split"(%a) {axis = 1 : i64, num_splits = 0 : i64} : (tensor<2x4xf32>) -> (tensor<2x2xf32>, tensor<2x2xf32>)
+  func.return %a : tensor<2x4xf32>
+}

@@ -110,3 +110,43 @@ func.func @g(%a: tensor<2x3xf32>) -> tensor<6xf32> {
   %0 = "max.broadcast_to"(%a) {shape = array<i64: 6>} : (tensor<2x3xf32>) -> tensor<6xf32>
   func.return %0 : tensor<6xf32>
 }
+
+// -----
+
+// CHECK: errors-shape-ops.mlir:[[@LINE+2]]:8: error: perm entry 5 is out of range for a tensor of rank 2
+func.func @g(%a: tensor<2x3xf32>) -> tensor<3x2xf32> {
+  %0 = "max.transpose"(%a) {perm = array<i64: 5, 0>} : (tensor<2x3xf32>) -> tensor<3x2xf32>
+  func.return %0 : tensor<3x2xf32>
+}
+
+// -----
+
+// CHECK: errors-shape-ops.mlir:[[@LINE+2]]:8: error: 'max.reduce_mean' requires a floating-point operand, got i32
+func.func @g(%a: tensor<2x3xi32>) -> tensor<2xi32> {
+  %0 = "max.reduce_mean"(%a) {axes = array<i64: 1>} : (tensor<2x3xi32>) -> tensor<2xi32>
+  func.return %0 : tensor<2xi32>
+}
+
+// -----
+
+// CHECK: errors-shape-ops.mlir:[[@LINE+2]]:8: error: 'max.reshape' shape entry 2 is 0 (copy) but the operand has rank 2
+func.func @g(%a: tensor<2x3xf32>) -> tensor<6x1x1xf32> {
+  %0 = "max.reshape"(%a) {shape = array<i64: 6, 1, 0>} : (tensor<2x3xf32>) -> tensor<6x1x1xf32>
+  func.return %0 : tensor<6x1x1xf32>
+}
+
+// -----
+
+// CHECK: errors-shape-ops.mlir:[[@LINE+2]]:8: error: 'max.reshape' shape entry -2 is invalid (use -1 once, or 0 to copy a dim)
+func.func @g(%a: tensor<2x3xf32>) -> tensor<6xf32> {
+  %0 = "max.reshape"(%a) {shape = array<i64: -2>} : (tensor<2x3xf32>) -> tensor<6xf32>
+  func.return %0 : tensor<6xf32>
+}
+
+// -----
+
+// CHECK: errors-shape-ops.mlir:[[@LINE+2]]:8: error: 'max.broadcast_to' shape entry 0 is -1 but there is no operand dim to keep
+func.func @g(%a: tensor<3xf32>) -> tensor<2x3xf32> {
+  %0 = "max.broadcast_to"(%a) {shape = array<i64: -1, 3>} : (tensor<3xf32>) -> tensor<2x3xf32>
+  func.return %0 : tensor<2x3xf32>
+}

@@ -553,7 +553,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let nr = NV * VL;
     let n_main = n - n % nr;
     let vty = format!("vector<{VL}xf32>");
-    let (at, bt, ot) = (a.ty.tensor(), b.ty.tensor(), out.ty.tensor());
+    let (at, ot) = (a.ty.tensor(), out.ty.tensor());
     let c0 = e.index(0);
     let c1 = e.index(1);
     let cmr = e.index(MR as i64);
@@ -566,10 +566,11 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let zero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
     let pad = e.assign("arith.constant 0.0 : f32");
 
-    // One tile of `rows` rows at row `i0`, columns `j0..j0+nr`, written into `c`.
-    let tile = |e: &mut Emitter, rows: usize, i0: &str, j0: &str, c: &str| -> String {
+    // One tile of `rows` rows at row `i0` of the column panel `src`, written into `c` at
+    // columns `j0..j0+nr`.
+    let tile = |e: &mut Emitter, rows: usize, i0: &str, j0: &str, src: &PanelSrc, c: &str| -> String {
         if rows == 1 {
-            return row_tile(e, a, b, i0, j0, c, &k, packed, &zero, &pad, &cnr, ot.as_str());
+            return row_tile(e, a, src, i0, j0, c, &k, &zero, &pad, ot.as_str());
         }
         let nacc = rows * NV;
         let accs: Vec<String> = (0..nacc).map(|x| format!("%acc{x}")).collect();
@@ -577,17 +578,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
         let tys = vec![vty.clone(); nacc].join(", ");
         let res = e.fresh();
         e.line(format!("{res}:{nacc} = scf.for %kk = {c0} to {k} step {c1} iter_args({}) -> ({tys}) {{", init.join(", ")));
-        let mut bvs = Vec::new();
-        for v in 0..NV {
-            let off = e.index((v * VL) as i64);
-            if packed {
-                let p = e.assign(format!("arith.divui {j0}, {cnr} : index"));
-                bvs.push(e.assign(format!("vector.transfer_read {}[{p}, %kk, {off}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)));
-            } else {
-                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
-                bvs.push(e.assign(format!("vector.transfer_read {}[%kk, {j}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)));
-            }
-        }
+        let bvs: Vec<String> = (0..NV).map(|v| src.load(e, "%kk", v, &pad)).collect();
         let mut next = Vec::new();
         for r in 0..rows {
             let ro = e.index(r as i64);
@@ -615,14 +606,27 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
 
     let panels = e.fresh();
     e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {}) -> ({ot}) {{", out.ssa));
+    let src = if packed {
+        let p = e.assign(format!("arith.divui %j0, {cnr} : index"));
+        PanelSrc { ssa: b.ssa.clone(), ty: b.ty.tensor(), panel: Some(p) }
+    } else {
+        // Copy the [k][16] column panel into contiguous memory once; every row tile then
+        // streams it instead of walking b's columns with a row-sized stride.
+        let kk = b.ty.dims[0].unwrap();
+        let pty = format!("tensor<{kk}x{nr}xf32>");
+        let slice = e.assign(format!("tensor.extract_slice {}[0, %j0] [{kk}, {nr}] [1, 1] : {} to {pty}", b.ssa, b.ty.tensor()));
+        let empty = e.assign(format!("tensor.empty() : {pty}"));
+        let copy = e.assign(format!("linalg.copy ins({slice} : {pty}) outs({empty} : {pty}) -> {pty}"));
+        PanelSrc { ssa: copy, ty: pty, panel: None }
+    };
     let blocks = e.fresh();
     e.line(format!("{blocks} = scf.for %i0 = {c0} to {m_main} step {cmr} iter_args(%cb = %cp) -> ({ot}) {{"));
-    let r = tile(e, MR, "%i0", "%j0", "%cb");
+    let r = tile(e, MR, "%i0", "%j0", &src, "%cb");
     e.line(format!("scf.yield {r} : {ot}"));
     e.line("}");
     let rest = e.fresh();
     e.line(format!("{rest} = scf.for %i1 = {m_main} to {m} step {c1} iter_args(%cr = {blocks}) -> ({ot}) {{"));
-    let r = tile(e, 1, "%i1", "%j0", "%cr");
+    let r = tile(e, 1, "%i1", "%j0", &src, "%cr");
     e.line(format!("scf.yield {r} : {ot}"));
     e.line("}");
     e.line(format!("scf.yield {rest} : {ot}"));
@@ -635,7 +639,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let w = n - n_main;
     let bs_ty = BindingType { dtype: DType::F32, dims: vec![b.ty.dims[0], Some(w as i64)] };
     let os_ty = BindingType { dtype: DType::F32, dims: vec![out.ty.dims[0], Some(w as i64)] };
-    let bs = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{}, {w}] [1, 1] : {bt} to {}", b.ssa, b.ty.dims[0].unwrap(), bs_ty.tensor()));
+    let bs = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{}, {w}] [1, 1] : {} to {}", b.ssa, b.ty.dims[0].unwrap(), b.ty.tensor(), bs_ty.tensor()));
     let os = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{m}, {w}] [1, 1] : {ot} to {}", result.ssa, os_ty.tensor()));
     let zf = e.scalar_const(0.0, DType::F32);
     let filled = e.fill(&Val { ssa: os, ty: os_ty.clone() }, &zf);
@@ -658,28 +662,37 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
 /// single row otherwise).
 const KSPLIT: usize = 4;
 
-/// The one-row tile of [`matmul_microkernel`]: `c[i0, j0..j0+16] = a[i0, :] @ b[:, j0..]`.
+/// Where the micro-kernel reads a column panel of `b` from: a pre-packed weight
+/// (`[n/16][k][16]`, indexed by panel) or a contiguous `[k][16]` copy of the panel.
+struct PanelSrc {
+    ssa: String,
+    ty: String,
+    panel: Option<String>,
+}
+
+impl PanelSrc {
+    /// Loads lanes `v*VL..` of row `kk` of the panel.
+    fn load(&self, e: &mut Emitter, kk: &str, v: usize, pad: &str) -> String {
+        let off = e.index((v * VL) as i64);
+        let idx = match &self.panel {
+            Some(p) => format!("{p}, {kk}, {off}"),
+            None => format!("{kk}, {off}"),
+        };
+        e.assign(format!("vector.transfer_read {}[{idx}], {pad} {{in_bounds = [true]}} : {}, vector<{VL}xf32>", self.ssa, self.ty))
+    }
+}
+
+/// The one-row tile of [`matmul_microkernel`]: `c[i0, j0..j0+16] = a[i0, :] @ panel`.
 #[allow(clippy::too_many_arguments)]
-fn row_tile(e: &mut Emitter, a: &Val, b: &Val, i0: &str, j0: &str, c: &str, k: &str, packed: bool, zero: &str, pad: &str, cnr: &str, ot: &str) -> String {
+fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &str, k: &str, zero: &str, pad: &str, ot: &str) -> String {
     let vty = format!("vector<{VL}xf32>");
-    let (at, bt) = (a.ty.tensor(), b.ty.tensor());
+    let at = a.ty.tensor();
     let c0 = e.index(0);
     let c1 = e.index(1);
     let cks = e.index(KSPLIT as i64);
     let krem = e.assign(format!("arith.remui {k}, {cks} : index"));
     let kmain = e.assign(format!("arith.subi {k}, {krem} : index"));
-    let panel = if packed { Some(e.assign(format!("arith.divui {j0}, {cnr} : index"))) } else { None };
-    // Loads b[kk, j0 + v*VL..] as a vector.
-    let load_b = |e: &mut Emitter, kk: &str, v: usize| -> String {
-        let off = e.index((v * VL) as i64);
-        match &panel {
-            Some(p) => e.assign(format!("vector.transfer_read {}[{p}, {kk}, {off}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa)),
-            None => {
-                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
-                e.assign(format!("vector.transfer_read {}[{kk}, {j}], {pad} {{in_bounds = [true]}} : {bt}, {vty}", b.ssa))
-            }
-        }
-    };
+    let load_b = |e: &mut Emitter, kk: &str, v: usize| -> String { src.load(e, kk, v, pad) };
     let n = KSPLIT * NV;
     let tys = vec![vty.clone(); n].join(", ");
     let init: Vec<String> = (0..n).map(|x| format!("%racc{x} = {zero}")).collect();

@@ -20,7 +20,7 @@ pub const FUSE_LINALG: &str = "linalg-fuse-elementwise-ops,canonicalize,cse";
 /// Bufferization of destination-style kernels: empty tensors that end up in an output are
 /// redirected into it (so results are computed in place), writes land in the ABI's buffers, and the
 /// self-copies `materialize_in_destination` leaves behind fold away.
-pub const BUFFERIZE: &str = "eliminate-empty-tensors,one-shot-bufferize,canonicalize,buffer-deallocation-pipeline,canonicalize";
+pub const BUFFERIZE: &str = "eliminate-empty-tensors,one-shot-bufferize,canonicalize,func.func(buffer-loop-hoisting),buffer-deallocation-pipeline,canonicalize";
 
 /// linalg on memrefs to loops.
 pub const LOWER_TO_LOOPS: &str = "func.func(convert-linalg-to-loops),canonicalize,cse";

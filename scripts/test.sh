@@ -8,6 +8,12 @@ command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust >=
 source ./llvm-env.sh
 # shellcheck disable=SC1091
 source scripts/python-env.sh
+# ninja, for the build-pipeline example test (make is part of the base system).
+if ! command -v ninja >/dev/null; then
+  _sudo=""; [ "$(id -u)" = 0 ] || _sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $_sudo apt-get install -y -q ninja-build >/dev/null 2>&1 ||
+    echo "test.sh: could not install ninja-build; the ninja test will be reported unsupported" >&2
+fi
 
 echo "== cargo build"
 cargo build --locked --workspace --all-targets

@@ -1,1 +1,7 @@
-//! LLM pipeline and serving (see issues #3 and #4); nothing here yet.
+//! The LLM pipeline and serving frontend on top of `max-runtime`.
+//!
+//! So far: reading GGUF model files ([`gguf`]) and dequantizing their ggml block formats to
+//! `f32` ([`quant`]).
+
+pub mod gguf;
+pub mod quant;

@@ -1,6 +1,7 @@
 # lit configuration for maxc's pass, diagnostic and end-to-end tests.
 # Run: lit tests/lit   (binaries from target/debug unless MAX_BIN_DIR is set)
 import os
+import shutil
 import sys
 
 import lit.formats
@@ -25,3 +26,9 @@ config.environment["RUST_BACKTRACE"] = "0"
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%examples", os.path.join(root, "examples")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+
+if shutil.which("ninja"):
+    config.available_features.add("ninja")
+for tool in ("embed-graph",):
+    if not os.path.exists(os.path.join(bin_dir, tool)):
+        lit_config.warning(f"{tool} not built in {bin_dir}; its test will fail (cargo build --workspace)")

@@ -85,9 +85,10 @@ pub fn abi_wrappers(kernels: &[PlannedKernel]) -> String {
     let mut s = format!("\n@max_abi_version = constant i32 {KERNEL_ABI_VERSION}\n");
     for k in kernels {
         let name = &k.spec.name;
-        let _ = writeln!(s, "\ndefine void @max_kernel_{name}(ptr %bind, ptr %pc, i64 %wg, i64 %nwg) {{\nentry:");
-        let mut args: Vec<String> = Vec::new();
+        let _ = writeln!(s, "\ndefine i32 @max_kernel_{name}(ptr %bind, ptr %pc, i64 %wg, i64 %nwg) {{\nentry:");
+        // Sizes of every binding, from static dims and push constants.
         let mut loaded_pc: Vec<Option<String>> = Vec::new();
+        let mut binding_sizes: Vec<Vec<String>> = Vec::new();
         for (bi, dims) in k.dims.iter().enumerate() {
             let _ = writeln!(s, "  %bp{bi} = getelementptr ptr, ptr %bind, i64 {bi}\n  %b{bi} = load ptr, ptr %bp{bi}, align 8");
             let mut sizes: Vec<String> = Vec::new();
@@ -106,30 +107,80 @@ pub fn abi_wrappers(kernels: &[PlannedKernel]) -> String {
                     }
                 });
             }
-            // Row-major strides, folded where the sizes are static.
-            let r = sizes.len();
-            let mut strides = vec![String::from("1"); r];
-            for j in (0..r.saturating_sub(1)).rev() {
-                strides[j] = match (strides[j + 1].parse::<i64>(), sizes[j + 1].parse::<i64>()) {
-                    (Ok(a), Ok(b)) => (a * b).to_string(),
-                    _ => {
-                        let v = format!("%st{bi}_{j}");
-                        let _ = writeln!(s, "  {v} = mul i64 {}, {}", strides[j + 1], sizes[j + 1]);
-                        v
-                    }
-                };
-            }
-            args.push(format!("ptr %b{bi}"));
-            args.push(format!("ptr %b{bi}"));
-            args.push("i64 0".into());
-            args.extend(sizes.iter().map(|x| format!("i64 {x}")));
-            args.extend(strides.iter().map(|x| format!("i64 {x}")));
+            binding_sizes.push(sizes);
         }
-        args.push("i64 %wg".into());
-        args.push("i64 %nwg".into());
-        let _ = writeln!(s, "  call void @{name}({})\n  ret void\n}}", args.join(", "));
+        match &k.spec.native {
+            Some(symbol) => native_call(&mut s, k, symbol, &binding_sizes),
+            None => {
+                let mut args: Vec<String> = Vec::new();
+                for (bi, sizes) in binding_sizes.iter().enumerate() {
+                    // Row-major strides, folded where the sizes are static.
+                    let r = sizes.len();
+                    let mut strides = vec![String::from("1"); r];
+                    for j in (0..r.saturating_sub(1)).rev() {
+                        strides[j] = match (strides[j + 1].parse::<i64>(), sizes[j + 1].parse::<i64>()) {
+                            (Ok(a), Ok(b)) => (a * b).to_string(),
+                            _ => {
+                                let v = format!("%st{bi}_{j}");
+                                let _ = writeln!(s, "  {v} = mul i64 {}, {}", strides[j + 1], sizes[j + 1]);
+                                v
+                            }
+                        };
+                    }
+                    args.push(format!("ptr %b{bi}"));
+                    args.push(format!("ptr %b{bi}"));
+                    args.push("i64 0".into());
+                    args.extend(sizes.iter().map(|x| format!("i64 {x}")));
+                    args.extend(strides.iter().map(|x| format!("i64 {x}")));
+                }
+                args.push("i64 %wg".into());
+                args.push("i64 %nwg".into());
+                let _ = writeln!(s, "  call void @{name}({})\n  ret i32 0\n}}", args.join(", "));
+            }
+        }
     }
     s
+}
+
+/// The body of a native custom kernel's wrapper: `max_tensor` descriptors for the inputs and
+/// outputs (include/max/custom_op.h), the user's function called on them, its status
+/// returned. Referencing `max_custom_op_abi_v<N>_<symbol>` makes a kernel built against
+/// another header version fail to link.
+fn native_call(s: &mut String, k: &PlannedKernel, symbol: &str, sizes: &[Vec<String>]) {
+    let nin = k.spec.inputs.len();
+    let nout = k.spec.outputs.len();
+    let types: Vec<max_dialects::DType> = k.spec.inputs.iter().chain(&k.spec.outputs).map(|b| b.dtype).collect();
+    let _ = writeln!(s, "  %ins = alloca [{} x {{ ptr, ptr, i64, i32 }}], align 8", nin.max(1));
+    let _ = writeln!(s, "  %outs = alloca [{} x {{ ptr, ptr, i64, i32 }}], align 8", nout.max(1));
+    for (bi, dims) in sizes.iter().enumerate() {
+        let (arr, idx) = if bi < nin { ("%ins", bi) } else { ("%outs", bi - nin) };
+        let r = dims.len();
+        let _ = writeln!(s, "  %shape{bi} = alloca [{} x i64], align 8", r.max(1));
+        for (j, d) in dims.iter().enumerate() {
+            let _ = writeln!(s, "  %sh{bi}_{j} = getelementptr i64, ptr %shape{bi}, i64 {j}\n  store i64 {d}, ptr %sh{bi}_{j}, align 8");
+        }
+        let dt = custom_dtype_code(types[bi]);
+        let _ = writeln!(s, "  %t{bi} = getelementptr {{ ptr, ptr, i64, i32 }}, ptr {arr}, i64 {idx}");
+        let _ = writeln!(s, "  store ptr %b{bi}, ptr %t{bi}, align 8");
+        let _ = writeln!(s, "  %t{bi}s = getelementptr {{ ptr, ptr, i64, i32 }}, ptr %t{bi}, i32 0, i32 1\n  store ptr %shape{bi}, ptr %t{bi}s, align 8");
+        let _ = writeln!(s, "  %t{bi}r = getelementptr {{ ptr, ptr, i64, i32 }}, ptr %t{bi}, i32 0, i32 2\n  store i64 {r}, ptr %t{bi}r, align 8");
+        let _ = writeln!(s, "  %t{bi}d = getelementptr {{ ptr, ptr, i64, i32 }}, ptr %t{bi}, i32 0, i32 3\n  store i32 {dt}, ptr %t{bi}d, align 4");
+    }
+    let abi = crate::custom::CUSTOM_OP_ABI_VERSION;
+    let _ = writeln!(s, "  %abi = load volatile i32, ptr @max_custom_op_abi_v{abi}_{symbol}, align 4");
+    let _ = writeln!(s, "  %st = call i32 @{symbol}(ptr %ins, i64 {nin}, ptr %outs, i64 {nout})\n  ret i32 %st\n}}");
+    let _ = writeln!(s, "declare i32 @{symbol}(ptr, i64, ptr, i64)\n@max_custom_op_abi_v{abi}_{symbol} = external global i32");
+}
+
+/// dtype codes of include/max/custom_op.h.
+fn custom_dtype_code(d: max_dialects::DType) -> i32 {
+    match d {
+        max_dialects::DType::F32 => 0,
+        max_dialects::DType::F16 => 1,
+        max_dialects::DType::BF16 => 2,
+        max_dialects::DType::I32 => 3,
+        max_dialects::DType::I64 => 4,
+    }
 }
 
 /// Marks the pointer parameters of each kernel's LLVM definition `noalias`.
@@ -194,10 +245,11 @@ impl Codegen {
     }
 }
 
-/// Links an object file into a shared object with a C compiler driver: `$CC` if set, else
-/// the first of `cc` and LLVM 22's `clang` that exists. The output is deterministic (no
-/// build id).
-pub fn link_shared(object: &[u8], workdir: &Path) -> Result<Vec<u8>, CompileError> {
+/// Links an object file (plus the native custom-kernel libraries) into a shared object
+/// with a C compiler driver: `$CC` if set, else the first of `cc` and LLVM 22's `clang`
+/// that exists. Undefined symbols are errors (`-z defs`), reported by name. The output is
+/// deterministic (no build id).
+pub fn link_shared(object: &[u8], workdir: &Path, libraries: &[&Path]) -> Result<Vec<u8>, CompileError> {
     let io = |what: &str| {
         let what = what.to_string();
         move |e| CompileError::Io { what, cause: e }
@@ -212,16 +264,42 @@ pub fn link_shared(object: &[u8], workdir: &Path) -> Result<Vec<u8>, CompileErro
     let mut last_err = String::new();
     for cc in &candidates {
         let out = Command::new(cc)
-            .args(["-shared", "-nostartfiles", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-o"])
+            .args(["-shared", "-nostartfiles", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-Wl,-z,defs", "-o"])
             .arg(&so)
             .arg(&obj)
+            .args(libraries)
             .arg("-lm")
+            .arg("-lc")
             .output();
         match out {
             Ok(o) if o.status.success() => return std::fs::read(&so).map_err(io("reading kernels.so")),
-            Ok(o) => return Err(CompileError::Codegen(format!("linking kernels with '{cc}' failed: {}", String::from_utf8_lossy(&o.stderr)))),
+            Ok(o) => return Err(explain_link_error(&String::from_utf8_lossy(&o.stderr), cc)),
             Err(e) => last_err = format!("'{cc}': {e}"),
         }
     }
     Err(CompileError::Codegen(format!("no linker found ({last_err}); install gcc or clang, or set CC")))
+}
+
+/// Turns a linker failure into what the user must fix: a custom kernel's missing symbol,
+/// or a kernel built against another custom-op ABI version.
+fn explain_link_error(stderr: &str, cc: &str) -> CompileError {
+    let undefined: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split("undefined reference to `").nth(1).or_else(|| l.split("undefined symbol: ").nth(1)))
+        .map(|s| s.trim_end_matches('\''))
+        .collect();
+    let abi_prefix = format!("max_custom_op_abi_v{}_", crate::custom::CUSTOM_OP_ABI_VERSION);
+    if let Some(sym) = undefined.iter().find_map(|u| u.strip_prefix(&abi_prefix)) {
+        if !undefined.contains(&sym) {
+            return CompileError::Kernels(format!(
+                "native kernel '{sym}' was not built against custom-op ABI v{} (define it with MAX_CUSTOM_OP({sym}) from include/max/custom_op.h of this version)",
+                crate::custom::CUSTOM_OP_ABI_VERSION
+            ));
+        }
+    }
+    let missing: Vec<&str> = undefined.iter().copied().filter(|u| !u.starts_with("max_custom_op_abi_v")).collect();
+    if !missing.is_empty() {
+        return CompileError::Kernels(format!("the native kernel libraries do not define: {}", missing.join(", ")));
+    }
+    CompileError::Codegen(format!("linking kernels with '{cc}' failed: {stderr}"))
 }

@@ -11,6 +11,8 @@ pub enum CompileError {
     Mlir(String),
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
+    #[error("custom kernels: {0}")]
+    Kernels(String),
     #[error("weights: {0}")]
     Weights(String),
     #[error("code generation: {0}")]

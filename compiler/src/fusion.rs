@@ -54,7 +54,8 @@ fn flags_by_value(graph: &Graph, node: usize) -> Option<Option<HashMap<ValueId, 
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph.
-pub fn form_regions(graph: &Graph, enable: bool) -> Vec<Region> {
+/// `closed(node)` marks roots that take no consumers (native custom kernels).
+pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool) -> Vec<Region> {
     let mut uses: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -74,7 +75,7 @@ pub fn form_regions(graph: &Graph, enable: bool) -> Vec<Region> {
             regions.len() - 1
         });
         open.retain(|_, reg| *reg != r);
-        if node.outputs.len() == 1 {
+        if node.outputs.len() == 1 && !closed(i) {
             open.insert(node.outputs[0], r);
         }
     }

@@ -74,6 +74,7 @@ impl TensorType {
 struct Inner {
     graph: max_dialects::Graph,
     weights: WeightStore,
+    kernels: crate::custom::KernelRegistry,
     outputs_set: bool,
 }
 
@@ -113,7 +114,7 @@ impl Graph {
                 .collect();
             g.add_input(n, max_dialects::TensorType::new(t.dtype, dims));
         }
-        Graph { inner: Rc::new(RefCell::new(Inner { graph: g, weights: WeightStore::new(), outputs_set: false })) }
+        Graph { inner: Rc::new(RefCell::new(Inner { graph: g, weights: WeightStore::new(), kernels: crate::custom::KernelRegistry::new(), outputs_set: false })) }
     }
 
     /// Input `i`.
@@ -178,6 +179,11 @@ impl Graph {
         self.inner.borrow_mut().weights.add_safetensors(path.as_ref())
     }
 
+    /// Makes the custom ops declared in `dir/kernels.toml` available to [`ops::custom`].
+    pub fn load_kernels(&self, dir: impl AsRef<Path>) -> Result<(), CompileError> {
+        self.inner.borrow_mut().kernels.add_dir(dir.as_ref())
+    }
+
     /// Sets the graph outputs.
     pub fn output(&self, outputs: impl IntoIterator<Item = TensorValue>) {
         let mut inner = self.inner.borrow_mut();
@@ -193,7 +199,7 @@ impl Graph {
             return Err(CompileError::Diagnostic(max_dialects::Diagnostic::new(&inner.graph.loc, format!("graph '{}' has no outputs; call graph.output(...)", inner.graph.name))));
         }
         let mut g = inner.graph.clone();
-        max_dialects::verify::verify(&mut g)?;
+        max_dialects::verify::verify_with(&mut g, &inner.kernels)?;
         Ok(g)
     }
 
@@ -214,7 +220,7 @@ impl TensorValue {
         let mut g = inner.graph.clone();
         g.outputs = vec![self.id];
         g.declared_outputs = vec![None];
-        max_dialects::verify::verify(&mut g)?;
+        max_dialects::verify::verify_with(&mut g, &inner.kernels)?;
         Ok(g.ty(self.id).clone())
     }
 
@@ -238,6 +244,7 @@ pub fn compile_graph_to(graph: &Graph, target: crate::Target, emit: Emit) -> Res
     let ctx = crate::mlir::MlirContext::new()?;
     let mut opts = CompileOptions::new(target);
     opts.weights = graph.weights();
+    opts.kernels = graph.inner.borrow().kernels.clone();
     Ok(crate::compile_graphs(&ctx, &[g], &opts, emit)?.bytes)
 }
 
@@ -342,6 +349,14 @@ pub mod ops {
         let op = Op::Slice { starts: starts.to_vec(), ends: ends.to_vec(), axes: Some(axes.to_vec()), steps: Some(steps.to_vec()) };
         x.graph.node(op, &[x], vec![], 1).remove(0)
     }
+    /// A custom op declared by a kernels directory ([`Graph::load_kernels`]), with the
+    /// result types the caller expects (checked against the declaration's shape rule).
+    #[track_caller]
+    pub fn custom(name: &str, inputs: &[&TensorValue], output_types: &[max_dialects::TensorType]) -> Vec<TensorValue> {
+        let declared = output_types.iter().map(|t| Some(DeclaredType { dtype: t.dtype, dims: t.static_dims() })).collect();
+        inputs[0].graph.node(Op::Custom { name: name.to_string() }, inputs, declared, output_types.len())
+    }
+
     /// Gathers slices of `x` along `axis` at `indices` (i32/i64).
     #[track_caller]
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {

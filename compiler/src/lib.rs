@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod codegen;
+pub mod custom;
 pub mod error;
 pub mod fusion;
 pub mod graph_api;
@@ -75,12 +76,14 @@ pub struct CompileOptions {
     pub weights: WeightStore,
     /// Form multi-op dispatch regions (on by default; off gives one kernel per op).
     pub fusion: bool,
+    /// Custom ops declared by `--kernels` directories.
+    pub kernels: custom::KernelRegistry,
 }
 
 impl CompileOptions {
     /// Options for `target` with no weights files.
     pub fn new(target: Target) -> Self {
-        CompileOptions { target, weights: WeightStore::new(), fusion: true }
+        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new() }
     }
 }
 
@@ -90,12 +93,13 @@ pub struct CompileOutput {
     pub files_read: Vec<PathBuf>,
 }
 
-/// Parses, imports and verifies MLIR source into graphs.
-pub fn front_end(ctx: &MlirContext, source: &str, file_name: &str) -> Result<Vec<max_dialects::Graph>, CompileError> {
+/// Parses, imports and verifies MLIR source into graphs (custom ops checked against
+/// `kernels`).
+pub fn front_end(ctx: &MlirContext, source: &str, file_name: &str, kernels: &custom::KernelRegistry) -> Result<Vec<max_dialects::Graph>, CompileError> {
     let module = ctx.parse(source, file_name)?;
     let mut graphs = import::import_module(ctx, &module)?;
     for g in &mut graphs {
-        max_dialects::verify::verify(g)?;
+        max_dialects::verify::verify_with(g, kernels)?;
     }
     Ok(graphs)
 }
@@ -103,7 +107,7 @@ pub fn front_end(ctx: &MlirContext, source: &str, file_name: &str) -> Result<Vec
 /// Compiles MLIR source text (`file_name` is used in diagnostics) up to `emit`.
 pub fn compile_source(source: &str, file_name: &str, opts: &CompileOptions, emit: Emit) -> Result<CompileOutput, CompileError> {
     let ctx = MlirContext::new()?;
-    let graphs = front_end(&ctx, source, file_name)?;
+    let graphs = front_end(&ctx, source, file_name, &opts.kernels)?;
     compile_graphs(&ctx, &graphs, opts, emit)
 }
 
@@ -117,18 +121,38 @@ pub fn compile_file(path: &Path, opts: &CompileOptions, emit: Emit) -> Result<Co
 
 /// Compiles verified graphs up to `emit`.
 pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &CompileOptions, emit: Emit) -> Result<CompileOutput, CompileError> {
-    let files_read = opts.weights.files.clone();
+    let mut files_read = opts.weights.files.clone();
+    files_read.extend(opts.kernels.files.iter().cloned());
     let text = |s: String| Ok(CompileOutput { bytes: s.into_bytes(), files_read: files_read.clone() });
     if emit == Emit::Max {
         return text(graphs.iter().map(max_dialects::print::print_graph).collect::<Vec<_>>().join("\n"));
     }
     let t0 = Instant::now();
+    // MLIR kernel libraries the graphs call: their signatures, and their text to inline.
+    let mut signatures = std::collections::HashMap::new();
+    let mut libraries: Vec<(String, Vec<String>)> = Vec::new();
+    for g in graphs {
+        for n in &g.nodes {
+            let max_dialects::Op::Custom { name } = &n.op else { continue };
+            if signatures.contains_key(name) {
+                continue;
+            }
+            if let Some(custom::CustomImpl::Mlir { file, function, source }) = opts.kernels.get(name).map(|d| &d.imp) {
+                let (params, results) = custom::mlir_signature(ctx, file, source, function)?;
+                signatures.insert(name.clone(), lower::MlirCall { function: function.clone(), params, results });
+                match libraries.iter_mut().find(|(s, _)| s == source) {
+                    Some((_, fs)) => fs.push(function.clone()),
+                    None => libraries.push((source.clone(), vec![function.clone()])),
+                }
+            }
+        }
+    }
     let mut program = Program::default();
     for g in graphs {
-        program.add_graph(g, &opts.weights, opts.fusion)?;
+        program.add_graph(g, &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
-    let linalg = lower::kernel_module(&specs);
+    let linalg = lower::kernel_module(&specs, &libraries);
     let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));
@@ -157,7 +181,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         return Ok(CompileOutput { bytes: obj, files_read });
     }
     let dir = tempfile::tempdir().map_err(|e| CompileError::Io { what: "creating a temporary directory".into(), cause: e })?;
-    let so = link_shared(&obj, dir.path())?;
+    let so = link_shared(&obj, dir.path(), &opts.kernels.native_libraries())?;
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "kernels linked");
     let mut w = ArtifactWriter::new();
     w.add_section("kernels.x86_64.so", SectionKind::CpuKernels, &so);

@@ -82,6 +82,16 @@ pub struct FusedOp {
     /// For a matmul: the right operand is a weight stored pre-packed as `[N/16][K][16]`
     /// (see [`PACK_WIDTH`]).
     pub packed_rhs: bool,
+    /// For a custom op with an MLIR kernel: the function and its parameter/result types.
+    pub call: Option<MlirCall>,
+}
+
+/// A call of an MLIR kernel-library function (inlined later).
+#[derive(Debug, Clone)]
+pub struct MlirCall {
+    pub function: String,
+    pub params: Vec<String>,
+    pub results: Vec<String>,
 }
 
 /// Column-panel width of pre-packed matmul weights (the micro-kernel's tile width).
@@ -118,6 +128,8 @@ pub struct KernelSpec {
     /// Whether the kernel splits its rows over workgroups, and which input bindings are
     /// sliced along with the results.
     pub partition: Option<Vec<bool>>,
+    /// A native custom kernel: the C symbol the ABI wrapper calls (no MLIR body).
+    pub native: Option<String>,
 }
 
 /// Decides whether `node`'s kernel can be partitioned along the leading result dim, and
@@ -1015,8 +1027,8 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                 b.op(format!("tensor.extract {data_ssa}[{}] : {dt}", coords.join(", ")))
             })]
         }
-        Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } => {
-            unreachable!("{} has no kernel", op.name())
+        Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } => {
+            unreachable!("{} is not lowered here", op.name())
         }
     }
 }
@@ -1113,7 +1125,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 ValueRef::Input(_) => unreachable!("ops do not write inputs"),
             })
             .collect();
-        let vals = if f.packed_rhs {
+        let vals = if let Some(call) = &f.call {
+            custom_call(&mut e, call, &args, &dests)
+        } else if f.packed_rhs {
             vec![matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true)]
         } else {
             lower_op(&mut e, &f.op, &args, &dests)
@@ -1143,14 +1157,45 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     sig
 }
 
-/// Wraps kernel functions into a module.
-pub fn kernel_module(specs: &[KernelSpec]) -> String {
+/// Wraps kernel functions into a module, with the MLIR kernel libraries they call (made
+/// private, so they disappear once inlined).
+pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)]) -> String {
     let mut s = String::from("module {\n");
-    for k in specs {
+    for k in specs.iter().filter(|k| k.native.is_none()) {
         s.push_str(&kernel_func(k));
+    }
+    for (source, functions) in libraries {
+        let mut text = source.clone();
+        for f in functions {
+            text = text.replace(&format!("func.func @{f}("), &format!("func.func private @{f}("));
+        }
+        s.push_str(&text);
+        s.push('\n');
     }
     s.push_str("}\n");
     s
+}
+
+/// A call of an MLIR kernel-library function: operands cast to its parameter types, results
+/// cast back and copied into the destinations.
+fn custom_call(e: &mut Emitter, call: &MlirCall, args: &[Val], dests: &[Val]) -> Vec<Val> {
+    let mut operands = Vec::new();
+    for (a, p) in args.iter().zip(&call.params) {
+        let t = a.ty.tensor();
+        operands.push(if &t == p { a.ssa.clone() } else { e.assign(format!("tensor.cast {} : {t} to {p}", a.ssa)) });
+    }
+    let n = call.results.len();
+    let r = e.fresh();
+    let head = if n == 1 { r.clone() } else { format!("{r}:{n}") };
+    e.line(format!("{head} = func.call @{}({}) : ({}) -> ({})", call.function, operands.join(", "), call.params.join(", "), call.results.join(", ")));
+    let mut out = Vec::new();
+    for (i, (rt, d)) in call.results.iter().zip(dests).enumerate() {
+        let v = if n == 1 { r.clone() } else { format!("{r}#{i}") };
+        let dt = d.ty.tensor();
+        let v = if rt == &dt { v } else { e.assign(format!("tensor.cast {v} : {rt} to {dt}")) };
+        out.push(copy_into(e, &Val { ssa: v, ty: d.ty.clone() }, d));
+    }
+    out
 }
 
 

@@ -14,8 +14,9 @@
 /// Names of the compiler's own stages, in order.
 pub const STAGES: &[&str] = &["verify", "lower-to-linalg", "fuse-linalg", "bufferize", "lower-to-loops", "lower-to-llvm"];
 
-/// Merges the elementwise `linalg.generic`s of a fused kernel into one loop nest.
-pub const FUSE_LINALG: &str = "linalg-fuse-elementwise-ops,canonicalize,cse";
+/// Inlines MLIR kernel-library calls, then merges the elementwise `linalg.generic`s of a
+/// fused kernel into one loop nest.
+pub const FUSE_LINALG: &str = "inline,symbol-dce,linalg-fuse-elementwise-ops,canonicalize,cse";
 
 /// Bufferization of destination-style kernels: empty tensors that end up in an output are
 /// redirected into it (so results are computed in place), writes land in the ABI's buffers, and the

@@ -7,8 +7,9 @@
 //! runtime evaluates from the input shapes.
 
 use crate::error::CompileError;
+use crate::custom::{CustomImpl, KernelRegistry};
 use crate::fusion::{form_regions, Region};
-use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, ValueRef, PACK_WIDTH};
+use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, MlirCall, ValueRef, PACK_WIDTH};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
 use max_dialects::{Diagnostic, DimExpr, Graph, Op, ValueId};
@@ -56,7 +57,7 @@ impl Program {
     }
 
     /// Adds a verified graph as an entry.
-    pub fn add_graph(&mut self, graph: &Graph, store: &WeightStore, fuse: bool) -> Result<(), CompileError> {
+    pub fn add_graph(&mut self, graph: &Graph, store: &WeightStore, fuse: bool, kernels: &KernelRegistry, signatures: &HashMap<String, MlirCall>) -> Result<(), CompileError> {
         let base = self.symbols.len() as u32;
         self.symbols.extend(graph.symbols.iter().map(|s| if base == 0 { s.clone() } else { format!("{}.{s}", graph.name) }));
         let mut buffers: Vec<Buffer> = Vec::new();
@@ -76,7 +77,8 @@ impl Program {
         }
         let mut dispatches = Vec::new();
         let packed = packed_weights(graph);
-        let regions = form_regions(graph, fuse);
+        let is_native = |n: usize| matches!(&graph.nodes[n].op, Op::Custom { name } if matches!(kernels.get(name).map(|d| &d.imp), Some(CustomImpl::Native { .. })));
+        let regions = form_regions(graph, fuse, &is_native);
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
             match &node.op {
@@ -137,7 +139,7 @@ impl Program {
                 _ => {
                     let r = region_of[&ni];
                     if regions[r].nodes.last() == Some(&ni) {
-                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer, &packed);
+                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer, &packed, kernels, signatures);
                     }
                     continue;
                 }
@@ -164,6 +166,8 @@ impl Program {
         dispatches: &mut Vec<Dispatch>,
         buffer: &dyn Fn(ValueId, BufferKind) -> Buffer,
         packed: &HashSet<ValueId>,
+        kernels: &KernelRegistry,
+        signatures: &HashMap<String, MlirCall>,
     ) {
         let last = &graph.nodes[*region.nodes.last().unwrap()];
         let produced: Vec<ValueId> = region.nodes.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).collect();
@@ -196,6 +200,10 @@ impl Program {
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
                 packed_rhs: matches!(node.op, Op::MatMul) && packed.contains(&node.inputs[1]),
+                call: match &node.op {
+                    Op::Custom { name } => signatures.get(name).cloned(),
+                    _ => None,
+                },
             });
         }
         for &o in &outputs {
@@ -231,6 +239,13 @@ impl Program {
             // A packed weight's binding has its stored [n/16][k][16] shape.
             inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
             outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+            native: match &root.op {
+                Op::Custom { name } => match kernels.get(name).map(|d| &d.imp) {
+                    Some(CustomImpl::Native { symbol, .. }) => Some(symbol.clone()),
+                    _ => None,
+                },
+                _ => None,
+            },
             body,
             partition,
         };

@@ -244,4 +244,17 @@ irdl.dialect @max {
     %a0 = irdl.any
     irdl.attributes { "axis" = %a0 }
   }
+  // A user-defined op (--kernels DIR declares it). As with concat/split, IRDL gives a
+  // variadic group one type, so the first operand and result are typed independently of
+  // the rest.
+  irdl.operation @custom {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, more_inputs: variadic %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    %r1 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0, more_results: variadic %r1)
+    %a0 = irdl.any
+    irdl.attributes { "name" = %a0 }
+  }
 }

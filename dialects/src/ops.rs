@@ -85,6 +85,8 @@ pub enum Op {
     Split { axis: i64, spec: SplitSpec },
     Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Option<Vec<i64>>, steps: Option<Vec<i64>> },
     Gather { axis: i64 },
+    /// A user-defined op; its kernel and shape rule come from a declaration (`--kernels`).
+    Custom { name: String },
 }
 
 /// An attribute value as it appears on a generic-form `max` op.
@@ -203,7 +205,7 @@ impl Op {
         v.extend(BINARY.iter().map(|(n, _)| *n));
         v.extend([
             "cast", "matmul", "transpose", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-            "reshape", "broadcast_to", "concat", "split", "slice", "gather",
+            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom",
         ]);
         v
     }
@@ -293,6 +295,7 @@ impl Op {
                 steps: a.opt_ints("steps")?,
             },
             "gather" => Op::Gather { axis: a.int("axis")? },
+            "custom" => Op::Custom { name: a.string("name")? },
             other => return Err(format!("unknown op 'max.{other}'")),
         })
     }
@@ -317,6 +320,7 @@ impl Op {
             Op::Split { .. } => "split",
             Op::Slice { .. } => "slice",
             Op::Gather { .. } => "gather",
+            Op::Custom { .. } => "custom",
         }
     }
 
@@ -366,6 +370,7 @@ impl Op {
                     kv.push(format!("steps = {}", arr(s)));
                 }
             }
+            Op::Custom { name } => kv.push(format!("name = {name:?}")),
             Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::MatMul => {}
         }
         if kv.is_empty() {

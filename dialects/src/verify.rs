@@ -12,9 +12,30 @@ use crate::graph::{Graph, Node};
 use crate::ops::{BinaryOp, Op, ReduceOp, SplitSpec, UnaryOp};
 use crate::types::TensorType;
 
+/// Declarations of the custom ops a compile knows (from `--kernels` directories).
+pub trait CustomOps {
+    /// The result types of custom op `name` applied to operands of type `inputs`; an error
+    /// message (reported at the op) for an unknown op, wrong arity or dtypes.
+    fn infer(&self, name: &str, inputs: &[TensorType], names: &[String]) -> Result<Vec<TensorType>, String>;
+}
+
+/// No custom ops declared.
+pub struct NoCustomOps;
+
+impl CustomOps for NoCustomOps {
+    fn infer(&self, name: &str, _: &[TensorType], _: &[String]) -> Result<Vec<TensorType>, String> {
+        Err(format!("unknown custom op '{name}': no kernel declares it (pass --kernels DIR with a kernels.toml that does)"))
+    }
+}
+
+/// Verifies `graph` (with no custom ops declared) and assigns a type to every value.
+pub fn verify(graph: &mut Graph) -> Result<(), Diagnostic> {
+    verify_with(graph, &NoCustomOps)
+}
+
 /// Verifies `graph` and assigns a type to every value. Symbols that the graph forces equal
 /// are merged, and every type is rewritten to use the representative symbol.
-pub fn verify(graph: &mut Graph) -> Result<(), Diagnostic> {
+pub fn verify_with(graph: &mut Graph, custom: &dyn CustomOps) -> Result<(), Diagnostic> {
     let mut uf = SymUnion::new(graph.symbols.len());
     if graph.outputs.is_empty() {
         return Err(Diagnostic::new(&graph.loc, format!("graph '{}' has no outputs", graph.name)));
@@ -31,7 +52,11 @@ pub fn verify(graph: &mut Graph) -> Result<(), Diagnostic> {
             })
             .collect::<Result<_, _>>()?;
         let ins: Vec<TensorType> = ins.into_iter().map(|t| uf.canon_type(&t)).collect();
-        let outs = infer_node(node, &ins, &mut uf, &graph.symbols).map_err(|m| Diagnostic::new(&node.loc, m))?;
+        let outs = match &node.op {
+            Op::Custom { name } => custom.infer(name, &ins, &graph.symbols),
+            _ => infer_node(node, &ins, &mut uf, &graph.symbols),
+        }
+        .map_err(|m| Diagnostic::new(&node.loc, m))?;
         if outs.len() != node.outputs.len() {
             return Err(Diagnostic::new(
                 &node.loc,
@@ -464,6 +489,7 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             dims.extend(data.dims[ax + 1..].iter().cloned());
             Ok(vec![TensorType::new(data.dtype, dims)])
         }
+        Op::Custom { .. } => unreachable!("custom ops are inferred by their declaration"),
     }
 }
 

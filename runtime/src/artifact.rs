@@ -30,7 +30,8 @@ pub const MAGIC: [u8; 8] = *b"MAXA\0\r\n\x1a";
 /// The artifact format version this runtime reads and the compiler writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Kernel ABI version: the kernel library exports `max_abi_version` with this value.
-pub const KERNEL_ABI_VERSION: u32 = 1;
+/// Version 2: kernels return an `int32_t` status (0 = success).
+pub const KERNEL_ABI_VERSION: u32 = 2;
 /// Alignment of every section.
 pub const SECTION_ALIGN: u64 = 64;
 const HEADER_SIZE: usize = 64;

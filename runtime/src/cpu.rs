@@ -2,7 +2,8 @@
 //! spreading each dispatch's workgroups over a thread pool.
 //!
 //! Kernel ABI (version [`KERNEL_ABI_VERSION`]): every kernel is
-//! `void kernel(void *const *bindings, const int64_t *push_constants, int64_t wg_id, int64_t wg_count)`;
+//! `int32_t kernel(void *const *bindings, const int64_t *push_constants, int64_t wg_id, int64_t wg_count)`,
+//! returning 0 on success (custom kernels may fail with their own nonzero status);
 //! the library exports `uint32_t max_abi_version`.
 
 use crate::artifact::{Artifact, SectionKind, KERNEL_ABI_VERSION};
@@ -10,7 +11,7 @@ use crate::error::RuntimeError;
 use std::io::Write;
 
 /// The C signature of a compiled kernel.
-pub type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
+pub type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64) -> i32;
 
 /// The loaded kernel library of an artifact.
 pub struct KernelLibrary {

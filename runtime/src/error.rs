@@ -19,6 +19,8 @@ pub enum RuntimeError {
     CpuFeatures { missing: String },
     #[error("artifact has no {what}")]
     Missing { what: String },
+    #[error("kernel {kernel} failed with status {status}")]
+    KernelFailed { kernel: String, status: i32 },
     #[error("loading kernels: {0}")]
     KernelLoad(String),
     #[error("entry '{entry}' takes {expected} input(s) ({names}), got {got}")]

@@ -15,6 +15,7 @@
 
 pub mod artifact;
 pub mod cpu;
+pub mod custom_op;
 pub mod error;
 pub mod npy;
 pub mod session;

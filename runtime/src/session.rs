@@ -148,20 +148,28 @@ impl Model {
             let extent = d.workgroups.eval(&syms)?.max(1);
             let wg = extent.min(self.pool.current_num_threads() as i64).max(1);
             let b = Bindings { ptrs: &bind, push: &push };
-            if wg == 1 {
+            let status = if wg == 1 {
                 // SAFETY: bindings point at live buffers sized from the same shapes the kernel
                 // was compiled against; push constants are those sizes.
-                unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) };
+                unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
             } else {
+                let worst = std::sync::atomic::AtomicI32::new(0);
                 self.pool.scope(|s| {
                     for id in 0..wg {
-                        let b = &b;
+                        let (b, worst) = (&b, &worst);
                         s.spawn(move |_| {
                             // SAFETY: as above; workgroups write disjoint rows.
-                            unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), id, wg) };
+                            let st = unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), id, wg) };
+                            if st != 0 {
+                                worst.store(st, std::sync::atomic::Ordering::Relaxed);
+                            }
                         });
                     }
                 });
+                worst.into_inner()
+            };
+            if status != 0 {
+                return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
             }
         }
 

@@ -13,8 +13,8 @@
 // LLVMD: llvm.func @g_k0_matmul(
 
 // The ABI wrapper loads bindings and push constants and calls the kernel.
-// IR: @max_abi_version = {{.*}}constant i32 1
-// IR: define void @max_kernel_g_k0_matmul(ptr {{.*}}%bind, ptr {{.*}}%pc, i64 %wg, i64 %nwg)
+// IR: @max_abi_version = {{.*}}constant i32 2
+// IR: define {{.*}}i32 @max_kernel_g_k0_matmul(ptr {{.*}}%bind, ptr {{.*}}%pc, i64 %wg, i64 %nwg)
 
 // The matmul's contiguous inner loop is vectorized with FMA at x86-64-v3 and not at v2.
 // AVX2: g_k0_matmul:

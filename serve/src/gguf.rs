@@ -142,7 +142,9 @@ pub enum GgufError {
         offset: u64,
     },
     /// More than [`MAX_DIMS`] dimensions.
-    #[error("tensor `{name}` (tensor info at offset {offset}) has {n_dims} dimensions; at most {MAX_DIMS} are allowed")]
+    #[error(
+        "tensor `{name}` (tensor info at offset {offset}) has {n_dims} dimensions; at most {MAX_DIMS} are allowed"
+    )]
     TooManyDims {
         /// The tensor.
         name: String,
@@ -497,10 +499,7 @@ impl TensorInfo {
 
     /// Number of rows (product of `dims[1..]`; 0 if the tensor has no elements).
     pub fn n_rows(&self) -> u64 {
-        match self.row_len() {
-            0 => 0,
-            row => self.n_elements / row,
-        }
+        self.n_elements.checked_div(self.row_len()).unwrap_or(0)
     }
 }
 
@@ -548,13 +547,21 @@ impl fmt::Debug for GgufFile {
 /// A tensor's description and its data bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Tensor<'a> {
-    /// Name, shape, type, offsets.
-    pub info: &'a TensorInfo,
-    /// Exactly `info.n_bytes` bytes of (possibly quantized) data.
-    pub data: &'a [u8],
+    info: &'a TensorInfo,
+    data: &'a [u8],
 }
 
-impl Tensor<'_> {
+impl<'a> Tensor<'a> {
+    /// Name, shape, type, offsets.
+    pub fn info(&self) -> &'a TensorInfo {
+        self.info
+    }
+
+    /// Exactly `info().n_bytes` bytes of (possibly quantized) data, in ggml block layout.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
     /// The whole tensor as `f32`, in ggml element order.
     pub fn dequantize(&self) -> Result<Vec<f32>> {
         self.dequantize_rows(0..self.info.n_rows())
@@ -571,17 +578,17 @@ impl Tensor<'_> {
                 rows: info.n_rows(),
             });
         }
-        // Parsing checked that a row is whole blocks, so the row byte size divides evenly
-        // and every product below is at most the tensor's size, which fits the file.
-        let row_bytes = info.ty.byte_size(info.row_len()).expect("validated when parsed");
-        let start = (rows.start * row_bytes) as usize;
-        let end = (rows.end * row_bytes) as usize;
-        let n = usize::try_from((rows.end - rows.start) * info.row_len()).map_err(|_| GgufError::Dequantize {
-            name: info.name.clone(),
-            source: QuantError::Overflow { ty: info.ty, n_elements: u64::MAX },
-        })?;
-        quant::dequantize(info.ty, &self.data[start..end], n)
-            .map_err(|source| GgufError::Dequantize { name: info.name.clone(), source })
+        let fail = |source| GgufError::Dequantize { name: info.name.clone(), source };
+        // Parsing proved a row is whole blocks and the tensor fits the file, so none of this
+        // fails for a parsed file; it stays checked rather than trusted.
+        let row_bytes = info.ty.byte_size(info.row_len()).map_err(fail)?;
+        let n_elements = (rows.end - rows.start) * info.row_len();
+        let overflow = || fail(QuantError::Overflow { ty: info.ty, n_elements });
+        let byte_range = |row: u64| row.checked_mul(row_bytes).and_then(|b| usize::try_from(b).ok());
+        let (start, end) = byte_range(rows.start).zip(byte_range(rows.end)).ok_or_else(overflow)?;
+        let bytes = self.data.get(start..end).ok_or_else(overflow)?;
+        let n = usize::try_from(n_elements).map_err(|_| overflow())?;
+        quant::dequantize(info.ty, bytes, n).map_err(fail)
     }
 }
 
@@ -796,8 +803,11 @@ fn parse_header(bytes: &[u8]) -> Result<Header> {
         let key = r.string("metadata key")?;
         let type_offset = r.offset();
         let type_id = r.u32("metadata value type")?;
-        let ty = ValueType::from_id(type_id)
-            .ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), type_id, offset: type_offset })?;
+        let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+            key: key.clone(),
+            type_id,
+            offset: type_offset,
+        })?;
         let value = r.value(ty, &key, 0)?;
         if metadata_index.insert(key.clone(), metadata.len()).is_some() {
             return Err(GgufError::DuplicateKey { key, offset: entry_offset });
@@ -850,16 +860,20 @@ struct RawTensorInfo {
 
 fn validate_tensor(raw: RawTensorInfo, alignment: u64, data_offset: u64, len: u64) -> Result<TensorInfo> {
     let RawTensorInfo { name, info_offset, dims, type_id, offset } = raw;
-    let ty = GgmlType::from_id(type_id)
-        .map_err(|source| GgufError::TensorType { name: name.clone(), offset: info_offset, source })?;
+    let ty = GgmlType::from_id(type_id).map_err(|source| GgufError::TensorType {
+        name: name.clone(),
+        offset: info_offset,
+        source,
+    })?;
     let overflow = || GgufError::TensorOverflow { name: name.clone(), offset: info_offset, dims: dims.clone() };
     let n_elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).ok_or_else(overflow)?;
     // Rows are dequantized independently, so each must be whole blocks (ggml requires it).
     let row_len = dims.first().copied().unwrap_or(1);
-    let row_bytes = ty
-        .byte_size(row_len)
-        .map_err(|source| GgufError::TensorType { name: name.clone(), offset: info_offset, source })?;
-    let n_rows = if row_len == 0 { 0 } else { n_elements / row_len };
+    let row_bytes = ty.byte_size(row_len).map_err(|source| match source {
+        QuantError::Overflow { .. } => overflow(),
+        source => GgufError::TensorType { name: name.clone(), offset: info_offset, source },
+    })?;
+    let n_rows = n_elements.checked_div(row_len).unwrap_or(0);
     let n_bytes = n_rows.checked_mul(row_bytes).ok_or_else(overflow)?;
     if offset % alignment != 0 {
         return Err(GgufError::Misaligned { name, data_offset: offset, alignment });
@@ -931,8 +945,7 @@ impl<'a> Reader<'a> {
         let len = self.u64(what)?;
         let start = self.offset();
         let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec())
-            .map_err(|_| GgufError::InvalidUtf8 { what: what.to_string(), offset: start })
+        String::from_utf8(raw.to_vec()).map_err(|_| GgufError::InvalidUtf8 { what: what.to_string(), offset: start })
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<MetadataValue> {
@@ -969,8 +982,11 @@ impl<'a> Reader<'a> {
             return Err(GgufError::NestingTooDeep { key: key.to_string(), offset: start });
         }
         let type_id = self.u32(&format!("array element type of metadata key `{key}`"))?;
-        let ty = ValueType::from_id(type_id)
-            .ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id, offset: start })?;
+        let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+            key: key.to_string(),
+            type_id,
+            offset: start,
+        })?;
         let count_what = format!("array element count of metadata key `{key}`");
         let count = self.u64(&count_what)?;
         self.check_count(count, ty.min_size(), &count_what, 8)?;

@@ -26,7 +26,9 @@ pub enum QuantError {
         id: u32,
     },
     /// A known ggml type that this crate cannot dequantize.
-    #[error("ggml tensor type {name} (id {id}) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)")]
+    #[error(
+        "ggml tensor type {name} (id {id}) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"
+    )]
     UnsupportedType {
         /// The raw type id.
         id: u32,
@@ -211,9 +213,7 @@ impl GgmlType {
         if n_elements % block != 0 {
             return Err(QuantError::PartialBlock { ty: self, n_elements, block_size: self.block_size() });
         }
-        (n_elements / block)
-            .checked_mul(self.type_size() as u64)
-            .ok_or(QuantError::Overflow { ty: self, n_elements })
+        (n_elements / block).checked_mul(self.type_size() as u64).ok_or(QuantError::Overflow { ty: self, n_elements })
     }
 }
 
@@ -361,6 +361,7 @@ fn block_q6_k(b: &[u8], y: &mut [f32]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // element indices are the point of these checks
 mod tests {
     use super::*;
 
@@ -389,7 +390,18 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_ids() {
-        for (id, name) in [(6, "Q5_0"), (7, "Q5_1"), (9, "Q8_1"), (10, "Q2_K"), (11, "Q3_K"), (13, "Q5_K"), (15, "Q8_K"), (16, "IQ2_XXS"), (23, "IQ4_XS"), (29, "IQ1_M")] {
+        for (id, name) in [
+            (6, "Q5_0"),
+            (7, "Q5_1"),
+            (9, "Q8_1"),
+            (10, "Q2_K"),
+            (11, "Q3_K"),
+            (13, "Q5_K"),
+            (15, "Q8_K"),
+            (16, "IQ2_XXS"),
+            (23, "IQ4_XS"),
+            (29, "IQ1_M"),
+        ] {
             let err = GgmlType::from_id(id).unwrap_err();
             assert_eq!(err, QuantError::UnsupportedType { id, name });
             assert!(err.to_string().contains(name), "{err}");
@@ -554,5 +566,95 @@ mod tests {
         assert_eq!(y[128], 130.5);
         // Element 255: q=(1785+3)%64=60, scale -128: 0.5 * -128 * 28 = -1792.
         assert_eq!(y[255], -1792.0);
+    }
+
+    /// Byte offset of an f16 scale field in a block, and its value for block `i`.
+    type ScaleField = (usize, fn(usize) -> f32);
+    /// Type, scale fields, FNV-1a of the output, its f64 sum, and sample elements.
+    type ReferenceCase = (GgmlType, Vec<ScaleField>, u64, f64, &'static [(usize, f32)]);
+
+    /// Blocks of xorshift bytes with the f16 scale fields set to exact small values, four
+    /// blocks per type; the same generator is easy to mirror in a script.
+    fn pseudo_random_blocks(ty: GgmlType, scale_fields: &[ScaleField]) -> Vec<u8> {
+        const N_BLOCKS: usize = 4;
+        let mut s = 0x243F_6A88_85A3_08D3u64 + ty.id() as u64;
+        let mut b: Vec<u8> = (0..ty.type_size() * N_BLOCKS)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect();
+        for i in 0..N_BLOCKS {
+            for &(at, value) in scale_fields {
+                let at = i * ty.type_size() + at;
+                b[at..at + 2].copy_from_slice(&f16_bytes(value(i)));
+            }
+        }
+        b
+    }
+
+    /// FNV-1a over the values' little-endian bit patterns: an exact whole-vector match.
+    fn fnv1a(values: &[f32]) -> u64 {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325, |h, byte| (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+
+    /// Cross-check against an independent decoder: the expected hashes, sums and samples
+    /// were computed once with gguf-py 0.19.0 (`gguf.quants.dequantize`, NumPy) from
+    /// byte-identical blocks; every value here is exact in f32, so the match is bit-exact.
+    #[test]
+    #[allow(clippy::excessive_precision)] // exact dyadic values, written in full
+    fn matches_reference_decoder_on_pseudo_random_blocks() {
+        let d: fn(usize) -> f32 = |i| (i + 1) as f32 / 128.0;
+        let cases: [ReferenceCase; 5] = [
+            (
+                GgmlType::Q4_0,
+                vec![(0, d)],
+                0xca99ffa7c1a9f613,
+                -2.4765625,
+                &[(0, 0.0546875), (16, -0.0234375), (127, -0.09375)],
+            ),
+            (
+                GgmlType::Q4_1,
+                vec![(0, d), (2, |i| -((i + 1) as f32) / 64.0)],
+                0x7c9de836c6d6ae61,
+                13.53125,
+                &[(0, 0.0234375), (32, 0.15625), (127, 0.34375)],
+            ),
+            (
+                GgmlType::Q8_0,
+                vec![(0, d)],
+                0x77b050e766958b43,
+                25.3203125,
+                &[(0, 0.90625), (64, -2.9765625), (127, -1.59375)],
+            ),
+            (
+                GgmlType::Q4_K,
+                vec![(0, d), (2, |i| (i + 1) as f32 / 256.0)],
+                0xc3938cd72f30448e,
+                3067.6640625,
+                &[(0, -0.109375), (16, 4.25), (64, 0.80078125), (128, 1.71484375), (200, 1.109375), (1023, 0.765625)],
+            ),
+            (
+                GgmlType::Q6_K,
+                vec![(208, d)],
+                0x2b3ac123e0003ac0,
+                311.25,
+                &[(0, -15.5), (1, 26.15625), (32, 11.3671875), (128, 8.0078125), (200, -20.671875), (1023, -16.5)],
+            ),
+        ];
+        for (ty, fields, hash, sum, samples) in cases {
+            let bytes = pseudo_random_blocks(ty, &fields);
+            let y = dequantize(ty, &bytes, 4 * ty.block_size()).unwrap();
+            for &(i, v) in samples {
+                assert_eq!(y[i], v, "{ty} element {i}");
+            }
+            assert_eq!(y.iter().map(|&v| v as f64).sum::<f64>(), sum, "{ty}");
+            assert_eq!(fnv1a(&y), hash, "{ty}");
+        }
     }
 }

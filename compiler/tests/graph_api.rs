@@ -120,3 +120,26 @@ fn missing_outputs_and_weights_are_errors() {
     let err = compile(&graph, Target::host()).unwrap_err().to_string();
     assert!(err.contains("weight \"nowhere\" is not in any weights file"), "{err}");
 }
+
+#[test]
+fn custom_op_from_an_mlir_kernel_library() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/custom_ops/softsign");
+    let graph = Graph::new("g", [TensorType::new(DType::F32, [Dim::dynamic("n"), Dim::from(3)])]);
+    graph.load_kernels(dir).unwrap();
+    let x = graph.input(0);
+    let y = ops::custom("softsign", &[&x], &[x.ty().unwrap()]).remove(0);
+    graph.output([y]);
+    let model = InferenceSession::new(Device::Cpu).load(&compile(&graph, Target::host()).unwrap()).unwrap();
+    let xv = [-2.0f32, 0.0, 1.0, 3.0, -0.5, 9.0];
+    let out = model.execute(&[Tensor::from_slice(&[2, 3], &xv).unwrap()]).unwrap()[0].to_vec::<f32>().unwrap();
+    let want: Vec<f32> = xv.iter().map(|v| v / (1.0 + v.abs())).collect();
+    assert_eq!(out, want);
+    // An undeclared op is reported at this file's call site.
+    let g2 = Graph::new("g2", [TensorType::new(DType::F32, [Dim::from(3)])]);
+    let x2 = g2.input(0);
+    let line = line!() + 1;
+    let y2 = ops::custom("nope", &[&x2], &[x2.ty().unwrap()]).remove(0);
+    g2.output([y2]);
+    let err = compile(&g2, Target::host()).unwrap_err().to_string();
+    assert!(err.contains(&format!("graph_api.rs:{line}:")) && err.contains("unknown custom op 'nope'"), "{err}");
+}

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 source ./llvm-env.sh
 # shellcheck disable=SC1091
 source scripts/python-env.sh
+# Reference systems the benchmarks compare against (not needed by the tests).
+python -c "import onnx, onnxruntime" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check onnx onnxruntime >&2 ||
+  echo "run.sh: onnxruntime unavailable; its column will be empty" >&2
 benches=("${1:-all}")
 [ "${benches[0]}" = all ] && benches=(custom_mlp sgemm)
 shift || true

@@ -1,5 +1,6 @@
 //! custom_mlp: compile time, and execution latency at batch 1 and 64 next to NumPy
-//! (OpenBLAS) in the same run. Prints a table and writes JSON.
+//! (OpenBLAS) and ONNX Runtime (same intra-op threads) in the same run. Prints a table and
+//! writes JSON.
 //!
 //! Run with `bash benches/run.sh custom_mlp` (sets up the Python reference environment).
 
@@ -44,7 +45,10 @@ fn main() -> Result<()> {
 
     println!("custom_mlp (x[batch,768] @ W1[768,3072] -> relu -> @ W2[3072,768] -> softmax), {} thread(s)", a.threads);
     println!("compile (maxc, whole pipeline): median {compile_med:.0} ms, min {compile_min:.0} ms; load {load_ms:.1} ms");
-    println!("{:>6} | {:>12} | {:>12} | {:>14} | {:>8}", "batch", "max (ms)", "numpy (ms)", "max GFLOP/s", "speedup");
+    println!(
+        "{:>6} | {:>10} | {:>11} | {:>10} | {:>12} | {:>10} | {:>10}",
+        "batch", "max (ms)", "max GFLOP/s", "numpy (ms)", "onnxrt (ms)", "vs numpy", "vs onnxrt"
+    );
     let mut rows = Vec::new();
     for batch in [1usize, 64] {
         let x = Tensor::from_slice(&[batch, 768], &vec![0.1f32; batch * 768])?;
@@ -59,10 +63,30 @@ fn main() -> Result<()> {
             a.threads,
         )?;
         let np_ms = reference["median_ms"].as_f64().unwrap_or(f64::NAN);
+        // ONNX Runtime with the same intra-op thread count (skipped if not installed).
+        let ort = run_reference(
+            &a.python,
+            root.join("benches/reference/ort_mlp.py").to_str().unwrap(),
+            &[batch.to_string(), a.runs.to_string(), a.threads.to_string()],
+            a.threads,
+        );
+        let (ort_ms, ort_version) = match &ort {
+            Ok(r) => (r["median_ms"].as_f64().unwrap_or(f64::NAN), r["ort"].clone()),
+            Err(e) => {
+                eprintln!("onnxruntime reference skipped: {e}");
+                (f64::NAN, serde_json::Value::Null)
+            }
+        };
         let flops = 2.0 * 2.0 * batch as f64 * 768.0 * 3072.0;
-        let speedup = np_ms / ours;
-        println!("{batch:>6} | {ours:>12.3} | {np_ms:>12.3} | {:>14.1} | {speedup:>7.2}x", flops / ours / 1e6);
-        rows.push(serde_json::json!({"batch": batch, "max_ms": ours, "numpy_ms": np_ms, "speedup_vs_numpy": speedup, "numpy_blas": reference["blas"]}));
+        println!(
+            "{batch:>6} | {ours:>10.3} | {:>11.1} | {np_ms:>10.3} | {ort_ms:>12.3} | {:>9.2}x | {:>9.2}x",
+            flops / ours / 1e6,
+            np_ms / ours,
+            ort_ms / ours
+        );
+        rows.push(serde_json::json!({"batch": batch, "max_ms": ours, "numpy_ms": np_ms, "onnxruntime_ms": ort_ms,
+            "speedup_vs_numpy": np_ms / ours, "speedup_vs_onnxruntime": ort_ms / ours,
+            "numpy_blas": reference["blas"], "onnxruntime": ort_version}));
     }
     let json = serde_json::json!({"bench": "custom_mlp", "threads": a.threads, "compile_ms_median": compile_med, "load_ms": load_ms, "rows": rows});
     if let Some(dir) = std::path::Path::new(&a.json).parent() {

@@ -1046,7 +1046,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     // Views of the bindings this workgroup works on.
     let mut views: Vec<(String, BindingType, bool)> = Vec::new(); // (memref ssa, type, strided)
     let sliced: Vec<bool> = match &spec.partition {
-        Some(p) => p.iter().copied().chain(std::iter::repeat(true).take(spec.outputs.len())).collect(),
+        Some(p) => p.iter().copied().chain(std::iter::repeat_n(true, spec.outputs.len())).collect(),
         None => vec![false; bindings.len()],
     };
     if spec.partition.is_some() {
@@ -1074,7 +1074,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 });
             }
             let mut offs = vec![start.clone()];
-            offs.extend(std::iter::repeat("0".to_string()).take(b.dims.len() - 1));
+            offs.extend(std::iter::repeat_n("0".to_string(), b.dims.len() - 1));
             let ones = vec!["1"; b.dims.len()].join(", ");
             let vt = b.row_slice();
             let v = e.assign(format!(
@@ -1206,6 +1206,6 @@ mod tests {
         assert_eq!(super::float_lit(0.0), "0.0e0");
         assert_eq!(super::float_lit(1e-7), "1.0e-7");
         assert_eq!(super::float_lit(0.5), "5.0e-1");
-        assert_eq!(super::float_lit(0.7071), "7.071e-1");
+        assert_eq!(super::float_lit(0.8125), "8.125e-1");
     }
 }

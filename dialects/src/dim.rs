@@ -37,6 +37,9 @@ pub enum DimEvalError {
     Overflow,
 }
 
+// add/sub/mul/div are folding constructors taking two owned expressions (like the enum's
+// variants), not operator overloads.
+#[allow(clippy::should_implement_trait)]
 impl DimExpr {
     /// The constant value, if this expression is one.
     pub fn as_const(&self) -> Option<i64> {

@@ -410,14 +410,14 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                 if t.dtype != first.dtype || t.rank() != first.rank() {
                     return Err(format!("'max.concat' operand #{k} is {} but operand #0 is {}", t.describe(names), first.describe(names)));
                 }
-                for i in 0..t.rank() {
-                    if i == ax {
-                        dims[i] = DimExpr::add(dims[i].clone(), t.dims[i].clone());
+                for (i, (d, td)) in dims.iter_mut().zip(&t.dims).enumerate() {
+                    *d = if i == ax {
+                        DimExpr::add(d.clone(), td.clone())
                     } else {
-                        dims[i] = uf.unify(&dims[i], &t.dims[i]).ok_or_else(|| {
-                            format!("'max.concat' operand #{k} has dim {} on axis {i} but operand #0 has {}", show(&t.dims[i], names), show(&dims[i], names))
-                        })?;
-                    }
+                        uf.unify(d, td).ok_or_else(|| {
+                            format!("'max.concat' operand #{k} has dim {} on axis {i} but operand #0 has {}", show(td, names), show(d, names))
+                        })?
+                    };
                 }
             }
             Ok(vec![TensorType::new(first.dtype, dims)])

@@ -170,7 +170,7 @@ impl ArtifactWriter {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() as u64 % SECTION_ALIGN != 0 {
+        while !(self.bytes.len() as u64).is_multiple_of(SECTION_ALIGN) {
             self.bytes.push(0);
         }
     }

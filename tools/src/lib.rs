@@ -59,8 +59,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         })?,
         None => model.entry(),
     };
-    let mut slots: Vec<Option<Tensor>> = vec![None; 0];
-    slots.resize_with(entry.inputs.len(), || None);
+    let mut slots: Vec<Option<Tensor>> = entry.inputs.iter().map(|_| None).collect();
     for spec in &args.inputs {
         let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}' must be NAME=FILE.npy"))?;
         let idx = entry
@@ -147,7 +146,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     let a = Artifact::open(&args.artifact)?;
     let m = a.manifest();
     if args.json {
-        println!("{}", serde_json_pretty(m)?);
+        println!("{}", serde_json::to_string_pretty(m)?);
         return Ok(());
     }
     let names = &m.symbols;
@@ -182,10 +181,6 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         println!("  #{i:<3} {:<40} {:<12} offset={:<10} size={:<12} crc32={:08x}", s.name, format!("{:?}", s.kind), s.offset, human(s.size), s.crc32);
     }
     Ok(())
-}
-
-fn serde_json_pretty(m: &max_runtime::Manifest) -> Result<String> {
-    Ok(serde_json::to_string_pretty(m)?)
 }
 
 /// Sets up `tracing` from `RUST_LOG` (default: warnings) on stderr.

@@ -33,7 +33,7 @@ pub fn needs_kernel(op: &Op) -> bool {
 }
 
 fn fusible_consumer(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Softmax { .. })
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. })
 }
 
 /// Per-input partition flags of `node` keyed by value (a value read twice must agree).

@@ -357,6 +357,21 @@ pub mod ops {
         inputs[0].graph.node(Op::Custom { name: name.to_string() }, inputs, declared, output_types.len())
     }
 
+    /// RMS normalization over the last axis: `x / sqrt(mean(x^2) + epsilon) * weight`.
+    #[track_caller]
+    pub fn rms_norm(x: &TensorValue, weight: &TensorValue, epsilon: f64) -> TensorValue {
+        x.graph.node(Op::RmsNorm { epsilon }, &[x, weight], vec![], 1).remove(0)
+    }
+    /// Layer normalization over the last axis.
+    #[track_caller]
+    pub fn layer_norm(x: &TensorValue, gamma: &TensorValue, beta: &TensorValue, epsilon: f64) -> TensorValue {
+        x.graph.node(Op::LayerNorm { epsilon }, &[x, gamma, beta], vec![], 1).remove(0)
+    }
+    /// Rotary position embedding of `x[..., seq, heads, head_dim]` at `positions[seq]`.
+    #[track_caller]
+    pub fn rope(x: &TensorValue, positions: &TensorValue, base: f64, interleaved: bool) -> TensorValue {
+        x.graph.node(Op::Rope { base, interleaved }, &[x, positions], vec![], 1).remove(0)
+    }
     /// Gathers slices of `x` along `axis` at `indices` (i32/i64).
     #[track_caller]
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {

@@ -161,6 +161,10 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         Op::Concat { axis } => (norm(*axis, out.rank()) != 0).then(|| vec![true; ins.len()]),
         Op::Split { axis, .. } => (norm(*axis, out.rank()) != 0).then(|| vec![true]),
         Op::Gather { axis } => (norm(*axis, ins[0].rank()) != 0).then(|| vec![true, false]),
+        // Normalizations are row-local; their weights are read whole.
+        Op::RmsNorm { .. } | Op::LayerNorm { .. } => (out.rank() >= 2).then(|| (0..ins.len()).map(|i| i == 0).collect()),
+        // Only batch dims split: positions index the sequence dim, which must stay whole.
+        Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
         _ => None,
     }
 }
@@ -531,6 +535,135 @@ fn reduce_into(
             (_, true) => b.op(format!("arith.addf {acc}, {v} : {t}")),
             (_, false) => b.op(format!("arith.addi {acc}, {v} : {t}")),
         }
+    })
+}
+
+/// `rms_norm` and `layer_norm` over the last axis: row statistics by reductions, then one
+/// normalizing map (the element count comes from the runtime dims).
+fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> Val {
+    let x = &ins[0];
+    let n = x.ty.dims.len();
+    let last = n - 1;
+    let d = e.dim(x, last);
+    let d64 = e.assign(format!("arith.index_cast {d} : index to i64"));
+    let df = e.assign(format!("arith.sitofp {d64} : i64 to f32"));
+    let eps = e.scalar_const(epsilon, DType::F32);
+    let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    let kept: Vec<String> = (0..last).map(|i| format!("d{i}")).collect();
+    let lastmap = amap(n, &[format!("d{last}")]);
+    let (xd, od) = (x.ty.dtype, out.ty.dtype);
+    match op {
+        Op::RmsNorm { .. } => {
+            let w = &ins[1];
+            let wd = w.ty.dtype;
+            let sumsq = reduce_into(e, x, &[last], ReduceOp::Sum, &[], |b, v, _| b.op(format!("arith.mulf {v}, {v} : f32")));
+            generic(e, vec![amap(n, &ident), amap(n, &kept), lastmap, amap(n, &ident)], &vec![false; n], &[x, &sumsq, w], out, |b, a| {
+                let v = b.convert(&a[0], xd, DType::F32);
+                let ms = b.op(format!("arith.divf {}, {df} : f32", a[1]));
+                let s = b.op(format!("arith.addf {ms}, {eps} : f32"));
+                let r = b.op(format!("math.rsqrt {s} : f32"));
+                let wv = b.convert(&a[2], wd, DType::F32);
+                let y = b.op(format!("arith.mulf {v}, {r} : f32"));
+                let y = b.op(format!("arith.mulf {y}, {wv} : f32"));
+                b.convert(&y, DType::F32, od)
+            })
+        }
+        _ => {
+            let (g, bt) = (&ins[1], &ins[2]);
+            let (gd, bd) = (g.ty.dtype, bt.ty.dtype);
+            let sum = reduce_into(e, x, &[last], ReduceOp::Sum, &[], |_, v, _| v.to_string());
+            let mean_ty = sum.ty.clone();
+            let mean_dst = e.empty(&sum, DType::F32);
+            let km: Vec<String> = (0..last).map(|i| format!("d{i}")).collect();
+            let mean = generic(e, vec![amap(last, &km), amap(last, &km)], &vec![false; last], &[&sum], &mean_dst, |b, a| {
+                b.op(format!("arith.divf {}, {df} : f32", a[0]))
+            });
+            let mean = Val { ssa: mean.ssa, ty: mean_ty };
+            let var = reduce_into(e, x, &[last], ReduceOp::Sum, &[&mean], |b, v, extra| {
+                let c = b.op(format!("arith.subf {v}, {} : f32", extra[0]));
+                b.op(format!("arith.mulf {c}, {c} : f32"))
+            });
+            generic(
+                e,
+                vec![amap(n, &ident), amap(n, &kept), amap(n, &kept), lastmap.clone(), lastmap, amap(n, &ident)],
+                &vec![false; n],
+                &[x, &mean, &var, g, bt],
+                out,
+                |b, a| {
+                    let v = b.convert(&a[0], xd, DType::F32);
+                    let c = b.op(format!("arith.subf {v}, {} : f32", a[1]));
+                    let vr = b.op(format!("arith.divf {}, {df} : f32", a[2]));
+                    let s = b.op(format!("arith.addf {vr}, {eps} : f32"));
+                    let r = b.op(format!("math.rsqrt {s} : f32"));
+                    let gv = b.convert(&a[3], gd, DType::F32);
+                    let bv = b.convert(&a[4], bd, DType::F32);
+                    let y = b.op(format!("arith.mulf {c}, {r} : f32"));
+                    let y = b.op(format!("arith.mulf {y}, {gv} : f32"));
+                    let y = b.op(format!("arith.addf {y}, {bv} : f32"));
+                    b.convert(&y, DType::F32, od)
+                },
+            )
+        }
+    }
+}
+
+/// Rotary position embedding: each output element reads itself and its rotation partner
+/// from `x` and rotates by `pos * base^(-2i/d)` (angle in f64: positions reach thousands of
+/// radians, where f32 angles lose digits).
+fn rope(e: &mut Emitter, x: &Val, pos: &Val, base: f64, interleaved: bool, out: &Val) -> Val {
+    let n = x.ty.dims.len();
+    let dsz = x.ty.dims[n - 1].expect("verifier: static head_dim") as i64;
+    let half = dsz / 2;
+    let c = e.assign(format!("arith.constant {} : f64", float_lit(-2.0 * base.ln() / dsz as f64)));
+    let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    let (xt, pt) = (x.ty.tensor(), pos.ty.tensor());
+    let (xs, ps, pd) = (x.ssa.clone(), pos.ssa.clone(), pos.ty.dtype.mlir_name());
+    let (xd, od) = (x.ty.dtype, out.ty.dtype);
+    generic(e, vec![amap(n, &ident)], &vec![false; n], &[], out, |b, _| {
+        let idx: Vec<String> = (0..n).map(|i| b.op(format!("linalg.index {i} : index"))).collect();
+        let d = idx[n - 1].clone();
+        let c2 = b.op("arith.constant 2 : index".into());
+        let ch = b.op(format!("arith.constant {half} : index"));
+        let zero = b.op("arith.constant 0 : index".into());
+        let (i, partner, first) = if interleaved {
+            let i = b.op(format!("arith.divui {d}, {c2} : index"));
+            let r = b.op(format!("arith.remui {d}, {c2} : index"));
+            let first = b.op(format!("arith.cmpi eq, {r}, {zero} : index"));
+            let one = b.op("arith.constant 1 : index".into());
+            let up = b.op(format!("arith.addi {d}, {one} : index"));
+            let down = b.op(format!("arith.subi {d}, {one} : index"));
+            (i, b.op(format!("arith.select {first}, {up}, {down} : index")), first)
+        } else {
+            let first = b.op(format!("arith.cmpi ult, {d}, {ch} : index"));
+            let i = b.op(format!("arith.remui {d}, {ch} : index"));
+            let up = b.op(format!("arith.addi {d}, {ch} : index"));
+            let down = b.op(format!("arith.subi {d}, {ch} : index"));
+            (i, b.op(format!("arith.select {first}, {up}, {down} : index")), first)
+        };
+        let p = b.op(format!("tensor.extract {ps}[{}] : {pt}", idx[n - 3]));
+        let pf = b.op(format!("arith.sitofp {p} : {pd} to f64"));
+        let i64v = b.op(format!("arith.index_cast {i} : index to i64"));
+        let ifl = b.op(format!("arith.sitofp {i64v} : i64 to f64"));
+        let ex = b.op(format!("arith.mulf {ifl}, {c} : f64"));
+        let freq = b.op(format!("math.exp {ex} : f64"));
+        let ang = b.op(format!("arith.mulf {pf}, {freq} : f64"));
+        let cs = b.op(format!("math.cos {ang} : f64"));
+        let sn = b.op(format!("math.sin {ang} : f64"));
+        let cs = b.op(format!("arith.truncf {cs} : f64 to f32"));
+        let sn = b.op(format!("arith.truncf {sn} : f64 to f32"));
+        let mut at = idx.clone();
+        let own = b.op(format!("tensor.extract {xs}[{}] : {xt}", at.join(", ")));
+        at[n - 1] = partner;
+        let other = b.op(format!("tensor.extract {xs}[{}] : {xt}", at.join(", ")));
+        let own = b.convert(&own, xd, DType::F32);
+        let other = b.convert(&other, xd, DType::F32);
+        // (a, b) -> (a cos - b sin, a sin + b cos), a the pair's first element.
+        let oc = b.op(format!("arith.mulf {own}, {cs} : f32"));
+        let os = b.op(format!("arith.mulf {other}, {sn} : f32"));
+        let y_first = b.op(format!("arith.subf {oc}, {os} : f32"));
+        let y_second = b.op(format!("arith.addf {oc}, {os} : f32"));
+        let y = b.op(format!("arith.select {first}, {y_first}, {y_second} : f32"));
+        b.convert(&y, DType::F32, od)
     })
 }
 
@@ -1027,6 +1160,8 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                 b.op(format!("tensor.extract {data_ssa}[{}] : {dt}", coords.join(", ")))
             })]
         }
+        Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
+        Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
         Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } => {
             unreachable!("{} is not lowered here", op.name())
         }

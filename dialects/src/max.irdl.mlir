@@ -257,4 +257,26 @@ irdl.dialect @max {
     %a0 = irdl.any
     irdl.attributes { "name" = %a0 }
   }
+  irdl.operation @rms_norm {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, weight: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @layer_norm {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    %o2 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, gamma: %o1, beta: %o2)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
+  irdl.operation @rope {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, positions: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
 }

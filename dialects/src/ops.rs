@@ -87,6 +87,14 @@ pub enum Op {
     Gather { axis: i64 },
     /// A user-defined op; its kernel and shape rule come from a declaration (`--kernels`).
     Custom { name: String },
+    /// `x / sqrt(mean(x^2, last axis) + epsilon) * weight`.
+    RmsNorm { epsilon: f64 },
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis.
+    LayerNorm { epsilon: f64 },
+    /// Rotary position embedding of `x[..., seq, heads, head_dim]` at `positions[seq]`:
+    /// pairs `(2i, 2i+1)` when `interleaved` (GGUF's permuted Q/K), else `(i, i + d/2)`
+    /// (Hugging Face's layout), rotated by `pos * base^(-2i/d)`.
+    Rope { base: f64, interleaved: bool },
 }
 
 /// An attribute value as it appears on a generic-form `max` op.
@@ -205,7 +213,7 @@ impl Op {
         v.extend(BINARY.iter().map(|(n, _)| *n));
         v.extend([
             "cast", "matmul", "transpose", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom",
+            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope",
         ]);
         v
     }
@@ -296,6 +304,9 @@ impl Op {
             },
             "gather" => Op::Gather { axis: a.int("axis")? },
             "custom" => Op::Custom { name: a.string("name")? },
+            "rms_norm" => Op::RmsNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
+            "layer_norm" => Op::LayerNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
+            "rope" => Op::Rope { base: a.opt_float("base")?.unwrap_or(10000.0), interleaved: a.opt_bool("interleaved")?.unwrap_or(false) },
             other => return Err(format!("unknown op 'max.{other}'")),
         })
     }
@@ -321,6 +332,9 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Gather { .. } => "gather",
             Op::Custom { .. } => "custom",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Rope { .. } => "rope",
         }
     }
 
@@ -371,6 +385,13 @@ impl Op {
                 }
             }
             Op::Custom { name } => kv.push(format!("name = {name:?}")),
+            Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => kv.push(format!("epsilon = {epsilon:e} : f64")),
+            Op::Rope { base, interleaved } => {
+                kv.push(format!("base = {base:e} : f64"));
+                if *interleaved {
+                    kv.push("interleaved = true".into());
+                }
+            }
             Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::MatMul => {}
         }
         if kv.is_empty() {

@@ -490,6 +490,50 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             Ok(vec![TensorType::new(data.dtype, dims)])
         }
         Op::Custom { .. } => unreachable!("custom ops are inferred by their declaration"),
+        Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => {
+            let is_rms = matches!(node.op, Op::RmsNorm { .. });
+            expect_arity(node, if is_rms { 2 } else { 3 })?;
+            let x = &ins[0];
+            expect_float(name, x)?;
+            if x.rank() == 0 {
+                return Err(format!("'max.{name}' needs an operand of rank >= 1"));
+            }
+            if !(*epsilon >= 0.0) {
+                return Err(format!("'max.{name}' epsilon must be >= 0, got {epsilon}"));
+            }
+            let d = &x.dims[x.rank() - 1];
+            for (k, p) in ins.iter().enumerate().skip(1) {
+                let what = if is_rms { "weight" } else if k == 1 { "gamma" } else { "beta" };
+                if p.dtype != x.dtype || p.rank() != 1 {
+                    return Err(format!("'max.{name}' {what} must be a 1-D {} tensor, got {}", x.dtype, p.describe(names)));
+                }
+                uf.unify(d, &p.dims[0])
+                    .ok_or_else(|| format!("'max.{name}' {what} has {} elements but the normalized axis has {}", show(&p.dims[0], names), show(d, names)))?;
+            }
+            Ok(vec![x.clone()])
+        }
+        Op::Rope { base, .. } => {
+            expect_arity(node, 2)?;
+            let (x, pos) = (&ins[0], &ins[1]);
+            expect_float(name, x)?;
+            if x.rank() < 3 {
+                return Err(format!("'max.rope' input must be [..., seq, heads, head_dim], got rank {}", x.rank()));
+            }
+            match x.dims[x.rank() - 1].as_const() {
+                Some(d) if d % 2 == 0 && d > 0 => {}
+                _ => return Err(format!("'max.rope' head_dim must be static and even, got {}", show(&x.dims[x.rank() - 1], names))),
+            }
+            if !matches!(pos.dtype, DType::I32 | DType::I64) || pos.rank() != 1 {
+                return Err(format!("'max.rope' positions must be a 1-D i32 or i64 tensor, got {}", pos.describe(names)));
+            }
+            let seq = &x.dims[x.rank() - 3];
+            uf.unify(seq, &pos.dims[0])
+                .ok_or_else(|| format!("'max.rope' has {} positions for a sequence of {}", show(&pos.dims[0], names), show(seq, names)))?;
+            if !(*base > 0.0) {
+                return Err(format!("'max.rope' base must be > 0, got {base}"));
+            }
+            Ok(vec![x.clone()])
+        }
     }
 }
 

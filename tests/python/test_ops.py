@@ -384,3 +384,69 @@ def test_matmul_microkernel_tiles(tmp_path, k):
         got = run_artifact(art, {"a": a, "b": b}, tmp_path, 3)
         for g, w in zip(got, [a @ wp, a @ wu, a @ b]):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"m={m}")
+
+
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_rms_and_layer_norm(tmp_path, dt):
+    s = (None, 3, 16)
+    t, tw = ttype(s, dt), ttype((16,), dt)
+    body = [f'%r0 = "max.rms_norm"(%x, %w) {{epsilon = 1.0e-6 : f64}} : ({t}, {tw}) -> {t}',
+            f'%r1 = "max.layer_norm"(%x, %w, %b) : ({t}, {tw}, {tw}) -> {t}']
+
+    def ref(x, w, b):
+        x64, w64, b64 = (v.astype(np.float64) for v in (x, w, b))
+        rms = x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-6) * w64
+        mu = x64.mean(-1, keepdims=True)
+        ln = (x64 - mu) / np.sqrt(((x64 - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * w64 + b64
+        return [rms.astype(x.dtype), ln.astype(x.dtype)]
+
+    tol = dict(rtol=3e-3, atol=3e-3) if dt == "f16" else dict(rtol=1e-5, atol=1e-5)
+    check(tmp_path, graph([("x", s, dt), ("w", (16,), dt), ("b", (16,), dt)], body, [t, t]),
+          [("x", s, dt), ("w", (16,), dt), ("b", (16,), dt)], ref, n_out=2, **tol)
+
+
+def rope_ref(x, pos, base, interleaved):
+    d = x.shape[-1]
+    inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)          # [d/2]
+    ang = pos.astype(np.float64)[:, None] * inv[None, :]              # [s, d/2]
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]       # [s, 1, d/2]
+    x64 = x.astype(np.float64)
+    if interleaved:
+        a, b = x64[..., 0::2], x64[..., 1::2]
+    else:
+        a, b = x64[..., : d // 2], x64[..., d // 2:]
+    ya, yb = a * cos - b * sin, a * sin + b * cos
+    y = np.empty_like(x64)
+    if interleaved:
+        y[..., 0::2], y[..., 1::2] = ya, yb
+    else:
+        y[..., : d // 2], y[..., d // 2:] = ya, yb
+    return y.astype(x.dtype)
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["adjacent-pairs", "half-split"])
+@pytest.mark.parametrize("batch", [False, True], ids=["seq-heads-dim", "batched"])
+def test_rope(tmp_path, interleaved, batch):
+    s = (2, None, 3, 8) if batch else (None, 3, 8)
+    t, tp = ttype(s, "f32"), ttype((None,), "i64")
+    flag = ", interleaved = true" if interleaved else ""
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", s, "f32"), ("p", (None,), "i64")], [f'%r0 = "max.rope"(%x, %p) {{base = 1.0e4 : f64{flag}}} : ({t}, {tp}) -> {t}'], [t]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(1)
+    for n in [1, 7, 33]:
+        x = rng.standard_normal(concrete(s, n)).astype(np.float32)
+        p = (np.arange(n) * 97 + 5).astype(np.int64)  # positions up to a few thousand
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "p": p}, tmp_path)
+        np.testing.assert_allclose(got, rope_ref(x, p, 1e4, interleaved), rtol=1e-5, atol=1e-5)
+
+
+def test_norm_fuses_after_matmul(tmp_path):
+    t, tw = ttype((None, 32), "f32"), ttype((32,), "f32")
+    body = ['%w = "max.weight"() {name = "w", init = "uniform", scale = 0.5 : f64, seed = 4 : i64} : () -> tensor<32x32xf32>',
+            f'%h = "max.matmul"(%x, %w) : ({t}, tensor<32x32xf32>) -> {t}',
+            f'%r0 = "max.rms_norm"(%h, %g) : ({t}, {tw}) -> {t}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, 32), "f32"), ("g", (32,), "f32")], body, [t]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    assert "max_kernel_g_k0_matmul_rms_norm" in maxc("inspect", tmp_path / "g.maxa").stdout

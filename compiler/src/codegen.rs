@@ -180,6 +180,7 @@ fn custom_dtype_code(d: max_dialects::DType) -> i32 {
         max_dialects::DType::BF16 => 2,
         max_dialects::DType::I32 => 3,
         max_dialects::DType::I64 => 4,
+        max_dialects::DType::I8 => 5,
     }
 }
 

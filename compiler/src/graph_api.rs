@@ -372,6 +372,11 @@ pub mod ops {
     pub fn rope(x: &TensorValue, positions: &TensorValue, base: f64, interleaved: bool) -> TensorValue {
         x.graph.node(Op::Rope { base, interleaved }, &[x, positions], vec![], 1).remove(0)
     }
+    /// `x @ dequantize(w)^T` with `w` i8 GGUF blocks `[N, K/32 * block_bytes]`.
+    #[track_caller]
+    pub fn qmatmul(x: &TensorValue, w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
+        x.graph.node(Op::QMatMul { format }, &[x, w], vec![], 1).remove(0)
+    }
     /// Gathers slices of `x` along `axis` at `indices` (i32/i64).
     #[track_caller]
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {

@@ -165,6 +165,7 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => (out.rank() >= 2).then(|| (0..ins.len()).map(|i| i == 0).collect()),
         // Only batch dims split: positions index the sequence dim, which must stay whole.
         Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
+        Op::QMatMul { .. } => Some(vec![true, false]),
         _ => None,
     }
 }
@@ -667,6 +668,85 @@ fn rope(e: &mut Emitter, x: &Val, pos: &Val, base: f64, interleaved: bool, out: 
     })
 }
 
+/// `x @ dequantize(w)^T` with `w` in GGUF blocks: a contraction whose body decodes the
+/// weight for (n, k) from its block (f16 scale and min from byte pairs, then the nibble or
+/// byte of quant k % 32), so weights stay quantized in memory.
+fn qmatmul(e: &mut Emitter, x: &Val, w: &Val, format: max_dialects::QuantFormat, out: &Val) -> Val {
+    use max_dialects::QuantFormat as Q;
+    let acc = e.empty(out, DType::F32);
+    let zero = e.scalar_const(0.0, DType::F32);
+    let acc = e.fill(&acc, &zero);
+    let bb = format.block_bytes();
+    let (ws, wt, xd) = (w.ssa.clone(), w.ty.tensor(), x.ty.dtype);
+    let maps = vec![amap(3, &["d0".into(), "d2".into()]), amap(3, &["d0".into(), "d1".into()])];
+    let r = generic(e, maps, &[false, false, true], &[x], &acc, |b, a| {
+        let n = b.op("linalg.index 1 : index".into());
+        let k = b.op("linalg.index 2 : index".into());
+        let c32 = b.op("arith.constant 32 : index".into());
+        let blk = b.op(format!("arith.divui {k}, {c32} : index"));
+        let j = b.op(format!("arith.remui {k}, {c32} : index"));
+        let cbb = b.op(format!("arith.constant {bb} : index"));
+        let base = b.op(format!("arith.muli {blk}, {cbb} : index"));
+        // An f16 stored little-endian at byte `off` of the block, as f32.
+        let half_at = |b: &mut Body, off: i64| -> String {
+            let o0 = b.op(format!("arith.constant {off} : index"));
+            let o1 = b.op(format!("arith.constant {} : index", off + 1));
+            let p0 = b.op(format!("arith.addi {base}, {o0} : index"));
+            let p1 = b.op(format!("arith.addi {base}, {o1} : index"));
+            let lo = b.op(format!("tensor.extract {ws}[{n}, {p0}] : {wt}"));
+            let hi = b.op(format!("tensor.extract {ws}[{n}, {p1}] : {wt}"));
+            let lo = b.op(format!("arith.extui {lo} : i8 to i16"));
+            let hi = b.op(format!("arith.extui {hi} : i8 to i16"));
+            let c8 = b.op("arith.constant 8 : i16".into());
+            let hi = b.op(format!("arith.shli {hi}, {c8} : i16"));
+            let bits = b.op(format!("arith.ori {hi}, {lo} : i16"));
+            let h = b.op(format!("arith.bitcast {bits} : i16 to f16"));
+            b.op(format!("arith.extf {h} : f16 to f32"))
+        };
+        let d = half_at(b, 0);
+        let wv = match format {
+            Q::Q8_0 => {
+                let c2 = b.op("arith.constant 2 : index".into());
+                let p = b.op(format!("arith.addi {base}, {c2} : index"));
+                let p = b.op(format!("arith.addi {p}, {j} : index"));
+                let q = b.op(format!("tensor.extract {ws}[{n}, {p}] : {wt}"));
+                let qf = b.op(format!("arith.sitofp {q} : i8 to f32"));
+                b.op(format!("arith.mulf {qf}, {d} : f32"))
+            }
+            Q::Q4_0 | Q::Q4_1 => {
+                let qoff = if format == Q::Q4_0 { 2 } else { 4 };
+                let c16 = b.op("arith.constant 16 : index".into());
+                let low = b.op(format!("arith.cmpi ult, {j}, {c16} : index"));
+                let jj = b.op(format!("arith.remui {j}, {c16} : index"));
+                let cq = b.op(format!("arith.constant {qoff} : index"));
+                let p = b.op(format!("arith.addi {base}, {cq} : index"));
+                let p = b.op(format!("arith.addi {p}, {jj} : index"));
+                let byte = b.op(format!("tensor.extract {ws}[{n}, {p}] : {wt}"));
+                let byte = b.op(format!("arith.extui {byte} : i8 to i32"));
+                let c4 = b.op("arith.constant 4 : i32".into());
+                let c15 = b.op("arith.constant 15 : i32".into());
+                let shifted = b.op(format!("arith.shrui {byte}, {c4} : i32"));
+                let nib = b.op(format!("arith.select {low}, {byte}, {shifted} : i32"));
+                let nib = b.op(format!("arith.andi {nib}, {c15} : i32"));
+                let q = b.op(format!("arith.sitofp {nib} : i32 to f32"));
+                if format == Q::Q4_0 {
+                    let c8 = b.op("arith.constant 8.0 : f32".into());
+                    let q = b.op(format!("arith.subf {q}, {c8} : f32"));
+                    b.op(format!("arith.mulf {q}, {d} : f32"))
+                } else {
+                    let m = half_at(b, 2);
+                    let qd = b.op(format!("arith.mulf {q}, {d} : f32"));
+                    b.op(format!("arith.addf {qd}, {m} : f32"))
+                }
+            }
+        };
+        let xv = b.convert(&a[0], xd, DType::F32);
+        let p = b.op(format!("arith.mulf {xv}, {wv} fastmath<contract> : f32"));
+        b.op(format!("arith.addf {}, {p} fastmath<contract> : f32", a[1]))
+    });
+    convert_into(e, &r, out)
+}
+
 /// Rows of the register tile of the f32 matmul micro-kernel.
 const MR: usize = 6;
 /// Vectors (of [`VL`] lanes) per row of the register tile.
@@ -1162,6 +1242,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
         }
         Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
         Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
+        Op::QMatMul { format } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],
         Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } => {
             unreachable!("{} is not lowered here", op.name())
         }

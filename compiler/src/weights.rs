@@ -34,6 +34,7 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
         safetensors::Dtype::BF16 => DType::BF16,
         safetensors::Dtype::I32 => DType::I32,
         safetensors::Dtype::I64 => DType::I64,
+        safetensors::Dtype::I8 => DType::I8,
         _ => return None,
     })
 }

@@ -12,11 +12,13 @@ pub enum DType {
     BF16,
     I32,
     I64,
+    /// Signed bytes; also the storage of quantized weight blocks (see `max.qmatmul`).
+    I8,
 }
 
 impl DType {
     /// All dtypes, in a stable order.
-    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64];
+    pub const ALL: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::I8];
 
     /// Size of one element in bytes.
     pub fn size_bytes(self) -> usize {
@@ -24,6 +26,7 @@ impl DType {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
+            DType::I8 => 1,
         }
     }
 
@@ -40,6 +43,7 @@ impl DType {
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::I8 => "i8",
         }
     }
 

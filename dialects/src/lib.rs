@@ -20,7 +20,7 @@ pub use diag::{Diagnostic, Location};
 pub use dim::DimExpr;
 pub use dtype::DType;
 pub use graph::{Graph, Node, ValueId};
-pub use ops::{Attr, BinaryOp, ConstantData, Op, ReduceOp, SplitSpec, UnaryOp, WeightInit};
+pub use ops::{Attr, BinaryOp, ConstantData, Op, QuantFormat, ReduceOp, SplitSpec, UnaryOp, WeightInit};
 pub use types::{DeclaredType, TensorType};
 
 /// IRDL definition of the `max` dialect.

@@ -279,4 +279,14 @@ irdl.dialect @max {
     %r0 = irdl.base "!builtin.tensor"
     irdl.results(result: %r0)
   }
+  // x @ dequantize(w)^T with w in GGUF block format (rows of blocks, as i8 bytes).
+  irdl.operation @qmatmul {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0, weight: %o1)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "format" = %a0 }
+  }
 }

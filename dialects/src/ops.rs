@@ -95,6 +95,39 @@ pub enum Op {
     /// pairs `(2i, 2i+1)` when `interleaved` (GGUF's permuted Q/K), else `(i, i + d/2)`
     /// (Hugging Face's layout), rotated by `pos * base^(-2i/d)`.
     Rope { base: f64, interleaved: bool },
+    /// `x[M, K] @ dequantize(w)^T` where `w[N, K/32 * block_bytes]` holds GGUF blocks
+    /// (`i8` bytes): each of the N rows is K weights in consecutive blocks of 32.
+    QMatMul { format: QuantFormat },
+}
+
+/// GGUF block formats `max.qmatmul` reads (32 weights a block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// f16 scale, 16 bytes of 4-bit quants: `(q - 8) * d`.
+    Q4_0,
+    /// f16 scale, f16 min, 16 bytes of 4-bit quants: `q * d + m`.
+    Q4_1,
+    /// f16 scale, 32 signed bytes: `q * d`.
+    Q8_0,
+}
+
+impl QuantFormat {
+    /// Bytes per block of 32 weights.
+    pub fn block_bytes(self) -> i64 {
+        match self {
+            QuantFormat::Q4_0 => 18,
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q8_0 => 34,
+        }
+    }
+    /// The attribute spelling (`q4_0`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantFormat::Q4_0 => "q4_0",
+            QuantFormat::Q4_1 => "q4_1",
+            QuantFormat::Q8_0 => "q8_0",
+        }
+    }
 }
 
 /// An attribute value as it appears on a generic-form `max` op.
@@ -213,7 +246,7 @@ impl Op {
         v.extend(BINARY.iter().map(|(n, _)| *n));
         v.extend([
             "cast", "matmul", "transpose", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope",
+            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope", "qmatmul",
         ]);
         v
     }
@@ -306,6 +339,14 @@ impl Op {
             "custom" => Op::Custom { name: a.string("name")? },
             "rms_norm" => Op::RmsNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
             "layer_norm" => Op::LayerNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
+            "qmatmul" => Op::QMatMul {
+                format: match a.string("format")?.as_str() {
+                    "q4_0" => QuantFormat::Q4_0,
+                    "q4_1" => QuantFormat::Q4_1,
+                    "q8_0" => QuantFormat::Q8_0,
+                    other => return Err(format!("'max.qmatmul' format must be \"q4_0\", \"q4_1\" or \"q8_0\", got \"{other}\"")),
+                },
+            },
             "rope" => Op::Rope { base: a.opt_float("base")?.unwrap_or(10000.0), interleaved: a.opt_bool("interleaved")?.unwrap_or(false) },
             other => return Err(format!("unknown op 'max.{other}'")),
         })
@@ -335,6 +376,7 @@ impl Op {
             Op::RmsNorm { .. } => "rms_norm",
             Op::LayerNorm { .. } => "layer_norm",
             Op::Rope { .. } => "rope",
+            Op::QMatMul { .. } => "qmatmul",
         }
     }
 
@@ -386,6 +428,7 @@ impl Op {
             }
             Op::Custom { name } => kv.push(format!("name = {name:?}")),
             Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => kv.push(format!("epsilon = {epsilon:e} : f64")),
+            Op::QMatMul { format } => kv.push(format!("format = {:?}", format.name())),
             Op::Rope { base, interleaved } => {
                 kv.push(format!("base = {base:e} : f64"));
                 if *interleaved {

@@ -67,6 +67,7 @@ pub fn f64s_to_bytes(values: &[f64], dtype: DType) -> Vec<u8> {
             DType::BF16 => out.extend_from_slice(&f32_to_bf16_bits(v as f32).to_le_bytes()),
             DType::I32 => out.extend_from_slice(&(v as i32).to_le_bytes()),
             DType::I64 => out.extend_from_slice(&(v as i64).to_le_bytes()),
+            DType::I8 => out.push(v as i8 as u8),
         }
     }
     out

@@ -512,6 +512,23 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             }
             Ok(vec![x.clone()])
         }
+        Op::QMatMul { format } => {
+            expect_arity(node, 2)?;
+            let (x, w) = (&ins[0], &ins[1]);
+            expect_float(name, x)?;
+            if x.rank() != 2 || w.rank() != 2 || w.dtype != DType::I8 {
+                return Err(format!("'max.qmatmul' takes x[M, K] and i8 weight blocks w[N, bytes], got {} and {}", x.describe(names), w.describe(names)));
+            }
+            let bb = format.block_bytes();
+            let bytes = w.dims[1].as_const().filter(|b| b % bb == 0).ok_or_else(|| {
+                format!("'max.qmatmul' {} rows must be a static multiple of {bb} bytes, got {}", format.name(), show(&w.dims[1], names))
+            })?;
+            let k = DimExpr::Const(bytes / bb * 32);
+            uf.unify(&x.dims[1], &k).ok_or_else(|| {
+                format!("'max.qmatmul' weight rows hold {} weights ({bytes} bytes of {}) but x has {} columns", show(&k, names), format.name(), show(&x.dims[1], names))
+            })?;
+            Ok(vec![TensorType::new(x.dtype, vec![x.dims[0].clone(), w.dims[0].clone()])])
+        }
         Op::Rope { base, .. } => {
             expect_arity(node, 2)?;
             let (x, pos) = (&ins[0], &ins[1]);

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Element types (the `dtype` field). */
-enum max_dtype { MAX_F32 = 0, MAX_F16 = 1, MAX_BF16 = 2, MAX_I32 = 3, MAX_I64 = 4 };
+enum max_dtype { MAX_F32 = 0, MAX_F16 = 1, MAX_BF16 = 2, MAX_I32 = 3, MAX_I64 = 4, MAX_I8 = 5 };
 
 /* A dense, row-major tensor. `data` of inputs must not be written. */
 typedef struct max_tensor {

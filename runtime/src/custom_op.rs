@@ -50,6 +50,7 @@ impl MaxTensor {
             2 => DType::BF16,
             3 => DType::I32,
             4 => DType::I64,
+            5 => DType::I8,
             _ => return None,
         })
     }

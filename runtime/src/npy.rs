@@ -17,6 +17,7 @@ fn dtype_from_descr(d: &str) -> Option<DType> {
         "<f2" => DType::F16,
         "<i4" => DType::I32,
         "<i8" => DType::I64,
+        "|i1" | "<i1" => DType::I8,
         _ => return None,
     })
 }
@@ -27,6 +28,7 @@ fn descr(d: DType) -> Option<&'static str> {
         DType::F16 => "<f2",
         DType::I32 => "<i4",
         DType::I64 => "<i8",
+        DType::I8 => "|i1",
         DType::BF16 => return None,
     })
 }
@@ -60,7 +62,7 @@ pub fn parse_npy(name: &str, bytes: &[u8]) -> Result<Tensor, RuntimeError> {
     let dtype = match dtype_from_descr(descr_s) {
         Some(d) => d,
         None if descr_s == "|b1" || descr_s == "<f8" || descr_s == "<u1" => {
-            return Err(err(name, format!("dtype '{descr_s}' is not supported; convert to float32, float16, int32 or int64 (e.g. arr.astype(np.float32))")))
+            return Err(err(name, format!("dtype '{descr_s}' is not supported; convert to float32, float16, int32, int64 or int8 (e.g. arr.astype(np.float32))")))
         }
         None => return Err(err(name, format!("unsupported dtype '{descr_s}' (little-endian float32, float16, int32 or int64 only)"))),
     };

@@ -46,6 +46,7 @@ macro_rules! element {
 element!(f32, DType::F32);
 element!(i32, DType::I32);
 element!(i64, DType::I64);
+element!(i8, DType::I8);
 element!(half::f16, DType::F16);
 element!(half::bf16, DType::BF16);
 
@@ -100,6 +101,7 @@ impl Tensor {
             DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             DType::I32 => self.to_vec::<i32>().unwrap().into_iter().map(|v| v as f32).collect(),
             DType::I64 => self.to_vec::<i64>().unwrap().into_iter().map(|v| v as f32).collect(),
+            DType::I8 => b.iter().map(|v| *v as i8 as f32).collect(),
         }
     }
 

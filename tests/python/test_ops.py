@@ -450,3 +450,104 @@ def test_norm_fuses_after_matmul(tmp_path):
     src.write_text(graph([("x", (None, 32), "f32"), ("g", (32,), "f32")], body, [t]))
     maxc("compile", src, "-o", tmp_path / "g.maxa")
     assert "max_kernel_g_k0_matmul_rms_norm" in maxc("inspect", tmp_path / "g.maxa").stdout
+
+
+def make_blocks(fmt, n, k, rng):
+    """Random GGUF blocks for an [n, k] weight and their dequantized values (NumPy)."""
+    nb = k // 32
+    d = rng.uniform(0.01, 0.1, size=(n, nb)).astype(np.float16)
+    rows, deq = [], np.zeros((n, k), np.float64)
+    for r in range(n):
+        row = bytearray()
+        for b in range(nb):
+            if fmt == "q8_0":
+                q = rng.integers(-128, 128, size=32).astype(np.int8)
+                row += d[r, b].tobytes() + q.tobytes()
+                deq[r, b * 32:(b + 1) * 32] = q.astype(np.float64) * float(d[r, b])
+            else:
+                q = rng.integers(0, 16, size=32).astype(np.uint8)
+                packed = (q[:16] | (q[16:] << 4)).astype(np.uint8)
+                if fmt == "q4_0":
+                    row += d[r, b].tobytes() + packed.tobytes()
+                    deq[r, b * 32:(b + 1) * 32] = (q.astype(np.float64) - 8) * float(d[r, b])
+                else:
+                    m = np.float16(rng.uniform(-0.5, 0.5))
+                    row += d[r, b].tobytes() + m.tobytes() + packed.tobytes()
+                    deq[r, b * 32:(b + 1) * 32] = q.astype(np.float64) * float(d[r, b]) + float(m)
+        rows.append(np.frombuffer(bytes(row), dtype=np.int8))
+    return np.stack(rows), deq
+
+
+@pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q8_0", 34)])
+def test_qmatmul_gguf_blocks(tmp_path, fmt, bb):
+    """x @ dequantize(w)^T with the weight kept in GGUF block layout, against NumPy's
+    decoding of the same bytes."""
+    n, k = 24, 64
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}"}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(3)
+    w, deq = make_blocks(fmt, n, k, rng)
+    for m in [1, 7, 33]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
+        np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=1e-5, atol=1e-4)
+
+
+def test_qmatmul_real_smollm2_q8_0_embeddings(tmp_path):
+    """The real SmolLM2 token_embd (Q8_0, the tied output head) used as qmatmul weights,
+    against a NumPy decoding of the same GGUF bytes (skipped without the model file)."""
+    import os
+    path = os.environ.get("MAX_SMOLLM2_GGUF", "")
+    if not os.path.exists(path):
+        pytest.skip("set MAX_SMOLLM2_GGUF (see serve/tests/fetch_smollm2.sh)")
+    raw = open(path, "rb").read()
+    # Locate token_embd.weight's bytes: parse just enough of the GGUF header.
+    import struct
+    off = 8
+    n_tensors, n_kv = struct.unpack_from("<QQ", raw, off); off += 16
+    def rstr(o):
+        (l,) = struct.unpack_from("<Q", raw, o); return raw[o + 8:o + 8 + l].decode(), o + 8 + l
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    def skip_val(t, o):
+        if t == 8:
+            return rstr(o)[1]
+        if t == 9:
+            et, cnt = struct.unpack_from("<IQ", raw, o); o += 12
+            for _ in range(cnt):
+                o = skip_val(et, o)
+            return o
+        return o + sizes[t]
+    align = 32
+    for _ in range(n_kv):
+        key, off = rstr(off)
+        (t,) = struct.unpack_from("<I", raw, off); off += 4
+        if key == "general.alignment":
+            (align,) = struct.unpack_from("<I", raw, off)
+        off = skip_val(t, off)
+    info = {}
+    for _ in range(n_tensors):
+        name, off = rstr(off)
+        (nd,) = struct.unpack_from("<I", raw, off); off += 4
+        dims = struct.unpack_from(f"<{nd}Q", raw, off); off += 8 * nd
+        ty, toff = struct.unpack_from("<IQ", raw, off); off += 12
+        info[name] = (dims, ty, toff)
+    data0 = (off + align - 1) // align * align
+    dims, ty, toff = info["token_embd.weight"]
+    assert ty == 8, "expected Q8_0"
+    k, rows = dims[0], 64  # the first 64 vocabulary rows
+    bb = 34
+    w = np.frombuffer(raw, dtype=np.int8, count=rows * k // 32 * bb, offset=data0 + toff).reshape(rows, k // 32 * bb)
+    blocks = w.reshape(rows, k // 32, bb)
+    d = blocks[:, :, :2].copy().view(np.float16).astype(np.float64)
+    deq = (blocks[:, :, 2:].astype(np.float64) * d).reshape(rows, k)
+    tx, tw, tr = ttype((None, k), "f32"), ttype((rows, k // 32 * bb), "i8"), ttype((None, rows), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (rows, k // 32 * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "q8_0"}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    x = np.random.default_rng(0).standard_normal((3, k)).astype(np.float32)
+    (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": np.ascontiguousarray(w)}, tmp_path)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=1e-5, atol=1e-4)

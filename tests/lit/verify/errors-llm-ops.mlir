@@ -38,3 +38,27 @@ func.func @g(%x: tensor<4x2x8xf32>, %p: tensor<4xf32>) -> tensor<4x2x8xf32> {
   %0 = "max.rope"(%x, %p) : (tensor<4x2x8xf32>, tensor<4xf32>) -> tensor<4x2x8xf32>
   func.return %0 : tensor<4x2x8xf32>
 }
+
+// -----
+
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.qmatmul' weight rows hold 64 weights (40 bytes of q4_1) but x has 32 columns
+func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q4_1"} : (tensor<2x32xf32>, tensor<8x40xi8>) -> tensor<2x8xf32>
+  func.return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.qmatmul' q8_0 rows must be a static multiple of 34 bytes, got 40
+func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q8_0"} : (tensor<2x32xf32>, tensor<8x40xi8>) -> tensor<2x8xf32>
+  func.return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.qmatmul' format must be "q4_0", "q4_1" or "q8_0", got "q5_k"
+func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q5_k"} : (tensor<2x32xf32>, tensor<8x40xi8>) -> tensor<2x8xf32>
+  func.return %0 : tensor<2x8xf32>
+}

@@ -21,7 +21,7 @@
 // SHAPE: maxc: error: input 'x' must have shape [n, 4], got [3, 5]
 // RANK: maxc: error: input 'x' must have shape [n, 4], got [12]
 // DTYPE: maxc: error: input 'x' must be f32, got i32
-// F64: maxc: error: {{.*}}f64.npy: dtype '<f8' is not supported; convert to float32, float16, int32 or int64
+// F64: maxc: error: {{.*}}f64.npy: dtype '<f8' is not supported; convert to float32, float16, int32, int64 or int8
 // MISSING: maxc: error: missing input(s): x (give each as --input NAME=FILE.npy)
 // UNKNOWN: maxc: error: entry 'g' has no input 'y' (inputs: x)
 // TWICE: maxc: error: input 'x' is given twice

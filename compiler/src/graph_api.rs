@@ -377,6 +377,12 @@ pub mod ops {
     pub fn qmatmul(x: &TensorValue, w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
         x.graph.node(Op::QMatMul { format }, &[x, w], vec![], 1).remove(0)
     }
+    /// Scaled dot-product attention of `q[B,S,Hq,D]` over `k[B,T,Hkv,D]`, `v[B,T,Hkv,Dv]`
+    /// (grouped-query heads; causal: query i sits at position T - S + i).
+    #[track_caller]
+    pub fn attention(q: &TensorValue, k: &TensorValue, v: &TensorValue, causal: bool, scale: Option<f64>) -> TensorValue {
+        q.graph.node(Op::Attention { causal, scale }, &[q, k, v], vec![], 1).remove(0)
+    }
     /// Gathers slices of `x` along `axis` at `indices` (i32/i64).
     #[track_caller]
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {

@@ -166,6 +166,7 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         // Only batch dims split: positions index the sequence dim, which must stay whole.
         Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
         Op::QMatMul { .. } => Some(vec![true, false]),
+        Op::Attention { .. } => Some(vec![true, true, true]),
         _ => None,
     }
 }
@@ -747,6 +748,82 @@ fn qmatmul(e: &mut Emitter, x: &Val, w: &Val, format: max_dialects::QuantFormat,
     convert_into(e, &r, out)
 }
 
+/// Scaled dot-product attention: scores `[B, Hq, S, T]` by one contraction (kv heads read
+/// through `h floordiv group`), scale and causal mask, a softmax over T, then the weighted
+/// sum of values.
+fn attention(e: &mut Emitter, q: &Val, k: &Val, v: &Val, causal: bool, scale: Option<f64>, out: &Val) -> Val {
+    let hq = q.ty.dims[2].unwrap();
+    let hkv = k.ty.dims[2].unwrap();
+    let group = hq / hkv;
+    let dk = q.ty.dims[3].unwrap();
+    let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt());
+    let (b, s, t) = (q.ty.dims[0], q.ty.dims[1], k.ty.dims[1]);
+    let sty = BindingType { dtype: DType::F32, dims: vec![b, Some(hq), s, t] };
+    let mut dyn_args = Vec::new();
+    if b.is_none() {
+        dyn_args.push(e.dim(q, 0));
+    }
+    if s.is_none() {
+        dyn_args.push(e.dim(q, 1));
+    }
+    if t.is_none() {
+        dyn_args.push(e.dim(k, 1));
+    }
+    let empty = e.assign(format!("tensor.empty({}) : {}", dyn_args.join(", "), sty.tensor()));
+    let zero = e.scalar_const(0.0, DType::F32);
+    let scores0 = e.fill(&Val { ssa: empty.clone(), ty: sty.clone() }, &zero);
+    let kvh = if group == 1 { "d1".to_string() } else { format!("d1 floordiv {group}") };
+    // (b, h, s, t, d)
+    let maps = vec![
+        amap(5, &["d0".into(), "d2".into(), "d1".into(), "d4".into()]),
+        amap(5, &["d0".into(), "d3".into(), kvh.clone(), "d4".into()]),
+        amap(5, &["d0".into(), "d1".into(), "d2".into(), "d3".into()]),
+    ];
+    let (qd, kd, vd) = (q.ty.dtype, k.ty.dtype, v.ty.dtype);
+    let scores = generic(e, maps, &[false, false, false, false, true], &[q, k], &scores0, |bd, a| {
+        let x = bd.convert(&a[0], qd, DType::F32);
+        let y = bd.convert(&a[1], kd, DType::F32);
+        let p = bd.op(format!("arith.mulf {x}, {y} fastmath<contract> : f32"));
+        bd.op(format!("arith.addf {}, {p} fastmath<contract> : f32", a[2]))
+    });
+    // Scale, and mask keys after each query's position (T - S + s).
+    let sv = e.dim(q, 1);
+    let tv = e.dim(k, 1);
+    let off = e.assign(format!("arith.subi {tv}, {sv} : index"));
+    let sc = e.scalar_const(scale, DType::F32);
+    let ninf = e.scalar_const(f64::NEG_INFINITY, DType::F32);
+    let ident4: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
+    let masked_dst = Val { ssa: e.assign(format!("tensor.empty({}) : {}", dyn_args.join(", "), sty.tensor())), ty: sty.clone() };
+    let masked = generic(e, vec![amap(4, &ident4), amap(4, &ident4)], &[false; 4], &[&scores], &masked_dst, |bd, a| {
+        let x = bd.op(format!("arith.mulf {}, {sc} : f32", a[0]));
+        if !causal {
+            return x;
+        }
+        let si = bd.op("linalg.index 2 : index".into());
+        let ti = bd.op("linalg.index 3 : index".into());
+        let lim = bd.op(format!("arith.addi {si}, {off} : index"));
+        let hidden = bd.op(format!("arith.cmpi sgt, {ti}, {lim} : index"));
+        bd.op(format!("arith.select {hidden}, {ninf}, {x} : f32"))
+    });
+    let probs_dst = Val { ssa: e.assign(format!("tensor.empty({}) : {}", dyn_args.join(", "), sty.tensor())), ty: sty.clone() };
+    let probs = lower_op(e, &Op::Softmax { axis: 3 }, &[masked], &[probs_dst]).remove(0);
+    // out[b, s, h, dv] = sum_t probs[b, h, s, t] * v[b, t, kvh(h), dv]; loops (b, s, h, dv, t).
+    let acc = if out.ty.dtype == DType::F32 { out.clone() } else { e.empty(out, DType::F32) };
+    let acc = e.fill(&acc, &zero);
+    let kvh2 = if group == 1 { "d2".to_string() } else { format!("d2 floordiv {group}") };
+    let maps = vec![
+        amap(5, &["d0".into(), "d2".into(), "d1".into(), "d4".into()]),
+        amap(5, &["d0".into(), "d4".into(), kvh2, "d3".into()]),
+        amap(5, &["d0".into(), "d1".into(), "d2".into(), "d3".into()]),
+    ];
+    let r = generic(e, maps, &[false, false, false, false, true], &[&probs, v], &acc, |bd, a| {
+        let y = bd.convert(&a[1], vd, DType::F32);
+        let p = bd.op(format!("arith.mulf {}, {y} fastmath<contract> : f32", a[0]));
+        bd.op(format!("arith.addf {}, {p} fastmath<contract> : f32", a[2]))
+    });
+    convert_into(e, &r, out)
+}
+
 /// Rows of the register tile of the f32 matmul micro-kernel.
 const MR: usize = 6;
 /// Vectors (of [`VL`] lanes) per row of the register tile.
@@ -1243,6 +1320,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
         Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
         Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
         Op::QMatMul { format } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],
+        Op::Attention { causal, scale } => vec![attention(e, &ins[0], &ins[1], &ins[2], *causal, *scale, out)],
         Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } => {
             unreachable!("{} is not lowered here", op.name())
         }

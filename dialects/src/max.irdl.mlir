@@ -289,4 +289,12 @@ irdl.dialect @max {
     %a0 = irdl.any
     irdl.attributes { "format" = %a0 }
   }
+  irdl.operation @attention {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    %o2 = irdl.base "!builtin.tensor"
+    irdl.operands(query: %o0, key: %o1, value: %o2)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+  }
 }

@@ -98,6 +98,11 @@ pub enum Op {
     /// `x[M, K] @ dequantize(w)^T` where `w[N, K/32 * block_bytes]` holds GGUF blocks
     /// (`i8` bytes): each of the N rows is K weights in consecutive blocks of 32.
     QMatMul { format: QuantFormat },
+    /// Scaled dot-product attention of `q[B, S, Hq, D]` over `k[B, T, Hkv, D]`,
+    /// `v[B, T, Hkv, Dv]` (grouped-query: head h reads kv head `h / (Hq/Hkv)`). With
+    /// `causal`, query i sits at position `T - S + i` and sees keys `0..=T - S + i`.
+    /// `scale` defaults to `1/sqrt(D)`.
+    Attention { causal: bool, scale: Option<f64> },
 }
 
 /// GGUF block formats `max.qmatmul` reads (32 weights a block).
@@ -246,7 +251,7 @@ impl Op {
         v.extend(BINARY.iter().map(|(n, _)| *n));
         v.extend([
             "cast", "matmul", "transpose", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope", "qmatmul",
+            "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope", "qmatmul", "attention",
         ]);
         v
     }
@@ -347,6 +352,7 @@ impl Op {
                     other => return Err(format!("'max.qmatmul' format must be \"q4_0\", \"q4_1\" or \"q8_0\", got \"{other}\"")),
                 },
             },
+            "attention" => Op::Attention { causal: a.opt_bool("causal")?.unwrap_or(false), scale: a.opt_float("scale")? },
             "rope" => Op::Rope { base: a.opt_float("base")?.unwrap_or(10000.0), interleaved: a.opt_bool("interleaved")?.unwrap_or(false) },
             other => return Err(format!("unknown op 'max.{other}'")),
         })
@@ -377,6 +383,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::Rope { .. } => "rope",
             Op::QMatMul { .. } => "qmatmul",
+            Op::Attention { .. } => "attention",
         }
     }
 
@@ -429,6 +436,14 @@ impl Op {
             Op::Custom { name } => kv.push(format!("name = {name:?}")),
             Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => kv.push(format!("epsilon = {epsilon:e} : f64")),
             Op::QMatMul { format } => kv.push(format!("format = {:?}", format.name())),
+            Op::Attention { causal, scale } => {
+                if *causal {
+                    kv.push("causal = true".into());
+                }
+                if let Some(s) = scale {
+                    kv.push(format!("scale = {s:e} : f64"));
+                }
+            }
             Op::Rope { base, interleaved } => {
                 kv.push(format!("base = {base:e} : f64"));
                 if *interleaved {

@@ -512,6 +512,38 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             }
             Ok(vec![x.clone()])
         }
+        Op::Attention { .. } => {
+            expect_arity(node, 3)?;
+            let (q, k, v) = (&ins[0], &ins[1], &ins[2]);
+            for (what, t) in [("query", q), ("key", k), ("value", v)] {
+                expect_float(name, t)?;
+                if t.rank() != 4 || t.dtype != q.dtype {
+                    return Err(format!("'max.attention' {what} must be a rank-4 {} tensor [batch, seq, heads, dim], got {}", q.dtype, t.describe(names)));
+                }
+            }
+            let unify = |uf: &mut SymUnion, a: &DimExpr, b: &DimExpr, what: &str| {
+                uf.unify(a, b).ok_or_else(|| format!("'max.attention' {what} differ: {} vs {}", show(a, names), show(b, names)))
+            };
+            unify(uf, &q.dims[0], &k.dims[0], "batch sizes of query and key")?;
+            unify(uf, &k.dims[0], &v.dims[0], "batch sizes of key and value")?;
+            unify(uf, &k.dims[1], &v.dims[1], "key and value lengths")?;
+            unify(uf, &k.dims[2], &v.dims[2], "key and value head counts")?;
+            unify(uf, &q.dims[3], &k.dims[3], "query and key head dims")?;
+            match (q.dims[2].as_const(), k.dims[2].as_const()) {
+                (Some(hq), Some(hkv)) if hkv > 0 && hq % hkv == 0 => {}
+                _ => {
+                    return Err(format!(
+                        "'max.attention' query heads ({}) must be a static multiple of key/value heads ({})",
+                        show(&q.dims[2], names),
+                        show(&k.dims[2], names)
+                    ))
+                }
+            }
+            if q.dims[3].as_const().is_none() {
+                return Err("'max.attention' head dim must be static".into());
+            }
+            Ok(vec![TensorType::new(q.dtype, vec![q.dims[0].clone(), q.dims[1].clone(), q.dims[2].clone(), v.dims[3].clone()])])
+        }
         Op::QMatMul { format } => {
             expect_arity(node, 2)?;
             let (x, w) = (&ins[0], &ins[1]);

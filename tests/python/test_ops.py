@@ -551,3 +551,41 @@ def test_qmatmul_real_smollm2_q8_0_embeddings(tmp_path):
     x = np.random.default_rng(0).standard_normal((3, k)).astype(np.float32)
     (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": np.ascontiguousarray(w)}, tmp_path)
     np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=1e-5, atol=1e-4)
+
+
+def attention_ref(q, k, v, causal, scale=None):
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    b, s, hq, d = q.shape
+    t, hkv = k.shape[1], k.shape[2]
+    g = hq // hkv
+    scale = scale if scale is not None else 1 / np.sqrt(d)
+    kk = np.repeat(k64, g, axis=2)   # head h reads kv head h // g
+    vv = np.repeat(v64, g, axis=2)
+    sc = np.einsum("bshd,bthd->bhst", q64, kk) * scale
+    if causal:
+        mask = np.arange(t)[None, :] > (t - s + np.arange(s))[:, None]
+        sc = np.where(mask[None, None], -np.inf, sc)
+    p = np.exp(sc - sc.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhst,bthd->bshd", p, vv).astype(q.dtype)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_attention_gqa(tmp_path, causal, dt):
+    """Grouped-query attention (6 query heads over 2 kv heads): prefill (S == T) and
+    decode-like steps (S < T, queries at the end of the sequence), batch 1 and 3."""
+    tq, tk, to = ttype((None, None, 6, 8), dt), ttype((None, None, 2, 8), dt), ttype((None, None, 6, 8), dt)
+    flag = "causal = true" if causal else "causal = false"
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("q", (None, None, 6, 8), dt), ("k", (None, None, 2, 8), dt), ("v", (None, None, 2, 8), dt)],
+                         [f'%r0 = "max.attention"(%q, %k, %v) {{{flag}}} : ({tq}, {tk}, {tk}) -> {to}'], [to]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(2)
+    tol = dict(rtol=5e-3, atol=5e-3) if dt == "f16" else dict(rtol=1e-5, atol=1e-6)
+    for b, s, t in [(1, 7, 7), (3, 1, 9), (1, 4, 33), (3, 33, 33)]:
+        q = rng.standard_normal((b, s, 6, 8)).astype(NP[dt])
+        k = rng.standard_normal((b, t, 2, 8)).astype(NP[dt])
+        v = rng.standard_normal((b, t, 2, 8)).astype(NP[dt])
+        (got,) = run_artifact(tmp_path / "g.maxa", {"q": q, "k": k, "v": v}, tmp_path)
+        np.testing.assert_allclose(got.astype(np.float64), attention_ref(q, k, v, causal).astype(np.float64), err_msg=f"b={b} s={s} t={t}", **tol)

@@ -62,3 +62,19 @@ func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
   %0 = "max.qmatmul"(%x, %w) {format = "q5_k"} : (tensor<2x32xf32>, tensor<8x40xi8>) -> tensor<2x8xf32>
   func.return %0 : tensor<2x8xf32>
 }
+
+// -----
+
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.attention' query heads (9) must be a static multiple of key/value heads (2)
+func.func @g(%q: tensor<1x4x9x8xf32>, %k: tensor<1x4x2x8xf32>) -> tensor<1x4x9x8xf32> {
+  %0 = "max.attention"(%q, %k, %k) : (tensor<1x4x9x8xf32>, tensor<1x4x2x8xf32>, tensor<1x4x2x8xf32>) -> tensor<1x4x9x8xf32>
+  func.return %0 : tensor<1x4x9x8xf32>
+}
+
+// -----
+
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.attention' query and key head dims differ: 8 vs 16
+func.func @g(%q: tensor<1x4x2x8xf32>, %k: tensor<1x4x2x16xf32>) -> tensor<1x4x2x16xf32> {
+  %0 = "max.attention"(%q, %k, %k) : (tensor<1x4x2x8xf32>, tensor<1x4x2x16xf32>, tensor<1x4x2x16xf32>) -> tensor<1x4x2x16xf32>
+  func.return %0 : tensor<1x4x2x16xf32>
+}

@@ -614,7 +614,7 @@ fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> 
 /// radians, where f32 angles lose digits).
 fn rope(e: &mut Emitter, x: &Val, pos: &Val, base: f64, interleaved: bool, out: &Val) -> Val {
     let n = x.ty.dims.len();
-    let dsz = x.ty.dims[n - 1].expect("verifier: static head_dim") as i64;
+    let dsz = x.ty.dims[n - 1].expect("verifier: static head_dim");
     let half = dsz / 2;
     let c = e.assign(format!("arith.constant {} : f64", float_lit(-2.0 * base.ln() / dsz as f64)));
     let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();

@@ -498,7 +498,7 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             if x.rank() == 0 {
                 return Err(format!("'max.{name}' needs an operand of rank >= 1"));
             }
-            if !(*epsilon >= 0.0) {
+            if epsilon.is_nan() || *epsilon < 0.0 {
                 return Err(format!("'max.{name}' epsilon must be >= 0, got {epsilon}"));
             }
             let d = &x.dims[x.rank() - 1];
@@ -578,7 +578,7 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             let seq = &x.dims[x.rank() - 3];
             uf.unify(seq, &pos.dims[0])
                 .ok_or_else(|| format!("'max.rope' has {} positions for a sequence of {}", show(&pos.dims[0], names), show(seq, names)))?;
-            if !(*base > 0.0) {
+            if base.is_nan() || *base <= 0.0 {
                 return Err(format!("'max.rope' base must be > 0, got {base}"));
             }
             Ok(vec![x.clone()])

@@ -2,6 +2,9 @@
 //! inputs (all must be errors, never panics); and the real SmolLM2 file when available.
 
 use half::f16;
+mod common;
+
+use common::{put_str, put_value};
 use max_serve::gguf::{GgufError, GgufFile, MetadataArray, MetadataValue, ValueType};
 use max_serve::quant::{GgmlType, QuantError};
 
@@ -17,53 +20,6 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend(v.to_le_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend(s.as_bytes());
-}
-
-fn type_id(ty: ValueType) -> u32 {
-    ty as u32
-}
-
-fn put_array(out: &mut Vec<u8>, a: &MetadataArray) {
-    put_u32(out, type_id(a.elem_type()));
-    put_u64(out, a.len() as u64);
-    match a {
-        MetadataArray::U8(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::I8(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::U16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::I16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::U32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::I32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::F32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::Bool(v) => v.iter().for_each(|&x| out.push(x as u8)),
-        MetadataArray::String(v) => v.iter().for_each(|x| put_str(out, x)),
-        MetadataArray::Array(v) => v.iter().for_each(|x| put_array(out, x)),
-        MetadataArray::U64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::I64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        MetadataArray::F64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-    }
-}
-
-fn put_value(out: &mut Vec<u8>, v: &MetadataValue) {
-    put_u32(out, type_id(v.value_type()));
-    match v {
-        MetadataValue::U8(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::I8(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::U16(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::I16(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::U32(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::I32(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::F32(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::Bool(x) => out.push(*x as u8),
-        MetadataValue::String(x) => put_str(out, x),
-        MetadataValue::Array(a) => put_array(out, a),
-        MetadataValue::U64(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::I64(x) => out.extend(x.to_le_bytes()),
-        MetadataValue::F64(x) => out.extend(x.to_le_bytes()),
-    }
-}
 
 struct TensorSpec {
     name: String,

@@ -1,16 +1,19 @@
-//! Shared by the tokenizer and chat-template tests: a metadata-only GGUF writer, so tests can
-//! describe tokenizers (or break them) without a model file.
+//! Shared by the GGUF, tokenizer and chat-template tests: GGUF value encoding and a
+//! metadata-only file writer, so tests can describe tokenizers (or break them) without a
+//! model file.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use max_serve::gguf::{GgufFile, MetadataArray, MetadataValue};
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Appends a GGUF string (u64 length, bytes).
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend((s.len() as u64).to_le_bytes());
     out.extend(s.as_bytes());
 }
 
-fn put_array(out: &mut Vec<u8>, a: &MetadataArray) {
+/// Appends a GGUF array (element type, count, elements).
+pub fn put_array(out: &mut Vec<u8>, a: &MetadataArray) {
     out.extend((a.elem_type() as u32).to_le_bytes());
     out.extend((a.len() as u64).to_le_bytes());
     match a {
@@ -30,7 +33,8 @@ fn put_array(out: &mut Vec<u8>, a: &MetadataArray) {
     }
 }
 
-fn put_value(out: &mut Vec<u8>, v: &MetadataValue) {
+/// Appends a typed GGUF metadata value.
+pub fn put_value(out: &mut Vec<u8>, v: &MetadataValue) {
     out.extend((v.value_type() as u32).to_le_bytes());
     match v {
         MetadataValue::U8(x) => out.extend(x.to_le_bytes()),

@@ -48,11 +48,20 @@ fn shift(e: &DimExpr, by: u32) -> DimExpr {
 }
 
 impl Program {
+    /// The section holding `bytes`: a section of the same name and contents is shared (two
+    /// graphs of a module reading one weight); the same name with other contents gets a new,
+    /// suffixed name.
     fn weight_section(&mut self, name: String, bytes: Vec<u8>) -> usize {
-        if let Some(i) = self.weights.iter().position(|(n, _)| *n == name) {
+        if let Some(i) = self.weights.iter().position(|(n, b)| *n == name && *b == bytes) {
             return i + 1;
         }
-        self.weights.push((name, bytes));
+        let mut unique = name.clone();
+        let mut k = 1;
+        while self.weights.iter().any(|(n, _)| *n == unique) {
+            k += 1;
+            unique = format!("{name}#{k}");
+        }
+        self.weights.push((unique, bytes));
         self.weights.len()
     }
 

@@ -40,21 +40,23 @@ pub fn verify_with(graph: &mut Graph, custom: &dyn CustomOps) -> Result<(), Diag
     if graph.outputs.is_empty() {
         return Err(Diagnostic::new(&graph.loc, format!("graph '{}' has no outputs", graph.name)));
     }
-    let nodes = graph.nodes.clone();
-    for node in &nodes {
+    // Disjoint borrows: read the nodes while writing the types (no copy of the nodes and
+    // their constant data).
+    let Graph { nodes, types, symbols, .. } = &mut *graph;
+    for node in nodes.iter() {
         let ins: Vec<TensorType> = node
             .inputs
             .iter()
             .map(|v| {
-                graph.types[v.0].clone().ok_or_else(|| {
+                types[v.0].clone().ok_or_else(|| {
                     Diagnostic::new(&node.loc, format!("operand of 'max.{}' is used before it is defined", node.op.name()))
                 })
             })
             .collect::<Result<_, _>>()?;
         let ins: Vec<TensorType> = ins.into_iter().map(|t| uf.canon_type(&t)).collect();
         let outs = match &node.op {
-            Op::Custom { name } => custom.infer(name, &ins, &graph.symbols),
-            _ => infer_node(node, &ins, &mut uf, &graph.symbols),
+            Op::Custom { name } => custom.infer(name, &ins, symbols),
+            _ => infer_node(node, &ins, &mut uf, symbols),
         }
         .map_err(|m| Diagnostic::new(&node.loc, m))?;
         if outs.len() != node.outputs.len() {
@@ -72,12 +74,12 @@ pub fn verify_with(graph: &mut Graph, custom: &dyn CustomOps) -> Result<(), Diag
                             "'max.{}' result #{i} is declared {} but inferred as {}",
                             node.op.name(),
                             decl.to_mlir(),
-                            t.describe(&graph.symbols)
+                            t.describe(symbols)
                         ),
                     ));
                 }
             }
-            graph.types[v.0] = Some(t);
+            types[v.0] = Some(t);
         }
     }
     for (i, v) in graph.outputs.clone().iter().enumerate() {

@@ -17,7 +17,8 @@ pub type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64) -
 pub struct KernelLibrary {
     // Keeps the shared object mapped for as long as kernel pointers are in use.
     _lib: libloading::Library,
-    kernels: Vec<(String, KernelFn)>,
+    /// The kernel of every dispatch, resolved at load: `dispatches[entry][dispatch]`.
+    dispatches: Vec<Vec<KernelFn>>,
 }
 
 impl KernelLibrary {
@@ -61,27 +62,35 @@ impl KernelLibrary {
                 "kernel ABI version {version}, but this runtime speaks version {KERNEL_ABI_VERSION}"
             )));
         }
-        let mut kernels = Vec::new();
+        // Each symbol is looked up once, however many dispatches use it.
+        let mut by_name: Vec<(&str, KernelFn)> = Vec::new();
+        let mut dispatches = Vec::with_capacity(m.entries.len());
         for e in &m.entries {
+            let mut fns = Vec::with_capacity(e.dispatches.len());
             for d in &e.dispatches {
-                if kernels.iter().any(|(n, _)| n == &d.kernel) {
-                    continue;
-                }
-                let cname = format!("{}\0", d.kernel);
-                // SAFETY: every dispatch symbol is a kernel with the `KernelFn` signature.
-                let f: KernelFn = unsafe {
-                    *lib.get::<KernelFn>(cname.as_bytes())
-                        .map_err(|_| RuntimeError::KernelLoad(format!("kernel '{}' is missing from the library", d.kernel)))?
+                let f = match by_name.iter().find(|(n, _)| *n == d.kernel) {
+                    Some((_, f)) => *f,
+                    None => {
+                        let cname = format!("{}\0", d.kernel);
+                        // SAFETY: every dispatch symbol is a kernel with the `KernelFn` signature.
+                        let f: KernelFn = unsafe {
+                            *lib.get::<KernelFn>(cname.as_bytes())
+                                .map_err(|_| RuntimeError::KernelLoad(format!("kernel '{}' is missing from the library", d.kernel)))?
+                        };
+                        by_name.push((&d.kernel, f));
+                        f
+                    }
                 };
-                kernels.push((d.kernel.clone(), f));
+                fns.push(f);
             }
+            dispatches.push(fns);
         }
-        Ok(KernelLibrary { _lib: lib, kernels })
+        Ok(KernelLibrary { _lib: lib, dispatches })
     }
 
-    /// The kernel named `name`.
-    pub fn get(&self, name: &str) -> Option<KernelFn> {
-        self.kernels.iter().find(|(n, _)| n == name).map(|(_, f)| *f)
+    /// The kernel of dispatch `dispatch` of entry `entry` (indices into the manifest).
+    pub fn kernel(&self, entry: usize, dispatch: usize) -> Option<KernelFn> {
+        self.dispatches.get(entry)?.get(dispatch).copied()
     }
 }
 

@@ -110,7 +110,8 @@ impl Model {
     /// Runs the entry `name` on `inputs` (in signature order) and returns its outputs.
     pub fn execute_entry(&self, name: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let m = self.artifact.manifest();
-        let entry = m.entry(name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
+        let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
+        let entry = &m.entries[entry_index];
         let syms = bind_inputs(entry, inputs, &m.symbols)?;
 
         // Shapes and memory of every buffer.
@@ -141,8 +142,8 @@ impl Model {
             temps.push(temp);
         }
 
-        for d in &entry.dispatches {
-            let f = self.kernels.get(&d.kernel).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
+        for (di, d) in entry.dispatches.iter().enumerate() {
+            let f = self.kernels.kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
             let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[b]).collect();
             let push = d.push_constants.iter().map(|e| e.eval(&syms)).collect::<Result<Vec<_>, _>>()?;
             let extent = d.workgroups.eval(&syms)?.max(1);

@@ -193,7 +193,7 @@ pub fn mark_noalias(ir: &str, kernels: &[PlannedKernel]) -> String {
     let mut out = String::with_capacity(ir.len() + 1024);
     for line in ir.split_inclusive('\n') {
         let is_kernel_def = line.starts_with("define ")
-            && kernels.iter().any(|k| line.contains(&format!("@{}(", k.spec.name)));
+            && kernels.iter().any(|k| !crate::kv_cache::writes_in_place(&k.spec) && line.contains(&format!("@{}(", k.spec.name)));
         if is_kernel_def {
             out.push_str(&line.replace("(ptr %", "(ptr noalias %").replace(", ptr %", ", ptr noalias %"));
         } else {

@@ -75,7 +75,9 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool)
             regions.len() - 1
         });
         open.retain(|_, reg| *reg != r);
-        if node.outputs.len() == 1 && !closed(i) {
+        // KV-cache kernels are written whole at the memref level and take no consumers.
+        let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. });
+        if node.outputs.len() == 1 && !closed(i) && !own_kernel {
             open.insert(node.outputs[0], r);
         }
     }

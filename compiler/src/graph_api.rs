@@ -367,7 +367,8 @@ pub mod ops {
     pub fn layer_norm(x: &TensorValue, gamma: &TensorValue, beta: &TensorValue, epsilon: f64) -> TensorValue {
         x.graph.node(Op::LayerNorm { epsilon }, &[x, gamma, beta], vec![], 1).remove(0)
     }
-    /// Rotary position embedding of `x[..., seq, heads, head_dim]` at `positions[seq]`.
+    /// Rotary position embedding of `x[..., seq, heads, head_dim]` at `positions[seq]` or
+    /// `positions[batch, seq]`.
     #[track_caller]
     pub fn rope(x: &TensorValue, positions: &TensorValue, base: f64, interleaved: bool) -> TensorValue {
         x.graph.node(Op::Rope { base, interleaved }, &[x, positions], vec![], 1).remove(0)
@@ -387,5 +388,23 @@ pub mod ops {
     #[track_caller]
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {
         x.graph.node(Op::Gather { axis }, &[x, indices], vec![], 1).remove(0)
+    }
+    /// Expands i8 GGUF blocks `[..., n * block_bytes]` to `f32[..., n * 32]`.
+    #[track_caller]
+    pub fn dequantize(w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
+        w.graph.node(Op::Dequantize { format }, &[w], vec![], 1).remove(0)
+    }
+    /// Writes `new[B,S,H,D]` into layer `layer` of the KV cache `cache[L,Bmax,T,H,D]` (a
+    /// graph input the caller owns and passes as mutable state) at `cache[layer, slot[b],
+    /// pos[b]..]`; returns the updated cache, which attention must read.
+    #[track_caller]
+    pub fn cache_write(cache: &TensorValue, new: &TensorValue, pos: &TensorValue, slot: &TensorValue, layer: i64) -> TensorValue {
+        cache.graph.node(Op::CacheWrite { layer }, &[cache, new, pos, slot], vec![], 1).remove(0)
+    }
+    /// Causal grouped-query attention of `q[B,S,Hq,D]` over layer `layer` of the KV caches:
+    /// query `s` of row `b` is at position `pos[b] + s` and reads cache row `slot[b]`.
+    #[track_caller]
+    pub fn cached_attention(q: &TensorValue, k_cache: &TensorValue, v_cache: &TensorValue, pos: &TensorValue, slot: &TensorValue, layer: i64, scale: Option<f64>) -> TensorValue {
+        q.graph.node(Op::CachedAttention { layer, scale }, &[q, k_cache, v_cache, pos, slot], vec![], 1).remove(0)
     }
 }

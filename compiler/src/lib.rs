@@ -13,6 +13,7 @@ pub mod error;
 pub mod fusion;
 pub mod graph_api;
 pub mod import;
+pub mod kv_cache;
 pub mod lower;
 pub mod mlir;
 pub mod pipeline;
@@ -78,12 +79,15 @@ pub struct CompileOptions {
     pub fusion: bool,
     /// Custom ops declared by `--kernels` directories.
     pub kernels: custom::KernelRegistry,
+    /// Named data sections to carry in the artifact (an LLM's tokenizer, chat template and
+    /// configuration), read back with `Artifact::data_section`.
+    pub data: Vec<(String, Vec<u8>)>,
 }
 
 impl CompileOptions {
     /// Options for `target` with no weights files.
     pub fn new(target: Target) -> Self {
-        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new() }
+        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new(), data: Vec::new() }
     }
 }
 
@@ -187,6 +191,9 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     w.add_section("kernels.x86_64.so", SectionKind::CpuKernels, &so);
     for (name, bytes) in &program.weights {
         w.add_section(name.clone(), SectionKind::Weight, bytes);
+    }
+    for (name, bytes) in &opts.data {
+        w.add_section(name.clone(), SectionKind::Data, bytes);
     }
     let manifest = Manifest {
         format_version: 0,

@@ -164,7 +164,11 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         // Normalizations are row-local; their weights are read whole.
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => (out.rank() >= 2).then(|| (0..ins.len()).map(|i| i == 0).collect()),
         // Only batch dims split: positions index the sequence dim, which must stay whole.
+        // Positions that start at the leading dim (`x[N, H, D]`, `positions[N]`) split with
+        // the rows; otherwise only batch dims before them split.
+        Op::Rope { .. } if ins[1].rank() + 2 == out.rank() => Some(vec![true, true]),
         Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
+        Op::Dequantize { .. } => (out.rank() >= 2).then(|| vec![true]),
         Op::QMatMul { .. } => Some(vec![true, false]),
         Op::Attention { .. } => Some(vec![true, true, true]),
         _ => None,
@@ -185,7 +189,7 @@ fn norm(a: i64, rank: usize) -> usize {
 }
 
 /// An MLIR float literal (MLIR needs a `.` in the mantissa: `1.0e-07`, not `1e-7`).
-fn float_lit(v: f64) -> String {
+pub(crate) fn float_lit(v: f64) -> String {
     let s = format!("{v:e}");
     match s.split_once('e') {
         Some((m, e)) if !m.contains('.') => format!("{m}.0e{e}"),
@@ -642,7 +646,8 @@ fn rope(e: &mut Emitter, x: &Val, pos: &Val, base: f64, interleaved: bool, out: 
             let down = b.op(format!("arith.subi {d}, {ch} : index"));
             (i, b.op(format!("arith.select {first}, {up}, {down} : index")), first)
         };
-        let p = b.op(format!("tensor.extract {ps}[{}] : {pt}", idx[n - 3]));
+        let pr = pos.ty.dims.len();
+        let p = b.op(format!("tensor.extract {ps}[{}] : {pt}", idx[n - 2 - pr..n - 2].join(", ")));
         let pf = b.op(format!("arith.sitofp {p} : {pd} to f64"));
         let i64v = b.op(format!("arith.index_cast {i} : index to i64"));
         let ifl = b.op(format!("arith.sitofp {i64v} : i64 to f64"));
@@ -669,83 +674,106 @@ fn rope(e: &mut Emitter, x: &Val, pos: &Val, base: f64, interleaved: bool, out: 
     })
 }
 
-/// `x @ dequantize(w)^T` with `w` in GGUF blocks: a contraction whose body decodes the
-/// weight for (n, k) from its block (f16 scale and min from byte pairs, then the nibble or
-/// byte of quant k % 32), so weights stay quantized in memory.
-fn qmatmul(e: &mut Emitter, x: &Val, w: &Val, format: max_dialects::QuantFormat, out: &Val) -> Val {
+/// Decodes weight `k` of the quantized row `row` (indices of `w` before its last dim) from
+/// its GGUF block: f16 scale (and min) from byte pairs, then the nibble or byte of quant
+/// `k % 32`. Returns the f32 value.
+fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, format: max_dialects::QuantFormat) -> String {
     use max_dialects::QuantFormat as Q;
+    let bb = format.block_bytes();
+    let at = |p: &str| -> String {
+        let mut i = row.to_vec();
+        i.push(p.to_string());
+        format!("tensor.extract {ws}[{}] : {wt}", i.join(", "))
+    };
+    let c32 = b.op("arith.constant 32 : index".into());
+    let blk = b.op(format!("arith.divui {k}, {c32} : index"));
+    let j = b.op(format!("arith.remui {k}, {c32} : index"));
+    let cbb = b.op(format!("arith.constant {bb} : index"));
+    let base = b.op(format!("arith.muli {blk}, {cbb} : index"));
+    // An f16 stored little-endian at byte `off` of the block, as f32.
+    let half_at = |b: &mut Body, off: i64| -> String {
+        let o0 = b.op(format!("arith.constant {off} : index"));
+        let o1 = b.op(format!("arith.constant {} : index", off + 1));
+        let p0 = b.op(format!("arith.addi {base}, {o0} : index"));
+        let p1 = b.op(format!("arith.addi {base}, {o1} : index"));
+        let lo = b.op(at(&p0));
+        let hi = b.op(at(&p1));
+        let lo = b.op(format!("arith.extui {lo} : i8 to i16"));
+        let hi = b.op(format!("arith.extui {hi} : i8 to i16"));
+        let c8 = b.op("arith.constant 8 : i16".into());
+        let hi = b.op(format!("arith.shli {hi}, {c8} : i16"));
+        let bits = b.op(format!("arith.ori {hi}, {lo} : i16"));
+        let h = b.op(format!("arith.bitcast {bits} : i16 to f16"));
+        b.op(format!("arith.extf {h} : f16 to f32"))
+    };
+    let d = half_at(b, 0);
+    match format {
+        Q::Q8_0 => {
+            let c2 = b.op("arith.constant 2 : index".into());
+            let p = b.op(format!("arith.addi {base}, {c2} : index"));
+            let p = b.op(format!("arith.addi {p}, {j} : index"));
+            let q = b.op(at(&p));
+            let qf = b.op(format!("arith.sitofp {q} : i8 to f32"));
+            b.op(format!("arith.mulf {qf}, {d} : f32"))
+        }
+        Q::Q4_0 | Q::Q4_1 => {
+            let qoff = if format == Q::Q4_0 { 2 } else { 4 };
+            let c16 = b.op("arith.constant 16 : index".into());
+            let low = b.op(format!("arith.cmpi ult, {j}, {c16} : index"));
+            let jj = b.op(format!("arith.remui {j}, {c16} : index"));
+            let cq = b.op(format!("arith.constant {qoff} : index"));
+            let p = b.op(format!("arith.addi {base}, {cq} : index"));
+            let p = b.op(format!("arith.addi {p}, {jj} : index"));
+            let byte = b.op(at(&p));
+            let byte = b.op(format!("arith.extui {byte} : i8 to i32"));
+            let c4 = b.op("arith.constant 4 : i32".into());
+            let c15 = b.op("arith.constant 15 : i32".into());
+            let shifted = b.op(format!("arith.shrui {byte}, {c4} : i32"));
+            let nib = b.op(format!("arith.select {low}, {byte}, {shifted} : i32"));
+            let nib = b.op(format!("arith.andi {nib}, {c15} : i32"));
+            let q = b.op(format!("arith.sitofp {nib} : i32 to f32"));
+            if format == Q::Q4_0 {
+                let c8 = b.op("arith.constant 8.0 : f32".into());
+                let q = b.op(format!("arith.subf {q}, {c8} : f32"));
+                b.op(format!("arith.mulf {q}, {d} : f32"))
+            } else {
+                let m = half_at(b, 2);
+                let qd = b.op(format!("arith.mulf {q}, {d} : f32"));
+                b.op(format!("arith.addf {qd}, {m} : f32"))
+            }
+        }
+    }
+}
+
+/// `x @ dequantize(w)^T` with `w` in GGUF blocks: a contraction whose body decodes the
+/// weight for (n, k) from its block, so weights stay quantized in memory.
+fn qmatmul(e: &mut Emitter, x: &Val, w: &Val, format: max_dialects::QuantFormat, out: &Val) -> Val {
     let acc = e.empty(out, DType::F32);
     let zero = e.scalar_const(0.0, DType::F32);
     let acc = e.fill(&acc, &zero);
-    let bb = format.block_bytes();
     let (ws, wt, xd) = (w.ssa.clone(), w.ty.tensor(), x.ty.dtype);
     let maps = vec![amap(3, &["d0".into(), "d2".into()]), amap(3, &["d0".into(), "d1".into()])];
     let r = generic(e, maps, &[false, false, true], &[x], &acc, |b, a| {
         let n = b.op("linalg.index 1 : index".into());
         let k = b.op("linalg.index 2 : index".into());
-        let c32 = b.op("arith.constant 32 : index".into());
-        let blk = b.op(format!("arith.divui {k}, {c32} : index"));
-        let j = b.op(format!("arith.remui {k}, {c32} : index"));
-        let cbb = b.op(format!("arith.constant {bb} : index"));
-        let base = b.op(format!("arith.muli {blk}, {cbb} : index"));
-        // An f16 stored little-endian at byte `off` of the block, as f32.
-        let half_at = |b: &mut Body, off: i64| -> String {
-            let o0 = b.op(format!("arith.constant {off} : index"));
-            let o1 = b.op(format!("arith.constant {} : index", off + 1));
-            let p0 = b.op(format!("arith.addi {base}, {o0} : index"));
-            let p1 = b.op(format!("arith.addi {base}, {o1} : index"));
-            let lo = b.op(format!("tensor.extract {ws}[{n}, {p0}] : {wt}"));
-            let hi = b.op(format!("tensor.extract {ws}[{n}, {p1}] : {wt}"));
-            let lo = b.op(format!("arith.extui {lo} : i8 to i16"));
-            let hi = b.op(format!("arith.extui {hi} : i8 to i16"));
-            let c8 = b.op("arith.constant 8 : i16".into());
-            let hi = b.op(format!("arith.shli {hi}, {c8} : i16"));
-            let bits = b.op(format!("arith.ori {hi}, {lo} : i16"));
-            let h = b.op(format!("arith.bitcast {bits} : i16 to f16"));
-            b.op(format!("arith.extf {h} : f16 to f32"))
-        };
-        let d = half_at(b, 0);
-        let wv = match format {
-            Q::Q8_0 => {
-                let c2 = b.op("arith.constant 2 : index".into());
-                let p = b.op(format!("arith.addi {base}, {c2} : index"));
-                let p = b.op(format!("arith.addi {p}, {j} : index"));
-                let q = b.op(format!("tensor.extract {ws}[{n}, {p}] : {wt}"));
-                let qf = b.op(format!("arith.sitofp {q} : i8 to f32"));
-                b.op(format!("arith.mulf {qf}, {d} : f32"))
-            }
-            Q::Q4_0 | Q::Q4_1 => {
-                let qoff = if format == Q::Q4_0 { 2 } else { 4 };
-                let c16 = b.op("arith.constant 16 : index".into());
-                let low = b.op(format!("arith.cmpi ult, {j}, {c16} : index"));
-                let jj = b.op(format!("arith.remui {j}, {c16} : index"));
-                let cq = b.op(format!("arith.constant {qoff} : index"));
-                let p = b.op(format!("arith.addi {base}, {cq} : index"));
-                let p = b.op(format!("arith.addi {p}, {jj} : index"));
-                let byte = b.op(format!("tensor.extract {ws}[{n}, {p}] : {wt}"));
-                let byte = b.op(format!("arith.extui {byte} : i8 to i32"));
-                let c4 = b.op("arith.constant 4 : i32".into());
-                let c15 = b.op("arith.constant 15 : i32".into());
-                let shifted = b.op(format!("arith.shrui {byte}, {c4} : i32"));
-                let nib = b.op(format!("arith.select {low}, {byte}, {shifted} : i32"));
-                let nib = b.op(format!("arith.andi {nib}, {c15} : i32"));
-                let q = b.op(format!("arith.sitofp {nib} : i32 to f32"));
-                if format == Q::Q4_0 {
-                    let c8 = b.op("arith.constant 8.0 : f32".into());
-                    let q = b.op(format!("arith.subf {q}, {c8} : f32"));
-                    b.op(format!("arith.mulf {q}, {d} : f32"))
-                } else {
-                    let m = half_at(b, 2);
-                    let qd = b.op(format!("arith.mulf {q}, {d} : f32"));
-                    b.op(format!("arith.addf {qd}, {m} : f32"))
-                }
-            }
-        };
+        let wv = decode_quant(b, &ws, &wt, &[n], &k, format);
         let xv = b.convert(&a[0], xd, DType::F32);
         let p = b.op(format!("arith.mulf {xv}, {wv} fastmath<contract> : f32"));
         b.op(format!("arith.addf {}, {p} fastmath<contract> : f32", a[1]))
     });
     convert_into(e, &r, out)
+}
+
+/// `dequantize(w)`: each output element decodes its weight from `w`'s blocks.
+fn dequantize(e: &mut Emitter, w: &Val, format: max_dialects::QuantFormat, out: &Val) -> Val {
+    let n = out.ty.dims.len();
+    let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    let (ws, wt, od) = (w.ssa.clone(), w.ty.tensor(), out.ty.dtype);
+    generic(e, vec![amap(n, &ident)], &vec![false; n], &[], out, |b, _| {
+        let idx: Vec<String> = (0..n).map(|i| b.op(format!("linalg.index {i} : index"))).collect();
+        let v = decode_quant(b, &ws, &wt, &idx[..n - 1], &idx[n - 1], format);
+        b.convert(&v, DType::F32, od)
+    })
 }
 
 /// Scaled dot-product attention: scores `[B, Hq, S, T]` by one contraction (kv heads read
@@ -1320,8 +1348,9 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
         Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
         Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
         Op::QMatMul { format } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],
+        Op::Dequantize { format } => vec![dequantize(e, &ins[0], *format, out)],
         Op::Attention { causal, scale } => vec![attention(e, &ins[0], &ins[1], &ins[2], *causal, *scale, out)],
-        Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } => {
+        Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } | Op::CacheWrite { .. } | Op::CachedAttention { .. } => {
             unreachable!("{} is not lowered here", op.name())
         }
     }
@@ -1329,6 +1358,9 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
 
 /// Generates the `func.func` of one kernel.
 pub fn kernel_func(spec: &KernelSpec) -> String {
+    if crate::kv_cache::is_cache_kernel(spec) {
+        return crate::kv_cache::kernel_func(spec);
+    }
     let mut e = Emitter { body: String::new(), next: 0 };
     let nin = spec.inputs.len();
     let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();

@@ -73,13 +73,25 @@ impl Program {
         let mut of_value: HashMap<ValueId, usize> = HashMap::new();
         let sig = |v: ValueId, name: String| {
             let t = graph.ty(v);
-            TensorSig { name, dtype: t.dtype, shape: t.dims.iter().map(|d| shift(d, base)).collect() }
+            TensorSig { name, dtype: t.dtype, shape: t.dims.iter().map(|d| shift(d, base)).collect(), mutable: false }
         };
         let buffer = |v: ValueId, kind: BufferKind| {
             let t = graph.ty(v);
             Buffer { dtype: t.dtype, shape: t.dims.iter().map(|d| shift(d, base)).collect(), kind }
         };
-        let inputs: Vec<TensorSig> = graph.inputs.iter().map(|i| sig(i.value, i.name.clone())).collect();
+        // Inputs a cache write updates are the caller's mutable state.
+        let mutable: HashSet<ValueId> = graph.nodes.iter().filter(|n| matches!(n.op, Op::CacheWrite { .. })).map(|n| n.inputs[0]).collect();
+        for n in graph.nodes.iter().filter(|n| matches!(n.op, Op::CacheWrite { .. })) {
+            let root = cache_root(graph, n.inputs[0]);
+            if !graph.inputs.iter().any(|i| i.value == root) {
+                return Err(Diagnostic::new(&n.loc, "'max.cache_write' must write a graph input (the caller's KV cache) or the result of another cache write").into());
+            }
+        }
+        let inputs: Vec<TensorSig> = graph
+            .inputs
+            .iter()
+            .map(|i| TensorSig { mutable: mutable.contains(&i.value), ..sig(i.value, i.name.clone()) })
+            .collect();
         for (k, i) in graph.inputs.iter().enumerate() {
             buffers.push(buffer(i.value, BufferKind::Input(k)));
             of_value.insert(i.value, buffers.len() - 1);
@@ -216,7 +228,12 @@ impl Program {
             });
         }
         for &o in &outputs {
-            buffers.push(buffer(o, BufferKind::Temp));
+            // A cache write updates its cache operand's buffer in place.
+            let kind = match &last.op {
+                Op::CacheWrite { .. } => BufferKind::Alias(of_value[&last.inputs[0]]),
+                _ => BufferKind::Temp,
+            };
+            buffers.push(buffer(o, kind));
             of_value.insert(o, buffers.len() - 1);
         }
         let bindings: Vec<usize> = inputs.iter().chain(&outputs).map(|v| of_value[v]).collect();
@@ -224,7 +241,15 @@ impl Program {
         let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), ops.join("_"));
         let partition = region.partition.as_ref().map(|p| inputs.iter().map(|v| p.get(v).copied().unwrap_or(false)).collect::<Vec<bool>>());
         let root = &graph.nodes[region.nodes[0]];
-        let workgroups = if partition.is_some() { shift(&partition_extent(graph, root), base) } else { DimExpr::Const(1) };
+        let workgroups = if partition.is_some() {
+            shift(&partition_extent(graph, root), base)
+        } else if let Op::CachedAttention { .. } = root.op {
+            // One work item per (batch row, head, query), dealt out by the kernel itself.
+            let q = graph.ty(root.inputs[0]);
+            shift(&DimExpr::product(&q.dims[..3]), base)
+        } else {
+            DimExpr::Const(1)
+        };
         let mut push: Vec<DimExpr> = Vec::new();
         let mut dims = Vec::new();
         for &b in &bindings {
@@ -293,6 +318,17 @@ fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
     let t = graph.ty(v);
     let (k, n) = (t.dims[0].as_const().unwrap(), t.dims[1].as_const().unwrap());
     Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
+}
+
+/// The value a chain of cache writes started from.
+fn cache_root(graph: &Graph, mut v: ValueId) -> ValueId {
+    while let Some(p) = graph.producer(v) {
+        match &graph.nodes[p].op {
+            Op::CacheWrite { .. } => v = graph.nodes[p].inputs[0],
+            _ => break,
+        }
+    }
+    v
 }
 
 fn sanitize(s: &str) -> String {

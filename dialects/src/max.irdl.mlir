@@ -297,4 +297,38 @@ irdl.dialect @max {
     %r0 = irdl.base "!builtin.tensor"
     irdl.results(result: %r0)
   }
+  // dequantize(w): GGUF blocks (i8 bytes) to f32.
+  irdl.operation @dequantize {
+    %o0 = irdl.base "!builtin.tensor"
+    irdl.operands(input: %o0)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "format" = %a0 }
+  }
+  // In-place write of new keys or values into one layer of a KV cache; the result is the
+  // cache buffer itself.
+  irdl.operation @cache_write {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    %o2 = irdl.base "!builtin.tensor"
+    %o3 = irdl.base "!builtin.tensor"
+    irdl.operands(cache: %o0, new: %o1, positions: %o2, slots: %o3)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "layer" = %a0 }
+  }
+  irdl.operation @cached_attention {
+    %o0 = irdl.base "!builtin.tensor"
+    %o1 = irdl.base "!builtin.tensor"
+    %o2 = irdl.base "!builtin.tensor"
+    %o3 = irdl.base "!builtin.tensor"
+    %o4 = irdl.base "!builtin.tensor"
+    irdl.operands(query: %o0, key_cache: %o1, value_cache: %o2, positions: %o3, slots: %o4)
+    %r0 = irdl.base "!builtin.tensor"
+    irdl.results(result: %r0)
+    %a0 = irdl.any
+    irdl.attributes { "layer" = %a0 }
+  }
 }

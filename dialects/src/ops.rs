@@ -103,6 +103,19 @@ pub enum Op {
     /// `causal`, query i sits at position `T - S + i` and sees keys `0..=T - S + i`.
     /// `scale` defaults to `1/sqrt(D)`.
     Attention { causal: bool, scale: Option<f64> },
+    /// `dequantize(w)`: `w[..., n * block_bytes]` i8 GGUF blocks to `f32[..., n * 32]`
+    /// (an embedding table stays quantized; the rows a `gather` picks are expanded).
+    Dequantize { format: QuantFormat },
+    /// Writes `new[B, S, H, D]` into layer `layer` of a KV cache `cache[L, Bmax, T, H, D]`
+    /// in place: row `b` goes to `cache[layer, slot[b], pos[b] .. pos[b] + S]`. The result
+    /// is the cache itself (the same buffer), which readers take as their operand so that
+    /// they run after the write. Operands: `cache, new, pos[B], slot[B]` (i32).
+    CacheWrite { layer: i64 },
+    /// Causal grouped-query attention of `q[B, S, Hq, D]` over a KV cache: query `s` of row
+    /// `b` sits at position `pos[b] + s` and sees keys `0 ..= pos[b] + s` of
+    /// `k_cache[layer, slot[b]]` / `v_cache[layer, slot[b]]` (`[L, Bmax, T, Hkv, D]`).
+    /// Operands: `q, k_cache, v_cache, pos[B], slot[B]`. `scale` defaults to `1/sqrt(D)`.
+    CachedAttention { layer: i64, scale: Option<f64> },
 }
 
 /// GGUF block formats `max.qmatmul` reads (32 weights a block).
@@ -243,6 +256,16 @@ impl Attrs<'_> {
     }
 }
 
+/// The `format` attribute of a quantized op.
+fn quant_format(a: &Attrs, op: &str) -> Result<QuantFormat, String> {
+    match a.string("format")?.as_str() {
+        "q4_0" => Ok(QuantFormat::Q4_0),
+        "q4_1" => Ok(QuantFormat::Q4_1),
+        "q8_0" => Ok(QuantFormat::Q8_0),
+        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\" or \"q8_0\", got \"{other}\"")),
+    }
+}
+
 impl Op {
     /// Every op name of the dialect, without the `max.` prefix.
     pub fn all_names() -> Vec<&'static str> {
@@ -252,6 +275,7 @@ impl Op {
         v.extend([
             "cast", "matmul", "transpose", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
             "reshape", "broadcast_to", "concat", "split", "slice", "gather", "custom", "rms_norm", "layer_norm", "rope", "qmatmul", "attention",
+            "dequantize", "cache_write", "cached_attention",
         ]);
         v
     }
@@ -344,15 +368,11 @@ impl Op {
             "custom" => Op::Custom { name: a.string("name")? },
             "rms_norm" => Op::RmsNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
             "layer_norm" => Op::LayerNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
-            "qmatmul" => Op::QMatMul {
-                format: match a.string("format")?.as_str() {
-                    "q4_0" => QuantFormat::Q4_0,
-                    "q4_1" => QuantFormat::Q4_1,
-                    "q8_0" => QuantFormat::Q8_0,
-                    other => return Err(format!("'max.qmatmul' format must be \"q4_0\", \"q4_1\" or \"q8_0\", got \"{other}\"")),
-                },
-            },
+            "qmatmul" => Op::QMatMul { format: quant_format(&a, "qmatmul")? },
             "attention" => Op::Attention { causal: a.opt_bool("causal")?.unwrap_or(false), scale: a.opt_float("scale")? },
+            "dequantize" => Op::Dequantize { format: quant_format(&a, "dequantize")? },
+            "cache_write" => Op::CacheWrite { layer: a.int("layer")? },
+            "cached_attention" => Op::CachedAttention { layer: a.int("layer")?, scale: a.opt_float("scale")? },
             "rope" => Op::Rope { base: a.opt_float("base")?.unwrap_or(10000.0), interleaved: a.opt_bool("interleaved")?.unwrap_or(false) },
             other => return Err(format!("unknown op 'max.{other}'")),
         })
@@ -384,6 +404,9 @@ impl Op {
             Op::Rope { .. } => "rope",
             Op::QMatMul { .. } => "qmatmul",
             Op::Attention { .. } => "attention",
+            Op::Dequantize { .. } => "dequantize",
+            Op::CacheWrite { .. } => "cache_write",
+            Op::CachedAttention { .. } => "cached_attention",
         }
     }
 
@@ -435,7 +458,14 @@ impl Op {
             }
             Op::Custom { name } => kv.push(format!("name = {name:?}")),
             Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => kv.push(format!("epsilon = {epsilon:e} : f64")),
-            Op::QMatMul { format } => kv.push(format!("format = {:?}", format.name())),
+            Op::QMatMul { format } | Op::Dequantize { format } => kv.push(format!("format = {:?}", format.name())),
+            Op::CacheWrite { layer } => kv.push(format!("layer = {layer} : i64")),
+            Op::CachedAttention { layer, scale } => {
+                kv.push(format!("layer = {layer} : i64"));
+                if let Some(s) = scale {
+                    kv.push(format!("scale = {s:e} : f64"));
+                }
+            }
             Op::Attention { causal, scale } => {
                 if *causal {
                     kv.push("causal = true".into());

@@ -563,6 +563,62 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             })?;
             Ok(vec![TensorType::new(x.dtype, vec![x.dims[0].clone(), w.dims[0].clone()])])
         }
+        Op::Dequantize { format } => {
+            expect_arity(node, 1)?;
+            let w = &ins[0];
+            let bb = format.block_bytes();
+            let last = w.dims.last().and_then(DimExpr::as_const).filter(|b| b % bb == 0);
+            let (Some(bytes), DType::I8) = (last, w.dtype) else {
+                return Err(format!("'max.dequantize' {} takes i8 blocks with a static last dim that is a multiple of {bb} bytes, got {}", format.name(), w.describe(names)));
+            };
+            let mut dims = w.dims.clone();
+            *dims.last_mut().unwrap() = DimExpr::Const(bytes / bb * 32);
+            Ok(vec![TensorType::new(DType::F32, dims)])
+        }
+        Op::CacheWrite { layer } => {
+            expect_arity(node, 4)?;
+            let (cache, new) = (&ins[0], &ins[1]);
+            check_cache(name, cache, *layer, names)?;
+            if new.rank() != 4 || !new.dtype.is_float() {
+                return Err(format!("'max.cache_write' new entries must be a rank-4 float tensor [batch, seq, heads, dim], got {}", new.describe(names)));
+            }
+            for (i, what) in [(2usize, "head counts"), (3, "head dims")] {
+                uf.unify(&cache.dims[i + 1], &new.dims[i])
+                    .ok_or_else(|| format!("'max.cache_write' {what} of cache and new entries differ: {} vs {}", show(&cache.dims[i + 1], names), show(&new.dims[i], names)))?;
+            }
+            check_rows(name, &ins[2..4], &new.dims[0], uf, names)?;
+            Ok(vec![cache.clone()])
+        }
+        Op::CachedAttention { layer, .. } => {
+            expect_arity(node, 5)?;
+            let (q, kc, vc) = (&ins[0], &ins[1], &ins[2]);
+            if q.rank() != 4 || !q.dtype.is_float() {
+                return Err(format!("'max.cached_attention' query must be a rank-4 float tensor [batch, seq, heads, dim], got {}", q.describe(names)));
+            }
+            check_cache(name, kc, *layer, names)?;
+            check_cache(name, vc, *layer, names)?;
+            if kc.dtype != vc.dtype {
+                return Err(format!("'max.cached_attention' key and value caches differ in dtype: {} vs {}", kc.dtype, vc.dtype));
+            }
+            for i in 0..4 {
+                uf.unify(&kc.dims[i], &vc.dims[i])
+                    .ok_or_else(|| format!("'max.cached_attention' key and value caches differ: {} vs {}", kc.describe(names), vc.describe(names)))?;
+            }
+            uf.unify(&q.dims[3], &kc.dims[4])
+                .ok_or_else(|| format!("'max.cached_attention' query head dim {} differs from the cache's {}", show(&q.dims[3], names), show(&kc.dims[4], names)))?;
+            match (q.dims[2].as_const(), kc.dims[3].as_const(), q.dims[3].as_const(), vc.dims[4].as_const()) {
+                (Some(hq), Some(hkv), Some(d), Some(dv)) if hkv > 0 && hq % hkv == 0 && d % 8 == 0 && dv == d => {}
+                _ => {
+                    return Err(format!(
+                        "'max.cached_attention' needs static heads, query heads a multiple of kv heads and a head dim that is a multiple of 8, got query {} and cache {}",
+                        q.describe(names),
+                        kc.describe(names)
+                    ))
+                }
+            }
+            check_rows(name, &ins[3..5], &q.dims[0], uf, names)?;
+            Ok(vec![q.clone()])
+        }
         Op::Rope { base, .. } => {
             expect_arity(node, 2)?;
             let (x, pos) = (&ins[0], &ins[1]);
@@ -574,12 +630,14 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                 Some(d) if d % 2 == 0 && d > 0 => {}
                 _ => return Err(format!("'max.rope' head_dim must be static and even, got {}", show(&x.dims[x.rank() - 1], names))),
             }
-            if !matches!(pos.dtype, DType::I32 | DType::I64) || pos.rank() != 1 {
-                return Err(format!("'max.rope' positions must be a 1-D i32 or i64 tensor, got {}", pos.describe(names)));
+            // Positions per sequence index `[S]`, or per batch row and index `[B, S]`.
+            if !matches!(pos.dtype, DType::I32 | DType::I64) || pos.rank() == 0 || pos.rank() > 2 || pos.rank() + 2 > x.rank() {
+                return Err(format!("'max.rope' positions must be an i32 or i64 tensor [seq] or [batch, seq], got {}", pos.describe(names)));
             }
-            let seq = &x.dims[x.rank() - 3];
-            uf.unify(seq, &pos.dims[0])
-                .ok_or_else(|| format!("'max.rope' has {} positions for a sequence of {}", show(&pos.dims[0], names), show(seq, names)))?;
+            let lead = &x.dims[x.rank() - 2 - pos.rank()..x.rank() - 2];
+            for (d, p) in lead.iter().zip(&pos.dims) {
+                uf.unify(d, p).ok_or_else(|| format!("'max.rope' positions {} do not match the input's {}", pos.describe(names), show(d, names)))?;
+            }
             if base.is_nan() || *base <= 0.0 {
                 return Err(format!("'max.rope' base must be > 0, got {base}"));
             }
@@ -652,4 +710,33 @@ mod tests {
         assert_eq!(g.ty(s).static_dims(), vec![Some(2), Some(3)]);
         assert_eq!(g.ty(c).static_dims(), vec![Some(12), Some(3)]);
     }
+}
+
+/// A KV cache operand: `[layers, max_batch, max_len, heads, head_dim]`, float, static layer
+/// count, heads and head dim, with `layer` in range.
+fn check_cache(op: &str, cache: &TensorType, layer: i64, names: &[String]) -> Result<(), String> {
+    if cache.rank() != 5 || !cache.dtype.is_float() {
+        return Err(format!("'max.{op}' cache must be a rank-5 float tensor [layers, max_batch, max_len, heads, head_dim], got {}", cache.describe(names)));
+    }
+    let Some(layers) = cache.dims[0].as_const() else {
+        return Err(format!("'max.{op}' cache layer count must be static, got {}", cache.describe(names)));
+    };
+    if cache.dims[3].as_const().is_none() || cache.dims[4].as_const().is_none() {
+        return Err(format!("'max.{op}' cache heads and head dim must be static, got {}", cache.describe(names)));
+    }
+    if layer < 0 || layer >= layers {
+        return Err(format!("'max.{op}' layer {layer} is out of range for a cache of {layers} layers"));
+    }
+    Ok(())
+}
+
+/// Per-row `positions[B]` and `slots[B]` operands: i32, one per batch row.
+fn check_rows(op: &str, rows: &[TensorType], batch: &DimExpr, uf: &mut SymUnion, names: &[String]) -> Result<(), String> {
+    for (t, what) in rows.iter().zip(["positions", "slots"]) {
+        if t.dtype != DType::I32 || t.rank() != 1 {
+            return Err(format!("'max.{op}' {what} must be a 1-D i32 tensor [batch], got {}", t.describe(names)));
+        }
+        uf.unify(batch, &t.dims[0]).ok_or_else(|| format!("'max.{op}' has {} {what} for a batch of {}", show(&t.dims[0], names), show(batch, names)))?;
+    }
+    Ok(())
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"MAXA\0\r\n\x1a";
 /// The artifact format version this runtime reads and the compiler writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Kernel ABI version: the kernel library exports `max_abi_version` with this value.
 /// Version 2: kernels return an `int32_t` status (0 = success).
 pub const KERNEL_ABI_VERSION: u32 = 2;
@@ -79,6 +79,9 @@ pub enum SectionKind {
     CpuKernels,
     /// Raw little-endian tensor data.
     Weight,
+    /// Other named data the artifact carries (an LLM's tokenizer, chat template and
+    /// configuration), read with [`Artifact::data_section`].
+    Data,
 }
 
 /// An entry point (a compiled graph function).
@@ -101,6 +104,10 @@ pub struct TensorSig {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<DimExpr>,
+    /// An input the program updates in place (a KV cache): the caller passes it as state
+    /// with [`crate::Model::execute_with_state`] and keeps it between calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mutable: bool,
 }
 
 /// A buffer of the program.
@@ -308,7 +315,14 @@ impl Artifact {
         &self.origin
     }
 
-    /// The bytes of section `index`.
+    /// The bytes of the data section `name` (see [`SectionKind::Data`]), if there is one.
+    pub fn data_section(&self, name: &str) -> Option<&[u8]> {
+        let m = self.manifest();
+        let i = m.sections.iter().position(|s| s.name == name && s.kind == SectionKind::Data)?;
+        Some(self.section_bytes(i))
+    }
+
+    /// The bytes of section `index` (see [`Manifest::sections`]).
     pub fn section_bytes(&self, index: usize) -> &[u8] {
         let s = &self.manifest.sections[index];
         &self.bytes()[s.offset as usize..(s.offset + s.size) as usize]

@@ -25,6 +25,8 @@ pub enum RuntimeError {
     KernelLoad(String),
     #[error("entry '{entry}' takes {expected} input(s) ({names}), got {got}")]
     InputCount { entry: String, expected: usize, got: usize, names: String },
+    #[error("entry '{entry}' updates {expected} state tensor(s) in place ({names}); pass them with execute_with_state, got {got}")]
+    StateCount { entry: String, expected: usize, got: usize, names: String },
     #[error("input '{name}' must be {expected}, got {got}")]
     InputDType { name: String, expected: DType, got: DType },
     #[error("input '{name}' must have shape {expected}, got {got:?}")]

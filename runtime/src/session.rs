@@ -108,11 +108,45 @@ impl Model {
     }
 
     /// Runs the entry `name` on `inputs` (in signature order) and returns its outputs.
+    /// An entry with mutable inputs (state such as a KV cache) needs
+    /// [`Model::execute_with_state`].
     pub fn execute_entry(&self, name: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.execute_with_state(name, inputs, &mut [])
+    }
+
+    /// Runs the entry `name` with `inputs` (its read-only inputs, in signature order) and
+    /// `state` (its mutable inputs, in signature order), which the program updates in place
+    /// and the caller keeps between calls.
+    pub fn execute_with_state(&self, name: &str, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let m = self.artifact.manifest();
         let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
         let entry = &m.entries[entry_index];
-        let syms = bind_inputs(entry, inputs, &m.symbols)?;
+        let n_state = entry.inputs.iter().filter(|s| s.mutable).count();
+        if inputs.len() + n_state != entry.inputs.len() || state.len() != n_state {
+            let names = |mutable: bool| entry.inputs.iter().filter(|s| s.mutable == mutable).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(if state.len() != n_state {
+                RuntimeError::StateCount { entry: entry.name.clone(), expected: n_state, got: state.len(), names: names(true) }
+            } else {
+                RuntimeError::InputCount { entry: entry.name.clone(), expected: entry.inputs.len() - n_state, got: inputs.len(), names: names(false) }
+            });
+        }
+        // Every input in signature order, and where its memory is.
+        let mut ptrs_in: Vec<*mut u8> = Vec::with_capacity(entry.inputs.len());
+        let mut all: Vec<&Tensor> = Vec::with_capacity(entry.inputs.len());
+        let (mut ri, mut si) = (0, 0);
+        let state_ptrs: Vec<*mut u8> = state.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
+        for sig in &entry.inputs {
+            if sig.mutable {
+                all.push(&state[si]);
+                ptrs_in.push(state_ptrs[si]);
+                si += 1;
+            } else {
+                all.push(&inputs[ri]);
+                ptrs_in.push(inputs[ri].bytes().as_ptr() as *mut u8);
+                ri += 1;
+            }
+        }
+        let syms = bind_inputs(entry, &all, &m.symbols)?;
 
         // Shapes and memory of every buffer.
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
@@ -122,7 +156,7 @@ impl Model {
             let shape = b.shape.iter().map(|d| d.eval(&syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
             let bytes = shape.iter().product::<usize>() * b.dtype.size_bytes();
             let (ptr, temp) = match b.kind {
-                BufferKind::Input(i) => (inputs[i].bytes().as_ptr() as *mut u8, None),
+                BufferKind::Input(i) => (ptrs_in[i], None),
                 BufferKind::Weight(s) => (self.artifact.section_bytes(s).as_ptr() as *mut u8, None),
                 BufferKind::Alias(a) => {
                     // A reshape whose size is only known at run time must keep the count.
@@ -194,7 +228,7 @@ impl Model {
 }
 
 /// Checks inputs against the entry signature and binds the dimension symbols.
-fn bind_inputs(entry: &Entry, inputs: &[Tensor], names: &[String]) -> Result<Vec<Option<i64>>, RuntimeError> {
+fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Vec<Option<i64>>, RuntimeError> {
     if inputs.len() != entry.inputs.len() {
         return Err(RuntimeError::InputCount {
             entry: entry.name.clone(),

@@ -13,7 +13,7 @@ fn manifest(target: Target, entries: Vec<Entry>) -> Manifest {
 }
 
 fn identity_entry(input_index: usize) -> Entry {
-    let sig = TensorSig { name: "x".into(), dtype: DType::F32, shape: vec![DimExpr::Sym(0)] };
+    let sig = TensorSig { name: "x".into(), dtype: DType::F32, shape: vec![DimExpr::Sym(0)], mutable: false };
     Entry {
         name: "id".into(),
         inputs: vec![sig.clone()],

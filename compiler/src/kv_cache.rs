@@ -1,0 +1,216 @@
+//! KV-cache kernels, emitted directly at the memref level: the in-place cache write and
+//! attention over the cache.
+//!
+//! Both index the cache per batch row (`slot[b]`, `pos[b]`) and loop to a per-query bound
+//! (`pos[b] + s`), which linalg on tensors cannot express; and the write must update the
+//! caller's cache buffer in place. So these kernels skip the tensor pipeline: they are
+//! `scf`/`vector` loops over the binding memrefs, with the same kernel ABI as every other
+//! kernel (bindings, then workgroup id and count).
+//!
+//! Cache layout: `[layers, max_batch, max_len, kv_heads, head_dim]`.
+
+use crate::lower::{BindingType, KernelSpec};
+use max_dialects::{DType, Op};
+use std::fmt::Write;
+
+/// Lanes of the vectors attention works in (head dims are multiples of it).
+const VL: i64 = 8;
+
+/// Whether `spec` is a KV-cache kernel this module generates.
+pub fn is_cache_kernel(spec: &KernelSpec) -> bool {
+    spec.native.is_none() && spec.body.len() == 1 && matches!(spec.body[0].op, Op::CacheWrite { .. } | Op::CachedAttention { .. })
+}
+
+/// Whether the kernel writes a buffer it also reads through another binding (its bindings
+/// must not be marked `noalias`).
+pub fn writes_in_place(spec: &KernelSpec) -> bool {
+    spec.body.iter().any(|f| matches!(f.op, Op::CacheWrite { .. }))
+}
+
+/// The `func.func` of a KV-cache kernel.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
+    let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
+    let mut s = format!("  func.func @{}({}, %wg: index, %nwg: index) {{\n", spec.name, args.join(", "));
+    s.push_str("    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %c2 = arith.constant 2 : index\n");
+    match &spec.body[0].op {
+        Op::CacheWrite { layer } => cache_write(&mut s, &bindings, *layer),
+        Op::CachedAttention { layer, scale } => cached_attention(&mut s, &bindings, *layer, *scale),
+        _ => unreachable!("is_cache_kernel checked the op"),
+    }
+    s.push_str("    return\n  }\n");
+    s
+}
+
+/// Scalar conversion between float types (`f32` compute type).
+fn convert(v: &str, from: DType, to: DType, vec: Option<i64>) -> Option<String> {
+    let ty = |d: DType| match vec {
+        Some(n) => format!("vector<{n}x{}>", d.mlir_name()),
+        None => d.mlir_name().to_string(),
+    };
+    if from == to {
+        return None;
+    }
+    let op = if from.size_bytes() < to.size_bytes() { "arith.extf" } else { "arith.truncf" };
+    Some(format!("{op} {v} : {} to {}", ty(from), ty(to)))
+}
+
+/// Row `b`'s slot and start position as indices, and whether they are in range for a
+/// write or read of `len` positions: `0 <= slot < max_batch`, `0 <= pos`,
+/// `pos + len <= max_len`. Out-of-range rows are skipped (the host checks them first and
+/// reports the error; this keeps a bad call from touching memory outside the cache).
+fn row_bounds(s: &mut String, cache: &BindingType, cache_ssa: &str, pos: &str, slot: &str, b: &str, len: &str, p: &str) -> (String, String, String) {
+    let cm = cache.memref();
+    let _ = write!(
+        s,
+        "    {p}bmax = memref.dim {cache_ssa}, %c1 : {cm}\n    {p}tmax = memref.dim {cache_ssa}, %c2 : {cm}\n    \
+         {p}p32 = memref.load {pos}[{b}] : memref<?xi32>\n    {p}s32 = memref.load {slot}[{b}] : memref<?xi32>\n    \
+         {p}pos = arith.index_cast {p}p32 : i32 to index\n    {p}slot = arith.index_cast {p}s32 : i32 to index\n    \
+         {p}end = arith.addi {p}pos, {len} : index\n    \
+         {p}ok0 = arith.cmpi sge, {p}slot, %c0 : index\n    {p}ok1 = arith.cmpi slt, {p}slot, {p}bmax : index\n    \
+         {p}ok2 = arith.cmpi sge, {p}pos, %c0 : index\n    {p}ok3 = arith.cmpi sle, {p}end, {p}tmax : index\n    \
+         {p}ok01 = arith.andi {p}ok0, {p}ok1 : i1\n    {p}ok23 = arith.andi {p}ok2, {p}ok3 : i1\n    \
+         {p}ok = arith.andi {p}ok01, {p}ok23 : i1\n"
+    );
+    (format!("{p}pos"), format!("{p}slot"), format!("{p}ok"))
+}
+
+/// `cache[layer, slot[b], pos[b] + s, h, d] = new[b, s, h, d]`. Bindings: cache (read
+/// only for its shape), new, pos, slot, result (the same buffer as cache).
+fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
+    let (new, out) = (b[1], b[4]);
+    let (nm, om) = (new.memref(), out.memref());
+    let heads = new.dims[2].expect("verifier: static heads");
+    let hd = new.dims[3].expect("verifier: static head dim");
+    // The result binding is the cache: bounds come from it.
+    let _ = write!(
+        s,
+        "    %layer = arith.constant {layer} : index\n    \
+         %nb = memref.dim %b1, %c0 : {nm}\n    %ns = memref.dim %b1, %c1 : {nm}\n    \
+         %nh = arith.constant {heads} : index\n    %nd = arith.constant {hd} : index\n    \
+         scf.for %bi = %c0 to %nb step %c1 {{\n"
+    );
+    let (pos, slot, ok) = row_bounds(s, out, "%b4", "%b2", "%b3", "%bi", "%ns", "%r");
+    let conv = convert("%x", new.dtype, out.dtype, None);
+    let _ = write!(
+        s,
+        "    scf.if {ok} {{\n    scf.for %si = %c0 to %ns step %c1 {{\n    %t = arith.addi {pos}, %si : index\n    \
+         scf.for %hi = %c0 to %nh step %c1 {{\n    scf.for %di = %c0 to %nd step %c1 {{\n    \
+         %x = memref.load %b1[%bi, %si, %hi, %di] : {nm}\n"
+    );
+    let y = match conv {
+        Some(c) => {
+            let _ = writeln!(s, "    %y = {c}");
+            "%y"
+        }
+        None => "%x",
+    };
+    let _ = write!(s, "    memref.store {y}, %b4[%layer, {slot}, %t, %hi, %di] : {om}\n    }}\n    }}\n    }}\n    }}\n    }}\n");
+}
+
+/// Causal attention over the cache, one query `(b, h, s)` at a time with an online softmax:
+/// a running max `m`, sum `l` and weighted value sum `acc` (head_dim/8 vectors) are carried
+/// over the keys `0 ..= pos[b] + s`. Queries are dealt to workgroups round-robin, which
+/// evens out the causal triangle's uneven costs.
+/// Bindings: q, k_cache, v_cache, pos, slot, out.
+fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Option<f64>) {
+    let (q, kc, vc, out) = (b[0], b[1], b[2], b[5]);
+    let (qm, km, vm, om) = (q.memref(), kc.memref(), vc.memref(), out.memref());
+    let hq = q.dims[2].expect("verifier: static heads");
+    let hkv = kc.dims[3].expect("verifier: static kv heads");
+    let hd = q.dims[3].expect("verifier: static head dim");
+    let group = hq / hkv;
+    let nv = hd / VL;
+    let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
+    let vf = format!("vector<{VL}xf32>");
+    let vt = |d: DType| format!("vector<{VL}x{}>", d.mlir_name());
+    let _ = write!(
+        s,
+        "    %layer = arith.constant {layer} : index\n    \
+         %nb = memref.dim %b0, %c0 : {qm}\n    %ns = memref.dim %b0, %c1 : {qm}\n    \
+         %nh = arith.constant {hq} : index\n    %grp = arith.constant {group} : index\n    \
+         %hs = arith.muli %nh, %ns : index\n    %total = arith.muli %nb, %hs : index\n    \
+         %scale = arith.constant {} : f32\n    %ninf = arith.constant 0xFF800000 : f32\n    \
+         %zero = arith.constant 0.0 : f32\n    %vzero = arith.constant dense<0.0> : {vf}\n    \
+         scf.for %item = %wg to %total step %nwg {{\n    \
+         %bi = arith.divui %item, %hs : index\n    %rem = arith.remui %item, %hs : index\n    \
+         %hi = arith.divui %rem, %ns : index\n    %si = arith.remui %rem, %ns : index\n    \
+         %kvh = arith.divui %hi, %grp : index\n    %len0 = arith.addi %si, %c1 : index\n",
+        crate::lower::float_lit(scale)
+    );
+    let (pos, slot, ok) = row_bounds(s, kc, "%b1", "%b3", "%b4", "%bi", "%len0", "%r");
+    let _ = writeln!(s, "    scf.if {ok} {{\n    %len = arith.addi {pos}, %len0 : index");
+    // The query, scaled, as f32 vectors.
+    for j in 0..nv {
+        let _ = writeln!(s, "    %qo{j} = arith.constant {} : index", j * VL);
+        let _ = writeln!(s, "    %qr{j} = vector.load %b0[%bi, %si, %hi, %qo{j}] : {qm}, {}", vt(q.dtype));
+        let src = match convert(&format!("%qr{j}"), q.dtype, DType::F32, Some(VL)) {
+            Some(c) => {
+                let _ = writeln!(s, "    %qx{j} = {c}");
+                format!("%qx{j}")
+            }
+            None => format!("%qr{j}"),
+        };
+        let _ = writeln!(s, "    %qsb{j} = vector.broadcast %scale : f32 to {vf}\n    %q{j} = arith.mulf {src}, %qsb{j} : {vf}");
+    }
+    let accs: Vec<String> = (0..nv).map(|j| format!("%acc{j} = %vzero")).collect();
+    let acc_ty = vec![vf.clone(); nv as usize].join(", ");
+    let _ = writeln!(
+        s,
+        "    %res:{} = scf.for %t = %c0 to %len step %c1 iter_args(%m = %ninf, %l = %zero, {}) -> (f32, f32, {acc_ty}) {{",
+        nv + 2,
+        accs.join(", ")
+    );
+    // score = q . k[t]
+    for j in 0..nv {
+        let _ = writeln!(s, "      %kr{j} = vector.load %b1[%layer, {slot}, %t, %kvh, %qo{j}] : {km}, {}", vt(kc.dtype));
+        let k = match convert(&format!("%kr{j}"), kc.dtype, DType::F32, Some(VL)) {
+            Some(c) => {
+                let _ = writeln!(s, "      %kx{j} = {c}");
+                format!("%kx{j}")
+            }
+            None => format!("%kr{j}"),
+        };
+        if j == 0 {
+            let _ = writeln!(s, "      %dot0 = arith.mulf %q0, {k} : {vf}");
+        } else {
+            let _ = writeln!(s, "      %dot{j} = vector.fma %q{j}, {k}, %dot{} : {vf}", j - 1);
+        }
+    }
+    let _ = write!(
+        s,
+        "      %sc = vector.reduction <add>, %dot{} fastmath<reassoc> : {vf} into f32\n      \
+         %mn = arith.maximumf %m, %sc : f32\n      %dm = arith.subf %m, %mn : f32\n      %corr = math.exp %dm : f32\n      \
+         %ds = arith.subf %sc, %mn : f32\n      %pe = math.exp %ds : f32\n      \
+         %lc = arith.mulf %l, %corr : f32\n      %ln = arith.addf %lc, %pe : f32\n      \
+         %corrv = vector.broadcast %corr : f32 to {vf}\n      %pev = vector.broadcast %pe : f32 to {vf}\n",
+        nv - 1
+    );
+    let mut next = Vec::new();
+    for j in 0..nv {
+        let _ = writeln!(s, "      %vr{j} = vector.load %b2[%layer, {slot}, %t, %kvh, %qo{j}] : {vm}, {}", vt(vc.dtype));
+        let v = match convert(&format!("%vr{j}"), vc.dtype, DType::F32, Some(VL)) {
+            Some(c) => {
+                let _ = writeln!(s, "      %vx{j} = {c}");
+                format!("%vx{j}")
+            }
+            None => format!("%vr{j}"),
+        };
+        let _ = writeln!(s, "      %as{j} = arith.mulf %acc{j}, %corrv : {vf}\n      %an{j} = vector.fma %pev, {v}, %as{j} : {vf}");
+        next.push(format!("%an{j}"));
+    }
+    let _ = writeln!(s, "      scf.yield %mn, %ln, {} : f32, f32, {acc_ty}\n    }}", next.join(", "));
+    let _ = writeln!(s, "    %one = arith.constant 1.0 : f32\n    %inv = arith.divf %one, %res#1 : f32\n    %invv = vector.broadcast %inv : f32 to {vf}");
+    for j in 0..nv {
+        let _ = writeln!(s, "    %o{j} = arith.mulf %res#{}, %invv : {vf}", j + 2);
+        let o = match convert(&format!("%o{j}"), DType::F32, out.dtype, Some(VL)) {
+            Some(c) => {
+                let _ = writeln!(s, "    %oc{j} = {c}");
+                format!("%oc{j}")
+            }
+            None => format!("%o{j}"),
+        };
+        let _ = writeln!(s, "    vector.store {o}, %b5[%bi, %si, %hi, %qo{j}] : {om}, {}", vt(out.dtype));
+    }
+    s.push_str("    }\n    }\n");
+}

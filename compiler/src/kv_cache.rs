@@ -80,23 +80,25 @@ fn row_bounds(s: &mut String, cache: &BindingType, cache_ssa: &str, pos: &str, s
 fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
     let (new, out) = (b[1], b[4]);
     let (nm, om) = (new.memref(), out.memref());
-    let heads = new.dims[2].expect("verifier: static heads");
-    let hd = new.dims[3].expect("verifier: static head dim");
-    // The result binding is the cache: bounds come from it.
+    let r = new.dims.len();
+    let heads = new.dims[r - 2].expect("verifier: static heads");
+    let hd = new.dims[r - 1].expect("verifier: static head dim");
     let _ = write!(
         s,
         "    %layer = arith.constant {layer} : index\n    \
-         %nb = memref.dim %b1, %c0 : {nm}\n    %ns = memref.dim %b1, %c1 : {nm}\n    \
-         %nh = arith.constant {heads} : index\n    %nd = arith.constant {hd} : index\n    \
-         scf.for %bi = %c0 to %nb step %c1 {{\n"
+         %nh = arith.constant {heads} : index\n    %nd = arith.constant {hd} : index\n"
     );
+    let ok_shape = rows_and_seq(s, r, "%b1", &nm, "%b2");
+    // The result binding is the cache: bounds come from it.
+    let _ = write!(s, "    scf.if {ok_shape} {{\n    scf.for %bi = %c0 to %nb step %c1 {{\n");
     let (pos, slot, ok) = row_bounds(s, out, "%b4", "%b2", "%b3", "%bi", "%ns", "%r");
     let conv = convert("%x", new.dtype, out.dtype, None);
+    let _ = writeln!(s, "    scf.if {ok} {{\n    scf.for %si = %c0 to %ns step %c1 {{\n    %t = arith.addi {pos}, %si : index");
+    let tok = token_index(s, r);
     let _ = write!(
         s,
-        "    scf.if {ok} {{\n    scf.for %si = %c0 to %ns step %c1 {{\n    %t = arith.addi {pos}, %si : index\n    \
-         scf.for %hi = %c0 to %nh step %c1 {{\n    scf.for %di = %c0 to %nd step %c1 {{\n    \
-         %x = memref.load %b1[%bi, %si, %hi, %di] : {nm}\n"
+        "    scf.for %hi = %c0 to %nh step %c1 {{\n    scf.for %di = %c0 to %nd step %c1 {{\n    \
+         %x = memref.load %b1[{tok}, %hi, %di] : {nm}\n"
     );
     let y = match conv {
         Some(c) => {
@@ -105,7 +107,7 @@ fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
         }
         None => "%x",
     };
-    let _ = write!(s, "    memref.store {y}, %b4[%layer, {slot}, %t, %hi, %di] : {om}\n    }}\n    }}\n    }}\n    }}\n    }}\n");
+    let _ = write!(s, "    memref.store {y}, %b4[%layer, {slot}, %t, %hi, %di] : {om}\n    }}\n    }}\n    }}\n    }}\n    }}\n    }}\n");
 }
 
 /// Causal attention over the cache, one query `(b, h, s)` at a time with an online softmax:
@@ -116,18 +118,20 @@ fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
 fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, out) = (b[0], b[1], b[2], b[5]);
     let (qm, km, vm, om) = (q.memref(), kc.memref(), vc.memref(), out.memref());
-    let hq = q.dims[2].expect("verifier: static heads");
+    let r = q.dims.len();
+    let hq = q.dims[r - 2].expect("verifier: static heads");
     let hkv = kc.dims[3].expect("verifier: static kv heads");
-    let hd = q.dims[3].expect("verifier: static head dim");
+    let hd = q.dims[r - 1].expect("verifier: static head dim");
     let group = hq / hkv;
     let nv = hd / VL;
     let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
     let vf = format!("vector<{VL}xf32>");
     let vt = |d: DType| format!("vector<{VL}x{}>", d.mlir_name());
+    let ok_shape = rows_and_seq(s, r, "%b0", &qm, "%b3");
+    let _ = writeln!(s, "    scf.if {ok_shape} {{");
     let _ = write!(
         s,
         "    %layer = arith.constant {layer} : index\n    \
-         %nb = memref.dim %b0, %c0 : {qm}\n    %ns = memref.dim %b0, %c1 : {qm}\n    \
          %nh = arith.constant {hq} : index\n    %grp = arith.constant {group} : index\n    \
          %hs = arith.muli %nh, %ns : index\n    %total = arith.muli %nb, %hs : index\n    \
          %scale = arith.constant {} : f32\n    %ninf = arith.constant 0xFF800000 : f32\n    \
@@ -135,15 +139,16 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
          scf.for %item = %wg to %total step %nwg {{\n    \
          %bi = arith.divui %item, %hs : index\n    %rem = arith.remui %item, %hs : index\n    \
          %hi = arith.divui %rem, %ns : index\n    %si = arith.remui %rem, %ns : index\n    \
-         %kvh = arith.divui %hi, %grp : index\n    %len0 = arith.addi %si, %c1 : index\n",
-        crate::lower::float_lit(scale)
+         %kvh = arith.divui %hi, %grp : index\n    %len0 = arith.addi %si, %c1 : index\n    %row = {}\n",
+        crate::lower::float_lit(scale),
+        token_row(r)
     );
     let (pos, slot, ok) = row_bounds(s, kc, "%b1", "%b3", "%b4", "%bi", "%len0", "%r");
     let _ = writeln!(s, "    scf.if {ok} {{\n    %len = arith.addi {pos}, %len0 : index");
     // The query, scaled, as f32 vectors.
     for j in 0..nv {
         let _ = writeln!(s, "    %qo{j} = arith.constant {} : index", j * VL);
-        let _ = writeln!(s, "    %qr{j} = vector.load %b0[%bi, %si, %hi, %qo{j}] : {qm}, {}", vt(q.dtype));
+        let _ = writeln!(s, "    %qr{j} = vector.load %b0[{}, %hi, %qo{j}] : {qm}, {}", token_ref(r), vt(q.dtype));
         let src = match convert(&format!("%qr{j}"), q.dtype, DType::F32, Some(VL)) {
             Some(c) => {
                 let _ = writeln!(s, "    %qx{j} = {c}");
@@ -210,7 +215,47 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
             }
             None => format!("%o{j}"),
         };
-        let _ = writeln!(s, "    vector.store {o}, %b5[%bi, %si, %hi, %qo{j}] : {om}, {}", vt(out.dtype));
+        let _ = writeln!(s, "    vector.store {o}, %b5[{}, %hi, %qo{j}] : {om}, {}", token_ref(r), vt(out.dtype));
     }
-    s.push_str("    }\n    }\n");
+    s.push_str("    }\n    }\n    }\n");
+}
+
+/// Defines `%nb` (batch rows, from the positions binding) and `%ns` (tokens per row) for a
+/// token tensor of rank 4 (`[B, S, H, D]`) or 3 (`[B * S, H, D]`, where `S = N / B`).
+/// Returns an `i1` that is false when a flattened tensor's rows do not divide evenly.
+fn rows_and_seq(s: &mut String, rank: usize, tokens: &str, ty: &str, pos: &str) -> String {
+    let _ = writeln!(s, "    %nb = memref.dim {pos}, %c0 : memref<?xi32>");
+    if rank == 4 {
+        let _ = writeln!(s, "    %ns = memref.dim {tokens}, %c1 : {ty}\n    %shape_ok = arith.constant true");
+    } else {
+        let _ = write!(
+            s,
+            "    %ntok = memref.dim {tokens}, %c0 : {ty}\n    %nb1 = arith.maxui %nb, %c1 : index\n    \
+             %ns = arith.divui %ntok, %nb1 : index\n    %nbs = arith.muli %nb, %ns : index\n    \
+             %shape_ok = arith.cmpi eq, %nbs, %ntok : index\n"
+        );
+    }
+    "%shape_ok".into()
+}
+
+/// The leading indices of token `(%bi, %si)` in a token tensor of rank `rank`.
+fn token_ref(rank: usize) -> &'static str {
+    if rank == 4 {
+        "%bi, %si"
+    } else {
+        "%row"
+    }
+}
+
+/// The flattened row of token `(%bi, %si)`, as an op (`%row = ...`).
+fn token_row(_rank: usize) -> &'static str {
+    "affine.apply affine_map<(b, s)[n] -> (b * n + s)>(%bi, %si)[%ns]"
+}
+
+/// Emits `%row` (for rank 3) inside the per-token loop and returns the token's indices.
+fn token_index(s: &mut String, rank: usize) -> &'static str {
+    if rank == 3 {
+        let _ = writeln!(s, "    %row = {}", token_row(rank));
+    }
+    token_ref(rank)
 }

@@ -25,14 +25,24 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn cache_graph(cache_dtype: DType) -> Graph {
+/// Token tensors `[B, S, H, D]`, or `[B * S, H, D]` when `flat`.
+fn tokens(flat: bool, h: usize) -> TensorType {
+    let dyn_ = |n: &str| Dim::dynamic(n);
+    if flat {
+        TensorType::new(DType::F32, [dyn_("N"), Dim::from(h as i64), Dim::from(D as i64)])
+    } else {
+        TensorType::new(DType::F32, [dyn_("B"), dyn_("S"), Dim::from(h as i64), Dim::from(D as i64)])
+    }
+}
+
+fn cache_graph(cache_dtype: DType, flat: bool) -> Graph {
     let dyn_ = |n: &str| Dim::dynamic(n);
     let g = Graph::with_named_inputs(
         "step",
         [
-            ("q", TensorType::new(DType::F32, [dyn_("B"), dyn_("S"), Dim::from(HQ as i64), Dim::from(D as i64)])),
-            ("k", TensorType::new(DType::F32, [dyn_("B"), dyn_("S"), Dim::from(HKV as i64), Dim::from(D as i64)])),
-            ("v", TensorType::new(DType::F32, [dyn_("B"), dyn_("S"), Dim::from(HKV as i64), Dim::from(D as i64)])),
+            ("q", tokens(flat, HQ)),
+            ("k", tokens(flat, HKV)),
+            ("v", tokens(flat, HKV)),
             ("pos", TensorType::new(DType::I32, [dyn_("B")])),
             ("slot", TensorType::new(DType::I32, [dyn_("B")])),
             ("k_cache", TensorType::new(cache_dtype, [Dim::from(LAYERS as i64), dyn_("Bmax"), dyn_("T"), Dim::from(HKV as i64), Dim::from(D as i64)])),
@@ -97,14 +107,16 @@ impl RefCache {
     }
 }
 
-fn step(model: &max_runtime::Model, state: &mut [Tensor], reference: &mut RefCache, b: usize, s: usize, pos: &[i32], slot: &[i32], seed: u64, tol: f32) {
+#[allow(clippy::too_many_arguments)]
+fn step(model: &max_runtime::Model, flat: bool, state: &mut [Tensor], reference: &mut RefCache, b: usize, s: usize, pos: &[i32], slot: &[i32], seed: u64, tol: f32) {
     let q = values(b * s * HQ * D, seed);
     let k = values(b * s * HKV * D, seed + 1);
     let v = values(b * s * HKV * D, seed + 2);
+    let shape = |h: usize| if flat { vec![b * s, h, D] } else { vec![b, s, h, D] };
     let inputs = vec![
-        Tensor::from_slice(&[b, s, HQ, D], &q).unwrap(),
-        Tensor::from_slice(&[b, s, HKV, D], &k).unwrap(),
-        Tensor::from_slice(&[b, s, HKV, D], &v).unwrap(),
+        Tensor::from_slice(&shape(HQ), &q).unwrap(),
+        Tensor::from_slice(&shape(HKV), &k).unwrap(),
+        Tensor::from_slice(&shape(HKV), &v).unwrap(),
         Tensor::from_slice(&[b], pos).unwrap(),
         Tensor::from_slice(&[b], slot).unwrap(),
     ];
@@ -121,8 +133,8 @@ fn step(model: &max_runtime::Model, state: &mut [Tensor], reference: &mut RefCac
     }
 }
 
-fn run(cache_dtype: DType, tol: f32) {
-    let artifact = compile(&cache_graph(cache_dtype), Target::host()).unwrap();
+fn run(cache_dtype: DType, flat: bool, tol: f32) {
+    let artifact = compile(&cache_graph(cache_dtype, flat), Target::host()).unwrap();
     let model = InferenceSession::with_threads(Device::Cpu, 2).load(&artifact).unwrap();
     let n = LAYERS * BMAX * T * HKV * D;
     let shape = [LAYERS, BMAX, T, HKV, D];
@@ -130,24 +142,29 @@ fn run(cache_dtype: DType, tol: f32) {
     let mut reference = RefCache { k: vec![0.0; n], v: vec![0.0; n] };
     // Prefill two rows of 5 tokens into slots 2 and 0, then decode one token for the row in
     // slot 0, then two tokens for both rows at different positions.
-    step(&model, &mut state, &mut reference, 2, 5, &[0, 0], &[2, 0], 10, tol);
-    step(&model, &mut state, &mut reference, 1, 1, &[5], &[0], 20, tol);
-    step(&model, &mut state, &mut reference, 2, 2, &[6, 5], &[0, 2], 30, tol);
+    step(&model, flat, &mut state, &mut reference, 2, 5, &[0, 0], &[2, 0], 10, tol);
+    step(&model, flat, &mut state, &mut reference, 1, 1, &[5], &[0], 20, tol);
+    step(&model, flat, &mut state, &mut reference, 2, 2, &[6, 5], &[0, 2], 30, tol);
 }
 
 #[test]
 fn f32_cache_matches_reference() {
-    run(DType::F32, 1e-5);
+    run(DType::F32, false, 1e-5);
+}
+
+#[test]
+fn flattened_tokens_match_reference() {
+    run(DType::F32, true, 1e-5);
 }
 
 #[test]
 fn f16_cache_matches_reference() {
-    run(DType::F16, 2e-3);
+    run(DType::F16, false, 2e-3);
 }
 
 #[test]
 fn entry_reports_its_state() {
-    let artifact = compile(&cache_graph(DType::F32), Target::host()).unwrap();
+    let artifact = compile(&cache_graph(DType::F32, true), Target::host()).unwrap();
     let entry = &artifact.manifest().entries[0];
     let mutable: Vec<&str> = entry.inputs.iter().filter(|s| s.mutable).map(|s| s.name.as_str()).collect();
     assert_eq!(mutable, ["k_cache", "v_cache"]);

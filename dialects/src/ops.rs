@@ -106,12 +106,12 @@ pub enum Op {
     /// `dequantize(w)`: `w[..., n * block_bytes]` i8 GGUF blocks to `f32[..., n * 32]`
     /// (an embedding table stays quantized; the rows a `gather` picks are expanded).
     Dequantize { format: QuantFormat },
-    /// Writes `new[B, S, H, D]` into layer `layer` of a KV cache `cache[L, Bmax, T, H, D]`
+    /// Writes `new[B, S, H, D]` (or `new[B * S, H, D]`, rows of a batch flattened) into layer `layer` of a KV cache `cache[L, Bmax, T, H, D]`
     /// in place: row `b` goes to `cache[layer, slot[b], pos[b] .. pos[b] + S]`. The result
     /// is the cache itself (the same buffer), which readers take as their operand so that
     /// they run after the write. Operands: `cache, new, pos[B], slot[B]` (i32).
     CacheWrite { layer: i64 },
-    /// Causal grouped-query attention of `q[B, S, Hq, D]` over a KV cache: query `s` of row
+    /// Causal grouped-query attention of `q[B, S, Hq, D]` (or `q[B * S, Hq, D]`) over a KV cache: query `s` of row
     /// `b` sits at position `pos[b] + s` and sees keys `0 ..= pos[b] + s` of
     /// `k_cache[layer, slot[b]]` / `v_cache[layer, slot[b]]` (`[L, Bmax, T, Hkv, D]`).
     /// Operands: `q, k_cache, v_cache, pos[B], slot[B]`. `scale` defaults to `1/sqrt(D)`.

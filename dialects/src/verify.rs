@@ -579,22 +579,29 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             expect_arity(node, 4)?;
             let (cache, new) = (&ins[0], &ins[1]);
             check_cache(name, cache, *layer, names)?;
-            if new.rank() != 4 || !new.dtype.is_float() {
-                return Err(format!("'max.cache_write' new entries must be a rank-4 float tensor [batch, seq, heads, dim], got {}", new.describe(names)));
+            if !(new.rank() == 3 || new.rank() == 4) || !new.dtype.is_float() {
+                return Err(format!("'max.cache_write' new entries must be a float tensor [batch, seq, heads, dim] or [batch * seq, heads, dim], got {}", new.describe(names)));
             }
-            for (i, what) in [(2usize, "head counts"), (3, "head dims")] {
-                uf.unify(&cache.dims[i + 1], &new.dims[i])
-                    .ok_or_else(|| format!("'max.cache_write' {what} of cache and new entries differ: {} vs {}", show(&cache.dims[i + 1], names), show(&new.dims[i], names)))?;
+            let r = new.rank();
+            for (i, what) in [(r - 2, "head counts"), (r - 1, "head dims")] {
+                let c = &cache.dims[i + 5 - r];
+                uf.unify(c, &new.dims[i]).ok_or_else(|| format!("'max.cache_write' {what} of cache and new entries differ: {} vs {}", show(c, names), show(&new.dims[i], names)))?;
             }
-            check_rows(name, &ins[2..4], &new.dims[0], uf, names)?;
+            if r == 4 {
+                check_rows(name, &ins[2..4], &new.dims[0], uf, names)?;
+            } else {
+                let b = ins[2].dims.first().cloned().unwrap_or(DimExpr::Const(1));
+                check_rows(name, &ins[2..4], &b, uf, names)?;
+            }
             Ok(vec![cache.clone()])
         }
         Op::CachedAttention { layer, .. } => {
             expect_arity(node, 5)?;
             let (q, kc, vc) = (&ins[0], &ins[1], &ins[2]);
-            if q.rank() != 4 || !q.dtype.is_float() {
-                return Err(format!("'max.cached_attention' query must be a rank-4 float tensor [batch, seq, heads, dim], got {}", q.describe(names)));
+            if !(q.rank() == 3 || q.rank() == 4) || !q.dtype.is_float() {
+                return Err(format!("'max.cached_attention' query must be a float tensor [batch, seq, heads, dim] or [batch * seq, heads, dim], got {}", q.describe(names)));
             }
+            let r = q.rank();
             check_cache(name, kc, *layer, names)?;
             check_cache(name, vc, *layer, names)?;
             if kc.dtype != vc.dtype {
@@ -604,9 +611,9 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                 uf.unify(&kc.dims[i], &vc.dims[i])
                     .ok_or_else(|| format!("'max.cached_attention' key and value caches differ: {} vs {}", kc.describe(names), vc.describe(names)))?;
             }
-            uf.unify(&q.dims[3], &kc.dims[4])
-                .ok_or_else(|| format!("'max.cached_attention' query head dim {} differs from the cache's {}", show(&q.dims[3], names), show(&kc.dims[4], names)))?;
-            match (q.dims[2].as_const(), kc.dims[3].as_const(), q.dims[3].as_const(), vc.dims[4].as_const()) {
+            uf.unify(&q.dims[r - 1], &kc.dims[4])
+                .ok_or_else(|| format!("'max.cached_attention' query head dim {} differs from the cache's {}", show(&q.dims[r - 1], names), show(&kc.dims[4], names)))?;
+            match (q.dims[r - 2].as_const(), kc.dims[3].as_const(), q.dims[r - 1].as_const(), vc.dims[4].as_const()) {
                 (Some(hq), Some(hkv), Some(d), Some(dv)) if hkv > 0 && hq % hkv == 0 && d % 8 == 0 && dv == d => {}
                 _ => {
                     return Err(format!(
@@ -616,7 +623,12 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                     ))
                 }
             }
-            check_rows(name, &ins[3..5], &q.dims[0], uf, names)?;
+            if r == 4 {
+                check_rows(name, &ins[3..5], &q.dims[0], uf, names)?;
+            } else {
+                let b = ins[3].dims.first().cloned().unwrap_or(DimExpr::Const(1));
+                check_rows(name, &ins[3..5], &b, uf, names)?;
+            }
             Ok(vec![q.clone()])
         }
         Op::Rope { base, .. } => {

@@ -211,6 +211,11 @@ impl Graph {
     fn weights(&self) -> WeightStore {
         self.inner.borrow().weights.clone()
     }
+
+    /// The weights the graph's `weight` ops read (in memory or from safetensors files).
+    pub fn weight_store(&self) -> WeightStore {
+        self.weights()
+    }
 }
 
 impl TensorValue {
@@ -246,6 +251,18 @@ pub fn compile_graph_to(graph: &Graph, target: crate::Target, emit: Emit) -> Res
     opts.weights = graph.weights();
     opts.kernels = graph.inner.borrow().kernels.clone();
     Ok(crate::compile_graphs(&ctx, &[g], &opts, emit)?.bytes)
+}
+
+/// Compiles a graph to an artifact with explicit options (weights, data sections, fusion).
+/// Without declarations in `opts.kernels`, the graph's own ([`Graph::load_kernels`]) are used.
+pub fn compile_graph_with(graph: &Graph, opts: &CompileOptions) -> Result<Vec<u8>, CompileError> {
+    let g = graph.verified()?;
+    let ctx = crate::mlir::MlirContext::new()?;
+    let mut opts = opts.clone();
+    if opts.kernels.is_empty() {
+        opts.kernels = graph.inner.borrow().kernels.clone();
+    }
+    Ok(crate::compile_graphs(&ctx, &[g], &opts, Emit::Artifact)?.bytes)
 }
 
 /// Graph ops. Each records its caller's location for diagnostics.

@@ -18,6 +18,7 @@ pub mod lower;
 pub mod mlir;
 pub mod pipeline;
 pub mod program;
+pub mod qmatmul;
 pub mod weights;
 
 pub use codegen::CpuTarget as Target;

@@ -169,6 +169,8 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         Op::Rope { .. } if ins[1].rank() + 2 == out.rank() => Some(vec![true, true]),
         Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
         Op::Dequantize { .. } => (out.rank() >= 2).then(|| vec![true]),
+        // The micro-kernel splits columns itself.
+        Op::QMatMul { .. } if crate::qmatmul::applies(graph, node) => None,
         Op::QMatMul { .. } => Some(vec![true, false]),
         Op::Attention { .. } => Some(vec![true, true, true]),
         _ => None,
@@ -1360,6 +1362,9 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
 pub fn kernel_func(spec: &KernelSpec) -> String {
     if crate::kv_cache::is_cache_kernel(spec) {
         return crate::kv_cache::kernel_func(spec);
+    }
+    if crate::qmatmul::is_qmatmul_kernel(spec) {
+        return crate::qmatmul::kernel_func(spec);
     }
     let mut e = Emitter { body: String::new(), next: 0 };
     let nin = spec.inputs.len();

@@ -40,6 +40,9 @@ pub struct Program {
     pub entries: Vec<Entry>,
     pub weights: Vec<(String, Vec<u8>)>,
     pub symbols: Vec<String>,
+    /// Kernels by what they compute (spec and binding dims, name aside): dispatches of
+    /// identical regions share one kernel (a model's layers differ only in their weights).
+    by_body: HashMap<String, String>,
 }
 
 /// Symbols are per graph; the artifact has one table, so graphs after the first are shifted.
@@ -243,6 +246,9 @@ impl Program {
         let root = &graph.nodes[region.nodes[0]];
         let workgroups = if partition.is_some() {
             shift(&partition_extent(graph, root), base)
+        } else if crate::qmatmul::applies(graph, root) {
+            // The micro-kernel deals out output columns (weight rows).
+            graph.ty(root.outputs[0]).dims[1].clone()
         } else if let Op::CachedAttention { .. } = root.op {
             // One work item per (batch row, head, query), dealt out by the kernel itself.
             let q = graph.ty(root.inputs[0]);
@@ -283,8 +289,16 @@ impl Program {
             body,
             partition,
         };
-        self.kernels.push(PlannedKernel { spec, dims });
-        dispatches.push(Dispatch { kernel: format!("max_kernel_{name}"), bindings, push_constants: push, workgroups });
+        let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
+        let kernel = match self.by_body.get(&key) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.by_body.insert(key, name.clone());
+                self.kernels.push(PlannedKernel { spec, dims });
+                name
+            }
+        };
+        dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups });
     }
 }
 

@@ -1,12 +1,23 @@
 //! The LLM pipeline and serving frontend on top of `max-runtime`.
 //!
-//! So far: reading GGUF model files ([`gguf`]), dequantizing their ggml block formats to
-//! `f32` ([`quant`]), tokenizing text ([`tokenizer`]), rendering chat prompts
-//! ([`chat_template`]) and sampling tokens, with stop strings and finish reasons
-//! ([`sampling`]).
+//! - model files: GGUF ([`gguf`], [`quant`]) and the Llama family's configuration and graph
+//!   ([`llama`]); compiling them into artifacts ([`compile`], with the `compile` feature);
+//! - what a compiled LLM carries besides its program ([`model_info`]);
+//! - text: tokenizers ([`tokenizer`]) and chat templates ([`chat_template`]);
+//! - generation: sampling, stop strings and finish reasons ([`sampling`]) and the offline
+//!   pipeline, [`LLM`] ([`llm`]).
 
 pub mod chat_template;
+#[cfg(feature = "compile")]
+pub mod compile;
 pub mod gguf;
+pub mod llama;
+pub mod llm;
+pub mod model_info;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
+
+pub use chat_template::ChatMessage;
+pub use llm::{Generation, LlmError, PipelineConfig, LLM};
+pub use sampling::{FinishReason, SamplingParams};

@@ -556,6 +556,26 @@ impl Tokenizer {
         Tokenizer { inner: Arc::new(Inner { tokenizer, bos, eos, add_bos: false, add_eos: false, vocab_size }) }
     }
 
+    /// Rebuilds a tokenizer saved with [`to_json`](Self::to_json): the `tokenizer.json` text
+    /// and what [`encode`](Self::encode) adds itself (BOS/EOS), as stored in a compiled model.
+    pub fn from_json(json: &str, bos: Option<u32>, eos: Vec<u32>, add_bos: bool, add_eos: bool) -> Result<Self> {
+        let tokenizer: tokenizers::Tokenizer =
+            json.parse().map_err(|e: tokenizers::Error| TokenizerError::File { path: "<artifact tokenizer.json>".into(), message: e.to_string() })?;
+        let vocab_size = tokenizer.get_vocab_size(true);
+        Ok(Tokenizer { inner: Arc::new(Inner { tokenizer, bos, eos, add_bos, add_eos, vocab_size }) })
+    }
+
+    /// The tokenizer as `tokenizer.json` text (BOS/EOS handling aside: see
+    /// [`adds_bos`](Self::adds_bos), [`adds_eos`](Self::adds_eos)).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.tokenizer.to_string(false).map_err(|e| TokenizerError::Encode(format!("serializing the tokenizer: {e}")))
+    }
+
+    /// Whether [`encode`](Self::encode) with `add_special` appends EOS itself.
+    pub fn adds_eos(&self) -> bool {
+        self.inner.add_eos
+    }
+
     /// Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>` in a
     /// rendered chat prompt) are always recognised. With `add_special`, BOS (and EOS) are
     /// added as the model's tokenizer metadata asks; pass `false` for a prompt whose chat

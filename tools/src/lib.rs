@@ -1,5 +1,8 @@
-//! Commands shared by `maxc` and `max`: running artifacts on `.npy` files and inspecting
-//! artifacts. Only the lean runtime is used here.
+//! Commands shared by `maxc` and `max`: running artifacts on `.npy` files, inspecting
+//! artifacts, and generating text with a compiled LLM.
+
+mod generate;
+pub use generate::{generate, GenerateArgs};
 
 use anyhow::{bail, Context, Result};
 use max_runtime::{npy, Artifact, Device, InferenceSession, Tensor};

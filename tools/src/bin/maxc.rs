@@ -27,6 +27,9 @@ struct Cli {
 enum Cmd {
     /// Compile a .mlir graph into an artifact, or stop at an IR stage with --emit.
     Compile(CompileArgs),
+    /// Compile an LLM (GGUF) into one artifact: graph, quantized weights, tokenizer, chat
+    /// template and configuration.
+    CompileModel(CompileModelArgs),
     /// Run named compiler stages (or upstream MLIR passes) on a file and print the IR.
     Opt(OptArgs),
     /// Run an artifact on .npy inputs.
@@ -72,6 +75,21 @@ struct CompileArgs {
 }
 
 #[derive(clap::Args)]
+struct CompileModelArgs {
+    /// The model file (.gguf; architectures: llama).
+    model: PathBuf,
+    /// Output artifact (default: MODEL with .maxa).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Code generation target (see `maxc compile --help`).
+    #[arg(long, default_value = "host")]
+    target: String,
+    /// Write a Make-style depfile listing the model file.
+    #[arg(long, value_name = "FILE")]
+    depfile: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct OptArgs {
     /// Input .mlir (max dialect, or any MLIR for upstream passes).
     input: PathBuf,
@@ -109,6 +127,25 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn compile_model(a: &CompileModelArgs) -> Result<()> {
+    let target = parse_target(&a.target)?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_message(format!("compiling {}", a.model.display()));
+        progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    }
+    let bytes = max_serve::compile::compile_gguf(&a.model, target);
+    progress.finish_and_clear();
+    let bytes = bytes?;
+    let output = a.output.clone().unwrap_or_else(|| a.model.with_extension("maxa"));
+    std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    if let Some(dep) = &a.depfile {
+        let esc = |p: &Path| p.display().to_string().replace(' ', "\\ ");
+        std::fs::write(dep, format!("{}: {}\n", esc(&output), esc(&a.model))).with_context(|| format!("writing {}", dep.display()))?;
+    }
+    Ok(())
 }
 
 fn compile(a: &CompileArgs) -> Result<()> {
@@ -238,6 +275,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     exit_on_error("maxc", match cli.cmd {
         Cmd::Compile(a) => compile(&a),
+        Cmd::CompileModel(a) => compile_model(&a),
         Cmd::Opt(a) => opt(&a),
         Cmd::Run(a) => run(&a),
         Cmd::Inspect(a) => inspect(&a),

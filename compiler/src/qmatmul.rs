@@ -1,0 +1,150 @@
+//! The quantized matmul micro-kernel: `out[M, N] = x[M, K] @ dequantize(w)^T` with `w` in
+//! GGUF blocks (`[N, K/32 * block_bytes]` bytes), written at the memref level with explicit
+//! vectors.
+//!
+//! The generic contraction decodes one weight per multiply with scalar loads, which no
+//! vectorizer recovers. Here each block of 32 weights is loaded as one byte vector, its
+//! nibbles or bytes widened to a `vector<32xf32>` and scaled with one FMA (`q * d + m`),
+//! then used for `MR` rows of `x` at once. Every row keeps a 32-lane accumulator (four
+//! independent FMA chains); the horizontal sum happens once per output.
+//!
+//! Work is split over output columns (weight rows), so a single-row GEMV (LLM decode) uses
+//! every workgroup. Columns are walked in blocks of `NB`, and within a block all row tiles
+//! pass over it, so the block's quantized weights stay in cache while `x` streams.
+
+use crate::lower::KernelSpec;
+use max_dialects::{DType, Graph, Node, Op, QuantFormat};
+use std::fmt::Write;
+
+/// Rows of `x` per tile (each decoded weight block feeds this many rows).
+const MR: i64 = 2;
+/// Output columns per cache block.
+const NB: i64 = 32;
+
+/// Whether a `qmatmul` node is computed by this micro-kernel: f32 activations and result.
+pub fn applies(graph: &Graph, node: &Node) -> bool {
+    matches!(node.op, Op::QMatMul { .. }) && graph.ty(node.inputs[0]).dtype == DType::F32 && graph.ty(node.outputs[0]).dtype == DType::F32
+}
+
+/// Whether `spec` is a kernel this module generates.
+pub fn is_qmatmul_kernel(spec: &KernelSpec) -> bool {
+    spec.native.is_none()
+        && spec.body.len() == 1
+        && matches!(spec.body[0].op, Op::QMatMul { .. })
+        && spec.inputs[0].dtype == DType::F32
+        && spec.outputs[0].dtype == DType::F32
+        && spec.partition.is_none()
+}
+
+/// The `func.func` of a quantized matmul kernel. Bindings: x, w, out.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let Op::QMatMul { format } = spec.body[0].op else { unreachable!("is_qmatmul_kernel checked the op") };
+    let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
+    let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
+    let n = w.dims[0].expect("verifier: static weight rows");
+    let bytes = w.dims[1].expect("verifier: static weight row bytes");
+    let bb = format.block_bytes();
+    let kb = bytes / bb;
+    let v32 = "vector<32xf32>";
+    let mut s = format!("  func.func @{}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n", spec.name);
+    let _ = write!(
+        s,
+        "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    \
+         %c2q = arith.constant 2 : index\n    %c4q = arith.constant 4 : index\n    %c32 = arith.constant 32 : index\n    \
+         %cbb = arith.constant {bb} : index\n    %ckb = arith.constant {kb} : index\n    %cmr = arith.constant {MR} : index\n    \
+         %cnb = arith.constant {NB} : index\n    %cn = arith.constant {n} : index\n    \
+         %zero = arith.constant dense<0.0> : {v32}\n    \
+         %m = memref.dim %b0, %c0 : {xm}\n    %mrem = arith.remui %m, %cmr : index\n    %mmain = arith.subi %m, %mrem : index\n    \
+         %chunk0 = arith.ceildivui %cn, %nwg : index\n    \
+         %chunk = affine.apply affine_map<(c) -> (((c + 7) floordiv 8) * 8)>(%chunk0)\n    \
+         %n0a = arith.muli %wg, %chunk : index\n    %n0 = arith.minui %n0a, %cn : index\n    \
+         %n1a = arith.addi %n0, %chunk : index\n    %n1 = arith.minui %n1a, %cn : index\n    \
+         scf.for %nb = %n0 to %n1 step %cnb {{\n    \
+         %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n"
+    );
+    // Full row tiles, then the leftover rows one at a time.
+    for (rows, lo, hi) in [(MR, "%c0", "%mmain"), (1, "%mmain", "%m")] {
+        let step = if rows == MR { "%cmr" } else { "%c1" };
+        let _ = writeln!(s, "    scf.for %i = {lo} to {hi} step {step} {{\n    scf.for %j = %nb to %nbe step %c1 {{");
+        let accs: Vec<String> = (0..rows).map(|r| format!("%acc{r} = %zero")).collect();
+        let tys = vec![v32; rows as usize].join(", ");
+        let _ = writeln!(s, "    %r:{rows} = scf.for %k = %c0 to %ckb step %c1 iter_args({}) -> ({tys}) {{", accs.join(", "));
+        let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index\n      %kx = arith.muli %k, %c32 : index");
+        decode_block(&mut s, format, &wm);
+        let mut next = Vec::new();
+        for r in 0..rows {
+            let _ = writeln!(
+                s,
+                "      %ri{r} = affine.apply affine_map<(i) -> (i + {r})>(%i)\n      \
+                 %x{r} = vector.load %b0[%ri{r}, %kx] : {xm}, {v32}\n      \
+                 %na{r} = vector.fma %x{r}, %wv, %acc{r} : {v32}"
+            );
+            next.push(format!("%na{r}"));
+        }
+        let _ = writeln!(s, "      scf.yield {} : {tys}\n    }}", next.join(", "));
+        for r in 0..rows {
+            let _ = writeln!(
+                s,
+                "    %sum{r} = vector.reduction <add>, %r#{r} fastmath<reassoc> : {v32} into f32\n    \
+                 %ro{r} = affine.apply affine_map<(i) -> (i + {r})>(%i)\n    \
+                 memref.store %sum{r}, %b2[%ro{r}, %j] : {om}"
+            );
+        }
+        s.push_str("    }\n    }\n");
+    }
+    s.push_str("    }\n    return\n  }\n");
+    s
+}
+
+/// Decodes block `%k` of weight row `%j` into `%wv : vector<32xf32>` (block starts at byte
+/// `%base` of the row).
+fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
+    let v32 = "vector<32xf32>";
+    // The f16 scale (and min) at the block's start.
+    let halves = if format == QuantFormat::Q4_1 { 2 } else { 1 };
+    let _ = write!(
+        s,
+        "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
+         %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
+         %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
+         %d = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n      \
+         %dv = vector.broadcast %d : f32 to {v32}\n",
+        2 * halves,
+        2 * halves
+    );
+    match format {
+        QuantFormat::Q8_0 => {
+            let _ = write!(
+                s,
+                "      %qo = arith.addi %base, %c2q : index\n      \
+                 %qb = vector.load %b1[%j, %qo] : {wm}, vector<32xi8>\n      \
+                 %qf = arith.sitofp %qb : vector<32xi8> to {v32}\n      \
+                 %wv = arith.mulf %qf, %dv : {v32}\n"
+            );
+        }
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
+            let _ = write!(
+                s,
+                "      %qo = arith.addi %base, {qoff} : index\n      \
+                 %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
+                 %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
+                 %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
+                 %q = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n      \
+                 %qf = arith.uitofp %q : vector<32xi8> to {v32}\n",
+                (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            if format == QuantFormat::Q4_1 {
+                // w = q * d + m
+                let _ = write!(s, "      %mn = vector.extract %hf[1] : f32 from vector<2xf32>\n      %mv = vector.broadcast %mn : f32 to {v32}\n");
+            } else {
+                // w = (q - 8) * d = q * d - 8d
+                let _ = write!(
+                    s,
+                    "      %c8f = arith.constant -8.0 : f32\n      %m8 = arith.mulf %d, %c8f : f32\n      %mv = vector.broadcast %m8 : f32 to {v32}\n"
+                );
+            }
+            let _ = writeln!(s, "      %wv = vector.fma %qf, %dv, %mv : {v32}");
+        }
+    }
+}

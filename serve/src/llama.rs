@@ -1,0 +1,269 @@
+//! The Llama family: its hyperparameters from GGUF metadata, and (with the `compile`
+//! feature) its forward pass as a `max` graph.
+//!
+//! One graph serves prefill and decode. Its tokens are flattened over the batch
+//! (`N = batch * seq`), so every projection is one 2-D (quantized) matmul:
+//!
+//! - inputs: `tokens[N]`, `positions[N]` (absolute position of each token), `start[B]`
+//!   (position of each row's first token), `slot[B]` (each row's KV-cache row), `last[B]`
+//!   (flat index of the token whose logits each row wants), and the mutable
+//!   `k_cache`/`v_cache` `[layers, max_batch, max_len, kv_heads, head_dim]` (f16);
+//! - output: `logits[B, vocab]`.
+//!
+//! Per layer: RMS norm, Q/K/V projections, RoPE on Q and K, the K/V cache writes, causal
+//! grouped-query attention over the cache, the output projection and residual, then RMS
+//! norm, the SwiGLU MLP and residual. Weights stay in their GGUF block layout where a
+//! kernel reads it (Q4_0, Q4_1, Q8_0); other types are expanded to f32 at compile time.
+
+use crate::gguf::{GgufError, GgufFile, MetadataValue};
+use serde::{Deserialize, Serialize};
+
+/// Architectures this module builds.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+
+/// What can be wrong with a model file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The GGUF could not be read.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// `general.architecture` is not one this module builds.
+    #[error("unsupported model architecture \"{0}\" (supported: llama)")]
+    Architecture(String),
+    /// A hyperparameter is missing or out of range.
+    #[error("model metadata: {0}")]
+    Metadata(String),
+    /// A tensor is missing or has an unexpected shape or type.
+    #[error("tensor {name}: {why}")]
+    Tensor { name: String, why: String },
+}
+
+/// Llama hyperparameters, as stored in a compiled model's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`, if any.
+    pub name: Option<String>,
+    pub n_layers: usize,
+    pub n_embd: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub vocab_size: usize,
+    pub rope_base: f64,
+    pub rms_eps: f64,
+    /// The context the model was trained for.
+    pub context_length: usize,
+    /// RoPE over adjacent pairs (GGUF's permuted Q/K) rather than halves (Hugging Face).
+    pub rope_interleaved: bool,
+}
+
+fn meta_f64(g: &GgufFile, key: &str) -> Option<f64> {
+    match g.get(key)? {
+        MetadataValue::F32(v) => Some(*v as f64),
+        MetadataValue::F64(v) => Some(*v),
+        other => other.as_u64().map(|v| v as f64),
+    }
+}
+
+impl LlamaConfig {
+    /// Reads the hyperparameters of a GGUF model, refusing other architectures by name.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self, ModelError> {
+        let arch = g.get_str("general.architecture")?.to_string();
+        if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(ModelError::Architecture(arch));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let uint = |k: &str| -> Result<usize, ModelError> { Ok(g.get_uint(&key(k))? as usize) };
+        let n_embd = uint("embedding_length")?;
+        let n_heads = uint("attention.head_count")?;
+        let n_kv_heads = if g.get(&key("attention.head_count_kv")).is_some() { uint("attention.head_count_kv")? } else { n_heads };
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || n_embd % n_heads != 0 {
+            return Err(ModelError::Metadata(format!("{n_heads} heads and {n_kv_heads} KV heads do not divide an embedding of {n_embd}")));
+        }
+        let head_dim = n_embd / n_heads;
+        if head_dim % 8 != 0 {
+            return Err(ModelError::Metadata(format!("head dim {head_dim} is not a multiple of 8")));
+        }
+        let embd = g.tensor_info("token_embd.weight").ok_or_else(|| ModelError::Tensor { name: "token_embd.weight".into(), why: "missing".into() })?;
+        let vocab_size = embd.dims.get(1).copied().unwrap_or(0) as usize;
+        let cfg = LlamaConfig {
+            name: g.get_str("general.name").ok().map(str::to_string),
+            n_layers: uint("block_count")?,
+            n_embd,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_ff: uint("feed_forward_length")?,
+            vocab_size,
+            rope_base: meta_f64(g, &key("rope.freq_base")).unwrap_or(10000.0),
+            rms_eps: meta_f64(g, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            context_length: uint("context_length")?,
+            rope_interleaved: true,
+            architecture: arch,
+        };
+        if cfg.n_layers == 0 || cfg.vocab_size == 0 || cfg.context_length == 0 {
+            return Err(ModelError::Metadata("block_count, vocabulary and context_length must be positive".into()));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(feature = "compile")]
+pub use graph::{build_graph, CACHE_DTYPE};
+
+#[cfg(feature = "compile")]
+mod graph {
+    use super::{LlamaConfig, ModelError};
+    use crate::gguf::GgufFile;
+    use crate::quant::GgmlType;
+    use max_compiler::graph_api::TensorValue;
+    use max_compiler::weights::WeightData;
+    use max_compiler::{ops, DType, Dim, Graph, TensorType};
+    use max_dialects::QuantFormat;
+
+    /// dtype of the KV cache (as llama.cpp's default).
+    pub const CACHE_DTYPE: DType = DType::F16;
+
+    /// A projection weight as the graph reads it.
+    enum Linear {
+        /// GGUF blocks `[N, K/32 * bytes]`, `y = x @ dequantize(w)^T`.
+        Quant(TensorValue, QuantFormat),
+        /// f32 `[K, N]` (transposed at compile time), `y = x @ w`.
+        Dense(TensorValue),
+    }
+
+    impl Linear {
+        fn apply(&self, x: &TensorValue) -> TensorValue {
+            match self {
+                Linear::Quant(w, f) => ops::qmatmul(x, w, *f),
+                Linear::Dense(w) => ops::matmul(x, w),
+            }
+        }
+    }
+
+    fn block_format(ty: GgmlType) -> Option<QuantFormat> {
+        match ty {
+            GgmlType::Q4_0 => Some(QuantFormat::Q4_0),
+            GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
+            GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+            _ => None,
+        }
+    }
+
+    struct Builder<'a> {
+        gguf: &'a GgufFile,
+        graph: &'a Graph,
+    }
+
+    impl Builder<'_> {
+        fn info(&self, name: &str) -> Result<&crate::gguf::TensorInfo, ModelError> {
+            self.gguf.tensor_info(name).ok_or_else(|| ModelError::Tensor { name: name.into(), why: "missing from the GGUF".into() })
+        }
+
+        fn check_dims(&self, name: &str, want: &[u64]) -> Result<(), ModelError> {
+            let info = self.info(name)?;
+            if info.dims != want {
+                return Err(ModelError::Tensor { name: name.into(), why: format!("has dims {:?}, expected {want:?}", info.dims) });
+            }
+            Ok(())
+        }
+
+        /// A weight `[rows, cols]` (ggml dims `[cols, rows]`) for `x @ w^T`.
+        fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear, ModelError> {
+            self.check_dims(name, &[cols as u64, rows as u64])?;
+            let t = self.gguf.tensor(name)?;
+            let info = t.info();
+            if let Some(f) = block_format(info.ty) {
+                let bytes_per_row = cols / 32 * f.block_bytes() as usize;
+                let shape = [rows as i64, bytes_per_row as i64];
+                self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
+                return Ok(Linear::Quant(self.graph.weight(name, DType::I8, &shape), f));
+            }
+            // Other types are expanded to f32 and stored transposed, `[cols, rows]`.
+            let w = t.dequantize()?;
+            let mut tr = vec![0f32; w.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    tr[c * rows + r] = w[r * cols + c];
+                }
+            }
+            Ok(Linear::Dense(self.graph.weight_f32(name, &[cols as i64, rows as i64], &tr)))
+        }
+
+        /// A 1-D f32 weight (norm scales).
+        fn vector(&self, name: &str, n: usize) -> Result<TensorValue, ModelError> {
+            self.check_dims(name, &[n as u64])?;
+            Ok(self.graph.weight_f32(name, &[n as i64], &self.gguf.tensor(name)?.dequantize()?))
+        }
+
+        /// Embedding rows of `tokens`, as f32 `[N, n_embd]`.
+        fn embed(&self, tokens: &TensorValue, cfg: &LlamaConfig) -> Result<TensorValue, ModelError> {
+            let name = "token_embd.weight";
+            let t = self.gguf.tensor(name)?;
+            let (v, e) = (cfg.vocab_size as i64, cfg.n_embd as i64);
+            if let Some(f) = block_format(t.info().ty) {
+                let shape = [v, e / 32 * f.block_bytes()];
+                self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
+                let table = self.graph.weight(name, DType::I8, &shape);
+                return Ok(ops::dequantize(&ops::gather(&table, tokens, 0), f));
+            }
+            let table = self.graph.weight_f32(name, &[v, e], &t.dequantize()?);
+            Ok(ops::gather(&table, tokens, 0))
+        }
+    }
+
+    /// Builds the forward graph (named `forward`) of a Llama GGUF model.
+    pub fn build_graph(gguf: &GgufFile, cfg: &LlamaConfig) -> Result<Graph, ModelError> {
+        let (l, hq, hkv, hd) = (cfg.n_layers as i64, cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.head_dim as i64);
+        let i32s = |dims: Vec<Dim>| TensorType::new(DType::I32, dims);
+        let cache = || TensorType::new(CACHE_DTYPE, [Dim::from(l), Dim::dynamic("max_batch"), Dim::dynamic("max_len"), Dim::from(hkv), Dim::from(hd)]);
+        let graph = Graph::with_named_inputs(
+            "forward",
+            [
+                ("tokens", i32s(vec![Dim::dynamic("N")])),
+                ("positions", i32s(vec![Dim::dynamic("N")])),
+                ("start", i32s(vec![Dim::dynamic("B")])),
+                ("slot", i32s(vec![Dim::dynamic("B")])),
+                ("last", i32s(vec![Dim::dynamic("B")])),
+                ("k_cache", cache()),
+                ("v_cache", cache()),
+            ],
+        );
+        let b = Builder { gguf, graph: &graph };
+        let inp = graph.inputs();
+        let (tokens, positions, start, slot, last) = (&inp[0], &inp[1], &inp[2], &inp[3], &inp[4]);
+        let (mut kc, mut vc) = (inp[5].clone(), inp[6].clone());
+        let (e, ff) = (cfg.n_embd, cfg.n_ff);
+        let (qdim, kvdim) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+        let mut x = b.embed(tokens, cfg)?;
+        for layer in 0..cfg.n_layers {
+            let p = |n: &str| format!("blk.{layer}.{n}.weight");
+            let h = ops::rms_norm(&x, &b.vector(&p("attn_norm"), e)?, cfg.rms_eps);
+            let q = ops::reshape(&b.linear(&p("attn_q"), qdim, e)?.apply(&h), &[-1, hq, hd]);
+            let k = ops::reshape(&b.linear(&p("attn_k"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
+            let v = ops::reshape(&b.linear(&p("attn_v"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
+            let q = ops::rope(&q, positions, cfg.rope_base, cfg.rope_interleaved);
+            let k = ops::rope(&k, positions, cfg.rope_base, cfg.rope_interleaved);
+            kc = ops::cache_write(&kc, &k, start, slot, layer as i64);
+            vc = ops::cache_write(&vc, &v, start, slot, layer as i64);
+            let a = ops::cached_attention(&q, &kc, &vc, start, slot, layer as i64, None);
+            let a = ops::reshape(&a, &[-1, qdim as i64]);
+            x = ops::add(&x, &b.linear(&p("attn_output"), e, qdim)?.apply(&a));
+            let h = ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps);
+            let gate = b.linear(&p("ffn_gate"), ff, e)?.apply(&h);
+            let up = b.linear(&p("ffn_up"), ff, e)?.apply(&h);
+            let m = ops::mul(&ops::silu(&gate), &up);
+            x = ops::add(&x, &b.linear(&p("ffn_down"), e, ff)?.apply(&m));
+        }
+        // Only the rows whose logits are wanted go through the head.
+        let x = ops::gather(&x, last, 0);
+        let x = ops::rms_norm(&x, &b.vector("output_norm.weight", e)?, cfg.rms_eps);
+        let head = if gguf.tensor_info("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
+        let logits = b.linear(head, cfg.vocab_size, e)?.apply(&x);
+        graph.output([logits]);
+        Ok(graph)
+    }
+}

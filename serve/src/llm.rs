@@ -1,0 +1,401 @@
+//! The offline LLM pipeline: load a compiled model, tokenize, run prefill and decode steps
+//! on the compiled `forward` entry, sample, detokenize.
+//!
+//! Every tensor computation runs in the artifact's kernels. The host code here does the
+//! rest: tokenization, sampling, stop conditions, and the KV cache's bookkeeping (which
+//! cache row each sequence owns and how many positions it holds).
+//!
+//! A batch runs together: one prefill call over all prompts (padded to the longest; each
+//! row's logits are taken at its own last token, and the padding's cache entries are
+//! overwritten by later decode steps before anything reads them), then one decode call per
+//! step over the rows still generating.
+
+use crate::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
+use crate::model_info::{ModelInfo, ModelInfoError, ENTRY_FORWARD};
+use crate::sampling::{FinishReason, Sampler, SamplingError, SamplingParams, StopChecker, StopOutcome};
+use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
+use max_runtime::{DType, Device, InferenceSession, Model, RuntimeError, Tensor};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How a pipeline is sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Longest sequence, prompt plus completion, in tokens; sizes the KV cache. Default:
+    /// the model's trained context, capped at [`DEFAULT_MAX_LENGTH`].
+    pub max_length: Option<usize>,
+    /// Most sequences run together; sizes the KV cache (larger batches run in groups).
+    pub max_batch_size: usize,
+    /// Worker threads (default: every core).
+    pub threads: Option<usize>,
+}
+
+/// The default cap on [`PipelineConfig::max_length`].
+pub const DEFAULT_MAX_LENGTH: usize = 2048;
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { max_length: None, max_batch_size: 1, threads: None }
+    }
+}
+
+/// Errors of the LLM pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    ModelInfo(#[from] ModelInfoError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    #[error("chat template: {0}")]
+    Template(#[from] ChatTemplateError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[cfg(feature = "compile")]
+    #[error(transparent)]
+    Compile(#[from] crate::compile::CompileModelError),
+    #[error("{0} is a model file; this build cannot compile it (compile it with `maxc compile-model {0} -o MODEL.maxa`, or build with the `compile` feature)")]
+    NeedsCompiler(String),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt is {tokens} tokens long, but max_length is {max_length}: it must leave room for at least one generated token")]
+    PromptTooLong { tokens: usize, max_length: usize },
+    #[error("invalid pipeline config: {0}")]
+    Config(String),
+    #[error("the model's logits have {got} entries per row, expected the vocabulary size {expected}")]
+    Logits { got: usize, expected: usize },
+}
+
+/// Result alias for this module.
+pub type Result<T, E = LlmError> = std::result::Result<T, E>;
+
+/// One finished completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated text (stop strings and end-of-generation tokens excluded).
+    pub text: String,
+    /// The generated token ids (an end-of-generation token included when one ended it).
+    pub tokens: Vec<u32>,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+/// A loaded LLM, ready to generate.
+pub struct LLM {
+    model: Model,
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    max_length: usize,
+    max_batch_size: usize,
+    /// `[k_cache, v_cache]`, each `[layers, max_batch_size, max_length, kv_heads, head_dim]`.
+    cache: Mutex<Vec<Tensor>>,
+}
+
+impl std::fmt::Debug for LLM {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LLM").field("model", &self.info.source).field("max_length", &self.max_length).field("max_batch_size", &self.max_batch_size).finish()
+    }
+}
+
+/// One sequence of a running batch.
+struct Row {
+    slot: usize,
+    prompt_len: usize,
+    /// Prompt and generated ids.
+    ids: Vec<u32>,
+    /// Positions already in the KV cache.
+    cached: usize,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stops: StopChecker,
+    text: String,
+    finish: Option<FinishReason>,
+}
+
+impl LLM {
+    /// Loads a compiled model (`.maxa`), or compiles a `.gguf` first (cached under
+    /// `~/.cache/max/compiled`; needs the `compile` feature).
+    pub fn new(path: impl AsRef<Path>, config: PipelineConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let artifact_path = Self::artifact_for(path)?;
+        let session = match config.threads {
+            Some(t) => InferenceSession::with_threads(Device::Cpu, t),
+            None => InferenceSession::new(Device::Cpu),
+        };
+        let model = session.load_path(&artifact_path)?;
+        let loaded = ModelInfo::load(model.artifact())?;
+        let info = loaded.info;
+        let m = &info.model;
+        let max_length = config.max_length.unwrap_or(m.context_length.min(DEFAULT_MAX_LENGTH));
+        if max_length < 2 || max_length > m.context_length {
+            return Err(LlmError::Config(format!("max_length must be in 2..={} (the model's context), got {max_length}", m.context_length)));
+        }
+        if config.max_batch_size == 0 {
+            return Err(LlmError::Config("max_batch_size must be at least 1".into()));
+        }
+        if i32::try_from(max_length * config.max_batch_size).is_err() {
+            return Err(LlmError::Config("max_length * max_batch_size must fit in 32 bits".into()));
+        }
+        let dtype = match info.cache_dtype.as_str() {
+            "f16" => DType::F16,
+            "f32" => DType::F32,
+            other => return Err(LlmError::Config(format!("the model declares an unknown KV cache dtype {other:?}"))),
+        };
+        let shape = [m.n_layers, config.max_batch_size, max_length, m.n_kv_heads, m.head_dim];
+        let cache = Mutex::new(vec![Tensor::zeros(dtype, &shape), Tensor::zeros(dtype, &shape)]);
+        Ok(LLM { model, tokenizer: loaded.tokenizer, template: loaded.template, info, max_length, max_batch_size: config.max_batch_size, cache })
+    }
+
+    #[cfg(feature = "compile")]
+    fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+            let out = crate::compile::compile_cached(path, max_compiler::Target::host(), |out| {
+                tracing::info!("compiling {} into {} (once)", path.display(), out.display());
+            })?;
+            return Ok(out);
+        }
+        Ok(path.to_path_buf())
+    }
+
+    #[cfg(not(feature = "compile"))]
+    fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+            return Err(LlmError::NeedsCompiler(path.display().to_string()));
+        }
+        Ok(path.to_path_buf())
+    }
+
+    /// The model's configuration.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model's chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// The longest sequence (prompt plus completion) in tokens.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// The most sequences run together.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
+
+    /// Completes `prompt` with the default sampling parameters ([`SamplingParams::default`]:
+    /// temperature 1), up to `max_length`.
+    pub fn generate(&self, prompt: &str) -> Result<Generation> {
+        self.generate_with(prompt, &SamplingParams::default())
+    }
+
+    /// Completes `prompt` with `params`.
+    pub fn generate_with(&self, prompt: &str, params: &SamplingParams) -> Result<Generation> {
+        self.generate_stream(prompt, params, |_| {})
+    }
+
+    /// Completes `prompt`, handing each piece of text to `on_text` as soon as it is final.
+    pub fn generate_stream(&self, prompt: &str, params: &SamplingParams, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+        let ids = self.encode_prompt(prompt)?;
+        Ok(self.generate_ids(vec![ids], params, &mut |_, t| on_text(t))?.remove(0))
+    }
+
+    /// Completes every prompt, running them together in batches of up to `max_batch_size`.
+    pub fn generate_batch(&self, prompts: &[&str]) -> Result<Vec<Generation>> {
+        self.generate_batch_with(prompts, &SamplingParams::default())
+    }
+
+    /// [`generate_batch`](Self::generate_batch) with `params` for every prompt.
+    pub fn generate_batch_with(&self, prompts: &[&str], params: &SamplingParams) -> Result<Vec<Generation>> {
+        let ids = prompts.iter().map(|p| self.encode_prompt(p)).collect::<Result<Vec<_>>>()?;
+        self.generate_ids(ids, params, &mut |_, _| {})
+    }
+
+    /// Answers a conversation, rendered with the model's chat template.
+    pub fn chat(&self, messages: &[ChatMessage]) -> Result<Generation> {
+        self.chat_with(messages, &SamplingParams::default())
+    }
+
+    /// [`chat`](Self::chat) with `params`.
+    pub fn chat_with(&self, messages: &[ChatMessage], params: &SamplingParams) -> Result<Generation> {
+        self.chat_stream(messages, params, |_| {})
+    }
+
+    /// [`chat`](Self::chat), streaming text to `on_text`.
+    pub fn chat_stream(&self, messages: &[ChatMessage], params: &SamplingParams, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+        let ids = self.encode_chat(messages)?;
+        Ok(self.generate_ids(vec![ids], params, &mut |_, t| on_text(t))?.remove(0))
+    }
+
+    /// Token ids of a plain prompt (BOS added if the model asks for it).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        Ok(self.tokenizer.encode(prompt, true)?)
+    }
+
+    /// Token ids of a conversation rendered with the chat template (which writes any BOS
+    /// itself), ending with the assistant's turn opened.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        if messages.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        let text = self.template.render(messages, true)?;
+        Ok(self.tokenizer.encode(&text, false)?)
+    }
+
+    /// Generates from token ids: the core every other method calls. `on_text(i, piece)`
+    /// receives prompt `i`'s text as it becomes final.
+    pub fn generate_ids(&self, prompts: Vec<Vec<u32>>, params: &SamplingParams, on_text: &mut dyn FnMut(usize, &str)) -> Result<Vec<Generation>> {
+        params.validate()?;
+        let vocab = self.tokenizer.vocab_size().max(self.info.model.vocab_size);
+        for p in &prompts {
+            if p.is_empty() {
+                return Err(LlmError::EmptyPrompt);
+            }
+            if p.len() >= self.max_length {
+                return Err(LlmError::PromptTooLong { tokens: p.len(), max_length: self.max_length });
+            }
+            if let Some(&id) = p.iter().find(|&&id| id as usize >= vocab) {
+                return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
+            }
+        }
+        let mut out = Vec::with_capacity(prompts.len());
+        for (g, group) in prompts.chunks(self.max_batch_size).enumerate() {
+            let base = g * self.max_batch_size;
+            out.extend(self.run_group(group, params, &mut |i, t| on_text(base + i, t))?);
+        }
+        Ok(out)
+    }
+
+    /// One group of at most `max_batch_size` prompts, each in its own cache row.
+    fn run_group(&self, prompts: &[Vec<u32>], params: &SamplingParams, on_text: &mut dyn FnMut(usize, &str)) -> Result<Vec<Generation>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::with_capacity(prompts.len());
+        for (slot, p) in prompts.iter().enumerate() {
+            rows.push(Row {
+                slot,
+                prompt_len: p.len(),
+                ids: p.clone(),
+                cached: 0,
+                sampler: Sampler::new(params.clone())?,
+                decoder: self.tokenizer.stream_decoder(true),
+                stops: StopChecker::new(params.stop.iter()),
+                text: String::new(),
+                finish: None,
+            });
+        }
+        // Prefill: every prompt, padded to the longest.
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut tokens = Vec::with_capacity(prompts.len() * longest);
+        let mut positions = Vec::with_capacity(tokens.capacity());
+        let mut last = Vec::with_capacity(prompts.len());
+        for (b, p) in prompts.iter().enumerate() {
+            tokens.extend(p.iter().map(|&t| t as i32));
+            tokens.extend(std::iter::repeat_n(0, longest - p.len()));
+            positions.extend(0..longest as i32);
+            last.push((b * longest + p.len() - 1) as i32);
+        }
+        let active: Vec<usize> = (0..rows.len()).collect();
+        let logits = self.forward(&mut cache, &tokens, &positions, &active.iter().map(|&r| (0, rows[r].slot)).collect::<Vec<_>>(), &last)?;
+        for r in &mut rows {
+            r.cached = r.prompt_len;
+        }
+        self.take_samples(&mut rows, &active, &logits, on_text)?;
+        // Decode: one token per unfinished row per step.
+        loop {
+            let active: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].finish.is_none()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let tokens: Vec<i32> = active.iter().map(|&r| *rows[r].ids.last().unwrap() as i32).collect();
+            let positions: Vec<i32> = active.iter().map(|&r| rows[r].cached as i32).collect();
+            let starts: Vec<(usize, usize)> = active.iter().map(|&r| (rows[r].cached, rows[r].slot)).collect();
+            let last: Vec<i32> = (0..active.len() as i32).collect();
+            let logits = self.forward(&mut cache, &tokens, &positions, &starts, &last)?;
+            for &r in &active {
+                rows[r].cached += 1;
+            }
+            self.take_samples(&mut rows, &active, &logits, on_text)?;
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| Generation { tokens: r.ids[r.prompt_len..].to_vec(), prompt_tokens: r.prompt_len, text: r.text, finish_reason: r.finish.unwrap_or(FinishReason::Length) })
+            .collect())
+    }
+
+    /// Runs the forward entry: `tokens`/`positions` flattened over rows, each row's
+    /// `(start position, cache slot)`, and the flat index of each row's last token.
+    /// Returns the logits, `[rows, vocab]` row-major.
+    fn forward(&self, cache: &mut [Tensor], tokens: &[i32], positions: &[i32], rows: &[(usize, usize)], last: &[i32]) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        let b = rows.len();
+        let start: Vec<i32> = rows.iter().map(|r| r.0 as i32).collect();
+        let slot: Vec<i32> = rows.iter().map(|r| r.1 as i32).collect();
+        let inputs = [
+            Tensor::from_slice(&[n], tokens)?,
+            Tensor::from_slice(&[n], positions)?,
+            Tensor::from_slice(&[b], &start)?,
+            Tensor::from_slice(&[b], &slot)?,
+            Tensor::from_slice(&[b], last)?,
+        ];
+        let out = self.model.execute_with_state(ENTRY_FORWARD, &inputs, cache)?.remove(0);
+        let v = self.info.model.vocab_size;
+        if out.shape() != [b, v] {
+            return Err(LlmError::Logits { got: out.shape().last().copied().unwrap_or(0), expected: v });
+        }
+        Ok(out.to_f32_vec())
+    }
+
+    /// Samples the next token of each active row from its logits row and updates its text
+    /// and finish state.
+    fn take_samples(&self, rows: &mut [Row], active: &[usize], logits: &[f32], on_text: &mut dyn FnMut(usize, &str)) -> Result<()> {
+        let v = self.info.model.vocab_size;
+        for (i, &r) in active.iter().enumerate() {
+            let row = &mut rows[r];
+            let sampled = row.sampler.sample(&logits[i * v..(i + 1) * v], &row.ids)?;
+            let token = sampled.token;
+            row.ids.push(token);
+            let generated = row.ids.len() - row.prompt_len;
+            let mut emit = String::new();
+            if self.tokenizer.is_eos(token) {
+                row.finish = Some(FinishReason::Stop);
+            } else if let Some(piece) = row.decoder.step(token)? {
+                match row.stops.push(&piece) {
+                    StopOutcome::Stop { text, .. } => {
+                        emit.push_str(&text);
+                        row.finish = Some(FinishReason::Stop);
+                    }
+                    other => emit.push_str(&other.into_parts().0),
+                }
+            }
+            // A sequence holds at most `max_length` tokens (the next step would write position
+            // `ids.len() - 1` into the cache).
+            if row.finish.is_none() && (generated >= row.sampler.params().max_tokens || row.ids.len() >= self.max_length) {
+                row.finish = Some(FinishReason::Length);
+            }
+            if row.finish == Some(FinishReason::Length) || (row.finish == Some(FinishReason::Stop) && self.tokenizer.is_eos(token)) {
+                if let Some(rest) = row.decoder.flush()? {
+                    emit.push_str(&row.stops.push(&rest).into_parts().0);
+                }
+                emit.push_str(&row.stops.finish());
+            }
+            if !emit.is_empty() {
+                row.text.push_str(&emit);
+                on_text(r, &emit);
+            }
+        }
+        Ok(())
+    }
+}

@@ -76,7 +76,7 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool)
         });
         open.retain(|_, reg| *reg != r);
         // KV-cache kernels are written whole at the memref level and take no consumers.
-        let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || crate::qmatmul::applies(graph, node);
+        let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || crate::qmatmul::applies(graph, node) || crate::rope::applies(graph, node);
         if node.outputs.len() == 1 && !closed(i) && !own_kernel {
             open.insert(node.outputs[0], r);
         }

@@ -110,10 +110,11 @@ fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
     let _ = write!(s, "    memref.store {y}, %b4[%layer, {slot}, %t, %hi, %di] : {om}\n    }}\n    }}\n    }}\n    }}\n    }}\n    }}\n");
 }
 
-/// Causal attention over the cache, one query `(b, h, s)` at a time with an online softmax:
-/// a running max `m`, sum `l` and weighted value sum `acc` (head_dim/8 vectors) are carried
-/// over the keys `0 ..= pos[b] + s`. Queries are dealt to workgroups round-robin, which
-/// evens out the causal triangle's uneven costs.
+/// Causal attention over the cache, one query `(b, h, s)` at a time, in three passes over
+/// its keys `0 ..= pos[b] + s`: scores `q . k[t]` into a scratch row (tracking their max),
+/// then `exp(score - max)` eight at a time with their sum, then the probability-weighted
+/// sum of values (head_dim/8 vector accumulators). Queries are dealt to workgroups round-
+/// robin, which evens out the causal triangle's uneven costs.
 /// Bindings: q, k_cache, v_cache, pos, slot, out.
 fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, out) = (b[0], b[1], b[2], b[5]);
@@ -129,6 +130,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let vt = |d: DType| format!("vector<{VL}x{}>", d.mlir_name());
     let ok_shape = rows_and_seq(s, r, "%b0", &qm, "%b3");
     let _ = writeln!(s, "    scf.if {ok_shape} {{");
+    // One scratch row of scores per call, as long as the cache (rounded up to whole vectors).
     let _ = write!(
         s,
         "    %layer = arith.constant {layer} : index\n    \
@@ -136,6 +138,10 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
          %hs = arith.muli %nh, %ns : index\n    %total = arith.muli %nb, %hs : index\n    \
          %scale = arith.constant {} : f32\n    %ninf = arith.constant 0xFF800000 : f32\n    \
          %zero = arith.constant 0.0 : f32\n    %vzero = arith.constant dense<0.0> : {vf}\n    \
+         %vninf = arith.constant dense<0xFF800000> : {vf}\n    %cvl = arith.constant {VL} : index\n    \
+         %tcap = memref.dim %b1, %c2 : {km}\n    \
+         %tcap8 = affine.apply affine_map<(t) -> (((t + {VL} - 1) floordiv {VL}) * {VL})>(%tcap)\n    \
+         %scores = memref.alloca(%tcap8) : memref<?xf32>\n    \
          scf.for %item = %wg to %total step %nwg {{\n    \
          %bi = arith.divui %item, %hs : index\n    %rem = arith.remui %item, %hs : index\n    \
          %hi = arith.divui %rem, %ns : index\n    %si = arith.remui %rem, %ns : index\n    \
@@ -158,15 +164,8 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
         };
         let _ = writeln!(s, "    %qsb{j} = vector.broadcast %scale : f32 to {vf}\n    %q{j} = arith.mulf {src}, %qsb{j} : {vf}");
     }
-    let accs: Vec<String> = (0..nv).map(|j| format!("%acc{j} = %vzero")).collect();
-    let acc_ty = vec![vf.clone(); nv as usize].join(", ");
-    let _ = writeln!(
-        s,
-        "    %res:{} = scf.for %t = %c0 to %len step %c1 iter_args(%m = %ninf, %l = %zero, {}) -> (f32, f32, {acc_ty}) {{",
-        nv + 2,
-        accs.join(", ")
-    );
-    // score = q . k[t]
+    // Pass 1: scores and their max.
+    let _ = writeln!(s, "    %mx = scf.for %t = %c0 to %len step %c1 iter_args(%m = %ninf) -> (f32) {{");
     for j in 0..nv {
         let _ = writeln!(s, "      %kr{j} = vector.load %b1[%layer, {slot}, %t, %kvh, %qo{j}] : {km}, {}", vt(kc.dtype));
         let k = match convert(&format!("%kr{j}"), kc.dtype, DType::F32, Some(VL)) {
@@ -185,11 +184,35 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let _ = write!(
         s,
         "      %sc = vector.reduction <add>, %dot{} fastmath<reassoc> : {vf} into f32\n      \
-         %mn = arith.maximumf %m, %sc : f32\n      %dm = arith.subf %m, %mn : f32\n      %corr = math.exp %dm : f32\n      \
-         %ds = arith.subf %sc, %mn : f32\n      %pe = math.exp %ds : f32\n      \
-         %lc = arith.mulf %l, %corr : f32\n      %ln = arith.addf %lc, %pe : f32\n      \
-         %corrv = vector.broadcast %corr : f32 to {vf}\n      %pev = vector.broadcast %pe : f32 to {vf}\n",
+         memref.store %sc, %scores[%t] : memref<?xf32>\n      %mn = arith.maximumf %m, %sc : f32\n      \
+         scf.yield %mn : f32\n    }}\n",
         nv - 1
+    );
+    // Pass 2: probabilities (unnormalized) and their sum; the tail of the last vector is
+    // padded with -inf, whose exp is 0.
+    let _ = write!(
+        s,
+        "    %len8 = affine.apply affine_map<(t) -> (((t + {VL} - 1) floordiv {VL}) * {VL})>(%len)\n    \
+         scf.for %t = %len to %len8 step %c1 {{\n      memref.store %ninf, %scores[%t] : memref<?xf32>\n    }}\n    \
+         %mxv = vector.broadcast %mx : f32 to {vf}\n    \
+         %sumv = scf.for %t = %c0 to %len8 step %cvl iter_args(%acc = %vzero) -> ({vf}) {{\n      \
+         %sv = vector.load %scores[%t] : memref<?xf32>, {vf}\n      %sd = arith.subf %sv, %mxv : {vf}\n"
+    );
+    let pe = inline_exp_ty(s, "%sd", "ev", &vf);
+    let _ = write!(
+        s,
+        "      vector.store {pe}, %scores[%t] : memref<?xf32>, {vf}\n      %accn = arith.addf %acc, {pe} : {vf}\n      \
+         scf.yield %accn : {vf}\n    }}\n    \
+         %sum = vector.reduction <add>, %sumv fastmath<reassoc> : {vf} into f32\n"
+    );
+    // Pass 3: the weighted sum of values.
+    let accs: Vec<String> = (0..nv).map(|j| format!("%acc{j} = %vzero")).collect();
+    let acc_ty = vec![vf.clone(); nv as usize].join(", ");
+    let _ = writeln!(
+        s,
+        "    %res:{nv} = scf.for %t = %c0 to %len step %c1 iter_args({}) -> ({acc_ty}) {{\n      \
+         %p = memref.load %scores[%t] : memref<?xf32>\n      %pv = vector.broadcast %p : f32 to {vf}",
+        accs.join(", ")
     );
     let mut next = Vec::new();
     for j in 0..nv {
@@ -201,13 +224,13 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
             }
             None => format!("%vr{j}"),
         };
-        let _ = writeln!(s, "      %as{j} = arith.mulf %acc{j}, %corrv : {vf}\n      %an{j} = vector.fma %pev, {v}, %as{j} : {vf}");
+        let _ = writeln!(s, "      %an{j} = vector.fma %pv, {v}, %acc{j} : {vf}");
         next.push(format!("%an{j}"));
     }
-    let _ = writeln!(s, "      scf.yield %mn, %ln, {} : f32, f32, {acc_ty}\n    }}", next.join(", "));
-    let _ = writeln!(s, "    %one = arith.constant 1.0 : f32\n    %inv = arith.divf %one, %res#1 : f32\n    %invv = vector.broadcast %inv : f32 to {vf}");
+    let _ = writeln!(s, "      scf.yield {} : {acc_ty}\n    }}", next.join(", "));
+    let _ = writeln!(s, "    %one = arith.constant 1.0 : f32\n    %inv = arith.divf %one, %sum : f32\n    %invv = vector.broadcast %inv : f32 to {vf}");
     for j in 0..nv {
-        let _ = writeln!(s, "    %o{j} = arith.mulf %res#{}, %invv : {vf}", j + 2);
+        let _ = writeln!(s, "    %o{j} = arith.mulf %res#{j}, %invv : {vf}");
         let o = match convert(&format!("%o{j}"), DType::F32, out.dtype, Some(VL)) {
             Some(c) => {
                 let _ = writeln!(s, "    %oc{j} = {c}");
@@ -258,4 +281,20 @@ fn token_index(s: &mut String, rank: usize) -> &'static str {
         let _ = writeln!(s, "    %row = {}", token_row(rank));
     }
     token_ref(rank)
+}
+
+/// `exp(x)` inline for `x` of type `ty` (f32 or a vector of f32; see [`crate::math`]), its
+/// values named `%{prefix}N`.
+fn inline_exp_ty(s: &mut String, x: &str, prefix: &str, ty: &str) -> String {
+    let mut k = 0;
+    crate::math::exp_f32(
+        &mut |rhs| {
+            k += 1;
+            let v = format!("%{prefix}{k}");
+            let _ = writeln!(s, "      {v} = {rhs}");
+            v
+        },
+        x,
+        ty,
+    )
 }

@@ -15,10 +15,12 @@ pub mod graph_api;
 pub mod import;
 pub mod kv_cache;
 pub mod lower;
+pub mod math;
 pub mod mlir;
 pub mod pipeline;
 pub mod program;
 pub mod qmatmul;
+pub mod rope;
 pub mod weights;
 
 pub use codegen::CpuTarget as Target;

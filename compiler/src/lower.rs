@@ -166,6 +166,7 @@ pub fn partition_for(graph: &Graph, node: &Node) -> Option<Vec<bool>> {
         // Only batch dims split: positions index the sequence dim, which must stay whole.
         // Positions that start at the leading dim (`x[N, H, D]`, `positions[N]`) split with
         // the rows; otherwise only batch dims before them split.
+        Op::Rope { .. } if crate::rope::applies(graph, node) => None,
         Op::Rope { .. } if ins[1].rank() + 2 == out.rank() => Some(vec![true, true]),
         Op::Rope { .. } => (out.rank() >= 4).then(|| vec![true, false]),
         Op::Dequantize { .. } => (out.rank() >= 2).then(|| vec![true]),
@@ -353,6 +354,7 @@ impl Body<'_> {
                     self.op(format!("arith.maxsi {x}, {z} : {t}"))
                 }
             }
+            UnaryOp::Exp if t == "f32" => self.exp(x),
             UnaryOp::Exp => self.op(format!("math.exp {x} : {t}")),
             UnaryOp::Log => self.op(format!("math.log {x} : {t}")),
             UnaryOp::Sqrt => self.op(format!("math.sqrt {x} : {t}")),
@@ -375,10 +377,14 @@ impl Body<'_> {
             }
         }
     }
+    /// `exp` of an f32, inline (see [`crate::math`]).
+    fn exp(&mut self, x: &str) -> String {
+        crate::math::exp_f32(&mut |rhs| self.op(rhs), x, "f32")
+    }
     fn sigmoid(&mut self, x: &str, t: &str) -> String {
         let one = self.op(format!("arith.constant 1.0 : {t}"));
         let n = self.op(format!("arith.negf {x} : {t}"));
-        let e = self.op(format!("math.exp {n} : {t}"));
+        let e = if t == "f32" { self.exp(&n) } else { self.op(format!("math.exp {n} : {t}")) };
         let d = self.op(format!("arith.addf {e}, {one} : {t}"));
         self.op(format!("arith.divf {one}, {d} : {t}"))
     }
@@ -1223,7 +1229,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let mx = reduce_into(e, x, &[ax], ReduceOp::Max, &[], |_, v, _| v.to_string());
             let sum = reduce_into(e, x, &[ax], ReduceOp::Sum, &[&mx], |b, v, extra| {
                 let d = b.op(format!("arith.subf {v}, {} : f32", extra[0]));
-                b.op(format!("math.exp {d} : f32"))
+                b.exp(&d)
             });
             let kept: Vec<String> = (0..n).filter(|i| *i != ax).map(|i| format!("d{i}")).collect();
             let ident: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
@@ -1237,7 +1243,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                 |b, a| {
                     let v = b.convert(&a[0], xd, DType::F32);
                     let d = b.op(format!("arith.subf {v}, {} : f32", a[1]));
-                    let ex = b.op(format!("math.exp {d} : f32"));
+                    let ex = b.exp(&d);
                     let r = b.op(format!("arith.divf {ex}, {} : f32", a[2]));
                     b.convert(&r, DType::F32, od)
                 },
@@ -1365,6 +1371,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     }
     if crate::qmatmul::is_qmatmul_kernel(spec) {
         return crate::qmatmul::kernel_func(spec);
+    }
+    if crate::rope::is_rope_kernel(spec) {
+        return crate::rope::kernel_func(spec);
     }
     let mut e = Emitter { body: String::new(), next: 0 };
     let nin = spec.inputs.len();

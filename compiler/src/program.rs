@@ -249,6 +249,8 @@ impl Program {
         } else if crate::qmatmul::applies(graph, root) {
             // The micro-kernel deals out output columns (weight rows).
             graph.ty(root.outputs[0]).dims[1].clone()
+        } else if crate::rope::applies(graph, root) {
+            graph.ty(root.outputs[0]).dims[0].clone()
         } else if let Op::CachedAttention { .. } = root.op {
             // One work item per (batch row, head, query), dealt out by the kernel itself.
             let q = graph.ty(root.inputs[0]);

@@ -36,7 +36,20 @@ pub fn is_qmatmul_kernel(spec: &KernelSpec) -> bool {
         && spec.partition.is_none()
 }
 
+/// Rows from which the panel path (decode a column panel to f32 once, then a register-
+/// blocked f32 micro-kernel over all rows) beats decoding per row tile.
+const PANEL_MIN_ROWS: i64 = 16;
+/// Columns of a decoded panel (two 8-lane vectors).
+const PW: i64 = 16;
+/// Rows of the panel micro-kernel's register tile.
+const PMR: i64 = 6;
+
 /// The `func.func` of a quantized matmul kernel. Bindings: x, w, out.
+///
+/// Two paths, chosen at run time by the row count: few rows (decode) decode each weight
+/// block once per `MR` rows; many rows (prefill) decode a panel of [`PW`] columns into an
+/// f32 scratch `[K][PW]` once and run a `PMR x PW` register-blocked micro-kernel over every
+/// row, so decoding is amortized over the whole batch.
 pub fn kernel_func(spec: &KernelSpec) -> String {
     let Op::QMatMul { format } = spec.body[0].op else { unreachable!("is_qmatmul_kernel checked the op") };
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
@@ -45,6 +58,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let bytes = w.dims[1].expect("verifier: static weight row bytes");
     let bb = format.block_bytes();
     let kb = bytes / bb;
+    let k = kb * 32;
     let v32 = "vector<32xf32>";
     let mut s = format!("  func.func @{}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n", spec.name);
     let _ = write!(
@@ -56,12 +70,81 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
          %zero = arith.constant dense<0.0> : {v32}\n    \
          %m = memref.dim %b0, %c0 : {xm}\n    %mrem = arith.remui %m, %cmr : index\n    %mmain = arith.subi %m, %mrem : index\n    \
          %chunk0 = arith.ceildivui %cn, %nwg : index\n    \
-         %chunk = affine.apply affine_map<(c) -> (((c + 7) floordiv 8) * 8)>(%chunk0)\n    \
+         %chunk = affine.apply affine_map<(c) -> (((c + {PW} - 1) floordiv {PW}) * {PW})>(%chunk0)\n    \
          %n0a = arith.muli %wg, %chunk : index\n    %n0 = arith.minui %n0a, %cn : index\n    \
          %n1a = arith.addi %n0, %chunk : index\n    %n1 = arith.minui %n1a, %cn : index\n    \
-         scf.for %nb = %n0 to %n1 step %cnb {{\n    \
-         %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n"
+         %cpmin = arith.constant {PANEL_MIN_ROWS} : index\n    %many = arith.cmpi uge, %m, %cpmin : index\n    \
+         scf.if %many {{\n"
     );
+    // Panel path: full panels, then any leftover columns by blocks.
+    let _ = write!(
+        s,
+        "    %cpw = arith.constant {PW} : index\n    %c8 = arith.constant 8 : index\n    %ck = arith.constant {k} : index\n    \
+         %cpmr = arith.constant {PMR} : index\n    %vz8 = arith.constant dense<0.0> : vector<8xf32>\n    \
+         %span = arith.subi %n1, %n0 : index\n    %prem = arith.remui %span, %cpw : index\n    %pend = arith.subi %n1, %prem : index\n    \
+         %m6rem = arith.remui %m, %cpmr : index\n    %m6 = arith.subi %m, %m6rem : index\n    \
+         %panel = memref.alloca() : memref<{k}x{PW}xf32>\n    \
+         scf.for %p = %n0 to %pend step %cpw {{\n    \
+         scf.for %c = %c0 to %cpw step %c1 {{\n    %j = arith.addi %p, %c : index\n    \
+         scf.for %k = %c0 to %ckb step %c1 {{\n    %base = arith.muli %k, %cbb : index\n    %kx = arith.muli %k, %c32 : index\n"
+    );
+    decode_block(&mut s, format, &wm);
+    for i in 0..32 {
+        let _ = writeln!(
+            s,
+            "      %e{i} = vector.extract %wv[{i}] : f32 from {v32}\n      %ki{i} = affine.apply affine_map<(k) -> (k + {i})>(%kx)\n      \
+             memref.store %e{i}, %panel[%ki{i}, %c] : memref<{k}x{PW}xf32>"
+        );
+    }
+    s.push_str("    }\n    }\n");
+    for (rows, lo, hi, step) in [(PMR, "%c0", "%m6", "%cpmr"), (1, "%m6", "%m", "%c1")] {
+        let nacc = rows * 2;
+        let accs: Vec<String> = (0..nacc).map(|a| format!("%pa{a} = %vz8")).collect();
+        let tys = vec!["vector<8xf32>"; nacc as usize].join(", ");
+        let _ = writeln!(
+            s,
+            "    scf.for %i = {lo} to {hi} step {step} {{\n    %pr:{nacc} = scf.for %kk = %c0 to %ck step %c1 iter_args({}) -> ({tys}) {{\n      \
+             %pb0 = vector.load %panel[%kk, %c0] : memref<{k}x{PW}xf32>, vector<8xf32>\n      \
+             %pb1 = vector.load %panel[%kk, %c8] : memref<{k}x{PW}xf32>, vector<8xf32>",
+            accs.join(", ")
+        );
+        let mut next = Vec::new();
+        for r in 0..rows {
+            let _ = writeln!(
+                s,
+                "      %pi{r} = affine.apply affine_map<(i) -> (i + {r})>(%i)\n      %xa{r} = memref.load %b0[%pi{r}, %kk] : {xm}\n      \
+                 %xb{r} = vector.broadcast %xa{r} : f32 to vector<8xf32>\n      \
+                 %pn{r}a = vector.fma %xb{r}, %pb0, %pa{} : vector<8xf32>\n      %pn{r}b = vector.fma %xb{r}, %pb1, %pa{} : vector<8xf32>",
+                2 * r,
+                2 * r + 1
+            );
+            next.push(format!("%pn{r}a"));
+            next.push(format!("%pn{r}b"));
+        }
+        let _ = writeln!(s, "      scf.yield {} : {tys}\n    }}", next.join(", "));
+        for r in 0..rows {
+            let _ = writeln!(
+                s,
+                "    %po{r} = affine.apply affine_map<(i) -> (i + {r})>(%i)\n    %pc{r} = arith.addi %p, %c8 : index\n    \
+                 vector.store %pr#{}, %b2[%po{r}, %p] : {om}, vector<8xf32>\n    vector.store %pr#{}, %b2[%po{r}, %pc{r}] : {om}, vector<8xf32>",
+                2 * r,
+                2 * r + 1
+            );
+        }
+        s.push_str("    }\n");
+    }
+    s.push_str("    }\n");
+    block_path(&mut s, format, &xm, &wm, &om, "%pend", "%n1");
+    s.push_str("    } else {\n");
+    block_path(&mut s, format, &xm, &wm, &om, "%n0", "%n1");
+    s.push_str("    }\n    return\n  }\n");
+    s
+}
+
+/// Columns `[lo, hi)` for every row, decoding each weight block once per `MR` rows.
+fn block_path(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str, lo: &str, hi: &str) {
+    let v32 = "vector<32xf32>";
+    let _ = write!(s, "    scf.for %nb = {lo} to {hi} step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, {hi} : index\n");
     // Full row tiles, then the leftover rows one at a time.
     for (rows, lo, hi) in [(MR, "%c0", "%mmain"), (1, "%mmain", "%m")] {
         let step = if rows == MR { "%cmr" } else { "%c1" };
@@ -70,7 +153,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let tys = vec![v32; rows as usize].join(", ");
         let _ = writeln!(s, "    %r:{rows} = scf.for %k = %c0 to %ckb step %c1 iter_args({}) -> ({tys}) {{", accs.join(", "));
         let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index\n      %kx = arith.muli %k, %c32 : index");
-        decode_block(&mut s, format, &wm);
+        decode_block(s, format, wm);
         let mut next = Vec::new();
         for r in 0..rows {
             let _ = writeln!(
@@ -92,8 +175,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         }
         s.push_str("    }\n    }\n");
     }
-    s.push_str("    }\n    return\n  }\n");
-    s
+    s.push_str("    }\n");
 }
 
 /// Decodes block `%k` of weight row `%j` into `%wv : vector<32xf32>` (block starts at byte

@@ -647,8 +647,9 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                 return Err(format!("'max.rope' positions must be an i32 or i64 tensor [seq] or [batch, seq], got {}", pos.describe(names)));
             }
             let lead = &x.dims[x.rank() - 2 - pos.rank()..x.rank() - 2];
-            for (d, p) in lead.iter().zip(&pos.dims) {
-                uf.unify(d, p).ok_or_else(|| format!("'max.rope' positions {} do not match the input's {}", pos.describe(names), show(d, names)))?;
+            for (k, (d, p)) in lead.iter().zip(&pos.dims).enumerate() {
+                let what = if k + 1 == lead.len() { "a sequence" } else { "a batch" };
+                uf.unify(d, p).ok_or_else(|| format!("'max.rope' has {} positions for {what} of {}", show(p, names), show(d, names)))?;
             }
             if base.is_nan() || *base <= 0.0 {
                 return Err(format!("'max.rope' base must be > 0, got {base}"));

@@ -259,6 +259,19 @@ impl AlignedBytes {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Bytes the allocation holds (at least [`len`](Self::len)).
+    pub fn capacity(&self) -> usize {
+        self.words.len() * 64
+    }
+    /// Resizes within the allocation (for reusing a buffer for a smaller or equal need).
+    /// Bytes past the old length keep whatever they held.
+    ///
+    /// # Panics
+    /// If `len` exceeds [`capacity`](Self::capacity).
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.capacity(), "AlignedBytes::set_len past capacity");
+        self.len = len;
+    }
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -34,6 +34,8 @@ impl InferenceSession {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("max-worker-{i}"))
+            // Kernels keep scratch tiles on the stack (attention score rows, decoded weight panels).
+            .stack_size(8 << 20)
             .build()
             .expect("building the worker thread pool");
         InferenceSession { device, pool: Arc::new(pool) }
@@ -52,7 +54,9 @@ impl InferenceSession {
         check_target(&artifact.manifest().target)?;
         artifact.check_program()?;
         let kernels = KernelLibrary::load(artifact)?;
-        Ok(Model { artifact: artifact.clone(), kernels, pool: self.pool.clone() })
+        let profile = std::env::var_os("MAX_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Default::default());
+        let plans = artifact.manifest().entries.iter().map(BufferPlan::new).collect();
+        Ok(Model { artifact: artifact.clone(), kernels, pool: self.pool.clone(), plans, pool_buffers: Default::default(), profile })
     }
 
     /// Opens and loads the artifact at `path`.
@@ -66,6 +70,28 @@ pub struct Model {
     artifact: Artifact,
     kernels: KernelLibrary,
     pool: Arc<rayon::ThreadPool>,
+    /// Per entry: buffer lifetimes, for reusing temporaries.
+    plans: Vec<BufferPlan>,
+    /// Temporaries no longer in use, kept for the next dispatch or call.
+    pool_buffers: std::sync::Mutex<Vec<AlignedBytes>>,
+    /// Time per kernel when `MAX_PROFILE` is set (printed to stderr when the model drops).
+    profile: Option<std::sync::Mutex<std::collections::BTreeMap<String, (u64, std::time::Duration)>>>,
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        let Some(p) = &self.profile else { return };
+        let p = p.lock().unwrap_or_else(|e| e.into_inner());
+        let total: std::time::Duration = p.values().map(|v| v.1).sum();
+        let mut rows: Vec<(&String, &(u64, std::time::Duration))> = p.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        eprintln!("max profile: {} kernels, {:.3} ms in total", rows.len(), total.as_secs_f64() * 1e3);
+        eprintln!("{:>10} {:>7} {:>10} {:>6}  kernel", "ms", "calls", "us/call", "%");
+        for (name, (calls, t)) in rows {
+            let ms = t.as_secs_f64() * 1e3;
+            eprintln!("{ms:>10.3} {calls:>7} {:>10.1} {:>5.1}%  {name}", ms * 1e3 / *calls as f64, 100.0 * t.as_secs_f64() / total.as_secs_f64().max(1e-12));
+        }
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -148,41 +174,51 @@ impl Model {
         }
         let syms = bind_inputs(entry, &all, &m.symbols)?;
 
-        // Shapes and memory of every buffer.
+        // Shapes of every buffer; memory of inputs and weights. Temporaries get memory at
+        // their first use, from the pool of buffers earlier dispatches (or calls) are done
+        // with, and go back to it after their last use.
+        let plan = &self.plans[entry_index];
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
-        let mut temps: Vec<Option<AlignedBytes>> = Vec::with_capacity(entry.buffers.len());
+        let mut temps: Vec<Option<AlignedBytes>> = (0..entry.buffers.len()).map(|_| None).collect();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(entry.buffers.len());
         for b in &entry.buffers {
             let shape = b.shape.iter().map(|d| d.eval(&syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
-            let bytes = shape.iter().product::<usize>() * b.dtype.size_bytes();
-            let (ptr, temp) = match b.kind {
-                BufferKind::Input(i) => (ptrs_in[i], None),
-                BufferKind::Weight(s) => (self.artifact.section_bytes(s).as_ptr() as *mut u8, None),
+            let ptr = match b.kind {
+                BufferKind::Input(i) => ptrs_in[i],
+                BufferKind::Weight(s) => self.artifact.section_bytes(s).as_ptr() as *mut u8,
                 BufferKind::Alias(a) => {
                     // A reshape whose size is only known at run time must keep the count.
                     let parent: usize = shapes[a].iter().product();
                     if shape.iter().product::<usize>() != parent {
                         return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
                     }
-                    (ptrs[a], None)
+                    ptrs[a]
                 }
-                BufferKind::Temp => {
-                    let mut t = AlignedBytes::zeroed(bytes);
-                    (t.as_mut_slice().as_mut_ptr(), Some(t))
-                }
+                BufferKind::Temp => std::ptr::null_mut(),
             };
             shapes.push(shape);
             ptrs.push(ptr);
-            temps.push(temp);
         }
+        let mut pool = std::mem::take(&mut *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()));
 
         for (di, d) in entry.dispatches.iter().enumerate() {
             let f = self.kernels.kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
-            let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[b]).collect();
+            for &b in &d.bindings {
+                let r = plan.root[b];
+                if ptrs[r].is_null() {
+                    let bytes = shapes[r].iter().product::<usize>() * entry.buffers[r].dtype.size_bytes();
+                    // Outputs leave with the caller: they get an exact allocation.
+                    let mut t = if plan.last_use[r] == usize::MAX { AlignedBytes::zeroed(bytes) } else { take_buffer(&mut pool, bytes) };
+                    ptrs[r] = t.as_mut_slice().as_mut_ptr();
+                    temps[r] = Some(t);
+                }
+            }
+            let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
             let push = d.push_constants.iter().map(|e| e.eval(&syms)).collect::<Result<Vec<_>, _>>()?;
             let extent = d.workgroups.eval(&syms)?.max(1);
             let wg = extent.min(self.pool.current_num_threads() as i64).max(1);
             let b = Bindings { ptrs: &bind, push: &push };
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let status = if wg == 1 {
                 // SAFETY: bindings point at live buffers sized from the same shapes the kernel
                 // was compiled against; push constants are those sizes.
@@ -203,21 +239,38 @@ impl Model {
                 });
                 worst.into_inner()
             };
+            if let (Some(p), Some(t0)) = (&self.profile, started) {
+                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+                let e = p.entry(d.kernel.clone()).or_default();
+                e.0 += 1;
+                e.1 += t0.elapsed();
+            }
             if status != 0 {
                 return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
             }
+            for &b in &d.bindings {
+                let r = plan.root[b];
+                if plan.last_use[r] == di {
+                    if let Some(t) = temps[r].take() {
+                        pool.push(t);
+                    }
+                }
+            }
         }
+        *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()) = pool;
 
         let mut outs = Vec::with_capacity(entry.outputs.len());
         for (k, &b) in entry.output_buffers.iter().enumerate() {
             let sig = &entry.outputs[k];
+            let r = plan.root[b];
             // Hand a temp over without copying the first time it is returned.
-            let t = match temps[b].take() {
+            let t = match temps[r].take() {
                 Some(bytes) => Tensor::from_aligned(sig.dtype, &shapes[b], bytes)?,
                 None => {
                     let n = shapes[b].iter().product::<usize>() * sig.dtype.size_bytes();
-                    // SAFETY: `ptrs[b]` points at a live buffer of at least `n` bytes.
-                    let src = unsafe { std::slice::from_raw_parts(ptrs[b] as *const u8, n) };
+                    // SAFETY: `ptrs[r]` points at a live buffer of at least `n` bytes (an
+                    // alias has its root's size).
+                    let src = unsafe { std::slice::from_raw_parts(ptrs[r] as *const u8, n) };
                     Tensor::from_bytes(sig.dtype, &shapes[b], src)?
                 }
             };
@@ -279,4 +332,52 @@ fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Ve
         }
     }
     Ok(syms)
+}
+
+/// Lifetimes of an entry's buffers: each alias resolves to the buffer that owns the memory
+/// (its root), and each root's last use is the last dispatch binding it or any alias of it
+/// (`usize::MAX` for outputs, which outlive the call).
+struct BufferPlan {
+    root: Vec<usize>,
+    last_use: Vec<usize>,
+}
+
+impl BufferPlan {
+    fn new(entry: &Entry) -> Self {
+        let n = entry.buffers.len();
+        let mut root: Vec<usize> = (0..n).collect();
+        for (i, b) in entry.buffers.iter().enumerate() {
+            if let BufferKind::Alias(a) = b.kind {
+                // Aliases point backwards (checked when the artifact is opened).
+                root[i] = if a < i { root[a] } else { a };
+            }
+        }
+        let mut last_use = vec![0usize; n];
+        for (di, d) in entry.dispatches.iter().enumerate() {
+            for &b in &d.bindings {
+                if let Some(&r) = root.get(b) {
+                    last_use[r] = last_use[r].max(di);
+                }
+            }
+        }
+        for &o in &entry.output_buffers {
+            if let Some(&r) = root.get(o) {
+                last_use[r] = usize::MAX;
+            }
+        }
+        BufferPlan { root, last_use }
+    }
+}
+
+/// A pooled buffer of at least `bytes` (the smallest that fits), or a new one.
+fn take_buffer(pool: &mut Vec<AlignedBytes>, bytes: usize) -> AlignedBytes {
+    let best = pool.iter().enumerate().filter(|(_, b)| b.capacity() >= bytes).min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i);
+    match best {
+        Some(i) => {
+            let mut b = pool.swap_remove(i);
+            b.set_len(bytes);
+            b
+        }
+        None => AlignedBytes::zeroed(bytes),
+    }
 }

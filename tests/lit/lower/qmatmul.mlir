@@ -1,15 +1,39 @@
-// qmatmul keeps weights in GGUF blocks: the contraction's body decodes the f16 scale (two
-// bytes, bitcast) and the 4-bit quant of each weight from the i8 block bytes.
-// RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
+// qmatmul keeps weights in GGUF blocks.
+//
+// With f32 activations it is the quantized micro-kernel: each block of 32 weights is one
+// byte-vector load whose nibbles are widened to a vector<32xf32> and scaled (q * d + m,
+// d and m the block's two f16s); many rows take the panel path, which decodes 16 columns
+// into an f32 scratch panel once and runs a register-blocked kernel over it.
+// RUN: maxc opt %s --pass-pipeline=lower-to-linalg --split-input-file | FileCheck %s
 // CHECK-LABEL: func.func @g_k0_qmatmul(
-// CHECK-SAME: memref<?x64xf32> {llvm.noalias}, %{{.*}}: memref<16x40xi8> {llvm.noalias}
+// CHECK-SAME: memref<?x64xf32>, %{{.*}}: memref<16x40xi8>
+// CHECK: scf.if
+// CHECK: memref.alloca() : memref<64x16xf32>
+// CHECK: vector.bitcast %{{.*}} : vector<4xi8> to vector<2xf16>
+// CHECK: arith.andi
+// CHECK: arith.shrui
+// CHECK: arith.uitofp %{{.*}} : vector<32xi8> to vector<32xf32>
+// CHECK: vector.fma
+// CHECK: } else {
+// CHECK: vector.reduction <add>
+func.func @g(%x: tensor<?x64xf32>, %w: tensor<16x40xi8>) -> tensor<?x16xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q4_1"} : (tensor<?x64xf32>, tensor<16x40xi8>) -> tensor<?x16xf32>
+  func.return %0 : tensor<?x16xf32>
+}
+
+// -----
+
+// Other activation types take the generic contraction, whose body decodes the f16 scale
+// (two bytes, bitcast) and the 4-bit quant of each weight from the i8 block bytes.
+// CHECK-LABEL: func.func @h_k0_qmatmul(
+// CHECK-SAME: memref<?x64xf16> {llvm.noalias}, %{{.*}}: memref<16x40xi8> {llvm.noalias}
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
 // CHECK: linalg.index 2 : index
 // CHECK: tensor.extract %{{.*}} : tensor<16x40xi8>
 // CHECK: arith.bitcast %{{.*}} : i16 to f16
 // CHECK: arith.shrui
 // CHECK: arith.andi
-func.func @g(%x: tensor<?x64xf32>, %w: tensor<16x40xi8>) -> tensor<?x16xf32> {
-  %0 = "max.qmatmul"(%x, %w) {format = "q4_1"} : (tensor<?x64xf32>, tensor<16x40xi8>) -> tensor<?x16xf32>
-  func.return %0 : tensor<?x16xf32>
+func.func @h(%x: tensor<?x64xf16>, %w: tensor<16x40xi8>) -> tensor<?x16xf16> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q4_1"} : (tensor<?x64xf16>, tensor<16x40xi8>) -> tensor<?x16xf16>
+  func.return %0 : tensor<?x16xf16>
 }

@@ -33,7 +33,7 @@ func.func @g(%x: tensor<4x2x8xf32>, %p: tensor<5xi64>) -> tensor<4x2x8xf32> {
 
 // -----
 
-// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.rope' positions must be a 1-D i32 or i64 tensor, got [4] f32
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.rope' positions must be an i32 or i64 tensor [seq] or [batch, seq], got [4] f32
 func.func @g(%x: tensor<4x2x8xf32>, %p: tensor<4xf32>) -> tensor<4x2x8xf32> {
   %0 = "max.rope"(%x, %p) : (tensor<4x2x8xf32>, tensor<4xf32>) -> tensor<4x2x8xf32>
   func.return %0 : tensor<4x2x8xf32>

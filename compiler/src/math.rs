@@ -1,0 +1,41 @@
+//! Elementary functions expanded into `arith` ops.
+//!
+//! `math.exp` lowers to a call of libm's scalar `expf`, which LLVM cannot vectorize and
+//! which costs a call per element. Softmax, SiLU, sigmoid and attention are full of
+//! exponentials, so kernels use this inline version instead: Cody-Waite range reduction
+//! `x = n ln2 + r`, a degree-7 polynomial for `e^r` on `|r| <= ln2/2` (Cephes' `expf`
+//! coefficients, about 1 ulp), and `2^n` built in the exponent bits. It works on `f32`
+//! scalars and on vectors of `f32` alike.
+
+/// Emits `exp(x)` for values of type `ty` (`f32` or `vector<NxF32>`). `op` appends one
+/// operation (`rhs` of `%v = rhs`) and returns its SSA name.
+pub fn exp_f32(op: &mut dyn FnMut(String) -> String, x: &str, ty: &str) -> String {
+    let ity = if ty == "f32" { "i32".to_string() } else { ty.replace("f32", "i32") };
+    let splat = |v: &str, t: &str| if t.starts_with("vector") { format!("dense<{v}> : {t}") } else { format!("{v} : {t}") };
+    let mut c = |v: &str| op(format!("arith.constant {}", splat(v, ty)));
+    let (lo, hi, log2e, half) = (c("-8.83762626647949e1"), c("8.83762626647950e1"), c("1.44269504088896341e0"), c("5.0e-1"));
+    let (ln2_hi, ln2_lo, one) = (c("6.93359375e-1"), c("-2.12194440e-4"), c("1.0e0"));
+    let p = ["1.9875691500e-4", "1.3981999507e-3", "8.3334519073e-3", "4.1665795894e-2", "1.6666665459e-1", "5.0000001201e-1"].map(c);
+    let x = op(format!("arith.maximumf {x}, {lo} : {ty}"));
+    let x = op(format!("arith.minimumf {x}, {hi} : {ty}"));
+    let fx = op(format!("math.fma {x}, {log2e}, {half} : {ty}"));
+    let n = op(format!("math.floor {fx} : {ty}"));
+    // r = x - n*ln2_hi - n*ln2_lo (ln2_hi has few bits, so n*ln2_hi is exact).
+    let nn = op(format!("arith.negf {n} : {ty}"));
+    let r = op(format!("math.fma {nn}, {ln2_hi}, {x} : {ty}"));
+    let r = op(format!("math.fma {nn}, {ln2_lo}, {r} : {ty}"));
+    let mut y = p[0].clone();
+    for c in &p[1..] {
+        y = op(format!("math.fma {y}, {r}, {c} : {ty}"));
+    }
+    let r2 = op(format!("arith.mulf {r}, {r} : {ty}"));
+    let y = op(format!("math.fma {y}, {r2}, {r} : {ty}"));
+    let y = op(format!("arith.addf {y}, {one} : {ty}"));
+    let ni = op(format!("arith.fptosi {n} : {ty} to {ity}"));
+    let mut ci = |v: &str| op(format!("arith.constant {}", splat(v, &ity)));
+    let (bias, shift) = (ci("127"), ci("23"));
+    let e = op(format!("arith.addi {ni}, {bias} : {ity}"));
+    let e = op(format!("arith.shli {e}, {shift} : {ity}"));
+    let pow2 = op(format!("arith.bitcast {e} : {ity} to {ty}"));
+    op(format!("arith.mulf {y}, {pow2} : {ty}"))
+}

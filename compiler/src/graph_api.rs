@@ -393,7 +393,13 @@ pub mod ops {
     /// `x @ dequantize(w)^T` with `w` i8 GGUF blocks `[N, K/32 * block_bytes]`.
     #[track_caller]
     pub fn qmatmul(x: &TensorValue, w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
-        x.graph.node(Op::QMatMul { format }, &[x, w], vec![], 1).remove(0)
+        x.graph.node(Op::QMatMul { format, quantize_input: false }, &[x, w], vec![], 1).remove(0)
+    }
+    /// [`qmatmul`] with `x` quantized to 8 bits per block first and integer block products,
+    /// as llama.cpp's CPU backend computes (its generations are matched token for token).
+    #[track_caller]
+    pub fn qmatmul_q8(x: &TensorValue, w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
+        x.graph.node(Op::QMatMul { format, quantize_input: true }, &[x, w], vec![], 1).remove(0)
     }
     /// Scaled dot-product attention of `q[B,S,Hq,D]` over `k[B,T,Hkv,D]`, `v[B,T,Hkv,Dv]`
     /// (grouped-query heads; causal: query i sits at position T - S + i).

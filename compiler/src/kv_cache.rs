@@ -111,9 +111,9 @@ fn cache_write(s: &mut String, b: &[&BindingType], layer: i64) {
 }
 
 /// Causal attention over the cache, one query `(b, h, s)` at a time, in three passes over
-/// its keys `0 ..= pos[b] + s`: scores `q . k[t]` into a scratch row (tracking their max),
-/// then `exp(score - max)` eight at a time with their sum, then the probability-weighted
-/// sum of values (head_dim/8 vector accumulators). Queries are dealt to workgroups round-
+/// its keys `0 ..= pos[b] + s`: scaled scores `(q . k[t]) * scale` into a scratch row
+/// (tracking their max), then `exp(score - max)` eight at a time with their sum, then the
+/// sum of values weighted by the normalized probabilities (head_dim/8 vector accumulators). Queries are dealt to workgroups round-
 /// robin, which evens out the causal triangle's uneven costs.
 /// Bindings: q, k_cache, v_cache, pos, slot, out.
 fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Option<f64>) {
@@ -128,6 +128,9 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
     let vf = format!("vector<{VL}xf32>");
     let vt = |d: DType| format!("vector<{VL}x{}>", d.mlir_name());
+    // With an f16 cache, the query and the probabilities are rounded to f16 as well, as
+    // llama.cpp's CPU backend does (its K.Q and P.V are f16 matmuls).
+    let f16_cache = kc.dtype == DType::F16;
     let ok_shape = rows_and_seq(s, r, "%b0", &qm, "%b3");
     let _ = writeln!(s, "    scf.if {ok_shape} {{");
     // One scratch row of scores per call, as long as the cache (rounded up to whole vectors).
@@ -138,7 +141,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
          %hs = arith.muli %nh, %ns : index\n    %total = arith.muli %nb, %hs : index\n    \
          %scale = arith.constant {} : f32\n    %ninf = arith.constant 0xFF800000 : f32\n    \
          %zero = arith.constant 0.0 : f32\n    %vzero = arith.constant dense<0.0> : {vf}\n    \
-         %vninf = arith.constant dense<0xFF800000> : {vf}\n    %cvl = arith.constant {VL} : index\n    \
+         %vninf = arith.constant dense<0xFF800000> : {vf}\n    %cvl = arith.constant {VL} : index\n    {}\
          %tcap = memref.dim %b1, %c2 : {km}\n    \
          %tcap8 = affine.apply affine_map<(t) -> (((t + {VL} - 1) floordiv {VL}) * {VL})>(%tcap)\n    \
          %scores = memref.alloca(%tcap8) : memref<?xf32>\n    \
@@ -147,6 +150,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
          %hi = arith.divui %rem, %ns : index\n    %si = arith.remui %rem, %ns : index\n    \
          %kvh = arith.divui %hi, %grp : index\n    %len0 = arith.addi %si, %c1 : index\n    %row = {}\n",
         crate::lower::float_lit(scale),
+        (0..VL).map(|l| format!("%c{l}p = arith.constant {l} : index\n    ")).collect::<String>(),
         token_row(r)
     );
     let (pos, slot, ok) = row_bounds(s, kc, "%b1", "%b3", "%b4", "%bi", "%len0", "%r");
@@ -162,7 +166,11 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
             }
             None => format!("%qr{j}"),
         };
-        let _ = writeln!(s, "    %qsb{j} = vector.broadcast %scale : f32 to {vf}\n    %q{j} = arith.mulf {src}, %qsb{j} : {vf}");
+        if f16_cache {
+            let _ = writeln!(s, "    %qh{j} = arith.truncf {src} : {vf} to vector<{VL}xf16>\n    %q{j} = arith.extf %qh{j} : vector<{VL}xf16> to {vf}");
+        } else {
+            let _ = writeln!(s, "    %q{j} = arith.addf {src}, %vzero : {vf}");
+        }
     }
     // Pass 1: scores and their max.
     let _ = writeln!(s, "    %mx = scf.for %t = %c0 to %len step %c1 iter_args(%m = %ninf) -> (f32) {{");
@@ -181,40 +189,50 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
             let _ = writeln!(s, "      %dot{j} = vector.fma %q{j}, {k}, %dot{} : {vf}", j - 1);
         }
     }
+    let h = hsum8(s, &format!("%dot{}", nv - 1), "hq");
     let _ = write!(
         s,
-        "      %sc = vector.reduction <add>, %dot{} fastmath<reassoc> : {vf} into f32\n      \
+        "      %sc = arith.mulf {h}, %scale : f32\n      \
          memref.store %sc, %scores[%t] : memref<?xf32>\n      %mn = arith.maximumf %m, %sc : f32\n      \
-         scf.yield %mn : f32\n    }}\n",
-        nv - 1
+         scf.yield %mn : f32\n    }}\n"
     );
-    // Pass 2: probabilities (unnormalized) and their sum; the tail of the last vector is
-    // padded with -inf, whose exp is 0.
+    // Pass 2: probabilities (unnormalized) and their sum, eight at a time: each group's sum
+    // (in the fixed order) is added in f64. The tail of the last group is padded with -inf,
+    // whose exp is 0.
     let _ = write!(
         s,
         "    %len8 = affine.apply affine_map<(t) -> (((t + {VL} - 1) floordiv {VL}) * {VL})>(%len)\n    \
          scf.for %t = %len to %len8 step %c1 {{\n      memref.store %ninf, %scores[%t] : memref<?xf32>\n    }}\n    \
-         %mxv = vector.broadcast %mx : f32 to {vf}\n    \
-         %sumv = scf.for %t = %c0 to %len8 step %cvl iter_args(%acc = %vzero) -> ({vf}) {{\n      \
+         %mxv = vector.broadcast %mx : f32 to {vf}\n    %zd = arith.constant 0.0 : f64\n    \
+         %sumd = scf.for %t = %c0 to %len8 step %cvl iter_args(%acc = %zd) -> (f64) {{\n      \
          %sv = vector.load %scores[%t] : memref<?xf32>, {vf}\n      %sd = arith.subf %sv, %mxv : {vf}\n"
     );
     let pe = inline_exp_ty(s, "%sd", "ev", &vf);
+    let _ = writeln!(s, "      vector.store {pe}, %scores[%t] : memref<?xf32>, {vf}");
+    let g = hsum8(s, &pe, "hg");
     let _ = write!(
         s,
-        "      vector.store {pe}, %scores[%t] : memref<?xf32>, {vf}\n      %accn = arith.addf %acc, {pe} : {vf}\n      \
-         scf.yield %accn : {vf}\n    }}\n    \
-         %sum = vector.reduction <add>, %sumv fastmath<reassoc> : {vf} into f32\n"
+        "      %gd = arith.extf {g} : f32 to f64\n      %accn = arith.addf %acc, %gd : f64\n      scf.yield %accn : f64\n    }}\n    \
+         %oned = arith.constant 1.0 : f64\n    %invd = arith.divf %oned, %sumd : f64\n    %inv = arith.truncf %invd : f64 to f32\n"
     );
-    // Pass 3: the weighted sum of values.
-    let accs: Vec<String> = (0..nv).map(|j| format!("%acc{j} = %vzero")).collect();
-    let acc_ty = vec![vf.clone(); nv as usize].join(", ");
+    // Pass 3: the weighted sum of values. Key t accumulates into partial sum t mod 8 (a
+    // scratch [8][head_dim]); the eight partials are summed in the fixed order at the end.
+    let round = if f16_cache { "\n      %ph = arith.truncf %pn : f32 to f16\n      %p = arith.extf %ph : f16 to f32" } else { "\n      %p = arith.addf %pn, %zero : f32" };
+    let _ = write!(
+        s,
+        "    %part = memref.alloca() : memref<{VL}x{hd}xf32>\n    \
+         scf.for %l = %c0 to %cvl step %c1 {{\n"
+    );
+    for j in 0..nv {
+        let _ = writeln!(s, "      vector.store %vzero, %part[%l, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}");
+    }
     let _ = writeln!(
         s,
-        "    %res:{nv} = scf.for %t = %c0 to %len step %c1 iter_args({}) -> ({acc_ty}) {{\n      \
-         %p = memref.load %scores[%t] : memref<?xf32>\n      %pv = vector.broadcast %p : f32 to {vf}",
-        accs.join(", ")
+        "    }}\n    %c7 = arith.constant 7 : index\n    scf.for %t = %c0 to %len step %c1 {{\n      \
+         %lt = arith.andi %t, %c7 : index\n      \
+         %pe = memref.load %scores[%t] : memref<?xf32>\n      %pn = arith.mulf %pe, %inv : f32{round}\n      \
+         %pv = vector.broadcast %p : f32 to {vf}"
     );
-    let mut next = Vec::new();
     for j in 0..nv {
         let _ = writeln!(s, "      %vr{j} = vector.load %b2[%layer, {slot}, %t, %kvh, %qo{j}] : {vm}, {}", vt(vc.dtype));
         let v = match convert(&format!("%vr{j}"), vc.dtype, DType::F32, Some(VL)) {
@@ -224,13 +242,28 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
             }
             None => format!("%vr{j}"),
         };
-        let _ = writeln!(s, "      %an{j} = vector.fma %pv, {v}, %acc{j} : {vf}");
-        next.push(format!("%an{j}"));
+        let _ = writeln!(
+            s,
+            "      %ao{j} = vector.load %part[%lt, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}\n      \
+             %an{j} = vector.fma %pv, {v}, %ao{j} : {vf}\n      vector.store %an{j}, %part[%lt, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}"
+        );
     }
-    let _ = writeln!(s, "      scf.yield {} : {acc_ty}\n    }}", next.join(", "));
-    let _ = writeln!(s, "    %one = arith.constant 1.0 : f32\n    %inv = arith.divf %one, %sum : f32\n    %invv = vector.broadcast %inv : f32 to {vf}");
+    s.push_str("    }\n");
+    // ((p4+p0)+(p6+p2)) + ((p5+p1)+(p7+p3)), per head-dim vector.
     for j in 0..nv {
-        let _ = writeln!(s, "    %o{j} = arith.mulf %res#{j}, %invv : {vf}");
+        for l in 0..VL {
+            let _ = writeln!(s, "    %pl{j}_{l} = vector.load %part[%c{l}p, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}");
+        }
+        let _ = write!(
+            s,
+            "    %pa{j} = arith.addf %pl{j}_4, %pl{j}_0 : {vf}\n    %pb{j} = arith.addf %pl{j}_6, %pl{j}_2 : {vf}\n    \
+             %pc{j} = arith.addf %pl{j}_5, %pl{j}_1 : {vf}\n    %pd{j} = arith.addf %pl{j}_7, %pl{j}_3 : {vf}\n    \
+             %pab{j} = arith.addf %pa{j}, %pb{j} : {vf}\n    %pcd{j} = arith.addf %pc{j}, %pd{j} : {vf}\n    \
+             %res{j} = arith.addf %pab{j}, %pcd{j} : {vf}\n"
+        );
+    }
+    for j in 0..nv {
+        let _ = writeln!(s, "    %o{j} = arith.addf %res{j}, %vzero : {vf}");
         let o = match convert(&format!("%o{j}"), DType::F32, out.dtype, Some(VL)) {
             Some(c) => {
                 let _ = writeln!(s, "    %oc{j} = {c}");
@@ -297,4 +330,21 @@ fn inline_exp_ty(s: &mut String, x: &str, prefix: &str, ty: &str) -> String {
         x,
         ty,
     )
+}
+
+/// The sum of the 8 lanes of `v` in the order of an AVX horizontal add:
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))` (llama.cpp's order, which its
+/// attention results depend on). Values are named `%{prefix}...`.
+fn hsum8(s: &mut String, v: &str, prefix: &str) -> String {
+    for l in 0..8 {
+        let _ = writeln!(s, "      %{prefix}{l} = vector.extract {v}[{l}] : f32 from vector<8xf32>");
+    }
+    let _ = write!(
+        s,
+        "      %{prefix}a = arith.addf %{prefix}4, %{prefix}0 : f32\n      %{prefix}b = arith.addf %{prefix}6, %{prefix}2 : f32\n      \
+         %{prefix}c = arith.addf %{prefix}5, %{prefix}1 : f32\n      %{prefix}d = arith.addf %{prefix}7, %{prefix}3 : f32\n      \
+         %{prefix}ab = arith.addf %{prefix}a, %{prefix}b : f32\n      %{prefix}cd = arith.addf %{prefix}c, %{prefix}d : f32\n      \
+         %{prefix}s = arith.addf %{prefix}ab, %{prefix}cd : f32\n"
+    );
+    format!("%{prefix}s")
 }

@@ -20,6 +20,7 @@ pub mod mlir;
 pub mod pipeline;
 pub mod program;
 pub mod qmatmul;
+pub mod qmatmul_q8;
 pub mod rope;
 pub mod weights;
 

@@ -1355,7 +1355,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
         }
         Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
         Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
-        Op::QMatMul { format } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],
+        Op::QMatMul { format, .. } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],
         Op::Dequantize { format } => vec![dequantize(e, &ins[0], *format, out)],
         Op::Attention { causal, scale } => vec![attention(e, &ins[0], &ins[1], &ins[2], *causal, *scale, out)],
         Op::Constant(_) | Op::Weight { .. } | Op::Reshape { .. } | Op::Custom { .. } | Op::CacheWrite { .. } | Op::CachedAttention { .. } => {

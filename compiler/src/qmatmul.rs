@@ -51,7 +51,10 @@ const PMR: i64 = 6;
 /// f32 scratch `[K][PW]` once and run a `PMR x PW` register-blocked micro-kernel over every
 /// row, so decoding is amortized over the whole batch.
 pub fn kernel_func(spec: &KernelSpec) -> String {
-    let Op::QMatMul { format } = spec.body[0].op else { unreachable!("is_qmatmul_kernel checked the op") };
+    let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_qmatmul_kernel checked the op") };
+    if quantize_input {
+        return crate::qmatmul_q8::kernel_func(spec, format);
+    }
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
     let n = w.dims[0].expect("verifier: static weight rows");

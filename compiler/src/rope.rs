@@ -2,8 +2,11 @@
 //!
 //! The elementwise form computes an angle and its cosine and sine for every element, and
 //! again for its pair partner: `2 * heads` times the work, all of it libm calls. This kernel
-//! computes each token's `head_dim/2` angles once (in f64: positions times frequencies
-//! reach thousands of radians) and rotates that pair in every head.
+//! computes each token's `head_dim/2` angles once and rotates that pair in every head.
+//!
+//! Angles are computed as llama.cpp computes them, in f32: `theta_scale =
+//! powf(base, -2/head_dim)`, `theta_0 = pos`, `theta_{i+1} = theta_i * theta_scale`, then
+//! `cosf`/`sinf`. Its generations depend on these exact values.
 
 use crate::lower::KernelSpec;
 use max_dialects::{DType, Graph, Node, Op};
@@ -52,25 +55,21 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
          %n = memref.dim %b0, %c0 : {xm}\n    %chunk = arith.ceildivui %n, %nwg : index\n    \
          %s0 = arith.muli %wg, %chunk : index\n    %start = arith.minui %s0, %n : index\n    \
          %e0 = arith.addi %start, %chunk : index\n    %end = arith.minui %e0, %n : index\n    \
-         %k = arith.constant {} : f64\n    \
-         %freqs = memref.alloca() : memref<{half}xf64>\n    \
-         scf.for %i = %c0 to %chalf step %c1 {{\n      \
-         %i64 = arith.index_cast %i : index to i64\n      %if = arith.sitofp %i64 : i64 to f64\n      \
-         %ex = arith.mulf %if, %k : f64\n      %f = math.exp %ex : f64\n      memref.store %f, %freqs[%i] : memref<{half}xf64>\n    }}\n    \
+         %two = arith.constant -2.0 : f32\n    %nd = arith.constant {}.0 : f32\n    %fb = arith.constant {} : f32\n    \
+         %ex = arith.divf %two, %nd : f32\n    %ts = math.powf %fb, %ex : f32\n    \
          scf.for %t = %start to %end step %c1 {{\n      \
-         %p = memref.load %b1[%t] : {pm}\n      %pf = arith.sitofp %p : {pt} to f64\n      \
-         scf.for %i = %c0 to %chalf step %c1 {{\n        \
-         %f = memref.load %freqs[%i] : memref<{half}xf64>\n        %ang = arith.mulf %pf, %f : f64\n        \
-         %cd = math.cos %ang : f64\n        %sd = math.sin %ang : f64\n        \
-         %cs = arith.truncf %cd : f64 to f32\n        %sn = arith.truncf %sd : f64 to f32\n        \
+         %p = memref.load %b1[%t] : {pm}\n      %pf = arith.sitofp %p : {pt} to f32\n      \
+         %thl = scf.for %i = %c0 to %chalf step %c1 iter_args(%th = %pf) -> (f32) {{\n        \
+         %cs = math.cos %th : f32\n        %sn = math.sin %th : f32\n        \
          %ja = affine.apply {first}(%i)\n        %jb = affine.apply {second}(%i)\n        \
          scf.for %h = %c0 to %ch step %c1 {{\n          \
          %a = memref.load %b0[%t, %h, %ja] : {xm}\n          %b = memref.load %b0[%t, %h, %jb] : {xm}\n          \
          %ac = arith.mulf %a, %cs : f32\n          %bs = arith.mulf %b, %sn : f32\n          %ya = arith.subf %ac, %bs : f32\n          \
          %as = arith.mulf %a, %sn : f32\n          %bc = arith.mulf %b, %cs : f32\n          %yb = arith.addf %as, %bc : f32\n          \
          memref.store %ya, %b2[%t, %h, %ja] : {om}\n          memref.store %yb, %b2[%t, %h, %jb] : {om}\n        \
-         }}\n      }}\n    }}\n    return\n  }}\n",
-        crate::lower::float_lit(-2.0 * base.ln() / d as f64)
+         }}\n        %thn = arith.mulf %th, %ts : f32\n        scf.yield %thn : f32\n      }}\n    }}\n    return\n  }}\n",
+        d,
+        crate::lower::float_lit(base)
     );
     s
 }

@@ -97,7 +97,11 @@ pub enum Op {
     Rope { base: f64, interleaved: bool },
     /// `x[M, K] @ dequantize(w)^T` where `w[N, K/32 * block_bytes]` holds GGUF blocks
     /// (`i8` bytes): each of the N rows is K weights in consecutive blocks of 32.
-    QMatMul { format: QuantFormat },
+    ///
+    /// With `quantize_input`, `x` is first quantized per block of 32 to 8 bits (Q8_1 for
+    /// `q4_1` weights, Q8_0 otherwise) and blocks are multiplied as integers: the numerics
+    /// of llama.cpp's CPU backend, so generations match it token for token.
+    QMatMul { format: QuantFormat, quantize_input: bool },
     /// Scaled dot-product attention of `q[B, S, Hq, D]` over `k[B, T, Hkv, D]`,
     /// `v[B, T, Hkv, Dv]` (grouped-query: head h reads kv head `h / (Hq/Hkv)`). With
     /// `causal`, query i sits at position `T - S + i` and sees keys `0..=T - S + i`.
@@ -368,7 +372,7 @@ impl Op {
             "custom" => Op::Custom { name: a.string("name")? },
             "rms_norm" => Op::RmsNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
             "layer_norm" => Op::LayerNorm { epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5) },
-            "qmatmul" => Op::QMatMul { format: quant_format(&a, "qmatmul")? },
+            "qmatmul" => Op::QMatMul { format: quant_format(&a, "qmatmul")?, quantize_input: a.opt_bool("quantize_input")?.unwrap_or(false) },
             "attention" => Op::Attention { causal: a.opt_bool("causal")?.unwrap_or(false), scale: a.opt_float("scale")? },
             "dequantize" => Op::Dequantize { format: quant_format(&a, "dequantize")? },
             "cache_write" => Op::CacheWrite { layer: a.int("layer")? },
@@ -458,7 +462,13 @@ impl Op {
             }
             Op::Custom { name } => kv.push(format!("name = {name:?}")),
             Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => kv.push(format!("epsilon = {epsilon:e} : f64")),
-            Op::QMatMul { format } | Op::Dequantize { format } => kv.push(format!("format = {:?}", format.name())),
+            Op::QMatMul { format, quantize_input } => {
+                kv.push(format!("format = {:?}", format.name()));
+                if *quantize_input {
+                    kv.push("quantize_input = true".into());
+                }
+            }
+            Op::Dequantize { format } => kv.push(format!("format = {:?}", format.name())),
             Op::CacheWrite { layer } => kv.push(format!("layer = {layer} : i64")),
             Op::CachedAttention { layer, scale } => {
                 kv.push(format!("layer = {layer} : i64"));

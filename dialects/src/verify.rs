@@ -546,7 +546,10 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             }
             Ok(vec![TensorType::new(q.dtype, vec![q.dims[0].clone(), q.dims[1].clone(), q.dims[2].clone(), v.dims[3].clone()])])
         }
-        Op::QMatMul { format } => {
+        Op::QMatMul { format, quantize_input } => {
+            if *quantize_input && ins[0].dtype != DType::F32 {
+                return Err(format!("'max.qmatmul' with quantize_input takes f32 activations, got {}", ins[0].describe(names)));
+            }
             expect_arity(node, 2)?;
             let (x, w) = (&ins[0], &ins[1]);
             expect_float(name, x)?;

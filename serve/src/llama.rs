@@ -138,7 +138,8 @@ mod graph {
     impl Linear {
         fn apply(&self, x: &TensorValue) -> TensorValue {
             match self {
-                Linear::Quant(w, f) => ops::qmatmul(x, w, *f),
+                // Activations quantized to 8 bits per block, as llama.cpp computes.
+                Linear::Quant(w, f) => ops::qmatmul_q8(x, w, *f),
                 Linear::Dense(w) => ops::matmul(x, w),
             }
         }

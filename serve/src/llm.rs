@@ -255,6 +255,25 @@ impl LLM {
         Ok(self.tokenizer.encode(&text, false)?)
     }
 
+    /// The next-token logits after `ids` (one prefill; the cache row is reused), for
+    /// evaluation and comparisons with other implementations.
+    pub fn next_token_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        if ids.len() > self.max_length {
+            return Err(LlmError::PromptTooLong { tokens: ids.len(), max_length: self.max_length });
+        }
+        let vocab = self.info.model.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let tokens: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+        let positions: Vec<i32> = (0..ids.len() as i32).collect();
+        self.forward(&mut cache, &tokens, &positions, &[(0, 0)], &[ids.len() as i32 - 1])
+    }
+
     /// Generates from token ids: the core every other method calls. `on_text(i, piece)`
     /// receives prompt `i`'s text as it becomes final.
     pub fn generate_ids(&self, prompts: Vec<Vec<u32>>, params: &SamplingParams, on_text: &mut dyn FnMut(usize, &str)) -> Result<Vec<Generation>> {

@@ -589,3 +589,72 @@ def test_attention_gqa(tmp_path, causal, dt):
         v = rng.standard_normal((b, t, 2, 8)).astype(NP[dt])
         (got,) = run_artifact(tmp_path / "g.maxa", {"q": q, "k": k, "v": v}, tmp_path)
         np.testing.assert_allclose(got.astype(np.float64), attention_ref(q, k, v, causal).astype(np.float64), err_msg=f"b={b} s={s} t={t}", **tol)
+
+
+def ggml_q8_matmul(x, w_bytes, fmt):
+    """NumPy model of llama.cpp's CPU arithmetic for x @ dequantize(w)^T with x quantized
+    to Q8_1 (q4_1 weights) or Q8_0 (others) per 32-block: integer block dot products in 8
+    lanes of 4, f32 lane accumulators, the lane sum in AVX order, then the Q4_1 min term."""
+    f32, f16 = np.float32, np.float16
+    m, k = x.shape
+    nb = k // 32
+    bb = {"q4_0": 18, "q4_1": 20, "q8_0": 34}[fmt]
+    n = w_bytes.shape[0]
+    raw = w_bytes.view(np.uint8)
+    out = np.zeros((m, n), np.float32)
+    for i in range(m):
+        qx, dx, sx = [], [], []
+        for b in range(nb):
+            xb = x[i, b * 32:(b + 1) * 32].astype(f32)
+            amax = f32(np.max(np.abs(xb)))
+            d = f32(amax / f32(127))
+            inv = f32(f32(127) / amax) if amax != 0 else f32(0)
+            q = np.round((xb * inv).astype(f32)).astype(np.int32)
+            qx.append(q)
+            dx.append(f32(f16(d)))
+            sx.append(f32(f16(f32(d * f32(q.sum())))))
+        for j in range(n):
+            acc = np.zeros(8, np.float32)
+            summs = f32(0)
+            for b in range(nb):
+                blk = raw[j, b * bb:(b + 1) * bb]
+                dw = f32(blk[:2].view(f16)[0])
+                if fmt == "q8_0":
+                    qw = blk[2:].view(np.int8).astype(np.int32)
+                else:
+                    nib = blk[4:] if fmt == "q4_1" else blk[2:]
+                    qw = np.concatenate([nib & 15, nib >> 4]).astype(np.int32)
+                    if fmt == "q4_0":
+                        qw = qw - 8
+                lanes = (qw * qx[b]).reshape(8, 4).sum(axis=1).astype(f32)
+                d01 = f32(dw * dx[b])
+                acc = (d01.astype(np.float64) * lanes + acc).astype(f32)
+                if fmt == "q4_1":
+                    mw = f32(blk[2:4].view(f16)[0])
+                    summs = f32(summs + f32(mw * sx[b]))
+            l = acc
+            h = f32(f32(f32(l[4] + l[0]) + f32(l[6] + l[2])) + f32(f32(l[5] + l[1]) + f32(l[7] + l[3])))
+            out[i, j] = f32(h + summs)
+    return out
+
+
+@pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q8_0", 34)])
+def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb):
+    """qmatmul {quantize_input} computes what llama.cpp's CPU backend computes: 8-bit
+    activation blocks and integer block products (NumPy model above; the only slack is
+    NumPy's lack of a true fma)."""
+    n, k = 24, 96
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(5)
+    w, deq = make_blocks(fmt, n, k, rng)
+    for m in [1, 7, 33]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[0, :32] = 0.0  # an all-zero block quantizes with scale 0
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
+        np.testing.assert_allclose(got, ggml_q8_matmul(x, w, fmt), rtol=2e-6, atol=1e-6)
+        # ... and it is a matmul: close to the exact product, within 8-bit quantization error.
+        np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)

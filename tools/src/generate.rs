@@ -52,6 +52,10 @@ pub struct GenerateArgs {
     /// Print timing (prompt and generated tokens, tokens/s) to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Print one JSON object per prompt instead of text (prompt and generated token ids,
+    /// text, finish reason), e.g. for comparing with other implementations.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Compiles a `.gguf` model into the cache (with a spinner) and returns the artifact path;
@@ -117,13 +121,14 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let prompt_tokens: usize = ids.iter().map(Vec::len).sum();
     let t0 = Instant::now();
     let mut first_token: Option<f64> = None;
-    let stream = a.prompt.len() == 1;
+    let stream = a.prompt.len() == 1 && !a.json;
     let mut stdout = std::io::stdout().lock();
     if stream && !a.chat {
         write!(stdout, "{}", a.prompt[0])?;
         stdout.flush()?;
     }
     let mut write_err: Option<std::io::Error> = None;
+    let prompt_ids = ids.clone();
     let outs = llm.generate_ids(ids, &params, &mut |_, piece| {
         first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         if stream && write_err.is_none() {
@@ -135,7 +140,18 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     if let Some(e) = write_err {
         return Err(e).context("writing to stdout");
     }
-    if stream {
+    if a.json {
+        for ((p, ids), g) in a.prompt.iter().zip(&prompt_ids).zip(&outs) {
+            let v = serde_json::json!({
+                "prompt": p,
+                "prompt_tokens": ids,
+                "tokens": g.tokens,
+                "text": g.text,
+                "finish_reason": g.finish_reason.as_str(),
+            });
+            writeln!(stdout, "{v}")?;
+        }
+    } else if stream {
         writeln!(stdout)?;
     } else {
         for (p, g) in a.prompt.iter().zip(&outs) {

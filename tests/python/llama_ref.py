@@ -4,8 +4,9 @@ For each prompt: tokenize with llama.cpp's tokenizer (BOS added only if the GGUF
 tokenizer.ggml.add_bos_token; SmolLM2's GGUF says false, so no BOS), then decode greedily:
 after each llama_decode, take np.argmax over the last position's logits (no temperature,
 top-k/p, or repeat penalty), stopping after --max-tokens or at an end-of-generation token
-(EOS/EOT), which is then included in "tokens" and reported as "eos": true.
-Prints a JSON list of {"prompt", "prompt_tokens", "tokens", "text", "eos"} to stdout.
+(EOS/EOT), which is then included in "tokens" and reported as "eos": true. "margins" holds,
+per generated token, the gap between the best and second-best logit (how close a tie it was).
+Prints a JSON list of {"prompt", "prompt_tokens", "tokens", "margins", "text", "eos"} to stdout.
 Setup: source scripts/python-env.sh && source scripts/llama-cpp-env.sh
 Usage: python tests/python/llama_ref.py --model M.gguf --max-tokens 32 [--threads 2] \
            --prompt "The capital of France is" [--prompt ...]
@@ -18,21 +19,24 @@ import numpy as np
 
 
 def greedy(llm, prompt_tokens, max_tokens):
-    """Greedy continuation of prompt_tokens: returns (generated ids, hit end-of-generation)."""
+    """Greedy continuation of prompt_tokens: returns (generated ids, top-2 logit gaps, hit
+    end-of-generation)."""
     n_vocab = llm.n_vocab()
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     llm.reset()  # fresh KV cache: Llama.eval drops every cached position >= n_tokens
     llm.eval(prompt_tokens)
-    out = []
+    out, margins = [], []
     while len(out) < max_tokens:
         # Llama.scores is only filled with logits_all=True, so read the context's logits directly.
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
         tok = int(np.argmax(logits))
+        top2 = np.partition(logits, -2)[-2:]
         out.append(tok)
+        margins.append(float(top2[1] - top2[0]))
         if llama_cpp.llama_vocab_is_eog(vocab, tok):
-            return out, True
+            return out, margins, True
         llm.eval([tok])
-    return out, False
+    return out, margins, False
 
 
 def main():
@@ -51,10 +55,10 @@ def main():
         prompt_tokens = llm.tokenize(prompt.encode(), add_bos=add_bos, special=False)
         if len(prompt_tokens) + args.max_tokens > args.n_ctx:
             ap.error(f"prompt ({len(prompt_tokens)} tokens) + --max-tokens exceeds --n-ctx")
-        tokens, eos = greedy(llm, prompt_tokens, args.max_tokens)
+        tokens, margins, eos = greedy(llm, prompt_tokens, args.max_tokens)
         text = llm.detokenize(tokens).decode("utf-8", errors="replace")
         results.append({"prompt": prompt, "prompt_tokens": prompt_tokens, "tokens": tokens,
-                        "text": text, "eos": eos})
+                        "margins": margins, "text": text, "eos": eos})
     print(json.dumps(results))
 
 

@@ -133,7 +133,9 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let f16_cache = kc.dtype == DType::F16;
     let ok_shape = rows_and_seq(s, r, "%b0", &qm, "%b3");
     let _ = writeln!(s, "    scf.if {ok_shape} {{");
-    // One scratch row of scores per call, as long as the cache (rounded up to whole vectors).
+    // Scratch, allocated once per call (not per query: stack allocations in a loop would
+    // pile up): a row of scores as long as the cache (rounded up to whole vectors), and the
+    // eight partial value sums.
     let _ = write!(
         s,
         "    %layer = arith.constant {layer} : index\n    \
@@ -145,6 +147,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
          %tcap = memref.dim %b1, %c2 : {km}\n    \
          %tcap8 = affine.apply affine_map<(t) -> (((t + {VL} - 1) floordiv {VL}) * {VL})>(%tcap)\n    \
          %scores = memref.alloca(%tcap8) : memref<?xf32>\n    \
+         %part = memref.alloca() : memref<{VL}x{hd}xf32>\n    \
          scf.for %item = %wg to %total step %nwg {{\n    \
          %bi = arith.divui %item, %hs : index\n    %rem = arith.remui %item, %hs : index\n    \
          %hi = arith.divui %rem, %ns : index\n    %si = arith.remui %rem, %ns : index\n    \
@@ -218,11 +221,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     // Pass 3: the weighted sum of values. Key t accumulates into partial sum t mod 8 (a
     // scratch [8][head_dim]); the eight partials are summed in the fixed order at the end.
     let round = if f16_cache { "\n      %ph = arith.truncf %pn : f32 to f16\n      %p = arith.extf %ph : f16 to f32" } else { "\n      %p = arith.addf %pn, %zero : f32" };
-    let _ = write!(
-        s,
-        "    %part = memref.alloca() : memref<{VL}x{hd}xf32>\n    \
-         scf.for %l = %c0 to %cvl step %c1 {{\n"
-    );
+    let _ = writeln!(s, "    scf.for %l = %c0 to %cvl step %c1 {{");
     for j in 0..nv {
         let _ = writeln!(s, "      vector.store %vzero, %part[%l, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}");
     }

@@ -160,7 +160,8 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         program.add_graph(g, &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
-    let linalg = lower::kernel_module(&specs, &libraries);
+    let avx2 = opts.target.required.iter().any(|f| f == "avx2");
+    let linalg = lower::kernel_module(&specs, &libraries, avx2);
     let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));
@@ -172,6 +173,9 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         return text(mlir::print_module(&module, false));
     }
     let mut ir = codegen::mark_noalias(&ctx.translate_to_llvm_ir(&module)?, &program.kernels);
+    if avx2 {
+        ir = qmatmul_q8::define_x86_helpers(&ir);
+    }
     // The runtime ships no MLIR C runner library; a kernel needing one is a compiler bug.
     if let Some(sym) = ["@memrefCopy", "@_mlir_"].iter().find(|s| ir.contains(*s)) {
         return Err(CompileError::Internal(format!("kernels reference the MLIR runner helper {sym}")));

@@ -1365,12 +1365,12 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
 }
 
 /// Generates the `func.func` of one kernel.
-pub fn kernel_func(spec: &KernelSpec) -> String {
+pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     if crate::kv_cache::is_cache_kernel(spec) {
         return crate::kv_cache::kernel_func(spec);
     }
     if crate::qmatmul::is_qmatmul_kernel(spec) {
-        return crate::qmatmul::kernel_func(spec);
+        return crate::qmatmul::kernel_func(spec, avx2);
     }
     if crate::rope::is_rope_kernel(spec) {
         return crate::rope::kernel_func(spec);
@@ -1499,10 +1499,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
 
 /// Wraps kernel functions into a module, with the MLIR kernel libraries they call (made
 /// private, so they disappear once inlined).
-pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)]) -> String {
+/// `avx2` says the target has AVX2, which the quantized micro-kernels use directly.
+pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], avx2: bool) -> String {
     let mut s = String::from("module {\n");
     for k in specs.iter().filter(|k| k.native.is_none()) {
-        s.push_str(&kernel_func(k));
+        s.push_str(&kernel_func(k, avx2));
+    }
+    if avx2 {
+        s.push_str(crate::qmatmul_q8::X86_HELPER_DECLS);
     }
     for (source, functions) in libraries {
         let mut text = source.clone();

@@ -50,10 +50,10 @@ const PMR: i64 = 6;
 /// block once per `MR` rows; many rows (prefill) decode a panel of [`PW`] columns into an
 /// f32 scratch `[K][PW]` once and run a `PMR x PW` register-blocked micro-kernel over every
 /// row, so decoding is amortized over the whole batch.
-pub fn kernel_func(spec: &KernelSpec) -> String {
+pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_qmatmul_kernel checked the op") };
     if quantize_input {
-        return crate::qmatmul_q8::kernel_func(spec, format);
+        return crate::qmatmul_q8::kernel_func(spec, format, avx2);
     }
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());

@@ -21,9 +21,15 @@ use std::fmt::Write;
 const NB: i64 = 32;
 /// Rows per cache block.
 const RB: i64 = 16;
+/// Rows quantized at a time (their 8-bit copy lives on the stack: `RC * K` bytes).
+const RC: i64 = 64;
 
 /// The `func.func` of a quantized-activation matmul. Bindings: x (f32), w, out (f32).
-pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
+///
+/// With `avx2`, block products use the byte multiply-adds llama.cpp uses (`vpmaddubsw` then
+/// `vpmaddwd` against ones; signed weights via `vpsignb`), which give the same exact lane
+/// sums as the portable form in far fewer instructions.
+pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String {
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
     let n = w.dims[0].expect("verifier: static weight rows");
@@ -32,7 +38,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
     let k = kb * 32;
     let q81 = format == QuantFormat::Q4_1;
     let (v32f, v32b, v8f) = ("vector<32xf32>", "vector<32xi8>", "vector<8xf32>");
-    let (qxm, dxm) = (format!("memref<?x{k}xi8>"), format!("memref<?x{kb}xf32>"));
+    let (qxm, dxm) = (format!("memref<{RC}x{k}xi8>"), format!("memref<{RC}x{kb}xf32>"));
     let mut s = format!("  func.func @{}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n", spec.name);
     let _ = write!(
         s,
@@ -40,15 +46,22 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
          %c4q = arith.constant 4 : index\n    %c32 = arith.constant 32 : index\n    %cbb = arith.constant {bb} : index\n    \
          %ckb = arith.constant {kb} : index\n    %cn = arith.constant {n} : index\n    %cnb = arith.constant {NB} : index\n    \
          %crb = arith.constant {RB} : index\n    %f0 = arith.constant 0.0 : f32\n    %f127 = arith.constant 127.0 : f32\n    \
-         %z8 = arith.constant dense<0.0> : {v8f}\n    %m = memref.dim %b0, %c0 : {xm}\n"
+         %z8 = arith.constant dense<0.0> : {v8f}\n    %ones16 = arith.constant dense<1> : vector<16xi16>\n    %m = memref.dim %b0, %c0 : {xm}\n"
     );
-    // 1. Quantize every row of x into heap scratch (freed by the buffer-deallocation
-    //    pipeline at the end of the function). Every workgroup quantizes all rows : they
-    //    are few next to the columns it computes.
+    // Rows go in chunks of RC: 1. quantize the chunk's rows of x into stack scratch (every
+    // workgroup quantizes them all: rows are few next to the columns it computes), 2. this
+    // workgroup's columns for those rows.
     let _ = write!(
         s,
-        "    %qx = memref.alloc(%m) : {qxm}\n    %dx = memref.alloc(%m) : {dxm}\n    %sx = memref.alloc(%m) : {dxm}\n    \
-         scf.for %i = %c0 to %m step %c1 {{\n    scf.for %k = %c0 to %ckb step %c1 {{\n      \
+        "    %qx = memref.alloca() : {qxm}\n    %dx = memref.alloca() : {dxm}\n    %sx = memref.alloca() : {dxm}\n    \
+         %crc = arith.constant {RC} : index\n    \
+         %chunk0 = arith.ceildivui %cn, %nwg : index\n    \
+         %chunk = affine.apply affine_map<(c) -> (((c + 7) floordiv 8) * 8)>(%chunk0)\n    \
+         %n0a = arith.muli %wg, %chunk : index\n    %n0 = arith.minui %n0a, %cn : index\n    \
+         %n1a = arith.addi %n0, %chunk : index\n    %n1 = arith.minui %n1a, %cn : index\n    \
+         scf.for %r0 = %c0 to %m step %crc {{\n    %rn0 = arith.addi %r0, %crc : index\n    %rn = arith.minui %rn0, %m : index\n    \
+         %rows = arith.subi %rn, %r0 : index\n    \
+         scf.for %li = %c0 to %rows step %c1 {{\n    %i = arith.addi %r0, %li : index\n    scf.for %k = %c0 to %ckb step %c1 {{\n      \
          %kx = arith.muli %k, %c32 : index\n      %xv = vector.load %b0[%i, %kx] : {xm}, {v32f}\n      \
          %ax = math.absf %xv : {v32f}\n      %amax = vector.reduction <maximumf>, %ax : {v32f} into f32\n      \
          %d = arith.divf %amax, %f127 : f32\n      %d16 = arith.truncf %d : f32 to f16\n      %dr = arith.extf %d16 : f16 to f32\n      \
@@ -56,27 +69,23 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
          %id = arith.select %isz, %f0, %id0 : f32\n      %idv = vector.broadcast %id : f32 to {v32f}\n      \
          %v = arith.mulf %xv, %idv : {v32f}\n      %r = math.roundeven %v : {v32f}\n      \
          %qi = arith.fptosi %r : {v32f} to vector<32xi32>\n      %q8 = arith.trunci %qi : vector<32xi32> to {v32b}\n      \
-         vector.store %q8, %qx[%i, %kx] : {qxm}, {v32b}\n      memref.store %dr, %dx[%i, %k] : {dxm}\n"
+         vector.store %q8, %qx[%li, %kx] : {qxm}, {v32b}\n      memref.store %dr, %dx[%li, %k] : {dxm}\n"
     );
     if q81 {
         let _ = write!(
             s,
             "      %qsum = vector.reduction <add>, %qi : vector<32xi32> into i32\n      %qsf = arith.sitofp %qsum : i32 to f32\n      \
              %sd = arith.mulf %d, %qsf : f32\n      %s16 = arith.truncf %sd : f32 to f16\n      %sr = arith.extf %s16 : f16 to f32\n      \
-             memref.store %sr, %sx[%i, %k] : {dxm}\n"
+             memref.store %sr, %sx[%li, %k] : {dxm}\n"
         );
     }
     s.push_str("    }\n    }\n");
     // 2. The dot products, for this workgroup's columns.
     let _ = write!(
         s,
-        "    %chunk0 = arith.ceildivui %cn, %nwg : index\n    \
-         %chunk = affine.apply affine_map<(c) -> (((c + 7) floordiv 8) * 8)>(%chunk0)\n    \
-         %n0a = arith.muli %wg, %chunk : index\n    %n0 = arith.minui %n0a, %cn : index\n    \
-         %n1a = arith.addi %n0, %chunk : index\n    %n1 = arith.minui %n1a, %cn : index\n    \
-         scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
-         scf.for %ib = %c0 to %m step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %m : index\n    \
-         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %i = %ib to %ibe step %c1 {{\n    \
+        "    scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
+         scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
+         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n    \
          %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
          %base = arith.muli %k, %cbb : index\n      %kx = arith.muli %k, %c32 : index\n"
     );
@@ -88,17 +97,14 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
          %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
          %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
          %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n      \
-         %dxv = memref.load %dx[%i, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n",
+         %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n",
         2 * halves,
         2 * halves
     );
+    // The block's 32 weight quants as bytes: `%qs` (signed) or `%qn` (unsigned nibbles).
     match format {
         QuantFormat::Q8_0 => {
-            let _ = write!(
-                s,
-                "      %qo = arith.addi %base, %c2q : index\n      %qb = vector.load %b1[%j, %qo] : {wm}, {v32b}\n      \
-                 %qw = arith.extsi %qb : {v32b} to vector<32xi16>\n"
-            );
+            let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
             let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
@@ -107,37 +113,60 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
                 "      %qo = arith.addi %base, {qoff} : index\n      %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
                  %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
                  %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
-                 %qn = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n      \
-                 %{} = arith.extui %qn : {v32b} to vector<32xi16>\n",
-                (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
-                if format == QuantFormat::Q4_0 { "qu" } else { "qw" }
+                 %qn = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n",
+                (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
             );
             if format == QuantFormat::Q4_0 {
-                let _ = write!(s, "      %o8 = arith.constant dense<8> : vector<32xi16>\n      %qw = arith.subi %qu, %o8 : vector<32xi16>\n");
+                let _ = write!(s, "      %o8 = arith.constant dense<8> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
             }
         }
     }
+    let _ = writeln!(s, "      %xq = vector.load %qx[%li, %kx] : {qxm}, {v32b}");
+    // Lane l of %lanes (i32) = sum of products 4l .. 4l+3.
+    if avx2 {
+        let (u, v) = if format == QuantFormat::Q4_1 {
+            ("%qn", "%xq")
+        } else {
+            // |w| * (x with w's sign): an unsigned-by-signed product like Q4_1's.
+            let _ = write!(
+                s,
+                "      %qa = math.absi %qs : {v32b}\n      \
+                 %xs = func.call @max_x86_psignb(%xq, %qs) : ({v32b}, {v32b}) -> {v32b}\n"
+            );
+            ("%qa", "%xs")
+        };
+        let _ = write!(
+            s,
+            "      %m16 = func.call @max_x86_pmaddubsw({u}, {v}) : ({v32b}, {v32b}) -> vector<16xi16>\n      \
+             %lanes = func.call @max_x86_pmaddwd(%m16, %ones16) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n"
+        );
+    } else {
+        let ext = if format == QuantFormat::Q4_1 { "arith.extui %qn" } else { "arith.extsi %qs" };
+        let _ = write!(
+            s,
+            "      %qw = {ext} : {v32b} to vector<32xi16>\n      %xw = arith.extsi %xq : {v32b} to vector<32xi16>\n      \
+             %p16 = arith.muli %qw, %xw : vector<32xi16>\n      %p32 = arith.extsi %p16 : vector<32xi16> to vector<32xi32>\n      \
+             %pq0 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
+             %pq1 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
+             %pq2 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
+             %pq3 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
+             %ps01 = arith.addi %pq0, %pq1 : vector<8xi32>\n      %ps23 = arith.addi %pq2, %pq3 : vector<8xi32>\n      \
+             %lanes = arith.addi %ps01, %ps23 : vector<8xi32>\n",
+            lane_mask(0),
+            lane_mask(1),
+            lane_mask(2),
+            lane_mask(3)
+        );
+    }
     let _ = write!(
         s,
-        "      %xq = vector.load %qx[%i, %kx] : {qxm}, {v32b}\n      %xw = arith.extsi %xq : {v32b} to vector<32xi16>\n      \
-         %p16 = arith.muli %qw, %xw : vector<32xi16>\n      %p32 = arith.extsi %p16 : vector<32xi16> to vector<32xi32>\n      \
-         %pq0 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
-         %pq1 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
-         %pq2 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
-         %pq3 = vector.shuffle %p32, %p32 [{}] : vector<32xi32>, vector<32xi32>\n      \
-         %ps01 = arith.addi %pq0, %pq1 : vector<8xi32>\n      %ps23 = arith.addi %pq2, %pq3 : vector<8xi32>\n      \
-         %lanes = arith.addi %ps01, %ps23 : vector<8xi32>\n      \
-         %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %dv = vector.broadcast %d01 : f32 to {v8f}\n      \
-         %accn = vector.fma %dv, %xy, %acc : {v8f}\n",
-        lane_mask(0),
-        lane_mask(1),
-        lane_mask(2),
-        lane_mask(3)
+        "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %dv = vector.broadcast %d01 : f32 to {v8f}\n      \
+         %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
     );
     if q81 {
         let _ = write!(
             s,
-            "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>\n      %sxv = memref.load %sx[%i, %k] : {dxm}\n      \
+            "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>\n      %sxv = memref.load %sx[%li, %k] : {dxm}\n      \
              %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf %summs, %ms : f32\n      scf.yield %accn, %summsn : {v8f}, f32\n"
         );
     } else {
@@ -153,7 +182,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
         "    %h04 = arith.addf %l4, %l0 : f32\n    %h26 = arith.addf %l6, %l2 : f32\n    %h15 = arith.addf %l5, %l1 : f32\n    \
          %h37 = arith.addf %l7, %l3 : f32\n    %h0 = arith.addf %h04, %h26 : f32\n    %h1 = arith.addf %h15, %h37 : f32\n    \
          %hs = arith.addf %h0, %h1 : f32\n    %y = arith.addf %hs, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n    \
-         }}\n    }}\n    }}\n    }}\n    \
+         }}\n    }}\n    }}\n    }}\n    }}\n    \
          return\n  }}\n"
     );
     s
@@ -163,4 +192,35 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat) -> String {
 /// `4l .. 4l + 4` (integer sums are exact, so their order does not matter).
 fn lane_mask(r: usize) -> String {
     (0..8).map(|l| (4 * l + r).to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Declarations of the AVX2 byte/word multiply-adds the kernels call. They are defined in
+/// LLVM IR after translation ([`define_x86_helpers`]): an intrinsic call inside the MLIR
+/// kernels would stop buffer deallocation, which rejects ops with unknown memory effects.
+pub const X86_HELPER_DECLS: &str = "  func.func private @max_x86_pmaddubsw(vector<32xi8>, vector<32xi8>) -> vector<16xi16>\n  \
+func.func private @max_x86_pmaddwd(vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n  \
+func.func private @max_x86_psignb(vector<32xi8>, vector<32xi8>) -> vector<32xi8>\n";
+
+/// Replaces the helper declarations in translated LLVM IR with inlined definitions that
+/// call the AVX2 intrinsics.
+pub fn define_x86_helpers(ir: &str) -> String {
+    let defs = [
+        ("@max_x86_pmaddubsw(", "<16 x i16>", "<32 x i8>", "<32 x i8>", "llvm.x86.avx2.pmadd.ub.sw"),
+        ("@max_x86_pmaddwd(", "<8 x i32>", "<16 x i16>", "<16 x i16>", "llvm.x86.avx2.pmadd.wd"),
+        ("@max_x86_psignb(", "<32 x i8>", "<32 x i8>", "<32 x i8>", "llvm.x86.avx2.psign.b"),
+    ];
+    let mut out = String::with_capacity(ir.len() + 1024);
+    for line in ir.split_inclusive('\n') {
+        match defs.iter().find(|d| line.starts_with("declare") && line.contains(d.0)) {
+            Some((name, ret, a, b, intrinsic)) => {
+                let name = name.trim_end_matches('(');
+                let _ = writeln!(
+                    out,
+                    "define internal {ret} {name}({a} %a, {b} %b) alwaysinline {{\n  %r = call {ret} @{intrinsic}({a} %a, {b} %b)\n  ret {ret} %r\n}}"
+                );
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }

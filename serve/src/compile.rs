@@ -70,15 +70,21 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The cache file for `model`: named after the file, keyed by its path, size and
-/// modification time, the compiler version and the target, so a changed model or a new
+/// modification time, the compiler version and build (the running executable's size and
+/// time), the artifact and kernel ABI versions and the target, so a changed model or a new
 /// compiler compiles afresh.
 pub fn cached_artifact_path(model: &Path, target: &Target) -> Result<PathBuf, CompileModelError> {
     let io = |source| CompileModelError::Io { what: format!("reading {}", model.display()), source };
     let canonical = model.canonicalize().map_err(io)?;
     let meta = std::fs::metadata(&canonical).map_err(io)?;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    // The compiler build: a rebuilt compiler (same version, new code) compiles afresh.
+    let build = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| format!("{}:{:?}", m.len(), m.modified().ok()))
+        .unwrap_or_default();
     let key = format!(
-        "{}|{}|{mtime}|{}|{}|{}|{:?}",
+        "{}|{}|{mtime}|{}|{build}|{}|{}|{:?}",
         canonical.display(),
         meta.len(),
         env!("CARGO_PKG_VERSION"),

@@ -5,10 +5,8 @@
 //! rest: tokenization, sampling, stop conditions, and the KV cache's bookkeeping (which
 //! cache row each sequence owns and how many positions it holds).
 //!
-//! A batch runs together: one prefill call over all prompts (padded to the longest; each
-//! row's logits are taken at its own last token, and the padding's cache entries are
-//! overwritten by later decode steps before anything reads them), then one decode call per
-//! step over the rows still generating.
+//! A batch runs together: a prefill of all prompts (one call when small, else chunks; see
+//! `LLM::prefill`), then one decode call per step over the rows still generating.
 
 use crate::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 use crate::model_info::{ModelInfo, ModelInfoError, ENTRY_FORWARD};
@@ -29,6 +27,10 @@ pub struct PipelineConfig {
     /// Worker threads (default: every core).
     pub threads: Option<usize>,
 }
+
+/// Most tokens one prefill call processes (larger prompts and batches are prefilled in
+/// chunks); bounds the memory of the forward pass's temporaries.
+pub const PREFILL_CHUNK: usize = 512;
 
 /// The default cap on [`PipelineConfig::max_length`].
 pub const DEFAULT_MAX_LENGTH: usize = 2048;
@@ -269,9 +271,7 @@ impl LLM {
             return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
         }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let tokens: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-        let positions: Vec<i32> = (0..ids.len() as i32).collect();
-        self.forward(&mut cache, &tokens, &positions, &[(0, 0)], &[ids.len() as i32 - 1])
+        self.prefill(&mut cache, &[ids.to_vec()])
     }
 
     /// Generates from token ids: the core every other method calls. `on_text(i, piece)`
@@ -315,19 +315,8 @@ impl LLM {
                 finish: None,
             });
         }
-        // Prefill: every prompt, padded to the longest.
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let mut tokens = Vec::with_capacity(prompts.len() * longest);
-        let mut positions = Vec::with_capacity(tokens.capacity());
-        let mut last = Vec::with_capacity(prompts.len());
-        for (b, p) in prompts.iter().enumerate() {
-            tokens.extend(p.iter().map(|&t| t as i32));
-            tokens.extend(std::iter::repeat_n(0, longest - p.len()));
-            positions.extend(0..longest as i32);
-            last.push((b * longest + p.len() - 1) as i32);
-        }
         let active: Vec<usize> = (0..rows.len()).collect();
-        let logits = self.forward(&mut cache, &tokens, &positions, &active.iter().map(|&r| (0, rows[r].slot)).collect::<Vec<_>>(), &last)?;
+        let logits = self.prefill(&mut cache, prompts)?;
         for r in &mut rows {
             r.cached = r.prompt_len;
         }
@@ -352,6 +341,42 @@ impl LLM {
             .into_iter()
             .map(|r| Generation { tokens: r.ids[r.prompt_len..].to_vec(), prompt_tokens: r.prompt_len, text: r.text, finish_reason: r.finish.unwrap_or(FinishReason::Length) })
             .collect())
+    }
+
+    /// Prefills cache rows `0..prompts.len()` with the prompts and returns each row's
+    /// next-token logits (`[rows, vocab]`). A batch whose padded size fits
+    /// [`PREFILL_CHUNK`] tokens is one call (prompts padded to the longest: each row's logits
+    /// are taken at its own last token, and the padding's cache entries are overwritten by
+    /// later steps before anything reads them). Larger ones go row by row in chunks of at
+    /// most [`PREFILL_CHUNK`] tokens, which bounds the temporaries' memory; a row's chunks
+    /// continue where the previous one stopped in the cache.
+    fn prefill(&self, cache: &mut [Tensor], prompts: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if prompts.len() * longest <= PREFILL_CHUNK {
+            let mut tokens = Vec::with_capacity(prompts.len() * longest);
+            let mut positions = Vec::with_capacity(tokens.capacity());
+            let mut last = Vec::with_capacity(prompts.len());
+            for (b, p) in prompts.iter().enumerate() {
+                tokens.extend(p.iter().map(|&t| t as i32));
+                tokens.extend(std::iter::repeat_n(0, longest - p.len()));
+                positions.extend(0..longest as i32);
+                last.push((b * longest + p.len() - 1) as i32);
+            }
+            let rows: Vec<(usize, usize)> = (0..prompts.len()).map(|b| (0, b)).collect();
+            return self.forward(cache, &tokens, &positions, &rows, &last);
+        }
+        let mut logits = Vec::with_capacity(prompts.len() * self.info.model.vocab_size);
+        for (b, p) in prompts.iter().enumerate() {
+            let mut row_logits = Vec::new();
+            for (c, chunk) in p.chunks(PREFILL_CHUNK).enumerate() {
+                let start = c * PREFILL_CHUNK;
+                let tokens: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
+                let positions: Vec<i32> = (start as i32..(start + chunk.len()) as i32).collect();
+                row_logits = self.forward(cache, &tokens, &positions, &[(start, b)], &[chunk.len() as i32 - 1])?;
+            }
+            logits.extend(row_logits);
+        }
+        Ok(logits)
     }
 
     /// Runs the forward entry: `tokens`/`positions` flattened over rows, each row's
@@ -388,7 +413,8 @@ impl LLM {
             row.ids.push(token);
             let generated = row.ids.len() - row.prompt_len;
             let mut emit = String::new();
-            if self.tokenizer.is_eos(token) {
+            let eos = self.tokenizer.is_eos(token) && !row.sampler.params().ignore_eos;
+            if eos {
                 row.finish = Some(FinishReason::Stop);
             } else if let Some(piece) = row.decoder.step(token)? {
                 match row.stops.push(&piece) {
@@ -404,7 +430,7 @@ impl LLM {
             if row.finish.is_none() && (generated >= row.sampler.params().max_tokens || row.ids.len() >= self.max_length) {
                 row.finish = Some(FinishReason::Length);
             }
-            if row.finish == Some(FinishReason::Length) || (row.finish == Some(FinishReason::Stop) && self.tokenizer.is_eos(token)) {
+            if row.finish == Some(FinishReason::Length) || (row.finish == Some(FinishReason::Stop) && eos) {
                 if let Some(rest) = row.decoder.flush()? {
                     emit.push_str(&row.stops.push(&rest).into_parts().0);
                 }

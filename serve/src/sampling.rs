@@ -148,6 +148,8 @@ pub struct SamplingParams {
     /// Generation stops when the text contains one of these (see [`StopChecker`]); the stop
     /// string itself is not returned. None may be empty.
     pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (for benchmarks; vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -164,6 +166,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             max_tokens: usize::MAX,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct GenerateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Print timing (prompt and generated tokens, tokens/s) to stderr.
+    /// Print timing (prompt and generated tokens, tokens/s) and peak memory to stderr.
     #[arg(long)]
     pub stats: bool,
     /// Print one JSON object per prompt instead of text (prompt and generated token ids,
@@ -166,8 +166,14 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         let total = t0.elapsed().as_secs_f64();
         let generated: usize = outs.iter().map(|g| g.tokens.len()).sum();
         let reasons: Vec<&str> = outs.iter().map(|g| if g.finish_reason == FinishReason::Stop { "stop" } else { "length" }).collect();
+        // Peak resident memory of this process (Linux), for memory budgets.
+        let peak = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+            .map(|kib| format!("; peak RSS {:.1} MiB", kib / 1024.0))
+            .unwrap_or_default();
         eprintln!(
-            "max: loaded in {load_s:.2} s; {prompt_tokens} prompt tokens, {generated} generated in {total:.2} s ({:.1} tokens/s); finish: {}",
+            "max: loaded in {load_s:.2} s; {prompt_tokens} prompt tokens, {generated} generated in {total:.2} s ({:.1} tokens/s); finish: {}{peak}",
             generated as f64 / total.max(1e-9),
             reasons.join(", ")
         );

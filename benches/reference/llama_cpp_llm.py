@@ -7,7 +7,7 @@
   Batch 8 is true batching: 8 sequences (n_seq_max=8, same prompt) share each llama_decode call,
   one token per sequence per step; reported as 8 * 64 tokens / time.
 Prints one JSON object to stdout. Setup: source scripts/python-env.sh && source
-scripts/llama-cpp-env.sh. Usage: python benches/llama_cpp_bench.py --model M.gguf [--threads 2]
+scripts/llama-cpp-env.sh. Usage: python benches/reference/llama_cpp_llm.py --model M.gguf [--threads 2]
 """
 import argparse
 import ctypes

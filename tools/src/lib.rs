@@ -165,7 +165,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     for e in &m.entries {
         println!("entry {}:", e.name);
         for i in &e.inputs {
-            println!("  input   {}", shape(i));
+            println!("  input   {}{}", shape(i), if i.mutable { " (mutable)" } else { "" });
         }
         for o in &e.outputs {
             println!("  output  {}", shape(o));

@@ -186,8 +186,14 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sets up `tracing` from `RUST_LOG` (default: warnings) on stderr.
+/// Sets up `tracing` from `RUST_LOG` (default: warnings) on stderr, and restores SIGPIPE's
+/// default action: Rust ignores it, which turns a closed pipe (`max inspect | head`) into a
+/// panic in `println!` instead of the quiet exit command-line tools give.
 pub fn init_logging() {
+    // SAFETY: called first thing in main, before any thread starts; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

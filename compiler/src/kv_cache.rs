@@ -59,6 +59,7 @@ fn convert(v: &str, from: DType, to: DType, vec: Option<i64>) -> Option<String> 
 /// write or read of `len` positions: `0 <= slot < max_batch`, `0 <= pos`,
 /// `pos + len <= max_len`. Out-of-range rows are skipped (the host checks them first and
 /// reports the error; this keeps a bad call from touching memory outside the cache).
+#[allow(clippy::too_many_arguments)] // the SSA names of one generated check
 fn row_bounds(s: &mut String, cache: &BindingType, cache_ssa: &str, pos: &str, slot: &str, b: &str, len: &str, p: &str) -> (String, String, String) {
     let cm = cache.memref();
     let _ = write!(

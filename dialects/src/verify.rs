@@ -675,6 +675,36 @@ pub fn slice_bounds(d: &DimExpr, start: i64, end: i64) -> (DimExpr, DimExpr) {
     (clamp(start), clamp(end))
 }
 
+/// A KV cache operand: `[layers, max_batch, max_len, heads, head_dim]`, float, static layer
+/// count, heads and head dim, with `layer` in range.
+fn check_cache(op: &str, cache: &TensorType, layer: i64, names: &[String]) -> Result<(), String> {
+    if cache.rank() != 5 || !cache.dtype.is_float() {
+        return Err(format!("'max.{op}' cache must be a rank-5 float tensor [layers, max_batch, max_len, heads, head_dim], got {}", cache.describe(names)));
+    }
+    let Some(layers) = cache.dims[0].as_const() else {
+        return Err(format!("'max.{op}' cache layer count must be static, got {}", cache.describe(names)));
+    };
+    if cache.dims[3].as_const().is_none() || cache.dims[4].as_const().is_none() {
+        return Err(format!("'max.{op}' cache heads and head dim must be static, got {}", cache.describe(names)));
+    }
+    if layer < 0 || layer >= layers {
+        return Err(format!("'max.{op}' layer {layer} is out of range for a cache of {layers} layers"));
+    }
+    Ok(())
+}
+
+/// Per-row `positions[B]` and `slots[B]` operands: i32, one per batch row.
+fn check_rows(op: &str, rows: &[TensorType], batch: &DimExpr, uf: &mut SymUnion, names: &[String]) -> Result<(), String> {
+    for (t, what) in rows.iter().zip(["positions", "slots"]) {
+        if t.dtype != DType::I32 || t.rank() != 1 {
+            return Err(format!("'max.{op}' {what} must be a 1-D i32 tensor [batch], got {}", t.describe(names)));
+        }
+        uf.unify(batch, &t.dims[0]).ok_or_else(|| format!("'max.{op}' has {} {what} for a batch of {}", show(&t.dims[0], names), show(batch, names)))?;
+    }
+    Ok(())
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,33 +756,4 @@ mod tests {
         assert_eq!(g.ty(s).static_dims(), vec![Some(2), Some(3)]);
         assert_eq!(g.ty(c).static_dims(), vec![Some(12), Some(3)]);
     }
-}
-
-/// A KV cache operand: `[layers, max_batch, max_len, heads, head_dim]`, float, static layer
-/// count, heads and head dim, with `layer` in range.
-fn check_cache(op: &str, cache: &TensorType, layer: i64, names: &[String]) -> Result<(), String> {
-    if cache.rank() != 5 || !cache.dtype.is_float() {
-        return Err(format!("'max.{op}' cache must be a rank-5 float tensor [layers, max_batch, max_len, heads, head_dim], got {}", cache.describe(names)));
-    }
-    let Some(layers) = cache.dims[0].as_const() else {
-        return Err(format!("'max.{op}' cache layer count must be static, got {}", cache.describe(names)));
-    };
-    if cache.dims[3].as_const().is_none() || cache.dims[4].as_const().is_none() {
-        return Err(format!("'max.{op}' cache heads and head dim must be static, got {}", cache.describe(names)));
-    }
-    if layer < 0 || layer >= layers {
-        return Err(format!("'max.{op}' layer {layer} is out of range for a cache of {layers} layers"));
-    }
-    Ok(())
-}
-
-/// Per-row `positions[B]` and `slots[B]` operands: i32, one per batch row.
-fn check_rows(op: &str, rows: &[TensorType], batch: &DimExpr, uf: &mut SymUnion, names: &[String]) -> Result<(), String> {
-    for (t, what) in rows.iter().zip(["positions", "slots"]) {
-        if t.dtype != DType::I32 || t.rank() != 1 {
-            return Err(format!("'max.{op}' {what} must be a 1-D i32 tensor [batch], got {}", t.describe(names)));
-        }
-        uf.unify(batch, &t.dims[0]).ok_or_else(|| format!("'max.{op}' has {} {what} for a batch of {}", show(&t.dims[0], names), show(batch, names)))?;
-    }
-    Ok(())
 }

@@ -84,7 +84,7 @@ impl Drop for Model {
         let p = p.lock().unwrap_or_else(|e| e.into_inner());
         let total: std::time::Duration = p.values().map(|v| v.1).sum();
         let mut rows: Vec<(&String, &(u64, std::time::Duration))> = p.iter().collect();
-        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         eprintln!("max profile: {} kernels, {:.3} ms in total", rows.len(), total.as_secs_f64() * 1e3);
         eprintln!("{:>10} {:>7} {:>10} {:>6}  kernel", "ms", "calls", "us/call", "%");
         for (name, (calls, t)) in rows {

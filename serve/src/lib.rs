@@ -4,12 +4,13 @@
 //!   ([`llama`]); compiling them into artifacts ([`compile`], with the `compile` feature);
 //! - what a compiled LLM carries besides its program ([`model_info`]);
 //! - text: tokenizers ([`tokenizer`]) and chat templates ([`chat_template`]);
-//! - generation: sampling, stop strings and finish reasons ([`sampling`]) and the offline
-//!   pipeline, [`LLM`] ([`llm`]).
+//! - generation: sampling, stop strings and finish reasons ([`sampling`]), the offline
+//!   pipeline, [`LLM`] ([`llm`]), and continuous batching over it ([`engine`]).
 
 pub mod chat_template;
 #[cfg(feature = "compile")]
 pub mod compile;
+pub mod engine;
 pub mod gguf;
 pub mod llama;
 pub mod llm;

@@ -102,19 +102,39 @@ impl std::fmt::Debug for LLM {
     }
 }
 
-/// One sequence of a running batch.
-struct Row {
-    slot: usize,
-    prompt_len: usize,
+/// One sequence of a running batch: its cache row, ids, sampler and text state.
+pub(crate) struct Row {
+    pub(crate) slot: usize,
+    pub(crate) prompt_len: usize,
     /// Prompt and generated ids.
-    ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// Positions already in the KV cache.
-    cached: usize,
+    pub(crate) cached: usize,
     sampler: Sampler,
     decoder: StreamDecoder,
     stops: StopChecker,
     text: String,
-    finish: Option<FinishReason>,
+    pub(crate) finish: Option<FinishReason>,
+}
+
+impl Row {
+    pub(crate) fn new(llm: &LLM, slot: usize, ids: Vec<u32>, params: &SamplingParams) -> Result<Row> {
+        Ok(Row {
+            slot,
+            prompt_len: ids.len(),
+            ids,
+            cached: 0,
+            sampler: Sampler::new(params.clone())?,
+            decoder: llm.tokenizer.stream_decoder(true),
+            stops: StopChecker::new(params.stop.iter()),
+            text: String::new(),
+            finish: None,
+        })
+    }
+
+    pub(crate) fn into_generation(self) -> Generation {
+        Generation { tokens: self.ids[self.prompt_len..].to_vec(), prompt_tokens: self.prompt_len, text: self.text, finish_reason: self.finish.unwrap_or(FinishReason::Length) }
+    }
 }
 
 impl LLM {
@@ -270,25 +290,16 @@ impl LLM {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        self.prefill(&mut cache, &[ids.to_vec()])
+        let mut cache = self.lock_cache();
+        self.prefill(&mut cache, &[ids.to_vec()], &[0])
     }
 
     /// Generates from token ids: the core every other method calls. `on_text(i, piece)`
     /// receives prompt `i`'s text as it becomes final.
     pub fn generate_ids(&self, prompts: Vec<Vec<u32>>, params: &SamplingParams, on_text: &mut dyn FnMut(usize, &str)) -> Result<Vec<Generation>> {
         params.validate()?;
-        let vocab = self.tokenizer.vocab_size().max(self.info.model.vocab_size);
         for p in &prompts {
-            if p.is_empty() {
-                return Err(LlmError::EmptyPrompt);
-            }
-            if p.len() >= self.max_length {
-                return Err(LlmError::PromptTooLong { tokens: p.len(), max_length: self.max_length });
-            }
-            if let Some(&id) = p.iter().find(|&&id| id as usize >= vocab) {
-                return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
-            }
+            self.check_prompt(p)?;
         }
         let mut out = Vec::with_capacity(prompts.len());
         for (g, group) in prompts.chunks(self.max_batch_size).enumerate() {
@@ -298,25 +309,50 @@ impl LLM {
         Ok(out)
     }
 
+    /// Checks a prompt's ids: not empty, shorter than `max_length`, in the vocabulary.
+    pub fn check_prompt(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(LlmError::EmptyPrompt);
+        }
+        if ids.len() >= self.max_length {
+            return Err(LlmError::PromptTooLong { tokens: ids.len(), max_length: self.max_length });
+        }
+        let vocab = self.tokenizer.vocab_size().max(self.info.model.vocab_size);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
+        }
+        Ok(())
+    }
+
+    /// The KV cache, for exclusive use by one generation loop at a time.
+    pub(crate) fn lock_cache(&self) -> std::sync::MutexGuard<'_, Vec<Tensor>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One decode step for the `active` rows: feeds each its last token and returns the
+    /// logits, `[active, vocab]`.
+    pub(crate) fn decode_step(&self, cache: &mut [Tensor], rows: &mut [Row], active: &[usize]) -> Result<Vec<f32>> {
+        let tokens: Vec<i32> = active.iter().map(|&r| rows[r].ids.last().copied().unwrap_or(0) as i32).collect();
+        let positions: Vec<i32> = active.iter().map(|&r| rows[r].cached as i32).collect();
+        let starts: Vec<(usize, usize)> = active.iter().map(|&r| (rows[r].cached, rows[r].slot)).collect();
+        let last: Vec<i32> = (0..active.len() as i32).collect();
+        let logits = self.forward(cache, &tokens, &positions, &starts, &last)?;
+        for &r in active {
+            rows[r].cached += 1;
+        }
+        Ok(logits)
+    }
+
     /// One group of at most `max_batch_size` prompts, each in its own cache row.
     fn run_group(&self, prompts: &[Vec<u32>], params: &SamplingParams, on_text: &mut dyn FnMut(usize, &str)) -> Result<Vec<Generation>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.lock_cache();
         let mut rows = Vec::with_capacity(prompts.len());
         for (slot, p) in prompts.iter().enumerate() {
-            rows.push(Row {
-                slot,
-                prompt_len: p.len(),
-                ids: p.clone(),
-                cached: 0,
-                sampler: Sampler::new(params.clone())?,
-                decoder: self.tokenizer.stream_decoder(true),
-                stops: StopChecker::new(params.stop.iter()),
-                text: String::new(),
-                finish: None,
-            });
+            rows.push(Row::new(self, slot, p.clone(), params)?);
         }
         let active: Vec<usize> = (0..rows.len()).collect();
-        let logits = self.prefill(&mut cache, prompts)?;
+        let slots: Vec<usize> = (0..rows.len()).collect();
+        let logits = self.prefill(&mut cache, prompts, &slots)?;
         for r in &mut rows {
             r.cached = r.prompt_len;
         }
@@ -327,30 +363,20 @@ impl LLM {
             if active.is_empty() {
                 break;
             }
-            let tokens: Vec<i32> = active.iter().map(|&r| *rows[r].ids.last().unwrap() as i32).collect();
-            let positions: Vec<i32> = active.iter().map(|&r| rows[r].cached as i32).collect();
-            let starts: Vec<(usize, usize)> = active.iter().map(|&r| (rows[r].cached, rows[r].slot)).collect();
-            let last: Vec<i32> = (0..active.len() as i32).collect();
-            let logits = self.forward(&mut cache, &tokens, &positions, &starts, &last)?;
-            for &r in &active {
-                rows[r].cached += 1;
-            }
+            let logits = self.decode_step(&mut cache, &mut rows, &active)?;
             self.take_samples(&mut rows, &active, &logits, on_text)?;
         }
-        Ok(rows
-            .into_iter()
-            .map(|r| Generation { tokens: r.ids[r.prompt_len..].to_vec(), prompt_tokens: r.prompt_len, text: r.text, finish_reason: r.finish.unwrap_or(FinishReason::Length) })
-            .collect())
+        Ok(rows.into_iter().map(Row::into_generation).collect())
     }
 
-    /// Prefills cache rows `0..prompts.len()` with the prompts and returns each row's
+    /// Prefills cache rows `slots` with the prompts and returns each row's
     /// next-token logits (`[rows, vocab]`). A batch whose padded size fits
     /// [`PREFILL_CHUNK`] tokens is one call (prompts padded to the longest: each row's logits
     /// are taken at its own last token, and the padding's cache entries are overwritten by
     /// later steps before anything reads them). Larger ones go row by row in chunks of at
     /// most [`PREFILL_CHUNK`] tokens, which bounds the temporaries' memory; a row's chunks
     /// continue where the previous one stopped in the cache.
-    fn prefill(&self, cache: &mut [Tensor], prompts: &[Vec<u32>]) -> Result<Vec<f32>> {
+    pub(crate) fn prefill(&self, cache: &mut [Tensor], prompts: &[Vec<u32>], slots: &[usize]) -> Result<Vec<f32>> {
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         if prompts.len() * longest <= PREFILL_CHUNK {
             let mut tokens = Vec::with_capacity(prompts.len() * longest);
@@ -362,7 +388,7 @@ impl LLM {
                 positions.extend(0..longest as i32);
                 last.push((b * longest + p.len() - 1) as i32);
             }
-            let rows: Vec<(usize, usize)> = (0..prompts.len()).map(|b| (0, b)).collect();
+            let rows: Vec<(usize, usize)> = slots.iter().map(|&s| (0, s)).collect();
             return self.forward(cache, &tokens, &positions, &rows, &last);
         }
         let mut logits = Vec::with_capacity(prompts.len() * self.info.model.vocab_size);
@@ -372,7 +398,7 @@ impl LLM {
                 let start = c * PREFILL_CHUNK;
                 let tokens: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
                 let positions: Vec<i32> = (start as i32..(start + chunk.len()) as i32).collect();
-                row_logits = self.forward(cache, &tokens, &positions, &[(start, b)], &[chunk.len() as i32 - 1])?;
+                row_logits = self.forward(cache, &tokens, &positions, &[(start, slots[b])], &[chunk.len() as i32 - 1])?;
             }
             logits.extend(row_logits);
         }
@@ -404,7 +430,7 @@ impl LLM {
 
     /// Samples the next token of each active row from its logits row and updates its text
     /// and finish state.
-    fn take_samples(&self, rows: &mut [Row], active: &[usize], logits: &[f32], on_text: &mut dyn FnMut(usize, &str)) -> Result<()> {
+    pub(crate) fn take_samples(&self, rows: &mut [Row], active: &[usize], logits: &[f32], on_text: &mut dyn FnMut(usize, &str)) -> Result<()> {
         let v = self.info.model.vocab_size;
         for (i, &r) in active.iter().enumerate() {
             let row = &mut rows[r];

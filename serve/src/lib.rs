@@ -5,13 +5,15 @@
 //! - what a compiled LLM carries besides its program ([`model_info`]);
 //! - text: tokenizers ([`tokenizer`]) and chat templates ([`chat_template`]);
 //! - generation: sampling, stop strings and finish reasons ([`sampling`]), the offline
-//!   pipeline, [`LLM`] ([`llm`]), and continuous batching over it ([`engine`]).
+//!   pipeline, [`LLM`] ([`llm`]), and continuous batching over it ([`engine`]);
+//! - serving: the OpenAI-compatible HTTP server ([`http`]).
 
 pub mod chat_template;
 #[cfg(feature = "compile")]
 pub mod compile;
 pub mod engine;
 pub mod gguf;
+pub mod http;
 pub mod llama;
 pub mod llm;
 pub mod model_info;

@@ -2,7 +2,9 @@
 //! artifacts, and generating text with a compiled LLM.
 
 mod generate;
+mod serve;
 pub use generate::{generate, GenerateArgs};
+pub use serve::{serve, ServeArgs};
 
 use anyhow::{bail, Context, Result};
 use max_runtime::{npy, Artifact, Device, InferenceSession, Tensor};

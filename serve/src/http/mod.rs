@@ -1,0 +1,510 @@
+//! `max serve`: an OpenAI-compatible HTTP server (axum on tokio) over compiled models.
+//!
+//! Each served model has a continuous-batching [`Engine`]. The server binds first and loads
+//! and warms the models in the background: `/health` answers 503 until they are ready.
+//! Routes: `/v1/chat/completions`, `/v1/completions` (plain and SSE streaming),
+//! `/v1/models[/{id}]`, `/tokenize`, `/detokenize`, `/health`, `/metrics`.
+
+pub mod metrics;
+pub mod openai;
+
+use crate::chat_template::ChatMessage;
+use crate::engine::{Engine, Event, SubmitError};
+use crate::llm::{Generation, LlmError, PipelineConfig, LLM};
+use crate::sampling::{FinishReason, SamplingParams};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use metrics::Metrics;
+use openai::{ApiError, ChatRequest, CompletionRequest, DetokenizeRequest, Prompt, TokenizeRequest};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `(served name, model path)`: a `.maxa`, or a `.gguf` compiled on first use.
+    pub models: Vec<(String, PathBuf)>,
+    pub host: String,
+    pub port: u16,
+    /// Most requests generating at once per model (KV-cache rows).
+    pub max_batch_size: usize,
+    /// Longest sequence (prompt plus completion) per request.
+    pub max_cache_length: usize,
+    /// Requests that may wait for a cache row before the server answers 429.
+    pub max_waiting: usize,
+    /// Required `Authorization: Bearer` key, if any.
+    pub api_key: Option<String>,
+    pub threads: Option<usize>,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+}
+
+struct Served {
+    name: String,
+    engine: Engine,
+    created: u64,
+}
+
+struct AppState {
+    config: ServeConfig,
+    models: OnceLock<Vec<Served>>,
+    ready: AtomicBool,
+    metrics: Metrics,
+    next_id: AtomicU64,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The routes, over state that becomes ready when `load` finishes.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .fallback(|| async { ApiError::invalid("no such route", None).with(StatusCode::NOT_FOUND, "not_found") })
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .with_state(state)
+}
+
+/// Loads every model (compiling `.gguf`s), starts their engines and runs one token through
+/// each so kernels are warm.
+fn load(config: &ServeConfig) -> Result<Vec<Served>, LlmError> {
+    let mut out = Vec::new();
+    for (name, path) in &config.models {
+        let llm = LLM::new(path, PipelineConfig { max_length: Some(config.max_cache_length), max_batch_size: config.max_batch_size, threads: config.threads })?;
+        let ids = llm.encode_prompt("Hello")?;
+        let engine = Engine::new(Arc::new(llm), config.max_waiting);
+        if let Ok(mut rx) = engine.submit(ids, SamplingParams { max_tokens: 1, ..SamplingParams::greedy() }) {
+            while let Some(e) = rx.blocking_recv() {
+                if matches!(e, Event::Done(_) | Event::Failed(_)) {
+                    break;
+                }
+            }
+        }
+        tracing::info!("model '{name}' ready");
+        out.push(Served { name: name.clone(), engine, created: now() });
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` resolves (then stops accepting and finishes in-flight requests).
+/// `on_bound` gets the bound address (port 0 picks one).
+pub async fn serve(config: ServeConfig, on_bound: impl FnOnce(std::net::SocketAddr), shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    on_bound(listener.local_addr()?);
+    let state = Arc::new(AppState { config, models: OnceLock::new(), ready: AtomicBool::new(false), metrics: Metrics::default(), next_id: AtomicU64::new(1) });
+    {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || match load(&state.config) {
+            Ok(models) => {
+                let _ = state.models.set(models);
+                state.ready.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::error!("loading models failed: {e}");
+                eprintln!("max serve: error: loading models failed: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// JSON bodies whose rejections are OpenAI errors.
+struct ApiJson<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = match rej.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let mut e = ApiError::invalid(rej.body_text(), None);
+                e.status = status;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl AppState {
+    fn check(&self, headers: &HeaderMap) -> Result<&[Served], ApiError> {
+        if let Some(key) = &self.config.api_key {
+            let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(key.as_str()) {
+                let mut e = ApiError::invalid("Incorrect API key provided", None).with(StatusCode::UNAUTHORIZED, "invalid_api_key");
+                e.kind = "authentication_error";
+                return Err(e);
+            }
+        }
+        match self.models.get() {
+            Some(m) if self.ready.load(Ordering::SeqCst) => Ok(m),
+            _ => {
+                let mut e = ApiError::invalid("the server is loading its models", None).with(StatusCode::SERVICE_UNAVAILABLE, "loading");
+                e.kind = "server_error";
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        }
+    }
+
+    fn model<'a>(&self, models: &'a [Served], name: Option<&str>) -> Result<&'a Served, ApiError> {
+        match name {
+            None if models.len() == 1 => Ok(&models[0]),
+            None => Err(ApiError::invalid("model is required", Some("model"))),
+            Some(n) => models
+                .iter()
+                .find(|m| m.name == n)
+                .ok_or_else(|| ApiError::invalid(format!("The model `{n}` does not exist."), Some("model")).with(StatusCode::NOT_FOUND, "model_not_found")),
+        }
+    }
+
+    fn id(&self, prefix: &str) -> String {
+        format!("{prefix}-{:x}{:08x}", now(), self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading").into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+    let engines: Vec<(String, usize, usize, usize, usize)> = s
+        .models
+        .get()
+        .map(|m| {
+            m.iter()
+                .map(|m| {
+                    let st = m.engine.stats();
+                    let l = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed);
+                    (m.name.clone(), l(&st.waiting), l(&st.running), l(&st.prompt_tokens), l(&st.generated_tokens))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&engines)).into_response()
+}
+
+fn model_json(m: &Served) -> Value {
+    json!({"id": m.name, "object": "model", "created": m.created, "owned_by": "max", "max_model_len": m.engine.llm().max_length()})
+}
+
+async fn list_models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let models = s.check(&headers)?;
+    Ok(Json(json!({"object": "list", "data": models.iter().map(model_json).collect::<Vec<_>>()})))
+}
+
+async fn get_model(State(s): State<Arc<AppState>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+    let models = s.check(&headers)?;
+    Ok(Json(model_json(s.model(models, Some(&id))?)))
+}
+
+fn llm_error(e: LlmError, param: &str) -> ApiError {
+    match e {
+        LlmError::PromptTooLong { tokens, max_length } => ApiError::invalid(
+            format!("This model's maximum context length is {max_length} tokens. However, your prompt is {tokens} tokens (it must leave room for at least one generated token)."),
+            Some(param),
+        )
+        .with(StatusCode::BAD_REQUEST, "context_length_exceeded"),
+        other => ApiError::invalid(other.to_string(), Some(param)),
+    }
+}
+
+fn submit_error(e: SubmitError, param: &str) -> ApiError {
+    match e {
+        SubmitError::Invalid(e) => llm_error(e, param),
+        SubmitError::QueueFull(_) => {
+            let mut e = ApiError::invalid(e.to_string(), None).with(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded");
+            e.kind = "rate_limit_error";
+            e.retry_after = Some(1);
+            e
+        }
+        SubmitError::Stopped => {
+            let mut e = ApiError::invalid(e.to_string(), None).with(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
+            e.kind = "server_error";
+            e
+        }
+    }
+}
+
+/// One generation of a response: which choice it is and its events.
+struct Job {
+    index: usize,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    prompt_tokens: usize,
+}
+
+/// Submits `n` generations of each prompt (choice index `p * n + j`; seeded requests get
+/// `seed + j` so their choices differ).
+fn submit_all(served: &Served, prompts: Vec<Vec<u32>>, params: &SamplingParams, n: usize, param: &str) -> Result<Vec<Job>, ApiError> {
+    let mut jobs = Vec::new();
+    for (p, ids) in prompts.into_iter().enumerate() {
+        for j in 0..n {
+            let mut pj = params.clone();
+            pj.seed = params.seed.map(|s| s.wrapping_add(j as u64));
+            let prompt_tokens = ids.len();
+            let rx = served.engine.submit(ids.clone(), pj).map_err(|e| submit_error(e, param))?;
+            jobs.push(Job { index: p * n + j, rx, prompt_tokens });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Waits for every job, recording latencies.
+async fn collect(metrics: &Metrics, started: Instant, jobs: Vec<Job>) -> Result<Vec<(usize, usize, Generation)>, ApiError> {
+    let mut out = Vec::new();
+    for mut job in jobs {
+        let mut first = None;
+        loop {
+            match job.rx.recv().await {
+                Some(Event::Text(_)) => {
+                    first.get_or_insert_with(|| metrics.time_to_first_token.observe(started.elapsed().as_secs_f64()));
+                }
+                Some(Event::Done(g)) => {
+                    metrics.e2e_latency.observe(started.elapsed().as_secs_f64());
+                    out.push((job.index, job.prompt_tokens, g));
+                    break;
+                }
+                Some(Event::Failed(e)) => {
+                    let mut err = ApiError::invalid(e, None).with(StatusCode::INTERNAL_SERVER_ERROR, "generation_failed");
+                    err.kind = "server_error";
+                    return Err(err);
+                }
+                None => return Err(ApiError::invalid("generation ended unexpectedly", None).with(StatusCode::INTERNAL_SERVER_ERROR, "internal")),
+            }
+        }
+    }
+    out.sort_by_key(|o| o.0);
+    Ok(out)
+}
+
+fn usage(results: &[(usize, usize, Generation)], prompts: &[usize]) -> Value {
+    let prompt: usize = prompts.iter().sum();
+    let completion: usize = results.iter().map(|r| r.2.tokens.len()).sum();
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn finish(r: FinishReason) -> &'static str {
+    r.as_str()
+}
+
+/// The SSE stream of a streamed response: `make_chunk(index, text, finish)` builds each
+/// chunk; `head` chunks go first; usage (if asked) and `[DONE]` last.
+fn sse(
+    state: Arc<AppState>,
+    started: Instant,
+    jobs: Vec<Job>,
+    head: Vec<Value>,
+    make_chunk: impl Fn(usize, Option<&str>, Option<FinishReason>) -> Value + Send + Sync + 'static,
+    usage_chunk: Option<impl Fn(Value) -> Value + Send + Sync + 'static>,
+    prompt_tokens: usize,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let completion = Arc::new(AtomicU64::new(0));
+    let streams = jobs.into_iter().map(|j| {
+        let index = j.index;
+        let mut last: Option<Instant> = None;
+        let state = state.clone();
+        UnboundedReceiverStream::new(j.rx).map(move |e| {
+            let now = Instant::now();
+            match &e {
+                Event::Text(_) => match last {
+                    None => state.metrics.time_to_first_token.observe(started.elapsed().as_secs_f64()),
+                    Some(t) => state.metrics.inter_token_latency.observe((now - t).as_secs_f64()),
+                },
+                Event::Done(_) => state.metrics.e2e_latency.observe(started.elapsed().as_secs_f64()),
+                Event::Failed(_) => {}
+            }
+            if matches!(e, Event::Text(_)) {
+                last = Some(now);
+            }
+            (index, e)
+        })
+    });
+    let make_chunk = Arc::new(make_chunk);
+    let counted = completion.clone();
+    let body = stream::select_all(streams).map(move |(index, e)| {
+        let chunk = match e {
+            Event::Text(t) => make_chunk(index, Some(&t), None),
+            Event::Done(g) => {
+                counted.fetch_add(g.tokens.len() as u64, Ordering::Relaxed);
+                make_chunk(index, None, Some(g.finish_reason))
+            }
+            Event::Failed(msg) => json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "generation_failed"}}),
+        };
+        Ok(SseEvent::default().data(chunk.to_string()))
+    });
+    let tail = stream::once(async move {
+        let mut events = Vec::new();
+        if let Some(u) = usage_chunk {
+            let c = completion.load(Ordering::Relaxed) as usize;
+            let chunk = u(json!({"prompt_tokens": prompt_tokens, "completion_tokens": c, "total_tokens": prompt_tokens + c}));
+            events.push(Ok(SseEvent::default().data(chunk.to_string())));
+        }
+        events.push(Ok(SseEvent::default().data("[DONE]")));
+        stream::iter(events)
+    })
+    .flatten();
+    stream::iter(head.into_iter().map(|h| Ok(SseEvent::default().data(h.to_string())))).chain(body).chain(tail)
+}
+
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let r = chat_inner(s.clone(), started, headers, req).await;
+    if r.is_err() {
+        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req: ChatRequest) -> Result<Response, ApiError> {
+    let models = s.check(&headers)?;
+    let served = s.model(models, Some(&req.model))?;
+    let params = req.sampling.params()?;
+    let n = req.sampling.n(s.config.max_batch_size.max(1) * 4)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages must not be empty", Some("messages")));
+    }
+    let messages = req.messages.iter().map(|m| Ok(ChatMessage::new(m.role.clone(), m.text()?))).collect::<Result<Vec<_>, ApiError>>()?;
+    let ids = served.engine.llm().encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?;
+    let prompt_tokens = ids.len();
+    let jobs = submit_all(served, vec![ids], &params, n, "messages")?;
+    let (id, created, model) = (s.id("chatcmpl"), now(), served.name.clone());
+    if req.sampling.stream {
+        let (id2, model2) = (id.clone(), model.clone());
+        let chunk = move |index: usize, text: Option<&str>, fin: Option<FinishReason>| {
+            let delta = match text {
+                Some(t) => json!({"content": t}),
+                None => json!({}),
+            };
+            json!({"id": id2, "object": "chat.completion.chunk", "created": created, "model": model2,
+                   "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": fin.map(finish)}]})
+        };
+        let head: Vec<Value> = (0..n)
+            .map(|i| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]}))
+            .collect();
+        let usage = req.sampling.include_usage().then(|| {
+            let (id, model) = (id.clone(), model.clone());
+            move |u: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": u})
+        });
+        return Ok(Sse::new(sse(s.clone(), started, jobs, head, chunk, usage, prompt_tokens * n)).keep_alive(KeepAlive::default()).into_response());
+    }
+    let results = collect(&s.metrics, started, jobs).await?;
+    let choices: Vec<Value> = results
+        .iter()
+        .map(|(i, _, g)| json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish(g.finish_reason)}))
+        .collect();
+    Ok(Json(json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &vec![prompt_tokens; n])})).into_response())
+}
+
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let r = completions_inner(s.clone(), started, headers, req).await;
+    if r.is_err() {
+        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req: CompletionRequest) -> Result<Response, ApiError> {
+    let models = s.check(&headers)?;
+    let served = s.model(models, Some(&req.model))?;
+    let params = req.sampling.params()?;
+    let n = req.sampling.n(s.config.max_batch_size.max(1) * 4)?;
+    let prompts: Vec<String> = match req.prompt {
+        Prompt::One(p) => vec![p],
+        Prompt::Many(v) => v,
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt must not be empty", Some("prompt")));
+    }
+    let ids = prompts.iter().map(|p| served.engine.llm().encode_prompt(p).map_err(|e| llm_error(e, "prompt"))).collect::<Result<Vec<_>, _>>()?;
+    let per_choice: Vec<usize> = ids.iter().flat_map(|i| std::iter::repeat_n(i.len(), n)).collect();
+    let jobs = submit_all(served, ids, &params, n, "prompt")?;
+    let (id, created, model) = (s.id("cmpl"), now(), served.name.clone());
+    if req.sampling.stream {
+        let (id2, model2) = (id.clone(), model.clone());
+        let chunk = move |index: usize, text: Option<&str>, fin: Option<FinishReason>| {
+            json!({"id": id2, "object": "text_completion", "created": created, "model": model2,
+                   "choices": [{"index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": fin.map(finish)}]})
+        };
+        let usage = req.sampling.include_usage().then(|| {
+            let (id, model) = (id.clone(), model.clone());
+            move |u: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [], "usage": u})
+        });
+        let total: usize = per_choice.iter().sum();
+        return Ok(Sse::new(sse(s.clone(), started, jobs, Vec::new(), chunk, usage, total)).keep_alive(KeepAlive::default()).into_response());
+    }
+    let results = collect(&s.metrics, started, jobs).await?;
+    let choices: Vec<Value> = results.iter().map(|(i, _, g)| json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish(g.finish_reason)})).collect();
+    Ok(Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &per_choice)})).into_response())
+}
+
+async fn tokenize(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Json<Value>, ApiError> {
+    let models = s.check(&headers)?;
+    let served = s.model(models, req.model.as_deref())?;
+    let llm = served.engine.llm();
+    let ids = match (&req.prompt, &req.messages) {
+        (Some(p), None) => llm.tokenizer().encode(p, true).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?,
+        (None, Some(m)) => {
+            let messages = m.iter().map(|m| Ok(ChatMessage::new(m.role.clone(), m.text()?))).collect::<Result<Vec<_>, ApiError>>()?;
+            llm.encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?
+        }
+        _ => return Err(ApiError::invalid("give exactly one of prompt and messages", Some("prompt"))),
+    };
+    Ok(Json(json!({"count": ids.len(), "max_model_len": llm.max_length(), "tokens": ids})))
+}
+
+async fn detokenize(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Json<Value>, ApiError> {
+    let models = s.check(&headers)?;
+    let served = s.model(models, req.model.as_deref())?;
+    let text = served.engine.llm().tokenizer().decode(&req.tokens, false).map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;
+    Ok(Json(json!({"prompt": text})))
+}

@@ -1,0 +1,139 @@
+"""`max serve` driven by the official openai client (chat, streaming with usage,
+completions, models, tokenize, errors), on the SmolLM2 GGUF compiled by maxc.
+Skipped without the model (MAX_SMOLLM2_GGUF)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from maxtest import maxc, maxc_path
+
+MODEL = os.environ.get("MAX_SMOLLM2_GGUF", "")
+KEY = "test-key"
+pytestmark = pytest.mark.skipif(not os.path.exists(MODEL), reason="set MAX_SMOLLM2_GGUF (see serve/tests/fetch_smollm2.sh)")
+openai = pytest.importorskip("openai")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    artifact = tmp_path_factory.mktemp("serve") / "smollm2.maxa"
+    maxc("compile-model", MODEL, "-o", artifact)
+    port = free_port()
+    max_bin = str(Path(maxc_path()).with_name("max"))
+    proc = subprocess.Popen([max_bin, "serve", "--model", str(artifact), "--served-model-name", "smollm2", "--port", str(port),
+                             "--max-batch-size", "4", "--max-cache-length", "256", "--api-key", KEY, "--max-body-bytes", "65536"],
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "server did not become ready"
+        time.sleep(0.2)
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key=KEY)
+
+
+def test_chat(client):
+    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                                       temperature=0, max_tokens=32)
+    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_streaming_with_usage(client):
+    stream = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                                            temperature=0, max_tokens=32, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "Paris" in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    # Streaming gives the same text as the plain request.
+    plain = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                                           temperature=0, max_tokens=32)
+    assert text == plain.choices[0].message.content
+
+
+def test_completions(client):
+    r = client.completions.create(model="smollm2", prompt=["The capital of France is", "Hello"], temperature=0, max_tokens=4, n=2)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert r.choices[0].text.startswith(" Paris") and r.choices[0].text == r.choices[1].text
+    assert all(c.finish_reason == "length" for c in r.choices)
+    assert r.usage.completion_tokens == 16
+    r = client.completions.create(model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=16, stop=["."])
+    assert r.choices[0].text == " Paris" and r.choices[0].finish_reason == "stop"
+
+
+def test_models(client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["smollm2"]
+    assert client.models.retrieve("smollm2").id == "smollm2"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_errors(client, server):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="smollm2", prompt="word " * 400, max_tokens=4)
+    assert "maximum context length is 256" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="smollm2", prompt="hi", temperature=-1)
+    assert e.value.body["param"] == "temperature"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server + "/v1", api_key="wrong").models.list()
+    # Malformed JSON and an oversized body, with OpenAI's error shape.
+    def post(body):
+        req = urllib.request.Request(server + "/v1/completions", data=body, headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"})
+        try:
+            urllib.request.urlopen(req)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+        raise AssertionError("expected an error")
+    code, body = post(b"{not json")
+    assert code == 400 and body["error"]["type"] == "invalid_request_error"
+    code, body = post(json.dumps({"model": "smollm2", "prompt": "x" * 100000}).encode())
+    assert code == 413 and "error" in body
+
+
+def test_tokenize_detokenize_metrics(server):
+    def call(path, body):
+        req = urllib.request.Request(server + path, data=json.dumps(body).encode(), headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+    t = call("/tokenize", {"model": "smollm2", "prompt": "The capital of France is"})
+    assert t["tokens"] == [504, 3575, 282, 4649, 314] and t["max_model_len"] == 256
+    assert call("/detokenize", {"model": "smollm2", "tokens": t["tokens"]})["prompt"] == "The capital of France is"
+    with urllib.request.urlopen(server + "/metrics") as r:
+        text = r.read().decode()
+    assert 'max_generation_tokens_total{model="smollm2"}' in text
+    assert "max_time_to_first_token_seconds_bucket" in text

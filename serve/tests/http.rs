@@ -1,0 +1,118 @@
+//! `max serve` against a live server on a loopback port (the real SmolLM2 GGUF; skipped
+//! without it): readiness, completions, streaming, errors, back-pressure, shutdown.
+#![cfg(feature = "compile")]
+
+mod common;
+
+use common::smollm2_path;
+use max_serve::http::{serve, ServeConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn artifact() -> Option<PathBuf> {
+    let gguf = smollm2_path()?;
+    let out = tempfile::tempdir().unwrap().keep().join("smollm2.maxa");
+    std::fs::write(&out, max_serve::compile::compile_gguf(&gguf, max_compiler::Target::host()).unwrap()).unwrap();
+    Some(out)
+}
+
+/// A server on a free port; dropping the sender shuts it down.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(model: PathBuf, max_waiting: usize, api_key: Option<&str>) -> Server {
+        let config = ServeConfig {
+            models: vec![("smollm2".into(), model)],
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_batch_size: 2,
+            max_cache_length: 128,
+            max_waiting,
+            api_key: api_key.map(str::to_string),
+            threads: Some(2),
+            body_limit: 1 << 16,
+        };
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+            rt.block_on(serve(config, move |a| addr_tx.send(a).unwrap(), async move {
+                let _ = stopped.await;
+            }))
+            .unwrap();
+        });
+        let addr = addr_rx.recv().unwrap();
+        let s = Server { addr, stop: Some(stop), thread: Some(thread) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.request("GET", "/health", None, None).0 != 200 {
+            assert!(Instant::now() < deadline, "not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// A request; returns (status, headers, body).
+    fn request(&self, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> (u16, String, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        let body = body.unwrap_or("");
+        let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
+        write!(s, "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, head.to_lowercase(), rest.to_string())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn serves_completions_streams_and_reports_errors() {
+    let Some(model) = artifact() else { return };
+    let s = Server::start(model.clone(), 16, Some("k"));
+    let (code, _, body) = s.request("POST", "/v1/completions", Some(r#"{"model":"smollm2","prompt":"The capital of France is","temperature":0,"max_tokens":2}"#), Some("k"));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"], " Paris.");
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    // Streaming: SSE chunks, then [DONE].
+    let (code, head, body) = s.request("POST", "/v1/chat/completions", Some(r#"{"model":"smollm2","messages":[{"role":"user","content":"Hi"}],"max_tokens":3,"stream":true}"#), Some("k"));
+    assert_eq!(code, 200);
+    assert!(head.contains("text/event-stream"), "{head}");
+    // (chunked transfer encoding: the events come in size-prefixed chunks)
+    assert!(body.contains("chat.completion.chunk") && body.contains("data: [DONE]"), "{body}");
+    // Errors in OpenAI's shape.
+    let (code, _, body) = s.request("POST", "/v1/completions", Some(r#"{"model":"smollm2","prompt":"x"}"#), Some("wrong"));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("invalid_api_key"));
+    let (code, _, body) = s.request("POST", "/v1/completions", Some(r#"{"model":"other","prompt":"x"}"#), Some("k"));
+    assert_eq!(code, 404, "{body}");
+    let long = format!(r#"{{"model":"smollm2","prompt":"{}"}}"#, "word ".repeat(200));
+    let (code, _, body) = s.request("POST", "/v1/completions", Some(&long), Some("k"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("maximum context length is 128"), "{body}");
+    let (code, _, body) = s.request("POST", "/v1/completions", Some("{oops"), Some("k"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"type\":\"invalid_request_error\""));
+    drop(s);
+    // No room to wait: 429 with Retry-After.
+    let busy = Server::start(model, 0, None);
+    let (code, head, body) = busy.request("POST", "/v1/completions", Some(r#"{"model":"smollm2","prompt":"x","max_tokens":1}"#), None);
+    assert_eq!(code, 429, "{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+}

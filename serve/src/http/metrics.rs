@@ -42,6 +42,9 @@ impl Histogram {
     }
 }
 
+/// Per model: `(name, waiting, running, prompt tokens, generated tokens)`.
+pub type EngineGauges = (String, usize, usize, usize, usize);
+
 /// The server's metrics.
 pub struct Metrics {
     pub requests: AtomicU64,
@@ -64,16 +67,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition, with the engines' gauges and token counters
-    /// (`(model, waiting, running, prompt tokens, generated tokens)`).
-    pub fn render(&self, engines: &[(String, usize, usize, usize, usize)]) -> String {
+    /// The Prometheus text exposition, with the engines' gauges and token counters.
+    pub fn render(&self, engines: &[EngineGauges]) -> String {
         let mut s = String::new();
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         counter(&mut s, "max_requests_total", "Completion requests received.", self.requests.load(Ordering::Relaxed));
         counter(&mut s, "max_request_errors_total", "Requests answered with an error.", self.errors.load(Ordering::Relaxed));
-        let per_model = |s: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&(String, usize, usize, usize, usize)) -> usize| {
+        let per_model = |s: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&EngineGauges) -> usize| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for e in engines {
                 let _ = writeln!(s, "{name}{{model=\"{}\"}} {}", e.0, f(e));

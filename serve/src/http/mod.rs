@@ -214,7 +214,7 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
-    let engines: Vec<(String, usize, usize, usize, usize)> = s
+    let engines: Vec<metrics::EngineGauges> = s
         .models
         .get()
         .map(|m| {

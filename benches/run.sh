@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark (default: all) in release mode with the Python reference environment.
-# Usage: bash benches/run.sh [custom_mlp|sgemm|llm|all] [-- extra args]
+# Usage: bash benches/run.sh [custom_mlp|sgemm|llm|serve|all] [-- extra args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -11,8 +11,8 @@ source scripts/python-env.sh
 python -c "import onnx, onnxruntime" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check onnx onnxruntime >&2 ||
   echo "run.sh: onnxruntime unavailable; its column will be empty" >&2
 benches=("${1:-all}")
-[ "${benches[0]}" = all ] && benches=(custom_mlp sgemm llm)
-if [[ " ${benches[*]} " == *" llm "* ]]; then
+[ "${benches[0]}" = all ] && benches=(custom_mlp sgemm llm serve)
+if [[ " ${benches[*]} " == *" llm "* || " ${benches[*]} " == *" serve "* ]]; then
   # llama.cpp for the llm comparison, and the model (cached outside the repo).
   # shellcheck disable=SC1091
   source scripts/llama-cpp-env.sh || echo "run.sh: llama-cpp-python unavailable; the llm comparison will be one-sided" >&2
@@ -20,6 +20,11 @@ if [[ " ${benches[*]} " == *" llm "* ]]; then
   export MAX_SMOLLM2_GGUF
   # The lean runtime CLI (no MLIR/LLVM linked), whose memory the llm benchmark reports.
   CARGO_TARGET_DIR=target/lean cargo build --release --locked -q -p max-tools --no-default-features --bin max
+  # `max serve` for the serve benchmark, and llama.cpp's server as its reference.
+  cargo build --release --locked -q -p max-tools --bin max
+  python -c "import llama_cpp.server" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check \
+    --find-links "${MAX_CACHE_DIR:-$HOME/.cache/max}/wheels" --only-binary llama-cpp-python "llama-cpp-python[server]==0.3.36" >&2 ||
+    echo "run.sh: llama-cpp-python[server] unavailable; the serve comparison will be one-sided" >&2
 fi
 shift || true
 [ "${1:-}" = "--" ] && shift

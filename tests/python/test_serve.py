@@ -109,6 +109,9 @@ def test_errors(client, server):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model="smollm2", prompt="hi", temperature=-1)
     assert e.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="smollm2", input="hello")
+    assert "does not serve embeddings" in e.value.body["message"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server + "/v1", api_key="wrong").models.list()
     # Malformed JSON and an oversized body, with OpenAI's error shape.

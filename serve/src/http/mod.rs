@@ -76,6 +76,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .fallback(|| async { ApiError::invalid("no such route", None).with(StatusCode::NOT_FOUND, "not_found") })
@@ -485,6 +486,13 @@ async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMa
     let results = collect(&s.metrics, started, jobs).await?;
     let choices: Vec<Value> = results.iter().map(|(i, _, g)| json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish(g.finish_reason)})).collect();
     Ok(Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &per_choice)})).into_response())
+}
+
+/// No served model computes embeddings yet: a clear 400 rather than a missing route.
+async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<Value>) -> Result<Json<Value>, ApiError> {
+    let models = s.check(&headers)?;
+    let served = s.model(models, req.get("model").and_then(Value::as_str))?;
+    Err(ApiError::invalid(format!("model `{}` is a text-generation model and does not serve embeddings", served.name), Some("model")))
 }
 
 async fn tokenize(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Json<Value>, ApiError> {

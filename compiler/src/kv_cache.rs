@@ -55,6 +55,18 @@ fn convert(v: &str, from: DType, to: DType, vec: Option<i64>) -> Option<String> 
     Some(format!("{op} {v} : {} to {}", ty(from), ty(to)))
 }
 
+/// `v` (a vector of [`VL`] lanes) converted from `from` to `to` as `name`, or `v` itself
+/// when the types agree. `pad` indents the emitted line.
+fn converted(s: &mut String, v: &str, name: &str, from: DType, to: DType, pad: &str) -> String {
+    match convert(v, from, to, Some(VL)) {
+        Some(c) => {
+            let _ = writeln!(s, "{pad}{name} = {c}");
+            name.to_string()
+        }
+        None => v.to_string(),
+    }
+}
+
 /// Row `b`'s slot and start position as indices, and whether they are in range for a
 /// write or read of `len` positions: `0 <= slot < max_batch`, `0 <= pos`,
 /// `pos + len <= max_len`. Out-of-range rows are skipped (the host checks them first and
@@ -163,13 +175,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     for j in 0..nv {
         let _ = writeln!(s, "    %qo{j} = arith.constant {} : index", j * VL);
         let _ = writeln!(s, "    %qr{j} = vector.load %b0[{}, %hi, %qo{j}] : {qm}, {}", token_ref(r), vt(q.dtype));
-        let src = match convert(&format!("%qr{j}"), q.dtype, DType::F32, Some(VL)) {
-            Some(c) => {
-                let _ = writeln!(s, "    %qx{j} = {c}");
-                format!("%qx{j}")
-            }
-            None => format!("%qr{j}"),
-        };
+        let src = converted(s, &format!("%qr{j}"), &format!("%qx{j}"), q.dtype, DType::F32, "    ");
         if f16_cache {
             let _ = writeln!(s, "    %qh{j} = arith.truncf {src} : {vf} to vector<{VL}xf16>\n    %q{j} = arith.extf %qh{j} : vector<{VL}xf16> to {vf}");
         } else {
@@ -180,20 +186,14 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let _ = writeln!(s, "    %mx = scf.for %t = %c0 to %len step %c1 iter_args(%m = %ninf) -> (f32) {{");
     for j in 0..nv {
         let _ = writeln!(s, "      %kr{j} = vector.load %b1[%layer, {slot}, %t, %kvh, %qo{j}] : {km}, {}", vt(kc.dtype));
-        let k = match convert(&format!("%kr{j}"), kc.dtype, DType::F32, Some(VL)) {
-            Some(c) => {
-                let _ = writeln!(s, "      %kx{j} = {c}");
-                format!("%kx{j}")
-            }
-            None => format!("%kr{j}"),
-        };
+        let k = converted(s, &format!("%kr{j}"), &format!("%kx{j}"), kc.dtype, DType::F32, "      ");
         if j == 0 {
             let _ = writeln!(s, "      %dot0 = arith.mulf %q0, {k} : {vf}");
         } else {
             let _ = writeln!(s, "      %dot{j} = vector.fma %q{j}, {k}, %dot{} : {vf}", j - 1);
         }
     }
-    let h = hsum8(s, &format!("%dot{}", nv - 1), "hq");
+    let h = crate::math::hsum8(s, &format!("%dot{}", nv - 1), "hq");
     let _ = write!(
         s,
         "      %sc = arith.mulf {h}, %scale : f32\n      \
@@ -213,7 +213,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     );
     let pe = inline_exp_ty(s, "%sd", "ev", &vf);
     let _ = writeln!(s, "      vector.store {pe}, %scores[%t] : memref<?xf32>, {vf}");
-    let g = hsum8(s, &pe, "hg");
+    let g = crate::math::hsum8(s, &pe, "hg");
     let _ = write!(
         s,
         "      %gd = arith.extf {g} : f32 to f64\n      %accn = arith.addf %acc, %gd : f64\n      scf.yield %accn : f64\n    }}\n    \
@@ -235,13 +235,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     );
     for j in 0..nv {
         let _ = writeln!(s, "      %vr{j} = vector.load %b2[%layer, {slot}, %t, %kvh, %qo{j}] : {vm}, {}", vt(vc.dtype));
-        let v = match convert(&format!("%vr{j}"), vc.dtype, DType::F32, Some(VL)) {
-            Some(c) => {
-                let _ = writeln!(s, "      %vx{j} = {c}");
-                format!("%vx{j}")
-            }
-            None => format!("%vr{j}"),
-        };
+        let v = converted(s, &format!("%vr{j}"), &format!("%vx{j}"), vc.dtype, DType::F32, "      ");
         let _ = writeln!(
             s,
             "      %ao{j} = vector.load %part[%lt, %qo{j}] : memref<{VL}x{hd}xf32>, {vf}\n      \
@@ -263,14 +257,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
         );
     }
     for j in 0..nv {
-        let _ = writeln!(s, "    %o{j} = arith.addf %res{j}, %vzero : {vf}");
-        let o = match convert(&format!("%o{j}"), DType::F32, out.dtype, Some(VL)) {
-            Some(c) => {
-                let _ = writeln!(s, "    %oc{j} = {c}");
-                format!("%oc{j}")
-            }
-            None => format!("%o{j}"),
-        };
+        let o = converted(s, &format!("%res{j}"), &format!("%oc{j}"), DType::F32, out.dtype, "    ");
         let _ = writeln!(s, "    vector.store {o}, %b5[{}, %hi, %qo{j}] : {om}, {}", token_ref(r), vt(out.dtype));
     }
     s.push_str("    }\n    }\n    }\n");
@@ -330,21 +317,4 @@ fn inline_exp_ty(s: &mut String, x: &str, prefix: &str, ty: &str) -> String {
         x,
         ty,
     )
-}
-
-/// The sum of the 8 lanes of `v` in the order of an AVX horizontal add:
-/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))` (llama.cpp's order, which its
-/// attention results depend on). Values are named `%{prefix}...`.
-fn hsum8(s: &mut String, v: &str, prefix: &str) -> String {
-    for l in 0..8 {
-        let _ = writeln!(s, "      %{prefix}{l} = vector.extract {v}[{l}] : f32 from vector<8xf32>");
-    }
-    let _ = write!(
-        s,
-        "      %{prefix}a = arith.addf %{prefix}4, %{prefix}0 : f32\n      %{prefix}b = arith.addf %{prefix}6, %{prefix}2 : f32\n      \
-         %{prefix}c = arith.addf %{prefix}5, %{prefix}1 : f32\n      %{prefix}d = arith.addf %{prefix}7, %{prefix}3 : f32\n      \
-         %{prefix}ab = arith.addf %{prefix}a, %{prefix}b : f32\n      %{prefix}cd = arith.addf %{prefix}c, %{prefix}d : f32\n      \
-         %{prefix}s = arith.addf %{prefix}ab, %{prefix}cd : f32\n"
-    );
-    format!("%{prefix}s")
 }

@@ -1,4 +1,4 @@
-//! Elementary functions expanded into `arith` ops.
+//! Elementary functions expanded into `arith` ops, and sums in a fixed order.
 //!
 //! `math.exp` lowers to a call of libm's scalar `expf`, which LLVM cannot vectorize and
 //! which costs a call per element. Softmax, SiLU, sigmoid and attention are full of
@@ -6,6 +6,8 @@
 //! `x = n ln2 + r`, a degree-7 polynomial for `e^r` on `|r| <= ln2/2` (Cephes' `expf`
 //! coefficients, about 1 ulp), and `2^n` built in the exponent bits. It works on `f32`
 //! scalars and on vectors of `f32` alike.
+
+use std::fmt::Write;
 
 /// Emits `exp(x)` for values of type `ty` (`f32` or `vector<NxF32>`). `op` appends one
 /// operation (`rhs` of `%v = rhs`) and returns its SSA name.
@@ -38,4 +40,21 @@ pub fn exp_f32(op: &mut dyn FnMut(String) -> String, x: &str, ty: &str) -> Strin
     let e = op(format!("arith.shli {e}, {shift} : {ity}"));
     let pow2 = op(format!("arith.bitcast {e} : {ity} to {ty}"));
     op(format!("arith.mulf {y}, {pow2} : {ty}"))
+}
+
+/// The sum of the 8 lanes of `v` in the order of an AVX horizontal add:
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))` (llama.cpp's order, which its
+/// attention and quantized dot products depend on). Values are named `%{prefix}...`.
+pub fn hsum8(s: &mut String, v: &str, prefix: &str) -> String {
+    for l in 0..8 {
+        let _ = writeln!(s, "      %{prefix}{l} = vector.extract {v}[{l}] : f32 from vector<8xf32>");
+    }
+    let _ = write!(
+        s,
+        "      %{prefix}a = arith.addf %{prefix}4, %{prefix}0 : f32\n      %{prefix}b = arith.addf %{prefix}6, %{prefix}2 : f32\n      \
+         %{prefix}c = arith.addf %{prefix}5, %{prefix}1 : f32\n      %{prefix}d = arith.addf %{prefix}7, %{prefix}3 : f32\n      \
+         %{prefix}ab = arith.addf %{prefix}a, %{prefix}b : f32\n      %{prefix}cd = arith.addf %{prefix}c, %{prefix}d : f32\n      \
+         %{prefix}s = arith.addf %{prefix}ab, %{prefix}cd : f32\n"
+    );
+    format!("%{prefix}s")
 }

@@ -208,17 +208,8 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
             );
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-            let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
-            let _ = write!(
-                s,
-                "      %qo = arith.addi %base, {qoff} : index\n      \
-                 %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
-                 %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
-                 %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
-                 %q = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n      \
-                 %qf = arith.uitofp %q : vector<32xi8> to {v32}\n",
-                (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-            );
+            load_nibbles(s, format, wm, "%q");
+            let _ = writeln!(s, "      %qf = arith.uitofp %q : vector<32xi8> to {v32}");
             if format == QuantFormat::Q4_1 {
                 // w = q * d + m
                 let _ = write!(s, "      %mn = vector.extract %hf[1] : f32 from vector<2xf32>\n      %mv = vector.broadcast %mn : f32 to {v32}\n");
@@ -232,4 +223,19 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
             let _ = writeln!(s, "      %wv = vector.fma %qf, %dv, %mv : {v32}");
         }
     }
+}
+
+/// Loads the 16 quant bytes of block `%base` of weight row `%j` (binding `%b1`, type `wm`)
+/// and unpacks them into `name : vector<32xi8>`: low nibbles are quants 0..16, high nibbles
+/// 16..32. Needs `%c2q`/`%c4q` (the quants' offset in a Q4_0/Q4_1 block).
+pub(crate) fn load_nibbles(s: &mut String, format: QuantFormat, wm: &str, name: &str) {
+    let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
+    let _ = write!(
+        s,
+        "      %qo = arith.addi %base, {qoff} : index\n      %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
+         %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
+         %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
+         {name} = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n",
+        (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    );
 }

@@ -107,15 +107,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-            let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
-            let _ = write!(
-                s,
-                "      %qo = arith.addi %base, {qoff} : index\n      %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
-                 %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
-                 %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
-                 %qn = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n",
-                (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-            );
+            crate::qmatmul::load_nibbles(&mut s, format, &wm, "%qn");
             if format == QuantFormat::Q4_0 {
                 let _ = write!(s, "      %o8 = arith.constant dense<8> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
             }
@@ -172,16 +164,12 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     } else {
         s.push_str("      scf.yield %accn, %summs : vector<8xf32>, f32\n");
     }
-    // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), then the scalar part.
+    // The lanes in llama.cpp's order, then the scalar part.
     s.push_str("    }\n");
-    for l in 0..8 {
-        let _ = writeln!(s, "    %l{l} = vector.extract %res#0[{l}] : f32 from {v8f}");
-    }
+    let hs = crate::math::hsum8(&mut s, "%res#0", "h");
     let _ = write!(
         s,
-        "    %h04 = arith.addf %l4, %l0 : f32\n    %h26 = arith.addf %l6, %l2 : f32\n    %h15 = arith.addf %l5, %l1 : f32\n    \
-         %h37 = arith.addf %l7, %l3 : f32\n    %h0 = arith.addf %h04, %h26 : f32\n    %h1 = arith.addf %h15, %h37 : f32\n    \
-         %hs = arith.addf %h0, %h1 : f32\n    %y = arith.addf %hs, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n    \
+        "    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n    \
          }}\n    }}\n    }}\n    }}\n    }}\n    \
          return\n  }}\n"
     );

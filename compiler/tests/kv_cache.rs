@@ -5,6 +5,9 @@
 use max_compiler::{compile, ops, DType, Dim, Graph, Target, TensorType};
 use max_runtime::{Device, InferenceSession, Tensor};
 
+mod common;
+use common::values;
+
 const LAYERS: usize = 2;
 const LAYER: usize = 1;
 const HQ: usize = 4;
@@ -12,18 +15,6 @@ const HKV: usize = 2;
 const D: usize = 16;
 const BMAX: usize = 3;
 const T: usize = 12;
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Token tensors `[B, S, H, D]`, or `[B * S, H, D]` when `flat`.
 fn tokens(flat: bool, h: usize) -> TensorType {
@@ -109,9 +100,9 @@ impl RefCache {
 
 #[allow(clippy::too_many_arguments)]
 fn step(model: &max_runtime::Model, flat: bool, state: &mut [Tensor], reference: &mut RefCache, b: usize, s: usize, pos: &[i32], slot: &[i32], seed: u64, tol: f32) {
-    let q = values(b * s * HQ * D, seed);
-    let k = values(b * s * HKV * D, seed + 1);
-    let v = values(b * s * HKV * D, seed + 2);
+    let q = values(b * s * HQ * D, seed, 1.0);
+    let k = values(b * s * HKV * D, seed + 1, 1.0);
+    let v = values(b * s * HKV * D, seed + 2, 1.0);
     let shape = |h: usize| if flat { vec![b * s, h, D] } else { vec![b, s, h, D] };
     let inputs = vec![
         Tensor::from_slice(&shape(HQ), &q).unwrap(),

@@ -223,7 +223,7 @@ fn run(llm: &LLM, jobs: &mpsc::Receiver<Job>, stats: &EngineStats) {
 /// client was told).
 fn admit(llm: &LLM, cache: &mut [max_runtime::Tensor], slot: usize, job: Job, stats: &EngineStats) -> Option<Running> {
     let n = job.ids.len();
-    let mut rows = match Row::new(llm, slot, job.ids.clone(), &job.params) {
+    let mut rows = match Row::new(llm, slot, job.ids, &job.params) {
         Ok(r) => vec![r],
         Err(e) => {
             let _ = job.events.send(Event::Failed(e.to_string()));
@@ -231,7 +231,7 @@ fn admit(llm: &LLM, cache: &mut [max_runtime::Tensor], slot: usize, job: Job, st
         }
     };
     let events = job.events;
-    let result = llm.prefill(cache, &[job.ids], &[slot]).and_then(|logits| {
+    let result = llm.prefill(cache, std::slice::from_ref(&rows[0].ids), &[slot]).and_then(|logits| {
         rows[0].cached = n;
         llm.take_samples(&mut rows, &[0], &logits, &mut |_, text| {
             let _ = events.send(Event::Text(text.to_string()));

@@ -280,16 +280,7 @@ impl LLM {
     /// The next-token logits after `ids` (one prefill; the cache row is reused), for
     /// evaluation and comparisons with other implementations.
     pub fn next_token_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(LlmError::EmptyPrompt);
-        }
-        if ids.len() > self.max_length {
-            return Err(LlmError::PromptTooLong { tokens: ids.len(), max_length: self.max_length });
-        }
-        let vocab = self.info.model.vocab_size;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
-        }
+        self.check_tokens(ids, self.max_length)?;
         let mut cache = self.lock_cache();
         self.prefill(&mut cache, &[ids.to_vec()], &[0])
     }
@@ -309,15 +300,22 @@ impl LLM {
         Ok(out)
     }
 
-    /// Checks a prompt's ids: not empty, shorter than `max_length`, in the vocabulary.
+    /// Checks a prompt's ids for generation: not empty, shorter than `max_length` (room for
+    /// one generated token), each a row of the model's embedding table.
     pub fn check_prompt(&self, ids: &[u32]) -> Result<()> {
+        self.check_tokens(ids, self.max_length - 1)
+    }
+
+    /// `ids` are not empty, at most `longest`, and within the embedding table (the gather
+    /// kernel reads row `id` unchecked).
+    fn check_tokens(&self, ids: &[u32], longest: usize) -> Result<()> {
         if ids.is_empty() {
             return Err(LlmError::EmptyPrompt);
         }
-        if ids.len() >= self.max_length {
+        if ids.len() > longest {
             return Err(LlmError::PromptTooLong { tokens: ids.len(), max_length: self.max_length });
         }
-        let vocab = self.tokenizer.vocab_size().max(self.info.model.vocab_size);
+        let vocab = self.info.model.vocab_size;
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(LlmError::Tokenizer(TokenizerError::IdOutOfRange { id, vocab_size: vocab }));
         }

@@ -393,14 +393,18 @@ fn sse(
     stream::iter(head.into_iter().map(|h| Ok(SseEvent::default().data(h.to_string())))).chain(body).chain(tail)
 }
 
-async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
-    let started = Instant::now();
+/// Runs a completion handler, counting the request and any error it answers with.
+async fn counted<F: std::future::Future<Output = Result<Response, ApiError>>>(s: &AppState, handler: impl FnOnce(Instant) -> F) -> Result<Response, ApiError> {
     s.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let r = chat_inner(s.clone(), started, headers, req).await;
+    let r = handler(Instant::now()).await;
     if r.is_err() {
         s.metrics.errors.fetch_add(1, Ordering::Relaxed);
     }
     r
+}
+
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    counted(&s.clone(), |started| chat_inner(s, started, headers, req)).await
 }
 
 async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req: ChatRequest) -> Result<Response, ApiError> {
@@ -445,13 +449,7 @@ async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req:
 }
 
 async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let r = completions_inner(s.clone(), started, headers, req).await;
-    if r.is_err() {
-        s.metrics.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    r
+    counted(&s.clone(), |started| completions_inner(s, started, headers, req)).await
 }
 
 async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req: CompletionRequest) -> Result<Response, ApiError> {

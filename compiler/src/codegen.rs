@@ -70,6 +70,12 @@ fn init_llvm() {
     ONCE.call_once(|| LlvmTarget::initialize_x86(&InitializationConfig::default()));
 }
 
+/// Makes LLVM's NVPTX backend available to MLIR's `gpu-module-to-binary`.
+pub fn init_nvptx() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
+}
+
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 fn machine(cpu: &str, features: &str) -> Option<TargetMachine> {

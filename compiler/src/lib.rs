@@ -11,6 +11,8 @@ pub mod codegen;
 pub mod custom;
 pub mod error;
 pub mod fusion;
+pub mod gpu;
+pub mod gpu_matmul;
 pub mod graph_api;
 pub mod import;
 pub mod kv_cache;
@@ -48,6 +50,8 @@ pub enum Emit {
     LlvmDialect,
     /// Optimized LLVM IR with the ABI wrappers.
     LlvmIr,
+    /// PTX of the GPU kernels (cuda targets).
+    Ptx,
     /// x86-64 assembly.
     Asm,
     /// x86-64 object file.
@@ -58,11 +62,12 @@ pub enum Emit {
 
 impl Emit {
     /// Every stage with its command-line name and a one-line description, in order.
-    pub const ALL: [(&'static str, &'static str, Emit); 7] = [
+    pub const ALL: [(&'static str, &'static str, Emit); 8] = [
         ("max", "Verified max IR with inferred types", Emit::Max),
         ("linalg", "Kernels in linalg/tensor on tensors", Emit::Linalg),
         ("llvm-dialect", "Kernels in the LLVM dialect", Emit::LlvmDialect),
         ("llvm-ir", "Optimized LLVM IR", Emit::LlvmIr),
+        ("ptx", "PTX of the GPU kernels (cuda targets)", Emit::Ptx),
         ("asm", "x86-64 assembly", Emit::Asm),
         ("obj", "x86-64 object file", Emit::Obj),
         ("artifact", "The .maxa artifact (default)", Emit::Artifact),
@@ -86,12 +91,15 @@ pub struct CompileOptions {
     /// Named data sections to carry in the artifact (an LLM's tokenizer, chat template and
     /// configuration), read back with `Artifact::data_section`.
     pub data: Vec<(String, Vec<u8>)>,
+    /// Compile for an NVIDIA GPU instead (`--target cuda:sm_90`); `target` then only
+    /// describes the host code that launches the kernels.
+    pub cuda: Option<gpu::CudaTarget>,
 }
 
 impl CompileOptions {
     /// Options for `target` with no weights files.
     pub fn new(target: Target) -> Self {
-        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new(), data: Vec::new() }
+        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new(), data: Vec::new(), cuda: None }
     }
 }
 
@@ -156,33 +164,60 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         }
     }
     let mut program = Program::default();
+    program.gpu = opts.cuda.as_ref().map(|c| program::GpuOptions { allow_tf32: c.allow_tf32 });
+    if opts.cuda.is_some() && emit == Emit::Asm {
+        return Err(CompileError::Target("--emit asm shows x86-64 code; for a cuda target use --emit ptx".into()));
+    }
+    if opts.cuda.is_none() && emit == Emit::Ptx {
+        return Err(CompileError::Target("--emit ptx needs a cuda target (--target cuda:sm_90)".into()));
+    }
     for g in graphs {
         program.add_graph(g, &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
-    let avx2 = opts.target.required.iter().any(|f| f == "avx2");
+    let avx2 = opts.cuda.is_none() && opts.target.required.iter().any(|f| f == "avx2");
     let linalg = lower::kernel_module(&specs, &libraries, avx2);
     let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));
     }
-    for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
-        ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
-    }
-    if emit == Emit::LlvmDialect {
-        return text(mlir::print_module(&module, false));
-    }
-    let mut ir = codegen::mark_noalias(&ctx.translate_to_llvm_ir(&module)?, &program.kernels);
-    if avx2 {
-        ir = qmatmul_q8::define_x86_helpers(&ir);
-    }
-    // The runtime ships no MLIR C runner library; a kernel needing one is a compiler bug.
-    if let Some(sym) = ["@memrefCopy", "@_mlir_"].iter().find(|s| ir.contains(*s)) {
-        return Err(CompileError::Internal(format!("kernels reference the MLIR runner helper {sym}")));
-    }
+    let ir = match &opts.cuda {
+        None => {
+            for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
+                ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
+            }
+            if emit == Emit::LlvmDialect {
+                return text(mlir::print_module(&module, false));
+            }
+            let mut ir = codegen::mark_noalias(&ctx.translate_to_llvm_ir(&module)?, &program.kernels);
+            if avx2 {
+                ir = qmatmul_q8::define_x86_helpers(&ir);
+            }
+            ir
+        }
+        Some(cuda) => {
+            for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, gpu::MAP_TO_GPU] {
+                ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
+            }
+            let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs))?;
+            let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| CompileError::Internal(format!("GPU host code does not verify: {e}")))?;
+            codegen::init_nvptx();
+            ctx.run_pipeline(&mut module, &format!("builtin.module({})", gpu::lower_to_nvvm(cuda)))?;
+            if emit == Emit::LlvmDialect {
+                return text(mlir::print_module(&module, false));
+            }
+            let ir = ctx.translate_to_llvm_ir(&module)?;
+            if emit == Emit::Ptx {
+                return text(gpu::ptx_of(&ir).join("\n"));
+            }
+            gpu::link_host_ir(&ir)?
+        }
+    };
+    let mut ir = ir;
     ir.push_str(&abi_wrappers(&program.kernels));
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "lowered to LLVM IR");
-    let cg = Codegen::new(opts.target.clone());
+    // Host code of a GPU artifact needs nothing beyond baseline x86-64.
+    let cg = Codegen::new(if opts.cuda.is_some() { codegen::CpuTarget::named("x86-64")? } else { opts.target.clone() });
     match emit {
         Emit::LlvmIr => return Ok(CompileOutput { bytes: cg.emit(&ir, Output::OptimizedIr)?, files_read }),
         Emit::Asm => return Ok(CompileOutput { bytes: cg.emit(&ir, Output::Assembly)?, files_read }),
@@ -206,11 +241,14 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     let manifest = Manifest {
         format_version: 0,
         compiler_version: env!("CARGO_PKG_VERSION").into(),
-        target: max_runtime::artifact::Target {
-            arch: "x86_64".into(),
-            os: "linux".into(),
-            cpu: opts.target.cpu.clone(),
-            features: opts.target.required.clone(),
+        target: match &opts.cuda {
+            None => max_runtime::artifact::Target {
+                arch: "x86_64".into(),
+                os: "linux".into(),
+                cpu: opts.target.cpu.clone(),
+                features: opts.target.required.clone(),
+            },
+            Some(c) => max_runtime::artifact::Target { arch: "cuda".into(), os: "linux".into(), cpu: c.chip.clone(), features: Vec::new() },
         },
         symbols: program.symbols.clone(),
         entries: program.entries.clone(),

@@ -130,6 +130,10 @@ pub struct KernelSpec {
     pub partition: Option<Vec<bool>>,
     /// A native custom kernel: the C symbol the ABI wrapper calls (no MLIR body).
     pub native: Option<String>,
+    /// Lowered for an NVIDIA GPU: the function is host code whose loops become kernels
+    /// (see [`crate::gpu`]); `allow_tf32` lets f32 matmuls use TF32 tensor cores.
+    pub gpu: bool,
+    pub allow_tf32: bool,
 }
 
 /// Decides whether `node`'s kernel can be partitioned along the leading result dim, and
@@ -204,6 +208,8 @@ pub(crate) fn float_lit(v: f64) -> String {
 struct Emitter {
     body: String,
     next: usize,
+    /// Lowering for a GPU: no CPU micro-kernels, loop orders that map onto threads.
+    gpu: bool,
 }
 
 /// A tensor value inside a kernel.
@@ -1136,7 +1142,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let (xd, od) = (ins[0].ty.dtype, out.ty.dtype);
             vec![elementwise(e, &[&ins[0]], out, |b, a| b.convert(&a[0], xd, od))]
         }
-        Op::MatMul if microkernel_applies(&ins[0], &ins[1], out) => vec![matmul_microkernel(e, &ins[0], &ins[1], out, false)],
+        Op::MatMul if !e.gpu && microkernel_applies(&ins[0], &ins[1], out) => vec![matmul_microkernel(e, &ins[0], &ins[1], out, false)],
         Op::MatMul => {
             let (a, b) = (&ins[0], &ins[1]);
             let ct = compute_type(out.ty.dtype);
@@ -1144,10 +1150,15 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let zero = e.scalar_const(0.0, ct);
             let acc = e.fill(&acc, &zero);
             // Loops: batch..., m, k, n with k before n, so the innermost loop walks rows of
-            // b and of the result contiguously (the LLVM vectorizer's favourite shape).
+            // b and of the result contiguously (the LLVM vectorizer's favourite shape). On
+            // a GPU the reduction goes innermost instead, so (batch, m, n) map onto threads.
             let nb = n - 2;
             let loops = n + 1;
-            let (m, k, nn) = (format!("d{nb}"), format!("d{}", nb + 1), format!("d{}", nb + 2));
+            let (m, k, nn) = if e.gpu {
+                (format!("d{nb}"), format!("d{}", nb + 2), format!("d{}", nb + 1))
+            } else {
+                (format!("d{nb}"), format!("d{}", nb + 1), format!("d{}", nb + 2))
+            };
             let batch_map = |t: &BindingType| -> Vec<String> {
                 let r = t.dims.len() - 2;
                 let off = nb - r;
@@ -1162,7 +1173,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let mut om: Vec<String> = (0..nb).map(|i| format!("d{i}")).collect();
             om.extend([m, nn]);
             let mut red = vec![false; loops];
-            red[nb + 1] = true;
+            red[if e.gpu { nb + 2 } else { nb + 1 }] = true;
             let (ad, bd) = (a.ty.dtype, b.ty.dtype);
             let r = generic(e, vec![amap(loops, &am), amap(loops, &bm), amap(loops, &om)], &red, &[a, b], &acc, |body, args| {
                 let x = body.convert(&args[0], ad, ct);
@@ -1375,7 +1386,10 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     if crate::rope::is_rope_kernel(spec) {
         return crate::rope::kernel_func(spec);
     }
-    let mut e = Emitter { body: String::new(), next: 0 };
+    if crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32) {
+        return crate::gpu_matmul::kernel_func(spec);
+    }
+    let mut e = Emitter { body: String::new(), next: 0, gpu: spec.gpu };
     let nin = spec.inputs.len();
     let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
     // Bindings never alias a buffer the kernel writes (results are fresh buffers), so every
@@ -1501,8 +1515,12 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
 /// private, so they disappear once inlined).
 /// `avx2` says the target has AVX2, which the quantized micro-kernels use directly.
 pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], avx2: bool) -> String {
-    let mut s = String::from("module {\n");
-    for k in specs.iter().filter(|k| k.native.is_none()) {
+    // GPU host code launches kernels of `gpu.module`s nested in this module.
+    let gpu = specs.iter().any(|k| k.gpu);
+    let mut s = String::from(if gpu { "module attributes {gpu.container_module} {\n" } else { "module {\n" });
+    // Tensor-core matmuls are written at the memref level with their launches; they join
+    // the module after bufferization (see `crate::gpu::late_kernels`).
+    for k in specs.iter().filter(|k| k.native.is_none() && !crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)) {
         s.push_str(&kernel_func(k, avx2));
     }
     if avx2 {

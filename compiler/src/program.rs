@@ -43,6 +43,15 @@ pub struct Program {
     /// Kernels by what they compute (spec and binding dims, name aside): dispatches of
     /// identical regions share one kernel (a model's layers differ only in their weights).
     by_body: HashMap<String, String>,
+    /// Compiling for an NVIDIA GPU (set before adding graphs).
+    pub gpu: Option<GpuOptions>,
+}
+
+/// What a GPU compile changes in dispatch formation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuOptions {
+    /// f32 matmuls may run on the tensor cores as TF32.
+    pub allow_tf32: bool,
 }
 
 /// Symbols are per graph; the artifact has one table, so graphs after the first are shifted.
@@ -100,9 +109,16 @@ impl Program {
             of_value.insert(i.value, buffers.len() - 1);
         }
         let mut dispatches = Vec::new();
-        let packed = packed_weights(graph);
+        let gpu = self.gpu.is_some();
+        // The CPU micro-kernel's packed weight layout means nothing to the GPU kernels.
+        let packed = if gpu { HashSet::new() } else { packed_weights(graph) };
         let is_native = |n: usize| matches!(&graph.nodes[n].op, Op::Custom { name } if matches!(kernels.get(name).map(|d| &d.imp), Some(CustomImpl::Native { .. })));
-        let regions = form_regions(graph, fuse, &is_native);
+        if gpu {
+            check_gpu_support(graph, &is_native)?;
+        }
+        // On a GPU a matmul is its own (tensor-core) kernel.
+        let closed = |n: usize| is_native(n) || (gpu && matches!(graph.nodes[n].op, Op::MatMul));
+        let regions = form_regions(graph, fuse, &closed);
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
             match &node.op {
@@ -242,9 +258,12 @@ impl Program {
         let bindings: Vec<usize> = inputs.iter().chain(&outputs).map(|v| of_value[v]).collect();
         let ops: Vec<&str> = region.nodes.iter().map(|n| graph.nodes[*n].op.name()).collect();
         let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), ops.join("_"));
-        let partition = region.partition.as_ref().map(|p| inputs.iter().map(|v| p.get(v).copied().unwrap_or(false)).collect::<Vec<bool>>());
+        // A GPU kernel spreads its work over blocks and threads itself: one dispatch.
+        let partition = region.partition.as_ref().filter(|_| self.gpu.is_none()).map(|p| inputs.iter().map(|v| p.get(v).copied().unwrap_or(false)).collect::<Vec<bool>>());
         let root = &graph.nodes[region.nodes[0]];
-        let workgroups = if partition.is_some() {
+        let workgroups = if self.gpu.is_some() {
+            DimExpr::Const(1)
+        } else if partition.is_some() {
             shift(&partition_extent(graph, root), base)
         } else if crate::qmatmul::applies(graph, root) {
             // The micro-kernel deals out output columns (weight rows).
@@ -290,6 +309,8 @@ impl Program {
             },
             body,
             partition,
+            gpu: self.gpu.is_some(),
+            allow_tf32: self.gpu.is_some_and(|g| g.allow_tf32),
         };
         let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
         let kernel = match self.by_body.get(&key) {
@@ -302,6 +323,23 @@ impl Program {
         };
         dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups });
     }
+}
+
+/// Rejects, at the op's location, what the GPU backend cannot compile yet: the LLM kernels
+/// written directly as CPU loops (quantized matmul, KV cache, cached attention, RoPE over
+/// positions) and native (CPU) custom kernels.
+fn check_gpu_support(graph: &Graph, is_native: &dyn Fn(usize) -> bool) -> Result<(), CompileError> {
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let cpu_only = matches!(n.op, Op::CacheWrite { .. } | Op::CachedAttention { .. })
+            || crate::qmatmul::applies(graph, n)
+            || crate::rope::applies(graph, n)
+            || is_native(i);
+        if cpu_only {
+            let what = if is_native(i) { "a native (CPU) custom kernel".to_string() } else { format!("'max.{}'", n.op.name()) };
+            return Err(Diagnostic::new(&n.loc, format!("{what} has no GPU kernel yet; compile this graph for a CPU target")).into());
+        }
+    }
+    Ok(())
 }
 
 /// Constant matmul right operands stored pre-packed: weights and constants of static

@@ -16,7 +16,7 @@ pub type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64) -
 /// The loaded kernel library of an artifact.
 pub struct KernelLibrary {
     // Keeps the shared object mapped for as long as kernel pointers are in use.
-    _lib: libloading::Library,
+    lib: libloading::Library,
     /// The kernel of every dispatch, resolved at load: `dispatches[entry][dispatch]`.
     dispatches: Vec<Vec<KernelFn>>,
 }
@@ -85,7 +85,12 @@ impl KernelLibrary {
             }
             dispatches.push(fns);
         }
-        Ok(KernelLibrary { _lib: lib, dispatches })
+        Ok(KernelLibrary { lib, dispatches })
+    }
+
+    /// The loaded shared object (GPU artifacts' host code exports more than kernels).
+    pub fn library(&self) -> &libloading::Library {
+        &self.lib
     }
 
     /// The kernel of dispatch `dispatch` of entry `entry` (indices into the manifest).
@@ -97,6 +102,9 @@ impl KernelLibrary {
 /// Checks that the host can run code compiled for `target`.
 pub fn check_target(target: &crate::artifact::Target) -> Result<(), RuntimeError> {
     let arch = std::env::consts::ARCH;
+    if target.arch == "cuda" {
+        return Err(RuntimeError::Device(format!("this artifact was compiled for an NVIDIA GPU ({}); load it on a GPU (--device gpu:0), or compile it for a CPU target", target.cpu)));
+    }
     if target.arch != arch || target.os != std::env::consts::OS {
         return Err(RuntimeError::Target {
             found: format!("{}-{}", target.arch, target.os),

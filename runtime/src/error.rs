@@ -39,6 +39,8 @@ pub enum RuntimeError {
     TensorSize { shape: Vec<usize>, dtype: DType, expected: usize, got: usize },
     #[error("{0}")]
     Npy(String),
-    #[error("device {0} is not available in this build")]
+    #[error("{0}")]
     Device(String),
+    #[error("CUDA error: {0}")]
+    Cuda(String),
 }

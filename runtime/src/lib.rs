@@ -15,8 +15,12 @@
 
 pub mod artifact;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod custom_op;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu_exec;
 pub mod npy;
 pub mod session;
 pub mod tensor;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// A CUDA GPU by ordinal (not available in this build).
+    /// A CUDA GPU by ordinal (needs the `cuda` feature and an NVIDIA driver).
     Gpu(usize),
 }
 
@@ -48,15 +48,37 @@ impl InferenceSession {
 
     /// Loads an artifact: checks its target, loads its kernels.
     pub fn load(&self, artifact: &Artifact) -> Result<Model, RuntimeError> {
-        if let Device::Gpu(i) = self.device {
-            return Err(RuntimeError::Device(format!("gpu:{i}")));
-        }
-        check_target(&artifact.manifest().target)?;
+        let gpu = match self.device {
+            Device::Cpu => {
+                check_target(&artifact.manifest().target)?;
+                None
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Gpu(i) => return Err(RuntimeError::Device(format!("device gpu:{i} is not available in this build (built without the `cuda` feature)"))),
+            #[cfg(feature = "cuda")]
+            Device::Gpu(i) => Some(crate::gpu_exec::GpuModel::check_target(i, &artifact.manifest().target)?),
+        };
         artifact.check_program()?;
         let kernels = KernelLibrary::load(artifact)?;
         let profile = std::env::var_os("MAX_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Default::default());
         let plans = artifact.manifest().entries.iter().map(BufferPlan::new).collect();
-        Ok(Model { artifact: artifact.clone(), kernels, pool: self.pool.clone(), plans, pool_buffers: Default::default(), profile })
+        #[cfg(feature = "cuda")]
+        let gpu = match gpu {
+            Some(dev) => Some(crate::gpu_exec::GpuModel::load(dev, artifact, &kernels)?),
+            None => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let _: Option<()> = gpu;
+        Ok(Model {
+            artifact: artifact.clone(),
+            kernels,
+            pool: self.pool.clone(),
+            plans,
+            pool_buffers: Default::default(),
+            profile,
+            #[cfg(feature = "cuda")]
+            gpu,
+        })
     }
 
     /// Opens and loads the artifact at `path`.
@@ -76,6 +98,9 @@ pub struct Model {
     pool_buffers: std::sync::Mutex<Vec<AlignedBytes>>,
     /// Time per kernel when `MAX_PROFILE` is set (printed to stderr when the model drops).
     profile: Option<std::sync::Mutex<std::collections::BTreeMap<String, (u64, std::time::Duration)>>>,
+    /// The device state of a model loaded on a GPU.
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::gpu_exec::GpuModel>,
 }
 
 impl Drop for Model {
@@ -122,6 +147,13 @@ impl Model {
         &self.artifact
     }
 
+    /// Time per kernel so far when `MAX_PROFILE` was set at load: (kernel, calls, total).
+    /// On a GPU the times are device times of each dispatch's kernels (CUDA events).
+    pub fn kernel_times(&self) -> Option<Vec<(String, u64, std::time::Duration)>> {
+        let p = self.profile.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        Some(p.iter().map(|(k, (n, t))| (k.clone(), *n, *t)).collect())
+    }
+
     /// The first (default) entry.
     pub fn entry(&self) -> &Entry {
         &self.artifact.manifest().entries[0]
@@ -144,6 +176,11 @@ impl Model {
     /// `state` (its mutable inputs, in signature order), which the program updates in place
     /// and the caller keeps between calls.
     pub fn execute_with_state(&self, name: &str, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            let (entry_index, syms) = self.bind_call(name, inputs, state)?;
+            return g.execute(self, entry_index, &syms, inputs, state);
+        }
         let m = self.artifact.manifest();
         let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
         let entry = &m.entries[entry_index];
@@ -239,11 +276,8 @@ impl Model {
                 });
                 worst.into_inner()
             };
-            if let (Some(p), Some(t0)) = (&self.profile, started) {
-                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-                let e = p.entry(d.kernel.clone()).or_default();
-                e.0 += 1;
-                e.1 += t0.elapsed();
+            if let Some(t0) = started {
+                self.record_profile(&d.kernel, t0.elapsed());
             }
             if status != 0 {
                 return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
@@ -278,6 +312,70 @@ impl Model {
         }
         Ok(outs)
     }
+}
+
+impl Model {
+    /// The entry `name`'s index and its dimension symbols bound from `inputs` and `state`.
+    #[cfg(feature = "cuda")]
+    fn bind_call(&self, name: &str, inputs: &[Tensor], state: &[Tensor]) -> Result<(usize, Vec<Option<i64>>), RuntimeError> {
+        let m = self.artifact.manifest();
+        let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
+        let entry = &m.entries[entry_index];
+        let n_state = entry.inputs.iter().filter(|s| s.mutable).count();
+        if inputs.len() + n_state != entry.inputs.len() || state.len() != n_state {
+            let names = |mutable: bool| entry.inputs.iter().filter(|s| s.mutable == mutable).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(if state.len() != n_state {
+                RuntimeError::StateCount { entry: entry.name.clone(), expected: n_state, got: state.len(), names: names(true) }
+            } else {
+                RuntimeError::InputCount { entry: entry.name.clone(), expected: entry.inputs.len() - n_state, got: inputs.len(), names: names(false) }
+            });
+        }
+        let all = signature_order(entry, inputs, state);
+        Ok((entry_index, bind_inputs(entry, &all, &m.symbols)?))
+    }
+
+    /// Whether `MAX_PROFILE` asked for time per kernel.
+    pub(crate) fn profiling(&self) -> bool {
+        self.profile.is_some()
+    }
+
+    /// Adds one call of `kernel` taking `t` to the profile.
+    pub(crate) fn record_profile(&self, kernel: &str, t: std::time::Duration) {
+        if let Some(p) = &self.profile {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let e = p.entry(kernel.to_string()).or_default();
+            e.0 += 1;
+            e.1 += t;
+        }
+    }
+
+    /// The loaded kernels (the GPU executor calls the same host functions).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn kernels(&self) -> &KernelLibrary {
+        &self.kernels
+    }
+
+    /// Buffer lifetimes of entry `i`.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn plan(&self, i: usize) -> (&[usize], &[usize]) {
+        (&self.plans[i].root, &self.plans[i].last_use)
+    }
+}
+
+/// Read-only inputs and state interleaved in signature order.
+pub(crate) fn signature_order<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a [Tensor]) -> Vec<&'a Tensor> {
+    let (mut ri, mut si) = (0, 0);
+    let mut all = Vec::with_capacity(entry.inputs.len());
+    for sig in &entry.inputs {
+        if sig.mutable {
+            all.push(&state[si]);
+            si += 1;
+        } else {
+            all.push(&inputs[ri]);
+            ri += 1;
+        }
+    }
+    all
 }
 
 /// Checks inputs against the entry signature and binds the dimension symbols.

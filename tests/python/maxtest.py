@@ -57,3 +57,47 @@ def run_artifact(artifact, inputs: dict, tmp: Path, n_outputs=1):
         args += ["--output", o]
     maxc(*args)
     return [np.load(o) for o in outs]
+
+
+def cuda_compile_enabled() -> bool:
+    """Whether op tests also compile each graph for a GPU target: when libdevice is installed
+    (scripts/cuda-env.sh sets MAX_CUDA_TOOLKIT) or GPU cases are being recorded."""
+    return bool(os.environ.get("MAX_CUDA_TOOLKIT")) or bool(os.environ.get("MAX_GPU_CASES"))
+
+
+def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=()):
+    """Compiles `src` for the GPU target (MAX_GPU_TARGET, default cuda:sm_90) and, when
+    MAX_GPU_CASES names a folder, records a case there for benches/gpu/check.sh to run on a
+    GPU: the artifact, and per run its inputs and the expected outputs as .npy files.
+    `runs` is a list of (inputs: dict name -> array, wanted: list of arrays); `flags` are
+    extra compile flags (--allow-tf32). A test that records several cases gets them numbered."""
+    if not cuda_compile_enabled():
+        return
+    target = os.environ.get("MAX_GPU_TARGET", "cuda:sm_90")
+    out_dir = os.environ.get("MAX_GPU_CASES")
+    if name is None:
+        name = os.environ.get("PYTEST_CURRENT_TEST", src.stem).split(" ")[0]
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[-120:]
+    case = Path(out_dir) / safe if out_dir else src.parent / "gpu_case"
+    k = 2
+    while out_dir and case.exists():
+        case = Path(out_dir) / f"{safe}_{k}"
+        k += 1
+    case.mkdir(parents=True, exist_ok=True)
+    maxc("compile", src, "--target", target, *flags, "-o", case / "g.maxa")
+    if not out_dir:
+        return
+    meta = {"name": name, "rtol": rtol, "atol": atol, "runs": []}
+    for k, (inputs, wanted) in enumerate(runs):
+        ins = {}
+        for n, arr in inputs.items():
+            p = f"in{k}_{n}.npy"
+            np.save(case / p, arr)
+            ins[n] = p
+        outs = []
+        for j, w in enumerate(wanted):
+            p = f"want{k}_{j}.npy"
+            np.save(case / p, np.asarray(w))
+            outs.append(p)
+        meta["runs"].append({"inputs": ins, "outputs": outs})
+    (case / "case.json").write_text(json.dumps(meta, indent=1))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from maxtest import maxc, run_artifact
+from maxtest import gpu_case, maxc, run_artifact
 
 SIZES = [1, 7, 33]
 _erf = np.vectorize(math.erf, otypes=[np.float32])
@@ -47,12 +47,14 @@ def check(tmp_path, mlir, inputs, ref, n_out=1, rtol=1e-5, atol=1e-6, sizes=SIZE
     art = tmp_path / "g.maxa"
     maxc("compile", src, "-o", art)
     rng = np.random.default_rng(42)
+    runs = []
     for b in sizes:
         arrays = {n: data(concrete(s, b), d, rng, positive) for n, s, d in inputs}
         got = run_artifact(art, arrays, tmp_path, n_out)
         want = ref(*arrays.values())
         if not isinstance(want, (list, tuple)):
             want = [want]
+        runs.append((arrays, want))
         for g, w in zip(got, want):
             w = np.asarray(w)
             assert g.shape == w.shape, f"size {b}: shape {g.shape} != {w.shape}"
@@ -61,6 +63,8 @@ def check(tmp_path, mlir, inputs, ref, n_out=1, rtol=1e-5, atol=1e-6, sizes=SIZE
                 np.testing.assert_array_equal(g, w, err_msg=f"size {b}")
             else:
                 np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol, err_msg=f"size {b}")
+    # The same graph for the GPU: it must compile; on a GPU machine the case runs there.
+    gpu_case(src, runs, rtol, atol)
 
 
 def sigmoid(x):
@@ -187,6 +191,35 @@ def test_matmul(tmp_path, shapes):
     ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
     check(tmp_path, graph([("a", a, "f32"), ("b", b, "f32")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]),
           [("a", a, "f32"), ("b", b, "f32")], lambda x, y: np.matmul(x, y), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,n,sizes", [(300, 200, [1, 7, 130]), (256, 384, [129])], ids=["edges", "aligned"])
+def test_matmul_f16_tiles(tmp_path, k, n, sizes):
+    """f16 matmuls large enough for several 128x128 tiles and K slices: on a GPU these take
+    the tensor-core kernel, with guarded edges when K or N is not a multiple of 8."""
+    a, b, r = (None, k), (k, n), (None, n)
+    ta, tb, tr = ttype(a, "f16"), ttype(b, "f16"), ttype(r, "f16")
+    check(tmp_path, graph([("a", a, "f16"), ("b", b, "f16")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]),
+          [("a", a, "f16"), ("b", b, "f16")], lambda x, y: (x.astype(np.float32) @ y.astype(np.float32)).astype(np.float16),
+          rtol=1e-2, atol=2e-2, sizes=sizes)
+
+
+def test_matmul_tf32_case(tmp_path):
+    """An f32 matmul compiled with --allow-tf32 (recorded for the GPU check; TF32 keeps 10
+    mantissa bits, so the tolerance is about 1e-3 relative to the row's scale)."""
+    import maxtest
+    if not maxtest.cuda_compile_enabled():
+        pytest.skip("no CUDA toolkit (source scripts/cuda-env.sh)")
+    a, b, r = (None, 256), (256, 384), (None, 384)
+    ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("a", a, "f32"), ("b", b, "f32")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]))
+    rng = np.random.default_rng(7)
+    runs = []
+    for m in [5, 129]:
+        x, y = data((m, 256), "f32", rng), data((256, 384), "f32", rng)
+        runs.append(({"a": x, "b": y}, [x @ y]))
+    gpu_case(src, runs, rtol=2e-2, atol=5e-2, flags=("--allow-tf32",))
 
 
 def test_matmul_f16_and_int(tmp_path):

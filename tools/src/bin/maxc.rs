@@ -55,10 +55,16 @@ struct CompileArgs {
     /// Stop after this stage.
     #[arg(long, value_parser = emit_parser(), default_value = "artifact")]
     emit: Emit,
-    /// Code generation target: `host` (this CPU, all its features) or `cpu=LEVEL` with
-    /// LEVEL one of x86-64, x86-64-v2, x86-64-v3, x86-64-v4.
+    /// Code generation target: `host` (this CPU, all its features), `cpu=LEVEL` with
+    /// LEVEL one of x86-64, x86-64-v2, x86-64-v3, x86-64-v4, or an NVIDIA GPU:
+    /// `cuda:sm_80`, `cuda:sm_86`, `cuda:sm_89`, `cuda:sm_90` (PTX kernels; libdevice from
+    /// $MAX_CUDA_TOOLKIT, see scripts/cuda-env.sh).
     #[arg(long, default_value = "host")]
     target: String,
+    /// With a cuda target: let f32 matmuls run on the tensor cores as TF32 (about 10 bits
+    /// of mantissa in the products, f32 accumulation).
+    #[arg(long)]
+    allow_tf32: bool,
     /// A .safetensors file providing `max.weight` data by name (repeatable).
     #[arg(long = "weights", value_name = "FILE")]
     weights: Vec<PathBuf>,
@@ -149,7 +155,18 @@ fn compile_model(a: &CompileModelArgs) -> Result<()> {
 }
 
 fn compile(a: &CompileArgs) -> Result<()> {
-    let mut opts = CompileOptions::new(parse_target(&a.target)?);
+    let mut opts = if a.target.starts_with("cuda") {
+        let mut cuda = max_compiler::gpu::CudaTarget::parse(&a.target)?;
+        cuda.allow_tf32 = a.allow_tf32;
+        let mut o = CompileOptions::new(Target::named("x86-64")?);
+        o.cuda = Some(cuda);
+        o
+    } else {
+        if a.allow_tf32 {
+            bail!("--allow-tf32 applies to cuda targets only");
+        }
+        CompileOptions::new(parse_target(&a.target)?)
+    };
     opts.fusion = !a.no_fusion;
     for d in &a.kernels {
         opts.kernels.add_dir(d)?;

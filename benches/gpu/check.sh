@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU check, run on a GPU machine from the repository root after benches/gpu/prepare.sh
+# built .gpu/ elsewhere (the GPU machine needs no compiler). Prints one table: op parity,
+# custom_mlp against the CPU path, and matmul throughput next to PyTorch/cuBLAS on the same
+# card. Finishes in a few minutes.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+g=.gpu
+[ -x $g/gpu-check ] || { echo "check.sh: run benches/gpu/prepare.sh first (no $g/gpu-check)" >&2; exit 1; }
+card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+echo "card: ${card:-unknown}"
+log=${OUT:-/tmp}/gpu-check.log
+: > "$log"
+echo "== parity cases" | tee -a "$log"
+$g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
+parity=$(grep '^cases:' "$log" | tail -1)
+echo "== matmul 4096^3 (our kernels)" | tee -a "$log"
+flops=137438953472
+for a in bf16 f16 tf32 f32; do
+  iters=20; [ $a = f32 ] && iters=3
+  timeout 120 $g/gpu-check time $g/art/matmul_$a.maxa --iters $iters --flops $flops 2>&1 | tee -a "$log"
+done
+timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=64 --iters 20 2>&1 | tee -a "$log"
+timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=1 --iters 20 2>&1 | tee -a "$log"
+echo "== PyTorch reference" | tee -a "$log"
+timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
+echo
+echo "== table"
+python3 - "$log" <<'PY'
+import re, sys
+log = open(sys.argv[1]).read()
+ours = {m.group(1): float(m.group(2)) for m in re.finditer(r"matmul_(\w+)\.maxa: kernels [\d.]+ ms per call, ([\d.]+) TFLOP/s", log)}
+ref = {m.group(1): float(m.group(2)) for m in re.finditer(r"torch matmul (\w+): ([\d.]+) TFLOP/s", log)}
+print(f"{'matmul 4096^3':<16}{'max TFLOP/s':>12}{'torch TFLOP/s':>15}{'ratio':>8}")
+for k in ["bf16", "f16", "tf32", "f32"]:
+    o, r = ours.get(k), ref.get(k)
+    ratio = f"{o / r:.2f}" if o and r else "-"
+    print(f"{k:<16}{(f'{o:.1f}' if o else '-'):>12}{(f'{r:.1f}' if r else '-'):>15}{ratio:>8}")
+for m in re.finditer(r"custom_mlp/g\.maxa: kernels ([\d.]+) ms per call", log):
+    print(f"custom_mlp kernels {m.group(1)} ms per call (batch 64, then 1)")
+for m in re.finditer(r"torch custom_mlp batch (\d+): ([\d.]+) ms", log):
+    print(f"torch custom_mlp batch {m.group(1)}: {m.group(2)} ms")
+bw = re.search(r"copy bandwidth: ([\d.]+) GB/s", log)
+if bw:
+    print(f"device copy bandwidth (read+write): {bw.group(1)} GB/s")
+PY
+echo "parity: $parity"

@@ -1,0 +1,208 @@
+//! `gpu-check`: what `benches/gpu/check.sh` runs on a GPU machine, using only the lean
+//! runtime (no compiler on that machine).
+//!
+//! - `gpu-check cases DIR`: runs every recorded case (a GPU artifact with .npy inputs and
+//!   expected outputs, written by the op tests with `MAX_GPU_CASES=DIR`) on the GPU and
+//!   compares; prints one line per failure and a summary.
+//! - `gpu-check time ARTIFACT --dim NAME=VALUE ...`: random inputs of the entry's
+//!   signature, a warm-up, then the device time per call of its kernels (CUDA events).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use max_runtime::{npy, Artifact, DType, Device, InferenceSession, Model, Tensor};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "gpu-check", about = "GPU parity cases and kernel timings with the lean runtime")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// The GPU to use.
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run recorded parity cases.
+    Cases {
+        /// A folder of case folders (each with g.maxa and case.json).
+        dir: PathBuf,
+    },
+    /// Time an artifact's kernels on random inputs.
+    Time {
+        artifact: PathBuf,
+        /// A dynamic dim's value, NAME=VALUE (repeatable).
+        #[arg(long = "dim", value_name = "NAME=VALUE")]
+        dims: Vec<String>,
+        /// Timed calls after 3 warm-up calls.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Floating-point operations per call, to print TFLOP/s.
+        #[arg(long)]
+        flops: Option<f64>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Cases { dir } => cases(&dir, cli.gpu),
+        Cmd::Time { artifact, dims, iters, flops } => time(&artifact, &dims, iters, flops, cli.gpu),
+    }
+}
+
+/// Worst errors of one comparison.
+#[derive(Default)]
+struct Errors {
+    max_abs: f64,
+    max_rel: f64,
+    bad: usize,
+}
+
+fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Errors> {
+    if got.shape() != want.shape() || got.dtype() != want.dtype() {
+        bail!("got {}{:?}, expected {}{:?}", got.dtype(), got.shape(), want.dtype(), want.shape());
+    }
+    let (g, w) = (values(got), values(want));
+    let mut e = Errors::default();
+    for (a, b) in g.iter().zip(&w) {
+        let d = (a - b).abs();
+        if !(d <= atol + rtol * b.abs()) {
+            e.bad += 1;
+        }
+        e.max_abs = e.max_abs.max(d);
+        if b.abs() > 1e-6 {
+            e.max_rel = e.max_rel.max(d / b.abs());
+        }
+    }
+    Ok(e)
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    let b = t.bytes();
+    match t.dtype() {
+        DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        _ => t.to_f32_vec().into_iter().map(f64::from).collect(),
+    }
+}
+
+fn cases(dir: &Path, gpu: usize) -> Result<()> {
+    let session = InferenceSession::new(Device::Gpu(gpu));
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("case.json").exists()).collect();
+    names.sort();
+    let (mut passed, mut failed) = (0, 0);
+    let mut worst_rel: f64 = 0.0;
+    let t0 = std::time::Instant::now();
+    for case in &names {
+        match run_case(&session, case) {
+            Ok(e) if e.bad == 0 => {
+                passed += 1;
+                worst_rel = worst_rel.max(e.max_rel);
+            }
+            Ok(e) => {
+                failed += 1;
+                println!("FAIL {}: {} value(s) outside tolerance, max abs err {:.3e}, max rel err {:.3e}", case.display(), e.bad, e.max_abs, e.max_rel);
+            }
+            Err(err) => {
+                failed += 1;
+                println!("FAIL {}: {err:#}", case.display());
+            }
+        }
+    }
+    println!("cases: {passed} passed, {failed} failed of {} ({:.1} s); worst relative error among passes {worst_rel:.2e}", names.len(), t0.elapsed().as_secs_f64());
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn run_case(session: &InferenceSession, case: &Path) -> Result<Errors> {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(case.join("case.json"))?)?;
+    let rtol = meta["rtol"].as_f64().unwrap_or(1e-5);
+    let atol = meta["atol"].as_f64().unwrap_or(1e-6);
+    let model = session.load(&Artifact::open(case.join("g.maxa"))?)?;
+    let entry = model.entry().clone();
+    let mut worst = Errors::default();
+    for run in meta["runs"].as_array().context("case.json has no runs")? {
+        let mut inputs = Vec::new();
+        for sig in &entry.inputs {
+            let file = run["inputs"][&sig.name].as_str().with_context(|| format!("no input '{}'", sig.name))?;
+            inputs.push(npy::read_npy(case.join(file))?);
+        }
+        let outs = model.execute(&inputs)?;
+        for (k, file) in run["outputs"].as_array().context("no outputs")?.iter().enumerate() {
+            let want = npy::read_npy(case.join(file.as_str().context("bad output")?))?;
+            let e = compare(&outs[k], &want, rtol, atol)?;
+            worst.bad += e.bad;
+            worst.max_abs = worst.max_abs.max(e.max_abs);
+            worst.max_rel = worst.max_rel.max(e.max_rel);
+        }
+    }
+    Ok(worst)
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn random_tensor(dtype: DType, shape: &[usize], seed: u64) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v = random(n, seed);
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        DType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+        DType::I32 => v.iter().flat_map(|x| ((x * 100.0) as i32).to_le_bytes()).collect(),
+        DType::I64 => v.iter().flat_map(|x| ((x * 100.0) as i64).to_le_bytes()).collect(),
+        DType::I8 => v.iter().map(|x| (x * 100.0) as i8 as u8).collect(),
+    };
+    Ok(Tensor::from_bytes(dtype, shape, &bytes)?)
+}
+
+fn kernel_total(model: &Model) -> std::time::Duration {
+    model.kernel_times().unwrap_or_default().iter().map(|k| k.2).sum()
+}
+
+fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, gpu: usize) -> Result<()> {
+    // Device time per dispatch is what the runtime's profiler records.
+    std::env::set_var("MAX_PROFILE", "1");
+    let artifact = Artifact::open(path)?;
+    let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
+    let m = artifact.manifest();
+    let mut syms: Vec<Option<i64>> = vec![None; m.symbols.len()];
+    for d in dims {
+        let (name, value) = d.split_once('=').with_context(|| format!("--dim '{d}' must be NAME=VALUE"))?;
+        let i = m.symbols.iter().position(|s| s == name).with_context(|| format!("no dynamic dim '{name}' (dims: {})", m.symbols.join(", ")))?;
+        syms[i] = Some(value.parse()?);
+    }
+    let entry = model.entry().clone();
+    let mut inputs = Vec::new();
+    for (k, sig) in entry.inputs.iter().enumerate() {
+        let shape: Vec<usize> = sig.shape.iter().map(|d| d.eval(&syms).map(|v| v as usize)).collect::<Result<_, _>>().with_context(|| format!("input '{}' has a dim no --dim gives", sig.name))?;
+        inputs.push(random_tensor(sig.dtype, &shape, k as u64 + 1)?);
+    }
+    for _ in 0..3 {
+        model.execute(&inputs)?;
+    }
+    let before = kernel_total(&model);
+    let t0 = std::time::Instant::now();
+    for _ in 0..iters {
+        model.execute(&inputs)?;
+    }
+    let wall = t0.elapsed().as_secs_f64() / iters as f64;
+    let per_call = (kernel_total(&model) - before).as_secs_f64() / iters as f64;
+    let rate = flops.map(|f| format!(", {:.1} TFLOP/s", f / per_call / 1e12)).unwrap_or_default();
+    println!("{}: kernels {:.4} ms per call{rate} (call with transfers {:.3} ms)", path.display(), per_call * 1e3, wall * 1e3);
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The NVIDIA GPU backend: kernels as PTX, launched by host code the runtime calls.
+//!
+//! A dispatch compiles to the same ABI function as on the CPU (`max_kernel_*`), but that
+//! function is host code: it computes grid sizes from the bindings' dims and launches
+//! kernels on the runtime's stream. Its loops become kernels upstream-MLIR style:
+//!
+//! | stage          | what happens                                                          |
+//! |----------------|-----------------------------------------------------------------------|
+//! | `map-to-gpu`   | linalg -> `scf.parallel`, tiled (1 x 256), mapped to blocks/threads, outlined into `gpu.module`s |
+//! | `device-memory`| the host's temporaries become `gpu.alloc`/`gpu.dealloc`, copies `gpu.memcpy` |
+//! | `lower-to-nvvm`| launches made async on one stream; kernels to NVVM and PTX (`gpu-module-to-binary{format=isa}`); host code to LLVM |
+//!
+//! Matmuls the tensor cores can take are generated directly as kernels
+//! ([`crate::gpu_matmul`]).
+//!
+//! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
+//! artifact's shared object cannot name a CUDA library (the runtime loads the driver itself,
+//! and machines without CUDA must still load the artifact's metadata), so each such call is
+//! defined in the object as a jump through the table `max_gpu_api`, which the runtime fills
+//! before it calls `max_gpu_init` (the PTX module loads MLIR would have run as constructors).
+
+use crate::error::CompileError;
+use std::fmt::Write;
+
+/// A CUDA target: `cuda:sm_80`, `cuda:sm_89` or `cuda:sm_90`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaTarget {
+    /// The chip (`sm_90`).
+    pub chip: String,
+    /// f32 matmuls may use TF32 tensor cores (`--allow-tf32`).
+    pub allow_tf32: bool,
+}
+
+/// Chips the backend is tested for.
+pub const CHIPS: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90"];
+
+impl CudaTarget {
+    /// Parses `cuda:sm_XX`.
+    pub fn parse(s: &str) -> Result<CudaTarget, CompileError> {
+        let chip = s.strip_prefix("cuda:").ok_or_else(|| CompileError::Target(s.into()))?;
+        if !CHIPS.contains(&chip) {
+            return Err(CompileError::Target(format!("{s} (supported: {})", CHIPS.iter().map(|c| format!("cuda:{c}")).collect::<Vec<_>>().join(", "))));
+        }
+        Ok(CudaTarget { chip: chip.into(), allow_tf32: false })
+    }
+}
+
+/// linalg on memrefs to outlined GPU kernels and host launches.
+pub const MAP_TO_GPU: &str = "func.func(convert-linalg-to-parallel-loops),canonicalize,\
+func.func(scf-parallel-loop-tiling{parallel-loop-tile-sizes=1,256 no-min-max-bounds=true}),\
+func.func(gpu-map-parallel-loops),func.func(convert-parallel-loops-to-gpu),gpu-kernel-outlining,canonicalize,cse";
+
+/// Kernels to PTX and host code to LLVM. `{chip}`, `{libs}` and `{toolkit}` are filled in.
+const LOWER_TO_NVVM: &str = "func.func(gpu-async-region),lower-affine,convert-scf-to-cf,\
+nvvm-attach-target{chip={chip} O=3},\
+gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-gpu-to-nvvm,canonicalize,cse,reconcile-unrealized-casts),\
+expand-strided-metadata,lower-affine,arith-expand{include-bf16=true},convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,\
+finalize-memref-to-llvm,convert-func-to-llvm,gpu-to-llvm,reconcile-unrealized-casts,gpu-module-to-binary{format=isa{toolkit}}";
+
+/// The `lower-to-nvvm` pipeline for `target`. libdevice (the math library) is linked from
+/// `$MAX_CUDA_TOOLKIT/nvvm/libdevice` (scripts/cuda-env.sh installs it).
+pub fn lower_to_nvvm(target: &CudaTarget) -> String {
+    let toolkit = match std::env::var("MAX_CUDA_TOOLKIT") {
+        Ok(t) if !t.is_empty() => format!(" toolkit={t}"),
+        _ => String::new(),
+    };
+    LOWER_TO_NVVM.replace("{chip}", &target.chip).replace("{toolkit}", &toolkit)
+}
+
+/// Makes host-side memory device memory: a bufferized kernel's temporaries
+/// (`memref.alloc`/`dealloc`) and copies between buffers. Runs on the printed module after
+/// [`MAP_TO_GPU`], when only host functions hold such ops (kernels were outlined).
+pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
+    let mut out = String::with_capacity(module_text.len());
+    let mut in_gpu_module = 0usize;
+    for line in module_text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("gpu.module ") {
+            in_gpu_module = 1;
+        } else if in_gpu_module > 0 {
+            in_gpu_module += line.matches('{').count();
+            in_gpu_module -= line.matches('}').count().min(in_gpu_module);
+        }
+        if in_gpu_module > 0 {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let l = if line.contains("= memref.alloc(") || line.contains("= memref.alloc()") {
+            line.replacen("memref.alloc(", "gpu.alloc (", 1).replace(" {alignment = 64 : i64}", "")
+        } else if t.starts_with("memref.dealloc ") {
+            line.replacen("memref.dealloc ", "gpu.dealloc ", 1)
+        } else if t.starts_with("memref.copy ") {
+            // memref.copy %src, %dst : T to U  ->  gpu.memcpy %dst, %src : U, T
+            let body = t.trim_start_matches("memref.copy ");
+            let (operands, types) = body.split_once(" : ").ok_or_else(|| CompileError::Internal(format!("unexpected copy: {t}")))?;
+            let (src, dst) = operands.split_once(", ").ok_or_else(|| CompileError::Internal(format!("unexpected copy: {t}")))?;
+            let (st, dt) = types.split_once(" to ").ok_or_else(|| CompileError::Internal(format!("unexpected copy: {t}")))?;
+            let indent = &line[..line.len() - t.len()];
+            format!("{indent}gpu.memcpy {dst}, {src} : {dt}, {st}")
+        } else if t.contains("memref.alloca") || t.contains("memref.load ") || t.contains("memref.store ") {
+            // A loop that did not become a kernel would touch device memory from the host.
+            return Err(CompileError::Internal(format!("a loop of a GPU dispatch was not mapped to the GPU: {t}")));
+        } else {
+            line.to_string()
+        };
+        out.push_str(&l);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Adds the kernels generated directly at the memref level with their own launches (the
+/// tensor-core matmuls) to the printed, bufferized module.
+pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec]) -> String {
+    let extra: String = specs.iter().filter(|k| crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)).map(crate::gpu_matmul::kernel_func).collect();
+    match module_text.rfind('}') {
+        Some(end) if !extra.is_empty() => format!("{}{extra}}}\n", &module_text[..end]),
+        _ => module_text.to_string(),
+    }
+}
+
+/// Entry points of MLIR's GPU runtime ABI that host code may call, with their LLVM types.
+const GPU_API: &[(&str, &str, &str)] = &[
+    ("mgpuModuleLoad", "ptr", "ptr, i64"),
+    ("mgpuModuleLoadJIT", "ptr", "ptr, i32"),
+    ("mgpuModuleUnload", "void", "ptr"),
+    ("mgpuModuleGetFunction", "ptr", "ptr, ptr"),
+    ("mgpuLaunchKernel", "void", "ptr, i64, i64, i64, i64, i64, i64, i32, ptr, ptr, ptr, i64"),
+    ("mgpuStreamCreate", "ptr", ""),
+    ("mgpuStreamDestroy", "void", "ptr"),
+    ("mgpuStreamSynchronize", "void", "ptr"),
+    ("mgpuStreamWaitEvent", "void", "ptr, ptr"),
+    ("mgpuEventCreate", "ptr", ""),
+    ("mgpuEventDestroy", "void", "ptr"),
+    ("mgpuEventSynchronize", "void", "ptr"),
+    ("mgpuEventRecord", "void", "ptr, ptr"),
+    ("mgpuMemAlloc", "ptr", "i64, ptr, i8"),
+    ("mgpuMemFree", "void", "ptr, ptr"),
+    ("mgpuMemcpy", "void", "ptr, ptr, i64, ptr"),
+    ("mgpuMemset32", "void", "ptr, i32, i64, ptr"),
+    ("mgpuMemset16", "void", "ptr, i16, i64, ptr"),
+];
+
+/// The slot of each GPU runtime entry point in `max_gpu_api` (the runtime's table has the
+/// same order).
+pub fn gpu_api_names() -> Vec<&'static str> {
+    GPU_API.iter().map(|(n, _, _)| *n).collect()
+}
+
+/// Rewrites translated host LLVM IR for the runtime: GPU runtime calls go through the
+/// `max_gpu_api` table, and module loads run from `max_gpu_init` instead of constructors.
+pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
+    let mut out = String::with_capacity(ir.len() + 4096);
+    let mut ctors: Vec<String> = Vec::new();
+    let mut dtors: Vec<String> = Vec::new();
+    for line in ir.lines() {
+        if line.starts_with("@llvm.global_ctors") || line.starts_with("@llvm.global_dtors") {
+            let list = if line.starts_with("@llvm.global_ctors") { &mut ctors } else { &mut dtors };
+            for part in line.split("ptr @").skip(1) {
+                let f: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
+                list.push(f);
+            }
+            continue;
+        }
+        if GPU_API.iter().any(|(n, _, _)| line.starts_with("declare ") && line.contains(&format!("@{n}("))) {
+            continue;
+        }
+        // Constructors' section would make the dynamic loader run them; they are plain now.
+        out.push_str(&line.replace(" section \".text.startup\"", ""));
+        out.push('\n');
+    }
+    let n = GPU_API.len();
+    let _ = writeln!(out, "\n@max_gpu_api = global [{n} x ptr] zeroinitializer");
+    for (slot, (name, ret, params)) in GPU_API.iter().enumerate() {
+        let ps: Vec<&str> = if params.is_empty() { vec![] } else { params.split(", ").collect() };
+        let decl: Vec<String> = ps.iter().enumerate().map(|(i, t)| format!("{t} %a{i}")).collect();
+        let args = decl.join(", ");
+        let _ = writeln!(out, "define internal {ret} @{name}({args}) {{\n  %slot = getelementptr [{n} x ptr], ptr @max_gpu_api, i64 0, i64 {slot}\n  %f = load ptr, ptr %slot, align 8");
+        if *ret == "void" {
+            let _ = writeln!(out, "  call void %f({args})\n  ret void\n}}");
+        } else {
+            let _ = writeln!(out, "  %r = call {ret} %f({args})\n  ret {ret} %r\n}}");
+        }
+    }
+    let _ = writeln!(out, "define void @max_gpu_init() {{");
+    for c in &ctors {
+        let _ = writeln!(out, "  call void @{c}()");
+    }
+    let _ = writeln!(out, "  ret void\n}}\ndefine void @max_gpu_fini() {{");
+    for d in &dtors {
+        let _ = writeln!(out, "  call void @{d}()");
+    }
+    let _ = writeln!(out, "  ret void\n}}");
+    if ptx_of(ir).iter().any(|p| p.contains(".extern .func") && p.contains("__nv_")) {
+        return Err(CompileError::Codegen(
+            "GPU kernels call CUDA math functions (libdevice) but no libdevice was linked; run `source scripts/cuda-env.sh` (or set MAX_CUDA_TOOLKIT to a CUDA toolkit)".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The PTX texts embedded in translated host IR (one per kernel module), unescaped.
+pub fn ptx_of(ir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in ir.lines() {
+        if !(line.contains("_binary = internal constant") && line.contains("c\"")) {
+            continue;
+        }
+        let Some(start) = line.find("c\"") else { continue };
+        let body = &line[start + 2..];
+        let Some(end) = body.rfind('"') else { continue };
+        out.push(unescape_llvm(&body[..end]));
+    }
+    out
+}
+
+/// Decodes an LLVM IR string literal body (`\0A` style escapes).
+fn unescape_llvm(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    // The embedded PTX is NUL-terminated for the driver's JIT.
+    while out.last() == Some(&0) {
+        out.pop();
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        assert_eq!(CudaTarget::parse("cuda:sm_90").unwrap().chip, "sm_90");
+        assert!(CudaTarget::parse("cuda:sm_10").unwrap_err().to_string().contains("cuda:sm_80"));
+        assert!(CudaTarget::parse("sm_90").is_err());
+    }
+
+    #[test]
+    fn host_memory_becomes_device_memory() {
+        let src = "func.func @k(%a: memref<?xf32>) {\n    %alloc = memref.alloc(%d) {alignment = 64 : i64} : memref<?xf32>\n    memref.copy %a, %alloc : memref<?xf32> to memref<?xf32>\n    memref.dealloc %alloc : memref<?xf32>\n  }\n  gpu.module @m {\n    gpu.func @f() kernel {\n      memref.store %x, %y[%i] : memref<?xf32>\n    }\n  }\n";
+        let out = device_memory(src).unwrap();
+        assert!(out.contains("%alloc = gpu.alloc (%d) : memref<?xf32>"), "{out}");
+        assert!(out.contains("gpu.memcpy %alloc, %a : memref<?xf32>, memref<?xf32>"), "{out}");
+        assert!(out.contains("gpu.dealloc %alloc"), "{out}");
+        assert!(out.contains("memref.store %x"), "kernel code is left alone: {out}");
+        let bad = device_memory("func.func @k() {\n    memref.store %x, %y[%i] : memref<?xf32>\n  }\n").unwrap_err();
+        assert!(bad.to_string().contains("not mapped to the GPU"), "{bad}");
+    }
+
+    #[test]
+    fn unescapes_ptx() {
+        assert_eq!(unescape_llvm("a\\0Ab\\09c\\00"), "a\nb\tc");
+    }
+}

@@ -1,0 +1,459 @@
+//! The CUDA executor's device layer (feature `cuda`): the driver API through cudarc, loaded
+//! at run time, so a build without CUDA installed still runs everything on the CPU.
+//!
+//! A GPU artifact's kernel library is host code (see `max_compiler::gpu`): each dispatch
+//! computes its grid and launches PTX kernels through MLIR's GPU runtime ABI
+//! (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). This module implements that ABI over the
+//! driver and hands the library a table of it ([`GPU_API`] order). Every call goes to the
+//! stream of the model executing on this thread; allocations are stream-ordered
+//! (`cuMemAllocAsync`), so the driver's memory pool serves temporaries without
+//! synchronizing; PTX modules are loaded once per model and JIT-compiled by the driver,
+//! which caches the machine code across processes.
+
+use crate::error::RuntimeError;
+use cudarc::driver::sys;
+use std::cell::Cell;
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Arc, Mutex};
+
+/// MLIR GPU runtime entry points, in the order of the artifact's `max_gpu_api` table (the
+/// compiler's `gpu::GPU_API` lists the same names).
+pub const GPU_API: &[&str] = &[
+    "mgpuModuleLoad",
+    "mgpuModuleLoadJIT",
+    "mgpuModuleUnload",
+    "mgpuModuleGetFunction",
+    "mgpuLaunchKernel",
+    "mgpuStreamCreate",
+    "mgpuStreamDestroy",
+    "mgpuStreamSynchronize",
+    "mgpuStreamWaitEvent",
+    "mgpuEventCreate",
+    "mgpuEventDestroy",
+    "mgpuEventSynchronize",
+    "mgpuEventRecord",
+    "mgpuMemAlloc",
+    "mgpuMemFree",
+    "mgpuMemcpy",
+    "mgpuMemset32",
+    "mgpuMemset16",
+];
+
+fn check(r: sys::CUresult, what: &str) -> Result<(), RuntimeError> {
+    if r == sys::CUresult::CUDA_SUCCESS {
+        return Ok(());
+    }
+    let mut s: *const c_char = std::ptr::null();
+    // SAFETY: cuGetErrorString writes a pointer to a static string (or leaves it null).
+    let msg = unsafe {
+        sys::cuGetErrorString(r, &mut s);
+        if s.is_null() {
+            format!("{r:?}")
+        } else {
+            CStr::from_ptr(s).to_string_lossy().into_owned()
+        }
+    };
+    Err(RuntimeError::Cuda(format!("{what}: {msg}")))
+}
+
+/// An NVIDIA GPU with its primary context and one stream.
+pub struct CudaDevice {
+    ordinal: usize,
+    ctx: sys::CUcontext,
+    stream: sys::CUstream,
+    /// Name and compute capability (major, minor).
+    pub name: String,
+    pub compute_capability: (i32, i32),
+}
+
+// SAFETY: the context and stream handles are plain driver handles, usable from any thread
+// once the context is made current there (every entry point does so).
+unsafe impl Send for CudaDevice {}
+unsafe impl Sync for CudaDevice {}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gpu:{} ({}, sm_{}{})", self.ordinal, self.name, self.compute_capability.0, self.compute_capability.1)
+    }
+}
+
+impl CudaDevice {
+    /// GPU `ordinal`, opened once per process and shared by the models loaded on it.
+    pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>, RuntimeError> {
+        static OPEN: Mutex<Vec<Arc<CudaDevice>>> = Mutex::new(Vec::new());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = open.iter().find(|d| d.ordinal == ordinal) {
+            return Ok(d.clone());
+        }
+        let d = Self::open_new(ordinal)?;
+        open.push(d.clone());
+        Ok(d)
+    }
+
+    /// Loads the driver, retains GPU `ordinal`'s primary context, creates a stream.
+    fn open_new(ordinal: usize) -> Result<Arc<CudaDevice>, RuntimeError> {
+        // SAFETY: only probes for the library; no symbol is called if it is absent.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(RuntimeError::Device(format!("device gpu:{ordinal} is not available: no CUDA driver (libcuda.so) was found")));
+        }
+        // SAFETY: plain driver calls with out-pointers to locals; results are checked.
+        unsafe {
+            check(sys::cuInit(0), "cuInit")?;
+            let mut count = 0;
+            check(sys::cuDeviceGetCount(&mut count), "cuDeviceGetCount")?;
+            if ordinal >= count.max(0) as usize {
+                return Err(RuntimeError::Device(format!("device gpu:{ordinal} is not available: this machine has {count} CUDA device(s)")));
+            }
+            let mut dev = 0;
+            check(sys::cuDeviceGet(&mut dev, ordinal as i32), "cuDeviceGet")?;
+            let mut ctx = std::ptr::null_mut();
+            check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
+            check(sys::cuCtxSetCurrent(ctx), "cuCtxSetCurrent")?;
+            let mut stream = std::ptr::null_mut();
+            check(sys::cuStreamCreate(&mut stream, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32), "cuStreamCreate")?;
+            let mut name = [0 as c_char; 256];
+            check(sys::cuDeviceGetName(name.as_mut_ptr(), 256, dev), "cuDeviceGetName")?;
+            let (mut major, mut minor) = (0, 0);
+            check(sys::cuDeviceGetAttribute(&mut major, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "compute capability")?;
+            check(sys::cuDeviceGetAttribute(&mut minor, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "compute capability")?;
+            Ok(Arc::new(CudaDevice {
+                ordinal,
+                ctx,
+                stream,
+                name: CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned(),
+                compute_capability: (major, minor),
+            }))
+        }
+    }
+
+    /// Makes this device's context current on the calling thread.
+    pub fn bind(&self) -> Result<(), RuntimeError> {
+        // SAFETY: the context is retained for the device's lifetime.
+        check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+    }
+
+    /// A device buffer of `bytes` (stream-ordered; contents undefined).
+    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<DeviceBuffer, RuntimeError> {
+        let mut ptr: sys::CUdeviceptr = 0;
+        if bytes > 0 {
+            // SAFETY: out-pointer to a local; the stream belongs to this device.
+            check(unsafe { sys::cuMemAllocAsync(&mut ptr, bytes, self.stream) }, &format!("allocating {bytes} bytes of device memory"))?;
+        }
+        Ok(DeviceBuffer { ptr, bytes, dev: self.clone() })
+    }
+
+    /// Copies `host` into a new device buffer.
+    pub fn upload(self: &Arc<Self>, host: &[u8]) -> Result<DeviceBuffer, RuntimeError> {
+        let b = self.alloc(host.len())?;
+        self.copy_in(&b, host)?;
+        Ok(b)
+    }
+
+    /// Copies `host` into the start of `dst`.
+    pub fn copy_in(&self, dst: &DeviceBuffer, host: &[u8]) -> Result<(), RuntimeError> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        assert!(host.len() <= dst.bytes, "copy past the end of a device buffer");
+        // SAFETY: `dst` holds at least host.len() bytes; the copy completes before the
+        // host slice can go away because the stream is synchronized (pageable memory).
+        check(unsafe { sys::cuMemcpyHtoDAsync_v2(dst.ptr, host.as_ptr() as *const c_void, host.len(), self.stream) }, "copying to the device")?;
+        self.sync()
+    }
+
+    /// Copies the first `out.len()` bytes at device address `src` into `out` (waits for the
+    /// stream first).
+    pub fn copy_out(&self, src: sys::CUdeviceptr, out: &mut [u8]) -> Result<(), RuntimeError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the caller passes an address of a live buffer of at least out.len() bytes.
+        check(unsafe { sys::cuMemcpyDtoHAsync_v2(out.as_mut_ptr() as *mut c_void, src, out.len(), self.stream) }, "copying from the device")?;
+        self.sync()
+    }
+
+    /// Waits for everything queued on the stream.
+    pub fn sync(&self) -> Result<(), RuntimeError> {
+        // SAFETY: the stream is live for the device's lifetime.
+        check(unsafe { sys::cuStreamSynchronize(self.stream) }, "running GPU kernels")
+    }
+
+    /// Runs `f` like [`CudaDevice::with_stream`] and measures the device time of the work it
+    /// queued (CUDA events; waits for that work).
+    pub fn timed<T>(&self, f: impl FnOnce() -> T) -> Result<(T, std::time::Duration), RuntimeError> {
+        self.bind()?;
+        let (mut start, mut end) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: events are created, recorded on this device's stream, read and destroyed here.
+        unsafe {
+            check(sys::cuEventCreate(&mut start, 0), "creating a timing event")?;
+            check(sys::cuEventCreate(&mut end, 0), "creating a timing event")?;
+            check(sys::cuEventRecord(start, self.stream), "recording a timing event")?;
+        }
+        let r = self.with_stream(f);
+        let mut ms = 0f32;
+        // SAFETY: as above.
+        let timing = unsafe {
+            check(sys::cuEventRecord(end, self.stream), "recording a timing event")
+                .and_then(|_| check(sys::cuEventSynchronize(end), "running GPU kernels"))
+                .and_then(|_| check(sys::cuEventElapsedTime(&mut ms, start, end), "reading a timing event"))
+        };
+        // SAFETY: both events are ours and no longer used.
+        unsafe {
+            sys::cuEventDestroy_v2(start);
+            sys::cuEventDestroy_v2(end);
+        }
+        let r = r?;
+        timing?;
+        Ok((r, std::time::Duration::from_secs_f64(ms as f64 / 1e3)))
+    }
+
+    /// Runs `f` with this device's stream as the one the GPU runtime ABI uses on this thread,
+    /// then reports the first error any of its calls hit.
+    pub fn with_stream<T>(&self, f: impl FnOnce() -> T) -> Result<T, RuntimeError> {
+        self.bind()?;
+        CURRENT_STREAM.with(|s| s.set(self.stream));
+        let r = f();
+        CURRENT_STREAM.with(|s| s.set(std::ptr::null_mut()));
+        match take_error() {
+            Some(e) => Err(RuntimeError::Cuda(e)),
+            None => Ok(r),
+        }
+    }
+}
+
+/// A device allocation, freed (stream-ordered) when dropped.
+pub struct DeviceBuffer {
+    ptr: sys::CUdeviceptr,
+    bytes: usize,
+    dev: Arc<CudaDevice>,
+}
+
+impl DeviceBuffer {
+    /// The device address.
+    pub fn ptr(&self) -> sys::CUdeviceptr {
+        self.ptr
+    }
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        if self.ptr != 0 {
+            // SAFETY: the pointer came from cuMemAllocAsync and is freed once.
+            unsafe {
+                let _ = sys::cuCtxSetCurrent(self.dev.ctx);
+                let _ = sys::cuMemFreeAsync(self.ptr, self.dev.stream);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The stream of the model executing on this thread.
+    static CURRENT_STREAM: Cell<sys::CUstream> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The first error a GPU runtime ABI call hit since the last [`take_error`].
+static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+fn record(r: sys::CUresult, what: &str) {
+    if let Err(e) = check(r, what) {
+        let mut slot = LAST_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e.to_string().trim_start_matches("CUDA error: ").to_string());
+        }
+    }
+}
+
+fn take_error() -> Option<String> {
+    LAST_ERROR.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+fn stream_or_current(s: *mut c_void) -> sys::CUstream {
+    if s.is_null() {
+        CURRENT_STREAM.with(|c| c.get())
+    } else {
+        s as sys::CUstream
+    }
+}
+
+// The MLIR GPU runtime ABI. Each is called by compiled host code with arguments it
+// computed from the kernel's bindings.
+
+extern "C" fn mgpu_module_load(data: *mut c_void, _size: u64) -> *mut c_void {
+    let mut m = std::ptr::null_mut();
+    // SAFETY: `data` is the PTX (NUL-terminated) or cubin image embedded in the library.
+    record(unsafe { sys::cuModuleLoadData(&mut m, data) }, "loading a GPU kernel module");
+    m as *mut c_void
+}
+
+extern "C" fn mgpu_module_load_jit(data: *mut c_void, _opt: i32) -> *mut c_void {
+    mgpu_module_load(data, 0)
+}
+
+extern "C" fn mgpu_module_unload(m: *mut c_void) {
+    if !m.is_null() {
+        // SAFETY: `m` came from mgpu_module_load.
+        record(unsafe { sys::cuModuleUnload(m as sys::CUmodule) }, "unloading a GPU kernel module");
+    }
+}
+
+extern "C" fn mgpu_module_get_function(m: *mut c_void, name: *const c_char) -> *mut c_void {
+    let mut f = std::ptr::null_mut();
+    if m.is_null() {
+        record(sys::CUresult::CUDA_ERROR_INVALID_HANDLE, "a GPU kernel module failed to load");
+        return f as *mut c_void;
+    }
+    // SAFETY: `m` is a loaded module, `name` a NUL-terminated kernel name.
+    record(unsafe { sys::cuModuleGetFunction(&mut f, m as sys::CUmodule, name) }, "finding a GPU kernel");
+    f as *mut c_void
+}
+
+#[allow(clippy::too_many_arguments)]
+extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: i64, by: i64, bz: i64, smem: i32, stream: *mut c_void, params: *mut *mut c_void, extra: *mut *mut c_void, _n: i64) {
+    if f.is_null() {
+        return; // the lookup already recorded why
+    }
+    if gx <= 0 || gy <= 0 || gz <= 0 {
+        return; // an empty grid (a zero-sized dim): nothing to do
+    }
+    // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
+    // arguments as the compiled host code laid them out for its PTX signature.
+    record(
+        unsafe { sys::cuLaunchKernel(f as sys::CUfunction, gx as u32, gy as u32, gz as u32, bx as u32, by as u32, bz as u32, smem as u32, stream_or_current(stream), params, extra) },
+        "launching a GPU kernel",
+    );
+}
+
+extern "C" fn mgpu_stream_create() -> *mut c_void {
+    CURRENT_STREAM.with(|c| c.get()) as *mut c_void
+}
+
+extern "C" fn mgpu_stream_destroy(_s: *mut c_void) {
+    // The model's stream outlives dispatches.
+}
+
+extern "C" fn mgpu_stream_synchronize(_s: *mut c_void) {
+    // Work on the one stream is ordered; the executor synchronizes before reading results.
+}
+
+extern "C" fn mgpu_stream_wait_event(s: *mut c_void, e: *mut c_void) {
+    // SAFETY: an event made by mgpu_event_create.
+    record(unsafe { sys::cuStreamWaitEvent(stream_or_current(s), e as sys::CUevent, 0) }, "waiting for a GPU event");
+}
+
+extern "C" fn mgpu_event_create() -> *mut c_void {
+    let mut e = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local.
+    record(unsafe { sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32) }, "creating a GPU event");
+    e as *mut c_void
+}
+
+extern "C" fn mgpu_event_destroy(e: *mut c_void) {
+    // SAFETY: an event made by mgpu_event_create.
+    record(unsafe { sys::cuEventDestroy_v2(e as sys::CUevent) }, "destroying a GPU event");
+}
+
+extern "C" fn mgpu_event_synchronize(e: *mut c_void) {
+    // SAFETY: an event made by mgpu_event_create.
+    record(unsafe { sys::cuEventSynchronize(e as sys::CUevent) }, "waiting for a GPU event");
+}
+
+extern "C" fn mgpu_event_record(e: *mut c_void, s: *mut c_void) {
+    // SAFETY: an event made by mgpu_event_create.
+    record(unsafe { sys::cuEventRecord(e as sys::CUevent, stream_or_current(s)) }, "recording a GPU event");
+}
+
+extern "C" fn mgpu_mem_alloc(bytes: u64, s: *mut c_void, _host_shared: bool) -> *mut c_void {
+    let mut p: sys::CUdeviceptr = 0;
+    if bytes > 0 {
+        // SAFETY: out-pointer to a local.
+        record(unsafe { sys::cuMemAllocAsync(&mut p, bytes as usize, stream_or_current(s)) }, "allocating a GPU temporary");
+    }
+    p as *mut c_void
+}
+
+extern "C" fn mgpu_mem_free(p: *mut c_void, s: *mut c_void) {
+    if !p.is_null() {
+        // SAFETY: `p` came from mgpu_mem_alloc.
+        record(unsafe { sys::cuMemFreeAsync(p as sys::CUdeviceptr, stream_or_current(s)) }, "freeing a GPU temporary");
+    }
+}
+
+extern "C" fn mgpu_memcpy(dst: *mut c_void, src: *mut c_void, bytes: u64, s: *mut c_void) {
+    if bytes > 0 {
+        // SAFETY: both are device addresses of live buffers of at least `bytes`.
+        record(unsafe { sys::cuMemcpyAsync(dst as sys::CUdeviceptr, src as sys::CUdeviceptr, bytes as usize, stream_or_current(s)) }, "copying on the GPU");
+    }
+}
+
+extern "C" fn mgpu_memset32(dst: *mut c_void, v: u32, count: u64, s: *mut c_void) {
+    // SAFETY: a device buffer of at least `count` 32-bit words.
+    record(unsafe { sys::cuMemsetD32Async(dst as sys::CUdeviceptr, v, count as usize, stream_or_current(s)) }, "filling GPU memory");
+}
+
+extern "C" fn mgpu_memset16(dst: *mut c_void, v: u16, count: u64, s: *mut c_void) {
+    // SAFETY: a device buffer of at least `count` 16-bit words.
+    record(unsafe { sys::cuMemsetD16Async(dst as sys::CUdeviceptr, v, count as usize, stream_or_current(s)) }, "filling GPU memory");
+}
+
+/// The ABI table, in [`GPU_API`] order.
+pub fn api_table() -> Vec<*const c_void> {
+    vec![
+        mgpu_module_load as *const c_void,
+        mgpu_module_load_jit as *const c_void,
+        mgpu_module_unload as *const c_void,
+        mgpu_module_get_function as *const c_void,
+        mgpu_launch_kernel as *const c_void,
+        mgpu_stream_create as *const c_void,
+        mgpu_stream_destroy as *const c_void,
+        mgpu_stream_synchronize as *const c_void,
+        mgpu_stream_wait_event as *const c_void,
+        mgpu_event_create as *const c_void,
+        mgpu_event_destroy as *const c_void,
+        mgpu_event_synchronize as *const c_void,
+        mgpu_event_record as *const c_void,
+        mgpu_mem_alloc as *const c_void,
+        mgpu_mem_free as *const c_void,
+        mgpu_memcpy as *const c_void,
+        mgpu_memset32 as *const c_void,
+        mgpu_memset16 as *const c_void,
+    ]
+}
+
+/// Wires a GPU artifact's loaded host library to `dev`: fills its `max_gpu_api` table and
+/// runs `max_gpu_init` (loads the PTX modules, which the driver JIT-compiles once).
+pub fn init_library(dev: &CudaDevice, lib: &libloading::Library) -> Result<(), RuntimeError> {
+    let table = api_table();
+    // SAFETY: `max_gpu_api` is a `[N x ptr]` global of the library (N = GPU_API.len(), the
+    // compiler's table has the same entries); it is written before any kernel runs.
+    unsafe {
+        let slot = lib
+            .get::<*mut *const c_void>(b"max_gpu_api\0")
+            .map_err(|_| RuntimeError::KernelLoad("the GPU artifact's library has no max_gpu_api table".into()))?;
+        let base: *mut *const c_void = *slot;
+        for (i, f) in table.iter().enumerate() {
+            *base.add(i) = *f;
+        }
+        let init = lib
+            .get::<unsafe extern "C" fn()>(b"max_gpu_init\0")
+            .map_err(|_| RuntimeError::KernelLoad("the GPU artifact's library has no max_gpu_init".into()))?;
+        dev.with_stream(|| init())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_matches_names() {
+        assert_eq!(super::api_table().len(), super::GPU_API.len());
+    }
+}

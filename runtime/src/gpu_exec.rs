@@ -1,0 +1,153 @@
+//! The GPU executor (feature `cuda`): runs a GPU artifact's program with every buffer in
+//! device memory.
+//!
+//! Weights are uploaded once, at load. A call uploads its inputs, runs each dispatch's host
+//! function (which launches the dispatch's kernels on the device's stream), and downloads
+//! the outputs, and the state tensors it updated. Temporaries come from a per-model pool of
+//! device buffers and go back to it after their last use; since all work is on one stream,
+//! a buffer can be reused by the next dispatch without waiting.
+
+use crate::artifact::{Artifact, BufferKind, SectionKind};
+use crate::cpu::KernelLibrary;
+use crate::cuda::{init_library, CudaDevice, DeviceBuffer};
+use crate::error::RuntimeError;
+use crate::session::{signature_order, Model};
+use crate::tensor::Tensor;
+use std::sync::{Arc, Mutex};
+
+/// A model's device state.
+pub struct GpuModel {
+    dev: Arc<CudaDevice>,
+    /// Weight sections in device memory, by section index.
+    weights: Vec<Option<DeviceBuffer>>,
+    /// Temporaries no longer in use.
+    pool: Mutex<Vec<DeviceBuffer>>,
+}
+
+impl GpuModel {
+    /// Opens GPU `ordinal` after checking that the artifact's kernels can run on it.
+    pub fn check_target(ordinal: usize, target: &crate::artifact::Target) -> Result<Arc<CudaDevice>, RuntimeError> {
+        if target.arch != "cuda" {
+            return Err(RuntimeError::Device(format!(
+                "this artifact was compiled for a CPU ({}); compile it with --target cuda:sm_XX to run it on gpu:{ordinal}",
+                target.arch
+            )));
+        }
+        let dev = CudaDevice::open(ordinal)?;
+        let needed: i32 = target.cpu.strip_prefix("sm_").and_then(|v| v.parse().ok()).unwrap_or(i32::MAX);
+        let (major, minor) = dev.compute_capability;
+        if major * 10 + minor < needed {
+            return Err(RuntimeError::Device(format!(
+                "gpu:{ordinal} ({}) is sm_{major}{minor}, but the artifact was compiled for {}; recompile with --target cuda:sm_{major}{minor}",
+                dev.name, target.cpu
+            )));
+        }
+        Ok(dev)
+    }
+
+    /// Wires the artifact's host library to the device and uploads its weights.
+    pub fn load(dev: Arc<CudaDevice>, artifact: &Artifact, kernels: &KernelLibrary) -> Result<GpuModel, RuntimeError> {
+        dev.bind()?;
+        init_library(&dev, kernels.library())?;
+        let mut weights = Vec::new();
+        for (i, s) in artifact.manifest().sections.iter().enumerate() {
+            weights.push(if s.kind == SectionKind::Weight { Some(dev.upload(artifact.section_bytes(i))?) } else { None });
+        }
+        tracing::debug!(device = ?dev, "model loaded on the GPU");
+        Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()) })
+    }
+
+    /// Runs entry `entry_index` (its inputs already checked and its dims bound in `syms`).
+    pub fn execute(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let m = model.artifact().manifest();
+        let entry = &m.entries[entry_index];
+        let (root, last_use) = model.plan(entry_index);
+        let dev = &self.dev;
+        dev.bind()?;
+        let staged: Vec<DeviceBuffer> = signature_order(entry, inputs, state).iter().map(|t| dev.upload(t.bytes())).collect::<Result<_, _>>()?;
+
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
+        for b in &entry.buffers {
+            let shape = b.shape.iter().map(|d| d.eval(syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
+            let ptr = match b.kind {
+                BufferKind::Input(i) => staged[i].ptr(),
+                BufferKind::Weight(s) => self.weights.get(s).and_then(|w| w.as_ref()).map(DeviceBuffer::ptr).unwrap_or(0),
+                BufferKind::Alias(a) => {
+                    let parent: usize = shapes[a].iter().product();
+                    if shape.iter().product::<usize>() != parent {
+                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
+                    }
+                    ptrs[a]
+                }
+                BufferKind::Temp => 0,
+            };
+            shapes.push(shape);
+            ptrs.push(ptr);
+        }
+        let mut temps: Vec<Option<DeviceBuffer>> = (0..entry.buffers.len()).map(|_| None).collect();
+        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        for (di, d) in entry.dispatches.iter().enumerate() {
+            let f = model.kernels().kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
+            for &b in &d.bindings {
+                let r = root[b];
+                if ptrs[r] == 0 {
+                    let bytes = shapes[r].iter().product::<usize>() * entry.buffers[r].dtype.size_bytes();
+                    let t = take_buffer(&mut pool, bytes).map_or_else(|| dev.alloc(bytes), Ok)?;
+                    ptrs[r] = t.ptr();
+                    temps[r] = Some(t);
+                }
+            }
+            let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[root[b]] as usize as *mut u8).collect();
+            let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
+            // SAFETY: the host function only forwards the binding addresses (device memory
+            // sized from the same shapes it was compiled against) to the kernels it launches.
+            let call = || unsafe { f(bind.as_ptr(), push.as_ptr(), 0, 1) };
+            let status = if model.profiling() {
+                let (st, t) = dev.timed(call)?;
+                model.record_profile(&d.kernel, t);
+                st
+            } else {
+                dev.with_stream(call)?
+            };
+            if status != 0 {
+                return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
+            }
+            for &b in &d.bindings {
+                let r = root[b];
+                if last_use[r] == di {
+                    if let Some(t) = temps[r].take() {
+                        pool.push(t);
+                    }
+                }
+            }
+        }
+        dev.sync()?;
+        let mut outs = Vec::with_capacity(entry.outputs.len());
+        for (k, &b) in entry.output_buffers.iter().enumerate() {
+            let sig = &entry.outputs[k];
+            let n = shapes[b].iter().product::<usize>() * sig.dtype.size_bytes();
+            let mut bytes = vec![0u8; n];
+            dev.copy_out(ptrs[root[b]], &mut bytes)?;
+            outs.push(Tensor::from_bytes(sig.dtype, &shapes[b], &bytes)?);
+        }
+        // State updated in place on the device goes back to the caller's tensors.
+        let mut si = 0;
+        for (i, sig) in entry.inputs.iter().enumerate() {
+            if sig.mutable {
+                dev.copy_out(staged[i].ptr(), state[si].bytes_mut())?;
+                si += 1;
+            }
+        }
+        // Outputs were copied out: their buffers serve the next call.
+        pool.extend(temps.into_iter().flatten());
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        Ok(outs)
+    }
+}
+
+/// The smallest pooled buffer of at least `bytes`.
+fn take_buffer(pool: &mut Vec<DeviceBuffer>, bytes: usize) -> Option<DeviceBuffer> {
+    let best = pool.iter().enumerate().filter(|(_, b)| b.len() >= bytes).min_by_key(|(_, b)| b.len()).map(|(i, _)| i)?;
+    Some(pool.swap_remove(best))
+}

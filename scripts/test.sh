@@ -12,6 +12,10 @@ source scripts/python-env.sh
 # once (about 8 minutes on 2 cores), then installed from the cached wheel.
 # shellcheck disable=SC1091
 source scripts/llama-cpp-env.sh
+# libdevice and ptxas from PyPI's nvidia-cuda-nvcc-cu12 wheel: GPU targets link libdevice,
+# and the lit tests assemble the emitted PTX with ptxas. No GPU or CUDA driver is needed.
+# shellcheck disable=SC1091
+source scripts/cuda-env.sh
 # ninja, for the build-pipeline example test (make is part of the base system).
 if ! command -v ninja >/dev/null; then
   _sudo=""; [ "$(id -u)" = 0 ] || _sudo="sudo"

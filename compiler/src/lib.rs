@@ -208,7 +208,9 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
             }
             let ir = ctx.translate_to_llvm_ir(&module)?;
             if emit == Emit::Ptx {
-                return text(gpu::ptx_of(&ir).join("\n"));
+                // One PTX module per kernel module, each preceded by a marker line.
+                let modules: Vec<String> = gpu::ptx_of(&ir).iter().enumerate().map(|(i, p)| format!("// ----- PTX module {i}\n{p}")).collect();
+                return text(modules.join("\n"));
             }
             gpu::link_host_ir(&ir)?
         }

@@ -335,6 +335,7 @@ impl Model {
     }
 
     /// Whether `MAX_PROFILE` asked for time per kernel.
+    #[cfg(feature = "cuda")]
     pub(crate) fn profiling(&self) -> bool {
         self.profile.is_some()
     }
@@ -363,6 +364,7 @@ impl Model {
 }
 
 /// Read-only inputs and state interleaved in signature order.
+#[cfg(feature = "cuda")]
 pub(crate) fn signature_order<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a [Tensor]) -> Vec<&'a Tensor> {
     let (mut ri, mut si) = (0, 0);
     let mut all = Vec::with_capacity(entry.inputs.len());

@@ -27,6 +27,16 @@ config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%examples", os.path.join(root, "examples")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 
+# GPU targets: libdevice (and ptxas, to check the emitted PTX) from scripts/cuda-env.sh.
+cuda_toolkit = os.environ.get("MAX_CUDA_TOOLKIT", "")
+if cuda_toolkit:
+    config.environment["MAX_CUDA_TOOLKIT"] = cuda_toolkit
+    config.available_features.add("libdevice")
+    ptxas = os.path.join(cuda_toolkit, "bin", "ptxas")
+    if os.path.exists(ptxas):
+        config.available_features.add("ptxas")
+        config.substitutions.append(("%ptxas", ptxas))
+
 if shutil.which("ninja"):
     config.available_features.add("ninja")
 for tool in ("embed-graph",):

@@ -92,12 +92,12 @@ def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=
         ins = {}
         for n, arr in inputs.items():
             p = f"in{k}_{n}.npy"
-            np.save(case / p, arr)
+            np.save(case / p, np.ascontiguousarray(arr))
             ins[n] = p
         outs = []
         for j, w in enumerate(wanted):
             p = f"want{k}_{j}.npy"
-            np.save(case / p, np.asarray(w))
+            np.save(case / p, np.ascontiguousarray(w))
             outs.append(p)
         meta["runs"].append({"inputs": ins, "outputs": outs})
     (case / "case.json").write_text(json.dumps(meta, indent=1))

@@ -45,6 +45,31 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {"x": f"in{k}_x.npy"}, "outputs": [f"want{k}_0.npy"]})
 (case / "case.json").write_text(json.dumps({"name": "custom_mlp (vs CPU)", "rtol": 1e-4, "atol": 1e-6, "runs": runs}))
 PY
+echo "prepare: custom op with a PTX kernel (examples/custom_ops/gpu_vector_add)" >&2
+python - "$maxc" "$target" "$out/cases" <<'PY'
+import json, shutil, subprocess, sys, tempfile
+from pathlib import Path
+import numpy as np
+maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+case = cases / "custom_op_gpu_vector_add"
+case.mkdir(parents=True)
+with tempfile.TemporaryDirectory() as t:
+    k = Path(t) / "k"
+    shutil.copytree("examples/custom_ops/gpu_vector_add", k)
+    subprocess.run(["cc", "-O2", "-fPIC", "-Iinclude", "-c", k / "vector_add.c", "-o", k / "v.o"], check=True)
+    subprocess.run(["ar", "rcs", k / "libvector_add.a", k / "v.o"], check=True)
+    subprocess.run([maxc, "compile", k / "graph.mlir", "--kernels", k, "--target", target, "-o", case / "g.maxa"], check=True)
+rng = np.random.default_rng(5)
+runs = []
+for i, rows in enumerate([1, 37, 5000]):
+    x = rng.standard_normal((rows, 8)).astype(np.float32)
+    z = rng.standard_normal((rows, 8)).astype(np.float32)
+    np.save(case / f"in{i}_x.npy", x)
+    np.save(case / f"in{i}_z.npy", z)
+    np.save(case / f"want{i}_0.npy", (x + np.maximum(z, 0)) * 2)
+    runs.append({"inputs": {"x": f"in{i}_x.npy", "z": f"in{i}_z.npy"}, "outputs": [f"want{i}_0.npy"]})
+(case / "case.json").write_text(json.dumps({"name": "gpu_vector_add (PTX custom op)", "rtol": 1e-6, "atol": 1e-6, "runs": runs}))
+PY
 echo "prepare: 4096^3 matmuls" >&2
 for dt in bf16 f16 f32; do
   $maxc compile benches/gpu/graphs/matmul_$dt.mlir --target "$target" -o "$out/art/matmul_$dt.maxa"

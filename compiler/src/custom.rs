@@ -35,6 +35,39 @@ pub enum CustomImpl {
     Native { library: PathBuf, symbol: String },
     /// A `func.func` in an MLIR kernel library (the file's text is inlined).
     Mlir { file: PathBuf, function: String, source: String },
+    /// No CPU kernel: the op has only a GPU (PTX) kernel.
+    GpuOnly,
+}
+
+/// A tensor of a custom op's launch: operand or result `index`, and one of its dims or
+/// (`dim: None`) its element count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    pub output: bool,
+    pub index: usize,
+    pub dim: Option<usize>,
+}
+
+/// One grid dimension of a PTX kernel launch: a constant, or `ceil(tensor ref / div)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GridRule {
+    Const(u64),
+    Ref { of: TensorRef, div: u64 },
+}
+
+/// A GPU kernel given as PTX, with its launch rule. The kernel takes one `.u64` device
+/// pointer per operand, then per result, then one `.u64` element count per operand, then
+/// per result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PtxKernel {
+    pub file: PathBuf,
+    pub source: String,
+    /// The `.entry` to launch.
+    pub kernel: String,
+    /// Threads per block.
+    pub block: [u32; 3],
+    /// Blocks per grid.
+    pub grid: [GridRule; 3],
 }
 
 /// One dim of a declared result shape.
@@ -61,6 +94,8 @@ pub struct CustomOpDecl {
     pub inputs: Vec<DType>,
     pub outputs: Vec<OutputDecl>,
     pub imp: CustomImpl,
+    /// The GPU kernel, for cuda targets (else the CPU kernel runs... only on CPU targets).
+    pub ptx: Option<PtxKernel>,
     /// The `kernels.toml` it came from.
     pub declared_in: PathBuf,
 }
@@ -88,6 +123,16 @@ struct OpToml {
     outputs: Vec<OutputToml>,
     native: Option<NativeToml>,
     mlir: Option<MlirToml>,
+    ptx: Option<PtxToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PtxToml {
+    file: String,
+    kernel: Option<String>,
+    block: Vec<u32>,
+    grid: Vec<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -180,12 +225,40 @@ impl KernelRegistry {
                     self.files.push(file.clone());
                     CustomImpl::Mlir { file, function: m.function.unwrap_or_else(|| op.name.clone()), source }
                 }
-                _ => return Err(bad(&op.name, "needs exactly one of `native = {...}` or `mlir = {...}`".into())),
+                (None, None) if op.ptx.is_some() => CustomImpl::GpuOnly,
+                _ => return Err(bad(&op.name, "needs exactly one CPU kernel, `native = {...}` or `mlir = {...}` (optional with `ptx = {...}`)".into())),
+            };
+            let ptx = match op.ptx {
+                None => None,
+                Some(p) => {
+                    let file = dir.join(&p.file);
+                    let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading PTX kernel {}", file.display()), cause: e })?;
+                    self.files.push(file.clone());
+                    let kernel = p.kernel.unwrap_or_else(|| op.name.clone());
+                    if !ptx_defines_entry(&source, &kernel) {
+                        return Err(bad(&op.name, format!("{} defines no `.entry {kernel}` (the kernel to launch)", file.display())));
+                    }
+                    if p.block.is_empty() || p.block.len() > 3 || p.block.contains(&0) || p.block.iter().product::<u32>() > 1024 {
+                        return Err(bad(&op.name, "ptx.block must be 1 to 3 positive sizes with at most 1024 threads in all".into()));
+                    }
+                    if p.grid.is_empty() || p.grid.len() > 3 {
+                        return Err(bad(&op.name, "ptx.grid must have 1 to 3 entries".into()));
+                    }
+                    let mut block = [1u32; 3];
+                    block[..p.block.len()].copy_from_slice(&p.block);
+                    let mut grid = [GridRule::Const(1), GridRule::Const(1), GridRule::Const(1)];
+                    for (k, g) in p.grid.iter().enumerate() {
+                        grid[k] = parse_grid_rule(g, inputs.len(), outputs.len()).ok_or_else(|| {
+                            bad(&op.name, format!("ptx.grid[{k}]: expected a positive integer or \"REF\" / \"REF / N\" with REF = inputK.D, outputK.D, inputK.size or outputK.size"))
+                        })?;
+                    }
+                    Some(PtxKernel { file, source, kernel, block, grid })
+                }
             };
             if self.ops.contains_key(&op.name) {
                 return Err(bad(&op.name, "is declared twice".into()));
             }
-            self.ops.insert(op.name.clone(), CustomOpDecl { name: op.name, inputs, outputs, imp, declared_in: decl.clone() });
+            self.ops.insert(op.name.clone(), CustomOpDecl { name: op.name, inputs, outputs, imp, ptx, declared_in: decl.clone() });
         }
         Ok(())
     }
@@ -212,6 +285,40 @@ impl KernelRegistry {
             .collect();
         v.dedup();
         v
+    }
+}
+
+/// Whether PTX text declares the kernel entry `name`.
+fn ptx_defines_entry(ptx: &str, name: &str) -> bool {
+    ptx.lines().any(|l| {
+        let l = l.trim();
+        l.contains(".entry") && l.split(|c: char| c.is_whitespace() || c == '(').any(|w| w == name)
+    })
+}
+
+/// `3`, `"output0.size / 256"`, `"input1.0"`.
+fn parse_grid_rule(v: &toml::Value, n_in: usize, n_out: usize) -> Option<GridRule> {
+    match v {
+        toml::Value::Integer(c) if *c > 0 => Some(GridRule::Const(*c as u64)),
+        toml::Value::String(s) => {
+            let (r, div) = match s.split_once('/') {
+                Some((r, d)) => (r.trim(), d.trim().parse::<u64>().ok().filter(|d| *d > 0)?),
+                None => (s.trim(), 1),
+            };
+            let (output, rest) = match (r.strip_prefix("input"), r.strip_prefix("output")) {
+                (Some(rest), _) => (false, rest),
+                (_, Some(rest)) => (true, rest),
+                _ => return None,
+            };
+            let (i, d) = rest.split_once('.')?;
+            let index: usize = i.parse().ok()?;
+            if index >= if output { n_out } else { n_in } {
+                return None;
+            }
+            let dim = if d == "size" { None } else { Some(d.parse().ok()?) };
+            Some(GridRule::Ref { of: TensorRef { output, index, dim }, div })
+        }
+        _ => None,
     }
 }
 

@@ -112,12 +112,113 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
 
 /// Adds the kernels generated directly at the memref level with their own launches (the
 /// tensor-core matmuls) to the printed, bufferized module.
-pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec]) -> String {
-    let extra: String = specs.iter().filter(|k| crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)).map(crate::gpu_matmul::kernel_func).collect();
+pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip: &str) -> String {
+    let mut extra: String = specs.iter().filter(|k| crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)).map(crate::gpu_matmul::kernel_func).collect();
+    for k in specs {
+        if let Some(p) = &k.ptx {
+            extra.push_str(&ptx_launch(k, p, chip));
+        }
+    }
     match module_text.rfind('}') {
         Some(end) if !extra.is_empty() => format!("{}{extra}}}\n", &module_text[..end]),
         _ => module_text.to_string(),
     }
+}
+
+/// The host function of a custom op's PTX kernel: device pointers and element counts of
+/// its operands and results as the kernel's parameters, the grid from the declared rule;
+/// and the user's PTX as a `gpu.binary` (loaded like the compiler's own kernels).
+fn ptx_launch(spec: &crate::lower::KernelSpec, p: &crate::custom::PtxKernel, chip: &str) -> String {
+    use crate::custom::GridRule;
+    let bindings: Vec<&crate::lower::BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
+    let nin = spec.inputs.len();
+    let name = &spec.name;
+    let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
+    let mut s = format!("  func.func @{name}({}, %wg: index, %nwg: index) {{\n", args.join(", "));
+    let mut consts = std::collections::BTreeSet::new();
+    let mut body = String::new();
+    let mut ptrs = Vec::new();
+    let mut counts = Vec::new();
+    for (i, b) in bindings.iter().enumerate() {
+        let t = b.memref();
+        let _ = writeln!(body, "    %pi{i} = memref.extract_aligned_pointer_as_index %b{i} : {t} -> index");
+        let _ = writeln!(body, "    %pa{i} = arith.index_cast %pi{i} : index to i64");
+        let _ = writeln!(body, "    %p{i} = llvm.inttoptr %pa{i} : i64 to !llvm.ptr");
+        let mut n = String::from("%c1");
+        consts.insert(1usize);
+        for d in 0..b.dims.len() {
+            consts.insert(d);
+            let _ = writeln!(body, "    %d{i}_{d} = memref.dim %b{i}, %c{d} : {t}");
+            let _ = writeln!(body, "    %n{i}_{d} = arith.muli {n}, %d{i}_{d} : index");
+            n = format!("%n{i}_{d}");
+        }
+        let _ = writeln!(body, "    %size{i} = arith.index_cast {n} : index to i64");
+        ptrs.push(format!("%p{i} : !llvm.ptr"));
+        counts.push(format!("%size{i} : i64"));
+    }
+    let mut grid = Vec::new();
+    for (k, g) in p.grid.iter().enumerate() {
+        match g {
+            GridRule::Const(c) => {
+                consts.insert(*c as usize);
+                grid.push(format!("%c{c}"));
+            }
+            GridRule::Ref { of, div } => {
+                let i = if of.output { nin + of.index } else { of.index };
+                let v = match of.dim {
+                    None => {
+                        let _ = writeln!(body, "    %gs{k} = arith.index_cast %size{i} : i64 to index");
+                        format!("%gs{k}")
+                    }
+                    Some(d) => {
+                        consts.insert(d);
+                        let _ = writeln!(body, "    %gd{k} = memref.dim %b{i}, %c{d} : {}", bindings[i].memref());
+                        format!("%gd{k}")
+                    }
+                };
+                consts.insert(*div as usize);
+                let _ = writeln!(body, "    %g{k} = arith.ceildivui {v}, %c{div} : index");
+                grid.push(format!("%g{k}"));
+            }
+        }
+    }
+    for b in p.block {
+        consts.insert(b as usize);
+    }
+    for c in consts {
+        let _ = writeln!(s, "    %c{c} = arith.constant {c} : index");
+    }
+    s.push_str(&body);
+    let block: Vec<String> = p.block.iter().map(|b| format!("%c{b}")).collect();
+    let mut params = ptrs;
+    params.extend(counts);
+    let _ = writeln!(
+        s,
+        "    gpu.launch_func @{name}_ptx::@{} blocks in ({}) threads in ({}) args({})\n    return\n  }}",
+        p.kernel,
+        grid.join(", "),
+        block.join(", "),
+        params.join(", ")
+    );
+    let _ = writeln!(s, "  gpu.binary @{name}_ptx [#gpu.object<#nvvm.target<chip = \"{chip}\">, assembly = \"{}\">]", escape_mlir(&p.source));
+    s
+}
+
+/// An MLIR string literal body.
+fn escape_mlir(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                let _ = write!(out, "\\{b:02X}");
+            }
+            b' '..=b'~' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:02X}");
+            }
+        }
+    }
+    out
 }
 
 /// Entry points of MLIR's GPU runtime ABI that host code may call, with their LLVM types.

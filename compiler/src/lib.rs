@@ -199,7 +199,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
             for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, gpu::MAP_TO_GPU] {
                 ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
             }
-            let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs))?;
+            let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs, &cuda.chip))?;
             let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| CompileError::Internal(format!("GPU host code does not verify: {e}")))?;
             codegen::init_nvptx();
             ctx.run_pipeline(&mut module, &format!("builtin.module({})", gpu::lower_to_nvvm(cuda)))?;

@@ -134,6 +134,8 @@ pub struct KernelSpec {
     /// (see [`crate::gpu`]); `allow_tf32` lets f32 matmuls use TF32 tensor cores.
     pub gpu: bool,
     pub allow_tf32: bool,
+    /// On a GPU: the user's PTX kernel this dispatch launches (a custom op).
+    pub ptx: Option<crate::custom::PtxKernel>,
 }
 
 /// Decides whether `node`'s kernel can be partitioned along the leading result dim, and
@@ -1520,7 +1522,7 @@ pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], 
     let mut s = String::from(if gpu { "module attributes {gpu.container_module} {\n" } else { "module {\n" });
     // Tensor-core matmuls are written at the memref level with their launches; they join
     // the module after bufferization (see `crate::gpu::late_kernels`).
-    for k in specs.iter().filter(|k| k.native.is_none() && !crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)) {
+    for k in specs.iter().filter(|k| k.native.is_none() && k.ptx.is_none() && !crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)) {
         s.push_str(&kernel_func(k, avx2));
     }
     if avx2 {

@@ -112,12 +112,21 @@ impl Program {
         let gpu = self.gpu.is_some();
         // The CPU micro-kernel's packed weight layout means nothing to the GPU kernels.
         let packed = if gpu { HashSet::new() } else { packed_weights(graph) };
-        let is_native = |n: usize| matches!(&graph.nodes[n].op, Op::Custom { name } if matches!(kernels.get(name).map(|d| &d.imp), Some(CustomImpl::Native { .. })));
+        let decl = |n: usize| match &graph.nodes[n].op {
+            Op::Custom { name } => kernels.get(name),
+            _ => None,
+        };
+        // On a GPU a custom op with a PTX kernel launches it; elsewhere the CPU kernel runs.
+        let gpu_ptx = |n: usize| gpu && decl(n).is_some_and(|d| d.ptx.is_some());
+        let is_native = |n: usize| !gpu_ptx(n) && decl(n).is_some_and(|d| matches!(d.imp, CustomImpl::Native { .. }));
         if gpu {
             check_gpu_support(graph, &is_native)?;
+        } else if let Some(n) = (0..graph.nodes.len()).find(|&n| decl(n).is_some_and(|d| d.imp == CustomImpl::GpuOnly)) {
+            let node = &graph.nodes[n];
+            return Err(Diagnostic::new(&node.loc, format!("custom op '{}' has only a GPU (PTX) kernel; compile for a cuda target, or declare a native or mlir CPU kernel for it", decl(n).map(|d| d.name.as_str()).unwrap_or(""))).into());
         }
-        // On a GPU a matmul is its own (tensor-core) kernel.
-        let closed = |n: usize| is_native(n) || (gpu && matches!(graph.nodes[n].op, Op::MatMul));
+        // On a GPU a matmul is its own (tensor-core) kernel, and so is a PTX custom op.
+        let closed = |n: usize| is_native(n) || gpu_ptx(n) || (gpu && matches!(graph.nodes[n].op, Op::MatMul));
         let regions = form_regions(graph, fuse, &closed);
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
@@ -300,11 +309,15 @@ impl Program {
             // A packed weight's binding has its stored [n/16][k][16] shape.
             inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
             outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
-            native: match &root.op {
-                Op::Custom { name } => match kernels.get(name).map(|d| &d.imp) {
+            native: match (&root.op, self.gpu.is_some()) {
+                (Op::Custom { name }, false) => match kernels.get(name).map(|d| &d.imp) {
                     Some(CustomImpl::Native { symbol, .. }) => Some(symbol.clone()),
                     _ => None,
                 },
+                _ => None,
+            },
+            ptx: match (&root.op, self.gpu.is_some()) {
+                (Op::Custom { name }, true) => kernels.get(name).and_then(|d| d.ptx.clone()),
                 _ => None,
             },
             body,

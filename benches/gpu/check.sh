@@ -16,7 +16,7 @@ $g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
 parity=$(grep '^cases:' "$log" | tail -1)
 echo "== matmul 4096^3 (our kernels)" | tee -a "$log"
 flops=137438953472
-for a in bf16 f16 tf32 f32; do
+for a in bf16 f16 bf16mma tf32 f32; do
   iters=20; [ $a = f32 ] && iters=3
   timeout 120 $g/gpu-check time $g/art/matmul_$a.maxa --iters $iters --flops $flops 2>&1 | tee -a "$log"
 done
@@ -31,8 +31,9 @@ import re, sys
 log = open(sys.argv[1]).read()
 ours = {m.group(1): float(m.group(2)) for m in re.finditer(r"matmul_(\w+)\.maxa: kernels [\d.]+ ms per call, ([\d.]+) TFLOP/s", log)}
 ref = {m.group(1): float(m.group(2)) for m in re.finditer(r"torch matmul (\w+): ([\d.]+) TFLOP/s", log)}
+ref["bf16mma"] = ref.get("bf16")
 print(f"{'matmul 4096^3':<16}{'max TFLOP/s':>12}{'torch TFLOP/s':>15}{'ratio':>8}")
-for k in ["bf16", "f16", "tf32", "f32"]:
+for k in ["bf16", "f16", "bf16mma", "tf32", "f32"]:
     o, r = ours.get(k), ref.get(k)
     ratio = f"{o / r:.2f}" if o and r else "-"
     print(f"{k:<16}{(f'{o:.1f}' if o else '-'):>12}{(f'{r:.1f}' if r else '-'):>15}{ratio:>8}")

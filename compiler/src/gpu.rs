@@ -52,8 +52,8 @@ func.func(gpu-map-parallel-loops),func.func(convert-parallel-loops-to-gpu),gpu-k
 
 /// Kernels to PTX and host code to LLVM. `{chip}`, `{libs}` and `{toolkit}` are filled in.
 const LOWER_TO_NVVM: &str = "func.func(gpu-async-region),lower-affine,convert-scf-to-cf,\
-nvvm-attach-target{chip={chip} O=3},\
-gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-gpu-to-nvvm,canonicalize,cse,reconcile-unrealized-casts),\
+{attach}\
+gpu.module(convert-nvgpu-to-nvvm,convert-vector-to-llvm,convert-gpu-to-nvvm,convert-nvvm-to-llvm,canonicalize,cse,reconcile-unrealized-casts),\
 expand-strided-metadata,lower-affine,arith-expand{include-bf16=true},convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,\
 finalize-memref-to-llvm,convert-func-to-llvm,gpu-to-llvm,reconcile-unrealized-casts,gpu-module-to-binary{format=isa{toolkit}}";
 
@@ -64,7 +64,14 @@ pub fn lower_to_nvvm(target: &CudaTarget) -> String {
         Ok(t) if !t.is_empty() => format!(" toolkit={t}"),
         _ => String::new(),
     };
-    LOWER_TO_NVVM.replace("{chip}", &target.chip).replace("{toolkit}", &toolkit)
+    // Warpgroup-MMA kernels need the architecture-specific sm_90a; every other kernel module
+    // gets the chip itself, so its PTX also runs on later GPUs.
+    let attach = if target.chip == "sm_90" {
+        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
+    } else {
+        format!("nvvm-attach-target{{chip={} O=3}},", target.chip)
+    };
+    LOWER_TO_NVVM.replace("{attach}", &attach).replace("{toolkit}", &toolkit)
 }
 
 /// Makes host-side memory device memory: a bufferized kernel's temporaries
@@ -113,7 +120,11 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
 /// Adds the kernels generated directly at the memref level with their own launches (the
 /// tensor-core matmuls) to the printed, bufferized module.
 pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip: &str) -> String {
-    let mut extra: String = specs.iter().filter(|k| crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32)).map(crate::gpu_matmul::kernel_func).collect();
+    let mut extra: String = specs
+        .iter()
+        .filter(|k| crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32))
+        .map(|k| if crate::gpu_wgmma::is_wgmma_matmul(k) { crate::gpu_wgmma::kernel_func(k) } else { crate::gpu_matmul::kernel_func(k) })
+        .collect();
     for k in specs {
         if let Some(p) = &k.ptx {
             extra.push_str(&ptx_launch(k, p, chip));

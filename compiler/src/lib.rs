@@ -13,6 +13,7 @@ pub mod error;
 pub mod fusion;
 pub mod gpu;
 pub mod gpu_matmul;
+pub mod gpu_wgmma;
 pub mod graph_api;
 pub mod import;
 pub mod kv_cache;
@@ -164,7 +165,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         }
     }
     let mut program = Program::default();
-    program.gpu = opts.cuda.as_ref().map(|c| program::GpuOptions { allow_tf32: c.allow_tf32 });
+    program.gpu = opts.cuda.as_ref().map(|c| program::GpuOptions { allow_tf32: c.allow_tf32, wgmma: c.chip == "sm_90" && std::env::var_os("MAX_GPU_NO_WGMMA").is_none() });
     if opts.cuda.is_some() && emit == Emit::Asm {
         return Err(CompileError::Target("--emit asm shows x86-64 code; for a cuda target use --emit ptx".into()));
     }

@@ -134,6 +134,8 @@ pub struct KernelSpec {
     /// (see [`crate::gpu`]); `allow_tf32` lets f32 matmuls use TF32 tensor cores.
     pub gpu: bool,
     pub allow_tf32: bool,
+    /// The GPU has Hopper's warpgroup MMA (sm_90): matmuls use [`crate::gpu_wgmma`].
+    pub wgmma: bool,
     /// On a GPU: the user's PTX kernel this dispatch launches (a custom op).
     pub ptx: Option<crate::custom::PtxKernel>,
 }

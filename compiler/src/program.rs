@@ -52,6 +52,8 @@ pub struct Program {
 pub struct GpuOptions {
     /// f32 matmuls may run on the tensor cores as TF32.
     pub allow_tf32: bool,
+    /// The chip has warpgroup MMA (sm_90).
+    pub wgmma: bool,
 }
 
 /// Symbols are per graph; the artifact has one table, so graphs after the first are shifted.
@@ -324,6 +326,7 @@ impl Program {
             partition,
             gpu: self.gpu.is_some(),
             allow_tf32: self.gpu.is_some_and(|g| g.allow_tf32),
+            wgmma: self.gpu.is_some_and(|g| g.wgmma),
         };
         let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
         let kernel = match self.by_body.get(&key) {

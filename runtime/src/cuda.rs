@@ -324,6 +324,14 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
     if gx <= 0 || gy <= 0 || gz <= 0 {
         return; // an empty grid (a zero-sized dim): nothing to do
     }
+    if smem > 48 * 1024 {
+        // More than the default 48 KiB of dynamic shared memory must be opted into.
+        // SAFETY: `f` is a loaded kernel; the attribute takes a byte count.
+        record(
+            unsafe { sys::cuFuncSetAttribute(f as sys::CUfunction, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem) },
+            "raising a GPU kernel's shared memory limit",
+        );
+    }
     // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
     // arguments as the compiled host code laid them out for its PTX signature.
     record(

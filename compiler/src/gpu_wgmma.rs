@@ -1,0 +1,333 @@
+//! Hopper (sm_90) matmul kernels on the warpgroup tensor-core instructions: `wgmma`
+//! (`m64n128k16`, bf16 or f16 operands, f32 accumulators in registers) reading both
+//! operands straight from shared memory through matrix descriptors.
+//!
+//! A block of 256 threads (two warpgroups) computes a 128 x 128 tile of C; each warpgroup
+//! owns 64 rows. K advances in slices of 64 staged through a ring of [`STAGES`] shared-memory
+//! buffers filled with `cp.async` (16-byte copies, zero-filled past the matrix edges), so
+//! the loads of later slices are in flight while the tensor cores work on the current one.
+//!
+//! Shared layouts are the canonical 128-byte-swizzled ones the descriptors describe:
+//! - A (row-major M x K, "K-major"): each 64-element row slice is a 128-byte line; the
+//!   16-byte chunk `c` of line `r` sits at chunk `c ^ (r % 8)`; 8 lines (1024 bytes) form a
+//!   swizzle atom, so the descriptor's stride byte offset is 1024. A k16 step moves the
+//!   start address by 32 bytes.
+//! - B (row-major K x N, "N-major", `imm-trans-b = 1`): each k row of 64 n-values is a
+//!   128-byte line, swizzled the same way; 8 k rows form an atom (stride byte offset 1024)
+//!   and the two 64-wide halves of the tile's N are 8 KiB apart (leading byte offset). A k16
+//!   step moves the start address by 16 lines (2048 bytes).
+//!
+//! Used when the chip is sm_90 and K and N are static multiples of 8 (16-byte rows); other
+//! matmuls take [`crate::gpu_matmul`]'s `mma.sync` kernel.
+
+use crate::lower::{BindingType, KernelSpec};
+use max_dialects::{DType, Op};
+use std::fmt::Write;
+
+/// Threads per block: two warpgroups.
+pub const THREADS: usize = 256;
+const BM: usize = 128;
+const BN: usize = 128;
+const BK: usize = 64;
+/// Pipeline depth: 3 x 32 KiB keeps two blocks resident per SM.
+pub const STAGES: usize = 3;
+const STAGE_BYTES: usize = (BM + BN) * BK * 2;
+/// Dynamic shared memory per block (the ring, plus slack to align it to 1024 bytes).
+pub const SMEM_BYTES: usize = STAGES * STAGE_BYTES + 1024;
+
+/// Whether `spec` is a matmul for the wgmma kernel.
+pub fn is_wgmma_matmul(spec: &KernelSpec) -> bool {
+    spec.gpu && spec.wgmma && spec.body.len() == 1 && matches!(spec.body[0].op, Op::MatMul) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0])
+}
+
+fn applies(a: &BindingType, b: &BindingType, out: &BindingType) -> bool {
+    let static_mult8 = |d: Option<i64>| d.is_some_and(|v| v > 0 && v % 8 == 0);
+    a.dims.len() == 2
+        && b.dims.len() == 2
+        && out.dims.len() == 2
+        && a.dtype == b.dtype
+        && matches!(a.dtype, DType::BF16 | DType::F16)
+        && matches!(out.dtype, DType::BF16 | DType::F16 | DType::F32)
+        && static_mult8(a.dims[1])
+        && static_mult8(b.dims[1])
+}
+
+struct Gen {
+    s: String,
+    next: usize,
+}
+
+impl Gen {
+    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
+        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
+    }
+    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
+        self.next += 1;
+        let v = format!("%w{}", self.next);
+        self.line(indent, format!("{v} = {}", rhs.as_ref()));
+        v
+    }
+    /// An i64 constant.
+    fn i(&mut self, indent: usize, c: i64) -> String {
+        self.let_(indent, format!("arith.constant {c} : i64"))
+    }
+    fn bin(&mut self, indent: usize, op: &str, a: &str, b: &str) -> String {
+        self.let_(indent, format!("arith.{op} {a}, {b} : i64"))
+    }
+    fn binc(&mut self, indent: usize, op: &str, a: &str, c: i64) -> String {
+        let k = self.i(indent, c);
+        self.bin(indent, op, a, &k)
+    }
+}
+
+/// The host function (launch with dynamic shared memory) and the `gpu.module` of a wgmma
+/// matmul.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
+    let name = &spec.name;
+    let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  func.func @{name}(%b0: {ta}, %b1: {tb}, %b2: {tc}, %wg: index, %nwg: index) {{
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %cbm = arith.constant {BM} : index
+    %cbn = arith.constant {BN} : index
+    %cthreads = arith.constant {THREADS} : index
+    %smem = arith.constant {SMEM_BYTES} : i32
+    %m = memref.dim %b0, %c0 : {ta}
+    %n = memref.dim %b1, %c1 : {tb}
+    %gx = arith.ceildivui %n, %cbn : index
+    %gy = arith.ceildivui %m, %cbm : index
+    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, %b1 : {tb}, %b2 : {tc})
+    return
+  }}"
+    );
+    s.push_str(&device_module(name, a.dtype, c.dtype, &ta, &tb, &tc));
+    s
+}
+
+fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+    let t = dt.mlir_name();
+    let ptx = if dt == DType::BF16 { "bf16" } else { "f16" };
+    let acc_ty = format!("!llvm.struct<({})>", vec!["f32"; 64].join(", "));
+    let mut g = Gen { s: String::new(), next: 0 };
+    let i = 6;
+    g.line(2, format!("gpu.module @{name}_wgmma {{"));
+    g.line(4, "llvm.mlir.global external @max_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>");
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(i, "%c0 = arith.constant 0 : index");
+    g.line(i, "%c1 = arith.constant 1 : index");
+    g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
+    g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
+    g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
+    g.line(i, "%Mi = arith.index_cast %M : index to i64");
+    g.line(i, "%Ki = arith.index_cast %K : index to i64");
+    g.line(i, "%Ni = arith.index_cast %N : index to i64");
+    g.line(i, "%tidx = gpu.thread_id x");
+    g.line(i, "%tid = arith.index_cast %tidx : index to i64");
+    g.line(i, "%bxx = gpu.block_id x");
+    g.line(i, "%byx = gpu.block_id y");
+    g.line(i, "%bx = arith.index_cast %bxx : index to i64");
+    g.line(i, "%by = arith.index_cast %byx : index to i64");
+    let m0 = g.binc(i, "muli", "%by", BM as i64);
+    let n0 = g.binc(i, "muli", "%bx", BN as i64);
+    // Global base addresses (bytes) and the shared ring's base.
+    for (mem, ty, v) in [("%A", ta, "%ga"), ("%B", tb, "%gb"), ("%C", tc, "%gc")] {
+        g.line(i, format!("{v}x = memref.extract_aligned_pointer_as_index {mem} : {ty} -> index"));
+        g.line(i, format!("{v} = arith.index_cast {v}x : index to i64"));
+    }
+    g.line(i, "%smp = llvm.mlir.addressof @max_smem : !llvm.ptr<3>");
+    g.line(i, "%sm = llvm.ptrtoint %smp : !llvm.ptr<3> to i64");
+    // Slices of K.
+    let kt_n = {
+        let k1 = g.binc(i, "addi", "%Ki", BK as i64 - 1);
+        g.binc(i, "divui", &k1, BK as i64)
+    };
+    let mlast = g.binc(i, "subi", "%Mi", 1);
+    let klast = g.binc(i, "subi", "%Ki", 8);
+    let nlast = g.binc(i, "subi", "%Ni", 8);
+    let kminus1 = g.binc(i, "subi", "%Ki", 1);
+    let sixteen = g.let_(i, "arith.constant 16 : i32");
+    let zero32 = g.let_(i, "arith.constant 0 : i32");
+    // Issues the copies of K slice `kt` into ring slot `slot` (both i64 SSA values).
+    // Issues the copies of K slice `kt` into ring slot `slot` (both i64 SSA values). Chunk
+    // coordinates are recomputed here from the thread id rather than kept live across the K
+    // loop, where the registers hold the accumulators.
+    let load_slice = |g: &mut Gen, ind: usize, kt: &str, slot: &str| {
+        let sb = g.binc(ind, "muli", slot, STAGE_BYTES as i64);
+        let abase = g.bin(ind, "addi", "%sm", &sb);
+        let bbase = g.binc(ind, "addi", &abase, (BM * BK * 2) as i64);
+        let k0 = g.binc(ind, "muli", kt, BK as i64);
+        // A: 128 lines x 8 chunks.
+        for l in 0..(BM * BK / 8) / THREADS {
+            let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
+            let row = g.binc(ind, "shrui", &cid, 3);
+            let ch = g.binc(ind, "andi", &cid, 7);
+            let r8 = g.binc(ind, "andi", &row, 7);
+            let sw = g.bin(ind, "xori", &ch, &r8);
+            let line = g.binc(ind, "shli", &row, 7);
+            let swb = g.binc(ind, "shli", &sw, 4);
+            let soff = g.bin(ind, "addi", &line, &swb);
+            let gr = g.bin(ind, "addi", &m0, &row);
+            let kc = g.binc(ind, "shli", &ch, 3);
+            let gk = g.bin(ind, "addi", &k0, &kc);
+            let rok = g.let_(ind, format!("arith.cmpi ult, {gr}, %Mi : i64"));
+            let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
+            let ok = g.let_(ind, format!("arith.andi {rok}, {kok} : i1"));
+            // Out-of-range chunks copy 0 bytes (zero fill) from a clamped, valid address.
+            let r = g.let_(ind, format!("arith.minui {gr}, {mlast} : i64"));
+            let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
+            let e0 = g.bin(ind, "muli", &r, "%Ki");
+            let e = g.bin(ind, "addi", &e0, &k);
+            let eb = g.binc(ind, "shli", &e, 1);
+            let src = g.bin(ind, "addi", "%ga", &eb);
+            let dst = g.bin(ind, "addi", &abase, &soff);
+            let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
+            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+        }
+        // B: 64 lines (k) x 16 chunks (two 64-wide halves of n).
+        for l in 0..(BK * BN / 8) / THREADS {
+            let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
+            let krow = g.binc(ind, "shrui", &cid, 4);
+            let nch = g.binc(ind, "andi", &cid, 15);
+            let half = g.binc(ind, "shrui", &nch, 3);
+            let ch = g.binc(ind, "andi", &nch, 7);
+            let r8 = g.binc(ind, "andi", &krow, 7);
+            let sw = g.bin(ind, "xori", &ch, &r8);
+            let hb = g.binc(ind, "muli", &half, (BK * 128) as i64);
+            let line = g.binc(ind, "shli", &krow, 7);
+            let swb = g.binc(ind, "shli", &sw, 4);
+            let s1 = g.bin(ind, "addi", &hb, &line);
+            let soff = g.bin(ind, "addi", &s1, &swb);
+            let nc = g.binc(ind, "shli", &nch, 3);
+            let gn = g.bin(ind, "addi", &n0, &nc);
+            let gk = g.bin(ind, "addi", &k0, &krow);
+            let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
+            let nok = g.let_(ind, format!("arith.cmpi ult, {gn}, %Ni : i64"));
+            let ok = g.let_(ind, format!("arith.andi {kok}, {nok} : i1"));
+            let k = g.let_(ind, format!("arith.minui {gk}, {kminus1} : i64"));
+            let n = g.let_(ind, format!("arith.minui {gn}, {nlast} : i64"));
+            let e0 = g.bin(ind, "muli", &k, "%Ni");
+            let e = g.bin(ind, "addi", &e0, &n);
+            let eb = g.binc(ind, "shli", &e, 1);
+            let src = g.bin(ind, "addi", "%gb", &eb);
+            let dst = g.bin(ind, "addi", &bbase, &soff);
+            let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
+            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+        }
+        g.line(ind, "nvvm.cp.async.commit.group");
+    };
+    // Prologue: the first STAGES-1 slices.
+    for st in 0..STAGES - 1 {
+        let kt = g.i(i, st as i64);
+        load_slice(&mut g, i, &kt, &kt);
+    }
+    // Descriptor constants: 128-byte swizzle (bits 62-63 = 1), SBO 1024 bytes (64 in 16-byte
+    // units, bits 32-45); LBO 1 for A (unused when swizzled), 8 KiB for B's N halves.
+    let desc_a_hi = (1i64 << 62) | (64i64 << 32) | (1i64 << 16);
+    let desc_b_hi = (1i64 << 62) | (64i64 << 32) | (((BK * 128) as i64 >> 4) << 16);
+    let wgi = g.binc(i, "divui", "%tid", 128);
+    let wg_a_off = g.binc(i, "muli", &wgi, (64 * 128) as i64);
+    g.line(i, "%fz = arith.constant 0.0 : f32");
+    let mut acc = g.let_(i, format!("llvm.mlir.undef : {acc_ty}"));
+    for q in 0..64 {
+        acc = g.let_(i, format!("llvm.insertvalue %fz, {acc}[{q}] : {acc_ty}"));
+    }
+    let one = g.i(i, 1);
+    g.line(i, format!("%res = scf.for %kt = %c0i to {kt_n} step {one} iter_args(%acc = {acc}) -> ({acc_ty}) : i64 {{"));
+    let j = i + 2;
+    // Slice kt has landed (this thread's copies), for every thread (barrier), and is visible
+    // to the tensor cores' async proxy.
+    g.line(j, format!("nvvm.cp.async.wait.group {}", STAGES - 2));
+    g.line(j, "nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}");
+    g.line(j, "gpu.barrier");
+    let slot = g.binc(j, "remui", "%kt", STAGES as i64);
+    let sb = g.binc(j, "muli", &slot, STAGE_BYTES as i64);
+    let abase = g.bin(j, "addi", "%sm", &sb);
+    let bbase = g.binc(j, "addi", &abase, (BM * BK * 2) as i64);
+    let awg = g.bin(j, "addi", &abase, &wg_a_off);
+    g.line(j, "nvvm.wgmma.fence.aligned");
+    let mut cur = "%acc".to_string();
+    for kk in 0..BK / 16 {
+        let aaddr = g.binc(j, "addi", &awg, (kk * 32) as i64);
+        let baddr = g.binc(j, "addi", &bbase, (kk * 16 * 128) as i64);
+        let mut descs = Vec::new();
+        for (addr, hi) in [(&aaddr, desc_a_hi), (&baddr, desc_b_hi)] {
+            let masked = g.binc(j, "andi", addr, 0x3FFFF);
+            let lo = g.binc(j, "shrui", &masked, 4);
+            let d = g.binc(j, "ori", &lo, hi);
+            descs.push(d);
+        }
+        cur = g.let_(
+            j,
+            format!(
+                "nvvm.wgmma.mma_async {}, {}, {cur}, #nvvm.shape<m = 64, n = {BN}, k = 16>, D[<f32>, <one>, <wrapped>], A[<{ptx}>, <one>, <row>], B[<{ptx}>, <one>, <row>] : {acc_ty} -> {acc_ty}",
+                descs[0], descs[1]
+            ),
+        );
+    }
+    g.line(j, "nvvm.wgmma.commit.group.sync.aligned");
+    g.line(j, "nvvm.wgmma.wait.group.sync.aligned 0");
+    // Refill the slot the previous iteration used (every thread is past it: barrier above).
+    let nk = g.binc(j, "addi", "%kt", STAGES as i64 - 1);
+    let nslot = g.binc(j, "remui", &nk, STAGES as i64);
+    load_slice(&mut g, j, &nk, &nslot);
+    g.line(j, format!("scf.yield {cur} : {acc_ty}"));
+    g.line(i, "}");
+    g.line(i, "nvvm.cp.async.wait.group 0");
+    // Epilogue: accumulator q of this thread is row 16*warp + lane/4 (+8 for q%4 >= 2) of the
+    // warpgroup's 64, column 8*(q/4) + 2*(lane%4) + q%2; pairs are stored together.
+    let wl = g.binc(i, "remui", "%tid", 128);
+    let warp = g.binc(i, "divui", &wl, 32);
+    let lane = g.binc(i, "remui", &wl, 32);
+    let l4 = g.binc(i, "divui", &lane, 4);
+    let lm = g.binc(i, "remui", &lane, 4);
+    let w16 = g.binc(i, "muli", &warp, 16);
+    let wg64 = g.binc(i, "muli", &wgi, 64);
+    let r0 = g.bin(i, "addi", &m0, &wg64);
+    let r1 = g.bin(i, "addi", &r0, &w16);
+    let rbase = g.bin(i, "addi", &r1, &l4);
+    let lm2 = g.binc(i, "muli", &lm, 2);
+    let cbase = g.bin(i, "addi", &n0, &lm2);
+    let ot = out_dt.mlir_name();
+    let osz = out_dt.size_bytes() as i64;
+    for q in (0..64).step_by(2) {
+        let row = g.binc(i, "addi", &rbase, (8 * ((q % 4) / 2)) as i64);
+        let col = g.binc(i, "addi", &cbase, (8 * (q / 4)) as i64);
+        let rok = g.let_(i, format!("arith.cmpi ult, {row}, %Mi : i64"));
+        let cok = g.let_(i, format!("arith.cmpi ult, {col}, %Ni : i64"));
+        let ok = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
+        g.line(i, format!("scf.if {ok} {{"));
+        let x0 = g.let_(i + 2, format!("llvm.extractvalue %res[{q}] : {acc_ty}"));
+        let x1 = g.let_(i + 2, format!("llvm.extractvalue %res[{}] : {acc_ty}", q + 1));
+        let (y0, y1) = if out_dt == DType::F32 {
+            (x0, x1)
+        } else {
+            (g.let_(i + 2, format!("arith.truncf {x0} : f32 to {ot}")), g.let_(i + 2, format!("arith.truncf {x1} : f32 to {ot}")))
+        };
+        let v0 = g.let_(i + 2, format!("vector.broadcast {y0} : {ot} to vector<2x{ot}>"));
+        let v1 = g.let_(i + 2, format!("vector.insert {y1}, {v0} [1] : {ot} into vector<2x{ot}>"));
+        let e0 = g.bin(i + 2, "muli", &row, "%Ni");
+        let e = g.bin(i + 2, "addi", &e0, &col);
+        let eb = g.binc(i + 2, "muli", &e, osz);
+        let addr = g.bin(i + 2, "addi", "%gc", &eb);
+        let p = g.let_(i + 2, format!("llvm.inttoptr {addr} : i64 to !llvm.ptr<1>"));
+        g.line(i + 2, format!("llvm.store {v1}, {p} {{alignment = {} : i64}} : vector<2x{ot}>, !llvm.ptr<1>", 2 * osz));
+        g.line(i, "}");
+    }
+    g.line(i, "gpu.return");
+    g.line(4, "}");
+    g.line(2, "}");
+    let _ = t;
+    g.s.replacen(
+        &format!("{:i$}%c0 = arith.constant 0 : index\n", "", i = i),
+        &format!("{:i$}%c0 = arith.constant 0 : index\n{:i$}%c0i = arith.constant 0 : i64\n", "", "", i = i),
+        1,
+    )
+}

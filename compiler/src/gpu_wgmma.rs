@@ -1,11 +1,12 @@
 //! Hopper (sm_90) matmul kernels on the warpgroup tensor-core instructions: `wgmma`
-//! (`m64n128k16`, bf16 or f16 operands, f32 accumulators in registers) reading both
+//! (`m64n256k16`, bf16 or f16 operands, f32 accumulators in registers) reading both
 //! operands straight from shared memory through matrix descriptors.
 //!
-//! A block of 256 threads (two warpgroups) computes a 128 x 128 tile of C; each warpgroup
-//! owns 64 rows. K advances in slices of 64 staged through a ring of [`STAGES`] shared-memory
-//! buffers filled with `cp.async` (16-byte copies, zero-filled past the matrix edges), so
-//! the loads of later slices are in flight while the tensor cores work on the current one.
+//! A block of 256 threads (two warpgroups) computes a 128 x 256 tile of C (see [`Config`]);
+//! each warpgroup owns 64 rows. K advances in slices of 64 staged through a ring of
+//! shared-memory buffers filled with `cp.async` (16-byte copies, zero-filled past the matrix
+//! edges), so the loads of later slices are in flight while the tensor cores work on the
+//! current one, and one slice's wgmma group stays in flight while the next is issued.
 //!
 //! Shared layouts are the canonical 128-byte-swizzled ones the descriptors describe:
 //! - A (row-major M x K, "K-major"): each 64-element row slice is a 128-byte line; the
@@ -14,8 +15,8 @@
 //!   start address by 32 bytes.
 //! - B (row-major K x N, "N-major", `imm-trans-b = 1`): each k row of 64 n-values is a
 //!   128-byte line, swizzled the same way; 8 k rows form an atom (stride byte offset 1024)
-//!   and the two 64-wide halves of the tile's N are 8 KiB apart (leading byte offset). A k16
-//!   step moves the start address by 16 lines (2048 bytes).
+//!   and the 64-wide column groups of the tile's N are 8 KiB apart (leading byte offset). A
+//!   k16 step moves the start address by 16 lines (2048 bytes).
 //!
 //! Used when the chip is sm_90 and K and N are static multiples of 8 (16-byte rows); other
 //! matmuls take [`crate::gpu_matmul`]'s `mma.sync` kernel.
@@ -27,13 +28,57 @@ use std::fmt::Write;
 /// Threads per block: two warpgroups.
 pub const THREADS: usize = 256;
 const BM: usize = 128;
-const BN: usize = 128;
 const BK: usize = 64;
-/// Pipeline depth: 3 x 32 KiB keeps two blocks resident per SM.
-pub const STAGES: usize = 3;
-const STAGE_BYTES: usize = (BM + BN) * BK * 2;
-/// Dynamic shared memory per block (the ring, plus slack to align it to 1024 bytes).
-pub const SMEM_BYTES: usize = STAGES * STAGE_BYTES + 1024;
+
+/// Tile width and pipeline shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Columns of C per block (and the wgmma's n): 128 or 256.
+    pub bn: usize,
+    /// Shared-memory ring depth.
+    pub stages: usize,
+    /// Keep one wgmma group in flight while the next slice is issued (refilling the slot
+    /// two slices back); needs at least 4 stages.
+    pub overlap: bool,
+}
+
+impl Config {
+    /// The default: 128 x 256 tiles (m64n256 per warpgroup), 4 stages of 48 KiB, one wgmma
+    /// group in flight. Measured on an H100 at 4096^3 bf16 (benches/gpu/tune.sh): 545
+    /// TFLOP/s, against 484 for 128 x 128 with 3 stages (two blocks per SM) and 417-466 for
+    /// the other shapes tried.
+    pub const DEFAULT: Config = Config { bn: 256, stages: 4, overlap: true };
+
+    /// The configuration in use: [`Config::DEFAULT`], or `MAX_GPU_WGMMA=bn=256,stages=4,overlap=1`
+    /// (a tuning knob for benchmarks).
+    pub fn current() -> Config {
+        let mut c = Config::DEFAULT;
+        if let Ok(v) = std::env::var("MAX_GPU_WGMMA") {
+            for kv in v.split(',') {
+                match kv.split_once('=') {
+                    Some(("bn", x)) => c.bn = x.parse().unwrap_or(c.bn),
+                    Some(("stages", x)) => c.stages = x.parse().unwrap_or(c.stages),
+                    Some(("overlap", x)) => c.overlap = x == "1",
+                    _ => {}
+                }
+            }
+        }
+        if c.bn != 256 {
+            c.bn = 128;
+        }
+        c.stages = c.stages.clamp(if c.overlap { 4 } else { 2 }, 8);
+        c
+    }
+
+    fn stage_bytes(&self) -> usize {
+        (BM + self.bn) * BK * 2
+    }
+
+    /// Dynamic shared memory per block (the ring, plus slack to align it to 1024 bytes).
+    pub fn smem_bytes(&self) -> usize {
+        self.stages * self.stage_bytes() + 1024
+    }
+}
 
 /// Whether `spec` is a matmul for the wgmma kernel.
 pub fn is_wgmma_matmul(spec: &KernelSpec) -> bool {
@@ -83,6 +128,8 @@ impl Gen {
 /// The host function (launch with dynamic shared memory) and the `gpu.module` of a wgmma
 /// matmul.
 pub fn kernel_func(spec: &KernelSpec) -> String {
+    let cfg = Config::current();
+    let (bn, smem_bytes) = (cfg.bn, cfg.smem_bytes());
     let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let name = &spec.name;
     let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
@@ -93,9 +140,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cbm = arith.constant {BM} : index
-    %cbn = arith.constant {BN} : index
+    %cbn = arith.constant {bn} : index
     %cthreads = arith.constant {THREADS} : index
-    %smem = arith.constant {SMEM_BYTES} : i32
+    %smem = arith.constant {smem_bytes} : i32
     %m = memref.dim %b0, %c0 : {ta}
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cbn : index
@@ -104,14 +151,16 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     return
   }}"
     );
-    s.push_str(&device_module(name, a.dtype, c.dtype, &ta, &tb, &tc));
+    s.push_str(&device_module(&cfg, name, a.dtype, c.dtype, &ta, &tb, &tc));
     s
 }
 
-fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+    let (bn, stages, stage_bytes) = (cfg.bn, cfg.stages, cfg.stage_bytes());
+    let nacc = bn / 2;
     let t = dt.mlir_name();
     let ptx = if dt == DType::BF16 { "bf16" } else { "f16" };
-    let acc_ty = format!("!llvm.struct<({})>", vec!["f32"; 64].join(", "));
+    let acc_ty = format!("!llvm.struct<({})>", vec!["f32"; nacc].join(", "));
     let mut g = Gen { s: String::new(), next: 0 };
     let i = 6;
     g.line(2, format!("gpu.module @{name}_wgmma {{"));
@@ -132,7 +181,7 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     g.line(i, "%bx = arith.index_cast %bxx : index to i64");
     g.line(i, "%by = arith.index_cast %byx : index to i64");
     let m0 = g.binc(i, "muli", "%by", BM as i64);
-    let n0 = g.binc(i, "muli", "%bx", BN as i64);
+    let n0 = g.binc(i, "muli", "%bx", bn as i64);
     // Global base addresses (bytes) and the shared ring's base.
     for (mem, ty, v) in [("%A", ta, "%ga"), ("%B", tb, "%gb"), ("%C", tc, "%gc")] {
         g.line(i, format!("{v}x = memref.extract_aligned_pointer_as_index {mem} : {ty} -> index"));
@@ -156,7 +205,7 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     // coordinates are recomputed here from the thread id rather than kept live across the K
     // loop, where the registers hold the accumulators.
     let load_slice = |g: &mut Gen, ind: usize, kt: &str, slot: &str| {
-        let sb = g.binc(ind, "muli", slot, STAGE_BYTES as i64);
+        let sb = g.binc(ind, "muli", slot, stage_bytes as i64);
         let abase = g.bin(ind, "addi", "%sm", &sb);
         let bbase = g.binc(ind, "addi", &abase, (BM * BK * 2) as i64);
         let k0 = g.binc(ind, "muli", kt, BK as i64);
@@ -189,11 +238,11 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
             let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
             g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
         }
-        // B: 64 lines (k) x 16 chunks (two 64-wide halves of n).
-        for l in 0..(BK * BN / 8) / THREADS {
+        // B: 64 lines (k) x bn/8 chunks (64-wide atoms of n, 8 KiB apart).
+        for l in 0..(BK * bn / 8) / THREADS {
             let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
-            let krow = g.binc(ind, "shrui", &cid, 4);
-            let nch = g.binc(ind, "andi", &cid, 15);
+            let krow = g.binc(ind, "divui", &cid, (bn / 8) as i64);
+            let nch = g.binc(ind, "remui", &cid, (bn / 8) as i64);
             let half = g.binc(ind, "shrui", &nch, 3);
             let ch = g.binc(ind, "andi", &nch, 7);
             let r8 = g.binc(ind, "andi", &krow, 7);
@@ -223,8 +272,9 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
         }
         g.line(ind, "nvvm.cp.async.commit.group");
     };
-    // Prologue: the first STAGES-1 slices.
-    for st in 0..STAGES - 1 {
+    // Prologue: the first slices (all but one slot, or two with overlap).
+    let ahead = if cfg.overlap { stages - 2 } else { stages - 1 };
+    for st in 0..ahead {
         let kt = g.i(i, st as i64);
         load_slice(&mut g, i, &kt, &kt);
     }
@@ -236,7 +286,7 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     let wg_a_off = g.binc(i, "muli", &wgi, (64 * 128) as i64);
     g.line(i, "%fz = arith.constant 0.0 : f32");
     let mut acc = g.let_(i, format!("llvm.mlir.undef : {acc_ty}"));
-    for q in 0..64 {
+    for q in 0..nacc {
         acc = g.let_(i, format!("llvm.insertvalue %fz, {acc}[{q}] : {acc_ty}"));
     }
     let one = g.i(i, 1);
@@ -244,11 +294,11 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     let j = i + 2;
     // Slice kt has landed (this thread's copies), for every thread (barrier), and is visible
     // to the tensor cores' async proxy.
-    g.line(j, format!("nvvm.cp.async.wait.group {}", STAGES - 2));
+    g.line(j, format!("nvvm.cp.async.wait.group {}", ahead - 1));
     g.line(j, "nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}");
     g.line(j, "gpu.barrier");
-    let slot = g.binc(j, "remui", "%kt", STAGES as i64);
-    let sb = g.binc(j, "muli", &slot, STAGE_BYTES as i64);
+    let slot = g.binc(j, "remui", "%kt", stages as i64);
+    let sb = g.binc(j, "muli", &slot, stage_bytes as i64);
     let abase = g.bin(j, "addi", "%sm", &sb);
     let bbase = g.binc(j, "addi", &abase, (BM * BK * 2) as i64);
     let awg = g.bin(j, "addi", &abase, &wg_a_off);
@@ -267,19 +317,23 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
         cur = g.let_(
             j,
             format!(
-                "nvvm.wgmma.mma_async {}, {}, {cur}, #nvvm.shape<m = 64, n = {BN}, k = 16>, D[<f32>, <one>, <wrapped>], A[<{ptx}>, <one>, <row>], B[<{ptx}>, <one>, <row>] : {acc_ty} -> {acc_ty}",
+                "nvvm.wgmma.mma_async {}, {}, {cur}, #nvvm.shape<m = 64, n = {bn}, k = 16>, D[<f32>, <one>, <wrapped>], A[<{ptx}>, <one>, <row>], B[<{ptx}>, <one>, <row>] : {acc_ty} -> {acc_ty}",
                 descs[0], descs[1]
             ),
         );
     }
     g.line(j, "nvvm.wgmma.commit.group.sync.aligned");
-    g.line(j, "nvvm.wgmma.wait.group.sync.aligned 0");
-    // Refill the slot the previous iteration used (every thread is past it: barrier above).
-    let nk = g.binc(j, "addi", "%kt", STAGES as i64 - 1);
-    let nslot = g.binc(j, "remui", &nk, STAGES as i64);
+    // Without overlap: wait for this slice's products, then refill the slot the previous
+    // iteration read (every thread is past it: barrier above). With overlap: leave this
+    // slice's group in flight; the group two slices back is done (each warpgroup waited for
+    // it before the barrier above), so its slot is refilled.
+    g.line(j, format!("nvvm.wgmma.wait.group.sync.aligned {}", if cfg.overlap { 1 } else { 0 }));
+    let nk = g.binc(j, "addi", "%kt", ahead as i64);
+    let nslot = g.binc(j, "remui", &nk, stages as i64);
     load_slice(&mut g, j, &nk, &nslot);
     g.line(j, format!("scf.yield {cur} : {acc_ty}"));
     g.line(i, "}");
+    g.line(i, "nvvm.wgmma.wait.group.sync.aligned 0");
     g.line(i, "nvvm.cp.async.wait.group 0");
     // Epilogue: accumulator q of this thread is row 16*warp + lane/4 (+8 for q%4 >= 2) of the
     // warpgroup's 64, column 8*(q/4) + 2*(lane%4) + q%2; pairs are stored together.
@@ -297,7 +351,7 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     let cbase = g.bin(i, "addi", &n0, &lm2);
     let ot = out_dt.mlir_name();
     let osz = out_dt.size_bytes() as i64;
-    for q in (0..64).step_by(2) {
+    for q in (0..nacc).step_by(2) {
         let row = g.binc(i, "addi", &rbase, (8 * ((q % 4) / 2)) as i64);
         let col = g.binc(i, "addi", &cbase, (8 * (q / 4)) as i64);
         let rok = g.let_(i, format!("arith.cmpi ult, {row}, %Mi : i64"));

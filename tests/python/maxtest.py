@@ -87,7 +87,9 @@ def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=
     maxc("compile", src, "--target", target, *flags, "-o", case / "g.maxa")
     if not out_dir:
         return
-    meta = {"name": name, "rtol": rtol, "atol": atol, "runs": []}
+    # The graph and flags too, so the case can be recompiled (benches/gpu/tune.sh).
+    (case / "g.mlir").write_text(src.read_text())
+    meta = {"name": name, "rtol": rtol, "atol": atol, "flags": list(flags), "runs": []}
     for k, (inputs, wanted) in enumerate(runs):
         ins = {}
         for n, arr in inputs.items():

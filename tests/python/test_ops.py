@@ -193,7 +193,7 @@ def test_matmul(tmp_path, shapes):
           [("a", a, "f32"), ("b", b, "f32")], lambda x, y: np.matmul(x, y), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("k,n,sizes", [(300, 200, [1, 7, 130]), (256, 384, [129])], ids=["edges", "aligned"])
+@pytest.mark.parametrize("k,n,sizes", [(300, 200, [1, 7, 130]), (256, 384, [129]), (512, 640, [300])], ids=["edges", "aligned", "wide"])
 def test_matmul_f16_tiles(tmp_path, k, n, sizes):
     """f16 matmuls large enough for several 128x128 tiles and K slices: on a GPU these take
     the tensor-core kernel, with guarded edges when K or N is not a multiple of 8."""

@@ -1,11 +1,12 @@
-// The emitted PTX assembles with NVIDIA's ptxas for each chip, with no register spills.
+// The emitted PTX assembles with NVIDIA's ptxas for each chip, with no register spills
+// (sm_90 artifacts hold sm_90 and sm_90a modules; ptxas for sm_90a takes both).
 // REQUIRES: ptxas
 // RUN: maxc compile %s --target cuda:sm_80 --emit ptx -o %t.80.ptx
 // RUN: %python %inputs/ptxas_each.py %ptxas sm_80 %t.80.ptx | FileCheck %s
 // RUN: maxc compile %s --target cuda:sm_89 --emit ptx -o %t.89.ptx
 // RUN: %python %inputs/ptxas_each.py %ptxas sm_89 %t.89.ptx | FileCheck %s
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
-// RUN: %python %inputs/ptxas_each.py %ptxas sm_90 %t.90.ptx | FileCheck %s
+// RUN: %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s
 // CHECK: module(s) assembled
 func.func @g(%x: tensor<?x256xf16>, %w: tensor<256x512xf16>, %b: tensor<?x512xf16>, %s: tensor<512xf32>) -> tensor<?x512xf32> {
   %m = "max.matmul"(%x, %w) : (tensor<?x256xf16>, tensor<256x512xf16>) -> tensor<?x512xf16>

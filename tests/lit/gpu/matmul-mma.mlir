@@ -16,7 +16,7 @@
 // SM90-DAG: wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16
 // SM90-DAG: wgmma.commit_group.sync.aligned;
 // SM90-DAG: wgmma.wait_group.sync.aligned 1;
-// SM90-DAG: cvt.rn.bf16.f32
+// SM90-DAG: cvt.rn.bf16x2.f32
 // CHECK: .visible .entry mm(
 // CHECK: .shared .align {{[0-9]+}} .b8 {{.*}}[10240];
 // CHECK: .shared .align {{[0-9]+}} .b8 {{.*}}[8704];

@@ -54,8 +54,9 @@ fn flags_by_value(graph: &Graph, node: usize) -> Option<Option<HashMap<ValueId, 
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph.
-/// `closed(node)` marks roots that take no consumers (native custom kernels).
-pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool) -> Vec<Region> {
+/// `closed(node)` marks roots that take no consumers (native custom kernels); `solo(node)`
+/// marks nodes that never join their producer's region (GPU row reductions).
+pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool, solo: &dyn Fn(usize) -> bool) -> Vec<Region> {
     let mut uses: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -69,7 +70,7 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool)
         if !needs_kernel(&node.op) {
             continue;
         }
-        let joined = if enable && fusible_consumer(&node.op) { try_join(graph, i, &uses, &open, &mut regions) } else { None };
+        let joined = if enable && fusible_consumer(&node.op) && !solo(i) { try_join(graph, i, &uses, &open, &mut regions) } else { None };
         let r = joined.unwrap_or_else(|| {
             regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten() });
             regions.len() - 1

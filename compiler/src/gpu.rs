@@ -10,8 +10,9 @@
 //! | `device-memory`| the host's temporaries become `gpu.alloc`/`gpu.dealloc`, copies `gpu.memcpy` |
 //! | `lower-to-nvvm`| launches made async on one stream; kernels to NVVM and PTX (`gpu-module-to-binary{format=isa}`); host code to LLVM |
 //!
-//! Matmuls the tensor cores can take are generated directly as kernels
-//! ([`crate::gpu_matmul`]).
+//! Some kernels are generated directly, with their launches: matmuls on the tensor cores
+//! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere), row reductions
+//! ([`crate::gpu_rows`]) and custom ops' PTX kernels.
 //!
 //! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
 //! artifact's shared object cannot name a CUDA library (the runtime loads the driver itself,
@@ -65,9 +66,10 @@ pub fn lower_to_nvvm(target: &CudaTarget) -> String {
         _ => String::new(),
     };
     // Warpgroup-MMA kernels need the architecture-specific sm_90a; every other kernel module
-    // gets the chip itself, so its PTX also runs on later GPUs.
+    // gets the chip itself, so its PTX also runs on later GPUs. (Module names: `*_wgmma`,
+    // `*_mma`, `*_rows`, and `*_kernel[_N]` from gpu-kernel-outlining.)
     let attach = if target.chip == "sm_90" {
-        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
+        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
     } else {
         format!("nvvm-attach-target{{chip={} O=3}},", target.chip)
     };
@@ -126,6 +128,9 @@ pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip:
         .map(|k| if crate::gpu_wgmma::is_wgmma_matmul(k) { crate::gpu_wgmma::kernel_func(k) } else { crate::gpu_matmul::kernel_func(k) })
         .collect();
     for k in specs {
+        if crate::gpu_rows::is_row_kernel(k) {
+            extra.push_str(&crate::gpu_rows::kernel_func(k));
+        }
         if let Some(p) = &k.ptx {
             extra.push_str(&ptx_launch(k, p, chip));
         }

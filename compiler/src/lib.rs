@@ -13,6 +13,7 @@ pub mod error;
 pub mod fusion;
 pub mod gpu;
 pub mod gpu_matmul;
+pub mod gpu_rows;
 pub mod gpu_wgmma;
 pub mod graph_api;
 pub mod import;

@@ -1,18 +1,24 @@
-// Elementwise chains and reductions: their loops become kernels (blocks x threads), math
-// functions come from libdevice, and the host code launches them on the runtime's stream
-// through the max_gpu_api table.
+// Elementwise chains fuse into one kernel whose loops map onto blocks x threads, with math
+// functions from libdevice; a row reduction (softmax) is one kernel, a block per row with
+// warp-shuffle reductions. The host code launches both on the runtime's stream through
+// the max_gpu_api table.
 // REQUIRES: libdevice
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s
 // CHECK: // ----- PTX module 0
-// CHECK: .visible .entry g_k0_add_tanh_softmax_kernel(
+// CHECK: .visible .entry g_k0_add_tanh_kernel(
 // CHECK: mov.u32 {{.*}}%ctaid.x;
 // CHECK: mov.u32 {{.*}}%tid.y;
 // CHECK-NOT: .extern .func __nv_
 // CHECK: // ----- PTX module 1
+// CHECK: .visible .entry rows(
+// CHECK: shfl.sync.bfly.b32 {{.*}}, 16, 31, -1;
+// CHECK: bar.sync 0;
+// CHECK-NOT: // ----- PTX module 2
 // RUN: maxc compile %s --target cuda:sm_90 --emit llvm-ir | FileCheck %s --check-prefix=HOST
 // HOST-NOT: @llvm.global_ctors
 // HOST-DAG: @max_gpu_api = {{.*}}global [18 x ptr]
-// HOST-DAG: define {{.*}}i32 @max_kernel_g_k0_add_tanh_softmax(
+// HOST-DAG: define {{.*}}i32 @max_kernel_g_k0_add_tanh(
+// HOST-DAG: define {{.*}}i32 @max_kernel_g_k1_softmax(
 // HOST-DAG: define {{.*}}void @max_gpu_init()
 // RUN: maxc compile %s --target cuda:sm_90 -o %t.maxa
 // RUN: max inspect %t.maxa | FileCheck %s --check-prefix=INSPECT

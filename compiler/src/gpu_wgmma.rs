@@ -28,7 +28,8 @@ use std::fmt::Write;
 /// Threads per block: two warpgroups.
 pub const THREADS: usize = 256;
 const BM: usize = 128;
-const BK: usize = 64;
+/// Bytes of K per row (of A and of B's columns) in one slice: one 128-byte swizzle line.
+const LINE: usize = 128;
 
 /// Tile width and pipeline shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +71,9 @@ impl Config {
         c
     }
 
+    /// A slice is 128 bytes of K per row of A and per column of B, whatever the dtype.
     fn stage_bytes(&self) -> usize {
-        (BM + self.bn) * BK * 2
+        (BM + self.bn) * 128
     }
 
     /// Dynamic shared memory per block (the ring, plus slack to align it to 1024 bytes).
@@ -82,16 +84,16 @@ impl Config {
 
 /// Whether `spec` is a matmul for the wgmma kernel.
 pub fn is_wgmma_matmul(spec: &KernelSpec) -> bool {
-    spec.gpu && spec.wgmma && spec.body.len() == 1 && matches!(spec.body[0].op, Op::MatMul) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0])
+    spec.gpu && spec.wgmma && spec.body.len() == 1 && matches!(spec.body[0].op, Op::MatMul) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], spec.allow_tf32)
 }
 
-fn applies(a: &BindingType, b: &BindingType, out: &BindingType) -> bool {
+fn applies(a: &BindingType, b: &BindingType, out: &BindingType, tf32: bool) -> bool {
     let static_mult8 = |d: Option<i64>| d.is_some_and(|v| v > 0 && v % 8 == 0);
     a.dims.len() == 2
         && b.dims.len() == 2
         && out.dims.len() == 2
         && a.dtype == b.dtype
-        && matches!(a.dtype, DType::BF16 | DType::F16)
+        && (matches!(a.dtype, DType::BF16 | DType::F16) || (tf32 && a.dtype == DType::F32))
         && matches!(out.dtype, DType::BF16 | DType::F16 | DType::F32)
         && static_mult8(a.dims[1])
         && static_mult8(b.dims[1])
@@ -133,6 +135,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let name = &spec.name;
     let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
+    let tf32 = a.dtype == DType::F32;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -146,27 +149,67 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     %m = memref.dim %b0, %c0 : {ta}
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cbn : index
-    %gy = arith.ceildivui %m, %cbm : index
-    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, %b1 : {tb}, %b2 : {tc})
-    return
-  }}"
+    %gy = arith.ceildivui %m, %cbm : index"
     );
-    s.push_str(&device_module(&cfg, name, a.dtype, c.dtype, &ta, &tb, &tc));
+    // TF32 operands must both be K-major: B is transposed into a temporary first.
+    let (bop, bty) = if tf32 {
+        let (k, n) = (b.dims[0].unwrap_or(0), b.dims[1].unwrap_or(0));
+        let btt = format!("memref<{n}x{k}xf32>");
+        let _ = writeln!(
+            s,
+            "    %bt = memref.alloc() : {btt}
+    %c8 = arith.constant 8 : index
+    %c32 = arith.constant 32 : index
+    %k = memref.dim %b1, %c0 : {tb}
+    %tx = arith.ceildivui %n, %c32 : index
+    %ty = arith.ceildivui %k, %c32 : index
+    gpu.launch_func @{name}_wgmma::@transpose blocks in (%tx, %ty, %c1) threads in (%c32, %c8, %c1) args(%b1 : {tb}, %bt : {btt})"
+        );
+        ("%bt".to_string(), btt)
+    } else {
+        ("%b1".to_string(), tb.clone())
+    };
+    let _ = writeln!(
+        s,
+        "    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}, %b2 : {tc})"
+    );
+    if tf32 {
+        let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
+    }
+    let _ = writeln!(s, "    return\n  }}");
+    s.push_str(&device_module(&cfg, name, a.dtype, c.dtype, &ta, &bty, &tc, tb.as_str()));
     s
 }
 
-fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+/// The kernel module. `tb` is the type of the B operand the kernel reads (B^T, N x K, for
+/// TF32); `tb_orig` that of the graph's B (the transpose kernel's input).
+#[allow(clippy::too_many_arguments)]
+fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
     let (bn, stages, stage_bytes) = (cfg.bn, cfg.stages, cfg.stage_bytes());
     let nacc = bn / 2;
     let t = dt.mlir_name();
-    let ptx = if dt == DType::BF16 { "bf16" } else { "f16" };
+    let tf32 = dt == DType::F32;
+    let ptx = match dt {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "tf32",
+    };
+    // Element size, elements per 16-byte chunk, K per slice (one 128-byte line), K per wgmma.
+    let esz = dt.size_bytes() as i64;
+    let ce = 16 / esz;
+    let bke = 128 / esz;
+    let kstep = if tf32 { 8 } else { 16 };
     let acc_ty = format!("!llvm.struct<({})>", vec!["f32"; nacc].join(", "));
     let mut g = Gen { s: String::new(), next: 0 };
     let i = 6;
     g.line(2, format!("gpu.module @{name}_wgmma {{"));
     g.line(4, "llvm.mlir.global external @max_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>");
+    if tf32 {
+        transpose_kernel(&mut g, tb_orig, tb);
+    }
     g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     g.line(i, "%c0 = arith.constant 0 : index");
+    g.line(i, "%c0i = arith.constant 0 : i64");
     g.line(i, "%c1 = arith.constant 1 : index");
     g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
     g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
@@ -191,12 +234,12 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     g.line(i, "%sm = llvm.ptrtoint %smp : !llvm.ptr<3> to i64");
     // Slices of K.
     let kt_n = {
-        let k1 = g.binc(i, "addi", "%Ki", BK as i64 - 1);
-        g.binc(i, "divui", &k1, BK as i64)
+        let k1 = g.binc(i, "addi", "%Ki", bke - 1);
+        g.binc(i, "divui", &k1, bke)
     };
     let mlast = g.binc(i, "subi", "%Mi", 1);
-    let klast = g.binc(i, "subi", "%Ki", 8);
-    let nlast = g.binc(i, "subi", "%Ni", 8);
+    let klast = g.binc(i, "subi", "%Ki", ce);
+    let nlast = g.binc(i, "subi", "%Ni", if tf32 { 1 } else { ce });
     let kminus1 = g.binc(i, "subi", "%Ki", 1);
     let sixteen = g.let_(i, "arith.constant 16 : i32");
     let zero32 = g.let_(i, "arith.constant 0 : i32");
@@ -207,10 +250,10 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     let load_slice = |g: &mut Gen, ind: usize, kt: &str, slot: &str| {
         let sb = g.binc(ind, "muli", slot, stage_bytes as i64);
         let abase = g.bin(ind, "addi", "%sm", &sb);
-        let bbase = g.binc(ind, "addi", &abase, (BM * BK * 2) as i64);
-        let k0 = g.binc(ind, "muli", kt, BK as i64);
+        let bbase = g.binc(ind, "addi", &abase, (BM * LINE) as i64);
+        let k0 = g.binc(ind, "muli", kt, bke);
         // A: 128 lines x 8 chunks.
-        for l in 0..(BM * BK / 8) / THREADS {
+        for l in 0..(BM * LINE / 16) / THREADS {
             let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
             let row = g.binc(ind, "shrui", &cid, 3);
             let ch = g.binc(ind, "andi", &cid, 7);
@@ -220,7 +263,7 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
             let swb = g.binc(ind, "shli", &sw, 4);
             let soff = g.bin(ind, "addi", &line, &swb);
             let gr = g.bin(ind, "addi", &m0, &row);
-            let kc = g.binc(ind, "shli", &ch, 3);
+            let kc = g.binc(ind, "muli", &ch, ce);
             let gk = g.bin(ind, "addi", &k0, &kc);
             let rok = g.let_(ind, format!("arith.cmpi ult, {gr}, %Mi : i64"));
             let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
@@ -230,7 +273,7 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
             let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
             let e0 = g.bin(ind, "muli", &r, "%Ki");
             let e = g.bin(ind, "addi", &e0, &k);
-            let eb = g.binc(ind, "shli", &e, 1);
+            let eb = g.binc(ind, "muli", &e, esz);
             let src = g.bin(ind, "addi", "%ga", &eb);
             let dst = g.bin(ind, "addi", &abase, &soff);
             let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
@@ -238,37 +281,68 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
             let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
             g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
         }
-        // B: 64 lines (k) x bn/8 chunks (64-wide atoms of n, 8 KiB apart).
-        for l in 0..(BK * bn / 8) / THREADS {
-            let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
-            let krow = g.binc(ind, "divui", &cid, (bn / 8) as i64);
-            let nch = g.binc(ind, "remui", &cid, (bn / 8) as i64);
-            let half = g.binc(ind, "shrui", &nch, 3);
-            let ch = g.binc(ind, "andi", &nch, 7);
-            let r8 = g.binc(ind, "andi", &krow, 7);
-            let sw = g.bin(ind, "xori", &ch, &r8);
-            let hb = g.binc(ind, "muli", &half, (BK * 128) as i64);
-            let line = g.binc(ind, "shli", &krow, 7);
-            let swb = g.binc(ind, "shli", &sw, 4);
-            let s1 = g.bin(ind, "addi", &hb, &line);
-            let soff = g.bin(ind, "addi", &s1, &swb);
-            let nc = g.binc(ind, "shli", &nch, 3);
-            let gn = g.bin(ind, "addi", &n0, &nc);
-            let gk = g.bin(ind, "addi", &k0, &krow);
-            let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
-            let nok = g.let_(ind, format!("arith.cmpi ult, {gn}, %Ni : i64"));
-            let ok = g.let_(ind, format!("arith.andi {kok}, {nok} : i1"));
-            let k = g.let_(ind, format!("arith.minui {gk}, {kminus1} : i64"));
-            let n = g.let_(ind, format!("arith.minui {gn}, {nlast} : i64"));
-            let e0 = g.bin(ind, "muli", &k, "%Ni");
-            let e = g.bin(ind, "addi", &e0, &n);
-            let eb = g.binc(ind, "shli", &e, 1);
-            let src = g.bin(ind, "addi", "%gb", &eb);
-            let dst = g.bin(ind, "addi", &bbase, &soff);
-            let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
-            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+        if tf32 {
+            // B^T (N x K, K-major like A): bn lines x 8 chunks.
+            for l in 0..(bn * LINE / 16) / THREADS {
+                let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
+                let row = g.binc(ind, "shrui", &cid, 3);
+                let ch = g.binc(ind, "andi", &cid, 7);
+                let r8 = g.binc(ind, "andi", &row, 7);
+                let sw = g.bin(ind, "xori", &ch, &r8);
+                let line = g.binc(ind, "shli", &row, 7);
+                let swb = g.binc(ind, "shli", &sw, 4);
+                let soff = g.bin(ind, "addi", &line, &swb);
+                let gn = g.bin(ind, "addi", &n0, &row);
+                let kc = g.binc(ind, "muli", &ch, ce);
+                let gk = g.bin(ind, "addi", &k0, &kc);
+                let nok = g.let_(ind, format!("arith.cmpi ult, {gn}, %Ni : i64"));
+                let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
+                let ok = g.let_(ind, format!("arith.andi {nok}, {kok} : i1"));
+                let n = g.let_(ind, format!("arith.minui {gn}, {nlast} : i64"));
+                let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
+                let e0 = g.bin(ind, "muli", &n, "%Ki");
+                let e = g.bin(ind, "addi", &e0, &k);
+                let eb = g.binc(ind, "muli", &e, esz);
+                let src = g.bin(ind, "addi", "%gb", &eb);
+                let dst = g.bin(ind, "addi", &bbase, &soff);
+                let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
+                let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+                let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+                g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+            }
+        } else {
+            // B: 64 lines (k) x bn/8 chunks (64-wide atoms of n, 8 KiB apart).
+            for l in 0..(64 * bn / 8) / THREADS {
+                let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
+                let krow = g.binc(ind, "divui", &cid, (bn / 8) as i64);
+                let nch = g.binc(ind, "remui", &cid, (bn / 8) as i64);
+                let half = g.binc(ind, "shrui", &nch, 3);
+                let ch = g.binc(ind, "andi", &nch, 7);
+                let r8 = g.binc(ind, "andi", &krow, 7);
+                let sw = g.bin(ind, "xori", &ch, &r8);
+                let hb = g.binc(ind, "muli", &half, (64 * LINE) as i64);
+                let line = g.binc(ind, "shli", &krow, 7);
+                let swb = g.binc(ind, "shli", &sw, 4);
+                let s1 = g.bin(ind, "addi", &hb, &line);
+                let soff = g.bin(ind, "addi", &s1, &swb);
+                let nc = g.binc(ind, "shli", &nch, 3);
+                let gn = g.bin(ind, "addi", &n0, &nc);
+                let gk = g.bin(ind, "addi", &k0, &krow);
+                let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
+                let nok = g.let_(ind, format!("arith.cmpi ult, {gn}, %Ni : i64"));
+                let ok = g.let_(ind, format!("arith.andi {kok}, {nok} : i1"));
+                let k = g.let_(ind, format!("arith.minui {gk}, {kminus1} : i64"));
+                let n = g.let_(ind, format!("arith.minui {gn}, {nlast} : i64"));
+                let e0 = g.bin(ind, "muli", &k, "%Ni");
+                let e = g.bin(ind, "addi", &e0, &n);
+                let eb = g.binc(ind, "shli", &e, 1);
+                let src = g.bin(ind, "addi", "%gb", &eb);
+                let dst = g.bin(ind, "addi", &bbase, &soff);
+                let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
+                let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+                let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+                g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+            }
         }
         g.line(ind, "nvvm.cp.async.commit.group");
     };
@@ -281,9 +355,11 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     // Descriptor constants: 128-byte swizzle (bits 62-63 = 1), SBO 1024 bytes (64 in 16-byte
     // units, bits 32-45); LBO 1 for A (unused when swizzled), 8 KiB for B's N halves.
     let desc_a_hi = (1i64 << 62) | (64i64 << 32) | (1i64 << 16);
-    let desc_b_hi = (1i64 << 62) | (64i64 << 32) | (((BK * 128) as i64 >> 4) << 16);
+    let desc_b_hi = if tf32 { desc_a_hi } else { (1i64 << 62) | (64i64 << 32) | (((64 * LINE) as i64 >> 4) << 16) };
+    // B is N-major (transposed, `row`) for 16-bit types, K-major (`col`) for TF32.
+    let blayout = if tf32 { "col" } else { "row" };
     let wgi = g.binc(i, "divui", "%tid", 128);
-    let wg_a_off = g.binc(i, "muli", &wgi, (64 * 128) as i64);
+    let wg_a_off = g.binc(i, "muli", &wgi, (64 * LINE) as i64);
     g.line(i, "%fz = arith.constant 0.0 : f32");
     let mut acc = g.let_(i, format!("llvm.mlir.undef : {acc_ty}"));
     for q in 0..nacc {
@@ -300,13 +376,15 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     let slot = g.binc(j, "remui", "%kt", stages as i64);
     let sb = g.binc(j, "muli", &slot, stage_bytes as i64);
     let abase = g.bin(j, "addi", "%sm", &sb);
-    let bbase = g.binc(j, "addi", &abase, (BM * BK * 2) as i64);
+    let bbase = g.binc(j, "addi", &abase, (BM * LINE) as i64);
     let awg = g.bin(j, "addi", &abase, &wg_a_off);
     g.line(j, "nvvm.wgmma.fence.aligned");
     let mut cur = "%acc".to_string();
-    for kk in 0..BK / 16 {
+    // Each step of `kstep` K moves 32 bytes along a K-major line, or 16 lines of N-major B.
+    for kk in 0..(bke / kstep) as usize {
         let aaddr = g.binc(j, "addi", &awg, (kk * 32) as i64);
-        let baddr = g.binc(j, "addi", &bbase, (kk * 16 * 128) as i64);
+        let boff = if tf32 { kk * 32 } else { kk * 16 * LINE };
+        let baddr = g.binc(j, "addi", &bbase, boff as i64);
         let mut descs = Vec::new();
         for (addr, hi) in [(&aaddr, desc_a_hi), (&baddr, desc_b_hi)] {
             let masked = g.binc(j, "andi", addr, 0x3FFFF);
@@ -317,7 +395,7 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
         cur = g.let_(
             j,
             format!(
-                "nvvm.wgmma.mma_async {}, {}, {cur}, #nvvm.shape<m = 64, n = {bn}, k = 16>, D[<f32>, <one>, <wrapped>], A[<{ptx}>, <one>, <row>], B[<{ptx}>, <one>, <row>] : {acc_ty} -> {acc_ty}",
+                "nvvm.wgmma.mma_async {}, {}, {cur}, #nvvm.shape<m = 64, n = {bn}, k = {kstep}>, D[<f32>, <one>, <wrapped>], A[<{ptx}>, <one>, <row>], B[<{ptx}>, <one>, <{blayout}>] : {acc_ty} -> {acc_ty}",
                 descs[0], descs[1]
             ),
         );
@@ -379,9 +457,53 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     g.line(4, "}");
     g.line(2, "}");
     let _ = t;
-    g.s.replacen(
-        &format!("{:i$}%c0 = arith.constant 0 : index\n", "", i = i),
-        &format!("{:i$}%c0 = arith.constant 0 : index\n{:i$}%c0i = arith.constant 0 : i64\n", "", "", i = i),
-        1,
-    )
+    g.s
+}
+
+/// `BT = transpose(B)` through 32 x 33 shared tiles (the padding keeps the column reads on
+/// distinct banks): blocks of 32 x 8 threads, four rows each.
+fn transpose_kernel(g: &mut Gen, tb: &str, tbt: &str) {
+    let i = 6;
+    g.line(4, format!("gpu.func @transpose(%B: {tb}, %BT: {tbt}) workgroup(%tile : memref<32x33xf32, #gpu.address_space<workgroup>>) kernel {{"));
+    g.line(i, "%c0 = arith.constant 0 : index");
+    g.line(i, "%c1 = arith.constant 1 : index");
+    g.line(i, "%c32 = arith.constant 32 : index");
+    g.line(i, format!("%K = memref.dim %B, %c0 : {tb}"));
+    g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
+    g.line(i, "%tx = gpu.thread_id x");
+    g.line(i, "%ty = gpu.thread_id y");
+    g.line(i, "%bx = gpu.block_id x");
+    g.line(i, "%by = gpu.block_id y");
+    g.line(i, "%n0 = arith.muli %bx, %c32 : index");
+    g.line(i, "%k0 = arith.muli %by, %c32 : index");
+    let tile = "memref<32x33xf32, #gpu.address_space<workgroup>>";
+    for j in 0..4 {
+        let r = g.let_(i, format!("arith.constant {} : index", 8 * j));
+        let row = g.let_(i, format!("arith.addi %ty, {r} : index"));
+        let k = g.let_(i, format!("arith.addi %k0, {row} : index"));
+        let n = g.let_(i, "arith.addi %n0, %tx : index");
+        let kok = g.let_(i, format!("arith.cmpi ult, {k}, %K : index"));
+        let nok = g.let_(i, format!("arith.cmpi ult, {n}, %N : index"));
+        let ok = g.let_(i, format!("arith.andi {kok}, {nok} : i1"));
+        g.line(i, format!("scf.if {ok} {{"));
+        let v = g.let_(i + 2, format!("memref.load %B[{k}, {n}] : {tb}"));
+        g.line(i + 2, format!("memref.store {v}, %tile[{row}, %tx] : {tile}"));
+        g.line(i, "}");
+    }
+    g.line(i, "gpu.barrier");
+    for j in 0..4 {
+        let r = g.let_(i, format!("arith.constant {} : index", 8 * j));
+        let row = g.let_(i, format!("arith.addi %ty, {r} : index"));
+        let n = g.let_(i, format!("arith.addi %n0, {row} : index"));
+        let k = g.let_(i, "arith.addi %k0, %tx : index");
+        let nok = g.let_(i, format!("arith.cmpi ult, {n}, %N : index"));
+        let kok = g.let_(i, format!("arith.cmpi ult, {k}, %K : index"));
+        let ok = g.let_(i, format!("arith.andi {nok}, {kok} : i1"));
+        g.line(i, format!("scf.if {ok} {{"));
+        let v = g.let_(i + 2, format!("memref.load %tile[%tx, {row}] : {tile}"));
+        g.line(i + 2, format!("memref.store {v}, %BT[{n}, {k}] : {tbt}"));
+        g.line(i, "}");
+    }
+    g.line(i, "gpu.return");
+    g.line(4, "}");
 }

@@ -202,7 +202,13 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
                 ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
             }
             let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs, &cuda.chip))?;
-            let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| CompileError::Internal(format!("GPU host code does not verify: {e}")))?;
+            let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| {
+                // Quote the generated line the diagnostic points at.
+                let msg = e.to_string();
+                let line = msg.split("<gpu-kernels>:").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.parse::<usize>().ok());
+                let quoted = line.and_then(|n| host.lines().nth(n.saturating_sub(1))).map(|l| format!("\n  at: {}", l.trim())).unwrap_or_default();
+                CompileError::Internal(format!("GPU host code does not verify: {msg}{quoted}"))
+            })?;
             codegen::init_nvptx();
             ctx.run_pipeline(&mut module, &format!("builtin.module({})", gpu::lower_to_nvvm(cuda)))?;
             if emit == Emit::LlvmDialect {

@@ -1,8 +1,20 @@
-// f32 matmuls use TF32 tensor cores only when allowed; otherwise a plain f32 kernel.
-// RUN: maxc compile %s --target cuda:sm_90 --allow-tf32 --emit ptx | FileCheck %s --check-prefix=TF32
+// f32 matmuls use TF32 tensor cores only when allowed; otherwise a plain f32 kernel. On
+// sm_90 TF32 takes wgmma, whose TF32 operands must both be K-major: B is transposed into a
+// temporary first (a tiled transpose kernel in the same module).
+// RUN: maxc compile %s --target cuda:sm_90 --allow-tf32 --emit ptx | FileCheck %s --check-prefix=SM90
+// SM90: .visible .entry transpose(
+// SM90: .visible .entry mm(
+// SM90: wgmma.mma_async.sync.aligned.m64n256k8.f32.tf32.tf32
+// RUN: maxc compile %s --target cuda:sm_90 --allow-tf32 --emit llvm-dialect | FileCheck %s --check-prefix=HOST
+// HOST: llvm.call @mgpuMemAlloc
+// HOST: gpu.launch_func {{.*}}::@transpose
+// HOST: gpu.launch_func {{.*}}::@mm
+// HOST: llvm.call @mgpuMemFree
+// RUN: maxc compile %s --target cuda:sm_80 --allow-tf32 --emit ptx | FileCheck %s --check-prefix=SM80
+// SM80: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=F32
-// TF32: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 // F32-NOT: mma.sync
+// F32-NOT: wgmma
 // F32: fma.rn.f32
 // RUN: not maxc compile %s --allow-tf32 -o %t.maxa 2>&1 | FileCheck %s --check-prefix=CPU
 // CPU: --allow-tf32 applies to cuda targets only

@@ -213,7 +213,8 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     g.line(i, "%c1 = arith.constant 1 : index");
     g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
     g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
-    g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
+    // B is K x N, or N x K once transposed for TF32.
+    g.line(i, format!("%N = memref.dim %B, {} : {tb}", if tf32 { "%c0" } else { "%c1" }));
     g.line(i, "%Mi = arith.index_cast %M : index to i64");
     g.line(i, "%Ki = arith.index_cast %K : index to i64");
     g.line(i, "%Ni = arith.index_cast %N : index to i64");

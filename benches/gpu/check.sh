@@ -14,6 +14,10 @@ log=${OUT:-/tmp}/gpu-check.log
 echo "== parity cases" | tee -a "$log"
 $g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
 parity=$(grep '^cases:' "$log" | tail -1)
+# The card's clocks vary between runs (seen here: cuBLAS bf16 from 525 to 725 TFLOP/s), so
+# the reference runs before and after our kernels and the table takes its best figures.
+echo "== PyTorch reference (before)" | tee -a "$log"
+timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
 echo "== matmul 4096^3 (our kernels)" | tee -a "$log"
 flops=137438953472
 for a in bf16 f16 bf16mma tf32 f32; do
@@ -22,7 +26,7 @@ for a in bf16 f16 bf16mma tf32 f32; do
 done
 timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=64 --iters 20 2>&1 | tee -a "$log"
 timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=1 --iters 20 2>&1 | tee -a "$log"
-echo "== PyTorch reference" | tee -a "$log"
+echo "== PyTorch reference (after)" | tee -a "$log"
 timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
 echo
 echo "== table"
@@ -30,7 +34,9 @@ python3 - "$log" <<'PY'
 import re, sys
 log = open(sys.argv[1]).read()
 ours = {m.group(1): float(m.group(2)) for m in re.finditer(r"matmul_(\w+)\.maxa: kernels [\d.]+ ms per call, ([\d.]+) TFLOP/s", log)}
-ref = {m.group(1): float(m.group(2)) for m in re.finditer(r"torch matmul (\w+): ([\d.]+) TFLOP/s", log)}
+ref = {}
+for m in re.finditer(r"torch matmul (\w+): ([\d.]+) TFLOP/s", log):
+    ref[m.group(1)] = max(ref.get(m.group(1), 0.0), float(m.group(2)))
 ref["bf16mma"] = ref.get("bf16")
 print(f"{'matmul 4096^3':<16}{'max TFLOP/s':>12}{'torch TFLOP/s':>15}{'ratio':>8}")
 for k in ["bf16", "f16", "bf16mma", "tf32", "f32"]:
@@ -39,10 +45,13 @@ for k in ["bf16", "f16", "bf16mma", "tf32", "f32"]:
     print(f"{k:<16}{(f'{o:.1f}' if o else '-'):>12}{(f'{r:.1f}' if r else '-'):>15}{ratio:>8}")
 for m in re.finditer(r"custom_mlp/g\.maxa: kernels ([\d.]+) ms per call", log):
     print(f"custom_mlp kernels {m.group(1)} ms per call (batch 64, then 1)")
+best = {}
 for m in re.finditer(r"torch custom_mlp batch (\d+): ([\d.]+) ms", log):
-    print(f"torch custom_mlp batch {m.group(1)}: {m.group(2)} ms")
-bw = re.search(r"copy bandwidth: ([\d.]+) GB/s", log)
+    best[m.group(1)] = min(best.get(m.group(1), 1e9), float(m.group(2)))
+for b, t in sorted(best.items()):
+    print(f"torch custom_mlp batch {b}: {t} ms")
+bw = [float(x) for x in re.findall(r"copy bandwidth: ([\d.]+) GB/s", log)]
 if bw:
-    print(f"device copy bandwidth (read+write): {bw.group(1)} GB/s")
+    print(f"device copy bandwidth (read+write): {max(bw):.0f} GB/s")
 PY
 echo "parity: $parity"

@@ -11,7 +11,8 @@
 //! | `lower-to-nvvm`| launches made async on one stream; kernels to NVVM and PTX (`gpu-module-to-binary{format=isa}`); host code to LLVM |
 //!
 //! Some kernels are generated directly, with their launches: matmuls on the tensor cores
-//! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere), row reductions
+//! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere; f32 without TF32 on
+//! the FP32 units, [`crate::gpu_sgemm`]), row reductions
 //! ([`crate::gpu_rows`]) and custom ops' PTX kernels.
 //!
 //! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
@@ -67,9 +68,9 @@ pub fn lower_to_nvvm(target: &CudaTarget) -> String {
     };
     // Warpgroup-MMA kernels need the architecture-specific sm_90a; every other kernel module
     // gets the chip itself, so its PTX also runs on later GPUs. (Module names: `*_wgmma`,
-    // `*_mma`, `*_rows`, and `*_kernel[_N]` from gpu-kernel-outlining.)
+    // `*_mma`, `*_rows`, `*_sgemm`, and `*_kernel[_N]` from gpu-kernel-outlining.)
     let attach = if target.chip == "sm_90" {
-        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
+        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows|sgemm)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
     } else {
         format!("nvvm-attach-target{{chip={} O=3}},", target.chip)
     };
@@ -91,7 +92,7 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
             in_gpu_module -= line.matches('}').count().min(in_gpu_module);
         }
         if in_gpu_module > 0 {
-            out.push_str(line);
+            out.push_str(&intrinsic_math(line));
             out.push('\n');
             continue;
         }
@@ -130,6 +131,9 @@ pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip:
     for k in specs {
         if crate::gpu_rows::is_row_kernel(k) {
             extra.push_str(&crate::gpu_rows::kernel_func(k));
+        }
+        if crate::gpu_sgemm::is_sgemm(k) {
+            extra.push_str(&crate::gpu_sgemm::kernel_func(k));
         }
         if let Some(p) = &k.ptx {
             extra.push_str(&ptx_launch(k, p, chip));
@@ -235,6 +239,46 @@ fn escape_mlir(text: &str) -> String {
         }
     }
     out
+}
+
+/// `math.fma` and `math.floor` in kernels become plain arithmetic instead of libdevice
+/// calls, so kernels whose only math is the inline `exp` link no libdevice. (The floor is
+/// the `exp` range reduction's, on values clamped to about ±128: truncate to an integer,
+/// step down where that rounded up.)
+fn intrinsic_math(line: &str) -> String {
+    if let Some((lhs, rhs)) = line.split_once("= math.fma ") {
+        // A contractible multiply-add: NVPTX fuses it into fma.rn (libdevice's fmaf is that).
+        let Some((ops, ty)) = rhs.rsplit_once(" : ") else { return line.to_string() };
+        let ops: Vec<&str> = ops.split(" fastmath").next().unwrap_or(ops).split(", ").map(str::trim).collect();
+        let ty = ty.trim();
+        if ops.len() != 3 || !matches!(ty, "f32" | "f64") {
+            return line.to_string();
+        }
+        let indent = &lhs[..lhs.len() - lhs.trim_start().len()];
+        let r = lhs.trim();
+        return format!(
+            "{indent}{r}_fm = arith.mulf {}, {} fastmath<contract> : {ty}\n{indent}{r} = arith.addf {r}_fm, {} fastmath<contract> : {ty}",
+            ops[0], ops[1], ops[2]
+        );
+    }
+    let Some((lhs, rhs)) = line.split_once("= math.floor ") else { return line.to_string() };
+    let Some((x, ty)) = rhs.rsplit_once(" : ") else { return line.to_string() };
+    let (x, ty) = (x.split(" fastmath").next().unwrap_or(x).trim(), ty.trim());
+    if ty != "f32" {
+        return line.to_string();
+    }
+    let indent = &lhs[..lhs.len() - lhs.trim_start().len()];
+    let r = lhs.trim();
+    let t = format!("{}_fl", r);
+    [
+        format!("{indent}{t}i = arith.fptosi {x} : f32 to i32"),
+        format!("{indent}{t}f = arith.sitofp {t}i : i32 to f32"),
+        format!("{indent}{t}gt = arith.cmpf ogt, {t}f, {x} : f32"),
+        format!("{indent}{t}one = arith.constant 1.0 : f32"),
+        format!("{indent}{t}dn = arith.subf {t}f, {t}one : f32"),
+        format!("{indent}{r} = arith.select {t}gt, {t}dn, {t}f : f32"),
+    ]
+    .join("\n")
 }
 
 /// Entry points of MLIR's GPU runtime ABI that host code may call, with their LLVM types.
@@ -376,6 +420,19 @@ mod tests {
         assert!(out.contains("memref.store %x"), "kernel code is left alone: {out}");
         let bad = device_memory("func.func @k() {\n    memref.store %x, %y[%i] : memref<?xf32>\n  }\n").unwrap_err();
         assert!(bad.to_string().contains("not mapped to the GPU"), "{bad}");
+    }
+
+    #[test]
+    fn floor_becomes_arithmetic() {
+        let out = intrinsic_math("      %3 = math.floor %2 : f32");
+        assert!(out.starts_with("      %3_fli = arith.fptosi %2 : f32 to i32\n"), "{out}");
+        assert!(out.ends_with("      %3 = arith.select %3_flgt, %3_fldn, %3_flf : f32"), "{out}");
+        assert_eq!(intrinsic_math("  %9 = math.tanh %1 : f32"), "  %9 = math.tanh %1 : f32");
+        assert_eq!(
+            intrinsic_math("  %9 = math.fma %1, %2, %3 : f32"),
+            "  %9_fm = arith.mulf %1, %2 fastmath<contract> : f32\n  %9 = arith.addf %9_fm, %3 fastmath<contract> : f32"
+        );
+        assert_eq!(intrinsic_math("  %9 = math.floor %1 : vector<4xf32>"), "  %9 = math.floor %1 : vector<4xf32>");
     }
 
     #[test]

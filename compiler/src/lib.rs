@@ -14,6 +14,7 @@ pub mod fusion;
 pub mod gpu;
 pub mod gpu_matmul;
 pub mod gpu_rows;
+pub mod gpu_sgemm;
 pub mod gpu_wgmma;
 pub mod graph_api;
 pub mod import;

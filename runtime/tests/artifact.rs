@@ -102,6 +102,7 @@ fn refuses_bad_programs_and_libraries() {
     let e = InferenceSession::new(Device::Cpu).load(&a).unwrap_err();
     assert!(matches!(e, RuntimeError::KernelLoad(_)), "{e}");
 
+    // Not a GPU artifact (and, in builds without the `cuda` feature, no GPU executor).
     let e = InferenceSession::new(Device::Gpu(0)).load(&a).unwrap_err().to_string();
-    assert!(e.contains("gpu:0 is not available"), "{e}");
+    assert!(e.contains("gpu:0 is not available") || e.contains("compiled for a CPU"), "{e}");
 }

@@ -1,0 +1,224 @@
+//! f32 matmuls on the GPU's FP32 units (when TF32 is not allowed): a register-blocked SIMT
+//! kernel.
+//!
+//! A block of 256 threads computes a 128 x 128 tile of C, stepping K in slices of 8 staged
+//! through shared memory (A stored K-major, so a thread's rows are one vector load). Each
+//! thread accumulates an 8 x 8 sub-tile in registers: rows `4*ty + {0..3}` and
+//! `64 + 4*ty + {0..3}`, columns `4*tx + {0..3}` and `64 + 4*tx + {0..3}` (the split keeps a
+//! warp's shared-memory reads on distinct banks), 64 FMAs per 4 vector loads from shared
+//! memory. Edges are guarded like [`crate::gpu_matmul`]'s.
+
+use crate::lower::{BindingType, KernelSpec};
+use max_dialects::{DType, Op};
+use std::fmt::Write;
+
+/// Threads per block.
+pub const THREADS: usize = 256;
+const BM: usize = 128;
+const BN: usize = 128;
+const BK: usize = 8;
+const PAD: usize = 4;
+
+/// Whether `spec` is a lone 2-D f32 matmul for this kernel.
+pub fn is_sgemm(spec: &KernelSpec) -> bool {
+    spec.gpu
+        && spec.body.len() == 1
+        && matches!(spec.body[0].op, Op::MatMul)
+        && [&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]].iter().all(|b: &&BindingType| b.dtype == DType::F32 && b.dims.len() == 2)
+        && !crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32)
+}
+
+struct Gen {
+    s: String,
+    next: usize,
+}
+
+impl Gen {
+    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
+        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
+    }
+    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
+        self.next += 1;
+        let v = format!("%s{}", self.next);
+        self.line(indent, format!("{v} = {}", rhs.as_ref()));
+        v
+    }
+    fn c(&mut self, indent: usize, v: usize) -> String {
+        self.let_(indent, format!("arith.constant {v} : index"))
+    }
+    fn add(&mut self, indent: usize, a: &str, b: &str) -> String {
+        self.let_(indent, format!("arith.addi {a}, {b} : index"))
+    }
+    fn addc(&mut self, indent: usize, a: &str, v: usize) -> String {
+        let c = self.c(indent, v);
+        self.add(indent, a, &c)
+    }
+    fn mulc(&mut self, indent: usize, a: &str, v: usize) -> String {
+        let c = self.c(indent, v);
+        self.let_(indent, format!("arith.muli {a}, {c} : index"))
+    }
+}
+
+/// Four consecutive f32 of a row-major matrix at (`r`, `c`..`c+4`), zero past the edges;
+/// whole-vector loads where `aligned` (an i1) and in bounds.
+#[allow(clippy::too_many_arguments)]
+fn load4(g: &mut Gen, ind: usize, mem: &str, mty: &str, r: &str, c: &str, rows: &str, cols: &str, aligned: &str) -> String {
+    let rok = g.let_(ind, format!("arith.cmpi ult, {r}, {rows} : index"));
+    let end = g.addc(ind, c, 4);
+    let cok = g.let_(ind, format!("arith.cmpi ule, {end}, {cols} : index"));
+    let full = g.let_(ind, format!("arith.andi {rok}, {cok} : i1"));
+    let fast = g.let_(ind, format!("arith.andi {full}, {aligned} : i1"));
+    g.next += 1;
+    let out = format!("%s{}", g.next);
+    g.line(ind, format!("{out} = scf.if {fast} -> (vector<4xf32>) {{"));
+    let x = g.let_(ind + 2, format!("vector.load {mem}[{r}, {c}] {{alignment = 16}} : {mty}, vector<4xf32>"));
+    g.line(ind + 2, format!("scf.yield {x} : vector<4xf32>"));
+    g.line(ind, "} else {");
+    let mut acc = g.let_(ind + 2, "arith.constant dense<0.0> : vector<4xf32>");
+    for e in 0..4 {
+        let ce = g.addc(ind + 2, c, e);
+        let eok = g.let_(ind + 2, format!("arith.cmpi ult, {ce}, {cols} : index"));
+        let ok = g.let_(ind + 2, format!("arith.andi {rok}, {eok} : i1"));
+        g.next += 1;
+        let v = format!("%s{}", g.next);
+        g.line(ind + 2, format!("{v} = scf.if {ok} -> (f32) {{"));
+        let l = g.let_(ind + 4, format!("memref.load {mem}[{r}, {ce}] : {mty}"));
+        g.line(ind + 4, format!("scf.yield {l} : f32"));
+        g.line(ind + 2, "} else {");
+        g.line(ind + 4, "scf.yield %fzero : f32");
+        g.line(ind + 2, "}");
+        acc = g.let_(ind + 2, format!("vector.insert {v}, {acc} [{e}] : f32 into vector<4xf32>"));
+    }
+    g.line(ind + 2, format!("scf.yield {acc} : vector<4xf32>"));
+    g.line(ind, "}");
+    out
+}
+
+/// The host function and `gpu.module` of an f32 SIMT matmul.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
+    let name = &spec.name;
+    let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
+    let mut s = format!(
+        "  func.func @{name}(%b0: {ta}, %b1: {tb}, %b2: {tc}, %wg: index, %nwg: index) {{
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %cb = arith.constant {BM} : index
+    %cthreads = arith.constant {THREADS} : index
+    %m = memref.dim %b0, %c0 : {ta}
+    %n = memref.dim %b1, %c1 : {tb}
+    %gx = arith.ceildivui %n, %cb : index
+    %gy = arith.ceildivui %m, %cb : index
+    gpu.launch_func @{name}_sgemm::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %b2 : {tc})
+    return
+  }}
+"
+    );
+    let sa = format!("memref<{BK}x{}xf32, #gpu.address_space<workgroup>>", BM + PAD);
+    let sb = format!("memref<{BK}x{}xf32, #gpu.address_space<workgroup>>", BN + PAD);
+    let mut g = Gen { s: String::new(), next: 0 };
+    let i = 6;
+    g.line(2, format!("gpu.module @{name}_sgemm {{"));
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(i, "%c0 = arith.constant 0 : index");
+    g.line(i, "%c1 = arith.constant 1 : index");
+    g.line(i, "%c4 = arith.constant 4 : index");
+    g.line(i, "%fzero = arith.constant 0.0 : f32");
+    g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
+    g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
+    g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
+    g.line(i, "%kr = arith.remui %K, %c4 : index");
+    g.line(i, "%nr = arith.remui %N, %c4 : index");
+    g.line(i, "%ka = arith.cmpi eq, %kr, %c0 : index");
+    g.line(i, "%na = arith.cmpi eq, %nr, %c0 : index");
+    g.line(i, "%tid = gpu.thread_id x");
+    g.line(i, "%bx = gpu.block_id x");
+    g.line(i, "%by = gpu.block_id y");
+    let m0 = g.mulc(i, "%by", BM);
+    let n0 = g.mulc(i, "%bx", BN);
+    // Load coordinates: A row tid/2, k (tid%2)*4; B k row tid/32, columns (tid%32)*4.
+    let two = g.c(i, 2);
+    let arow = g.let_(i, format!("arith.divui %tid, {two} : index"));
+    let ak0 = g.let_(i, format!("arith.remui %tid, {two} : index"));
+    let ak = g.mulc(i, &ak0, 4);
+    let agr = g.add(i, &m0, &arow);
+    let c32 = g.c(i, 32);
+    let bk = g.let_(i, format!("arith.divui %tid, {c32} : index"));
+    let bn0 = g.let_(i, format!("arith.remui %tid, {c32} : index"));
+    let bn = g.mulc(i, &bn0, 4);
+    let bgn = g.add(i, &n0, &bn);
+    // Compute coordinates.
+    let c16 = g.c(i, 16);
+    let ty = g.let_(i, format!("arith.divui %tid, {c16} : index"));
+    let tx = g.let_(i, format!("arith.remui %tid, {c16} : index"));
+    let r0 = g.mulc(i, &ty, 4);
+    let r1 = g.addc(i, &r0, 64);
+    let q0 = g.mulc(i, &tx, 4);
+    let q1 = g.addc(i, &q0, 64);
+    let names: Vec<String> = (0..8).map(|k| format!("%acc{k}")).collect();
+    let inits: Vec<String> = names.iter().map(|n| format!("{n} = %zero8")).collect();
+    g.line(i, "%zero8 = arith.constant dense<0.0> : vector<8xf32>");
+    let bkc = g.c(i, BK);
+    g.line(i, format!("%res:8 = scf.for %k0 = %c0 to %K step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
+    let j = i + 2;
+    let gk = g.add(j, "%k0", &ak);
+    let av = load4(&mut g, j, "%A", &ta, &agr, &gk, "%M", "%K", "%ka");
+    for e in 0..4 {
+        let x = g.let_(j, format!("vector.extract {av}[{e}] : f32 from vector<4xf32>"));
+        let kk = g.addc(j, &ak, e);
+        g.line(j, format!("memref.store {x}, %As[{kk}, {arow}] : {sa}"));
+    }
+    let bgk = g.add(j, "%k0", &bk);
+    let bv = load4(&mut g, j, "%B", &tb, &bgk, &bgn, "%K", "%N", "%na");
+    g.line(j, format!("vector.store {bv}, %Bs[{bk}, {bn}] {{alignment = 16}} : {sb}, vector<4xf32>"));
+    g.line(j, "gpu.barrier");
+    let mut acc: Vec<String> = names.clone();
+    for kk in 0..BK {
+        let kc = g.c(j, kk);
+        let a0 = g.let_(j, format!("vector.load %As[{kc}, {r0}] {{alignment = 16}} : {sa}, vector<4xf32>"));
+        let a1 = g.let_(j, format!("vector.load %As[{kc}, {r1}] {{alignment = 16}} : {sa}, vector<4xf32>"));
+        let b0 = g.let_(j, format!("vector.load %Bs[{kc}, {q0}] {{alignment = 16}} : {sb}, vector<4xf32>"));
+        let b1 = g.let_(j, format!("vector.load %Bs[{kc}, {q1}] {{alignment = 16}} : {sb}, vector<4xf32>"));
+        let b8 = g.let_(j, format!("vector.shuffle {b0}, {b1} [0, 1, 2, 3, 4, 5, 6, 7] : vector<4xf32>, vector<4xf32>"));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let src = if r < 4 { &a0 } else { &a1 };
+            let x = g.let_(j, format!("vector.extract {src}[{}] : f32 from vector<4xf32>", r % 4));
+            let xb = g.let_(j, format!("vector.broadcast {x} : f32 to vector<8xf32>"));
+            *acc_r = g.let_(j, format!("vector.fma {xb}, {b8}, {acc_r} : vector<8xf32>"));
+        }
+    }
+    g.line(j, "gpu.barrier");
+    g.line(j, format!("scf.yield {} : {}", acc.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
+    g.line(i, "}");
+    for r in 0..8 {
+        let rl = if r < 4 { g.addc(i, &r0, r) } else { g.addc(i, &r1, r - 4) };
+        let row = g.add(i, &m0, &rl);
+        let rok = g.let_(i, format!("arith.cmpi ult, {row}, %M : index"));
+        for (h, q) in [&q0, &q1].into_iter().enumerate() {
+            let col = g.add(i, &n0, q);
+            let v = g.let_(i, format!("vector.extract_strided_slice %res#{r} {{offsets = [{}], sizes = [4], strides = [1]}} : vector<8xf32> to vector<4xf32>", 4 * h));
+            let end = g.addc(i, &col, 4);
+            let cok = g.let_(i, format!("arith.cmpi ule, {end}, %N : index"));
+            let full = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
+            let fast = g.let_(i, format!("arith.andi {full}, %na : i1"));
+            g.line(i, format!("scf.if {fast} {{"));
+            g.line(i + 2, format!("vector.store {v}, %C[{row}, {col}] {{alignment = 16}} : {tc}, vector<4xf32>"));
+            g.line(i, "} else {");
+            for e in 0..4 {
+                let ce = g.addc(i + 2, &col, e);
+                let eok = g.let_(i + 2, format!("arith.cmpi ult, {ce}, %N : index"));
+                let ok = g.let_(i + 2, format!("arith.andi {rok}, {eok} : i1"));
+                g.line(i + 2, format!("scf.if {ok} {{"));
+                let x = g.let_(i + 4, format!("vector.extract {v}[{e}] : f32 from vector<4xf32>"));
+                g.line(i + 4, format!("memref.store {x}, %C[{row}, {ce}] : {tc}"));
+                g.line(i + 2, "}");
+            }
+            g.line(i, "}");
+        }
+    }
+    g.line(i, "gpu.return");
+    g.line(4, "}");
+    g.line(2, "}");
+    s.push_str(&g.s);
+    s
+}

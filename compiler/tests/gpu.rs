@@ -1,0 +1,52 @@
+//! The GPU backend end to end, where a GPU is present: a graph compiled for a cuda target
+//! runs on gpu:0 and gives the CPU artifact's results. Without a GPU (or CUDA driver) the
+//! test says it was skipped; `benches/gpu/check.sh` runs the full GPU check on a GPU machine.
+
+use max_compiler::gpu::CudaTarget;
+use max_compiler::{compile_source, CompileOptions, Emit, Target};
+use max_runtime::{Artifact, Device, InferenceSession, RuntimeError, Tensor};
+
+mod common;
+use common::values;
+
+const GRAPH: &str = r#"
+func.func @g(%x: tensor<?x96xf32> {max.name = "x"}, %y: tensor<?x96xf32> {max.name = "y"}) -> tensor<?x64xf32> {
+  %w = "max.weight"() {name = "w", init = "normal", scale = 0.1 : f64, seed = 3 : i64} : () -> tensor<96x64xf32>
+  %a = "max.add"(%x, %y) : (tensor<?x96xf32>, tensor<?x96xf32>) -> tensor<?x96xf32>
+  %r = "max.relu"(%a) : (tensor<?x96xf32>) -> tensor<?x96xf32>
+  %m = "max.matmul"(%r, %w) : (tensor<?x96xf32>, tensor<96x64xf32>) -> tensor<?x64xf32>
+  %s = "max.softmax"(%m) {axis = -1 : i64} : (tensor<?x64xf32>) -> tensor<?x64xf32>
+  func.return %s : tensor<?x64xf32>
+}
+"#;
+
+fn artifact(cuda: Option<CudaTarget>) -> Artifact {
+    let mut opts = CompileOptions::new(Target::named("x86-64").unwrap());
+    opts.cuda = cuda;
+    Artifact::from_bytes(&compile_source(GRAPH, "gpu.mlir", &opts, Emit::Artifact).unwrap().bytes).unwrap()
+}
+
+#[test]
+fn gpu_results_match_the_cpu() {
+    // sm_80 PTX runs on any GPU from Ampere on (the driver JIT-compiles it).
+    let gpu_artifact = artifact(Some(CudaTarget::parse("cuda:sm_80").unwrap()));
+    let model = match InferenceSession::new(Device::Gpu(0)).load(&gpu_artifact) {
+        Ok(m) => m,
+        Err(RuntimeError::Device(why)) => {
+            eprintln!("skipped: no GPU to run on ({why})");
+            return;
+        }
+        Err(e) => panic!("loading the GPU artifact: {e}"),
+    };
+    let cpu = InferenceSession::new(Device::Cpu).load(&artifact(None)).unwrap();
+    for rows in [1usize, 5, 300] {
+        let x = Tensor::from_slice(&[rows, 96], &values(rows * 96, 1, 1.0)).unwrap();
+        let y = Tensor::from_slice(&[rows, 96], &values(rows * 96, 2, 1.0)).unwrap();
+        let want = cpu.execute(&[x.clone(), y.clone()]).unwrap().remove(0).to_f32_vec();
+        let got = model.execute(&[x, y]).unwrap().remove(0).to_f32_vec();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "rows {rows}: gpu {g} vs cpu {w}");
+        }
+    }
+}

@@ -256,10 +256,9 @@ fn intrinsic_math(line: &str) -> String {
         }
         let indent = &lhs[..lhs.len() - lhs.trim_start().len()];
         let r = lhs.trim();
-        return format!(
-            "{indent}{r}_fm = arith.mulf {}, {} fastmath<contract> : {ty}\n{indent}{r} = arith.addf {r}_fm, {} fastmath<contract> : {ty}",
-            ops[0], ops[1], ops[2]
-        );
+        // Helper names get a letter prefix: printed SSA names may be plain numbers.
+        let m = format!("%fm_{}", r.trim_start_matches('%'));
+        return format!("{indent}{m} = arith.mulf {}, {} fastmath<contract> : {ty}\n{indent}{r} = arith.addf {m}, {} fastmath<contract> : {ty}", ops[0], ops[1], ops[2]);
     }
     let Some((lhs, rhs)) = line.split_once("= math.floor ") else { return line.to_string() };
     let Some((x, ty)) = rhs.rsplit_once(" : ") else { return line.to_string() };
@@ -269,7 +268,7 @@ fn intrinsic_math(line: &str) -> String {
     }
     let indent = &lhs[..lhs.len() - lhs.trim_start().len()];
     let r = lhs.trim();
-    let t = format!("{}_fl", r);
+    let t = format!("%fl_{}_", r.trim_start_matches('%'));
     [
         format!("{indent}{t}i = arith.fptosi {x} : f32 to i32"),
         format!("{indent}{t}f = arith.sitofp {t}i : i32 to f32"),
@@ -425,12 +424,12 @@ mod tests {
     #[test]
     fn floor_becomes_arithmetic() {
         let out = intrinsic_math("      %3 = math.floor %2 : f32");
-        assert!(out.starts_with("      %3_fli = arith.fptosi %2 : f32 to i32\n"), "{out}");
-        assert!(out.ends_with("      %3 = arith.select %3_flgt, %3_fldn, %3_flf : f32"), "{out}");
+        assert!(out.starts_with("      %fl_3_i = arith.fptosi %2 : f32 to i32\n"), "{out}");
+        assert!(out.ends_with("      %3 = arith.select %fl_3_gt, %fl_3_dn, %fl_3_f : f32"), "{out}");
         assert_eq!(intrinsic_math("  %9 = math.tanh %1 : f32"), "  %9 = math.tanh %1 : f32");
         assert_eq!(
             intrinsic_math("  %9 = math.fma %1, %2, %3 : f32"),
-            "  %9_fm = arith.mulf %1, %2 fastmath<contract> : f32\n  %9 = arith.addf %9_fm, %3 fastmath<contract> : f32"
+            "  %fm_9 = arith.mulf %1, %2 fastmath<contract> : f32\n  %9 = arith.addf %fm_9, %3 fastmath<contract> : f32"
         );
         assert_eq!(intrinsic_math("  %9 = math.floor %1 : vector<4xf32>"), "  %9 = math.floor %1 : vector<4xf32>");
     }

@@ -45,6 +45,8 @@ for k in ["bf16", "f16", "bf16mma", "tf32", "f32"]:
     print(f"{k:<16}{(f'{o:.1f}' if o else '-'):>12}{(f'{r:.1f}' if r else '-'):>15}{ratio:>8}")
 for m in re.finditer(r"custom_mlp/g\.maxa: kernels ([\d.]+) ms per call", log):
     print(f"custom_mlp kernels {m.group(1)} ms per call (batch 64, then 1)")
+for m in re.finditer(r"custom_mlp/g\.maxa: call with transfers ([\d.]+) ms \(CUDA graph replay\)", log):
+    print(f"custom_mlp call with transfers, CUDA graph replay: {m.group(1)} ms (batch 64, then 1)")
 best = {}
 for m in re.finditer(r"torch custom_mlp batch (\d+): ([\d.]+) ms", log):
     best[m.group(1)] = min(best.get(m.group(1), 1e9), float(m.group(2)))

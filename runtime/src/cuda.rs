@@ -221,6 +221,69 @@ impl CudaDevice {
     }
 }
 
+/// A captured and instantiated CUDA graph.
+pub struct CudaGraph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+}
+
+// SAFETY: graph handles are plain driver handles; launches happen on the owning device's
+// stream with its context bound.
+unsafe impl Send for CudaGraph {}
+unsafe impl Sync for CudaGraph {}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: both handles are ours and destroyed once.
+        unsafe {
+            let _ = sys::cuGraphExecDestroy(self.exec);
+            let _ = sys::cuGraphDestroy(self.graph);
+        }
+    }
+}
+
+impl CudaDevice {
+    /// Records the work `f` queues on this device's stream (through the GPU runtime ABI)
+    /// into a CUDA graph instead of running it.
+    pub fn capture<T>(&self, f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<(T, CudaGraph), RuntimeError> {
+        self.bind()?;
+        // SAFETY: the stream is live; capture is ended below whatever `f` did.
+        check(unsafe { sys::cuStreamBeginCapture_v2(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) }, "starting a CUDA graph capture")?;
+        let r = self.with_stream(f).and_then(|r| r);
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the capture begun above on the same stream.
+        let ended = check(unsafe { sys::cuStreamEndCapture(self.stream, &mut graph) }, "ending a CUDA graph capture");
+        let value = r?;
+        ended?;
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: `graph` was just captured.
+        if let Err(e) = check(unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }, "instantiating a CUDA graph") {
+            // SAFETY: the graph is ours and unused.
+            unsafe { sys::cuGraphDestroy(graph) };
+            return Err(e);
+        }
+        Ok((value, CudaGraph { graph, exec }))
+    }
+
+    /// Queues a replay of `g` on the stream.
+    pub fn launch(&self, g: &CudaGraph) -> Result<(), RuntimeError> {
+        self.bind()?;
+        // SAFETY: the graph was instantiated on this device's context.
+        check(unsafe { sys::cuGraphLaunch(g.exec, self.stream) }, "launching a CUDA graph")
+    }
+
+    /// Copies `host` into device address `dst` (queued on the stream; `host` must stay
+    /// alive until the stream is synchronized).
+    pub fn copy_in_async(&self, dst: sys::CUdeviceptr, host: &[u8]) -> Result<(), RuntimeError> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the caller passes a live device buffer of at least host.len() bytes and
+        // keeps `host` alive until the next synchronization.
+        check(unsafe { sys::cuMemcpyHtoDAsync_v2(dst, host.as_ptr() as *const c_void, host.len(), self.stream) }, "copying to the device")
+    }
+}
+
 /// A device allocation, freed (stream-ordered) when dropped.
 pub struct DeviceBuffer {
     ptr: sys::CUdeviceptr,

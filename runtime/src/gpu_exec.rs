@@ -6,6 +6,13 @@
 //! the outputs, and the state tensors it updated. Temporaries come from a per-model pool of
 //! device buffers and go back to it after their last use; since all work is on one stream,
 //! a buffer can be reused by the next dispatch without waiting.
+//!
+//! Calls that repeat an entry with the same input shapes (a decode loop, a server's steady
+//! state) replay a CUDA graph: the second such call records the dispatches' launches, with
+//! buffers of its own that stay allocated, and later calls only copy inputs in, launch the
+//! graph and copy outputs out. Up to [`GRAPH_CACHE`] shapes are kept (least recently used
+//! first out); `MAX_CUDA_GRAPHS=0` turns this off, and so does `MAX_PROFILE` (which times
+//! each dispatch).
 
 use crate::artifact::{Artifact, BufferKind, SectionKind};
 use crate::cpu::KernelLibrary;
@@ -13,7 +20,22 @@ use crate::cuda::{init_library, CudaDevice, DeviceBuffer};
 use crate::error::RuntimeError;
 use crate::session::{signature_order, Model};
 use crate::tensor::Tensor;
+use crate::cuda::CudaGraph;
 use std::sync::{Arc, Mutex};
+
+/// Input shapes per model whose CUDA graphs are kept.
+pub const GRAPH_CACHE: usize = 8;
+
+/// A recorded call: the graph and the buffers its launches use.
+struct GraphInstance {
+    key: (usize, Vec<Option<i64>>),
+    graph: CudaGraph,
+    /// Every buffer of the entry (inputs, temporaries, outputs) by index; aliases and
+    /// weights point elsewhere.
+    owned: Vec<Option<DeviceBuffer>>,
+    ptrs: Vec<u64>,
+    shapes: Vec<Vec<usize>>,
+}
 
 /// A model's device state.
 pub struct GpuModel {
@@ -22,6 +44,9 @@ pub struct GpuModel {
     weights: Vec<Option<DeviceBuffer>>,
     /// Temporaries no longer in use.
     pool: Mutex<Vec<DeviceBuffer>>,
+    /// Recorded calls, most recently used last; and how often each shape ran eagerly.
+    graphs: Mutex<(Vec<GraphInstance>, std::collections::HashMap<(usize, Vec<Option<i64>>), u32>)>,
+    use_graphs: bool,
 }
 
 impl GpuModel {
@@ -54,11 +79,120 @@ impl GpuModel {
             weights.push(if s.kind == SectionKind::Weight { Some(dev.upload(artifact.section_bytes(i))?) } else { None });
         }
         tracing::debug!(device = ?dev, "model loaded on the GPU");
-        Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()) })
+        let use_graphs = std::env::var("MAX_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()), graphs: Mutex::new((Vec::new(), Default::default())), use_graphs })
     }
 
     /// Runs entry `entry_index` (its inputs already checked and its dims bound in `syms`).
     pub fn execute(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        if self.use_graphs && !model.profiling() {
+            let key = (entry_index, syms.to_vec());
+            let mut g = self.graphs.lock().unwrap_or_else(|e| e.into_inner());
+            let (cache, seen) = &mut *g;
+            if let Some(i) = cache.iter().position(|c| c.key == key) {
+                let inst = cache.remove(i);
+                let r = self.replay(model, &inst, inputs, state);
+                cache.push(inst);
+                return r;
+            }
+            let runs = seen.entry(key.clone()).or_insert(0);
+            *runs += 1;
+            if *runs >= 2 {
+                let inst = self.record(model, key, syms)?;
+                let r = self.replay(model, &inst, inputs, state);
+                if cache.len() >= GRAPH_CACHE {
+                    cache.remove(0);
+                }
+                cache.push(inst);
+                return r;
+            }
+        }
+        self.execute_eagerly(model, entry_index, syms, inputs, state)
+    }
+
+    /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
+    /// own for every input, temporary and output.
+    fn record(&self, model: &Model, key: (usize, Vec<Option<i64>>), syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
+        let entry_index = key.0;
+        let entry = &model.artifact().manifest().entries[entry_index];
+        let (root, _) = model.plan(entry_index);
+        let dev = &self.dev;
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
+        let mut owned: Vec<Option<DeviceBuffer>> = Vec::with_capacity(entry.buffers.len());
+        for b in &entry.buffers {
+            let shape = b.shape.iter().map(|d| d.eval(syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
+            let bytes = shape.iter().product::<usize>() * b.dtype.size_bytes();
+            let (ptr, own) = match b.kind {
+                BufferKind::Input(_) | BufferKind::Temp => {
+                    let buf = dev.alloc(bytes)?;
+                    (buf.ptr(), Some(buf))
+                }
+                BufferKind::Weight(s) => (self.weights.get(s).and_then(|w| w.as_ref()).map(DeviceBuffer::ptr).unwrap_or(0), None),
+                BufferKind::Alias(a) => {
+                    if shape.iter().product::<usize>() != shapes[a].iter().product::<usize>() {
+                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
+                    }
+                    (ptrs[a], None)
+                }
+            };
+            shapes.push(shape);
+            ptrs.push(ptr);
+            owned.push(own);
+        }
+        dev.sync()?;
+        let ((), graph) = dev.capture(|| {
+            for (di, d) in entry.dispatches.iter().enumerate() {
+                let f = model.kernels().kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
+                let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[root[b]] as usize as *mut u8).collect();
+                let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
+                // SAFETY: as in execute_eagerly; the launches are recorded, not run.
+                let status = unsafe { f(bind.as_ptr(), push.as_ptr(), 0, 1) };
+                if status != 0 {
+                    return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
+                }
+            }
+            Ok(())
+        })?;
+        tracing::debug!(entry = %entry.name, "recorded a CUDA graph");
+        Ok(GraphInstance { key, graph, owned, ptrs, shapes })
+    }
+
+    /// Runs a recorded call: inputs in, graph, outputs (and state) out.
+    fn replay(&self, model: &Model, inst: &GraphInstance, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let entry = &model.artifact().manifest().entries[inst.key.0];
+        let (root, _) = model.plan(inst.key.0);
+        let dev = &self.dev;
+        let all = signature_order(entry, inputs, state);
+        let input_buffer = |i: usize| entry.buffers.iter().position(|b| b.kind == BufferKind::Input(i));
+        for (i, t) in all.iter().enumerate() {
+            if let Some(b) = input_buffer(i) {
+                dev.copy_in_async(inst.ptrs[b], t.bytes())?;
+            }
+        }
+        dev.launch(&inst.graph)?;
+        let _ = &inst.owned;
+        let mut outs = Vec::with_capacity(entry.outputs.len());
+        for (k, &b) in entry.output_buffers.iter().enumerate() {
+            let sig = &entry.outputs[k];
+            let mut bytes = vec![0u8; inst.shapes[b].iter().product::<usize>() * sig.dtype.size_bytes()];
+            dev.copy_out(inst.ptrs[root[b]], &mut bytes)?;
+            outs.push(Tensor::from_bytes(sig.dtype, &inst.shapes[b], &bytes)?);
+        }
+        let mut si = 0;
+        for (i, sig) in entry.inputs.iter().enumerate() {
+            if sig.mutable {
+                if let Some(b) = input_buffer(i) {
+                    dev.copy_out(inst.ptrs[b], state[si].bytes_mut())?;
+                }
+                si += 1;
+            }
+        }
+        Ok(outs)
+    }
+
+    /// Runs entry `entry_index` dispatch by dispatch, temporaries from the pool.
+    fn execute_eagerly(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let m = model.artifact().manifest();
         let entry = &m.entries[entry_index];
         let (root, last_use) = model.plan(entry_index);

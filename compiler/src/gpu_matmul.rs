@@ -18,7 +18,7 @@
 //! loads element by element.
 
 use crate::lower::{BindingType, KernelSpec};
-use max_dialects::{DType, Op};
+use max_dialects::DType;
 use std::fmt::Write;
 
 /// Threads per block.
@@ -45,7 +45,7 @@ pub fn applies(a: &BindingType, b: &BindingType, out: &BindingType, tf32: bool) 
 
 /// Whether `spec` is a lone tensor-core matmul.
 pub fn is_gpu_matmul(spec: &KernelSpec, tf32: bool) -> bool {
-    spec.gpu && spec.body.len() == 1 && matches!(spec.body[0].op, Op::MatMul) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], tf32)
+    spec.gpu && crate::gpu_epilogue::matmul_with_epilogue(spec) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], tf32)
 }
 
 struct Gen {
@@ -83,10 +83,16 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let name = &spec.name;
     let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
+    let params = crate::gpu_epilogue::host_params(spec);
+    let oc = crate::gpu_epilogue::output_binding(spec);
+    let mut launch = vec![format!("%b0 : {ta}"), format!("%b1 : {tb}")];
+    launch.extend(crate::gpu_epilogue::launch_args(spec));
+    launch.push(format!("%b{oc} : {tc}"));
+    let launch = launch.join(", ");
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "  func.func @{name}(%b0: {ta}, %b1: {tb}, %b2: {tc}, %wg: index, %nwg: index) {{
+        "  func.func @{name}({params}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cthreads = arith.constant {THREADS} : index
@@ -94,7 +100,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %c{BN} : index
     %gy = arith.ceildivui %m, %c{BM} : index
-    gpu.launch_func @{name}_mma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %b2 : {tc})
+    gpu.launch_func @{name}_mma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args({launch})
     return
   }}"
     );
@@ -103,11 +109,12 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if BM != BN {
         s = s.replace("    %gy", &format!("    %c{BM} = arith.constant {BM} : index\n    %gy"));
     }
-    s.push_str(&device_module(name, a.dtype, c.dtype, &ta, &tb, &tc));
+    s.push_str(&device_module(spec, name, a.dtype, &ta, &tb, &tc));
     s
 }
 
-fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+fn device_module(spec: &KernelSpec, name: &str, dt: DType, ta: &str, tb: &str, tc: &str) -> String {
+    let extra = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect::<String>();
     let t = dt.mlir_name();
     let f32_in = dt == DType::F32;
     // Elements per 16-byte chunk, and shared row pitches (16 bytes of padding).
@@ -120,7 +127,7 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     let mut g = Gen { s: String::new(), next: 0, consts: Default::default() };
     let i = 6;
     g.line(2, format!("gpu.module @{name}_mma {{"));
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     g.line(i, "%CONSTANTS%");
     for c in [0usize, 1, 2, 4, 8, 16, 32, 64, BM, BN, BK, WARPS_N, vw] {
         g.c(c);
@@ -304,7 +311,6 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
     let rbase = g.add(i, &rbase, &g4);
     let cbase = g.add(i, "%n0", &wcol);
     let cbase = g.add(i, &cbase, &t42);
-    let ot = out_dt.mlir_name();
     for mi in 0..MT {
         for ni in 0..NT {
             for q in 0..4 {
@@ -315,7 +321,8 @@ fn device_module(name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &
                 let ok = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
                 let val = format!("%res#{}", (mi * NT + ni) * 4 + q);
                 g.line(i, format!("scf.if {ok} {{"));
-                let x = if out_dt == DType::F32 { val } else { g.let_(i + 2, format!("arith.truncf {val} : f32 to {ot}")) };
+                let (code, x) = crate::gpu_epilogue::element(spec, &val, &row, &col, &format!("{mi}_{ni}_{q}"));
+                g.s.push_str(&code);
                 g.line(i + 2, format!("memref.store {x}, %C[{row}, {col}] : {tc}"));
                 g.line(i, "}");
             }

@@ -9,7 +9,7 @@
 //! memory. Edges are guarded like [`crate::gpu_matmul`]'s.
 
 use crate::lower::{BindingType, KernelSpec};
-use max_dialects::{DType, Op};
+use max_dialects::DType;
 use std::fmt::Write;
 
 /// Threads per block.
@@ -22,9 +22,9 @@ const PAD: usize = 4;
 /// Whether `spec` is a lone 2-D f32 matmul for this kernel.
 pub fn is_sgemm(spec: &KernelSpec) -> bool {
     spec.gpu
-        && spec.body.len() == 1
-        && matches!(spec.body[0].op, Op::MatMul)
-        && [&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]].iter().all(|b: &&BindingType| b.dtype == DType::F32 && b.dims.len() == 2)
+        && crate::gpu_epilogue::matmul_with_epilogue(spec)
+        && [&spec.inputs[0], &spec.inputs[1]].iter().all(|b: &&BindingType| b.dtype == DType::F32 && b.dims.len() == 2)
+        && spec.outputs[0].dims.len() == 2
         && !crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32)
 }
 
@@ -99,8 +99,13 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let name = &spec.name;
     let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
+    let params = crate::gpu_epilogue::host_params(spec);
+    let oc = crate::gpu_epilogue::output_binding(spec);
+    let extra_args: String = crate::gpu_epilogue::launch_args(spec).iter().map(|a| format!(", {a}")).collect();
+    let extra = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect::<String>();
+    let odt = c.dtype;
     let mut s = format!(
-        "  func.func @{name}(%b0: {ta}, %b1: {tb}, %b2: {tc}, %wg: index, %nwg: index) {{
+        "  func.func @{name}({params}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cb = arith.constant {BM} : index
@@ -109,7 +114,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cb : index
     %gy = arith.ceildivui %m, %cb : index
-    gpu.launch_func @{name}_sgemm::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %b2 : {tc})
+    gpu.launch_func @{name}_sgemm::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}{extra_args}, %b{oc} : {tc})
     return
   }}
 "
@@ -119,7 +124,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let mut g = Gen { s: String::new(), next: 0 };
     let i = 6;
     g.line(2, format!("gpu.module @{name}_sgemm {{"));
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c1 = arith.constant 1 : index");
     g.line(i, "%c4 = arith.constant 4 : index");
@@ -197,12 +202,27 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         for (h, q) in [&q0, &q1].into_iter().enumerate() {
             let col = g.add(i, &n0, q);
             let v = g.let_(i, format!("vector.extract_strided_slice %res#{r} {{offsets = [{}], sizes = [4], strides = [1]}} : vector<8xf32> to vector<4xf32>", 4 * h));
+            // The epilogue (fused elementwise ops, or the conversion) per element, inside the
+            // bounds checks (it may read other operands at the element's position).
             let end = g.addc(i, &col, 4);
             let cok = g.let_(i, format!("arith.cmpi ule, {end}, %N : index"));
             let full = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
             let fast = g.let_(i, format!("arith.andi {full}, %na : i1"));
+            let ot = odt.mlir_name();
             g.line(i, format!("scf.if {fast} {{"));
-            g.line(i + 2, format!("vector.store {v}, %C[{row}, {col}] {{alignment = 16}} : {tc}, vector<4xf32>"));
+            let mut vec = String::new();
+            for e in 0..4 {
+                let ce = g.addc(i + 2, &col, e);
+                let x = g.let_(i + 2, format!("vector.extract {v}[{e}] : f32 from vector<4xf32>"));
+                let (code, y) = crate::gpu_epilogue::element(spec, &x, &row, &ce, &format!("{r}_{h}_{e}f"));
+                g.s.push_str(&code);
+                vec = if e == 0 {
+                    g.let_(i + 2, format!("vector.broadcast {y} : {ot} to vector<4x{ot}>"))
+                } else {
+                    g.let_(i + 2, format!("vector.insert {y}, {vec} [{e}] : {ot} into vector<4x{ot}>"))
+                };
+            }
+            g.line(i + 2, format!("vector.store {vec}, %C[{row}, {col}] : {tc}, vector<4x{ot}>"));
             g.line(i, "} else {");
             for e in 0..4 {
                 let ce = g.addc(i + 2, &col, e);
@@ -210,7 +230,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let ok = g.let_(i + 2, format!("arith.andi {rok}, {eok} : i1"));
                 g.line(i + 2, format!("scf.if {ok} {{"));
                 let x = g.let_(i + 4, format!("vector.extract {v}[{e}] : f32 from vector<4xf32>"));
-                g.line(i + 4, format!("memref.store {x}, %C[{row}, {ce}] : {tc}"));
+                let (code, y) = crate::gpu_epilogue::element(spec, &x, &row, &ce, &format!("{r}_{h}_{e}s"));
+                g.s.push_str(&code);
+                g.line(i + 4, format!("memref.store {y}, %C[{row}, {ce}] : {tc}"));
                 g.line(i + 2, "}");
             }
             g.line(i, "}");

@@ -22,7 +22,7 @@
 //! matmuls take [`crate::gpu_matmul`]'s `mma.sync` kernel.
 
 use crate::lower::{BindingType, KernelSpec};
-use max_dialects::{DType, Op};
+use max_dialects::DType;
 use std::fmt::Write;
 
 /// Threads per block: two warpgroups.
@@ -84,7 +84,7 @@ impl Config {
 
 /// Whether `spec` is a matmul for the wgmma kernel.
 pub fn is_wgmma_matmul(spec: &KernelSpec) -> bool {
-    spec.gpu && spec.wgmma && spec.body.len() == 1 && matches!(spec.body[0].op, Op::MatMul) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], spec.allow_tf32)
+    spec.gpu && spec.wgmma && crate::gpu_epilogue::matmul_with_epilogue(spec) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], spec.allow_tf32)
 }
 
 fn applies(a: &BindingType, b: &BindingType, out: &BindingType, tf32: bool) -> bool {
@@ -136,10 +136,12 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let name = &spec.name;
     let (ta, tb, tc) = (a.memref(), b.memref(), c.memref());
     let tf32 = a.dtype == DType::F32;
+    let oc = crate::gpu_epilogue::output_binding(spec);
+    let extra_args: String = crate::gpu_epilogue::launch_args(spec).iter().map(|a| format!(", {a}")).collect();
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "  func.func @{name}(%b0: {ta}, %b1: {tb}, %b2: {tc}, %wg: index, %nwg: index) {{
+        "  func.func @{name}({}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cbm = arith.constant {BM} : index
@@ -149,7 +151,8 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     %m = memref.dim %b0, %c0 : {ta}
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cbn : index
-    %gy = arith.ceildivui %m, %cbm : index"
+    %gy = arith.ceildivui %m, %cbm : index",
+        crate::gpu_epilogue::host_params(spec)
     );
     // TF32 operands must both be K-major: B is transposed into a temporary first.
     let (bop, bty) = if tf32 {
@@ -171,20 +174,22 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     };
     let _ = writeln!(
         s,
-        "    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}, %b2 : {tc})"
+        "    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}{extra_args}, %b{oc} : {tc})"
     );
     if tf32 {
         let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
     }
     let _ = writeln!(s, "    return\n  }}");
-    s.push_str(&device_module(&cfg, name, a.dtype, c.dtype, &ta, &bty, &tc, tb.as_str()));
+    s.push_str(&device_module(&cfg, spec, a.dtype, c.dtype, &ta, &bty, &tc, tb.as_str()));
     s
 }
 
 /// The kernel module. `tb` is the type of the B operand the kernel reads (B^T, N x K, for
 /// TF32); `tb_orig` that of the graph's B (the transpose kernel's input).
 #[allow(clippy::too_many_arguments)]
-fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
+fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
+    let name = &spec.name;
+    let extra = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect::<String>();
     let (bn, stages, stage_bytes) = (cfg.bn, cfg.stages, cfg.stage_bytes());
     let nacc = bn / 2;
     let t = dt.mlir_name();
@@ -207,7 +212,7 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
     if tf32 {
         transpose_kernel(&mut g, tb_orig, tb);
     }
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c0i = arith.constant 0 : i64");
     g.line(i, "%c1 = arith.constant 1 : index");
@@ -439,11 +444,15 @@ fn device_module(cfg: &Config, name: &str, dt: DType, out_dt: DType, ta: &str, t
         g.line(i, format!("scf.if {ok} {{"));
         let x0 = g.let_(i + 2, format!("llvm.extractvalue %res[{q}] : {acc_ty}"));
         let x1 = g.let_(i + 2, format!("llvm.extractvalue %res[{}] : {acc_ty}", q + 1));
-        let (y0, y1) = if out_dt == DType::F32 {
-            (x0, x1)
-        } else {
-            (g.let_(i + 2, format!("arith.truncf {x0} : f32 to {ot}")), g.let_(i + 2, format!("arith.truncf {x1} : f32 to {ot}")))
-        };
+        // The fused elementwise tail (or just the conversion) per element.
+        let ri = g.let_(i + 2, format!("arith.index_cast {row} : i64 to index"));
+        let ci = g.let_(i + 2, format!("arith.index_cast {col} : i64 to index"));
+        let c1i = g.let_(i + 2, "arith.constant 1 : index");
+        let ci1 = g.let_(i + 2, format!("arith.addi {ci}, {c1i} : index"));
+        let (code0, y0) = crate::gpu_epilogue::element(spec, &x0, &ri, &ci, &format!("{q}a"));
+        g.s.push_str(&code0);
+        let (code1, y1) = crate::gpu_epilogue::element(spec, &x1, &ri, &ci1, &format!("{q}b"));
+        g.s.push_str(&code1);
         let v0 = g.let_(i + 2, format!("vector.broadcast {y0} : {ot} to vector<2x{ot}>"));
         let v1 = g.let_(i + 2, format!("vector.insert {y1}, {v0} [1] : {ot} into vector<2x{ot}>"));
         let e0 = g.bin(i + 2, "muli", &row, "%Ni");

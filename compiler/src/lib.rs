@@ -12,6 +12,7 @@ pub mod custom;
 pub mod error;
 pub mod fusion;
 pub mod gpu;
+pub mod gpu_epilogue;
 pub mod gpu_matmul;
 pub mod gpu_rows;
 pub mod gpu_sgemm;

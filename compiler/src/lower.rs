@@ -212,6 +212,8 @@ pub(crate) fn float_lit(v: f64) -> String {
 struct Emitter {
     body: String,
     next: usize,
+    /// SSA name prefix (`t`; epilogue code inlined elsewhere uses its own).
+    prefix: &'static str,
     /// Lowering for a GPU: no CPU micro-kernels, loop orders that map onto threads.
     gpu: bool,
 }
@@ -234,7 +236,7 @@ fn compute_type(d: DType) -> DType {
 impl Emitter {
     fn fresh(&mut self) -> String {
         self.next += 1;
-        format!("%t{}", self.next)
+        format!("%{}{}", self.prefix, self.next)
     }
     fn line(&mut self, s: impl AsRef<str>) {
         self.body.push_str("    ");
@@ -297,6 +299,51 @@ impl Emitter {
             t.ty.tensor()
         ));
         Val { ssa, ty: t.ty.clone() }
+    }
+}
+
+/// Scalar code for one element of an elementwise op, outside any `linalg.generic`: the
+/// epilogues of GPU matmul kernels compute their fused elementwise tail with it, with the
+/// same conversions and arithmetic as the op's own lowering.
+pub(crate) struct ScalarEmitter {
+    e: Emitter,
+}
+
+impl ScalarEmitter {
+    /// Values are named `%ep<N>`.
+    pub(crate) fn new() -> Self {
+        ScalarEmitter { e: Emitter { body: String::new(), next: 0, gpu: true, prefix: "ep" } }
+    }
+
+    /// Whether `op` is elementwise, so that [`ScalarEmitter::op`] computes it.
+    pub(crate) fn supports(op: &Op) -> bool {
+        matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_))
+    }
+
+    /// Emits `op` on scalar operands (SSA value, dtype) producing a value of dtype `out`.
+    pub(crate) fn op(&mut self, op: &Op, args: &[(String, DType)], out: DType) -> String {
+        let mut b = Body { e: &mut self.e };
+        let ct = compute_type(out);
+        match op {
+            Op::Unary(u) => {
+                let x = b.convert(&args[0].0, args[0].1, ct);
+                let r = b.unary(*u, &x, ct);
+                b.convert(&r, ct, out)
+            }
+            Op::Binary(bop) => {
+                let x = b.convert(&args[0].0, args[0].1, ct);
+                let y = b.convert(&args[1].0, args[1].1, ct);
+                let r = b.binary(*bop, &x, &y, ct);
+                b.convert(&r, ct, out)
+            }
+            Op::Cast(_) => b.convert(&args[0].0, args[0].1, out),
+            _ => unreachable!("ScalarEmitter::supports admits only elementwise ops"),
+        }
+    }
+
+    /// The code emitted since the last call (one op per line, indented 6).
+    pub(crate) fn take(&mut self) -> String {
+        std::mem::take(&mut self.e.body)
     }
 }
 
@@ -1393,7 +1440,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     if crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32) {
         return crate::gpu_matmul::kernel_func(spec);
     }
-    let mut e = Emitter { body: String::new(), next: 0, gpu: spec.gpu };
+    let mut e = Emitter { body: String::new(), next: 0, gpu: spec.gpu, prefix: "t" };
     let nin = spec.inputs.len();
     let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
     // Bindings never alias a buffer the kernel writes (results are fresh buffers), so every

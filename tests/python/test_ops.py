@@ -204,6 +204,28 @@ def test_matmul_f16_tiles(tmp_path, k, n, sizes):
           rtol=1e-2, atol=2e-2, sizes=sizes)
 
 
+@pytest.mark.parametrize("dt,k,n", [("f32", 96, 80), ("f16", 256, 384), ("f16", 72, 42)], ids=["f32", "f16", "f16-mma"])
+def test_matmul_epilogue(tmp_path, dt, k, n):
+    """A matmul with a fused elementwise tail: bias add (broadcast row), tanh, and a product
+    with a full-size operand. On a GPU the tail runs in the matmul kernel's epilogue."""
+    x, w, b, r, o = (None, k), (k, n), (n,), (None, n), (None, n)
+    tx, tw, tb, tr, to = (ttype(s, dt) for s in (x, w, b, r, o))
+    body = [f'%m = "max.matmul"(%x, %w) : ({tx}, {tw}) -> {to}',
+            f'%a = "max.add"(%m, %b) : ({to}, {tb}) -> {to}',
+            f'%t = "max.tanh"(%a) : ({to}) -> {to}',
+            f'%r0 = "max.mul"(%t, %r) : ({to}, {tr}) -> {to}']
+    np_dt = NP[dt]
+
+    def ref(xv, wv, bv, rv):
+        m = (xv.astype(np.float32) @ wv.astype(np.float32)).astype(np_dt)
+        a = (m.astype(np.float32) + bv.astype(np.float32)).astype(np_dt)
+        t = np.tanh(a.astype(np.float32)).astype(np_dt)
+        return (t.astype(np.float32) * rv.astype(np.float32)).astype(np_dt)
+    tol = 1e-4 if dt == "f32" else 1e-2
+    check(tmp_path, graph([("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], body, [to]),
+          [("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], ref, rtol=tol, atol=tol, sizes=[1, 7, 130])
+
+
 def test_matmul_tf32_case(tmp_path):
     """An f32 matmul compiled with --allow-tf32 (recorded for the GPU check; TF32 keeps 10
     mantissa bits, so the tolerance is about 1e-3 relative to the row's scale)."""

@@ -1,0 +1,108 @@
+//! Matmul epilogues on the GPU: the elementwise ops fused after a matmul (bias, activation,
+//! residual, cast) are computed per output element inside the matmul kernel, between the
+//! accumulator and the store, instead of as separate kernels over the result.
+//!
+//! Values follow the CPU lowering exactly: the accumulator is rounded to the matmul's
+//! result dtype, and each op converts its operands to its compute type and its result to
+//! its dtype ([`crate::lower::ScalarEmitter`]). Extra operands (`%E<i>`, kernel parameters
+//! after A and B) are read at the element's row and column, broadcasting dims of size 1.
+
+use crate::lower::{BindingType, KernelSpec, ScalarEmitter, ValueRef};
+use max_dialects::{DType, Op};
+use std::collections::HashMap;
+
+/// Whether `spec` is a matmul of inputs 0 and 1 followed only by elementwise ops, all
+/// within one output whose operands broadcast along rows and columns.
+pub fn matmul_with_epilogue(spec: &KernelSpec) -> bool {
+    let Some(first) = spec.body.first() else { return false };
+    let out_rank = spec.outputs.first().map_or(0, |o| o.dims.len());
+    matches!(first.op, Op::MatMul)
+        && first.args == [ValueRef::Input(0), ValueRef::Input(1)]
+        && spec.outputs.len() == 1
+        && out_rank == 2
+        && spec.body[1..].iter().all(|f| ScalarEmitter::supports(&f.op) && f.call.is_none())
+        && spec.inputs.iter().skip(2).all(|b| b.dims.len() <= 2)
+}
+
+/// The extra operands' kernel parameters: `%E<i>: <memref type>`.
+pub fn params(spec: &KernelSpec) -> Vec<String> {
+    spec.inputs.iter().enumerate().skip(2).map(|(i, b)| format!("%E{i}: {}", b.memref())).collect()
+}
+
+/// The host function's launch arguments for the extra operands (`%b<i> : type`).
+pub fn launch_args(spec: &KernelSpec) -> Vec<String> {
+    spec.inputs.iter().enumerate().skip(2).map(|(i, b)| format!("%b{i} : {}", b.memref())).collect()
+}
+
+/// The host function's parameters, every binding.
+pub fn host_params(spec: &KernelSpec) -> String {
+    let b: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
+    b.iter().enumerate().map(|(i, t)| format!("%b{i}: {}", t.memref())).collect::<Vec<_>>().join(", ")
+}
+
+/// The binding index of the output (after all inputs).
+pub fn output_binding(spec: &KernelSpec) -> usize {
+    spec.inputs.len()
+}
+
+fn dtype_of(spec: &KernelSpec, r: ValueRef) -> DType {
+    match r {
+        ValueRef::Temp(_, d) => d,
+        ValueRef::Output(i) => spec.outputs[i].dtype,
+        ValueRef::Input(i) => spec.inputs[i].dtype,
+    }
+}
+
+/// Code computing the output element at (`row`, `col`) (index values; `%c0` must be an
+/// index zero in scope) from the f32 accumulator `acc`, and the SSA value of the result in
+/// the output's dtype. `tag` keeps names unique between calls in one function.
+pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) -> (String, String) {
+    let mut code = String::new();
+    let mut se = ScalarEmitter::new();
+    let mm = &spec.body[0];
+    let mm_dt = dtype_of(spec, mm.results[0]);
+    let mut vals: HashMap<String, (String, DType)> = HashMap::new();
+    let key = |r: &ValueRef| format!("{r:?}");
+    let first = if mm_dt == DType::F32 { acc.to_string() } else { se.op(&Op::Cast(mm_dt), &[(acc.to_string(), DType::F32)], mm_dt) };
+    vals.insert(key(&mm.results[0]), (first, mm_dt));
+    for f in &spec.body[1..] {
+        let mut args = Vec::new();
+        for a in &f.args {
+            let v = match a {
+                ValueRef::Input(i) => {
+                    let b = &spec.inputs[*i];
+                    let idx = match b.dims.len() {
+                        0 => String::new(),
+                        1 => if b.dims[0] == Some(1) { "%c0".into() } else { col.to_string() },
+                        _ => format!(
+                            "{}, {}",
+                            if b.dims[0] == Some(1) { "%c0" } else { row },
+                            if b.dims[1] == Some(1) { "%c0" } else { col }
+                        ),
+                    };
+                    let name = format!("%ein{i}_{tag}_{}", code.len() + vals.len());
+                    code.push_str(&format!("      {name} = memref.load %E{i}[{idx}] : {}\n", b.memref()));
+                    (name, b.dtype)
+                }
+                other => vals.get(&key(other)).cloned().expect("epilogue operands are computed before use"),
+            };
+            args.push(v);
+        }
+        code.push_str(&se.take());
+        let out = dtype_of(spec, f.results[0]);
+        let r = se.op(&f.op, &args, out);
+        vals.insert(key(&f.results[0]), (r, out));
+    }
+    code.push_str(&se.take());
+    let (v, d) = vals.get(&key(&ValueRef::Output(0))).cloned().expect("the epilogue computes the output");
+    let out_dt = spec.outputs[0].dtype;
+    let v = if d == out_dt { v } else {
+        let c = se.op(&Op::Cast(out_dt), &[(v, d)], out_dt);
+        code.push_str(&se.take());
+        c
+    };
+    // Names must not repeat between elements of one kernel.
+    let code = code.replace("%ep", &format!("%ep{tag}_"));
+    let v = v.replace("%ep", &format!("%ep{tag}_"));
+    (code, v)
+}

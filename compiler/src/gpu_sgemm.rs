@@ -18,6 +18,11 @@ const BM: usize = 128;
 const BN: usize = 128;
 const BK: usize = 8;
 const PAD: usize = 4;
+/// Blocks a launch should have to fill the GPU (two per SM of a 132-SM H100); smaller
+/// grids split K.
+const TARGET_BLOCKS: usize = 264;
+/// The least K a split takes.
+const MIN_SPLIT_K: usize = 64;
 
 /// Whether `spec` is a lone 2-D f32 matmul for this kernel.
 pub fn is_sgemm(spec: &KernelSpec) -> bool {
@@ -103,28 +108,65 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let oc = crate::gpu_epilogue::output_binding(spec);
     let extra_args: String = crate::gpu_epilogue::launch_args(spec).iter().map(|a| format!(", {a}")).collect();
     let extra = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect::<String>();
-    let odt = c.dtype;
+    // Grids of fewer blocks than the GPU can hold (small M and N: batch-sized inputs) split
+    // K over blocks too: each writes a partial product, and a second kernel sums them and
+    // applies the epilogue.
     let mut s = format!(
         "  func.func @{name}({params}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cb = arith.constant {BM} : index
     %cthreads = arith.constant {THREADS} : index
+    %ctarget = arith.constant {TARGET_BLOCKS} : index
+    %cminks = arith.constant {MIN_SPLIT_K} : index
     %m = memref.dim %b0, %c0 : {ta}
+    %k = memref.dim %b0, %c1 : {ta}
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cb : index
     %gy = arith.ceildivui %m, %cb : index
-    gpu.launch_func @{name}_sgemm::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}{extra_args}, %b{oc} : {tc})
+    %blocks = arith.muli %gx, %gy : index
+    %bl1 = arith.maxui %blocks, %c1 : index
+    %want = arith.ceildivui %ctarget, %bl1 : index
+    %kmax = arith.ceildivui %k, %cminks : index
+    %s0 = arith.minui %want, %kmax : index
+    %splits = arith.maxui %s0, %c1 : index
+    %split = arith.cmpi ugt, %splits, %c1 : index
+    scf.if %split {{
+      %p = memref.alloc(%splits, %m, %n) : memref<?x?x?xf32>
+      gpu.launch_func @{name}_sgemm::@partial blocks in (%gx, %gy, %splits) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %p : memref<?x?x?xf32>)
+      %gr = arith.ceildivui %n, %cthreads : index
+      gpu.launch_func @{name}_sgemm::@reduce blocks in (%m, %gr, %c1) threads in (%cthreads, %c1, %c1) args(%p : memref<?x?x?xf32>{extra_args}, %b{oc} : {tc})
+      memref.dealloc %p : memref<?x?x?xf32>
+    }} else {{
+      gpu.launch_func @{name}_sgemm::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}{extra_args}, %b{oc} : {tc})
+    }}
     return
   }}
 "
     );
+    let mut g = Gen { s: String::new(), next: 0 };
+    g.line(2, format!("gpu.module @{name}_sgemm {{"));
+    tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, false);
+    tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, true);
+    reduce_kernel(&mut g, spec, &tc, &extra);
+    g.line(2, "}");
+    s.push_str(&g.s);
+    s
+}
+
+/// The tile kernel: `@mm` (all of K, epilogue, into C) or `@partial` (block z's share of K,
+/// raw sums into P[z]).
+#[allow(clippy::too_many_arguments)]
+fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, extra: &str, partial: bool) {
+    let odt = spec.outputs[0].dtype;
     let sa = format!("memref<{BK}x{}xf32, #gpu.address_space<workgroup>>", BM + PAD);
     let sb = format!("memref<{BK}x{}xf32, #gpu.address_space<workgroup>>", BN + PAD);
-    let mut g = Gen { s: String::new(), next: 0 };
     let i = 6;
-    g.line(2, format!("gpu.module @{name}_sgemm {{"));
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    if partial {
+        g.line(4, format!("gpu.func @partial(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    } else {
+        g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    }
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c1 = arith.constant 1 : index");
     g.line(i, "%c4 = arith.constant 4 : index");
@@ -139,6 +181,22 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(i, "%tid = gpu.thread_id x");
     g.line(i, "%bx = gpu.block_id x");
     g.line(i, "%by = gpu.block_id y");
+    // This block's range of K: all of it, or (split) slice z of `grid_dim z`, a multiple of
+    // the K step long.
+    if partial {
+        g.line(i, "%bz = gpu.block_id z");
+        g.line(i, "%gz = gpu.grid_dim z");
+        let per = g.let_(i, "arith.ceildivui %K, %gz : index");
+        let c8 = g.c(i, BK);
+        let steps = g.let_(i, format!("arith.ceildivui {per}, {c8} : index"));
+        g.line(i, format!("%kc = arith.muli {steps}, {c8} : index"));
+        g.line(i, "%kb = arith.muli %bz, %kc : index");
+        g.line(i, "%kb_end = arith.addi %kb, %kc : index");
+        g.line(i, "%ke = arith.minui %kb_end, %K : index");
+    } else {
+        g.line(i, "%kb = arith.addi %c0, %c0 : index");
+        g.line(i, "%ke = arith.addi %K, %c0 : index");
+    }
     let m0 = g.mulc(i, "%by", BM);
     let n0 = g.mulc(i, "%bx", BN);
     // Load coordinates: A row tid/2, k (tid%2)*4; B k row tid/32, columns (tid%32)*4.
@@ -164,17 +222,17 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let inits: Vec<String> = names.iter().map(|n| format!("{n} = %zero8")).collect();
     g.line(i, "%zero8 = arith.constant dense<0.0> : vector<8xf32>");
     let bkc = g.c(i, BK);
-    g.line(i, format!("%res:8 = scf.for %k0 = %c0 to %K step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
+    g.line(i, format!("%res:8 = scf.for %k0 = %kb to %ke step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
     let j = i + 2;
     let gk = g.add(j, "%k0", &ak);
-    let av = load4(&mut g, j, "%A", &ta, &agr, &gk, "%M", "%K", "%ka");
+    let av = load4(g, j, "%A", ta, &agr, &gk, "%M", "%ke", "%ka");
     for e in 0..4 {
         let x = g.let_(j, format!("vector.extract {av}[{e}] : f32 from vector<4xf32>"));
         let kk = g.addc(j, &ak, e);
         g.line(j, format!("memref.store {x}, %As[{kk}, {arow}] : {sa}"));
     }
     let bgk = g.add(j, "%k0", &bk);
-    let bv = load4(&mut g, j, "%B", &tb, &bgk, &bgn, "%K", "%N", "%na");
+    let bv = load4(g, j, "%B", tb, &bgk, &bgn, "%ke", "%N", "%na");
     g.line(j, format!("vector.store {bv}, %Bs[{bk}, {bn}] {{alignment = 16}} : {sb}, vector<4xf32>"));
     g.line(j, "gpu.barrier");
     let mut acc: Vec<String> = names.clone();
@@ -202,9 +260,28 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         for (h, q) in [&q0, &q1].into_iter().enumerate() {
             let col = g.add(i, &n0, q);
             let v = g.let_(i, format!("vector.extract_strided_slice %res#{r} {{offsets = [{}], sizes = [4], strides = [1]}} : vector<8xf32> to vector<4xf32>", 4 * h));
+            let end = g.addc(i, &col, 4);
+            if partial {
+                let cok = g.let_(i, format!("arith.cmpi ule, {end}, %N : index"));
+                let full = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
+                let fast = g.let_(i, format!("arith.andi {full}, %na : i1"));
+                g.line(i, format!("scf.if {fast} {{"));
+                g.line(i + 2, format!("vector.store {v}, %P[%bz, {row}, {col}] : memref<?x?x?xf32>, vector<4xf32>"));
+                g.line(i, "} else {");
+                for e in 0..4 {
+                    let ce = g.addc(i + 2, &col, e);
+                    let eok = g.let_(i + 2, format!("arith.cmpi ult, {ce}, %N : index"));
+                    let ok = g.let_(i + 2, format!("arith.andi {rok}, {eok} : i1"));
+                    g.line(i + 2, format!("scf.if {ok} {{"));
+                    let x = g.let_(i + 4, format!("vector.extract {v}[{e}] : f32 from vector<4xf32>"));
+                    g.line(i + 4, format!("memref.store {x}, %P[%bz, {row}, {ce}] : memref<?x?x?xf32>"));
+                    g.line(i + 2, "}");
+                }
+                g.line(i, "}");
+                continue;
+            }
             // The epilogue (fused elementwise ops, or the conversion) per element, inside the
             // bounds checks (it may read other operands at the element's position).
-            let end = g.addc(i, &col, 4);
             let cok = g.let_(i, format!("arith.cmpi ule, {end}, %N : index"));
             let full = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
             let fast = g.let_(i, format!("arith.andi {full}, %na : i1"));
@@ -240,7 +317,35 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     }
     g.line(i, "gpu.return");
     g.line(4, "}");
-    g.line(2, "}");
-    s.push_str(&g.s);
-    s
+}
+
+/// `C[r, c] = epilogue(sum over z of P[z, r, c])`: a block per row and 256 columns.
+fn reduce_kernel(g: &mut Gen, spec: &KernelSpec, tc: &str, extra: &str) {
+    let i = 6;
+    g.line(4, format!("gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(i, "%c0 = arith.constant 0 : index");
+    g.line(i, "%c1 = arith.constant 1 : index");
+    g.line(i, "%c2 = arith.constant 2 : index");
+    g.line(i, "%fzero = arith.constant 0.0 : f32");
+    g.line(i, "%S = memref.dim %P, %c0 : memref<?x?x?xf32>");
+    g.line(i, "%N = memref.dim %P, %c2 : memref<?x?x?xf32>");
+    g.line(i, "%row = gpu.block_id x");
+    g.line(i, "%cb = gpu.block_id y");
+    g.line(i, "%tid = gpu.thread_id x");
+    let c256 = g.c(i, THREADS);
+    let base = g.let_(i, format!("arith.muli %cb, {c256} : index"));
+    let col = g.add(i, &base, "%tid");
+    let ok = g.let_(i, format!("arith.cmpi ult, {col}, %N : index"));
+    g.line(i, format!("scf.if {ok} {{"));
+    let acc = g.let_(i + 2, "scf.for %z = %c0 to %S step %c1 iter_args(%a = %fzero) -> (f32) {".to_string());
+    g.line(i + 4, format!("%pz = memref.load %P[%z, %row, {col}] : memref<?x?x?xf32>"));
+    g.line(i + 4, "%az = arith.addf %a, %pz : f32");
+    g.line(i + 4, "scf.yield %az : f32");
+    g.line(i + 2, "}");
+    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%row", &col, "red");
+    g.s.push_str(&code);
+    g.line(i + 2, format!("memref.store {y}, %C[%row, {col}] : {tc}"));
+    g.line(i, "}");
+    g.line(i, "gpu.return");
+    g.line(4, "}");
 }

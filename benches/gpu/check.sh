@@ -24,6 +24,11 @@ for a in bf16 f16 bf16mma tf32 f32; do
   iters=20; [ $a = f32 ] && iters=3
   timeout 120 $g/gpu-check time $g/art/matmul_$a.maxa --iters $iters --flops $flops 2>&1 | tee -a "$log"
 done
+echo "== decode-shaped bf16 matmuls (weights' bytes per call)" | tee -a "$log"
+for m in 1 8; do
+  timeout 60 $g/gpu-check time $g/art/gemv_up_bf16.maxa --dim m=$m --iters 30 --bytes 117440512 2>&1 | tee -a "$log"
+  timeout 60 $g/gpu-check time $g/art/gemv_down_bf16.maxa --dim m=$m --iters 30 --bytes 117440512 2>&1 | tee -a "$log"
+done
 timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=64 --iters 20 2>&1 | tee -a "$log"
 timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=1 --iters 20 2>&1 | tee -a "$log"
 echo "== PyTorch reference (after)" | tee -a "$log"
@@ -43,9 +48,9 @@ for k in ["bf16", "f16", "bf16mma", "tf32", "f32"]:
     o, r = ours.get(k), ref.get(k)
     ratio = f"{o / r:.2f}" if o and r else "-"
     print(f"{k:<16}{(f'{o:.1f}' if o else '-'):>12}{(f'{r:.1f}' if r else '-'):>15}{ratio:>8}")
-for m in re.finditer(r"custom_mlp/g\.maxa: kernels ([\d.]+) ms per call", log):
+for m in re.finditer(r"custom_mlp/g\.maxa(?: \[[^\]]*\])?: kernels ([\d.]+) ms per call", log):
     print(f"custom_mlp kernels {m.group(1)} ms per call (batch 64, then 1)")
-for m in re.finditer(r"custom_mlp/g\.maxa: call with transfers ([\d.]+) ms \(CUDA graph replay\)", log):
+for m in re.finditer(r"custom_mlp/g\.maxa(?: \[[^\]]*\])?: call with transfers ([\d.]+) ms \(CUDA graph replay\)", log):
     print(f"custom_mlp call with transfers, CUDA graph replay: {m.group(1)} ms (batch 64, then 1)")
 best = {}
 for m in re.finditer(r"torch custom_mlp batch (\d+): ([\d.]+) ms", log):
@@ -55,5 +60,8 @@ for b, t in sorted(best.items()):
 bw = [float(x) for x in re.findall(r"copy bandwidth: ([\d.]+) GB/s", log)]
 if bw:
     print(f"device copy bandwidth (read+write): {max(bw):.0f} GB/s")
+for m in re.finditer(r"(gemv_\w+)\.maxa \[m=(\d+)\]: kernels ([\d.]+) ms per call, ([\d.]+) GB/s", log):
+    frac = f" = {float(m.group(4)) / max(bw):.2f} of copy bandwidth" if bw else ""
+    print(f"{m.group(1)} m={m.group(2)}: {m.group(3)} ms, {m.group(4)} GB/s{frac}")
 PY
 echo "parity: $parity"

@@ -106,3 +106,59 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
     let v = v.replace("%ep", &format!("%ep{tag}_"));
     (code, v)
 }
+
+/// Threads per block of the split-K reduction.
+pub const REDUCE_THREADS: usize = 256;
+
+/// The split-K reduction kernel `@reduce(%P, <extra operands>, %C)`: `C[r, c] =
+/// epilogue(sum over z of P[z, r, c])`, a block per row and [`REDUCE_THREADS`] columns.
+pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
+    let extra: String = params(spec).iter().map(|p| format!(", {p}")).collect();
+    let t = REDUCE_THREADS;
+    let (code, y) = element(spec, "%acc", "%row", "%col", "red");
+    format!(
+        "    gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {t}, 1, 1>}} {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %ct = arith.constant {t} : index
+      %fzero = arith.constant 0.0 : f32
+      %S = memref.dim %P, %c0 : memref<?x?x?xf32>
+      %N = memref.dim %P, %c2 : memref<?x?x?xf32>
+      %row = gpu.block_id x
+      %cb = gpu.block_id y
+      %tid = gpu.thread_id x
+      %base = arith.muli %cb, %ct : index
+      %col = arith.addi %base, %tid : index
+      %ok = arith.cmpi ult, %col, %N : index
+      scf.if %ok {{
+        %acc = scf.for %z = %c0 to %S step %c1 iter_args(%a = %fzero) -> (f32) {{
+          %pz = memref.load %P[%z, %row, %col] : memref<?x?x?xf32>
+          %az = arith.addf %a, %pz : f32
+          scf.yield %az : f32
+        }}
+{code}        memref.store {y}, %C[%row, %col] : {tc}
+      }}
+      gpu.return
+    }}
+"
+    )
+}
+
+/// Host code choosing the number of K splits for a grid of `%gx` x `%gy` blocks over a K of
+/// `%k` (SSA names in scope, with `%c1`): `%splits` (at least 1) and `%split` (i1, more than
+/// one). Grids smaller than `target` blocks split K into pieces of at least `min_k`.
+pub fn split_decision(target: usize, min_k: usize) -> String {
+    format!(
+        "    %ctarget = arith.constant {target} : index
+    %cminks = arith.constant {min_k} : index
+    %blocks = arith.muli %gx, %gy : index
+    %bl1 = arith.maxui %blocks, %c1 : index
+    %want = arith.ceildivui %ctarget, %bl1 : index
+    %kmax = arith.ceildivui %k, %cminks : index
+    %s0 = arith.minui %want, %kmax : index
+    %splits = arith.maxui %s0, %c1 : index
+    %split = arith.cmpi ugt, %splits, %c1 : index
+"
+    )
+}

@@ -111,27 +111,19 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     // Grids of fewer blocks than the GPU can hold (small M and N: batch-sized inputs) split
     // K over blocks too: each writes a partial product, and a second kernel sums them and
     // applies the epilogue.
+    let decision = crate::gpu_epilogue::split_decision(TARGET_BLOCKS, MIN_SPLIT_K);
     let mut s = format!(
         "  func.func @{name}({params}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
     %cb = arith.constant {BM} : index
     %cthreads = arith.constant {THREADS} : index
-    %ctarget = arith.constant {TARGET_BLOCKS} : index
-    %cminks = arith.constant {MIN_SPLIT_K} : index
     %m = memref.dim %b0, %c0 : {ta}
     %k = memref.dim %b0, %c1 : {ta}
     %n = memref.dim %b1, %c1 : {tb}
     %gx = arith.ceildivui %n, %cb : index
     %gy = arith.ceildivui %m, %cb : index
-    %blocks = arith.muli %gx, %gy : index
-    %bl1 = arith.maxui %blocks, %c1 : index
-    %want = arith.ceildivui %ctarget, %bl1 : index
-    %kmax = arith.ceildivui %k, %cminks : index
-    %s0 = arith.minui %want, %kmax : index
-    %splits = arith.maxui %s0, %c1 : index
-    %split = arith.cmpi ugt, %splits, %c1 : index
-    scf.if %split {{
+{decision}    scf.if %split {{
       %p = memref.alloc(%splits, %m, %n) : memref<?x?x?xf32>
       gpu.launch_func @{name}_sgemm::@partial blocks in (%gx, %gy, %splits) threads in (%cthreads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %p : memref<?x?x?xf32>)
       %gr = arith.ceildivui %n, %cthreads : index
@@ -148,7 +140,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(2, format!("gpu.module @{name}_sgemm {{"));
     tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, false);
     tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, true);
-    reduce_kernel(&mut g, spec, &tc, &extra);
+    g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, &tc));
     g.line(2, "}");
     s.push_str(&g.s);
     s
@@ -315,37 +307,6 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
             g.line(i, "}");
         }
     }
-    g.line(i, "gpu.return");
-    g.line(4, "}");
-}
-
-/// `C[r, c] = epilogue(sum over z of P[z, r, c])`: a block per row and 256 columns.
-fn reduce_kernel(g: &mut Gen, spec: &KernelSpec, tc: &str, extra: &str) {
-    let i = 6;
-    g.line(4, format!("gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
-    g.line(i, "%c0 = arith.constant 0 : index");
-    g.line(i, "%c1 = arith.constant 1 : index");
-    g.line(i, "%c2 = arith.constant 2 : index");
-    g.line(i, "%fzero = arith.constant 0.0 : f32");
-    g.line(i, "%S = memref.dim %P, %c0 : memref<?x?x?xf32>");
-    g.line(i, "%N = memref.dim %P, %c2 : memref<?x?x?xf32>");
-    g.line(i, "%row = gpu.block_id x");
-    g.line(i, "%cb = gpu.block_id y");
-    g.line(i, "%tid = gpu.thread_id x");
-    let c256 = g.c(i, THREADS);
-    let base = g.let_(i, format!("arith.muli %cb, {c256} : index"));
-    let col = g.add(i, &base, "%tid");
-    let ok = g.let_(i, format!("arith.cmpi ult, {col}, %N : index"));
-    g.line(i, format!("scf.if {ok} {{"));
-    let acc = g.let_(i + 2, "scf.for %z = %c0 to %S step %c1 iter_args(%a = %fzero) -> (f32) {".to_string());
-    g.line(i + 4, format!("%pz = memref.load %P[%z, %row, {col}] : memref<?x?x?xf32>"));
-    g.line(i + 4, "%az = arith.addf %a, %pz : f32");
-    g.line(i + 4, "scf.yield %az : f32");
-    g.line(i + 2, "}");
-    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%row", &col, "red");
-    g.s.push_str(&code);
-    g.line(i + 2, format!("memref.store {y}, %C[%row, {col}] : {tc}"));
-    g.line(i, "}");
     g.line(i, "gpu.return");
     g.line(4, "}");
 }

@@ -27,6 +27,11 @@ use std::fmt::Write;
 
 /// Threads per block: two warpgroups.
 pub const THREADS: usize = 256;
+/// Blocks a launch should have to fill the GPU (two per SM of a 132-SM H100); smaller
+/// grids split K.
+const TARGET_BLOCKS: usize = 264;
+/// The least K a split takes (four slices).
+const MIN_SPLIT_K: usize = 256;
 const BM: usize = 128;
 /// Bytes of K per row (of A and of B's columns) in one slice: one 128-byte swizzle line.
 const LINE: usize = 128;
@@ -163,18 +168,33 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
             "    %bt = memref.alloc() : {btt}
     %c8 = arith.constant 8 : index
     %c32 = arith.constant 32 : index
-    %k = memref.dim %b1, %c0 : {tb}
+    %kt = memref.dim %b1, %c0 : {tb}
     %tx = arith.ceildivui %n, %c32 : index
-    %ty = arith.ceildivui %k, %c32 : index
+    %ty = arith.ceildivui %kt, %c32 : index
     gpu.launch_func @{name}_wgmma::@transpose blocks in (%tx, %ty, %c1) threads in (%c32, %c8, %c1) args(%b1 : {tb}, %bt : {btt})"
         );
         ("%bt".to_string(), btt)
     } else {
         ("%b1".to_string(), tb.clone())
     };
+    // Grids smaller than the GPU (small M: batch-sized inputs, decode) split K over blocks:
+    // partial sums, then a reduction kernel that applies the epilogue.
+    let decision = crate::gpu_epilogue::split_decision(TARGET_BLOCKS, MIN_SPLIT_K);
+    let rt = crate::gpu_epilogue::REDUCE_THREADS;
     let _ = writeln!(
         s,
-        "    gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}{extra_args}, %b{oc} : {tc})"
+        "    %kk = memref.dim %b0, %c1 : {ta}
+    %k = arith.addi %kk, %c0 : index
+{decision}    scf.if %split {{
+      %p = memref.alloc(%splits, %m, %n) : memref<?x?x?xf32>
+      gpu.launch_func @{name}_wgmma::@partial blocks in (%gx, %gy, %splits) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}, %p : memref<?x?x?xf32>)
+      %crt = arith.constant {rt} : index
+      %gr = arith.ceildivui %n, %crt : index
+      gpu.launch_func @{name}_wgmma::@reduce blocks in (%m, %gr, %c1) threads in (%crt, %c1, %c1) args(%p : memref<?x?x?xf32>{extra_args}, %b{oc} : {tc})
+      memref.dealloc %p : memref<?x?x?xf32>
+    }} else {{
+      gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}{extra_args}, %b{oc} : {tc})
+    }}"
     );
     if tf32 {
         let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
@@ -212,7 +232,14 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
     if tf32 {
         transpose_kernel(&mut g, tb_orig, tb);
     }
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, tc));
+    // `@mm`: all of K, epilogue, into C; `@partial`: block z's share of K, raw sums into P[z].
+    for partial in [false, true] {
+    if partial {
+        g.line(4, format!("gpu.func @partial(%A: {ta}, %B: {tb}, %C: memref<?x?x?xf32>) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    } else {
+        g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    }
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c0i = arith.constant 0 : i64");
     g.line(i, "%c1 = arith.constant 1 : index");
@@ -232,7 +259,8 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
     let m0 = g.binc(i, "muli", "%by", BM as i64);
     let n0 = g.binc(i, "muli", "%bx", bn as i64);
     // Global base addresses (bytes) and the shared ring's base.
-    for (mem, ty, v) in [("%A", ta, "%ga"), ("%B", tb, "%gb"), ("%C", tc, "%gc")] {
+    let tcp = if partial { "memref<?x?x?xf32>" } else { tc };
+    for (mem, ty, v) in [("%A", ta, "%ga"), ("%B", tb, "%gb"), ("%C", tcp, "%gc")] {
         g.line(i, format!("{v}x = memref.extract_aligned_pointer_as_index {mem} : {ty} -> index"));
         g.line(i, format!("{v} = arith.index_cast {v}x : index to i64"));
     }
@@ -352,11 +380,28 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         }
         g.line(ind, "nvvm.cp.async.commit.group");
     };
+    // This block's slices: all, or (split) share z of `grid_dim z`.
+    let (kt_b, kt_e) = if partial {
+        g.line(i, "%bzx = gpu.block_id z");
+        g.line(i, "%gzx = gpu.grid_dim z");
+        g.line(i, "%bz = arith.index_cast %bzx : index to i64");
+        g.line(i, "%gz = arith.index_cast %gzx : index to i64");
+        let per0 = g.bin(i, "addi", &kt_n, "%gz");
+        let per1 = g.binc(i, "subi", &per0, 1);
+        let per = g.bin(i, "divui", &per1, "%gz");
+        let b = g.bin(i, "muli", "%bz", &per);
+        let e0 = g.bin(i, "addi", &b, &per);
+        let e = g.let_(i, format!("arith.minui {e0}, {kt_n} : i64"));
+        (b, e)
+    } else {
+        ("%c0i".to_string(), kt_n.clone())
+    };
     // Prologue: the first slices (all but one slot, or two with overlap).
     let ahead = if cfg.overlap { stages - 2 } else { stages - 1 };
     for st in 0..ahead {
-        let kt = g.i(i, st as i64);
-        load_slice(&mut g, i, &kt, &kt);
+        let kt = g.binc(i, "addi", &kt_b, st as i64);
+        let slot = g.binc(i, "remui", &kt, stages as i64);
+        load_slice(&mut g, i, &kt, &slot);
     }
     // Descriptor constants: 128-byte swizzle (bits 62-63 = 1), SBO 1024 bytes (64 in 16-byte
     // units, bits 32-45); LBO 1 for A (unused when swizzled), 8 KiB for B's N halves.
@@ -372,7 +417,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         acc = g.let_(i, format!("llvm.insertvalue %fz, {acc}[{q}] : {acc_ty}"));
     }
     let one = g.i(i, 1);
-    g.line(i, format!("%res = scf.for %kt = %c0i to {kt_n} step {one} iter_args(%acc = {acc}) -> ({acc_ty}) : i64 {{"));
+    let res = g.let_(i, format!("scf.for %kt = {kt_b} to {kt_e} step {one} iter_args(%acc = {acc}) -> ({acc_ty}) : i64 {{"));
     let j = i + 2;
     // Slice kt has landed (this thread's copies), for every thread (barrier), and is visible
     // to the tensor cores' async proxy.
@@ -442,8 +487,26 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         let cok = g.let_(i, format!("arith.cmpi ult, {col}, %Ni : i64"));
         let ok = g.let_(i, format!("arith.andi {rok}, {cok} : i1"));
         g.line(i, format!("scf.if {ok} {{"));
-        let x0 = g.let_(i + 2, format!("llvm.extractvalue %res[{q}] : {acc_ty}"));
-        let x1 = g.let_(i + 2, format!("llvm.extractvalue %res[{}] : {acc_ty}", q + 1));
+        let x0 = g.let_(i + 2, format!("llvm.extractvalue {res}[{q}] : {acc_ty}"));
+        let x1 = g.let_(i + 2, format!("llvm.extractvalue {res}[{}] : {acc_ty}", q + 1));
+        if partial {
+            // Raw f32 sums into P[z, row, col..col+2].
+            let v0 = g.let_(i + 2, "llvm.mlir.undef : vector<2xf32>".to_string());
+            let zero = g.let_(i + 2, "arith.constant 0 : i32".to_string());
+            let onei = g.let_(i + 2, "arith.constant 1 : i32".to_string());
+            let v1 = g.let_(i + 2, format!("llvm.insertelement {x0}, {v0}[{zero} : i32] : vector<2xf32>"));
+            let v2 = g.let_(i + 2, format!("llvm.insertelement {x1}, {v1}[{onei} : i32] : vector<2xf32>"));
+            let zm = g.bin(i + 2, "muli", "%bz", "%Mi");
+            let zr = g.bin(i + 2, "addi", &zm, &row);
+            let e0 = g.bin(i + 2, "muli", &zr, "%Ni");
+            let e = g.bin(i + 2, "addi", &e0, &col);
+            let eb = g.binc(i + 2, "muli", &e, 4);
+            let addr = g.bin(i + 2, "addi", "%gc", &eb);
+            let p = g.let_(i + 2, format!("llvm.inttoptr {addr} : i64 to !llvm.ptr<1>"));
+            g.line(i + 2, format!("llvm.store {v2}, {p} {{alignment = 8 : i64}} : vector<2xf32>, !llvm.ptr<1>"));
+            g.line(i, "}");
+            continue;
+        }
         // The fused elementwise tail (or just the conversion) per element.
         let ri = g.let_(i + 2, format!("arith.index_cast {row} : i64 to index"));
         let ci = g.let_(i + 2, format!("arith.index_cast {col} : i64 to index"));
@@ -465,6 +528,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
     }
     g.line(i, "gpu.return");
     g.line(4, "}");
+    }
     g.line(2, "}");
     let _ = t;
     g.s

@@ -41,6 +41,9 @@ enum Cmd {
         /// Floating-point operations per call, to print TFLOP/s.
         #[arg(long)]
         flops: Option<f64>,
+        /// Bytes a call must move at least (weights read), to print GB/s.
+        #[arg(long)]
+        bytes: Option<f64>,
     },
 }
 
@@ -48,7 +51,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Cases { dir } => cases(&dir, cli.gpu),
-        Cmd::Time { artifact, dims, iters, flops } => time(&artifact, &dims, iters, flops, cli.gpu),
+        Cmd::Time { artifact, dims, iters, flops, bytes } => time(&artifact, &dims, iters, flops, bytes, cli.gpu),
     }
 }
 
@@ -180,7 +183,7 @@ fn kernel_total(model: &Model) -> std::time::Duration {
     model.kernel_times().unwrap_or_default().iter().map(|k| k.2).sum()
 }
 
-fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, gpu: usize) -> Result<()> {
+fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, bytes: Option<f64>, gpu: usize) -> Result<()> {
     // Device time per dispatch is what the runtime's profiler records.
     std::env::set_var("MAX_PROFILE", "1");
     let artifact = Artifact::open(path)?;
@@ -208,8 +211,12 @@ fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, gpu: usi
     }
     let wall = t0.elapsed().as_secs_f64() / iters as f64;
     let per_call = (kernel_total(&model) - before).as_secs_f64() / iters as f64;
-    let rate = flops.map(|f| format!(", {:.1} TFLOP/s", f / per_call / 1e12)).unwrap_or_default();
-    println!("{}: kernels {:.4} ms per call{rate} (call with transfers {:.3} ms)", path.display(), per_call * 1e3, wall * 1e3);
+    let mut rate = flops.map(|f| format!(", {:.1} TFLOP/s", f / per_call / 1e12)).unwrap_or_default();
+    if let Some(b) = bytes {
+        rate.push_str(&format!(", {:.0} GB/s", b / per_call / 1e9));
+    }
+    let shape = if dims.is_empty() { String::new() } else { format!(" [{}]", dims.join(" ")) };
+    println!("{}{shape}: kernels {:.4} ms per call{rate} (call with transfers {:.3} ms)", path.display(), per_call * 1e3, wall * 1e3);
     // The same calls without the profiler: from the second call on, CUDA graph replays.
     drop(model);
     std::env::remove_var("MAX_PROFILE");
@@ -221,6 +228,6 @@ fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, gpu: usi
     for _ in 0..iters {
         model.execute(&inputs)?;
     }
-    println!("{}: call with transfers {:.3} ms (CUDA graph replay)", path.display(), t0.elapsed().as_secs_f64() / iters as f64 * 1e3);
+    println!("{}{shape}: call with transfers {:.3} ms (CUDA graph replay)", path.display(), t0.elapsed().as_secs_f64() / iters as f64 * 1e3);
     Ok(())
 }

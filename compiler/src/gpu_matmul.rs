@@ -277,11 +277,11 @@ fn device_module(spec: &KernelSpec, name: &str, dt: DType, ta: &str, tb: &str, t
             DType::F16 => "f16",
             _ => "tf32",
         };
-        for mi in 0..MT {
-            for ni in 0..NT {
+        for (mi, a_frag) in afrag.iter().enumerate() {
+            for (ni, b_frag) in bfrag.iter().enumerate() {
                 let base = (mi * NT + ni) * 4;
                 let cs = acc[base..base + 4].join(", ");
-                let (a_regs, b_regs) = (afrag[mi].join(", "), bfrag[ni].join(", "));
+                let (a_regs, b_regs) = (a_frag.join(", "), b_frag.join(", "));
                 let d = g.let_(
                     j,
                     format!(

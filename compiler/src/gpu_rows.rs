@@ -50,7 +50,7 @@ impl Gen {
         v
     }
     /// `v` (of `dt`) as f32.
-    fn to_f32(&mut self, indent: usize, v: &str, dt: DType) -> String {
+    fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String {
         if dt == DType::F32 {
             v.to_string()
         } else {
@@ -157,7 +157,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(i, "%Df = arith.sitofp %Di : i64 to f32");
     let load_x = |g: &mut Gen, ind: usize, col: &str| {
         let v = g.let_(ind, format!("memref.load %X[%row, {col}] : {xt}"));
-        g.to_f32(ind, &v, xd)
+        g.as_f32(ind, &v, xd)
     };
     let store_y = |g: &mut Gen, ind: usize, col: &str, v: &str| {
         let y = if od == DType::F32 { v.to_string() } else { g.let_(ind, format!("arith.truncf {v} : f32 to {}", od.mlir_name())) };
@@ -166,7 +166,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let vec_load = |g: &mut Gen, ind: usize, k: usize, col: &str| {
         let b = bindings[k];
         let v = g.let_(ind, format!("memref.load %P{k}[{col}] : {}", b.memref()));
-        g.to_f32(ind, &v, b.dtype)
+        g.as_f32(ind, &v, b.dtype)
     };
     match spec.body[0].op {
         Op::Softmax { .. } => {

@@ -214,7 +214,7 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
     let inits: Vec<String> = names.iter().map(|n| format!("{n} = %zero8")).collect();
     g.line(i, "%zero8 = arith.constant dense<0.0> : vector<8xf32>");
     let bkc = g.c(i, BK);
-    g.line(i, format!("%res:8 = scf.for %k0 = %kb to %ke step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
+    g.line(i, format!("%res:8 = scf.for %k0 = %kb to %ke step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), ["vector<8xf32>"; 8].join(", ")));
     let j = i + 2;
     let gk = g.add(j, "%k0", &ak);
     let av = load4(g, j, "%A", ta, &agr, &gk, "%M", "%ke", "%ka");
@@ -243,7 +243,7 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
         }
     }
     g.line(j, "gpu.barrier");
-    g.line(j, format!("scf.yield {} : {}", acc.join(", "), vec!["vector<8xf32>"; 8].join(", ")));
+    g.line(j, format!("scf.yield {} : {}", acc.join(", "), ["vector<8xf32>"; 8].join(", ")));
     g.line(i, "}");
     for r in 0..8 {
         let rl = if r < 4 { g.addc(i, &r0, r) } else { g.addc(i, &r1, r - 4) };

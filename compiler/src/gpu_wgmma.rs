@@ -491,9 +491,9 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         let x1 = g.let_(i + 2, format!("llvm.extractvalue {res}[{}] : {acc_ty}", q + 1));
         if partial {
             // Raw f32 sums into P[z, row, col..col+2].
-            let v0 = g.let_(i + 2, "llvm.mlir.undef : vector<2xf32>".to_string());
-            let zero = g.let_(i + 2, "arith.constant 0 : i32".to_string());
-            let onei = g.let_(i + 2, "arith.constant 1 : i32".to_string());
+            let v0 = g.let_(i + 2, "llvm.mlir.undef : vector<2xf32>");
+            let zero = g.let_(i + 2, "arith.constant 0 : i32");
+            let onei = g.let_(i + 2, "arith.constant 1 : i32");
             let v1 = g.let_(i + 2, format!("llvm.insertelement {x0}, {v0}[{zero} : i32] : vector<2xf32>"));
             let v2 = g.let_(i + 2, format!("llvm.insertelement {x1}, {v1}[{onei} : i32] : vector<2xf32>"));
             let zm = g.bin(i + 2, "muli", "%bz", "%Mi");

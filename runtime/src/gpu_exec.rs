@@ -28,7 +28,7 @@ pub const GRAPH_CACHE: usize = 8;
 
 /// A recorded call: the graph and the buffers its launches use.
 struct GraphInstance {
-    key: (usize, Vec<Option<i64>>),
+    key: GraphKey,
     graph: CudaGraph,
     /// Every buffer of the entry (inputs, temporaries, outputs) by index; aliases and
     /// weights point elsewhere.
@@ -36,6 +36,9 @@ struct GraphInstance {
     ptrs: Vec<u64>,
     shapes: Vec<Vec<usize>>,
 }
+
+/// An entry and its bound dims: what a recorded graph is for.
+type GraphKey = (usize, Vec<Option<i64>>);
 
 /// A model's device state.
 pub struct GpuModel {
@@ -45,7 +48,7 @@ pub struct GpuModel {
     /// Temporaries no longer in use.
     pool: Mutex<Vec<DeviceBuffer>>,
     /// Recorded calls, most recently used last; and how often each shape ran eagerly.
-    graphs: Mutex<(Vec<GraphInstance>, std::collections::HashMap<(usize, Vec<Option<i64>>), u32>)>,
+    graphs: Mutex<(Vec<GraphInstance>, std::collections::HashMap<GraphKey, u32>)>,
     use_graphs: bool,
 }
 
@@ -112,7 +115,7 @@ impl GpuModel {
 
     /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
     /// own for every input, temporary and output.
-    fn record(&self, model: &Model, key: (usize, Vec<Option<i64>>), syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
+    fn record(&self, model: &Model, key: GraphKey, syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
         let entry_index = key.0;
         let entry = &model.artifact().manifest().entries[entry_index];
         let (root, _) = model.plan(entry_index);

@@ -73,8 +73,8 @@ fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Errors> 
     let (mut diff2, mut ref2) = (0.0, 0.0);
     for (a, b) in g.iter().zip(&w) {
         let d = (a - b).abs();
-        // NaN compares false: it never passes.
-        if !(d <= atol + rtol * b.abs()) {
+        // NaN never passes (it is not within any tolerance).
+        if d.is_nan() || d > atol + rtol * b.abs() {
             e.bad += 1;
         }
         e.max_abs = e.max_abs.max(d);

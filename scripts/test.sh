@@ -33,7 +33,7 @@ export MAX_SMOLLM2_GGUF
 echo "== cargo test"
 cargo test --locked --workspace
 # The GPU test again with its output shown: it says whether it ran or why it was skipped.
-cargo test --locked -q -p max-compiler --test gpu -- --nocapture 2>&1 | grep -E "^skipped|test result" || true
+cargo test --locked -q --workspace --test gpu -- --nocapture 2>&1 | grep -E "^skipped|test result" || true
 echo "== lit tests/lit"
 lit -sv tests/lit
 echo "== pytest tests/python"

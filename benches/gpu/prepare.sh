@@ -78,7 +78,7 @@ $maxc compile benches/gpu/graphs/matmul_f32.mlir --target "$target" --allow-tf32
 # The mma.sync kernel too (what sm_80/sm_89 get), for comparison on the same card.
 MAX_GPU_NO_WGMMA=1 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" -o "$out/art/matmul_bf16mma.maxa"
 for g in gemv_up_bf16 gemv_down_bf16; do
-  $maxc compile benches/gpu/graphs/$g.mlir --target "$target" -o "$out/art/$g.maxa"
+  $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/$g.maxa"
 done
 cp target/release/gpu-check "$out/"
 strip "$out/gpu-check" 2>/dev/null || true

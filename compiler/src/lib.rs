@@ -98,12 +98,15 @@ pub struct CompileOptions {
     /// Compile for an NVIDIA GPU instead (`--target cuda:sm_90`); `target` then only
     /// describes the host code that launches the kernels.
     pub cuda: Option<gpu::CudaTarget>,
+    /// Leave weight data out of the artifact (`--external-weights`): the runtime takes it
+    /// from a .safetensors file or generates it at load (`Artifact::with_weights`).
+    pub external_weights: bool,
 }
 
 impl CompileOptions {
     /// Options for `target` with no weights files.
     pub fn new(target: Target) -> Self {
-        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new(), data: Vec::new(), cuda: None }
+        CompileOptions { target, weights: WeightStore::new(), fusion: true, kernels: custom::KernelRegistry::new(), data: Vec::new(), cuda: None, external_weights: false }
     }
 }
 
@@ -168,6 +171,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         }
     }
     let mut program = Program::default();
+    program.external_weights = opts.external_weights;
     program.gpu = opts.cuda.as_ref().map(|c| program::GpuOptions { allow_tf32: c.allow_tf32, wgmma: c.chip == "sm_90" && std::env::var_os("MAX_GPU_NO_WGMMA").is_none() });
     if opts.cuda.is_some() && emit == Emit::Asm {
         return Err(CompileError::Target("--emit asm shows x86-64 code; for a cuda target use --emit ptx".into()));
@@ -244,8 +248,11 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "kernels linked");
     let mut w = ArtifactWriter::new();
     w.add_section("kernels.x86_64.so", SectionKind::CpuKernels, &so);
-    for (name, bytes) in &program.weights {
-        w.add_section(name.clone(), SectionKind::Weight, bytes);
+    for (k, (name, bytes)) in program.weights.iter().enumerate() {
+        match program.external_sizes.get(&k) {
+            Some(size) => w.add_external(name.clone(), *size),
+            None => w.add_section(name.clone(), SectionKind::Weight, bytes),
+        };
     }
     for (name, bytes) in &opts.data {
         w.add_section(name.clone(), SectionKind::Data, bytes);

@@ -45,6 +45,11 @@ pub struct Program {
     by_body: HashMap<String, String>,
     /// Compiling for an NVIDIA GPU (set before adding graphs).
     pub gpu: Option<GpuOptions>,
+    /// Weights stay out of the artifact (set before adding graphs): their sections record
+    /// only sizes (see [`Program::external_sizes`]).
+    pub external_weights: bool,
+    /// Byte sizes of external weight sections, by section index (0-based).
+    pub external_sizes: HashMap<usize, u64>,
 }
 
 /// What a GPU compile changes in dispatch formation.
@@ -112,8 +117,9 @@ impl Program {
         }
         let mut dispatches = Vec::new();
         let gpu = self.gpu.is_some();
-        // The CPU micro-kernel's packed weight layout means nothing to the GPU kernels.
-        let packed = if gpu { HashSet::new() } else { packed_weights(graph) };
+        // The CPU micro-kernel's packed weight layout means nothing to the GPU kernels, and
+        // external weights arrive in their graph layout.
+        let packed = if gpu || self.external_weights { HashSet::new() } else { packed_weights(graph) };
         let decl = |n: usize| match &graph.nodes[n].op {
             Op::Custom { name } => kernels.get(name),
             _ => None,
@@ -150,6 +156,22 @@ impl Program {
                 Op::Weight { name, init } => {
                     let t = graph.ty(node.outputs[0]);
                     let shape: Vec<i64> = t.dims.iter().map(|d| d.as_const().unwrap_or(0)).collect();
+                    if self.external_weights {
+                        // Only the size is recorded; the runtime is given the data.
+                        let size = shape.iter().product::<i64>().max(0) as u64 * t.dtype.size_bytes() as u64;
+                        let section_name = format!("weight:{name}");
+                        let s = match self.weights.iter().position(|(n, _)| *n == section_name) {
+                            Some(i) => i + 1,
+                            None => {
+                                self.weights.push((section_name, Vec::new()));
+                                self.external_sizes.insert(self.weights.len() - 1, size);
+                                self.weights.len()
+                            }
+                        };
+                        buffers.push(buffer(node.outputs[0], BufferKind::Weight(s)));
+                        of_value.insert(node.outputs[0], buffers.len() - 1);
+                        continue;
+                    }
                     let bytes = match (store.get(name), init) {
                         (Some(w), _) => {
                             if w.dtype != t.dtype || w.shape != shape {

@@ -82,6 +82,9 @@ pub enum SectionKind {
     /// Other named data the artifact carries (an LLM's tokenizer, chat template and
     /// configuration), read with [`Artifact::data_section`].
     Data,
+    /// A weight whose bytes are not in the file (`maxc compile --external-weights`): `size`
+    /// is their length; they are supplied at load ([`Artifact::with_weights`]).
+    External,
 }
 
 /// An entry point (a compiled graph function).
@@ -197,6 +200,12 @@ impl ArtifactWriter {
         self.sections.len() - 1
     }
 
+    /// Records an external weight of `size` bytes (no data in the file); returns its index.
+    pub fn add_external(&mut self, name: impl Into<String>, size: u64) -> usize {
+        self.sections.push(Section { name: name.into(), kind: SectionKind::External, offset: 0, size, crc32: 0 });
+        self.sections.len() - 1
+    }
+
     /// Finishes the file. The manifest's `sections` are filled in here.
     pub fn finish(mut self, mut manifest: Manifest) -> Vec<u8> {
         manifest.sections = std::mem::take(&mut self.sections);
@@ -285,6 +294,17 @@ pub struct Artifact {
     storage: Arc<Storage>,
     manifest: Arc<Manifest>,
     origin: String,
+    /// The bytes of external weight sections, by section index, once supplied.
+    external: Arc<Vec<Option<AlignedBytes>>>,
+}
+
+/// Where the external weights of an artifact come from.
+#[derive(Debug, Clone)]
+pub enum WeightSource {
+    /// Tensors of a .safetensors file, by weight name (dtype and shape must match).
+    Safetensors(std::path::PathBuf),
+    /// Deterministic pseudo-random values (uniform, small), for shape-accurate benchmarks.
+    Random { seed: u64 },
 }
 
 impl std::fmt::Debug for Artifact {
@@ -335,10 +355,59 @@ impl Artifact {
         Some(self.section_bytes(i))
     }
 
-    /// The bytes of section `index` (see [`Manifest::sections`]).
+    /// The bytes of section `index` (see [`Manifest::sections`]); an external weight's once
+    /// supplied, else empty.
     pub fn section_bytes(&self, index: usize) -> &[u8] {
         let s = &self.manifest.sections[index];
+        if s.kind == SectionKind::External {
+            return self.external.get(index).and_then(|b| b.as_ref()).map_or(&[], |b| b.as_slice());
+        }
         &self.bytes()[s.offset as usize..(s.offset + s.size) as usize]
+    }
+
+    /// The external weights (see [`SectionKind::External`]): section index, name, dtype and
+    /// shape (from the buffers that read them).
+    pub fn external_weights(&self) -> Vec<(usize, String, DType, Vec<usize>)> {
+        let m = self.manifest();
+        let mut out = Vec::new();
+        for (i, s) in m.sections.iter().enumerate().filter(|(_, s)| s.kind == SectionKind::External) {
+            let buf = m.entries.iter().flat_map(|e| &e.buffers).find(|b| b.kind == BufferKind::Weight(i));
+            let (dtype, shape) = match buf {
+                Some(b) => (b.dtype, b.shape.iter().map(|d| d.as_const().unwrap_or(0).max(0) as usize).collect()),
+                None => (DType::I8, vec![s.size as usize]),
+            };
+            let name = s.name.strip_prefix("weight:").unwrap_or(&s.name).to_string();
+            out.push((i, name, dtype, shape));
+        }
+        out
+    }
+
+    /// Whether every external weight has its bytes.
+    pub fn missing_weights(&self) -> Vec<String> {
+        self.external_weights().into_iter().filter(|(i, ..)| self.external.get(*i).is_none_or(|b| b.is_none())).map(|(_, n, ..)| n).collect()
+    }
+
+    /// This artifact with its external weights taken from `source`.
+    pub fn with_weights(&self, source: &WeightSource) -> Result<Artifact, RuntimeError> {
+        let m = self.manifest();
+        let mut external: Vec<Option<AlignedBytes>> = (0..m.sections.len()).map(|_| None).collect();
+        let file = match source {
+            WeightSource::Safetensors(p) => Some(crate::weights::SafetensorsFile::open(p)?),
+            WeightSource::Random { .. } => None,
+        };
+        for (i, name, dtype, shape) in self.external_weights() {
+            let want = m.sections[i].size as usize;
+            let bytes = match (source, &file) {
+                (_, Some(f)) => f.tensor(&name, dtype, &shape)?,
+                (WeightSource::Random { seed }, None) => crate::weights::random_bytes(dtype, want / dtype.size_bytes().max(1), *seed, &name),
+                _ => unreachable!("a safetensors source opened its file"),
+            };
+            if bytes.len() != want {
+                return Err(RuntimeError::Missing { what: format!("{want} bytes for weight '{name}' (got {})", bytes.len()) });
+            }
+            external[i] = Some(bytes);
+        }
+        Ok(Artifact { external: Arc::new(external), ..self.clone() })
     }
 
     fn validate(storage: Storage, origin: String) -> Result<Artifact, RuntimeError> {
@@ -367,7 +436,7 @@ impl Artifact {
             return Err(bad("manifest checksum mismatch".into()));
         }
         let manifest: Manifest = serde_json::from_slice(json).map_err(|e| bad(format!("manifest does not parse: {e}")))?;
-        for s in &manifest.sections {
+        for s in manifest.sections.iter().filter(|s| s.kind != SectionKind::External) {
             let end = s.offset.checked_add(s.size).filter(|e| *e <= moff).ok_or_else(|| bad(format!("section '{}' lies outside the file", s.name)))?;
             if s.offset % SECTION_ALIGN != 0 {
                 return Err(bad(format!("section '{}' is not {SECTION_ALIGN}-byte aligned", s.name)));
@@ -376,7 +445,7 @@ impl Artifact {
                 return Err(bad(format!("section '{}' checksum mismatch", s.name)));
             }
         }
-        Ok(Artifact { storage: Arc::new(storage), manifest: Arc::new(manifest), origin })
+        Ok(Artifact { storage: Arc::new(storage), manifest: Arc::new(manifest), origin, external: Arc::new(Vec::new()) })
     }
 
     /// Checks the manifest's internal references (buffer kinds, bindings) so the executor
@@ -388,7 +457,7 @@ impl Artifact {
             for (i, b) in e.buffers.iter().enumerate() {
                 match b.kind {
                     BufferKind::Input(k) if k >= e.inputs.len() => return Err(bad(format!("entry '{}' buffer {i} names input {k}", e.name))),
-                    BufferKind::Weight(s) if s >= m.sections.len() || m.sections[s].kind != SectionKind::Weight => {
+                    BufferKind::Weight(s) if s >= m.sections.len() || !matches!(m.sections[s].kind, SectionKind::Weight | SectionKind::External) => {
                         return Err(bad(format!("entry '{}' buffer {i} names section {s}, which is not a weight", e.name)))
                     }
                     BufferKind::Alias(a) if a >= i => return Err(bad(format!("entry '{}' buffer {i} aliases a later buffer", e.name))),

@@ -43,4 +43,6 @@ pub enum RuntimeError {
     Device(String),
     #[error("CUDA error: {0}")]
     Cuda(String),
+    #[error("the artifact's weight(s) {0} are not in the file (it was compiled with --external-weights): supply them with `--weights FILE.safetensors` or `--random-weights SEED` (Artifact::with_weights)")]
+    ExternalWeights(String),
 }

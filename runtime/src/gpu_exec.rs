@@ -79,7 +79,7 @@ impl GpuModel {
         init_library(&dev, kernels.library())?;
         let mut weights = Vec::new();
         for (i, s) in artifact.manifest().sections.iter().enumerate() {
-            weights.push(if s.kind == SectionKind::Weight { Some(dev.upload(artifact.section_bytes(i))?) } else { None });
+            weights.push(if matches!(s.kind, SectionKind::Weight | SectionKind::External) { Some(dev.upload(artifact.section_bytes(i))?) } else { None });
         }
         tracing::debug!(device = ?dev, "model loaded on the GPU");
         let use_graphs = std::env::var("MAX_CUDA_GRAPHS").map_or(true, |v| v != "0");

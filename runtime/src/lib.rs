@@ -24,8 +24,9 @@ pub mod gpu_exec;
 pub mod npy;
 pub mod session;
 pub mod tensor;
+pub mod weights;
 
-pub use artifact::{Artifact, Manifest};
+pub use artifact::{Artifact, Manifest, WeightSource};
 pub use error::RuntimeError;
 pub use max_dialects::{DType, DimExpr};
 pub use session::{Device, InferenceSession, Model};

@@ -59,6 +59,10 @@ impl InferenceSession {
             Device::Gpu(i) => Some(crate::gpu_exec::GpuModel::check_target(i, &artifact.manifest().target)?),
         };
         artifact.check_program()?;
+        let missing = artifact.missing_weights();
+        if !missing.is_empty() {
+            return Err(RuntimeError::ExternalWeights(missing.join(", ")));
+        }
         let kernels = KernelLibrary::load(artifact)?;
         let profile = std::env::var_os("MAX_PROFILE").filter(|v| !v.is_empty() && v != "0").map(|_| Default::default());
         let plans = artifact.manifest().entries.iter().map(BufferPlan::new).collect();

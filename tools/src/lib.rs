@@ -35,6 +35,13 @@ pub struct RunArgs {
     /// Run N more times after a warm-up and report execution latency (median, min).
     #[arg(long, value_name = "N")]
     pub repeat: Option<usize>,
+    /// The data of an artifact's external weights (compiled with --external-weights), by
+    /// name.
+    #[arg(long, value_name = "FILE.safetensors", conflicts_with = "random_weights")]
+    pub weights: Option<PathBuf>,
+    /// Generate an artifact's external weights (deterministic pseudo-random values from SEED).
+    #[arg(long, value_name = "SEED")]
+    pub random_weights: Option<u64>,
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -51,7 +58,12 @@ fn parse_device(s: &str) -> Result<Device, String> {
 
 /// Loads the artifact, binds `.npy` inputs by name, runs, writes outputs.
 pub fn run(args: &RunArgs) -> Result<()> {
-    let artifact = Artifact::open(&args.artifact)?;
+    let mut artifact = Artifact::open(&args.artifact)?;
+    if let Some(f) = &args.weights {
+        artifact = artifact.with_weights(&max_runtime::WeightSource::Safetensors(f.clone()))?;
+    } else if let Some(seed) = args.random_weights {
+        artifact = artifact.with_weights(&max_runtime::WeightSource::Random { seed })?;
+    }
     let session = match args.threads {
         Some(n) => InferenceSession::with_threads(args.device, n),
         None => InferenceSession::new(args.device),
@@ -181,6 +193,11 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     let weights: u64 = m.sections.iter().filter(|s| s.kind == max_runtime::artifact::SectionKind::Weight).map(|s| s.size).sum();
     println!("kernels:         {kernels}");
     println!("weights:         {} in {} section(s)", human(weights), m.sections.iter().filter(|s| s.kind == max_runtime::artifact::SectionKind::Weight).count());
+    let external: Vec<(usize, String, max_runtime::DType, Vec<usize>)> = a.external_weights();
+    if !external.is_empty() {
+        let bytes: u64 = external.iter().map(|(i, ..)| m.sections[*i].size).sum();
+        println!("external:        {} in {} weight(s), supplied at load (--weights FILE or --random-weights SEED)", human(bytes), external.len());
+    }
     println!("sections:");
     for (i, s) in m.sections.iter().enumerate() {
         println!("  #{i:<3} {:<40} {:<12} offset={:<10} size={:<12} crc32={:08x}", s.name, format!("{:?}", s.kind), s.offset, human(s.size), s.crc32);

@@ -5,7 +5,8 @@
 //!   expected outputs, written by the op tests with `MAX_GPU_CASES=DIR`) on the GPU and
 //!   compares; prints one line per failure and a summary.
 //! - `gpu-check time ARTIFACT --dim NAME=VALUE ...`: random inputs of the entry's
-//!   signature, a warm-up, then the device time per call of its kernels (CUDA events).
+//!   signature (and random weights, for an artifact compiled with --external-weights), a
+//!   warm-up, then the device time per call of its kernels (CUDA events).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -186,7 +187,13 @@ fn kernel_total(model: &Model) -> std::time::Duration {
 fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, bytes: Option<f64>, gpu: usize) -> Result<()> {
     // Device time per dispatch is what the runtime's profiler records.
     std::env::set_var("MAX_PROFILE", "1");
-    let artifact = Artifact::open(path)?;
+    let mut artifact = Artifact::open(path)?;
+    // Weights left out of the artifact (--external-weights) are generated here.
+    if !artifact.external_weights().is_empty() {
+        let t = std::time::Instant::now();
+        artifact = artifact.with_weights(&max_runtime::WeightSource::Random { seed: 1 })?;
+        eprintln!("{}: generated its external weights in {:.1} s", path.display(), t.elapsed().as_secs_f64());
+    }
     let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
     let m = artifact.manifest();
     let mut syms: Vec<Option<i64>> = vec![None; m.symbols.len()];

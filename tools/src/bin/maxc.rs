@@ -65,6 +65,11 @@ struct CompileArgs {
     /// of mantissa in the products, f32 accumulation).
     #[arg(long)]
     allow_tf32: bool,
+    /// Leave weight data out of the artifact: only names, dtypes and shapes are kept, and the
+    /// runtime takes the data from a .safetensors file (`max run --weights FILE`) or
+    /// generates it (`--random-weights SEED`, for shape-accurate benchmarks).
+    #[arg(long)]
+    external_weights: bool,
     /// A .safetensors file providing `max.weight` data by name (repeatable).
     #[arg(long = "weights", value_name = "FILE")]
     weights: Vec<PathBuf>,
@@ -168,6 +173,7 @@ fn compile(a: &CompileArgs) -> Result<()> {
         CompileOptions::new(parse_target(&a.target)?)
     };
     opts.fusion = !a.no_fusion;
+    opts.external_weights = a.external_weights;
     for d in &a.kernels {
         opts.kernels.add_dir(d)?;
     }

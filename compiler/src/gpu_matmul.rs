@@ -48,35 +48,7 @@ pub fn is_gpu_matmul(spec: &KernelSpec, tf32: bool) -> bool {
     spec.gpu && crate::gpu_epilogue::matmul_with_epilogue(spec) && applies(&spec.inputs[0], &spec.inputs[1], &spec.outputs[0], tf32)
 }
 
-struct Gen {
-    s: String,
-    next: usize,
-    /// Index constants used, declared once at the top of the kernel.
-    consts: std::cell::RefCell<std::collections::BTreeSet<usize>>,
-}
-
-impl Gen {
-    /// The index constant `c`.
-    fn c(&self, c: usize) -> String {
-        self.consts.borrow_mut().insert(c);
-        format!("%c{c}")
-    }
-    fn v(&mut self) -> String {
-        self.next += 1;
-        format!("%v{}", self.next)
-    }
-    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
-        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
-    }
-    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
-        let v = self.v();
-        self.line(indent, format!("{v} = {}", rhs.as_ref()));
-        v
-    }
-    fn add(&mut self, indent: usize, a: &str, b: &str) -> String {
-        self.let_(indent, format!("arith.addi {a}, {b} : index"))
-    }
-}
+use crate::gpu_text::KernelText as Gen;
 
 /// The host function (launch) and the `gpu.module` (kernel) of a tensor-core matmul.
 pub fn kernel_func(spec: &KernelSpec) -> String {
@@ -124,7 +96,7 @@ fn device_module(spec: &KernelSpec, name: &str, dt: DType, ta: &str, tb: &str, t
     let sa = format!("memref<{BM}x{pa}x{t}, #gpu.address_space<workgroup>>");
     let sb = format!("memref<{BK}x{pb}x{t}, #gpu.address_space<workgroup>>");
     let vt = format!("vector<{vw}x{t}>");
-    let mut g = Gen { s: String::new(), next: 0, consts: Default::default() };
+    let mut g = Gen::new("v");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_mma {{"));
     g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
@@ -331,8 +303,7 @@ fn device_module(spec: &KernelSpec, name: &str, dt: DType, ta: &str, tb: &str, t
     g.line(i, "gpu.return");
     g.line(4, "}");
     g.line(2, "}");
-    let decls: Vec<String> = g.consts.borrow().iter().map(|c| format!("%c{c} = arith.constant {c} : index")).collect();
-    g.s.replace("%CONSTANTS%", &decls.join(&format!("\n{:i$}", "")))
+    g.declare_constants("%CONSTANTS%", i)
 }
 
 /// The per-thread registers of an ldmatrix result `l` (`n` rows of two 16-bit values):
@@ -370,7 +341,7 @@ fn guarded_chunk(g: &mut Gen, ind: usize, mem: &str, mty: &str, r: &str, c: &str
     let cok = g.let_(ind, format!("arith.cmpi ule, {end}, {cols} : index"));
     let full = g.let_(ind, format!("arith.andi {rok}, {cok} : i1"));
     let fast = g.let_(ind, format!("arith.andi {full}, {aligned} : i1"));
-    let out = g.v();
+    let out = g.fresh();
     g.line(ind, format!("{out} = scf.if {fast} -> ({vt}) {{"));
     let x = g.let_(ind + 2, format!("vector.load {mem}[{r}, {c}] {{alignment = 16}} : {mty}, {vt}"));
     g.line(ind + 2, format!("scf.yield {x} : {vt}"));
@@ -380,7 +351,7 @@ fn guarded_chunk(g: &mut Gen, ind: usize, mem: &str, mty: &str, r: &str, c: &str
         let ce = g.add(ind + 2, c, &g.c(e));
         let eok = g.let_(ind + 2, format!("arith.cmpi ult, {ce}, {cols} : index"));
         let ok = g.let_(ind + 2, format!("arith.andi {rok}, {eok} : i1"));
-        let val = g.v();
+        let val = g.fresh();
         g.line(ind + 2, format!("{val} = scf.if {ok} -> ({t}) {{"));
         let l = g.let_(ind + 4, format!("memref.load {mem}[{r}, {ce}] : {mty}"));
         g.line(ind + 4, format!("scf.yield {l} : {t}"));

@@ -34,21 +34,17 @@ pub fn is_row_kernel(spec: &KernelSpec) -> bool {
         }
 }
 
-struct Gen {
-    s: String,
-    next: usize,
+use crate::gpu_text::KernelText as Gen;
+
+/// Row-kernel pieces on top of the shared kernel text.
+trait RowOps {
+    fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String;
+    fn exp(&mut self, indent: usize, x: &str) -> String;
+    fn block_reduce(&mut self, indent: usize, v: &str, op: &str) -> String;
+    fn fold_columns(&mut self, indent: usize, init: &str, body: &mut dyn FnMut(&mut Gen, usize, &str, &str) -> String) -> String;
 }
 
-impl Gen {
-    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
-        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
-    }
-    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
-        self.next += 1;
-        let v = format!("%r{}", self.next);
-        self.line(indent, format!("{v} = {}", rhs.as_ref()));
-        v
-    }
+impl RowOps for Gen {
     /// `v` (of `dt`) as f32.
     fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String {
         if dt == DType::F32 {
@@ -67,8 +63,7 @@ impl Gen {
         let mut acc = v.to_string();
         for off in [16, 8, 4, 2, 1] {
             let o = self.let_(indent, format!("arith.constant {off} : i32"));
-            self.next += 1;
-            let sh = format!("%r{}", self.next);
+            let sh = self.fresh();
             self.line(indent, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
             acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
         }
@@ -138,7 +133,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     );
 
     let (xd, od) = (bindings[0].dtype, bindings[nin].dtype);
-    let mut g = Gen { s: String::new(), next: 0 };
+    let mut g = Gen::new("r");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_rows {{"));
     g.line(4, format!("gpu.func @rows({}) workgroup(%red : memref<{}xf32, #gpu.address_space<workgroup>>) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{", kernel_params.join(", "), THREADS / 32));

@@ -10,7 +10,6 @@
 
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::DType;
-use std::fmt::Write;
 
 /// Threads per block.
 pub const THREADS: usize = 256;
@@ -33,36 +32,7 @@ pub fn is_sgemm(spec: &KernelSpec) -> bool {
         && !crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32)
 }
 
-struct Gen {
-    s: String,
-    next: usize,
-}
-
-impl Gen {
-    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
-        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
-    }
-    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
-        self.next += 1;
-        let v = format!("%s{}", self.next);
-        self.line(indent, format!("{v} = {}", rhs.as_ref()));
-        v
-    }
-    fn c(&mut self, indent: usize, v: usize) -> String {
-        self.let_(indent, format!("arith.constant {v} : index"))
-    }
-    fn add(&mut self, indent: usize, a: &str, b: &str) -> String {
-        self.let_(indent, format!("arith.addi {a}, {b} : index"))
-    }
-    fn addc(&mut self, indent: usize, a: &str, v: usize) -> String {
-        let c = self.c(indent, v);
-        self.add(indent, a, &c)
-    }
-    fn mulc(&mut self, indent: usize, a: &str, v: usize) -> String {
-        let c = self.c(indent, v);
-        self.let_(indent, format!("arith.muli {a}, {c} : index"))
-    }
-}
+use crate::gpu_text::KernelText as Gen;
 
 /// Four consecutive f32 of a row-major matrix at (`r`, `c`..`c+4`), zero past the edges;
 /// whole-vector loads where `aligned` (an i1) and in bounds.
@@ -73,8 +43,7 @@ fn load4(g: &mut Gen, ind: usize, mem: &str, mty: &str, r: &str, c: &str, rows: 
     let cok = g.let_(ind, format!("arith.cmpi ule, {end}, {cols} : index"));
     let full = g.let_(ind, format!("arith.andi {rok}, {cok} : i1"));
     let fast = g.let_(ind, format!("arith.andi {full}, {aligned} : i1"));
-    g.next += 1;
-    let out = format!("%s{}", g.next);
+    let out = g.fresh();
     g.line(ind, format!("{out} = scf.if {fast} -> (vector<4xf32>) {{"));
     let x = g.let_(ind + 2, format!("vector.load {mem}[{r}, {c}] {{alignment = 16}} : {mty}, vector<4xf32>"));
     g.line(ind + 2, format!("scf.yield {x} : vector<4xf32>"));
@@ -84,8 +53,7 @@ fn load4(g: &mut Gen, ind: usize, mem: &str, mty: &str, r: &str, c: &str, rows: 
         let ce = g.addc(ind + 2, c, e);
         let eok = g.let_(ind + 2, format!("arith.cmpi ult, {ce}, {cols} : index"));
         let ok = g.let_(ind + 2, format!("arith.andi {rok}, {eok} : i1"));
-        g.next += 1;
-        let v = format!("%s{}", g.next);
+        let v = g.fresh();
         g.line(ind + 2, format!("{v} = scf.if {ok} -> (f32) {{"));
         let l = g.let_(ind + 4, format!("memref.load {mem}[{r}, {ce}] : {mty}"));
         g.line(ind + 4, format!("scf.yield {l} : f32"));
@@ -136,7 +104,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
   }}
 "
     );
-    let mut g = Gen { s: String::new(), next: 0 };
+    let mut g = Gen::new("s");
     g.line(2, format!("gpu.module @{name}_sgemm {{"));
     tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, false);
     tile_kernel(&mut g, spec, &ta, &tb, &tc, &extra, true);
@@ -179,7 +147,7 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
         g.line(i, "%bz = gpu.block_id z");
         g.line(i, "%gz = gpu.grid_dim z");
         let per = g.let_(i, "arith.ceildivui %K, %gz : index");
-        let c8 = g.c(i, BK);
+        let c8 = g.index(i, BK);
         let steps = g.let_(i, format!("arith.ceildivui {per}, {c8} : index"));
         g.line(i, format!("%kc = arith.muli {steps}, {c8} : index"));
         g.line(i, "%kb = arith.muli %bz, %kc : index");
@@ -192,18 +160,18 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
     let m0 = g.mulc(i, "%by", BM);
     let n0 = g.mulc(i, "%bx", BN);
     // Load coordinates: A row tid/2, k (tid%2)*4; B k row tid/32, columns (tid%32)*4.
-    let two = g.c(i, 2);
+    let two = g.index(i, 2);
     let arow = g.let_(i, format!("arith.divui %tid, {two} : index"));
     let ak0 = g.let_(i, format!("arith.remui %tid, {two} : index"));
     let ak = g.mulc(i, &ak0, 4);
     let agr = g.add(i, &m0, &arow);
-    let c32 = g.c(i, 32);
+    let c32 = g.index(i, 32);
     let bk = g.let_(i, format!("arith.divui %tid, {c32} : index"));
     let bn0 = g.let_(i, format!("arith.remui %tid, {c32} : index"));
     let bn = g.mulc(i, &bn0, 4);
     let bgn = g.add(i, &n0, &bn);
     // Compute coordinates.
-    let c16 = g.c(i, 16);
+    let c16 = g.index(i, 16);
     let ty = g.let_(i, format!("arith.divui %tid, {c16} : index"));
     let tx = g.let_(i, format!("arith.remui %tid, {c16} : index"));
     let r0 = g.mulc(i, &ty, 4);
@@ -213,7 +181,7 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
     let names: Vec<String> = (0..8).map(|k| format!("%acc{k}")).collect();
     let inits: Vec<String> = names.iter().map(|n| format!("{n} = %zero8")).collect();
     g.line(i, "%zero8 = arith.constant dense<0.0> : vector<8xf32>");
-    let bkc = g.c(i, BK);
+    let bkc = g.index(i, BK);
     g.line(i, format!("%res:8 = scf.for %k0 = %kb to %ke step {bkc} iter_args({}) -> ({}) {{", inits.join(", "), ["vector<8xf32>"; 8].join(", ")));
     let j = i + 2;
     let gk = g.add(j, "%k0", &ak);
@@ -229,7 +197,7 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
     g.line(j, "gpu.barrier");
     let mut acc: Vec<String> = names.clone();
     for kk in 0..BK {
-        let kc = g.c(j, kk);
+        let kc = g.index(j, kk);
         let a0 = g.let_(j, format!("vector.load %As[{kc}, {r0}] {{alignment = 16}} : {sa}, vector<4xf32>"));
         let a1 = g.let_(j, format!("vector.load %As[{kc}, {r1}] {{alignment = 16}} : {sa}, vector<4xf32>"));
         let b0 = g.let_(j, format!("vector.load %Bs[{kc}, {q0}] {{alignment = 16}} : {sb}, vector<4xf32>"));

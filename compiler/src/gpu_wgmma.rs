@@ -104,33 +104,7 @@ fn applies(a: &BindingType, b: &BindingType, out: &BindingType, tf32: bool) -> b
         && static_mult8(b.dims[1])
 }
 
-struct Gen {
-    s: String,
-    next: usize,
-}
-
-impl Gen {
-    fn line(&mut self, indent: usize, l: impl AsRef<str>) {
-        let _ = writeln!(self.s, "{:indent$}{}", "", l.as_ref(), indent = indent);
-    }
-    fn let_(&mut self, indent: usize, rhs: impl AsRef<str>) -> String {
-        self.next += 1;
-        let v = format!("%w{}", self.next);
-        self.line(indent, format!("{v} = {}", rhs.as_ref()));
-        v
-    }
-    /// An i64 constant.
-    fn i(&mut self, indent: usize, c: i64) -> String {
-        self.let_(indent, format!("arith.constant {c} : i64"))
-    }
-    fn bin(&mut self, indent: usize, op: &str, a: &str, b: &str) -> String {
-        self.let_(indent, format!("arith.{op} {a}, {b} : i64"))
-    }
-    fn binc(&mut self, indent: usize, op: &str, a: &str, c: i64) -> String {
-        let k = self.i(indent, c);
-        self.bin(indent, op, a, &k)
-    }
-}
+use crate::gpu_text::KernelText as Gen;
 
 /// The host function (launch with dynamic shared memory) and the `gpu.module` of a wgmma
 /// matmul.
@@ -225,7 +199,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
     let bke = 128 / esz;
     let kstep = if tf32 { 8 } else { 16 };
     let acc_ty = format!("!llvm.struct<({})>", vec!["f32"; nacc].join(", "));
-    let mut g = Gen { s: String::new(), next: 0 };
+    let mut g = Gen::new("w");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_wgmma {{"));
     g.line(4, "llvm.mlir.global external @max_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>");
@@ -287,63 +261,10 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         let bbase = g.binc(ind, "addi", &abase, (BM * LINE) as i64);
         let k0 = g.binc(ind, "muli", kt, bke);
         // A: 128 lines x 8 chunks.
-        for l in 0..(BM * LINE / 16) / THREADS {
-            let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
-            let row = g.binc(ind, "shrui", &cid, 3);
-            let ch = g.binc(ind, "andi", &cid, 7);
-            let r8 = g.binc(ind, "andi", &row, 7);
-            let sw = g.bin(ind, "xori", &ch, &r8);
-            let line = g.binc(ind, "shli", &row, 7);
-            let swb = g.binc(ind, "shli", &sw, 4);
-            let soff = g.bin(ind, "addi", &line, &swb);
-            let gr = g.bin(ind, "addi", &m0, &row);
-            let kc = g.binc(ind, "muli", &ch, ce);
-            let gk = g.bin(ind, "addi", &k0, &kc);
-            let rok = g.let_(ind, format!("arith.cmpi ult, {gr}, %Mi : i64"));
-            let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
-            let ok = g.let_(ind, format!("arith.andi {rok}, {kok} : i1"));
-            // Out-of-range chunks copy 0 bytes (zero fill) from a clamped, valid address.
-            let r = g.let_(ind, format!("arith.minui {gr}, {mlast} : i64"));
-            let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
-            let e0 = g.bin(ind, "muli", &r, "%Ki");
-            let e = g.bin(ind, "addi", &e0, &k);
-            let eb = g.binc(ind, "muli", &e, esz);
-            let src = g.bin(ind, "addi", "%ga", &eb);
-            let dst = g.bin(ind, "addi", &abase, &soff);
-            let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
-            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
-        }
+        kmajor_tile(g, ind, BM, &abase, "%ga", &m0, "%Mi", &mlast, &k0, ce, esz, &klast, (&sixteen, &zero32));
         if tf32 {
             // B^T (N x K, K-major like A): bn lines x 8 chunks.
-            for l in 0..(bn * LINE / 16) / THREADS {
-                let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
-                let row = g.binc(ind, "shrui", &cid, 3);
-                let ch = g.binc(ind, "andi", &cid, 7);
-                let r8 = g.binc(ind, "andi", &row, 7);
-                let sw = g.bin(ind, "xori", &ch, &r8);
-                let line = g.binc(ind, "shli", &row, 7);
-                let swb = g.binc(ind, "shli", &sw, 4);
-                let soff = g.bin(ind, "addi", &line, &swb);
-                let gn = g.bin(ind, "addi", &n0, &row);
-                let kc = g.binc(ind, "muli", &ch, ce);
-                let gk = g.bin(ind, "addi", &k0, &kc);
-                let nok = g.let_(ind, format!("arith.cmpi ult, {gn}, %Ni : i64"));
-                let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
-                let ok = g.let_(ind, format!("arith.andi {nok}, {kok} : i1"));
-                let n = g.let_(ind, format!("arith.minui {gn}, {nlast} : i64"));
-                let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
-                let e0 = g.bin(ind, "muli", &n, "%Ki");
-                let e = g.bin(ind, "addi", &e0, &k);
-                let eb = g.binc(ind, "muli", &e, esz);
-                let src = g.bin(ind, "addi", "%gb", &eb);
-                let dst = g.bin(ind, "addi", &bbase, &soff);
-                let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
-                let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-                let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-                g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
-            }
+            kmajor_tile(g, ind, bn, &bbase, "%gb", &n0, "%Ni", &nlast, &k0, ce, esz, &klast, (&sixteen, &zero32));
         } else {
             // B: 64 lines (k) x bn/8 chunks (64-wide atoms of n, 8 KiB apart).
             for l in 0..(64 * bn / 8) / THREADS {
@@ -580,4 +501,39 @@ fn transpose_kernel(g: &mut Gen, tb: &str, tbt: &str) {
     }
     g.line(i, "gpu.return");
     g.line(4, "}");
+}
+
+/// Issues the `cp.async` copies of a K-major tile: `rows` lines of 128 bytes (one K slice)
+/// from row `row0` of a row-major matrix at `global` (i64 address; rows of `%Ki` elements of
+/// `esz` bytes) into shared memory at `base`, each line's 16-byte chunks swizzled by the line
+/// index. Rows past `limit` and K past `%Ki` copy 0 bytes (zero fill) from a clamped address.
+#[allow(clippy::too_many_arguments)]
+fn kmajor_tile(g: &mut Gen, ind: usize, rows: usize, base: &str, global: &str, row0: &str, limit: &str, last: &str, k0: &str, ce: i64, esz: i64, klast: &str, sizes: (&str, &str)) {
+    for l in 0..(rows * LINE / 16) / THREADS {
+        let cid = g.binc(ind, "addi", "%tid", (l * THREADS) as i64);
+        let row = g.binc(ind, "shrui", &cid, 3);
+        let ch = g.binc(ind, "andi", &cid, 7);
+        let r8 = g.binc(ind, "andi", &row, 7);
+        let sw = g.bin(ind, "xori", &ch, &r8);
+        let line = g.binc(ind, "shli", &row, 7);
+        let swb = g.binc(ind, "shli", &sw, 4);
+        let soff = g.bin(ind, "addi", &line, &swb);
+        let gr = g.bin(ind, "addi", row0, &row);
+        let kc = g.binc(ind, "muli", &ch, ce);
+        let gk = g.bin(ind, "addi", k0, &kc);
+        let rok = g.let_(ind, format!("arith.cmpi ult, {gr}, {limit} : i64"));
+        let kok = g.let_(ind, format!("arith.cmpi ult, {gk}, %Ki : i64"));
+        let ok = g.let_(ind, format!("arith.andi {rok}, {kok} : i1"));
+        let r = g.let_(ind, format!("arith.minui {gr}, {last} : i64"));
+        let k = g.let_(ind, format!("arith.minui {gk}, {klast} : i64"));
+        let e0 = g.bin(ind, "muli", &r, "%Ki");
+        let e = g.bin(ind, "addi", &e0, &k);
+        let eb = g.binc(ind, "muli", &e, esz);
+        let src = g.bin(ind, "addi", global, &eb);
+        let dst = g.bin(ind, "addi", base, &soff);
+        let size = g.let_(ind, format!("arith.select {ok}, {}, {} : i32", sizes.0, sizes.1));
+        let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+        let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+        g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+    }
 }

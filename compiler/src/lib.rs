@@ -16,6 +16,7 @@ pub mod gpu_epilogue;
 pub mod gpu_matmul;
 pub mod gpu_rows;
 pub mod gpu_sgemm;
+mod gpu_text;
 pub mod gpu_wgmma;
 pub mod graph_api;
 pub mod import;

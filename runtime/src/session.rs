@@ -180,40 +180,25 @@ impl Model {
     /// `state` (its mutable inputs, in signature order), which the program updates in place
     /// and the caller keeps between calls.
     pub fn execute_with_state(&self, name: &str, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let (entry_index, syms) = self.bind_call(name, inputs, state)?;
         #[cfg(feature = "cuda")]
         if let Some(g) = &self.gpu {
-            let (entry_index, syms) = self.bind_call(name, inputs, state)?;
             return g.execute(self, entry_index, &syms, inputs, state);
         }
         let m = self.artifact.manifest();
-        let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
         let entry = &m.entries[entry_index];
-        let n_state = entry.inputs.iter().filter(|s| s.mutable).count();
-        if inputs.len() + n_state != entry.inputs.len() || state.len() != n_state {
-            let names = |mutable: bool| entry.inputs.iter().filter(|s| s.mutable == mutable).map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(if state.len() != n_state {
-                RuntimeError::StateCount { entry: entry.name.clone(), expected: n_state, got: state.len(), names: names(true) }
-            } else {
-                RuntimeError::InputCount { entry: entry.name.clone(), expected: entry.inputs.len() - n_state, got: inputs.len(), names: names(false) }
-            });
-        }
-        // Every input in signature order, and where its memory is.
+        // Where each input's memory is, in signature order.
         let mut ptrs_in: Vec<*mut u8> = Vec::with_capacity(entry.inputs.len());
-        let mut all: Vec<&Tensor> = Vec::with_capacity(entry.inputs.len());
         let (mut ri, mut si) = (0, 0);
-        let state_ptrs: Vec<*mut u8> = state.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
         for sig in &entry.inputs {
             if sig.mutable {
-                all.push(&state[si]);
-                ptrs_in.push(state_ptrs[si]);
+                ptrs_in.push(state[si].bytes_mut().as_mut_ptr());
                 si += 1;
             } else {
-                all.push(&inputs[ri]);
                 ptrs_in.push(inputs[ri].bytes().as_ptr() as *mut u8);
                 ri += 1;
             }
         }
-        let syms = bind_inputs(entry, &all, &m.symbols)?;
 
         // Shapes of every buffer; memory of inputs and weights. Temporaries get memory at
         // their first use, from the pool of buffers earlier dispatches (or calls) are done
@@ -319,8 +304,8 @@ impl Model {
 }
 
 impl Model {
-    /// The entry `name`'s index and its dimension symbols bound from `inputs` and `state`.
-    #[cfg(feature = "cuda")]
+    /// The entry `name`'s index and its dimension symbols bound from `inputs` and `state`
+    /// (counts, dtypes and shapes checked against the signature).
     fn bind_call(&self, name: &str, inputs: &[Tensor], state: &[Tensor]) -> Result<(usize, Vec<Option<i64>>), RuntimeError> {
         let m = self.artifact.manifest();
         let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
@@ -368,7 +353,6 @@ impl Model {
 }
 
 /// Read-only inputs and state interleaved in signature order.
-#[cfg(feature = "cuda")]
 pub(crate) fn signature_order<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a [Tensor]) -> Vec<&'a Tensor> {
     let (mut ri, mut si) = (0, 0);
     let mut all = Vec::with_capacity(entry.inputs.len());

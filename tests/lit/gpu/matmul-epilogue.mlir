@@ -8,6 +8,9 @@
 // RUN: max inspect %t.80.maxa | FileCheck %s --check-prefix=ONE
 // ONE: max_kernel_g_k0_matmul_add_tanh_mul  bindings=[0, 1, 2, 3, 4]
 // ONE-NOT: max_kernel_g_k1
+// GPU artifacts are deterministic too (same input and flags, same bytes).
+// RUN: maxc compile %s --target cuda:sm_90 -o %t.90b.maxa
+// RUN: cmp %t.90.maxa %t.90b.maxa
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=PTX
 // PTX: // ----- PTX module 0
 // PTX: .visible .entry mm(

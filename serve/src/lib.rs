@@ -22,5 +22,5 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use chat_template::ChatMessage;
-pub use llm::{Generation, LlmError, PipelineConfig, LLM};
+pub use llm::{Generation, LlmError, PipelineConfig, TokenLogprob, LLM};
 pub use sampling::{FinishReason, SamplingParams};

@@ -77,11 +77,25 @@ pub type Result<T, E = LlmError> = std::result::Result<T, E>;
 pub struct Generation {
     /// The generated text (stop strings and end-of-generation tokens excluded).
     pub text: String,
+    /// Per generated token (an ending end-of-generation token excluded), its log-probability
+    /// and the most likely alternatives, when the request asked for them
+    /// ([`SamplingParams::logprobs`]).
+    pub logprobs: Option<Vec<TokenLogprob>>,
     /// The generated token ids (an end-of-generation token included when one ended it).
     pub tokens: Vec<u32>,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
     pub finish_reason: FinishReason,
+}
+
+/// A generated token's log-probability under the model's distribution (the raw logits'
+/// log-softmax), with the most likely tokens at that step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// Most likely first.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// A loaded LLM, ready to generate.
@@ -115,6 +129,7 @@ pub(crate) struct Row {
     stops: StopChecker,
     text: String,
     pub(crate) finish: Option<FinishReason>,
+    logprobs: Vec<TokenLogprob>,
 }
 
 impl Row {
@@ -129,11 +144,19 @@ impl Row {
             stops: StopChecker::new(params.stop.iter()),
             text: String::new(),
             finish: None,
+            logprobs: Vec::new(),
         })
     }
 
     pub(crate) fn into_generation(self) -> Generation {
-        Generation { tokens: self.ids[self.prompt_len..].to_vec(), prompt_tokens: self.prompt_len, text: self.text, finish_reason: self.finish.unwrap_or(FinishReason::Length) }
+        let logprobs = self.sampler.params().logprobs.map(|_| self.logprobs);
+        Generation {
+            tokens: self.ids[self.prompt_len..].to_vec(),
+            prompt_tokens: self.prompt_len,
+            text: self.text,
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+            logprobs,
+        }
     }
 }
 
@@ -432,12 +455,17 @@ impl LLM {
         let v = self.info.model.vocab_size;
         for (i, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
-            let sampled = row.sampler.sample(&logits[i * v..(i + 1) * v], &row.ids)?;
+            let row_logits = &logits[i * v..(i + 1) * v];
+            let sampled = row.sampler.sample(row_logits, &row.ids)?;
             let token = sampled.token;
             row.ids.push(token);
             let generated = row.ids.len() - row.prompt_len;
             let mut emit = String::new();
             let eos = self.tokenizer.is_eos(token) && !row.sampler.params().ignore_eos;
+            if let (Some(k), false) = (row.sampler.params().logprobs, eos) {
+                let ls = crate::sampling::LogSoftmax::new(row_logits);
+                row.logprobs.push(TokenLogprob { token, logprob: ls.logprob(token).unwrap_or(f32::NEG_INFINITY), top: ls.top(k) });
+            }
             if eos {
                 row.finish = Some(FinishReason::Stop);
             } else if let Some(piece) = row.decoder.step(token)? {

@@ -150,6 +150,10 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (for benchmarks; vLLM's `ignore_eos`).
     pub ignore_eos: bool,
+    /// Record each generated token's log-probability under the model's own distribution,
+    /// with this many most likely alternatives (OpenAI's `logprobs` / `top_logprobs`);
+    /// `None` records nothing.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -167,6 +171,7 @@ impl Default for SamplingParams {
             max_tokens: usize::MAX,
             stop: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
         }
     }
 }

@@ -159,3 +159,20 @@ fn unsupported_architectures_are_refused_by_name() {
         other => panic!("expected an architecture error, got {other:?}"),
     }
 }
+
+#[test]
+fn logprobs_are_the_models_own_and_greedy_takes_the_best() {
+    let Some(llm) = llm(256, 1) else { return };
+    assert!(llm.generate_with("The capital of France is", &greedy(4)).unwrap().logprobs.is_none(), "only when asked");
+    let g = llm.generate_with("The capital of France is", &SamplingParams { logprobs: Some(3), ..greedy(6) }).unwrap();
+    let lps = g.logprobs.expect("asked for");
+    // One entry per generated token (an ending end-of-generation token has none).
+    let ended_by_eos = g.finish_reason == FinishReason::Stop && g.tokens.last().is_some_and(|t| llm.tokenizer().is_eos(*t));
+    assert_eq!(lps.len(), g.tokens.len() - usize::from(ended_by_eos));
+    for (t, id) in lps.iter().zip(&g.tokens) {
+        assert_eq!(t.token, *id);
+        assert_eq!(t.top.len(), 3);
+        assert_eq!(t.top[0], (t.token, t.logprob), "greedy picks the most likely token");
+        assert!(t.logprob <= 0.0 && t.top[1].1 <= t.top[0].1 && t.top[2].1 <= t.top[1].1);
+    }
+}

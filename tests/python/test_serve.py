@@ -91,12 +91,48 @@ def test_completions(client):
     assert r.choices[0].text == " Paris" and r.choices[0].finish_reason == "stop"
 
 
+def test_logprobs(client):
+    """Non-streaming chat and completions report each generated token's log-probability
+    and the most likely alternatives; greedy picks the top alternative every time."""
+    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                                       temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens or (r.choices[0].finish_reason == "stop" and len(content) == r.usage.completion_tokens - 1)
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].token == t.token and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob
+    assert "".join(t.token for t in content).strip().startswith(r.choices[0].message.content.strip()[:4])
+    assert client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2).choices[0].logprobs is None
+
+    c = client.completions.create(model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=6, logprobs=2)
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) > 0
+    assert "".join(lp.tokens) == c.choices[0].text
+    assert lp.text_offset[0] == 0 and all(len(t) == 2 for t in lp.top_logprobs)
+    assert all(max(t.values()) == pytest.approx(v, abs=1e-6) for t, v in zip(lp.top_logprobs, lp.token_logprobs))
+
+
 def test_models(client):
     models = client.models.list()
     assert [m.id for m in models.data] == ["smollm2"]
     assert client.models.retrieve("smollm2").id == "smollm2"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
+
+
+def test_logprobs_errors(client):
+    msgs = [{"role": "user", "content": "Hi"}]
+    for kwargs, param in [({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": 2}, "top_logprobs"),
+                          ({"logprobs": True, "stream": True}, "logprobs")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            r = client.chat.completions.create(model="smollm2", messages=msgs, max_tokens=2, **kwargs)
+            if kwargs.get("stream"):
+                list(r)
+        assert e.value.body["param"] == param, e.value.body
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="smollm2", prompt="Hi", max_tokens=2, logprobs=6)
+    assert e.value.body["param"] == "logprobs"
 
 
 def test_errors(client, server):

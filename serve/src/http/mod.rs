@@ -441,9 +441,10 @@ async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req:
         return Ok(Sse::new(sse(s.clone(), started, jobs, head, chunk, usage, prompt_tokens * n)).keep_alive(KeepAlive::default()).into_response());
     }
     let results = collect(&s.metrics, started, jobs).await?;
+    let tok = served.engine.llm().tokenizer();
     let choices: Vec<Value> = results
         .iter()
-        .map(|(i, _, g)| json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish(g.finish_reason)}))
+        .map(|(i, _, g)| json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": chat_logprobs(tok, g), "finish_reason": finish(g.finish_reason)}))
         .collect();
     Ok(Json(json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &vec![prompt_tokens; n])})).into_response())
 }
@@ -482,8 +483,55 @@ async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMa
         return Ok(Sse::new(sse(s.clone(), started, jobs, Vec::new(), chunk, usage, total)).keep_alive(KeepAlive::default()).into_response());
     }
     let results = collect(&s.metrics, started, jobs).await?;
-    let choices: Vec<Value> = results.iter().map(|(i, _, g)| json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish(g.finish_reason)})).collect();
+    let tok = served.engine.llm().tokenizer();
+    let choices: Vec<Value> =
+        results.iter().map(|(i, _, g)| json!({"index": i, "text": g.text, "logprobs": completion_logprobs(tok, g), "finish_reason": finish(g.finish_reason)})).collect();
     Ok(Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &per_choice)})).into_response())
+}
+
+/// A token's text as it appears in the output (its bytes may be part of a longer UTF-8
+/// character: then the text has replacement characters and `bytes` has the truth).
+fn token_text(tok: &crate::tokenizer::Tokenizer, id: u32) -> (String, Vec<u8>) {
+    let text = tok.decode(&[id], false).unwrap_or_default();
+    let bytes = text.as_bytes().to_vec();
+    (text, bytes)
+}
+
+/// Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`, or null
+/// when not asked for.
+fn chat_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Generation) -> Value {
+    let Some(lps) = &g.logprobs else { return Value::Null };
+    let entry = |id: u32, lp: f32| {
+        let (text, bytes) = token_text(tok, id);
+        json!({"token": text, "logprob": lp, "bytes": bytes})
+    };
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|t| {
+            let mut e = entry(t.token, t.logprob);
+            e["top_logprobs"] = Value::Array(t.top.iter().map(|&(id, lp)| entry(id, lp)).collect());
+            e
+        })
+        .collect();
+    json!({"content": content})
+}
+
+/// Completions' legacy `logprobs`: `{tokens, token_logprobs, top_logprobs, text_offset}`, or
+/// null when not asked for.
+fn completion_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Generation) -> Value {
+    let Some(lps) = &g.logprobs else { return Value::Null };
+    let mut offset = 0usize;
+    let (mut tokens, mut logprobs, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for t in lps {
+        let (text, _) = token_text(tok, t.token);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        logprobs.push(t.logprob);
+        let top: serde_json::Map<String, Value> = t.top.iter().map(|&(id, lp)| (token_text(tok, id).0, json!(lp))).collect();
+        tops.push(Value::Object(top));
+    }
+    json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
 }
 
 /// No served model computes embeddings yet: a clear 400 rather than a missing route.

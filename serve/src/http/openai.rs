@@ -90,9 +90,7 @@ pub struct Sampling {
 impl Sampling {
     /// The sampling parameters, or a 400 naming the field that is out of range.
     pub fn params(&self) -> Result<SamplingParams, ApiError> {
-        if matches!(&self.logprobs, Some(Value::Bool(true)) | Some(Value::Number(_))) || self.top_logprobs.is_some_and(|n| n > 0) {
-            return Err(ApiError::invalid("logprobs are not supported by this server yet", Some("logprobs")));
-        }
+        let logprobs = self.logprobs()?;
         let d = SamplingParams::default();
         let p = SamplingParams {
             temperature: self.temperature.unwrap_or(d.temperature),
@@ -114,6 +112,7 @@ impl Sampling {
                 Some(Stop::Many(v)) => v.clone(),
             },
             ignore_eos: false,
+            logprobs,
         };
         p.validate().map_err(|e| {
             let param = match &e {
@@ -124,6 +123,34 @@ impl Sampling {
             ApiError::invalid(e.to_string(), param)
         })?;
         Ok(p)
+    }
+
+    /// How many alternatives to report with each token's log-probability, if any: chat's
+    /// `logprobs: true` with `top_logprobs` (0-20), or completions' `logprobs: N` (0-5).
+    /// Streaming responses carry no log-probabilities yet.
+    fn logprobs(&self) -> Result<Option<usize>, ApiError> {
+        let top = self.top_logprobs.map(|t| t as usize);
+        let wanted = match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {
+                if top.is_some_and(|t| t > 0) {
+                    return Err(ApiError::invalid("top_logprobs needs logprobs: true", Some("top_logprobs")));
+                }
+                None
+            }
+            Some(Value::Bool(true)) => match top {
+                Some(t) if t > 20 => return Err(ApiError::invalid(format!("top_logprobs must be at most 20, got {t}"), Some("top_logprobs"))),
+                t => Some(t.unwrap_or(0)),
+            },
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(k) if k <= 5 => Some(k as usize),
+                _ => return Err(ApiError::invalid(format!("logprobs must be an integer from 0 to 5, got {n}"), Some("logprobs"))),
+            },
+            Some(other) => return Err(ApiError::invalid(format!("logprobs must be a boolean (chat) or an integer (completions), got {other}"), Some("logprobs"))),
+        };
+        if wanted.is_some() && self.stream {
+            return Err(ApiError::invalid("logprobs are not available with stream: true yet; ask without streaming", Some("logprobs")));
+        }
+        Ok(wanted)
     }
 
     /// `n`, at least 1 and at most `max`.

@@ -22,6 +22,7 @@
 //! before it calls `max_gpu_init` (the PTX module loads MLIR would have run as constructors).
 
 use crate::error::CompileError;
+use max_runtime::artifact::GPU_API;
 use std::fmt::Write;
 
 /// A CUDA target: `cuda:sm_80`, `cuda:sm_89` or `cuda:sm_90`.
@@ -280,32 +281,23 @@ fn intrinsic_math(line: &str) -> String {
     .join("\n")
 }
 
-/// Entry points of MLIR's GPU runtime ABI that host code may call, with their LLVM types.
-const GPU_API: &[(&str, &str, &str)] = &[
-    ("mgpuModuleLoad", "ptr", "ptr, i64"),
-    ("mgpuModuleLoadJIT", "ptr", "ptr, i32"),
-    ("mgpuModuleUnload", "void", "ptr"),
-    ("mgpuModuleGetFunction", "ptr", "ptr, ptr"),
-    ("mgpuLaunchKernel", "void", "ptr, i64, i64, i64, i64, i64, i64, i32, ptr, ptr, ptr, i64"),
-    ("mgpuStreamCreate", "ptr", ""),
-    ("mgpuStreamDestroy", "void", "ptr"),
-    ("mgpuStreamSynchronize", "void", "ptr"),
-    ("mgpuStreamWaitEvent", "void", "ptr, ptr"),
-    ("mgpuEventCreate", "ptr", ""),
-    ("mgpuEventDestroy", "void", "ptr"),
-    ("mgpuEventSynchronize", "void", "ptr"),
-    ("mgpuEventRecord", "void", "ptr, ptr"),
-    ("mgpuMemAlloc", "ptr", "i64, ptr, i8"),
-    ("mgpuMemFree", "void", "ptr, ptr"),
-    ("mgpuMemcpy", "void", "ptr, ptr, i64, ptr"),
-    ("mgpuMemset32", "void", "ptr, i32, i64, ptr"),
-    ("mgpuMemset16", "void", "ptr, i16, i64, ptr"),
-];
-
-/// The slot of each GPU runtime entry point in `max_gpu_api` (the runtime's table has the
-/// same order).
-pub fn gpu_api_names() -> Vec<&'static str> {
-    GPU_API.iter().map(|(n, _, _)| *n).collect()
+/// The LLVM return and parameter types of an MLIR GPU runtime entry point (the names and
+/// their table order are the runtime's, `max_runtime::artifact::GPU_API`).
+fn gpu_api_signature(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "mgpuModuleLoad" => ("ptr", "ptr, i64"),
+        "mgpuModuleLoadJIT" => ("ptr", "ptr, i32"),
+        "mgpuModuleUnload" | "mgpuStreamDestroy" | "mgpuStreamSynchronize" | "mgpuEventDestroy" | "mgpuEventSynchronize" => ("void", "ptr"),
+        "mgpuModuleGetFunction" => ("ptr", "ptr, ptr"),
+        "mgpuLaunchKernel" => ("void", "ptr, i64, i64, i64, i64, i64, i64, i32, ptr, ptr, ptr, i64"),
+        "mgpuStreamCreate" | "mgpuEventCreate" => ("ptr", ""),
+        "mgpuStreamWaitEvent" | "mgpuEventRecord" | "mgpuMemFree" => ("void", "ptr, ptr"),
+        "mgpuMemAlloc" => ("ptr", "i64, ptr, i8"),
+        "mgpuMemcpy" => ("void", "ptr, ptr, i64, ptr"),
+        "mgpuMemset32" => ("void", "ptr, i32, i64, ptr"),
+        "mgpuMemset16" => ("void", "ptr, i16, i64, ptr"),
+        other => unreachable!("no signature for GPU runtime entry point {other}"),
+    }
 }
 
 /// Rewrites translated host LLVM IR for the runtime: GPU runtime calls go through the
@@ -313,17 +305,18 @@ pub fn gpu_api_names() -> Vec<&'static str> {
 pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
     let mut out = String::with_capacity(ir.len() + 4096);
     let mut ctors: Vec<String> = Vec::new();
-    let mut dtors: Vec<String> = Vec::new();
     for line in ir.lines() {
+        // Module loads (constructors) run from max_gpu_init; modules stay loaded for the life
+        // of the process, so the unloading destructors are dropped.
         if line.starts_with("@llvm.global_ctors") || line.starts_with("@llvm.global_dtors") {
-            let list = if line.starts_with("@llvm.global_ctors") { &mut ctors } else { &mut dtors };
-            for part in line.split("ptr @").skip(1) {
-                let f: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
-                list.push(f);
+            if line.starts_with("@llvm.global_ctors") {
+                for part in line.split("ptr @").skip(1) {
+                    ctors.push(part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect());
+                }
             }
             continue;
         }
-        if GPU_API.iter().any(|(n, _, _)| line.starts_with("declare ") && line.contains(&format!("@{n}("))) {
+        if GPU_API.iter().any(|n| line.starts_with("declare ") && line.contains(&format!("@{n}("))) {
             continue;
         }
         // Constructors' section would make the dynamic loader run them; they are plain now.
@@ -332,12 +325,13 @@ pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
     }
     let n = GPU_API.len();
     let _ = writeln!(out, "\n@max_gpu_api = global [{n} x ptr] zeroinitializer");
-    for (slot, (name, ret, params)) in GPU_API.iter().enumerate() {
+    for (slot, name) in GPU_API.iter().enumerate() {
+        let (ret, params) = gpu_api_signature(name);
         let ps: Vec<&str> = if params.is_empty() { vec![] } else { params.split(", ").collect() };
         let decl: Vec<String> = ps.iter().enumerate().map(|(i, t)| format!("{t} %a{i}")).collect();
         let args = decl.join(", ");
         let _ = writeln!(out, "define internal {ret} @{name}({args}) {{\n  %slot = getelementptr [{n} x ptr], ptr @max_gpu_api, i64 0, i64 {slot}\n  %f = load ptr, ptr %slot, align 8");
-        if *ret == "void" {
+        if ret == "void" {
             let _ = writeln!(out, "  call void %f({args})\n  ret void\n}}");
         } else {
             let _ = writeln!(out, "  %r = call {ret} %f({args})\n  ret {ret} %r\n}}");
@@ -346,10 +340,6 @@ pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
     let _ = writeln!(out, "define void @max_gpu_init() {{");
     for c in &ctors {
         let _ = writeln!(out, "  call void @{c}()");
-    }
-    let _ = writeln!(out, "  ret void\n}}\ndefine void @max_gpu_fini() {{");
-    for d in &dtors {
-        let _ = writeln!(out, "  call void @{d}()");
     }
     let _ = writeln!(out, "  ret void\n}}");
     if ptx_of(ir).iter().any(|p| p.contains(".extern .func") && p.contains("__nv_")) {

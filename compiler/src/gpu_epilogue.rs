@@ -61,10 +61,9 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
     let mut se = ScalarEmitter::new();
     let mm = &spec.body[0];
     let mm_dt = dtype_of(spec, mm.results[0]);
-    let mut vals: HashMap<String, (String, DType)> = HashMap::new();
-    let key = |r: &ValueRef| format!("{r:?}");
+    let mut vals: HashMap<ValueRef, (String, DType)> = HashMap::new();
     let first = if mm_dt == DType::F32 { acc.to_string() } else { se.op(&Op::Cast(mm_dt), &[(acc.to_string(), DType::F32)], mm_dt) };
-    vals.insert(key(&mm.results[0]), (first, mm_dt));
+    vals.insert(mm.results[0], (first, mm_dt));
     for f in &spec.body[1..] {
         let mut args = Vec::new();
         for a in &f.args {
@@ -84,17 +83,17 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
                     code.push_str(&format!("      {name} = memref.load %E{i}[{idx}] : {}\n", b.memref()));
                     (name, b.dtype)
                 }
-                other => vals.get(&key(other)).cloned().expect("epilogue operands are computed before use"),
+                other => vals.get(other).cloned().expect("epilogue operands are computed before use"),
             };
             args.push(v);
         }
         code.push_str(&se.take());
         let out = dtype_of(spec, f.results[0]);
         let r = se.op(&f.op, &args, out);
-        vals.insert(key(&f.results[0]), (r, out));
+        vals.insert(f.results[0], (r, out));
     }
     code.push_str(&se.take());
-    let (v, d) = vals.get(&key(&ValueRef::Output(0))).cloned().expect("the epilogue computes the output");
+    let (v, d) = vals.get(&ValueRef::Output(0)).cloned().expect("the epilogue computes the output");
     let out_dt = spec.outputs[0].dtype;
     let v = if d == out_dt { v } else {
         let c = se.op(&Op::Cast(out_dt), &[(v, d)], out_dt);

@@ -63,7 +63,7 @@ impl BindingType {
 }
 
 /// Where a value of a fused kernel lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueRef {
     /// Input binding `i`.
     Input(usize),

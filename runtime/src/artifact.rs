@@ -32,6 +32,29 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Kernel ABI version: the kernel library exports `max_abi_version` with this value.
 /// Version 2: kernels return an `int32_t` status (0 = success).
 pub const KERNEL_ABI_VERSION: u32 = 2;
+
+/// The MLIR GPU runtime entry points a GPU artifact's host code calls, in the order of its
+/// `max_gpu_api` table of function pointers (filled by the runtime's CUDA executor).
+pub const GPU_API: &[&str] = &[
+    "mgpuModuleLoad",
+    "mgpuModuleLoadJIT",
+    "mgpuModuleUnload",
+    "mgpuModuleGetFunction",
+    "mgpuLaunchKernel",
+    "mgpuStreamCreate",
+    "mgpuStreamDestroy",
+    "mgpuStreamSynchronize",
+    "mgpuStreamWaitEvent",
+    "mgpuEventCreate",
+    "mgpuEventDestroy",
+    "mgpuEventSynchronize",
+    "mgpuEventRecord",
+    "mgpuMemAlloc",
+    "mgpuMemFree",
+    "mgpuMemcpy",
+    "mgpuMemset32",
+    "mgpuMemset16",
+];
 /// Alignment of every section.
 pub const SECTION_ALIGN: u64 = 64;
 const HEADER_SIZE: usize = 64;

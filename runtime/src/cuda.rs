@@ -16,28 +16,7 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Mutex};
 
-/// MLIR GPU runtime entry points, in the order of the artifact's `max_gpu_api` table (the
-/// compiler's `gpu::GPU_API` lists the same names).
-pub const GPU_API: &[&str] = &[
-    "mgpuModuleLoad",
-    "mgpuModuleLoadJIT",
-    "mgpuModuleUnload",
-    "mgpuModuleGetFunction",
-    "mgpuLaunchKernel",
-    "mgpuStreamCreate",
-    "mgpuStreamDestroy",
-    "mgpuStreamSynchronize",
-    "mgpuStreamWaitEvent",
-    "mgpuEventCreate",
-    "mgpuEventDestroy",
-    "mgpuEventSynchronize",
-    "mgpuEventRecord",
-    "mgpuMemAlloc",
-    "mgpuMemFree",
-    "mgpuMemcpy",
-    "mgpuMemset32",
-    "mgpuMemset16",
-];
+pub use crate::artifact::GPU_API;
 
 fn check(r: sys::CUresult, what: &str) -> Result<(), RuntimeError> {
     if r == sys::CUresult::CUDA_SUCCESS {
@@ -388,12 +367,19 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
         return; // an empty grid (a zero-sized dim): nothing to do
     }
     if smem > 48 * 1024 {
-        // More than the default 48 KiB of dynamic shared memory must be opted into.
-        // SAFETY: `f` is a loaded kernel; the attribute takes a byte count.
-        record(
-            unsafe { sys::cuFuncSetAttribute(f as sys::CUfunction, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem) },
-            "raising a GPU kernel's shared memory limit",
-        );
+        // More than the default 48 KiB of dynamic shared memory must be opted into, once
+        // per kernel and size, not on every launch. (Modules are never unloaded, so a
+        // function handle names one kernel for the life of the process.)
+        static RAISED: Mutex<Vec<(usize, i32)>> = Mutex::new(Vec::new());
+        let mut raised = RAISED.lock().unwrap_or_else(|p| p.into_inner());
+        if !raised.contains(&(f as usize, smem)) {
+            // SAFETY: `f` is a loaded kernel; the attribute takes a byte count.
+            let r = unsafe { sys::cuFuncSetAttribute(f as sys::CUfunction, sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem) };
+            if r == sys::CUresult::CUDA_SUCCESS {
+                raised.push((f as usize, smem));
+            }
+            record(r, "raising a GPU kernel's shared memory limit");
+        }
     }
     // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
     // arguments as the compiled host code laid them out for its PTX signature.

@@ -16,11 +16,11 @@
 
 use crate::artifact::{Artifact, BufferKind, SectionKind};
 use crate::cpu::KernelLibrary;
-use crate::cuda::{init_library, CudaDevice, DeviceBuffer};
+use crate::artifact::Entry;
+use crate::cuda::{init_library, CudaDevice, CudaGraph, DeviceBuffer};
 use crate::error::RuntimeError;
-use crate::session::{signature_order, Model};
+use crate::session::{buffer_shapes, signature_order, Model};
 use crate::tensor::Tensor;
-use crate::cuda::CudaGraph;
 use std::sync::{Arc, Mutex};
 
 /// Input shapes per model whose CUDA graphs are kept.
@@ -30,9 +30,9 @@ pub const GRAPH_CACHE: usize = 8;
 struct GraphInstance {
     key: GraphKey,
     graph: CudaGraph,
-    /// Every buffer of the entry (inputs, temporaries, outputs) by index; aliases and
-    /// weights point elsewhere.
-    owned: Vec<Option<DeviceBuffer>>,
+    /// The buffers the graph's launches use (inputs, temporaries, outputs), kept alive with
+    /// it; `ptrs` has every buffer's address (aliases and weights point elsewhere).
+    _owned: Vec<DeviceBuffer>,
     ptrs: Vec<u64>,
     shapes: Vec<Vec<usize>>,
 }
@@ -120,28 +120,20 @@ impl GpuModel {
         let entry = &model.artifact().manifest().entries[entry_index];
         let (root, _) = model.plan(entry_index);
         let dev = &self.dev;
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let shapes = buffer_shapes(entry, syms)?;
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
-        let mut owned: Vec<Option<DeviceBuffer>> = Vec::with_capacity(entry.buffers.len());
-        for b in &entry.buffers {
-            let shape = b.shape.iter().map(|d| d.eval(syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
-            let bytes = shape.iter().product::<usize>() * b.dtype.size_bytes();
-            let (ptr, own) = match b.kind {
+        let mut owned = Vec::new();
+        for (b, shape) in entry.buffers.iter().zip(&shapes) {
+            let ptr = match b.kind {
                 BufferKind::Input(_) | BufferKind::Temp => {
-                    let buf = dev.alloc(bytes)?;
-                    (buf.ptr(), Some(buf))
+                    let buf = dev.alloc(shape.iter().product::<usize>() * b.dtype.size_bytes())?;
+                    owned.push(buf);
+                    owned[owned.len() - 1].ptr()
                 }
-                BufferKind::Weight(s) => (self.weights.get(s).and_then(|w| w.as_ref()).map(DeviceBuffer::ptr).unwrap_or(0), None),
-                BufferKind::Alias(a) => {
-                    if shape.iter().product::<usize>() != shapes[a].iter().product::<usize>() {
-                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
-                    }
-                    (ptrs[a], None)
-                }
+                BufferKind::Weight(s) => self.weight_ptr(s),
+                BufferKind::Alias(a) => ptrs[a],
             };
-            shapes.push(shape);
             ptrs.push(ptr);
-            owned.push(own);
         }
         dev.sync()?;
         let ((), graph) = dev.capture(|| {
@@ -158,40 +150,46 @@ impl GpuModel {
             Ok(())
         })?;
         tracing::debug!(entry = %entry.name, "recorded a CUDA graph");
-        Ok(GraphInstance { key, graph, owned, ptrs, shapes })
+        Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes })
     }
 
     /// Runs a recorded call: inputs in, graph, outputs (and state) out.
     fn replay(&self, model: &Model, inst: &GraphInstance, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let entry = &model.artifact().manifest().entries[inst.key.0];
-        let (root, _) = model.plan(inst.key.0);
         let dev = &self.dev;
-        let all = signature_order(entry, inputs, state);
-        let input_buffer = |i: usize| entry.buffers.iter().position(|b| b.kind == BufferKind::Input(i));
-        for (i, t) in all.iter().enumerate() {
-            if let Some(b) = input_buffer(i) {
-                dev.copy_in_async(inst.ptrs[b], t.bytes())?;
+        let input_ptr = |i: usize| entry.buffers.iter().position(|b| b.kind == BufferKind::Input(i)).map(|b| inst.ptrs[b]);
+        for (i, t) in signature_order(entry, inputs, state).iter().enumerate() {
+            if let Some(p) = input_ptr(i) {
+                dev.copy_in_async(p, t.bytes())?;
             }
         }
         dev.launch(&inst.graph)?;
-        let _ = &inst.owned;
+        self.read_results(model, inst.key.0, &inst.shapes, &inst.ptrs, &input_ptr, state)
+    }
+
+    /// The outputs of a finished call, and the state tensors the device updated in place
+    /// (copied back to the caller's); `input_ptr(i)` is where input `i` lives.
+    fn read_results(&self, model: &Model, entry_index: usize, shapes: &[Vec<usize>], ptrs: &[u64], input_ptr: &dyn Fn(usize) -> Option<u64>, state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let entry: &Entry = &model.artifact().manifest().entries[entry_index];
+        let (root, _) = model.plan(entry_index);
         let mut outs = Vec::with_capacity(entry.outputs.len());
-        for (k, &b) in entry.output_buffers.iter().enumerate() {
-            let sig = &entry.outputs[k];
-            let mut bytes = vec![0u8; inst.shapes[b].iter().product::<usize>() * sig.dtype.size_bytes()];
-            dev.copy_out(inst.ptrs[root[b]], &mut bytes)?;
-            outs.push(Tensor::from_bytes(sig.dtype, &inst.shapes[b], &bytes)?);
+        for (sig, &b) in entry.outputs.iter().zip(&entry.output_buffers) {
+            let mut bytes = vec![0u8; shapes[b].iter().product::<usize>() * sig.dtype.size_bytes()];
+            self.dev.copy_out(ptrs[root[b]], &mut bytes)?;
+            outs.push(Tensor::from_bytes(sig.dtype, &shapes[b], &bytes)?);
         }
-        let mut si = 0;
-        for (i, sig) in entry.inputs.iter().enumerate() {
-            if sig.mutable {
-                if let Some(b) = input_buffer(i) {
-                    dev.copy_out(inst.ptrs[b], state[si].bytes_mut())?;
-                }
-                si += 1;
+        let mutable = entry.inputs.iter().enumerate().filter(|(_, sig)| sig.mutable).map(|(i, _)| i);
+        for (t, i) in state.iter_mut().zip(mutable) {
+            if let Some(p) = input_ptr(i) {
+                self.dev.copy_out(p, t.bytes_mut())?;
             }
         }
         Ok(outs)
+    }
+
+    /// The device address of weight section `s` (0 if it has none).
+    fn weight_ptr(&self, s: usize) -> u64 {
+        self.weights.get(s).and_then(|w| w.as_ref()).map_or(0, DeviceBuffer::ptr)
     }
 
     /// Runs entry `entry_index` dispatch by dispatch, temporaries from the pool.
@@ -203,23 +201,15 @@ impl GpuModel {
         dev.bind()?;
         let staged: Vec<DeviceBuffer> = signature_order(entry, inputs, state).iter().map(|t| dev.upload(t.bytes())).collect::<Result<_, _>>()?;
 
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let shapes = buffer_shapes(entry, syms)?;
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         for b in &entry.buffers {
-            let shape = b.shape.iter().map(|d| d.eval(syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
             let ptr = match b.kind {
                 BufferKind::Input(i) => staged[i].ptr(),
-                BufferKind::Weight(s) => self.weights.get(s).and_then(|w| w.as_ref()).map(DeviceBuffer::ptr).unwrap_or(0),
-                BufferKind::Alias(a) => {
-                    let parent: usize = shapes[a].iter().product();
-                    if shape.iter().product::<usize>() != parent {
-                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
-                    }
-                    ptrs[a]
-                }
+                BufferKind::Weight(s) => self.weight_ptr(s),
+                BufferKind::Alias(a) => ptrs[a],
                 BufferKind::Temp => 0,
             };
-            shapes.push(shape);
             ptrs.push(ptr);
         }
         let mut temps: Vec<Option<DeviceBuffer>> = (0..entry.buffers.len()).map(|_| None).collect();
@@ -260,22 +250,7 @@ impl GpuModel {
             }
         }
         dev.sync()?;
-        let mut outs = Vec::with_capacity(entry.outputs.len());
-        for (k, &b) in entry.output_buffers.iter().enumerate() {
-            let sig = &entry.outputs[k];
-            let n = shapes[b].iter().product::<usize>() * sig.dtype.size_bytes();
-            let mut bytes = vec![0u8; n];
-            dev.copy_out(ptrs[root[b]], &mut bytes)?;
-            outs.push(Tensor::from_bytes(sig.dtype, &shapes[b], &bytes)?);
-        }
-        // State updated in place on the device goes back to the caller's tensors.
-        let mut si = 0;
-        for (i, sig) in entry.inputs.iter().enumerate() {
-            if sig.mutable {
-                dev.copy_out(staged[i].ptr(), state[si].bytes_mut())?;
-                si += 1;
-            }
-        }
+        let outs = self.read_results(model, entry_index, &shapes, &ptrs, &|i| Some(staged[i].ptr()), state)?;
         // Outputs were copied out: their buffers serve the next call.
         pool.extend(temps.into_iter().flatten());
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;

@@ -204,25 +204,16 @@ impl Model {
         // their first use, from the pool of buffers earlier dispatches (or calls) are done
         // with, and go back to it after their last use.
         let plan = &self.plans[entry_index];
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+        let shapes = buffer_shapes(entry, &syms)?;
         let mut temps: Vec<Option<AlignedBytes>> = (0..entry.buffers.len()).map(|_| None).collect();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(entry.buffers.len());
         for b in &entry.buffers {
-            let shape = b.shape.iter().map(|d| d.eval(&syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
             let ptr = match b.kind {
                 BufferKind::Input(i) => ptrs_in[i],
                 BufferKind::Weight(s) => self.artifact.section_bytes(s).as_ptr() as *mut u8,
-                BufferKind::Alias(a) => {
-                    // A reshape whose size is only known at run time must keep the count.
-                    let parent: usize = shapes[a].iter().product();
-                    if shape.iter().product::<usize>() != parent {
-                        return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
-                    }
-                    ptrs[a]
-                }
+                BufferKind::Alias(a) => ptrs[a],
                 BufferKind::Temp => std::ptr::null_mut(),
             };
-            shapes.push(shape);
             ptrs.push(ptr);
         }
         let mut pool = std::mem::take(&mut *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()));
@@ -350,6 +341,22 @@ impl Model {
     pub(crate) fn plan(&self, i: usize) -> (&[usize], &[usize]) {
         (&self.plans[i].root, &self.plans[i].last_use)
     }
+}
+
+/// The shape of every buffer of `entry` at the dims `syms`. A reshape (alias) whose sizes are
+/// only known at run time must keep the element count.
+pub(crate) fn buffer_shapes(entry: &Entry, syms: &[Option<i64>]) -> Result<Vec<Vec<usize>>, RuntimeError> {
+    let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(entry.buffers.len());
+    for b in &entry.buffers {
+        let shape = b.shape.iter().map(|d| d.eval(syms).map(|v| v.max(0) as usize)).collect::<Result<Vec<_>, _>>()?;
+        if let BufferKind::Alias(a) = b.kind {
+            if shape.iter().product::<usize>() != shapes[a].iter().product::<usize>() {
+                return Err(RuntimeError::Reshape { from: shapes[a].clone(), to: shape });
+            }
+        }
+        shapes.push(shape);
+    }
+    Ok(shapes)
 }
 
 /// Read-only inputs and state interleaved in signature order.

@@ -153,31 +153,10 @@ fn run_case(session: &InferenceSession, case: &Path) -> Result<Errors> {
     Ok(worst)
 }
 
-/// Deterministic pseudo-random values in [-1, 1).
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn random_tensor(dtype: DType, shape: &[usize], seed: u64) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let v = random(n, seed);
-    let bytes: Vec<u8> = match dtype {
-        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
-        DType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-        DType::I32 => v.iter().flat_map(|x| ((x * 100.0) as i32).to_le_bytes()).collect(),
-        DType::I64 => v.iter().flat_map(|x| ((x * 100.0) as i64).to_le_bytes()).collect(),
-        DType::I8 => v.iter().map(|x| (x * 100.0) as i8 as u8).collect(),
-    };
-    Ok(Tensor::from_bytes(dtype, shape, &bytes)?)
+/// A tensor of the runtime's deterministic pseudo-random values (as for generated weights).
+fn random_tensor(dtype: DType, shape: &[usize], seed: u64, name: &str) -> Result<Tensor> {
+    let bytes = max_runtime::weights::random_bytes(dtype, shape.iter().product(), seed, name);
+    Ok(Tensor::from_bytes(dtype, shape, bytes.as_slice())?)
 }
 
 fn kernel_total(model: &Model) -> std::time::Duration {
@@ -206,7 +185,7 @@ fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, bytes: O
     let mut inputs = Vec::new();
     for (k, sig) in entry.inputs.iter().enumerate() {
         let shape: Vec<usize> = sig.shape.iter().map(|d| d.eval(&syms).map(|v| v as usize)).collect::<Result<_, _>>().with_context(|| format!("input '{}' has a dim no --dim gives", sig.name))?;
-        inputs.push(random_tensor(sig.dtype, &shape, k as u64 + 1)?);
+        inputs.push(random_tensor(sig.dtype, &shape, k as u64 + 1, &sig.name)?);
     }
     for _ in 0..3 {
         model.execute(&inputs)?;

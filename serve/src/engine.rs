@@ -7,7 +7,7 @@
 //! stop string, `max_tokens`, the cache length) or when its receiver is dropped (a client
 //! that went away): its cache row is free for the next request at once.
 
-use crate::llm::{Generation, LlmError, Row, LLM};
+use crate::llm::{Generation, LlmError, Row, TokenLogprob, LLM};
 use crate::sampling::SamplingParams;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -19,8 +19,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 /// `Done` (or `Failed`).
 #[derive(Debug)]
 pub enum Event {
-    /// Newly final text.
-    Text(String),
+    /// Newly final text, with the log-probabilities of the tokens generated since the last
+    /// `Text` (when the request asked for them; a token's text may be held back, e.g. while
+    /// it could start a stop string, so a piece can carry several tokens or none).
+    Text(String, Vec<TokenLogprob>),
     /// The finished completion.
     Done(Generation),
     /// The request could not be completed.
@@ -127,6 +129,19 @@ impl Drop for Engine {
 struct Running {
     row: Row,
     events: UnboundedSender<Event>,
+    /// Log-probabilities already sent with `Text` events.
+    sent: usize,
+}
+
+impl Running {
+    /// Sends `text` (if any) with the log-probabilities recorded since the last send.
+    fn send_text(&mut self, text: &str) {
+        if !text.is_empty() {
+            let new = self.row.logprobs_after(self.sent).to_vec();
+            self.sent += new.len();
+            let _ = self.events.send(Event::Text(text.to_string(), new));
+        }
+    }
 }
 
 /// The worker loop.
@@ -191,29 +206,30 @@ fn run(llm: &LLM, jobs: &mpsc::Receiver<Job>, stats: &EngineStats) {
         }
         // One decode step over every running request.
         let mut rows: Vec<Row> = Vec::new();
-        let mut senders: Vec<UnboundedSender<Event>> = Vec::new();
+        let mut senders: Vec<(UnboundedSender<Event>, usize)> = Vec::new();
         for r in running.drain(..) {
             rows.push(r.row);
-            senders.push(r.events);
+            senders.push((r.events, r.sent));
         }
         let active: Vec<usize> = (0..rows.len()).collect();
-        let step = llm.decode_step(&mut cache, &mut rows, &active).and_then(|logits| {
-            llm.take_samples(&mut rows, &active, &logits, &mut |i, text| {
-                let _ = senders[i].send(Event::Text(text.to_string()));
-            })
-        });
+        let mut texts = vec![String::new(); rows.len()];
+        let step = llm.decode_step(&mut cache, &mut rows, &active).and_then(|logits| llm.take_samples(&mut rows, &active, &logits, &mut |i, text| texts[i].push_str(text)));
         stats.generated_tokens.fetch_add(rows.len(), Ordering::SeqCst);
-        for (row, events) in rows.into_iter().zip(senders) {
+        for ((row, (events, sent)), text) in rows.into_iter().zip(senders).zip(texts) {
+            let mut r = Running { row, events, sent };
             if let Err(e) = &step {
-                let _ = events.send(Event::Failed(e.to_string()));
-                free.push(row.slot);
+                let _ = r.events.send(Event::Failed(e.to_string()));
+                free.push(r.row.slot);
                 stats.running.fetch_sub(1, Ordering::SeqCst);
-            } else if row.finish.is_some() {
-                free.push(row.slot);
+                continue;
+            }
+            r.send_text(&text);
+            if r.row.finish.is_some() {
+                free.push(r.row.slot);
                 stats.running.fetch_sub(1, Ordering::SeqCst);
-                let _ = events.send(Event::Done(row.into_generation()));
+                let _ = r.events.send(Event::Done(r.row.into_generation()));
             } else {
-                running.push(Running { row, events });
+                running.push(r);
             }
         }
     }
@@ -231,16 +247,19 @@ fn admit(llm: &LLM, cache: &mut [max_runtime::Tensor], slot: usize, job: Job, st
         }
     };
     let events = job.events;
+    let mut text = String::new();
     let result = llm.prefill(cache, std::slice::from_ref(&rows[0].ids), &[slot]).and_then(|logits| {
         rows[0].cached = n;
-        llm.take_samples(&mut rows, &[0], &logits, &mut |_, text| {
-            let _ = events.send(Event::Text(text.to_string()));
-        })
+        llm.take_samples(&mut rows, &[0], &logits, &mut |_, t| text.push_str(t))
     });
     stats.prompt_tokens.fetch_add(n, Ordering::SeqCst);
     stats.generated_tokens.fetch_add(1, Ordering::SeqCst);
     match result {
-        Ok(()) => Some(Running { row: rows.pop().expect("one row"), events }),
+        Ok(()) => {
+            let mut r = Running { row: rows.pop().expect("one row"), events, sent: 0 };
+            r.send_text(&text);
+            Some(r)
+        }
         Err(e) => {
             let _ = events.send(Event::Failed(e.to_string()));
             None

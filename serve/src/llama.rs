@@ -16,6 +16,7 @@
 //! kernel reads it (Q4_0, Q4_1, Q8_0); other types are expanded to f32 at compile time.
 
 use crate::gguf::{GgufError, GgufFile, MetadataValue};
+use crate::hf::{HfDir, HfError};
 use serde::{Deserialize, Serialize};
 
 /// Architectures this module builds.
@@ -58,6 +59,9 @@ pub struct LlamaConfig {
     pub context_length: usize,
     /// RoPE over adjacent pairs (GGUF's permuted Q/K) rather than halves (Hugging Face).
     pub rope_interleaved: bool,
+    /// The output head is the embedding table (Hugging Face's `tie_word_embeddings`).
+    #[serde(default)]
+    pub tied_embeddings: bool,
 }
 
 fn meta_f64(g: &GgufFile, key: &str) -> Option<f64> {
@@ -102,6 +106,7 @@ impl LlamaConfig {
             rms_eps: meta_f64(g, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
             context_length: uint("context_length")?,
             rope_interleaved: true,
+            tied_embeddings: g.tensor_info("output.weight").is_none(),
             architecture: arch,
         };
         if cfg.n_layers == 0 || cfg.vocab_size == 0 || cfg.context_length == 0 {
@@ -111,13 +116,59 @@ impl LlamaConfig {
     }
 }
 
+/// Hugging Face architectures read as Llama.
+pub const HF_LLAMA_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
+
+impl LlamaConfig {
+    /// Reads the hyperparameters of a Hugging Face Llama directory (`config.json`).
+    pub fn from_hf(d: &HfDir) -> Result<Self, ModelError> {
+        let meta = |e: HfError| ModelError::Metadata(e.to_string());
+        let arch = d.architecture().unwrap_or_default().to_string();
+        if !HF_LLAMA_ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(ModelError::Architecture(arch));
+        }
+        if !d.config["rope_scaling"].is_null() {
+            return Err(ModelError::Metadata(format!("rope_scaling {} is not supported", d.config["rope_scaling"])));
+        }
+        for flag in ["attention_bias", "mlp_bias"] {
+            if d.config[flag].as_bool() == Some(true) {
+                return Err(ModelError::Metadata(format!("{flag} is not supported")));
+            }
+        }
+        let n_embd = d.usize("hidden_size").map_err(meta)?;
+        let n_heads = d.usize("num_attention_heads").map_err(meta)?;
+        let n_kv_heads = if d.config["num_key_value_heads"].is_null() { n_heads } else { d.usize("num_key_value_heads").map_err(meta)? };
+        let head_dim = if d.config["head_dim"].is_null() { n_embd / n_heads } else { d.usize("head_dim").map_err(meta)? };
+        if n_heads % n_kv_heads != 0 || head_dim % 8 != 0 {
+            return Err(ModelError::Metadata(format!("{n_heads} heads, {n_kv_heads} KV heads and head dim {head_dim} are not supported (KV heads must divide heads; head dim a multiple of 8)")));
+        }
+        Ok(LlamaConfig {
+            name: d.config["_name_or_path"].as_str().map(str::to_string),
+            n_layers: d.usize("num_hidden_layers").map_err(meta)?,
+            n_embd,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            n_ff: d.usize("intermediate_size").map_err(meta)?,
+            vocab_size: d.usize("vocab_size").map_err(meta)?,
+            rope_base: d.f64_or("rope_theta", 10000.0).map_err(meta)?,
+            rms_eps: d.f64_or("rms_norm_eps", 1e-6).map_err(meta)?,
+            context_length: d.usize("max_position_embeddings").map_err(meta)?,
+            rope_interleaved: false,
+            tied_embeddings: d.config["tie_word_embeddings"].as_bool().unwrap_or(false) || !d.has("lm_head.weight"),
+            architecture: arch,
+        })
+    }
+}
+
 #[cfg(feature = "compile")]
-pub use graph::{build_graph, CACHE_DTYPE};
+pub use graph::{build_graph, LlamaWeights, CACHE_DTYPE};
 
 #[cfg(feature = "compile")]
 mod graph {
     use super::{LlamaConfig, ModelError};
     use crate::gguf::GgufFile;
+    use crate::hf::{HfDir, HfError};
     use crate::quant::GgmlType;
     use max_compiler::graph_api::TensorValue;
     use max_compiler::weights::WeightData;
@@ -154,70 +205,150 @@ mod graph {
         }
     }
 
+    /// Where the weights come from.
+    #[derive(Clone, Copy)]
+    pub enum LlamaWeights<'a> {
+        /// A GGUF file: llama.cpp's tensor names, block-quantized types kept where a kernel
+        /// reads them.
+        Gguf(&'a GgufFile),
+        /// A Hugging Face directory: `model.layers.N...` names, widened to f32.
+        Hf(&'a HfDir),
+    }
+
+    /// The Hugging Face name of a GGUF tensor name.
+    fn hf_name(gguf_name: &str) -> String {
+        let base = gguf_name.strip_suffix(".weight").unwrap_or(gguf_name);
+        if let Some(rest) = base.strip_prefix("blk.") {
+            let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_norm" => "post_attention_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                other => other,
+            };
+            return format!("model.layers.{layer}.{hf}.weight");
+        }
+        match base {
+            "token_embd" => "model.embed_tokens.weight".into(),
+            "output_norm" => "model.norm.weight".into(),
+            "output" => "lm_head.weight".into(),
+            other => format!("{other}.weight"),
+        }
+    }
+
+    fn hf_error(e: HfError) -> ModelError {
+        match e {
+            HfError::Tensor { name, why } => ModelError::Tensor { name, why },
+            other => ModelError::Metadata(other.to_string()),
+        }
+    }
+
     struct Builder<'a> {
-        gguf: &'a GgufFile,
+        weights: LlamaWeights<'a>,
         graph: &'a Graph,
     }
 
     impl Builder<'_> {
-        fn info(&self, name: &str) -> Result<&crate::gguf::TensorInfo, ModelError> {
-            self.gguf.tensor_info(name).ok_or_else(|| ModelError::Tensor { name: name.into(), why: "missing from the GGUF".into() })
+        fn has(&self, name: &str) -> bool {
+            match self.weights {
+                LlamaWeights::Gguf(g) => g.tensor_info(name).is_some(),
+                LlamaWeights::Hf(d) => d.has(&hf_name(name)),
+            }
         }
 
-        fn check_dims(&self, name: &str, want: &[u64]) -> Result<(), ModelError> {
-            let info = self.info(name)?;
+        fn gguf_info<'g>(gguf: &'g GgufFile, name: &str) -> Result<&'g crate::gguf::TensorInfo, ModelError> {
+            gguf.tensor_info(name).ok_or_else(|| ModelError::Tensor { name: name.into(), why: "missing from the GGUF".into() })
+        }
+
+        fn check_dims(gguf: &GgufFile, name: &str, want: &[u64]) -> Result<(), ModelError> {
+            let info = Self::gguf_info(gguf, name)?;
             if info.dims != want {
                 return Err(ModelError::Tensor { name: name.into(), why: format!("has dims {:?}, expected {want:?}", info.dims) });
             }
             Ok(())
         }
 
+        /// The f32 values of a `[rows, cols]` weight (row-major), any stored type.
+        fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<(String, Vec<f32>), ModelError> {
+            match self.weights {
+                LlamaWeights::Gguf(g) => {
+                    Self::check_dims(g, name, &[cols as u64, rows as u64])?;
+                    Ok((name.to_string(), g.tensor(name)?.dequantize()?))
+                }
+                LlamaWeights::Hf(d) => {
+                    let hf = hf_name(name);
+                    let v = d.f32(&hf, &[rows, cols]).map_err(hf_error)?;
+                    Ok((hf, v))
+                }
+            }
+        }
+
+        /// GGUF blocks a kernel reads as they are, if `name` is stored in such a type.
+        fn blocks(&self, name: &str, rows: usize, cols: usize) -> Result<Option<(TensorValue, QuantFormat)>, ModelError> {
+            let LlamaWeights::Gguf(g) = self.weights else { return Ok(None) };
+            Self::check_dims(g, name, &[cols as u64, rows as u64])?;
+            let t = g.tensor(name)?;
+            let Some(f) = block_format(t.info().ty) else { return Ok(None) };
+            let shape = [rows as i64, (cols / 32) as i64 * f.block_bytes()];
+            self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
+            Ok(Some((self.graph.weight(name, DType::I8, &shape), f)))
+        }
+
         /// A weight `[rows, cols]` (ggml dims `[cols, rows]`) for `x @ w^T`.
         fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear, ModelError> {
-            self.check_dims(name, &[cols as u64, rows as u64])?;
-            let t = self.gguf.tensor(name)?;
-            let info = t.info();
-            if let Some(f) = block_format(info.ty) {
-                let bytes_per_row = cols / 32 * f.block_bytes() as usize;
-                let shape = [rows as i64, bytes_per_row as i64];
-                self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
-                return Ok(Linear::Quant(self.graph.weight(name, DType::I8, &shape), f));
+            if let Some((w, f)) = self.blocks(name, rows, cols)? {
+                return Ok(Linear::Quant(w, f));
             }
             // Other types are expanded to f32 and stored transposed, `[cols, rows]`.
-            let w = t.dequantize()?;
+            let (stored, w) = self.dense(name, rows, cols)?;
             let mut tr = vec![0f32; w.len()];
             for r in 0..rows {
                 for c in 0..cols {
                     tr[c * rows + r] = w[r * cols + c];
                 }
             }
-            Ok(Linear::Dense(self.graph.weight_f32(name, &[cols as i64, rows as i64], &tr)))
+            // Named apart from the untransposed tensor: a tied head and the embedding table
+            // are one tensor in the file but two layouts here.
+            Ok(Linear::Dense(self.graph.weight_f32(format!("{stored}^T"), &[cols as i64, rows as i64], &tr)))
         }
 
         /// A 1-D f32 weight (norm scales).
         fn vector(&self, name: &str, n: usize) -> Result<TensorValue, ModelError> {
-            self.check_dims(name, &[n as u64])?;
-            Ok(self.graph.weight_f32(name, &[n as i64], &self.gguf.tensor(name)?.dequantize()?))
+            let (stored, v) = match self.weights {
+                LlamaWeights::Gguf(g) => {
+                    Self::check_dims(g, name, &[n as u64])?;
+                    (name.to_string(), g.tensor(name)?.dequantize()?)
+                }
+                LlamaWeights::Hf(d) => {
+                    let hf = hf_name(name);
+                    let v = d.f32(&hf, &[n]).map_err(hf_error)?;
+                    (hf, v)
+                }
+            };
+            Ok(self.graph.weight_f32(&stored, &[n as i64], &v))
         }
 
         /// Embedding rows of `tokens`, as f32 `[N, n_embd]`.
         fn embed(&self, tokens: &TensorValue, cfg: &LlamaConfig) -> Result<TensorValue, ModelError> {
             let name = "token_embd.weight";
-            let t = self.gguf.tensor(name)?;
-            let (v, e) = (cfg.vocab_size as i64, cfg.n_embd as i64);
-            if let Some(f) = block_format(t.info().ty) {
-                let shape = [v, e / 32 * f.block_bytes()];
-                self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
-                let table = self.graph.weight(name, DType::I8, &shape);
+            let (v, e) = (cfg.vocab_size, cfg.n_embd);
+            if let Some((table, f)) = self.blocks(name, v, e)? {
                 return Ok(ops::dequantize(&ops::gather(&table, tokens, 0), f));
             }
-            let table = self.graph.weight_f32(name, &[v, e], &t.dequantize()?);
+            let (stored, w) = self.dense(name, v, e)?;
+            let table = self.graph.weight_f32(&stored, &[v as i64, e as i64], &w);
             Ok(ops::gather(&table, tokens, 0))
         }
     }
 
-    /// Builds the forward graph (named `forward`) of a Llama GGUF model.
-    pub fn build_graph(gguf: &GgufFile, cfg: &LlamaConfig) -> Result<Graph, ModelError> {
+    /// Builds the forward graph (named `forward`) of a Llama model.
+    pub fn build_graph(weights: LlamaWeights<'_>, cfg: &LlamaConfig) -> Result<Graph, ModelError> {
         let (l, hq, hkv, hd) = (cfg.n_layers as i64, cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.head_dim as i64);
         let i32s = |dims: Vec<Dim>| TensorType::new(DType::I32, dims);
         let cache = || TensorType::new(CACHE_DTYPE, [Dim::from(l), Dim::dynamic("max_batch"), Dim::dynamic("max_len"), Dim::from(hkv), Dim::from(hd)]);
@@ -233,7 +364,7 @@ mod graph {
                 ("v_cache", cache()),
             ],
         );
-        let b = Builder { gguf, graph: &graph };
+        let b = Builder { weights, graph: &graph };
         let inp = graph.inputs();
         let (tokens, positions, start, slot, last) = (&inp[0], &inp[1], &inp[2], &inp[3], &inp[4]);
         let (mut kc, mut vc) = (inp[5].clone(), inp[6].clone());
@@ -262,7 +393,7 @@ mod graph {
         // Only the rows whose logits are wanted go through the head.
         let x = ops::gather(&x, last, 0);
         let x = ops::rms_norm(&x, &b.vector("output_norm.weight", e)?, cfg.rms_eps);
-        let head = if gguf.tensor_info("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
+        let head = if b.has("output.weight") && !cfg.tied_embeddings { "output.weight" } else { "token_embd.weight" };
         let logits = b.linear(head, cfg.vocab_size, e)?.apply(&x);
         graph.output([logits]);
         Ok(graph)

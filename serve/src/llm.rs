@@ -148,6 +148,11 @@ impl Row {
         })
     }
 
+    /// The log-probabilities recorded after the first `n`.
+    pub(crate) fn logprobs_after(&self, n: usize) -> &[TokenLogprob] {
+        self.logprobs.get(n..).unwrap_or(&[])
+    }
+
     pub(crate) fn into_generation(self) -> Generation {
         let logprobs = self.sampler.params().logprobs.map(|_| self.logprobs);
         Generation {
@@ -161,8 +166,8 @@ impl Row {
 }
 
 impl LLM {
-    /// Loads a compiled model (`.maxa`), or compiles a `.gguf` first (cached under
-    /// `~/.cache/max/compiled`; needs the `compile` feature).
+    /// Loads a compiled model (`.maxa`), or compiles a `.gguf` or a Hugging Face model
+    /// directory first (cached under `~/.cache/max/compiled`; needs the `compile` feature).
     pub fn new(path: impl AsRef<Path>, config: PipelineConfig) -> Result<Self> {
         let path = path.as_ref();
         let artifact_path = Self::artifact_for(path)?;
@@ -170,7 +175,12 @@ impl LLM {
             Some(t) => InferenceSession::with_threads(Device::Cpu, t),
             None => InferenceSession::new(Device::Cpu),
         };
-        let model = session.load_path(&artifact_path)?;
+        Self::from_model(session.load_path(&artifact_path)?, config)
+    }
+
+    /// Wraps a loaded compiled LLM (its session's threads are the pipeline's;
+    /// `config.threads` is not used here).
+    pub fn from_model(model: Model, config: PipelineConfig) -> Result<Self> {
         let loaded = ModelInfo::load(model.artifact())?;
         let info = loaded.info;
         let m = &info.model;
@@ -194,9 +204,11 @@ impl LLM {
         Ok(LLM { model, tokenizer: loaded.tokenizer, template: loaded.template, info, max_length, max_batch_size: config.max_batch_size, cache })
     }
 
+    /// The compiled artifact for `path`: a model file or directory is compiled into the
+    /// cache first (needs the `compile` feature); anything else is taken as an artifact.
     #[cfg(feature = "compile")]
-    fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
-        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+    pub fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+        if crate::compile::is_model_file(path) {
             let out = crate::compile::compile_cached(path, max_compiler::Target::host(), |out| {
                 tracing::info!("compiling {} into {} (once)", path.display(), out.display());
             })?;
@@ -205,9 +217,11 @@ impl LLM {
         Ok(path.to_path_buf())
     }
 
+    /// The compiled artifact for `path`; a model file or directory is an error in a build
+    /// without the `compile` feature.
     #[cfg(not(feature = "compile"))]
-    fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
-        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+    pub fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+        if path.extension().and_then(|e| e.to_str()) == Some("gguf") || crate::hf::is_model_dir(path) {
             return Err(LlmError::NeedsCompiler(path.display().to_string()));
         }
         Ok(path.to_path_buf())

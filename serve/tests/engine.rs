@@ -4,25 +4,31 @@
 
 mod common;
 
-use common::smollm2_path;
+use common::smollm2_artifact;
 use max_serve::engine::{Engine, Event, SubmitError};
-use max_serve::{Generation, PipelineConfig, SamplingParams, LLM};
+use max_serve::{Generation, PipelineConfig, SamplingParams, TokenLogprob, LLM};
 use std::sync::Arc;
 
 fn load(max_batch_size: usize) -> Option<LLM> {
-    let gguf = smollm2_path()?;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let out = dir.join("smollm2.maxa");
-    std::fs::write(&out, max_serve::compile::compile_gguf(&gguf, max_compiler::Target::host()).unwrap()).unwrap();
+    let out = smollm2_artifact()?;
     Some(LLM::new(&out, PipelineConfig { max_length: Some(128), max_batch_size, threads: Some(2) }).unwrap())
 }
 
-fn finish(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (String, Generation) {
-    let mut streamed = String::new();
+fn finish(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (String, Generation) {
+    let (text, _, g) = finish_with_logprobs(rx);
+    (text, g)
+}
+
+/// The streamed text, the log-probabilities the `Text` events carried, and the result.
+fn finish_with_logprobs(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (String, Vec<TokenLogprob>, Generation) {
+    let (mut streamed, mut logprobs) = (String::new(), Vec::new());
     loop {
         match rx.blocking_recv().expect("the engine ends every request with Done or Failed") {
-            Event::Text(t) => streamed.push_str(&t),
-            Event::Done(g) => return (streamed, g),
+            Event::Text(t, lp) => {
+                streamed.push_str(&t);
+                logprobs.extend(lp);
+            }
+            Event::Done(g) => return (streamed, logprobs, g),
             Event::Failed(e) => panic!("request failed: {e}"),
         }
     }
@@ -56,7 +62,7 @@ fn a_cancelled_request_frees_its_row_and_a_full_queue_refuses() {
     let long = SamplingParams { max_tokens: 100, ..SamplingParams::greedy() };
     let engine = Engine::new(Arc::new(llm), 4);
     let mut rx = engine.submit(ids.clone(), long).unwrap();
-    assert!(matches!(rx.blocking_recv(), Some(Event::Text(_))));
+    assert!(matches!(rx.blocking_recv(), Some(Event::Text(..))));
     drop(rx);
     // The only row is freed, so this one runs to the end.
     let (_, g) = finish(engine.submit(ids.clone(), SamplingParams { max_tokens: 4, ..SamplingParams::greedy() }).unwrap());
@@ -68,4 +74,21 @@ fn a_cancelled_request_frees_its_row_and_a_full_queue_refuses() {
     drop(engine);
     let closed = Engine::new(llm, 0);
     assert!(matches!(closed.submit(ids, SamplingParams::greedy()), Err(SubmitError::QueueFull(0))));
+}
+
+#[test]
+fn streamed_pieces_carry_their_tokens_logprobs() {
+    let Some(llm) = load(2) else { return };
+    let ids = llm.encode_prompt("The capital of France is").unwrap();
+    let params = SamplingParams { max_tokens: 10, logprobs: Some(2), ..SamplingParams::greedy() };
+    let engine = Engine::new(Arc::new(llm), 4);
+    let (text, streamed, g) = finish_with_logprobs(engine.submit(ids.clone(), params).unwrap());
+    let all = g.logprobs.expect("asked for logprobs");
+    // Every token's entry came with the text (none held back at the end here), in order.
+    assert_eq!(streamed, all);
+    assert_eq!(text, g.text);
+    assert!(all.iter().all(|t| t.top.len() == 2 && t.top[0].0 == t.token));
+    // Without asking, the pieces carry none.
+    let (_, streamed, g) = finish_with_logprobs(engine.submit(ids, SamplingParams { max_tokens: 4, ..SamplingParams::greedy() }).unwrap());
+    assert!(streamed.is_empty() && g.logprobs.is_none());
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::smollm2_path;
+use common::smollm2_artifact;
 use max_serve::http::{serve, ServeConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,10 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn artifact() -> Option<PathBuf> {
-    let gguf = smollm2_path()?;
-    let out = tempfile::tempdir().unwrap().keep().join("smollm2.maxa");
-    std::fs::write(&out, max_serve::compile::compile_gguf(&gguf, max_compiler::Target::host()).unwrap()).unwrap();
-    Some(out)
+    smollm2_artifact()
 }
 
 /// A server on a free port; dropping the sender shuts it down.

@@ -9,19 +9,10 @@ use max_serve::compile::{compile_gguf, CompileModelError};
 use max_serve::llama::{LlamaConfig, ModelError};
 use max_serve::{ChatMessage, FinishReason, LlmError, PipelineConfig, SamplingParams, LLM};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// The SmolLM2 artifact, compiled once for every test of this file.
 fn artifact() -> Option<PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let gguf = smollm2_path()?;
-        let dir = tempfile::tempdir().unwrap().keep();
-        let out = dir.join("smollm2.maxa");
-        std::fs::write(&out, compile_gguf(&gguf, max_compiler::Target::host()).unwrap()).unwrap();
-        Some(out)
-    })
-    .clone()
+    common::smollm2_artifact()
 }
 
 fn llm(max_length: usize, max_batch_size: usize) -> Option<LLM> {

@@ -113,6 +113,38 @@ def test_logprobs(client):
     assert all(max(t.values()) == pytest.approx(v, abs=1e-6) for t, v in zip(lp.top_logprobs, lp.token_logprobs))
 
 
+def test_streaming_logprobs(client):
+    """Streamed chunks carry the log-probabilities of the tokens they bring, the same values
+    as the plain request; completions' text_offset counts across chunks."""
+    msgs = [{"role": "user", "content": "Which city is the capital of France?"}]
+    plain = client.chat.completions.create(model="smollm2", messages=msgs, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2)
+    chunks = list(client.chat.completions.create(model="smollm2", messages=msgs, temperature=0, max_tokens=12, logprobs=True,
+                                                 top_logprobs=2, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in plain.choices[0].logprobs.content]
+    for s, p in zip(streamed, plain.choices[0].logprobs.content):
+        assert s.logprob == pytest.approx(p.logprob, abs=1e-4) and [a.token for a in s.top_logprobs] == [a.token for a in p.top_logprobs]
+    # Each text chunk's entries spell its text.
+    for c in chunks:
+        if c.choices and c.choices[0].delta.content and c.choices[0].logprobs:
+            assert "".join(t.token for t in c.choices[0].logprobs.content) == c.choices[0].delta.content
+    # No logprobs unless asked.
+    assert all(c.choices[0].logprobs is None for c in client.chat.completions.create(
+        model="smollm2", messages=msgs, max_tokens=3, stream=True) if c.choices)
+
+    stream = list(client.completions.create(model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=6,
+                                            logprobs=1, stream=True))
+    tokens, offsets, text = [], [], ""
+    for c in stream:
+        lp = c.choices[0].logprobs
+        if lp:
+            tokens += lp.tokens
+            offsets += lp.text_offset
+        text += c.choices[0].text
+    assert "".join(tokens) == text and offsets[0] == 0
+    assert offsets == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+
+
 def test_models(client):
     models = client.models.list()
     assert [m.id for m in models.data] == ["smollm2"]
@@ -124,7 +156,7 @@ def test_models(client):
 def test_logprobs_errors(client):
     msgs = [{"role": "user", "content": "Hi"}]
     for kwargs, param in [({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": 2}, "top_logprobs"),
-                          ({"logprobs": True, "stream": True}, "logprobs")]:
+                          ({"logprobs": True, "top_logprobs": 21, "stream": True}, "top_logprobs")]:
         with pytest.raises(openai.BadRequestError) as e:
             r = client.chat.completions.create(model="smollm2", messages=msgs, max_tokens=2, **kwargs)
             if kwargs.get("stream"):

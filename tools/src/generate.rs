@@ -58,11 +58,11 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-/// Compiles a `.gguf` model into the cache (with a spinner) and returns the artifact path;
-/// other paths are returned as they are.
+/// Compiles a model file (`.gguf` or a Hugging Face directory) into the cache (with a
+/// spinner) and returns the artifact path; other paths are returned as they are.
 #[cfg(feature = "compiler")]
-fn resolve_model(path: &std::path::Path) -> Result<PathBuf> {
-    if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+pub fn resolve_model(path: &std::path::Path) -> Result<PathBuf> {
+    if !max_serve::compile::is_model_file(path) {
         return Ok(path.to_path_buf());
     }
     let progress = indicatif::ProgressBar::new_spinner();

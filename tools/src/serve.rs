@@ -7,9 +7,11 @@ use std::path::PathBuf;
 /// `serve` arguments.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A model to serve: a compiled LLM (.maxa) or a GGUF file (compiled once and cached).
-    /// Repeat to serve several; each is served under its file name without extension
-    /// unless --served-model-name gives names (one per --model, in order).
+    /// A model to serve: a compiled model (.maxa), a GGUF file, or a Hugging Face model
+    /// directory (config.json + safetensors: a Llama-family LLM, or a BERT embedding model
+    /// such as all-MiniLM-L6-v2, served on /v1/embeddings); model files are compiled once
+    /// and cached. Repeat to serve several; each is served under its file or directory name
+    /// without extension unless --served-model-name gives names (one per --model, in order).
     #[arg(long = "model", short = 'm', required = true)]
     pub models: Vec<PathBuf>,
     /// The name clients use in `model` (repeatable, one per --model).
@@ -54,7 +56,10 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
             (name, p.clone())
         })
         .collect();
-    for (name, p) in &models {
+    for (i, (name, p)) in models.iter().enumerate() {
+        if models[..i].iter().any(|(n, _)| n == name) {
+            bail!("two models would be served as '{name}'; name them with --served-model-name");
+        }
         if !p.exists() {
             bail!("model '{name}': {} does not exist", p.display());
         }

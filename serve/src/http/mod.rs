@@ -1,16 +1,18 @@
 //! `max serve`: an OpenAI-compatible HTTP server (axum on tokio) over compiled models.
 //!
-//! Each served model has a continuous-batching [`Engine`]. The server binds first and loads
-//! and warms the models in the background: `/health` answers 503 until they are ready.
+//! Each served text-generation model has a continuous-batching [`Engine`]; each embedding
+//! model runs its requests one batch at a time. The server binds first and loads and warms
+//! the models in the background: `/health` answers 503 until they are ready.
 //! Routes: `/v1/chat/completions`, `/v1/completions` (plain and SSE streaming),
-//! `/v1/models[/{id}]`, `/tokenize`, `/detokenize`, `/health`, `/metrics`.
+//! `/v1/embeddings`, `/v1/models[/{id}]`, `/tokenize`, `/detokenize`, `/health`, `/metrics`.
 
 pub mod metrics;
 pub mod openai;
 
 use crate::chat_template::ChatMessage;
+use crate::embedding::{EmbedInput, EmbeddingError, EmbeddingModel};
 use crate::engine::{Engine, Event, SubmitError};
-use crate::llm::{Generation, LlmError, PipelineConfig, LLM};
+use crate::llm::{Generation, LlmError, PipelineConfig, TokenLogprob, LLM};
 use crate::sampling::{FinishReason, SamplingParams};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,11 +22,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use metrics::Metrics;
-use openai::{ApiError, ChatRequest, CompletionRequest, DetokenizeRequest, Prompt, TokenizeRequest};
+use openai::{ApiError, ChatRequest, CompletionRequest, DetokenizeRequest, EmbeddingInput, EmbeddingRequest, Prompt, TokenizeRequest};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -32,7 +34,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 /// What to serve and how.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// `(served name, model path)`: a `.maxa`, or a `.gguf` compiled on first use.
+    /// `(served name, model path)`: a `.maxa`, or a `.gguf` or Hugging Face model directory
+    /// compiled on first use (and cached).
     pub models: Vec<(String, PathBuf)>,
     pub host: String,
     pub port: u16,
@@ -51,8 +54,43 @@ pub struct ServeConfig {
 
 struct Served {
     name: String,
-    engine: Engine,
+    backend: Backend,
     created: u64,
+}
+
+/// What runs a served model's requests.
+enum Backend {
+    /// A text-generation model: chat and completions.
+    Llm(Engine),
+    /// An embedding model: embeddings.
+    Embedding { model: Arc<EmbeddingModel>, running: AtomicUsize, prompt_tokens: AtomicUsize },
+}
+
+impl Served {
+    /// The engine of a text-generation model, or a 400 saying this model only embeds.
+    fn engine(&self) -> Result<&Engine, ApiError> {
+        match &self.backend {
+            Backend::Llm(e) => Ok(e),
+            Backend::Embedding { .. } => {
+                Err(ApiError::invalid(format!("model `{}` is an embedding model: it serves /v1/embeddings, not text generation", self.name), Some("model")))
+            }
+        }
+    }
+
+    fn tokenizer(&self) -> &crate::tokenizer::Tokenizer {
+        match &self.backend {
+            Backend::Llm(e) => e.llm().tokenizer(),
+            Backend::Embedding { model, .. } => model.tokenizer(),
+        }
+    }
+
+    /// The longest sequence in tokens: prompt plus completion, or an embedding's input.
+    fn max_len(&self) -> usize {
+        match &self.backend {
+            Backend::Llm(e) => e.llm().max_length(),
+            Backend::Embedding { model, .. } => model.max_tokens(),
+        }
+    }
 }
 
 struct AppState {
@@ -84,13 +122,29 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Loads every model (compiling `.gguf`s), starts their engines and runs one token through
-/// each so kernels are warm.
-fn load(config: &ServeConfig) -> Result<Vec<Served>, LlmError> {
+/// Loads every model (compiling `.gguf`s and model directories), starts the engines and runs
+/// one token (or one embedding) through each so kernels are warm.
+fn load(config: &ServeConfig) -> Result<Vec<Served>, String> {
     let mut out = Vec::new();
     for (name, path) in &config.models {
-        let llm = LLM::new(path, PipelineConfig { max_length: Some(config.max_cache_length), max_batch_size: config.max_batch_size, threads: config.threads })?;
-        let ids = llm.encode_prompt("Hello")?;
+        let failed = |e: &dyn std::fmt::Display| format!("model '{name}' ({}): {e}", path.display());
+        let artifact = LLM::artifact_for(path).map_err(|e| failed(&e))?;
+        let session = match config.threads {
+            Some(t) => max_runtime::InferenceSession::with_threads(max_runtime::Device::Cpu, t),
+            None => max_runtime::InferenceSession::new(max_runtime::Device::Cpu),
+        };
+        let model = session.load_path(&artifact).map_err(|e| failed(&e))?;
+        if crate::embedding::is_embedding_artifact(model.artifact()) {
+            let model = EmbeddingModel::from_model(model).map_err(|e| failed(&e))?;
+            model.embed(&[EmbedInput::Text("Hello".into())]).map_err(|e| failed(&e))?;
+            tracing::info!("embedding model '{name}' ready");
+            let backend = Backend::Embedding { model: Arc::new(model), running: AtomicUsize::new(0), prompt_tokens: AtomicUsize::new(0) };
+            out.push(Served { name: name.clone(), backend, created: now() });
+            continue;
+        }
+        let pipeline = PipelineConfig { max_length: Some(config.max_cache_length), max_batch_size: config.max_batch_size, threads: config.threads };
+        let llm = LLM::from_model(model, pipeline).map_err(|e| failed(&e))?;
+        let ids = llm.encode_prompt("Hello").map_err(|e| failed(&e))?;
         let engine = Engine::new(Arc::new(llm), config.max_waiting);
         if let Ok(mut rx) = engine.submit(ids, SamplingParams { max_tokens: 1, ..SamplingParams::greedy() }) {
             while let Some(e) = rx.blocking_recv() {
@@ -100,7 +154,7 @@ fn load(config: &ServeConfig) -> Result<Vec<Served>, LlmError> {
             }
         }
         tracing::info!("model '{name}' ready");
-        out.push(Served { name: name.clone(), engine, created: now() });
+        out.push(Served { name: name.clone(), backend: Backend::Llm(engine), created: now() });
     }
     Ok(out)
 }
@@ -221,9 +275,14 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
         .map(|m| {
             m.iter()
                 .map(|m| {
-                    let st = m.engine.stats();
-                    let l = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed);
-                    (m.name.clone(), l(&st.waiting), l(&st.running), l(&st.prompt_tokens), l(&st.generated_tokens))
+                    let l = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+                    match &m.backend {
+                        Backend::Llm(engine) => {
+                            let st = engine.stats();
+                            (m.name.clone(), l(&st.waiting), l(&st.running), l(&st.prompt_tokens), l(&st.generated_tokens))
+                        }
+                        Backend::Embedding { running, prompt_tokens, .. } => (m.name.clone(), 0, l(running), l(prompt_tokens), 0),
+                    }
                 })
                 .collect()
         })
@@ -232,7 +291,14 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
 }
 
 fn model_json(m: &Served) -> Value {
-    json!({"id": m.name, "object": "model", "created": m.created, "owned_by": "max", "max_model_len": m.engine.llm().max_length()})
+    let mut v = json!({"id": m.name, "object": "model", "created": m.created, "owned_by": "max", "max_model_len": m.max_len()});
+    if let Backend::Embedding { model, .. } = &m.backend {
+        v["task"] = json!("embedding");
+        v["dimensions"] = json!(model.dimensions());
+    } else {
+        v["task"] = json!("generate");
+    }
+    v
 }
 
 async fn list_models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
@@ -289,7 +355,7 @@ fn submit_all(served: &Served, prompts: Vec<Vec<u32>>, params: &SamplingParams, 
             let mut pj = params.clone();
             pj.seed = params.seed.map(|s| s.wrapping_add(j as u64));
             let prompt_tokens = ids.len();
-            let rx = served.engine.submit(ids.clone(), pj).map_err(|e| submit_error(e, param))?;
+            let rx = served.engine()?.submit(ids.clone(), pj).map_err(|e| submit_error(e, param))?;
             jobs.push(Job { index: p * n + j, rx, prompt_tokens });
         }
     }
@@ -303,7 +369,7 @@ async fn collect(metrics: &Metrics, started: Instant, jobs: Vec<Job>) -> Result<
         let mut first = None;
         loop {
             match job.rx.recv().await {
-                Some(Event::Text(_)) => {
+                Some(Event::Text(..)) => {
                     first.get_or_insert_with(|| metrics.time_to_first_token.observe(started.elapsed().as_secs_f64()));
                 }
                 Some(Event::Done(g)) => {
@@ -334,14 +400,15 @@ fn finish(r: FinishReason) -> &'static str {
     r.as_str()
 }
 
-/// The SSE stream of a streamed response: `make_chunk(index, text, finish)` builds each
-/// chunk; `head` chunks go first; usage (if asked) and `[DONE]` last.
+/// The SSE stream of a streamed response: `make_chunk(index, text, logprobs, finish)` builds
+/// each chunk (`logprobs`: the entries of the tokens it carries, if the request asked for
+/// them); `head` chunks go first; usage (if asked) and `[DONE]` last.
 fn sse(
     state: Arc<AppState>,
     started: Instant,
     jobs: Vec<Job>,
     head: Vec<Value>,
-    make_chunk: impl Fn(usize, Option<&str>, Option<FinishReason>) -> Value + Send + Sync + 'static,
+    make_chunk: impl Fn(usize, Option<&str>, &[TokenLogprob], Option<FinishReason>) -> Value + Send + Sync + 'static,
     usage_chunk: Option<impl Fn(Value) -> Value + Send + Sync + 'static>,
     prompt_tokens: usize,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -349,31 +416,40 @@ fn sse(
     let streams = jobs.into_iter().map(|j| {
         let index = j.index;
         let mut last: Option<Instant> = None;
+        // Log-probabilities sent so far: the final chunk carries the rest (tokens whose text
+        // never showed, e.g. cut by a stop string).
+        let mut sent = 0usize;
         let state = state.clone();
         UnboundedReceiverStream::new(j.rx).map(move |e| {
             let now = Instant::now();
+            let mut rest = Vec::new();
             match &e {
-                Event::Text(_) => match last {
+                Event::Text(_, lp) => sent += lp.len(),
+                Event::Done(g) => rest = g.logprobs.as_ref().and_then(|l| l.get(sent..)).unwrap_or(&[]).to_vec(),
+                Event::Failed(_) => {}
+            }
+            match &e {
+                Event::Text(..) => match last {
                     None => state.metrics.time_to_first_token.observe(started.elapsed().as_secs_f64()),
                     Some(t) => state.metrics.inter_token_latency.observe((now - t).as_secs_f64()),
                 },
                 Event::Done(_) => state.metrics.e2e_latency.observe(started.elapsed().as_secs_f64()),
                 Event::Failed(_) => {}
             }
-            if matches!(e, Event::Text(_)) {
+            if matches!(e, Event::Text(..)) {
                 last = Some(now);
             }
-            (index, e)
+            (index, e, rest)
         })
     });
     let make_chunk = Arc::new(make_chunk);
     let counted = completion.clone();
-    let body = stream::select_all(streams).map(move |(index, e)| {
+    let body = stream::select_all(streams).map(move |(index, e, rest)| {
         let chunk = match e {
-            Event::Text(t) => make_chunk(index, Some(&t), None),
+            Event::Text(t, lp) => make_chunk(index, Some(&t), &lp, None),
             Event::Done(g) => {
                 counted.fetch_add(g.tokens.len() as u64, Ordering::Relaxed);
-                make_chunk(index, None, Some(g.finish_reason))
+                make_chunk(index, None, &rest, Some(g.finish_reason))
             }
             Event::Failed(msg) => json!({"error": {"message": msg, "type": "server_error", "param": null, "code": "generation_failed"}}),
         };
@@ -416,19 +492,21 @@ async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req:
         return Err(ApiError::invalid("messages must not be empty", Some("messages")));
     }
     let messages = req.messages.iter().map(|m| Ok(ChatMessage::new(m.role.clone(), m.text()?))).collect::<Result<Vec<_>, ApiError>>()?;
-    let ids = served.engine.llm().encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?;
+    let ids = served.engine()?.llm().encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?;
     let prompt_tokens = ids.len();
     let jobs = submit_all(served, vec![ids], &params, n, "messages")?;
     let (id, created, model) = (s.id("chatcmpl"), now(), served.name.clone());
     if req.sampling.stream {
         let (id2, model2) = (id.clone(), model.clone());
-        let chunk = move |index: usize, text: Option<&str>, fin: Option<FinishReason>| {
+        let (tok, want) = (served.tokenizer().clone(), params.logprobs.is_some());
+        let chunk = move |index: usize, text: Option<&str>, lp: &[TokenLogprob], fin: Option<FinishReason>| {
             let delta = match text {
                 Some(t) => json!({"content": t}),
                 None => json!({}),
             };
+            let logprobs = if want { chat_logprobs(&tok, lp) } else { Value::Null };
             json!({"id": id2, "object": "chat.completion.chunk", "created": created, "model": model2,
-                   "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": fin.map(finish)}]})
+                   "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": fin.map(finish)}]})
         };
         let head: Vec<Value> = (0..n)
             .map(|i| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -441,10 +519,13 @@ async fn chat_inner(s: Arc<AppState>, started: Instant, headers: HeaderMap, req:
         return Ok(Sse::new(sse(s.clone(), started, jobs, head, chunk, usage, prompt_tokens * n)).keep_alive(KeepAlive::default()).into_response());
     }
     let results = collect(&s.metrics, started, jobs).await?;
-    let tok = served.engine.llm().tokenizer();
+    let tok = served.tokenizer();
     let choices: Vec<Value> = results
         .iter()
-        .map(|(i, _, g)| json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": chat_logprobs(tok, g), "finish_reason": finish(g.finish_reason)}))
+        .map(|(i, _, g)| {
+            let logprobs = g.logprobs.as_deref().map_or(Value::Null, |lp| chat_logprobs(tok, lp));
+            json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": logprobs, "finish_reason": finish(g.finish_reason)})
+        })
         .collect();
     Ok(Json(json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &vec![prompt_tokens; n])})).into_response())
 }
@@ -465,15 +546,25 @@ async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMa
     if prompts.is_empty() {
         return Err(ApiError::invalid("prompt must not be empty", Some("prompt")));
     }
-    let ids = prompts.iter().map(|p| served.engine.llm().encode_prompt(p).map_err(|e| llm_error(e, "prompt"))).collect::<Result<Vec<_>, _>>()?;
+    let llm = served.engine()?.llm();
+    let ids = prompts.iter().map(|p| llm.encode_prompt(p).map_err(|e| llm_error(e, "prompt"))).collect::<Result<Vec<_>, _>>()?;
     let per_choice: Vec<usize> = ids.iter().flat_map(|i| std::iter::repeat_n(i.len(), n)).collect();
     let jobs = submit_all(served, ids, &params, n, "prompt")?;
     let (id, created, model) = (s.id("cmpl"), now(), served.name.clone());
     if req.sampling.stream {
         let (id2, model2) = (id.clone(), model.clone());
-        let chunk = move |index: usize, text: Option<&str>, fin: Option<FinishReason>| {
+        let (tok, want) = (served.tokenizer().clone(), params.logprobs.is_some());
+        // text_offset counts from the start of each choice's text, across its chunks.
+        let offsets = std::sync::Mutex::new(vec![0usize; per_choice.len()]);
+        let chunk = move |index: usize, text: Option<&str>, lp: &[TokenLogprob], fin: Option<FinishReason>| {
+            let logprobs = if want {
+                let mut offsets = offsets.lock().unwrap_or_else(|e| e.into_inner());
+                completion_logprobs(&tok, lp, &mut offsets[index])
+            } else {
+                Value::Null
+            };
             json!({"id": id2, "object": "text_completion", "created": created, "model": model2,
-                   "choices": [{"index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": fin.map(finish)}]})
+                   "choices": [{"index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": fin.map(finish)}]})
         };
         let usage = req.sampling.include_usage().then(|| {
             let (id, model) = (id.clone(), model.clone());
@@ -483,9 +574,14 @@ async fn completions_inner(s: Arc<AppState>, started: Instant, headers: HeaderMa
         return Ok(Sse::new(sse(s.clone(), started, jobs, Vec::new(), chunk, usage, total)).keep_alive(KeepAlive::default()).into_response());
     }
     let results = collect(&s.metrics, started, jobs).await?;
-    let tok = served.engine.llm().tokenizer();
-    let choices: Vec<Value> =
-        results.iter().map(|(i, _, g)| json!({"index": i, "text": g.text, "logprobs": completion_logprobs(tok, g), "finish_reason": finish(g.finish_reason)})).collect();
+    let tok = served.tokenizer();
+    let choices: Vec<Value> = results
+        .iter()
+        .map(|(i, _, g)| {
+            let logprobs = g.logprobs.as_deref().map_or(Value::Null, |lp| completion_logprobs(tok, lp, &mut 0));
+            json!({"index": i, "text": g.text, "logprobs": logprobs, "finish_reason": finish(g.finish_reason)})
+        })
+        .collect();
     Ok(Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage(&results, &per_choice)})).into_response())
 }
 
@@ -497,10 +593,8 @@ fn token_text(tok: &crate::tokenizer::Tokenizer, id: u32) -> (String, Vec<u8>) {
     (text, bytes)
 }
 
-/// Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`, or null
-/// when not asked for.
-fn chat_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Generation) -> Value {
-    let Some(lps) = &g.logprobs else { return Value::Null };
+/// Chat's `logprobs` of some tokens: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`.
+fn chat_logprobs(tok: &crate::tokenizer::Tokenizer, lps: &[TokenLogprob]) -> Value {
     let entry = |id: u32, lp: f32| {
         let (text, bytes) = token_text(tok, id);
         json!({"token": text, "logprob": lp, "bytes": bytes})
@@ -516,16 +610,14 @@ fn chat_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Generation) 
     json!({"content": content})
 }
 
-/// Completions' legacy `logprobs`: `{tokens, token_logprobs, top_logprobs, text_offset}`, or
-/// null when not asked for.
-fn completion_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Generation) -> Value {
-    let Some(lps) = &g.logprobs else { return Value::Null };
-    let mut offset = 0usize;
+/// Completions' legacy `logprobs` of some tokens: `{tokens, token_logprobs, top_logprobs,
+/// text_offset}`; `offset` is where the first token's text starts, advanced past the last.
+fn completion_logprobs(tok: &crate::tokenizer::Tokenizer, lps: &[TokenLogprob], offset: &mut usize) -> Value {
     let (mut tokens, mut logprobs, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in lps {
         let (text, _) = token_text(tok, t.token);
-        offsets.push(offset);
-        offset += text.len();
+        offsets.push(*offset);
+        *offset += text.len();
         tokens.push(text);
         logprobs.push(t.logprob);
         let top: serde_json::Map<String, Value> = t.top.iter().map(|&(id, lp)| (token_text(tok, id).0, json!(lp))).collect();
@@ -534,31 +626,96 @@ fn completion_logprobs(tok: &crate::tokenizer::Tokenizer, g: &crate::llm::Genera
     json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
 }
 
-/// No served model computes embeddings yet: a clear 400 rather than a missing route.
-async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<EmbeddingRequest>) -> Result<Response, ApiError> {
+    counted(&s.clone(), |_| embeddings_inner(s, headers, req)).await
+}
+
+fn embedding_error(e: EmbeddingError) -> ApiError {
+    match e {
+        e @ (EmbeddingError::EmptyInput { .. } | EmbeddingError::TooLong { .. } | EmbeddingError::BadToken { .. } | EmbeddingError::Tokenizer(_)) => {
+            let code = if matches!(e, EmbeddingError::TooLong { .. }) { "context_length_exceeded" } else { "invalid_input" };
+            ApiError::invalid(e.to_string(), Some("input")).with(StatusCode::BAD_REQUEST, code)
+        }
+        other => {
+            let mut err = ApiError::invalid(other.to_string(), None).with(StatusCode::INTERNAL_SERVER_ERROR, "embedding_failed");
+            err.kind = "server_error";
+            err
+        }
+    }
+}
+
+/// Little-endian f32 bytes, base64 (what OpenAI's `encoding_format: "base64"` returns).
+fn base64_f32(v: &[f32]) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn embeddings_inner(s: Arc<AppState>, headers: HeaderMap, req: EmbeddingRequest) -> Result<Response, ApiError> {
     let models = s.check(&headers)?;
-    let served = s.model(models, req.get("model").and_then(Value::as_str))?;
-    Err(ApiError::invalid(format!("model `{}` is a text-generation model and does not serve embeddings", served.name), Some("model")))
+    let served = s.model(models, Some(&req.model))?;
+    let Backend::Embedding { model, running, prompt_tokens } = &served.backend else {
+        return Err(ApiError::invalid(format!("model `{}` is a text-generation model and does not serve embeddings", served.name), Some("model")));
+    };
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(ApiError::invalid(format!("encoding_format must be \"float\" or \"base64\", got {other:?}"), Some("encoding_format"))),
+    };
+    if let Some(d) = req.dimensions {
+        if d != model.dimensions() {
+            return Err(ApiError::invalid(format!("model `{}` makes {}-dimensional vectors and cannot shorten them; got dimensions {d}", served.name, model.dimensions()), Some("dimensions")));
+        }
+    }
+    let inputs: Vec<EmbedInput> = match req.input {
+        EmbeddingInput::One(t) => vec![EmbedInput::Text(t)],
+        EmbeddingInput::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
+        EmbeddingInput::Tokens(ids) => vec![EmbedInput::Tokens(ids)],
+        EmbeddingInput::ManyTokens(v) => v.into_iter().map(EmbedInput::Tokens).collect(),
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::invalid("input must not be empty", Some("input")));
+    }
+    const MAX_INPUTS: usize = 2048;
+    if inputs.len() > MAX_INPUTS {
+        return Err(ApiError::invalid(format!("input has {} items; at most {MAX_INPUTS} per request", inputs.len()), Some("input")));
+    }
+    let ids = model.tokenize(&inputs).map_err(embedding_error)?;
+    let tokens: usize = ids.iter().map(Vec::len).sum();
+    let model = model.clone();
+    running.fetch_add(1, Ordering::Relaxed);
+    let vectors = tokio::task::spawn_blocking(move || model.embed_ids(&ids)).await;
+    running.fetch_sub(1, Ordering::Relaxed);
+    let vectors = vectors.map_err(|e| ApiError::invalid(e.to_string(), None).with(StatusCode::INTERNAL_SERVER_ERROR, "internal"))?.map_err(embedding_error)?;
+    prompt_tokens.fetch_add(tokens, Ordering::Relaxed);
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 { json!(base64_f32(v)) } else { json!(v) };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data, "model": served.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})).into_response())
 }
 
 async fn tokenize(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Json<Value>, ApiError> {
     let models = s.check(&headers)?;
     let served = s.model(models, req.model.as_deref())?;
-    let llm = served.engine.llm();
     let ids = match (&req.prompt, &req.messages) {
-        (Some(p), None) => llm.tokenizer().encode(p, true).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?,
+        (Some(p), None) => served.tokenizer().encode(p, true).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?,
         (None, Some(m)) => {
             let messages = m.iter().map(|m| Ok(ChatMessage::new(m.role.clone(), m.text()?))).collect::<Result<Vec<_>, ApiError>>()?;
-            llm.encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?
+            served.engine()?.llm().encode_chat(&messages).map_err(|e| llm_error(e, "messages"))?
         }
         _ => return Err(ApiError::invalid("give exactly one of prompt and messages", Some("prompt"))),
     };
-    Ok(Json(json!({"count": ids.len(), "max_model_len": llm.max_length(), "tokens": ids})))
+    Ok(Json(json!({"count": ids.len(), "max_model_len": served.max_len(), "tokens": ids})))
 }
 
 async fn detokenize(State(s): State<Arc<AppState>>, headers: HeaderMap, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Json<Value>, ApiError> {
     let models = s.check(&headers)?;
     let served = s.model(models, req.model.as_deref())?;
-    let text = served.engine.llm().tokenizer().decode(&req.tokens, false).map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;
+    let text = served.tokenizer().decode(&req.tokens, false).map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;
     Ok(Json(json!({"prompt": text})))
 }

@@ -127,7 +127,6 @@ impl Sampling {
 
     /// How many alternatives to report with each token's log-probability, if any: chat's
     /// `logprobs: true` with `top_logprobs` (0-20), or completions' `logprobs: N` (0-5).
-    /// Streaming responses carry no log-probabilities yet.
     fn logprobs(&self) -> Result<Option<usize>, ApiError> {
         let top = self.top_logprobs.map(|t| t as usize);
         let wanted = match &self.logprobs {
@@ -147,9 +146,6 @@ impl Sampling {
             },
             Some(other) => return Err(ApiError::invalid(format!("logprobs must be a boolean (chat) or an integer (completions), got {other}"), Some("logprobs"))),
         };
-        if wanted.is_some() && self.stream {
-            return Err(ApiError::invalid("logprobs are not available with stream: true yet; ask without streaming", Some("logprobs")));
-        }
         Ok(wanted)
     }
 
@@ -223,4 +219,27 @@ pub struct TokenizeRequest {
 pub struct DetokenizeRequest {
     pub model: Option<String>,
     pub tokens: Vec<u32>,
+}
+
+/// `input` of an embeddings request: text or token ids, one or many.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<u32>),
+    ManyTokens(Vec<Vec<u32>>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64` (little-endian f32 bytes).
+    pub encoding_format: Option<String>,
+    /// Must equal the model's dimension when given (these models do not shorten vectors).
+    pub dimensions: Option<usize>,
+    /// Accepted and ignored, as OpenAI's end-user tag.
+    #[allow(dead_code)]
+    pub user: Option<String>,
 }

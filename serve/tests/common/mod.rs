@@ -106,3 +106,18 @@ pub fn smollm2_path() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// SmolLM2 compiled once per test binary, into Cargo's temporary folder for integration
+/// tests (`target/tmp`) under the binary's name: the next run overwrites it, so runs leave
+/// nothing behind in the system's temporary directory.
+#[cfg(feature = "compile")]
+pub fn smollm2_artifact() -> Option<std::path::PathBuf> {
+    static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let gguf = smollm2_path()?;
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("smollm2-{}.maxa", env!("CARGO_CRATE_NAME")));
+        std::fs::write(&out, max_serve::compile::compile_gguf(&gguf, max_compiler::Target::host()).unwrap()).unwrap();
+        Some(out)
+    })
+    .clone()
+}

@@ -87,7 +87,10 @@ struct CompileArgs {
 
 #[derive(clap::Args)]
 struct CompileModelArgs {
-    /// The model file (.gguf; architectures: llama).
+    /// The model: a GGUF file (.gguf; architecture llama) or a Hugging Face model directory
+    /// (config.json, safetensors weights, tokenizer.json): a Llama-family causal LM
+    /// (LlamaForCausalLM, MistralForCausalLM) or a BERT sentence-embedding model
+    /// (sentence-transformers layout, e.g. all-MiniLM-L6-v2).
     model: PathBuf,
     /// Output artifact (default: MODEL with .maxa).
     #[arg(short, long)]
@@ -95,7 +98,7 @@ struct CompileModelArgs {
     /// Code generation target (see `maxc compile --help`).
     #[arg(long, default_value = "host")]
     target: String,
-    /// Write a Make-style depfile listing the model file.
+    /// Write a Make-style depfile listing the model file (a directory's files).
     #[arg(long, value_name = "FILE")]
     depfile: Option<PathBuf>,
 }
@@ -147,14 +150,16 @@ fn compile_model(a: &CompileModelArgs) -> Result<()> {
         progress.set_message(format!("compiling {}", a.model.display()));
         progress.enable_steady_tick(std::time::Duration::from_millis(100));
     }
-    let bytes = max_serve::compile::compile_gguf(&a.model, target);
+    let bytes = max_serve::compile::compile_model(&a.model, target);
     progress.finish_and_clear();
     let bytes = bytes?;
     let output = a.output.clone().unwrap_or_else(|| a.model.with_extension("maxa"));
     std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     if let Some(dep) = &a.depfile {
         let esc = |p: &Path| p.display().to_string().replace(' ', "\\ ");
-        std::fs::write(dep, format!("{}: {}\n", esc(&output), esc(&a.model))).with_context(|| format!("writing {}", dep.display()))?;
+        let inputs = max_serve::compile::model_files(&a.model).with_context(|| format!("listing {}", a.model.display()))?;
+        let inputs: Vec<String> = inputs.iter().map(|p| esc(p)).collect();
+        std::fs::write(dep, format!("{}: {}\n", esc(&output), inputs.join(" "))).with_context(|| format!("writing {}", dep.display()))?;
     }
     Ok(())
 }

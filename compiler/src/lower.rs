@@ -53,9 +53,14 @@ impl BindingType {
         BindingType { dtype: self.dtype, dims }
     }
     fn strided_memref(&self) -> String {
+        self.view_memref(self)
+    }
+    /// The memref type of a subview shaped `self` of a row-major buffer shaped `parent`
+    /// (the strides are the parent's; the offset is dynamic).
+    fn view_memref(&self, parent: &BindingType) -> String {
         let mut strides = Vec::new();
-        for i in 0..self.dims.len() {
-            let s: Option<i64> = self.dims[i + 1..].iter().try_fold(1i64, |acc, d| d.map(|d| acc * d));
+        for i in 0..parent.dims.len() {
+            let s: Option<i64> = parent.dims[i + 1..].iter().try_fold(1i64, |acc, d| d.map(|d| acc * d));
             strides.push(s.map_or("?".to_string(), |v| v.to_string()));
         }
         format!("memref<{}, strided<[{}], offset: ?>>", self.shape_str(), strides.join(", "))
@@ -105,6 +110,42 @@ pub fn packs_rhs(a: &max_dialects::TensorType, b: &max_dialects::TensorType, out
         && b.dims[1].as_const().is_some_and(|n| n >= PACK_WIDTH as i64 && n % PACK_WIDTH as i64 == 0)
 }
 
+/// Whether a kernel splits its result's columns over workgroups: a CPU matmul on a pre-packed
+/// weight (so each workgroup streams only its own column panels; with few rows, splitting
+/// rows would leave all but one core idle) followed only by elementwise ops whose other
+/// operands are shaped like the result (`[m, n]`) or broadcast along its rows (`[n]`,
+/// `[1, n]`). A row-wise consumer such as softmax needs whole rows, so it keeps rows.
+pub fn splits_columns(spec: &KernelSpec) -> bool {
+    let Some(first) = spec.body.first() else { return false };
+    if spec.gpu || spec.native.is_some() || spec.outputs.len() != 1 || !(matches!(first.op, Op::MatMul) && first.packed_rhs) {
+        return false;
+    }
+    let out = &spec.outputs[0];
+    let (ValueRef::Input(_), ValueRef::Input(_)) = (first.args[0], first.args[1]) else { return false };
+    if out.dims.len() != 2 {
+        return false;
+    }
+    spec.body[1..].iter().all(|f| {
+        matches!(f.op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_))
+            && f.args.iter().all(|a| match a {
+                // The matmul reads its operands whole.
+                ValueRef::Input(_) if *a == first.args[0] || *a == first.args[1] => false,
+                ValueRef::Input(i) => column_follows(&spec.inputs[*i], out).is_some(),
+                _ => true,
+            })
+    })
+}
+
+/// For an elementwise operand of a column-split kernel: the dim of `t` that follows the
+/// result's columns (`[m, n]` and `[1, n]`: 1; `[n]`: 0), or `None` if it cannot follow.
+fn column_follows(t: &BindingType, out: &BindingType) -> Option<usize> {
+    match t.dims.as_slice() {
+        [n] if *n == out.dims[1] => Some(0),
+        [m, n] if *n == out.dims[1] && (*m == Some(1) || *m == out.dims[0]) => Some(1),
+        _ => None,
+    }
+}
+
 /// Packs a row-major f32 `[k, n]` matrix (little-endian bytes) into `[n/16][k][16]` panels.
 pub fn pack_rhs(bytes: &[u8], k: usize, n: usize) -> Vec<u8> {
     let w = PACK_WIDTH;
@@ -136,6 +177,8 @@ pub struct KernelSpec {
     pub allow_tf32: bool,
     /// The GPU has Hopper's warpgroup MMA (sm_90): matmuls use [`crate::gpu_wgmma`].
     pub wgmma: bool,
+    /// Workgroups split the result's columns (see [`splits_columns`]) instead of its rows.
+    pub columns: bool,
     /// On a GPU: the user's PTX kernel this dispatch launches (a custom op).
     pub ptx: Option<crate::custom::PtxKernel>,
 }
@@ -944,7 +987,9 @@ fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
 /// With `packed`, `b` is a pre-packed `[n/16][k][16]` weight: each panel is one contiguous
 /// stream (no strided column walks), which is what makes the one-row (GEMV) case fast.
 fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool) -> Val {
-    let n = if packed { b.ty.dims[0].unwrap() as usize * PACK_WIDTH } else { b.ty.dims[1].unwrap() as usize };
+    // A column-split kernel's packed weight has a dynamic panel count (its own panels);
+    // packed widths are whole panels, so nothing is left over then.
+    let n = if packed { b.ty.dims[0].map_or(0, |p| p as usize * PACK_WIDTH) } else { b.ty.dims[1].unwrap() as usize };
     let nr = NV * VL;
     let n_main = n - n % nr;
     let vty = format!("vector<{VL}xf32>");
@@ -953,7 +998,12 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let c1 = e.index(1);
     let cmr = e.index(MR as i64);
     let cnr = e.index(nr as i64);
-    let cnm = e.index(n_main as i64);
+    let cnm = if packed && b.ty.dims[0].is_none() {
+        let panels = e.dim(b, 0);
+        e.assign(format!("arith.muli {panels}, {cnr} : index"))
+    } else {
+        e.index(n_main as i64)
+    };
     let m = e.dim(a, 0);
     let k = e.dim(a, 1);
     let rem = e.assign(format!("arith.remui {m}, {cmr} : index"));
@@ -1019,8 +1069,26 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let r = tile(e, MR, "%i0", "%j0", &src, "%cb");
     e.line(format!("scf.yield {r} : {ot}"));
     e.line("}");
+    // Leftover rows (fewer than MR): at most one 4-row and one 2-row tile, then at most one
+    // row alone, so a remainder of 5 rows costs two register tiles and a row, not 5 rows.
+    let c4 = e.index(4);
+    let c2 = e.index(2);
+    let r4 = e.assign(format!("arith.remui {rem}, {c4} : index"));
+    let m4 = e.assign(format!("arith.subi {m}, {r4} : index"));
+    let four = e.fresh();
+    e.line(format!("{four} = scf.for %i4 = {m_main} to {m4} step {c4} iter_args(%c4 = {blocks}) -> ({ot}) {{"));
+    let r = tile(e, 4, "%i4", "%j0", &src, "%c4");
+    e.line(format!("scf.yield {r} : {ot}"));
+    e.line("}");
+    let r2 = e.assign(format!("arith.remui {r4}, {c2} : index"));
+    let m2 = e.assign(format!("arith.subi {m}, {r2} : index"));
+    let two = e.fresh();
+    e.line(format!("{two} = scf.for %i2 = {m4} to {m2} step {c2} iter_args(%c2 = {four}) -> ({ot}) {{"));
+    let r = tile(e, 2, "%i2", "%j0", &src, "%c2");
+    e.line(format!("scf.yield {r} : {ot}"));
+    e.line("}");
     let rest = e.fresh();
-    e.line(format!("{rest} = scf.for %i1 = {m_main} to {m} step {c1} iter_args(%cr = {blocks}) -> ({ot}) {{"));
+    e.line(format!("{rest} = scf.for %i1 = {m2} to {m} step {c1} iter_args(%cr = {two}) -> ({ot}) {{"));
     let r = tile(e, 1, "%i1", "%j0", &src, "%cr");
     e.line(format!("scf.yield {r} : {ot}"));
     e.line("}");
@@ -1449,23 +1517,84 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     let mut sig = format!("  func.func @{}({}, %wg: index, %nwg: index) {{\n", spec.name, args.join(", "));
 
     // Views of the bindings this workgroup works on.
-    let mut views: Vec<(String, BindingType, bool)> = Vec::new(); // (memref ssa, type, strided)
+    // (memref ssa, its tensor type, its memref type)
+    let mut views: Vec<(String, BindingType, String)> = Vec::new();
     let sliced: Vec<bool> = match &spec.partition {
         Some(p) => p.iter().copied().chain(std::iter::repeat_n(true, spec.outputs.len())).collect(),
         None => vec![false; bindings.len()],
     };
-    if spec.partition.is_some() {
+    if spec.columns {
+        // Workgroup `w` of `n` takes column panels `[w*ceil(P/n), ...)` of the packed weight
+        // and the matching 16-column stripes of the result and of column-aligned operands.
+        let w_in = match spec.body[0].args[1] {
+            ValueRef::Input(i) => i,
+            _ => unreachable!("splits_columns checked the weight is an input"),
+        };
+        let out0 = &spec.outputs[0];
+        let c0 = e.index(0);
+        let panels = e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref()));
+        let chunk = e.assign(format!("arith.ceildivui {panels}, %nwg : index"));
+        let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
+        let start = e.assign(format!("arith.minui {s}, {panels} : index"));
+        let rem = e.assign(format!("arith.subi {panels}, {start} : index"));
+        let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+        let cw = e.index(PACK_WIDTH as i64);
+        let col0 = e.assign(format!("arith.muli {start}, {cw} : index"));
+        let cols = e.assign(format!("arith.muli {len}, {cw} : index"));
+        for (i, b) in bindings.iter().enumerate() {
+            // (dim sliced, its offset, its size) for this binding, if any.
+            let cut = if i == w_in {
+                Some((0, start.clone(), len.clone()))
+            } else if i >= nin || spec.body[1..].iter().any(|f| f.args.contains(&ValueRef::Input(i))) && i != w_in {
+                column_follows(b, out0).map(|d| (d, col0.clone(), cols.clone()))
+            } else {
+                None
+            };
+            let Some((d, off, size)) = cut else {
+                views.push((format!("%b{i}"), (*b).clone(), b.memref()));
+                continue;
+            };
+            let mut vt = (*b).clone();
+            vt.dims[d] = None;
+            let (mut offs, mut sizes) = (Vec::new(), Vec::new());
+            for (j, dim) in b.dims.iter().enumerate() {
+                if j == d {
+                    offs.push(off.clone());
+                    sizes.push(size.clone());
+                    continue;
+                }
+                offs.push("0".to_string());
+                sizes.push(match dim {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let cj = e.index(j as i64);
+                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
+                    }
+                });
+            }
+            let ones = vec!["1"; b.dims.len()].join(", ");
+            let mt = vt.view_memref(b);
+            let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
+            views.push((v, vt, mt));
+        }
+    } else if spec.partition.is_some() {
         let out0 = &spec.outputs[0];
         let c0 = e.index(0);
         let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
-        let chunk = e.assign(format!("arith.ceildivui {rows}, %nwg : index"));
+        let mut chunk = e.assign(format!("arith.ceildivui {rows}, %nwg : index"));
+        if spec.body.iter().any(|f| matches!(f.op, Op::MatMul)) {
+            // Whole register tiles per workgroup: leftover rows go to the last one only.
+            let cmr = e.index(MR as i64);
+            let tiles = e.assign(format!("arith.ceildivui {chunk}, {cmr} : index"));
+            chunk = e.assign(format!("arith.muli {tiles}, {cmr} : index"));
+        }
         let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
         let start = e.assign(format!("arith.minui {s}, {rows} : index"));
         let rem = e.assign(format!("arith.subi {rows}, {start} : index"));
         let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
         for (i, b) in bindings.iter().enumerate() {
             if !sliced[i] {
-                views.push((format!("%b{i}"), (*b).clone(), false));
+                views.push((format!("%b{i}"), (*b).clone(), b.memref()));
                 continue;
             }
             let mut sizes = vec![len.clone()];
@@ -1489,22 +1618,22 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
                 b.memref(),
                 vt.strided_memref()
             ));
-            views.push((v, vt, true));
+            let mt = vt.strided_memref();
+            views.push((v, vt, mt));
         }
     } else {
         for (i, b) in bindings.iter().enumerate() {
-            views.push((format!("%b{i}"), (*b).clone(), false));
+            views.push((format!("%b{i}"), (*b).clone(), b.memref()));
         }
     }
-    let mty = |t: &BindingType, strided: bool| if strided { t.strided_memref() } else { t.memref() };
     let mut ins = Vec::new();
-    for (m, t, strided) in &views[..nin] {
-        let v = e.assign(format!("bufferization.to_tensor {m} restrict : {} to {}", mty(t, *strided), t.tensor()));
+    for (m, t, mt) in &views[..nin] {
+        let v = e.assign(format!("bufferization.to_tensor {m} restrict : {mt} to {}", t.tensor()));
         ins.push(Val { ssa: v, ty: t.clone() });
     }
     let mut outs = Vec::new();
-    for (m, t, strided) in &views[nin..] {
-        let v = e.assign(format!("bufferization.to_tensor {m} restrict writable : {} to {}", mty(t, *strided), t.tensor()));
+    for (m, t, mt) in &views[nin..] {
+        let v = e.assign(format!("bufferization.to_tensor {m} restrict writable : {mt} to {}", t.tensor()));
         outs.push(Val { ssa: v, ty: t.clone() });
     }
     // Run the region's ops in order; temporaries are shaped like output 0 (fusion keeps
@@ -1547,13 +1676,12 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
             }
         }
     }
-    for (r, (m, t, strided)) in finals.iter().zip(&views[nin..]) {
+    for (r, (m, t, mt)) in finals.iter().zip(&views[nin..]) {
         let r = r.as_ref().expect("every output is computed");
         e.line(format!(
-            "bufferization.materialize_in_destination {} in restrict writable {m} : ({}, {}) -> ()",
+            "bufferization.materialize_in_destination {} in restrict writable {m} : ({}, {mt}) -> ()",
             r.ssa,
             t.tensor(),
-            mty(t, *strided)
         ));
     }
     e.line("return");

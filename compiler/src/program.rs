@@ -297,7 +297,7 @@ impl Program {
         // A GPU kernel spreads its work over blocks and threads itself: one dispatch.
         let partition = region.partition.as_ref().filter(|_| self.gpu.is_none()).map(|p| inputs.iter().map(|v| p.get(v).copied().unwrap_or(false)).collect::<Vec<bool>>());
         let root = &graph.nodes[region.nodes[0]];
-        let workgroups = if self.gpu.is_some() {
+        let mut workgroups = if self.gpu.is_some() {
             DimExpr::Const(1)
         } else if partition.is_some() {
             shift(&partition_extent(graph, root), base)
@@ -331,7 +331,7 @@ impl Program {
             }
             dims.push(bd);
         }
-        let spec = KernelSpec {
+        let mut spec = KernelSpec {
             name: name.clone(),
             // A packed weight's binding has its stored [n/16][k][16] shape.
             inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
@@ -352,7 +352,17 @@ impl Program {
             gpu: self.gpu.is_some(),
             allow_tf32: self.gpu.is_some_and(|g| g.allow_tf32),
             wgmma: self.gpu.is_some_and(|g| g.wgmma),
+            columns: false,
         };
+        spec.columns = crate::lower::splits_columns(&spec);
+        if spec.columns {
+            // One workgroup per column panel at most (the runtime uses one per thread).
+            let w = match spec.body[0].args[1] {
+                crate::lower::ValueRef::Input(i) => i,
+                _ => unreachable!("splits_columns checked the weight is an input"),
+            };
+            workgroups = DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1));
+        }
         let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
         let kernel = match self.by_body.get(&key) {
             Some(existing) => existing.clone(),

@@ -412,32 +412,41 @@ def test_fused_chains_match_numpy(tmp_path, fusion):
 @pytest.mark.parametrize("k", [1, 5, 37])
 def test_matmul_microkernel_tiles(tmp_path, k):
     """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
-    multiple of 6, k not a multiple of the k-split, a width with leftover columns (40 =
-    32 + 8), a weight stored pre-packed (48 columns) and one that cannot be (40), and an
-    activation right operand."""
+    multiple of 6 (leftover 4-, 2- and 1-row tiles), k not a multiple of the k-split, a
+    width with leftover columns (40 = 32 + 8), a weight stored pre-packed (48 columns, 3
+    panels, so the workgroups split its columns unevenly) and one that cannot be (40), an
+    activation right operand, and a column-split matmul whose epilogue reads a bias [n] and
+    a residual [m, n] (sliced with the columns)."""
     from maxtest import save_safetensors
     rng = np.random.default_rng(k)
     wp = rng.standard_normal((k, 48)).astype(np.float32)
     wu = rng.standard_normal((k, 40)).astype(np.float32)
     save_safetensors(tmp_path / "w.safetensors", {"wp": wp, "wu": wu})
     ta, tb = ttype((None, k), "f32"), ttype((k, 40), "f32")
+    t48, tbias = ttype((None, 48), "f32"), ttype((48,), "f32")
     body = [f'%wp = "max.weight"() {{name = "wp"}} : () -> tensor<{k}x48xf32>',
             f'%wu = "max.weight"() {{name = "wu"}} : () -> tensor<{k}x40xf32>',
-            f'%r0 = "max.matmul"(%a, %wp) : ({ta}, tensor<{k}x48xf32>) -> {ttype((None, 48), "f32")}',
+            f'%r0 = "max.matmul"(%a, %wp) : ({ta}, tensor<{k}x48xf32>) -> {t48}',
             f'%r1 = "max.matmul"(%a, %wu) : ({ta}, tensor<{k}x40xf32>) -> {ttype((None, 40), "f32")}',
-            f'%r2 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {ttype((None, 40), "f32")}']
+            f'%r2 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {ttype((None, 40), "f32")}',
+            f'%h = "max.matmul"(%a, %wp) : ({ta}, tensor<{k}x48xf32>) -> {t48}',
+            f'%hb = "max.add"(%h, %bias) : ({t48}, {tbias}) -> {t48}',
+            f'%hr = "max.add"(%hb, %res) : ({t48}, {t48}) -> {t48}',
+            f'%r3 = "max.relu"(%hr) : ({t48}) -> {t48}']
     src = tmp_path / "g.mlir"
-    src.write_text(graph([("a", (None, k), "f32"), ("b", (k, 40), "f32")], body,
-                         [ttype((None, 48), "f32"), ttype((None, 40), "f32"), ttype((None, 40), "f32")]))
+    src.write_text(graph([("a", (None, k), "f32"), ("b", (k, 40), "f32"), ("bias", (48,), "f32"), ("res", (None, 48), "f32")], body,
+                         [t48, ttype((None, 40), "f32"), ttype((None, 40), "f32"), t48]))
     art = tmp_path / "g.maxa"
     maxc("compile", src, "-o", art, "--weights", tmp_path / "w.safetensors")
     sections = maxc("inspect", art).stdout
     assert "weight:wp:packed16" in sections and "weight:wu " in sections, sections
-    for m in [1, 5, 6, 7, 13, 33]:
+    bias = rng.standard_normal(48).astype(np.float32)
+    for m in [1, 2, 3, 4, 5, 6, 7, 10, 13, 33]:
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((k, 40)).astype(np.float32)
-        got = run_artifact(art, {"a": a, "b": b}, tmp_path, 3)
-        for g, w in zip(got, [a @ wp, a @ wu, a @ b]):
+        res = rng.standard_normal((m, 48)).astype(np.float32)
+        got = run_artifact(art, {"a": a, "b": b, "bias": bias, "res": res}, tmp_path, 4)
+        for g, w in zip(got, [a @ wp, a @ wu, a @ b, np.maximum(a @ wp + bias + res, 0)]):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"m={m}")
 
 

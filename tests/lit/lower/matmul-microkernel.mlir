@@ -1,29 +1,52 @@
 // f32 matmuls with a static result width >= 16 use the register-blocked micro-kernel:
 // column panels outside, 6-row tiles inside, the accumulators loop-carried through k.
 // A weight used only as such a right operand is stored pre-packed [n/16][k][16].
+// With a packed weight and an elementwise epilogue, workgroups split the columns: each
+// takes a run of panels and the matching result columns (all rows), so a one-row batch
+// still spreads over every core. A row-wise consumer (softmax) keeps the row split.
 // RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s --check-prefix=PACKED
 
 // CHECK-LABEL: func.func @g_k0_matmul_relu(
-// CHECK-SAME: memref<?x64xf32> {llvm.noalias}, %{{.*}}: memref<2x64x16xf32> {llvm.noalias}
-// CHECK: scf.for %{{.*}} step %c16{{.*}} iter_args({{.*}}) -> (tensor<?x32xf32>)
-// CHECK: scf.for %{{.*}} step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x32xf32>)
+// CHECK-SAME: memref<?x64xf32> {llvm.noalias}, %[[W:.*]]: memref<2x64x16xf32> {llvm.noalias}, %[[O:.*]]: memref<?x32xf32> {llvm.noalias}, %[[WG:.*]]: index, %[[NWG:.*]]: index)
+// CHECK: %[[P:.*]] = memref.dim %[[W]], %c0
+// CHECK: %[[CHUNK:.*]] = arith.ceildivui %[[P]], %[[NWG]]
+// CHECK: memref.subview %[[W]][{{.*}}, 0, 0] [{{.*}}, 64, 16] [1, 1, 1] : memref<2x64x16xf32> to memref<?x64x16xf32, strided<[1024, 16, 1], offset: ?>>
+// CHECK: memref.subview %[[O]][0, {{.*}}] [{{.*}}, {{.*}}] [1, 1] : memref<?x32xf32> to memref<?x?xf32, strided<[32, 1], offset: ?>>
+// CHECK: scf.for %{{.*}} step %c16{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK: scf.for %{{.*}} step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
 // CHECK: scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// CHECK: vector.transfer_read {{.*}} : tensor<2x64x16xf32>, vector<8xf32>
+// CHECK: vector.transfer_read {{.*}} : tensor<?x64x16xf32>, vector<8xf32>
 // CHECK: vector.broadcast {{.*}} : f32 to vector<8xf32>
 // CHECK-COUNT-12: vector.fma
 // CHECK: vector.transfer_write
-// The one-row tile for leftover rows splits k four ways.
+// Leftover rows: one 4-row tile, one 2-row tile, then one row whose k loop splits four ways.
+// CHECK: scf.for %{{.*}} step %c4{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK: -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-8: vector.fma
+// CHECK: scf.for %{{.*}} step %c2{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK-COUNT-4: vector.fma
 // CHECK: scf.for %{{.*}} step %c4{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // The fused relu follows the contraction.
 // CHECK: linalg.generic
 // CHECK: arith.maximumf
 
+// The softmax needs whole rows: the workgroups split rows, in whole 6-row tiles.
+// CHECK-LABEL: func.func @g_k1_matmul_softmax(
+// CHECK: arith.ceildivui
+// CHECK: %[[T:.*]] = arith.ceildivui %{{.*}}, %c6
+// CHECK: arith.muli %[[T]], %c6
+// CHECK: memref.subview %{{.*}} : memref<?x64xf32> to memref<?x64xf32, strided<[64, 1], offset: ?>>
+// CHECK-NOT: memref.subview %{{.*}} : memref<2x64x16xf32>
+
 // PACKED: #1   weight:w:packed16
-func.func @g(%x: tensor<?x64xf32>) -> tensor<?x32xf32> {
+func.func @g(%x: tensor<?x64xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %w = "max.weight"() {name = "w", init = "uniform", scale = 1.0 : f64, seed = 3 : i64} : () -> tensor<64x32xf32>
   %0 = "max.matmul"(%x, %w) : (tensor<?x64xf32>, tensor<64x32xf32>) -> tensor<?x32xf32>
   %1 = "max.relu"(%0) : (tensor<?x32xf32>) -> tensor<?x32xf32>
-  func.return %1 : tensor<?x32xf32>
+  %w2 = "max.weight"() {name = "w2", init = "uniform", scale = 1.0 : f64, seed = 4 : i64} : () -> tensor<64x32xf32>
+  %2 = "max.matmul"(%x, %w2) : (tensor<?x64xf32>, tensor<64x32xf32>) -> tensor<?x32xf32>
+  %3 = "max.softmax"(%2) {axis = -1 : i64} : (tensor<?x32xf32>) -> tensor<?x32xf32>
+  func.return %1, %3 : tensor<?x32xf32>, tensor<?x32xf32>
 }

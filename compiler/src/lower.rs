@@ -110,7 +110,18 @@ pub fn packs_rhs(a: &max_dialects::TensorType, b: &max_dialects::TensorType, out
         && b.dims[1].as_const().is_some_and(|n| n >= PACK_WIDTH as i64 && n % PACK_WIDTH as i64 == 0)
 }
 
-/// Whether a kernel splits its result's columns over workgroups: a CPU matmul on a pre-packed
+/// Below this many result rows per workgroup, a [`splits_columns`] kernel splits columns;
+/// at or above it, rows (each workgroup then streams the whole weight, but its rows' tiles
+/// stay in cache across panels).
+pub const COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP: usize = 48;
+
+/// [`COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP`], or `MAX_COLUMN_SPLIT_ROWS=N` when set (a
+/// tuning knob: 0 always splits rows, a huge value always columns).
+fn column_split_rows() -> usize {
+    std::env::var("MAX_COLUMN_SPLIT_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP)
+}
+
+/// Whether a kernel may split its result's columns over workgroups: a CPU matmul on a pre-packed
 /// weight (so each workgroup streams only its own column panels; with few rows, splitting
 /// rows would leave all but one core idle) followed only by elementwise ops whose other
 /// operands are shaped like the result (`[m, n]`) or broadcast along its rows (`[n]`,
@@ -1524,41 +1535,66 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         None => vec![false; bindings.len()],
     };
     if spec.columns {
-        // Workgroup `w` of `n` takes column panels `[w*ceil(P/n), ...)` of the packed weight
-        // and the matching 16-column stripes of the result and of column-aligned operands.
-        let w_in = match spec.body[0].args[1] {
-            ValueRef::Input(i) => i,
-            _ => unreachable!("splits_columns checked the weight is an input"),
+        // With many rows, workgroup `w` of `n` takes rows `[w*ceil(R/n), ...)` (whole 6-row
+        // tiles), as any partitioned kernel. With few, it takes column panels
+        // `[w*ceil(P/n), ...)` of the packed weight and the matching 16-column stripes of
+        // the result and of column-aligned operands, for all rows. Decided at run time.
+        let (a_in, w_in) = match (spec.body[0].args[0], spec.body[0].args[1]) {
+            (ValueRef::Input(a), ValueRef::Input(w)) => (a, w),
+            _ => unreachable!("splits_columns checked the operands are inputs"),
         };
         let out0 = &spec.outputs[0];
         let c0 = e.index(0);
+        let split = |e: &mut Emitter, total: &str, align: Option<usize>| -> (String, String) {
+            let mut chunk = e.assign(format!("arith.ceildivui {total}, %nwg : index"));
+            if let Some(a) = align {
+                let ca = e.index(a as i64);
+                let t = e.assign(format!("arith.ceildivui {chunk}, {ca} : index"));
+                chunk = e.assign(format!("arith.muli {t}, {ca} : index"));
+            }
+            let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
+            let start = e.assign(format!("arith.minui {s}, {total} : index"));
+            let rem = e.assign(format!("arith.subi {total}, {start} : index"));
+            let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+            (start, len)
+        };
+        let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
         let panels = e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref()));
-        let chunk = e.assign(format!("arith.ceildivui {panels}, %nwg : index"));
-        let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
-        let start = e.assign(format!("arith.minui {s}, {panels} : index"));
-        let rem = e.assign(format!("arith.subi {panels}, {start} : index"));
-        let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+        let min_rows = e.index(column_split_rows() as i64);
+        let enough = e.assign(format!("arith.muli %nwg, {min_rows} : index"));
+        let by_rows = e.assign(format!("arith.cmpi uge, {rows}, {enough} : index"));
+        let (rs, rl) = split(&mut e, &rows, Some(MR));
+        let (ps, pl) = split(&mut e, &panels, None);
+        let row_start = e.assign(format!("arith.select {by_rows}, {rs}, {c0} : index"));
+        let row_len = e.assign(format!("arith.select {by_rows}, {rl}, {rows} : index"));
+        let p_start = e.assign(format!("arith.select {by_rows}, {c0}, {ps} : index"));
+        let p_len = e.assign(format!("arith.select {by_rows}, {panels}, {pl} : index"));
         let cw = e.index(PACK_WIDTH as i64);
-        let col0 = e.assign(format!("arith.muli {start}, {cw} : index"));
-        let cols = e.assign(format!("arith.muli {len}, {cw} : index"));
+        let col0 = e.assign(format!("arith.muli {p_start}, {cw} : index"));
+        let cols = e.assign(format!("arith.muli {p_len}, {cw} : index"));
         for (i, b) in bindings.iter().enumerate() {
-            // (dim sliced, its offset, its size) for this binding, if any.
-            let cut = if i == w_in {
-                Some((0, start.clone(), len.clone()))
-            } else if i >= nin || spec.body[1..].iter().any(|f| f.args.contains(&ValueRef::Input(i))) && i != w_in {
-                column_follows(b, out0).map(|d| (d, col0.clone(), cols.clone()))
-            } else {
-                None
-            };
-            let Some((d, off, size)) = cut else {
+            // (dim, offset, size) of each cut of this binding.
+            let mut cuts: Vec<(usize, String, String)> = Vec::new();
+            if i == w_in {
+                cuts.push((0, p_start.clone(), p_len.clone()));
+            } else if i == a_in {
+                cuts.push((0, row_start.clone(), row_len.clone()));
+            } else if let Some(d) = column_follows(b, out0) {
+                // Results, and epilogue operands `[m, n]` (rows and columns) or `[n]`/`[1, n]`.
+                if d == 1 && b.dims[0] != Some(1) {
+                    cuts.push((0, row_start.clone(), row_len.clone()));
+                }
+                cuts.push((d, col0.clone(), cols.clone()));
+            }
+            if cuts.is_empty() {
                 views.push((format!("%b{i}"), (*b).clone(), b.memref()));
                 continue;
-            };
+            }
             let mut vt = (*b).clone();
-            vt.dims[d] = None;
             let (mut offs, mut sizes) = (Vec::new(), Vec::new());
             for (j, dim) in b.dims.iter().enumerate() {
-                if j == d {
+                if let Some((_, off, size)) = cuts.iter().find(|c| c.0 == j) {
+                    vt.dims[j] = None;
                     offs.push(off.clone());
                     sizes.push(size.clone());
                     continue;

@@ -356,12 +356,13 @@ impl Program {
         };
         spec.columns = crate::lower::splits_columns(&spec);
         if spec.columns {
-            // One workgroup per column panel at most (the runtime uses one per thread).
+            // Rows or column panels, whichever the kernel splits at run time (the runtime
+            // uses one workgroup per thread at most).
             let w = match spec.body[0].args[1] {
                 crate::lower::ValueRef::Input(i) => i,
                 _ => unreachable!("splits_columns checked the weight is an input"),
             };
-            workgroups = DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1));
+            workgroups = DimExpr::max(workgroups, DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1)));
         }
         let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
         let kernel = match self.by_body.get(&key) {

@@ -412,7 +412,7 @@ def test_fused_chains_match_numpy(tmp_path, fusion):
 @pytest.mark.parametrize("k", [1, 5, 37])
 def test_matmul_microkernel_tiles(tmp_path, k):
     """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
-    multiple of 6 (leftover 4-, 2- and 1-row tiles), k not a multiple of the k-split, a
+    multiple of 6 (leftover 4-, 2- and 1-row tiles; 100 rows split by rows, fewer by columns), k not a multiple of the k-split, a
     width with leftover columns (40 = 32 + 8), a weight stored pre-packed (48 columns, 3
     panels, so the workgroups split its columns unevenly) and one that cannot be (40), an
     activation right operand, and a column-split matmul whose epilogue reads a bias [n] and
@@ -441,7 +441,7 @@ def test_matmul_microkernel_tiles(tmp_path, k):
     sections = maxc("inspect", art).stdout
     assert "weight:wp:packed16" in sections and "weight:wu " in sections, sections
     bias = rng.standard_normal(48).astype(np.float32)
-    for m in [1, 2, 3, 4, 5, 6, 7, 10, 13, 33]:
+    for m in [1, 2, 3, 4, 5, 6, 7, 10, 13, 33, 100]:
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((k, 40)).astype(np.float32)
         res = rng.standard_normal((m, 48)).astype(np.float32)

@@ -1,19 +1,28 @@
 // f32 matmuls with a static result width >= 16 use the register-blocked micro-kernel:
 // column panels outside, 6-row tiles inside, the accumulators loop-carried through k.
 // A weight used only as such a right operand is stored pre-packed [n/16][k][16].
-// With a packed weight and an elementwise epilogue, workgroups split the columns: each
-// takes a run of panels and the matching result columns (all rows), so a one-row batch
-// still spreads over every core. A row-wise consumer (softmax) keeps the row split.
+// With a packed weight and an elementwise epilogue, the kernel picks its split at run time:
+// with at least 48 rows per workgroup it takes whole 6-row tiles of rows; with fewer, a
+// run of weight panels and the matching result columns for all rows, so a one-row batch
+// still spreads over every core. A row-wise consumer (softmax) always splits rows.
 // RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s --check-prefix=PACKED
 
 // CHECK-LABEL: func.func @g_k0_matmul_relu(
-// CHECK-SAME: memref<?x64xf32> {llvm.noalias}, %[[W:.*]]: memref<2x64x16xf32> {llvm.noalias}, %[[O:.*]]: memref<?x32xf32> {llvm.noalias}, %[[WG:.*]]: index, %[[NWG:.*]]: index)
+// CHECK-SAME: %[[A:.*]]: memref<?x64xf32> {llvm.noalias}, %[[W:.*]]: memref<2x64x16xf32> {llvm.noalias}, %[[O:.*]]: memref<?x32xf32> {llvm.noalias}, %[[WG:.*]]: index, %[[NWG:.*]]: index)
+// CHECK: %[[ROWS:.*]] = memref.dim %[[O]], %c0
 // CHECK: %[[P:.*]] = memref.dim %[[W]], %c0
-// CHECK: %[[CHUNK:.*]] = arith.ceildivui %[[P]], %[[NWG]]
-// CHECK: memref.subview %[[W]][{{.*}}, 0, 0] [{{.*}}, 64, 16] [1, 1, 1] : memref<2x64x16xf32> to memref<?x64x16xf32, strided<[1024, 16, 1], offset: ?>>
-// CHECK: memref.subview %[[O]][0, {{.*}}] [{{.*}}, {{.*}}] [1, 1] : memref<?x32xf32> to memref<?x?xf32, strided<[32, 1], offset: ?>>
+// CHECK: %[[ENOUGH:.*]] = arith.muli %[[NWG]], %c48
+// CHECK: %[[BYROWS:.*]] = arith.cmpi uge, %[[ROWS]], %[[ENOUGH]]
+// CHECK: arith.ceildivui %[[P]], %[[NWG]]
+// CHECK: %[[R0:.*]] = arith.select %[[BYROWS]]
+// CHECK: %[[RN:.*]] = arith.select %[[BYROWS]]
+// CHECK: %[[P0:.*]] = arith.select %[[BYROWS]]
+// CHECK: %[[PN:.*]] = arith.select %[[BYROWS]]
+// CHECK: memref.subview %[[A]][%[[R0]], 0] [%[[RN]], 64] [1, 1] : memref<?x64xf32> to memref<?x64xf32, strided<[64, 1], offset: ?>>
+// CHECK: memref.subview %[[W]][%[[P0]], 0, 0] [%[[PN]], 64, 16] [1, 1, 1] : memref<2x64x16xf32> to memref<?x64x16xf32, strided<[1024, 16, 1], offset: ?>>
+// CHECK: memref.subview %[[O]][%[[R0]], {{.*}}] [%[[RN]], {{.*}}] [1, 1] : memref<?x32xf32> to memref<?x?xf32, strided<[32, 1], offset: ?>>
 // CHECK: scf.for %{{.*}} step %c16{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
 // CHECK: scf.for %{{.*}} step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
 // CHECK: scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)

@@ -25,8 +25,12 @@ struct Server {
 
 impl Server {
     fn start(model: PathBuf, max_waiting: usize, api_key: Option<&str>) -> Server {
+        Self::start_models(vec![("smollm2".into(), model)], max_waiting, api_key)
+    }
+
+    fn start_models(models: Vec<(String, PathBuf)>, max_waiting: usize, api_key: Option<&str>) -> Server {
         let config = ServeConfig {
-            models: vec![("smollm2".into(), model)],
+            models,
             host: "127.0.0.1".into(),
             port: 0,
             max_batch_size: 2,
@@ -112,4 +116,60 @@ fn serves_completions_streams_and_reports_errors() {
     let (code, head, body) = busy.request("POST", "/v1/completions", Some(r#"{"model":"smollm2","prompt":"x","max_tokens":1}"#), None);
     assert_eq!(code, 429, "{body}");
     assert!(head.contains("retry-after: 1"), "{head}");
+}
+
+/// all-MiniLM-L6-v2 compiled from its directory (MAX_MINILM_DIR), once per run.
+fn minilm_artifact() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("MAX_MINILM_DIR") else {
+        println!("skipped: set MAX_MINILM_DIR to the all-MiniLM-L6-v2 directory (see serve/tests/fetch_minilm.sh)");
+        return None;
+    };
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-minilm.maxa");
+    std::fs::write(&out, max_serve::compile::compile_model(std::path::Path::new(&dir), max_compiler::Target::host()).unwrap()).unwrap();
+    Some(out)
+}
+
+#[test]
+fn serves_embeddings_next_to_an_llm() {
+    let (Some(llm), Some(minilm)) = (artifact(), minilm_artifact()) else { return };
+    let s = Server::start_models(vec![("smollm2".into(), llm), ("minilm".into(), minilm)], 4, None);
+    let (code, _, body) = s.request("GET", "/v1/models", None, None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["smollm2", "minilm"]);
+    assert_eq!(v["data"][1]["dimensions"], 384);
+
+    let (code, _, body) = s.request("POST", "/v1/embeddings", Some(r#"{"model":"minilm","input":["Hello world","A second, longer input sentence."]}"#), None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["usage"]["prompt_tokens"], 4 + 9);
+    let first: Vec<f32> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(first.len(), 384);
+    assert!((first.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    // base64: the same vector as little-endian f32 bytes.
+    let (code, _, body) = s.request("POST", "/v1/embeddings", Some(r#"{"model":"minilm","input":"Hello world","encoding_format":"base64"}"#), None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["embedding"].as_str().unwrap()).unwrap();
+    let decoded: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert!(decoded.iter().zip(&first).all(|(a, b)| (a - b).abs() < 1e-5));
+    // Each model does its own job only.
+    let (code, _, body) = s.request("POST", "/v1/embeddings", Some(r#"{"model":"smollm2","input":"x"}"#), None);
+    assert_eq!(code, 400, "{body}");
+    let (code, _, body) = s.request("POST", "/v1/chat/completions", Some(r#"{"model":"minilm","messages":[{"role":"user","content":"hi"}]}"#), None);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("embedding model"), "{body}");
+    let long = format!(r#"{{"model":"minilm","input":"{}"}}"#, "word ".repeat(300));
+    let (code, _, body) = s.request("POST", "/v1/embeddings", Some(&long), None);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("context_length_exceeded") && body.contains("256"), "{body}");
+    // The generation model still answers.
+    let (code, _, body) = s.request("POST", "/v1/completions", Some(r#"{"model":"smollm2","prompt":"The capital of France is","temperature":0,"max_tokens":2}"#), None);
+    assert_eq!(code, 200, "{body}");
+    // Metrics count the embedding model's tokens.
+    let (_, _, body) = s.request("GET", "/metrics", None, None);
+    assert!(body.contains("minilm"), "{body}");
 }

@@ -19,6 +19,36 @@ pub fn time_ms(warmup: usize, n: usize, mut f: impl FnMut() -> Result<()>) -> Re
     Ok((v[v.len() / 2], v[0]))
 }
 
+/// The best (lowest) of per-round figures: the benchmarks measure every system once per
+/// round, in turn, for several rounds, and keep each system's best round. On a noisy
+/// machine, a burst of interference then slows one round of one system instead of
+/// deciding a ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct Best(pub f64);
+
+impl Default for Best {
+    fn default() -> Self {
+        Best(f64::INFINITY)
+    }
+}
+
+impl Best {
+    /// Keeps `v` if it is lower (NaN, a missing reference, is ignored).
+    pub fn add(&mut self, v: f64) {
+        if v < self.0 {
+            self.0 = v;
+        }
+    }
+    /// The best figure, or NaN when there was none.
+    pub fn get(&self) -> f64 {
+        if self.0.is_finite() {
+            self.0
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 /// Runs a reference script with `python`, returning its last stdout line parsed as JSON.
 /// OpenBLAS gets `threads` threads; the core-type overrides some machines set (which slow
 /// current OpenBLAS builds) are removed for this process only.

@@ -1,12 +1,13 @@
 //! custom_mlp: compile time, and execution latency at batch 1 and 64 next to NumPy
-//! (OpenBLAS) and ONNX Runtime (same intra-op threads) in the same run. Prints a table and
-//! writes JSON.
+//! (OpenBLAS) and ONNX Runtime (same intra-op threads) in the same run. Each round times
+//! every system in turn (median of `--runs` calls); the table has each system's best round
+//! (see [`max_benches::Best`]). Prints a table and writes JSON.
 //!
 //! Run with `bash benches/run.sh custom_mlp` (sets up the Python reference environment).
 
 use anyhow::Result;
 use clap::Parser;
-use max_benches::{repo_root, run_reference, time_ms};
+use max_benches::{repo_root, run_reference, time_ms, Best};
 use max_compiler::{CompileOptions, Emit, Target};
 use max_runtime::{Artifact, Device, InferenceSession, Tensor};
 
@@ -19,6 +20,9 @@ struct Args {
     /// Timed runs per measurement.
     #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// Rounds: every system is timed once per round, in turn; each keeps its best round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Python with NumPy for the reference.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -43,7 +47,7 @@ fn main() -> Result<()> {
     let model = session.load(&artifact)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
-    println!("custom_mlp (x[batch,768] @ W1[768,3072] -> relu -> @ W2[3072,768] -> softmax), {} thread(s)", a.threads);
+    println!("custom_mlp (x[batch,768] @ W1[768,3072] -> relu -> @ W2[3072,768] -> softmax), {} thread(s); best of {} interleaved rounds, each the median of {} calls", a.threads, a.rounds.max(1), a.runs);
     println!("compile (maxc, whole pipeline): median {compile_med:.0} ms, min {compile_min:.0} ms; load {load_ms:.1} ms");
     println!(
         "{:>6} | {:>10} | {:>11} | {:>10} | {:>12} | {:>10} | {:>10}",
@@ -52,31 +56,39 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for batch in [1usize, 64] {
         let x = Tensor::from_slice(&[batch, 768], &vec![0.1f32; batch * 768])?;
-        let (ours, _) = time_ms(3, a.runs, || {
-            model.execute(std::slice::from_ref(&x))?;
-            Ok(())
-        })?;
-        let reference = run_reference(
-            &a.python,
-            root.join("benches/reference/numpy_mlp.py").to_str().unwrap(),
-            &[batch.to_string(), a.runs.to_string()],
-            a.threads,
-        )?;
-        let np_ms = reference["median_ms"].as_f64().unwrap_or(f64::NAN);
-        // ONNX Runtime with the same intra-op thread count (skipped if not installed).
-        let ort = run_reference(
-            &a.python,
-            root.join("benches/reference/ort_mlp.py").to_str().unwrap(),
-            &[batch.to_string(), a.runs.to_string(), a.threads.to_string()],
-            a.threads,
-        );
-        let (ort_ms, ort_version) = match &ort {
-            Ok(r) => (r["median_ms"].as_f64().unwrap_or(f64::NAN), r["ort"].clone()),
-            Err(e) => {
-                eprintln!("onnxruntime reference skipped: {e}");
-                (f64::NAN, serde_json::Value::Null)
+        let (mut ours, mut np_ms, mut ort_ms) = (Best::default(), Best::default(), Best::default());
+        let (mut blas, mut ort_version) = (serde_json::Value::Null, serde_json::Value::Null);
+        for _ in 0..a.rounds.max(1) {
+            ours.add(
+                time_ms(3, a.runs, || {
+                    model.execute(std::slice::from_ref(&x))?;
+                    Ok(())
+                })?
+                .0,
+            );
+            let reference = run_reference(
+                &a.python,
+                root.join("benches/reference/numpy_mlp.py").to_str().unwrap(),
+                &[batch.to_string(), a.runs.to_string()],
+                a.threads,
+            )?;
+            np_ms.add(reference["median_ms"].as_f64().unwrap_or(f64::NAN));
+            blas = reference["blas"].clone();
+            // ONNX Runtime with the same intra-op thread count (skipped if not installed).
+            match run_reference(
+                &a.python,
+                root.join("benches/reference/ort_mlp.py").to_str().unwrap(),
+                &[batch.to_string(), a.runs.to_string(), a.threads.to_string()],
+                a.threads,
+            ) {
+                Ok(r) => {
+                    ort_ms.add(r["median_ms"].as_f64().unwrap_or(f64::NAN));
+                    ort_version = r["ort"].clone();
+                }
+                Err(e) => eprintln!("onnxruntime reference skipped: {e}"),
             }
-        };
+        }
+        let (ours, np_ms, ort_ms) = (ours.get(), np_ms.get(), ort_ms.get());
         let flops = 2.0 * 2.0 * batch as f64 * 768.0 * 3072.0;
         println!(
             "{batch:>6} | {ours:>10.3} | {:>11.1} | {np_ms:>10.3} | {ort_ms:>12.3} | {:>9.2}x | {:>9.2}x",
@@ -86,9 +98,9 @@ fn main() -> Result<()> {
         );
         rows.push(serde_json::json!({"batch": batch, "max_ms": ours, "numpy_ms": np_ms, "onnxruntime_ms": ort_ms,
             "speedup_vs_numpy": np_ms / ours, "speedup_vs_onnxruntime": ort_ms / ours,
-            "numpy_blas": reference["blas"], "onnxruntime": ort_version}));
+            "numpy_blas": blas, "onnxruntime": ort_version}));
     }
-    let json = serde_json::json!({"bench": "custom_mlp", "threads": a.threads, "compile_ms_median": compile_med, "load_ms": load_ms, "rows": rows});
+    let json = serde_json::json!({"bench": "custom_mlp", "threads": a.threads, "rounds": a.rounds, "runs": a.runs, "compile_ms_median": compile_med, "load_ms": load_ms, "rows": rows});
     if let Some(dir) = std::path::Path::new(&a.json).parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -2,11 +2,12 @@
 //! (OpenBLAS) in the same run, with the fraction of this CPU's peak FLOP/s.
 //!
 //! Two of our variants: B a weight (packed at compile time, the inference case) and B a
-//! plain input (both operands given at run time, as with NumPy).
+//! plain input (both operands given at run time, as with NumPy). Each round times every
+//! system in turn; the table has each system's best round (see [`max_benches::Best`]).
 
 use anyhow::Result;
 use clap::Parser;
-use max_benches::{repo_root, run_reference, time_ms};
+use max_benches::{repo_root, run_reference, time_ms, Best};
 use max_compiler::{CompileOptions, DType, Emit, Target, WeightData};
 use max_runtime::{Artifact, Device, InferenceSession, Tensor};
 
@@ -19,6 +20,9 @@ struct Args {
     sizes: Vec<usize>,
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Rounds: every system is timed once per round, in turn; each keeps its best round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     #[arg(long, default_value = "target/bench/sgemm.json")]
     json: String,
 }
@@ -36,7 +40,7 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let peak = peak_gflops(a.threads);
     let session = InferenceSession::with_threads(Device::Cpu, a.threads);
-    println!("sgemm f32, {} thread(s); peak estimate {peak:.0} GFLOP/s", a.threads);
+    println!("sgemm f32, {} thread(s); peak estimate {peak:.0} GFLOP/s; best of {} interleaved rounds", a.threads, a.rounds.max(1));
     println!("{:>6} | {:>16} | {:>16} | {:>14} | {:>9} | {:>9}", "n", "max B=weight", "max B=input", "numpy", "w/numpy", "in/numpy");
     let mut rows = Vec::new();
     for &n in &a.sizes {
@@ -54,16 +58,26 @@ fn main() -> Result<()> {
         let at = Tensor::from_slice(&[n, n], &data)?;
         let bt = Tensor::from_slice(&[n, n], &data)?;
         let runs = if n >= 1024 { 5 } else { 20 };
-        let (tw, _) = time_ms(1, runs, || {
-            mw.execute(std::slice::from_ref(&at))?;
-            Ok(())
-        })?;
-        let (ti, _) = time_ms(1, runs, || {
-            mi.execute(&[at.clone(), bt.clone()])?;
-            Ok(())
-        })?;
-        let r = run_reference(&a.python, repo_root().join("benches/reference/numpy_sgemm.py").to_str().unwrap(), &[n.to_string(), runs.to_string()], a.threads)?;
-        let tn = r["median_ms"].as_f64().unwrap_or(f64::NAN);
+        let (mut tw, mut ti, mut tn) = (Best::default(), Best::default(), Best::default());
+        for _ in 0..a.rounds.max(1) {
+            tw.add(
+                time_ms(1, runs, || {
+                    mw.execute(std::slice::from_ref(&at))?;
+                    Ok(())
+                })?
+                .0,
+            );
+            ti.add(
+                time_ms(1, runs, || {
+                    mi.execute(&[at.clone(), bt.clone()])?;
+                    Ok(())
+                })?
+                .0,
+            );
+            let r = run_reference(&a.python, repo_root().join("benches/reference/numpy_sgemm.py").to_str().unwrap(), &[n.to_string(), runs.to_string()], a.threads)?;
+            tn.add(r["median_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        let (tw, ti, tn) = (tw.get(), ti.get(), tn.get());
         let gf = |ms: f64| 2.0 * (n as f64).powi(3) / ms / 1e6;
         println!(
             "{n:>6} | {:>7.1} GF {:>4.0}% | {:>7.1} GF {:>4.0}% | {:>7.1} GF {:>3.0}% | {:>8.2}x | {:>8.2}x",
@@ -82,7 +96,7 @@ fn main() -> Result<()> {
     if let Some(dir) = std::path::Path::new(&a.json).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&a.json, serde_json::to_string_pretty(&serde_json::json!({"bench": "sgemm", "threads": a.threads, "rows": rows}))?)?;
+    std::fs::write(&a.json, serde_json::to_string_pretty(&serde_json::json!({"bench": "sgemm", "threads": a.threads, "rounds": a.rounds, "rows": rows}))?)?;
     println!("wrote {}", a.json);
     Ok(())
 }

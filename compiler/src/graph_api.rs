@@ -390,7 +390,7 @@ pub mod ops {
     pub fn rope(x: &TensorValue, positions: &TensorValue, base: f64, interleaved: bool) -> TensorValue {
         x.graph.node(Op::Rope { base, interleaved }, &[x, positions], vec![], 1).remove(0)
     }
-    /// `x @ dequantize(w)^T` with `w` i8 GGUF blocks `[N, K/32 * block_bytes]`.
+    /// `x @ dequantize(w)^T` with `w` i8 GGUF blocks `[N, K / block_len * block_bytes]`.
     #[track_caller]
     pub fn qmatmul(x: &TensorValue, w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
         x.graph.node(Op::QMatMul { format, quantize_input: false }, &[x, w], vec![], 1).remove(0)
@@ -412,7 +412,7 @@ pub mod ops {
     pub fn gather(x: &TensorValue, indices: &TensorValue, axis: i64) -> TensorValue {
         x.graph.node(Op::Gather { axis }, &[x, indices], vec![], 1).remove(0)
     }
-    /// Expands i8 GGUF blocks `[..., n * block_bytes]` to `f32[..., n * 32]`.
+    /// Expands i8 GGUF blocks `[..., n * block_bytes]` to `f32[..., n * block_len]`.
     #[track_caller]
     pub fn dequantize(w: &TensorValue, format: max_dialects::QuantFormat) -> TensorValue {
         w.graph.node(Op::Dequantize { format }, &[w], vec![], 1).remove(0)

@@ -804,9 +804,9 @@ fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, forma
         i.push(p.to_string());
         format!("tensor.extract {ws}[{}] : {wt}", i.join(", "))
     };
-    let c32 = b.op("arith.constant 32 : index".into());
-    let blk = b.op(format!("arith.divui {k}, {c32} : index"));
-    let j = b.op(format!("arith.remui {k}, {c32} : index"));
+    let clen = b.op(format!("arith.constant {} : index", format.block_len()));
+    let blk = b.op(format!("arith.divui {k}, {clen} : index"));
+    let j = b.op(format!("arith.remui {k}, {clen} : index"));
     let cbb = b.op(format!("arith.constant {bb} : index"));
     let base = b.op(format!("arith.muli {blk}, {cbb} : index"));
     // An f16 stored little-endian at byte `off` of the block, as f32.
@@ -826,7 +826,67 @@ fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, forma
         b.op(format!("arith.extf {h} : f16 to f32"))
     };
     let d = half_at(b, 0);
+    // A byte of the block, zero-extended to i32.
+    let byte_at = |b: &mut Body, off: &str| -> String {
+        let p = b.op(format!("arith.addi {base}, {off} : index"));
+        let v = b.op(at(&p));
+        b.op(format!("arith.extui {v} : i8 to i32"))
+    };
     match format {
+        Q::Q4K => {
+            // Sub-block `sub` (32 weights) of the 256: its 6-bit scale and min, then the
+            // nibble of byte 16 + 32 * (sub / 2) + (j % 32), low for even sub-blocks.
+            let dmin = half_at(b, 2);
+            let (c4, c32) = (b.op("arith.constant 4 : index".into()), b.op("arith.constant 32 : index".into()));
+            let sub = b.op(format!("arith.divui {j}, {c32} : index"));
+            let l = b.op(format!("arith.remui {j}, {c32} : index"));
+            let hi_half = b.op(format!("arith.cmpi uge, {sub}, {c4} : index"));
+            // scales[i] is byte 4 + i.
+            let o4 = b.op(format!("arith.addi {sub}, {c4} : index"));
+            let s_sub = byte_at(b, &o4); // scales[sub]
+            let o8 = b.op(format!("arith.addi {o4}, {c4} : index"));
+            let s_sub4 = byte_at(b, &o8); // scales[sub + 4]
+            let sm4 = b.op(format!("arith.subi {sub}, {c4} : index"));
+            let sm4 = b.op(format!("arith.select {hi_half}, {sm4}, {sub} : index"));
+            let o0 = b.op(format!("arith.addi {sm4}, {c4} : index"));
+            let s_subm4 = byte_at(b, &o0); // scales[sub - 4] (for sub >= 4)
+            let i32c = |b: &mut Body, v: i64| b.op(format!("arith.constant {v} : i32"));
+            let (k63, k15, k4, k6) = (i32c(b, 63), i32c(b, 15), i32c(b, 4), i32c(b, 6));
+            // sub < 4: sc = s[sub] & 63, m = s[sub + 4] & 63.
+            let sc_lo = b.op(format!("arith.andi {s_sub}, {k63} : i32"));
+            let m_lo = b.op(format!("arith.andi {s_sub4}, {k63} : i32"));
+            // sub >= 4: sc = (s[sub + 4] & 15) | (s[sub - 4] >> 6) << 4,
+            //           m = (s[sub + 4] >> 4) | (s[sub] >> 6) << 4.
+            let a = b.op(format!("arith.andi {s_sub4}, {k15} : i32"));
+            let t = b.op(format!("arith.shrui {s_subm4}, {k6} : i32"));
+            let t = b.op(format!("arith.shli {t}, {k4} : i32"));
+            let sc_hi = b.op(format!("arith.ori {a}, {t} : i32"));
+            let a = b.op(format!("arith.shrui {s_sub4}, {k4} : i32"));
+            let t = b.op(format!("arith.shrui {s_sub}, {k6} : i32"));
+            let t = b.op(format!("arith.shli {t}, {k4} : i32"));
+            let m_hi = b.op(format!("arith.ori {a}, {t} : i32"));
+            let sc = b.op(format!("arith.select {hi_half}, {sc_hi}, {sc_lo} : i32"));
+            let m = b.op(format!("arith.select {hi_half}, {m_hi}, {m_lo} : i32"));
+            let c2 = b.op("arith.constant 2 : index".into());
+            let pair = b.op(format!("arith.divui {sub}, {c2} : index"));
+            let qo = b.op(format!("arith.muli {pair}, {c32} : index"));
+            let c16 = b.op("arith.constant 16 : index".into());
+            let qo = b.op(format!("arith.addi {qo}, {c16} : index"));
+            let qo = b.op(format!("arith.addi {qo}, {l} : index"));
+            let byte = byte_at(b, &qo);
+            let odd = b.op(format!("arith.remui {sub}, {c2} : index"));
+            let odd = b.op(format!("arith.index_cast {odd} : index to i32"));
+            let sh = b.op(format!("arith.muli {odd}, {k4} : i32"));
+            let nib = b.op(format!("arith.shrui {byte}, {sh} : i32"));
+            let nib = b.op(format!("arith.andi {nib}, {k15} : i32"));
+            let q = b.op(format!("arith.sitofp {nib} : i32 to f32"));
+            let scf = b.op(format!("arith.sitofp {sc} : i32 to f32"));
+            let mf = b.op(format!("arith.sitofp {m} : i32 to f32"));
+            let ds = b.op(format!("arith.mulf {d}, {scf} : f32"));
+            let dm = b.op(format!("arith.mulf {dmin}, {mf} : f32"));
+            let qd = b.op(format!("arith.mulf {q}, {ds} : f32"));
+            b.op(format!("arith.subf {qd}, {dm} : f32"))
+        }
         Q::Q8_0 => {
             let c2 = b.op("arith.constant 2 : index".into());
             let p = b.op(format!("arith.addi {base}, {c2} : index"));

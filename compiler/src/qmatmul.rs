@@ -1,6 +1,7 @@
 //! The quantized matmul micro-kernel: `out[M, N] = x[M, K] @ dequantize(w)^T` with `w` in
-//! GGUF blocks (`[N, K/32 * block_bytes]` bytes), written at the memref level with explicit
-//! vectors.
+//! GGUF blocks (`[N, K / block_len * block_bytes]` bytes), written at the memref level with
+//! explicit vectors. Q4_K super-blocks are walked as eight 32-weight sub-blocks, each with
+//! its own scale and min.
 //!
 //! The generic contraction decodes one weight per multiply with scalar loads, which no
 //! vectorizer recovers. Here each block of 32 weights is loaded as one byte vector, its
@@ -60,7 +61,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     let n = w.dims[0].expect("verifier: static weight rows");
     let bytes = w.dims[1].expect("verifier: static weight row bytes");
     let bb = format.block_bytes();
-    let kb = bytes / bb;
+    let kb = format.sub_blocks(bytes);
     let k = kb * 32;
     let v32 = "vector<32xf32>";
     let mut s = format!("  func.func @{}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n", spec.name);
@@ -89,7 +90,8 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
          %panel = memref.alloca() : memref<{k}x{PW}xf32>\n    \
          scf.for %p = %n0 to %pend step %cpw {{\n    \
          scf.for %c = %c0 to %cpw step %c1 {{\n    %j = arith.addi %p, %c : index\n    \
-         scf.for %k = %c0 to %ckb step %c1 {{\n    %base = arith.muli %k, %cbb : index\n    %kx = arith.muli %k, %c32 : index\n"
+         scf.for %k = %c0 to %ckb step %c1 {{\n    {}\n    %kx = arith.muli %k, %c32 : index\n",
+        block_base(format)
     );
     decode_block(&mut s, format, &wm);
     for i in 0..32 {
@@ -155,7 +157,7 @@ fn block_path(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str,
         let accs: Vec<String> = (0..rows).map(|r| format!("%acc{r} = %zero")).collect();
         let tys = vec![v32; rows as usize].join(", ");
         let _ = writeln!(s, "    %r:{rows} = scf.for %k = %c0 to %ckb step %c1 iter_args({}) -> ({tys}) {{", accs.join(", "));
-        let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index\n      %kx = arith.muli %k, %c32 : index");
+        let _ = writeln!(s, "      {}\n      %kx = arith.muli %k, %c32 : index", block_base(format));
         decode_block(s, format, wm);
         let mut next = Vec::new();
         for r in 0..rows {
@@ -181,10 +183,67 @@ fn block_path(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str,
     s.push_str("    }\n");
 }
 
+/// `%base`: the byte offset in its weight row of the block holding 32-weight sub-block `%k`
+/// (needs `%cbb`, the block bytes).
+pub(crate) fn block_base(format: QuantFormat) -> String {
+    match format {
+        QuantFormat::Q4K => format!("%base = affine.apply affine_map<(k) -> ((k floordiv 8) * {})>(%k)", format.block_bytes()),
+        _ => "%base = arith.muli %k, %cbb : index".to_string(),
+    }
+}
+
+/// For Q4_K sub-block `%k` (of the block at byte `%base` of weight row `%j`): its scale
+/// `%k4dsc = d * sc` and negated min `%k4mneg = -(dmin * m)` (f32), and its 32 quants as
+/// unsigned bytes in `%qn : vector<32xi8>`.
+pub(crate) fn q4k_sub_block(s: &mut String, wm: &str) {
+    let _ = write!(
+        s,
+        "      %k4hb = vector.load %b1[%j, %base] : {wm}, vector<4xi8>\n      \
+         %k4hh = vector.bitcast %k4hb : vector<4xi8> to vector<2xf16>\n      \
+         %k4hf = arith.extf %k4hh : vector<2xf16> to vector<2xf32>\n      \
+         %k4d = vector.extract %k4hf[0] : f32 from vector<2xf32>\n      %k4dmin = vector.extract %k4hf[1] : f32 from vector<2xf32>\n      \
+         %k4c4 = arith.constant 4 : index\n      %k4c8 = arith.constant 8 : index\n      %k4c2 = arith.constant 2 : index\n      \
+         %k4c16 = arith.constant 16 : index\n      %k4c32 = arith.constant 32 : index\n      \
+         %k4sub = arith.remui %k, %k4c8 : index\n      %k4hi = arith.cmpi uge, %k4sub, %k4c4 : index\n      \
+         %k4o4 = arith.addi %base, %k4sub : index\n      %k4o4b = arith.addi %k4o4, %k4c4 : index\n      \
+         %k4o8 = arith.addi %k4o4b, %k4c4 : index\n      \
+         %k4sm = arith.subi %k4sub, %k4c4 : index\n      %k4sm4 = arith.select %k4hi, %k4sm, %k4sub : index\n      \
+         %k4o0 = arith.addi %base, %k4sm4 : index\n      %k4o0b = arith.addi %k4o0, %k4c4 : index\n      \
+         %k4b0 = memref.load %b1[%j, %k4o4b] : {wm}\n      %k4b1 = memref.load %b1[%j, %k4o8] : {wm}\n      \
+         %k4b2 = memref.load %b1[%j, %k4o0b] : {wm}\n      \
+         %k4s = arith.extui %k4b0 : i8 to i32\n      %k4s4 = arith.extui %k4b1 : i8 to i32\n      %k4sm4v = arith.extui %k4b2 : i8 to i32\n      \
+         %k4i63 = arith.constant 63 : i32\n      %k4i15 = arith.constant 15 : i32\n      %k4i4 = arith.constant 4 : i32\n      %k4i6 = arith.constant 6 : i32\n      \
+         %k4sclo = arith.andi %k4s, %k4i63 : i32\n      %k4mlo = arith.andi %k4s4, %k4i63 : i32\n      \
+         %k4a0 = arith.andi %k4s4, %k4i15 : i32\n      %k4t0 = arith.shrui %k4sm4v, %k4i6 : i32\n      %k4t1 = arith.shli %k4t0, %k4i4 : i32\n      \
+         %k4schi = arith.ori %k4a0, %k4t1 : i32\n      \
+         %k4a1 = arith.shrui %k4s4, %k4i4 : i32\n      %k4t2 = arith.shrui %k4s, %k4i6 : i32\n      %k4t3 = arith.shli %k4t2, %k4i4 : i32\n      \
+         %k4mhi = arith.ori %k4a1, %k4t3 : i32\n      \
+         %k4sc = arith.select %k4hi, %k4schi, %k4sclo : i32\n      %k4m = arith.select %k4hi, %k4mhi, %k4mlo : i32\n      \
+         %k4scf = arith.sitofp %k4sc : i32 to f32\n      %k4mf = arith.sitofp %k4m : i32 to f32\n      \
+         %k4dsc = arith.mulf %k4d, %k4scf : f32\n      %k4dm = arith.mulf %k4dmin, %k4mf : f32\n      %k4mneg = arith.negf %k4dm : f32\n      \
+         %k4pair = arith.divui %k4sub, %k4c2 : index\n      %k4qo0 = arith.muli %k4pair, %k4c32 : index\n      \
+         %k4qo1 = arith.addi %base, %k4qo0 : index\n      %k4qo = arith.addi %k4qo1, %k4c16 : index\n      \
+         %k4qb = vector.load %b1[%j, %k4qo] : {wm}, vector<32xi8>\n      \
+         %k4odd = arith.remui %k4sub, %k4c2 : index\n      %k4odd32 = arith.index_cast %k4odd : index to i32\n      \
+         %k4sh32 = arith.muli %k4odd32, %k4i4 : i32\n      %k4sh8 = arith.trunci %k4sh32 : i32 to i8\n      \
+         %k4shv = vector.broadcast %k4sh8 : i8 to vector<32xi8>\n      %k4qs = arith.shrui %k4qb, %k4shv : vector<32xi8>\n      \
+         %k4m15 = arith.constant dense<15> : vector<32xi8>\n      %qn = arith.andi %k4qs, %k4m15 : vector<32xi8>\n"
+    );
+}
+
 /// Decodes block `%k` of weight row `%j` into `%wv : vector<32xf32>` (block starts at byte
 /// `%base` of the row).
 fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
     let v32 = "vector<32xf32>";
+    if format == QuantFormat::Q4K {
+        q4k_sub_block(s, wm);
+        let _ = write!(
+            s,
+            "      %qf = arith.uitofp %qn : vector<32xi8> to {v32}\n      %dv = vector.broadcast %k4dsc : f32 to {v32}\n      \
+             %mv = vector.broadcast %k4mneg : f32 to {v32}\n      %wv = vector.fma %qf, %dv, %mv : {v32}\n"
+        );
+        return;
+    }
     // The f16 scale (and min) at the block's start.
     let halves = if format == QuantFormat::Q4_1 { 2 } else { 1 };
     let _ = write!(
@@ -207,6 +266,7 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
                  %wv = arith.mulf %qf, %dv : {v32}\n"
             );
         }
+        QuantFormat::Q4K => unreachable!("decoded above"),
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
             load_nibbles(s, format, wm, "%q");
             let _ = writeln!(s, "      %qf = arith.uitofp %q : vector<32xi8> to {v32}");

@@ -11,6 +11,10 @@
 //!    lanes are summed as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, then the scalar added.
 //!
 //! Weight nibbles are unsigned (`q4_1`) or offset by 8 (`q4_0`); `q8_0` bytes are signed.
+//! `q4_k` is walked in 32-weight sub-blocks, each taken as a Q4_1 block whose scale is
+//! `d * sc` and whose min is `-dmin * m` (its 6-bit pair); llama.cpp quantizes activations
+//! for k-quants in 256-wide Q8_K blocks instead, so Q4_K results agree with its to 8-bit
+//! quantization error, not bit for bit.
 //! Columns are split over workgroups; rows and columns are walked in cache blocks.
 
 use crate::lower::KernelSpec;
@@ -34,9 +38,12 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
     let n = w.dims[0].expect("verifier: static weight rows");
     let bb = format.block_bytes();
-    let kb = w.dims[1].expect("verifier: static weight row bytes") / bb;
+    let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
     let k = kb * 32;
-    let q81 = format == QuantFormat::Q4_1;
+    // Formats with a min need the activation blocks' sums (Q8_1).
+    let q81 = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q4K);
+    // Unsigned weight quants (an unsigned-by-signed byte product).
+    let unsigned = q81;
     let (v32f, v32b, v8f) = ("vector<32xf32>", "vector<32xi8>", "vector<8xf32>");
     let (qxm, dxm) = (format!("memref<{RC}x{k}xi8>"), format!("memref<{RC}x{kb}xf32>"));
     let mut s = format!("  func.func @{}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n", spec.name);
@@ -87,22 +94,33 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
          scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
          scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n    \
          %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
-         %base = arith.muli %k, %cbb : index\n      %kx = arith.muli %k, %c32 : index\n"
+         {}\n      %kx = arith.muli %k, %c32 : index\n",
+        crate::qmatmul::block_base(format)
     );
-    // The weight block's scale (and min) and its 32 quants as i16.
-    let halves = if q81 { 2 } else { 1 };
-    let _ = write!(
-        s,
-        "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
-         %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
-         %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
-         %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n      \
-         %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n",
-        2 * halves,
-        2 * halves
-    );
+    // The weight block's scale `%dw` (and min `%mw`) and its 32 quants.
+    if format == QuantFormat::Q4K {
+        // A sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
+        crate::qmatmul::q4k_sub_block(&mut s, &wm);
+        let _ = write!(s, "      %dw = arith.addf %k4dsc, %f0 : f32\n      %mw = arith.addf %k4mneg, %f0 : f32\n");
+    } else {
+        let halves = if q81 { 2 } else { 1 };
+        let _ = write!(
+            s,
+            "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
+             %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
+             %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
+             %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n",
+            2 * halves,
+            2 * halves
+        );
+        if q81 {
+            let _ = writeln!(s, "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>");
+        }
+    }
+    let _ = write!(s, "      %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n");
     // The block's 32 weight quants as bytes: `%qs` (signed) or `%qn` (unsigned nibbles).
     match format {
+        QuantFormat::Q4K => {}
         QuantFormat::Q8_0 => {
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
@@ -116,7 +134,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     let _ = writeln!(s, "      %xq = vector.load %qx[%li, %kx] : {qxm}, {v32b}");
     // Lane l of %lanes (i32) = sum of products 4l .. 4l+3.
     if avx2 {
-        let (u, v) = if format == QuantFormat::Q4_1 {
+        let (u, v) = if unsigned {
             ("%qn", "%xq")
         } else {
             // |w| * (x with w's sign): an unsigned-by-signed product like Q4_1's.
@@ -133,7 +151,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
              %lanes = func.call @max_x86_pmaddwd(%m16, %ones16) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n"
         );
     } else {
-        let ext = if format == QuantFormat::Q4_1 { "arith.extui %qn" } else { "arith.extsi %qs" };
+        let ext = if unsigned { "arith.extui %qn" } else { "arith.extsi %qs" };
         let _ = write!(
             s,
             "      %qw = {ext} : {v32b} to vector<32xi16>\n      %xw = arith.extsi %xq : {v32b} to vector<32xi16>\n      \
@@ -158,7 +176,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     if q81 {
         let _ = write!(
             s,
-            "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>\n      %sxv = memref.load %sx[%li, %k] : {dxm}\n      \
+            "      %sxv = memref.load %sx[%li, %k] : {dxm}\n      \
              %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf %summs, %ms : f32\n      scf.yield %accn, %summsn : {v8f}, f32\n"
         );
     } else {

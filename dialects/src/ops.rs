@@ -122,7 +122,7 @@ pub enum Op {
     CachedAttention { layer: i64, scale: Option<f64> },
 }
 
-/// GGUF block formats `max.qmatmul` reads (32 weights a block).
+/// GGUF block formats `max.qmatmul` reads (32 weights a block; Q4_K: 256).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
     /// f16 scale, 16 bytes of 4-bit quants: `(q - 8) * d`.
@@ -131,16 +131,32 @@ pub enum QuantFormat {
     Q4_1,
     /// f16 scale, 32 signed bytes: `q * d`.
     Q8_0,
+    /// 256 weights: f16 `d` and `dmin`, 12 bytes of 6-bit scales and mins for eight
+    /// 32-weight sub-blocks, 128 bytes of 4-bit quants (sub-blocks `2p` and `2p + 1` in the
+    /// low and high nibbles of bytes `32p..32p+32`): `q * (d * sc) - dmin * m`.
+    Q4K,
 }
 
 impl QuantFormat {
-    /// Bytes per block of 32 weights.
+    /// Bytes per block (of [`block_len`](Self::block_len) weights).
     pub fn block_bytes(self) -> i64 {
         match self {
             QuantFormat::Q4_0 => 18,
             QuantFormat::Q4_1 => 20,
             QuantFormat::Q8_0 => 34,
+            QuantFormat::Q4K => 144,
         }
+    }
+    /// Weights per block.
+    pub fn block_len(self) -> i64 {
+        match self {
+            QuantFormat::Q4K => 256,
+            _ => 32,
+        }
+    }
+    /// 32-weight sub-blocks in `bytes` of blocks (the unit the kernels walk).
+    pub fn sub_blocks(self, bytes: i64) -> i64 {
+        bytes / self.block_bytes() * (self.block_len() / 32)
     }
     /// The attribute spelling (`q4_0`, ...).
     pub fn name(self) -> &'static str {
@@ -148,6 +164,7 @@ impl QuantFormat {
             QuantFormat::Q4_0 => "q4_0",
             QuantFormat::Q4_1 => "q4_1",
             QuantFormat::Q8_0 => "q8_0",
+            QuantFormat::Q4K => "q4_k",
         }
     }
 }
@@ -266,7 +283,8 @@ fn quant_format(a: &Attrs, op: &str) -> Result<QuantFormat, String> {
         "q4_0" => Ok(QuantFormat::Q4_0),
         "q4_1" => Ok(QuantFormat::Q4_1),
         "q8_0" => Ok(QuantFormat::Q8_0),
-        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\" or \"q8_0\", got \"{other}\"")),
+        "q4_k" => Ok(QuantFormat::Q4K),
+        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q8_0\" or \"q4_k\", got \"{other}\"")),
     }
 }
 

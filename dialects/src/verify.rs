@@ -560,7 +560,7 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
             let bytes = w.dims[1].as_const().filter(|b| b % bb == 0).ok_or_else(|| {
                 format!("'max.qmatmul' {} rows must be a static multiple of {bb} bytes, got {}", format.name(), show(&w.dims[1], names))
             })?;
-            let k = DimExpr::Const(bytes / bb * 32);
+            let k = DimExpr::Const(bytes / bb * format.block_len());
             uf.unify(&x.dims[1], &k).ok_or_else(|| {
                 format!("'max.qmatmul' weight rows hold {} weights ({bytes} bytes of {}) but x has {} columns", show(&k, names), format.name(), show(&x.dims[1], names))
             })?;
@@ -575,7 +575,7 @@ fn infer_node(node: &Node, ins: &[TensorType], uf: &mut SymUnion, names: &[Strin
                 return Err(format!("'max.dequantize' {} takes i8 blocks with a static last dim that is a multiple of {bb} bytes, got {}", format.name(), w.describe(names)));
             };
             let mut dims = w.dims.clone();
-            *dims.last_mut().unwrap() = DimExpr::Const(bytes / bb * 32);
+            *dims.last_mut().unwrap() = DimExpr::Const(bytes / bb * format.block_len());
             Ok(vec![TensorType::new(DType::F32, dims)])
         }
         Op::CacheWrite { layer } => {

@@ -13,7 +13,8 @@
 //! Per layer: RMS norm, Q/K/V projections, RoPE on Q and K, the K/V cache writes, causal
 //! grouped-query attention over the cache, the output projection and residual, then RMS
 //! norm, the SwiGLU MLP and residual. Weights stay in their GGUF block layout where a
-//! kernel reads it (Q4_0, Q4_1, Q8_0); other types are expanded to f32 at compile time.
+//! kernel reads it (Q4_0, Q4_1, Q8_0, Q4_K); other types are expanded to f32 at compile
+//! time.
 
 use crate::gguf::{GgufError, GgufFile, MetadataValue};
 use crate::hf::{HfDir, HfError};
@@ -201,6 +202,7 @@ mod graph {
             GgmlType::Q4_0 => Some(QuantFormat::Q4_0),
             GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
             GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+            GgmlType::Q4_K => Some(QuantFormat::Q4K),
             _ => None,
         }
     }
@@ -294,8 +296,8 @@ mod graph {
             let LlamaWeights::Gguf(g) = self.weights else { return Ok(None) };
             Self::check_dims(g, name, &[cols as u64, rows as u64])?;
             let t = g.tensor(name)?;
-            let Some(f) = block_format(t.info().ty) else { return Ok(None) };
-            let shape = [rows as i64, (cols / 32) as i64 * f.block_bytes()];
+            let Some(f) = block_format(t.info().ty).filter(|f| cols as i64 % f.block_len() == 0) else { return Ok(None) };
+            let shape = [rows as i64, cols as i64 / f.block_len() * f.block_bytes()];
             self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
             Ok(Some((self.graph.weight(name, DType::I8, &shape), f)))
         }

@@ -521,8 +521,37 @@ def test_norm_fuses_after_matmul(tmp_path):
     assert "max_kernel_g_k0_matmul_rms_norm" in maxc("inspect", tmp_path / "g.maxa").stdout
 
 
+def q4_k_scale_min(sc, j):
+    """ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j from 12 bytes."""
+    sc = [int(v) for v in sc]
+    if j < 4:
+        return sc[j] & 63, sc[j + 4] & 63
+    return (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+
+
+def make_q4_k_blocks(n, k, rng):
+    """Random Q4_K super-blocks (256 weights, 144 bytes) for an [n, k] weight and their
+    dequantized values, decoded as ggml defines the format."""
+    rows, deq = [], np.zeros((n, k), np.float64)
+    for r in range(n):
+        row = bytearray()
+        for b in range(k // 256):
+            d, dmin = np.float16(rng.uniform(0.001, 0.01)), np.float16(rng.uniform(0.001, 0.02))
+            sc = rng.integers(0, 256, size=12).astype(np.uint8)
+            qs = rng.integers(0, 256, size=128).astype(np.uint8)
+            row += d.tobytes() + dmin.tobytes() + sc.tobytes() + qs.tobytes()
+            for j in range(8):
+                s6, m6 = q4_k_scale_min(sc, j)
+                q = (qs[(j // 2) * 32:(j // 2) * 32 + 32] >> (4 * (j % 2))) & 15
+                deq[r, b * 256 + j * 32:b * 256 + j * 32 + 32] = float(d) * s6 * q.astype(np.float64) - float(dmin) * m6
+        rows.append(np.frombuffer(bytes(row), dtype=np.int8))
+    return np.stack(rows), deq
+
+
 def make_blocks(fmt, n, k, rng):
     """Random GGUF blocks for an [n, k] weight and their dequantized values (NumPy)."""
+    if fmt == "q4_k":
+        return make_q4_k_blocks(n, k, rng)
     nb = k // 32
     d = rng.uniform(0.01, 0.1, size=(n, nb)).astype(np.float16)
     rows, deq = [], np.zeros((n, k), np.float64)
@@ -547,22 +576,31 @@ def make_blocks(fmt, n, k, rng):
     return np.stack(rows), deq
 
 
-@pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q8_0", 34)])
-def test_qmatmul_gguf_blocks(tmp_path, fmt, bb):
+@pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q8_0", 34, 32), ("q4_k", 144, 256)])
+def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
     """x @ dequantize(w)^T with the weight kept in GGUF block layout, against NumPy's
-    decoding of the same bytes."""
-    n, k = 24, 64
-    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
+    decoding of the same bytes: the micro-kernel (few rows: per-block decoding; 33 rows: a
+    decoded panel), the generic contraction (an f16 activation) and `max.dequantize`."""
+    n, k = 24, 2 * 256
+    nbytes = k // blen * bb
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, nbytes), "i8"), ttype((None, n), "f32")
+    txh, trh, tdq = ttype((None, k), "f16"), ttype((None, n), "f16"), ttype((n, k), "f32")
     src = tmp_path / "g.mlir"
-    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}"}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    src.write_text(graph([("x", (None, k), "f32"), ("xh", (None, k), "f16"), ("w", (n, nbytes), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}"}} : ({tx}, {tw}) -> {tr}',
+                          f'%r1 = "max.qmatmul"(%xh, %w) {{format = "{fmt}"}} : ({txh}, {tw}) -> {trh}',
+                          f'%r2 = "max.dequantize"(%w) {{format = "{fmt}"}} : ({tw}) -> {tdq}'], [tr, trh, tdq]))
     maxc("compile", src, "-o", tmp_path / "g.maxa")
     rng = np.random.default_rng(3)
     w, deq = make_blocks(fmt, n, k, rng)
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
-        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
-        np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=1e-5, atol=1e-4)
+        got, got_h, got_dq = run_artifact(tmp_path / "g.maxa", {"x": x, "xh": x.astype(np.float16), "w": w}, tmp_path, 3)
+        want = x.astype(np.float64) @ deq.T
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
+        want_h = x.astype(np.float16).astype(np.float64) @ deq.T
+        np.testing.assert_allclose(got_h.astype(np.float64), want_h, rtol=2e-3, atol=2e-3 * np.abs(want_h).max())
+        np.testing.assert_allclose(got_dq, deq, rtol=1e-6, atol=1e-6)
 
 
 def test_qmatmul_real_smollm2_q8_0_embeddings(tmp_path):
@@ -663,11 +701,14 @@ def test_attention_gqa(tmp_path, causal, dt):
 def ggml_q8_matmul(x, w_bytes, fmt):
     """NumPy model of llama.cpp's CPU arithmetic for x @ dequantize(w)^T with x quantized
     to Q8_1 (q4_1 weights) or Q8_0 (others) per 32-block: integer block dot products in 8
-    lanes of 4, f32 lane accumulators, the lane sum in AVX order, then the Q4_1 min term."""
+    lanes of 4, f32 lane accumulators, the lane sum in AVX order, then the Q4_1 min term.
+    For q4_k it models our arithmetic, which treats each 32-weight sub-block like a Q4_1
+    block (scale d * sc, min -dmin * m) against Q8_1 activations; llama.cpp instead
+    quantizes activations in 256-wide Q8_K blocks."""
     f32, f16 = np.float32, np.float16
     m, k = x.shape
     nb = k // 32
-    bb = {"q4_0": 18, "q4_1": 20, "q8_0": 34}[fmt]
+    bb = {"q4_0": 18, "q4_1": 20, "q8_0": 34, "q4_k": 144}[fmt]
     n = w_bytes.shape[0]
     raw = w_bytes.view(np.uint8)
     out = np.zeros((m, n), np.float32)
@@ -686,6 +727,17 @@ def ggml_q8_matmul(x, w_bytes, fmt):
             acc = np.zeros(8, np.float32)
             summs = f32(0)
             for b in range(nb):
+                if fmt == "q4_k":
+                    # Sub-block b % 8 of super-block b // 8: w = q * (d * sc) - dmin * m.
+                    sb, sub = raw[j, (b // 8) * bb:(b // 8 + 1) * bb], b % 8
+                    s6, m6 = q4_k_scale_min(sb[4:16], sub)
+                    dw = f32(f32(sb[0:2].view(f16)[0]) * f32(s6))
+                    mw = -f32(f32(sb[2:4].view(f16)[0]) * f32(m6))
+                    qw = ((sb[16 + (sub // 2) * 32:48 + (sub // 2) * 32] >> (4 * (sub % 2))) & 15).astype(np.int32)
+                    lanes = (qw * qx[b]).reshape(8, 4).sum(axis=1).astype(f32)
+                    acc = (f32(dw * dx[b]).astype(np.float64) * lanes + acc).astype(f32)
+                    summs = f32(summs + f32(mw * sx[b]))
+                    continue
                 blk = raw[j, b * bb:(b + 1) * bb]
                 dw = f32(blk[:2].view(f16)[0])
                 if fmt == "q8_0":
@@ -731,3 +783,27 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
         np.testing.assert_allclose(got, ggml_q8_matmul(x, w, fmt), rtol=tol, atol=tol / 2)
         # ... and it is a matmul: close to the exact product, within 8-bit quantization error.
         np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
+
+
+@pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
+def test_qmatmul_q4_k_quantized_input(tmp_path, target):
+    """qmatmul {quantize_input} on Q4_K weights: 8-bit activation blocks against each
+    32-weight sub-block's 6-bit scale and min (the NumPy model above), close to the exact
+    product within 8-bit quantization error; two super-blocks per row, 1 to 33 rows."""
+    n, k, bb = 24, 512, 144
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 256 * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 256 * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "q4_k", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
+    rng = np.random.default_rng(6)
+    w, deq = make_blocks("q4_k", n, k, rng)
+    for m in [1, 7, 33]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[0, :32] = 0.0
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
+        tol = 2e-6 if target == "host" else 1e-4
+        want = ggml_q8_matmul(x, w, "q4_k")
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+        exact = x.astype(np.float64) @ deq.T
+        np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.02 * np.abs(exact).max())

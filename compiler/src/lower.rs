@@ -895,8 +895,12 @@ fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, forma
             let qf = b.op(format!("arith.sitofp {q} : i8 to f32"));
             b.op(format!("arith.mulf {qf}, {d} : f32"))
         }
-        Q::Q4_0 | Q::Q4_1 => {
-            let qoff = if format == Q::Q4_0 { 2 } else { 4 };
+        Q::Q4_0 | Q::Q4_1 | Q::Q5_0 | Q::Q5_1 => {
+            let qoff = match format {
+                Q::Q4_0 => 2,
+                Q::Q4_1 | Q::Q5_0 => 4 + 2 * (format == Q::Q5_0) as i64,
+                _ => 8,
+            };
             let c16 = b.op("arith.constant 16 : index".into());
             let low = b.op(format!("arith.cmpi ult, {j}, {c16} : index"));
             let jj = b.op(format!("arith.remui {j}, {c16} : index"));
@@ -909,10 +913,28 @@ fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, forma
             let c15 = b.op("arith.constant 15 : i32".into());
             let shifted = b.op(format!("arith.shrui {byte}, {c4} : i32"));
             let nib = b.op(format!("arith.select {low}, {byte}, {shifted} : i32"));
-            let nib = b.op(format!("arith.andi {nib}, {c15} : i32"));
+            let mut nib = b.op(format!("arith.andi {nib}, {c15} : i32"));
+            if matches!(format, Q::Q5_0 | Q::Q5_1) {
+                // The fifth bit: bit j of the 32-bit `qh` after the scale (and min).
+                let c8i = b.op("arith.constant 8 : index".into());
+                let qh_at = b.op(format!("arith.constant {} : index", qoff - 4));
+                let byte_i = b.op(format!("arith.divui {j}, {c8i} : index"));
+                let p = b.op(format!("arith.addi {base}, {qh_at} : index"));
+                let p = b.op(format!("arith.addi {p}, {byte_i} : index"));
+                let hb = b.op(at(&p));
+                let hb = b.op(format!("arith.extui {hb} : i8 to i32"));
+                let bit = b.op(format!("arith.remui {j}, {c8i} : index"));
+                let bit = b.op(format!("arith.index_cast {bit} : index to i32"));
+                let h = b.op(format!("arith.shrui {hb}, {bit} : i32"));
+                let c1 = b.op("arith.constant 1 : i32".into());
+                let h = b.op(format!("arith.andi {h}, {c1} : i32"));
+                let h = b.op(format!("arith.shli {h}, {c4} : i32"));
+                nib = b.op(format!("arith.ori {nib}, {h} : i32"));
+            }
             let q = b.op(format!("arith.sitofp {nib} : i32 to f32"));
-            if format == Q::Q4_0 {
-                let c8 = b.op("arith.constant 8.0 : f32".into());
+            if matches!(format, Q::Q4_0 | Q::Q5_0) {
+                let off = if format == Q::Q4_0 { "8.0" } else { "16.0" };
+                let c8 = b.op(format!("arith.constant {off} : f32"));
                 let q = b.op(format!("arith.subf {q}, {c8} : f32"));
                 b.op(format!("arith.mulf {q}, {d} : f32"))
             } else {

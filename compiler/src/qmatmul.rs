@@ -245,7 +245,7 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
         return;
     }
     // The f16 scale (and min) at the block's start.
-    let halves = if format == QuantFormat::Q4_1 { 2 } else { 1 };
+    let halves = if matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1) { 2 } else { 1 };
     let _ = write!(
         s,
         "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
@@ -267,17 +267,18 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
             );
         }
         QuantFormat::Q4K => unreachable!("decoded above"),
-        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q5_1 => {
             load_nibbles(s, format, wm, "%q");
             let _ = writeln!(s, "      %qf = arith.uitofp %q : vector<32xi8> to {v32}");
-            if format == QuantFormat::Q4_1 {
+            if matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1) {
                 // w = q * d + m
                 let _ = write!(s, "      %mn = vector.extract %hf[1] : f32 from vector<2xf32>\n      %mv = vector.broadcast %mn : f32 to {v32}\n");
             } else {
-                // w = (q - 8) * d = q * d - 8d
+                // w = (q - o) * d = q * d - o * d, o = 8 (Q4_0) or 16 (Q5_0)
+                let off = if format == QuantFormat::Q4_0 { "-8.0" } else { "-16.0" };
                 let _ = write!(
                     s,
-                    "      %c8f = arith.constant -8.0 : f32\n      %m8 = arith.mulf %d, %c8f : f32\n      %mv = vector.broadcast %m8 : f32 to {v32}\n"
+                    "      %c8f = arith.constant {off} : f32\n      %m8 = arith.mulf %d, %c8f : f32\n      %mv = vector.broadcast %m8 : f32 to {v32}\n"
                 );
             }
             let _ = writeln!(s, "      %wv = vector.fma %qf, %dv, %mv : {v32}");
@@ -287,15 +288,38 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
 
 /// Loads the 16 quant bytes of block `%base` of weight row `%j` (binding `%b1`, type `wm`)
 /// and unpacks them into `name : vector<32xi8>`: low nibbles are quants 0..16, high nibbles
-/// 16..32. Needs `%c2q`/`%c4q` (the quants' offset in a Q4_0/Q4_1 block).
+/// 16..32. For Q5_0/Q5_1, bit `i` of the block's 32-bit `qh` adds 16 to quant `i`.
 pub(crate) fn load_nibbles(s: &mut String, format: QuantFormat, wm: &str, name: &str) {
-    let qoff = if format == QuantFormat::Q4_0 { "%c2q" } else { "%c4q" };
+    let (qoff, qh) = match format {
+        QuantFormat::Q4_0 => (2, None),
+        QuantFormat::Q4_1 => (4, None),
+        QuantFormat::Q5_0 => (6, Some(2)),
+        QuantFormat::Q5_1 => (8, Some(4)),
+        other => unreachable!("{} has no nibble quants", other.name()),
+    };
+    let nib = if qh.is_some() { "%q4n" } else { name };
     let _ = write!(
         s,
-        "      %qo = arith.addi %base, {qoff} : index\n      %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
+        "      %cqo = arith.constant {qoff} : index\n      %qo = arith.addi %base, %cqo : index\n      \
+         %qb = vector.load %b1[%j, %qo] : {wm}, vector<16xi8>\n      \
          %m15 = arith.constant dense<15> : vector<16xi8>\n      %s4 = arith.constant dense<4> : vector<16xi8>\n      \
          %lo = arith.andi %qb, %m15 : vector<16xi8>\n      %hi = arith.shrui %qb, %s4 : vector<16xi8>\n      \
-         {name} = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n",
+         {nib} = vector.shuffle %lo, %hi [{}] : vector<16xi8>, vector<16xi8>\n",
         (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
     );
+    if let Some(at) = qh {
+        // Byte i / 8 of qh, shifted right by i % 8: bit i in lane i, then 16 where it is set.
+        let _ = write!(
+            s,
+            "      %cqh = arith.constant {at} : index\n      %qho = arith.addi %base, %cqh : index\n      \
+             %qhb = vector.load %b1[%j, %qho] : {wm}, vector<4xi8>\n      \
+             %qhx = vector.shuffle %qhb, %qhb [{}] : vector<4xi8>, vector<4xi8>\n      \
+             %qhs = arith.constant dense<[{}]> : vector<32xi8>\n      %qh1 = arith.shrui %qhx, %qhs : vector<32xi8>\n      \
+             %one8 = arith.constant dense<1> : vector<32xi8>\n      %qhbit = arith.andi %qh1, %one8 : vector<32xi8>\n      \
+             %four8 = arith.constant dense<4> : vector<32xi8>\n      %qh16 = arith.shli %qhbit, %four8 : vector<32xi8>\n      \
+             {name} = arith.ori %q4n, %qh16 : vector<32xi8>\n",
+            (0..32).map(|i| (i / 8).to_string()).collect::<Vec<_>>().join(", "),
+            (0..32).map(|i| (i % 8).to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
 }

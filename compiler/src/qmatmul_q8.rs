@@ -10,7 +10,8 @@
 //!    `acc = fma(dw * dx, lanes, acc)`; Q4_1 adds `m * s` per block into a scalar. The
 //!    lanes are summed as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, then the scalar added.
 //!
-//! Weight nibbles are unsigned (`q4_1`) or offset by 8 (`q4_0`); `q8_0` bytes are signed.
+//! Weight nibbles are unsigned (`q4_1`, `q5_1`: a fifth bit from the block's `qh`) or
+//! offset by 8 (`q4_0`) or 16 (`q5_0`); `q8_0` bytes are signed.
 //! `q4_k` is walked in 32-weight sub-blocks, each taken as a Q4_1 block whose scale is
 //! `d * sc` and whose min is `-dmin * m` (its 6-bit pair); llama.cpp quantizes activations
 //! for k-quants in 256-wide Q8_K blocks instead, so Q4_K results agree with its to 8-bit
@@ -41,7 +42,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
     let k = kb * 32;
     // Formats with a min need the activation blocks' sums (Q8_1).
-    let q81 = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q4K);
+    let q81 = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
     // Unsigned weight quants (an unsigned-by-signed byte product).
     let unsigned = q81;
     let (v32f, v32b, v8f) = ("vector<32xf32>", "vector<32xi8>", "vector<8xf32>");
@@ -124,10 +125,11 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
         QuantFormat::Q8_0 => {
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
-        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q5_1 => {
             crate::qmatmul::load_nibbles(&mut s, format, &wm, "%qn");
-            if format == QuantFormat::Q4_0 {
-                let _ = write!(s, "      %o8 = arith.constant dense<8> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
+            if matches!(format, QuantFormat::Q4_0 | QuantFormat::Q5_0) {
+                let off = if format == QuantFormat::Q4_0 { 8 } else { 16 };
+                let _ = write!(s, "      %o8 = arith.constant dense<{off}> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
             }
         }
     }

@@ -131,6 +131,10 @@ pub enum QuantFormat {
     Q4_1,
     /// f16 scale, 32 signed bytes: `q * d`.
     Q8_0,
+    /// f16 scale, 32 high bits, 16 bytes of 4-bit quants: `(q - 16) * d` (q has 5 bits).
+    Q5_0,
+    /// f16 scale, f16 min, 32 high bits, 16 bytes of 4-bit quants: `q * d + m`.
+    Q5_1,
     /// 256 weights: f16 `d` and `dmin`, 12 bytes of 6-bit scales and mins for eight
     /// 32-weight sub-blocks, 128 bytes of 4-bit quants (sub-blocks `2p` and `2p + 1` in the
     /// low and high nibbles of bytes `32p..32p+32`): `q * (d * sc) - dmin * m`.
@@ -144,6 +148,8 @@ impl QuantFormat {
             QuantFormat::Q4_0 => 18,
             QuantFormat::Q4_1 => 20,
             QuantFormat::Q8_0 => 34,
+            QuantFormat::Q5_0 => 22,
+            QuantFormat::Q5_1 => 24,
             QuantFormat::Q4K => 144,
         }
     }
@@ -164,6 +170,8 @@ impl QuantFormat {
             QuantFormat::Q4_0 => "q4_0",
             QuantFormat::Q4_1 => "q4_1",
             QuantFormat::Q8_0 => "q8_0",
+            QuantFormat::Q5_0 => "q5_0",
+            QuantFormat::Q5_1 => "q5_1",
             QuantFormat::Q4K => "q4_k",
         }
     }
@@ -283,8 +291,10 @@ fn quant_format(a: &Attrs, op: &str) -> Result<QuantFormat, String> {
         "q4_0" => Ok(QuantFormat::Q4_0),
         "q4_1" => Ok(QuantFormat::Q4_1),
         "q8_0" => Ok(QuantFormat::Q8_0),
+        "q5_0" => Ok(QuantFormat::Q5_0),
+        "q5_1" => Ok(QuantFormat::Q5_1),
         "q4_k" => Ok(QuantFormat::Q4K),
-        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q8_0\" or \"q4_k\", got \"{other}\"")),
+        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q5_0\", \"q5_1\", \"q8_0\" or \"q4_k\", got \"{other}\"")),
     }
 }
 

@@ -27,7 +27,7 @@ pub enum QuantError {
     },
     /// A known ggml type that this crate cannot dequantize.
     #[error(
-        "ggml tensor type {name} (id {id}) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"
+        "ggml tensor type {name} (id {id}) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K)"
     )]
     UnsupportedType {
         /// The raw type id.
@@ -81,6 +81,10 @@ pub enum GgmlType {
     Q4_0 = 2,
     /// 32 elements in 20 bytes: f16 scale `d`, f16 min `m`, 16 bytes of 4-bit quants; `q * d + m`.
     Q4_1 = 3,
+    /// 32 elements in 22 bytes: f16 scale `d`, 32 high bits, 16 bytes of low nibbles; `(q - 16) * d`.
+    Q5_0 = 6,
+    /// 32 elements in 24 bytes: f16 scale `d`, f16 min `m`, 32 high bits, 16 bytes of low nibbles; `q * d + m`.
+    Q5_1 = 7,
     /// 32 elements in 34 bytes: f16 scale `d`, 32 signed bytes; `q * d`.
     Q8_0 = 8,
     /// 256 elements in 144 bytes: 8 sub-blocks of 32 with 6-bit scales and mins, 4-bit quants.
@@ -144,11 +148,13 @@ pub fn ggml_type_name(id: u32) -> Option<&'static str> {
 
 impl GgmlType {
     /// Every supported type, in id order.
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 10] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
@@ -178,6 +184,8 @@ impl GgmlType {
             GgmlType::F16 => "F16",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_K => "Q4_K",
             GgmlType::Q6_K => "Q6_K",
@@ -189,7 +197,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => QK,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => QK,
             GgmlType::Q4_K | GgmlType::Q6_K => QK_K,
         }
     }
@@ -201,6 +209,8 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q4_0 => 2 + QK / 2,
             GgmlType::Q4_1 => 2 + 2 + QK / 2,
+            GgmlType::Q5_0 => 2 + 4 + QK / 2,
+            GgmlType::Q5_1 => 2 + 2 + 4 + QK / 2,
             GgmlType::Q8_0 => 2 + QK,
             GgmlType::Q4_K => 2 + 2 + 12 + QK_K / 2,
             GgmlType::Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
@@ -243,6 +253,8 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
         GgmlType::BF16 => blocks.for_each(|(b, y)| y[0] = bf16::from_bits(u16_at(b, 0)).to_f32()),
         GgmlType::Q4_0 => blocks.for_each(|(b, y)| block_q4_0(b, y)),
         GgmlType::Q4_1 => blocks.for_each(|(b, y)| block_q4_1(b, y)),
+        GgmlType::Q5_0 => blocks.for_each(|(b, y)| block_q5(b, y, false)),
+        GgmlType::Q5_1 => blocks.for_each(|(b, y)| block_q5(b, y, true)),
         GgmlType::Q8_0 => blocks.for_each(|(b, y)| block_q8_0(b, y)),
         GgmlType::Q4_K => blocks.for_each(|(b, y)| block_q4_k(b, y)),
         GgmlType::Q6_K => blocks.for_each(|(b, y)| block_q6_k(b, y)),
@@ -285,6 +297,27 @@ fn block_q4_1(b: &[u8], y: &mut [f32]) {
     for (j, &q) in qs.iter().enumerate() {
         y[j] = (q & 0x0F) as f32 * d + m;
         y[j + QK / 2] = (q >> 4) as f32 * d + m;
+    }
+}
+
+/// Q5_0 (`d: f16, qh: u32, qs: [u8; 16]`) and Q5_1 (`d, m: f16, qh, qs`): the nibbles as in
+/// Q4_0, each with a fifth bit from `qh` (bit `j` for element `j`); Q5_0 is offset by 16,
+/// Q5_1 adds its min.
+fn block_q5(b: &[u8], y: &mut [f32], with_min: bool) {
+    let d = half_at(b, 0);
+    let (m, at) = if with_min { (half_at(b, 2), 4) } else { (0.0, 2) };
+    let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let qs = &b[at + 4..at + 4 + QK / 2];
+    for (j, &q) in qs.iter().enumerate() {
+        let lo = (q & 0x0F) as u32 | ((qh >> j) & 1) << 4;
+        let hi = (q >> 4) as u32 | ((qh >> (j + QK / 2)) & 1) << 4;
+        if with_min {
+            y[j] = lo as f32 * d + m;
+            y[j + QK / 2] = hi as f32 * d + m;
+        } else {
+            y[j] = (lo as i32 - 16) as f32 * d;
+            y[j + QK / 2] = (hi as i32 - 16) as f32 * d;
+        }
     }
 }
 
@@ -377,6 +410,8 @@ mod tests {
             (GgmlType::BF16, 1, 2),
             (GgmlType::Q4_0, 32, 18),
             (GgmlType::Q4_1, 32, 20),
+            (GgmlType::Q5_0, 32, 22),
+            (GgmlType::Q5_1, 32, 24),
             (GgmlType::Q8_0, 32, 34),
             (GgmlType::Q4_K, 256, 144),
             (GgmlType::Q6_K, 256, 210),
@@ -391,8 +426,6 @@ mod tests {
     #[test]
     fn unsupported_and_unknown_ids() {
         for (id, name) in [
-            (6, "Q5_0"),
-            (7, "Q5_1"),
             (9, "Q8_1"),
             (10, "Q2_K"),
             (11, "Q3_K"),
@@ -610,7 +643,7 @@ mod tests {
     #[allow(clippy::excessive_precision)] // exact dyadic values, written in full
     fn matches_reference_decoder_on_pseudo_random_blocks() {
         let d: fn(usize) -> f32 = |i| (i + 1) as f32 / 128.0;
-        let cases: [ReferenceCase; 5] = [
+        let cases: [ReferenceCase; 7] = [
             (
                 GgmlType::Q4_0,
                 vec![(0, d)],
@@ -624,6 +657,20 @@ mod tests {
                 0x7c9de836c6d6ae61,
                 13.53125,
                 &[(0, 0.0234375), (32, 0.15625), (127, 0.34375)],
+            ),
+            (
+                GgmlType::Q5_0,
+                vec![(0, d)],
+                0xeb84b22fdc96cfa8,
+                0.8515625,
+                &[(0, 0.0234375), (16, 0.0390625), (127, -0.40625)],
+            ),
+            (
+                GgmlType::Q5_1,
+                vec![(0, d), (2, |i| -((i + 1) as f32) / 64.0)],
+                0xfa1b4c414131baac,
+                31.4921875,
+                &[(0, 0.1875), (16, 0.015625), (127, 0.40625)],
             ),
             (
                 GgmlType::Q8_0,

@@ -562,6 +562,18 @@ def make_blocks(fmt, n, k, rng):
                 q = rng.integers(-128, 128, size=32).astype(np.int8)
                 row += d[r, b].tobytes() + q.tobytes()
                 deq[r, b * 32:(b + 1) * 32] = q.astype(np.float64) * float(d[r, b])
+            elif fmt in ("q5_0", "q5_1"):
+                # 5-bit quants: nibbles as in Q4, bit i of the 32-bit qh adds 16 to quant i.
+                q = rng.integers(0, 32, size=32).astype(np.uint8)
+                packed = ((q[:16] & 15) | ((q[16:] & 15) << 4)).astype(np.uint8)
+                qh = np.uint32(sum(int(q[i] >> 4) << i for i in range(32)))
+                if fmt == "q5_0":
+                    row += d[r, b].tobytes() + qh.tobytes() + packed.tobytes()
+                    deq[r, b * 32:(b + 1) * 32] = (q.astype(np.float64) - 16) * float(d[r, b])
+                else:
+                    m = np.float16(rng.uniform(-0.5, 0.5))
+                    row += d[r, b].tobytes() + m.tobytes() + qh.tobytes() + packed.tobytes()
+                    deq[r, b * 32:(b + 1) * 32] = q.astype(np.float64) * float(d[r, b]) + float(m)
             else:
                 q = rng.integers(0, 16, size=32).astype(np.uint8)
                 packed = (q[:16] | (q[16:] << 4)).astype(np.uint8)
@@ -576,7 +588,8 @@ def make_blocks(fmt, n, k, rng):
     return np.stack(rows), deq
 
 
-@pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q8_0", 34, 32), ("q4_k", 144, 256)])
+@pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_0", 22, 32), ("q5_1", 24, 32), ("q8_0", 34, 32),
+                                          ("q4_k", 144, 256)])
 def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
     """x @ dequantize(w)^T with the weight kept in GGUF block layout, against NumPy's
     decoding of the same bytes: the micro-kernel (few rows: per-block decoding; 33 rows: a
@@ -700,7 +713,7 @@ def test_attention_gqa(tmp_path, causal, dt):
 
 def ggml_q8_matmul(x, w_bytes, fmt):
     """NumPy model of llama.cpp's CPU arithmetic for x @ dequantize(w)^T with x quantized
-    to Q8_1 (q4_1 weights) or Q8_0 (others) per 32-block: integer block dot products in 8
+    to Q8_1 (q4_1, q5_1 weights) or Q8_0 (others) per 32-block: integer block dot products in 8
     lanes of 4, f32 lane accumulators, the lane sum in AVX order, then the Q4_1 min term.
     For q4_k it models our arithmetic, which treats each 32-weight sub-block like a Q4_1
     block (scale d * sc, min -dmin * m) against Q8_1 activations; llama.cpp instead
@@ -708,7 +721,7 @@ def ggml_q8_matmul(x, w_bytes, fmt):
     f32, f16 = np.float32, np.float16
     m, k = x.shape
     nb = k // 32
-    bb = {"q4_0": 18, "q4_1": 20, "q8_0": 34, "q4_k": 144}[fmt]
+    bb = {"q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q8_0": 34, "q4_k": 144}[fmt]
     n = w_bytes.shape[0]
     raw = w_bytes.view(np.uint8)
     out = np.zeros((m, n), np.float32)
@@ -742,6 +755,13 @@ def ggml_q8_matmul(x, w_bytes, fmt):
                 dw = f32(blk[:2].view(f16)[0])
                 if fmt == "q8_0":
                     qw = blk[2:].view(np.int8).astype(np.int32)
+                elif fmt in ("q5_0", "q5_1"):
+                    at = 2 if fmt == "q5_0" else 4
+                    qh = int(blk[at:at + 4].view(np.uint32)[0])
+                    nib = blk[at + 4:]
+                    qw = np.concatenate([nib & 15, nib >> 4]).astype(np.int32) + np.array([(qh >> i & 1) << 4 for i in range(32)])
+                    if fmt == "q5_0":
+                        qw = qw - 16
                 else:
                     nib = blk[4:] if fmt == "q4_1" else blk[2:]
                     qw = np.concatenate([nib & 15, nib >> 4]).astype(np.int32)
@@ -750,7 +770,7 @@ def ggml_q8_matmul(x, w_bytes, fmt):
                 lanes = (qw * qx[b]).reshape(8, 4).sum(axis=1).astype(f32)
                 d01 = f32(dw * dx[b])
                 acc = (d01.astype(np.float64) * lanes + acc).astype(f32)
-                if fmt == "q4_1":
+                if fmt in ("q4_1", "q5_1"):
                     mw = f32(blk[2:4].view(f16)[0])
                     summs = f32(summs + f32(mw * sx[b]))
             l = acc
@@ -760,7 +780,7 @@ def ggml_q8_matmul(x, w_bytes, fmt):
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
-@pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q8_0", 34)])
+@pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q5_0", 22), ("q5_1", 24), ("q8_0", 34)])
 def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, target):
     """qmatmul {quantize_input} computes what llama.cpp's CPU backend computes: 8-bit
     activation blocks and integer block products (NumPy model above; the only slack is

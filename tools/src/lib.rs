@@ -217,12 +217,27 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// An error and its causes on one line, `outer: cause: ...`. Library errors often spell
+/// their cause in their own message as well as exposing it as a source; a cause whose text
+/// the line already holds is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 /// Runs a CLI body, printing errors the way compilers do and exiting 1 on failure.
 pub fn exit_on_error(prog: &str, r: Result<()>) -> std::process::ExitCode {
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_text(&e);
             // Diagnostics already start with file:line:col.
             if msg.contains(": error: ") {
                 eprintln!("{msg}");

@@ -241,7 +241,7 @@ fn opt(a: &OptArgs) -> Result<()> {
             Ok(t) => outputs.push(t),
             Err(e) => {
                 failed += 1;
-                let msg = format!("{e:#}");
+                let msg = max_tools::error_text(&e);
                 if msg.contains(": error: ") {
                     eprintln!("{msg}");
                 } else {

@@ -1,4 +1,4 @@
-//! llm: SmolLM2 (GGUF Q4_1) compiled by maxc, next to llama.cpp (llama-cpp-python) on the
+//! llm: SmolLM2 (GGUF, Q4_1 by default) compiled by maxc, next to llama.cpp (llama-cpp-python) on the
 //! same file with the same threads, in the same run. Prints a table with ratios and writes
 //! JSON.
 //!
@@ -121,7 +121,8 @@ fn main() -> Result<()> {
     };
     let ratio = |ours: f64, theirs: Option<f64>| theirs.map(|t| format!("{:.2}x", ours / t)).unwrap_or_else(|| "-".into());
     let col = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-    println!("SmolLM2-135M-Instruct Q4_1, {} threads (compile {compile_s:.1} s or cached, load {load_s:.2} s)", a.threads);
+    let name = gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    println!("{name}, {} threads (compile {compile_s:.1} s or cached, load {load_s:.2} s)", a.threads);
     println!("{:<28} {:>12} {:>12} {:>10}", "", "max", "llama.cpp", "max/llama");
     println!("{:<28} {:>12.1} {:>12} {:>10}", "prefill 512 (tokens/s)", ours_prefill, col(r_prefill), ratio(ours_prefill, r_prefill));
     println!("{:<28} {:>12.1} {:>12} {:>10}", "decode batch 1 (tokens/s)", b1, col(r_b1), ratio(b1, r_b1));

@@ -192,6 +192,64 @@ pub(crate) fn block_base(format: QuantFormat) -> String {
     }
 }
 
+/// For the Q4_K super-block at byte `%base` of weight row `%j`: `%k4d`, `%k4dmin` (f32) and
+/// the eight sub-blocks' 6-bit scales `%k4scv` and mins `%k4mv` (`vector<8xi32>`), decoded
+/// together: sub-block `s < 4` has `sc = b[s] & 63`, `m = b[s + 4] & 63`; `s >= 4` has
+/// `sc = (b[s + 4] & 15) | (b[s - 4] >> 6) << 4`, `m = (b[s + 4] >> 4) | (b[s] >> 6) << 4`
+/// (`b` the 12 scale bytes).
+pub(crate) fn q4k_scales(s: &mut String, wm: &str) {
+    let idx = |v: [usize; 8]| v.map(|x| x.to_string()).join(", ");
+    let _ = write!(
+        s,
+        "      %k4hb = vector.load %b1[%j, %base] : {wm}, vector<16xi8>\n      \
+         %k4dd = vector.shuffle %k4hb, %k4hb [0, 1, 2, 3] : vector<16xi8>, vector<16xi8>\n      \
+         %k4hh = vector.bitcast %k4dd : vector<4xi8> to vector<2xf16>\n      \
+         %k4hf = arith.extf %k4hh : vector<2xf16> to vector<2xf32>\n      \
+         %k4d = vector.extract %k4hf[0] : f32 from vector<2xf32>\n      %k4dmin = vector.extract %k4hf[1] : f32 from vector<2xf32>\n      \
+         %k4b = arith.extui %k4hb : vector<16xi8> to vector<16xi32>\n      \
+         %k4x = vector.shuffle %k4b, %k4b [{}] : vector<16xi32>, vector<16xi32>\n      \
+         %k4y = vector.shuffle %k4b, %k4b [{}] : vector<16xi32>, vector<16xi32>\n      \
+         %k4z = vector.shuffle %k4b, %k4b [{}] : vector<16xi32>, vector<16xi32>\n      \
+         %k4w = vector.shuffle %k4b, %k4b [{}] : vector<16xi32>, vector<16xi32>\n      \
+         %k4v63 = arith.constant dense<63> : vector<8xi32>\n      %k4v15 = arith.constant dense<15> : vector<8xi32>\n      \
+         %k4v4 = arith.constant dense<4> : vector<8xi32>\n      %k4v6 = arith.constant dense<6> : vector<8xi32>\n      \
+         %k4lo = arith.constant dense<[true, true, true, true, false, false, false, false]> : vector<8xi1>\n      \
+         %k4sclo = arith.andi %k4x, %k4v63 : vector<8xi32>\n      %k4mlo = arith.andi %k4y, %k4v63 : vector<8xi32>\n      \
+         %k4a0 = arith.andi %k4y, %k4v15 : vector<8xi32>\n      %k4t0 = arith.shrui %k4z, %k4v6 : vector<8xi32>\n      \
+         %k4t1 = arith.shli %k4t0, %k4v4 : vector<8xi32>\n      %k4schi = arith.ori %k4a0, %k4t1 : vector<8xi32>\n      \
+         %k4a1 = arith.shrui %k4y, %k4v4 : vector<8xi32>\n      %k4t2 = arith.shrui %k4w, %k4v6 : vector<8xi32>\n      \
+         %k4t3 = arith.shli %k4t2, %k4v4 : vector<8xi32>\n      %k4mhi = arith.ori %k4a1, %k4t3 : vector<8xi32>\n      \
+         %k4scv = arith.select %k4lo, %k4sclo, %k4schi : vector<8xi1>, vector<8xi32>\n      \
+         %k4mv = arith.select %k4lo, %k4mlo, %k4mhi : vector<8xi1>, vector<8xi32>\n",
+        // Lane s of each (scale byte b[i] is block byte 4 + i; lanes not selected are unused):
+        // x = b[s] for s < 4; y = b[s + 4]; z = b[s - 4] for s >= 4; w = b[s] for s >= 4.
+        idx([4, 5, 6, 7, 12, 13, 14, 15]),
+        idx([8, 9, 10, 11, 12, 13, 14, 15]),
+        idx([4, 5, 6, 7, 4, 5, 6, 7]),
+        idx([8, 9, 10, 11, 8, 9, 10, 11]),
+    );
+}
+
+/// For Q4_K sub-block `sub` (an index value) of the super-block decoded by [`q4k_scales`]:
+/// `%k4dsc`, `%k4mneg` and the quants `%qn`, as [`q4k_sub_block`] gives them.
+pub(crate) fn q4k_sub_block_of(s: &mut String, wm: &str, sub: &str) {
+    let _ = write!(
+        s,
+        "      %k4sc = vector.extract %k4scv[{sub}] : i32 from vector<8xi32>\n      %k4m = vector.extract %k4mv[{sub}] : i32 from vector<8xi32>\n      \
+         %k4scf = arith.sitofp %k4sc : i32 to f32\n      %k4mf = arith.sitofp %k4m : i32 to f32\n      \
+         %k4dsc = arith.mulf %k4d, %k4scf : f32\n      %k4dm = arith.mulf %k4dmin, %k4mf : f32\n      %k4mneg = arith.negf %k4dm : f32\n      \
+         %k4c2 = arith.constant 2 : index\n      %k4c16 = arith.constant 16 : index\n      %k4c32 = arith.constant 32 : index\n      \
+         %k4i4 = arith.constant 4 : i32\n      \
+         %k4pair = arith.divui {sub}, %k4c2 : index\n      %k4qo0 = arith.muli %k4pair, %k4c32 : index\n      \
+         %k4qo1 = arith.addi %base, %k4qo0 : index\n      %k4qo = arith.addi %k4qo1, %k4c16 : index\n      \
+         %k4qb = vector.load %b1[%j, %k4qo] : {wm}, vector<32xi8>\n      \
+         %k4odd = arith.remui {sub}, %k4c2 : index\n      %k4odd32 = arith.index_cast %k4odd : index to i32\n      \
+         %k4sh32 = arith.muli %k4odd32, %k4i4 : i32\n      %k4sh8 = arith.trunci %k4sh32 : i32 to i8\n      \
+         %k4shv = vector.broadcast %k4sh8 : i8 to vector<32xi8>\n      %k4qs = arith.shrui %k4qb, %k4shv : vector<32xi8>\n      \
+         %k4m15 = arith.constant dense<15> : vector<32xi8>\n      %qn = arith.andi %k4qs, %k4m15 : vector<32xi8>\n"
+    );
+}
+
 /// For Q4_K sub-block `%k` (of the block at byte `%base` of weight row `%j`): its scale
 /// `%k4dsc = d * sc` and negated min `%k4mneg = -(dmin * m)` (f32), and its 32 quants as
 /// unsigned bytes in `%qn : vector<32xi8>`.

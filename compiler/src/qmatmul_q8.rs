@@ -93,17 +93,34 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
         s,
         "    scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
          scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
-         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n    \
-         %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
-         {}\n      %kx = arith.muli %k, %c32 : index\n",
-        crate::qmatmul::block_base(format)
+         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n"
     );
-    // The weight block's scale `%dw` (and min `%mw`) and its 32 quants.
     if format == QuantFormat::Q4K {
-        // A sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
-        crate::qmatmul::q4k_sub_block(&mut s, &wm);
+        // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
+        // are decoded once per super-block, eight at a time.
+        let _ = write!(
+            s,
+            "    %ck4s = arith.constant {} : index\n    %ck4sub = arith.constant 8 : index\n    \
+             %res:2 = scf.for %ks = %c0 to %ck4s step %c1 iter_args(%acc0 = %z8, %summs0 = %f0) -> ({v8f}, f32) {{\n      \
+             %base = arith.muli %ks, %cbb : index\n",
+            kb / 8
+        );
+        crate::qmatmul::q4k_scales(&mut s, &wm);
+        let _ = write!(
+            s,
+            "      %rin:2 = scf.for %ksub = %c0 to %ck4sub step %c1 iter_args(%acc = %acc0, %summs = %summs0) -> ({v8f}, f32) {{\n      \
+             %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n"
+        );
+        // The sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
+        crate::qmatmul::q4k_sub_block_of(&mut s, &wm, "%ksub");
         let _ = write!(s, "      %dw = arith.addf %k4dsc, %f0 : f32\n      %mw = arith.addf %k4mneg, %f0 : f32\n");
     } else {
+        let _ = write!(
+            s,
+            "    %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
+             {}\n      %kx = arith.muli %k, %c32 : index\n",
+            crate::qmatmul::block_base(format)
+        );
         let halves = if q81 { 2 } else { 1 };
         let _ = write!(
             s,
@@ -186,6 +203,9 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     }
     // The lanes in llama.cpp's order, then the scalar part.
     s.push_str("    }\n");
+    if format == QuantFormat::Q4K {
+        let _ = write!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}\n");
+    }
     let hs = crate::math::hsum8(&mut s, "%res#0", "h");
     let _ = write!(
         s,

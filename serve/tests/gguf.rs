@@ -477,7 +477,7 @@ fn unknown_tensor_type_refused_by_number() {
 
 #[test]
 fn unsupported_tensor_type_refused_by_name() {
-    for (id, name) in [(13u32, "Q5_K"), (6, "Q5_0"), (10, "Q2_K"), (16, "IQ2_XXS")] {
+    for (id, name) in [(13u32, "Q5_K"), (9, "Q8_1"), (10, "Q2_K"), (16, "IQ2_XXS")] {
         let w = Writer::new().tensor_raw("blk.0.ffn_up.weight", &[256], id, vec![0; 256], None);
         let err = parse_err(w.build());
         assert!(matches!(&err, GgufError::TensorType { source: QuantError::UnsupportedType { .. }, .. }), "{err}");

@@ -27,8 +27,9 @@ struct Cli {
 enum Cmd {
     /// Compile a .mlir graph into an artifact, or stop at an IR stage with --emit.
     Compile(CompileArgs),
-    /// Compile an LLM (GGUF) into one artifact: graph, quantized weights, tokenizer, chat
-    /// template and configuration.
+    /// Compile a model (a GGUF file, or a Hugging Face directory: Llama-family LLM or BERT
+    /// embedding model) into one artifact: graph, weights (quantized blocks kept),
+    /// tokenizer, chat template and configuration.
     CompileModel(CompileModelArgs),
     /// Run named compiler stages (or upstream MLIR passes) on a file and print the IR.
     Opt(OptArgs),

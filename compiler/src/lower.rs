@@ -833,6 +833,55 @@ fn decode_quant(b: &mut Body, ws: &str, wt: &str, row: &[String], k: &str, forma
         b.op(format!("arith.extui {v} : i8 to i32"))
     };
     match format {
+        Q::Q6K => {
+            // Element j of 256: sub-block t = j / 32 (half n = t / 4, k = t % 4), l = j % 32.
+            // Low 4 bits: byte 64n + 32(k % 2) + l, shifted by 4(k / 2); high 2 bits: byte
+            // 128 + 32n + l, shifted by 2k; scale: signed byte 192 + j / 16; d: f16 at 208.
+            let ci = |b: &mut Body, v: i64| b.op(format!("arith.constant {v} : index"));
+            let (c2, c4, c16, c32, c64) = (ci(b, 2), ci(b, 4), ci(b, 16), ci(b, 32), ci(b, 64));
+            let t = b.op(format!("arith.divui {j}, {c32} : index"));
+            let l = b.op(format!("arith.remui {j}, {c32} : index"));
+            let n = b.op(format!("arith.divui {t}, {c4} : index"));
+            let k = b.op(format!("arith.remui {t}, {c4} : index"));
+            let kodd = b.op(format!("arith.remui {k}, {c2} : index"));
+            let khi = b.op(format!("arith.divui {k}, {c2} : index"));
+            let off = b.op(format!("arith.muli {n}, {c64} : index"));
+            let o2 = b.op(format!("arith.muli {kodd}, {c32} : index"));
+            let off = b.op(format!("arith.addi {off}, {o2} : index"));
+            let off = b.op(format!("arith.addi {off}, {l} : index"));
+            let lo = byte_at(b, &off);
+            let sh = b.op(format!("arith.muli {khi}, {c4} : index"));
+            let sh = b.op(format!("arith.index_cast {sh} : index to i32"));
+            let lo = b.op(format!("arith.shrui {lo}, {sh} : i32"));
+            let c15 = b.op("arith.constant 15 : i32".into());
+            let lo = b.op(format!("arith.andi {lo}, {c15} : i32"));
+            let c128 = ci(b, 128);
+            let hoff = b.op(format!("arith.muli {n}, {c32} : index"));
+            let hoff = b.op(format!("arith.addi {hoff}, {c128} : index"));
+            let hoff = b.op(format!("arith.addi {hoff}, {l} : index"));
+            let hi = byte_at(b, &hoff);
+            let hs = b.op(format!("arith.muli {k}, {c2} : index"));
+            let hs = b.op(format!("arith.index_cast {hs} : index to i32"));
+            let hi = b.op(format!("arith.shrui {hi}, {hs} : i32"));
+            let c3 = b.op("arith.constant 3 : i32".into());
+            let hi = b.op(format!("arith.andi {hi}, {c3} : i32"));
+            let c4i = b.op("arith.constant 4 : i32".into());
+            let hi = b.op(format!("arith.shli {hi}, {c4i} : i32"));
+            let q = b.op(format!("arith.ori {lo}, {hi} : i32"));
+            let c32i = b.op("arith.constant 32 : i32".into());
+            let q = b.op(format!("arith.subi {q}, {c32i} : i32"));
+            let c192 = ci(b, 192);
+            let so = b.op(format!("arith.divui {j}, {c16} : index"));
+            let so = b.op(format!("arith.addi {so}, {c192} : index"));
+            let sp = b.op(format!("arith.addi {base}, {so} : index"));
+            let sc = b.op(at(&sp));
+            let sc = b.op(format!("arith.extsi {sc} : i8 to i32"));
+            let d6 = half_at(b, 208);
+            let qf = b.op(format!("arith.sitofp {q} : i32 to f32"));
+            let scf = b.op(format!("arith.sitofp {sc} : i32 to f32"));
+            let ds = b.op(format!("arith.mulf {d6}, {scf} : f32"));
+            b.op(format!("arith.mulf {ds}, {qf} : f32"))
+        }
         Q::Q4K => {
             // Sub-block `sub` (32 weights) of the 256: its 6-bit scale and min, then the
             // nibble of byte 16 + 32 * (sub / 2) + (j % 32), low for even sub-blocks.

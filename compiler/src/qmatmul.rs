@@ -187,9 +187,44 @@ fn block_path(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str,
 /// (needs `%cbb`, the block bytes).
 pub(crate) fn block_base(format: QuantFormat) -> String {
     match format {
-        QuantFormat::Q4K => format!("%base = affine.apply affine_map<(k) -> ((k floordiv 8) * {})>(%k)", format.block_bytes()),
+        QuantFormat::Q4K | QuantFormat::Q6K => format!("%base = affine.apply affine_map<(k) -> ((k floordiv 8) * {})>(%k)", format.block_bytes()),
         _ => "%base = arith.muli %k, %cbb : index".to_string(),
     }
+}
+
+/// For Q6_K sub-block `%k` (32 weights of the super-block at byte `%base` of weight row
+/// `%j`): its quants minus 32 in `%qs : vector<32xi8>`, the super-block's `%k6d` (f32) and
+/// the sub-block's two 16-weight scales `%k6s : vector<2xf32>`. Sub-block t = k % 8 is
+/// quarter k' = t % 4 of half n = t / 4: low bits from the nibbles (high for k' >= 2) of
+/// bytes `64n + 32(k' % 2)`, high bits from bits `2k'` of bytes `128 + 32n`.
+pub(crate) fn q6k_sub_block(s: &mut String, wm: &str) {
+    let _ = write!(
+        s,
+        "      %k6c2 = arith.constant 2 : index\n      %k6c4 = arith.constant 4 : index\n      %k6c8 = arith.constant 8 : index\n      \
+         %k6c32 = arith.constant 32 : index\n      %k6c64 = arith.constant 64 : index\n      %k6c128 = arith.constant 128 : index\n      \
+         %k6c192 = arith.constant 192 : index\n      %k6c208 = arith.constant 208 : index\n      \
+         %k6t = arith.remui %k, %k6c8 : index\n      %k6n = arith.divui %k6t, %k6c4 : index\n      %k6q = arith.remui %k6t, %k6c4 : index\n      \
+         %k6odd = arith.remui %k6q, %k6c2 : index\n      %k6hiq = arith.divui %k6q, %k6c2 : index\n      \
+         %k6o0 = arith.muli %k6n, %k6c64 : index\n      %k6o1 = arith.muli %k6odd, %k6c32 : index\n      \
+         %k6o2 = arith.addi %k6o0, %k6o1 : index\n      %k6lo_at = arith.addi %base, %k6o2 : index\n      \
+         %k6lb = vector.load %b1[%j, %k6lo_at] : {wm}, vector<32xi8>\n      \
+         %k6shl = arith.index_cast %k6hiq : index to i8\n      %k6c4i8 = arith.constant 4 : i8\n      %k6sh = arith.muli %k6shl, %k6c4i8 : i8\n      \
+         %k6shv = vector.broadcast %k6sh : i8 to vector<32xi8>\n      %k6l1 = arith.shrui %k6lb, %k6shv : vector<32xi8>\n      \
+         %k6m15 = arith.constant dense<15> : vector<32xi8>\n      %k6lo = arith.andi %k6l1, %k6m15 : vector<32xi8>\n      \
+         %k6h0 = arith.muli %k6n, %k6c32 : index\n      %k6h1 = arith.addi %k6h0, %k6c128 : index\n      %k6hi_at = arith.addi %base, %k6h1 : index\n      \
+         %k6hb = vector.load %b1[%j, %k6hi_at] : {wm}, vector<32xi8>\n      \
+         %k6hs0 = arith.index_cast %k6q : index to i8\n      %k6c2i8 = arith.constant 2 : i8\n      %k6hs = arith.muli %k6hs0, %k6c2i8 : i8\n      \
+         %k6hsv = vector.broadcast %k6hs : i8 to vector<32xi8>\n      %k6h2 = arith.shrui %k6hb, %k6hsv : vector<32xi8>\n      \
+         %k6m3 = arith.constant dense<3> : vector<32xi8>\n      %k6h3 = arith.andi %k6h2, %k6m3 : vector<32xi8>\n      \
+         %k6s4 = arith.constant dense<4> : vector<32xi8>\n      %k6h4 = arith.shli %k6h3, %k6s4 : vector<32xi8>\n      \
+         %k6q6 = arith.ori %k6lo, %k6h4 : vector<32xi8>\n      %k6o32 = arith.constant dense<32> : vector<32xi8>\n      \
+         %qs = arith.subi %k6q6, %k6o32 : vector<32xi8>\n      \
+         %k6so = arith.muli %k6t, %k6c2 : index\n      %k6s_at0 = arith.addi %base, %k6c192 : index\n      %k6s_at = arith.addi %k6s_at0, %k6so : index\n      \
+         %k6sb = vector.load %b1[%j, %k6s_at] : {wm}, vector<2xi8>\n      %k6s = arith.sitofp %k6sb : vector<2xi8> to vector<2xf32>\n      \
+         %k6d_at = arith.addi %base, %k6c208 : index\n      %k6db = vector.load %b1[%j, %k6d_at] : {wm}, vector<2xi8>\n      \
+         %k6dh = vector.bitcast %k6db : vector<2xi8> to vector<1xf16>\n      %k6df = arith.extf %k6dh : vector<1xf16> to vector<1xf32>\n      \
+         %k6d = vector.extract %k6df[0] : f32 from vector<1xf32>\n"
+    );
 }
 
 /// For the Q4_K super-block at byte `%base` of weight row `%j`: `%k4d`, `%k4dmin` (f32) and
@@ -293,6 +328,19 @@ pub(crate) fn q4k_sub_block(s: &mut String, wm: &str) {
 /// `%base` of the row).
 fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
     let v32 = "vector<32xf32>";
+    if format == QuantFormat::Q6K {
+        // w = (d * scale) * (q - 32), one scale per 16 weights.
+        q6k_sub_block(s, wm);
+        let _ = write!(
+            s,
+            "      %qf = arith.sitofp %qs : vector<32xi8> to {v32}\n      %k6dv2 = vector.broadcast %k6d : f32 to vector<2xf32>\n      \
+             %k6ds = arith.mulf %k6dv2, %k6s : vector<2xf32>\n      \
+             %k6ds32 = vector.shuffle %k6ds, %k6ds [{}] : vector<2xf32>, vector<2xf32>\n      \
+             %wv = arith.mulf %k6ds32, %qf : {v32}\n",
+            (0..32).map(|i| (i / 16).to_string()).collect::<Vec<_>>().join(", ")
+        );
+        return;
+    }
     if format == QuantFormat::Q4K {
         q4k_sub_block(s, wm);
         let _ = write!(
@@ -324,7 +372,7 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
                  %wv = arith.mulf %qf, %dv : {v32}\n"
             );
         }
-        QuantFormat::Q4K => unreachable!("decoded above"),
+        QuantFormat::Q4K | QuantFormat::Q6K => unreachable!("decoded above"),
         QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q5_1 => {
             load_nibbles(s, format, wm, "%q");
             let _ = writeln!(s, "      %qf = arith.uitofp %q : vector<32xi8> to {v32}");

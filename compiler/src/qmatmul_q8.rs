@@ -13,9 +13,10 @@
 //! Weight nibbles are unsigned (`q4_1`, `q5_1`: a fifth bit from the block's `qh`) or
 //! offset by 8 (`q4_0`) or 16 (`q5_0`); `q8_0` bytes are signed.
 //! `q4_k` is walked in 32-weight sub-blocks, each taken as a Q4_1 block whose scale is
-//! `d * sc` and whose min is `-dmin * m` (its 6-bit pair); llama.cpp quantizes activations
-//! for k-quants in 256-wide Q8_K blocks instead, so Q4_K results agree with its to 8-bit
-//! quantization error, not bit for bit.
+//! `d * sc` and whose min is `-dmin * m` (its 6-bit pair); `q6_k` sub-blocks are signed
+//! (`q - 32`) with one scale per 16 weights, applied per lane (lanes 0..4 hold the first
+//! 16 products). llama.cpp quantizes activations for k-quants in 256-wide Q8_K blocks
+//! instead, so k-quant results agree with its to 8-bit quantization error, not bit for bit.
 //! Columns are split over workgroups; rows and columns are walked in cache blocks.
 
 use crate::lower::KernelSpec;
@@ -95,7 +96,17 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
          scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
          scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n"
     );
-    if format == QuantFormat::Q4K {
+    if format == QuantFormat::Q6K {
+        // Signed quants `%qs` (q - 32); `%dw` is d (each half's scale joins it per lane below).
+        let _ = write!(
+            s,
+            "    %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
+             {}\n      %kx = arith.muli %k, %c32 : index\n",
+            crate::qmatmul::block_base(format)
+        );
+        crate::qmatmul::q6k_sub_block(&mut s, &wm);
+        let _ = writeln!(s, "      %dw = arith.addf %k6d, %f0 : f32");
+    } else if format == QuantFormat::Q4K {
         // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
         // are decoded once per super-block, eight at a time.
         let _ = write!(
@@ -138,7 +149,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     let _ = write!(s, "      %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n");
     // The block's 32 weight quants as bytes: `%qs` (signed) or `%qn` (unsigned nibbles).
     match format {
-        QuantFormat::Q4K => {}
+        QuantFormat::Q4K | QuantFormat::Q6K => {}
         QuantFormat::Q8_0 => {
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
@@ -187,11 +198,22 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
             lane_mask(3)
         );
     }
-    let _ = write!(
-        s,
-        "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %dv = vector.broadcast %d01 : f32 to {v8f}\n      \
-         %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
-    );
+    if format == QuantFormat::Q6K {
+        // Lanes 0..4 hold products 0..16 (the first scale), lanes 4..8 the rest.
+        let _ = write!(
+            s,
+            "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %d01v = vector.broadcast %d01 : f32 to vector<2xf32>\n      \
+             %k6ds = arith.mulf %d01v, %k6s : vector<2xf32>\n      \
+             %dv = vector.shuffle %k6ds, %k6ds [0, 0, 0, 0, 1, 1, 1, 1] : vector<2xf32>, vector<2xf32>\n      \
+             %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
+        );
+    } else {
+        let _ = write!(
+            s,
+            "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %dv = vector.broadcast %d01 : f32 to {v8f}\n      \
+             %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
+        );
+    }
     if q81 {
         let _ = write!(
             s,

@@ -122,7 +122,7 @@ pub enum Op {
     CachedAttention { layer: i64, scale: Option<f64> },
 }
 
-/// GGUF block formats `max.qmatmul` reads (32 weights a block; Q4_K: 256).
+/// GGUF block formats `max.qmatmul` reads (32 weights a block; Q4_K and Q6_K: 256).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
     /// f16 scale, 16 bytes of 4-bit quants: `(q - 8) * d`.
@@ -139,6 +139,9 @@ pub enum QuantFormat {
     /// 32-weight sub-blocks, 128 bytes of 4-bit quants (sub-blocks `2p` and `2p + 1` in the
     /// low and high nibbles of bytes `32p..32p+32`): `q * (d * sc) - dmin * m`.
     Q4K,
+    /// 256 weights: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit
+    /// scales (one per 16 weights), f16 `d` last: `d * scale * (q - 32)` (q has 6 bits).
+    Q6K,
 }
 
 impl QuantFormat {
@@ -151,12 +154,13 @@ impl QuantFormat {
             QuantFormat::Q5_0 => 22,
             QuantFormat::Q5_1 => 24,
             QuantFormat::Q4K => 144,
+            QuantFormat::Q6K => 210,
         }
     }
     /// Weights per block.
     pub fn block_len(self) -> i64 {
         match self {
-            QuantFormat::Q4K => 256,
+            QuantFormat::Q4K | QuantFormat::Q6K => 256,
             _ => 32,
         }
     }
@@ -173,6 +177,7 @@ impl QuantFormat {
             QuantFormat::Q5_0 => "q5_0",
             QuantFormat::Q5_1 => "q5_1",
             QuantFormat::Q4K => "q4_k",
+            QuantFormat::Q6K => "q6_k",
         }
     }
 }
@@ -294,7 +299,8 @@ fn quant_format(a: &Attrs, op: &str) -> Result<QuantFormat, String> {
         "q5_0" => Ok(QuantFormat::Q5_0),
         "q5_1" => Ok(QuantFormat::Q5_1),
         "q4_k" => Ok(QuantFormat::Q4K),
-        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q5_0\", \"q5_1\", \"q8_0\" or \"q4_k\", got \"{other}\"")),
+        "q6_k" => Ok(QuantFormat::Q6K),
+        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q5_0\", \"q5_1\", \"q8_0\", \"q4_k\" or \"q6_k\", got \"{other}\"")),
     }
 }
 

@@ -13,8 +13,8 @@
 //! Per layer: RMS norm, Q/K/V projections, RoPE on Q and K, the K/V cache writes, causal
 //! grouped-query attention over the cache, the output projection and residual, then RMS
 //! norm, the SwiGLU MLP and residual. Weights stay in their GGUF block layout where a
-//! kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K); other types are expanded to f32
-//! at compile time.
+//! kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K); other types are expanded to
+//! f32 at compile time.
 
 use crate::gguf::{GgufError, GgufFile, MetadataValue};
 use crate::hf::{HfDir, HfError};
@@ -205,6 +205,7 @@ mod graph {
             GgmlType::Q5_0 => Some(QuantFormat::Q5_0),
             GgmlType::Q5_1 => Some(QuantFormat::Q5_1),
             GgmlType::Q4_K => Some(QuantFormat::Q4K),
+            GgmlType::Q6_K => Some(QuantFormat::Q6K),
             _ => None,
         }
     }

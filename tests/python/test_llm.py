@@ -108,14 +108,14 @@ def q4_k_m(tmp_path_factory):
 
 
 def test_q4_k_m_greedy_matches_llama_cpp(q4_k_m):
-    """The Q4_K and Q5_0 kernels on a real llama.cpp-quantized file: greedy generations agree
-    with llama.cpp's on the same file up to near ties. (Our Q4_K products use 32-wide 8-bit
-    activation blocks where llama.cpp uses 256-wide Q8_K blocks, and Q6_K is expanded to
-    f32, so a near tie may break the other way more often than with Q4_1.)"""
+    """The Q4_K, Q6_K and Q5_0 kernels on a real llama.cpp-quantized file: greedy generations
+    agree with llama.cpp's on the same file up to near ties. (Our k-quant products use
+    32-wide 8-bit activation blocks where llama.cpp uses 256-wide Q8_K blocks, so a near tie
+    may break the other way more often than with Q4_1.)"""
     gguf, art = q4_k_m
-    # The Q4_K/Q5_0/Q8_0 weights stay in their blocks (expanded to f32, the artifact would
-    # be about four times the file); only the Q6_K tensors grow.
-    assert art.stat().st_size < 1.6 * gguf.stat().st_size, (art.stat().st_size, gguf.stat().st_size)
+    # Every weight stays in its blocks (expanded to f32, the artifact would be about four
+    # times the file).
+    assert art.stat().st_size < 1.2 * gguf.stat().st_size, (art.stat().st_size, gguf.stat().st_size)
     compare_greedy(llama_cpp_reference(PROMPTS, str(gguf)), ours(art, PROMPTS))
 
 

@@ -548,10 +548,43 @@ def make_q4_k_blocks(n, k, rng):
     return np.stack(rows), deq
 
 
+def q6_k_quants(ql, qh):
+    """The 256 6-bit quants (0..63) of a Q6_K super-block, as ggml lays them out: per half
+    n, element l + 32k takes its low bits from ql[64n + l + 32(k % 2)] (high nibble for
+    k >= 2) and its high bits from bits 2k of qh[32n + l]."""
+    q = np.zeros(256, np.int32)
+    for n in range(2):
+        for l in range(32):
+            for k in range(4):
+                lo = int(ql[64 * n + l + 32 * (k % 2)]) >> (4 * (k // 2)) & 15
+                hi = (int(qh[32 * n + l]) >> (2 * k)) & 3
+                q[128 * n + l + 32 * k] = lo | hi << 4
+    return q
+
+
+def make_q6_k_blocks(n, k, rng):
+    """Random Q6_K super-blocks (256 weights, 210 bytes) and their dequantized values."""
+    rows, deq = [], np.zeros((n, k), np.float64)
+    for r in range(n):
+        row = bytearray()
+        for b in range(k // 256):
+            ql = rng.integers(0, 256, size=128).astype(np.uint8)
+            qh = rng.integers(0, 256, size=64).astype(np.uint8)
+            sc = rng.integers(-128, 128, size=16).astype(np.int8)
+            d = np.float16(rng.uniform(0.0005, 0.002))
+            row += ql.tobytes() + qh.tobytes() + sc.tobytes() + d.tobytes()
+            q = q6_k_quants(ql, qh)
+            deq[r, b * 256:(b + 1) * 256] = float(d) * np.repeat(sc.astype(np.float64), 16) * (q - 32)
+        rows.append(np.frombuffer(bytes(row), dtype=np.int8))
+    return np.stack(rows), deq
+
+
 def make_blocks(fmt, n, k, rng):
     """Random GGUF blocks for an [n, k] weight and their dequantized values (NumPy)."""
     if fmt == "q4_k":
         return make_q4_k_blocks(n, k, rng)
+    if fmt == "q6_k":
+        return make_q6_k_blocks(n, k, rng)
     nb = k // 32
     d = rng.uniform(0.01, 0.1, size=(n, nb)).astype(np.float16)
     rows, deq = [], np.zeros((n, k), np.float64)
@@ -589,7 +622,7 @@ def make_blocks(fmt, n, k, rng):
 
 
 @pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_0", 22, 32), ("q5_1", 24, 32), ("q8_0", 34, 32),
-                                          ("q4_k", 144, 256)])
+                                          ("q4_k", 144, 256), ("q6_k", 210, 256)])
 def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
     """x @ dequantize(w)^T with the weight kept in GGUF block layout, against NumPy's
     decoding of the same bytes: the micro-kernel (few rows: per-block decoding; 33 rows: a
@@ -721,7 +754,7 @@ def ggml_q8_matmul(x, w_bytes, fmt):
     f32, f16 = np.float32, np.float16
     m, k = x.shape
     nb = k // 32
-    bb = {"q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q8_0": 34, "q4_k": 144}[fmt]
+    bb = {"q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q8_0": 34, "q4_k": 144, "q6_k": 210}[fmt]
     n = w_bytes.shape[0]
     raw = w_bytes.view(np.uint8)
     out = np.zeros((m, n), np.float32)
@@ -740,6 +773,16 @@ def ggml_q8_matmul(x, w_bytes, fmt):
             acc = np.zeros(8, np.float32)
             summs = f32(0)
             for b in range(nb):
+                if fmt == "q6_k":
+                    # Sub-block b % 8 of super-block b // 8; one scale per 16 weights.
+                    sb, sub = raw[j, (b // 8) * bb:(b // 8 + 1) * bb], b % 8
+                    qw = q6_k_quants(sb[:128], sb[128:192])[sub * 32:sub * 32 + 32] - 32
+                    sc = sb[192:208].view(np.int8)[2 * sub:2 * sub + 2].astype(f32)
+                    d01 = f32(f32(sb[208:210].view(f16)[0]) * dx[b])
+                    lanes = (qw * qx[b]).reshape(8, 4).sum(axis=1).astype(f32)
+                    dv = np.repeat((d01 * sc).astype(f32), 4)
+                    acc = (dv.astype(np.float64) * lanes + acc).astype(f32)
+                    continue
                 if fmt == "q4_k":
                     # Sub-block b % 8 of super-block b // 8: w = q * (d * sc) - dmin * m.
                     sb, sub = raw[j, (b // 8) * bb:(b // 8 + 1) * bb], b % 8
@@ -806,24 +849,25 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
-def test_qmatmul_q4_k_quantized_input(tmp_path, target):
-    """qmatmul {quantize_input} on Q4_K weights: 8-bit activation blocks against each
-    32-weight sub-block's 6-bit scale and min (the NumPy model above), close to the exact
-    product within 8-bit quantization error; two super-blocks per row, 1 to 33 rows."""
-    n, k, bb = 24, 512, 144
+@pytest.mark.parametrize("fmt,bb", [("q4_k", 144), ("q6_k", 210)])
+def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):
+    """qmatmul {quantize_input} on Q4_K/Q6_K weights: 8-bit activation blocks against each
+    32-weight sub-block's scales (the NumPy model above), close to the exact product within
+    8-bit quantization error; two super-blocks per row, 1 to 33 rows."""
+    n, k = 24, 512
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 256 * bb), "i8"), ttype((None, n), "f32")
     src = tmp_path / "g.mlir"
     src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 256 * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "q4_k", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
     maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
     rng = np.random.default_rng(6)
-    w, deq = make_blocks("q4_k", n, k, rng)
+    w, deq = make_blocks(fmt, n, k, rng)
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         x[0, :32] = 0.0
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
         tol = 2e-6 if target == "host" else 1e-4
-        want = ggml_q8_matmul(x, w, "q4_k")
+        want = ggml_q8_matmul(x, w, fmt)
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
         exact = x.astype(np.float64) @ deq.T
         np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.02 * np.abs(exact).max())

@@ -57,7 +57,7 @@ func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
 
 // -----
 
-// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.qmatmul' format must be "q4_0", "q4_1", "q5_0", "q5_1", "q8_0" or "q4_k", got "q5_k"
+// CHECK: errors-llm-ops.mlir:[[@LINE+2]]:8: error: 'max.qmatmul' format must be "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k" or "q6_k", got "q5_k"
 func.func @g(%x: tensor<2x32xf32>, %w: tensor<8x40xi8>) -> tensor<2x8xf32> {
   %0 = "max.qmatmul"(%x, %w) {format = "q5_k"} : (tensor<2x32xf32>, tensor<8x40xi8>) -> tensor<2x8xf32>
   func.return %0 : tensor<2x8xf32>

@@ -265,8 +265,10 @@ pub(crate) fn q4k_scales(s: &mut String, wm: &str) {
     );
 }
 
-/// For Q4_K sub-block `sub` (an index value) of the super-block decoded by [`q4k_scales`]:
-/// `%k4dsc`, `%k4mneg` and the quants `%qn`, as [`q4k_sub_block`] gives them.
+/// For Q4_K sub-block `sub` (an index value, 0..8) of the super-block decoded by
+/// [`q4k_scales`]: its scale `%k4dsc = d * sc` and negated min `%k4mneg = -(dmin * m)`
+/// (f32), and its 32 quants as unsigned bytes in `%qn : vector<32xi8>` (the low nibbles of
+/// bytes `16 + 32 * (sub / 2)` for even sub-blocks, the high ones for odd).
 pub(crate) fn q4k_sub_block_of(s: &mut String, wm: &str, sub: &str) {
     let _ = write!(
         s,
@@ -279,45 +281,6 @@ pub(crate) fn q4k_sub_block_of(s: &mut String, wm: &str, sub: &str) {
          %k4qo1 = arith.addi %base, %k4qo0 : index\n      %k4qo = arith.addi %k4qo1, %k4c16 : index\n      \
          %k4qb = vector.load %b1[%j, %k4qo] : {wm}, vector<32xi8>\n      \
          %k4odd = arith.remui {sub}, %k4c2 : index\n      %k4odd32 = arith.index_cast %k4odd : index to i32\n      \
-         %k4sh32 = arith.muli %k4odd32, %k4i4 : i32\n      %k4sh8 = arith.trunci %k4sh32 : i32 to i8\n      \
-         %k4shv = vector.broadcast %k4sh8 : i8 to vector<32xi8>\n      %k4qs = arith.shrui %k4qb, %k4shv : vector<32xi8>\n      \
-         %k4m15 = arith.constant dense<15> : vector<32xi8>\n      %qn = arith.andi %k4qs, %k4m15 : vector<32xi8>\n"
-    );
-}
-
-/// For Q4_K sub-block `%k` (of the block at byte `%base` of weight row `%j`): its scale
-/// `%k4dsc = d * sc` and negated min `%k4mneg = -(dmin * m)` (f32), and its 32 quants as
-/// unsigned bytes in `%qn : vector<32xi8>`.
-pub(crate) fn q4k_sub_block(s: &mut String, wm: &str) {
-    let _ = write!(
-        s,
-        "      %k4hb = vector.load %b1[%j, %base] : {wm}, vector<4xi8>\n      \
-         %k4hh = vector.bitcast %k4hb : vector<4xi8> to vector<2xf16>\n      \
-         %k4hf = arith.extf %k4hh : vector<2xf16> to vector<2xf32>\n      \
-         %k4d = vector.extract %k4hf[0] : f32 from vector<2xf32>\n      %k4dmin = vector.extract %k4hf[1] : f32 from vector<2xf32>\n      \
-         %k4c4 = arith.constant 4 : index\n      %k4c8 = arith.constant 8 : index\n      %k4c2 = arith.constant 2 : index\n      \
-         %k4c16 = arith.constant 16 : index\n      %k4c32 = arith.constant 32 : index\n      \
-         %k4sub = arith.remui %k, %k4c8 : index\n      %k4hi = arith.cmpi uge, %k4sub, %k4c4 : index\n      \
-         %k4o4 = arith.addi %base, %k4sub : index\n      %k4o4b = arith.addi %k4o4, %k4c4 : index\n      \
-         %k4o8 = arith.addi %k4o4b, %k4c4 : index\n      \
-         %k4sm = arith.subi %k4sub, %k4c4 : index\n      %k4sm4 = arith.select %k4hi, %k4sm, %k4sub : index\n      \
-         %k4o0 = arith.addi %base, %k4sm4 : index\n      %k4o0b = arith.addi %k4o0, %k4c4 : index\n      \
-         %k4b0 = memref.load %b1[%j, %k4o4b] : {wm}\n      %k4b1 = memref.load %b1[%j, %k4o8] : {wm}\n      \
-         %k4b2 = memref.load %b1[%j, %k4o0b] : {wm}\n      \
-         %k4s = arith.extui %k4b0 : i8 to i32\n      %k4s4 = arith.extui %k4b1 : i8 to i32\n      %k4sm4v = arith.extui %k4b2 : i8 to i32\n      \
-         %k4i63 = arith.constant 63 : i32\n      %k4i15 = arith.constant 15 : i32\n      %k4i4 = arith.constant 4 : i32\n      %k4i6 = arith.constant 6 : i32\n      \
-         %k4sclo = arith.andi %k4s, %k4i63 : i32\n      %k4mlo = arith.andi %k4s4, %k4i63 : i32\n      \
-         %k4a0 = arith.andi %k4s4, %k4i15 : i32\n      %k4t0 = arith.shrui %k4sm4v, %k4i6 : i32\n      %k4t1 = arith.shli %k4t0, %k4i4 : i32\n      \
-         %k4schi = arith.ori %k4a0, %k4t1 : i32\n      \
-         %k4a1 = arith.shrui %k4s4, %k4i4 : i32\n      %k4t2 = arith.shrui %k4s, %k4i6 : i32\n      %k4t3 = arith.shli %k4t2, %k4i4 : i32\n      \
-         %k4mhi = arith.ori %k4a1, %k4t3 : i32\n      \
-         %k4sc = arith.select %k4hi, %k4schi, %k4sclo : i32\n      %k4m = arith.select %k4hi, %k4mhi, %k4mlo : i32\n      \
-         %k4scf = arith.sitofp %k4sc : i32 to f32\n      %k4mf = arith.sitofp %k4m : i32 to f32\n      \
-         %k4dsc = arith.mulf %k4d, %k4scf : f32\n      %k4dm = arith.mulf %k4dmin, %k4mf : f32\n      %k4mneg = arith.negf %k4dm : f32\n      \
-         %k4pair = arith.divui %k4sub, %k4c2 : index\n      %k4qo0 = arith.muli %k4pair, %k4c32 : index\n      \
-         %k4qo1 = arith.addi %base, %k4qo0 : index\n      %k4qo = arith.addi %k4qo1, %k4c16 : index\n      \
-         %k4qb = vector.load %b1[%j, %k4qo] : {wm}, vector<32xi8>\n      \
-         %k4odd = arith.remui %k4sub, %k4c2 : index\n      %k4odd32 = arith.index_cast %k4odd : index to i32\n      \
          %k4sh32 = arith.muli %k4odd32, %k4i4 : i32\n      %k4sh8 = arith.trunci %k4sh32 : i32 to i8\n      \
          %k4shv = vector.broadcast %k4sh8 : i8 to vector<32xi8>\n      %k4qs = arith.shrui %k4qb, %k4shv : vector<32xi8>\n      \
          %k4m15 = arith.constant dense<15> : vector<32xi8>\n      %qn = arith.andi %k4qs, %k4m15 : vector<32xi8>\n"
@@ -342,7 +305,9 @@ fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
         return;
     }
     if format == QuantFormat::Q4K {
-        q4k_sub_block(s, wm);
+        q4k_scales(s, wm);
+        let _ = writeln!(s, "      %k4c8 = arith.constant 8 : index\n      %k4sub = arith.remui %k, %k4c8 : index");
+        q4k_sub_block_of(s, wm, "%k4sub");
         let _ = write!(
             s,
             "      %qf = arith.uitofp %qn : vector<32xi8> to {v32}\n      %dv = vector.broadcast %k4dsc : f32 to {v32}\n      \

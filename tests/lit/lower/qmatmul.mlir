@@ -41,16 +41,17 @@ func.func @h(%x: tensor<?x64xf16>, %w: tensor<16x40xi8>) -> tensor<?x16xf16> {
 // -----
 
 // Q4_K: the kernels walk 32-weight sub-blocks; sub-block k lives in super-block k / 8
-// (144 bytes), whose f16 d and dmin and 6-bit scale/min pair for k % 8 give its scale and
-// min; its 32 quants are the low or high nibbles of 32 bytes at 16 + 32 * ((k % 8) / 2).
+// (144 bytes), whose f16 d and dmin and eight 6-bit scale/min pairs (decoded together as
+// vector<8xi32>) give its scale and min; its 32 quants are the low or high nibbles of 32
+// bytes at 16 + 32 * ((k % 8) / 2).
 // CHECK: #[[BASE:.*]] = affine_map<(d0) -> ((d0 floordiv 8) * 144)>
 // CHECK-LABEL: func.func @q4k_k0_qmatmul(
 // CHECK-SAME: memref<?x512xf32>, %{{.*}}: memref<16x288xi8>
 // CHECK: arith.constant 16 : index
 // CHECK: affine.apply #[[BASE]]
 // CHECK: vector.bitcast %{{.*}} : vector<4xi8> to vector<2xf16>
-// CHECK: arith.cmpi uge
-// CHECK: arith.select
+// CHECK: arith.select %{{.*}} : vector<8xi1>, vector<8xi32>
+// CHECK: vector.extract %{{.*}}[%{{.*}}] : i32 from vector<8xi32>
 // CHECK: vector.load %{{.*}} : memref<16x288xi8>, vector<32xi8>
 // CHECK: arith.shrui %{{.*}} : vector<32xi8>
 // CHECK: arith.uitofp %{{.*}} : vector<32xi8> to vector<32xf32>

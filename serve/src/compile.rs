@@ -118,18 +118,23 @@ fn compile_llama_dir(dir: &HfDir, target: Target) -> Result<Vec<u8>, CompileMode
             ChatTemplate::chatml(tokenizer.bos_token(), tokenizer.eos_token())
         }
     };
-    let info = ModelInfo {
+    let info = llm_info(dir_name(dir), &cfg, &tokenizer);
+    let graph = build_graph(LlamaWeights::Hf(dir), &cfg).map_err(model_err)?;
+    llm_artifact(&p, graph, &info, &tokenizer, &template, target)
+}
+
+/// What a compiled LLM records about itself.
+fn llm_info(source: String, cfg: &LlamaConfig, tokenizer: &Tokenizer) -> ModelInfo {
+    ModelInfo {
         version: MODEL_INFO_VERSION,
-        source: dir_name(dir),
+        source,
         model: cfg.clone(),
         cache_dtype: crate::llama::CACHE_DTYPE.to_string(),
         bos: tokenizer.bos_id(),
         eos: tokenizer.eos_ids().to_vec(),
         add_bos: tokenizer.adds_bos(),
         add_eos: tokenizer.adds_eos(),
-    };
-    let graph = build_graph(LlamaWeights::Hf(dir), &cfg).map_err(model_err)?;
-    llm_artifact(&p, graph, &info, &tokenizer, &template, target)
+    }
 }
 
 /// Compiles an LLM's `forward` graph with its configuration, tokenizer and chat template.
@@ -157,16 +162,7 @@ pub fn compile_gguf(path: &Path, target: Target) -> Result<Vec<u8>, CompileModel
     if template.is_fallback() {
         tracing::warn!("{p} has no chat template; using ChatML");
     }
-    let info = ModelInfo {
-        version: MODEL_INFO_VERSION,
-        source: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        model: cfg.clone(),
-        cache_dtype: crate::llama::CACHE_DTYPE.to_string(),
-        bos: tokenizer.bos_id(),
-        eos: tokenizer.eos_ids().to_vec(),
-        add_bos: tokenizer.adds_bos(),
-        add_eos: tokenizer.adds_eos(),
-    };
+    let info = llm_info(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), &cfg, &tokenizer);
     let graph = build_graph(LlamaWeights::Gguf(&gguf), &cfg).map_err(model_err)?;
     llm_artifact(&p, graph, &info, &tokenizer, &template, target)
 }

@@ -117,6 +117,34 @@ impl LlamaConfig {
     }
 }
 
+/// The Hugging Face (`model.layers.N...`) name of a Llama GGUF tensor name
+/// (`blk.N.attn_q.weight` is `model.layers.N.self_attn.q_proj.weight`).
+pub fn hf_tensor_name(gguf_name: &str) -> String {
+    let base = gguf_name.strip_suffix(".weight").unwrap_or(gguf_name);
+    if let Some(rest) = base.strip_prefix("blk.") {
+        let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+        let hf = match part {
+            "attn_norm" => "input_layernorm",
+            "attn_q" => "self_attn.q_proj",
+            "attn_k" => "self_attn.k_proj",
+            "attn_v" => "self_attn.v_proj",
+            "attn_output" => "self_attn.o_proj",
+            "ffn_norm" => "post_attention_layernorm",
+            "ffn_gate" => "mlp.gate_proj",
+            "ffn_up" => "mlp.up_proj",
+            "ffn_down" => "mlp.down_proj",
+            other => other,
+        };
+        return format!("model.layers.{layer}.{hf}.weight");
+    }
+    match base {
+        "token_embd" => "model.embed_tokens.weight".into(),
+        "output_norm" => "model.norm.weight".into(),
+        "output" => "lm_head.weight".into(),
+        other => format!("{other}.weight"),
+    }
+}
+
 /// Hugging Face architectures read as Llama.
 pub const HF_LLAMA_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
 
@@ -220,33 +248,6 @@ mod graph {
         Hf(&'a HfDir),
     }
 
-    /// The Hugging Face name of a GGUF tensor name.
-    fn hf_name(gguf_name: &str) -> String {
-        let base = gguf_name.strip_suffix(".weight").unwrap_or(gguf_name);
-        if let Some(rest) = base.strip_prefix("blk.") {
-            let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
-            let hf = match part {
-                "attn_norm" => "input_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "ffn_norm" => "post_attention_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                other => other,
-            };
-            return format!("model.layers.{layer}.{hf}.weight");
-        }
-        match base {
-            "token_embd" => "model.embed_tokens.weight".into(),
-            "output_norm" => "model.norm.weight".into(),
-            "output" => "lm_head.weight".into(),
-            other => format!("{other}.weight"),
-        }
-    }
-
     fn hf_error(e: HfError) -> ModelError {
         match e {
             HfError::Tensor { name, why } => ModelError::Tensor { name, why },
@@ -263,7 +264,7 @@ mod graph {
         fn has(&self, name: &str) -> bool {
             match self.weights {
                 LlamaWeights::Gguf(g) => g.tensor_info(name).is_some(),
-                LlamaWeights::Hf(d) => d.has(&hf_name(name)),
+                LlamaWeights::Hf(d) => d.has(&super::hf_tensor_name(name)),
             }
         }
 
@@ -287,7 +288,7 @@ mod graph {
                     Ok((name.to_string(), g.tensor(name)?.dequantize()?))
                 }
                 LlamaWeights::Hf(d) => {
-                    let hf = hf_name(name);
+                    let hf = super::hf_tensor_name(name);
                     let v = d.f32(&hf, &[rows, cols]).map_err(hf_error)?;
                     Ok((hf, v))
                 }
@@ -331,7 +332,7 @@ mod graph {
                     (name.to_string(), g.tensor(name)?.dequantize()?)
                 }
                 LlamaWeights::Hf(d) => {
-                    let hf = hf_name(name);
+                    let hf = super::hf_tensor_name(name);
                     let v = d.f32(&hf, &[n]).map_err(hf_error)?;
                     (hf, v)
                 }

@@ -115,34 +115,9 @@ fn minimal_wordpiece() -> &'static str {
 fn write_llama_dir(gguf_path: &Path, dir: &Path) -> LlamaConfig {
     let gguf = GgufFile::open(gguf_path).unwrap();
     let cfg = LlamaConfig::from_gguf(&gguf).unwrap();
-    let hf_name = |n: &str| -> Option<String> {
-        let base = n.strip_suffix(".weight")?;
-        Some(match base {
-            "token_embd" => "model.embed_tokens.weight".into(),
-            "output_norm" => "model.norm.weight".into(),
-            "output" => "lm_head.weight".into(),
-            _ => {
-                let rest = base.strip_prefix("blk.")?;
-                let (layer, part) = rest.split_once('.')?;
-                let hf = match part {
-                    "attn_norm" => "input_layernorm",
-                    "attn_q" => "self_attn.q_proj",
-                    "attn_k" => "self_attn.k_proj",
-                    "attn_v" => "self_attn.v_proj",
-                    "attn_output" => "self_attn.o_proj",
-                    "ffn_norm" => "post_attention_layernorm",
-                    "ffn_gate" => "mlp.gate_proj",
-                    "ffn_up" => "mlp.up_proj",
-                    "ffn_down" => "mlp.down_proj",
-                    _ => return None,
-                };
-                format!("model.layers.{layer}.{hf}.weight")
-            }
-        })
-    };
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for info in gguf.tensors() {
-        let name = hf_name(&info.name).unwrap_or_else(|| panic!("unexpected tensor {}", info.name));
+        let name = max_serve::llama::hf_tensor_name(&info.name);
         let mut w = gguf.tensor(&info.name).unwrap().dequantize().unwrap();
         let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
         let heads = if info.name.ends_with("attn_q.weight") {

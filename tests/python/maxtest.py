@@ -103,3 +103,40 @@ def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=
             outs.append(p)
         meta["runs"].append({"inputs": ins, "outputs": outs})
     (case / "case.json").write_text(json.dumps(meta, indent=1))
+
+
+def free_port():
+    """A loopback port nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args, env=None, timeout=120):
+    """Starts `max serve ARGS --port P` and waits until /health answers 200; returns
+    (process, base URL). A server that exits while loading fails the test with its stderr."""
+    import time
+    import urllib.request
+    port = free_port()
+    proc = subprocess.Popen([str(Path(maxc_path()).with_name("max")), "serve", *map(str, args), "--port", str(port)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc, base
+        except Exception:
+            pass
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "server did not become ready"
+        time.sleep(0.2)
+
+
+def stop_server(proc):
+    """SIGTERM, then the server must finish in-flight work and exit 0."""
+    import signal
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()

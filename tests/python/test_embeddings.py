@@ -4,17 +4,12 @@ embeddings (float and base64) against an independent NumPy reference, token-id i
 models list of a multi-model server, and each error status.
 Skipped without the models (MAX_MINILM_DIR, MAX_SMOLLM2_GGUF)."""
 import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from maxtest import maxc, maxc_path
+from maxtest import maxc, start_server, stop_server
 
 MINILM = os.environ.get("MAX_MINILM_DIR", "")
 SMOLLM2 = os.environ.get("MAX_SMOLLM2_GGUF", "")
@@ -31,12 +26,6 @@ TEXTS = [
 ]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def reference():
     from bert_ref import Bert
@@ -47,29 +36,13 @@ def reference():
 def server(tmp_path_factory):
     artifact = tmp_path_factory.mktemp("serve") / "smollm2.maxa"
     maxc("compile-model", SMOLLM2, "-o", artifact)
-    port = free_port()
-    max_bin = str(Path(maxc_path()).with_name("max"))
     # The embedding model is a directory: compiled on first use into a cache of its own.
     env = dict(os.environ, MAX_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
-    proc = subprocess.Popen([max_bin, "serve", "--model", str(artifact), "--model", MINILM,
-                             "--served-model-name", "smollm2", "--served-model-name", "minilm",
-                             "--port", str(port), "--max-batch-size", "2", "--max-cache-length", "128"],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() < deadline, "server did not become ready"
-        time.sleep(0.2)
+    proc, base = start_server(["--model", artifact, "--model", MINILM, "--served-model-name", "smollm2",
+                               "--served-model-name", "minilm", "--max-batch-size", "2", "--max-cache-length", "128"],
+                              env=env, timeout=300)
     yield base
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    stop_server(proc)
 
 
 @pytest.fixture

@@ -3,16 +3,11 @@ completions, models, tokenize, errors), on the SmolLM2 GGUF compiled by maxc.
 Skipped without the model (MAX_SMOLLM2_GGUF)."""
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from maxtest import maxc, maxc_path
+from maxtest import maxc, start_server, stop_server
 
 MODEL = os.environ.get("MAX_SMOLLM2_GGUF", "")
 KEY = "test-key"
@@ -20,36 +15,14 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MODEL), reason="set MAX_SMOLL
 openai = pytest.importorskip("openai")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     artifact = tmp_path_factory.mktemp("serve") / "smollm2.maxa"
     maxc("compile-model", MODEL, "-o", artifact)
-    port = free_port()
-    max_bin = str(Path(maxc_path()).with_name("max"))
-    proc = subprocess.Popen([max_bin, "serve", "--model", str(artifact), "--served-model-name", "smollm2", "--port", str(port),
-                             "--max-batch-size", "4", "--max-cache-length", "256", "--api-key", KEY, "--max-body-bytes", "65536"],
-                            stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() < deadline, "server did not become ready"
-        time.sleep(0.2)
+    proc, base = start_server(["--model", artifact, "--served-model-name", "smollm2", "--max-batch-size", "4",
+                               "--max-cache-length", "256", "--api-key", KEY, "--max-body-bytes", "65536"])
     yield base
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    stop_server(proc)
 
 
 @pytest.fixture

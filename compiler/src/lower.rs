@@ -46,15 +46,6 @@ impl BindingType {
     pub fn memref(&self) -> String {
         format!("memref<{}>", self.shape_str())
     }
-    /// The type of a dim-0 subview: dim 0 dynamic, row-major strides, dynamic offset.
-    fn row_slice(&self) -> BindingType {
-        let mut dims = self.dims.clone();
-        dims[0] = None;
-        BindingType { dtype: self.dtype, dims }
-    }
-    fn strided_memref(&self) -> String {
-        self.view_memref(self)
-    }
     /// The memref type of a subview shaped `self` of a row-major buffer shaped `parent`
     /// (the strides are the parent's; the offset is dynamic).
     fn view_memref(&self, parent: &BindingType) -> String {
@@ -1636,6 +1627,50 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
     }
 }
 
+/// Workgroup `%wg` of `%nwg`'s share `[start, start + len)` of `total` items, in chunks of
+/// `ceil(total / nwg)` (rounded up to a multiple of `align`; later workgroups may get less
+/// or nothing).
+fn workgroup_range(e: &mut Emitter, total: &str, align: Option<usize>) -> (String, String) {
+    let mut chunk = e.assign(format!("arith.ceildivui {total}, %nwg : index"));
+    if let Some(a) = align {
+        let ca = e.index(a as i64);
+        let t = e.assign(format!("arith.ceildivui {chunk}, {ca} : index"));
+        chunk = e.assign(format!("arith.muli {t}, {ca} : index"));
+    }
+    let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
+    let start = e.assign(format!("arith.minui {s}, {total} : index"));
+    let rem = e.assign(format!("arith.subi {total}, {start} : index"));
+    let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+    (start, len)
+}
+
+/// A subview of binding `%b{i}` (typed `b`) cut along some dims: `(dim, offset, size)`
+/// each; other dims whole. Returns (view ssa, its tensor type, its memref type).
+fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, String)]) -> (String, BindingType, String) {
+    let mut vt = b.clone();
+    let (mut offs, mut sizes) = (Vec::new(), Vec::new());
+    for (j, dim) in b.dims.iter().enumerate() {
+        if let Some((_, off, size)) = cuts.iter().find(|c| c.0 == j) {
+            vt.dims[j] = None;
+            offs.push(off.clone());
+            sizes.push(size.clone());
+            continue;
+        }
+        offs.push("0".to_string());
+        sizes.push(match dim {
+            Some(c) => c.to_string(),
+            None => {
+                let cj = e.index(j as i64);
+                e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
+            }
+        });
+    }
+    let ones = vec!["1"; b.dims.len()].join(", ");
+    let mt = vt.view_memref(b);
+    let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
+    (v, vt, mt)
+}
+
 /// Generates the `func.func` of one kernel.
 pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     if crate::kv_cache::is_cache_kernel(spec) {
@@ -1676,26 +1711,13 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         };
         let out0 = &spec.outputs[0];
         let c0 = e.index(0);
-        let split = |e: &mut Emitter, total: &str, align: Option<usize>| -> (String, String) {
-            let mut chunk = e.assign(format!("arith.ceildivui {total}, %nwg : index"));
-            if let Some(a) = align {
-                let ca = e.index(a as i64);
-                let t = e.assign(format!("arith.ceildivui {chunk}, {ca} : index"));
-                chunk = e.assign(format!("arith.muli {t}, {ca} : index"));
-            }
-            let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
-            let start = e.assign(format!("arith.minui {s}, {total} : index"));
-            let rem = e.assign(format!("arith.subi {total}, {start} : index"));
-            let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
-            (start, len)
-        };
         let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
         let panels = e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref()));
         let min_rows = e.index(column_split_rows() as i64);
         let enough = e.assign(format!("arith.muli %nwg, {min_rows} : index"));
         let by_rows = e.assign(format!("arith.cmpi uge, {rows}, {enough} : index"));
-        let (rs, rl) = split(&mut e, &rows, Some(MR));
-        let (ps, pl) = split(&mut e, &panels, None);
+        let (rs, rl) = workgroup_range(&mut e, &rows, Some(MR));
+        let (ps, pl) = workgroup_range(&mut e, &panels, None);
         let row_start = e.assign(format!("arith.select {by_rows}, {rs}, {c0} : index"));
         let row_len = e.assign(format!("arith.select {by_rows}, {rl}, {rows} : index"));
         let p_start = e.assign(format!("arith.select {by_rows}, {c0}, {ps} : index"));
@@ -1721,72 +1743,21 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
                 views.push((format!("%b{i}"), (*b).clone(), b.memref()));
                 continue;
             }
-            let mut vt = (*b).clone();
-            let (mut offs, mut sizes) = (Vec::new(), Vec::new());
-            for (j, dim) in b.dims.iter().enumerate() {
-                if let Some((_, off, size)) = cuts.iter().find(|c| c.0 == j) {
-                    vt.dims[j] = None;
-                    offs.push(off.clone());
-                    sizes.push(size.clone());
-                    continue;
-                }
-                offs.push("0".to_string());
-                sizes.push(match dim {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let cj = e.index(j as i64);
-                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
-                    }
-                });
-            }
-            let ones = vec!["1"; b.dims.len()].join(", ");
-            let mt = vt.view_memref(b);
-            let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
-            views.push((v, vt, mt));
+            views.push(subview(&mut e, i, b, &cuts));
         }
     } else if spec.partition.is_some() {
         let out0 = &spec.outputs[0];
         let c0 = e.index(0);
         let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
-        let mut chunk = e.assign(format!("arith.ceildivui {rows}, %nwg : index"));
-        if spec.body.iter().any(|f| matches!(f.op, Op::MatMul)) {
-            // Whole register tiles per workgroup: leftover rows go to the last one only.
-            let cmr = e.index(MR as i64);
-            let tiles = e.assign(format!("arith.ceildivui {chunk}, {cmr} : index"));
-            chunk = e.assign(format!("arith.muli {tiles}, {cmr} : index"));
-        }
-        let s = e.assign(format!("arith.muli %wg, {chunk} : index"));
-        let start = e.assign(format!("arith.minui {s}, {rows} : index"));
-        let rem = e.assign(format!("arith.subi {rows}, {start} : index"));
-        let len = e.assign(format!("arith.minui {chunk}, {rem} : index"));
+        // Whole register tiles per workgroup: leftover rows go to the last one only.
+        let align = spec.body.iter().any(|f| matches!(f.op, Op::MatMul)).then_some(MR);
+        let (start, len) = workgroup_range(&mut e, &rows, align);
         for (i, b) in bindings.iter().enumerate() {
             if !sliced[i] {
                 views.push((format!("%b{i}"), (*b).clone(), b.memref()));
                 continue;
             }
-            let mut sizes = vec![len.clone()];
-            for (j, d) in b.dims.iter().enumerate().skip(1) {
-                sizes.push(match d {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let cj = e.index(j as i64);
-                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
-                    }
-                });
-            }
-            let mut offs = vec![start.clone()];
-            offs.extend(std::iter::repeat_n("0".to_string(), b.dims.len() - 1));
-            let ones = vec!["1"; b.dims.len()].join(", ");
-            let vt = b.row_slice();
-            let v = e.assign(format!(
-                "memref.subview %b{i}[{}] [{}] [{ones}] : {} to {}",
-                offs.join(", "),
-                sizes.join(", "),
-                b.memref(),
-                vt.strided_memref()
-            ));
-            let mt = vt.strided_memref();
-            views.push((v, vt, mt));
+            views.push(subview(&mut e, i, b, &[(0, start.clone(), len.clone())]));
         }
     } else {
         for (i, b) in bindings.iter().enumerate() {

@@ -100,8 +100,7 @@ impl HfDir {
 
     /// A tensor's shape.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, HfError> {
-        let (_, view_shape) = self.view(name, |v| v.shape().to_vec())?;
-        Ok(view_shape)
+        Ok(self.view(name, |v| v.shape().to_vec())?.1)
     }
 
     fn view<T>(&self, name: &str, f: impl FnOnce(&safetensors::tensor::TensorView<'_>) -> T) -> Result<(Dtype, T), HfError> {
@@ -114,18 +113,22 @@ impl HfDir {
 
     /// A tensor widened to f32, checked against `shape`.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, HfError> {
-        let (dtype, (got, data)) = self.view(name, |v| (v.shape().to_vec(), v.data().to_vec()))?;
+        let (dtype, (got, values)) = self.view(name, |v| {
+            let data = v.data();
+            let words = |n: usize| data.chunks_exact(n);
+            let values: Option<Vec<f32>> = match v.dtype() {
+                Dtype::F32 => Some(words(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+                Dtype::F16 => Some(words(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                Dtype::BF16 => Some(words(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                Dtype::F64 => Some(words(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()),
+                _ => None,
+            };
+            (v.shape().to_vec(), values)
+        })?;
         if got != shape {
             return Err(HfError::Tensor { name: name.into(), why: format!("has shape {got:?}, expected {shape:?}") });
         }
-        let words = |n: usize| data.chunks_exact(n);
-        Ok(match dtype {
-            Dtype::F32 => words(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => words(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => words(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => words(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-            other => return Err(HfError::Tensor { name: name.into(), why: format!("has dtype {other:?}; only F32, F16, BF16 and F64 weights are read") }),
-        })
+        values.ok_or_else(|| HfError::Tensor { name: name.into(), why: format!("has dtype {dtype:?}; only F32, F16, BF16 and F64 weights are read") })
     }
 
     /// `config.json`'s positive integer `key`.

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check, run on a GPU machine from the repository root after benches/gpu/prepare.sh
-# built .gpu/ elsewhere (the GPU machine needs no compiler). Prints one table: op parity,
-# custom_mlp against the CPU path, and matmul throughput next to PyTorch/cuBLAS on the same
-# card. Finishes in a few minutes.
+# built .gpu/ elsewhere (the GPU machine needs no compiler). Prints one table: op parity
+# (the LLM kernels included), custom_mlp against the CPU path, SmolLM2's greedy tokens
+# against the CPU's, and matmul throughput next to PyTorch/cuBLAS on the same card.
+# Finishes in a few minutes.
+# Usage: bash benches/gpu/check.sh [--quick]   (--quick: parity and the LLM only, no timings
+# of the matmuls or the PyTorch reference)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
 g=.gpu
 [ -x $g/gpu-check ] || { echo "check.sh: run benches/gpu/prepare.sh first (no $g/gpu-check)" >&2; exit 1; }
 card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
@@ -14,8 +19,23 @@ log=${OUT:-/tmp}/gpu-check.log
 echo "== parity cases" | tee -a "$log"
 $g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
 parity=$(grep '^cases:' "$log" | tail -1)
+# SmolLM2 on the GPU against the CPU's recorded greedy generations (the model comes in two
+# halves in .gpu-llm/, each carried by a call of its own: see prepare.sh).
+llm_parity="not run (no .gpu-llm/part-a and part-b)"
+if [ -f .gpu-llm/part-a ] && [ -f .gpu-llm/part-b ] && [ -f $g/llm/cksum ]; then
+  echo "== SmolLM2 on the GPU vs the CPU's recording" | tee -a "$log"
+  model=${TMPDIR:-/tmp}/smollm2-gpu.maxa
+  cat .gpu-llm/part-a .gpu-llm/part-b > "$model"
+  if [ "$(cksum < "$model")" = "$(cat $g/llm/cksum)" ]; then
+    timeout 240 $g/gpu-check llm "$model" $g/llm/want 2>&1 | tee -a "$log"
+    llm_parity=$(grep '^llm parity:' "$log" | tail -1)
+  else
+    llm_parity="model parts do not match their checksum"
+  fi
+fi
 # The card's clocks vary between runs (seen here: cuBLAS bf16 from 525 to 725 TFLOP/s), so
 # the reference runs before and after our kernels and the table takes its best figures.
+if [ $quick = 0 ]; then
 echo "== PyTorch reference (before)" | tee -a "$log"
 timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
 echo "== matmul 4096^3 (our kernels)" | tee -a "$log"
@@ -33,6 +53,7 @@ timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=64 --iters 2
 timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=1 --iters 20 2>&1 | tee -a "$log"
 echo "== PyTorch reference (after)" | tee -a "$log"
 timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
+fi
 echo
 echo "== table"
 python3 - "$log" <<'PY'
@@ -64,4 +85,6 @@ for m in re.finditer(r"(gemv_\w+)\.maxa \[m=(\d+)\]: kernels ([\d.]+) ms per cal
     frac = f" = {float(m.group(4)) / max(bw):.2f} of copy bandwidth" if bw else ""
     print(f"{m.group(1)} m={m.group(2)}: {m.group(3)} ms, {m.group(4)} GB/s{frac}")
 PY
+grep '^llm timing' "$log" | tail -1
 echo "parity: $parity"
+echo "$llm_parity"

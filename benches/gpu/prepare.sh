@@ -2,8 +2,10 @@
 # Builds the GPU check bundle on a build machine (with LLVM; no GPU needed): the lean
 # `gpu-check` runner, every op test's graph compiled for the GPU with its inputs and
 # NumPy-expected outputs, custom_mlp with the CPU path's outputs as expected values, and the
-# 4096^3 matmul artifacts. Writes .gpu/ (git-ignored, well under 64 MiB), which
-# benches/gpu/check.sh runs on the GPU machine.
+# 4096^3 matmul artifacts; with MAX_SMOLLM2_GGUF set, SmolLM2 compiled for the GPU and its
+# greedy generations on the CPU. Writes .gpu/ (git-ignored, under 64 MiB) and .gpu-llm/
+# (the model, in two halves of under 64 MiB), which benches/gpu/check.sh runs on the GPU
+# machine.
 # Usage: bash benches/gpu/prepare.sh [--target cuda:sm_90]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,6 +72,62 @@ for i, rows in enumerate([1, 37, 5000]):
     runs.append({"inputs": {"x": f"in{i}_x.npy", "z": f"in{i}_z.npy"}, "outputs": [f"want{i}_0.npy"]})
 (case / "case.json").write_text(json.dumps({"name": "gpu_vector_add (PTX custom op)", "rtol": 1e-6, "atol": 1e-6, "runs": runs}))
 PY
+echo "prepare: the LLM kernels (quantized matmuls, RoPE, KV-cache write and attention; expected = the CPU path's)" >&2
+python - "$maxc" "$target" "$out/cases" <<'PY'
+import json, subprocess, sys, tempfile
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, "tests/python")
+from test_ops import make_blocks
+maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+case = cases / "llm_kernels"
+case.mkdir(parents=True)
+src = "tests/lit/gpu/llm-kernels.mlir"
+subprocess.run([maxc, "compile", src, "--target", target, "-o", case / "g.maxa"], check=True)
+rng = np.random.default_rng(11)
+wq, _ = make_blocks("q4_1", 256, 64, rng)
+wk, _ = make_blocks("q8_0", 128, 64, rng)
+w4, _ = make_blocks("q4_k", 8, 256, rng)
+runs = []
+with tempfile.TemporaryDirectory() as t:
+    cpu = Path(t) / "cpu.maxa"
+    subprocess.run([maxc, "compile", src, "-o", cpu], check=True)
+    # A prefill of two rows (3 tokens each, one continuing at position 5), then one decode
+    # step; the caches hold earlier random keys and values the queries attend to.
+    for k, (starts, slots, seq) in enumerate([([5, 0], [1, 0], 3), ([9], [2], 1)]):
+        n = len(starts) * seq
+        ins = {
+            "x": rng.standard_normal((n, 64)).astype(np.float32), "wq": wq, "wk": wk, "w4": w4,
+            "y": rng.standard_normal((n, 256)).astype(np.float32),
+            "positions": np.array([s + i for s in starts for i in range(seq)], np.int32),
+            "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
+            "kc": rng.standard_normal((2, 3, 16, 2, 64)).astype(np.float16),
+            "vc": rng.standard_normal((2, 3, 16, 2, 64)).astype(np.float16),
+        }
+        args = []
+        for name, a in ins.items():
+            np.save(case / f"in{k}_{name}.npy", a)
+            args += ["--input", f"{name}={case / f'in{k}_{name}.npy'}"]
+        outs = [f"want{k}_0.npy", f"want{k}_1.npy", f"want{k}_kc.npy"]
+        subprocess.run(["target/release/max", "run", cpu, *args, "--output", case / outs[0], "--output", case / outs[1], "--output", f"kc={case / outs[2]}"], check=True)
+        runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
+(case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
+PY
+if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
+  # SmolLM2 for the GPU (about 95 MB, more than one device call carries): in two halves in
+  # .gpu-llm/, each carried by a call of its own before the one that runs the check.
+  echo "prepare: SmolLM2 greedy generations on the CPU (recorded), and the model for the GPU" >&2
+  mkdir -p "$out/llm" .gpu-llm
+  $maxc compile-model "$MAX_SMOLLM2_GGUF" -o "$out/llm/cpu.maxa"
+  target/release/gpu-check llm "$out/llm/cpu.maxa" "$out/llm/want" --record --device cpu >&2
+  rm "$out/llm/cpu.maxa"
+  $maxc compile-model "$MAX_SMOLLM2_GGUF" --target "$target" -o .gpu-llm/smollm2.maxa
+  cksum < .gpu-llm/smollm2.maxa > "$out/llm/cksum"
+  size=$(stat -c %s .gpu-llm/smollm2.maxa)
+  head -c $((size / 2)) .gpu-llm/smollm2.maxa > .gpu-llm/part-a
+  tail -c +$((size / 2 + 1)) .gpu-llm/smollm2.maxa > .gpu-llm/part-b
+  rm .gpu-llm/smollm2.maxa
+fi
 echo "prepare: 4096^3 matmuls" >&2
 for dt in bf16 f16 f32; do
   $maxc compile benches/gpu/graphs/matmul_$dt.mlir --target "$target" -o "$out/art/matmul_$dt.maxa"

@@ -13,7 +13,9 @@
 //! Some kernels are generated directly, with their launches: matmuls on the tensor cores
 //! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere; f32 without TF32 on
 //! the FP32 units, [`crate::gpu_sgemm`]), row reductions
-//! ([`crate::gpu_rows`]) and custom ops' PTX kernels.
+//! ([`crate::gpu_rows`]), the LLM kernels (quantized matmul [`crate::gpu_qmatmul`], KV cache
+//! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`]) and custom ops' PTX
+//! kernels.
 //!
 //! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
 //! artifact's shared object cannot name a CUDA library (the runtime loads the driver itself,
@@ -69,9 +71,9 @@ pub fn lower_to_nvvm(target: &CudaTarget) -> String {
     };
     // Warpgroup-MMA kernels need the architecture-specific sm_90a; every other kernel module
     // gets the chip itself, so its PTX also runs on later GPUs. (Module names: `*_wgmma`,
-    // `*_mma`, `*_rows`, `*_sgemm`, and `*_kernel[_N]` from gpu-kernel-outlining.)
+    // `*_mma`, `*_rows`, `*_sgemm`, `*_llm`, and `*_kernel[_N]` from gpu-kernel-outlining.)
     let attach = if target.chip == "sm_90" {
-        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows|sgemm)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
+        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows|sgemm|llm)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
     } else {
         format!("nvvm-attach-target{{chip={} O=3}},", target.chip)
     };
@@ -121,6 +123,17 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
     Ok(out)
 }
 
+/// Whether `spec` is generated directly at the memref level with its launches (added by
+/// [`late_kernels`]) rather than lowered from linalg.
+pub fn is_late_kernel(spec: &crate::lower::KernelSpec) -> bool {
+    crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32)
+        || crate::gpu_rows::is_row_kernel(spec)
+        || crate::gpu_sgemm::is_sgemm(spec)
+        || crate::gpu_qmatmul::is_gpu_qmatmul(spec)
+        || crate::gpu_kv_cache::is_gpu_cache_kernel(spec)
+        || crate::gpu_rope::is_gpu_rope_kernel(spec)
+}
+
 /// Adds the kernels generated directly at the memref level with their own launches (the
 /// tensor-core matmuls) to the printed, bufferized module.
 pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip: &str) -> String {
@@ -130,6 +143,15 @@ pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip:
         .map(|k| if crate::gpu_wgmma::is_wgmma_matmul(k) { crate::gpu_wgmma::kernel_func(k) } else { crate::gpu_matmul::kernel_func(k) })
         .collect();
     for k in specs {
+        if crate::gpu_qmatmul::is_gpu_qmatmul(k) {
+            extra.push_str(&crate::gpu_qmatmul::kernel_func(k));
+        }
+        if crate::gpu_kv_cache::is_gpu_cache_kernel(k) {
+            extra.push_str(&crate::gpu_kv_cache::kernel_func(k));
+        }
+        if crate::gpu_rope::is_gpu_rope_kernel(k) {
+            extra.push_str(&crate::gpu_rope::kernel_func(k));
+        }
         if crate::gpu_rows::is_row_kernel(k) {
             extra.push_str(&crate::gpu_rows::kernel_func(k));
         }

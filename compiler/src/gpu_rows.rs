@@ -37,7 +37,7 @@ pub fn is_row_kernel(spec: &KernelSpec) -> bool {
 use crate::gpu_text::KernelText as Gen;
 
 /// Row-kernel pieces on top of the shared kernel text.
-trait RowOps {
+pub(crate) trait RowOps {
     fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String;
     fn exp(&mut self, indent: usize, x: &str) -> String;
     fn block_reduce(&mut self, indent: usize, v: &str, op: &str) -> String;

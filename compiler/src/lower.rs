@@ -1837,7 +1837,7 @@ pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], 
     let mut s = String::from(if gpu { "module attributes {gpu.container_module} {\n" } else { "module {\n" });
     // Tensor-core matmuls are written at the memref level with their launches; they join
     // the module after bufferization (see `crate::gpu::late_kernels`).
-    for k in specs.iter().filter(|k| k.native.is_none() && k.ptx.is_none() && !crate::gpu_matmul::is_gpu_matmul(k, k.allow_tf32) && !crate::gpu_rows::is_row_kernel(k) && !crate::gpu_sgemm::is_sgemm(k)) {
+    for k in specs.iter().filter(|k| k.native.is_none() && k.ptx.is_none() && !crate::gpu::is_late_kernel(k)) {
         s.push_str(&kernel_func(k, avx2));
     }
     if avx2 {

@@ -377,18 +377,23 @@ impl Program {
     }
 }
 
-/// Rejects, at the op's location, what the GPU backend cannot compile yet: the LLM kernels
-/// written directly as CPU loops (quantized matmul, KV cache, cached attention, RoPE over
-/// positions) and native (CPU) custom kernels.
+/// Rejects, at the op's location, what the GPU backend cannot compile: native (CPU) custom
+/// kernels, quantized matmuls whose activations are not f32, and attention over a KV cache
+/// with a head dim the GPU kernel does not take.
 fn check_gpu_support(graph: &Graph, is_native: &dyn Fn(usize) -> bool) -> Result<(), CompileError> {
     for (i, n) in graph.nodes.iter().enumerate() {
-        let cpu_only = matches!(n.op, Op::CacheWrite { .. } | Op::CachedAttention { .. })
-            || crate::qmatmul::applies(graph, n)
-            || crate::rope::applies(graph, n)
-            || is_native(i);
-        if cpu_only {
-            let what = if is_native(i) { "a native (CPU) custom kernel".to_string() } else { format!("'max.{}'", n.op.name()) };
-            return Err(Diagnostic::new(&n.loc, format!("{what} has no GPU kernel yet; compile this graph for a CPU target")).into());
+        let problem = if is_native(i) {
+            Some("a native (CPU) custom kernel has no GPU kernel; compile this graph for a CPU target".to_string())
+        } else if matches!(n.op, Op::QMatMul { .. }) && !crate::qmatmul::applies(graph, n) {
+            Some("'max.qmatmul' runs on the GPU with f32 activations and results only".to_string())
+        } else if let Op::CachedAttention { .. } = n.op {
+            let d = graph.ty(n.inputs[0]).dims.last().and_then(|d| d.as_const()).unwrap_or(0);
+            (!crate::gpu_kv_cache::supported_head_dim(d)).then(|| format!("'max.cached_attention' on the GPU takes head dims 32, 64, 128 or 256, not {d}"))
+        } else {
+            None
+        };
+        if let Some(msg) = problem {
+            return Err(Diagnostic::new(&n.loc, msg).into());
         }
     }
     Ok(())

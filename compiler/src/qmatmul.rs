@@ -289,7 +289,7 @@ pub(crate) fn q4k_sub_block_of(s: &mut String, wm: &str, sub: &str) {
 
 /// Decodes block `%k` of weight row `%j` into `%wv : vector<32xf32>` (block starts at byte
 /// `%base` of the row).
-fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
+pub(crate) fn decode_block(s: &mut String, format: QuantFormat, wm: &str) {
     let v32 = "vector<32xf32>";
     if format == QuantFormat::Q6K {
         // w = (d * scale) * (q - 32), one scale per 16 weights.

@@ -19,7 +19,7 @@ use crate::cpu::KernelLibrary;
 use crate::artifact::Entry;
 use crate::cuda::{init_library, CudaDevice, CudaGraph, DeviceBuffer};
 use crate::error::RuntimeError;
-use crate::session::{buffer_shapes, signature_order, Model};
+use crate::session::{buffer_shapes, Model};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 
@@ -37,8 +37,54 @@ struct GraphInstance {
     shapes: Vec<Vec<usize>>,
 }
 
-/// An entry and its bound dims: what a recorded graph is for.
-type GraphKey = (usize, Vec<Option<i64>>);
+/// An entry, its bound dims and the device addresses of its resident state (none when the
+/// state comes from the host): what a recorded graph is for.
+type GraphKey = (usize, Vec<Option<i64>>, Vec<u64>);
+
+/// The mutable inputs of a call: host tensors (copied in, and back out after the call), or
+/// buffers resident on this device (see [`crate::State`]), used in place.
+pub(crate) enum StateRef<'a> {
+    Host(&'a mut [Tensor]),
+    Device(&'a [u64]),
+}
+
+impl StateRef<'_> {
+    /// The device addresses of resident state (empty for host state).
+    fn device_ptrs(&self) -> Vec<u64> {
+        match self {
+            StateRef::Host(_) => Vec::new(),
+            StateRef::Device(p) => p.to_vec(),
+        }
+    }
+}
+
+/// Where input `i` (in signature order) of a call comes from.
+enum Source<'a> {
+    Host(&'a Tensor),
+    Device(u64),
+}
+
+/// The call's inputs in signature order: read-only inputs from `inputs`, mutable ones from
+/// the state.
+fn sources<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a StateRef<'_>) -> Vec<Source<'a>> {
+    let (mut ri, mut si) = (0, 0);
+    entry
+        .inputs
+        .iter()
+        .map(|sig| {
+            if sig.mutable {
+                si += 1;
+                match state {
+                    StateRef::Host(t) => Source::Host(&t[si - 1]),
+                    StateRef::Device(p) => Source::Device(p[si - 1]),
+                }
+            } else {
+                ri += 1;
+                Source::Host(&inputs[ri - 1])
+            }
+        })
+        .collect()
+}
 
 /// A model's device state.
 pub struct GpuModel {
@@ -87,14 +133,14 @@ impl GpuModel {
     }
 
     /// Runs entry `entry_index` (its inputs already checked and its dims bound in `syms`).
-    pub fn execute(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    pub(crate) fn execute(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], mut state: StateRef<'_>) -> Result<Vec<Tensor>, RuntimeError> {
         if self.use_graphs && !model.profiling() {
-            let key = (entry_index, syms.to_vec());
+            let key = (entry_index, syms.to_vec(), state.device_ptrs());
             let mut g = self.graphs.lock().unwrap_or_else(|e| e.into_inner());
             let (cache, seen) = &mut *g;
             if let Some(i) = cache.iter().position(|c| c.key == key) {
                 let inst = cache.remove(i);
-                let r = self.replay(model, &inst, inputs, state);
+                let r = self.replay(model, &inst, inputs, &mut state);
                 cache.push(inst);
                 return r;
             }
@@ -102,7 +148,7 @@ impl GpuModel {
             *runs += 1;
             if *runs >= 2 {
                 let inst = self.record(model, key, syms)?;
-                let r = self.replay(model, &inst, inputs, state);
+                let r = self.replay(model, &inst, inputs, &mut state);
                 if cache.len() >= GRAPH_CACHE {
                     cache.remove(0);
                 }
@@ -110,11 +156,11 @@ impl GpuModel {
                 return r;
             }
         }
-        self.execute_eagerly(model, entry_index, syms, inputs, state)
+        self.execute_eagerly(model, entry_index, syms, inputs, &mut state)
     }
 
     /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
-    /// own for every input, temporary and output.
+    /// own for every input (but resident state, used where it is), temporary and output.
     fn record(&self, model: &Model, key: GraphKey, syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
         let entry_index = key.0;
         let entry = &model.artifact().manifest().entries[entry_index];
@@ -123,8 +169,16 @@ impl GpuModel {
         let shapes = buffer_shapes(entry, syms)?;
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         let mut owned = Vec::new();
+        // Resident state, by input index.
+        let mut resident = std::collections::HashMap::new();
+        if !key.2.is_empty() {
+            for (k, (i, _)) in entry.inputs.iter().enumerate().filter(|(_, s)| s.mutable).enumerate() {
+                resident.insert(i, key.2[k]);
+            }
+        }
         for (b, shape) in entry.buffers.iter().zip(&shapes) {
             let ptr = match b.kind {
+                BufferKind::Input(i) if resident.contains_key(&i) => resident[&i],
                 BufferKind::Input(_) | BufferKind::Temp => {
                     let buf = dev.alloc(shape.iter().product::<usize>() * b.dtype.size_bytes())?;
                     owned.push(buf);
@@ -153,13 +207,13 @@ impl GpuModel {
         Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes })
     }
 
-    /// Runs a recorded call: inputs in, graph, outputs (and state) out.
-    fn replay(&self, model: &Model, inst: &GraphInstance, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    /// Runs a recorded call: inputs in, graph, outputs (and host state) out.
+    fn replay(&self, model: &Model, inst: &GraphInstance, inputs: &[Tensor], state: &mut StateRef<'_>) -> Result<Vec<Tensor>, RuntimeError> {
         let entry = &model.artifact().manifest().entries[inst.key.0];
         let dev = &self.dev;
         let input_ptr = |i: usize| entry.buffers.iter().position(|b| b.kind == BufferKind::Input(i)).map(|b| inst.ptrs[b]);
-        for (i, t) in signature_order(entry, inputs, state).iter().enumerate() {
-            if let Some(p) = input_ptr(i) {
+        for (i, src) in sources(entry, inputs, state).iter().enumerate() {
+            if let (Source::Host(t), Some(p)) = (src, input_ptr(i)) {
                 dev.copy_in_async(p, t.bytes())?;
             }
         }
@@ -167,9 +221,9 @@ impl GpuModel {
         self.read_results(model, inst.key.0, &inst.shapes, &inst.ptrs, &input_ptr, state)
     }
 
-    /// The outputs of a finished call, and the state tensors the device updated in place
+    /// The outputs of a finished call, and host state tensors the device updated in place
     /// (copied back to the caller's); `input_ptr(i)` is where input `i` lives.
-    fn read_results(&self, model: &Model, entry_index: usize, shapes: &[Vec<usize>], ptrs: &[u64], input_ptr: &dyn Fn(usize) -> Option<u64>, state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn read_results(&self, model: &Model, entry_index: usize, shapes: &[Vec<usize>], ptrs: &[u64], input_ptr: &dyn Fn(usize) -> Option<u64>, state: &mut StateRef<'_>) -> Result<Vec<Tensor>, RuntimeError> {
         let entry: &Entry = &model.artifact().manifest().entries[entry_index];
         let (root, _) = model.plan(entry_index);
         let mut outs = Vec::with_capacity(entry.outputs.len());
@@ -178,6 +232,7 @@ impl GpuModel {
             self.dev.copy_out(ptrs[root[b]], &mut bytes)?;
             outs.push(Tensor::from_bytes(sig.dtype, &shapes[b], &bytes)?);
         }
+        let StateRef::Host(state) = state else { return Ok(outs) };
         let mutable = entry.inputs.iter().enumerate().filter(|(_, sig)| sig.mutable).map(|(i, _)| i);
         for (t, i) in state.iter_mut().zip(mutable) {
             if let Some(p) = input_ptr(i) {
@@ -187,25 +242,50 @@ impl GpuModel {
         Ok(outs)
     }
 
+    /// `bytes` in a new device buffer of this model's device.
+    pub(crate) fn upload(&self, bytes: &[u8]) -> Result<DeviceBuffer, RuntimeError> {
+        self.dev.bind()?;
+        self.dev.upload(bytes)
+    }
+
+    /// The contents of `buf` as a host tensor.
+    pub(crate) fn download(&self, buf: &DeviceBuffer, dtype: max_dialects::DType, shape: &[usize]) -> Result<Tensor, RuntimeError> {
+        self.dev.bind()?;
+        let mut bytes = vec![0u8; shape.iter().product::<usize>() * dtype.size_bytes()];
+        self.dev.copy_out(buf.ptr(), &mut bytes)?;
+        Tensor::from_bytes(dtype, shape, &bytes)
+    }
+
     /// The device address of weight section `s` (0 if it has none).
     fn weight_ptr(&self, s: usize) -> u64 {
         self.weights.get(s).and_then(|w| w.as_ref()).map_or(0, DeviceBuffer::ptr)
     }
 
     /// Runs entry `entry_index` dispatch by dispatch, temporaries from the pool.
-    fn execute_eagerly(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn execute_eagerly(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut StateRef<'_>) -> Result<Vec<Tensor>, RuntimeError> {
         let m = model.artifact().manifest();
         let entry = &m.entries[entry_index];
         let (root, last_use) = model.plan(entry_index);
         let dev = &self.dev;
         dev.bind()?;
-        let staged: Vec<DeviceBuffer> = signature_order(entry, inputs, state).iter().map(|t| dev.upload(t.bytes())).collect::<Result<_, _>>()?;
+        // Host inputs are staged in device buffers; resident state is used where it is.
+        let mut staged: Vec<DeviceBuffer> = Vec::new();
+        let mut input_ptrs: Vec<u64> = Vec::with_capacity(entry.inputs.len());
+        for src in sources(entry, inputs, state) {
+            input_ptrs.push(match src {
+                Source::Host(t) => {
+                    staged.push(dev.upload(t.bytes())?);
+                    staged[staged.len() - 1].ptr()
+                }
+                Source::Device(p) => p,
+            });
+        }
 
         let shapes = buffer_shapes(entry, syms)?;
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         for b in &entry.buffers {
             let ptr = match b.kind {
-                BufferKind::Input(i) => staged[i].ptr(),
+                BufferKind::Input(i) => input_ptrs[i],
                 BufferKind::Weight(s) => self.weight_ptr(s),
                 BufferKind::Alias(a) => ptrs[a],
                 BufferKind::Temp => 0,
@@ -250,7 +330,8 @@ impl GpuModel {
             }
         }
         dev.sync()?;
-        let outs = self.read_results(model, entry_index, &shapes, &ptrs, &|i| Some(staged[i].ptr()), state)?;
+        let outs = self.read_results(model, entry_index, &shapes, &ptrs, &|i| Some(input_ptrs[i]), state)?;
+        drop(staged);
         // Outputs were copied out: their buffers serve the next call.
         pool.extend(temps.into_iter().flatten());
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod gpu_exec;
 pub mod npy;
 pub mod session;
+pub mod state;
 pub mod tensor;
 pub mod weights;
 
@@ -30,4 +31,5 @@ pub use artifact::{Artifact, Manifest, WeightSource};
 pub use error::RuntimeError;
 pub use max_dialects::{DType, DimExpr};
 pub use session::{Device, InferenceSession, Model};
+pub use state::State;
 pub use tensor::{Element, Tensor};

@@ -3,7 +3,9 @@
 use crate::artifact::{AlignedBytes, Artifact, BufferKind, Entry};
 use crate::cpu::{check_target, KernelLibrary};
 use crate::error::RuntimeError;
+use crate::state::State;
 use crate::tensor::Tensor;
+use max_dialects::DType;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +15,43 @@ pub enum Device {
     Cpu,
     /// A CUDA GPU by ordinal (needs the `cuda` feature and an NVIDIA driver).
     Gpu(usize),
+}
+
+impl Device {
+    /// The compute capability (major, minor) of a GPU; `None` for the CPU. Opens the GPU
+    /// (an error if this build has no `cuda` feature or the GPU is not there).
+    pub fn compute_capability(&self) -> Result<Option<(i32, i32)>, RuntimeError> {
+        match *self {
+            Device::Cpu => Ok(None),
+            #[cfg(feature = "cuda")]
+            Device::Gpu(i) => Ok(Some(crate::cuda::CudaDevice::open(i)?.compute_capability)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Gpu(i) => Err(RuntimeError::Device(format!("device gpu:{i} is not available in this build (built without the `cuda` feature)"))),
+        }
+    }
+
+    /// Parses `cpu`, `gpu` (GPU 0) or `gpu:N`.
+    pub fn parse(s: &str) -> Result<Device, RuntimeError> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" | "cuda" => Ok(Device::Gpu(0)),
+            other => other
+                .strip_prefix("gpu:")
+                .or_else(|| other.strip_prefix("cuda:"))
+                .and_then(|n| n.parse().ok())
+                .map(Device::Gpu)
+                .ok_or_else(|| RuntimeError::Device(format!("unknown device {other:?} (expected cpu, gpu or gpu:N)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Gpu(i) => write!(f, "gpu:{i}"),
+        }
+    }
 }
 
 /// Loads artifacts onto a device. Holds the thread pool models share, so several models or
@@ -180,11 +219,55 @@ impl Model {
     /// `state` (its mutable inputs, in signature order), which the program updates in place
     /// and the caller keeps between calls.
     pub fn execute_with_state(&self, name: &str, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        let (entry_index, syms) = self.bind_call(name, inputs, state)?;
+        let meta: Vec<(DType, Vec<usize>)> = state.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
+        let (entry_index, syms) = self.bind_call(name, inputs, &meta)?;
         #[cfg(feature = "cuda")]
         if let Some(g) = &self.gpu {
-            return g.execute(self, entry_index, &syms, inputs, state);
+            return g.execute(self, entry_index, &syms, inputs, crate::gpu_exec::StateRef::Host(state));
         }
+        self.execute_on_cpu(entry_index, &syms, inputs, state)
+    }
+
+    /// Moves `tensors`, the initial values of an entry's mutable inputs (in signature
+    /// order), to where this model runs: a GPU model keeps them in device memory, so calls
+    /// with [`Model::execute_stateful`] never copy them.
+    pub fn new_state(&self, tensors: Vec<Tensor>) -> Result<State, RuntimeError> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            let meta = tensors.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
+            let bufs = tensors.iter().map(|t| g.upload(t.bytes())).collect::<Result<Vec<_>, _>>()?;
+            return Ok(State { meta, data: crate::state::StateData::Device(bufs) });
+        }
+        Ok(State::host(tensors))
+    }
+
+    /// Runs entry `name` with `inputs` (its read-only inputs) and `state` (from
+    /// [`Model::new_state`]), which the program updates where it lives.
+    pub fn execute_stateful(&self, name: &str, inputs: &[Tensor], state: &mut State) -> Result<Vec<Tensor>, RuntimeError> {
+        #[cfg(feature = "cuda")]
+        if let crate::state::StateData::Device(bufs) = &state.data {
+            let g = self.gpu.as_ref().ok_or_else(|| RuntimeError::Device("this state lives on a GPU, but the model runs on the CPU".into()))?;
+            let (entry_index, syms) = self.bind_call(name, inputs, &state.meta)?;
+            let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr()).collect();
+            return g.execute(self, entry_index, &syms, inputs, crate::gpu_exec::StateRef::Device(&ptrs));
+        }
+        self.execute_with_state(name, inputs, state.host_tensors()?)
+    }
+
+    /// The current values of `state`, copied to the host.
+    pub fn read_state(&self, state: &State) -> Result<Vec<Tensor>, RuntimeError> {
+        match &state.data {
+            crate::state::StateData::Host(t) => Ok(t.clone()),
+            #[cfg(feature = "cuda")]
+            crate::state::StateData::Device(bufs) => {
+                let g = self.gpu.as_ref().ok_or_else(|| RuntimeError::Device("this state lives on a GPU, but the model runs on the CPU".into()))?;
+                state.meta.iter().zip(bufs).map(|((dt, shape), b)| g.download(b, *dt, shape)).collect()
+            }
+        }
+    }
+
+    /// Runs entry `entry_index` on the CPU.
+    fn execute_on_cpu(&self, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let m = self.artifact.manifest();
         let entry = &m.entries[entry_index];
         // Where each input's memory is, in signature order.
@@ -297,7 +380,7 @@ impl Model {
 impl Model {
     /// The entry `name`'s index and its dimension symbols bound from `inputs` and `state`
     /// (counts, dtypes and shapes checked against the signature).
-    fn bind_call(&self, name: &str, inputs: &[Tensor], state: &[Tensor]) -> Result<(usize, Vec<Option<i64>>), RuntimeError> {
+    fn bind_call(&self, name: &str, inputs: &[Tensor], state: &[(DType, Vec<usize>)]) -> Result<(usize, Vec<Option<i64>>), RuntimeError> {
         let m = self.artifact.manifest();
         let entry_index = m.entries.iter().position(|e| e.name == name).ok_or_else(|| RuntimeError::Missing { what: format!("entry '{name}'") })?;
         let entry = &m.entries[entry_index];
@@ -310,7 +393,17 @@ impl Model {
                 RuntimeError::InputCount { entry: entry.name.clone(), expected: entry.inputs.len() - n_state, got: inputs.len(), names: names(false) }
             });
         }
-        let all = signature_order(entry, inputs, state);
+        let (mut ri, mut si) = (0, 0);
+        let mut all: Vec<(DType, &[usize])> = Vec::with_capacity(entry.inputs.len());
+        for sig in &entry.inputs {
+            if sig.mutable {
+                all.push((state[si].0, &state[si].1));
+                si += 1;
+            } else {
+                all.push((inputs[ri].dtype(), inputs[ri].shape()));
+                ri += 1;
+            }
+        }
         Ok((entry_index, bind_inputs(entry, &all, &m.symbols)?))
     }
 
@@ -359,24 +452,8 @@ pub(crate) fn buffer_shapes(entry: &Entry, syms: &[Option<i64>]) -> Result<Vec<V
     Ok(shapes)
 }
 
-/// Read-only inputs and state interleaved in signature order.
-pub(crate) fn signature_order<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a [Tensor]) -> Vec<&'a Tensor> {
-    let (mut ri, mut si) = (0, 0);
-    let mut all = Vec::with_capacity(entry.inputs.len());
-    for sig in &entry.inputs {
-        if sig.mutable {
-            all.push(&state[si]);
-            si += 1;
-        } else {
-            all.push(&inputs[ri]);
-            ri += 1;
-        }
-    }
-    all
-}
-
 /// Checks inputs against the entry signature and binds the dimension symbols.
-fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Vec<Option<i64>>, RuntimeError> {
+fn bind_inputs(entry: &Entry, inputs: &[(DType, &[usize])], names: &[String]) -> Result<Vec<Option<i64>>, RuntimeError> {
     if inputs.len() != entry.inputs.len() {
         return Err(RuntimeError::InputCount {
             entry: entry.name.clone(),
@@ -387,18 +464,18 @@ fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Ve
     }
     let mut syms: Vec<Option<i64>> = vec![None; names.len()];
     let mut bound_by: Vec<&str> = vec![""; names.len()];
-    for (sig, t) in entry.inputs.iter().zip(inputs) {
-        if t.dtype() != sig.dtype {
-            return Err(RuntimeError::InputDType { name: sig.name.clone(), expected: sig.dtype, got: t.dtype() });
+    for (sig, &(dtype, shape)) in entry.inputs.iter().zip(inputs) {
+        if dtype != sig.dtype {
+            return Err(RuntimeError::InputDType { name: sig.name.clone(), expected: sig.dtype, got: dtype });
         }
         let expected = || {
             let dims: Vec<String> = sig.shape.iter().map(|d| d.display(names).to_string()).collect();
             format!("[{}]", dims.join(", "))
         };
-        if t.shape().len() != sig.shape.len() {
-            return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: t.shape().to_vec() });
+        if shape.len() != sig.shape.len() {
+            return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: shape.to_vec() });
         }
-        for (d, &actual) in sig.shape.iter().zip(t.shape()) {
+        for (d, &actual) in sig.shape.iter().zip(shape) {
             let actual = actual as i64;
             match d {
                 max_dialects::DimExpr::Sym(s) => {
@@ -412,7 +489,7 @@ fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Ve
                             return Err(RuntimeError::InputShape {
                                 name: sig.name.clone(),
                                 expected: format!("{} (dim '{}' is {v}, from input '{}')", expected(), names[s], bound_by[s]),
-                                got: t.shape().to_vec(),
+                                got: shape.to_vec(),
                             })
                         }
                         Some(_) => {}
@@ -420,7 +497,7 @@ fn bind_inputs(entry: &Entry, inputs: &[&Tensor], names: &[String]) -> Result<Ve
                 }
                 other => {
                     if other.eval(&syms).ok() != Some(actual) {
-                        return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: t.shape().to_vec() });
+                        return Err(RuntimeError::InputShape { name: sig.name.clone(), expected: expected(), got: shape.to_vec() });
                     }
                 }
             }

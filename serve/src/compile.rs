@@ -12,6 +12,7 @@ use crate::hf::{is_model_dir, HfDir, HfError};
 use crate::llama::{build_graph, LlamaConfig, LlamaWeights, ModelError, HF_LLAMA_ARCHITECTURES};
 use crate::model_info::{ModelInfo, MODEL_INFO_VERSION, SECTION_CHAT_TEMPLATE, SECTION_CONFIG, SECTION_TOKENIZER};
 use crate::tokenizer::Tokenizer;
+use max_compiler::gpu::CudaTarget;
 use max_compiler::{CompileOptions, Target};
 use std::path::{Path, PathBuf};
 
@@ -30,14 +31,75 @@ pub enum CompileModelError {
     Io { what: String, source: std::io::Error },
     #[error("{path}: {source}")]
     Hf { path: String, source: HfError },
+    #[error("{0}")]
+    Device(String),
     #[error("{0}: not a model: give a GGUF file (.gguf) or a Hugging Face model directory (with config.json and safetensors weights)")]
     Format(String),
     #[error("{path}: architecture {arch:?} is not supported (supported: Llama-family causal LMs {llama:?}, BERT embedding models {bert:?})")]
     Architecture { path: String, arch: String, llama: &'static [&'static str], bert: &'static [&'static str] },
 }
 
+/// Where a compiled model runs: a CPU (with its instruction set), or an NVIDIA GPU (kernels
+/// as PTX for the chip; the host code that launches them is baseline x86-64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelTarget {
+    Cpu(Target),
+    Cuda(CudaTarget),
+}
+
+impl From<Target> for ModelTarget {
+    fn from(t: Target) -> Self {
+        ModelTarget::Cpu(t)
+    }
+}
+
+impl ModelTarget {
+    /// Parses `host`, `cpu=LEVEL`, a CPU name or `cuda:sm_XX` (as `maxc --target`).
+    pub fn parse(s: &str) -> Result<Self, max_compiler::CompileError> {
+        if s.starts_with("cuda") {
+            return Ok(ModelTarget::Cuda(CudaTarget::parse(s)?));
+        }
+        Ok(ModelTarget::Cpu(match s {
+            "host" | "cpu" | "cpu=host" => Target::host(),
+            other => Target::named(other.strip_prefix("cpu=").unwrap_or(other))?,
+        }))
+    }
+
+    /// The target for running on `device`: this CPU, or the chip of that GPU (Hopper gets
+    /// sm_90's warpgroup MMA; chips newer than the backend knows get sm_89's portable PTX,
+    /// which their driver compiles).
+    pub fn for_device(device: max_runtime::Device) -> Result<Self, CompileModelError> {
+        let dev_err = |e: max_runtime::RuntimeError| CompileModelError::Device(e.to_string());
+        let Some((major, minor)) = device.compute_capability().map_err(dev_err)? else {
+            return Ok(ModelTarget::Cpu(Target::host()));
+        };
+        let chip = match (major, minor) {
+            (9, 0) => "sm_90",
+            (8, 9) => "sm_89",
+            (8, m) if m >= 6 => "sm_86",
+            (8, _) => "sm_80",
+            (m, _) if m > 9 => "sm_89",
+            _ => return Err(CompileModelError::Device(format!("{device} is sm_{major}{minor}; GPU models need sm_80 (Ampere) or newer"))),
+        };
+        Ok(ModelTarget::Cuda(CudaTarget::parse(&format!("cuda:{chip}")).map_err(|e| CompileModelError::Device(e.to_string()))?))
+    }
+
+    /// The compile options for this target, with nothing else set.
+    pub fn options(&self) -> Result<CompileOptions, max_compiler::CompileError> {
+        Ok(match self {
+            ModelTarget::Cpu(t) => CompileOptions::new(t.clone()),
+            ModelTarget::Cuda(c) => {
+                let mut o = CompileOptions::new(Target::named("x86-64")?);
+                o.cuda = Some(c.clone());
+                o
+            }
+        })
+    }
+}
+
 /// Compiles a model, a `.gguf` file or a Hugging Face directory, into artifact bytes.
-pub fn compile_model(path: &Path, target: Target) -> Result<Vec<u8>, CompileModelError> {
+pub fn compile_model(path: &Path, target: impl Into<ModelTarget>) -> Result<Vec<u8>, CompileModelError> {
+    let target = target.into();
     if is_model_dir(path) {
         compile_dir(path, target)
     } else if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
@@ -49,7 +111,8 @@ pub fn compile_model(path: &Path, target: Target) -> Result<Vec<u8>, CompileMode
 
 /// Compiles a Hugging Face model directory: a Llama-family causal LM or a BERT embedding
 /// model, by `config.json`'s architecture.
-pub fn compile_dir(path: &Path, target: Target) -> Result<Vec<u8>, CompileModelError> {
+pub fn compile_dir(path: &Path, target: impl Into<ModelTarget>) -> Result<Vec<u8>, CompileModelError> {
+    let target = target.into();
     let p = path.display().to_string();
     let dir = HfDir::open(path).map_err(|source| CompileModelError::Hf { path: p.clone(), source })?;
     let arch = dir.architecture().unwrap_or_default().to_string();
@@ -81,7 +144,7 @@ fn hf_tokenizer(dir: &HfDir) -> Result<Tokenizer, CompileModelError> {
 }
 
 /// Compiles a BERT sentence-embedding directory (entry `embed`).
-fn compile_bert(dir: &HfDir, target: Target) -> Result<Vec<u8>, CompileModelError> {
+fn compile_bert(dir: &HfDir, target: ModelTarget) -> Result<Vec<u8>, CompileModelError> {
     let p = dir.path().display().to_string();
     let hf = |source| CompileModelError::Hf { path: p.clone(), source };
     let cfg = BertConfig::from_dir(dir).map_err(hf)?;
@@ -89,7 +152,7 @@ fn compile_bert(dir: &HfDir, target: Target) -> Result<Vec<u8>, CompileModelErro
     let tok_json = tokenizer.to_json().map_err(|source| CompileModelError::Tokenizer { path: p.clone(), source })?;
     let info = EmbeddingInfo { version: EMBEDDING_INFO_VERSION, source: dir_name(dir), model: cfg.clone() };
     let graph = crate::bert::build_graph(dir, &cfg).map_err(hf)?;
-    let mut opts = CompileOptions::new(target);
+    let mut opts = target.options().map_err(|source| CompileModelError::Compile { path: p.to_string(), source })?;
     opts.weights = graph.weight_store();
     opts.data = vec![
         (SECTION_EMBEDDING_CONFIG.to_string(), serde_json::to_vec_pretty(&info).expect("EmbeddingInfo serializes")),
@@ -99,7 +162,7 @@ fn compile_bert(dir: &HfDir, target: Target) -> Result<Vec<u8>, CompileModelErro
 }
 
 /// Compiles a Hugging Face Llama-family directory (entry `forward`, as from a GGUF).
-fn compile_llama_dir(dir: &HfDir, target: Target) -> Result<Vec<u8>, CompileModelError> {
+fn compile_llama_dir(dir: &HfDir, target: ModelTarget) -> Result<Vec<u8>, CompileModelError> {
     let p = dir.path().display().to_string();
     let model_err = |source| CompileModelError::Model { path: p.clone(), source };
     let cfg = LlamaConfig::from_hf(dir).map_err(model_err)?;
@@ -138,9 +201,9 @@ fn llm_info(source: String, cfg: &LlamaConfig, tokenizer: &Tokenizer) -> ModelIn
 }
 
 /// Compiles an LLM's `forward` graph with its configuration, tokenizer and chat template.
-fn llm_artifact(p: &str, graph: max_compiler::Graph, info: &ModelInfo, tokenizer: &Tokenizer, template: &ChatTemplate, target: Target) -> Result<Vec<u8>, CompileModelError> {
+fn llm_artifact(p: &str, graph: max_compiler::Graph, info: &ModelInfo, tokenizer: &Tokenizer, template: &ChatTemplate, target: ModelTarget) -> Result<Vec<u8>, CompileModelError> {
     let tok_json = tokenizer.to_json().map_err(|source| CompileModelError::Tokenizer { path: p.to_string(), source })?;
-    let mut opts = CompileOptions::new(target);
+    let mut opts = target.options().map_err(|source| CompileModelError::Compile { path: p.to_string(), source })?;
     opts.weights = graph.weight_store();
     opts.data = vec![
         (SECTION_CONFIG.to_string(), serde_json::to_vec_pretty(info).expect("ModelInfo serializes")),
@@ -152,7 +215,8 @@ fn llm_artifact(p: &str, graph: max_compiler::Graph, info: &ModelInfo, tokenizer
 
 /// Compiles a GGUF model into artifact bytes: the forward graph, its weights (quantized
 /// blocks kept as they are), and the tokenizer, chat template and configuration.
-pub fn compile_gguf(path: &Path, target: Target) -> Result<Vec<u8>, CompileModelError> {
+pub fn compile_gguf(path: &Path, target: impl Into<ModelTarget>) -> Result<Vec<u8>, CompileModelError> {
+    let target = target.into();
     let p = path.display().to_string();
     let model_err = |source| CompileModelError::Model { path: p.clone(), source };
     let gguf = GgufFile::open(path).map_err(|e| model_err(e.into()))?;
@@ -202,7 +266,7 @@ pub fn model_files(canonical: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// files' sizes and modification times, the compiler version and build (the running
 /// executable's size and time), the artifact and kernel ABI versions and the target, so a
 /// changed model or a new compiler compiles afresh.
-pub fn cached_artifact_path(model: &Path, target: &Target) -> Result<PathBuf, CompileModelError> {
+pub fn cached_artifact_path(model: &Path, target: &ModelTarget) -> Result<PathBuf, CompileModelError> {
     let io = |source| CompileModelError::Io { what: format!("reading {}", model.display()), source };
     let canonical = model.canonicalize().map_err(io)?;
     let mut stamp = String::new();
@@ -236,10 +300,11 @@ pub fn is_model_file(path: &Path) -> bool {
 
 /// Compiles `model` unless the cache already holds it; returns the artifact's path.
 /// `on_compile` is called before a compile starts (to show progress).
-pub fn compile_cached(model: &Path, target: Target, on_compile: impl FnOnce(&Path)) -> Result<PathBuf, CompileModelError> {
+pub fn compile_cached(model: &Path, target: impl Into<ModelTarget>, on_compile: impl FnOnce(&Path)) -> Result<PathBuf, CompileModelError> {
     if !is_model_file(model) {
         return Err(CompileModelError::Format(model.display().to_string()));
     }
+    let target = target.into();
     let out = cached_artifact_path(model, &target)?;
     if out.is_file() {
         return Ok(out);

@@ -237,7 +237,7 @@ fn run(llm: &LLM, jobs: &mpsc::Receiver<Job>, stats: &EngineStats) {
 
 /// Prefills a request into `slot` and samples its first token. `None` if it failed (the
 /// client was told).
-fn admit(llm: &LLM, cache: &mut [max_runtime::Tensor], slot: usize, job: Job, stats: &EngineStats) -> Option<Running> {
+fn admit(llm: &LLM, cache: &mut max_runtime::State, slot: usize, job: Job, stats: &EngineStats) -> Option<Running> {
     let n = job.ids.len();
     let mut rows = match Row::new(llm, slot, job.ids, &job.params) {
         Ok(r) => vec![r],

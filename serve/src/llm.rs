@@ -12,7 +12,7 @@ use crate::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 use crate::model_info::{ModelInfo, ModelInfoError, ENTRY_FORWARD};
 use crate::sampling::{FinishReason, Sampler, SamplingError, SamplingParams, StopChecker, StopOutcome};
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
-use max_runtime::{DType, Device, InferenceSession, Model, RuntimeError, Tensor};
+use max_runtime::{DType, Device, InferenceSession, Model, RuntimeError, State, Tensor};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     pub max_batch_size: usize,
     /// Worker threads (default: every core).
     pub threads: Option<usize>,
+    /// Where the model runs (default: the CPU). On `Device::Gpu(i)` a model file is
+    /// compiled for that GPU's chip, and the KV cache stays in device memory.
+    pub device: Device,
 }
 
 /// Most tokens one prefill call processes (larger prompts and batches are prefilled in
@@ -37,7 +40,7 @@ pub const DEFAULT_MAX_LENGTH: usize = 2048;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { max_length: None, max_batch_size: 1, threads: None }
+        PipelineConfig { max_length: None, max_batch_size: 1, threads: None, device: Device::Cpu }
     }
 }
 
@@ -106,8 +109,9 @@ pub struct LLM {
     template: ChatTemplate,
     max_length: usize,
     max_batch_size: usize,
-    /// `[k_cache, v_cache]`, each `[layers, max_batch_size, max_length, kv_heads, head_dim]`.
-    cache: Mutex<Vec<Tensor>>,
+    /// `[k_cache, v_cache]`, each `[layers, max_batch_size, max_length, kv_heads, head_dim]`,
+    /// where the model runs.
+    cache: Mutex<State>,
 }
 
 impl std::fmt::Debug for LLM {
@@ -170,10 +174,10 @@ impl LLM {
     /// directory first (cached under `~/.cache/max/compiled`; needs the `compile` feature).
     pub fn new(path: impl AsRef<Path>, config: PipelineConfig) -> Result<Self> {
         let path = path.as_ref();
-        let artifact_path = Self::artifact_for(path)?;
+        let artifact_path = Self::artifact_for(path, config.device)?;
         let session = match config.threads {
-            Some(t) => InferenceSession::with_threads(Device::Cpu, t),
-            None => InferenceSession::new(Device::Cpu),
+            Some(t) => InferenceSession::with_threads(config.device, t),
+            None => InferenceSession::new(config.device),
         };
         Self::from_model(session.load_path(&artifact_path)?, config)
     }
@@ -200,16 +204,18 @@ impl LLM {
             other => return Err(LlmError::Config(format!("the model declares an unknown KV cache dtype {other:?}"))),
         };
         let shape = [m.n_layers, config.max_batch_size, max_length, m.n_kv_heads, m.head_dim];
-        let cache = Mutex::new(vec![Tensor::zeros(dtype, &shape), Tensor::zeros(dtype, &shape)]);
+        let cache = Mutex::new(model.new_state(vec![Tensor::zeros(dtype, &shape), Tensor::zeros(dtype, &shape)])?);
         Ok(LLM { model, tokenizer: loaded.tokenizer, template: loaded.template, info, max_length, max_batch_size: config.max_batch_size, cache })
     }
 
-    /// The compiled artifact for `path`: a model file or directory is compiled into the
-    /// cache first (needs the `compile` feature); anything else is taken as an artifact.
+    /// The compiled artifact for `path` on `device`: a model file or directory is compiled
+    /// into the cache first, for this CPU or that GPU's chip (needs the `compile` feature);
+    /// anything else is taken as an artifact.
     #[cfg(feature = "compile")]
-    pub fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+    pub fn artifact_for(path: &Path, device: Device) -> Result<std::path::PathBuf> {
         if crate::compile::is_model_file(path) {
-            let out = crate::compile::compile_cached(path, max_compiler::Target::host(), |out| {
+            let target = crate::compile::ModelTarget::for_device(device)?;
+            let out = crate::compile::compile_cached(path, target, |out| {
                 tracing::info!("compiling {} into {} (once)", path.display(), out.display());
             })?;
             return Ok(out);
@@ -220,7 +226,7 @@ impl LLM {
     /// The compiled artifact for `path`; a model file or directory is an error in a build
     /// without the `compile` feature.
     #[cfg(not(feature = "compile"))]
-    pub fn artifact_for(path: &Path) -> Result<std::path::PathBuf> {
+    pub fn artifact_for(path: &Path, _device: Device) -> Result<std::path::PathBuf> {
         if path.extension().and_then(|e| e.to_str()) == Some("gguf") || crate::hf::is_model_dir(path) {
             return Err(LlmError::NeedsCompiler(path.display().to_string()));
         }
@@ -360,13 +366,13 @@ impl LLM {
     }
 
     /// The KV cache, for exclusive use by one generation loop at a time.
-    pub(crate) fn lock_cache(&self) -> std::sync::MutexGuard<'_, Vec<Tensor>> {
+    pub(crate) fn lock_cache(&self) -> std::sync::MutexGuard<'_, State> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One decode step for the `active` rows: feeds each its last token and returns the
     /// logits, `[active, vocab]`.
-    pub(crate) fn decode_step(&self, cache: &mut [Tensor], rows: &mut [Row], active: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn decode_step(&self, cache: &mut State, rows: &mut [Row], active: &[usize]) -> Result<Vec<f32>> {
         let tokens: Vec<i32> = active.iter().map(|&r| rows[r].ids.last().copied().unwrap_or(0) as i32).collect();
         let positions: Vec<i32> = active.iter().map(|&r| rows[r].cached as i32).collect();
         let starts: Vec<(usize, usize)> = active.iter().map(|&r| (rows[r].cached, rows[r].slot)).collect();
@@ -411,7 +417,7 @@ impl LLM {
     /// later steps before anything reads them). Larger ones go row by row in chunks of at
     /// most [`PREFILL_CHUNK`] tokens, which bounds the temporaries' memory; a row's chunks
     /// continue where the previous one stopped in the cache.
-    pub(crate) fn prefill(&self, cache: &mut [Tensor], prompts: &[Vec<u32>], slots: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn prefill(&self, cache: &mut State, prompts: &[Vec<u32>], slots: &[usize]) -> Result<Vec<f32>> {
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         if prompts.len() * longest <= PREFILL_CHUNK {
             let mut tokens = Vec::with_capacity(prompts.len() * longest);
@@ -443,7 +449,7 @@ impl LLM {
     /// Runs the forward entry: `tokens`/`positions` flattened over rows, each row's
     /// `(start position, cache slot)`, and the flat index of each row's last token.
     /// Returns the logits, `[rows, vocab]` row-major.
-    fn forward(&self, cache: &mut [Tensor], tokens: &[i32], positions: &[i32], rows: &[(usize, usize)], last: &[i32]) -> Result<Vec<f32>> {
+    fn forward(&self, cache: &mut State, tokens: &[i32], positions: &[i32], rows: &[(usize, usize)], last: &[i32]) -> Result<Vec<f32>> {
         let n = tokens.len();
         let b = rows.len();
         let start: Vec<i32> = rows.iter().map(|r| r.0 as i32).collect();
@@ -455,7 +461,7 @@ impl LLM {
             Tensor::from_slice(&[b], &slot)?,
             Tensor::from_slice(&[b], last)?,
         ];
-        let out = self.model.execute_with_state(ENTRY_FORWARD, &inputs, cache)?.remove(0);
+        let out = self.model.execute_stateful(ENTRY_FORWARD, &inputs, cache)?.remove(0);
         let v = self.info.model.vocab_size;
         if out.shape() != [b, v] {
             return Err(LlmError::Logits { got: out.shape().last().copied().unwrap_or(0), expected: v });

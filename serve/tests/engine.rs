@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 fn load(max_batch_size: usize) -> Option<LLM> {
     let out = smollm2_artifact()?;
-    Some(LLM::new(&out, PipelineConfig { max_length: Some(128), max_batch_size, threads: Some(2) }).unwrap())
+    Some(LLM::new(&out, PipelineConfig { max_length: Some(128), max_batch_size, threads: Some(2), device: max_runtime::Device::Cpu }).unwrap())
 }
 
 fn finish(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> (String, Generation) {

@@ -172,7 +172,7 @@ fn a_llama_directory_computes_what_its_gguf_computes() {
     let out = tmp("smollm2-hf.maxa");
     std::fs::write(&out, compile_model(dir.path(), max_compiler::Target::host()).unwrap()).unwrap();
     drop(dir);
-    let pipeline = || PipelineConfig { max_length: Some(128), max_batch_size: 1, threads: Some(2) };
+    let pipeline = || PipelineConfig { max_length: Some(128), max_batch_size: 1, threads: Some(2), device: max_runtime::Device::Cpu };
     let hf = LLM::new(&out, pipeline()).unwrap();
     let info = &hf.info().model;
     assert!(!info.rope_interleaved && info.tied_embeddings && info.n_layers == cfg.n_layers);

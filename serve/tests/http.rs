@@ -38,6 +38,7 @@ impl Server {
             max_waiting,
             api_key: api_key.map(str::to_string),
             threads: Some(2),
+            device: max_runtime::Device::Cpu,
             body_limit: 1 << 16,
         };
         let (addr_tx, addr_rx) = mpsc::channel();

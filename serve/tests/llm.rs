@@ -17,7 +17,7 @@ fn artifact() -> Option<PathBuf> {
 
 fn llm(max_length: usize, max_batch_size: usize) -> Option<LLM> {
     let path = artifact()?;
-    Some(LLM::new(path, PipelineConfig { max_length: Some(max_length), max_batch_size, threads: Some(2) }).unwrap())
+    Some(LLM::new(path, PipelineConfig { max_length: Some(max_length), max_batch_size, threads: Some(2), device: max_runtime::Device::Cpu }).unwrap())
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {

@@ -647,6 +647,14 @@ def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
         want_h = x.astype(np.float16).astype(np.float64) @ deq.T
         np.testing.assert_allclose(got_h.astype(np.float64), want_h, rtol=2e-3, atol=2e-3 * np.abs(want_h).max())
         np.testing.assert_allclose(got_dq, deq, rtol=1e-6, atol=1e-6)
+    # The GPU kernel (f32 activations) on the same blocks.
+    gsrc = tmp_path / "gpu.mlir"
+    gsrc.write_text(graph([("x", (None, k), "f32"), ("w", (n, nbytes), "i8")], [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}"}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    runs = []
+    for m in [1, 7, 33]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        runs.append(({"x": x, "w": w}, [(x.astype(np.float64) @ deq.T).astype(np.float32)]))
+    gpu_case(gsrc, runs, rtol=1e-4, atol=1e-3)
 
 
 def test_qmatmul_real_smollm2_q8_0_embeddings(tmp_path):
@@ -836,9 +844,11 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
     maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
     rng = np.random.default_rng(5)
     w, deq = make_blocks(fmt, n, k, rng)
+    runs = []
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         x[0, :32] = 0.0  # an all-zero block quantizes with scale 0
+        runs.append(({"x": x, "w": w}, [ggml_q8_matmul(x, w, fmt).astype(np.float32)]))
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
         # The AVX2 build is llama.cpp's arithmetic (AVX2 kernels); the portable one keeps the
         # quantization but may round a few sums differently (as llama.cpp's scalar code does).
@@ -846,6 +856,9 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
         np.testing.assert_allclose(got, ggml_q8_matmul(x, w, fmt), rtol=tol, atol=tol / 2)
         # ... and it is a matmul: close to the exact product, within 8-bit quantization error.
         np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
+    if target == "host":
+        # The GPU kernels round activations the same way; sums differ only in their order.
+        gpu_case(src, runs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
@@ -862,12 +875,16 @@ def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):
     maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
     rng = np.random.default_rng(6)
     w, deq = make_blocks(fmt, n, k, rng)
+    runs = []
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         x[0, :32] = 0.0
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
         tol = 2e-6 if target == "host" else 1e-4
         want = ggml_q8_matmul(x, w, fmt)
+        runs.append(({"x": x, "w": w}, [want.astype(np.float32)]))
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
         exact = x.astype(np.float64) @ deq.T
         np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.02 * np.abs(exact).max())
+    if target == "host":
+        gpu_case(src, runs, rtol=1e-4, atol=1e-4 * float(np.abs(runs[-1][1][0]).max()))

@@ -49,6 +49,10 @@ pub struct GenerateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the model runs: `cpu`, or `gpu:N` (a model file is compiled for that GPU's
+    /// chip; the KV cache stays on the GPU).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    pub device: max_runtime::Device,
     /// Print timing (prompt and generated tokens, tokens/s) and peak memory to stderr.
     #[arg(long)]
     pub stats: bool,
@@ -61,12 +65,13 @@ pub struct GenerateArgs {
 /// Compiles a model file (`.gguf` or a Hugging Face directory) into the cache (with a
 /// spinner) and returns the artifact path; other paths are returned as they are.
 #[cfg(feature = "compiler")]
-pub fn resolve_model(path: &std::path::Path) -> Result<PathBuf> {
+pub fn resolve_model(path: &std::path::Path, device: max_runtime::Device) -> Result<PathBuf> {
     if !max_serve::compile::is_model_file(path) {
         return Ok(path.to_path_buf());
     }
+    let target = max_serve::compile::ModelTarget::for_device(device)?;
     let progress = indicatif::ProgressBar::new_spinner();
-    let out = max_serve::compile::compile_cached(path, max_compiler::Target::host(), |out| {
+    let out = max_serve::compile::compile_cached(path, target, |out| {
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             progress.set_message(format!("compiling {} (once; cached as {})", path.display(), out.display()));
             progress.enable_steady_tick(std::time::Duration::from_millis(100));
@@ -79,7 +84,7 @@ pub fn resolve_model(path: &std::path::Path) -> Result<PathBuf> {
 }
 
 #[cfg(not(feature = "compiler"))]
-fn resolve_model(path: &std::path::Path) -> Result<PathBuf> {
+fn resolve_model(path: &std::path::Path, _device: max_runtime::Device) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
@@ -88,8 +93,8 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     if let Some(i) = a.prompt.iter().position(String::is_empty) {
         bail!("prompt {} is empty", i + 1);
     }
-    let model = resolve_model(&a.model)?;
-    let config = PipelineConfig { max_length: a.max_length, max_batch_size: a.prompt.len(), threads: a.threads };
+    let model = resolve_model(&a.model, a.device)?;
+    let config = PipelineConfig { max_length: a.max_length, max_batch_size: a.prompt.len(), threads: a.threads, device: a.device };
     let t_load = Instant::now();
     let llm = LLM::new(&model, config).with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();

@@ -20,7 +20,8 @@ pub struct RunArgs {
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
     /// Where to write outputs: FILE.npy (in output order) or NAME=FILE.npy. Outputs without
-    /// a file are summarized on stdout.
+    /// a file are summarized on stdout. A mutable input's NAME (a KV cache, which the call
+    /// updates in place) writes its value after the call.
     #[arg(long = "output", short = 'o', value_name = "FILE.npy")]
     pub outputs: Vec<String>,
     /// Entry point to run (default: the first).
@@ -44,16 +45,9 @@ pub struct RunArgs {
     pub random_weights: Option<u64>,
 }
 
-fn parse_device(s: &str) -> Result<Device, String> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        g if g.starts_with("gpu") => {
-            let i = g.strip_prefix("gpu").unwrap().trim_start_matches(':');
-            let i = if i.is_empty() { 0 } else { i.parse().map_err(|_| format!("bad device '{s}'"))? };
-            Ok(Device::Gpu(i))
-        }
-        _ => Err(format!("unknown device '{s}' (expected cpu or gpu:N)")),
-    }
+/// Parses a `--device` value (`cpu`, `gpu` or `gpu:N`).
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    Device::parse(s).map_err(|e| e.to_string())
 }
 
 /// Loads the artifact, binds `.npy` inputs by name, runs, writes outputs.
@@ -97,25 +91,44 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if !missing.is_empty() {
         bail!("missing input(s): {} (give each as --input NAME=FILE.npy)", missing.join(", "));
     }
-    let inputs: Vec<Tensor> = slots.into_iter().map(Option::unwrap).collect();
+    // Mutable inputs (a KV cache) are state: updated in place, readable as outputs by name.
+    let (mut inputs, mut state_init) = (Vec::new(), Vec::new());
+    for (sig, t) in entry.inputs.iter().zip(slots) {
+        let t = t.expect("checked above");
+        if sig.mutable {
+            state_init.push(t);
+        } else {
+            inputs.push(t);
+        }
+    }
+    let state_names: Vec<&str> = entry.inputs.iter().filter(|i| i.mutable).map(|i| i.name.as_str()).collect();
+    let mut state = model.new_state(state_init)?;
     let name = entry.name.clone();
-    let outs = model.execute_entry(&name, &inputs)?;
+    let outs = model.execute_stateful(&name, &inputs, &mut state)?;
     if let Some(n) = args.repeat.filter(|n| *n > 0) {
         let mut times: Vec<f64> = (0..n)
             .map(|_| {
                 let t = std::time::Instant::now();
-                model.execute_entry(&name, &inputs).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                model.execute_stateful(&name, &inputs, &mut state).map(|_| t.elapsed().as_secs_f64() * 1e3)
             })
             .collect::<Result<_, _>>()?;
         times.sort_by(f64::total_cmp);
         eprintln!("{name}: {n} runs on {} thread(s): median {:.3} ms, min {:.3} ms", session.threads(), times[n / 2], times[0]);
     }
-    if args.outputs.len() > outs.len() {
-        bail!("{} --output files given but entry '{name}' has {} output(s)", args.outputs.len(), outs.len());
+    let is_state = |o: &String| o.split_once('=').is_some_and(|(n, _)| state_names.contains(&n));
+    let n_outputs = args.outputs.iter().filter(|o| !is_state(o)).count();
+    if n_outputs > outs.len() {
+        bail!("{n_outputs} --output files given but entry '{name}' has {} output(s)", outs.len());
     }
     let mut written = vec![false; outs.len()];
+    let state_after = if args.outputs.iter().any(is_state) { model.read_state(&state)? } else { Vec::new() };
     for (k, spec) in args.outputs.iter().enumerate() {
         let (idx, file) = match spec.split_once('=') {
+            Some((n, f)) if state_names.contains(&n) => {
+                let i = state_names.iter().position(|s| *s == n).expect("checked");
+                npy::write_npy(f, &state_after[i])?;
+                continue;
+            }
             Some((n, f)) => {
                 let i = entry.outputs.iter().position(|o| o.name == n).or_else(|| n.parse().ok()).filter(|i| *i < outs.len());
                 (i.with_context(|| format!("entry '{name}' has no output '{n}'"))?, f)

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Worker threads per model (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the models run: `cpu`, or `gpu:N` (model files are compiled for that GPU's
+    /// chip; KV caches stay on the GPU).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    pub devices: max_runtime::Device,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -73,6 +77,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_waiting: a.max_waiting,
         api_key: a.api_key.clone().or_else(|| std::env::var("MAX_API_KEY").ok().filter(|k| !k.is_empty())),
         threads: a.threads,
+        device: a.devices,
         body_limit: a.max_body_bytes,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

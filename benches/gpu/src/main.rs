@@ -3,10 +3,16 @@
 //!
 //! - `gpu-check cases DIR`: runs every recorded case (a GPU artifact with .npy inputs and
 //!   expected outputs, written by the op tests with `MAX_GPU_CASES=DIR`) on the GPU and
-//!   compares; prints one line per failure and a summary.
+//!   compares; prints one line per failure and a summary. Mutable inputs (KV caches) stay on
+//!   the GPU as state; a run's `state` names their expected values after the call.
 //! - `gpu-check time ARTIFACT --dim NAME=VALUE ...`: random inputs of the entry's
 //!   signature (and random weights, for an artifact compiled with --external-weights), a
 //!   warm-up, then the device time per call of its kernels (CUDA events).
+//! - `gpu-check llm ARTIFACT DIR [--record] [--device D]`: greedy generations of a compiled
+//!   LLM for a fixed set of prompts. `--record` (on the build machine, `--device cpu`)
+//!   writes each prompt's tokens and first-step logits to DIR; without it the run on the
+//!   GPU is compared with them (identical tokens, logits' relative error), then prefill and
+//!   batch-1 decode are timed.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -29,6 +35,21 @@ enum Cmd {
     Cases {
         /// A folder of case folders (each with g.maxa and case.json).
         dir: PathBuf,
+    },
+    /// Greedy generations of a compiled LLM: record them, or compare with a recording.
+    Llm {
+        artifact: PathBuf,
+        /// Where the recording is (tokens.json, logits<i>.npy).
+        dir: PathBuf,
+        /// Write the recording instead of comparing with it.
+        #[arg(long)]
+        record: bool,
+        /// Where to run: cpu or gpu:N (default: the GPU given by --gpu).
+        #[arg(long)]
+        device: Option<String>,
+        /// Tokens generated per prompt.
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
     },
     /// Time an artifact's kernels on random inputs.
     Time {
@@ -53,6 +74,13 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Cases { dir } => cases(&dir, cli.gpu),
         Cmd::Time { artifact, dims, iters, flops, bytes } => time(&artifact, &dims, iters, flops, bytes, cli.gpu),
+        Cmd::Llm { artifact, dir, record, device, max_tokens } => {
+            let device = match device {
+                Some(d) => Device::parse(&d)?,
+                None => Device::Gpu(cli.gpu),
+            };
+            llm(&artifact, &dir, record, device, max_tokens)
+        }
     }
 }
 
@@ -133,20 +161,40 @@ fn run_case(session: &InferenceSession, case: &Path) -> Result<Errors> {
     let entry = model.entry().clone();
     let mut worst = Errors::default();
     for run in meta["runs"].as_array().context("case.json has no runs")? {
-        let mut inputs = Vec::new();
+        // Read-only inputs, and mutable ones (a KV cache) as state resident on the GPU.
+        let (mut inputs, mut state) = (Vec::new(), Vec::new());
         for sig in &entry.inputs {
             let file = run["inputs"][&sig.name].as_str().with_context(|| format!("no input '{}'", sig.name))?;
-            inputs.push(npy::read_npy(case.join(file))?);
+            let t = npy::read_npy(case.join(file))?;
+            if sig.mutable {
+                state.push(t);
+            } else {
+                inputs.push(t);
+            }
         }
+        let mut state = model.new_state(state)?;
+        let mut check = |got: &Tensor, file: &serde_json::Value| -> Result<()> {
+            let want = npy::read_npy(case.join(file.as_str().context("bad output")?))?;
+            let e = compare(got, &want, rtol, atol)?;
+            worst.bad += e.bad;
+            worst.max_abs = worst.max_abs.max(e.max_abs);
+            worst.max_rel = worst.max_rel.max(e.max_rel);
+            Ok(())
+        };
         // Three calls: eager, recorded into a CUDA graph (and replayed), replayed again.
+        // (Cases with state write the same values each time, so every call agrees.)
         for _ in 0..3 {
-            let outs = model.execute(&inputs)?;
+            let outs = model.execute_stateful(&entry.name, &inputs, &mut state)?;
             for (k, file) in run["outputs"].as_array().context("no outputs")?.iter().enumerate() {
-                let want = npy::read_npy(case.join(file.as_str().context("bad output")?))?;
-                let e = compare(&outs[k], &want, rtol, atol)?;
-                worst.bad += e.bad;
-                worst.max_abs = worst.max_abs.max(e.max_abs);
-                worst.max_rel = worst.max_rel.max(e.max_rel);
+                check(&outs[k], file)?;
+            }
+            if let Some(want_state) = run.get("state").and_then(|s| s.as_object()) {
+                let after = model.read_state(&state)?;
+                let names: Vec<&str> = entry.inputs.iter().filter(|i| i.mutable).map(|i| i.name.as_str()).collect();
+                for (name, file) in want_state {
+                    let i = names.iter().position(|n| n == name).with_context(|| format!("no mutable input '{name}'"))?;
+                    check(&after[i], file)?;
+                }
             }
         }
     }
@@ -215,5 +263,83 @@ fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, bytes: O
         model.execute(&inputs)?;
     }
     println!("{}{shape}: call with transfers {:.3} ms (CUDA graph replay)", path.display(), t0.elapsed().as_secs_f64() / iters as f64 * 1e3);
+    Ok(())
+}
+
+/// Prompts of the LLM check: plain text, continued greedily.
+const LLM_PROMPTS: &[&str] = &[
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village by the sea,",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "1, 2, 3, 4, 5,",
+    "The quick brown fox",
+    "In machine learning, a transformer is",
+];
+
+fn llm(artifact: &Path, dir: &Path, record: bool, device: Device, max_tokens: usize) -> Result<()> {
+    use max_serve::{PipelineConfig, SamplingParams, LLM};
+    let t0 = std::time::Instant::now();
+    let config = PipelineConfig { max_length: Some(1024), max_batch_size: 1, threads: None, device };
+    let model = LLM::new(artifact, config).with_context(|| format!("loading {}", artifact.display()))?;
+    println!("llm: loaded {} on {device} in {:.2} s", artifact.display(), t0.elapsed().as_secs_f64());
+    let params = SamplingParams { max_tokens, ..SamplingParams::greedy() };
+    let mut runs = Vec::new();
+    for p in LLM_PROMPTS {
+        let ids = model.encode_prompt(p)?;
+        let logits = model.next_token_logits(&ids)?;
+        let g = model.generate_with(p, &params)?;
+        runs.push((p, g.tokens, logits, g.text));
+    }
+    if record {
+        std::fs::create_dir_all(dir)?;
+        let mut list = Vec::new();
+        for (i, (p, tokens, logits, text)) in runs.iter().enumerate() {
+            npy::write_npy(dir.join(format!("logits{i}.npy")), &Tensor::from_slice(&[logits.len()], logits)?)?;
+            list.push(serde_json::json!({"prompt": p, "tokens": tokens, "text": text}));
+        }
+        std::fs::write(dir.join("tokens.json"), serde_json::to_vec_pretty(&serde_json::json!({"device": device.to_string(), "max_tokens": max_tokens, "runs": list}))?)?;
+        println!("llm: recorded {} prompts in {}", runs.len(), dir.display());
+        return Ok(());
+    }
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tokens.json")).with_context(|| format!("reading {}/tokens.json", dir.display()))?)?;
+    let mut identical = 0;
+    let mut worst_rel: f64 = 0.0;
+    for (i, (p, tokens, logits, text)) in runs.iter().enumerate() {
+        let w: Vec<u32> = want["runs"][i]["tokens"].as_array().context("recording has fewer prompts")?.iter().map(|v| v.as_u64().unwrap_or(0) as u32).collect();
+        let wl = npy::read_npy(dir.join(format!("logits{i}.npy")))?.to_f32_vec();
+        let (d2, r2) = logits.iter().zip(&wl).fold((0.0f64, 0.0f64), |(d, r), (a, b)| (d + ((a - b) as f64).powi(2), r + (*b as f64).powi(2)));
+        let rel = (d2 / r2.max(1e-30)).sqrt();
+        worst_rel = worst_rel.max(rel);
+        let same = tokens.iter().zip(&w).take_while(|(a, b)| a == b).count();
+        if same == w.len() && tokens.len() == w.len() {
+            identical += 1;
+        }
+        println!("llm: prompt {i} {p:?}: {same}/{} tokens as recorded, first-step logits ‖got−want‖/‖want‖ {rel:.2e}: {text:?}", w.len());
+    }
+    println!("llm parity: {identical}/{} prompts identical for {max_tokens} tokens; worst logits relative error {worst_rel:.2e}", runs.len());
+    // Timings: a 512-token prefill, then 128 greedy decode steps at batch 1.
+    let long: String = LLM_PROMPTS.iter().cycle().take(64).copied().collect::<Vec<_>>().join(" ");
+    let mut ids = model.encode_prompt(&long)?;
+    ids.truncate(512);
+    model.next_token_logits(&ids)?;
+    let t = std::time::Instant::now();
+    model.next_token_logits(&ids)?;
+    let prefill = t.elapsed().as_secs_f64();
+    let steps = SamplingParams { max_tokens: 129, ignore_eos: true, ..SamplingParams::greedy() };
+    model.generate_with(LLM_PROMPTS[0], &steps)?;
+    let t = std::time::Instant::now();
+    let g = model.generate_with(LLM_PROMPTS[0], &steps)?;
+    let total = t.elapsed().as_secs_f64();
+    println!(
+        "llm timing on {device}: prefill {} tokens {:.2} ms ({:.0} tok/s); {} tokens generated at batch 1 in {:.1} ms ({:.1} tok/s with the prompt's prefill)",
+        ids.len(),
+        prefill * 1e3,
+        ids.len() as f64 / prefill,
+        g.tokens.len(),
+        total * 1e3,
+        g.tokens.len() as f64 / total
+    );
     Ok(())
 }

@@ -155,7 +155,7 @@ fn main() -> Result<()> {
 /// Our measurements on a compiled artifact, as JSON.
 fn measure(artifact: &std::path::Path, threads: usize) -> Result<serde_json::Value> {
     let t = Instant::now();
-    let llm = LLM::new(artifact, PipelineConfig { max_length: Some(PREFILL + STEPS + 64), max_batch_size: 8, threads: Some(threads) })?;
+    let llm = LLM::new(artifact, PipelineConfig { max_length: Some(PREFILL + STEPS + 64), max_batch_size: 8, threads: Some(threads), device: max_runtime::Device::Cpu })?;
     let load_s = t.elapsed().as_secs_f64();
     let loaded_mib = status_kib("VmRSS:").unwrap_or(0) as f64 / 1024.0;
     let long: Vec<u32> = llm.encode_prompt(&TEXT.repeat(20))?.into_iter().take(PREFILL).collect();

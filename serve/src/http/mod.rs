@@ -48,6 +48,8 @@ pub struct ServeConfig {
     /// Required `Authorization: Bearer` key, if any.
     pub api_key: Option<String>,
     pub threads: Option<usize>,
+    /// Where the models run (`--devices`).
+    pub device: max_runtime::Device,
     /// Largest request body, bytes.
     pub body_limit: usize,
 }
@@ -128,10 +130,10 @@ fn load(config: &ServeConfig) -> Result<Vec<Served>, String> {
     let mut out = Vec::new();
     for (name, path) in &config.models {
         let failed = |e: &dyn std::fmt::Display| format!("model '{name}' ({}): {e}", path.display());
-        let artifact = LLM::artifact_for(path).map_err(|e| failed(&e))?;
+        let artifact = LLM::artifact_for(path, config.device).map_err(|e| failed(&e))?;
         let session = match config.threads {
-            Some(t) => max_runtime::InferenceSession::with_threads(max_runtime::Device::Cpu, t),
-            None => max_runtime::InferenceSession::new(max_runtime::Device::Cpu),
+            Some(t) => max_runtime::InferenceSession::with_threads(config.device, t),
+            None => max_runtime::InferenceSession::new(config.device),
         };
         let model = session.load_path(&artifact).map_err(|e| failed(&e))?;
         if crate::embedding::is_embedding_artifact(model.artifact()) {
@@ -142,7 +144,7 @@ fn load(config: &ServeConfig) -> Result<Vec<Served>, String> {
             out.push(Served { name: name.clone(), backend, created: now() });
             continue;
         }
-        let pipeline = PipelineConfig { max_length: Some(config.max_cache_length), max_batch_size: config.max_batch_size, threads: config.threads };
+        let pipeline = PipelineConfig { max_length: Some(config.max_cache_length), max_batch_size: config.max_batch_size, threads: config.threads, device: config.device };
         let llm = LLM::from_model(model, pipeline).map_err(|e| failed(&e))?;
         let ids = llm.encode_prompt("Hello").map_err(|e| failed(&e))?;
         let engine = Engine::new(Arc::new(llm), config.max_waiting);

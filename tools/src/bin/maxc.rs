@@ -96,7 +96,8 @@ struct CompileModelArgs {
     /// Output artifact (default: MODEL with .maxa).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Code generation target (see `maxc compile --help`).
+    /// Code generation target (see `maxc compile --help`): `host`, `cpu=LEVEL`, or
+    /// `cuda:sm_80|sm_86|sm_89|sm_90` for an NVIDIA GPU (run it with `--device gpu:0`).
     #[arg(long, default_value = "host")]
     target: String,
     /// Write a Make-style depfile listing the model file (a directory's files).
@@ -145,7 +146,7 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
 }
 
 fn compile_model(a: &CompileModelArgs) -> Result<()> {
-    let target = parse_target(&a.target)?;
+    let target = max_serve::compile::ModelTarget::parse(&a.target)?;
     let progress = indicatif::ProgressBar::new_spinner();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         progress.set_message(format!("compiling {}", a.model.display()));

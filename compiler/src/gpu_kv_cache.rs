@@ -1,0 +1,311 @@
+//! KV-cache kernels on the GPU: the in-place cache write and causal attention over the
+//! cache, the GPU forms of [`crate::kv_cache`] (same bindings, same bounds rules, same
+//! numerics up to the order of sums).
+//!
+//! - **Write**: a block per token; its threads stride over the token's `heads * head_dim`
+//!   values and store them, converted, at `cache[layer, slot[b], pos[b] + s]`.
+//! - **Attention**: a block of 256 threads per (query token, head), in three passes over the
+//!   keys `0 ..= pos[b] + s`: scores (threads stride over keys, each a dot product with the
+//!   query staged in shared memory) into a global scratch row, with their max; then
+//!   `exp(score - max)` and its sum; then the probability-weighted sum of values, threads
+//!   laid out as `(key group, head-dim lane)` so that value rows are read coalesced, and the
+//!   key groups' partial sums combined in shared memory. With an f16 cache the query and the
+//!   probabilities are rounded to f16 as on the CPU.
+//!
+//! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
+//! checks them first and reports the error).
+
+use crate::gpu_rows::RowOps;
+use crate::gpu_text::KernelText as Gen;
+use crate::lower::{BindingType, KernelSpec};
+use max_dialects::{DType, Op};
+use std::fmt::Write;
+
+/// Threads per block (the attention kernel's block reductions use [`crate::gpu_rows`]'
+/// eight-warp layout).
+const THREADS: usize = crate::gpu_rows::THREADS;
+/// Threads per block of the cache write.
+const WRITE_THREADS: usize = 128;
+
+/// Whether `spec` is a KV-cache kernel for the GPU.
+pub fn is_gpu_cache_kernel(spec: &KernelSpec) -> bool {
+    spec.gpu && crate::kv_cache::is_cache_kernel(spec)
+}
+
+/// Head dims the attention kernel takes: a divisor of its block size that fills warps.
+pub fn supported_head_dim(d: i64) -> bool {
+    d >= 32 && (THREADS as i64) % d == 0
+}
+
+/// The host function and `gpu.module` of a KV-cache kernel.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
+    let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
+    let mut s = format!("  func.func @{}({}, %wg: index, %nwg: index) {{\n", spec.name, args.join(", "));
+    s.push_str("    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n");
+    match &spec.body[0].op {
+        Op::CacheWrite { layer } => cache_write(&mut s, spec, &bindings, *layer),
+        Op::CachedAttention { layer, scale } => attention(&mut s, spec, &bindings, *layer, *scale),
+        _ => unreachable!("is_gpu_cache_kernel checked the op"),
+    }
+    s
+}
+
+/// Host code: `tokens` (rank 3 or 4, `[.., H, D]`) as `[N, H, D]`; returns the view and its
+/// type. Defines `%nb` (batch rows, from `pos`), `%ntok`, `%ns` (tokens per row) and `%go`
+/// (rows divide evenly and there is at least one token).
+fn token_rows(s: &mut String, tokens: &str, b: &BindingType, pos: &str, pos_ty: &str, name: &str) -> (String, String) {
+    let (view, ty) = as_token_rows(s, tokens, b, name);
+    let _ = write!(
+        s,
+        "    %nb = memref.dim {pos}, %c0 : {pos_ty}\n    %ntok = memref.dim {view}, %c0 : {ty}\n    \
+         %nb1 = arith.maxui %nb, %c1 : index\n    %ns = arith.divui %ntok, %nb1 : index\n    \
+         %nbs = arith.muli %nb, %ns : index\n    %even = arith.cmpi eq, %nbs, %ntok : index\n    \
+         %some = arith.cmpi ugt, %ntok, %c0 : index\n    %go = arith.andi %even, %some : i1\n"
+    );
+    (view, ty)
+}
+
+/// Host code: `tokens` (`[B, S, H, D]` or `[N, H, D]`) viewed as `[N, H, D]` (in `{name}`
+/// when a view is needed); returns the view and its type.
+fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (String, String) {
+    let r = b.dims.len();
+    let dim = |d: Option<i64>| d.map_or("?".to_string(), |x| x.to_string());
+    let lead = if r == 4 { b.dims[0].zip(b.dims[1]).map(|(x, y)| x * y) } else { b.dims[0] };
+    let ty = format!("memref<{}x{}x{}x{}>", dim(lead), dim(b.dims[r - 2]), dim(b.dims[r - 1]), b.dtype.mlir_name());
+    if r == 4 {
+        let _ = writeln!(s, "    {name} = memref.collapse_shape {tokens} [[0, 1], [2], [3]] : {} into {ty}", b.memref());
+        (name.to_string(), ty)
+    } else {
+        (tokens.to_string(), ty)
+    }
+}
+
+/// Kernel code: row `%bi`'s slot and start position (`%slot`, `%pos`, index) and `%ok`,
+/// whether `len` positions from `%pos` fit the cache `cache` (type `cm`).
+fn row_bounds(g: &mut Gen, cache: &str, cm: &str, pos: &str, pm: &str, slot: &str, sm: &str, len: &str) {
+    let i = 6;
+    g.line(i, format!("%bmax = memref.dim {cache}, %c1 : {cm}"));
+    g.line(i, format!("%tmax = memref.dim {cache}, %c2 : {cm}"));
+    g.line(i, format!("%p32 = memref.load {pos}[%bi] : {pm}"));
+    g.line(i, format!("%s32 = memref.load {slot}[%bi] : {sm}"));
+    let (pt, st) = (elem(pm), elem(sm));
+    g.line(i, format!("%pos = arith.index_cast %p32 : {pt} to index"));
+    g.line(i, format!("%slot = arith.index_cast %s32 : {st} to index"));
+    g.line(i, format!("%end = arith.addi %pos, {len} : index"));
+    g.line(i, "%ok0 = arith.cmpi sge, %slot, %c0 : index");
+    g.line(i, "%ok1 = arith.cmpi slt, %slot, %bmax : index");
+    g.line(i, "%ok2 = arith.cmpi sge, %pos, %c0 : index");
+    g.line(i, "%ok3 = arith.cmpi sle, %end, %tmax : index");
+    g.line(i, "%ok01 = arith.andi %ok0, %ok1 : i1");
+    g.line(i, "%ok23 = arith.andi %ok2, %ok3 : i1");
+    g.line(i, "%ok = arith.andi %ok01, %ok23 : i1");
+}
+
+/// The element type of a rank-1 memref type.
+fn elem(memref: &str) -> &str {
+    memref.trim_end_matches('>').rsplit('x').next().unwrap_or("i32")
+}
+
+/// `v` of type `from` as `to` (float types), as a new value or `v` itself.
+fn convert(g: &mut Gen, indent: usize, v: &str, from: DType, to: DType) -> String {
+    if from == to {
+        return v.to_string();
+    }
+    let op = if from.size_bytes() < to.size_bytes() { "arith.extf" } else { "arith.truncf" };
+    g.let_(indent, format!("{op} {v} : {} to {}", from.mlir_name(), to.mlir_name()))
+}
+
+/// `v` (f32) rounded through f16, or `v` when `round` is false.
+fn via_f16(g: &mut Gen, indent: usize, v: &str, round: bool) -> String {
+    if !round {
+        return v.to_string();
+    }
+    let h = g.let_(indent, format!("arith.truncf {v} : f32 to f16"));
+    g.let_(indent, format!("arith.extf {h} : f16 to f32"))
+}
+
+/// `cache[layer, slot[b], pos[b] + s, h, d] = new[b, s, h, d]`. Bindings: cache (its shape),
+/// new, pos, slot, result (the cache buffer itself).
+fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64) {
+    let (new, pos, slot, out) = (b[1], b[2], b[3], b[4]);
+    let (pm, sm, om) = (pos.memref(), slot.memref(), out.memref());
+    let (nv, nt) = token_rows(s, "%b1", new, "%b2", &pm, "%new");
+    let r = new.dims.len();
+    let heads = new.dims[r - 2].expect("verifier: static heads");
+    let hd = new.dims[r - 1].expect("verifier: static head dim");
+    let name = &spec.name;
+    let _ = write!(
+        s,
+        "    %cthreads = arith.constant {WRITE_THREADS} : index\n    scf.if %go {{\n      \
+         gpu.launch_func @{name}_llm::@cache_write blocks in (%ntok, %c1, %c1) threads in (%cthreads, %c1, %c1) \
+         args({nv} : {nt}, %b2 : {pm}, %b3 : {sm}, %b4 : {om}, %ns : index)\n    }}\n    return\n  }}\n"
+    );
+    let mut g = Gen::new("w");
+    let i = 6;
+    g.line(2, format!("gpu.module @{name}_llm {{"));
+    g.line(4, format!("gpu.func @cache_write(%X: {nt}, %P: {pm}, %S: {sm}, %C: {om}, %ns: index) kernel attributes {{known_block_size = array<i32: {WRITE_THREADS}, 1, 1>}} {{"));
+    for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2)] {
+        g.line(i, format!("{n} = arith.constant {v} : index"));
+    }
+    g.line(i, format!("%cthreads = arith.constant {WRITE_THREADS} : index"));
+    g.line(i, format!("%cd = arith.constant {hd} : index"));
+    g.line(i, format!("%chd = arith.constant {} : index", heads * hd));
+    g.line(i, format!("%layer = arith.constant {layer} : index"));
+    g.line(i, "%row = gpu.block_id x");
+    g.line(i, "%tid = gpu.thread_id x");
+    g.line(i, "%bi = arith.divui %row, %ns : index");
+    g.line(i, "%si = arith.remui %row, %ns : index");
+    row_bounds(&mut g, "%C", &om, "%P", &pm, "%S", &sm, "%ns");
+    g.line(i, "scf.if %ok {");
+    g.line(i + 2, "%t = arith.addi %pos, %si : index");
+    g.line(i + 2, "scf.for %e = %tid to %chd step %cthreads {");
+    let j = i + 4;
+    g.line(j, "%h = arith.divui %e, %cd : index");
+    g.line(j, "%d = arith.remui %e, %cd : index");
+    g.line(j, format!("%x = memref.load %X[%row, %h, %d] : {nt}"));
+    let y = convert(&mut g, j, "%x", new.dtype, out.dtype);
+    g.line(j, format!("memref.store {y}, %C[%layer, %slot, %t, %h, %d] : {om}"));
+    g.line(i + 2, "}");
+    g.line(i, "}");
+    g.line(i, "gpu.return");
+    g.line(4, "}");
+    g.line(2, "}");
+    s.push_str(&g.s);
+}
+
+/// Causal attention of `q` over the cache. Bindings: q, k_cache, v_cache, pos, slot, out.
+fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: Option<f64>) {
+    let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
+    let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
+    let (qv, qt) = token_rows(s, "%b0", q, "%b3", &pm, "%q");
+    let r = q.dims.len();
+    let hq = q.dims[r - 2].expect("verifier: static heads");
+    let hkv = kc.dims[3].expect("verifier: static kv heads");
+    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    let group = hq / hkv;
+    let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
+    let f16_cache = kc.dtype == DType::F16;
+    let name = &spec.name;
+    let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
+    let wt = "memref<?x?xf32>";
+    let _ = write!(
+        s,
+        "    %c2 = arith.constant 2 : index\n    %cthreads = arith.constant {THREADS} : index\n    %ch = arith.constant {hq} : index\n    \
+         %tcap = memref.dim %b1, %c2 : {km}\n    %srows = arith.muli %ntok, %ch : index\n    scf.if %go {{\n      \
+         %scores = memref.alloc(%srows, %tcap) : {wt}\n      \
+         gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %c1) threads in (%cthreads, %c1, %c1) \
+         args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %ns : index)\n      \
+         memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n"
+    );
+    let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
+    let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(THREADS));
+    let mut g = Gen::new("a");
+    let i = 6;
+    g.line(2, format!("gpu.module @{name}_llm {{"));
+    g.line(
+        4,
+        format!(
+            "gpu.func @attention(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %ns: index) \
+             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"
+        ),
+    );
+    for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2), ("%c32", 32)] {
+        g.line(i, format!("{n} = arith.constant {v} : index"));
+    }
+    g.line(i, format!("%cthreads = arith.constant {THREADS} : index"));
+    g.line(i, "%w32 = arith.constant 32 : i32");
+    g.line(i, format!("%cd = arith.constant {hd} : index"));
+    g.line(i, format!("%cgroups = arith.constant {} : index", THREADS as i64 / hd));
+    g.line(i, format!("%ch = arith.constant {hq} : index"));
+    g.line(i, format!("%grp = arith.constant {group} : index"));
+    g.line(i, format!("%layer = arith.constant {layer} : index"));
+    g.line(i, format!("%scale = arith.constant {} : f32", crate::lower::float_lit(scale)));
+    g.line(i, "%ninf = arith.constant 0xFF800000 : f32");
+    g.line(i, "%zero = arith.constant 0.0 : f32");
+    g.line(i, "%one = arith.constant 1.0 : f32");
+    g.line(i, "%row = gpu.block_id x");
+    g.line(i, "%hi = gpu.block_id y");
+    g.line(i, "%tid = gpu.thread_id x");
+    g.line(i, "%warp = arith.divui %tid, %c32 : index");
+    g.line(i, "%lanei = arith.remui %tid, %c32 : index");
+    g.line(i, "%lane0 = arith.cmpi eq, %lanei, %c0 : index");
+    g.line(i, "%bi = arith.divui %row, %ns : index");
+    g.line(i, "%si = arith.remui %row, %ns : index");
+    g.line(i, "%kvh = arith.divui %hi, %grp : index");
+    g.line(i, "%len0 = arith.addi %si, %c1 : index");
+    row_bounds(&mut g, "%K", &km, "%P", &pm, "%S", &sm, "%len0");
+    g.line(i, "%srow0 = arith.muli %row, %ch : index");
+    g.line(i, "%srow = arith.addi %srow0, %hi : index");
+    // The branch is uniform over the block, so its barriers are reached by every thread.
+    g.line(i, "scf.if %ok {");
+    let j = i + 2;
+    g.line(j, "%len = arith.addi %pos, %len0 : index");
+    // The query, as f32 (through f16 with an f16 cache), in shared memory.
+    g.line(j, "scf.for %d = %tid to %cd step %cthreads {");
+    let qv = g.let_(j + 2, format!("memref.load %Q[%row, %hi, %d] : {qt}"));
+    let qf = convert(&mut g, j + 2, &qv, q.dtype, DType::F32);
+    let qr = via_f16(&mut g, j + 2, &qf, f16_cache);
+    g.line(j + 2, format!("memref.store {qr}, %qs[%d] : {q_t}"));
+    g.line(j, "}");
+    g.line(j, "gpu.barrier");
+    // Pass 1: scaled scores and their max.
+    let m = g.let_(j, "scf.for %t = %tid to %len step %cthreads iter_args(%m0 = %ninf) -> (f32) {");
+    let k = j + 2;
+    let dot = g.let_(k, "scf.for %d = %c0 to %cd step %c1 iter_args(%acc = %zero) -> (f32) {");
+    let qd = g.let_(k + 2, format!("memref.load %qs[%d] : {q_t}"));
+    let kv = g.let_(k + 2, format!("memref.load %K[%layer, %slot, %t, %kvh, %d] : {km}"));
+    let kf = convert(&mut g, k + 2, &kv, kc.dtype, DType::F32);
+    let acc = g.let_(k + 2, format!("math.fma {qd}, {kf}, %acc : f32"));
+    g.line(k + 2, format!("scf.yield {acc} : f32"));
+    g.line(k, "}");
+    let sc = g.let_(k, format!("arith.mulf {dot}, %scale : f32"));
+    g.line(k, format!("memref.store {sc}, %W[%srow, %t] : {wt}"));
+    let mn = g.let_(k, format!("arith.maximumf %m0, {sc} : f32"));
+    g.line(k, format!("scf.yield {mn} : f32"));
+    g.line(j, "}");
+    let mx = g.block_reduce(j, &m, "maximumf");
+    // Pass 2: exp(score - max), in place, and the sum.
+    let part = g.let_(j, "scf.for %t = %tid to %len step %cthreads iter_args(%s0 = %zero) -> (f32) {");
+    let sv = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
+    let dv = g.let_(k, format!("arith.subf {sv}, {mx} : f32"));
+    let e = g.exp(k, &dv);
+    g.line(k, format!("memref.store {e}, %W[%srow, %t] : {wt}"));
+    let sn = g.let_(k, format!("arith.addf %s0, {e} : f32"));
+    g.line(k, format!("scf.yield {sn} : f32"));
+    g.line(j, "}");
+    // The reduction's barriers also make every thread's probabilities visible to the block.
+    let total = g.block_reduce(j, &part, "addf");
+    let inv = g.let_(j, format!("arith.divf %one, {total} : f32"));
+    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim lane `lane`.
+    g.line(j, "%dl = arith.remui %tid, %cd : index");
+    g.line(j, "%gi = arith.divui %tid, %cd : index");
+    let acc3 = g.let_(j, "scf.for %t = %gi to %len step %cgroups iter_args(%a0 = %zero) -> (f32) {");
+    let pe = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
+    let pn = g.let_(k, format!("arith.mulf {pe}, {inv} : f32"));
+    let p = via_f16(&mut g, k, &pn, f16_cache);
+    let vv = g.let_(k, format!("memref.load %V[%layer, %slot, %t, %kvh, %dl] : {vm}"));
+    let vf = convert(&mut g, k, &vv, vc.dtype, DType::F32);
+    let an = g.let_(k, format!("math.fma {p}, {vf}, %a0 : f32"));
+    g.line(k, format!("scf.yield {an} : f32"));
+    g.line(j, "}");
+    g.line(j, format!("memref.store {acc3}, %part[%tid] : {part_t}"));
+    g.line(j, "gpu.barrier");
+    g.line(j, "%first = arith.cmpi eq, %gi, %c0 : index");
+    g.line(j, "scf.if %first {");
+    let mut sum = g.let_(k, format!("memref.load %part[%dl] : {part_t}"));
+    for gi in 1..THREADS as i64 / hd {
+        let at = g.let_(k, format!("arith.constant {} : index", gi * hd));
+        let idx = g.let_(k, format!("arith.addi %dl, {at} : index"));
+        let x = g.let_(k, format!("memref.load %part[{idx}] : {part_t}"));
+        sum = g.let_(k, format!("arith.addf {sum}, {x} : f32"));
+    }
+    let y = convert(&mut g, k, &sum, DType::F32, out.dtype);
+    g.line(k, format!("memref.store {y}, %O[%row, %hi, %dl] : {ot}"));
+    g.line(j, "}");
+    g.line(i, "}");
+    g.line(i, "gpu.return");
+    g.line(4, "}");
+    g.line(2, "}");
+    s.push_str(&g.s);
+}

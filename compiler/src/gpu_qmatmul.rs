@@ -1,0 +1,210 @@
+//! Quantized matmuls on the GPU: `y[M, N] = x[M, K] @ dequantize(w)^T` with `w` in its GGUF
+//! block layout, decoded in registers (the GPU form of [`crate::qmatmul`]).
+//!
+//! A warp computes one output column for a tile of [`ROWS`] rows: its lanes take the
+//! column's weight blocks in turn (lane `l` blocks `l, l + 32, ...`, so a warp's loads are
+//! consecutive bytes), decode each block once with the CPU kernels' decoder
+//! ([`crate::qmatmul::decode_block`]) and multiply it into every row of the tile; the
+//! lanes' sums meet by warp shuffles. Blocks of 128 threads hold four columns.
+//!
+//! With `quantize_input` (the LLM path), a first kernel rounds each 32-block of `x` to 8
+//! bits exactly as the CPU kernel does ([`crate::qmatmul_q8`]: `d = amax / 127` kept as
+//! f16, `q = roundeven(x * 127 / amax)`) and stores the rounded activations `d * q` as f32,
+//! so products match the CPU's integer dot products up to the order of sums. Formats with a
+//! min (Q4_1, Q5_1, Q4_K) take the block sum `s = f16(d * sum(q))` as the CPU does: the
+//! min's term uses it instead of the sum of the rounded activations.
+
+use crate::lower::KernelSpec;
+use max_dialects::{Op, QuantFormat};
+use std::fmt::Write;
+
+/// Rows of `x` a warp multiplies each decoded weight block into.
+pub const ROWS: usize = 8;
+/// Output columns per block (one warp each).
+const WARPS: usize = 4;
+/// Threads per block of the activation quantizer (one 32-block each).
+const QUANT_THREADS: usize = 128;
+
+/// Whether `spec` is a quantized matmul for the GPU.
+pub fn is_gpu_qmatmul(spec: &KernelSpec) -> bool {
+    spec.gpu && crate::qmatmul::is_qmatmul_kernel(spec)
+}
+
+/// The host function and `gpu.module` of a quantized matmul. Bindings: x, w, out.
+pub fn kernel_func(spec: &KernelSpec) -> String {
+    let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_gpu_qmatmul checked the op") };
+    let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
+    let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
+    let n = w.dims[0].expect("verifier: static weight rows");
+    let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
+    let k = kb * 32;
+    let with_min = quantize_input && matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
+    let name = &spec.name;
+    // The activations the dot kernel reads: x itself, or its 8-bit rounding.
+    let xq_t = format!("memref<?x{k}xf32>");
+    let xs_t = format!("memref<?x{kb}xf32>");
+    let mut s = format!("  func.func @{name}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n");
+    let _ = write!(
+        s,
+        "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %c128 = arith.constant {} : index\n    \
+         %cwarps = arith.constant {WARPS} : index\n    %crows = arith.constant {ROWS} : index\n    %cn = arith.constant {n} : index\n    \
+         %ckb = arith.constant {kb} : index\n    %cqt = arith.constant {QUANT_THREADS} : index\n    \
+         %m = memref.dim %b0, %c0 : {xm}\n    %some = arith.cmpi ugt, %m, %c0 : index\n    scf.if %some {{\n",
+        WARPS * 32
+    );
+    let mut args = Vec::new();
+    if quantize_input {
+        let _ = write!(
+            s,
+            "      %xq = memref.alloc(%m) : {xq_t}\n      %xs = memref.alloc(%m) : {xs_t}\n      \
+             %nblk = arith.muli %m, %ckb : index\n      %qg = arith.ceildivui %nblk, %cqt : index\n      \
+             gpu.launch_func @{name}_llm::@quantize blocks in (%qg, %c1, %c1) threads in (%cqt, %c1, %c1) \
+             args(%b0 : {xm}, %xq : {xq_t}, %xs : {xs_t}, %m : index)\n"
+        );
+        args.push(format!("%xq : {xq_t}"));
+        if with_min {
+            args.push(format!("%xs : {xs_t}"));
+        }
+    } else if xm == xq_t {
+        args.push(format!("%b0 : {xq_t}"));
+    } else {
+        let _ = writeln!(s, "      %xc = memref.cast %b0 : {xm} to {xq_t}");
+        args.push(format!("%xc : {xq_t}"));
+    }
+    args.push(format!("%b1 : {wm}"));
+    args.push(format!("%b2 : {om}"));
+    args.push("%m : index".into());
+    let _ = write!(
+        s,
+        "      %gx = arith.ceildivui %cn, %cwarps : index\n      %gy = arith.ceildivui %m, %crows : index\n      \
+         gpu.launch_func @{name}_llm::@qmatmul blocks in (%gx, %gy, %c1) threads in (%c128, %c1, %c1) args({})\n",
+        args.join(", ")
+    );
+    if quantize_input {
+        let _ = writeln!(s, "      memref.dealloc %xq : {xq_t}\n      memref.dealloc %xs : {xs_t}");
+    }
+    s.push_str("    }\n    return\n  }\n");
+
+    let _ = writeln!(s, "  gpu.module @{name}_llm {{");
+    if quantize_input {
+        quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
+    }
+    dot_kernel(&mut s, format, &xq_t, with_min.then_some(xs_t.as_str()), &wm, &om, n, kb);
+    s.push_str("  }\n");
+    s
+}
+
+/// `@quantize`: a thread per 32-block of `x`; writes the rounded activations `d * q` and the
+/// block sums `f16(d * sum(q))`. The rounding to nearest even adds and subtracts 1.5 * 2^23
+/// (exact for the |v| <= 127 it sees), which needs no math library.
+fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
+    let _ = write!(
+        s,
+        "    gpu.func @quantize(%X: {xm}, %XQ: {xq_t}, %XS: {xs_t}, %m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
+         %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c32 = arith.constant 32 : index\n      \
+         %ckb = arith.constant {kb} : index\n      %cqt = arith.constant {QUANT_THREADS} : index\n      \
+         %f0 = arith.constant 0.0 : f32\n      %f127 = arith.constant 127.0 : f32\n      %magic = arith.constant 12582912.0 : f32\n      \
+         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %base = arith.muli %bid, %cqt : index\n      \
+         %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
+         %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {{\n        \
+         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n        \
+         %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
+         %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
+         %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
+         %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
+         %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
+         %id = arith.select %isz, %f0, %id0 : f32\n        \
+         %qsum = scf.for %i = %c0 to %c32 step %c1 iter_args(%sq = %f0) -> (f32) {{\n          \
+         %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
+         %v = arith.mulf %xv, %id : f32\n          %vm = arith.addf %v, %magic : f32\n          %r = arith.subf %vm, %magic : f32\n          \
+         %xr = arith.mulf %r, %dr : f32\n          memref.store %xr, %XQ[%row, %ki] : {xq_t}\n          \
+         %sn = arith.addf %sq, %r : f32\n          scf.yield %sn : f32\n        }}\n        \
+         %sd = arith.mulf %d, %qsum : f32\n        %s16 = arith.truncf %sd : f32 to f16\n        %sr = arith.extf %s16 : f16 to f32\n        \
+         memref.store %sr, %XS[%row, %kb] : {xs_t}\n      }}\n      gpu.return\n    }}\n"
+    );
+}
+
+/// `@qmatmul`: warp `w` of block `(bx, by)` computes column `4 bx + w` for rows
+/// `ROWS * by ..`. `xs_t` is the block-sum operand's type for formats with a min.
+#[allow(clippy::too_many_arguments)] // the types of one generated kernel's operands
+fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str>, wm: &str, om: &str, n: i64, kb: i64) {
+    let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
+    let accs: Vec<String> = (0..ROWS).map(|r| format!("%a{r}")).collect();
+    let f32s = vec!["f32"; ROWS].join(", ");
+    let _ = write!(
+        s,
+        "    gpu.func @qmatmul(%XQ: {xq_t}, {xs_param}%b1: {wm}, %Y: {om}, %m: index) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
+         %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c2q = arith.constant 2 : index\n      \
+         %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
+         %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      %crows = arith.constant {ROWS} : index\n      \
+         %g_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      \
+         %g_tid = gpu.thread_id x\n      %g_bx = gpu.block_id x\n      %g_by = gpu.block_id y\n      \
+         %g_warp = arith.divui %g_tid, %c32 : index\n      %g_lane = arith.remui %g_tid, %c32 : index\n      \
+         %g_j0 = arith.muli %g_bx, %cwarps : index\n      %j = arith.addi %g_j0, %g_warp : index\n      \
+         %g_m0 = arith.muli %g_by, %crows : index\n      %g_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %g_jok {{\n",
+        WARPS * 32,
+        format.block_bytes()
+    );
+    for r in 0..ROWS {
+        let _ = write!(s, "      %g_r{r} = arith.addi %g_m0, %c{r}r : index\n      %g_in{r} = arith.cmpi ult, %g_r{r}, %m : index\n");
+    }
+    let _ = writeln!(
+        s,
+        "      %g_acc:{ROWS} = scf.for %k = %g_lane to %ckb step %c32 iter_args({}) -> ({f32s}) {{",
+        accs.iter().map(|a| format!("{a} = %g_zero")).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(s, "      {}", crate::qmatmul::block_base(format));
+    crate::qmatmul::decode_block(s, format, wm);
+    let min = match format {
+        QuantFormat::Q4_1 | QuantFormat::Q5_1 => "%mn",
+        _ => "%k4mneg",
+    };
+    let _ = writeln!(s, "      %g_kx = arith.muli %k, %c32 : index");
+    for r in 0..ROWS {
+        let _ = write!(
+            s,
+            "      %g_n{r} = scf.if %g_in{r} -> (f32) {{\n        \
+             %g_xv{r} = vector.load %XQ[%g_r{r}, %g_kx] : {xq_t}, vector<32xf32>\n        \
+             %g_p{r} = arith.mulf %g_xv{r}, %wv : vector<32xf32>\n        \
+             %g_s{r} = vector.reduction <add>, %g_p{r} : vector<32xf32> into f32\n"
+        );
+        let sum = if let Some(t) = xs_t {
+            // The min's term with the CPU's block sum: m * (s - sum(x')).
+            let _ = write!(
+                s,
+                "        %g_xsum{r} = vector.reduction <add>, %g_xv{r} : vector<32xf32> into f32\n        \
+                 %g_bs{r} = memref.load %XS[%g_r{r}, %k] : {t}\n        %g_df{r} = arith.subf %g_bs{r}, %g_xsum{r} : f32\n        \
+                 %g_c{r} = arith.mulf {min}, %g_df{r} : f32\n        %g_sc{r} = arith.addf %g_s{r}, %g_c{r} : f32\n"
+            );
+            format!("%g_sc{r}")
+        } else {
+            format!("%g_s{r}")
+        };
+        let _ = write!(s, "        %g_t{r} = arith.addf %a{r}, {sum} : f32\n        scf.yield %g_t{r} : f32\n      }} else {{\n        scf.yield %a{r} : f32\n      }}\n");
+    }
+    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..ROWS).map(|r| format!("%g_n{r}")).collect::<Vec<_>>().join(", "));
+    // The lanes' partial sums, then lane 0 stores each row's result.
+    let _ = writeln!(s, "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index");
+    for r in 0..ROWS {
+        let mut acc = format!("%g_acc#{r}");
+        for off in [16, 8, 4, 2, 1] {
+            let _ = write!(
+                s,
+                "      %g_o{r}_{off} = arith.constant {off} : i32\n      \
+                 %g_h{r}_{off}, %g_v{r}_{off} = gpu.shuffle xor {acc}, %g_o{r}_{off}, %g_w32 : f32\n      \
+                 %g_u{r}_{off} = arith.addf {acc}, %g_h{r}_{off} : f32\n"
+            );
+            acc = format!("%g_u{r}_{off}");
+        }
+        let _ = write!(
+            s,
+            "      %g_st{r} = arith.andi %g_lane0, %g_in{r} : i1\n      scf.if %g_st{r} {{\n        \
+             memref.store {acc}, %Y[%g_r{r}, %j] : {om}\n      }}\n"
+        );
+    }
+    s.push_str("      }\n      gpu.return\n    }\n");
+    // Row offsets within the tile.
+    let consts: String = (0..ROWS).map(|r| format!("      %c{r}r = arith.constant {r} : index\n")).collect();
+    let at = s.rfind("      %g_zero = arith.constant 0.0 : f32\n").expect("written above");
+    s.insert_str(at, &consts);
+}

@@ -1,0 +1,42 @@
+// The LLM kernels on the GPU: quantized matmuls (a quantizer, then a warp per column
+// decoding blocks in registers), RoPE, the in-place KV-cache write and attention over the
+// cache (a block per query and head, block reductions through shared memory). Each is one
+// module with its launches; every module assembles with ptxas for each chip.
+// RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
+// RUN: FileCheck %s < %t.90.ptx
+// RUN: maxc compile %s --target cuda:sm_90 -o %t.maxa && maxc inspect %t.maxa | FileCheck %s --check-prefix=ART
+// CHECK-DAG: .entry quantize(
+// CHECK-DAG: .entry qmatmul(
+// CHECK-DAG: shfl.sync.bfly
+// CHECK-DAG: .entry rope(
+// CHECK-DAG: .entry cache_write(
+// CHECK-DAG: .entry attention(
+// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[1024]
+// CHECK-DAG: bar.sync
+// ART: target:          cuda-linux cpu=sm_90
+// ART: qmatmul
+// ART: rope
+// ART: cache_write
+// ART: cached_attention
+// RUN: %if ptxas %{ maxc compile %s --target cuda:sm_80 --emit ptx -o %t.80.ptx %}
+// RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_80 %t.80.ptx | FileCheck %s --check-prefix=PTXAS %}
+// RUN: %if ptxas %{ maxc compile %s --target cuda:sm_89 --emit ptx -o %t.89.ptx %}
+// RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_89 %t.89.ptx | FileCheck %s --check-prefix=PTXAS %}
+// RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s --check-prefix=PTXAS %}
+// PTXAS: module(s) assembled
+func.func @g(%x: tensor<?x64xf32> {max.name = "x"}, %wq: tensor<256x40xi8> {max.name = "wq"}, %wk: tensor<128x68xi8> {max.name = "wk"},
+             %w4: tensor<8x144xi8> {max.name = "w4"}, %y: tensor<?x256xf32> {max.name = "y"}, %pos: tensor<?xi32> {max.name = "positions"},
+             %st: tensor<?xi32> {max.name = "start"}, %sl: tensor<?xi32> {max.name = "slot"},
+             %kc: tensor<2x?x?x2x64xf16> {max.name = "kc", max.dims = ["", "B", "T", "", ""]},
+             %vc: tensor<2x?x?x2x64xf16> {max.name = "vc", max.dims = ["", "B", "T", "", ""]}) -> (tensor<?x4x64xf32>, tensor<?x8xf32>) {
+  %q = "max.qmatmul"(%x, %wq) {format = "q4_1", quantize_input = true} : (tensor<?x64xf32>, tensor<256x40xi8>) -> tensor<?x256xf32>
+  %k = "max.qmatmul"(%x, %wk) {format = "q8_0", quantize_input = true} : (tensor<?x64xf32>, tensor<128x68xi8>) -> tensor<?x128xf32>
+  %q3 = "max.reshape"(%q) {shape = array<i64: -1, 4, 64>} : (tensor<?x256xf32>) -> tensor<?x4x64xf32>
+  %k3 = "max.reshape"(%k) {shape = array<i64: -1, 2, 64>} : (tensor<?x128xf32>) -> tensor<?x2x64xf32>
+  %qr = "max.rope"(%q3, %pos) {base = 1.0e4 : f64, interleaved = true} : (tensor<?x4x64xf32>, tensor<?xi32>) -> tensor<?x4x64xf32>
+  %kr = "max.rope"(%k3, %pos) {base = 1.0e4 : f64, interleaved = false} : (tensor<?x2x64xf32>, tensor<?xi32>) -> tensor<?x2x64xf32>
+  %kc2 = "max.cache_write"(%kc, %kr, %st, %sl) {layer = 1 : i64} : (tensor<2x?x?x2x64xf16>, tensor<?x2x64xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<2x?x?x2x64xf16>
+  %a = "max.cached_attention"(%qr, %kc2, %vc, %st, %sl) {layer = 1 : i64} : (tensor<?x4x64xf32>, tensor<2x?x?x2x64xf16>, tensor<2x?x?x2x64xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x4x64xf32>
+  %o4 = "max.qmatmul"(%y, %w4) {format = "q4_k"} : (tensor<?x256xf32>, tensor<8x144xi8>) -> tensor<?x8xf32>
+  func.return %a, %o4 : tensor<?x4x64xf32>, tensor<?x8xf32>
+}

@@ -19,20 +19,38 @@ log=${OUT:-/tmp}/gpu-check.log
 echo "== parity cases" | tee -a "$log"
 $g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
 parity=$(grep '^cases:' "$log" | tail -1)
-# SmolLM2 on the GPU against the CPU's recorded greedy generations (the model comes in two
-# halves in .gpu-llm/, each carried by a call of its own: see prepare.sh).
-llm_parity="not run (no .gpu-llm/part-a and part-b)"
-if [ -f .gpu-llm/part-a ] && [ -f .gpu-llm/part-b ] && [ -f $g/llm/cksum ]; then
-  echo "== SmolLM2 on the GPU vs the CPU's recording" | tee -a "$log"
-  model=${TMPDIR:-/tmp}/smollm2-gpu.maxa
-  cat .gpu-llm/part-a .gpu-llm/part-b > "$model"
-  if [ "$(cksum < "$model")" = "$(cat $g/llm/cksum)" ]; then
-    timeout 240 $g/gpu-check llm "$model" $g/llm/want 2>&1 | tee -a "$log"
-    llm_parity=$(grep '^llm parity:' "$log" | tail -1)
+# The real models and the lean max CLI: .gpu-big/chunk-NN, each carried by a call of its
+# own (see prepare.sh), joined and unpacked here.
+bigdir=${TMPDIR:-/tmp}/max-gpu-big
+llm_parity="SmolLM2: not run (no .gpu-big chunks)"
+embed_parity="MiniLM: not run (no .gpu-big chunks)"
+serve_result="max serve: not run (no .gpu-big chunks)"
+if ls .gpu-big/chunk-* > /dev/null 2>&1; then
+  if [ "$(cat .gpu-big/chunk-* | cksum)" = "$(cat $g/big.cksum)" ]; then
+    rm -rf "$bigdir" && mkdir -p "$bigdir" && cat .gpu-big/chunk-* | tar xf - -C "$bigdir"
   else
-    llm_parity="model parts do not match their checksum"
+    llm_parity="SmolLM2: .gpu-big chunks missing or damaged"
   fi
 fi
+if [ -f "$bigdir/smollm2.maxa" ]; then
+  echo "== SmolLM2 on the GPU vs the CPU's recording" | tee -a "$log"
+  timeout 240 $g/gpu-check llm "$bigdir/smollm2.maxa" $g/llm/want 2>&1 | tee -a "$log"
+  llm_parity=$(grep '^llm parity:' "$log" | tail -1)
+fi
+if [ -f "$bigdir/minilm.maxa" ]; then
+  echo "== MiniLM on the GPU vs the CPU's recording" | tee -a "$log"
+  timeout 120 $g/gpu-check embed "$bigdir/minilm.maxa" $g/embed/want 2>&1 | tee -a "$log"
+  embed_parity=$(grep '^embed parity:' "$log" | tail -1)
+fi
+if [ -x "$bigdir/max" ] && [ -f "$bigdir/smollm2.maxa" ]; then
+  echo "== max generate and max serve on the GPU" | tee -a "$log"
+  timeout 60 "$bigdir/max" generate --model "$bigdir/smollm2.maxa" --device gpu:0 --prompt "The capital of France is" --max-tokens 12 --temperature 0 --stats 2>&1 | tee -a "$log"
+  models=(--model "$bigdir/smollm2.maxa" --served-model-name smollm2)
+  [ -f "$bigdir/minilm.maxa" ] && models+=(--model "$bigdir/minilm.maxa" --served-model-name minilm)
+  serve_result=$(timeout 150 python3 benches/gpu/serve_check.py "$bigdir/max" "${models[@]}" --devices gpu:0 2>&1 | tee -a "$log" | tail -1)
+fi
+echo "== Llama-3.1-8B-shaped decode at batch 1 (bf16, generated weights)" | tee -a "$log"
+[ -f $g/art/llama8b_bf16.maxa ] && timeout 240 $g/gpu-check decode $g/art/llama8b_bf16.maxa --context 512 --steps 64 2>&1 | tee -a "$log"
 # The card's clocks vary between runs (seen here: cuBLAS bf16 from 525 to 725 TFLOP/s), so
 # the reference runs before and after our kernels and the table takes its best figures.
 if [ $quick = 0 ]; then
@@ -86,5 +104,8 @@ for m in re.finditer(r"(gemv_\w+)\.maxa \[m=(\d+)\]: kernels ([\d.]+) ms per cal
     print(f"{m.group(1)} m={m.group(2)}: {m.group(3)} ms, {m.group(4)} GB/s{frac}")
 PY
 grep '^llm timing' "$log" | tail -1
+grep '^decode: prefill' "$log" | tail -1
 echo "parity: $parity"
 echo "$llm_parity"
+echo "$embed_parity"
+echo "$serve_result"

@@ -2,10 +2,10 @@
 # Builds the GPU check bundle on a build machine (with LLVM; no GPU needed): the lean
 # `gpu-check` runner, every op test's graph compiled for the GPU with its inputs and
 # NumPy-expected outputs, custom_mlp with the CPU path's outputs as expected values, and the
-# 4096^3 matmul artifacts; with MAX_SMOLLM2_GGUF set, SmolLM2 compiled for the GPU and its
-# greedy generations on the CPU. Writes .gpu/ (git-ignored, under 64 MiB) and .gpu-llm/
-# (the model, in two halves of under 64 MiB), which benches/gpu/check.sh runs on the GPU
-# machine.
+# 4096^3 matmul artifacts; SmolLM2 and MiniLM (MAX_SMOLLM2_GGUF, MAX_MINILM_DIR) compiled
+# for the GPU with their CPU generations and embeddings recorded, and the lean `max` CLI.
+# Writes .gpu/ (git-ignored, under 64 MiB) and .gpu-big/chunk-NN (56 MiB each), which
+# benches/gpu/check.sh runs on the GPU machine.
 # Usage: bash benches/gpu/prepare.sh [--target cuda:sm_90]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -113,21 +113,34 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
 (case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
+# Real models and the lean `max` CLI are more than one device call carries (64 MiB): they go
+# as one tar in chunks of 56 MiB under .gpu-big/, one call each before the call that runs
+# the check (which joins and unpacks them).
+big=.gpu-big
+rm -rf "$big"
+mkdir -p "$big/src" "$out/llm"
 if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
-  # SmolLM2 for the GPU (about 95 MB, more than one device call carries): in two halves in
-  # .gpu-llm/, each carried by a call of its own before the one that runs the check.
   echo "prepare: SmolLM2 greedy generations on the CPU (recorded), and the model for the GPU" >&2
-  mkdir -p "$out/llm" .gpu-llm
-  $maxc compile-model "$MAX_SMOLLM2_GGUF" -o "$out/llm/cpu.maxa"
-  target/release/gpu-check llm "$out/llm/cpu.maxa" "$out/llm/want" --record --device cpu >&2
-  rm "$out/llm/cpu.maxa"
-  $maxc compile-model "$MAX_SMOLLM2_GGUF" --target "$target" -o .gpu-llm/smollm2.maxa
-  cksum < .gpu-llm/smollm2.maxa > "$out/llm/cksum"
-  size=$(stat -c %s .gpu-llm/smollm2.maxa)
-  head -c $((size / 2)) .gpu-llm/smollm2.maxa > .gpu-llm/part-a
-  tail -c +$((size / 2 + 1)) .gpu-llm/smollm2.maxa > .gpu-llm/part-b
-  rm .gpu-llm/smollm2.maxa
+  $maxc compile-model "$MAX_SMOLLM2_GGUF" -o "$big/cpu.maxa"
+  target/release/gpu-check llm "$big/cpu.maxa" "$out/llm/want" --record --device cpu >&2
+  rm "$big/cpu.maxa"
+  $maxc compile-model "$MAX_SMOLLM2_GGUF" --target "$target" -o "$big/src/smollm2.maxa"
 fi
+if [ -d "${MAX_MINILM_DIR:-}" ]; then
+  echo "prepare: MiniLM embeddings on the CPU (recorded), and the model for the GPU" >&2
+  $maxc compile-model "$MAX_MINILM_DIR" -o "$big/cpu.maxa"
+  target/release/gpu-check embed "$big/cpu.maxa" "$out/embed/want" --record --device cpu >&2
+  rm "$big/cpu.maxa"
+  $maxc compile-model "$MAX_MINILM_DIR" --target "$target" -o "$big/src/minilm.maxa"
+fi
+echo "prepare: the lean max CLI (no compiler; cuda) for max serve / max generate on the GPU" >&2
+CARGO_TARGET_DIR=target/lean cargo build --release --locked -q -p max-tools --no-default-features --features cuda --bin max
+cp target/lean/release/max "$big/src/max"
+strip "$big/src/max" 2>/dev/null || true
+(cd "$big/src" && tar cf - .) > "$big/all.tar"
+cksum < "$big/all.tar" > "$out/big.cksum"
+split -b 56M -d "$big/all.tar" "$big/chunk-"
+rm -rf "$big/src" "$big/all.tar"
 echo "prepare: 4096^3 matmuls" >&2
 for dt in bf16 f16 f32; do
   $maxc compile benches/gpu/graphs/matmul_$dt.mlir --target "$target" -o "$out/art/matmul_$dt.maxa"
@@ -138,6 +151,9 @@ MAX_GPU_NO_WGMMA=1 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$
 for g in gemv_up_bf16 gemv_down_bf16; do
   $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/$g.maxa"
 done
+echo "prepare: Llama-3.1-8B-shaped model, bf16, weights generated on the GPU machine" >&2
+cargo build --release --locked -q -p max-benches --bin synthetic_llm
+target/release/synthetic_llm --preset llama-3.1-8b --dtype bf16 --target "$target" -o "$out/art/llama8b_bf16.maxa"
 cp target/release/gpu-check "$out/"
 strip "$out/gpu-check" 2>/dev/null || true
 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" --emit ptx -o "$out/art/matmul_bf16.ptx"

@@ -155,8 +155,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     // partial sums, then a reduction kernel that applies the epilogue.
     let decision = crate::gpu_epilogue::split_decision(TARGET_BLOCKS, MIN_SPLIT_K);
     let rt = crate::gpu_epilogue::REDUCE_THREADS;
-    let _ = writeln!(
-        s,
+    let tensor_cores = format!(
         "    %kk = memref.dim %b0, %c1 : {ta}
     %k = arith.addi %kk, %c0 : index
 {decision}    scf.if %split {{
@@ -168,8 +167,16 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
       memref.dealloc %p : memref<?x?x?xf32>
     }} else {{
       gpu.launch_func @{name}_wgmma::@mm blocks in (%gx, %gy, %c1) threads in (%cthreads, %c1, %c1) dynamic_shared_memory_size %smem args(%b0 : {ta}, {bop} : {bty}{extra_args}, %b{oc} : {tc})
-    }}"
+    }}
+"
     );
+    // Decode-sized M (1 to 4 rows) reads B once with the matrix-vector kernel instead.
+    let gemv = !tf32 && crate::gpu_gemv::applies(a, b);
+    if gemv {
+        s.push_str(&crate::gpu_gemv::host(&format!("{name}_wgmma"), &ta, &tb, &format!("{extra_args}, %b{oc} : {tc}"), &tensor_cores));
+    } else {
+        s.push_str(&tensor_cores);
+    }
     if tf32 {
         let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
     }
@@ -207,6 +214,9 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         transpose_kernel(&mut g, tb_orig, tb);
     }
     g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, tc));
+    if !tf32 && crate::gpu_gemv::applies(&spec.inputs[0], &spec.inputs[1]) {
+        g.s.push_str(&crate::gpu_gemv::kernel(ta, tb, dt));
+    }
     // `@mm`: all of K, epilogue, into C; `@partial`: block z's share of K, raw sums into P[z].
     for partial in [false, true] {
     if partial {

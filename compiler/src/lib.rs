@@ -14,6 +14,7 @@ pub mod fusion;
 pub mod gpu;
 pub mod gpu_epilogue;
 pub mod gpu_matmul;
+pub mod gpu_gemv;
 pub mod gpu_kv_cache;
 pub mod gpu_qmatmul;
 pub mod gpu_rope;

@@ -251,6 +251,12 @@ impl CudaDevice {
         check(unsafe { sys::cuGraphLaunch(g.exec, self.stream) }, "launching a CUDA graph")
     }
 
+    /// Copies `bytes` between device addresses (queued on the stream).
+    pub fn copy_device(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> Result<(), RuntimeError> {
+        // SAFETY: the caller passes live device buffers of at least `bytes` bytes each.
+        check(unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, bytes, self.stream) }, "copying on the device")
+    }
+
     /// Copies `host` into device address `dst` (queued on the stream; `host` must stay
     /// alive until the stream is synchronized).
     pub fn copy_in_async(&self, dst: sys::CUdeviceptr, host: &[u8]) -> Result<(), RuntimeError> {

@@ -211,8 +211,9 @@ mod graph {
     enum Linear {
         /// GGUF blocks `[N, K/32 * bytes]`, `y = x @ dequantize(w)^T`.
         Quant(TensorValue, QuantFormat),
-        /// f32 `[K, N]` (transposed at compile time), `y = x @ w`.
-        Dense(TensorValue),
+        /// `[K, N]` (transposed at compile time), `y = x @ w`: f32, or bf16/f16 with the
+        /// activations rounded to that type for the product (accumulated in f32).
+        Dense(TensorValue, DType),
     }
 
     impl Linear {
@@ -220,7 +221,8 @@ mod graph {
             match self {
                 // Activations quantized to 8 bits per block, as llama.cpp computes.
                 Linear::Quant(w, f) => ops::qmatmul_q8(x, w, *f),
-                Linear::Dense(w) => ops::matmul(x, w),
+                Linear::Dense(w, DType::F32) => ops::matmul(x, w),
+                Linear::Dense(w, dt) => ops::cast(&ops::matmul(&ops::cast(x, *dt), w), DType::F32),
             }
         }
     }
@@ -246,6 +248,10 @@ mod graph {
         Gguf(&'a GgufFile),
         /// A Hugging Face directory: `model.layers.N...` names, widened to f32.
         Hf(&'a HfDir),
+        /// No data: every weight declared with its shape (projections and the embedding
+        /// table in this dtype, norms in f32), for an artifact compiled with external weights
+        /// that the runtime generates (benchmarks of a model's shape, such as Llama-3.1-8B's).
+        Shapes(DType),
     }
 
     fn hf_error(e: HfError) -> ModelError {
@@ -265,6 +271,7 @@ mod graph {
             match self.weights {
                 LlamaWeights::Gguf(g) => g.tensor_info(name).is_some(),
                 LlamaWeights::Hf(d) => d.has(&super::hf_tensor_name(name)),
+                LlamaWeights::Shapes(_) => true,
             }
         }
 
@@ -292,6 +299,7 @@ mod graph {
                     let v = d.f32(&hf, &[rows, cols]).map_err(hf_error)?;
                     Ok((hf, v))
                 }
+                LlamaWeights::Shapes(_) => unreachable!("shape-only weights are declared without data"),
             }
         }
 
@@ -308,6 +316,9 @@ mod graph {
 
         /// A weight `[rows, cols]` (ggml dims `[cols, rows]`) for `x @ w^T`.
         fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear, ModelError> {
+            if let LlamaWeights::Shapes(dt) = self.weights {
+                return Ok(Linear::Dense(self.graph.weight(format!("{name}^T"), dt, &[cols as i64, rows as i64]), dt));
+            }
             if let Some((w, f)) = self.blocks(name, rows, cols)? {
                 return Ok(Linear::Quant(w, f));
             }
@@ -321,7 +332,7 @@ mod graph {
             }
             // Named apart from the untransposed tensor: a tied head and the embedding table
             // are one tensor in the file but two layouts here.
-            Ok(Linear::Dense(self.graph.weight_f32(format!("{stored}^T"), &[cols as i64, rows as i64], &tr)))
+            Ok(Linear::Dense(self.graph.weight_f32(format!("{stored}^T"), &[cols as i64, rows as i64], &tr), DType::F32))
         }
 
         /// A 1-D f32 weight (norm scales).
@@ -336,6 +347,7 @@ mod graph {
                     let v = d.f32(&hf, &[n]).map_err(hf_error)?;
                     (hf, v)
                 }
+                LlamaWeights::Shapes(_) => return Ok(self.graph.weight(name, DType::F32, &[n as i64])),
             };
             Ok(self.graph.weight_f32(&stored, &[n as i64], &v))
         }
@@ -344,6 +356,10 @@ mod graph {
         fn embed(&self, tokens: &TensorValue, cfg: &LlamaConfig) -> Result<TensorValue, ModelError> {
             let name = "token_embd.weight";
             let (v, e) = (cfg.vocab_size, cfg.n_embd);
+            if let LlamaWeights::Shapes(dt) = self.weights {
+                let table = self.graph.weight(name, dt, &[v as i64, e as i64]);
+                return Ok(ops::cast(&ops::gather(&table, tokens, 0), DType::F32));
+            }
             if let Some((table, f)) = self.blocks(name, v, e)? {
                 return Ok(ops::dequantize(&ops::gather(&table, tokens, 0), f));
             }

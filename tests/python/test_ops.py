@@ -226,6 +226,21 @@ def test_matmul_epilogue(tmp_path, dt, k, n):
           [("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], ref, rtol=tol, atol=tol, sizes=[1, 7, 130])
 
 
+def test_matmul_decode_rows(tmp_path):
+    """f16 matmuls of 1 to 5 rows with a bias: on a GPU, 1 to 4 rows take the
+    matrix-vector kernel (K a multiple of 256; 264 columns end in a partial block) and 5 the
+    tensor cores, both with the epilogue in the split-K reduction."""
+    x, w, b, o = (None, 768), (768, 264), (264,), (None, 264)
+    tx, tw, tb, to = (ttype(s, "f16") for s in (x, w, b, o))
+    body = [f'%m = "max.matmul"(%x, %w) : ({tx}, {tw}) -> {to}', f'%r0 = "max.add"(%m, %b) : ({to}, {tb}) -> {to}']
+
+    def ref(xv, wv, bv):
+        m = (xv.astype(np.float32) @ wv.astype(np.float32)).astype(np.float16)
+        return (m.astype(np.float32) + bv.astype(np.float32)).astype(np.float16)
+    check(tmp_path, graph([("x", x, "f16"), ("w", w, "f16"), ("b", b, "f16")], body, [to]),
+          [("x", x, "f16"), ("w", w, "f16"), ("b", b, "f16")], ref, rtol=2e-2, atol=2e-2, sizes=[1, 2, 4, 5])
+
+
 def test_matmul_tf32_case(tmp_path):
     """An f32 matmul compiled with --allow-tf32 (recorded for the GPU check; TF32 keeps 10
     mantissa bits, so the tolerance is about 1e-3 relative to the row's scale)."""

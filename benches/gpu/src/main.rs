@@ -13,6 +13,12 @@
 //!   writes each prompt's tokens and first-step logits to DIR; without it the run on the
 //!   GPU is compared with them (identical tokens, logits' relative error), then prefill and
 //!   batch-1 decode are timed.
+//! - `gpu-check decode ARTIFACT --context C --steps S`: an LLM compiled with external
+//!   weights (`synthetic-llm`, e.g. Llama-3.1-8B in bf16) with generated weights: a prefill
+//!   of C tokens, then S batch-1 decode steps timed, against the roofline of reading every
+//!   weight once per token at the device's measured copy bandwidth.
+//! - `gpu-check embed ARTIFACT DIR [--record] [--device D]`: the same for a compiled
+//!   embedding model: a batch of texts' embeddings, recorded or compared by cosine.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +57,31 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         max_tokens: usize,
     },
+    /// Batch-1 decode of an LLM compiled with external weights, against the bandwidth roofline.
+    Decode {
+        artifact: PathBuf,
+        /// Tokens prefilled before the timed steps (the context the steps attend to).
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// Timed decode steps.
+        #[arg(long, default_value_t = 64)]
+        steps: usize,
+        /// Seed of the generated weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Embeddings of a compiled embedding model: record them, or compare with a recording.
+    Embed {
+        artifact: PathBuf,
+        /// Where the recording is (embeddings.npy).
+        dir: PathBuf,
+        /// Write the recording instead of comparing with it.
+        #[arg(long)]
+        record: bool,
+        /// Where to run: cpu or gpu:N (default: the GPU given by --gpu).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Time an artifact's kernels on random inputs.
     Time {
         artifact: PathBuf,
@@ -80,6 +111,14 @@ fn main() -> Result<()> {
                 None => Device::Gpu(cli.gpu),
             };
             llm(&artifact, &dir, record, device, max_tokens)
+        }
+        Cmd::Decode { artifact, context, steps, seed } => decode(&artifact, context, steps, seed, cli.gpu),
+        Cmd::Embed { artifact, dir, record, device } => {
+            let device = match device {
+                Some(d) => Device::parse(&d)?,
+                None => Device::Gpu(cli.gpu),
+            };
+            embed(&artifact, &dir, record, device)
         }
     }
 }
@@ -340,6 +379,121 @@ fn llm(artifact: &Path, dir: &Path, record: bool, device: Device, max_tokens: us
         g.tokens.len(),
         total * 1e3,
         g.tokens.len() as f64 / total
+    );
+    Ok(())
+}
+
+/// Embeds the LLM check's prompts and a long text in one padded batch; records the vectors
+/// or compares them (cosine per input) with a recording.
+fn embed(artifact: &Path, dir: &Path, record: bool, device: Device) -> Result<()> {
+    use max_serve::{EmbedInput, EmbeddingModel};
+    let model = InferenceSession::new(device).load(&Artifact::open(artifact)?)?;
+    let model = EmbeddingModel::from_model(model)?;
+    let mut texts: Vec<String> = LLM_PROMPTS.iter().map(|p| p.to_string()).collect();
+    texts.push(LLM_PROMPTS.iter().cycle().take(20).copied().collect::<Vec<_>>().join(" "));
+    let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::Text(t.clone())).collect();
+    let got = model.embed(&inputs)?;
+    let dim = model.dimensions();
+    let flat: Vec<f32> = got.iter().flatten().copied().collect();
+    if record {
+        std::fs::create_dir_all(dir)?;
+        npy::write_npy(dir.join("embeddings.npy"), &Tensor::from_slice(&[got.len(), dim], &flat)?)?;
+        println!("embed: recorded {} embeddings on {device} in {}", got.len(), dir.display());
+        return Ok(());
+    }
+    let want = npy::read_npy(dir.join("embeddings.npy"))?.to_f32_vec();
+    let mut worst: f64 = 1.0;
+    for (i, g) in got.iter().enumerate() {
+        let w = &want[i * dim..(i + 1) * dim];
+        let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let (ng, nw) = (g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt(), w.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt());
+        worst = worst.min(dot / (ng * nw).max(1e-30));
+    }
+    let t = std::time::Instant::now();
+    let reps = 20;
+    for _ in 0..reps {
+        model.embed(&inputs)?;
+    }
+    let per = t.elapsed().as_secs_f64() / reps as f64;
+    println!("embed parity: {} inputs on {device}, worst cosine to the recording {worst:.7}; a batch of {} takes {:.2} ms", got.len(), got.len(), per * 1e3);
+    Ok(())
+}
+
+/// Device-to-device copy bandwidth (bytes read plus bytes written per second) of GPU `gpu`.
+fn copy_bandwidth(gpu: usize) -> Result<f64> {
+    let dev = max_runtime::cuda::CudaDevice::open(gpu)?;
+    dev.bind()?;
+    let bytes = 1usize << 30;
+    let (a, b) = (dev.alloc(bytes)?, dev.alloc(bytes)?);
+    dev.copy_device(b.ptr(), a.ptr(), bytes)?;
+    let reps = 10;
+    let ((), t) = dev.timed(|| {
+        for _ in 0..reps {
+            let _ = dev.copy_device(b.ptr(), a.ptr(), bytes);
+        }
+    })?;
+    Ok(2.0 * (bytes * reps) as f64 / t.as_secs_f64())
+}
+
+/// Batch-1 decode of a forward-entry LLM artifact with generated weights.
+fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> Result<()> {
+    let bw = copy_bandwidth(gpu)?;
+    println!("copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);
+    let t0 = std::time::Instant::now();
+    let artifact = Artifact::open(path)?.with_weights(&max_runtime::WeightSource::Random { seed })?;
+    let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
+    println!("decode: loaded {} with generated weights in {:.1} s", path.display(), t0.elapsed().as_secs_f64());
+    let m = artifact.manifest();
+    let entry = m.entry("forward").context("no forward entry")?;
+    // Weights read per token: every weight but the embedding table, of which one row.
+    let mut bytes = 0u64;
+    let mut embd_row = 0u64;
+    for (i, s) in m.sections.iter().enumerate() {
+        if !s.name.starts_with("weight:") {
+            continue;
+        }
+        let size = artifact.section_bytes(i).len() as u64;
+        if s.name == "weight:token_embd.weight" {
+            embd_row = size;
+        } else {
+            bytes += size;
+        }
+    }
+    let vocab = entry.outputs[0].shape.last().and_then(|d| d.as_const()).context("logits width")? as u64;
+    bytes += embd_row / vocab.max(1);
+    let cache = entry.inputs.iter().find(|i| i.mutable).context("no KV cache input")?;
+    let dims: Vec<usize> = cache.shape.iter().enumerate().map(|(i, d)| d.as_const().map_or(if i == 1 { 1 } else { context + steps + 8 }, |v| v as usize)).collect();
+    let mut state = model.new_state(vec![Tensor::zeros(cache.dtype, &dims), Tensor::zeros(cache.dtype, &dims)])?;
+    let i32s = |v: &[i32]| Tensor::from_slice(&[v.len()], v);
+    let tokens: Vec<i32> = (0..context as i32).map(|i| (i * 7919) % vocab as i32).collect();
+    let positions: Vec<i32> = (0..context as i32).collect();
+    let t = std::time::Instant::now();
+    model.execute_stateful("forward", &[i32s(&tokens)?, i32s(&positions)?, i32s(&[0])?, i32s(&[0])?, i32s(&[context as i32 - 1])?], &mut state)?;
+    let prefill = t.elapsed().as_secs_f64();
+    let step = |p: usize, state: &mut max_runtime::State| -> Result<()> {
+        let p = p as i32;
+        model.execute_stateful("forward", &[i32s(&[p % vocab as i32])?, i32s(&[p])?, i32s(&[p])?, i32s(&[0])?, i32s(&[0])?], state)?;
+        Ok(())
+    };
+    // Warm-up: the second call at a shape records the CUDA graph the others replay.
+    for p in context..context + 3 {
+        step(p, &mut state)?;
+    }
+    let t = std::time::Instant::now();
+    for p in context + 3..context + 3 + steps {
+        step(p, &mut state)?;
+    }
+    let per = t.elapsed().as_secs_f64() / steps as f64;
+    let roofline = bytes as f64 / bw;
+    println!(
+        "decode: prefill {context} tokens {:.1} ms; batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",
+        prefill * 1e3,
+        per * 1e3,
+        1.0 / per,
+        bytes as f64 / 1e9,
+        bytes as f64 / per / 1e9,
+        roofline / per,
+        roofline * 1e3
     );
     Ok(())
 }

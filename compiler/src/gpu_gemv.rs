@@ -2,10 +2,10 @@
 //! to [`MAX_ROWS`]): a bf16/f16 `A[M, K] @ B[K, N]` is bound by reading B once, and 128-row
 //! tensor-core tiles waste most of their work and bandwidth on it.
 //!
-//! Each block owns [`COLS`] columns and a [`KC`]-row chunk of K (grid: column blocks x K
+//! Each block owns [`COLS`] columns and a chunk of K (grid: column blocks x K
 //! chunks). Its 256 threads are 32 column groups of 8 columns (one 16-byte load of a B row
 //! each, so a warp reads 512 contiguous bytes) by 8 lanes of K; a thread walks its chunk's
-//! rows `k = lane, lane + 8, ...` four loads ahead, multiplying each into every row of A.
+//! rows `k = lane, lane + 8, ...` several loads ahead, multiplying each into every row of A.
 //! The 8 K lanes meet in shared memory and each block writes its chunk's partial sums to
 //! `P[chunk, M, N]`; the split-K reduction kernel ([`crate::gpu_epilogue::reduce_kernel`])
 //! sums the chunks and applies the epilogue.
@@ -18,21 +18,46 @@ use max_dialects::DType;
 pub const MAX_ROWS: usize = 4;
 /// Columns per block.
 pub const COLS: usize = 256;
-/// Rows of K per block.
-pub const KC: i64 = 256;
 /// Threads per block: 32 column groups x 8 K lanes.
 const THREADS: usize = 256;
-/// B rows a thread loads before using them.
-const AHEAD: i64 = 4;
+
+/// The kernel's shape: rows of K per block (`kc`, a multiple of 32) and B rows a thread
+/// loads before using them (`ahead`, dividing `kc / 8`). `MAX_GPU_GEMV=kc=512,ahead=8`
+/// overrides the defaults (tuning runs).
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    kc: i64,
+    ahead: i64,
+}
+
+impl Config {
+    fn current() -> Config {
+        let mut c = Config { kc: 256, ahead: 4 };
+        if let Ok(v) = std::env::var("MAX_GPU_GEMV") {
+            for kv in v.split(',') {
+                match kv.split_once('=').map(|(k, v)| (k.trim(), v.trim().parse::<i64>())) {
+                    Some(("kc", Ok(x))) if x > 0 && x % 32 == 0 => c.kc = x,
+                    Some(("ahead", Ok(x))) if x > 0 => c.ahead = x,
+                    _ => tracing::warn!("MAX_GPU_GEMV: ignoring {kv:?}"),
+                }
+            }
+        }
+        if (c.kc / 8) % c.ahead != 0 {
+            c.ahead = 1;
+        }
+        c
+    }
+}
 
 /// Whether `A @ B` (types `a`, `b`) can take the matrix-vector kernel: bf16/f16, static K a
-/// multiple of [`KC`] and static N a multiple of 8.
+/// multiple of the K chunk and static N a multiple of 8.
 pub fn applies(a: &BindingType, b: &BindingType) -> bool {
+    let kc = Config::current().kc;
     matches!(a.dtype, DType::BF16 | DType::F16)
         && a.dtype == b.dtype
         && a.dims.len() == 2
         && b.dims.len() == 2
-        && a.dims[1].is_some_and(|k| k > 0 && k % KC == 0)
+        && a.dims[1].is_some_and(|k| k > 0 && k % kc == 0)
         && b.dims[1].is_some_and(|n| n > 0 && n % 8 == 0)
 }
 
@@ -41,6 +66,7 @@ pub fn applies(a: &BindingType, b: &BindingType) -> bool {
 /// `otherwise` runs for other M. `reduce_args` are the reduction's operands after P.
 pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str) -> String {
     let rt = crate::gpu_epilogue::REDUCE_THREADS;
+    let kc = Config::current().kc;
     format!(
         "    %gv_max = arith.constant {MAX_ROWS} : index
     %gv_le = arith.cmpi ule, %m, %gv_max : index
@@ -48,7 +74,7 @@ pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str
     %gv_small = arith.andi %gv_le, %gv_ge : i1
     scf.if %gv_small {{
       %gv_cols = arith.constant {COLS} : index
-      %gv_kc = arith.constant {KC} : index
+      %gv_kc = arith.constant {kc} : index
       %gv_threads = arith.constant {THREADS} : index
       %gv_k = memref.dim %b0, %c1 : {ta}
       %gv_gx = arith.ceildivui %n, %gv_cols : index
@@ -67,17 +93,19 @@ pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str
 
 /// The `@gemv` kernel: block `(x, y)` writes `P[y, m, x * COLS ..]` for every row `m`.
 pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
+    let Config { kc, ahead } = Config::current();
     let t = dt.mlir_name();
     let mut g = Gen::new("g");
     let (i, j) = (6, 10);
     let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", 8 * COLS * MAX_ROWS);
     g.line(4, format!("gpu.func @gemv(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>) workgroup(%red : {shared}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
-    for c in [0, 1, 32].into_iter().chain((1..AHEAD).map(|u| 8 * u)) {
+    let consts: std::collections::BTreeSet<i64> = [0, 1, 32].into_iter().chain((1..ahead).map(|u| 8 * u)).collect();
+    for c in consts {
         g.line(i, format!("%c{c} = arith.constant {c} : index"));
     }
     g.line(i, format!("%ccols = arith.constant {COLS} : index"));
-    g.line(i, format!("%ckc = arith.constant {KC} : index"));
-    g.line(i, format!("%cstep = arith.constant {} : index", 8 * AHEAD));
+    g.line(i, format!("%ckc = arith.constant {kc} : index"));
+    g.line(i, format!("%cstep = arith.constant {} : index", 8 * ahead));
     g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
     g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
     g.line(i, "%tid = gpu.thread_id x");
@@ -103,15 +131,15 @@ pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
     g.line(i, "%fzero = arith.constant 0.0 : f32");
-    let vtys = vec!["vector<8xf32>"; MAX_ROWS].join(", ");
-    let zeros = vec!["%z8"; MAX_ROWS].join(", ");
+    let vtys = ["vector<8xf32>"; MAX_ROWS].join(", ");
+    let zeros = ["%z8"; MAX_ROWS].join(", ");
     let inits: Vec<String> = rows.iter().map(|m| format!("%a{m} = %z8")).collect();
     // This thread's sums over its rows of the chunk (none past N).
     g.line(i, format!("%acc:{MAX_ROWS} = scf.if %nok -> ({vtys}) {{"));
     g.line(i + 2, format!("%r:{MAX_ROWS} = scf.for %k = %kstart to %kend step %cstep iter_args({}) -> ({vtys}) {{", inits.join(", ")));
-    // AHEAD rows of B loaded first, then used.
+    // `ahead` rows of B loaded first, then used.
     let mut bs = Vec::new();
-    for u in 0..AHEAD {
+    for u in 0..ahead {
         let ku = if u == 0 { "%k".to_string() } else { g.let_(j, format!("arith.addi %k, %c{} : index", 8 * u)) };
         let bv = g.let_(j, format!("vector.load %B[{ku}, %n0] {{alignment = 16}} : {tb}, vector<8x{t}>"));
         bs.push((ku, bv));

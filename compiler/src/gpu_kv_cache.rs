@@ -83,6 +83,7 @@ fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (
 
 /// Kernel code: row `%bi`'s slot and start position (`%slot`, `%pos`, index) and `%ok`,
 /// whether `len` positions from `%pos` fit the cache `cache` (type `cm`).
+#[allow(clippy::too_many_arguments)] // the SSA names and types of one generated check
 fn row_bounds(g: &mut Gen, cache: &str, cm: &str, pos: &str, pm: &str, slot: &str, sm: &str, len: &str) {
     let i = 6;
     g.line(i, format!("%bmax = memref.dim {cache}, %c1 : {cm}"));

@@ -130,7 +130,7 @@ fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
 fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str>, wm: &str, om: &str, n: i64, kb: i64) {
     let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
     let accs: Vec<String> = (0..ROWS).map(|r| format!("%a{r}")).collect();
-    let f32s = vec!["f32"; ROWS].join(", ");
+    let f32s = ["f32"; ROWS].join(", ");
     let _ = write!(
         s,
         "    gpu.func @qmatmul(%XQ: {xq_t}, {xs_param}%b1: {wm}, %Y: {om}, %m: index) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \

@@ -287,7 +287,7 @@ impl Model {
         // their first use, from the pool of buffers earlier dispatches (or calls) are done
         // with, and go back to it after their last use.
         let plan = &self.plans[entry_index];
-        let shapes = buffer_shapes(entry, &syms)?;
+        let shapes = buffer_shapes(entry, syms)?;
         let mut temps: Vec<Option<AlignedBytes>> = (0..entry.buffers.len()).map(|_| None).collect();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(entry.buffers.len());
         for b in &entry.buffers {
@@ -314,8 +314,8 @@ impl Model {
                 }
             }
             let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
-            let push = d.push_constants.iter().map(|e| e.eval(&syms)).collect::<Result<Vec<_>, _>>()?;
-            let extent = d.workgroups.eval(&syms)?.max(1);
+            let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
+            let extent = d.workgroups.eval(syms)?.max(1);
             let wg = extent.min(self.pool.current_num_threads() as i64).max(1);
             let b = Bindings { ptrs: &bind, push: &push };
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());

@@ -89,22 +89,64 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
         );
     }
     s.push_str("    }\n    }\n");
-    // 2. The dot products, for this workgroup's columns.
+    // 2. The dot products, for this workgroup's columns. A block of rows decodes each weight
+    // block once and multiplies it into every row of the block, whose accumulators live in a
+    // small scratch (`%accs`, `%sums`); a lone row (decode) keeps them in registers. Either
+    // way each row sums its blocks in order, so the arithmetic is that of one row at a time.
+    let (accm, sumsm) = (format!("memref<{RB}x8xf32>"), format!("memref<{RB}xf32>"));
     let _ = write!(
         s,
-        "    scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
+        "    %accs = memref.alloca() : {accm}\n    %sums = memref.alloca() : {sumsm}\n    \
+         scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
          scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
-         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n"
+         %nrows = arith.subi %ibe, %ib : index\n    %lone = arith.cmpi eq, %nrows, %c1 : index\n    \
+         scf.for %j = %nb to %nbe step %c1 {{\n    scf.if %lone {{\n"
     );
-    if format == QuantFormat::Q6K {
-        // Signed quants `%qs` (q - 32); `%dw` is d (each half's scale joins it per lane below).
+    let ctx = DotCtx { format, q81, unsigned, avx2, wm: &wm, dxm: &dxm, qxm: &qxm, accm: &accm, sumsm: &sumsm, om: &om, kb };
+    dot_products(&mut s, &ctx, true);
+    s.push_str("    } else {\n");
+    dot_products(&mut s, &ctx, false);
+    s.push_str("    }\n    }\n    }\n    }\n    }\n    return\n  }\n");
+    s
+}
+
+/// What [`dot_products`] needs of the kernel being written.
+struct DotCtx<'a> {
+    format: QuantFormat,
+    q81: bool,
+    unsigned: bool,
+    avx2: bool,
+    wm: &'a str,
+    dxm: &'a str,
+    qxm: &'a str,
+    accm: &'a str,
+    sumsm: &'a str,
+    om: &'a str,
+    kb: i64,
+}
+
+/// The dot products of column `%j` with rows `%ib .. %ibe`, stored into the output: for a
+/// lone row (`lone`, row `%ib`), accumulators in registers; otherwise each decoded weight
+/// block multiplied into every row, accumulators in the `%accs`/`%sums` scratch.
+fn dot_products(s: &mut String, c: &DotCtx<'_>, lone: bool) {
+    let DotCtx { format, q81, unsigned, avx2, wm, dxm, qxm, accm, sumsm, om, kb } = *c;
+    let (v32b, v8f) = ("vector<32xi8>", "vector<8xf32>");
+    let wm = wm.to_string();
+    if !lone {
         let _ = write!(
             s,
-            "    %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
-             {}\n      %kx = arith.muli %k, %c32 : index\n",
-            crate::qmatmul::block_base(format)
+            "    scf.for %li = %ib to %ibe step %c1 {{\n      %lz = arith.subi %li, %ib : index\n      \
+             vector.store %z8, %accs[%lz, %c0] : {accm}, {v8f}\n      memref.store %f0, %sums[%lz] : {sumsm}\n    }}\n"
         );
-        crate::qmatmul::q6k_sub_block(&mut s, &wm);
+    }
+    // Loop headers: accumulators as loop values (lone) or none (scratch).
+    let iter = |a: &str, m: &str| if lone { format!(" iter_args(%acc = {a}, %summs = {m}) -> ({v8f}, f32)") } else { String::new() };
+    let res = |n: &str| if lone { format!("%{n}:2 = ") } else { String::new() };
+    // The weight block: its scale `%dw` (and min `%mw`), and its quants.
+    if format == QuantFormat::Q6K {
+        // Signed quants `%qs` (q - 32); `%dw` is d (each half's scale joins it per lane below).
+        let _ = write!(s, "    {}scf.for %k = %c0 to %ckb step %c1{} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", res("res"), iter("%z8", "%f0"), crate::qmatmul::block_base(format));
+        crate::qmatmul::q6k_sub_block(s, &wm);
         let _ = writeln!(s, "      %dw = arith.addf %k6d, %f0 : f32");
     } else if format == QuantFormat::Q4K {
         // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
@@ -112,26 +154,24 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
         let _ = write!(
             s,
             "    %ck4s = arith.constant {} : index\n    %ck4sub = arith.constant 8 : index\n    \
-             %res:2 = scf.for %ks = %c0 to %ck4s step %c1 iter_args(%acc0 = %z8, %summs0 = %f0) -> ({v8f}, f32) {{\n      \
-             %base = arith.muli %ks, %cbb : index\n",
-            kb / 8
+             {}scf.for %ks = %c0 to %ck4s step %c1{} {{\n      %base = arith.muli %ks, %cbb : index\n",
+            kb / 8,
+            res("res"),
+            iter("%z8", "%f0").replace("%acc =", "%acc0 =").replace("%summs =", "%summs0 =")
         );
-        crate::qmatmul::q4k_scales(&mut s, &wm);
+        crate::qmatmul::q4k_scales(s, &wm);
         let _ = write!(
             s,
-            "      %rin:2 = scf.for %ksub = %c0 to %ck4sub step %c1 iter_args(%acc = %acc0, %summs = %summs0) -> ({v8f}, f32) {{\n      \
-             %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n"
+            "      {}scf.for %ksub = %c0 to %ck4sub step %c1{} {{\n      \
+             %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n",
+            res("rin"),
+            iter("%acc0", "%summs0")
         );
         // The sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
-        crate::qmatmul::q4k_sub_block_of(&mut s, &wm, "%ksub");
+        crate::qmatmul::q4k_sub_block_of(s, &wm, "%ksub");
         let _ = write!(s, "      %dw = arith.addf %k4dsc, %f0 : f32\n      %mw = arith.addf %k4mneg, %f0 : f32\n");
     } else {
-        let _ = write!(
-            s,
-            "    %res:2 = scf.for %k = %c0 to %ckb step %c1 iter_args(%acc = %z8, %summs = %f0) -> ({v8f}, f32) {{\n      \
-             {}\n      %kx = arith.muli %k, %c32 : index\n",
-            crate::qmatmul::block_base(format)
-        );
+        let _ = write!(s, "    {}scf.for %k = %c0 to %ckb step %c1{} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", res("res"), iter("%z8", "%f0"), crate::qmatmul::block_base(format));
         let halves = if q81 { 2 } else { 1 };
         let _ = write!(
             s,
@@ -146,7 +186,6 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
             let _ = writeln!(s, "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>");
         }
     }
-    let _ = write!(s, "      %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n");
     // The block's 32 weight quants as bytes: `%qs` (signed) or `%qn` (unsigned nibbles).
     match format {
         QuantFormat::Q4K | QuantFormat::Q6K => {}
@@ -154,25 +193,38 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q5_1 => {
-            crate::qmatmul::load_nibbles(&mut s, format, &wm, "%qn");
+            crate::qmatmul::load_nibbles(s, format, &wm, "%qn");
             if matches!(format, QuantFormat::Q4_0 | QuantFormat::Q5_0) {
                 let off = if format == QuantFormat::Q4_0 { 8 } else { 16 };
                 let _ = write!(s, "      %o8 = arith.constant dense<{off}> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
             }
         }
     }
-    let _ = writeln!(s, "      %xq = vector.load %qx[%li, %kx] : {qxm}, {v32b}");
+    if avx2 && !unsigned {
+        // |w|, for an unsigned-by-signed product with x carrying w's sign.
+        let _ = writeln!(s, "      %qa = math.absi %qs : {v32b}");
+    }
+    // ... multiplied into the lone row, or into each row of the block.
+    if lone {
+        s.push_str("      %li = arith.addi %ib, %c0 : index\n");
+    } else {
+        let _ = write!(
+            s,
+            "      scf.for %li = %ib to %ibe step %c1 {{\n      %lr = arith.subi %li, %ib : index\n      \
+             %acc = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n      %summs = memref.load %sums[%lr] : {sumsm}\n"
+        );
+    }
+    let _ = write!(
+        s,
+        "      %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n      \
+         %xq = vector.load %qx[%li, %kx] : {qxm}, {v32b}\n"
+    );
     // Lane l of %lanes (i32) = sum of products 4l .. 4l+3.
     if avx2 {
         let (u, v) = if unsigned {
             ("%qn", "%xq")
         } else {
-            // |w| * (x with w's sign): an unsigned-by-signed product like Q4_1's.
-            let _ = write!(
-                s,
-                "      %qa = math.absi %qs : {v32b}\n      \
-                 %xs = func.call @max_x86_psignb(%xq, %qs) : ({v32b}, {v32b}) -> {v32b}\n"
-            );
+            let _ = writeln!(s, "      %xs = func.call @max_x86_psignb(%xq, %qs) : ({v32b}, {v32b}) -> {v32b}");
             ("%qa", "%xs")
         };
         let _ = write!(
@@ -217,25 +269,35 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     if q81 {
         let _ = write!(
             s,
-            "      %sxv = memref.load %sx[%li, %k] : {dxm}\n      \
-             %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf %summs, %ms : f32\n      scf.yield %accn, %summsn : {v8f}, f32\n"
+            "      %sxv = memref.load %sx[%li, %k] : {dxm}\n      %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf %summs, %ms : f32\n"
         );
     } else {
-        s.push_str("      scf.yield %accn, %summs : vector<8xf32>, f32\n");
+        s.push_str("      %summsn = arith.addf %summs, %f0 : f32\n");
     }
-    // The lanes in llama.cpp's order, then the scalar part.
-    s.push_str("    }\n");
-    if format == QuantFormat::Q4K {
-        let _ = write!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}\n");
+    if lone {
+        let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
+        if format == QuantFormat::Q4K {
+            let _ = writeln!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}");
+        }
+    } else {
+        let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n    }}\n");
+        if format == QuantFormat::Q4K {
+            s.push_str("    }\n");
+        }
     }
-    let hs = crate::math::hsum8(&mut s, "%res#0", "h");
+    // Each row: the lanes in llama.cpp's order, then the scalar part.
+    if lone {
+        let hs = crate::math::hsum8(s, "%res#0", "h");
+        let _ = write!(s, "    %i = arith.addi %r0, %ib : index\n    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n");
+        return;
+    }
     let _ = write!(
         s,
-        "    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n    \
-         }}\n    }}\n    }}\n    }}\n    }}\n    \
-         return\n  }}\n"
+        "    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n    %lr = arith.subi %li, %ib : index\n    \
+         %accf = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n    %sumf = memref.load %sums[%lr] : {sumsm}\n"
     );
-    s
+    let hs = crate::math::hsum8(s, "%accf", "h");
+    let _ = write!(s, "    %y = arith.addf {hs}, %sumf : f32\n    memref.store %y, %b2[%i, %j] : {om}\n    }}\n");
 }
 
 /// Element `r` of each group of 4 consecutive products: lane `l` sums elements

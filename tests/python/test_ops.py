@@ -241,6 +241,26 @@ def test_matmul_decode_rows(tmp_path):
           [("x", x, "f16"), ("w", w, "f16"), ("b", b, "f16")], ref, rtol=2e-2, atol=2e-2, sizes=[1, 2, 4, 5])
 
 
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_matmul_batch_of_rows(tmp_path, dt):
+    """x[B, T, K] @ w[K, N] with a bias and a residual of the output's shape: on a GPU the
+    kernel views the B * T rows as one 2-D matmul (tensor cores for f16, the SIMT kernel
+    for f32) instead of the generic loops."""
+    x, w, b, r, o = (None, None, 256), (256, 136), (136,), (None, None, 136), (None, None, 136)
+    tx, tw, tb, tr, to = (ttype(s, dt) for s in (x, w, b, r, o))
+    body = [f'%m = "max.matmul"(%x, %w) : ({tx}, {tw}) -> {to}', f'%a = "max.add"(%m, %b) : ({to}, {tb}) -> {to}',
+            f'%r0 = "max.add"(%a, %r) : ({to}, {tr}) -> {to}']
+    np_dt = NP[dt]
+
+    def ref(xv, wv, bv, rv):
+        m = (xv.astype(np.float32) @ wv.astype(np.float32)).astype(np_dt)
+        a = (m.astype(np.float32) + bv.astype(np.float32)).astype(np_dt)
+        return (a.astype(np.float32) + rv.astype(np.float32)).astype(np_dt)
+    tol = 1e-4 if dt == "f32" else 1e-2
+    check(tmp_path, graph([("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], body, [to]),
+          [("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], ref, rtol=tol, atol=tol, sizes=[1, 3, 9])
+
+
 def test_matmul_tf32_case(tmp_path):
     """An f32 matmul compiled with --allow-tf32 (recorded for the GPU check; TF32 keeps 10
     mantissa bits, so the tolerance is about 1e-3 relative to the row's scale)."""

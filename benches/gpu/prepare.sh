@@ -118,20 +118,22 @@ PY
 # the check (which joins and unpacks them).
 big=.gpu-big
 rm -rf "$big"
-mkdir -p "$big/src" "$out/llm"
+mkdir -p "$big/src"
+# A real model: its outputs recorded on the CPU (gpu-check SUBCOMMAND --record), and the
+# model compiled for the GPU into the big payload.
+real_model() { # NAME SOURCE SUBCOMMAND
+  $maxc compile-model "$2" -o "$big/cpu.maxa"
+  target/release/gpu-check "$3" "$big/cpu.maxa" "$out/$3/want" --record --device cpu >&2
+  rm "$big/cpu.maxa"
+  $maxc compile-model "$2" --target "$target" -o "$big/src/$1.maxa"
+}
 if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
   echo "prepare: SmolLM2 greedy generations on the CPU (recorded), and the model for the GPU" >&2
-  $maxc compile-model "$MAX_SMOLLM2_GGUF" -o "$big/cpu.maxa"
-  target/release/gpu-check llm "$big/cpu.maxa" "$out/llm/want" --record --device cpu >&2
-  rm "$big/cpu.maxa"
-  $maxc compile-model "$MAX_SMOLLM2_GGUF" --target "$target" -o "$big/src/smollm2.maxa"
+  real_model smollm2 "$MAX_SMOLLM2_GGUF" llm
 fi
 if [ -d "${MAX_MINILM_DIR:-}" ]; then
   echo "prepare: MiniLM embeddings on the CPU (recorded), and the model for the GPU" >&2
-  $maxc compile-model "$MAX_MINILM_DIR" -o "$big/cpu.maxa"
-  target/release/gpu-check embed "$big/cpu.maxa" "$out/embed/want" --record --device cpu >&2
-  rm "$big/cpu.maxa"
-  $maxc compile-model "$MAX_MINILM_DIR" --target "$target" -o "$big/src/minilm.maxa"
+  real_model minilm "$MAX_MINILM_DIR" embed
 fi
 echo "prepare: the lean max CLI (no compiler; cuda) for max serve / max generate on the GPU" >&2
 CARGO_TARGET_DIR=target/lean cargo build --release --locked -q -p max-tools --no-default-features --features cuda --bin max

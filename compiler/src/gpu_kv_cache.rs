@@ -81,11 +81,16 @@ fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (
     }
 }
 
-/// Kernel code: row `%bi`'s slot and start position (`%slot`, `%pos`, index) and `%ok`,
-/// whether `len` positions from `%pos` fit the cache `cache` (type `cm`).
+/// Kernel code: token `%row`'s batch row `%bi` and place `%si` in it (`%ns` tokens a row;
+/// `%len0 = %si + 1`, the positions a query sees from the row's start), then the row's slot
+/// and start position (`%slot`, `%pos`, index) and `%ok`, whether `len` positions from
+/// `%pos` fit the cache `cache` (type `cm`).
 #[allow(clippy::too_many_arguments)] // the SSA names and types of one generated check
 fn row_bounds(g: &mut Gen, cache: &str, cm: &str, pos: &str, pm: &str, slot: &str, sm: &str, len: &str) {
     let i = 6;
+    g.line(i, "%bi = arith.divui %row, %ns : index");
+    g.line(i, "%si = arith.remui %row, %ns : index");
+    g.line(i, "%len0 = arith.addi %si, %c1 : index");
     g.line(i, format!("%bmax = memref.dim {cache}, %c1 : {cm}"));
     g.line(i, format!("%tmax = memref.dim {cache}, %c2 : {cm}"));
     g.line(i, format!("%p32 = memref.load {pos}[%bi] : {pm}"));
@@ -155,8 +160,6 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     g.line(i, format!("%layer = arith.constant {layer} : index"));
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%tid = gpu.thread_id x");
-    g.line(i, "%bi = arith.divui %row, %ns : index");
-    g.line(i, "%si = arith.remui %row, %ns : index");
     row_bounds(&mut g, "%C", &om, "%P", &pm, "%S", &sm, "%ns");
     g.line(i, "scf.if %ok {");
     g.line(i + 2, "%t = arith.addi %pos, %si : index");
@@ -231,10 +234,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(i, "%warp = arith.divui %tid, %c32 : index");
     g.line(i, "%lanei = arith.remui %tid, %c32 : index");
     g.line(i, "%lane0 = arith.cmpi eq, %lanei, %c0 : index");
-    g.line(i, "%bi = arith.divui %row, %ns : index");
-    g.line(i, "%si = arith.remui %row, %ns : index");
     g.line(i, "%kvh = arith.divui %hi, %grp : index");
-    g.line(i, "%len0 = arith.addi %si, %c1 : index");
     row_bounds(&mut g, "%K", &km, "%P", &pm, "%S", &sm, "%len0");
     g.line(i, "%srow0 = arith.muli %row, %ch : index");
     g.line(i, "%srow = arith.addi %srow0, %hi : index");

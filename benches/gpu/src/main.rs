@@ -42,17 +42,11 @@ enum Cmd {
         /// A folder of case folders (each with g.maxa and case.json).
         dir: PathBuf,
     },
-    /// Greedy generations of a compiled LLM: record them, or compare with a recording.
+    /// Greedy generations of a compiled LLM: record them (tokens.json, logits<i>.npy), or
+    /// compare with a recording.
     Llm {
-        artifact: PathBuf,
-        /// Where the recording is (tokens.json, logits<i>.npy).
-        dir: PathBuf,
-        /// Write the recording instead of comparing with it.
-        #[arg(long)]
-        record: bool,
-        /// Where to run: cpu or gpu:N (default: the GPU given by --gpu).
-        #[arg(long)]
-        device: Option<String>,
+        #[command(flatten)]
+        run: Recording,
         /// Tokens generated per prompt.
         #[arg(long, default_value_t = 32)]
         max_tokens: usize,
@@ -70,17 +64,11 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Embeddings of a compiled embedding model: record them, or compare with a recording.
+    /// Embeddings of a compiled embedding model: record them (embeddings.npy), or compare
+    /// with a recording.
     Embed {
-        artifact: PathBuf,
-        /// Where the recording is (embeddings.npy).
-        dir: PathBuf,
-        /// Write the recording instead of comparing with it.
-        #[arg(long)]
-        record: bool,
-        /// Where to run: cpu or gpu:N (default: the GPU given by --gpu).
-        #[arg(long)]
-        device: Option<String>,
+        #[command(flatten)]
+        run: Recording,
     },
     /// Time an artifact's kernels on random inputs.
     Time {
@@ -100,26 +88,37 @@ enum Cmd {
     },
 }
 
+/// A real model's run against a recording of its outputs.
+#[derive(clap::Args)]
+struct Recording {
+    artifact: PathBuf,
+    /// Where the recording is.
+    dir: PathBuf,
+    /// Write the recording instead of comparing with it.
+    #[arg(long)]
+    record: bool,
+    /// Where to run: cpu or gpu:N (default: the GPU given by --gpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl Recording {
+    fn device(&self, gpu: usize) -> Result<Device> {
+        Ok(match &self.device {
+            Some(d) => Device::parse(d)?,
+            None => Device::Gpu(gpu),
+        })
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Cases { dir } => cases(&dir, cli.gpu),
         Cmd::Time { artifact, dims, iters, flops, bytes } => time(&artifact, &dims, iters, flops, bytes, cli.gpu),
-        Cmd::Llm { artifact, dir, record, device, max_tokens } => {
-            let device = match device {
-                Some(d) => Device::parse(&d)?,
-                None => Device::Gpu(cli.gpu),
-            };
-            llm(&artifact, &dir, record, device, max_tokens)
-        }
+        Cmd::Llm { run, max_tokens } => llm(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?, max_tokens),
         Cmd::Decode { artifact, context, steps, seed } => decode(&artifact, context, steps, seed, cli.gpu),
-        Cmd::Embed { artifact, dir, record, device } => {
-            let device = match device {
-                Some(d) => Device::parse(&d)?,
-                None => Device::Gpu(cli.gpu),
-            };
-            embed(&artifact, &dir, record, device)
-        }
+        Cmd::Embed { run } => embed(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?),
     }
 }
 

@@ -24,6 +24,8 @@ pub const ROWS: usize = 8;
 const WARPS: usize = 4;
 /// Threads per block of the activation quantizer (one 32-block each).
 const QUANT_THREADS: usize = 128;
+/// Most rows the single-kernel form (activations rounded where they are used) takes.
+pub const FEW_ROWS: usize = 8;
 
 /// Whether `spec` is a quantized matmul for the GPU.
 pub fn is_gpu_qmatmul(spec: &KernelSpec) -> bool {
@@ -52,6 +54,17 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
          %m = memref.dim %b0, %c0 : {xm}\n    %some = arith.cmpi ugt, %m, %c0 : index\n    scf.if %some {{\n",
         WARPS * 32
     );
+    // A few rows (decode): one kernel that rounds each activation block where it uses it
+    // (no scratch, no second launch). More rows share one rounding pass.
+    if quantize_input {
+        let _ = write!(
+            s,
+            "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n        \
+             %fgx = arith.ceildivui %cn, %cwarps : index\n        \
+             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%fgx, %m, %c1) threads in (%c128, %c1, %c1) args(%b0 : {xm}, %b1 : {wm}, %b2 : {om})\n      \
+             }} else {{\n"
+        );
+    }
     let mut args = Vec::new();
     if quantize_input {
         let _ = write!(
@@ -81,13 +94,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         args.join(", ")
     );
     if quantize_input {
-        let _ = writeln!(s, "      memref.dealloc %xq : {xq_t}\n      memref.dealloc %xs : {xs_t}");
+        let _ = writeln!(s, "      memref.dealloc %xq : {xq_t}\n      memref.dealloc %xs : {xs_t}\n      }}");
     }
     s.push_str("    }\n    return\n  }\n");
 
     let _ = writeln!(s, "  gpu.module @{name}_llm {{");
     if quantize_input {
         quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
+        few_rows_kernel(&mut s, format, &xm, &wm, &om, n, kb, with_min);
     }
     dot_kernel(&mut s, format, &xq_t, with_min.then_some(xs_t.as_str()), &wm, &om, n, kb);
     s.push_str("  }\n");
@@ -207,4 +221,81 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
     let consts: String = (0..ROWS).map(|r| format!("      %c{r}r = arith.constant {r} : index\n")).collect();
     let at = s.rfind("      %g_zero = arith.constant 0.0 : f32\n").expect("written above");
     s.insert_str(at, &consts);
+}
+
+/// `@qmatmul_few`: for a few rows, the quantizer and the dot product in one kernel. Warp `w`
+/// of block `(bx, row)` computes column `4 bx + w` of `row`; each lane rounds the
+/// activation blocks it multiplies (as `@quantize` does: `d = amax / 127` kept as f16,
+/// `q = round(x * 127 / amax)`, and for formats with a min the block sum `f16(d * sum(q))`).
+#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
+fn few_rows_kernel(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str, n: i64, kb: i64, with_min: bool) {
+    let v32 = "vector<32xf32>";
+    let _ = write!(
+        s,
+        "    gpu.func @qmatmul_few(%X: {xm}, %b1: {wm}, %Y: {om}) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
+         %c0 = arith.constant 0 : index\n      %c2q = arith.constant 2 : index\n      \
+         %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
+         %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      \
+         %g_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      %g_f127 = arith.constant 127.0 : f32\n      \
+         %g_magic = arith.constant dense<12582912.0> : {v32}\n      \
+         %g_tid = gpu.thread_id x\n      %g_bx = gpu.block_id x\n      %g_row = gpu.block_id y\n      \
+         %g_warp = arith.divui %g_tid, %c32 : index\n      %g_lane = arith.remui %g_tid, %c32 : index\n      \
+         %g_j0 = arith.muli %g_bx, %cwarps : index\n      %j = arith.addi %g_j0, %g_warp : index\n      \
+         %g_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %g_jok {{\n      \
+         %g_acc = scf.for %k = %g_lane to %ckb step %c32 iter_args(%g_a = %g_zero) -> (f32) {{\n      {}\n",
+        WARPS * 32,
+        format.block_bytes(),
+        crate::qmatmul::block_base(format)
+    );
+    crate::qmatmul::decode_block(s, format, wm);
+    // The activation block, rounded to 8 bits.
+    let _ = write!(s, "      %g_kx = arith.muli %k, %c32 : index\n      %g_xv = vector.load %X[%g_row, %g_kx] : {xm}, {v32}\n      %g_ax = math.absf %g_xv : {v32}\n");
+    let mut amax = "%g_zero".to_string();
+    for e in 0..32 {
+        let _ = writeln!(s, "      %g_e{e} = vector.extract %g_ax[{e}] : f32 from {v32}");
+        let _ = writeln!(s, "      %g_m{e} = arith.maximumf {amax}, %g_e{e} : f32");
+        amax = format!("%g_m{e}");
+    }
+    let _ = write!(
+        s,
+        "      %g_d = arith.divf {amax}, %g_f127 : f32\n      %g_d16 = arith.truncf %g_d : f32 to f16\n      %g_dr = arith.extf %g_d16 : f16 to f32\n      \
+         %g_isz = arith.cmpf oeq, {amax}, %g_zero : f32\n      %g_id0 = arith.divf %g_f127, {amax} : f32\n      \
+         %g_id = arith.select %g_isz, %g_zero, %g_id0 : f32\n      %g_idv = vector.broadcast %g_id : f32 to {v32}\n      \
+         %g_v = arith.mulf %g_xv, %g_idv : {v32}\n      %g_vm = arith.addf %g_v, %g_magic : {v32}\n      %g_r = arith.subf %g_vm, %g_magic : {v32}\n      \
+         %g_drv = vector.broadcast %g_dr : f32 to {v32}\n      %g_xr = arith.mulf %g_r, %g_drv : {v32}\n      \
+         %g_p = arith.mulf %g_xr, %wv : {v32}\n      %g_s = vector.reduction <add>, %g_p : {v32} into f32\n"
+    );
+    let sum = if with_min {
+        // The min's term with the CPU's block sum: m * (f16(d * sum(q)) - sum(x')).
+        let min = match format {
+            QuantFormat::Q4_1 | QuantFormat::Q5_1 => "%mn",
+            _ => "%k4mneg",
+        };
+        let _ = write!(
+            s,
+            "      %g_qsum = vector.reduction <add>, %g_r : {v32} into f32\n      %g_sd = arith.mulf %g_d, %g_qsum : f32\n      \
+             %g_s16 = arith.truncf %g_sd : f32 to f16\n      %g_bs = arith.extf %g_s16 : f16 to f32\n      \
+             %g_xsum = vector.reduction <add>, %g_xr : {v32} into f32\n      %g_df = arith.subf %g_bs, %g_xsum : f32\n      \
+             %g_c = arith.mulf {min}, %g_df : f32\n      %g_sc = arith.addf %g_s, %g_c : f32\n"
+        );
+        "%g_sc"
+    } else {
+        "%g_s"
+    };
+    let _ = write!(s, "      %g_t = arith.addf %g_a, {sum} : f32\n      scf.yield %g_t : f32\n      }}\n");
+    // The lanes' partial sums; lane 0 stores.
+    let mut acc = "%g_acc".to_string();
+    for off in [16, 8, 4, 2, 1] {
+        let _ = write!(
+            s,
+            "      %g_o{off} = arith.constant {off} : i32\n      %g_h{off}, %g_v{off} = gpu.shuffle xor {acc}, %g_o{off}, %g_w32 : f32\n      \
+             %g_u{off} = arith.addf {acc}, %g_h{off} : f32\n"
+        );
+        acc = format!("%g_u{off}");
+    }
+    let _ = write!(
+        s,
+        "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index\n      scf.if %g_lane0 {{\n        memref.store {acc}, %Y[%g_row, %j] : {om}\n      }}\n      \
+         }}\n      gpu.return\n    }}\n"
+    );
 }

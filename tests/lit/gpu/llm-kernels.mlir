@@ -1,12 +1,15 @@
 // The LLM kernels on the GPU: quantized matmuls (a quantizer, then a warp per column
 // decoding blocks in registers), RoPE, the in-place KV-cache write and attention over the
 // cache (a block per query and head, block reductions through shared memory). Each is one
-// module with its launches; every module assembles with ptxas for each chip.
+// module with its launches; every module assembles with ptxas for each chip. (RoPE calls
+// libdevice's cos/sin.)
+// REQUIRES: libdevice
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
 // RUN: FileCheck %s < %t.90.ptx
 // RUN: maxc compile %s --target cuda:sm_90 -o %t.maxa && maxc inspect %t.maxa | FileCheck %s --check-prefix=ART
 // CHECK-DAG: .entry quantize(
 // CHECK-DAG: .entry qmatmul(
+// CHECK-DAG: .entry qmatmul_few(
 // CHECK-DAG: shfl.sync.bfly
 // CHECK-DAG: .entry rope(
 // CHECK-DAG: .entry cache_write(

@@ -83,21 +83,20 @@ fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (
 
 /// Kernel code: token `%row`'s batch row `%bi` and place `%si` in it (`%ns` tokens a row;
 /// `%len0 = %si + 1`, the positions a query sees from the row's start), then the row's slot
-/// and start position (`%slot`, `%pos`, index) and `%ok`, whether `len` positions from
-/// `%pos` fit the cache `cache` (type `cm`).
-#[allow(clippy::too_many_arguments)] // the SSA names and types of one generated check
-fn row_bounds(g: &mut Gen, cache: &str, cm: &str, pos: &str, pm: &str, slot: &str, sm: &str, len: &str) {
+/// and start position from `%P` and `%S` (`%slot`, `%pos`, index) and `%ok`, whether `len`
+/// positions from `%pos` fit the cache `cache_ssa` (binding `cache`).
+fn row_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingType, slot: &BindingType, len: &str) {
     let i = 6;
+    let (cm, pm, sm) = (cache.memref(), pos.memref(), slot.memref());
     g.line(i, "%bi = arith.divui %row, %ns : index");
     g.line(i, "%si = arith.remui %row, %ns : index");
     g.line(i, "%len0 = arith.addi %si, %c1 : index");
-    g.line(i, format!("%bmax = memref.dim {cache}, %c1 : {cm}"));
-    g.line(i, format!("%tmax = memref.dim {cache}, %c2 : {cm}"));
-    g.line(i, format!("%p32 = memref.load {pos}[%bi] : {pm}"));
-    g.line(i, format!("%s32 = memref.load {slot}[%bi] : {sm}"));
-    let (pt, st) = (elem(pm), elem(sm));
-    g.line(i, format!("%pos = arith.index_cast %p32 : {pt} to index"));
-    g.line(i, format!("%slot = arith.index_cast %s32 : {st} to index"));
+    g.line(i, format!("%bmax = memref.dim {cache_ssa}, %c1 : {cm}"));
+    g.line(i, format!("%tmax = memref.dim {cache_ssa}, %c2 : {cm}"));
+    g.line(i, format!("%p32 = memref.load %P[%bi] : {pm}"));
+    g.line(i, format!("%s32 = memref.load %S[%bi] : {sm}"));
+    g.line(i, format!("%pos = arith.index_cast %p32 : {} to index", pos.dtype.mlir_name()));
+    g.line(i, format!("%slot = arith.index_cast %s32 : {} to index", slot.dtype.mlir_name()));
     g.line(i, format!("%end = arith.addi %pos, {len} : index"));
     g.line(i, "%ok0 = arith.cmpi sge, %slot, %c0 : index");
     g.line(i, "%ok1 = arith.cmpi slt, %slot, %bmax : index");
@@ -106,11 +105,6 @@ fn row_bounds(g: &mut Gen, cache: &str, cm: &str, pos: &str, pm: &str, slot: &st
     g.line(i, "%ok01 = arith.andi %ok0, %ok1 : i1");
     g.line(i, "%ok23 = arith.andi %ok2, %ok3 : i1");
     g.line(i, "%ok = arith.andi %ok01, %ok23 : i1");
-}
-
-/// The element type of a rank-1 memref type.
-fn elem(memref: &str) -> &str {
-    memref.trim_end_matches('>').rsplit('x').next().unwrap_or("i32")
 }
 
 /// `v` of type `from` as `to` (float types), as a new value or `v` itself.
@@ -160,7 +154,7 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     g.line(i, format!("%layer = arith.constant {layer} : index"));
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%tid = gpu.thread_id x");
-    row_bounds(&mut g, "%C", &om, "%P", &pm, "%S", &sm, "%ns");
+    row_bounds(&mut g, "%C", out, pos, slot, "%ns");
     g.line(i, "scf.if %ok {");
     g.line(i + 2, "%t = arith.addi %pos, %si : index");
     g.line(i + 2, "scf.for %e = %tid to %chd step %cthreads {");
@@ -235,7 +229,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(i, "%lanei = arith.remui %tid, %c32 : index");
     g.line(i, "%lane0 = arith.cmpi eq, %lanei, %c0 : index");
     g.line(i, "%kvh = arith.divui %hi, %grp : index");
-    row_bounds(&mut g, "%K", &km, "%P", &pm, "%S", &sm, "%len0");
+    row_bounds(&mut g, "%K", kc, pos, slot, "%len0");
     g.line(i, "%srow0 = arith.muli %row, %ch : index");
     g.line(i, "%srow = arith.addi %srow0, %hi : index");
     // The branch is uniform over the block, so its barriers are reached by every thread.

@@ -169,10 +169,6 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
     );
     let _ = writeln!(s, "      {}", crate::qmatmul::block_base(format));
     crate::qmatmul::decode_block(s, format, wm);
-    let min = match format {
-        QuantFormat::Q4_1 | QuantFormat::Q5_1 => "%mn",
-        _ => "%k4mneg",
-    };
     let _ = writeln!(s, "      %g_kx = arith.muli %k, %c32 : index");
     for r in 0..ROWS {
         let _ = write!(
@@ -183,14 +179,8 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
              %g_s{r} = vector.reduction <add>, %g_p{r} : vector<32xf32> into f32\n"
         );
         let sum = if let Some(t) = xs_t {
-            // The min's term with the CPU's block sum: m * (s - sum(x')).
-            let _ = write!(
-                s,
-                "        %g_xsum{r} = vector.reduction <add>, %g_xv{r} : vector<32xf32> into f32\n        \
-                 %g_bs{r} = memref.load %XS[%g_r{r}, %k] : {t}\n        %g_df{r} = arith.subf %g_bs{r}, %g_xsum{r} : f32\n        \
-                 %g_c{r} = arith.mulf {min}, %g_df{r} : f32\n        %g_sc{r} = arith.addf %g_s{r}, %g_c{r} : f32\n"
-            );
-            format!("%g_sc{r}")
+            let _ = writeln!(s, "        %g_bs{r} = memref.load %XS[%g_r{r}, %k] : {t}");
+            min_term(s, format, &r.to_string(), &format!("%g_xv{r}"))
         } else {
             format!("%g_s{r}")
         };
@@ -200,16 +190,7 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
     // The lanes' partial sums, then lane 0 stores each row's result.
     let _ = writeln!(s, "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index");
     for r in 0..ROWS {
-        let mut acc = format!("%g_acc#{r}");
-        for off in [16, 8, 4, 2, 1] {
-            let _ = write!(
-                s,
-                "      %g_o{r}_{off} = arith.constant {off} : i32\n      \
-                 %g_h{r}_{off}, %g_v{r}_{off} = gpu.shuffle xor {acc}, %g_o{r}_{off}, %g_w32 : f32\n      \
-                 %g_u{r}_{off} = arith.addf {acc}, %g_h{r}_{off} : f32\n"
-            );
-            acc = format!("%g_u{r}_{off}");
-        }
+        let acc = warp_sum(s, &format!("%g_acc#{r}"), &r.to_string());
         let _ = write!(
             s,
             "      %g_st{r} = arith.andi %g_lane0, %g_in{r} : i1\n      scf.if %g_st{r} {{\n        \
@@ -266,36 +247,55 @@ fn few_rows_kernel(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: 
          %g_p = arith.mulf %g_xr, %wv : {v32}\n      %g_s = vector.reduction <add>, %g_p : {v32} into f32\n"
     );
     let sum = if with_min {
-        // The min's term with the CPU's block sum: m * (f16(d * sum(q)) - sum(x')).
-        let min = match format {
-            QuantFormat::Q4_1 | QuantFormat::Q5_1 => "%mn",
-            _ => "%k4mneg",
-        };
+        // The block sum as the CPU computes it: f16(d * sum(q)).
         let _ = write!(
             s,
             "      %g_qsum = vector.reduction <add>, %g_r : {v32} into f32\n      %g_sd = arith.mulf %g_d, %g_qsum : f32\n      \
-             %g_s16 = arith.truncf %g_sd : f32 to f16\n      %g_bs = arith.extf %g_s16 : f16 to f32\n      \
-             %g_xsum = vector.reduction <add>, %g_xr : {v32} into f32\n      %g_df = arith.subf %g_bs, %g_xsum : f32\n      \
-             %g_c = arith.mulf {min}, %g_df : f32\n      %g_sc = arith.addf %g_s, %g_c : f32\n"
+             %g_s16 = arith.truncf %g_sd : f32 to f16\n      %g_bs = arith.extf %g_s16 : f16 to f32\n"
         );
-        "%g_sc"
+        min_term(s, format, "", "%g_xr")
     } else {
-        "%g_s"
+        "%g_s".to_string()
     };
     let _ = write!(s, "      %g_t = arith.addf %g_a, {sum} : f32\n      scf.yield %g_t : f32\n      }}\n");
     // The lanes' partial sums; lane 0 stores.
-    let mut acc = "%g_acc".to_string();
-    for off in [16, 8, 4, 2, 1] {
-        let _ = write!(
-            s,
-            "      %g_o{off} = arith.constant {off} : i32\n      %g_h{off}, %g_v{off} = gpu.shuffle xor {acc}, %g_o{off}, %g_w32 : f32\n      \
-             %g_u{off} = arith.addf {acc}, %g_h{off} : f32\n"
-        );
-        acc = format!("%g_u{off}");
-    }
+    let acc = warp_sum(s, "%g_acc", "");
     let _ = write!(
         s,
         "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index\n      scf.if %g_lane0 {{\n        memref.store {acc}, %Y[%g_row, %j] : {om}\n      }}\n      \
          }}\n      gpu.return\n    }}\n"
     );
+}
+
+/// The min's term of a block with the CPU's block sum `%g_bs{tag}` in place of the sum of
+/// the rounded activations `xr`: `%g_s{tag} + m * (bs - sum(xr))`, `m` the decoded block's
+/// min. Returns the new sum.
+fn min_term(s: &mut String, format: QuantFormat, tag: &str, xr: &str) -> String {
+    let min = match format {
+        QuantFormat::Q4_1 | QuantFormat::Q5_1 => "%mn",
+        _ => "%k4mneg",
+    };
+    let _ = write!(
+        s,
+        "      %g_xsum{tag} = vector.reduction <add>, {xr} : vector<32xf32> into f32\n      \
+         %g_df{tag} = arith.subf %g_bs{tag}, %g_xsum{tag} : f32\n      \
+         %g_c{tag} = arith.mulf {min}, %g_df{tag} : f32\n      %g_sc{tag} = arith.addf %g_s{tag}, %g_c{tag} : f32\n"
+    );
+    format!("%g_sc{tag}")
+}
+
+/// `v` (f32) summed over the warp's lanes by shuffles; every lane gets the sum. Names carry
+/// `tag`.
+fn warp_sum(s: &mut String, v: &str, tag: &str) -> String {
+    let mut acc = v.to_string();
+    for off in [16, 8, 4, 2, 1] {
+        let _ = write!(
+            s,
+            "      %g_o{tag}_{off} = arith.constant {off} : i32\n      \
+             %g_h{tag}_{off}, %g_v{tag}_{off} = gpu.shuffle xor {acc}, %g_o{tag}_{off}, %g_w32 : f32\n      \
+             %g_u{tag}_{off} = arith.addf {acc}, %g_h{tag}_{off} : f32\n"
+        );
+        acc = format!("%g_u{tag}_{off}");
+    }
+    acc
 }

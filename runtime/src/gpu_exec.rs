@@ -228,9 +228,7 @@ impl GpuModel {
         let (root, _) = model.plan(entry_index);
         let mut outs = Vec::with_capacity(entry.outputs.len());
         for (sig, &b) in entry.outputs.iter().zip(&entry.output_buffers) {
-            let mut bytes = vec![0u8; shapes[b].iter().product::<usize>() * sig.dtype.size_bytes()];
-            self.dev.copy_out(ptrs[root[b]], &mut bytes)?;
-            outs.push(Tensor::from_bytes(sig.dtype, &shapes[b], &bytes)?);
+            outs.push(self.tensor_at(ptrs[root[b]], sig.dtype, &shapes[b])?);
         }
         let StateRef::Host(state) = state else { return Ok(outs) };
         let mutable = entry.inputs.iter().enumerate().filter(|(_, sig)| sig.mutable).map(|(i, _)| i);
@@ -251,8 +249,13 @@ impl GpuModel {
     /// The contents of `buf` as a host tensor.
     pub(crate) fn download(&self, buf: &DeviceBuffer, dtype: max_dialects::DType, shape: &[usize]) -> Result<Tensor, RuntimeError> {
         self.dev.bind()?;
+        self.tensor_at(buf.ptr(), dtype, shape)
+    }
+
+    /// The tensor of `dtype` and `shape` at device address `ptr`, copied to the host.
+    fn tensor_at(&self, ptr: u64, dtype: max_dialects::DType, shape: &[usize]) -> Result<Tensor, RuntimeError> {
         let mut bytes = vec![0u8; shape.iter().product::<usize>() * dtype.size_bytes()];
-        self.dev.copy_out(buf.ptr(), &mut bytes)?;
+        self.dev.copy_out(ptr, &mut bytes)?;
         Tensor::from_bytes(dtype, shape, &bytes)
     }
 

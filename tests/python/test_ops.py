@@ -883,12 +883,13 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         x[0, :32] = 0.0  # an all-zero block quantizes with scale 0
-        runs.append(({"x": x, "w": w}, [ggml_q8_matmul(x, w, fmt).astype(np.float32)]))
+        want = ggml_q8_matmul(x, w, fmt)
+        runs.append(({"x": x, "w": w}, [want.astype(np.float32)]))
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
         # The AVX2 build is llama.cpp's arithmetic (AVX2 kernels); the portable one keeps the
         # quantization but may round a few sums differently (as llama.cpp's scalar code does).
         tol = 2e-6 if target == "host" else 1e-4
-        np.testing.assert_allclose(got, ggml_q8_matmul(x, w, fmt), rtol=tol, atol=tol / 2)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol / 2)
         # ... and it is a matmul: close to the exact product, within 8-bit quantization error.
         np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
     if target == "host":

@@ -125,15 +125,6 @@ struct OptArgs {
     split_input_file: bool,
 }
 
-fn parse_target(s: &str) -> Result<Target> {
-    Ok(match s {
-        "host" | "cpu" | "cpu=host" => Target::host(),
-        other => match other.strip_prefix("cpu=") {
-            Some(level) => Target::named(level)?,
-            None => Target::named(other)?,
-        },
-    })
-}
 
 fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     match path {
@@ -167,18 +158,14 @@ fn compile_model(a: &CompileModelArgs) -> Result<()> {
 }
 
 fn compile(a: &CompileArgs) -> Result<()> {
-    let mut opts = if a.target.starts_with("cuda") {
-        let mut cuda = max_compiler::gpu::CudaTarget::parse(&a.target)?;
+    let target = max_serve::compile::ModelTarget::parse(&a.target)?;
+    if a.allow_tf32 && !matches!(target, max_serve::compile::ModelTarget::Cuda(_)) {
+        bail!("--allow-tf32 applies to cuda targets only");
+    }
+    let mut opts = target.options()?;
+    if let Some(cuda) = &mut opts.cuda {
         cuda.allow_tf32 = a.allow_tf32;
-        let mut o = CompileOptions::new(Target::named("x86-64")?);
-        o.cuda = Some(cuda);
-        o
-    } else {
-        if a.allow_tf32 {
-            bail!("--allow-tf32 applies to cuda targets only");
-        }
-        CompileOptions::new(parse_target(&a.target)?)
-    };
+    }
     opts.fusion = !a.no_fusion;
     opts.external_weights = a.external_weights;
     for d in &a.kernels {

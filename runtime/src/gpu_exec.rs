@@ -19,7 +19,7 @@ use crate::cpu::KernelLibrary;
 use crate::artifact::Entry;
 use crate::cuda::{init_library, CudaDevice, CudaGraph, DeviceBuffer};
 use crate::error::RuntimeError;
-use crate::session::{buffer_shapes, Model};
+use crate::session::{buffer_shapes, signature_order, Model};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 
@@ -67,23 +67,11 @@ enum Source<'a> {
 /// The call's inputs in signature order: read-only inputs from `inputs`, mutable ones from
 /// the state.
 fn sources<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a StateRef<'_>) -> Vec<Source<'a>> {
-    let (mut ri, mut si) = (0, 0);
-    entry
-        .inputs
-        .iter()
-        .map(|sig| {
-            if sig.mutable {
-                si += 1;
-                match state {
-                    StateRef::Host(t) => Source::Host(&t[si - 1]),
-                    StateRef::Device(p) => Source::Device(p[si - 1]),
-                }
-            } else {
-                ri += 1;
-                Source::Host(&inputs[ri - 1])
-            }
-        })
-        .collect()
+    let state: Vec<Source<'a>> = match state {
+        StateRef::Host(t) => t.iter().map(Source::Host).collect(),
+        StateRef::Device(p) => p.iter().map(|&p| Source::Device(p)).collect(),
+    };
+    signature_order(entry, inputs.iter().map(Source::Host), state)
 }
 
 /// A model's device state.

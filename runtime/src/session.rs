@@ -219,8 +219,7 @@ impl Model {
     /// `state` (its mutable inputs, in signature order), which the program updates in place
     /// and the caller keeps between calls.
     pub fn execute_with_state(&self, name: &str, inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        let meta: Vec<(DType, Vec<usize>)> = state.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
-        let (entry_index, syms) = self.bind_call(name, inputs, &meta)?;
+        let (entry_index, syms) = self.bind_call(name, inputs, &crate::state::shapes_of(state))?;
         #[cfg(feature = "cuda")]
         if let Some(g) = &self.gpu {
             return g.execute(self, entry_index, &syms, inputs, crate::gpu_exec::StateRef::Host(state));
@@ -234,9 +233,8 @@ impl Model {
     pub fn new_state(&self, tensors: Vec<Tensor>) -> Result<State, RuntimeError> {
         #[cfg(feature = "cuda")]
         if let Some(g) = &self.gpu {
-            let meta = tensors.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
             let bufs = tensors.iter().map(|t| g.upload(t.bytes())).collect::<Result<Vec<_>, _>>()?;
-            return Ok(State { meta, data: crate::state::StateData::Device(bufs) });
+            return Ok(State { meta: crate::state::shapes_of(&tensors), data: crate::state::StateData::Device(bufs) });
         }
         Ok(State::host(tensors))
     }
@@ -246,7 +244,7 @@ impl Model {
     pub fn execute_stateful(&self, name: &str, inputs: &[Tensor], state: &mut State) -> Result<Vec<Tensor>, RuntimeError> {
         #[cfg(feature = "cuda")]
         if let crate::state::StateData::Device(bufs) = &state.data {
-            let g = self.gpu.as_ref().ok_or_else(|| RuntimeError::Device("this state lives on a GPU, but the model runs on the CPU".into()))?;
+            let g = self.gpu_of_state()?;
             let (entry_index, syms) = self.bind_call(name, inputs, &state.meta)?;
             let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr()).collect();
             return g.execute(self, entry_index, &syms, inputs, crate::gpu_exec::StateRef::Device(&ptrs));
@@ -260,10 +258,16 @@ impl Model {
             crate::state::StateData::Host(t) => Ok(t.clone()),
             #[cfg(feature = "cuda")]
             crate::state::StateData::Device(bufs) => {
-                let g = self.gpu.as_ref().ok_or_else(|| RuntimeError::Device("this state lives on a GPU, but the model runs on the CPU".into()))?;
+                let g = self.gpu_of_state()?;
                 state.meta.iter().zip(bufs).map(|((dt, shape), b)| g.download(b, *dt, shape)).collect()
             }
         }
+    }
+
+    /// This model's GPU, for state in device memory.
+    #[cfg(feature = "cuda")]
+    fn gpu_of_state(&self) -> Result<&crate::gpu_exec::GpuModel, RuntimeError> {
+        self.gpu.as_ref().ok_or_else(|| RuntimeError::Device("this state lives on a GPU, but the model runs on the CPU".into()))
     }
 
     /// Runs entry `entry_index` on the CPU.
@@ -271,17 +275,8 @@ impl Model {
         let m = self.artifact.manifest();
         let entry = &m.entries[entry_index];
         // Where each input's memory is, in signature order.
-        let mut ptrs_in: Vec<*mut u8> = Vec::with_capacity(entry.inputs.len());
-        let (mut ri, mut si) = (0, 0);
-        for sig in &entry.inputs {
-            if sig.mutable {
-                ptrs_in.push(state[si].bytes_mut().as_mut_ptr());
-                si += 1;
-            } else {
-                ptrs_in.push(inputs[ri].bytes().as_ptr() as *mut u8);
-                ri += 1;
-            }
-        }
+        let ptrs_in: Vec<*mut u8> =
+            signature_order(entry, inputs.iter().map(|t| t.bytes().as_ptr() as *mut u8), state.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()));
 
         // Shapes of every buffer; memory of inputs and weights. Temporaries get memory at
         // their first use, from the pool of buffers earlier dispatches (or calls) are done
@@ -393,17 +388,7 @@ impl Model {
                 RuntimeError::InputCount { entry: entry.name.clone(), expected: entry.inputs.len() - n_state, got: inputs.len(), names: names(false) }
             });
         }
-        let (mut ri, mut si) = (0, 0);
-        let mut all: Vec<(DType, &[usize])> = Vec::with_capacity(entry.inputs.len());
-        for sig in &entry.inputs {
-            if sig.mutable {
-                all.push((state[si].0, &state[si].1));
-                si += 1;
-            } else {
-                all.push((inputs[ri].dtype(), inputs[ri].shape()));
-                ri += 1;
-            }
-        }
+        let all = signature_order(entry, inputs.iter().map(|t| (t.dtype(), t.shape())), state.iter().map(|(d, s)| (*d, s.as_slice())));
         Ok((entry_index, bind_inputs(entry, &all, &m.symbols)?))
     }
 
@@ -450,6 +435,13 @@ pub(crate) fn buffer_shapes(entry: &Entry, syms: &[Option<i64>]) -> Result<Vec<V
         shapes.push(shape);
     }
     Ok(shapes)
+}
+
+/// An entry's read-only inputs and its state (mutable inputs), each in their own order,
+/// merged into signature order. (Their counts are checked first.)
+pub(crate) fn signature_order<T>(entry: &Entry, inputs: impl IntoIterator<Item = T>, state: impl IntoIterator<Item = T>) -> Vec<T> {
+    let (mut ri, mut si) = (inputs.into_iter(), state.into_iter());
+    entry.inputs.iter().filter_map(|sig| if sig.mutable { si.next() } else { ri.next() }).collect()
 }
 
 /// Checks inputs against the entry signature and binds the dimension symbols.

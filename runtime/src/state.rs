@@ -26,8 +26,7 @@ pub(crate) enum StateData {
 impl State {
     /// State held in host memory (what a CPU model runs on).
     pub(crate) fn host(tensors: Vec<Tensor>) -> State {
-        let meta = tensors.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect();
-        State { meta, data: StateData::Host(tensors) }
+        State { meta: shapes_of(&tensors), data: StateData::Host(tensors) }
     }
 
     /// The dtype and shape of each tensor.
@@ -48,6 +47,11 @@ impl State {
             StateData::Device(_) => Err(RuntimeError::Device("this state lives on a GPU; run it with the model that created it".into())),
         }
     }
+}
+
+/// The dtype and shape of each tensor.
+pub(crate) fn shapes_of(tensors: &[Tensor]) -> Vec<(DType, Vec<usize>)> {
+    tensors.iter().map(|t| (t.dtype(), t.shape().to_vec())).collect()
 }
 
 impl std::fmt::Debug for State {

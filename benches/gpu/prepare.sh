@@ -72,6 +72,27 @@ for i, rows in enumerate([1, 37, 5000]):
     runs.append({"inputs": {"x": f"in{i}_x.npy", "z": f"in{i}_z.npy"}, "outputs": [f"want{i}_0.npy"]})
 (case / "case.json").write_text(json.dumps({"name": "gpu_vector_add (PTX custom op)", "rtol": 1e-6, "atol": 1e-6, "runs": runs}))
 PY
+echo "prepare: custom op from an MLIR kernel library, inlined and fused (examples/custom_ops/softsign)" >&2
+python - "$maxc" "$target" "$out/cases" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np
+maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+case = cases / "custom_op_softsign"
+case.mkdir(parents=True)
+k = "examples/custom_ops/softsign"
+subprocess.run([maxc, "compile", f"{k}/graph.mlir", "--kernels", k, "--target", target, "-o", case / "g.maxa"], check=True)
+w = np.array([[1, 0, 0, 2], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, -3]], np.float32)
+rng = np.random.default_rng(6)
+runs = []
+for i, rows in enumerate([1, 7, 3000]):
+    x = rng.standard_normal((rows, 4)).astype(np.float32)
+    h = x @ w
+    np.save(case / f"in{i}_x.npy", x)
+    np.save(case / f"want{i}_0.npy", h / (1 + np.abs(h)) + 1)
+    runs.append({"inputs": {"x": f"in{i}_x.npy"}, "outputs": [f"want{i}_0.npy"]})
+(case / "case.json").write_text(json.dumps({"name": "softsign (MLIR-library custom op)", "rtol": 1e-5, "atol": 1e-6, "runs": runs}))
+PY
 echo "prepare: the LLM kernels (quantized matmuls, RoPE, KV-cache write and attention; expected = the CPU path's)" >&2
 python - "$maxc" "$target" "$out/cases" <<'PY'
 import json, subprocess, sys, tempfile

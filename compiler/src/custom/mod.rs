@@ -5,6 +5,7 @@
 //! name = "custom_relu"
 //! inputs = ["f32"]                                   # operand dtypes
 //! outputs = [{ dtype = "f32", shape = "input0" }]    # or shape = ["input0.0", 16]
+//!                                                    # or shape = { function = "f", file = "shapes.mlir" }
 //! native = { library = "librelu.a", symbol = "custom_relu" }   # C ABI (include/max/custom_op.h)
 //!
 //! [[op]]
@@ -17,6 +18,10 @@
 //! Native kernels are linked from the user's static library or object file into the
 //! artifact's kernel object and called with whole tensors. MLIR kernels are inlined into
 //! the dispatch like built-in ops (their elementwise consumers fuse with them).
+
+mod shape_function;
+
+pub use shape_function::ShapeFunction;
 
 use crate::error::CompileError;
 use max_dialects::verify::CustomOps;
@@ -78,13 +83,22 @@ pub enum DimRule {
     Input { input: usize, dim: usize },
 }
 
+/// How a declared result's shape follows from the operands'.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShapeRule {
+    /// The shape of operand `n`.
+    SameAs(usize),
+    /// Dim by dim.
+    Dims(Vec<DimRule>),
+    /// Computed by the user's shape function.
+    Function(ShapeFunction),
+}
+
 /// A declared result: dtype and shape rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputDecl {
     pub dtype: DType,
-    /// `None`: the shape of operand `same_as`.
-    pub dims: Option<Vec<DimRule>>,
-    pub same_as: usize,
+    pub shape: ShapeRule,
 }
 
 /// A declared custom op.
@@ -183,10 +197,12 @@ impl KernelRegistry {
             let mut outputs = Vec::new();
             for (k, o) in op.outputs.iter().enumerate() {
                 let dt = dtype(&o.dtype)?;
-                let rule_err = || bad(&op.name, format!("output {k}: shape must be \"inputN\" or a list of dims (integers or \"inputN.D\")"));
-                let out = match &o.shape {
+                let rule_err = || {
+                    bad(&op.name, format!("output {k}: shape must be \"inputN\", a list of dims (integers or \"inputN.D\"), or {{ function = \"NAME\", file = \"FILE.mlir\" }}"))
+                };
+                let shape = match &o.shape {
                     toml::Value::String(s) => match parse_input_ref(s) {
-                        Some((i, None)) if i < inputs.len() => OutputDecl { dtype: dt, dims: None, same_as: i },
+                        Some((i, None)) if i < inputs.len() => ShapeRule::SameAs(i),
                         _ => return Err(rule_err()),
                     },
                     toml::Value::Array(items) => {
@@ -201,11 +217,30 @@ impl KernelRegistry {
                                 _ => return Err(rule_err()),
                             });
                         }
-                        OutputDecl { dtype: dt, dims: Some(dims), same_as: 0 }
+                        ShapeRule::Dims(dims)
+                    }
+                    toml::Value::Table(t) => {
+                        let text = |key: &str| t.get(key).map(|v| v.as_str().map(str::to_string).ok_or_else(rule_err)).transpose();
+                        if t.keys().any(|key| key != "function" && key != "file") {
+                            return Err(rule_err());
+                        }
+                        let function = text("function")?.ok_or_else(rule_err)?;
+                        // The file defaults to the op's MLIR kernel library.
+                        let file = match (text("file")?, &op.mlir) {
+                            (Some(f), _) => f,
+                            (None, Some(m)) => m.file.clone(),
+                            (None, None) => return Err(bad(&op.name, format!("output {k}: the shape function needs `file = \"...\"` (the op has no MLIR kernel file to default to)"))),
+                        };
+                        let file = dir.join(file);
+                        let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading shape function file {}", file.display()), cause: e })?;
+                        if !self.files.contains(&file) {
+                            self.files.push(file.clone());
+                        }
+                        ShapeRule::Function(ShapeFunction::parse(&file, &source, &function)?)
                     }
                     _ => return Err(rule_err()),
                 };
-                outputs.push(out);
+                outputs.push(OutputDecl { dtype: dt, shape });
             }
             if outputs.is_empty() {
                 return Err(bad(&op.name, "declares no outputs".into()));
@@ -222,7 +257,9 @@ impl KernelRegistry {
                 (None, Some(m)) => {
                     let file = dir.join(&m.file);
                     let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading MLIR kernel {}", file.display()), cause: e })?;
-                    self.files.push(file.clone());
+                    if !self.files.contains(&file) {
+                        self.files.push(file.clone());
+                    }
                     CustomImpl::Mlir { file, function: m.function.unwrap_or_else(|| op.name.clone()), source }
                 }
                 (None, None) if op.ptx.is_some() => CustomImpl::GpuOnly,
@@ -343,9 +380,10 @@ impl CustomOps for KernelRegistry {
         d.outputs
             .iter()
             .map(|o| {
-                let dims = match &o.dims {
-                    None => inputs[o.same_as].dims.clone(),
-                    Some(rules) => rules
+                let dims = match &o.shape {
+                    ShapeRule::SameAs(i) => inputs[*i].dims.clone(),
+                    ShapeRule::Function(f) => f.apply(name, &inputs.iter().map(|t| t.dims.as_slice()).collect::<Vec<_>>())?,
+                    ShapeRule::Dims(rules) => rules
                         .iter()
                         .map(|r| match r {
                             DimRule::Const(c) => Ok(DimExpr::Const(*c)),

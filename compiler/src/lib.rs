@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod codegen;
+pub mod column_split;
 pub mod custom;
 pub mod error;
 pub mod fusion;

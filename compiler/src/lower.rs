@@ -108,7 +108,7 @@ pub const COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP: usize = 48;
 
 /// [`COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP`], or `MAX_COLUMN_SPLIT_ROWS=N` when set (a
 /// tuning knob: 0 always splits rows, a huge value always columns).
-fn column_split_rows() -> usize {
+pub fn column_split_rows() -> usize {
     std::env::var("MAX_COLUMN_SPLIT_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(COLUMN_SPLIT_BELOW_ROWS_PER_WORKGROUP)
 }
 
@@ -140,7 +140,7 @@ pub fn splits_columns(spec: &KernelSpec) -> bool {
 
 /// For an elementwise operand of a column-split kernel: the dim of `t` that follows the
 /// result's columns (`[m, n]` and `[1, n]`: 1; `[n]`: 0), or `None` if it cannot follow.
-fn column_follows(t: &BindingType, out: &BindingType) -> Option<usize> {
+pub(crate) fn column_follows(t: &BindingType, out: &BindingType) -> Option<usize> {
     match t.dims.as_slice() {
         [n] if *n == out.dims[1] => Some(0),
         [m, n] if *n == out.dims[1] && (*m == Some(1) || *m == out.dims[0]) => Some(1),

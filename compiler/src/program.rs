@@ -12,8 +12,8 @@ use crate::fusion::{form_regions, Region};
 use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, MlirCall, ValueRef, PACK_WIDTH};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
-use max_dialects::{Diagnostic, DimExpr, Graph, Op, ValueId};
-use max_runtime::artifact::{Buffer, BufferKind, Dispatch, Entry, TensorSig};
+use max_dialects::{DType, Diagnostic, DimExpr, Graph, Op, ValueId};
+use max_runtime::artifact::{Buffer, BufferKind, ColumnSplit, Dispatch, Entry, TensorSig};
 use std::collections::{HashMap, HashSet};
 
 /// Where a kernel's memref dim comes from in the ABI wrapper.
@@ -314,23 +314,7 @@ impl Program {
             DimExpr::Const(1)
         };
         let mut push: Vec<DimExpr> = Vec::new();
-        let mut dims = Vec::new();
-        for &b in &bindings {
-            let mut bd = Vec::new();
-            for d in &buffers[b].shape {
-                bd.push(match d.as_const() {
-                    Some(c) => DimSource::Static(c),
-                    None => DimSource::Push(match push.iter().position(|p| p == d) {
-                        Some(i) => i,
-                        None => {
-                            push.push(d.clone());
-                            push.len() - 1
-                        }
-                    }),
-                });
-            }
-            dims.push(bd);
-        }
+        let dims = binding_dims(&bindings, buffers, &mut push);
         let mut spec = KernelSpec {
             name: name.clone(),
             // A packed weight's binding has its stored [n/16][k][16] shape.
@@ -364,16 +348,46 @@ impl Program {
             };
             workgroups = DimExpr::max(workgroups, DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1)));
         }
+        // With few rows, a softmax-ended matmul can run as columns, then rows (see
+        // `column_split`); its scratch is a temporary of the result's shape.
+        let split = crate::column_split::derive(&spec).map(|(columns, finish)| {
+            let out = &buffers[bindings[inputs.len()]];
+            buffers.push(Buffer { dtype: DType::F32, shape: out.shape.clone(), kind: BufferKind::Temp });
+            let scratch = buffers.len() - 1;
+            let columns_bindings: Vec<usize> = bindings[..inputs.len()].iter().copied().chain([scratch]).collect();
+            let finish_bindings: Vec<usize> = std::iter::once(scratch).chain(bindings.iter().copied()).collect();
+            let w = match columns.body[0].args[1] {
+                crate::lower::ValueRef::Input(i) => i,
+                _ => unreachable!("column_split::derive checked the weight is an input"),
+            };
+            let split = ColumnSplit {
+                columns_kernel: String::new(),
+                columns_workgroups: DimExpr::Const(columns.inputs[w].dims[0].unwrap_or(1)),
+                finish_kernel: String::new(),
+                rows: buffers[scratch].shape[0].clone(),
+                below_rows_per_thread: crate::lower::column_split_rows() as i64,
+                columns_bindings,
+                finish_bindings,
+            };
+            let columns = PlannedKernel { dims: binding_dims(&split.columns_bindings, buffers, &mut push), spec: columns };
+            let finish = PlannedKernel { dims: binding_dims(&split.finish_bindings, buffers, &mut push), spec: finish };
+            (split, columns, finish)
+        });
         let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
         let kernel = match self.by_body.get(&key) {
             Some(existing) => existing.clone(),
             None => {
                 self.by_body.insert(key, name.clone());
                 self.kernels.push(PlannedKernel { spec, dims });
+                if let Some((_, columns, finish)) = &split {
+                    self.kernels.extend([columns.clone(), finish.clone()]);
+                }
                 name
             }
         };
-        dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups });
+        // The derived kernels are named after the main one (shared when it is).
+        let column_split = split.map(|(c, _, _)| ColumnSplit { columns_kernel: format!("max_kernel_{kernel}_columns"), finish_kernel: format!("max_kernel_{kernel}_finish"), ..c });
+        dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups, column_split });
     }
 }
 
@@ -429,6 +443,30 @@ fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
     let t = graph.ty(v);
     let (k, n) = (t.dims[0].as_const().unwrap(), t.dims[1].as_const().unwrap());
     Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
+}
+
+/// How a kernel sees each of its bindings' dims: static, or a push constant (added to
+/// `push` when new).
+fn binding_dims(bindings: &[usize], buffers: &[Buffer], push: &mut Vec<DimExpr>) -> Vec<Vec<DimSource>> {
+    bindings
+        .iter()
+        .map(|&b| {
+            buffers[b]
+                .shape
+                .iter()
+                .map(|d| match d.as_const() {
+                    Some(c) => DimSource::Static(c),
+                    None => DimSource::Push(match push.iter().position(|p| p == d) {
+                        Some(i) => i,
+                        None => {
+                            push.push(d.clone());
+                            push.len() - 1
+                        }
+                    }),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The value a chain of cache writes started from.

@@ -170,6 +170,37 @@ pub struct Dispatch {
     pub push_constants: Vec<DimExpr>,
     /// How many workgroups the work splits into at most (the runtime may use fewer).
     pub workgroups: DimExpr,
+    /// Another way to run the same dispatch when its result has few rows. Optional: the
+    /// kernel alone is always correct (a runtime that does not know the field runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_split: Option<ColumnSplit>,
+}
+
+/// The two-phase form of a matmul dispatch whose epilogue needs whole rows (a softmax):
+/// with fewer rows than threads, splitting rows would leave cores idle, so the runtime runs
+/// `columns_kernel` over column panels of the weight (matmul and elementwise prologue into
+/// `scratch`), joins, then `finish_kernel` over rows (scratch to the results). Both phases
+/// call their kernels with the dispatch's push constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnSplit {
+    pub columns_kernel: String,
+    pub columns_bindings: Vec<usize>,
+    /// Workgroups of the columns phase at most (the weight's column panels).
+    pub columns_workgroups: DimExpr,
+    pub finish_kernel: String,
+    pub finish_bindings: Vec<usize>,
+    /// The result's rows: the finish phase's workgroups at most, and what decides the form.
+    pub rows: DimExpr,
+    /// The split is taken when `rows < threads * below_rows_per_thread`.
+    pub below_rows_per_thread: i64,
+}
+
+impl Dispatch {
+    /// Every buffer the dispatch may bind, in either form.
+    pub fn all_bindings(&self) -> impl Iterator<Item = usize> + '_ {
+        let split = self.column_split.iter().flat_map(|c| c.columns_bindings.iter().chain(&c.finish_bindings));
+        self.bindings.iter().chain(split).copied()
+    }
 }
 
 impl Manifest {
@@ -491,7 +522,7 @@ impl Artifact {
             if e.output_buffers.len() != e.outputs.len() || e.output_buffers.iter().any(|b| *b >= nb) {
                 return Err(bad(format!("entry '{}' has inconsistent outputs", e.name)));
             }
-            if e.dispatches.iter().any(|d| d.bindings.iter().any(|b| *b >= nb)) {
+            if e.dispatches.iter().any(|d| d.all_bindings().any(|b| b >= nb)) {
                 return Err(bad(format!("entry '{}' binds a buffer that does not exist", e.name)));
             }
         }

@@ -19,6 +19,8 @@ pub struct KernelLibrary {
     lib: libloading::Library,
     /// The kernel of every dispatch, resolved at load: `dispatches[entry][dispatch]`.
     dispatches: Vec<Vec<KernelFn>>,
+    /// The columns and finish kernels of dispatches with a column split, likewise.
+    splits: Vec<Vec<Option<(KernelFn, KernelFn)>>>,
 }
 
 impl KernelLibrary {
@@ -63,29 +65,31 @@ impl KernelLibrary {
             )));
         }
         // Each symbol is looked up once, however many dispatches use it.
-        let mut by_name: Vec<(&str, KernelFn)> = Vec::new();
-        let mut dispatches = Vec::with_capacity(m.entries.len());
-        for e in &m.entries {
-            let mut fns = Vec::with_capacity(e.dispatches.len());
-            for d in &e.dispatches {
-                let f = match by_name.iter().find(|(n, _)| *n == d.kernel) {
-                    Some((_, f)) => *f,
-                    None => {
-                        let cname = format!("{}\0", d.kernel);
-                        // SAFETY: every dispatch symbol is a kernel with the `KernelFn` signature.
-                        let f: KernelFn = unsafe {
-                            *lib.get::<KernelFn>(cname.as_bytes())
-                                .map_err(|_| RuntimeError::KernelLoad(format!("kernel '{}' is missing from the library", d.kernel)))?
-                        };
-                        by_name.push((&d.kernel, f));
-                        f
-                    }
-                };
-                fns.push(f);
+        let mut by_name: Vec<(String, KernelFn)> = Vec::new();
+        let mut resolve = |name: &str| -> Result<KernelFn, RuntimeError> {
+            if let Some((_, f)) = by_name.iter().find(|(n, _)| n == name) {
+                return Ok(*f);
             }
-            dispatches.push(fns);
+            let cname = format!("{name}\0");
+            // SAFETY: every dispatch symbol is a kernel with the `KernelFn` signature.
+            let f: KernelFn = unsafe {
+                *lib.get::<KernelFn>(cname.as_bytes()).map_err(|_| RuntimeError::KernelLoad(format!("kernel '{name}' is missing from the library")))?
+            };
+            by_name.push((name.to_string(), f));
+            Ok(f)
+        };
+        let mut dispatches = Vec::with_capacity(m.entries.len());
+        let mut splits = Vec::with_capacity(m.entries.len());
+        for e in &m.entries {
+            dispatches.push(e.dispatches.iter().map(|d| resolve(&d.kernel)).collect::<Result<Vec<_>, _>>()?);
+            splits.push(
+                e.dispatches
+                    .iter()
+                    .map(|d| d.column_split.as_ref().map(|c| Ok((resolve(&c.columns_kernel)?, resolve(&c.finish_kernel)?))).transpose())
+                    .collect::<Result<Vec<_>, RuntimeError>>()?,
+            );
         }
-        Ok(KernelLibrary { lib, dispatches })
+        Ok(KernelLibrary { lib, dispatches, splits })
     }
 
     /// The loaded shared object (GPU artifacts' host code exports more than kernels).
@@ -96,6 +100,11 @@ impl KernelLibrary {
     /// The kernel of dispatch `dispatch` of entry `entry` (indices into the manifest).
     pub fn kernel(&self, entry: usize, dispatch: usize) -> Option<KernelFn> {
         self.dispatches.get(entry)?.get(dispatch).copied()
+    }
+
+    /// The columns and finish kernels of a dispatch's [`crate::artifact::ColumnSplit`].
+    pub fn split_kernels(&self, entry: usize, dispatch: usize) -> Option<(KernelFn, KernelFn)> {
+        *self.splits.get(entry)?.get(dispatch)?
     }
 }
 

@@ -1,11 +1,11 @@
 //! Sessions and loaded models: the public execution API.
 
 use crate::artifact::{AlignedBytes, Artifact, BufferKind, Entry};
-use crate::cpu::{check_target, KernelLibrary};
+use crate::cpu::{check_target, KernelFn, KernelLibrary};
 use crate::error::RuntimeError;
 use crate::state::State;
 use crate::tensor::Tensor;
-use max_dialects::DType;
+use max_dialects::{DType, DimExpr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -296,51 +296,68 @@ impl Model {
         }
         let mut pool = std::mem::take(&mut *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()));
 
+        let threads = self.pool.current_num_threads() as i64;
         for (di, d) in entry.dispatches.iter().enumerate() {
             let f = self.kernels.kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
-            for &b in &d.bindings {
-                let r = plan.root[b];
-                if ptrs[r].is_null() {
-                    let bytes = shapes[r].iter().product::<usize>() * entry.buffers[r].dtype.size_bytes();
-                    // Outputs leave with the caller: they get an exact allocation.
-                    let mut t = if plan.last_use[r] == usize::MAX { AlignedBytes::zeroed(bytes) } else { take_buffer(&mut pool, bytes) };
-                    ptrs[r] = t.as_mut_slice().as_mut_ptr();
-                    temps[r] = Some(t);
+            // The phases to run: (kernel, its name, its bindings, its workgroups at most).
+            let split = match (&d.column_split, self.kernels.split_kernels(entry_index, di)) {
+                (Some(c), Some(fs)) if threads > 1 && c.rows.eval(syms)? < threads * c.below_rows_per_thread => Some((c, fs)),
+                _ => None,
+            };
+            let phases: Vec<(KernelFn, &str, &[usize], &DimExpr)> = match split {
+                Some((c, (fc, ff))) => vec![
+                    (fc, c.columns_kernel.as_str(), c.columns_bindings.as_slice(), &c.columns_workgroups),
+                    (ff, c.finish_kernel.as_str(), c.finish_bindings.as_slice(), &c.rows),
+                ],
+                None => vec![(f, d.kernel.as_str(), d.bindings.as_slice(), &d.workgroups)],
+            };
+            for &(_, _, bindings, _) in &phases {
+                for &b in bindings {
+                    let r = plan.root[b];
+                    if ptrs[r].is_null() {
+                        let bytes = shapes[r].iter().product::<usize>() * entry.buffers[r].dtype.size_bytes();
+                        // Outputs leave with the caller: they get an exact allocation.
+                        let mut t = if plan.last_use[r] == usize::MAX { AlignedBytes::zeroed(bytes) } else { take_buffer(&mut pool, bytes) };
+                        ptrs[r] = t.as_mut_slice().as_mut_ptr();
+                        temps[r] = Some(t);
+                    }
                 }
             }
-            let bind: Vec<*mut u8> = d.bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
             let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
-            let extent = d.workgroups.eval(syms)?.max(1);
-            let wg = extent.min(self.pool.current_num_threads() as i64).max(1);
-            let b = Bindings { ptrs: &bind, push: &push };
-            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            let status = if wg == 1 {
-                // SAFETY: bindings point at live buffers sized from the same shapes the kernel
-                // was compiled against; push constants are those sizes.
-                unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
-            } else {
-                let worst = std::sync::atomic::AtomicI32::new(0);
-                self.pool.scope(|s| {
-                    for id in 0..wg {
-                        let (b, worst) = (&b, &worst);
-                        s.spawn(move |_| {
-                            // SAFETY: as above; workgroups write disjoint rows.
-                            let st = unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), id, wg) };
-                            if st != 0 {
-                                worst.store(st, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        });
-                    }
-                });
-                worst.into_inner()
-            };
-            if let Some(t0) = started {
-                self.record_profile(&d.kernel, t0.elapsed());
+            for (f, name, bindings, workgroups) in phases {
+                let bind: Vec<*mut u8> = bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
+                let wg = workgroups.eval(syms)?.max(1).min(threads).max(1);
+                let b = Bindings { ptrs: &bind, push: &push };
+                let started = self.profile.as_ref().map(|_| std::time::Instant::now());
+                let status = if wg == 1 {
+                    // SAFETY: bindings point at live buffers sized from the same shapes the
+                    // kernel was compiled against; push constants are those sizes.
+                    unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
+                } else {
+                    let worst = std::sync::atomic::AtomicI32::new(0);
+                    self.pool.scope(|s| {
+                        for id in 0..wg {
+                            let (b, worst) = (&b, &worst);
+                            s.spawn(move |_| {
+                                // SAFETY: as above; workgroups write disjoint rows (or
+                                // column stripes).
+                                let st = unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), id, wg) };
+                                if st != 0 {
+                                    worst.store(st, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            });
+                        }
+                    });
+                    worst.into_inner()
+                };
+                if let Some(t0) = started {
+                    self.record_profile(name, t0.elapsed());
+                }
+                if status != 0 {
+                    return Err(RuntimeError::KernelFailed { kernel: name.to_string(), status });
+                }
             }
-            if status != 0 {
-                return Err(RuntimeError::KernelFailed { kernel: d.kernel.clone(), status });
-            }
-            for &b in &d.bindings {
+            for b in d.all_bindings() {
                 let r = plan.root[b];
                 if plan.last_use[r] == di {
                     if let Some(t) = temps[r].take() {
@@ -518,7 +535,7 @@ impl BufferPlan {
         }
         let mut last_use = vec![0usize; n];
         for (di, d) in entry.dispatches.iter().enumerate() {
-            for &b in &d.bindings {
+            for b in d.all_bindings() {
                 if let Some(&r) = root.get(b) {
                     last_use[r] = last_use[r].max(di);
                 }

@@ -200,6 +200,18 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         println!("  buffers {}  dispatches {}", e.buffers.len(), e.dispatches.len());
         for d in &e.dispatches {
             println!("    {}  bindings={:?}  workgroups<={}", d.kernel, d.bindings, d.workgroups.display(names));
+            if let Some(c) = &d.column_split {
+                println!(
+                    "      below {} rows per thread: {}  bindings={:?}  workgroups<={}, then {}  bindings={:?}  workgroups<={}",
+                    c.below_rows_per_thread,
+                    c.columns_kernel,
+                    c.columns_bindings,
+                    c.columns_workgroups.display(names),
+                    c.finish_kernel,
+                    c.finish_bindings,
+                    c.rows.display(names)
+                );
+            }
         }
     }
     let kernels: usize = m.entries.iter().map(|e| e.dispatches.len()).sum();

@@ -4,7 +4,9 @@
 // With a packed weight and an elementwise epilogue, the kernel picks its split at run time:
 // with at least 48 rows per workgroup it takes whole 6-row tiles of rows; with fewer, a
 // run of weight panels and the matching result columns for all rows, so a one-row batch
-// still spreads over every core. A row-wise consumer (softmax) always splits rows.
+// still spreads over every core. A row-wise consumer (softmax) splits rows; for few rows the
+// dispatch has a column-split form too: the matmul over weight panels into a scratch, then
+// the softmax over rows (see column-split.test for its numbers).
 // RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s --check-prefix=PACKED
@@ -48,7 +50,20 @@
 // CHECK: arith.muli %[[T]], %c6
 // CHECK: memref.subview %{{.*}} : memref<?x64xf32> to memref<?x64xf32, strided<[64, 1], offset: ?>>
 // CHECK-NOT: memref.subview %{{.*}} : memref<2x64x16xf32>
+// Its column-split form: the matmul alone, split like the relu kernel, into the scratch ...
+// CHECK-LABEL: func.func @g_k1_matmul_softmax_columns(
+// CHECK-SAME: %[[A:.*]]: memref<?x64xf32> {llvm.noalias}, %[[W:.*]]: memref<2x64x16xf32> {llvm.noalias}, %[[S:.*]]: memref<?x32xf32> {llvm.noalias}, %{{.*}}: index, %{{.*}}: index)
+// CHECK: memref.subview %[[W]]
+// CHECK-NOT: linalg.softmax
+// ... then the softmax over whole rows of the scratch.
+// CHECK-LABEL: func.func @g_k1_matmul_softmax_finish(
+// CHECK-SAME: %[[S:.*]]: memref<?x32xf32> {llvm.noalias}, %{{.*}}: memref<?x64xf32> {llvm.noalias}, %{{.*}}: memref<2x64x16xf32> {llvm.noalias}, %[[O:.*]]: memref<?x32xf32> {llvm.noalias}, %{{.*}}: index, %{{.*}}: index)
+// CHECK: memref.subview %[[S]][%{{.*}}, 0] [%{{.*}}, 32] [1, 1]
+// CHECK: memref.subview %[[O]][%{{.*}}, 0] [%{{.*}}, 32] [1, 1]
+// CHECK-NOT: vector.fma
 
+// PACKED: max_kernel_g_k1_matmul_softmax  bindings=[0, 3, 4]  workgroups<=arg0.d0
+// PACKED-NEXT: below 48 rows per thread: max_kernel_g_k1_matmul_softmax_columns  bindings=[0, 3, 5]  workgroups<=2, then max_kernel_g_k1_matmul_softmax_finish  bindings=[5, 0, 3, 4]  workgroups<=arg0.d0
 // PACKED: #1   weight:w:packed16
 func.func @g(%x: tensor<?x64xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %w = "max.weight"() {name = "w", init = "uniform", scale = 1.0 : f64, seed = 3 : i64} : () -> tensor<64x32xf32>

@@ -143,7 +143,7 @@ pub fn late_kernels(module_text: &str, specs: &[crate::lower::KernelSpec], chip:
         if let Some(text) = late_kernel(k, chip) {
             extra.push_str(&text);
         } else if let Some(flat) = flattened_matmul(k) {
-            extra.push_str(&flattening_wrapper(k, &flat));
+            extra.push_str(&crate::flatten::wrapper(k, &flat));
             extra.push_str(&late_kernel(&flat, chip).expect("flattened_matmul checked it"));
         }
     }
@@ -178,61 +178,16 @@ fn late_kernel(k: &crate::lower::KernelSpec, chip: &str) -> Option<String> {
     })
 }
 
-/// A matmul of a batch of rows, `x[B, T, K] @ w[K, N]` with its epilogue (operands of at
-/// most one dim, or of the output's full `[B, T, N]` shape), as the same kernel over the
-/// `B * T` rows of 2-D views, when that is a kernel the GPU generators write (tensor cores
-/// or the SIMT matmul; the generic path would walk each row's columns in one thread).
+/// [`crate::flatten::flat_form`] of `spec` when the flat form is a kernel the GPU
+/// generators write (tensor cores or the SIMT matmul; the generic path would walk each
+/// row's columns in one thread).
 pub fn flattened_matmul(spec: &crate::lower::KernelSpec) -> Option<crate::lower::KernelSpec> {
-    use max_dialects::Op;
-    let (x, out) = (spec.inputs.first()?, spec.outputs.first()?);
-    let matmul = spec.body.first().is_some_and(|f| matches!(f.op, Op::MatMul));
-    let rows = |b: &crate::lower::BindingType| b.dims.len() == 3 && b.dims[..2] == out.dims[..2];
-    if !spec.gpu || !matmul || spec.outputs.len() != 1 || out.dims.len() != 3 || x.dims.len() != 3 || !rows(x) || spec.inputs.get(1)?.dims.len() != 2 {
+    if !spec.gpu {
         return None;
     }
-    if !spec.inputs.iter().skip(2).all(|b| b.dims.len() <= 1 || rows(b)) {
-        return None;
-    }
-    let lead = out.dims[0].zip(out.dims[1]).map(|(b, t)| b * t);
-    let flat = |b: &crate::lower::BindingType| {
-        if b.dims.len() == 3 {
-            crate::lower::BindingType { dtype: b.dtype, dims: vec![lead, b.dims[2]] }
-        } else {
-            b.clone()
-        }
-    };
-    let mut f = spec.clone();
-    f.name = format!("{}_flat", spec.name);
-    f.inputs = spec.inputs.iter().map(flat).collect();
-    f.outputs = spec.outputs.iter().map(flat).collect();
+    let f = crate::flatten::flat_form(spec)?;
     let direct = crate::gpu_matmul::is_gpu_matmul(&f, f.allow_tf32) || crate::gpu_sgemm::is_sgemm(&f);
     direct.then_some(f)
-}
-
-/// The host function of `spec` that views its 3-D bindings as 2-D and calls `flat`'s.
-fn flattening_wrapper(spec: &crate::lower::KernelSpec, flat: &crate::lower::KernelSpec) -> String {
-    let bindings: Vec<&crate::lower::BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
-    let flat_bindings: Vec<&crate::lower::BindingType> = flat.inputs.iter().chain(&flat.outputs).collect();
-    let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
-    let mut s = format!("  func.func @{}({}, %wg: index, %nwg: index) {{\n", spec.name, args.join(", "));
-    let mut call = Vec::new();
-    for (i, (b, f)) in bindings.iter().zip(&flat_bindings).enumerate() {
-        if b.dims.len() == 3 {
-            let _ = writeln!(s, "    %v{i} = memref.collapse_shape %b{i} [[0, 1], [2]] : {} into {}", b.memref(), f.memref());
-            call.push(format!("%v{i}"));
-        } else {
-            call.push(format!("%b{i}"));
-        }
-    }
-    let types: Vec<String> = flat_bindings.iter().map(|b| b.memref()).collect();
-    let _ = writeln!(
-        s,
-        "    func.call @{}({}, %wg, %nwg) : ({}, index, index) -> ()\n    return\n  }}",
-        flat.name,
-        call.join(", "),
-        types.join(", ")
-    );
-    s
 }
 
 /// The host function of a custom op's PTX kernel: device pointers and element counts of

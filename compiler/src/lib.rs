@@ -11,6 +11,7 @@ pub mod codegen;
 pub mod column_split;
 pub mod custom;
 pub mod error;
+pub mod flatten;
 pub mod fusion;
 pub mod gpu;
 pub mod gpu_epilogue;

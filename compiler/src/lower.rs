@@ -95,8 +95,12 @@ pub const PACK_WIDTH: usize = NV * VL;
 
 /// Whether a matmul of operands typed `a` and `b` into `out` is computed by the f32
 /// micro-kernel, so that a constant `b` may be stored pre-packed.
+/// `a` and `out` may be `[B, T, K]` and `[B, T, N]` (see [`crate::flatten`]).
 pub fn packs_rhs(a: &max_dialects::TensorType, b: &max_dialects::TensorType, out: &max_dialects::TensorType) -> bool {
-    [a, b, out].iter().all(|t| t.dtype == DType::F32 && t.rank() == 2)
+    [a, b, out].iter().all(|t| t.dtype == DType::F32)
+        && b.rank() == 2
+        && (a.rank() == 2 || (a.rank() == 3 && a.dims[..2] == out.dims[..2]))
+        && out.rank() == a.rank()
         && b.dims.iter().all(DimExpr::is_static)
         && b.dims[1].as_const().is_some_and(|n| n >= PACK_WIDTH as i64 && n % PACK_WIDTH as i64 == 0)
 }
@@ -1253,6 +1257,28 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     Val { ssa, ty: out.ty.clone() }
 }
 
+/// `a[B, T, K] @ packed w` one batch at a time, for a kernel [`crate::flatten`] cannot view
+/// as 2-D (an epilogue that is not elementwise, or an operand of another shape).
+fn batched_packed_matmul(e: &mut Emitter, a: &Val, b: &Val, out: &Val) -> Val {
+    let slice_of = |v: &Val| BindingType { dtype: v.ty.dtype, dims: v.ty.dims[1..].to_vec() };
+    let (at, ot) = (slice_of(a), slice_of(out));
+    let c0 = e.index(0);
+    let c1 = e.index(1);
+    let nb = e.dim(a, 0);
+    let t = e.dim(a, 1);
+    let (k, n) = (a.ty.dims[2].map_or_else(|| e.dim(a, 2), |c| c.to_string()), out.ty.dims[2].map_or_else(|| e.dim(out, 2), |c| c.to_string()));
+    let full = out.ty.tensor();
+    let r = e.fresh();
+    e.line(format!("{r} = scf.for %bb = {c0} to {nb} step {c1} iter_args(%bacc = {}) -> ({full}) {{", out.ssa));
+    let asl = e.assign(format!("tensor.extract_slice {}[%bb, 0, 0] [1, {t}, {k}] [1, 1, 1] : {} to {}", a.ssa, a.ty.tensor(), at.tensor()));
+    let osl = e.assign(format!("tensor.extract_slice %bacc[%bb, 0, 0] [1, {t}, {n}] [1, 1, 1] : {full} to {}", ot.tensor()));
+    let m = matmul_microkernel(e, &Val { ssa: asl, ty: at }, b, &Val { ssa: osl, ty: ot.clone() }, true);
+    let ins = e.assign(format!("tensor.insert_slice {} into %bacc[%bb, 0, 0] [1, {t}, {n}] [1, 1, 1] : {} into {full}", m.ssa, ot.tensor()));
+    e.line(format!("scf.yield {ins} : {full}"));
+    e.line("}");
+    Val { ssa: r, ty: out.ty.clone() }
+}
+
 /// Ways the k loop of the one-row tile is split, so that it keeps `KSPLIT * NV`
 /// independent FMA chains in flight instead of `NV` (FMA latency, not bandwidth, bounds a
 /// single row otherwise).
@@ -1800,7 +1826,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         let vals = if let Some(call) = &f.call {
             custom_call(&mut e, call, &args, &dests)
         } else if f.packed_rhs {
-            vec![matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true)]
+            vec![if args[0].ty.dims.len() == 3 { batched_packed_matmul(&mut e, &args[0], &args[1], &dests[0]) } else { matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true) }]
         } else {
             lower_op(&mut e, &f.op, &args, &dests)
         };
@@ -1838,7 +1864,14 @@ pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], 
     // Tensor-core matmuls are written at the memref level with their launches; they join
     // the module after bufferization (see `crate::gpu::late_kernels`).
     for k in specs.iter().filter(|k| k.native.is_none() && k.ptx.is_none() && !crate::gpu::is_late_kernel(k)) {
-        s.push_str(&kernel_func(k, avx2));
+        match crate::flatten::flat_form(k).filter(|_| !k.gpu) {
+            Some(flat) => {
+                s.push_str(&crate::flatten::wrapper(k, &flat));
+                // Private: once inlined into the wrapper it is dropped.
+                s.push_str(&kernel_func(&flat, avx2).replacen("func.func @", "func.func private @", 1));
+            }
+            None => s.push_str(&kernel_func(k, avx2)),
+        }
     }
     if avx2 {
         s.push_str(crate::qmatmul_q8::X86_HELPER_DECLS);

@@ -348,6 +348,17 @@ impl Program {
             };
             workgroups = DimExpr::max(workgroups, DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1)));
         }
+        // A dense layer on `[B, T, K]` runs over its `B * T` rows (see `flatten`).
+        if let Some(flat) = crate::flatten::flat_form(&spec).filter(|_| self.gpu.is_none()) {
+            workgroups = shift(&DimExpr::product(&graph.ty(root.outputs[0]).dims[..2]), base);
+            if flat.columns {
+                let w = match flat.body[0].args[1] {
+                    ValueRef::Input(i) => i,
+                    _ => unreachable!("flat_form checked the weight is an input"),
+                };
+                workgroups = DimExpr::max(workgroups, DimExpr::Const(flat.inputs[w].dims[0].unwrap_or(1)));
+            }
+        }
         // With few rows, a softmax-ended matmul can run as columns, then rows (see
         // `column_split`); its scratch is a temporary of the result's shape.
         let split = crate::column_split::derive(&spec).map(|(columns, finish)| {

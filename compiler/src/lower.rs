@@ -465,6 +465,7 @@ impl Body<'_> {
             UnaryOp::Log => self.op(format!("math.log {x} : {t}")),
             UnaryOp::Sqrt => self.op(format!("math.sqrt {x} : {t}")),
             UnaryOp::Rsqrt => self.op(format!("math.rsqrt {x} : {t}")),
+            UnaryOp::Tanh if t == "f32" => crate::math::tanh_f32(&mut |rhs| self.op(rhs), x, t),
             UnaryOp::Tanh => self.op(format!("math.tanh {x} : {t}")),
             UnaryOp::Sigmoid => self.sigmoid(x, t),
             UnaryOp::Silu => {
@@ -476,7 +477,7 @@ impl Body<'_> {
                 let half = self.fconst(0.5, d);
                 let one = self.fconst(1.0, d);
                 let a = self.op(format!("arith.mulf {x}, {k} : {t}"));
-                let e = self.op(format!("math.erf {a} : {t}"));
+                let e = if t == "f32" { crate::math::erf_f32(&mut |rhs| self.op(rhs), &a, t) } else { self.op(format!("math.erf {a} : {t}")) };
                 let p = self.op(format!("arith.addf {e}, {one} : {t}"));
                 let h = self.op(format!("arith.mulf {x}, {half} : {t}"));
                 self.op(format!("arith.mulf {h}, {p} : {t}"))
@@ -621,6 +622,7 @@ fn reduce_into(
     axes: &[usize],
     kind: ReduceOp,
     extra: &[&Val],
+    reassoc: bool,
     pre: impl FnOnce(&mut Body, &str, &[String]) -> String,
 ) -> Val {
     let n = x.ty.dims.len();
@@ -644,15 +646,18 @@ fn reduce_into(
     ins.extend_from_slice(extra);
     let reduction: Vec<bool> = (0..n).map(|i| axes.contains(&i)).collect();
     let xd = x.ty.dtype;
+    // `reassoc` lets LLVM vectorize the loop with partial sums per lane. Normalizations keep
+    // the sequential order: LLM logits (and greedy tokens next to llama.cpp's) hang on it.
+    let fm = if reassoc { " fastmath<reassoc>" } else { "" };
     generic(e, maps, &reduction, &ins, &acc, |b, a| {
         let v = b.convert(&a[0], xd, ct);
         let v = pre(b, &v, &a[1..a.len() - 1]);
         let acc = &a[a.len() - 1];
         let t = ct.mlir_name();
         match (kind, ct.is_float()) {
-            (ReduceOp::Max, true) => b.op(format!("arith.maximumf {acc}, {v} : {t}")),
+            (ReduceOp::Max, true) => b.op(format!("arith.maximumf {acc}, {v}{fm} : {t}")),
             (ReduceOp::Max, false) => b.op(format!("arith.maxsi {acc}, {v} : {t}")),
-            (_, true) => b.op(format!("arith.addf {acc}, {v} : {t}")),
+            (_, true) => b.op(format!("arith.addf {acc}, {v}{fm} : {t}")),
             (_, false) => b.op(format!("arith.addi {acc}, {v} : {t}")),
         }
     })
@@ -676,7 +681,7 @@ fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> 
         Op::RmsNorm { .. } => {
             let w = &ins[1];
             let wd = w.ty.dtype;
-            let sumsq = reduce_into(e, x, &[last], ReduceOp::Sum, &[], |b, v, _| b.op(format!("arith.mulf {v}, {v} : f32")));
+            let sumsq = reduce_into(e, x, &[last], ReduceOp::Sum, &[], false, |b, v, _| b.op(format!("arith.mulf {v}, {v} : f32")));
             generic(e, vec![amap(n, &ident), amap(n, &kept), lastmap, amap(n, &ident)], &vec![false; n], &[x, &sumsq, w], out, |b, a| {
                 let v = b.convert(&a[0], xd, DType::F32);
                 let ms = b.op(format!("arith.divf {}, {df} : f32", a[1]));
@@ -691,7 +696,7 @@ fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> 
         _ => {
             let (g, bt) = (&ins[1], &ins[2]);
             let (gd, bd) = (g.ty.dtype, bt.ty.dtype);
-            let sum = reduce_into(e, x, &[last], ReduceOp::Sum, &[], |_, v, _| v.to_string());
+            let sum = reduce_into(e, x, &[last], ReduceOp::Sum, &[], false, |_, v, _| v.to_string());
             let mean_ty = sum.ty.clone();
             let mean_dst = e.empty(&sum, DType::F32);
             let km: Vec<String> = (0..last).map(|i| format!("d{i}")).collect();
@@ -699,7 +704,7 @@ fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> 
                 b.op(format!("arith.divf {}, {df} : f32", a[0]))
             });
             let mean = Val { ssa: mean.ssa, ty: mean_ty };
-            let var = reduce_into(e, x, &[last], ReduceOp::Sum, &[&mean], |b, v, extra| {
+            let var = reduce_into(e, x, &[last], ReduceOp::Sum, &[&mean], false, |b, v, extra| {
                 let c = b.op(format!("arith.subf {v}, {} : f32", extra[0]));
                 b.op(format!("arith.mulf {c}, {c} : f32"))
             });
@@ -1481,7 +1486,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let x = &ins[0];
             let r = x.ty.dims.len();
             let axes: Vec<usize> = axes.iter().map(|a| norm(*a, r)).collect();
-            let acc = reduce_into(e, x, &axes, *kind, &[], |_, v, _| v.to_string());
+            let acc = reduce_into(e, x, &axes, *kind, &[], true, |_, v, _| v.to_string());
             let ct = acc.ty.dtype;
             // Mean divides by the reduced element count, computed from the runtime dims.
             let acc = if *kind == ReduceOp::Mean {
@@ -1515,8 +1520,8 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
         Op::Softmax { axis } => {
             let x = &ins[0];
             let ax = norm(*axis, n);
-            let mx = reduce_into(e, x, &[ax], ReduceOp::Max, &[], |_, v, _| v.to_string());
-            let sum = reduce_into(e, x, &[ax], ReduceOp::Sum, &[&mx], |b, v, extra| {
+            let mx = reduce_into(e, x, &[ax], ReduceOp::Max, &[], true, |_, v, _| v.to_string());
+            let sum = reduce_into(e, x, &[ax], ReduceOp::Sum, &[&mx], true, |b, v, extra| {
                 let d = b.op(format!("arith.subf {v}, {} : f32", extra[0]));
                 b.exp(&d)
             });

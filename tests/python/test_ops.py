@@ -98,6 +98,29 @@ def test_unary(tmp_path, op, dt):
     check(tmp_path, graph([("x", s, dt)], body, [t]), [("x", s, dt)], ref, positive=positive, **tol)
 
 
+@pytest.mark.parametrize("op", ["tanh", "gelu"])
+def test_inline_tanh_and_erf_over_their_range(tmp_path, op):
+    """tanh and GELU's erf are inline rational functions, not libm calls: compared with
+    float64 libm over the whole range (tiny values, the fitted interval, the saturated
+    tails, infinities). Within 1e-6 relative (measured: 3e-7 for tanh)."""
+    t = ttype((None,), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None,), "f32")], [f'%r0 = "max.{op}"(%x) : ({t}) -> {t}'], [t]))
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art)
+    x = np.concatenate([np.linspace(-12, 12, 24001), np.logspace(-30, 1, 500), -np.logspace(-30, 1, 500), [0.0, np.inf, -np.inf]]).astype(np.float32)
+    got = run_artifact(art, {"x": x}, tmp_path)[0].astype(np.float64)
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        want = np.tanh(x64) if op == "tanh" else 0.5 * x64 * (1 + np.vectorize(math.erf)(x64 / np.sqrt(2)))
+    finite = np.isfinite(x)
+    # GELU's negative tail is 0.5 x (1 + erf), where 1 + erf cancels: its absolute error is
+    # about |x| * 2e-7 there (libm's erff: about |x| * 3e-8).
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-30 if op == "tanh" else 1.5e-6)
+    if op == "tanh":
+        np.testing.assert_allclose(got[-2:], [1.0, -1.0], rtol=3e-7)
+
+
 @pytest.mark.parametrize("op", ["neg", "abs", "relu"])
 @pytest.mark.parametrize("dt", ["i32", "i64"])
 def test_unary_int(tmp_path, op, dt):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark (default: all) in release mode with the Python reference environment.
-# Usage: bash benches/run.sh [custom_mlp|sgemm|llm|serve|all] [-- extra args]
+# Usage: bash benches/run.sh [custom_mlp|sgemm|llm|serve|embed|all] [-- extra args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -11,7 +11,7 @@ source scripts/python-env.sh
 python -c "import onnx, onnxruntime" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check onnx onnxruntime >&2 ||
   echo "run.sh: onnxruntime unavailable; its column will be empty" >&2
 benches=("${1:-all}")
-[ "${benches[0]}" = all ] && benches=(custom_mlp sgemm llm serve)
+[ "${benches[0]}" = all ] && benches=(custom_mlp sgemm llm serve embed)
 if [[ " ${benches[*]} " == *" llm "* || " ${benches[*]} " == *" serve "* ]]; then
   # llama.cpp for the llm comparison, and the model (cached outside the repo).
   # shellcheck disable=SC1091
@@ -25,6 +25,11 @@ if [[ " ${benches[*]} " == *" llm "* || " ${benches[*]} " == *" serve "* ]]; the
   python -c "import llama_cpp.server" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check \
     --find-links "${MAX_CACHE_DIR:-$HOME/.cache/max}/wheels" --only-binary llama-cpp-python "llama-cpp-python[server]==0.3.36" >&2 ||
     echo "run.sh: llama-cpp-python[server] unavailable; the serve comparison will be one-sided" >&2
+fi
+if [[ " ${benches[*]} " == *" embed "* ]]; then
+  # all-MiniLM-L6-v2 for the embeddings comparison (cached outside the repo).
+  MAX_MINILM_DIR=${MAX_MINILM_DIR:-$(bash serve/tests/fetch_minilm.sh)}
+  export MAX_MINILM_DIR
 fi
 shift || true
 [ "${1:-}" = "--" ] && shift

@@ -9,12 +9,12 @@ Writes the embeddings to OUT.npy; prints {"median_ms": ..., "ort": version} last
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from ort_timing import median_ms, session
 
 model_dir, tokens_path, mask_path, runs, threads, out_path = sys.argv[1:7]
 runs, threads = int(runs), int(threads)
@@ -91,20 +91,7 @@ graph = helper.make_graph(
     [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["B", "T"]), helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, ["B", "T"])],
     [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["B", H])], inits)
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-opts = ort.SessionOptions()
-opts.intra_op_num_threads = threads
-opts.inter_op_num_threads = 1
-opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+sess = session(model, threads)
 feeds = {"input_ids": np.load(tokens_path).astype(np.int64), "attention_mask": np.load(mask_path).astype(np.float32)}
-out = sess.run(None, feeds)[0]
-np.save(out_path, out)
-for _ in range(2):
-    sess.run(None, feeds)
-times = []
-for _ in range(runs):
-    t = time.perf_counter()
-    sess.run(None, feeds)
-    times.append((time.perf_counter() - t) * 1e3)
-times.sort()
-print(json.dumps({"median_ms": times[len(times) // 2], "ort": ort.__version__}))
+np.save(out_path, sess.run(None, feeds)[0])
+print(json.dumps({"median_ms": median_ms(sess, feeds, runs, warmup=2), "ort": ort.__version__}))

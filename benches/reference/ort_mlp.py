@@ -3,12 +3,12 @@ dynamic batch), prints {"median_ms": ..., "ort": version} as its last line.
 Usage: ort_mlp.py BATCH RUNS THREADS"""
 import json
 import sys
-import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from ort_timing import median_ms, session
 
 batch, runs, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
@@ -23,18 +23,6 @@ graph = helper.make_graph(
     [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
 )
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-opts = ort.SessionOptions()
-opts.intra_op_num_threads = threads
-opts.inter_op_num_threads = 1
-opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+sess = session(model, threads)
 x = np.full((batch, 768), 0.1, dtype=np.float32)
-for _ in range(3):
-    sess.run(None, {"x": x})
-times = []
-for _ in range(runs):
-    t = time.perf_counter()
-    sess.run(None, {"x": x})
-    times.append((time.perf_counter() - t) * 1e3)
-times.sort()
-print(json.dumps({"median_ms": times[len(times) // 2], "ort": ort.__version__}))
+print(json.dumps({"median_ms": median_ms(sess, {"x": x}, runs, warmup=3), "ort": ort.__version__}))

@@ -38,7 +38,7 @@ pub fn derive(spec: &KernelSpec) -> Option<(KernelSpec, KernelSpec)> {
     if !(axis == -1 || axis == 1) {
         return None;
     }
-    let elementwise = |f: &FusedOp| matches!(f.op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_)) && f.call.is_none() && f.results.len() == 1;
+    let elementwise = |f: &FusedOp| f.is_elementwise() && f.results.len() == 1;
     // The prologue runs on column stripes: its other operands must follow the columns.
     let prologue_ok = spec.body[1..s].iter().all(|f| {
         elementwise(f)

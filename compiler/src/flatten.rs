@@ -9,7 +9,7 @@
 //! The kernel keeps the graph's 3-D bindings: a wrapper function views them as 2-D
 //! (`memref.collapse_shape` of a contiguous buffer, no copy) and calls the flat kernel.
 
-use crate::lower::{BindingType, KernelSpec, ValueRef};
+use crate::lower::{BindingType, FusedOp, KernelSpec, ValueRef};
 use max_dialects::Op;
 use std::fmt::Write;
 
@@ -32,7 +32,7 @@ pub fn flat_form(spec: &KernelSpec) -> Option<KernelSpec> {
     }
     // Ops after the matmul see 2-D values: only elementwise ones keep their meaning (an
     // axis attribute would not).
-    if !spec.gpu && !spec.body[1..].iter().all(|f| matches!(f.op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_)) && f.call.is_none()) {
+    if !spec.gpu && !spec.body[1..].iter().all(FusedOp::is_elementwise) {
         return None;
     }
     let lead = out.dims[0].zip(out.dims[1]).map(|(b, t)| b * t);

@@ -82,6 +82,22 @@ pub struct FusedOp {
     pub call: Option<MlirCall>,
 }
 
+impl FusedOp {
+    /// An elementwise op of the compiler's own (not an MLIR-library call).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self.op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_)) && self.call.is_none()
+    }
+
+    /// The input binding of a matmul's right operand (its weight), if this is a matmul on
+    /// two inputs.
+    pub fn matmul_weight_input(&self) -> Option<usize> {
+        match (&self.op, self.args.as_slice()) {
+            (Op::MatMul, [ValueRef::Input(_), ValueRef::Input(w), ..]) => Some(*w),
+            _ => None,
+        }
+    }
+}
+
 /// A call of an MLIR kernel-library function (inlined later).
 #[derive(Debug, Clone)]
 pub struct MlirCall {
@@ -132,7 +148,7 @@ pub fn splits_columns(spec: &KernelSpec) -> bool {
         return false;
     }
     spec.body[1..].iter().all(|f| {
-        matches!(f.op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_))
+        f.is_elementwise()
             && f.args.iter().all(|a| match a {
                 // The matmul reads its operands whole.
                 ValueRef::Input(_) if *a == first.args[0] || *a == first.args[1] => false,

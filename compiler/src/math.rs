@@ -13,11 +13,19 @@
 
 use std::fmt::Write;
 
+/// The attribute text of the constant `v` of type `t` (`f32`, or a splat of a vector type).
+fn splat(v: &str, t: &str) -> String {
+    if t.starts_with("vector") {
+        format!("dense<{v}> : {t}")
+    } else {
+        format!("{v} : {t}")
+    }
+}
+
 /// Emits `exp(x)` for values of type `ty` (`f32` or `vector<NxF32>`). `op` appends one
 /// operation (`rhs` of `%v = rhs`) and returns its SSA name.
 pub fn exp_f32(op: &mut dyn FnMut(String) -> String, x: &str, ty: &str) -> String {
     let ity = if ty == "f32" { "i32".to_string() } else { ty.replace("f32", "i32") };
-    let splat = |v: &str, t: &str| if t.starts_with("vector") { format!("dense<{v}> : {t}") } else { format!("{v} : {t}") };
     let mut c = |v: &str| op(format!("arith.constant {}", splat(v, ty)));
     let (lo, hi, log2e, half) = (c("-8.83762626647949e1"), c("8.83762626647950e1"), c("1.44269504088896341e0"), c("5.0e-1"));
     let (ln2_hi, ln2_lo, one) = (c("6.93359375e-1"), c("-2.12194440e-4"), c("1.0e0"));
@@ -49,16 +57,15 @@ pub fn exp_f32(op: &mut dyn FnMut(String) -> String, x: &str, ty: &str) -> Strin
 /// `x P(x^2) / Q(x^2)` for `x` clamped to `[-limit, limit]`; coefficients from the highest
 /// power down.
 fn odd_rational(op: &mut dyn FnMut(String) -> String, x: &str, ty: &str, limit: &str, num: &[&str], den: &[&str]) -> String {
-    let splat = |v: &str| if ty.starts_with("vector") { format!("dense<{v}> : {ty}") } else { format!("{v} : {ty}") };
-    let hi = op(format!("arith.constant {}", splat(limit)));
-    let lo = op(format!("arith.constant {}", splat(&format!("-{limit}"))));
+    let hi = op(format!("arith.constant {}", splat(limit, ty)));
+    let lo = op(format!("arith.constant {}", splat(&format!("-{limit}"), ty)));
     let x = op(format!("arith.minimumf {x}, {hi} : {ty}"));
     let x = op(format!("arith.maximumf {x}, {lo} : {ty}"));
     let x2 = op(format!("arith.mulf {x}, {x} : {ty}"));
     let mut poly = |coeffs: &[&str]| {
-        let mut acc = op(format!("arith.constant {}", splat(coeffs[0])));
+        let mut acc = op(format!("arith.constant {}", splat(coeffs[0], ty)));
         for c in &coeffs[1..] {
-            let c = op(format!("arith.constant {}", splat(c)));
+            let c = op(format!("arith.constant {}", splat(c, ty)));
             acc = op(format!("math.fma {x2}, {acc}, {c} : {ty}"));
         }
         acc

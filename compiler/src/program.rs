@@ -342,21 +342,13 @@ impl Program {
         if spec.columns {
             // Rows or column panels, whichever the kernel splits at run time (the runtime
             // uses one workgroup per thread at most).
-            let w = match spec.body[0].args[1] {
-                crate::lower::ValueRef::Input(i) => i,
-                _ => unreachable!("splits_columns checked the weight is an input"),
-            };
-            workgroups = DimExpr::max(workgroups, DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1)));
+            workgroups = DimExpr::max(workgroups, weight_panels(&spec));
         }
         // A dense layer on `[B, T, K]` runs over its `B * T` rows (see `flatten`).
         if let Some(flat) = crate::flatten::flat_form(&spec).filter(|_| self.gpu.is_none()) {
             workgroups = shift(&DimExpr::product(&graph.ty(root.outputs[0]).dims[..2]), base);
             if flat.columns {
-                let w = match flat.body[0].args[1] {
-                    ValueRef::Input(i) => i,
-                    _ => unreachable!("flat_form checked the weight is an input"),
-                };
-                workgroups = DimExpr::max(workgroups, DimExpr::Const(flat.inputs[w].dims[0].unwrap_or(1)));
+                workgroups = DimExpr::max(workgroups, weight_panels(&flat));
             }
         }
         // With few rows, a softmax-ended matmul can run as columns, then rows (see
@@ -367,13 +359,9 @@ impl Program {
             let scratch = buffers.len() - 1;
             let columns_bindings: Vec<usize> = bindings[..inputs.len()].iter().copied().chain([scratch]).collect();
             let finish_bindings: Vec<usize> = std::iter::once(scratch).chain(bindings.iter().copied()).collect();
-            let w = match columns.body[0].args[1] {
-                crate::lower::ValueRef::Input(i) => i,
-                _ => unreachable!("column_split::derive checked the weight is an input"),
-            };
             let split = ColumnSplit {
                 columns_kernel: String::new(),
-                columns_workgroups: DimExpr::Const(columns.inputs[w].dims[0].unwrap_or(1)),
+                columns_workgroups: weight_panels(&columns),
                 finish_kernel: String::new(),
                 rows: buffers[scratch].shape[0].clone(),
                 below_rows_per_thread: crate::lower::column_split_rows() as i64,
@@ -454,6 +442,13 @@ fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
     let t = graph.ty(v);
     let (k, n) = (t.dims[0].as_const().unwrap(), t.dims[1].as_const().unwrap());
     Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
+}
+
+/// The column panels of a column-split kernel's packed weight: the most workgroups its
+/// column split uses.
+fn weight_panels(spec: &KernelSpec) -> DimExpr {
+    let w = spec.body[0].matmul_weight_input().expect("column-split kernels start with a matmul on a packed weight input");
+    DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1))
 }
 
 /// How a kernel sees each of its bindings' dims: static, or a push constant (added to

@@ -326,7 +326,7 @@ impl Model {
             let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
             for (f, name, bindings, workgroups) in phases {
                 let bind: Vec<*mut u8> = bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
-                let wg = workgroups.eval(syms)?.max(1).min(threads).max(1);
+                let wg = workgroups.eval(syms)?.clamp(1, threads.max(1));
                 let b = Bindings { ptrs: &bind, push: &push };
                 let started = self.profile.as_ref().map(|_| std::time::Instant::now());
                 let status = if wg == 1 {

@@ -188,7 +188,7 @@ impl KernelRegistry {
     pub fn add_dir(&mut self, dir: &Path) -> Result<(), CompileError> {
         let decl = dir.join("kernels.toml");
         let text = std::fs::read_to_string(&decl).map_err(|e| CompileError::Io { what: format!("reading {} (each --kernels directory needs one)", decl.display()), cause: e })?;
-        self.files.push(decl.clone());
+        self.record(&decl);
         let bad = |op: &str, why: String| CompileError::Kernels(format!("{}: op '{op}': {why}", decl.display()));
         let parsed: FileToml = toml::from_str(&text).map_err(|e| CompileError::Kernels(format!("{}: {e}", decl.display())))?;
         for op in parsed.op {
@@ -233,9 +233,7 @@ impl KernelRegistry {
                         };
                         let file = dir.join(file);
                         let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading shape function file {}", file.display()), cause: e })?;
-                        if !self.files.contains(&file) {
-                            self.files.push(file.clone());
-                        }
+                        self.record(&file);
                         ShapeRule::Function(ShapeFunction::parse(&file, &source, &function)?)
                     }
                     _ => return Err(rule_err()),
@@ -251,15 +249,13 @@ impl KernelRegistry {
                     if !library.exists() {
                         return Err(bad(&op.name, format!("native library {} does not exist", library.display())));
                     }
-                    self.files.push(library.clone());
+                    self.record(&library);
                     CustomImpl::Native { library, symbol: n.symbol.unwrap_or_else(|| op.name.clone()) }
                 }
                 (None, Some(m)) => {
                     let file = dir.join(&m.file);
                     let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading MLIR kernel {}", file.display()), cause: e })?;
-                    if !self.files.contains(&file) {
-                        self.files.push(file.clone());
-                    }
+                    self.record(&file);
                     CustomImpl::Mlir { file, function: m.function.unwrap_or_else(|| op.name.clone()), source }
                 }
                 (None, None) if op.ptx.is_some() => CustomImpl::GpuOnly,
@@ -270,7 +266,7 @@ impl KernelRegistry {
                 Some(p) => {
                     let file = dir.join(&p.file);
                     let source = std::fs::read_to_string(&file).map_err(|e| CompileError::Io { what: format!("reading PTX kernel {}", file.display()), cause: e })?;
-                    self.files.push(file.clone());
+                    self.record(&file);
                     let kernel = p.kernel.unwrap_or_else(|| op.name.clone());
                     if !ptx_defines_entry(&source, &kernel) {
                         return Err(bad(&op.name, format!("{} defines no `.entry {kernel}` (the kernel to launch)", file.display())));
@@ -298,6 +294,13 @@ impl KernelRegistry {
             self.ops.insert(op.name.clone(), CustomOpDecl { name: op.name, inputs, outputs, imp, ptx, declared_in: decl.clone() });
         }
         Ok(())
+    }
+
+    /// Notes a file read, once (a shape-function file may also be a kernel library).
+    fn record(&mut self, file: &Path) {
+        if !self.files.iter().any(|f| f == file) {
+            self.files.push(file.to_path_buf());
+        }
     }
 
     /// The declaration of op `name`.

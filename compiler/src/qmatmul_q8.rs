@@ -54,7 +54,7 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
         "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %c2q = arith.constant 2 : index\n    \
          %c4q = arith.constant 4 : index\n    %c32 = arith.constant 32 : index\n    %cbb = arith.constant {bb} : index\n    \
          %ckb = arith.constant {kb} : index\n    %cn = arith.constant {n} : index\n    %cnb = arith.constant {NB} : index\n    \
-         %crb = arith.constant {RB} : index\n    %f0 = arith.constant 0.0 : f32\n    %f127 = arith.constant 127.0 : f32\n    \
+         %crb = arith.constant {RB} : index\n    %f0 = arith.constant 0.0 : f32\n    %fm0 = arith.constant -0.0 : f32\n    %f127 = arith.constant 127.0 : f32\n    \
          %z8 = arith.constant dense<0.0> : {v8f}\n    %ones16 = arith.constant dense<1> : vector<16xi16>\n    %m = memref.dim %b0, %c0 : {xm}\n"
     );
     // Rows go in chunks of RC: 1. quantize the chunk's rows of x into stack scratch (every
@@ -100,17 +100,25 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
          scf.for %nb = %n0 to %n1 step %cnb {{\n    %nbe0 = arith.addi %nb, %cnb : index\n    %nbe = arith.minui %nbe0, %n1 : index\n    \
          scf.for %ib = %c0 to %rows step %crb {{\n    %ibe0 = arith.addi %ib, %crb : index\n    %ibe = arith.minui %ibe0, %rows : index\n    \
          %nrows = arith.subi %ibe, %ib : index\n    %lone = arith.cmpi eq, %nrows, %c1 : index\n    \
-         scf.for %j = %nb to %nbe step %c1 {{\n    scf.if %lone {{\n"
+         scf.if %lone {{\n    scf.for %j = %nb to %nbe step %c1 {{\n"
     );
     let ctx = DotCtx { format, q81, unsigned, avx2, wm: &wm, dxm: &dxm, qxm: &qxm, accm: &accm, sumsm: &sumsm, om: &om, kb };
-    dot_products(&mut s, &ctx, true);
-    s.push_str("    } else {\n");
-    dot_products(&mut s, &ctx, false);
+    lone_column(&mut s, &ctx);
+    s.push_str("    }\n    } else {\n    scf.for %j = %nb to %nbe step %c1 {\n");
+    row_block(&mut s, &ctx);
+    // Closes the column loop, the `else`, and the loops over row blocks, column blocks and
+    // row chunks.
     s.push_str("    }\n    }\n    }\n    }\n    }\n    return\n  }\n");
     s
 }
 
-/// What [`dot_products`] needs of the kernel being written.
+/// How far ahead (bytes) a lone row's column prefetches its weight stream. Decode reads each
+/// weight once, from DRAM, and the hardware prefetcher alone leaves the stream short of the
+/// bandwidth a plain read loop gets: SmolLM2 Q4_1 decode went from 108 to 113, 117 and 119
+/// tokens/s with 256, 512 and 1024 bytes (2 threads, mean of four runs each).
+const PREFETCH_BYTES: i64 = 1024;
+
+/// What the dot-product emitters need of the kernel being written.
 struct DotCtx<'a> {
     format: QuantFormat,
     q81: bool,
@@ -125,103 +133,108 @@ struct DotCtx<'a> {
     kb: i64,
 }
 
-/// The dot products of column `%j` with rows `%ib .. %ibe`, stored into the output: for a
-/// lone row (`lone`, row `%ib`), accumulators in registers; otherwise each decoded weight
-/// block multiplied into every row, accumulators in the `%accs`/`%sums` scratch.
-fn dot_products(s: &mut String, c: &DotCtx<'_>, lone: bool) {
-    let DotCtx { format, q81, unsigned, avx2, wm, dxm, qxm, accm, sumsm, om, kb } = *c;
-    let (v32b, v8f) = ("vector<32xi8>", "vector<8xf32>");
-    let wm = wm.to_string();
-    if !lone {
-        let _ = write!(
-            s,
-            "    scf.for %li = %ib to %ibe step %c1 {{\n      %lz = arith.subi %li, %ib : index\n      \
-             vector.store %z8, %accs[%lz, %c0] : {accm}, {v8f}\n      memref.store %f0, %sums[%lz] : {sumsm}\n    }}\n"
-        );
-    }
-    // Loop headers: accumulators as loop values (lone) or none (scratch).
-    let iter = |a: &str, m: &str| if lone { format!(" iter_args(%acc = {a}, %summs = {m}) -> ({v8f}, f32)") } else { String::new() };
-    let res = |n: &str| if lone { format!("%{n}:2 = ") } else { String::new() };
-    // The weight block: its scale `%dw` (and min `%mw`), and its quants.
-    if format == QuantFormat::Q6K {
-        // Signed quants `%qs` (q - 32); `%dw` is d (each half's scale joins it per lane below).
-        let _ = write!(s, "    {}scf.for %k = %c0 to %ckb step %c1{} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", res("res"), iter("%z8", "%f0"), crate::qmatmul::block_base(format));
-        crate::qmatmul::q6k_sub_block(s, &wm);
-        let _ = writeln!(s, "      %dw = arith.addf %k6d, %f0 : f32");
-    } else if format == QuantFormat::Q4K {
-        // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
-        // are decoded once per super-block, eight at a time.
+/// The `%res:N = ` prefix and ` iter_args(...) -> (...)` suffix of a loop over blocks that
+/// carries `iters` (its result name, and (name, init) pairs of an accumulator vector then its
+/// scalar min part), or neither.
+fn loop_values(iters: Option<(&str, &[(&str, &str)])>) -> (String, String) {
+    let Some((res, pairs)) = iters else { return (String::new(), String::new()) };
+    let names: Vec<String> = pairs.iter().map(|(n, i)| format!("{n} = {i}")).collect();
+    let tys: Vec<&str> = (0..pairs.len()).map(|x| if x % 2 == 0 { "vector<8xf32>" } else { "f32" }).collect();
+    (format!("{res}:{} = ", pairs.len()), format!(" iter_args({}) -> ({})", names.join(", "), tys.join(", ")))
+}
+
+/// `%base` and `%kx` for block `%k`, and the open loop over blocks: over super-blocks `%ks`
+/// for Q4_K (whose body [`open_q4k_sub_blocks`] continues), else over `%k`; `iters` as in
+/// [`loop_values`].
+fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str, &str)])>) {
+    let (res, args) = loop_values(iters);
+    if c.format == QuantFormat::Q4K {
         let _ = write!(
             s,
             "    %ck4s = arith.constant {} : index\n    %ck4sub = arith.constant 8 : index\n    \
-             {}scf.for %ks = %c0 to %ck4s step %c1{} {{\n      %base = arith.muli %ks, %cbb : index\n",
-            kb / 8,
-            res("res"),
-            iter("%z8", "%f0").replace("%acc =", "%acc0 =").replace("%summs =", "%summs0 =")
+             {res}scf.for %ks = %c0 to %ck4s step %c1{args} {{\n      %base = arith.muli %ks, %cbb : index\n",
+            c.kb / 8
         );
-        crate::qmatmul::q4k_scales(s, &wm);
-        let _ = write!(
-            s,
-            "      {}scf.for %ksub = %c0 to %ck4sub step %c1{} {{\n      \
-             %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n",
-            res("rin"),
-            iter("%acc0", "%summs0")
-        );
-        // The sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
-        crate::qmatmul::q4k_sub_block_of(s, &wm, "%ksub");
-        let _ = write!(s, "      %dw = arith.addf %k4dsc, %f0 : f32\n      %mw = arith.addf %k4mneg, %f0 : f32\n");
     } else {
-        let _ = write!(s, "    {}scf.for %k = %c0 to %ckb step %c1{} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", res("res"), iter("%z8", "%f0"), crate::qmatmul::block_base(format));
-        let halves = if q81 { 2 } else { 1 };
-        let _ = write!(
-            s,
-            "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
-             %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
-             %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
-             %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n",
-            2 * halves,
-            2 * halves
-        );
-        if q81 {
-            let _ = writeln!(s, "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>");
+        let _ = write!(s, "    {res}scf.for %k = %c0 to %ckb step %c1{args} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
+    }
+}
+
+/// Inside a Q4_K super-block loop: the loop over its eight sub-blocks `%ksub` (block `%k`).
+fn open_q4k_sub_blocks(s: &mut String, iters: Option<(&str, &[(&str, &str)])>) {
+    let (res, args) = loop_values(iters);
+    let _ = write!(
+        s,
+        "      {res}scf.for %ksub = %c0 to %ck4sub step %c1{args} {{\n      \
+         %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n"
+    );
+}
+
+/// Weight block `%k` of row `%j`: its scale `%dw` (and min `%mw`) and its 32 quants, signed
+/// in `%qs` (with `|w|` in `%qa` for the AVX2 product) or unsigned nibbles in `%qn`. Q4_K
+/// needs its super-block's scales ([`crate::qmatmul::q4k_scales`]) in scope.
+fn weight_block(s: &mut String, c: &DotCtx<'_>) {
+    let (wm, v32b) = (c.wm, "vector<32xi8>");
+    match c.format {
+        QuantFormat::Q6K => {
+            crate::qmatmul::q6k_sub_block(s, wm);
+            // d alone (each half's scale joins it per lane in the product).
+            let _ = writeln!(s, "      %dw = arith.addf %k6d, %fm0 : f32");
+        }
+        QuantFormat::Q4K => {
+            // The sub-block's scale and min (w = q * dsc - dm), and its unsigned nibbles `%qn`.
+            crate::qmatmul::q4k_sub_block_of(s, wm, "%ksub");
+            let _ = write!(s, "      %dw = arith.addf %k4dsc, %fm0 : f32\n      %mw = arith.addf %k4mneg, %fm0 : f32\n");
+        }
+        _ => {
+            let halves = if c.q81 { 2 } else { 1 };
+            let _ = write!(
+                s,
+                "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
+                 %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
+                 %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
+                 %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n",
+                2 * halves,
+                2 * halves
+            );
+            if c.q81 {
+                let _ = writeln!(s, "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>");
+            }
         }
     }
-    // The block's 32 weight quants as bytes: `%qs` (signed) or `%qn` (unsigned nibbles).
-    match format {
+    match c.format {
         QuantFormat::Q4K | QuantFormat::Q6K => {}
         QuantFormat::Q8_0 => {
             let _ = write!(s, "      %qo = arith.addi %base, %c2q : index\n      %qs = vector.load %b1[%j, %qo] : {wm}, {v32b}\n");
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q5_1 => {
-            crate::qmatmul::load_nibbles(s, format, &wm, "%qn");
-            if matches!(format, QuantFormat::Q4_0 | QuantFormat::Q5_0) {
-                let off = if format == QuantFormat::Q4_0 { 8 } else { 16 };
+            crate::qmatmul::load_nibbles(s, c.format, wm, "%qn");
+            if matches!(c.format, QuantFormat::Q4_0 | QuantFormat::Q5_0) {
+                let off = if c.format == QuantFormat::Q4_0 { 8 } else { 16 };
                 let _ = write!(s, "      %o8 = arith.constant dense<{off}> : {v32b}\n      %qs = arith.subi %qn, %o8 : {v32b}\n");
             }
         }
     }
-    if avx2 && !unsigned {
+    if c.avx2 && !c.unsigned {
         // |w|, for an unsigned-by-signed product with x carrying w's sign.
         let _ = writeln!(s, "      %qa = math.absi %qs : {v32b}");
     }
-    // ... multiplied into the lone row, or into each row of the block.
-    if lone {
-        s.push_str("      %li = arith.addi %ib, %c0 : index\n");
-    } else {
-        let _ = write!(
-            s,
-            "      scf.for %li = %ib to %ibe step %c1 {{\n      %lr = arith.subi %li, %ib : index\n      \
-             %acc = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n      %summs = memref.load %sums[%lr] : {sumsm}\n"
-        );
-    }
+}
+
+/// The product of the weight block ([`weight_block`]) with block `%k` of quantized row `%li`
+/// of x, added into `acc` (`vector<8xf32>`, lane sums) and `summs` (f32, the min part):
+/// `%accn` and `%summsn`.
+fn block_product(s: &mut String, c: &DotCtx<'_>, acc: &str, summs: &str) {
+    let (dxm, qxm) = (c.dxm, c.qxm);
+    let (v32b, v8f) = ("vector<32xi8>", "vector<8xf32>");
     let _ = write!(
         s,
         "      %dxv = memref.load %dx[%li, %k] : {dxm}\n      %d01 = arith.mulf %dw, %dxv : f32\n      \
          %xq = vector.load %qx[%li, %kx] : {qxm}, {v32b}\n"
     );
     // Lane l of %lanes (i32) = sum of products 4l .. 4l+3.
-    if avx2 {
-        let (u, v) = if unsigned {
+    if c.avx2 {
+        let (u, v) = if c.unsigned {
             ("%qn", "%xq")
         } else {
             let _ = writeln!(s, "      %xs = func.call @max_x86_psignb(%xq, %qs) : ({v32b}, {v32b}) -> {v32b}");
@@ -233,7 +246,7 @@ fn dot_products(s: &mut String, c: &DotCtx<'_>, lone: bool) {
              %lanes = func.call @max_x86_pmaddwd(%m16, %ones16) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n"
         );
     } else {
-        let ext = if unsigned { "arith.extui %qn" } else { "arith.extsi %qs" };
+        let ext = if c.unsigned { "arith.extui %qn" } else { "arith.extsi %qs" };
         let _ = write!(
             s,
             "      %qw = {ext} : {v32b} to vector<32xi16>\n      %xw = arith.extsi %xq : {v32b} to vector<32xi16>\n      \
@@ -250,46 +263,90 @@ fn dot_products(s: &mut String, c: &DotCtx<'_>, lone: bool) {
             lane_mask(3)
         );
     }
-    if format == QuantFormat::Q6K {
+    if c.format == QuantFormat::Q6K {
         // Lanes 0..4 hold products 0..16 (the first scale), lanes 4..8 the rest.
         let _ = write!(
             s,
             "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %d01v = vector.broadcast %d01 : f32 to vector<2xf32>\n      \
              %k6ds = arith.mulf %d01v, %k6s : vector<2xf32>\n      \
              %dv = vector.shuffle %k6ds, %k6ds [0, 0, 0, 0, 1, 1, 1, 1] : vector<2xf32>, vector<2xf32>\n      \
-             %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
+             %accn = vector.fma %dv, %xy, {acc} : {v8f}\n"
         );
     } else {
         let _ = write!(
             s,
             "      %xy = arith.sitofp %lanes : vector<8xi32> to {v8f}\n      %dv = vector.broadcast %d01 : f32 to {v8f}\n      \
-             %accn = vector.fma %dv, %xy, %acc : {v8f}\n"
+             %accn = vector.fma %dv, %xy, {acc} : {v8f}\n"
         );
     }
-    if q81 {
+    if c.q81 {
         let _ = write!(
             s,
-            "      %sxv = memref.load %sx[%li, %k] : {dxm}\n      %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf %summs, %ms : f32\n"
+            "      %sxv = memref.load %sx[%li, %k] : {dxm}\n      %ms = arith.mulf %mw, %sxv : f32\n      %summsn = arith.addf {summs}, %ms : f32\n"
         );
     } else {
-        s.push_str("      %summsn = arith.addf %summs, %f0 : f32\n");
+        let _ = writeln!(s, "      %summsn = arith.addf {summs}, %fm0 : f32");
     }
-    if lone {
-        let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
-        if format == QuantFormat::Q4K {
-            let _ = writeln!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}");
-        }
+}
+
+/// The lone row `%ib` (decode) times column `%j`, stored into the output; the accumulators
+/// are loop values.
+fn lone_column(s: &mut String, c: &DotCtx<'_>) {
+    let v8f = "vector<8xf32>";
+    if c.format == QuantFormat::Q4K {
+        // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
+        // are decoded once per super-block, eight at a time.
+        open_block_loop(s, c, Some(("%res", &[("%acc0", "%z8"), ("%summs0", "%fm0")])));
+        crate::qmatmul::q4k_scales(s, c.wm);
+        open_q4k_sub_blocks(s, Some(("%rin", &[("%acc", "%acc0"), ("%summs", "%summs0")])));
     } else {
-        let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n    }}\n");
-        if format == QuantFormat::Q4K {
-            s.push_str("    }\n");
-        }
+        open_block_loop(s, c, Some(("%res", &[("%acc", "%z8"), ("%summs", "%fm0")])));
     }
-    // Each row: the lanes in llama.cpp's order, then the scalar part.
-    if lone {
-        let hs = crate::math::hsum8(s, "%res#0", "h");
-        let _ = write!(s, "    %i = arith.addi %r0, %ib : index\n    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {om}\n");
-        return;
+    // Rows of the weight are contiguous, so this runs on into the next columns.
+    let _ = write!(
+        s,
+        "      %cpf = arith.constant {} : index\n      %pfo = arith.addi %base, %cpf : index\n      \
+         memref.prefetch %b1[%j, %pfo], read, locality<0>, data : {}\n",
+        PREFETCH_BYTES,
+        c.wm
+    );
+    weight_block(s, c);
+    s.push_str("      %li = arith.addi %ib, %c0 : index\n");
+    block_product(s, c, "%acc", "%summs");
+    let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
+    if c.format == QuantFormat::Q4K {
+        let _ = writeln!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}");
+    }
+    // The lanes in llama.cpp's order, then the scalar part.
+    let hs = crate::math::hsum8(s, "%res#0", "h");
+    let _ = write!(s, "    %i = arith.addi %r0, %ib : index\n    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {}\n", c.om);
+}
+
+/// Column `%j` times rows `%ib .. %ibe`: each decoded weight block multiplied into every
+/// row, accumulators in the `%accs`/`%sums` scratch, then stored into the output.
+fn row_block(s: &mut String, c: &DotCtx<'_>) {
+    let (accm, sumsm, om) = (c.accm, c.sumsm, c.om);
+    let v8f = "vector<8xf32>";
+    let _ = write!(
+        s,
+        "    scf.for %li = %ib to %ibe step %c1 {{\n      %lz = arith.subi %li, %ib : index\n      \
+         vector.store %z8, %accs[%lz, %c0] : {accm}, {v8f}\n      memref.store %fm0, %sums[%lz] : {sumsm}\n    }}\n"
+    );
+    open_block_loop(s, c, None);
+    if c.format == QuantFormat::Q4K {
+        crate::qmatmul::q4k_scales(s, c.wm);
+        open_q4k_sub_blocks(s, None);
+    }
+    weight_block(s, c);
+    let _ = write!(
+        s,
+        "      scf.for %li = %ib to %ibe step %c1 {{\n      %lr = arith.subi %li, %ib : index\n      \
+         %acc = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n      %summs = memref.load %sums[%lr] : {sumsm}\n"
+    );
+    block_product(s, c, "%acc", "%summs");
+    let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n    }}\n");
+    if c.format == QuantFormat::Q4K {
+        s.push_str("    }\n");
     }
     let _ = write!(
         s,

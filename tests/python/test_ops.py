@@ -893,8 +893,9 @@ def ggml_q8_matmul(x, w_bytes, fmt):
 def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, target):
     """qmatmul {quantize_input} computes what llama.cpp's CPU backend computes: 8-bit
     activation blocks and integer block products (NumPy model above; the only slack is
-    NumPy's lack of a true fma), with AVX2 byte multiply-adds or portable vector code."""
-    n, k = 24, 96
+    NumPy's lack of a true fma), with AVX2 byte multiply-adds or portable vector code; 30
+    columns split over workgroups in blocks that are not whole multiples of 8."""
+    n, k = 30, 96
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
     src = tmp_path / "g.mlir"
     src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
@@ -925,8 +926,8 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
 def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):
     """qmatmul {quantize_input} on Q4_K/Q6_K weights: 8-bit activation blocks against each
     32-weight sub-block's scales (the NumPy model above), close to the exact product within
-    8-bit quantization error; two super-blocks per row, 1 to 33 rows."""
-    n, k = 24, 512
+    8-bit quantization error; two super-blocks per row, 1 to 33 rows, 26 columns."""
+    n, k = 26, 512
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 256 * bb), "i8"), ttype((None, n), "f32")
     src = tmp_path / "g.mlir"
     src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 256 * bb), "i8")],

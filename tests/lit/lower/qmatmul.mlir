@@ -60,3 +60,30 @@ func.func @q4k(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32>
   %0 = "max.qmatmul"(%x, %w) {format = "q4_k"} : (tensor<?x512xf32>, tensor<16x288xi8>) -> tensor<?x16xf32>
   func.return %0 : tensor<?x16xf32>
 }
+
+// -----
+
+// With quantize_input (llama.cpp's arithmetic): each 32-block of x is rounded to i8 with an
+// f16 scale (and, for Q4_1, the block sum), then each output sums integer block products
+// (AVX2 byte multiply-adds). A lone row (decode) keeps its accumulators in registers and
+// prefetches the weight stream 1024 bytes ahead; a block of rows shares each decoded weight
+// block through a scratch of accumulators.
+// CHECK-LABEL: func.func @q8_k0_qmatmul(
+// CHECK: math.roundeven %{{.*}} : vector<32xf32>
+// CHECK: vector.reduction <add>, %{{.*}} : vector<32xi32> into i32
+// CHECK: arith.truncf %{{.*}} : f32 to f16
+// CHECK: scf.if
+// CHECK: arith.constant 1024 : index
+// CHECK: memref.prefetch %{{.*}}, read, locality<0>, data : memref<24x60xi8>
+// CHECK: func.call @max_x86_pmaddubsw
+// CHECK: vector.fma
+// CHECK: scf.yield
+// CHECK: } else {
+// CHECK-NOT: memref.prefetch
+// CHECK: vector.load %{{.*}} : memref<16x8xf32>, vector<8xf32>
+// CHECK: func.call @max_x86_pmaddubsw
+// CHECK: vector.store %{{.*}} : memref<16x8xf32>, vector<8xf32>
+func.func @q8(%x: tensor<?x96xf32>, %w: tensor<24x60xi8>) -> tensor<?x24xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q4_1", quantize_input = true} : (tensor<?x96xf32>, tensor<24x60xi8>) -> tensor<?x24xf32>
+  func.return %0 : tensor<?x24xf32>
+}

@@ -184,6 +184,21 @@ struct Bindings<'a> {
 // disjoint parts of the output buffers (the compiler partitions them that way).
 unsafe impl Sync for Bindings<'_> {}
 
+/// One kernel launch of a call: the kernel, its bindings and push constants, and how many
+/// workgroups run it.
+struct Launch<'a> {
+    f: KernelFn,
+    name: &'a str,
+    bind: Vec<*mut u8>,
+    push: Vec<i64>,
+    workgroups: i64,
+}
+// SAFETY: a call's launches run on one pool worker while the calling thread waits for them;
+// the pointers stay valid (the call's buffers outlive the launches) and are only dereferenced
+// by the kernels, as for [`Bindings`].
+unsafe impl Send for Launch<'_> {}
+unsafe impl Sync for Launch<'_> {}
+
 impl Model {
     /// The artifact this model was loaded from.
     pub fn artifact(&self) -> &Artifact {
@@ -272,16 +287,13 @@ impl Model {
 
     /// Runs entry `entry_index` on the CPU.
     ///
-    /// The whole call runs on one of the pool's workers, which then takes a share of every
-    /// dispatch's workgroups itself: the calling thread sleeps once per call, not once per
-    /// dispatch, and the other workers are still spinning for work between dispatches. (A
-    /// decode step is ~200 short dispatches; a futex wake per dispatch cost ~14 µs each.)
+    /// Memory is laid out first, on the calling thread (so buffers come from, and go back
+    /// to, its allocator arena as before); then the launches all run on one of the pool's
+    /// workers, which takes a share of each dispatch's workgroups itself. The calling thread
+    /// thus sleeps once per call, not once per dispatch, and the other workers are still
+    /// spinning for work between dispatches: a decode step is ~200 short dispatches, and a
+    /// futex wake per dispatch cost ~14 µs each on a 2-vCPU VM.
     fn execute_on_cpu(&self, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
-        self.pool.install(|| self.execute_in_pool(entry_index, syms, inputs, state))
-    }
-
-    /// [`Model::execute_on_cpu`]'s body, on a worker of the pool.
-    fn execute_in_pool(&self, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], state: &mut [Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let m = self.artifact.manifest();
         let entry = &m.entries[entry_index];
         // Where each input's memory is, in signature order.
@@ -307,6 +319,9 @@ impl Model {
         let mut pool = std::mem::take(&mut *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()));
 
         let threads = self.pool.current_num_threads() as i64;
+        // 1. Every launch's bindings, with temporaries taken from (and after their last use
+        // given back to) the buffer pool in dispatch order.
+        let mut launches: Vec<Launch<'_>> = Vec::with_capacity(entry.dispatches.len());
         for (di, d) in entry.dispatches.iter().enumerate() {
             let f = self.kernels.kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
             // The phases to run: (kernel, its name, its bindings, its workgroups at most).
@@ -314,14 +329,14 @@ impl Model {
                 (Some(c), Some(fs)) if threads > 1 && c.rows.eval(syms)? < threads * c.below_rows_per_thread => Some((c, fs)),
                 _ => None,
             };
-            let phases: Vec<(KernelFn, &str, &[usize], &DimExpr)> = match split {
-                Some((c, (fc, ff))) => vec![
-                    (fc, c.columns_kernel.as_str(), c.columns_bindings.as_slice(), &c.columns_workgroups),
-                    (ff, c.finish_kernel.as_str(), c.finish_bindings.as_slice(), &c.rows),
+            let phases: [Option<(KernelFn, &str, &[usize], &DimExpr)>; 2] = match split {
+                Some((c, (fc, ff))) => [
+                    Some((fc, c.columns_kernel.as_str(), c.columns_bindings.as_slice(), &c.columns_workgroups)),
+                    Some((ff, c.finish_kernel.as_str(), c.finish_bindings.as_slice(), &c.rows)),
                 ],
-                None => vec![(f, d.kernel.as_str(), d.bindings.as_slice(), &d.workgroups)],
+                None => [Some((f, d.kernel.as_str(), d.bindings.as_slice(), &d.workgroups)), None],
             };
-            for &(_, _, bindings, _) in &phases {
+            for &(_, _, bindings, _) in phases.iter().flatten() {
                 for &b in bindings {
                     let r = plan.root[b];
                     if ptrs[r].is_null() {
@@ -334,20 +349,34 @@ impl Model {
                 }
             }
             let push = d.push_constants.iter().map(|e| e.eval(syms)).collect::<Result<Vec<_>, _>>()?;
-            for (f, name, bindings, workgroups) in phases {
-                let bind: Vec<*mut u8> = bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
-                let wg = workgroups.eval(syms)?.clamp(1, threads.max(1));
-                let b = Bindings { ptrs: &bind, push: &push };
+            for &(f, name, bindings, workgroups) in phases.iter().flatten() {
+                let bind = bindings.iter().map(|&b| ptrs[plan.root[b]]).collect();
+                let workgroups = workgroups.eval(syms)?.clamp(1, threads.max(1));
+                launches.push(Launch { f, name, bind, push: push.clone(), workgroups });
+            }
+            for b in d.all_bindings() {
+                let r = plan.root[b];
+                if plan.last_use[r] == di {
+                    if let Some(t) = temps[r].take() {
+                        pool.push(t);
+                    }
+                }
+            }
+        }
+        // 2. The launches, in order.
+        let run = || -> Result<(), RuntimeError> {
+            for l in &launches {
+                let b = Bindings { ptrs: &l.bind, push: &l.push };
                 let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-                let status = if wg == 1 {
+                let status = if l.workgroups == 1 {
                     // SAFETY: bindings point at live buffers sized from the same shapes the
                     // kernel was compiled against; push constants are those sizes.
-                    unsafe { f(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
+                    unsafe { (l.f)(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
                 } else {
                     let worst = std::sync::atomic::AtomicI32::new(0);
-                    self.pool.scope(|s| {
-                        for id in 0..wg {
-                            let (b, worst) = (&b, &worst);
+                    rayon::scope(|s| {
+                        for id in 0..l.workgroups {
+                            let (b, worst, f, wg) = (&b, &worst, l.f, l.workgroups);
                             s.spawn(move |_| {
                                 // SAFETY: as above; workgroups write disjoint rows (or
                                 // column stripes).
@@ -361,22 +390,17 @@ impl Model {
                     worst.into_inner()
                 };
                 if let Some(t0) = started {
-                    self.record_profile(name, t0.elapsed());
+                    self.record_profile(l.name, t0.elapsed());
                 }
                 if status != 0 {
-                    return Err(RuntimeError::KernelFailed { kernel: name.to_string(), status });
+                    return Err(RuntimeError::KernelFailed { kernel: l.name.to_string(), status });
                 }
             }
-            for b in d.all_bindings() {
-                let r = plan.root[b];
-                if plan.last_use[r] == di {
-                    if let Some(t) = temps[r].take() {
-                        pool.push(t);
-                    }
-                }
-            }
-        }
+            Ok(())
+        };
+        let ran = self.pool.install(run);
         *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        ran?;
 
         let mut outs = Vec::with_capacity(entry.outputs.len());
         for (k, &b) in entry.output_buffers.iter().enumerate() {

@@ -184,6 +184,10 @@ struct Bindings<'a> {
 // disjoint parts of the output buffers (the compiler partitions them that way).
 unsafe impl Sync for Bindings<'_> {}
 
+/// A dispatch's kernel (or one of its column-split phases): the kernel, its name, its
+/// bindings and its workgroup count at most.
+type Phase<'a> = (KernelFn, &'a str, &'a [usize], &'a DimExpr);
+
 /// One kernel launch of a call: the kernel, its bindings and push constants, and how many
 /// workgroups run it.
 struct Launch<'a> {
@@ -324,12 +328,12 @@ impl Model {
         let mut launches: Vec<Launch<'_>> = Vec::with_capacity(entry.dispatches.len());
         for (di, d) in entry.dispatches.iter().enumerate() {
             let f = self.kernels.kernel(entry_index, di).ok_or_else(|| RuntimeError::KernelLoad(format!("kernel '{}' not loaded", d.kernel)))?;
-            // The phases to run: (kernel, its name, its bindings, its workgroups at most).
+            // The phases to run.
             let split = match (&d.column_split, self.kernels.split_kernels(entry_index, di)) {
                 (Some(c), Some(fs)) if threads > 1 && c.rows.eval(syms)? < threads * c.below_rows_per_thread => Some((c, fs)),
                 _ => None,
             };
-            let phases: [Option<(KernelFn, &str, &[usize], &DimExpr)>; 2] = match split {
+            let phases: [Option<Phase<'_>>; 2] = match split {
                 Some((c, (fc, ff))) => [
                     Some((fc, c.columns_kernel.as_str(), c.columns_bindings.as_slice(), &c.columns_workgroups)),
                     Some((ff, c.finish_kernel.as_str(), c.finish_bindings.as_slice(), &c.rows)),

@@ -6,6 +6,7 @@
 //! ([`pipeline`], MLIR through melior), x86-64 code generation ([`codegen`], LLVM through
 //! inkwell), packaging ([`max_runtime::artifact`]).
 
+pub mod batch_slices;
 pub mod build;
 pub mod codegen;
 pub mod column_split;

@@ -1126,11 +1126,10 @@ const NV: usize = 2;
 const VL: usize = 8;
 
 /// Whether a matmul takes the register-blocked micro-kernel path: f32, 2-D operands, and a
-/// static result width of at least one tile.
+/// result width of at least one tile, or only known at run time (attention's products of two
+/// activations, one batch slice at a time: see [`crate::batch_slices`]).
 fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
-    [a, b, out].iter().all(|v| v.ty.dtype == DType::F32 && v.ty.dims.len() == 2)
-        && b.ty.dims.iter().all(Option::is_some)
-        && b.ty.dims[1].unwrap_or(0) >= (NV * VL) as i64
+    [a, b, out].iter().all(|v| v.ty.dtype == DType::F32 && v.ty.dims.len() == 2) && b.ty.dims[1].is_none_or(|n| n >= (NV * VL) as i64)
 }
 
 /// A register-blocked f32 matmul `out = a @ b`.
@@ -1146,10 +1145,12 @@ fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
 /// stream (no strided column walks), which is what makes the one-row (GEMV) case fast.
 fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool) -> Val {
     // A column-split kernel's packed weight has a dynamic panel count (its own panels);
-    // packed widths are whole panels, so nothing is left over then.
-    let n = if packed { b.ty.dims[0].map_or(0, |p| p as usize * PACK_WIDTH) } else { b.ty.dims[1].unwrap() as usize };
+    // packed widths are whole panels, so nothing is left over then. An unpacked `b` may
+    // have a width known only at run time (`None` here): its whole tiles and leftover
+    // columns are counted then.
+    let n = if packed { Some(b.ty.dims[0].map_or(0, |p| p as usize * PACK_WIDTH)) } else { b.ty.dims[1].map(|c| c as usize) };
     let nr = NV * VL;
-    let n_main = n - n % nr;
+    let n_main = n.map(|n| n - n % nr);
     let vty = format!("vector<{VL}xf32>");
     let (at, ot) = (a.ty.tensor(), out.ty.tensor());
     let c0 = e.index(0);
@@ -1159,8 +1160,12 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let cnm = if packed && b.ty.dims[0].is_none() {
         let panels = e.dim(b, 0);
         e.assign(format!("arith.muli {panels}, {cnr} : index"))
-    } else {
+    } else if let Some(n_main) = n_main {
         e.index(n_main as i64)
+    } else {
+        let nd = e.dim(b, 1);
+        let left = e.assign(format!("arith.remui {nd}, {cnr} : index"));
+        e.assign(format!("arith.subi {nd}, {left} : index"))
     };
     let m = e.dim(a, 0);
     let k = e.dim(a, 1);
@@ -1215,10 +1220,14 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     } else {
         // Copy the [k][16] column panel into contiguous memory once; every row tile then
         // streams it instead of walking b's columns with a row-sized stride.
-        let kk = b.ty.dims[0].unwrap();
+        let (kk, kdyn) = match b.ty.dims[0] {
+            Some(c) => (c.to_string(), String::new()),
+            None => ("?".to_string(), k.clone()),
+        };
+        let ksize = if kdyn.is_empty() { kk.clone() } else { kdyn.clone() };
         let pty = format!("tensor<{kk}x{nr}xf32>");
-        let slice = e.assign(format!("tensor.extract_slice {}[0, %j0] [{kk}, {nr}] [1, 1] : {} to {pty}", b.ssa, b.ty.tensor()));
-        let empty = e.assign(format!("tensor.empty() : {pty}"));
+        let slice = e.assign(format!("tensor.extract_slice {}[0, %j0] [{ksize}, {nr}] [1, 1] : {} to {pty}", b.ssa, b.ty.tensor()));
+        let empty = e.assign(format!("tensor.empty({kdyn}) : {pty}"));
         let copy = e.assign(format!("linalg.copy ins({slice} : {pty}) outs({empty} : {pty}) -> {pty}"));
         PanelSrc { ssa: copy, ty: pty, panel: None }
     };
@@ -1253,15 +1262,22 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     e.line(format!("scf.yield {rest} : {ot}"));
     e.line("}");
     let result = Val { ssa: panels, ty: out.ty.clone() };
-    if n_main == n {
+    if n_main.is_some() && n_main == n {
         return result;
     }
     // Leftover columns: the generic contraction on the column slice.
-    let w = n - n_main;
-    let bs_ty = BindingType { dtype: DType::F32, dims: vec![b.ty.dims[0], Some(w as i64)] };
-    let os_ty = BindingType { dtype: DType::F32, dims: vec![out.ty.dims[0], Some(w as i64)] };
-    let bs = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{}, {w}] [1, 1] : {} to {}", b.ssa, b.ty.dims[0].unwrap(), b.ty.tensor(), bs_ty.tensor()));
-    let os = e.assign(format!("tensor.extract_slice {}[0, {n_main}] [{m}, {w}] [1, 1] : {ot} to {}", result.ssa, os_ty.tensor()));
+    let (w, wsize) = match (n, n_main) {
+        (Some(n), Some(n_main)) => (Some((n - n_main) as i64), (n - n_main).to_string()),
+        _ => {
+            let nd = e.dim(b, 1);
+            (None, e.assign(format!("arith.subi {nd}, {cnm} : index")))
+        }
+    };
+    let bs_ty = BindingType { dtype: DType::F32, dims: vec![b.ty.dims[0], w] };
+    let os_ty = BindingType { dtype: DType::F32, dims: vec![out.ty.dims[0], w] };
+    let bk = b.ty.dims[0].map_or_else(|| e.dim(b, 0), |c| c.to_string());
+    let bs = e.assign(format!("tensor.extract_slice {}[0, {cnm}] [{bk}, {wsize}] [1, 1] : {} to {}", b.ssa, b.ty.tensor(), bs_ty.tensor()));
+    let os = e.assign(format!("tensor.extract_slice {}[0, {cnm}] [{m}, {wsize}] [1, 1] : {ot} to {}", result.ssa, os_ty.tensor()));
     let zf = e.scalar_const(0.0, DType::F32);
     let filled = e.fill(&Val { ssa: os, ty: os_ty.clone() }, &zf);
     let maps = vec![
@@ -1274,7 +1290,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
         let p = body.op(format!("arith.mulf {}, {} fastmath<contract> : f32", args[0], args[1]));
         body.op(format!("arith.addf {}, {p} fastmath<contract> : f32", args[2]))
     });
-    let ssa = e.assign(format!("tensor.insert_slice {} into {}[0, {n_main}] [{m}, {w}] [1, 1] : {} into {ot}", part.ssa, result.ssa, os_ty.tensor()));
+    let ssa = e.assign(format!("tensor.insert_slice {} into {}[0, {cnm}] [{m}, {wsize}] [1, 1] : {} into {ot}", part.ssa, result.ssa, os_ty.tensor()));
     Val { ssa, ty: out.ty.clone() }
 }
 
@@ -1747,7 +1763,68 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         Some(p) => p.iter().copied().chain(std::iter::repeat_n(true, spec.outputs.len())).collect(),
         None => vec![false; bindings.len()],
     };
-    if spec.columns {
+    // Batched matmuls of activations run one batch slice at a time (see `batch_slices`).
+    let slices = crate::batch_slices::slice_form(spec);
+    if let Some(flat) = &slices {
+        let out0 = &spec.outputs[0];
+        let r = out0.dims.len();
+        let c1 = e.index(1);
+        // This workgroup's slices of the result's batch dims, row-major.
+        let ext: Vec<String> = (0..r - 2)
+            .map(|i| match out0.dims[i] {
+                Some(c) => e.index(c),
+                None => {
+                    let ci = e.index(i as i64);
+                    e.assign(format!("memref.dim %b{nin}, {ci} : {}", out0.memref()))
+                }
+            })
+            .collect();
+        let mut total = ext[0].clone();
+        for x in &ext[1..] {
+            total = e.assign(format!("arith.muli {total}, {x} : index"));
+        }
+        let (start, len) = workgroup_range(&mut e, &total, None);
+        let end = e.assign(format!("arith.addi {start}, {len} : index"));
+        e.line(format!("scf.for %slice = {start} to {end} step {c1} {{"));
+        let mut idx = vec![String::new(); r - 2];
+        let mut rest = "%slice".to_string();
+        for i in (0..r - 2).rev() {
+            idx[i] = e.assign(format!("arith.remui {rest}, {} : index", ext[i]));
+            rest = e.assign(format!("arith.divui {rest}, {} : index", ext[i]));
+        }
+        let flat_bindings: Vec<&BindingType> = flat.inputs.iter().chain(&flat.outputs).collect();
+        for (i, b) in bindings.iter().enumerate() {
+            let q = b.dims.len();
+            if q <= 2 {
+                views.push((format!("%b{i}"), (*b).clone(), b.memref()));
+                continue;
+            }
+            // Batch dims align with the result's trailing ones; a broadcast (1) stays at 0.
+            let mut offs = Vec::new();
+            let mut sizes = Vec::new();
+            for j in 0..q - 2 {
+                let o = r - q + j;
+                offs.push(if b.dims[j] == Some(1) && out0.dims[o] != Some(1) { "0".to_string() } else { idx[o].clone() });
+                sizes.push("1".to_string());
+            }
+            for j in q - 2..q {
+                offs.push("0".to_string());
+                sizes.push(match b.dims[j] {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let cj = e.index(j as i64);
+                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
+                    }
+                });
+            }
+            let row_stride = b.dims[q - 1].map_or("?".to_string(), |c| c.to_string());
+            let vt = flat_bindings[i].clone();
+            let mt = format!("memref<{}, strided<[{row_stride}, 1], offset: ?>>", vt.shape_str());
+            let ones = vec!["1"; q].join(", ");
+            let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
+            views.push((v, vt, mt));
+        }
+    } else if spec.columns {
         // With many rows, workgroup `w` of `n` takes rows `[w*ceil(R/n), ...)` (whole 6-row
         // tiles), as any partitioned kernel. With few, it takes column panels
         // `[w*ceil(P/n), ...)` of the packed weight and the matching 16-column stripes of
@@ -1825,7 +1902,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     // every value of a chain at the result's shape).
     let mut temps: std::collections::HashMap<usize, Val> = std::collections::HashMap::new();
     let mut finals: Vec<Option<Val>> = vec![None; outs.len()];
-    for f in &spec.body {
+    for f in slices.as_ref().map_or(&spec.body, |flat| &flat.body) {
         let args: Vec<Val> = f
             .args
             .iter()
@@ -1868,6 +1945,9 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
             r.ssa,
             t.tensor(),
         ));
+    }
+    if slices.is_some() {
+        e.line("}");
     }
     e.line("return");
     sig.push_str(&e.body);

@@ -351,6 +351,12 @@ impl Program {
                 workgroups = DimExpr::max(workgroups, weight_panels(&flat));
             }
         }
+        // A batched matmul of activations runs one batch slice per work item (see
+        // `batch_slices`).
+        if crate::batch_slices::slice_form(&spec).is_some() {
+            let dims = &graph.ty(root.outputs[0]).dims;
+            workgroups = shift(&DimExpr::product(&dims[..dims.len() - 2]), base);
+        }
         // With few rows, a softmax-ended matmul can run as columns, then rows (see
         // `column_split`); its scratch is a temporary of the result's shape.
         let split = crate::column_split::derive(&spec).map(|(columns, finish)| {

@@ -379,18 +379,21 @@ pub(crate) fn load_nibbles(s: &mut String, format: QuantFormat, wm: &str, name: 
         (0..32).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
     );
     if let Some(at) = qh {
-        // Byte i / 8 of qh, shifted right by i % 8: bit i in lane i, then 16 where it is set.
+        // Byte i / 8 of qh in lane i, masked to its bit i % 8, then 16 where that bit is set
+        // (a test against a per-lane mask: x86 has no per-lane byte shift, which LLVM would
+        // emulate at several times the cost).
         let _ = write!(
             s,
             "      %cqh = arith.constant {at} : index\n      %qho = arith.addi %base, %cqh : index\n      \
              %qhb = vector.load %b1[%j, %qho] : {wm}, vector<4xi8>\n      \
              %qhx = vector.shuffle %qhb, %qhb [{}] : vector<4xi8>, vector<4xi8>\n      \
-             %qhs = arith.constant dense<[{}]> : vector<32xi8>\n      %qh1 = arith.shrui %qhx, %qhs : vector<32xi8>\n      \
-             %one8 = arith.constant dense<1> : vector<32xi8>\n      %qhbit = arith.andi %qh1, %one8 : vector<32xi8>\n      \
-             %four8 = arith.constant dense<4> : vector<32xi8>\n      %qh16 = arith.shli %qhbit, %four8 : vector<32xi8>\n      \
+             %qhm = arith.constant dense<[{}]> : vector<32xi8>\n      %qha = arith.andi %qhx, %qhm : vector<32xi8>\n      \
+             %zero8 = arith.constant dense<0> : vector<32xi8>\n      %qhset = arith.cmpi ne, %qha, %zero8 : vector<32xi8>\n      \
+             %sixteen8 = arith.constant dense<16> : vector<32xi8>\n      \
+             %qh16 = arith.select %qhset, %sixteen8, %zero8 : vector<32xi1>, vector<32xi8>\n      \
              {name} = arith.ori %q4n, %qh16 : vector<32xi8>\n",
             (0..32).map(|i| (i / 8).to_string()).collect::<Vec<_>>().join(", "),
-            (0..32).map(|i| (i % 8).to_string()).collect::<Vec<_>>().join(", ")
+            (0..32).map(|i| ((1i32 << (i % 8)) as i8).to_string()).collect::<Vec<_>>().join(", ")
         );
     }
 }

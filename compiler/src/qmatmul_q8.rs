@@ -143,31 +143,61 @@ fn loop_values(iters: Option<(&str, &[(&str, &str)])>) -> (String, String) {
     (format!("{res}:{} = ", pairs.len()), format!(" iter_args({}) -> ({})", names.join(", "), tys.join(", ")))
 }
 
-/// `%base` and `%kx` for block `%k`, and the open loop over blocks: over super-blocks `%ks`
-/// for Q4_K (whose body [`open_q4k_sub_blocks`] continues), else over `%k`; `iters` as in
-/// [`loop_values`].
+/// Whether `format` is walked in 256-weight super-blocks of eight 32-weight sub-blocks.
+fn super_blocked(format: QuantFormat) -> bool {
+    matches!(format, QuantFormat::Q4K | QuantFormat::Q6K)
+}
+
+/// The open loop over weight blocks, `iters` as in [`loop_values`]: over super-blocks `%ks`
+/// (block base `%base`; [`sub_blocks`] walks their insides) for k-quants, else over blocks
+/// `%k` (with `%base` and `%kx`).
 fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str, &str)])>) {
     let (res, args) = loop_values(iters);
-    if c.format == QuantFormat::Q4K {
-        let _ = write!(
-            s,
-            "    %ck4s = arith.constant {} : index\n    %ck4sub = arith.constant 8 : index\n    \
-             {res}scf.for %ks = %c0 to %ck4s step %c1{args} {{\n      %base = arith.muli %ks, %cbb : index\n",
-            c.kb / 8
-        );
+    if super_blocked(c.format) {
+        let _ = write!(s, "    %cks = arith.constant {} : index
+    {res}scf.for %ks = %c0 to %cks step %c1{args} {{
+      %base = arith.muli %ks, %cbb : index
+", c.kb / 8);
+        for u in 0..=8 {
+            let _ = writeln!(s, "      %csb{u} = arith.constant {u} : index");
+        }
     } else {
-        let _ = write!(s, "    {res}scf.for %k = %c0 to %ckb step %c1{args} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
+        let _ = write!(s, "    {res}scf.for %k = %c0 to %ckb step %c1{args} {{
+      {}
+      %kx = arith.muli %k, %c32 : index
+", crate::qmatmul::block_base(c.format));
     }
 }
 
-/// Inside a Q4_K super-block loop: the loop over its eight sub-blocks `%ksub` (block `%k`).
-fn open_q4k_sub_blocks(s: &mut String, iters: Option<(&str, &[(&str, &str)])>) {
-    let (res, args) = loop_values(iters);
-    let _ = write!(
-        s,
-        "      {res}scf.for %ksub = %c0 to %ck4sub step %c1{args} {{\n      \
-         %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n"
-    );
+/// Inside a super-block loop: its eight sub-blocks (block `%k`, sub-block `%ksub`), each a
+/// loop of one trip, which canonicalization inlines with `%ksub` a constant: the sub-block's
+/// scale lane, quant offsets and shifts then fold (LLVM does not fully unroll a body this
+/// large). `carry`: the initial lane and min accumulators, which the sub-blocks update in
+/// turn (`body` leaves `%accn`, `%summsn`); returns the last sub-block's results.
+fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut String)) -> String {
+    let mut prev = carry.map(|(a, m)| (a.to_string(), m.to_string()));
+    for u in 0..8 {
+        let inits = prev.as_ref().map(|(a, m)| [("%acc", a.as_str()), ("%summs", m.as_str())]);
+        let name = format!("%rin{u}");
+        let (res, args) = loop_values(inits.as_ref().map(|i| (name.as_str(), &i[..])));
+        let _ = write!(
+            s,
+            "      {res}scf.for %ksub = %csb{u} to %csb{} step %c1{args} {{
+                   %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)
+      %kx = arith.muli %k, %c32 : index
+",
+            u + 1
+        );
+        body(s);
+        if prev.is_some() {
+            s.push_str("      scf.yield %accn, %summsn : vector<8xf32>, f32
+");
+            prev = Some((format!("{name}#0"), format!("{name}#1")));
+        }
+        s.push_str("      }
+");
+    }
+    "%rin7".to_string()
 }
 
 /// Weight block `%k` of row `%j`: its scale `%dw` (and min `%mw`) and its 32 quants, signed
@@ -293,29 +323,38 @@ fn block_product(s: &mut String, c: &DotCtx<'_>, acc: &str, summs: &str) {
 /// are loop values.
 fn lone_column(s: &mut String, c: &DotCtx<'_>) {
     let v8f = "vector<8xf32>";
-    if c.format == QuantFormat::Q4K {
-        // Super-blocks outside, their eight sub-blocks inside: the 6-bit scales and mins
+    // Rows of the weight are contiguous, so the prefetches run on into the next columns.
+    let prefetch = |s: &mut String, lines: usize| {
+        for l in 0..lines {
+            let _ = write!(
+                s,
+                "      %cpf{l} = arith.constant {} : index\n      %pfo{l} = arith.addi %base, %cpf{l} : index\n      \
+                 memref.prefetch %b1[%j, %pfo{l}], read, locality<0>, data : {}\n",
+                PREFETCH_BYTES + 64 * l as i64,
+                c.wm
+            );
+        }
+    };
+    let product = |s: &mut String| {
+        weight_block(s, c);
+        s.push_str("      %li = arith.addi %ib, %c0 : index\n");
+        block_product(s, c, "%acc", "%summs");
+    };
+    if super_blocked(c.format) {
+        // Super-blocks outside, their eight sub-blocks inside: Q4_K's 6-bit scales and mins
         // are decoded once per super-block, eight at a time.
         open_block_loop(s, c, Some(("%res", &[("%acc0", "%z8"), ("%summs0", "%fm0")])));
-        crate::qmatmul::q4k_scales(s, c.wm);
-        open_q4k_sub_blocks(s, Some(("%rin", &[("%acc", "%acc0"), ("%summs", "%summs0")])));
+        prefetch(s, (c.format.block_bytes() as usize).div_ceil(64));
+        if c.format == QuantFormat::Q4K {
+            crate::qmatmul::q4k_scales(s, c.wm);
+        }
+        let last = sub_blocks(s, Some(("%acc0", "%summs0")), &product);
+        let _ = writeln!(s, "      scf.yield {last}#0, {last}#1 : {v8f}, f32\n    }}");
     } else {
         open_block_loop(s, c, Some(("%res", &[("%acc", "%z8"), ("%summs", "%fm0")])));
-    }
-    // Rows of the weight are contiguous, so this runs on into the next columns.
-    let _ = write!(
-        s,
-        "      %cpf = arith.constant {} : index\n      %pfo = arith.addi %base, %cpf : index\n      \
-         memref.prefetch %b1[%j, %pfo], read, locality<0>, data : {}\n",
-        PREFETCH_BYTES,
-        c.wm
-    );
-    weight_block(s, c);
-    s.push_str("      %li = arith.addi %ib, %c0 : index\n");
-    block_product(s, c, "%acc", "%summs");
-    let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
-    if c.format == QuantFormat::Q4K {
-        let _ = writeln!(s, "      scf.yield %rin#0, %rin#1 : {v8f}, f32\n    }}");
+        prefetch(s, 1);
+        product(s);
+        let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
     }
     // The lanes in llama.cpp's order, then the scalar part.
     let hs = crate::math::hsum8(s, "%res#0", "h");
@@ -332,22 +371,26 @@ fn row_block(s: &mut String, c: &DotCtx<'_>) {
         "    scf.for %li = %ib to %ibe step %c1 {{\n      %lz = arith.subi %li, %ib : index\n      \
          vector.store %z8, %accs[%lz, %c0] : {accm}, {v8f}\n      memref.store %fm0, %sums[%lz] : {sumsm}\n    }}\n"
     );
+    let rows = |s: &mut String| {
+        weight_block(s, c);
+        let _ = write!(
+            s,
+            "      scf.for %li = %ib to %ibe step %c1 {{\n      %lr = arith.subi %li, %ib : index\n      \
+             %acc = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n      %summs = memref.load %sums[%lr] : {sumsm}\n"
+        );
+        block_product(s, c, "%acc", "%summs");
+        let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n");
+    };
     open_block_loop(s, c, None);
-    if c.format == QuantFormat::Q4K {
-        crate::qmatmul::q4k_scales(s, c.wm);
-        open_q4k_sub_blocks(s, None);
+    if super_blocked(c.format) {
+        if c.format == QuantFormat::Q4K {
+            crate::qmatmul::q4k_scales(s, c.wm);
+        }
+        sub_blocks(s, None, &rows);
+    } else {
+        rows(s);
     }
-    weight_block(s, c);
-    let _ = write!(
-        s,
-        "      scf.for %li = %ib to %ibe step %c1 {{\n      %lr = arith.subi %li, %ib : index\n      \
-         %acc = vector.load %accs[%lr, %c0] : {accm}, {v8f}\n      %summs = memref.load %sums[%lr] : {sumsm}\n"
-    );
-    block_product(s, c, "%acc", "%summs");
-    let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n    }}\n");
-    if c.format == QuantFormat::Q4K {
-        s.push_str("    }\n");
-    }
+    s.push_str("    }\n");
     let _ = write!(
         s,
         "    scf.for %li = %ib to %ibe step %c1 {{\n    %i = arith.addi %r0, %li : index\n    %lr = arith.subi %li, %ib : index\n    \

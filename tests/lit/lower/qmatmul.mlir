@@ -87,3 +87,27 @@ func.func @q8(%x: tensor<?x96xf32>, %w: tensor<24x60xi8>) -> tensor<?x24xf32> {
   %0 = "max.qmatmul"(%x, %w) {format = "q4_1", quantize_input = true} : (tensor<?x96xf32>, tensor<24x60xi8>) -> tensor<?x24xf32>
   func.return %0 : tensor<?x24xf32>
 }
+
+// -----
+
+// K-quants with quantize_input walk super-blocks: a lone row prefetches each super-block's
+// lines 1024 bytes ahead, then its eight sub-blocks are loops of one trip each (inlined with
+// constant sub-block indices by canonicalization, so that scale lanes and shifts fold),
+// chaining the accumulators.
+// CHECK-LABEL: func.func @q4kq_k0_qmatmul(
+// CHECK: scf.if
+// CHECK: arith.constant 1024 : index
+// CHECK: memref.prefetch
+// CHECK: arith.constant 1088 : index
+// CHECK: memref.prefetch
+// CHECK: arith.constant 1152 : index
+// CHECK: memref.prefetch
+// CHECK: %[[S0:.*]]:2 = scf.for %{{.*}} = %[[C0:.*]] to %[[C1:.*]] step %{{.*}} iter_args(
+// CHECK: func.call @max_x86_pmaddubsw
+// CHECK: %[[S1:.*]]:2 = scf.for %{{.*}} = %[[C1]] to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %[[S0]]#0, %{{.*}} = %[[S0]]#1)
+// CHECK-COUNT-6: scf.for
+// CHECK: } else {
+func.func @q4kq(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32> {
+  %0 = "max.qmatmul"(%x, %w) {format = "q4_k", quantize_input = true} : (tensor<?x512xf32>, tensor<16x288xi8>) -> tensor<?x16xf32>
+  func.return %0 : tensor<?x16xf32>
+}

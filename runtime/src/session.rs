@@ -378,7 +378,7 @@ impl Model {
                     unsafe { (l.f)(b.ptrs.as_ptr(), b.push.as_ptr(), 0, 1) }
                 } else {
                     let worst = std::sync::atomic::AtomicI32::new(0);
-                    rayon::scope(|s| {
+                    self.pool.scope(|s| {
                         for id in 0..l.workgroups {
                             let (b, worst, f, wg) = (&b, &worst, l.f, l.workgroups);
                             s.spawn(move |_| {

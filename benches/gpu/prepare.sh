@@ -23,16 +23,20 @@ out=.gpu
 rm -rf "$out"
 mkdir -p "$out/cases" "$out/art"
 maxc=target/release/maxc
+# A case built by the Python on standard input: argv is maxc, the target and the case's own
+# (new) directory under $out/cases.
+case_py() {
+  mkdir -p "$out/cases/$1"
+  python - "$maxc" "$target" "$out/cases/$1"
+}
 echo "prepare: op cases for $target" >&2
 MAXC=$maxc MAX_GPU_CASES=$out/cases MAX_GPU_TARGET=$target python -m pytest -q -p no:cacheprovider tests/python/test_ops.py >&2
 echo "prepare: custom_mlp (expected = the CPU path's outputs)" >&2
-python - "$maxc" "$target" "$out/cases" <<'PY'
+case_py custom_mlp <<'PY'
 import json, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
-maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-case = cases / "custom_mlp"
-case.mkdir(parents=True)
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 src = "examples/custom_mlp.mlir"
 subprocess.run([maxc, "compile", src, "--target", target, "-o", case / "g.maxa"], check=True)
 with tempfile.TemporaryDirectory() as t:
@@ -48,13 +52,11 @@ with tempfile.TemporaryDirectory() as t:
 (case / "case.json").write_text(json.dumps({"name": "custom_mlp (vs CPU)", "rtol": 1e-4, "atol": 1e-6, "runs": runs}))
 PY
 echo "prepare: custom op with a PTX kernel (examples/custom_ops/gpu_vector_add)" >&2
-python - "$maxc" "$target" "$out/cases" <<'PY'
+case_py custom_op_gpu_vector_add <<'PY'
 import json, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
-maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-case = cases / "custom_op_gpu_vector_add"
-case.mkdir(parents=True)
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 with tempfile.TemporaryDirectory() as t:
     k = Path(t) / "k"
     shutil.copytree("examples/custom_ops/gpu_vector_add", k)
@@ -73,13 +75,11 @@ for i, rows in enumerate([1, 37, 5000]):
 (case / "case.json").write_text(json.dumps({"name": "gpu_vector_add (PTX custom op)", "rtol": 1e-6, "atol": 1e-6, "runs": runs}))
 PY
 echo "prepare: custom op from an MLIR kernel library, inlined and fused (examples/custom_ops/softsign)" >&2
-python - "$maxc" "$target" "$out/cases" <<'PY'
+case_py custom_op_softsign <<'PY'
 import json, subprocess, sys
 from pathlib import Path
 import numpy as np
-maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-case = cases / "custom_op_softsign"
-case.mkdir(parents=True)
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 k = "examples/custom_ops/softsign"
 subprocess.run([maxc, "compile", f"{k}/graph.mlir", "--kernels", k, "--target", target, "-o", case / "g.maxa"], check=True)
 w = np.array([[1, 0, 0, 2], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, -3]], np.float32)
@@ -94,15 +94,13 @@ for i, rows in enumerate([1, 7, 3000]):
 (case / "case.json").write_text(json.dumps({"name": "softsign (MLIR-library custom op)", "rtol": 1e-5, "atol": 1e-6, "runs": runs}))
 PY
 echo "prepare: the LLM kernels (quantized matmuls, RoPE, KV-cache write and attention; expected = the CPU path's)" >&2
-python - "$maxc" "$target" "$out/cases" <<'PY'
+case_py llm_kernels <<'PY'
 import json, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, "tests/python")
 from test_ops import make_blocks
-maxc, target, cases = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-case = cases / "llm_kernels"
-case.mkdir(parents=True)
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 src = "tests/lit/gpu/llm-kernels.mlir"
 subprocess.run([maxc, "compile", src, "--target", target, "-o", case / "g.maxa"], check=True)
 rng = np.random.default_rng(11)

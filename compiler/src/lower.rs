@@ -1707,6 +1707,70 @@ fn workgroup_range(e: &mut Emitter, total: &str, align: Option<usize>) -> (Strin
     (start, len)
 }
 
+/// For a kernel run one batch slice at a time ([`crate::batch_slices`]): opens the loop over
+/// this workgroup's slices of the result's batch dims (row-major; closed after the body) and
+/// returns each binding's 2-D view of the slice: a rank-reducing subview whose batch dims
+/// align with the result's trailing ones (a broadcast dim of 1 stays at 0); bindings of at
+/// most two dims are whole.
+fn batch_slice_views(e: &mut Emitter, spec: &KernelSpec, flat: &KernelSpec) -> Vec<(String, BindingType, String)> {
+    let nin = spec.inputs.len();
+    let out0 = &spec.outputs[0];
+    let r = out0.dims.len();
+    let c1 = e.index(1);
+    let ext: Vec<String> = (0..r - 2)
+        .map(|i| match out0.dims[i] {
+            Some(c) => e.index(c),
+            None => binding_dim(e, nin, out0, i),
+        })
+        .collect();
+    let mut total = ext[0].clone();
+    for x in &ext[1..] {
+        total = e.assign(format!("arith.muli {total}, {x} : index"));
+    }
+    let (start, len) = workgroup_range(e, &total, None);
+    let end = e.assign(format!("arith.addi {start}, {len} : index"));
+    e.line(format!("scf.for %slice = {start} to {end} step {c1} {{"));
+    let mut idx = vec![String::new(); r - 2];
+    let mut rest = "%slice".to_string();
+    for i in (0..r - 2).rev() {
+        idx[i] = e.assign(format!("arith.remui {rest}, {} : index", ext[i]));
+        rest = e.assign(format!("arith.divui {rest}, {} : index", ext[i]));
+    }
+    let bindings = spec.inputs.iter().chain(&spec.outputs);
+    let flat_bindings = flat.inputs.iter().chain(&flat.outputs);
+    let mut views = Vec::new();
+    for (i, (b, vt)) in bindings.zip(flat_bindings).enumerate() {
+        let q = b.dims.len();
+        if q <= 2 {
+            views.push((format!("%b{i}"), b.clone(), b.memref()));
+            continue;
+        }
+        let mut offs = Vec::new();
+        let mut sizes = Vec::new();
+        for j in 0..q - 2 {
+            let o = r - q + j;
+            offs.push(if b.dims[j] == Some(1) && out0.dims[o] != Some(1) { "0".to_string() } else { idx[o].clone() });
+            sizes.push("1".to_string());
+        }
+        for j in q - 2..q {
+            offs.push("0".to_string());
+            sizes.push(b.dims[j].map_or_else(|| binding_dim(e, i, b, j), |c| c.to_string()));
+        }
+        let row_stride = b.dims[q - 1].map_or("?".to_string(), |c| c.to_string());
+        let mt = format!("memref<{}, strided<[{row_stride}, 1], offset: ?>>", vt.shape_str());
+        let ones = vec!["1"; q].join(", ");
+        let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
+        views.push((v, vt.clone(), mt));
+    }
+    views
+}
+
+/// Dim `j` of binding `%b{i}` (typed `b`), read at run time.
+fn binding_dim(e: &mut Emitter, i: usize, b: &BindingType, j: usize) -> String {
+    let cj = e.index(j as i64);
+    e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
+}
+
 /// A subview of binding `%b{i}` (typed `b`) cut along some dims: `(dim, offset, size)`
 /// each; other dims whole. Returns (view ssa, its tensor type, its memref type).
 fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, String)]) -> (String, BindingType, String) {
@@ -1720,13 +1784,7 @@ fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, S
             continue;
         }
         offs.push("0".to_string());
-        sizes.push(match dim {
-            Some(c) => c.to_string(),
-            None => {
-                let cj = e.index(j as i64);
-                e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
-            }
-        });
+        sizes.push(dim.map_or_else(|| binding_dim(e, i, b, j), |c| c.to_string()));
     }
     let ones = vec!["1"; b.dims.len()].join(", ");
     let mt = vt.view_memref(b);
@@ -1766,64 +1824,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     // Batched matmuls of activations run one batch slice at a time (see `batch_slices`).
     let slices = crate::batch_slices::slice_form(spec);
     if let Some(flat) = &slices {
-        let out0 = &spec.outputs[0];
-        let r = out0.dims.len();
-        let c1 = e.index(1);
-        // This workgroup's slices of the result's batch dims, row-major.
-        let ext: Vec<String> = (0..r - 2)
-            .map(|i| match out0.dims[i] {
-                Some(c) => e.index(c),
-                None => {
-                    let ci = e.index(i as i64);
-                    e.assign(format!("memref.dim %b{nin}, {ci} : {}", out0.memref()))
-                }
-            })
-            .collect();
-        let mut total = ext[0].clone();
-        for x in &ext[1..] {
-            total = e.assign(format!("arith.muli {total}, {x} : index"));
-        }
-        let (start, len) = workgroup_range(&mut e, &total, None);
-        let end = e.assign(format!("arith.addi {start}, {len} : index"));
-        e.line(format!("scf.for %slice = {start} to {end} step {c1} {{"));
-        let mut idx = vec![String::new(); r - 2];
-        let mut rest = "%slice".to_string();
-        for i in (0..r - 2).rev() {
-            idx[i] = e.assign(format!("arith.remui {rest}, {} : index", ext[i]));
-            rest = e.assign(format!("arith.divui {rest}, {} : index", ext[i]));
-        }
-        let flat_bindings: Vec<&BindingType> = flat.inputs.iter().chain(&flat.outputs).collect();
-        for (i, b) in bindings.iter().enumerate() {
-            let q = b.dims.len();
-            if q <= 2 {
-                views.push((format!("%b{i}"), (*b).clone(), b.memref()));
-                continue;
-            }
-            // Batch dims align with the result's trailing ones; a broadcast (1) stays at 0.
-            let mut offs = Vec::new();
-            let mut sizes = Vec::new();
-            for j in 0..q - 2 {
-                let o = r - q + j;
-                offs.push(if b.dims[j] == Some(1) && out0.dims[o] != Some(1) { "0".to_string() } else { idx[o].clone() });
-                sizes.push("1".to_string());
-            }
-            for j in q - 2..q {
-                offs.push("0".to_string());
-                sizes.push(match b.dims[j] {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let cj = e.index(j as i64);
-                        e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
-                    }
-                });
-            }
-            let row_stride = b.dims[q - 1].map_or("?".to_string(), |c| c.to_string());
-            let vt = flat_bindings[i].clone();
-            let mt = format!("memref<{}, strided<[{row_stride}, 1], offset: ?>>", vt.shape_str());
-            let ones = vec!["1"; q].join(", ");
-            let v = e.assign(format!("memref.subview %b{i}[{}] [{}] [{ones}] : {} to {mt}", offs.join(", "), sizes.join(", "), b.memref()));
-            views.push((v, vt, mt));
-        }
+        views = batch_slice_views(&mut e, spec, flat);
     } else if spec.columns {
         // With many rows, workgroup `w` of `n` takes rows `[w*ceil(R/n), ...)` (whole 6-row
         // tiles), as any partitioned kernel. With few, it takes column panels

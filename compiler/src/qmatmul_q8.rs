@@ -154,18 +154,12 @@ fn super_blocked(format: QuantFormat) -> bool {
 fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str, &str)])>) {
     let (res, args) = loop_values(iters);
     if super_blocked(c.format) {
-        let _ = write!(s, "    %cks = arith.constant {} : index
-    {res}scf.for %ks = %c0 to %cks step %c1{args} {{
-      %base = arith.muli %ks, %cbb : index
-", c.kb / 8);
+        let _ = write!(s, "    %cks = arith.constant {} : index\n    {res}scf.for %ks = %c0 to %cks step %c1{args} {{\n      %base = arith.muli %ks, %cbb : index\n", c.kb / 8);
         for u in 0..=8 {
             let _ = writeln!(s, "      %csb{u} = arith.constant {u} : index");
         }
     } else {
-        let _ = write!(s, "    {res}scf.for %k = %c0 to %ckb step %c1{args} {{
-      {}
-      %kx = arith.muli %k, %c32 : index
-", crate::qmatmul::block_base(c.format));
+        let _ = write!(s, "    {res}scf.for %k = %c0 to %ckb step %c1{args} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
     }
 }
 
@@ -173,8 +167,8 @@ fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str,
 /// loop of one trip, which canonicalization inlines with `%ksub` a constant: the sub-block's
 /// scale lane, quant offsets and shifts then fold (LLVM does not fully unroll a body this
 /// large). `carry`: the initial lane and min accumulators, which the sub-blocks update in
-/// turn (`body` leaves `%accn`, `%summsn`); returns the last sub-block's results.
-fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut String)) -> String {
+/// turn (`body` leaves `%accn`, `%summsn`); returns the last sub-block's values of them.
+fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut String)) -> Option<(String, String)> {
     let mut prev = carry.map(|(a, m)| (a.to_string(), m.to_string()));
     for u in 0..8 {
         let inits = prev.as_ref().map(|(a, m)| [("%acc", a.as_str()), ("%summs", m.as_str())]);
@@ -182,22 +176,18 @@ fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut St
         let (res, args) = loop_values(inits.as_ref().map(|i| (name.as_str(), &i[..])));
         let _ = write!(
             s,
-            "      {res}scf.for %ksub = %csb{u} to %csb{} step %c1{args} {{
-                   %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)
-      %kx = arith.muli %k, %c32 : index
-",
+            "      {res}scf.for %ksub = %csb{u} to %csb{} step %c1{args} {{\n      \
+             %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n",
             u + 1
         );
         body(s);
         if prev.is_some() {
-            s.push_str("      scf.yield %accn, %summsn : vector<8xf32>, f32
-");
+            s.push_str("      scf.yield %accn, %summsn : vector<8xf32>, f32\n");
             prev = Some((format!("{name}#0"), format!("{name}#1")));
         }
-        s.push_str("      }
-");
+        s.push_str("      }\n");
     }
-    "%rin7".to_string()
+    prev
 }
 
 /// Weight block `%k` of row `%j`: its scale `%dw` (and min `%mw`) and its 32 quants, signed
@@ -348,8 +338,8 @@ fn lone_column(s: &mut String, c: &DotCtx<'_>) {
         if c.format == QuantFormat::Q4K {
             crate::qmatmul::q4k_scales(s, c.wm);
         }
-        let last = sub_blocks(s, Some(("%acc0", "%summs0")), &product);
-        let _ = writeln!(s, "      scf.yield {last}#0, {last}#1 : {v8f}, f32\n    }}");
+        let (acc, summs) = sub_blocks(s, Some(("%acc0", "%summs0")), &product).expect("sub-blocks carry the accumulators");
+        let _ = writeln!(s, "      scf.yield {acc}, {summs} : {v8f}, f32\n    }}");
     } else {
         open_block_loop(s, c, Some(("%res", &[("%acc", "%z8"), ("%summs", "%fm0")])));
         prefetch(s, 1);

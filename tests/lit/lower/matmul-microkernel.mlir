@@ -26,19 +26,33 @@
 // CHECK: memref.subview %[[W]][%[[P0]], 0, 0] [%[[PN]], 64, 16] [1, 1, 1] : memref<2x64x16xf32> to memref<?x64x16xf32, strided<[1024, 16, 1], offset: ?>>
 // CHECK: memref.subview %[[O]][%[[R0]], {{.*}}] [%[[RN]], {{.*}}] [1, 1] : memref<?x32xf32> to memref<?x?xf32, strided<[32, 1], offset: ?>>
 // CHECK: scf.for %{{.*}} step %c16{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
-// CHECK: scf.for %{{.*}} step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
-// CHECK: scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[WM:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<?x64x16xf32> to memref<?x64x16xf32, strided<[?, ?, ?], offset: ?>>
+// The first row tile streams the panel from memory and prefetches it 128 rows (8 KiB) ahead ...
+// CHECK: %[[FIRST:.*]] = arith.minui %c6{{.*}}, %{{.*}} : index
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to %[[FIRST]] step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK: scf.for %[[K:[a-z0-9_]+]] = {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK: vector.transfer_read {{.*}} : tensor<?x64x16xf32>, vector<8xf32>
+// CHECK: %[[AHEAD:.*]] = arith.addi %[[K]], %c128
+// CHECK: memref.prefetch %[[WM]][%{{.*}}, %[[AHEAD]], %{{.*}}], read, locality<0>, data
 // CHECK: vector.broadcast {{.*}} : f32 to vector<8xf32>
 // CHECK-COUNT-12: vector.fma
 // CHECK: vector.transfer_write
+// ... the other 6-row tiles find it in cache.
+// CHECK: scf.for %{{.*}} = %[[FIRST]] to %{{.*}} step %c6{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK-NOT: memref.prefetch
+// CHECK-COUNT-12: vector.fma
+// CHECK: vector.transfer_write
 // Leftover rows: one 4-row tile, one 2-row tile, then one row whose k loop splits four ways.
+// Each may be the panel's first pass (fewer than 6 rows): they prefetch.
 // CHECK: scf.for %{{.*}} step %c4{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
 // CHECK: -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: memref.prefetch %[[WM]]
 // CHECK-COUNT-8: vector.fma
 // CHECK: scf.for %{{.*}} step %c2{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// CHECK: memref.prefetch %[[WM]]
 // CHECK-COUNT-4: vector.fma
 // CHECK: scf.for %{{.*}} step %c4{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK-COUNT-4: memref.prefetch %[[WM]]
 // The fused relu follows the contraction.
 // CHECK: linalg.generic
 // CHECK: arith.maximumf

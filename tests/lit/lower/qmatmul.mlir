@@ -66,8 +66,11 @@ func.func @q4k(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32>
 // With quantize_input (llama.cpp's arithmetic): each 32-block of x is rounded to i8 with an
 // f16 scale (and, for Q4_1, the block sum), then each output sums integer block products
 // (AVX2 byte multiply-adds). A lone row (decode) keeps its accumulators in registers and
-// prefetches the weight stream 1024 bytes ahead; a block of rows shares each decoded weight
-// block through a scratch of accumulators.
+// prefetches the weight stream 1024 bytes ahead. A block of rows goes in register tiles of
+// 8 rows: per column, 8 lane accumulators and one vector of the rows' mins are loop values
+// over the weight blocks, each block is decoded once for the 8 rows, and the rows' scales
+// and sums are one vector load each ([block][row] scratch). Rows past whole tiles share
+// each decoded block through a scratch of accumulators.
 // CHECK-LABEL: func.func @q8_k0_qmatmul(
 // CHECK: math.roundeven %{{.*}} : vector<32xf32>
 // CHECK: vector.reduction <add>, %{{.*}} : vector<32xi32> into i32
@@ -80,6 +83,15 @@ func.func @q4k(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32>
 // CHECK: scf.yield
 // CHECK: } else {
 // CHECK-NOT: memref.prefetch
+// CHECK: scf.for %{{.*}} step %c8
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: scf.execute_region -> (vector<32xi8>, f32, f32)
+// CHECK: arith.shrui
+// CHECK: vector.load %{{.*}} : memref<3x64xf32>, vector<8xf32>
+// CHECK: vector.load %{{.*}} : memref<3x64xf32>, vector<8xf32>
+// CHECK-COUNT-8: func.call @max_x86_pmaddubsw
+// CHECK: scf.yield
+// CHECK-COUNT-8: memref.store %{{.*}} : memref<?x24xf32>
 // CHECK: vector.load %{{.*}} : memref<16x8xf32>, vector<8xf32>
 // CHECK: func.call @max_x86_pmaddubsw
 // CHECK: vector.store %{{.*}} : memref<16x8xf32>, vector<8xf32>

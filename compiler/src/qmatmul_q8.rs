@@ -105,7 +105,9 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
     let ctx = DotCtx { format, q81, unsigned, avx2, wm: &wm, dxm: &dxm, qxm: &qxm, accm: &accm, sumsm: &sumsm, om: &om, kb };
     lone_column(&mut s, &ctx);
     s.push_str("    }\n    } else {\n");
-    if avx2 && !super_blocked(format) {
+    // Q6_K keeps the scratch: its sub-block decode is the larger cost, which 16 rows share
+    // better than 8 (tiles of 8 and 4 rows measured 1.04x and 0.98x of its time).
+    if avx2 && format != QuantFormat::Q6K {
         register_tiles(&mut s, &ctx);
     } else {
         s.push_str("    scf.for %j = %nb to %nbe step %c1 {\n");
@@ -143,9 +145,9 @@ struct DotCtx<'a> {
 /// scalar min part), or neither.
 fn loop_values(iters: Option<(&str, &[(&str, &str)])>) -> (String, String) {
     let Some((res, pairs)) = iters else { return (String::new(), String::new()) };
-    let names: Vec<String> = pairs.iter().map(|(n, i)| format!("{n} = {i}")).collect();
-    let tys: Vec<&str> = (0..pairs.len()).map(|x| if x % 2 == 0 { "vector<8xf32>" } else { "f32" }).collect();
-    (format!("{res}:{} = ", pairs.len()), format!(" iter_args({}) -> ({})", names.join(", "), tys.join(", ")))
+    let carry: Vec<(String, String, String)> =
+        pairs.iter().enumerate().map(|(x, (n, i))| (n.to_string(), i.to_string(), if x % 2 == 0 { "vector<8xf32>" } else { "f32" }.to_string())).collect();
+    carried_loop(res, &carry)
 }
 
 /// Whether `format` is walked in 256-weight super-blocks of eight 32-weight sub-blocks.
@@ -174,25 +176,56 @@ fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str,
 /// large). `carry`: the initial lane and min accumulators, which the sub-blocks update in
 /// turn (`body` leaves `%accn`, `%summsn`); returns the last sub-block's values of them.
 fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut String)) -> Option<(String, String)> {
-    let mut prev = carry.map(|(a, m)| (a.to_string(), m.to_string()));
+    let values: Vec<(String, String, String)> = carry
+        .map(|(a, m)| vec![("%acc".into(), a.into(), "vector<8xf32>".into()), ("%summs".into(), m.into(), "f32".into())])
+        .unwrap_or_default();
+    let last = chained_sub_blocks(s, "%rin", &values, &|s: &mut String| {
+        body(s);
+        if carry.is_some() {
+            vec!["%accn".into(), "%summsn".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    carry.map(|_| (last[0].clone(), last[1].clone()))
+}
+
+/// The eight one-trip sub-block loops of [`sub_blocks`], for any carried values: `carry`
+/// holds (name as the body reads it, the first loop's initial value, type) triples, and the
+/// body returns the names of the values it leaves. Returns the last loop's results (named
+/// `{res}{u}#x`), none when nothing is carried.
+fn chained_sub_blocks(s: &mut String, res: &str, carry: &[(String, String, String)], body: &dyn Fn(&mut String) -> Vec<String>) -> Vec<String> {
+    let mut inits: Vec<String> = carry.iter().map(|(_, i, _)| i.clone()).collect();
+    let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
     for u in 0..8 {
-        let inits = prev.as_ref().map(|(a, m)| [("%acc", a.as_str()), ("%summs", m.as_str())]);
-        let name = format!("%rin{u}");
-        let (res, args) = loop_values(inits.as_ref().map(|i| (name.as_str(), &i[..])));
+        let this: Vec<(String, String, String)> = carry.iter().zip(&inits).map(|((n, _, t), i)| (n.clone(), i.clone(), t.clone())).collect();
+        let name = format!("{res}{u}");
+        let (head, tail) = carried_loop(&name, &this);
         let _ = write!(
             s,
-            "      {res}scf.for %ksub = %csb{u} to %csb{} step %c1{args} {{\n      \
+            "      {head}scf.for %ksub = %csb{u} to %csb{} step %c1{tail} {{\n      \
              %k = affine.apply affine_map<(a, b) -> (a * 8 + b)>(%ks, %ksub)\n      %kx = arith.muli %k, %c32 : index\n",
             u + 1
         );
-        body(s);
-        if prev.is_some() {
-            s.push_str("      scf.yield %accn, %summsn : vector<8xf32>, f32\n");
-            prev = Some((format!("{name}#0"), format!("{name}#1")));
+        let next = body(s);
+        if !carry.is_empty() {
+            let _ = writeln!(s, "      scf.yield {} : {}", next.join(", "), tys.join(", "));
         }
         s.push_str("      }\n");
+        inits = (0..carry.len()).map(|x| format!("{name}#{x}")).collect();
     }
-    prev
+    inits
+}
+
+/// The `%res:N = ` prefix and ` iter_args(...) -> (...)` suffix of a loop carrying `carry`
+/// ((name, initial value, type) triples); neither when it carries nothing.
+fn carried_loop(res: &str, carry: &[(String, String, String)]) -> (String, String) {
+    if carry.is_empty() {
+        return (String::new(), String::new());
+    }
+    let args: Vec<String> = carry.iter().map(|(n, i, _)| format!("{n} = {i}")).collect();
+    let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
+    (format!("{res}:{} = ", carry.len()), format!(" iter_args({}) -> ({})", args.join(", "), tys.join(", ")))
 }
 
 /// Weight block `%k` of row `%j`: its scale `%dw` (and min `%mw`) and its 32 quants, signed
@@ -356,144 +389,125 @@ fn lone_column(s: &mut String, c: &DotCtx<'_>) {
     let _ = write!(s, "    %i = arith.addi %r0, %ib : index\n    %y = arith.addf {hs}, %res#1 : f32\n    memref.store %y, %b2[%i, %j] : {}\n", c.om);
 }
 
-/// Rows of a register tile of the row-block path: 8 lane accumulators, and the rows' 8 mins
-/// in one vector. Measured on a 512 x 576 x 1536 Q4_1 matmul (2 threads), as a fraction of
-/// the scratch-accumulator time: 8x1 0.54-0.58, 16x1 0.56, 4x2 0.66, 8x2 0.64, 4x3 0.73,
-/// 2x2 0.76, 6x1 0.73 (its rows do not divide the 16-row block).
+/// Rows of a register tile of the row-block path (one column): 8 lane accumulators, and
+/// the rows' 8 mins in one vector. Measured on a 512 x 576 x 1536 Q4_1 matmul (2 threads),
+/// as a fraction of the scratch-accumulator time, rows x columns: 8x1 0.54-0.58, 16x1 0.56,
+/// 4x2 0.66, 8x2 0.64, 4x3 0.73, 2x2 0.76, 6x1 0.73 (its rows do not divide the 16-row
+/// block).
 const TR: usize = 8;
-/// Columns of a register tile of the row-block path.
-const TC: usize = 1;
 
-/// The row-block path (AVX2, formats walked in plain 32-blocks) in `TR x TC` register
-/// tiles: columns `%nb .. %nbe` by chunk rows `%ib .. %ibe`. Each weight block is decoded
-/// once per tile and each activation block loaded once, and the accumulators stay in
-/// registers over the whole row. Every output still sums its blocks in order with the same
-/// operations as [`row_block`] (the min parts as lanes of one vector per column, one lane
-/// per row), so the results are bit for bit the same. Rows and columns past whole tiles go
-/// through [`row_block`].
+/// The row-block path with AVX2 in register tiles of [`TR`] rows of one column: columns
+/// `%nb .. %nbe` by chunk rows `%ib .. %ibe`. Each weight block is decoded once per tile,
+/// and the accumulators stay in registers over the whole row (Q4_K: through the
+/// super-blocks and their one-trip sub-block loops). Every output still sums its blocks in
+/// order with the same operations as [`row_block`] (the min parts as the lanes of one
+/// vector, a lane per row), so the results are bit for bit the same. Rows past whole tiles
+/// go through [`row_block`].
 fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
-    let (v8f, v4f, v32b) = ("vector<8xf32>", format!("vector<{TR}xf32>"), "vector<32xi8>");
+    let (v8f, vtr) = ("vector<8xf32>", format!("vector<{TR}xf32>"));
     let _ = write!(
         s,
-        "    %ctr = arith.constant {TR} : index\n    %ctc = arith.constant {TC} : index\n    \
-         %tcols = affine.apply affine_map<(a, b) -> (a + ((b - a) floordiv {TC}) * {TC})>(%nb, %nbe)\n    \
+        "    %ctr = arith.constant {TR} : index\n    \
          %trows = affine.apply affine_map<(a, b) -> (a + ((b - a) floordiv {TR}) * {TR})>(%ib, %ibe)\n    \
-         scf.for %j0 = %nb to %tcols step %ctc {{\n    scf.for %i0 = %ib to %trows step %ctr {{\n"
+         %tmz = arith.constant dense<-0.0> : {vtr}\n    \
+         scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %i0 = %ib to %trows step %ctr {{\n"
     );
-    // Loop values: each pair's lane accumulator, then (with mins) each column's row vector.
-    let mut inits: Vec<String> = Vec::new();
-    let mut tys: Vec<String> = Vec::new();
-    for r in 0..TR {
-        for col in 0..TC {
-            inits.push(format!("%ta{r}_{col} = %z8"));
-            tys.push(v8f.to_string());
-        }
-    }
+    // Loop values: each row's lane accumulator, then (with mins) the rows' min vector.
+    let mut carry: Vec<(String, String, String)> = (0..TR).map(|r| (format!("%ta{r}"), "%z8".to_string(), v8f.to_string())).collect();
     if c.q81 {
-        let _ = writeln!(s, "    %tmz = arith.constant dense<-0.0> : {v4f}");
-        for col in 0..TC {
-            inits.push(format!("%tm{col} = %tmz"));
-            tys.push(v4f.clone());
-        }
+        carry.push(("%tm".to_string(), "%tmz".to_string(), vtr.clone()));
     }
-    let n = inits.len();
-    let _ = write!(s, "    %tt:{n} = scf.for %k = %c0 to %ckb step %c1 iter_args({}) -> ({}) {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", inits.join(", "), tys.join(", "), crate::qmatmul::block_base(c.format));
-    // Each column's weight block, in a region of its own (the decoder's value names repeat).
-    let signed_avx2 = !c.unsigned;
-    let quants: &[&str] = if c.unsigned { &["%qn"] } else { &["%qs", "%qa"] };
-    for col in 0..TC {
-        let mut outs: Vec<&str> = quants.to_vec();
-        outs.push("%dw");
-        if c.q81 {
-            outs.push("%mw");
+    let res = if super_blocked(c.format) {
+        // The super-block loop carries the values under other names: the sub-block loops
+        // inside it (each starting from the previous one's results) take `carry`'s names.
+        let outer: Vec<(String, String, String)> = carry.iter().map(|(n, i, t)| (n.replace("%t", "%ts"), i.clone(), t.clone())).collect();
+        let (head, tail) = carried_loop("%tt", &outer);
+        let _ = write!(s, "    %cks = arith.constant {} : index\n    {head}scf.for %ks = %c0 to %cks step %c1{tail} {{\n      %base = arith.muli %ks, %cbb : index\n", c.kb / 8);
+        for u in 0..=8 {
+            let _ = writeln!(s, "      %csb{u} = arith.constant {u} : index");
         }
-        let otys: Vec<&str> = outs.iter().map(|o| if o.starts_with("%q") { v32b } else { "f32" }).collect();
+        if c.format == QuantFormat::Q4K {
+            crate::qmatmul::q4k_scales(s, c.wm);
+        }
+        let inner: Vec<(String, String, String)> = carry.iter().zip(&outer).map(|((n, _, t), (o, _, _))| (n.clone(), o.clone(), t.clone())).collect();
+        let last = chained_sub_blocks(s, "%trin", &inner, &|s: &mut String| tile_product(s, c));
+        let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
+        let _ = write!(s, "      scf.yield {} : {}\n    }}\n", last.join(", "), tys.join(", "));
+        "%tt"
+    } else {
+        let (head, tail) = carried_loop("%tt", &carry);
+        let _ = write!(s, "    {head}scf.for %k = %c0 to %ckb step %c1{tail} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
+        let next = tile_product(s, c);
+        let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
+        let _ = write!(s, "      scf.yield {} : {}\n    }}\n", next.join(", "), tys.join(", "));
+        "%tt"
+    };
+    // Each output: its lanes summed, plus its min part.
+    for r in 0..TR {
+        let hs = crate::math::hsum8(s, &format!("{res}#{r}"), &format!("th{r}_"));
+        let sum = if c.q81 {
+            let _ = writeln!(s, "      %tmin{r} = vector.extract {res}#{TR}[{r}] : f32 from {vtr}");
+            format!("%tmin{r}")
+        } else {
+            "%fm0".to_string()
+        };
         let _ = write!(
             s,
-            "      %tw{col}:{} = scf.execute_region -> ({}) {{\n      %cjc = arith.constant {col} : index\n      %j = arith.addi %j0, %cjc : index\n",
-            outs.len(),
-            otys.join(", ")
+            "      %ty{r} = arith.addf {hs}, {sum} : f32\n      %tr{r} = arith.constant {r} : index\n      \
+             %tli{r} = arith.addi %i0, %tr{r} : index\n      %ti{r} = arith.addi %r0, %tli{r} : index\n      \
+             memref.store %ty{r}, %b2[%ti{r}, %j] : {}\n",
+            c.om
         );
-        weight_block(s, c);
-        let _ = write!(s, "      scf.yield {} : {}\n      }}\n", outs.join(", "), otys.join(", "));
     }
-    let wq = |col: usize, which: usize| format!("%tw{col}#{which}");
-    let nq = quants.len();
-    // The rows' activation scales (and sums), one vector load per block.
-    let _ = writeln!(s, "      %tdx = vector.load %dx[%k, %i0] : {}, {v4f}", c.dxm);
-    if c.q81 {
-        let _ = writeln!(s, "      %tsx = vector.load %sx[%k, %i0] : {}, {v4f}", c.dxm);
-        for col in 0..TC {
-            let _ = write!(
-                s,
-                "      %tmw{col} = vector.broadcast {} : f32 to {v4f}\n      %tms{col} = arith.mulf %tmw{col}, %tsx : {v4f}\n      \
-                 %tmn{col} = arith.addf %tm{col}, %tms{col} : {v4f}\n",
-                wq(col, nq + 1)
-            );
-        }
-    }
-    let mut next = Vec::new();
+    // The rows past whole tiles.
+    s.push_str("    }\n    }\n    scf.for %j = %nb to %nbe step %c1 {\n");
+    row_block(s, c, "%trows", "%ibe");
+    s.push_str("    }\n");
+}
+
+/// One weight block (block `%k` of column `%j`, [`weight_block`]) times the same block of
+/// the tile's rows `%i0 ..`: updates the carried `%ta{r}` (and `%tm`), returning the new
+/// values' names. The operations per row are [`block_product`]'s.
+fn tile_product(s: &mut String, c: &DotCtx<'_>) -> Vec<String> {
+    let (v8f, vtr, v32b) = ("vector<8xf32>", format!("vector<{TR}xf32>"), "vector<32xi8>");
+    weight_block(s, c);
+    // The rows' activation scales (and sums) of this block: one vector load each.
+    let _ = writeln!(s, "      %tdx = vector.load %dx[%k, %i0] : {}, {vtr}", c.dxm);
+    let mut next = Vec::with_capacity(TR + 1);
     for r in 0..TR {
         let _ = write!(
             s,
             "      %tcr{r} = arith.constant {r} : index\n      %tli{r} = arith.addi %i0, %tcr{r} : index\n      \
-             %txq{r} = vector.load %qx[%tli{r}, %kx] : {}, {v32b}\n      %tdx{r} = vector.extract %tdx[{r}] : f32 from {v4f}\n",
+             %txq{r} = vector.load %qx[%tli{r}, %kx] : {}, {v32b}\n      %tdx{r} = vector.extract %tdx[{r}] : f32 from {vtr}\n      \
+             %td{r} = arith.mulf %dw, %tdx{r} : f32\n",
             c.qxm
         );
-        for col in 0..TC {
-            let p = format!("{r}_{col}");
-            let (u, v) = if signed_avx2 {
-                let _ = writeln!(s, "      %txs{p} = func.call @max_x86_psignb(%txq{r}, {}) : ({v32b}, {v32b}) -> {v32b}", wq(col, 0));
-                (wq(col, 1), format!("%txs{p}"))
-            } else {
-                (wq(col, 0), format!("%txq{r}"))
-            };
-            let _ = write!(
-                s,
-                "      %td{p} = arith.mulf {}, %tdx{r} : f32\n      \
-                 %tm16{p} = func.call @max_x86_pmaddubsw({u}, {v}) : ({v32b}, {v32b}) -> vector<16xi16>\n      \
-                 %tl{p} = func.call @max_x86_pmaddwd(%tm16{p}, %ones16) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n      \
-                 %txy{p} = arith.sitofp %tl{p} : vector<8xi32> to {v8f}\n      %tdv{p} = vector.broadcast %td{p} : f32 to {v8f}\n      \
-                 %tan{p} = vector.fma %tdv{p}, %txy{p}, %ta{p} : {v8f}\n",
-                wq(col, nq)
-            );
-            next.push(format!("%tan{p}"));
-        }
+        let (u, v) = if c.unsigned {
+            ("%qn".to_string(), format!("%txq{r}"))
+        } else {
+            let _ = writeln!(s, "      %txs{r} = func.call @max_x86_psignb(%txq{r}, %qs) : ({v32b}, {v32b}) -> {v32b}");
+            ("%qa".to_string(), format!("%txs{r}"))
+        };
+        let _ = write!(
+            s,
+            "      %tm16{r} = func.call @max_x86_pmaddubsw({u}, {v}) : ({v32b}, {v32b}) -> vector<16xi16>\n      \
+             %tl{r} = func.call @max_x86_pmaddwd(%tm16{r}, %ones16) : (vector<16xi16>, vector<16xi16>) -> vector<8xi32>\n      \
+             %txy{r} = arith.sitofp %tl{r} : vector<8xi32> to {v8f}\n"
+        );
+        let _ = writeln!(s, "      %tdv{r} = vector.broadcast %td{r} : f32 to {v8f}");
+        let _ = writeln!(s, "      %tan{r} = vector.fma %tdv{r}, %txy{r}, %ta{r} : {v8f}");
+        next.push(format!("%tan{r}"));
     }
     if c.q81 {
-        next.extend((0..TC).map(|col| format!("%tmn{col}")));
+        let _ = write!(
+            s,
+            "      %tsx = vector.load %sx[%k, %i0] : {}, {vtr}\n      %tmw = vector.broadcast %mw : f32 to {vtr}\n      \
+             %tms = arith.mulf %tmw, %tsx : {vtr}\n      %tmn = arith.addf %tm, %tms : {vtr}\n",
+            c.dxm
+        );
+        next.push("%tmn".to_string());
     }
-    let _ = write!(s, "      scf.yield {} : {}\n    }}\n", next.join(", "), tys.join(", "));
-    // Each output: its lanes summed, plus its min part.
-    for r in 0..TR {
-        for col in 0..TC {
-            let p = format!("{r}_{col}");
-            let hs = crate::math::hsum8(s, &format!("%tt#{}", r * TC + col), &format!("th{p}_"));
-            let sum = if c.q81 {
-                let _ = writeln!(s, "      %tmin{p} = vector.extract %tt#{}[{r}] : f32 from {v4f}", TR * TC + col);
-                format!("%tmin{p}")
-            } else {
-                "%fm0".to_string()
-            };
-            let _ = write!(
-                s,
-                "      %ty{p} = arith.addf {hs}, {sum} : f32\n      %tr{p} = arith.constant {r} : index\n      %tc{p} = arith.constant {col} : index\n      \
-                 %tli{p} = arith.addi %i0, %tr{p} : index\n      %ti{p} = arith.addi %r0, %tli{p} : index\n      %tj{p} = arith.addi %j0, %tc{p} : index\n      \
-                 memref.store %ty{p}, %b2[%ti{p}, %tj{p}] : {}\n",
-                c.om
-            );
-        }
-    }
-    s.push_str("    }\n    }\n");
-    // The rows past whole tiles, for every column; then the columns past whole tiles.
-    s.push_str("    scf.for %j = %nb to %nbe step %c1 {\n");
-    row_block(s, c, "%trows", "%ibe");
-    s.push_str("    }\n");
-    if TC > 1 {
-        s.push_str("    scf.for %j = %tcols to %nbe step %c1 {\n");
-        row_block(s, c, "%ib", "%trows");
-        s.push_str("    }\n");
-    }
+    next
 }
 
 /// Column `%j` times the chunk rows `lo .. hi`: each decoded weight block multiplied into

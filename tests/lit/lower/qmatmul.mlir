@@ -67,9 +67,9 @@ func.func @q4k(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32>
 // f16 scale (and, for Q4_1, the block sum), then each output sums integer block products
 // (AVX2 byte multiply-adds). A lone row (decode) keeps its accumulators in registers and
 // prefetches the weight stream 1024 bytes ahead. A block of rows goes in register tiles of
-// 8 rows: per column, 8 lane accumulators and one vector of the rows' mins are loop values
-// over the weight blocks, each block is decoded once for the 8 rows, and the rows' scales
-// and sums are one vector load each ([block][row] scratch). Rows past whole tiles share
+// 8 rows of one column: 8 lane accumulators and one vector of the rows' mins are loop
+// values over the weight blocks, each block is decoded once for the 8 rows, and the rows'
+// scales and sums are one vector load each (the scratch is [block][row]). Rows past whole tiles share
 // each decoded block through a scratch of accumulators.
 // CHECK-LABEL: func.func @q8_k0_qmatmul(
 // CHECK: math.roundeven %{{.*}} : vector<32xf32>
@@ -85,11 +85,10 @@ func.func @q4k(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32>
 // CHECK-NOT: memref.prefetch
 // CHECK: scf.for %{{.*}} step %c8
 // CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// CHECK: scf.execute_region -> (vector<32xi8>, f32, f32)
 // CHECK: arith.shrui
 // CHECK: vector.load %{{.*}} : memref<3x64xf32>, vector<8xf32>
-// CHECK: vector.load %{{.*}} : memref<3x64xf32>, vector<8xf32>
 // CHECK-COUNT-8: func.call @max_x86_pmaddubsw
+// CHECK: vector.load %{{.*}} : memref<3x64xf32>, vector<8xf32>
 // CHECK: scf.yield
 // CHECK-COUNT-8: memref.store %{{.*}} : memref<?x24xf32>
 // CHECK: vector.load %{{.*}} : memref<16x8xf32>, vector<8xf32>
@@ -105,7 +104,9 @@ func.func @q8(%x: tensor<?x96xf32>, %w: tensor<24x60xi8>) -> tensor<?x24xf32> {
 // K-quants with quantize_input walk super-blocks: a lone row prefetches each super-block's
 // lines 1024 bytes ahead, then its eight sub-blocks are loops of one trip each (inlined with
 // constant sub-block indices by canonicalization, so that scale lanes and shifts fold),
-// chaining the accumulators.
+// chaining the accumulators. A block of rows goes in register tiles of 8 rows there too:
+// the super-block loop and each of its sub-block loops carry the 8 lane accumulators and
+// the rows' mins (9 values).
 // CHECK-LABEL: func.func @q4kq_k0_qmatmul(
 // CHECK: scf.if
 // CHECK: arith.constant 1024 : index
@@ -119,6 +120,14 @@ func.func @q8(%x: tensor<?x96xf32>, %w: tensor<24x60xi8>) -> tensor<?x24xf32> {
 // CHECK: %[[S1:.*]]:2 = scf.for %{{.*}} = %[[C1]] to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %[[S0]]#0, %{{.*}} = %[[S0]]#1)
 // CHECK-COUNT-6: scf.for
 // CHECK: } else {
+// CHECK: scf.for %{{.*}} step %c8
+// CHECK: %[[T:.*]]:9 = scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[U0:.*]]:9 = scf.for %{{.*}} = %[[D0:.*]] to %[[D1:.*]] step %{{.*}} iter_args(
+// CHECK-COUNT-8: func.call @max_x86_pmaddubsw
+// CHECK: %[[U1:.*]]:9 = scf.for %{{.*}} = %[[D1]] to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %[[U0]]#0,
+// CHECK-COUNT-8: func.call @max_x86_pmaddubsw
+// CHECK-COUNT-6: scf.for
+// CHECK: vector.extract %[[T]]#8[7] : f32 from vector<8xf32>
 func.func @q4kq(%x: tensor<?x512xf32>, %w: tensor<16x288xi8>) -> tensor<?x16xf32> {
   %0 = "max.qmatmul"(%x, %w) {format = "q4_k", quantize_input = true} : (tensor<?x512xf32>, tensor<16x288xi8>) -> tensor<?x16xf32>
   func.return %0 : tensor<?x16xf32>

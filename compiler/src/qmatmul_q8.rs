@@ -417,11 +417,13 @@ fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
     if c.q81 {
         carry.push(("%tm".to_string(), "%tmz".to_string(), vtr.clone()));
     }
-    let res = if super_blocked(c.format) {
+    let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
+    let res = "%tt";
+    if super_blocked(c.format) {
         // The super-block loop carries the values under other names: the sub-block loops
         // inside it (each starting from the previous one's results) take `carry`'s names.
         let outer: Vec<(String, String, String)> = carry.iter().map(|(n, i, t)| (n.replace("%t", "%ts"), i.clone(), t.clone())).collect();
-        let (head, tail) = carried_loop("%tt", &outer);
+        let (head, tail) = carried_loop(res, &outer);
         let _ = write!(s, "    %cks = arith.constant {} : index\n    {head}scf.for %ks = %c0 to %cks step %c1{tail} {{\n      %base = arith.muli %ks, %cbb : index\n", c.kb / 8);
         for u in 0..=8 {
             let _ = writeln!(s, "      %csb{u} = arith.constant {u} : index");
@@ -431,17 +433,13 @@ fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
         }
         let inner: Vec<(String, String, String)> = carry.iter().zip(&outer).map(|((n, _, t), (o, _, _))| (n.clone(), o.clone(), t.clone())).collect();
         let last = chained_sub_blocks(s, "%trin", &inner, &|s: &mut String| tile_product(s, c));
-        let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
         let _ = write!(s, "      scf.yield {} : {}\n    }}\n", last.join(", "), tys.join(", "));
-        "%tt"
     } else {
-        let (head, tail) = carried_loop("%tt", &carry);
+        let (head, tail) = carried_loop(res, &carry);
         let _ = write!(s, "    {head}scf.for %k = %c0 to %ckb step %c1{tail} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
         let next = tile_product(s, c);
-        let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
         let _ = write!(s, "      scf.yield {} : {}\n    }}\n", next.join(", "), tys.join(", "));
-        "%tt"
-    };
+    }
     // Each output: its lanes summed, plus its min part.
     for r in 0..TR {
         let hs = crate::math::hsum8(s, &format!("{res}#{r}"), &format!("th{r}_"));

@@ -245,16 +245,41 @@ fn weight_block(s: &mut String, c: &DotCtx<'_>) {
             let _ = write!(s, "      %dw = arith.addf %k4dsc, %fm0 : f32\n      %mw = arith.addf %k4mneg, %fm0 : f32\n");
         }
         _ => {
-            let halves = if c.q81 { 2 } else { 1 };
-            let _ = write!(
-                s,
-                "      %hb = vector.load %b1[%j, %base] : {wm}, vector<{}xi8>\n      \
-                 %hh = vector.bitcast %hb : vector<{}xi8> to vector<{halves}xf16>\n      \
-                 %hf = arith.extf %hh : vector<{halves}xf16> to vector<{halves}xf32>\n      \
-                 %dw = vector.extract %hf[0] : f32 from vector<{halves}xf32>\n",
-                2 * halves,
-                2 * halves
-            );
+            if c.q81 {
+                let _ = write!(
+                    s,
+                    "      %hb = vector.load %b1[%j, %base] : {wm}, vector<4xi8>\n      \
+                     %hh = vector.bitcast %hb : vector<4xi8> to vector<2xf16>\n      \
+                     %hf = arith.extf %hh : vector<2xf16> to vector<2xf32>\n      \
+                     %dw = vector.extract %hf[0] : f32 from vector<2xf32>\n"
+                );
+            } else {
+                // The lone f16 scale is widened in integer registers: as a vector op, LLVM
+                // loads it with `vpinsrw` into whatever register is free (often the
+                // accumulator), which chains every block to the previous block's FMA.
+                // Exact: normal and inf/nan by rebiasing the exponent, subnormals as
+                // m * 2^-24, then the sign.
+                let _ = write!(
+                    s,
+                    "      %hb = vector.load %b1[%j, %base] : {wm}, vector<2xi8>\n      \
+                     %hv = vector.bitcast %hb : vector<2xi8> to vector<1xi16>\n      \
+                     %h16 = vector.extract %hv[0] : i16 from vector<1xi16>\n      \
+                     %h32 = arith.extui %h16 : i16 to i32\n      \
+                     %hc7fff = arith.constant 32767 : i32\n      %hem = arith.andi %h32, %hc7fff : i32\n      \
+                     %hsg = arith.subi %h32, %hem : i32\n      %hc16 = arith.constant 16 : i32\n      %hsign = arith.shli %hsg, %hc16 : i32\n      \
+                     %hc13 = arith.constant 13 : i32\n      %hsh = arith.shli %hem, %hc13 : i32\n      \
+                     %hcn = arith.constant 939524096 : i32\n      %hci = arith.constant 1879048192 : i32\n      \
+                     %hc7c00 = arith.constant 31744 : i32\n      %hisinf = arith.cmpi uge, %hem, %hc7c00 : i32\n      \
+                     %hbias = arith.select %hisinf, %hci, %hcn : i32\n      %hnb = arith.addi %hsh, %hbias : i32\n      \
+                     %hnorm = arith.bitcast %hnb : i32 to f32\n      \
+                     %hsubf = arith.uitofp %hem : i32 to f32\n      %hc24 = arith.constant 5.9604644775390625e-08 : f32\n      \
+                     %hsub = arith.mulf %hsubf, %hc24 : f32\n      \
+                     %hc400 = arith.constant 1024 : i32\n      %hissub = arith.cmpi ult, %hem, %hc400 : i32\n      \
+                     %hmag = arith.select %hissub, %hsub, %hnorm : f32\n      \
+                     %hmagb = arith.bitcast %hmag : f32 to i32\n      %hdb = arith.ori %hmagb, %hsign : i32\n      \
+                     %dw = arith.bitcast %hdb : i32 to f32\n"
+                );
+            }
             if c.q81 {
                 let _ = writeln!(s, "      %mw = vector.extract %hf[1] : f32 from vector<2xf32>");
             }

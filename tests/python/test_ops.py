@@ -645,6 +645,10 @@ def make_blocks(fmt, n, k, rng):
         return make_q6_k_blocks(n, k, rng)
     nb = k // 32
     d = rng.uniform(0.01, 0.1, size=(n, nb)).astype(np.float16)
+    # Scales of the other kinds an f16 holds: negative, zeros, subnormals (the kernels widen
+    # a lone scale with integer arithmetic, which must be exact for all of them).
+    for i, v in enumerate(np.array([-0.05, 0.0, -0.0, 6e-8, -3e-5, 6.1e-5], np.float16)):
+        d[i % n, (3 * i) % nb] = v
     rows, deq = [], np.zeros((n, k), np.float64)
     for r in range(n):
         row = bytearray()

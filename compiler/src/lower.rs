@@ -1339,8 +1339,9 @@ const KSPLIT: usize = 4;
 /// prefetches the panel it streams. One pass over a panel (a GEMV, or the first row tile
 /// of a matmul) reads it from L3 or DRAM, and the hardware prefetcher alone leaves that
 /// stream well short of the bandwidth: custom_mlp at batch 1 (weights in L3) runs ~1.4x
-/// faster with an 8 KiB lead; 6-16 KiB measured alike. Panels are contiguous, so the
-/// prefetches run on into the next panel, which the same workgroup streams next.
+/// faster with an 8 KiB lead (6-12 KiB measured alike, 16 KiB a little slower, 2-4 KiB
+/// gained less). Panels are contiguous, so the prefetches run on into the next panel,
+/// which the same workgroup streams next.
 const PANEL_PREFETCH_ROWS: i64 = 128;
 
 /// Where the micro-kernel reads a column panel of `b` from: a pre-packed weight

@@ -140,26 +140,17 @@ struct DotCtx<'a> {
     kb: i64,
 }
 
-/// The `%res:N = ` prefix and ` iter_args(...) -> (...)` suffix of a loop over blocks that
-/// carries `iters` (its result name, and (name, init) pairs of an accumulator vector then its
-/// scalar min part), or neither.
-fn loop_values(iters: Option<(&str, &[(&str, &str)])>) -> (String, String) {
-    let Some((res, pairs)) = iters else { return (String::new(), String::new()) };
-    let carry: Vec<(String, String, String)> =
-        pairs.iter().enumerate().map(|(x, (n, i))| (n.to_string(), i.to_string(), if x % 2 == 0 { "vector<8xf32>" } else { "f32" }.to_string())).collect();
-    carried_loop(res, &carry)
-}
-
 /// Whether `format` is walked in 256-weight super-blocks of eight 32-weight sub-blocks.
 fn super_blocked(format: QuantFormat) -> bool {
     matches!(format, QuantFormat::Q4K | QuantFormat::Q6K)
 }
 
-/// The open loop over weight blocks, `iters` as in [`loop_values`]: over super-blocks `%ks`
-/// (block base `%base`; [`sub_blocks`] walks their insides) for k-quants, else over blocks
-/// `%k` (with `%base` and `%kx`).
-fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str, &str)])>) {
-    let (res, args) = loop_values(iters);
+/// The open loop over weight blocks, carrying `carry` ((name, initial value, type)
+/// triples; results `{res}#x`): over super-blocks `%ks` (block base `%base`;
+/// [`sub_blocks`] walks their insides) for k-quants, else over blocks `%k` (with `%base`
+/// and `%kx`).
+fn open_block_loop(s: &mut String, c: &DotCtx<'_>, res: &str, carry: &[(String, String, String)]) {
+    let (res, args) = carried_loop(res, carry);
     if super_blocked(c.format) {
         let _ = write!(s, "    %cks = arith.constant {} : index\n    {res}scf.for %ks = %c0 to %cks step %c1{args} {{\n      %base = arith.muli %ks, %cbb : index\n", c.kb / 8);
         for u in 0..=8 {
@@ -170,15 +161,18 @@ fn open_block_loop(s: &mut String, c: &DotCtx<'_>, iters: Option<(&str, &[(&str,
     }
 }
 
+/// A (name, initial value, type) triple of a loop-carried value.
+fn carried(name: &str, init: &str, ty: &str) -> (String, String, String) {
+    (name.to_string(), init.to_string(), ty.to_string())
+}
+
 /// Inside a super-block loop: its eight sub-blocks (block `%k`, sub-block `%ksub`), each a
 /// loop of one trip, which canonicalization inlines with `%ksub` a constant: the sub-block's
 /// scale lane, quant offsets and shifts then fold (LLVM does not fully unroll a body this
 /// large). `carry`: the initial lane and min accumulators, which the sub-blocks update in
 /// turn (`body` leaves `%accn`, `%summsn`); returns the last sub-block's values of them.
 fn sub_blocks(s: &mut String, carry: Option<(&str, &str)>, body: &dyn Fn(&mut String)) -> Option<(String, String)> {
-    let values: Vec<(String, String, String)> = carry
-        .map(|(a, m)| vec![("%acc".into(), a.into(), "vector<8xf32>".into()), ("%summs".into(), m.into(), "f32".into())])
-        .unwrap_or_default();
+    let values: Vec<(String, String, String)> = carry.map(|(a, m)| vec![carried("%acc", a, "vector<8xf32>"), carried("%summs", m, "f32")]).unwrap_or_default();
     let last = chained_sub_blocks(s, "%rin", &values, &|s: &mut String| {
         body(s);
         if carry.is_some() {
@@ -396,7 +390,7 @@ fn lone_column(s: &mut String, c: &DotCtx<'_>) {
     if super_blocked(c.format) {
         // Super-blocks outside, their eight sub-blocks inside: Q4_K's 6-bit scales and mins
         // are decoded once per super-block, eight at a time.
-        open_block_loop(s, c, Some(("%res", &[("%acc0", "%z8"), ("%summs0", "%fm0")])));
+        open_block_loop(s, c, "%res", &[carried("%acc0", "%z8", v8f), carried("%summs0", "%fm0", "f32")]);
         prefetch(s, (c.format.block_bytes() as usize).div_ceil(64));
         if c.format == QuantFormat::Q4K {
             crate::qmatmul::q4k_scales(s, c.wm);
@@ -404,7 +398,7 @@ fn lone_column(s: &mut String, c: &DotCtx<'_>) {
         let (acc, summs) = sub_blocks(s, Some(("%acc0", "%summs0")), &product).expect("sub-blocks carry the accumulators");
         let _ = writeln!(s, "      scf.yield {acc}, {summs} : {v8f}, f32\n    }}");
     } else {
-        open_block_loop(s, c, Some(("%res", &[("%acc", "%z8"), ("%summs", "%fm0")])));
+        open_block_loop(s, c, "%res", &[carried("%acc", "%z8", v8f), carried("%summs", "%fm0", "f32")]);
         prefetch(s, 1);
         product(s);
         let _ = writeln!(s, "      scf.yield %accn, %summsn : {v8f}, f32\n    }}");
@@ -438,9 +432,9 @@ fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
          scf.for %j = %nb to %nbe step %c1 {{\n    scf.for %i0 = %ib to %trows step %ctr {{\n"
     );
     // Loop values: each row's lane accumulator, then (with mins) the rows' min vector.
-    let mut carry: Vec<(String, String, String)> = (0..TR).map(|r| (format!("%ta{r}"), "%z8".to_string(), v8f.to_string())).collect();
+    let mut carry: Vec<(String, String, String)> = (0..TR).map(|r| carried(&format!("%ta{r}"), "%z8", v8f)).collect();
     if c.q81 {
-        carry.push(("%tm".to_string(), "%tmz".to_string(), vtr.clone()));
+        carry.push(carried("%tm", "%tmz", &vtr));
     }
     let tys: Vec<&str> = carry.iter().map(|(_, _, t)| t.as_str()).collect();
     let res = "%tt";
@@ -448,11 +442,7 @@ fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
         // The super-block loop carries the values under other names: the sub-block loops
         // inside it (each starting from the previous one's results) take `carry`'s names.
         let outer: Vec<(String, String, String)> = carry.iter().map(|(n, i, t)| (n.replace("%t", "%ts"), i.clone(), t.clone())).collect();
-        let (head, tail) = carried_loop(res, &outer);
-        let _ = write!(s, "    %cks = arith.constant {} : index\n    {head}scf.for %ks = %c0 to %cks step %c1{tail} {{\n      %base = arith.muli %ks, %cbb : index\n", c.kb / 8);
-        for u in 0..=8 {
-            let _ = writeln!(s, "      %csb{u} = arith.constant {u} : index");
-        }
+        open_block_loop(s, c, res, &outer);
         if c.format == QuantFormat::Q4K {
             crate::qmatmul::q4k_scales(s, c.wm);
         }
@@ -460,8 +450,7 @@ fn register_tiles(s: &mut String, c: &DotCtx<'_>) {
         let last = chained_sub_blocks(s, "%trin", &inner, &|s: &mut String| tile_product(s, c));
         let _ = write!(s, "      scf.yield {} : {}\n    }}\n", last.join(", "), tys.join(", "));
     } else {
-        let (head, tail) = carried_loop(res, &carry);
-        let _ = write!(s, "    {head}scf.for %k = %c0 to %ckb step %c1{tail} {{\n      {}\n      %kx = arith.muli %k, %c32 : index\n", crate::qmatmul::block_base(c.format));
+        open_block_loop(s, c, res, &carry);
         let next = tile_product(s, c);
         let _ = write!(s, "      scf.yield {} : {}\n    }}\n", next.join(", "), tys.join(", "));
     }
@@ -553,7 +542,7 @@ fn row_block(s: &mut String, c: &DotCtx<'_>, lo: &str, hi: &str) {
         block_product(s, c, "%acc", "%summs");
         let _ = write!(s, "      vector.store %accn, %accs[%lr, %c0] : {accm}, {v8f}\n      memref.store %summsn, %sums[%lr] : {sumsm}\n      }}\n");
     };
-    open_block_loop(s, c, None);
+    open_block_loop(s, c, "", &[]);
     if super_blocked(c.format) {
         if c.format == QuantFormat::Q4K {
             crate::qmatmul::q4k_scales(s, c.wm);

@@ -1215,8 +1215,32 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
         cur
     };
 
+    // Deep products of many rows run their whole row tiles in cache blocks (see
+    // `blocked_tiles`) up to `m_blk`; the panel loop below runs the tiles from there (none,
+    // or all when `a` is small enough to stay in cache unblocked) and the leftover rows.
+    let blocked = a.ty.dims[1].is_some_and(|k| k >= BLOCKED_MIN_K as i64);
+    let (c_in, m_blk) = if blocked {
+        let bytes = e.assign(format!("arith.muli {m}, {k} : index"));
+        let min = e.index((blocked_min_a_bytes() / 4) as i64);
+        let big = e.assign(format!("arith.cmpi uge, {bytes}, {min} : index"));
+        let m_blk = e.assign(format!("arith.select {big}, {m_main}, {c0} : index"));
+        // Blocked tiles re-read each panel once per row block: an activation `b` is packed
+        // into panels once (no panels when the blocked tiles do not run), rather than
+        // gathered from its strided rows every time.
+        let packed_b;
+        let bp = if packed {
+            b
+        } else {
+            let cols = e.assign(format!("arith.select {big}, {cnm}, {c0} : index"));
+            packed_b = pack_panels(e, b, &cols, &k);
+            &packed_b
+        };
+        (blocked_tiles(e, a, bp, out, &m_blk, &k, &cnm), m_blk)
+    } else {
+        (out.ssa.clone(), c0.clone())
+    };
     let panels = e.fresh();
-    e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {}) -> ({ot}) {{", out.ssa));
+    e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {c_in}) -> ({ot}) {{"));
     let src = if packed {
         let p = e.assign(format!("arith.divui %j0, {cnr} : index"));
         // The weight's memref, for the prefetches of the panel stream.
@@ -1239,9 +1263,10 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     };
     // The first row tile streams the panel from L3 or DRAM (with prefetches); the others
     // find it in cache, where a prefetch per k step would only cost issue slots.
-    let first_end = e.assign(format!("arith.minui {cmr}, {m_main} : index"));
+    let first_end = if blocked { e.assign(format!("arith.addi {m_blk}, {cmr} : index")) } else { cmr.clone() };
+    let first_end = e.assign(format!("arith.minui {first_end}, {m_main} : index"));
     let first = e.fresh();
-    e.line(format!("{first} = scf.for %i0 = {c0} to {first_end} step {cmr} iter_args(%cf = %cp) -> ({ot}) {{"));
+    e.line(format!("{first} = scf.for %i0 = {m_blk} to {first_end} step {cmr} iter_args(%cf = %cp) -> ({ot}) {{"));
     let r = tile(e, MR, "%i0", "%j0", &src, "%cf", true);
     e.line(format!("scf.yield {r} : {ot}"));
     e.line("}");
@@ -1306,6 +1331,198 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     });
     let ssa = e.assign(format!("tensor.insert_slice {} into {}[0, {cnm}] [{m}, {wsize}] [1, 1] : {} into {ot}", part.ssa, result.ssa, os_ty.tensor()));
     Val { ssa, ty: out.ty.clone() }
+}
+
+/// Packs the first `cnm` columns of an activation `b[k, n]` into `[cnm/16][k][16]` panels,
+/// the layout of a pre-packed weight, reading `b` row by row.
+fn pack_panels(e: &mut Emitter, b: &Val, cnm: &str, k: &str) -> Val {
+    let vty = format!("vector<{VL}xf32>");
+    let nr = NV * VL;
+    let c0 = e.index(0);
+    let c1 = e.index(1);
+    let cnr = e.index(nr as i64);
+    let panels = e.assign(format!("arith.divui {cnm}, {cnr} : index"));
+    let ty = BindingType { dtype: DType::F32, dims: vec![None, b.ty.dims[0], Some(nr as i64)] };
+    let dyn_k = if b.ty.dims[0].is_none() { format!(", {k}") } else { String::new() };
+    let empty = e.assign(format!("tensor.empty({panels}{dyn_k}) : {}", ty.tensor()));
+    let pad = e.assign("arith.constant 0.0 : f32");
+    let r = e.fresh();
+    e.line(format!("{r} = scf.for %qk = {c0} to {k} step {c1} iter_args(%qa = {empty}) -> ({}) {{", ty.tensor()));
+    let inner = e.fresh();
+    e.line(format!("{inner} = scf.for %qp = {c0} to {panels} step {c1} iter_args(%qb = %qa) -> ({}) {{", ty.tensor()));
+    let j = e.assign(format!("arith.muli %qp, {cnr} : index"));
+    let mut cur = "%qb".to_string();
+    for v in 0..NV {
+        let off = e.index((v * VL) as i64);
+        let jv = e.assign(format!("arith.addi {j}, {off} : index"));
+        let x = e.assign(format!("vector.transfer_read {}[%qk, {jv}], {pad} {{in_bounds = [true]}} : {}, {vty}", b.ssa, b.ty.tensor()));
+        cur = e.assign(format!("vector.transfer_write {x}, {cur}[%qp, %qk, {off}] {{in_bounds = [true]}} : {vty}, {}", ty.tensor()));
+    }
+    e.line(format!("scf.yield {cur} : {}", ty.tensor()));
+    e.line("}");
+    e.line(format!("scf.yield {inner} : {}", ty.tensor()));
+    e.line("}");
+    Val { ssa: r, ty }
+}
+
+/// Depth (k) of the cache blocks of [`blocked_tiles`]: a `[KC][16]` slice of a column panel
+/// (32 KiB) is streamed once from L3 or DRAM, then re-read from L1/L2 by every row tile of
+/// the block. On a 2048x2048 sgemm (one thread), 512 measured 0.90-0.95x the time of 256;
+/// the rows of the block mattered less (96 to 480 alike within the noise).
+const KC: usize = 512;
+/// Rows (whole [`MR`] tiles) of a cache block of `a`, packed `[MC/MR][KC][MR]` (384 KiB,
+/// in L2 while all column panels pass over it).
+const MC: usize = 192;
+/// Size of a workgroup's rows of `a` from which matmuls take [`blocked_tiles`] (bytes).
+/// Smaller ones stay in L2 or L3 while every column panel re-reads them, and there the
+/// unblocked tiles (no packing, no partial sums, prefetches tuned for weight streams) are
+/// faster: custom_mlp at batch 64 (786 KiB) ran 4-5% slower blocked.
+const BLOCKED_MIN_A_BYTES: usize = 2 << 20;
+/// [`BLOCKED_MIN_A_BYTES`], or `MAX_BLOCKED_MIN_A_BYTES=N` when set (a tuning knob: 0
+/// blocks every deep enough matmul, a huge value none).
+pub fn blocked_min_a_bytes() -> usize {
+    std::env::var("MAX_BLOCKED_MIN_A_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCKED_MIN_A_BYTES)
+}
+/// Depth from which matmuls take [`blocked_tiles`]: shallower `a` rows are short enough
+/// that the unblocked tiles already find them in cache.
+const BLOCKED_MIN_K: usize = 256;
+
+/// The whole `MR`-row tiles of [`matmul_microkernel`] in cache blocks, GotoBLAS-style:
+/// for each block of [`MC`] rows and each [`KC`]-deep slice of k, the block's rows of `a`
+/// are packed tile by tile (`[tile][k][row]`, one contiguous stream per tile, and no two
+/// rows a power-of-two stride apart fighting over one L1 set), then every column panel's
+/// k-slice is run by all the block's tiles. The tiles carry their accumulators through the
+/// result between k-slices; each sum is the same chain of FMAs in the same order as the
+/// unblocked tile's, so results are bit-identical. `b` is packed (`[n/16][k][16]`, a weight
+/// or an activation packed by [`pack_panels`]). Rows `m_main..` are left to the caller.
+///
+/// Without blocking, every column panel re-reads the workgroup's whole `a` (16 MiB at
+/// 2048x2048) from L3 or DRAM, and one-thread sgemm fell from 87% of peak at 1024 to 75%
+/// at 2048; blocked, 2048 takes 0.84-0.85x the time (one and two threads).
+fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: &str, cnm: &str) -> String {
+    let vty = format!("vector<{VL}xf32>");
+    let (at, ot, c_in) = (a.ty.tensor(), out.ty.tensor(), &out.ssa);
+    let nr = NV * VL;
+    let tiles = MC / MR;
+    let apty = format!("tensor<{tiles}x{KC}x{MR}xf32>");
+    let c0 = e.index(0);
+    let c1 = e.index(1);
+    let cmr = e.index(MR as i64);
+    let cmc = e.index(MC as i64);
+    let ckc = e.index(KC as i64);
+    let cnr = e.index(nr as i64);
+    let zero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
+    let pad = e.assign("arith.constant 0.0 : f32");
+    let ap0 = e.assign(format!("tensor.empty() : {apty}"));
+    let res = e.fresh();
+    e.line(format!("{res} = scf.for %ib = {c0} to {m_main} step {cmc} iter_args(%cib = {c_in}) -> ({ot}) {{"));
+    let iend = e.assign(format!("arith.addi %ib, {cmc} : index"));
+    let iend = e.assign(format!("arith.minui {iend}, {m_main} : index"));
+    let rows = e.assign(format!("arith.subi {iend}, %ib : index"));
+    let nt = e.assign(format!("arith.divui {rows}, {cmr} : index"));
+    let kres = e.fresh();
+    e.line(format!("{kres} = scf.for %kb = {c0} to {k} step {ckc} iter_args(%ckb = %cib) -> ({ot}) {{"));
+    let kend = e.assign(format!("arith.addi %kb, {ckc} : index"));
+    let kend = e.assign(format!("arith.minui {kend}, {k} : index"));
+    let kc = e.assign(format!("arith.subi {kend}, %kb : index"));
+    // Pack the block's rows of this k-slice.
+    let pk = e.fresh();
+    e.line(format!("{pk} = scf.for %pt = {c0} to {nt} step {c1} iter_args(%pa = {ap0}) -> ({apty}) {{"));
+    let r0 = e.assign(format!("arith.muli %pt, {cmr} : index"));
+    let r0 = e.assign(format!("arith.addi %ib, {r0} : index"));
+    let inner = e.fresh();
+    e.line(format!("{inner} = scf.for %pk = {c0} to {kc} step {c1} iter_args(%pb = %pa) -> ({apty}) {{"));
+    let kk = e.assign("arith.addi %kb, %pk : index");
+    let mut cur = "%pb".to_string();
+    for r in 0..MR {
+        let ro = e.index(r as i64);
+        let i = e.assign(format!("arith.addi {r0}, {ro} : index"));
+        let s = e.assign(format!("tensor.extract {}[{i}, {kk}] : {at}", a.ssa));
+        cur = e.assign(format!("tensor.insert {s} into {cur}[%pt, %pk, {ro}] : {apty}"));
+    }
+    e.line(format!("scf.yield {cur} : {apty}"));
+    e.line("}");
+    e.line(format!("scf.yield {inner} : {apty}"));
+    e.line("}");
+    let first_slice = e.assign(format!("arith.cmpi eq, %kb, {c0} : index"));
+    // The column panels' k-slices.
+    let pres = e.fresh();
+    e.line(format!("{pres} = scf.for %bj = {c0} to {cnm} step {cnr} iter_args(%cbj = %ckb) -> ({ot}) {{"));
+    let p = e.assign(format!("arith.divui %bj, {cnr} : index"));
+    let mt = format!("memref<{}, strided<[?, ?, ?], offset: ?>>", b.ty.shape_str());
+    let bm = e.assign(format!("bufferization.to_buffer {} read_only : {} to {mt}", b.ssa, b.ty.tensor()));
+    // While the first tile streams this panel's slice, it prefetches the next panel's.
+    let last = e.assign(format!("arith.subi {cnm}, {cnr} : index"));
+    let next = e.assign(format!("arith.addi %bj, {cnr} : index"));
+    let next = e.assign(format!("arith.minui {next}, {last} : index"));
+    let next = e.assign(format!("arith.divui {next}, {cnr} : index"));
+    let src = PanelSrc { ssa: b.ssa.clone(), ty: b.ty.tensor(), panel: Some(p), prefetch: None };
+    let one = e.assign(format!("arith.minui {c1}, {nt} : index"));
+    let mut cur = "%cbj".to_string();
+    for (lo, hi, pf) in [(c0.as_str(), one.as_str(), true), (one.as_str(), nt.as_str(), false)] {
+        let tl = e.fresh();
+        e.line(format!("{tl} = scf.for %bt = {lo} to {hi} step {c1} iter_args(%ct = {cur}) -> ({ot}) {{"));
+        let i0 = e.assign(format!("arith.muli %bt, {cmr} : index"));
+        let i0 = e.assign(format!("arith.addi %ib, {i0} : index"));
+        let nacc = MR * NV;
+        let tys = vec![vty.clone(); nacc].join(", ");
+        // The first k-slice starts from zero; later ones from the partial sums.
+        let init = e.fresh();
+        e.line(format!("{init}:{nacc} = scf.if {first_slice} -> ({tys}) {{"));
+        e.line(format!("scf.yield {} : {tys}", vec![zero.clone(); nacc].join(", ")));
+        e.line("} else {");
+        let mut loaded = Vec::new();
+        for r in 0..MR {
+            let ro = e.index(r as i64);
+            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
+            for v in 0..NV {
+                let off = e.index((v * VL) as i64);
+                let j = e.assign(format!("arith.addi %bj, {off} : index"));
+                loaded.push(e.assign(format!("vector.transfer_read %ct[{i}, {j}], {pad} {{in_bounds = [true]}} : {ot}, {vty}")));
+            }
+        }
+        e.line(format!("scf.yield {} : {tys}", loaded.join(", ")));
+        e.line("}");
+        let accs: Vec<String> = (0..nacc).map(|x| format!("%bacc{x} = {init}#{x}")).collect();
+        let r = e.fresh();
+        e.line(format!("{r}:{nacc} = scf.for %bk = {c0} to {kc} step {c1} iter_args({}) -> ({tys}) {{", accs.join(", ")));
+        let row = e.assign("arith.addi %kb, %bk : index");
+        let bvs: Vec<String> = (0..NV).map(|v| src.load(e, &row, v, &pad)).collect();
+        if pf {
+            e.line(format!("memref.prefetch {bm}[{next}, {row}, {c0}], read, locality<3>, data : {mt}"));
+        }
+        let mut next = Vec::new();
+        for rr in 0..MR {
+            let ro = e.index(rr as i64);
+            let s = e.assign(format!("tensor.extract {pk}[%bt, %bk, {ro}] : {apty}"));
+            let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+            for (v, bv) in bvs.iter().enumerate() {
+                next.push(e.assign(format!("vector.fma {sb}, {bv}, %bacc{} : {vty}", rr * NV + v)));
+            }
+        }
+        e.line(format!("scf.yield {} : {tys}", next.join(", ")));
+        e.line("}");
+        let mut c = "%ct".to_string();
+        for rr in 0..MR {
+            let ro = e.index(rr as i64);
+            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
+            for v in 0..NV {
+                let off = e.index((v * VL) as i64);
+                let j = e.assign(format!("arith.addi %bj, {off} : index"));
+                c = e.assign(format!("vector.transfer_write {r}#{}, {c}[{i}, {j}] {{in_bounds = [true]}} : {vty}, {ot}", rr * NV + v));
+            }
+        }
+        e.line(format!("scf.yield {c} : {ot}"));
+        e.line("}");
+        cur = tl;
+    }
+    e.line(format!("scf.yield {cur} : {ot}"));
+    e.line("}");
+    e.line(format!("scf.yield {pres} : {ot}"));
+    e.line("}");
+    e.line(format!("scf.yield {kres} : {ot}"));
+    e.line("}");
+    res
 }
 
 /// `a[B, T, K] @ packed w` one batch at a time, for a kernel [`crate::flatten`] cannot view

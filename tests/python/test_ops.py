@@ -467,17 +467,10 @@ def test_fused_chains_match_numpy(tmp_path, fusion):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [1, 5, 37, 601])
-def test_matmul_microkernel_tiles(tmp_path, k):
-    """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
-    multiple of 6 (leftover 4-, 2- and 1-row tiles; 100 rows split by rows, fewer by columns), k
-    in several 256-deep blocks with a short last one (601), k not a multiple of the k-split, a
-    width with leftover columns (40 = 32 + 8), a weight stored pre-packed (48 columns, 3
-    panels, so the workgroups split its columns unevenly) and one that cannot be (40), an
-    activation right operand, and a column-split matmul whose epilogue reads a bias [n] and
-    a residual [m, n] (sliced with the columns)."""
+def microkernel_graph(tmp_path, k, rng):
+    """The graph of the micro-kernel tests (see test_matmul_microkernel_tiles) with its
+    weights saved as w.safetensors: returns (graph file, wp, wu)."""
     from maxtest import save_safetensors
-    rng = np.random.default_rng(k)
     wp = rng.standard_normal((k, 48)).astype(np.float32)
     wu = rng.standard_normal((k, 40)).astype(np.float32)
     save_safetensors(tmp_path / "w.safetensors", {"wp": wp, "wu": wu})
@@ -495,6 +488,20 @@ def test_matmul_microkernel_tiles(tmp_path, k):
     src = tmp_path / "g.mlir"
     src.write_text(graph([("a", (None, k), "f32"), ("b", (k, 40), "f32"), ("bias", (48,), "f32"), ("res", (None, 48), "f32")], body,
                          [t48, ttype((None, 40), "f32"), ttype((None, 40), "f32"), t48]))
+    return src, wp, wu
+
+
+@pytest.mark.parametrize("k", [1, 5, 37, 601])
+def test_matmul_microkernel_tiles(tmp_path, k):
+    """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
+    multiple of 6 (leftover 4-, 2- and 1-row tiles; 100 rows split by rows, fewer by columns), k
+    in several 256-deep blocks with a short last one (601), k not a multiple of the k-split, a
+    width with leftover columns (40 = 32 + 8), a weight stored pre-packed (48 columns, 3
+    panels, so the workgroups split its columns unevenly) and one that cannot be (40), an
+    activation right operand, and a column-split matmul whose epilogue reads a bias [n] and
+    a residual [m, n] (sliced with the columns)."""
+    rng = np.random.default_rng(k)
+    src, wp, wu = microkernel_graph(tmp_path, k, rng)
     art = tmp_path / "g.maxa"
     maxc("compile", src, "-o", art, "--weights", tmp_path / "w.safetensors")
     sections = maxc("inspect", art).stdout
@@ -508,6 +515,34 @@ def test_matmul_microkernel_tiles(tmp_path, k):
         for g, w in zip(got, [a @ wp, a @ wu, a @ b, np.maximum(a @ wp + bias + res, 0)]):
             tol = 1e-5 if k < 256 else 1e-4  # a long k sums in a different order
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=f"m={m}")
+
+
+def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch):
+    """The cache-blocked tiles of deep f32 matmuls (taken at run time from 2 MiB of `a` rows
+    per workgroup; MAX_BLOCKED_MIN_A_BYTES=0 makes every deep matmul take them) give the
+    unblocked tiles' results bit for bit (each sum is the same chain of FMAs), at shapes that
+    divide none of the blocks: k = 601 (k-slices of 512 and 89), up to 1000 rows (row blocks
+    of 192 with a partial last one, then leftover rows), a packed weight of 3 panels (also
+    with a column-split epilogue), a weight that cannot be packed, and an activation right
+    operand (packed into panels at run time) with 8 leftover columns."""
+    k = 601
+    rng = np.random.default_rng(11)
+    src, wp, wu = microkernel_graph(tmp_path, k, rng)
+    arts = []
+    for threshold in ["0", str(1 << 62)]:
+        monkeypatch.setenv("MAX_BLOCKED_MIN_A_BYTES", threshold)
+        arts.append(tmp_path / f"g{len(arts)}.maxa")
+        maxc("compile", src, "-o", arts[-1], "--weights", tmp_path / "w.safetensors")
+    bias = rng.standard_normal(48).astype(np.float32)
+    for m in [7, 200, 1000]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, 40)).astype(np.float32)
+        res = rng.standard_normal((m, 48)).astype(np.float32)
+        ins = {"a": a, "b": b, "bias": bias, "res": res}
+        blocked, unblocked = (run_artifact(art, ins, tmp_path, 4) for art in arts)
+        for i, (g, u, w) in enumerate(zip(blocked, unblocked, [a @ wp, a @ wu, a @ b, np.maximum(a @ wp + bias + res, 0)])):
+            np.testing.assert_array_equal(g.view(np.uint32), u.view(np.uint32), err_msg=f"m={m} output {i}")
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"m={m} output {i}")
 
 
 @pytest.mark.parametrize("dt", ["f32", "f16"])

@@ -1202,17 +1202,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
         }
         e.line(format!("scf.yield {} : {tys}", next.join(", ")));
         e.line("}");
-        let mut cur = c.to_string();
-        for r in 0..rows {
-            let ro = e.index(r as i64);
-            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
-            for v in 0..NV {
-                let off = e.index((v * VL) as i64);
-                let j = e.assign(format!("arith.addi {j0}, {off} : index"));
-                cur = e.assign(format!("vector.transfer_write {res}#{}, {cur}[{i}, {j}] {{in_bounds = [true]}} : {vty}, {ot}", r * NV + v));
-            }
-        }
-        cur
+        write_tile(e, &res, c, i0, j0, rows, ot.as_str())
     };
 
     // Deep products of many rows run their whole row tiles in cache blocks (see
@@ -1416,15 +1406,11 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
     let ap0 = e.assign(format!("tensor.empty() : {apty}"));
     let res = e.fresh();
     e.line(format!("{res} = scf.for %ib = {c0} to {m_main} step {cmc} iter_args(%cib = {c_in}) -> ({ot}) {{"));
-    let iend = e.assign(format!("arith.addi %ib, {cmc} : index"));
-    let iend = e.assign(format!("arith.minui {iend}, {m_main} : index"));
-    let rows = e.assign(format!("arith.subi {iend}, %ib : index"));
+    let rows = block_len(e, "%ib", &cmc, m_main);
     let nt = e.assign(format!("arith.divui {rows}, {cmr} : index"));
     let kres = e.fresh();
     e.line(format!("{kres} = scf.for %kb = {c0} to {k} step {ckc} iter_args(%ckb = %cib) -> ({ot}) {{"));
-    let kend = e.assign(format!("arith.addi %kb, {ckc} : index"));
-    let kend = e.assign(format!("arith.minui {kend}, {k} : index"));
-    let kc = e.assign(format!("arith.subi {kend}, %kb : index"));
+    let kc = block_len(e, "%kb", &ckc, k);
     // Pack the block's rows of this k-slice.
     let pk = e.fresh();
     e.line(format!("{pk} = scf.for %pt = {c0} to {nt} step {c1} iter_args(%pa = {ap0}) -> ({apty}) {{"));
@@ -1471,16 +1457,10 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
         e.line(format!("{init}:{nacc} = scf.if {first_slice} -> ({tys}) {{"));
         e.line(format!("scf.yield {} : {tys}", vec![zero.clone(); nacc].join(", ")));
         e.line("} else {");
-        let mut loaded = Vec::new();
-        for r in 0..MR {
-            let ro = e.index(r as i64);
-            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
-            for v in 0..NV {
-                let off = e.index((v * VL) as i64);
-                let j = e.assign(format!("arith.addi %bj, {off} : index"));
-                loaded.push(e.assign(format!("vector.transfer_read %ct[{i}, {j}], {pad} {{in_bounds = [true]}} : {ot}, {vty}")));
-            }
-        }
+        let loaded: Vec<String> = tile_coords(e, &i0, "%bj", MR)
+            .into_iter()
+            .map(|(i, j)| e.assign(format!("vector.transfer_read %ct[{i}, {j}], {pad} {{in_bounds = [true]}} : {ot}, {vty}")))
+            .collect();
         e.line(format!("scf.yield {} : {tys}", loaded.join(", ")));
         e.line("}");
         let accs: Vec<String> = (0..nacc).map(|x| format!("%bacc{x} = {init}#{x}")).collect();
@@ -1502,16 +1482,7 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
         }
         e.line(format!("scf.yield {} : {tys}", next.join(", ")));
         e.line("}");
-        let mut c = "%ct".to_string();
-        for rr in 0..MR {
-            let ro = e.index(rr as i64);
-            let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
-            for v in 0..NV {
-                let off = e.index((v * VL) as i64);
-                let j = e.assign(format!("arith.addi %bj, {off} : index"));
-                c = e.assign(format!("vector.transfer_write {r}#{}, {c}[{i}, {j}] {{in_bounds = [true]}} : {vty}, {ot}", rr * NV + v));
-            }
-        }
+        let c = write_tile(e, &r, "%ct", &i0, "%bj", MR, &ot);
         e.line(format!("scf.yield {c} : {ot}"));
         e.line("}");
         cur = tl;
@@ -1523,6 +1494,38 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
     e.line(format!("scf.yield {kres} : {ot}"));
     e.line("}");
     res
+}
+
+/// The length of the block of `step` starting at `start` in `0..bound`: the last one may be short.
+fn block_len(e: &mut Emitter, start: &str, step: &str, bound: &str) -> String {
+    let end = e.assign(format!("arith.addi {start}, {step} : index"));
+    let end = e.assign(format!("arith.minui {end}, {bound} : index"));
+    e.assign(format!("arith.subi {end}, {start} : index"))
+}
+
+/// Writes the register tile `res` (`rows * NV` vectors, row by row) into the result `c`
+/// (typed `ot`) at row `i0`, column `j0`; returns the updated result.
+fn write_tile(e: &mut Emitter, res: &str, c: &str, i0: &str, j0: &str, rows: usize, ot: &str) -> String {
+    let mut cur = c.to_string();
+    for (x, (i, j)) in tile_coords(e, i0, j0, rows).into_iter().enumerate() {
+        cur = e.assign(format!("vector.transfer_write {res}#{x}, {cur}[{i}, {j}] {{in_bounds = [true]}} : vector<{VL}xf32>, {ot}"));
+    }
+    cur
+}
+
+/// The (row, column) indices of the `rows * NV` vectors of a register tile at row `i0`,
+/// column `j0`, row by row (the order of the tile's accumulators).
+fn tile_coords(e: &mut Emitter, i0: &str, j0: &str, rows: usize) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(rows * NV);
+    for r in 0..rows {
+        let ro = e.index(r as i64);
+        let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
+        for v in 0..NV {
+            let off = e.index((v * VL) as i64);
+            out.push((i.clone(), e.assign(format!("arith.addi {j0}, {off} : index"))));
+        }
+    }
+    out
 }
 
 /// `a[B, T, K] @ packed w` one batch at a time, for a kernel [`crate::flatten`] cannot view

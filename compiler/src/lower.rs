@@ -1232,11 +1232,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let panels = e.fresh();
     e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {c_in}) -> ({ot}) {{"));
     let src = if packed {
-        let p = e.assign(format!("arith.divui %j0, {cnr} : index"));
-        // The weight's memref, for the prefetches of the panel stream.
-        let mt = format!("memref<{}, strided<[?, ?, ?], offset: ?>>", b.ty.shape_str());
-        let m = e.assign(format!("bufferization.to_buffer {} read_only : {} to {mt}", b.ssa, b.ty.tensor()));
-        PanelSrc { ssa: b.ssa.clone(), ty: b.ty.tensor(), panel: Some(p), prefetch: Some((m, mt)) }
+        PanelSrc::packed(e, b, "%j0", &cnr)
     } else {
         // Copy the [k][16] column panel into contiguous memory once; every row tile then
         // streams it instead of walking b's columns with a row-sized stride.
@@ -1434,15 +1430,12 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
     // The column panels' k-slices.
     let pres = e.fresh();
     e.line(format!("{pres} = scf.for %bj = {c0} to {cnm} step {cnr} iter_args(%cbj = %ckb) -> ({ot}) {{"));
-    let p = e.assign(format!("arith.divui %bj, {cnr} : index"));
-    let mt = format!("memref<{}, strided<[?, ?, ?], offset: ?>>", b.ty.shape_str());
-    let bm = e.assign(format!("bufferization.to_buffer {} read_only : {} to {mt}", b.ssa, b.ty.tensor()));
+    let src = PanelSrc::packed(e, b, "%bj", &cnr);
     // While the first tile streams this panel's slice, it prefetches the next panel's.
     let last = e.assign(format!("arith.subi {cnm}, {cnr} : index"));
-    let next = e.assign(format!("arith.addi %bj, {cnr} : index"));
-    let next = e.assign(format!("arith.minui {next}, {last} : index"));
-    let next = e.assign(format!("arith.divui {next}, {cnr} : index"));
-    let src = PanelSrc { ssa: b.ssa.clone(), ty: b.ty.tensor(), panel: Some(p), prefetch: None };
+    let next_panel = e.assign(format!("arith.addi %bj, {cnr} : index"));
+    let next_panel = e.assign(format!("arith.minui {next_panel}, {last} : index"));
+    let next_panel = e.assign(format!("arith.divui {next_panel}, {cnr} : index"));
     let one = e.assign(format!("arith.minui {c1}, {nt} : index"));
     let mut cur = "%cbj".to_string();
     for (lo, hi, pf) in [(c0.as_str(), one.as_str(), true), (one.as_str(), nt.as_str(), false)] {
@@ -1469,7 +1462,7 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
         let row = e.assign("arith.addi %kb, %bk : index");
         let bvs: Vec<String> = (0..NV).map(|v| src.load(e, &row, v, &pad)).collect();
         if pf {
-            e.line(format!("memref.prefetch {bm}[{next}, {row}, {c0}], read, locality<3>, data : {mt}"));
+            src.prefetch_panel_row(e, &next_panel, &row);
         }
         let mut next = Vec::new();
         for rr in 0..MR {
@@ -1575,6 +1568,22 @@ struct PanelSrc {
 }
 
 impl PanelSrc {
+    /// The panel of a packed `b` (`[n/16][k][16]`) holding column `j` (`cnr` = 16), with
+    /// its memref for prefetches.
+    fn packed(e: &mut Emitter, b: &Val, j: &str, cnr: &str) -> PanelSrc {
+        let p = e.assign(format!("arith.divui {j}, {cnr} : index"));
+        let mt = format!("memref<{}, strided<[?, ?, ?], offset: ?>>", b.ty.shape_str());
+        let m = e.assign(format!("bufferization.to_buffer {} read_only : {} to {mt}", b.ssa, b.ty.tensor()));
+        PanelSrc { ssa: b.ssa.clone(), ty: b.ty.tensor(), panel: Some(p), prefetch: Some((m, mt)) }
+    }
+    /// Prefetches row `row` of another panel of a packed `b` into L1 (the blocked tiles'
+    /// next panel, which they read many times).
+    fn prefetch_panel_row(&self, e: &mut Emitter, panel: &str, row: &str) {
+        if let Some((m, mt)) = &self.prefetch {
+            let c0 = e.index(0);
+            e.line(format!("memref.prefetch {m}[{panel}, {row}, {c0}], read, locality<3>, data : {mt}"));
+        }
+    }
     /// Prefetches the row [`PANEL_PREFETCH_ROWS`] ahead of row `kk` of a packed panel.
     fn prefetch(&self, e: &mut Emitter, kk: &str) {
         if let (Some((m, mt)), Some(p)) = (&self.prefetch, &self.panel) {

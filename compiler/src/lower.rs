@@ -134,18 +134,27 @@ pub fn column_split_rows() -> usize {
 
 /// Whether a kernel may split its result's columns over workgroups: a CPU matmul on a pre-packed
 /// weight (so each workgroup streams only its own column panels; with few rows, splitting
-/// rows would leave all but one core idle) followed only by elementwise ops whose other
+/// rows would leave all but one core idle) or on an f32 activation `b[k, n]` of static
+/// width (see [`activation_by_rows`]), followed only by elementwise ops whose other
 /// operands are shaped like the result (`[m, n]`) or broadcast along its rows (`[n]`,
 /// `[1, n]`). A row-wise consumer such as softmax needs whole rows, so it keeps rows.
 pub fn splits_columns(spec: &KernelSpec) -> bool {
     let Some(first) = spec.body.first() else { return false };
-    if spec.gpu || spec.native.is_some() || spec.outputs.len() != 1 || !(matches!(first.op, Op::MatMul) && first.packed_rhs) {
+    if spec.gpu || spec.native.is_some() || spec.outputs.len() != 1 || !matches!(first.op, Op::MatMul) {
         return false;
     }
     let out = &spec.outputs[0];
-    let (ValueRef::Input(_), ValueRef::Input(_)) = (first.args[0], first.args[1]) else { return false };
+    let (ValueRef::Input(a), ValueRef::Input(b)) = (first.args[0], first.args[1]) else { return false };
     if out.dims.len() != 2 {
         return false;
+    }
+    if !first.packed_rhs {
+        // The micro-kernel's operands, with whole 16-column panels to deal out.
+        let (a, b) = (&spec.inputs[a], &spec.inputs[b]);
+        let f32_2d = |t: &BindingType| t.dtype == DType::F32 && t.dims.len() == 2;
+        if !(f32_2d(a) && f32_2d(b) && f32_2d(out) && b.dims[1].is_some_and(|n| n >= PACK_WIDTH as i64)) {
+            return false;
+        }
     }
     spec.body[1..].iter().all(|f| {
         f.is_elementwise()
@@ -2035,6 +2044,25 @@ fn binding_dim(e: &mut Emitter, i: usize, b: &BindingType, j: usize) -> String {
     e.assign(format!("memref.dim %b{i}, {cj} : {}", b.memref()))
 }
 
+/// The run-time choice of a column-split kernel whose matmul reads an activation `b[k, n]`
+/// (static `n` and `k >= BLOCKED_MIN_K`): rows when `by_rows` (enough rows for every
+/// workgroup), unless the whole `a` is big enough for [`blocked_tiles`] and `b` is at least
+/// as wide as `a` is tall. The blocked tiles pack `b` into panels: split by rows, every
+/// workgroup packs all of `b` (a copy per thread, fighting over L3, e.g. 2 x 16 MiB at
+/// 2048x2048); split by columns, each packs only its panels and `a` is read once per
+/// workgroup instead, the smaller cost when `n >= m`.
+fn activation_by_rows(e: &mut Emitter, by_rows: &str, rows: &str, n: &str, k: i64) -> String {
+    let ck = e.index(k);
+    let a_elems = e.assign(format!("arith.muli {rows}, {ck} : index"));
+    let min = e.index((blocked_min_a_bytes() / 4) as i64);
+    let big = e.assign(format!("arith.cmpi uge, {a_elems}, {min} : index"));
+    let wide = e.assign(format!("arith.cmpi uge, {n}, {rows} : index"));
+    let columns = e.assign(format!("arith.andi {big}, {wide} : i1"));
+    let t = e.assign("arith.constant true");
+    let rows_ok = e.assign(format!("arith.xori {columns}, {t} : i1"));
+    e.assign(format!("arith.andi {by_rows}, {rows_ok} : i1"))
+}
+
 /// A subview of binding `%b{i}` (typed `b`) cut along some dims: `(dim, offset, size)`
 /// each; other dims whole. Returns (view ssa, its tensor type, its memref type).
 fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, String)]) -> (String, BindingType, String) {
@@ -2092,33 +2120,53 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     } else if spec.columns {
         // With many rows, workgroup `w` of `n` takes rows `[w*ceil(R/n), ...)` (whole 6-row
         // tiles), as any partitioned kernel. With few, it takes column panels
-        // `[w*ceil(P/n), ...)` of the packed weight and the matching 16-column stripes of
-        // the result and of column-aligned operands, for all rows. Decided at run time.
+        // `[w*ceil(P/n), ...)` of the packed weight (or 16-column stripes of an activation
+        // `b`, see `activation_by_rows`) and the matching stripes of the result and of
+        // column-aligned operands, for all rows. Decided at run time.
         let (a_in, w_in) = match (spec.body[0].args[0], spec.body[0].args[1]) {
             (ValueRef::Input(a), ValueRef::Input(w)) => (a, w),
             _ => unreachable!("splits_columns checked the operands are inputs"),
         };
         let out0 = &spec.outputs[0];
+        let packed = spec.body[0].packed_rhs;
         let c0 = e.index(0);
         let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
-        let panels = e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref()));
-        let min_rows = e.index(column_split_rows() as i64);
-        let enough = e.assign(format!("arith.muli %nwg, {min_rows} : index"));
-        let by_rows = e.assign(format!("arith.cmpi uge, {rows}, {enough} : index"));
+        let cw = e.index(PACK_WIDTH as i64);
+        // An activation `b[k, n]` is dealt out in 16-column panels too; the last workgroup's
+        // share may end in a partial one.
+        let n = out0.dims[1].map(|n| e.index(n));
+        let panels = match (&n, packed) {
+            (Some(n), false) => e.assign(format!("arith.ceildivui {n}, {cw} : index")),
+            _ => e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref())),
+        };
+        let min_rows = column_split_rows();
+        let cmin_rows = e.index(min_rows as i64);
+        let enough = e.assign(format!("arith.muli %nwg, {cmin_rows} : index"));
+        let mut by_rows = e.assign(format!("arith.cmpi uge, {rows}, {enough} : index"));
+        if let (Some(n), false, Some(k)) = (&n, packed, bindings[a_in].dims[1]) {
+            if min_rows > 0 && k >= BLOCKED_MIN_K as i64 {
+                by_rows = activation_by_rows(&mut e, &by_rows, &rows, n, k);
+            }
+        }
         let (rs, rl) = workgroup_range(&mut e, &rows, Some(MR));
         let (ps, pl) = workgroup_range(&mut e, &panels, None);
         let row_start = e.assign(format!("arith.select {by_rows}, {rs}, {c0} : index"));
         let row_len = e.assign(format!("arith.select {by_rows}, {rl}, {rows} : index"));
         let p_start = e.assign(format!("arith.select {by_rows}, {c0}, {ps} : index"));
         let p_len = e.assign(format!("arith.select {by_rows}, {panels}, {pl} : index"));
-        let cw = e.index(PACK_WIDTH as i64);
         let col0 = e.assign(format!("arith.muli {p_start}, {cw} : index"));
-        let cols = e.assign(format!("arith.muli {p_len}, {cw} : index"));
+        let mut cols = e.assign(format!("arith.muli {p_len}, {cw} : index"));
+        if let (Some(n), false) = (&n, packed) {
+            let left = e.assign(format!("arith.subi {n}, {col0} : index"));
+            cols = e.assign(format!("arith.minui {cols}, {left} : index"));
+        }
         for (i, b) in bindings.iter().enumerate() {
             // (dim, offset, size) of each cut of this binding.
             let mut cuts: Vec<(usize, String, String)> = Vec::new();
-            if i == w_in {
+            if i == w_in && packed {
                 cuts.push((0, p_start.clone(), p_len.clone()));
+            } else if i == w_in {
+                cuts.push((1, col0.clone(), cols.clone()));
             } else if i == a_in {
                 cuts.push((0, row_start.clone(), row_len.clone()));
             } else if let Some(d) = column_follows(b, out0) {

@@ -450,11 +450,17 @@ fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
     Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
 }
 
-/// The column panels of a column-split kernel's packed weight: the most workgroups its
-/// column split uses.
+/// The column panels of a column-split kernel's right operand (a packed weight or an
+/// activation): the most workgroups its column split uses.
 fn weight_panels(spec: &KernelSpec) -> DimExpr {
-    let w = spec.body[0].matmul_weight_input().expect("column-split kernels start with a matmul on a packed weight input");
-    DimExpr::Const(spec.inputs[w].dims[0].unwrap_or(1))
+    let w = spec.body[0].matmul_weight_input().expect("column-split kernels start with a matmul of two inputs");
+    let panels = if spec.body[0].packed_rhs {
+        spec.inputs[w].dims[0]
+    } else {
+        // An activation `b[k, n]`: its 16-column panels, the last one maybe partial.
+        spec.inputs[w].dims[1].map(|n| (n as u64).div_ceil(crate::lower::PACK_WIDTH as u64) as i64)
+    };
+    DimExpr::Const(panels.unwrap_or(1))
 }
 
 /// How a kernel sees each of its bindings' dims: static, or a push constant (added to

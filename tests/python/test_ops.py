@@ -545,6 +545,49 @@ def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"m={m} output {i}")
 
 
+def test_matmul_activation_column_split(tmp_path, monkeypatch):
+    """A deep matmul of two activations, `relu(a @ b + bias + res)`, splits b's 16-column
+    stripes over the workgroups when the whole `a` takes the blocked tiles and b is at least
+    as wide as a is tall (MAX_BLOCKED_MIN_A_BYTES=0 makes any `a` big enough), and its rows
+    otherwise (MAX_COLUMN_SPLIT_ROWS=0 always splits rows). Both forms give the same bits
+    and NumPy's numbers: 200 columns (12 panels and 8 leftover columns, in the last stripe),
+    k = 601, 2 and 3 workgroups (stripes of 7 and 5 panels), rows below and above the
+    width, the bias and the residual sliced with the stripes."""
+    k, n = 601, 200
+    ta, tb, tr, tbias = ttype((None, k), "f32"), ttype((k, n), "f32"), ttype((None, n), "f32"), ttype((n,), "f32")
+    body = [f'%h = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}',
+            f'%hb = "max.add"(%h, %bias) : ({tr}, {tbias}) -> {tr}',
+            f'%hr = "max.add"(%hb, %res) : ({tr}, {tr}) -> {tr}',
+            f'%r0 = "max.relu"(%hr) : ({tr}) -> {tr}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("a", (None, k), "f32"), ("b", (k, n), "f32"), ("bias", (n,), "f32"), ("res", (None, n), "f32")], body, [tr]))
+    monkeypatch.setenv("MAX_BLOCKED_MIN_A_BYTES", "0")
+    arts = []
+    for min_rows in [None, "0"]:
+        if min_rows is not None:
+            monkeypatch.setenv("MAX_COLUMN_SPLIT_ROWS", min_rows)
+        arts.append(tmp_path / f"g{len(arts)}.maxa")
+        maxc("compile", src, "-o", arts[-1])
+    rng = np.random.default_rng(12)
+    bias = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    for m in [7, 150, 250]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        want = np.maximum(a @ b + bias + res, 0)
+        for threads in [2, 3]:
+            outs = []
+            for art in arts:
+                args = ["run", art, "--threads", str(threads), "--output", tmp_path / "out.npy"]
+                for name, v in {"a": a, "b": b, "bias": bias, "res": res}.items():
+                    np.save(tmp_path / f"{name}.npy", v)
+                    args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+                maxc(*args)
+                outs.append(np.load(tmp_path / "out.npy"))
+            np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32), err_msg=f"m={m} threads={threads}")
+            np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4, err_msg=f"m={m} threads={threads}")
+
+
 @pytest.mark.parametrize("dt", ["f32", "f16"])
 def test_rms_and_layer_norm(tmp_path, dt):
     s = (None, 3, 16)

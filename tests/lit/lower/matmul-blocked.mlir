@@ -35,16 +35,28 @@
 // Then the unblocked 6-row tiles from the gate's row count, and the leftover rows.
 // CHECK: scf.for %{{.*}} = %[[MBLK]] to %{{.*}} step %c6
 
-// An activation right operand is packed into panels, read row by row, when the blocked
-// tiles run (else into no panels); the unblocked tiles copy one column panel at a time, and
-// its last 8 columns take the generic contraction.
+// An activation right operand: the workgroups split b's 16-column stripes instead of the
+// rows when the whole `a` would take the blocked tiles and b is at least as wide as a is
+// tall (each workgroup then packs only its stripe of b), or when the rows are few.
 // CHECK-LABEL: func.func @g_k1_matmul(
-// CHECK: %[[BIG1:.*]] = arith.cmpi uge, %{{.*}}, %c524288 : index
+// CHECK: %[[FEW:.*]] = arith.cmpi uge, %[[M:.*]], %{{.*}} : index
+// CHECK: %[[AE:.*]] = arith.muli %[[M]], %c600 : index
+// CHECK: %[[ABIG:.*]] = arith.cmpi uge, %[[AE]], %c524288 : index
+// CHECK: %[[WIDE:.*]] = arith.cmpi uge, %c40, %[[M]] : index
+// CHECK: %[[COLSPLIT:.*]] = arith.andi %[[ABIG]], %[[WIDE]] : i1
+// CHECK: %[[NOTCOL:.*]] = arith.xori %[[COLSPLIT]], %true : i1
+// CHECK: %[[BYROWS:.*]] = arith.andi %[[FEW]], %[[NOTCOL]] : i1
+// CHECK: arith.select %[[BYROWS]]
+// CHECK: memref.subview %arg1[0, %{{.*}}] [600, %{{.*}}] [1, 1] : memref<600x40xf32> to memref<600x?xf32, strided<[40, 1], offset: ?>>
+// Its stripe is packed into panels, read row by row, when the blocked tiles run (else into
+// no panels); the unblocked tiles copy one column panel at a time, and the stripe's
+// columns past its whole panels take the generic contraction.
+// CHECK: %[[BIG1:.*]] = arith.cmpi uge, %{{.*}}, %c524288{{.*}} : index
 // CHECK: arith.select %[[BIG1]], %{{.*}}, %c0{{.*}} : index
-// CHECK: %[[COLS:.*]] = arith.select %[[BIG1]], %c32, %c0{{.*}} : index
+// CHECK: %[[COLS:.*]] = arith.select %[[BIG1]], %{{.*}}, %c0{{.*}} : index
 // CHECK: %[[NP:.*]] = arith.divui %[[COLS]], %c16{{.*}} : index
 // CHECK: %[[BP:.*]] = tensor.empty(%[[NP]]) : tensor<?x600x16xf32>
-// CHECK: scf.for %{{.*}} = %c0{{.*}} to %c600 step %c1{{.*}} iter_args(%{{.*}} = %[[BP]])
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to %c600{{.*}} step %c1{{.*}} iter_args(%{{.*}} = %[[BP]])
 // CHECK-COUNT-2: vector.transfer_write {{.*}} : vector<8xf32>, tensor<?x600x16xf32>
 // CHECK: tensor<32x512x6xf32>
 // CHECK: linalg.copy

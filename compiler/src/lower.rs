@@ -1371,8 +1371,10 @@ const MC: usize = 192;
 /// Size of a workgroup's rows of `a` from which matmuls take [`blocked_tiles`] (bytes).
 /// Smaller ones stay in L2 or L3 while every column panel re-reads them, and there the
 /// unblocked tiles (no packing, no partial sums, prefetches tuned for weight streams) are
-/// faster: custom_mlp at batch 64 (786 KiB) ran 4-5% slower blocked.
-const BLOCKED_MIN_A_BYTES: usize = 2 << 20;
+/// faster: custom_mlp at batch 64 (786 KiB) ran 4-5% slower blocked, and a 1024x1024
+/// weight matmul on 2 threads (2 MiB a workgroup) 4.5% slower; with 3 MiB a workgroup
+/// (1536 rows) the blocked tiles took 0.87x the time.
+const BLOCKED_MIN_A_BYTES: usize = 5 << 19;
 /// [`BLOCKED_MIN_A_BYTES`], or `MAX_BLOCKED_MIN_A_BYTES=N` when set (a tuning knob: 0
 /// blocks every deep enough matmul, a huge value none).
 pub fn blocked_min_a_bytes() -> usize {

@@ -518,7 +518,7 @@ def test_matmul_microkernel_tiles(tmp_path, k):
 
 
 def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch):
-    """The cache-blocked tiles of deep f32 matmuls (taken at run time from 2 MiB of `a` rows
+    """The cache-blocked tiles of deep f32 matmuls (taken at run time from 2.5 MiB of `a` rows
     per workgroup; MAX_BLOCKED_MIN_A_BYTES=0 makes every deep matmul take them) give the
     unblocked tiles' results bit for bit (each sum is the same chain of FMAs), at shapes that
     divide none of the blocks: k = 601 (k-slices of 512 and 89), up to 1000 rows (row blocks

@@ -1,5 +1,5 @@
 // f32 matmuls deep enough (k >= 256, static) carry a cache-blocked path for their whole
-// 6-row tiles, taken at run time when the workgroup's rows of `a` are 2 MiB or more: row
+// 6-row tiles, taken at run time when the workgroup's rows of `a` are 2.5 MiB or more: row
 // blocks of 192, k-slices of 512, each block's rows packed tile by tile ([tile][k][row]),
 // then every column panel's k-slice run by all of the block's tiles, which resume from the
 // partial sums in the result after the first slice. Smaller `a` (and all rows from the
@@ -9,7 +9,7 @@
 
 // CHECK-LABEL: func.func @g_k0_matmul(
 // CHECK: %[[AF:.*]] = arith.muli %{{.*}}, %c600 : index
-// CHECK: %[[BIG:.*]] = arith.cmpi uge, %[[AF]], %c524288 : index
+// CHECK: %[[BIG:.*]] = arith.cmpi uge, %[[AF]], %c655360 : index
 // CHECK: %[[MBLK:.*]] = arith.select %[[BIG]], %{{.*}}, %c0{{.*}} : index
 // CHECK: %[[AP:.*]] = tensor.empty() : tensor<32x512x6xf32>
 // CHECK: scf.for %{{.*}} = %c0{{.*}} to %[[MBLK]] step %c192
@@ -41,7 +41,7 @@
 // CHECK-LABEL: func.func @g_k1_matmul(
 // CHECK: %[[FEW:.*]] = arith.cmpi uge, %[[M:.*]], %{{.*}} : index
 // CHECK: %[[AE:.*]] = arith.muli %[[M]], %c600 : index
-// CHECK: %[[ABIG:.*]] = arith.cmpi uge, %[[AE]], %c524288 : index
+// CHECK: %[[ABIG:.*]] = arith.cmpi uge, %[[AE]], %c655360 : index
 // CHECK: %[[WIDE:.*]] = arith.cmpi uge, %c40, %[[M]] : index
 // CHECK: %[[COLSPLIT:.*]] = arith.andi %[[ABIG]], %[[WIDE]] : i1
 // CHECK: %[[NOTCOL:.*]] = arith.xori %[[COLSPLIT]], %true : i1
@@ -51,7 +51,7 @@
 // Its stripe is packed into panels, read row by row, when the blocked tiles run (else into
 // no panels); the unblocked tiles copy one column panel at a time, and the stripe's
 // columns past its whole panels take the generic contraction.
-// CHECK: %[[BIG1:.*]] = arith.cmpi uge, %{{.*}}, %c524288{{.*}} : index
+// CHECK: %[[BIG1:.*]] = arith.cmpi uge, %{{.*}}, %c655360{{.*}} : index
 // CHECK: arith.select %[[BIG1]], %{{.*}}, %c0{{.*}} : index
 // CHECK: %[[COLS:.*]] = arith.select %[[BIG1]], %{{.*}}, %c0{{.*}} : index
 // CHECK: %[[NP:.*]] = arith.divui %[[COLS]], %c16{{.*}} : index

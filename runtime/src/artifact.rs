@@ -290,7 +290,7 @@ enum Storage {
 /// A byte buffer aligned to 64 bytes (so weight sections stay aligned in memory).
 ///
 /// Buffers of [`HUGE_PAGE_MIN`] bytes or more are anonymous mappings advised to use
-/// transparent huge pages, as NumPy does for its large arrays: the kernels stream matmul
+/// transparent huge pages (where the kernel has them), as NumPy does for its large arrays: the kernels stream matmul
 /// operands through many 4 KiB pages otherwise (a 1024x1024 sgemm on 2 threads ran in
 /// ~0.96x the time with huge pages), and the kernel zeroes the pages as they are first
 /// touched, so a fresh buffer is not written twice.
@@ -311,14 +311,23 @@ struct Align64([u8; 64]);
 /// Size from which [`AlignedBytes`] are mapped with huge pages (one x86-64 huge page).
 pub const HUGE_PAGE_MIN: usize = 2 << 20;
 
+/// Whether the kernel grants transparent huge pages to advised mappings. Without them a
+/// fresh mapping costs a page fault per 4 KiB, more than the heap's reused memory, so
+/// [`AlignedBytes`] then stay on the heap.
+fn huge_pages_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+    })
+}
+
 impl AlignedBytes {
     /// Zeroed bytes.
     pub fn zeroed(len: usize) -> Self {
-        if len >= HUGE_PAGE_MIN {
+        if len >= HUGE_PAGE_MIN && huge_pages_available() {
             // Falls back to the heap if the mapping fails (an address-space limit).
             if let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon() {
-                // Before the first touch, so the first faults map huge pages. Refused where
-                // huge pages are off, which only costs the TLB misses.
+                // Before the first touch, so the first faults map huge pages.
                 #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
                 return AlignedBytes { mem: Memory::Mapped(m), len };
@@ -567,7 +576,8 @@ impl Artifact {
 mod tests {
     use super::{AlignedBytes, HUGE_PAGE_MIN};
 
-    /// Small buffers live on the heap, large ones in huge-page mappings; both are zeroed,
+    /// Small buffers live on the heap, large ones in huge-page mappings (where the kernel
+    /// has transparent huge pages, as here); both are zeroed,
     /// 64-byte aligned, hold copies, and keep their capacity across `set_len`.
     #[test]
     fn aligned_bytes_small_and_huge() {

@@ -547,8 +547,9 @@ def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch):
 
 def test_matmul_activation_column_split(tmp_path, monkeypatch):
     """A deep matmul of two activations, `relu(a @ b + bias + res)`, splits b's 16-column
-    stripes over the workgroups when the whole `a` takes the blocked tiles and b is at least
-    as wide as a is tall (MAX_BLOCKED_MIN_A_BYTES=0 makes any `a` big enough), and its rows
+    stripes over the workgroups when a workgroup's rows of `a` would take the blocked tiles
+    and b is at least as wide as a is tall (MAX_BLOCKED_MIN_A_BYTES=0 makes any `a` big
+    enough), and its rows
     otherwise (MAX_COLUMN_SPLIT_ROWS=0 always splits rows). Both forms give the same bits
     and NumPy's numbers: 200 columns (12 panels and 8 leftover columns, in the last stripe),
     k = 601, 2 and 3 workgroups (stripes of 7 and 5 panels), rows below and above the

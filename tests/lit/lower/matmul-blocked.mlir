@@ -36,11 +36,13 @@
 // CHECK: scf.for %{{.*}} = %[[MBLK]] to %{{.*}} step %c6
 
 // An activation right operand: the workgroups split b's 16-column stripes instead of the
-// rows when the whole `a` would take the blocked tiles and b is at least as wide as a is
-// tall (each workgroup then packs only its stripe of b), or when the rows are few.
+// rows when a workgroup's share of the rows would take the blocked tiles and b is at least
+// as wide as a is tall (each workgroup then packs only its stripe of b), or when the rows
+// are few.
 // CHECK-LABEL: func.func @g_k1_matmul(
 // CHECK: %[[FEW:.*]] = arith.cmpi uge, %[[M:.*]], %{{.*}} : index
-// CHECK: %[[AE:.*]] = arith.muli %[[M]], %c600 : index
+// CHECK: %[[SHARE:.*]] = arith.ceildivui %[[M]], %arg4 : index
+// CHECK: %[[AE:.*]] = arith.muli %[[SHARE]], %c600 : index
 // CHECK: %[[ABIG:.*]] = arith.cmpi uge, %[[AE]], %c655360 : index
 // CHECK: %[[WIDE:.*]] = arith.cmpi uge, %c40, %[[M]] : index
 // CHECK: %[[COLSPLIT:.*]] = arith.andi %[[ABIG]], %[[WIDE]] : i1

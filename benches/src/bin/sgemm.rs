@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "python3")]
     python: String,
     /// Rounds: every system is timed once per round, in turn; each keeps its best round.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     #[arg(long, default_value = "target/bench/sgemm.json")]
     json: String,

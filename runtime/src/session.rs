@@ -345,8 +345,9 @@ impl Model {
                     let r = plan.root[b];
                     if ptrs[r].is_null() {
                         let bytes = shapes[r].iter().product::<usize>() * entry.buffers[r].dtype.size_bytes();
-                        // Outputs leave with the caller: they get an exact allocation.
-                        let mut t = if plan.last_use[r] == usize::MAX { AlignedBytes::zeroed(bytes) } else { take_buffer(&mut pool, bytes) };
+                        // Outputs leave with the caller: they get an exact allocation
+                        // (the kernel writes all of it, as it does pooled temporaries).
+                        let mut t = if plan.last_use[r] == usize::MAX { AlignedBytes::for_overwrite(bytes) } else { take_buffer(&mut pool, bytes) };
                         ptrs[r] = t.as_mut_slice().as_mut_ptr();
                         temps[r] = Some(t);
                     }

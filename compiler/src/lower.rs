@@ -149,10 +149,14 @@ pub fn splits_columns(spec: &KernelSpec) -> bool {
         return false;
     }
     if !first.packed_rhs {
-        // The micro-kernel's operands, with whole 16-column panels to deal out.
+        // The micro-kernel's operands, with whole 16-column panels to deal out. `x @ x`
+        // binds one buffer for both, which cannot be cut by rows and by columns at once.
+        if a == b {
+            return false;
+        }
         let (a, b) = (&spec.inputs[a], &spec.inputs[b]);
         let f32_2d = |t: &BindingType| t.dtype == DType::F32 && t.dims.len() == 2;
-        if !(f32_2d(a) && f32_2d(b) && f32_2d(out) && b.dims[1].is_some_and(|n| n >= PACK_WIDTH as i64)) {
+        if !(f32_2d(a) && f32_2d(b) && f32_2d(out) && b.dims[1].is_some_and(|n| n >= PACK_WIDTH as i64) && out.dims[1] == b.dims[1]) {
             return false;
         }
     }
@@ -2159,9 +2163,11 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         let row_len = e.assign(format!("arith.select {by_rows}, {rl}, {rows} : index"));
         let p_start = e.assign(format!("arith.select {by_rows}, {c0}, {ps} : index"));
         let p_len = e.assign(format!("arith.select {by_rows}, {panels}, {pl} : index"));
-        let col0 = e.assign(format!("arith.muli {p_start}, {cw} : index"));
+        let mut col0 = e.assign(format!("arith.muli {p_start}, {cw} : index"));
         let mut cols = e.assign(format!("arith.muli {p_len}, {cw} : index"));
         if let (Some(n), false) = (&n, packed) {
+            // A workgroup left without panels starts at the end, not past it.
+            col0 = e.assign(format!("arith.minui {col0}, {n} : index"));
             let left = e.assign(format!("arith.subi {n}, {col0} : index"));
             cols = e.assign(format!("arith.minui {cols}, {left} : index"));
         }

@@ -2,7 +2,8 @@
  *
  * A kernel is a C function over dense row-major tensors. maxc links the static library or
  * object file that defines it into the artifact's kernel object; the runtime calls it with
- * every input and output of the op (outputs already allocated, shapes filled in):
+ * every input and output of the op (outputs already allocated, shapes filled in; the
+ * kernel must write every element of its outputs, whose buffers are not zeroed):
  *
  *     #include <max/custom_op.h>
  *     MAX_CUSTOM_OP(custom_relu);

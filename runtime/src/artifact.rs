@@ -374,8 +374,8 @@ impl AlignedBytes {
             if let Some(i) = recycle_fit(cached.iter().map(|m| m.len()), len) {
                 return AlignedBytes { mem: Memory::Mapped(cached.swap_remove(i)), len };
             }
-            // A miss releases what is cached, so keeping freed buffers never adds to the
-            // memory a call maps.
+            // A miss releases what is cached: freed buffers are kept while the calls reuse
+            // them, not beside the new mappings of calls that cannot.
             cached.clear();
         }
         Self::zeroed(len)
@@ -643,6 +643,14 @@ mod tests {
             let o = AlignedBytes::for_overwrite(len);
             assert_eq!(o.len(), len);
             assert!(o.capacity() >= len && o.capacity() - len <= len / 4 + 63, "len {len}");
+        }
+        // A freed huge-page buffer comes back for a result of its size.
+        if super::huge_pages_available() {
+            let len = 3 * HUGE_PAGE_MIN + 4096;
+            let first = AlignedBytes::for_overwrite(len);
+            let ptr = first.as_slice().as_ptr();
+            drop(first);
+            assert_eq!(AlignedBytes::for_overwrite(len - 4096).as_slice().as_ptr(), ptr);
         }
     }
 

@@ -77,7 +77,8 @@ impl MaxTensor {
 
 /// Defines a native custom kernel `$name` with the C ABI and its ABI-version marker.
 /// The body sees `$inputs: &[MaxTensor]`, `$outputs: &mut [MaxTensor]` and returns
-/// `Result<(), i32>`.
+/// `Result<(), i32>`. It must write every element of its outputs: their buffers are not
+/// zeroed (they may hold an earlier call's bytes).
 #[macro_export]
 macro_rules! max_custom_op {
     ($name:ident, |$inputs:ident, $outputs:ident| $body:block) => {

@@ -589,6 +589,20 @@ def test_matmul_activation_column_split(tmp_path, monkeypatch):
             np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4, err_msg=f"m={m} threads={threads}")
 
 
+def test_matmul_of_a_value_with_itself(tmp_path):
+    """`x @ x` binds one buffer for both operands, so its kernel splits neither b's columns
+    nor (the operand must stay whole) its rows: the result is NumPy's on 1 to 3 threads."""
+    t = ttype((64, 64), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (64, 64), "f32")], [f'%r0 = "max.matmul"(%x, %x) : ({t}, {t}) -> {t}'], [t]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    x = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for threads in ["1", "2", "3"]:
+        maxc("run", tmp_path / "g.maxa", "--threads", threads, "--input", f"x={tmp_path / 'x.npy'}", "--output", tmp_path / "o.npy")
+        np.testing.assert_allclose(np.load(tmp_path / "o.npy"), x @ x, rtol=1e-5, atol=1e-4, err_msg=f"threads={threads}")
+
+
 @pytest.mark.parametrize("dt", ["f32", "f16"])
 def test_rms_and_layer_norm(tmp_path, dt):
     s = (None, 3, 16)

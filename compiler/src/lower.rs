@@ -2182,7 +2182,9 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
                 cuts.push((0, row_start.clone(), row_len.clone()));
             } else if let Some(d) = column_follows(b, out0) {
                 // Results, and epilogue operands `[m, n]` (rows and columns) or `[n]`/`[1, n]`.
-                if d == 1 && b.dims[0] != Some(1) {
+                // A `[1, n]` follows the rows when the result has one row: a workgroup past
+                // it must not see it (nor rewrite the result's row).
+                if d == 1 && (b.dims[0] != Some(1) || out0.dims[0] == Some(1)) {
                     cuts.push((0, row_start.clone(), row_len.clone()));
                 }
                 cuts.push((d, col0.clone(), cols.clone()));

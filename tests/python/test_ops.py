@@ -589,6 +589,31 @@ def test_matmul_activation_column_split(tmp_path, monkeypatch):
             np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4, err_msg=f"m={m} threads={threads}")
 
 
+def test_one_row_matmul_split_by_rows(tmp_path, monkeypatch):
+    """A static one-row matmul on a packed weight followed by a residual add, made to split
+    rows (MAX_COLUMN_SPLIT_ROWS=0), where workgroups past the only row get empty views of
+    `x` and of the result: NumPy's numbers on 1 to 3 threads."""
+    from maxtest import save_safetensors
+    w = np.random.default_rng(6).standard_normal((64, 48)).astype(np.float32)
+    save_safetensors(tmp_path / "w.safetensors", {"w": w})
+    t, tw = ttype((1, 48), "f32"), ttype((64, 48), "f32")
+    body = [f'%w = "max.weight"() {{name = "w"}} : () -> {tw}',
+            f'%h = "max.matmul"(%x, %w) : ({ttype((1, 64), "f32")}, {tw}) -> {t}',
+            f'%r0 = "max.add"(%h, %res) : ({t}, {t}) -> {t}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (1, 64), "f32"), ("res", (1, 48), "f32")], body, [t]))
+    monkeypatch.setenv("MAX_COLUMN_SPLIT_ROWS", "0")
+    maxc("compile", src, "-o", tmp_path / "g.maxa", "--weights", tmp_path / "w.safetensors")
+    rng = np.random.default_rng(7)
+    for threads in ["1", "2", "3"]:
+        x, res = rng.standard_normal((1, 64)).astype(np.float32), rng.standard_normal((1, 48)).astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "res.npy", res)
+        maxc("run", tmp_path / "g.maxa", "--threads", threads, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"res={tmp_path / 'res.npy'}",
+             "--output", tmp_path / "o.npy")
+        np.testing.assert_allclose(np.load(tmp_path / "o.npy"), x @ w + res, rtol=1e-5, atol=1e-5, err_msg=f"threads={threads}")
+
+
 def test_matmul_of_a_value_with_itself(tmp_path):
     """`x @ x` binds one buffer for both operands, so its kernel splits neither b's columns
     nor (the operand must stay whole) its rows: the result is NumPy's on 1 to 3 threads."""

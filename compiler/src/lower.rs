@@ -1223,9 +1223,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     // or all when `a` is small enough to stay in cache unblocked) and the leftover rows.
     let blocked = a.ty.dims[1].is_some_and(|k| k >= BLOCKED_MIN_K as i64);
     let (c_in, m_blk) = if blocked {
-        let bytes = e.assign(format!("arith.muli {m}, {k} : index"));
-        let min = e.index((blocked_min_a_bytes() / 4) as i64);
-        let big = e.assign(format!("arith.cmpi uge, {bytes}, {min} : index"));
+        let big = takes_blocked_tiles(e, &m, &k);
         let m_blk = e.assign(format!("arith.select {big}, {m_main}, {c0} : index"));
         // Blocked tiles re-read each panel once per row block: an activation `b` is packed
         // into panels once (no panels when the blocked tiles do not run), rather than
@@ -1387,6 +1385,14 @@ pub fn blocked_min_a_bytes() -> usize {
 /// Depth from which matmuls take [`blocked_tiles`]: shallower `a` rows are short enough
 /// that the unblocked tiles already find them in cache.
 const BLOCKED_MIN_K: usize = 256;
+
+/// Whether `rows` rows of an f32 `a` of depth `k` (both index values) are big enough for
+/// [`blocked_tiles`] (an `i1`): at least [`blocked_min_a_bytes`].
+fn takes_blocked_tiles(e: &mut Emitter, rows: &str, k: &str) -> String {
+    let elems = e.assign(format!("arith.muli {rows}, {k} : index"));
+    let min = e.index((blocked_min_a_bytes() / 4) as i64);
+    e.assign(format!("arith.cmpi uge, {elems}, {min} : index"))
+}
 
 /// The whole `MR`-row tiles of [`matmul_microkernel`] in cache blocks, GotoBLAS-style:
 /// for each block of [`MC`] rows and each [`KC`]-deep slice of k, the block's rows of `a`
@@ -2062,9 +2068,7 @@ fn binding_dim(e: &mut Emitter, i: usize, b: &BindingType, j: usize) -> String {
 fn activation_by_rows(e: &mut Emitter, by_rows: &str, rows: &str, n: &str, k: i64) -> String {
     let ck = e.index(k);
     let share = e.assign(format!("arith.ceildivui {rows}, %nwg : index"));
-    let a_elems = e.assign(format!("arith.muli {share}, {ck} : index"));
-    let min = e.index((blocked_min_a_bytes() / 4) as i64);
-    let big = e.assign(format!("arith.cmpi uge, {a_elems}, {min} : index"));
+    let big = takes_blocked_tiles(e, &share, &ck);
     let wide = e.assign(format!("arith.cmpi uge, {n}, {rows} : index"));
     let columns = e.assign(format!("arith.andi {big}, {wide} : i1"));
     let t = e.assign("arith.constant true");
@@ -2141,18 +2145,18 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         let c0 = e.index(0);
         let rows = e.assign(format!("memref.dim %b{nin}, {c0} : {}", out0.memref()));
         let cw = e.index(PACK_WIDTH as i64);
-        // An activation `b[k, n]` is dealt out in 16-column panels too; the last workgroup's
-        // share may end in a partial one.
-        let n = out0.dims[1].map(|n| e.index(n));
-        let panels = match (&n, packed) {
-            (Some(n), false) => e.assign(format!("arith.ceildivui {n}, {cw} : index")),
-            _ => e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref())),
+        // An activation `b[k, n]` (static `n`, see `splits_columns`) is dealt out in
+        // 16-column panels too; the last workgroup's share may end in a partial one.
+        let n = if packed { None } else { out0.dims[1].map(|n| e.index(n)) };
+        let panels = match &n {
+            Some(n) => e.assign(format!("arith.ceildivui {n}, {cw} : index")),
+            None => e.assign(format!("memref.dim %b{w_in}, {c0} : {}", bindings[w_in].memref())),
         };
         let min_rows = column_split_rows();
         let cmin_rows = e.index(min_rows as i64);
         let enough = e.assign(format!("arith.muli %nwg, {cmin_rows} : index"));
         let mut by_rows = e.assign(format!("arith.cmpi uge, {rows}, {enough} : index"));
-        if let (Some(n), false, Some(k)) = (&n, packed, bindings[a_in].dims[1]) {
+        if let (Some(n), Some(k)) = (&n, bindings[a_in].dims[1]) {
             if min_rows > 0 && k >= BLOCKED_MIN_K as i64 {
                 by_rows = activation_by_rows(&mut e, &by_rows, &rows, n, k);
             }
@@ -2165,7 +2169,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         let p_len = e.assign(format!("arith.select {by_rows}, {panels}, {pl} : index"));
         let mut col0 = e.assign(format!("arith.muli {p_start}, {cw} : index"));
         let mut cols = e.assign(format!("arith.muli {p_len}, {cw} : index"));
-        if let (Some(n), false) = (&n, packed) {
+        if let Some(n) = &n {
             // A workgroup left without panels starts at the end, not past it.
             col0 = e.assign(format!("arith.minui {col0}, {n} : index"));
             let left = e.assign(format!("arith.subi {n}, {col0} : index"));

@@ -290,10 +290,10 @@ enum Storage {
 /// A byte buffer aligned to 64 bytes (so weight sections stay aligned in memory).
 ///
 /// Buffers of [`HUGE_PAGE_MIN`] bytes or more are anonymous mappings advised to use
-/// transparent huge pages (where the kernel has them), as NumPy does for its large arrays: the kernels stream matmul
-/// operands through many 4 KiB pages otherwise (a 1024x1024 sgemm on 2 threads ran in
-/// ~0.96x the time with huge pages), and the kernel zeroes the pages as they are first
-/// touched, so a fresh buffer is not written twice.
+/// transparent huge pages (where the kernel has them), as NumPy does for its large arrays:
+/// the kernels stream matmul operands through many 4 KiB pages otherwise (a 1024x1024
+/// sgemm on 2 threads ran in ~0.96x the time with huge pages), and the kernel zeroes the
+/// pages as they are first touched, so a fresh buffer is not written twice.
 pub struct AlignedBytes {
     mem: Memory,
     len: usize,

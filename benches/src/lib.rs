@@ -74,3 +74,64 @@ pub fn run_reference(python: &str, script: &str, args: &[String], threads: usize
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Peak f32 FLOP/s of `threads` cores, measured: each thread runs 12 independent chains of
+/// 8-lane FMAs with no memory traffic, so the figure is what the FMA units deliver at the
+/// clock the cores run at now. (A VM's /proc/cpuinfo shows the base clock, while the cores
+/// boost above it: a peak computed from it was exceeded by real matmuls.) The FMAs are
+/// 8-lane (AVX2), as are the kernels'; an AVX-512 core can reach twice this. Best of 5 runs of
+/// about 25 ms; `None` without AVX2 and FMA.
+pub fn measured_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        const ITERS: u64 = 5_000_000;
+        let threads = threads.max(1);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    // SAFETY: AVX2 and FMA were detected above.
+                    s.spawn(|| std::hint::black_box(unsafe { fma_chains(ITERS) }));
+                }
+            });
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Some(threads as f64 * ITERS as f64 * FMA_CHAINS as f64 * 16.0 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
+/// Independent FMA chains of [`fma_chains`]: enough to cover the FMA latency on both units.
+#[cfg(target_arch = "x86_64")]
+const FMA_CHAINS: usize = 12;
+
+/// `iters` rounds of [`FMA_CHAINS`] independent 8-lane FMAs; returns a sum of the chains so
+/// that none is optimized away.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(iters: u64) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    let (m, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, m, c);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for x in acc {
+        s = _mm256_add_ps(s, x);
+    }
+    let mut out = [0f32; 8];
+    // SAFETY: `out` holds the 8 lanes written.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    out.iter().sum()
+}

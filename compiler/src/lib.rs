@@ -31,6 +31,7 @@ pub mod kv_cache;
 pub mod lower;
 pub mod math;
 pub mod mlir;
+pub mod pack;
 pub mod pipeline;
 pub mod program;
 pub mod qmatmul;

@@ -75,8 +75,9 @@ pub struct FusedOp {
     pub op: Op,
     pub args: Vec<ValueRef>,
     pub results: Vec<ValueRef>,
-    /// For a matmul: the right operand is a weight stored pre-packed as `[N/16][K][16]`
-    /// (see [`PACK_WIDTH`]).
+    /// For a matmul: the right operand is stored packed as `[N/16][K][16]` (see
+    /// [`PACK_WIDTH`]): a weight packed at compile time, or an activation packed at run time
+    /// by a dispatch before this one ([`crate::pack`]).
     pub packed_rhs: bool,
     /// For a custom op with an MLIR kernel: the function and its parameter/result types.
     pub call: Option<MlirCall>,
@@ -216,6 +217,9 @@ pub struct KernelSpec {
     pub columns: bool,
     /// On a GPU: the user's PTX kernel this dispatch launches (a custom op).
     pub ptx: Option<crate::custom::PtxKernel>,
+    /// The kernel packs an activation `b[k, n]` into `[n/16][k][16]` panels for a matmul
+    /// (see [`crate::pack`]); its body is empty.
+    pub packs_panels: bool,
 }
 
 /// Decides whether `node`'s kernel can be partitioned along the leading result dim, and
@@ -2099,6 +2103,9 @@ fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, S
 
 /// Generates the `func.func` of one kernel.
 pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
+    if spec.packs_panels {
+        return crate::pack::kernel_func(spec);
+    }
     if crate::kv_cache::is_cache_kernel(spec) {
         return crate::kv_cache::kernel_func(spec);
     }

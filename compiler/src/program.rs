@@ -139,6 +139,8 @@ impl Program {
         let row_op = |n: usize| gpu && matches!(graph.nodes[n].op, Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. });
         let closed = |n: usize| is_native(n) || gpu_ptx(n) || row_op(n);
         let regions = form_regions(graph, fuse, &closed, &row_op);
+        // Activations packed at run time for the matmuls reading them: their packed buffers.
+        let mut packed_acts: HashMap<ValueId, usize> = HashMap::new();
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
         for (ni, node) in graph.nodes.iter().enumerate() {
             match &node.op {
@@ -215,7 +217,8 @@ impl Program {
                 _ => {
                     let r = region_of[&ni];
                     if regions[r].nodes.last() == Some(&ni) {
-                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer, &packed, kernels, signatures);
+                        let prepacked = if gpu { None } else { self.add_pack(graph, &regions[r], &mut buffers, &of_value, &mut packed_acts, &mut dispatches) };
+                        self.add_region(graph, &regions[r], base, &mut buffers, &mut of_value, &mut dispatches, &buffer, &packed, prepacked, kernels, signatures);
                     }
                     continue;
                 }
@@ -230,7 +233,62 @@ impl Program {
 }
 
 impl Program {
+    /// The kernel named by `spec` and `dims`: an existing kernel computing the same (a
+    /// model's layers differ only in their weights), or `spec`, added.
+    fn intern(&mut self, spec: KernelSpec, dims: Vec<Vec<DimSource>>) -> String {
+        let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
+        if let Some(existing) = self.by_body.get(&key) {
+            return existing.clone();
+        }
+        let name = spec.name.clone();
+        self.by_body.insert(key, name.clone());
+        self.kernels.push(PlannedKernel { spec, dims });
+        name
+    }
+
+    /// For a region whose matmul reads an activation packed at run time (see
+    /// [`crate::pack`]): that activation and its packed buffer, after emitting the pack
+    /// dispatch when it is the activation's first such use.
+    fn add_pack(
+        &mut self,
+        graph: &Graph,
+        region: &Region,
+        buffers: &mut Vec<Buffer>,
+        of_value: &HashMap<ValueId, usize>,
+        packed_acts: &mut HashMap<ValueId, usize>,
+        dispatches: &mut Vec<Dispatch>,
+    ) -> Option<(ValueId, usize)> {
+        let root = &graph.nodes[region.nodes[0]];
+        if !crate::pack::applies(graph, root) {
+            return None;
+        }
+        let b = root.inputs[1];
+        // The packed copy stands in for `b` in the kernel's bindings: its epilogue must not
+        // read `b` itself.
+        if region.nodes[1..].iter().any(|n| graph.nodes[*n].inputs.contains(&b)) {
+            return None;
+        }
+        if let Some(&p) = packed_acts.get(&b) {
+            return Some((b, p));
+        }
+        let t = graph.ty(b);
+        let (k, n) = (t.dims[0].as_const()?, t.dims[1].as_const()?);
+        buffers.push(Buffer { dtype: DType::F32, shape: crate::pack::packed_dims(k, n).map(DimExpr::Const).to_vec(), kind: BufferKind::Temp });
+        let packed = buffers.len() - 1;
+        let bindings = vec![of_value[&b], packed];
+        let mut push = Vec::new();
+        let dims = binding_dims(&bindings, buffers, &mut push);
+        let spec = crate::pack::spec(format!("{}_k{}_pack", sanitize(&graph.name), self.kernels.len()), k, n);
+        let kernel = self.intern(spec, dims);
+        // One workgroup per panel at most.
+        let workgroups = DimExpr::Const(n / PACK_WIDTH as i64);
+        dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups, column_split: None });
+        packed_acts.insert(b, packed);
+        Some((b, packed))
+    }
+
     /// Emits one dispatch region: buffers for its results, the kernel spec and the dispatch.
+    /// With `prepacked`, the region's matmul reads that activation from its packed buffer.
     #[allow(clippy::too_many_arguments)]
     fn add_region(
         &mut self,
@@ -242,6 +300,7 @@ impl Program {
         dispatches: &mut Vec<Dispatch>,
         buffer: &dyn Fn(ValueId, BufferKind) -> Buffer,
         packed: &HashSet<ValueId>,
+        prepacked: Option<(ValueId, usize)>,
         kernels: &KernelRegistry,
         signatures: &HashMap<String, MlirCall>,
     ) {
@@ -275,7 +334,7 @@ impl Program {
                 op: node.op.clone(),
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
-                packed_rhs: matches!(node.op, Op::MatMul) && packed.contains(&node.inputs[1]),
+                packed_rhs: matches!(node.op, Op::MatMul) && (packed.contains(&node.inputs[1]) || prepacked.is_some_and(|(b, _)| node.inputs[1] == b)),
                 call: match &node.op {
                     Op::Custom { name } => signatures.get(name).cloned(),
                     _ => None,
@@ -291,7 +350,11 @@ impl Program {
             buffers.push(buffer(o, kind));
             of_value.insert(o, buffers.len() - 1);
         }
-        let bindings: Vec<usize> = inputs.iter().chain(&outputs).map(|v| of_value[v]).collect();
+        let binding_of = |v: &ValueId| match prepacked {
+            Some((b, p)) if *v == b => p,
+            _ => of_value[v],
+        };
+        let bindings: Vec<usize> = inputs.iter().chain(&outputs).map(binding_of).collect();
         let ops: Vec<&str> = region.nodes.iter().map(|n| graph.nodes[*n].op.name()).collect();
         let name = format!("{}_k{}_{}", sanitize(&graph.name), self.kernels.len(), ops.join("_"));
         // A GPU kernel spreads its work over blocks and threads itself: one dispatch.
@@ -318,7 +381,7 @@ impl Program {
         let mut spec = KernelSpec {
             name: name.clone(),
             // A packed weight's binding has its stored [n/16][k][16] shape.
-            inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
+            inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[binding_of(v)].shape.iter().map(DimExpr::as_const).collect() }).collect(),
             outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
             native: match (&root.op, self.gpu.is_some()) {
                 (Op::Custom { name }, false) => match kernels.get(name).map(|d| &d.imp) {
@@ -337,6 +400,7 @@ impl Program {
             allow_tf32: self.gpu.is_some_and(|g| g.allow_tf32),
             wgmma: self.gpu.is_some_and(|g| g.wgmma),
             columns: false,
+            packs_panels: false,
         };
         spec.columns = crate::lower::splits_columns(&spec);
         if spec.columns {
@@ -378,18 +442,13 @@ impl Program {
             let finish = PlannedKernel { dims: binding_dims(&split.finish_bindings, buffers, &mut push), spec: finish };
             (split, columns, finish)
         });
-        let key = format!("{:?}|{:?}", KernelSpec { name: String::new(), ..spec.clone() }, dims);
-        let kernel = match self.by_body.get(&key) {
-            Some(existing) => existing.clone(),
-            None => {
-                self.by_body.insert(key, name.clone());
-                self.kernels.push(PlannedKernel { spec, dims });
-                if let Some((_, columns, finish)) = &split {
-                    self.kernels.extend([columns.clone(), finish.clone()]);
-                }
-                name
+        let before = self.kernels.len();
+        let kernel = self.intern(spec, dims);
+        if self.kernels.len() > before {
+            if let Some((_, columns, finish)) = &split {
+                self.kernels.extend([columns.clone(), finish.clone()]);
             }
-        };
+        }
         // The derived kernels are named after the main one (shared when it is).
         let column_split = split.map(|(c, _, _)| ColumnSplit { columns_kernel: format!("max_kernel_{kernel}_columns"), finish_kernel: format!("max_kernel_{kernel}_finish"), ..c });
         dispatches.push(Dispatch { kernel: format!("max_kernel_{kernel}"), bindings, push_constants: push, workgroups, column_split });

@@ -589,6 +589,61 @@ def test_matmul_activation_column_split(tmp_path, monkeypatch):
             np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4, err_msg=f"m={m} threads={threads}")
 
 
+def test_matmul_activation_packed_at_run_time(tmp_path, monkeypatch):
+    """Matmuls of two activations with enough static rows read `b` from panels a pack
+    dispatch writes once per call (MAX_PACK_MIN_BYTES=0 packs any size): one pack serves
+    both matmuls on `b`. Split by rows, by columns (MAX_COLUMN_SPLIT_ROWS huge), with the
+    blocked tiles (MAX_BLOCKED_MIN_A_BYTES=0) or not, on 1 to 3 threads, they give the
+    bits `b` read in place gives (MAX_PACK_MIN_BYTES huge) and NumPy's numbers: k = 601,
+    13 panels (uneven shares), 263 and 300 rows (leftover row tiles), a bias and a
+    residual in the epilogue."""
+    k, n, m, m2 = 601, 208, 263, 300
+    ta, ta2, tb = ttype((m, k), "f32"), ttype((m2, k), "f32"), ttype((k, n), "f32")
+    tr, tr2, tbias = ttype((m, n), "f32"), ttype((m2, n), "f32"), ttype((n,), "f32")
+    body = [f'%h = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}',
+            f'%hb = "max.add"(%h, %bias) : ({tr}, {tbias}) -> {tr}',
+            f'%hr = "max.add"(%hb, %res) : ({tr}, {tr}) -> {tr}',
+            f'%r0 = "max.relu"(%hr) : ({tr}) -> {tr}',
+            f'%r1 = "max.matmul"(%a2, %b) : ({ta2}, {tb}) -> {tr2}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("a", (m, k), "f32"), ("a2", (m2, k), "f32"), ("b", (k, n), "f32"), ("bias", (n,), "f32"),
+                          ("res", (m, n), "f32")], body, [tr, tr2]))
+    arts = {}
+    for pack in ["0", "999999999999"]:
+        for blocked in [None, "0"]:
+            for cols in [None, "100000"]:
+                for var, v in [("MAX_PACK_MIN_BYTES", pack), ("MAX_BLOCKED_MIN_A_BYTES", blocked), ("MAX_COLUMN_SPLIT_ROWS", cols)]:
+                    if v is None:
+                        monkeypatch.delenv(var, raising=False)
+                    else:
+                        monkeypatch.setenv(var, v)
+                art = tmp_path / f"g_{pack}_{blocked}_{cols}.maxa"
+                maxc("compile", src, "-o", art)
+                arts[(pack, blocked, cols)] = art
+    plan = maxc("inspect", arts[("0", None, None)]).stdout
+    assert plan.count("_pack ") == 1, plan
+    rng = np.random.default_rng(13)
+    ins = {"a": (m, k), "a2": (m2, k), "b": (k, n), "bias": (n,), "res": (m, n)}
+    vals = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in ins.items()}
+    args = []
+    for name, v in vals.items():
+        np.save(tmp_path / f"{name}.npy", v)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    want = [np.maximum(vals["a"] @ vals["b"] + vals["bias"] + vals["res"], 0), vals["a2"] @ vals["b"]]
+    for (pack, blocked, cols), art in arts.items():
+        if pack != "0":
+            continue
+        for threads in ["1", "2", "3"]:
+            outs = []
+            for a in [art, arts[("999999999999", blocked, cols)]]:
+                maxc("run", a, "--threads", threads, "--output", tmp_path / "o0.npy", "--output", tmp_path / "o1.npy", *args)
+                outs.append([np.load(tmp_path / "o0.npy"), np.load(tmp_path / "o1.npy")])
+            what = f"blocked={blocked} cols={cols} threads={threads}"
+            for i in range(2):
+                np.testing.assert_array_equal(outs[0][i].view(np.uint32), outs[1][i].view(np.uint32), err_msg=f"output {i} {what}")
+                np.testing.assert_allclose(outs[0][i], want[i], rtol=1e-4, atol=1e-4, err_msg=f"output {i} {what}")
+
+
 def test_one_row_matmul_split_by_rows(tmp_path, monkeypatch):
     """A static one-row matmul on a packed weight followed by a residual add, made to split
     rows (MAX_COLUMN_SPLIT_ROWS=0), where workgroups past the only row get empty views of

@@ -27,20 +27,22 @@ struct Args {
     json: String,
 }
 
-/// Peak f32 FLOP/s: cores x clock x (FMA units x lanes x 2). Clock from /proc/cpuinfo;
-/// 2 FMA units of 8 (AVX2) or 16 (AVX-512) lanes.
-fn peak_gflops(threads: usize) -> f64 {
+/// Peak f32 FLOP/s of `threads` cores: measured ([`max_benches::measured_peak_gflops`]),
+/// else cores x /proc/cpuinfo's clock x 2 FMA units x 8 lanes x 2.
+fn peak_gflops(threads: usize) -> (f64, &'static str) {
+    if let Some(p) = max_benches::measured_peak_gflops(threads) {
+        return (p, "measured FMA throughput");
+    }
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mhz = info.lines().find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.trim_start_matches([' ', '\t', ':']).trim().parse::<f64>().ok())).unwrap_or(2500.0);
-    let lanes = if info.contains(" avx512f") { 16.0 } else { 8.0 };
-    threads as f64 * mhz / 1e3 * 2.0 * lanes * 2.0
+    (threads as f64 * mhz / 1e3 * 2.0 * 8.0 * 2.0, "from the nominal clock")
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let peak = peak_gflops(a.threads);
+    let (peak, peak_source) = peak_gflops(a.threads);
     let session = InferenceSession::with_threads(Device::Cpu, a.threads);
-    println!("sgemm f32, {} thread(s); peak estimate {peak:.0} GFLOP/s; best of {} interleaved rounds", a.threads, a.rounds.max(1));
+    println!("sgemm f32, {} thread(s); peak {peak:.0} GFLOP/s ({peak_source}); best of {} interleaved rounds", a.threads, a.rounds.max(1));
     println!("{:>6} | {:>16} | {:>16} | {:>14} | {:>9} | {:>9}", "n", "max B=weight", "max B=input", "numpy", "w/numpy", "in/numpy");
     let mut rows = Vec::new();
     for &n in &a.sizes {

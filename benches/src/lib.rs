@@ -115,9 +115,13 @@ const FMA_CHAINS: usize = 12;
 
 /// `iters` rounds of [`FMA_CHAINS`] independent 8-lane FMAs; returns a sum of the chains so
 /// that none is optimized away.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA. (An `unsafe fn` rather than a safe one with
+/// `#[target_feature]`, which needs Rust 1.86; the workspace builds with 1.85.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn fma_chains(iters: u64) -> f32 {
+unsafe fn fma_chains(iters: u64) -> f32 {
     use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps};
     let (m, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
     let mut acc = [_mm256_set1_ps(1.0); FMA_CHAINS];
@@ -131,7 +135,7 @@ fn fma_chains(iters: u64) -> f32 {
         s = _mm256_add_ps(s, x);
     }
     let mut out = [0f32; 8];
-    // SAFETY: `out` holds the 8 lanes written.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    // `out` holds the 8 lanes written.
+    _mm256_storeu_ps(out.as_mut_ptr(), s);
     out.iter().sum()
 }

@@ -32,15 +32,21 @@ pub fn min_bytes() -> usize {
 }
 
 /// Whether the CPU matmul `node` reads its right operand from a packed copy made by a
-/// pack dispatch: `a[m, k] @ b[k, n]` in f32 with `b` an activation (weights and constants
-/// are packed at compile time) of static shape, `n` a multiple of 16, at least
+/// pack dispatch: `a[m, k] @ b[k, n]` in f32 with `b` an activation (not a weight or
+/// constant, nor a reshape of one) of static shape, `n` a multiple of 16, at least
 /// [`MIN_ROWS`] static rows and [`min_bytes`] of `b`.
 pub fn applies(graph: &Graph, node: &Node) -> bool {
     if !matches!(node.op, Op::MatMul) || node.inputs[0] == node.inputs[1] {
         return false;
     }
     let (a, b, out) = (graph.ty(node.inputs[0]), graph.ty(node.inputs[1]), graph.ty(node.outputs[0]));
-    let constant = graph.producer(node.inputs[1]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Weight { .. } | Op::Constant(_)));
+    // A weight or constant, possibly reshaped, is read in place as before (packing it once
+    // per call would repeat work a compile-time pack could do).
+    let mut v = node.inputs[1];
+    while let Some(p) = graph.producer(v).filter(|p| matches!(graph.nodes[*p].op, Op::Reshape { .. })) {
+        v = graph.nodes[p].inputs[0];
+    }
+    let constant = graph.producer(v).is_some_and(|p| matches!(graph.nodes[p].op, Op::Weight { .. } | Op::Constant(_)));
     let bytes = b.dims.iter().filter_map(|d| d.as_const()).product::<i64>() as usize * 4;
     !constant
         && a.rank() == 2

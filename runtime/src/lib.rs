@@ -13,6 +13,7 @@
 //! # Ok::<(), max_runtime::RuntimeError>(())
 //! ```
 
+pub mod affinity;
 pub mod artifact;
 pub mod cpu;
 #[cfg(feature = "cuda")]

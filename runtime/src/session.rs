@@ -68,13 +68,23 @@ impl InferenceSession {
         Self::with_threads(device, n)
     }
 
-    /// A session on `device` with `threads` worker threads (at least 1).
+    /// A session on `device` with `threads` worker threads (at least 1), each pinned to a
+    /// CPU of its own when there are enough (see [`crate::affinity`]).
     pub fn with_threads(device: Device, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let cpus = crate::affinity::worker_cpus(threads);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
+            .num_threads(threads)
             .thread_name(|i| format!("max-worker-{i}"))
             // Kernels keep scratch tiles on the stack (attention score rows, decoded weight panels).
             .stack_size(8 << 20)
+            .start_handler(move |i| {
+                if let Some(cpu) = cpus.as_ref().map(|c| c[i]) {
+                    if !crate::affinity::pin_current_thread(cpu) {
+                        tracing::debug!("worker {i} could not be pinned to CPU {cpu}");
+                    }
+                }
+            })
             .build()
             .expect("building the worker thread pool");
         InferenceSession { device, pool: Arc::new(pool) }
@@ -599,5 +609,25 @@ fn take_buffer(pool: &mut Vec<AlignedBytes>, bytes: usize) -> AlignedBytes {
             b
         }
         None => AlignedBytes::zeroed(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_get_a_cpu_each() {
+        let cpus = crate::affinity::allowed_cpus();
+        if cpus.len() < 2 || std::env::var("MAX_PIN_THREADS").is_ok_and(|v| v.trim() == "0") {
+            eprintln!("skipped: fewer than 2 CPUs allowed, or pinning turned off");
+            return;
+        }
+        let session = InferenceSession::with_threads(Device::Cpu, 2);
+        let seen: Vec<Vec<usize>> = session.pool.broadcast(|_| crate::affinity::allowed_cpus());
+        assert_eq!(seen, vec![vec![cpus[0]], vec![cpus[1]]]);
+        // One thread: left to the scheduler.
+        let single = InferenceSession::with_threads(Device::Cpu, 1);
+        assert_eq!(single.pool.broadcast(|_| crate::affinity::allowed_cpus()), vec![cpus]);
     }
 }

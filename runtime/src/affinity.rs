@@ -8,8 +8,10 @@
 //! OpenMP runtimes (`OMP_PROC_BIND`) and llama.cpp (`--cpu-mask`) bind their threads the
 //! same way.
 //!
-//! Workers are pinned only when each can have a CPU of its own among those the process
-//! may use; `MAX_PIN_THREADS=0` turns pinning off.
+//! Workers are pinned only when the pool has exactly as many workers as the process may
+//! use CPUs: each then has a CPU of its own, and no choice is made of which CPUs. (A smaller
+//! pool is left to the scheduler: several of them pinned to the same first CPUs would share
+//! those while the others idle.) `MAX_PIN_THREADS=0` turns pinning off.
 
 /// The CPUs the calling thread may run on, in increasing order (empty where unknown).
 pub fn allowed_cpus() -> Vec<usize> {
@@ -31,14 +33,14 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// The CPU for each of `threads` workers, or `None` to leave them unpinned: one thread,
-/// more threads than allowed CPUs, or `MAX_PIN_THREADS=0`.
+/// The CPU for each of `threads` workers, or `None` to leave them unpinned: one thread, a
+/// thread count other than the number of allowed CPUs, or `MAX_PIN_THREADS=0`.
 pub fn worker_cpus(threads: usize) -> Option<Vec<usize>> {
     if std::env::var("MAX_PIN_THREADS").is_ok_and(|v| v.trim() == "0") || threads < 2 {
         return None;
     }
     let cpus = allowed_cpus();
-    (threads <= cpus.len()).then(|| cpus[..threads].to_vec())
+    (threads == cpus.len()).then_some(cpus)
 }
 
 /// Restricts the calling thread to `cpu`. Returns whether the kernel accepted it.
@@ -74,8 +76,10 @@ mod tests {
             assert!(!cpus.is_empty());
         }
         if cpus.len() >= 2 {
-            assert_eq!(worker_cpus(2), Some(cpus[..2].to_vec()));
+            assert_eq!(worker_cpus(cpus.len()), Some(cpus.clone()));
+            for other in [2, cpus.len() - 1, cpus.len() + 1].into_iter().filter(|t| *t != cpus.len()) {
+                assert_eq!(worker_cpus(other), None, "{other} workers, {} CPUs", cpus.len());
+            }
         }
-        assert_eq!(worker_cpus(cpus.len() + 1), None);
     }
 }

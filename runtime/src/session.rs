@@ -69,7 +69,8 @@ impl InferenceSession {
     }
 
     /// A session on `device` with `threads` worker threads (at least 1), each pinned to a
-    /// CPU of its own when there are enough (see [`crate::affinity`]).
+    /// CPU of its own when there are as many as the process may use (see
+    /// [`crate::affinity`]).
     pub fn with_threads(device: Device, threads: usize) -> Self {
         let threads = threads.max(1);
         let cpus = crate::affinity::worker_cpus(threads);
@@ -623,9 +624,9 @@ mod tests {
             eprintln!("skipped: fewer than 2 CPUs allowed, or pinning turned off");
             return;
         }
-        let session = InferenceSession::with_threads(Device::Cpu, 2);
+        let session = InferenceSession::with_threads(Device::Cpu, cpus.len());
         let seen: Vec<Vec<usize>> = session.pool.broadcast(|_| crate::affinity::allowed_cpus());
-        assert_eq!(seen, vec![vec![cpus[0]], vec![cpus[1]]]);
+        assert_eq!(seen, cpus.iter().map(|c| vec![*c]).collect::<Vec<_>>());
         // One thread: left to the scheduler.
         let single = InferenceSession::with_threads(Device::Cpu, 1);
         assert_eq!(single.pool.broadcast(|_| crate::affinity::allowed_cpus()), vec![cpus]);

@@ -25,7 +25,7 @@ pub const MIN_ROWS: i64 = 256;
 /// Smallest activation `b` (bytes) packed by a dispatch of its own. Below it the panel
 /// gathers cost less than the pack: 768 x 768 (2.25 MiB) took 1.02x the time packed,
 /// 1024 x 1024 (4 MiB) 0.93-0.95x.
-const MIN_BYTES: usize = 4 << 20;
+pub const MIN_BYTES: usize = 4 << 20;
 
 /// [`MIN_BYTES`], or `MAX_PACK_MIN_BYTES=N` when set (a tuning knob: 0 packs every
 /// qualifying activation, a huge value none).
@@ -85,7 +85,7 @@ pub fn spec(name: String, k: i64, n: i64) -> KernelSpec {
 /// stores go to all of its panels at once; a C model of both orders packed 1024 x 1024 on
 /// one core in 0.25 ms row by row and 0.19 ms in 16-row blocks with the data in cache (0.53
 /// and 0.30 ms with 4 MiB of other traffic between packs, as a matmul makes).
-const K_BLOCK: usize = 16;
+pub const K_BLOCK: usize = 16;
 
 /// The `func.func` of a pack kernel. Workgroup `w` of `W` packs panels
 /// `[w*ceil(P/W), ...)`, [`K_BLOCK`] rows of `b` at a time: panel by panel, the block's

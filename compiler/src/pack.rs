@@ -8,7 +8,7 @@
 //!
 //! For products big enough that this shows, a dispatch of its own packs `b` once into a
 //! temporary laid out like a packed weight (the workgroups take disjoint panels and read
-//! `b` row by row), and the matmul then runs exactly as on a weight: row or column split,
+//! `b` [`K_BLOCK`] rows at a time), and the matmul then runs exactly as on a weight: row or column split,
 //! cache-blocked tiles, panel prefetches. This is IREE's data tiling idea: the layout
 //! change of a non-constant operand becomes a dispatch before its consumer.
 
@@ -57,7 +57,8 @@ pub fn applies(graph: &Graph, node: &Node) -> bool {
         && bytes >= min_bytes()
 }
 
-/// The packed layout of an f32 `b[k, n]`: `[n/16][k][16]`.
+/// The packed layout of an f32 `b[k, n]`: `[n/16][k][16]` (weights packed at compile time
+/// have it too).
 pub fn packed_dims(k: i64, n: i64) -> [i64; 3] {
     [n / PACK_WIDTH as i64, k, PACK_WIDTH as i64]
 }

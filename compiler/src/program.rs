@@ -506,7 +506,7 @@ fn packed_weights(graph: &Graph) -> HashSet<ValueId> {
 fn packed_buffer(graph: &Graph, v: ValueId, section: usize) -> Buffer {
     let t = graph.ty(v);
     let (k, n) = (t.dims[0].as_const().unwrap(), t.dims[1].as_const().unwrap());
-    Buffer { dtype: t.dtype, shape: vec![DimExpr::Const(n / PACK_WIDTH as i64), DimExpr::Const(k), DimExpr::Const(PACK_WIDTH as i64)], kind: BufferKind::Weight(section) }
+    Buffer { dtype: t.dtype, shape: crate::pack::packed_dims(k, n).map(DimExpr::Const).to_vec(), kind: BufferKind::Weight(section) }
 }
 
 /// The column panels of a column-split kernel's right operand (a packed weight or an
@@ -517,7 +517,7 @@ fn weight_panels(spec: &KernelSpec) -> DimExpr {
         spec.inputs[w].dims[0]
     } else {
         // An activation `b[k, n]`: its 16-column panels, the last one maybe partial.
-        spec.inputs[w].dims[1].map(|n| (n as u64).div_ceil(crate::lower::PACK_WIDTH as u64) as i64)
+        spec.inputs[w].dims[1].map(|n| (n as u64).div_ceil(PACK_WIDTH as u64) as i64)
     };
     DimExpr::Const(panels.unwrap_or(1))
 }

@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn workers_get_a_cpu_each() {
         let cpus = crate::affinity::allowed_cpus();
-        if cpus.len() < 2 || std::env::var("MAX_PIN_THREADS").is_ok_and(|v| v.trim() == "0") {
+        if crate::affinity::worker_cpus(cpus.len()).is_none() {
             eprintln!("skipped: fewer than 2 CPUs allowed, or pinning turned off");
             return;
         }

@@ -109,12 +109,32 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
 /// Threads per block of the split-K reduction.
 pub const REDUCE_THREADS: usize = 256;
 
+/// Partial sums a reduction thread loads before adding them.
+const REDUCE_UNROLL: usize = 8;
+
 /// The split-K reduction kernel `@reduce(%P, <extra operands>, %C)`: `C[r, c] =
 /// epilogue(sum over z of P[z, r, c])`, a block per row and [`REDUCE_THREADS`] columns.
 pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
     let extra: String = params(spec).iter().map(|p| format!(", {p}")).collect();
     let t = REDUCE_THREADS;
     let (code, y) = element(spec, "%acc", "%row", "%col", "red");
+    // The partial sums are loaded REDUCE_UNROLL at a time, all in flight before the adds
+    // (which keep their order: z = 0, 1, ...): one load per trip left the down projection's
+    // 56 chunks 56 dependent round trips to L2.
+    let u = REDUCE_UNROLL;
+    let last = u - 1;
+    let mut unrolled = String::new();
+    for k in 0..u {
+        let z = if k == 0 { "%z".to_string() } else {
+            unrolled.push_str(&format!("          %ck{k} = arith.constant {k} : index\n          %z{k} = arith.addi %z, %ck{k} : index\n"));
+            format!("%z{k}")
+        };
+        unrolled.push_str(&format!("          %p{k} = memref.load %P[{z}, %row, %col] : memref<?x?x?xf32>\n"));
+    }
+    for k in 0..u {
+        let prev = if k == 0 { "%a".to_string() } else { format!("%s{}", k - 1) };
+        unrolled.push_str(&format!("          %s{k} = arith.addf {prev}, %p{k} : f32\n"));
+    }
     format!(
         "    gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {t}, 1, 1>}} {{
       %c0 = arith.constant 0 : index
@@ -131,7 +151,13 @@ pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
       %col = arith.addi %base, %tid : index
       %ok = arith.cmpi ult, %col, %N : index
       scf.if %ok {{
-        %acc = scf.for %z = %c0 to %S step %c1 iter_args(%a = %fzero) -> (f32) {{
+        %cu = arith.constant {u} : index
+        %Sr = arith.remui %S, %cu : index
+        %Su = arith.subi %S, %Sr : index
+        %accu = scf.for %z = %c0 to %Su step %cu iter_args(%a = %fzero) -> (f32) {{
+{unrolled}          scf.yield %s{last} : f32
+        }}
+        %acc = scf.for %z = %Su to %S step %c1 iter_args(%a = %accu) -> (f32) {{
           %pz = memref.load %P[%z, %row, %col] : memref<?x?x?xf32>
           %az = arith.addf %a, %pz : f32
           scf.yield %az : f32

@@ -2,13 +2,18 @@
 //! to [`MAX_ROWS`]): a bf16/f16 `A[M, K] @ B[K, N]` is bound by reading B once, and 128-row
 //! tensor-core tiles waste most of their work and bandwidth on it.
 //!
-//! Each block owns [`COLS`] columns and a chunk of K (grid: column blocks x K
-//! chunks). Its 256 threads are 32 column groups of 8 columns (one 16-byte load of a B row
-//! each, so a warp reads 512 contiguous bytes) by 8 lanes of K; a thread walks its chunk's
-//! rows `k = lane, lane + 8, ...` several loads ahead, multiplying each into every row of A.
-//! The 8 K lanes meet in shared memory and each block writes its chunk's partial sums to
-//! `P[chunk, M, N]`; the split-K reduction kernel ([`crate::gpu_epilogue::reduce_kernel`])
-//! sums the chunks and applies the epilogue.
+//! Each block owns `8 * 256 / lanes` columns and a chunk of K (grid: column blocks x K
+//! chunks). Its 256 threads are column groups of 8 columns (one 16-byte load of a B row
+//! each, so a warp reads 512 contiguous bytes) by `lanes` lanes of K; a thread walks its
+//! chunk's rows `k = lane, lane + lanes, ...` several loads ahead, multiplying each into
+//! every row of A. The K lanes meet in shared memory and each block writes its chunk's
+//! partial sums to `P[chunk, M, N]`; the split-K reduction kernel
+//! ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks and applies the epilogue.
+//!
+//! The host picks the chunk length at run time so that the grid has about `blocks` blocks
+//! whatever N is: a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a
+//! 132-SM card. One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
+//! which does a quarter of the 4-row kernel's multiplies and loads of A.
 
 use crate::gpu_text::KernelText as Gen;
 use crate::lower::BindingType;
@@ -16,71 +21,102 @@ use max_dialects::DType;
 
 /// Most rows of A the matrix-vector kernel takes (larger M use the tensor cores).
 pub const MAX_ROWS: usize = 4;
-/// Columns per block.
-pub const COLS: usize = 256;
-/// Threads per block: 32 column groups x 8 K lanes.
-const THREADS: usize = 256;
+/// Threads per block: column groups x K lanes.
+const THREADS: i64 = 256;
 
-/// The kernel's shape: rows of K per block (`kc`, a multiple of 32) and B rows a thread
-/// loads before using them (`ahead`, dividing `kc / 8`). `MAX_GPU_GEMV=kc=512,ahead=8`
-/// overrides the defaults (tuning runs).
-#[derive(Debug, Clone, Copy)]
-struct Config {
-    kc: i64,
-    ahead: i64,
+/// The kernel's shape. `MAX_GPU_GEMV=lanes=2,ahead=8,blocks=1320` overrides the defaults
+/// (tuning runs, `benches/gpu/tune_gemv.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// K lanes per block (1, 2, 4 or 8): a block covers `8 * 256 / lanes` columns.
+    pub lanes: i64,
+    /// B rows a thread loads before using them.
+    pub ahead: i64,
+    /// Blocks the host aims the grid at (column blocks x K chunks).
+    pub blocks: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { lanes: 8, ahead: 4, blocks: 896 }
+    }
 }
 
 impl Config {
-    fn current() -> Config {
-        let mut c = Config { kc: 256, ahead: 4 };
+    /// The defaults, or `MAX_GPU_GEMV`'s overrides.
+    pub fn current() -> Config {
+        let mut c = Config::default();
         if let Ok(v) = std::env::var("MAX_GPU_GEMV") {
-            for kv in v.split(',') {
+            for kv in v.split(',').filter(|s| !s.trim().is_empty()) {
                 match kv.split_once('=').map(|(k, v)| (k.trim(), v.trim().parse::<i64>())) {
-                    Some(("kc", Ok(x))) if x > 0 && x % 32 == 0 => c.kc = x,
-                    Some(("ahead", Ok(x))) if x > 0 => c.ahead = x,
+                    Some(("lanes", Ok(x))) if [1, 2, 4, 8].contains(&x) => c.lanes = x,
+                    Some(("ahead", Ok(x))) if (1..=16).contains(&x) => c.ahead = x,
+                    Some(("blocks", Ok(x))) if x > 0 => c.blocks = x,
                     _ => tracing::warn!("MAX_GPU_GEMV: ignoring {kv:?}"),
                 }
             }
         }
-        if (c.kc / 8) % c.ahead != 0 {
-            c.ahead = 1;
-        }
         c
+    }
+
+    /// Columns per block.
+    pub fn cols(&self) -> i64 {
+        8 * THREADS / self.lanes
+    }
+
+    /// Rows of B a block's threads load per loop step; chunks of K are multiples of it.
+    pub fn step(&self) -> i64 {
+        self.lanes * self.ahead
     }
 }
 
 /// Whether `A @ B` (types `a`, `b`) can take the matrix-vector kernel: bf16/f16, static K a
-/// multiple of the K chunk and static N a multiple of 8.
+/// multiple of the loop step and static N a multiple of 8.
 pub fn applies(a: &BindingType, b: &BindingType) -> bool {
-    let kc = Config::current().kc;
+    let step = Config::current().step();
     matches!(a.dtype, DType::BF16 | DType::F16)
         && a.dtype == b.dtype
         && a.dims.len() == 2
         && b.dims.len() == 2
-        && a.dims[1].is_some_and(|k| k > 0 && k % kc == 0)
+        && a.dims[1].is_some_and(|k| k > 0 && k % step == 0)
         && b.dims[1].is_some_and(|n| n > 0 && n % 8 == 0)
 }
 
-/// Host code: the launch of `@gemv` into a partial-sum buffer and of `@reduce` from it (in
-/// module `module`), when `%m` is 1 to [`MAX_ROWS`] (`%m`, `%n`, `%c0`, `%c1` in scope);
-/// `otherwise` runs for other M. `reduce_args` are the reduction's operands after P.
+/// Host code: the launch of `@gemv1` (one row) or `@gemv` into a partial-sum buffer and of
+/// `@reduce` from it (in module `module`), when `%m` is 1 to [`MAX_ROWS`] (`%m`, `%n`,
+/// `%c0`, `%c1` in scope); `otherwise` runs for other M. `reduce_args` are the reduction's
+/// operands after P.
 pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str) -> String {
     let rt = crate::gpu_epilogue::REDUCE_THREADS;
-    let kc = Config::current().kc;
+    let c = Config::current();
+    let (cols, step, blocks) = (c.cols(), c.step(), c.blocks);
     format!(
         "    %gv_max = arith.constant {MAX_ROWS} : index
     %gv_le = arith.cmpi ule, %m, %gv_max : index
     %gv_ge = arith.cmpi uge, %m, %c1 : index
     %gv_small = arith.andi %gv_le, %gv_ge : i1
     scf.if %gv_small {{
-      %gv_cols = arith.constant {COLS} : index
-      %gv_kc = arith.constant {kc} : index
+      %gv_cols = arith.constant {cols} : index
+      %gv_step = arith.constant {step} : index
+      %gv_target = arith.constant {blocks} : index
       %gv_threads = arith.constant {THREADS} : index
       %gv_k = memref.dim %b0, %c1 : {ta}
       %gv_gx = arith.ceildivui %n, %gv_cols : index
+      %gv_want = arith.ceildivui %gv_target, %gv_gx : index
+      %gv_steps = arith.ceildivui %gv_k, %gv_step : index
+      %gv_c0 = arith.minui %gv_want, %gv_steps : index
+      %gv_c1 = arith.maxui %gv_c0, %c1 : index
+      %gv_kq = arith.ceildivui %gv_k, %gv_c1 : index
+      %gv_ks = arith.ceildivui %gv_kq, %gv_step : index
+      %gv_kc = arith.muli %gv_ks, %gv_step : index
       %gv_chunks = arith.ceildivui %gv_k, %gv_kc : index
       %gv_p = memref.alloc(%gv_chunks, %m, %n) : memref<?x?x?xf32>
-      gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>)
+      %gv_one = arith.cmpi eq, %m, %c1 : index
+      scf.if %gv_one {{
+        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index)
+      }} else {{
+        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index)
+      }}
       %gv_rt = arith.constant {rt} : index
       %gv_gr = arith.ceildivui %n, %gv_rt : index
       gpu.launch_func @{module}::@reduce blocks in (%m, %gv_gr, %c1) threads in (%gv_rt, %c1, %c1) args(%gv_p : memref<?x?x?xf32>{reduce_args})
@@ -91,37 +127,52 @@ pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str
     )
 }
 
-/// The `@gemv` kernel: block `(x, y)` writes `P[y, m, x * COLS ..]` for every row `m`.
+/// The kernels `@gemv1` (one row of A) and `@gemv` (up to [`MAX_ROWS`]): block `(x, y)`
+/// writes `P[y, m, x * cols ..]` for every row `m`, summing rows `y * kc ..` of K.
 pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
-    let Config { kc, ahead } = Config::current();
+    let c = Config::current();
+    let mut s = kernel_rows(ta, tb, dt, c, 1, "gemv1");
+    s.push_str(&kernel_rows(ta, tb, dt, c, MAX_ROWS, "gemv"));
+    s
+}
+
+fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &str) -> String {
+    let Config { lanes, ahead, .. } = cfg;
+    let (cols, step) = (cfg.cols(), cfg.step());
+    let groups = THREADS / lanes;
     let t = dt.mlir_name();
     let mut g = Gen::new("g");
     let (i, j) = (6, 10);
-    let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", 8 * COLS * MAX_ROWS);
-    g.line(4, format!("gpu.func @gemv(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>) workgroup(%red : {shared}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
-    let consts: std::collections::BTreeSet<i64> = [0, 1, 32].into_iter().chain((1..ahead).map(|u| 8 * u)).collect();
+    let rows: Vec<usize> = (0..nrows).collect();
+    let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", lanes * cols * nrows as i64);
+    let workgroup = if lanes > 1 { format!(" workgroup(%red : {shared})") } else { String::new() };
+    g.line(4, format!("gpu.func @{name}(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    let consts: std::collections::BTreeSet<i64> = [0, 1, 8].into_iter().chain((1..ahead).map(|u| lanes * u)).collect();
     for c in consts {
         g.line(i, format!("%c{c} = arith.constant {c} : index"));
     }
-    g.line(i, format!("%ccols = arith.constant {COLS} : index"));
-    g.line(i, format!("%ckc = arith.constant {kc} : index"));
-    g.line(i, format!("%cstep = arith.constant {} : index", 8 * ahead));
+    g.line(i, format!("%ccols = arith.constant {cols} : index"));
+    g.line(i, format!("%cgroups = arith.constant {groups} : index"));
+    g.line(i, format!("%cstep = arith.constant {step} : index"));
     g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
+    g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
     g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
     g.line(i, "%tid = gpu.thread_id x");
     g.line(i, "%bx = gpu.block_id x");
     g.line(i, "%by = gpu.block_id y");
-    g.line(i, "%cg = arith.remui %tid, %c32 : index");
-    g.line(i, "%kl = arith.divui %tid, %c32 : index");
+    g.line(i, "%cg = arith.remui %tid, %cgroups : index");
+    g.line(i, "%kl = arith.divui %tid, %cgroups : index");
     g.line(i, "%nb = arith.muli %bx, %ccols : index");
     g.line(i, "%cg8 = arith.muli %cg, %c8 : index");
     g.line(i, "%n0 = arith.addi %nb, %cg8 : index");
-    g.line(i, "%k0 = arith.muli %by, %ckc : index");
+    g.line(i, "%k0 = arith.muli %by, %kc : index");
     g.line(i, "%kstart = arith.addi %k0, %kl : index");
-    g.line(i, "%kend = arith.addi %k0, %ckc : index");
+    // The chunk's end; chunk lengths and K are multiples of the step, so every row a loop
+    // step loads is inside the chunk.
+    g.line(i, "%kc_end = arith.addi %k0, %kc : index");
+    g.line(i, "%kend = arith.minui %kc_end, %K : index");
     g.line(i, "%nok = arith.cmpi ult, %n0, %N : index");
     g.line(i, "%z8 = arith.constant dense<0.0> : vector<8xf32>");
-    let rows: Vec<usize> = (0..MAX_ROWS).collect();
     // Row m of A, or (past M) the last row, whose products are then zeroed: no branches in
     // the loop, so all its loads can be in flight together.
     g.line(i, "%mlast = arith.subi %M, %c1 : index");
@@ -131,16 +182,16 @@ pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
     g.line(i, "%fzero = arith.constant 0.0 : f32");
-    let vtys = ["vector<8xf32>"; MAX_ROWS].join(", ");
-    let zeros = ["%z8"; MAX_ROWS].join(", ");
+    let vtys = vec!["vector<8xf32>"; nrows].join(", ");
+    let zeros = vec!["%z8"; nrows].join(", ");
     let inits: Vec<String> = rows.iter().map(|m| format!("%a{m} = %z8")).collect();
     // This thread's sums over its rows of the chunk (none past N).
-    g.line(i, format!("%acc:{MAX_ROWS} = scf.if %nok -> ({vtys}) {{"));
-    g.line(i + 2, format!("%r:{MAX_ROWS} = scf.for %k = %kstart to %kend step %cstep iter_args({}) -> ({vtys}) {{", inits.join(", ")));
+    g.line(i, format!("%acc:{nrows} = scf.if %nok -> ({vtys}) {{"));
+    g.line(i + 2, format!("%r:{nrows} = scf.for %k = %kstart to %kend step %cstep iter_args({}) -> ({vtys}) {{", inits.join(", ")));
     // `ahead` rows of B loaded first, then used.
     let mut bs = Vec::new();
     for u in 0..ahead {
-        let ku = if u == 0 { "%k".to_string() } else { g.let_(j, format!("arith.addi %k, %c{} : index", 8 * u)) };
+        let ku = if u == 0 { "%k".to_string() } else { g.let_(j, format!("arith.addi %k, %c{} : index", lanes * u)) };
         let bv = g.let_(j, format!("vector.load %B[{ku}, %n0] {{alignment = 16}} : {tb}, vector<8x{t}>"));
         bs.push((ku, bv));
     }
@@ -150,21 +201,43 @@ pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
         for &m in &rows {
             let xa = g.let_(j, format!("memref.load %A[%rm{m}, {ku}] : {ta}"));
             let xf = g.let_(j, format!("arith.extf {xa} : {t} to f32"));
-            let xs = g.let_(j, format!("arith.select %in{m}, {xf}, %fzero : f32"));
+            // One row is always there (M >= 1): no zeroing.
+            let xs = if nrows == 1 { xf } else { g.let_(j, format!("arith.select %in{m}, {xf}, %fzero : f32")) };
             let xv = g.let_(j, format!("vector.broadcast {xs} : f32 to vector<8xf32>"));
             acc[m] = g.let_(j, format!("vector.fma {xv}, {bf}, {} : vector<8xf32>", acc[m]));
         }
     }
     g.line(j, format!("scf.yield {} : {vtys}", acc.join(", ")));
     g.line(i + 2, "}");
-    g.line(i + 2, format!("scf.yield {} : {vtys}", (0..MAX_ROWS).map(|m| format!("%r#{m}")).collect::<Vec<_>>().join(", ")));
+    g.line(i + 2, format!("scf.yield {} : {vtys}", (0..nrows).map(|m| format!("%r#{m}")).collect::<Vec<_>>().join(", ")));
     g.line(i, "} else {");
     g.line(i + 2, format!("scf.yield {zeros} : {vtys}"));
     g.line(i, "}");
-    // The 8 K lanes' sums meet in shared memory: red[(m * 8 + lane) * COLS + column].
+    if lanes == 1 {
+        // One lane: each thread's 8 sums are its columns' partial sums.
+        for &m in &rows {
+            let ok = g.let_(i, format!("arith.andi %nok, %in{m} : i1"));
+            g.line(i, format!("scf.if {ok} {{"));
+            for e in 0..8 {
+                let v = g.let_(i + 2, format!("vector.extract %acc#{m}[{e}] : f32 from vector<8xf32>"));
+                let col = if e == 0 {
+                    "%n0".to_string()
+                } else {
+                    let ce = g.let_(i + 2, format!("arith.constant {e} : index"));
+                    g.let_(i + 2, format!("arith.addi %n0, {ce} : index"))
+                };
+                g.line(i + 2, format!("memref.store {v}, %P[%by, %cm{m}, {col}] : memref<?x?x?xf32>"));
+            }
+            g.line(i, "}");
+        }
+        g.line(i, "gpu.return");
+        g.line(4, "}");
+        return g.s;
+    }
+    // The K lanes' sums meet in shared memory: red[(m * lanes + lane) * cols + column].
     g.line(i, "%lanebase = arith.muli %kl, %ccols : index");
     for &m in &rows {
-        let mb = g.let_(i, format!("arith.constant {} : index", m * 8 * COLS));
+        let mb = g.let_(i, format!("arith.constant {} : index", m as i64 * lanes * cols));
         let base = g.let_(i, format!("arith.addi %lanebase, {mb} : index"));
         for e in 0..8 {
             let v = g.let_(i, format!("vector.extract %acc#{m}[{e}] : f32 from vector<8xf32>"));
@@ -175,24 +248,28 @@ pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
         }
     }
     g.line(i, "gpu.barrier");
-    // Thread t sums column t of the block over the lanes, per row.
-    g.line(i, "%col = arith.addi %nb, %tid : index");
-    g.line(i, "%cok = arith.cmpi ult, %col, %N : index");
-    for &m in &rows {
-        let ok = g.let_(i, format!("arith.andi %cok, %in{m} : i1"));
-        g.line(i, format!("scf.if {ok} {{"));
-        let mut s: Option<String> = None;
-        for l in 0..8 {
-            let off = g.let_(i + 2, format!("arith.constant {} : index", (m * 8 + l) * COLS));
-            let at = g.let_(i + 2, format!("arith.addi %tid, {off} : index"));
-            let v = g.let_(i + 2, format!("memref.load %red[{at}] : {shared}"));
-            s = Some(match s {
-                None => v,
-                Some(p) => g.let_(i + 2, format!("arith.addf {p}, {v} : f32")),
-            });
+    // Thread t sums columns t, t + 256, ... of the block over the lanes, per row.
+    for part in 0..cols / THREADS {
+        let off = g.let_(i, format!("arith.constant {} : index", part * THREADS));
+        let local = g.let_(i, format!("arith.addi %tid, {off} : index"));
+        let col = g.let_(i, format!("arith.addi %nb, {local} : index"));
+        let cok = g.let_(i, format!("arith.cmpi ult, {col}, %N : index"));
+        for &m in &rows {
+            let ok = g.let_(i, format!("arith.andi {cok}, %in{m} : i1"));
+            g.line(i, format!("scf.if {ok} {{"));
+            let mut s: Option<String> = None;
+            for l in 0..lanes {
+                let off = g.let_(i + 2, format!("arith.constant {} : index", (m as i64 * lanes + l) * cols));
+                let at = g.let_(i + 2, format!("arith.addi {local}, {off} : index"));
+                let v = g.let_(i + 2, format!("memref.load %red[{at}] : {shared}"));
+                s = Some(match s {
+                    None => v,
+                    Some(p) => g.let_(i + 2, format!("arith.addf {p}, {v} : f32")),
+                });
+            }
+            g.line(i + 2, format!("memref.store {}, %P[%by, %cm{m}, {col}] : memref<?x?x?xf32>", s.expect("at least one lane")));
+            g.line(i, "}");
         }
-        g.line(i + 2, format!("memref.store {}, %P[%by, %cm{m}, %col] : memref<?x?x?xf32>", s.expect("eight lanes")));
-        g.line(i, "}");
     }
     g.line(i, "gpu.return");
     g.line(4, "}");

@@ -435,6 +435,28 @@ fn copy_bandwidth(gpu: usize) -> Result<f64> {
 }
 
 /// Batch-1 decode of a forward-entry LLM artifact with generated weights.
+/// The device time per decode step of each dispatch (`MAX_PROFILE`: eager launches, each
+/// timed with events, so the step time printed next to it is not the graph replay's).
+fn print_step_profile(before: &[(String, u64, std::time::Duration)], after: &[(String, u64, std::time::Duration)], steps: usize) {
+    let earlier: std::collections::HashMap<&str, (u64, std::time::Duration)> = before.iter().map(|(k, n, t)| (k.as_str(), (*n, *t))).collect();
+    let mut rows: Vec<(&str, u64, f64)> = after
+        .iter()
+        .map(|(k, n, t)| {
+            let (n0, t0) = earlier.get(k.as_str()).copied().unwrap_or_default();
+            (k.as_str(), n - n0, (*t - t0).as_secs_f64())
+        })
+        .filter(|r| r.1 > 0)
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    let calls: u64 = rows.iter().map(|r| r.1).sum();
+    println!("decode profile: {:.0} dispatches and {:.3} ms of device time per step (MAX_PROFILE: eager, no graph)", calls as f64 / steps as f64, total * 1e3 / steps as f64);
+    println!("step: {:>9} {:>8} {:>9} {:>6}  dispatch", "us/step", "calls", "us/call", "%");
+    for (k, n, t) in rows.iter().take(40) {
+        println!("step: {:>9.1} {:>8.1} {:>9.2} {:>5.1}%  {k}", t * 1e6 / steps as f64, *n as f64 / steps as f64, t * 1e6 / *n as f64, 100.0 * t / total.max(1e-12));
+    }
+}
+
 fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> Result<()> {
     let bw = copy_bandwidth(gpu)?;
     println!("copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);
@@ -478,11 +500,15 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     for p in context..context + 3 {
         step(p, &mut state)?;
     }
+    let before = model.kernel_times();
     let t = std::time::Instant::now();
     for p in context + 3..context + 3 + steps {
         step(p, &mut state)?;
     }
     let per = t.elapsed().as_secs_f64() / steps as f64;
+    if let (Some(before), Some(after)) = (before, model.kernel_times()) {
+        print_step_profile(&before, &after, steps);
+    }
     let roofline = bytes as f64 / bw;
     println!(
         "decode: prefill {context} tokens {:.1} ms; batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",

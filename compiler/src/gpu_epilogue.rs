@@ -12,7 +12,8 @@ use max_dialects::{DType, Op};
 use std::collections::HashMap;
 
 /// Whether `spec` is a matmul of inputs 0 and 1 followed only by elementwise ops, all
-/// within one output whose operands broadcast along rows and columns.
+/// within one output whose operands broadcast along rows and columns and are neither of
+/// the matmul's.
 pub fn matmul_with_epilogue(spec: &KernelSpec) -> bool {
     let Some(first) = spec.body.first() else { return false };
     let out_rank = spec.outputs.first().map_or(0, |o| o.dims.len());
@@ -21,6 +22,9 @@ pub fn matmul_with_epilogue(spec: &KernelSpec) -> bool {
         && spec.outputs.len() == 1
         && out_rank == 2
         && spec.body[1..].iter().all(|f| ScalarEmitter::supports(&f.op) && f.call.is_none())
+        // The epilogue reads its extra operands (inputs 2..) only: `x + x @ w` reads A,
+        // whose kernel parameter the reduction kernel does not have.
+        && spec.body[1..].iter().flat_map(|f| &f.args).all(|a| !matches!(a, ValueRef::Input(0 | 1)))
         && spec.inputs.iter().skip(2).all(|b| b.dims.len() <= 2)
 }
 

@@ -15,9 +15,18 @@ use std::fmt::Write;
 /// Threads per block.
 pub const THREADS: usize = 256;
 
-/// Whether `spec` is a lone row reduction the row kernel computes.
+/// Whether `spec` is a row reduction the row kernel computes: alone, or followed by a cast
+/// of its result (rms_norm's f32 rows rounded to bf16 for the projections after it).
 pub fn is_row_kernel(spec: &KernelSpec) -> bool {
-    if !spec.gpu || spec.body.len() != 1 || spec.inputs.is_empty() || spec.outputs.len() != 1 {
+    if !spec.gpu || spec.body.is_empty() || spec.inputs.is_empty() || spec.outputs.len() != 1 {
+        return false;
+    }
+    let cast_tail = match &spec.body[1..] {
+        [] => true,
+        [c] => matches!(c.op, Op::Cast(_)) && c.args == spec.body[0].results && c.call.is_none(),
+        _ => false,
+    };
+    if !cast_tail {
         return false;
     }
     let x = &spec.inputs[0];
@@ -154,8 +163,23 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let v = g.let_(ind, format!("memref.load %X[%row, {col}] : {xt}"));
         g.as_f32(ind, &v, xd)
     };
+    // The reduction's own result type, which a fused cast converts from: its value is
+    // rounded to it first, as the CPU computes the two ops.
+    let mid = match spec.body[0].results[0] {
+        crate::lower::ValueRef::Temp(_, d) => d,
+        _ => od,
+    };
     let store_y = |g: &mut Gen, ind: usize, col: &str, v: &str| {
-        let y = if od == DType::F32 { v.to_string() } else { g.let_(ind, format!("arith.truncf {v} : f32 to {}", od.mlir_name())) };
+        let mut y = v.to_string();
+        if mid != DType::F32 {
+            y = g.let_(ind, format!("arith.truncf {y} : f32 to {}", mid.mlir_name()));
+            if od != mid {
+                y = g.let_(ind, format!("arith.extf {y} : {} to f32", mid.mlir_name()));
+            }
+        }
+        if od != DType::F32 && od != mid {
+            y = g.let_(ind, format!("arith.truncf {y} : f32 to {}", od.mlir_name()));
+        }
         g.line(ind, format!("memref.store {y}, %Y[%row, {col}] : {yt}"));
     };
     let vec_load = |g: &mut Gen, ind: usize, k: usize, col: &str| {

@@ -249,6 +249,23 @@ def test_matmul_epilogue(tmp_path, dt, k, n):
           [("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], ref, rtol=tol, atol=tol, sizes=[1, 7, 130])
 
 
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_matmul_residual_is_its_input(tmp_path, dt):
+    """`x + x @ w`: the add joins the matmul's kernel and reads the matmul's own left
+    operand (on a GPU, where the epilogue reads only extra operands, the fused kernel takes
+    the generic path)."""
+    x, w = (None, 64), (64, 64)
+    tx, tw = ttype(x, dt), ttype(w, dt)
+    body = [f'%m = "max.matmul"(%x, %w) : ({tx}, {tw}) -> {tx}', f'%r0 = "max.add"(%x, %m) : ({tx}, {tx}) -> {tx}']
+    np_dt = NP[dt]
+
+    def ref(xv, wv):
+        m = (xv.astype(np.float32) @ wv.astype(np.float32)).astype(np_dt)
+        return (xv.astype(np.float32) + m.astype(np.float32)).astype(np_dt)
+    tol = 1e-4 if dt == "f32" else 1e-2
+    check(tmp_path, graph([("x", x, dt), ("w", w, dt)], body, [tx]), [("x", x, dt), ("w", w, dt)], ref, rtol=tol, atol=tol, sizes=[1, 5, 70])
+
+
 def test_matmul_decode_rows(tmp_path):
     """f16 matmuls of 1 to 5 rows with a bias: on a GPU, 1 to 4 rows take the
     matrix-vector kernel (K a multiple of 256; 264 columns end in a partial block) and 5 the

@@ -5,13 +5,20 @@
 # cases and the whole Llama-3.1-8B-shaped model; and .gpu/tune-gemv/run.sh, which on a GPU
 # machine checks and times them all, then runs the model's decode with the default and with
 # the fastest configuration (and a per-dispatch profile of a step). Run after prepare.sh.
+# Usage: bash benches/gpu/tune_gemv.sh [--target cuda:sm_90] [CONFIG ...]
+#   CONFIG: a MAX_GPU_GEMV value (lanes=8,ahead=4,...); the first is the baseline. Without
+#   any, a sweep of lanes, ahead and blocks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 source ./llvm-env.sh >/dev/null
 # shellcheck disable=SC1091
 source scripts/cuda-env.sh
-target=${1:-cuda:sm_90}
+target=cuda:sm_90
+if [ "${1:-}" = "--target" ]; then
+  target=$2
+  shift 2
+fi
 maxc=target/release/maxc
 t=.gpu/tune-gemv
 rm -rf "$t"
@@ -28,7 +35,8 @@ func.func @gemv(%x: tensor<?x${k}xbf16> {max.name = "x", max.dims = ["m", ""]}) 
 }
 EOF
 done
-configs=(
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(
   "lanes=8,ahead=4,blocks=896"
   "lanes=8,ahead=4,blocks=1320"
   "lanes=8,ahead=8,blocks=896"

@@ -11,8 +11,8 @@
 //! ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks and applies the epilogue.
 //!
 //! The host picks the chunk length at run time so that the grid has about `blocks` blocks
-//! whatever N is: a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a
-//! 132-SM card. One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
+//! whatever N is (a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a
+//! 132-SM card), with at most `max_chunks` chunks for the reduction to add up. One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
 //! which does a quarter of the 4-row kernel's multiplies and loads of A.
 
 use crate::gpu_text::KernelText as Gen;
@@ -24,8 +24,8 @@ pub const MAX_ROWS: usize = 4;
 /// Threads per block: column groups x K lanes.
 const THREADS: i64 = 256;
 
-/// The kernel's shape. `MAX_GPU_GEMV=lanes=2,ahead=8,blocks=1320` overrides the defaults
-/// (tuning runs, `benches/gpu/tune_gemv.sh`).
+/// The kernel's shape. `MAX_GPU_GEMV=lanes=2,ahead=8,blocks=1320,max_chunks=64` overrides
+/// the defaults (tuning runs, `benches/gpu/tune_gemv.sh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// K lanes per block (1, 2, 4 or 8): a block covers `8 * 256 / lanes` columns.
@@ -34,11 +34,15 @@ pub struct Config {
     pub ahead: i64,
     /// Blocks the host aims the grid at (column blocks x K chunks).
     pub blocks: i64,
+    /// Most K chunks: each output column's reduction adds that many partial sums, 8 loads
+    /// in flight at a time, in one thread (a 1024-column projection in 128 chunks spent
+    /// more time in its reduction than reading its weights).
+    pub max_chunks: i64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lanes: 8, ahead: 4, blocks: 896 }
+        Config { lanes: 8, ahead: 4, blocks: 896, max_chunks: 32 }
     }
 }
 
@@ -52,6 +56,7 @@ impl Config {
                     Some(("lanes", Ok(x))) if [1, 2, 4, 8].contains(&x) => c.lanes = x,
                     Some(("ahead", Ok(x))) if (1..=16).contains(&x) => c.ahead = x,
                     Some(("blocks", Ok(x))) if x > 0 => c.blocks = x,
+                    Some(("max_chunks", Ok(x))) if x > 0 => c.max_chunks = x,
                     _ => tracing::warn!("MAX_GPU_GEMV: ignoring {kv:?}"),
                 }
             }
@@ -89,7 +94,7 @@ pub fn applies(a: &BindingType, b: &BindingType) -> bool {
 pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str) -> String {
     let rt = crate::gpu_epilogue::REDUCE_THREADS;
     let c = Config::current();
-    let (cols, step, blocks) = (c.cols(), c.step(), c.blocks);
+    let (cols, step, blocks, max_chunks) = (c.cols(), c.step(), c.blocks, c.max_chunks);
     format!(
         "    %gv_max = arith.constant {MAX_ROWS} : index
     %gv_le = arith.cmpi ule, %m, %gv_max : index
@@ -102,7 +107,9 @@ pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str
       %gv_threads = arith.constant {THREADS} : index
       %gv_k = memref.dim %b0, %c1 : {ta}
       %gv_gx = arith.ceildivui %n, %gv_cols : index
-      %gv_want = arith.ceildivui %gv_target, %gv_gx : index
+      %gv_want0 = arith.ceildivui %gv_target, %gv_gx : index
+      %gv_most = arith.constant {max_chunks} : index
+      %gv_want = arith.minui %gv_want0, %gv_most : index
       %gv_steps = arith.ceildivui %gv_k, %gv_step : index
       %gv_c0 = arith.minui %gv_want, %gv_steps : index
       %gv_c1 = arith.maxui %gv_c0, %c1 : index

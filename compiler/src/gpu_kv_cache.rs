@@ -4,13 +4,14 @@
 //!
 //! - **Write**: a block per token; its threads stride over the token's `heads * head_dim`
 //!   values and store them, converted, at `cache[layer, slot[b], pos[b] + s]`.
-//! - **Attention**: a block of 256 threads per (query token, head), in three passes over the
-//!   keys `0 ..= pos[b] + s`: scores (threads stride over keys, each a dot product with the
-//!   query staged in shared memory) into a global scratch row, with their max; then
-//!   `exp(score - max)` and its sum; then the probability-weighted sum of values, threads
-//!   laid out as `(key group, head-dim lane)` so that value rows are read coalesced, and the
-//!   key groups' partial sums combined in shared memory. With an f16 cache the query and the
-//!   probabilities are rounded to f16 as on the CPU.
+//! - **Attention**: a block of 1024 threads per (query token, head), in three passes over
+//!   the keys `0 ..= pos[b] + s`: scores (a warp per key, its lanes striding over the head
+//!   dim against the query staged in shared memory, several keys in flight) into a global
+//!   scratch row, with their max; then `exp(score - max)` and its sum; then the
+//!   probability-weighted sum of values, threads laid out as `(key group, head-dim lane)` so
+//!   that value rows are read coalesced, and the key groups' partial sums combined in shared
+//!   memory. With an f16 cache the query and the probabilities are rounded to f16 as on the
+//!   CPU.
 //!
 //! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
 //! checks them first and reports the error).
@@ -21,9 +22,11 @@ use crate::lower::{BindingType, KernelSpec};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
 
-/// Threads per block (the attention kernel's block reductions use [`crate::gpu_rows`]'
-/// eight-warp layout).
-const THREADS: usize = crate::gpu_rows::THREADS;
+/// Threads per block of the attention kernel: a decode step has one block per query head
+/// (32 for Llama-3.1-8B on a 132-SM card), so each block takes as many threads as it can.
+const THREADS: usize = 1024;
+/// Keys (pass 1) and values (pass 3) a warp or thread loads before using them.
+const UNROLL: i64 = 4;
 /// Threads per block of the cache write.
 const WRITE_THREADS: usize = 128;
 
@@ -32,9 +35,10 @@ pub fn is_gpu_cache_kernel(spec: &KernelSpec) -> bool {
     spec.gpu && crate::kv_cache::is_cache_kernel(spec)
 }
 
-/// Head dims the attention kernel takes: a divisor of its block size that fills warps.
+/// Head dims the attention kernel takes: 32, 64, 128 or 256 (whole warps per key, and a
+/// divisor of the block size).
 pub fn supported_head_dim(d: i64) -> bool {
-    d >= 32 && (THREADS as i64) % d == 0
+    d >= 32 && 256 % d == 0
 }
 
 /// The host function and `gpu.module` of a KV-cache kernel.
@@ -244,22 +248,68 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j + 2, format!("memref.store {qr}, %qs[%d] : {q_t}"));
     g.line(j, "}");
     g.line(j, "gpu.barrier");
-    // Pass 1: scaled scores and their max.
-    let m = g.let_(j, "scf.for %t = %tid to %len step %cthreads iter_args(%m0 = %ninf) -> (f32) {");
+    // Pass 1: scaled scores and their max. Warp w takes keys w, w + warps, ..., UNROLL at a
+    // time (their loads all in flight), its lanes striding over the head dim so that each
+    // load reads a key row's consecutive values; the lanes' sums meet through shuffles.
+    let warps = THREADS as i64 / 32;
+    g.line(j, format!("%cwarps = arith.constant {warps} : index"));
+    g.line(j, format!("%cstep1 = arith.constant {} : index", warps * UNROLL));
+    let m = g.let_(j, "scf.for %t0 = %warp to %len step %cstep1 iter_args(%m0 = %ninf) -> (f32) {");
     let k = j + 2;
-    let dot = g.let_(k, "scf.for %d = %c0 to %cd step %c1 iter_args(%acc = %zero) -> (f32) {");
-    let qd = g.let_(k + 2, format!("memref.load %qs[%d] : {q_t}"));
-    let kv = g.let_(k + 2, format!("memref.load %K[%layer, %slot, %t, %kvh, %d] : {km}"));
-    let kf = convert(&mut g, k + 2, &kv, kc.dtype, DType::F32);
-    let acc = g.let_(k + 2, format!("math.fma {qd}, {kf}, %acc : f32"));
-    g.line(k + 2, format!("scf.yield {acc} : f32"));
-    g.line(k, "}");
-    let sc = g.let_(k, format!("arith.mulf {dot}, %scale : f32"));
-    g.line(k, format!("memref.store {sc}, %W[%srow, %t] : {wt}"));
-    let mn = g.let_(k, format!("arith.maximumf %m0, {sc} : f32"));
-    g.line(k, format!("scf.yield {mn} : f32"));
+    let mut keys = Vec::new();
+    for u in 0..UNROLL {
+        let (tu, inu, tc) = if u == 0 {
+            ("%t0".to_string(), None, "%t0".to_string())
+        } else {
+            let off = g.let_(k, format!("arith.constant {} : index", u * warps));
+            let tu = g.let_(k, format!("arith.addi %t0, {off} : index"));
+            let inu = g.let_(k, format!("arith.cmpi ult, {tu}, %len : index"));
+            // Past the end: key t0 again (a valid row), its score dropped below.
+            let tc = g.let_(k, format!("arith.select {inu}, {tu}, %t0 : index"));
+            (tu, Some(inu), tc)
+        };
+        let mut loads = Vec::new();
+        for e in 0..hd / 32 {
+            let d = if e == 0 { "%lanei".to_string() } else {
+                let off = g.let_(k, format!("arith.constant {} : index", e * 32));
+                g.let_(k, format!("arith.addi %lanei, {off} : index"))
+            };
+            let kv = g.let_(k, format!("memref.load %K[%layer, %slot, {tc}, %kvh, {d}] : {km}"));
+            loads.push((d, kv));
+        }
+        keys.push((tu, inu, loads));
+    }
+    let mut mcur = "%m0".to_string();
+    for (tu, inu, loads) in keys {
+        let mut acc = "%zero".to_string();
+        for (d, kv) in loads {
+            let qd = g.let_(k, format!("memref.load %qs[{d}] : {q_t}"));
+            let kf = convert(&mut g, k, &kv, kc.dtype, DType::F32);
+            acc = g.let_(k, format!("math.fma {qd}, {kf}, {acc} : f32"));
+        }
+        for off in [16, 8, 4, 2, 1] {
+            let o = g.let_(k, format!("arith.constant {off} : i32"));
+            let sh = g.fresh();
+            g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
+            acc = g.let_(k, format!("arith.addf {acc}, {sh} : f32"));
+        }
+        let sc = g.let_(k, format!("arith.mulf {acc}, %scale : f32"));
+        let st = match &inu {
+            Some(inu) => g.let_(k, format!("arith.andi %lane0, {inu} : i1")),
+            None => "%lane0".to_string(),
+        };
+        g.line(k, format!("scf.if {st} {{"));
+        g.line(k + 2, format!("memref.store {sc}, %W[%srow, {tu}] : {wt}"));
+        g.line(k, "}");
+        let mx = g.let_(k, format!("arith.maximumf {mcur}, {sc} : f32"));
+        mcur = match &inu {
+            Some(inu) => g.let_(k, format!("arith.select {inu}, {mx}, {mcur} : f32")),
+            None => mx,
+        };
+    }
+    g.line(k, format!("scf.yield {mcur} : f32"));
     g.line(j, "}");
-    let mx = g.block_reduce(j, &m, "maximumf");
+    let mx = g.block_reduce(j, &m, "maximumf", THREADS);
     // Pass 2: exp(score - max), in place, and the sum.
     let part = g.let_(j, "scf.for %t = %tid to %len step %cthreads iter_args(%s0 = %zero) -> (f32) {");
     let sv = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
@@ -270,19 +320,42 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(k, format!("scf.yield {sn} : f32"));
     g.line(j, "}");
     // The reduction's barriers also make every thread's probabilities visible to the block.
-    let total = g.block_reduce(j, &part, "addf");
+    let total = g.block_reduce(j, &part, "addf", THREADS);
     let inv = g.let_(j, format!("arith.divf %one, {total} : f32"));
-    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim lane `lane`.
+    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim lane
+    // `lane`, UNROLL keys' loads in flight, in key order.
     g.line(j, "%dl = arith.remui %tid, %cd : index");
     g.line(j, "%gi = arith.divui %tid, %cd : index");
-    let acc3 = g.let_(j, "scf.for %t = %gi to %len step %cgroups iter_args(%a0 = %zero) -> (f32) {");
-    let pe = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
-    let pn = g.let_(k, format!("arith.mulf {pe}, {inv} : f32"));
-    let p = via_f16(&mut g, k, &pn, f16_cache);
-    let vv = g.let_(k, format!("memref.load %V[%layer, %slot, %t, %kvh, %dl] : {vm}"));
-    let vf = convert(&mut g, k, &vv, vc.dtype, DType::F32);
-    let an = g.let_(k, format!("math.fma {p}, {vf}, %a0 : f32"));
-    g.line(k, format!("scf.yield {an} : f32"));
+    let groups = THREADS as i64 / hd;
+    g.line(j, format!("%cstep3 = arith.constant {} : index", groups * UNROLL));
+    let acc3 = g.let_(j, "scf.for %t0 = %gi to %len step %cstep3 iter_args(%a0 = %zero) -> (f32) {");
+    let mut vals = Vec::new();
+    for u in 0..UNROLL {
+        let (inu, tc) = if u == 0 {
+            (None, "%t0".to_string())
+        } else {
+            let off = g.let_(k, format!("arith.constant {} : index", u * groups));
+            let tu = g.let_(k, format!("arith.addi %t0, {off} : index"));
+            let inu = g.let_(k, format!("arith.cmpi ult, {tu}, %len : index"));
+            let tc = g.let_(k, format!("arith.select {inu}, {tu}, %t0 : index"));
+            (Some(inu), tc)
+        };
+        let pe = g.let_(k, format!("memref.load %W[%srow, {tc}] : {wt}"));
+        let vv = g.let_(k, format!("memref.load %V[%layer, %slot, {tc}, %kvh, %dl] : {vm}"));
+        vals.push((inu, pe, vv));
+    }
+    let mut a = "%a0".to_string();
+    for (inu, pe, vv) in vals {
+        let pn = g.let_(k, format!("arith.mulf {pe}, {inv} : f32"));
+        let p = via_f16(&mut g, k, &pn, f16_cache);
+        let vf = convert(&mut g, k, &vv, vc.dtype, DType::F32);
+        let an = g.let_(k, format!("math.fma {p}, {vf}, {a} : f32"));
+        a = match inu {
+            Some(inu) => g.let_(k, format!("arith.select {inu}, {an}, {a} : f32")),
+            None => an,
+        };
+    }
+    g.line(k, format!("scf.yield {a} : f32"));
     g.line(j, "}");
     g.line(j, format!("memref.store {acc3}, %part[%tid] : {part_t}"));
     g.line(j, "gpu.barrier");

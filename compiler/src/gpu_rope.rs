@@ -1,5 +1,5 @@
-//! RoPE on the GPU for the LLM layout `x[N, heads, head_dim]`, `positions[N]`: a block per
-//! token, its threads striding over the token's `heads * head_dim / 2` pairs.
+//! RoPE on the GPU for the LLM layout `x[N, heads, head_dim]`, `positions[N]`: a thread per
+//! pair of the token's `heads * head_dim / 2`, blocks of 128 pairs over (token, pair block).
 //!
 //! The angles are the CPU kernel's ([`crate::rope`], llama.cpp's): `theta_0 = pos`,
 //! `theta_{i+1} = theta_i * theta_scale` in f32, with `theta_scale = powf(base,
@@ -27,6 +27,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let heads = x.dims[1].expect("verifier: static heads");
     let d = x.dims[2].expect("verifier: static head dim");
     let half = d / 2;
+    let pairs = heads * half;
     // As the CPU kernel computes it (an f32 powf), as exact bits.
     let theta_scale = (base as f32).powf(-2.0f32 / d as f32);
     let name = &spec.name;
@@ -35,7 +36,8 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         s,
         "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %cthreads = arith.constant {THREADS} : index\n    \
          %n = memref.dim %b0, %c0 : {xm}\n    %some = arith.cmpi ugt, %n, %c0 : index\n    scf.if %some {{\n      \
-         gpu.launch_func @{name}_llm::@rope blocks in (%n, %c1, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {xm}, %b1 : {pm}, %b2 : {om})\n    \
+         %cpairs = arith.constant {pairs} : index\n      %gy = arith.ceildivui %cpairs, %cthreads : index\n      \
+         gpu.launch_func @{name}_llm::@rope blocks in (%n, %gy, %c1) threads in (%cthreads, %c1, %c1) args(%b0 : {xm}, %b1 : {pm}, %b2 : {om})\n    \
          }}\n    return\n  }}\n"
     );
     let mut g = Gen::new("p");
@@ -50,10 +52,15 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(i, format!("%cpairs = arith.constant {} : index", heads * half));
     g.line(i, format!("%ts = arith.constant 0x{:08X} : f32", theta_scale.to_bits()));
     g.line(i, "%t = gpu.block_id x");
+    g.line(i, "%by = gpu.block_id y");
     g.line(i, "%tid = gpu.thread_id x");
+    g.line(i, "%e0 = arith.muli %by, %cthreads : index");
+    g.line(i, "%e1 = arith.addi %e0, %tid : index");
     let p = g.let_(i, format!("memref.load %P[%t] : {pm}"));
     let pf = g.let_(i, format!("arith.sitofp {p} : {} to f32", pos.dtype.mlir_name()));
-    g.line(i, "scf.for %e = %tid to %cpairs step %cthreads {");
+    // Block (token, y) takes pairs y * THREADS ..: a decode step's one token spreads over
+    // heads * d / 2 / THREADS blocks, a pair per thread.
+    g.line(i, "scf.for %e = %e1 to %cpairs step %cpairs {");
     let j = i + 2;
     g.line(j, "%h = arith.divui %e, %chalf : index");
     g.line(j, "%pi = arith.remui %e, %chalf : index");

@@ -1,7 +1,8 @@
 //! Row reductions on the GPU: softmax (last axis), rms_norm and layer_norm as one kernel
 //! with one block per row.
 //!
-//! The 256 threads of a block stride over the row's columns, each keeping a partial max or
+//! The 256 threads of a block (1024 for rows of at least [`WIDE_ROW`] columns) stride over
+//! the row's columns, each keeping a partial max or
 //! sum in a register; partials combine across the warp with shuffles and across the
 //! block's 8 warps through shared memory, and every thread then writes its columns of the
 //! result. A row is read two or three times (each pass from L2 for all but the largest
@@ -14,6 +15,21 @@ use std::fmt::Write;
 
 /// Threads per block.
 pub const THREADS: usize = 256;
+/// Threads per block for rows of at least [`WIDE_ROW`] columns (known at compile time): a
+/// decode step's single 4096-wide rms_norm row is one block on the whole GPU, and 256
+/// threads walked it 16 loads deep per pass.
+pub const WIDE_THREADS: usize = 1024;
+/// Row width from which a row kernel takes [`WIDE_THREADS`].
+pub const WIDE_ROW: i64 = 2048;
+
+/// Threads per block of the row kernel for rows of `width` columns (`None`: dynamic).
+pub fn threads_for(width: Option<i64>) -> usize {
+    if width.is_some_and(|w| w >= WIDE_ROW) {
+        WIDE_THREADS
+    } else {
+        THREADS
+    }
+}
 
 /// Whether `spec` is a row reduction the row kernel computes: alone, or followed by a cast
 /// of its result (rms_norm's f32 rows rounded to bf16 for the projections after it).
@@ -49,7 +65,7 @@ use crate::gpu_text::KernelText as Gen;
 pub(crate) trait RowOps {
     fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String;
     fn exp(&mut self, indent: usize, x: &str) -> String;
-    fn block_reduce(&mut self, indent: usize, v: &str, op: &str) -> String;
+    fn block_reduce(&mut self, indent: usize, v: &str, op: &str, threads: usize) -> String;
     fn fold_columns(&mut self, indent: usize, init: &str, body: &mut dyn FnMut(&mut Gen, usize, &str, &str) -> String) -> String;
 }
 
@@ -66,9 +82,9 @@ impl RowOps for Gen {
         let mut op = |rhs: String| self.let_(indent, rhs);
         crate::math::exp_f32(&mut op, x, "f32")
     }
-    /// Combines `v` over the block with `op` (`maximumf` or `addf`); every thread gets the
-    /// result.
-    fn block_reduce(&mut self, indent: usize, v: &str, op: &str) -> String {
+    /// Combines `v` over the block of `threads` threads with `op` (`maximumf` or `addf`);
+    /// every thread gets the result. `%red` holds a slot per warp.
+    fn block_reduce(&mut self, indent: usize, v: &str, op: &str, threads: usize) -> String {
         let mut acc = v.to_string();
         for off in [16, 8, 4, 2, 1] {
             let o = self.let_(indent, format!("arith.constant {off} : i32"));
@@ -77,13 +93,13 @@ impl RowOps for Gen {
             acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
         }
         self.line(indent, "scf.if %lane0 {");
-        self.line(indent + 2, format!("memref.store {acc}, %red[%warp] : memref<{}xf32, #gpu.address_space<workgroup>>", THREADS / 32));
+        self.line(indent + 2, format!("memref.store {acc}, %red[%warp] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
         self.line(indent, "}");
         self.line(indent, "gpu.barrier");
-        let mut total = self.let_(indent, format!("memref.load %red[%c0] : memref<{}xf32, #gpu.address_space<workgroup>>", THREADS / 32));
-        for w in 1..THREADS / 32 {
+        let mut total = self.let_(indent, format!("memref.load %red[%c0] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
+        for w in 1..threads / 32 {
             let cw = self.let_(indent, format!("arith.constant {w} : index"));
-            let x = self.let_(indent, format!("memref.load %red[{cw}] : memref<{}xf32, #gpu.address_space<workgroup>>", THREADS / 32));
+            let x = self.let_(indent, format!("memref.load %red[{cw}] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
             total = self.let_(indent, format!("arith.{op} {total}, {x} : f32"));
         }
         // The slots are rewritten by the next reduction.
@@ -122,8 +138,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
     let nin = spec.inputs.len();
     let args: Vec<String> = bindings.iter().enumerate().map(|(i, b)| format!("%b{i}: {}", b.memref())).collect();
+    let threads = threads_for(bindings[0].dims.last().copied().flatten());
     let mut s = format!("  func.func @{name}({}, %wg: index, %nwg: index) {{\n", args.join(", "));
-    let _ = writeln!(s, "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %cthreads = arith.constant {THREADS} : index");
+    let _ = writeln!(s, "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %cthreads = arith.constant {threads} : index");
     let (x2, xt) = collapse(&mut s, "%b0", bindings[0]);
     let (y2, yt) = collapse(&mut s, &format!("%b{nin}"), bindings[nin]);
     let _ = writeln!(s, "    %rows = memref.dim {x2}, %c0 : {xt}");
@@ -145,11 +162,11 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let mut g = Gen::new("r");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_rows {{"));
-    g.line(4, format!("gpu.func @rows({}) workgroup(%red : memref<{}xf32, #gpu.address_space<workgroup>>) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{", kernel_params.join(", "), THREADS / 32));
+    g.line(4, format!("gpu.func @rows({}) workgroup(%red : memref<{}xf32, #gpu.address_space<workgroup>>) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{", kernel_params.join(", "), threads / 32));
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c1 = arith.constant 1 : index");
     g.line(i, "%c32 = arith.constant 32 : index");
-    g.line(i, format!("%cthreads = arith.constant {THREADS} : index"));
+    g.line(i, format!("%cthreads = arith.constant {threads} : index"));
     g.line(i, "%w32 = arith.constant 32 : i32");
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%tid = gpu.thread_id x");
@@ -194,7 +211,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let x = load_x(g, ind, col);
                 g.let_(ind, format!("arith.maximumf {acc}, {x} : f32"))
             });
-            let mx = g.block_reduce(i, &part, "maximumf");
+            let mx = g.block_reduce(i, &part, "maximumf", threads);
             let zero = g.let_(i, "arith.constant 0.0 : f32");
             let part = g.fold_columns(i, &zero, &mut |g, ind, col, acc| {
                 let x = load_x(g, ind, col);
@@ -202,7 +219,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let e = g.exp(ind, &d);
                 g.let_(ind, format!("arith.addf {acc}, {e} : f32"))
             });
-            let sum = g.block_reduce(i, &part, "addf");
+            let sum = g.block_reduce(i, &part, "addf", threads);
             g.line(i, "scf.for %col = %tid to %D step %cthreads {");
             let x = load_x(&mut g, i + 2, "%col");
             let d = g.let_(i + 2, format!("arith.subf {x}, {mx} : f32"));
@@ -218,7 +235,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let sq = g.let_(ind, format!("arith.mulf {x}, {x} : f32"));
                 g.let_(ind, format!("arith.addf {acc}, {sq} : f32"))
             });
-            let ss = g.block_reduce(i, &part, "addf");
+            let ss = g.block_reduce(i, &part, "addf", threads);
             let eps = g.let_(i, format!("arith.constant {} : f32", crate::lower::float_lit(epsilon)));
             let ms = g.let_(i, format!("arith.divf {ss}, %Df : f32"));
             let sh = g.let_(i, format!("arith.addf {ms}, {eps} : f32"));
@@ -237,7 +254,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let x = load_x(g, ind, col);
                 g.let_(ind, format!("arith.addf {acc}, {x} : f32"))
             });
-            let sum = g.block_reduce(i, &part, "addf");
+            let sum = g.block_reduce(i, &part, "addf", threads);
             let mean = g.let_(i, format!("arith.divf {sum}, %Df : f32"));
             let part = g.fold_columns(i, &zero, &mut |g, ind, col, acc| {
                 let x = load_x(g, ind, col);
@@ -245,7 +262,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
                 let sq = g.let_(ind, format!("arith.mulf {c}, {c} : f32"));
                 g.let_(ind, format!("arith.addf {acc}, {sq} : f32"))
             });
-            let var = g.block_reduce(i, &part, "addf");
+            let var = g.block_reduce(i, &part, "addf", threads);
             let eps = g.let_(i, format!("arith.constant {} : f32", crate::lower::float_lit(epsilon)));
             let vr = g.let_(i, format!("arith.divf {var}, %Df : f32"));
             let sh = g.let_(i, format!("arith.addf {vr}, {eps} : f32"));

@@ -8,9 +8,9 @@
 //!   the keys `0 ..= pos[b] + s`: scores (a warp per key, its lanes striding over the head
 //!   dim against the query staged in shared memory, several keys in flight) into a global
 //!   scratch row, with their max; then `exp(score - max)` and its sum; then the
-//!   probability-weighted sum of values, threads laid out as `(key group, head-dim lane)` so
-//!   that value rows are read coalesced, and the key groups' partial sums combined in shared
-//!   memory. With an f16 cache the query and the probabilities are rounded to f16 as on the
+//!   probability-weighted sum of values, threads laid out as `(key group, head-dim lane)`
+//!   with 4 values a lane so that a warp reads value rows whole, and the key groups' partial
+//!   sums combined in shared memory. With an f16 cache the query and the probabilities are rounded to f16 as on the
 //!   CPU.
 //!
 //! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
@@ -201,7 +201,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
          memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n"
     );
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
-    let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(THREADS));
+    let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(4 * THREADS));
     let mut g = Gen::new("a");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_llm {{"));
@@ -218,7 +218,6 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(i, format!("%cthreads = arith.constant {THREADS} : index"));
     g.line(i, "%w32 = arith.constant 32 : i32");
     g.line(i, format!("%cd = arith.constant {hd} : index"));
-    g.line(i, format!("%cgroups = arith.constant {} : index", THREADS as i64 / hd));
     g.line(i, format!("%ch = arith.constant {hq} : index"));
     g.line(i, format!("%grp = arith.constant {group} : index"));
     g.line(i, format!("%layer = arith.constant {layer} : index"));
@@ -249,11 +248,14 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "}");
     g.line(j, "gpu.barrier");
     // Pass 1: scaled scores and their max. Warp w takes keys w, w + warps, ..., UNROLL at a
-    // time (their loads all in flight), its lanes striding over the head dim so that each
-    // load reads a key row's consecutive values; the lanes' sums meet through shuffles.
+    // time (their loads all in flight), lane l loading values l * hd / 32 .. of the key row
+    // (the warp reads it whole); the lanes' sums meet through shuffles.
     let warps = THREADS as i64 / 32;
     g.line(j, format!("%cwarps = arith.constant {warps} : index"));
     g.line(j, format!("%cstep1 = arith.constant {} : index", warps * UNROLL));
+    let (e, kt) = (hd / 32, kc.dtype.mlir_name());
+    g.line(j, format!("%ce = arith.constant {e} : index"));
+    g.line(j, "%dk = arith.muli %lanei, %ce : index");
     let m = g.let_(j, "scf.for %t0 = %warp to %len step %cstep1 iter_args(%m0 = %ninf) -> (f32) {");
     let k = j + 2;
     let mut keys = Vec::new();
@@ -268,23 +270,19 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
             let tc = g.let_(k, format!("arith.select {inu}, {tu}, %t0 : index"));
             (tu, Some(inu), tc)
         };
-        let mut loads = Vec::new();
-        for e in 0..hd / 32 {
-            let d = if e == 0 { "%lanei".to_string() } else {
-                let off = g.let_(k, format!("arith.constant {} : index", e * 32));
-                g.let_(k, format!("arith.addi %lanei, {off} : index"))
-            };
-            let kv = g.let_(k, format!("memref.load %K[%layer, %slot, {tc}, %kvh, {d}] : {km}"));
-            loads.push((d, kv));
-        }
-        keys.push((tu, inu, loads));
+        // Lane l's hd / 32 consecutive values of the key row, in one load.
+        let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {tc}, %kvh, %dk] {{alignment = {}}} : {km}, vector<{e}x{kt}>", e * kc.dtype.size_bytes() as i64));
+        keys.push((tu, inu, kv));
     }
     let mut mcur = "%m0".to_string();
-    for (tu, inu, loads) in keys {
+    for (tu, inu, kv) in keys {
         let mut acc = "%zero".to_string();
-        for (d, kv) in loads {
+        for x in 0..e {
+            let kx = g.let_(k, format!("vector.extract {kv}[{x}] : {kt} from vector<{e}x{kt}>"));
+            let cx = g.let_(k, format!("arith.constant {x} : index"));
+            let d = g.let_(k, format!("arith.addi %dk, {cx} : index"));
             let qd = g.let_(k, format!("memref.load %qs[{d}] : {q_t}"));
-            let kf = convert(&mut g, k, &kv, kc.dtype, DType::F32);
+            let kf = convert(&mut g, k, &kx, kc.dtype, DType::F32);
             acc = g.let_(k, format!("math.fma {qd}, {kf}, {acc} : f32"));
         }
         for off in [16, 8, 4, 2, 1] {
@@ -322,13 +320,20 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // The reduction's barriers also make every thread's probabilities visible to the block.
     let total = g.block_reduce(j, &part, "addf", THREADS);
     let inv = g.let_(j, format!("arith.divf %one, {total} : f32"));
-    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim lane
-    // `lane`, UNROLL keys' loads in flight, in key order.
-    g.line(j, "%dl = arith.remui %tid, %cd : index");
-    g.line(j, "%gi = arith.divui %tid, %cd : index");
-    let groups = THREADS as i64 / hd;
+    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim values
+    // 4 * lane .. 4 * lane + 3 (one 4-wide load of a value row each, a warp reading whole
+    // rows), UNROLL keys' loads in flight, in key order.
+    let lanes = hd / 4;
+    let groups = THREADS as i64 / lanes;
+    let vt = vc.dtype.mlir_name();
+    g.line(j, format!("%clanes = arith.constant {lanes} : index"));
+    g.line(j, "%c4 = arith.constant 4 : index");
+    g.line(j, "%vl = arith.remui %tid, %clanes : index");
+    g.line(j, "%d4 = arith.muli %vl, %c4 : index");
+    g.line(j, "%gi = arith.divui %tid, %clanes : index");
+    g.line(j, "%z4 = arith.constant dense<0.0> : vector<4xf32>");
     g.line(j, format!("%cstep3 = arith.constant {} : index", groups * UNROLL));
-    let acc3 = g.let_(j, "scf.for %t0 = %gi to %len step %cstep3 iter_args(%a0 = %zero) -> (f32) {");
+    let acc3 = g.let_(j, "scf.for %t0 = %gi to %len step %cstep3 iter_args(%a0 = %z4) -> (vector<4xf32>) {");
     let mut vals = Vec::new();
     for u in 0..UNROLL {
         let (inu, tc) = if u == 0 {
@@ -341,35 +346,49 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
             (Some(inu), tc)
         };
         let pe = g.let_(k, format!("memref.load %W[%srow, {tc}] : {wt}"));
-        let vv = g.let_(k, format!("memref.load %V[%layer, %slot, {tc}, %kvh, %dl] : {vm}"));
+        // Aligned: d4 and the row length are multiples of 4 values.
+        let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {tc}, %kvh, %d4] {{alignment = {}}} : {vm}, vector<4x{vt}>", 4 * vc.dtype.size_bytes()));
         vals.push((inu, pe, vv));
     }
     let mut a = "%a0".to_string();
     for (inu, pe, vv) in vals {
         let pn = g.let_(k, format!("arith.mulf {pe}, {inv} : f32"));
         let p = via_f16(&mut g, k, &pn, f16_cache);
-        let vf = convert(&mut g, k, &vv, vc.dtype, DType::F32);
-        let an = g.let_(k, format!("math.fma {p}, {vf}, {a} : f32"));
-        a = match inu {
-            Some(inu) => g.let_(k, format!("arith.select {inu}, {an}, {a} : f32")),
-            None => an,
+        // A key past the end adds nothing.
+        let p = match &inu {
+            Some(inu) => g.let_(k, format!("arith.select {inu}, {p}, %zero : f32")),
+            None => p,
         };
+        let pv = g.let_(k, format!("vector.broadcast {p} : f32 to vector<4xf32>"));
+        let vf = if vc.dtype == DType::F32 { vv } else { g.let_(k, format!("arith.extf {vv} : vector<4x{vt}> to vector<4xf32>")) };
+        a = g.let_(k, format!("vector.fma {pv}, {vf}, {a} : vector<4xf32>"));
     }
-    g.line(k, format!("scf.yield {a} : f32"));
+    g.line(k, format!("scf.yield {a} : vector<4xf32>"));
     g.line(j, "}");
-    g.line(j, format!("memref.store {acc3}, %part[%tid] : {part_t}"));
+    // The groups' sums meet in shared memory: part[group * hd + d]; thread d < hd adds them
+    // in group order.
+    g.line(j, "%pbase0 = arith.muli %gi, %cd : index");
+    g.line(j, "%pbase = arith.addi %pbase0, %d4 : index");
+    for e in 0..4 {
+        let v = g.let_(j, format!("vector.extract {acc3}[{e}] : f32 from vector<4xf32>"));
+        let at = if e == 0 { "%pbase".to_string() } else {
+            let ce = g.let_(j, format!("arith.constant {e} : index"));
+            g.let_(j, format!("arith.addi %pbase, {ce} : index"))
+        };
+        g.line(j, format!("memref.store {v}, %part[{at}] : {part_t}"));
+    }
     g.line(j, "gpu.barrier");
-    g.line(j, "%first = arith.cmpi eq, %gi, %c0 : index");
+    g.line(j, "%first = arith.cmpi ult, %tid, %cd : index");
     g.line(j, "scf.if %first {");
-    let mut sum = g.let_(k, format!("memref.load %part[%dl] : {part_t}"));
-    for gi in 1..THREADS as i64 / hd {
+    let mut sum = g.let_(k, format!("memref.load %part[%tid] : {part_t}"));
+    for gi in 1..groups {
         let at = g.let_(k, format!("arith.constant {} : index", gi * hd));
-        let idx = g.let_(k, format!("arith.addi %dl, {at} : index"));
+        let idx = g.let_(k, format!("arith.addi %tid, {at} : index"));
         let x = g.let_(k, format!("memref.load %part[{idx}] : {part_t}"));
         sum = g.let_(k, format!("arith.addf {sum}, {x} : f32"));
     }
     let y = convert(&mut g, k, &sum, DType::F32, out.dtype);
-    g.line(k, format!("memref.store {y}, %O[%row, %hi, %dl] : {ot}"));
+    g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(j, "}");
     g.line(i, "}");
     g.line(i, "gpu.return");

@@ -14,7 +14,7 @@
 // CHECK-DAG: .entry rope(
 // CHECK-DAG: .entry cache_write(
 // CHECK-DAG: .entry attention(
-// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[4096]
+// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[16384]
 // CHECK-DAG: bar.sync
 // ART: target:          cuda-linux cpu=sm_90
 // ART: qmatmul

@@ -132,6 +132,48 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
 (case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
+echo "prepare: attention over a long cache (head dim 128, 520 positions; expected = the CPU path's)" >&2
+case_py attention_long <<'PY'
+import json, subprocess, sys, tempfile
+from pathlib import Path
+import numpy as np
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+# Llama's attention shapes: 8 query heads over 2 kv heads of 128, an f16 cache; a prefill of
+# 5 tokens continuing at position 400 and decode steps at 517 and 0 (keys past the end of
+# the unrolled loops, one-key rows).
+g = case / "g.mlir"
+g.write_text("""func.func @g(%q: tensor<?x8x128xf32> {max.name = "q"}, %k: tensor<?x2x128xf32> {max.name = "k"},
+             %st: tensor<?xi32> {max.name = "start"}, %sl: tensor<?xi32> {max.name = "slot"},
+             %kc: tensor<1x?x?x2x128xf16> {max.name = "kc", max.dims = ["", "B", "T", "", ""]},
+             %vc: tensor<1x?x?x2x128xf16> {max.name = "vc", max.dims = ["", "B", "T", "", ""]}) -> tensor<?x8x128xf32> {
+  %kc2 = "max.cache_write"(%kc, %k, %st, %sl) {layer = 0 : i64} : (tensor<1x?x?x2x128xf16>, tensor<?x2x128xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<1x?x?x2x128xf16>
+  %a = "max.cached_attention"(%q, %kc2, %vc, %st, %sl) {layer = 0 : i64} : (tensor<?x8x128xf32>, tensor<1x?x?x2x128xf16>, tensor<1x?x?x2x128xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x128xf32>
+  func.return %a : tensor<?x8x128xf32>
+}
+""")
+subprocess.run([maxc, "compile", g, "--target", target, "-o", case / "g.maxa"], check=True)
+rng = np.random.default_rng(13)
+runs = []
+with tempfile.TemporaryDirectory() as t:
+    cpu = Path(t) / "cpu.maxa"
+    subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
+    for r, (starts, slots, seq) in enumerate([([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1)]):
+        n = len(starts) * seq
+        ins = {
+            "q": rng.standard_normal((n, 8, 128)).astype(np.float32),
+            "k": rng.standard_normal((n, 2, 128)).astype(np.float32),
+            "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
+            "kc": rng.standard_normal((1, 2, 520, 2, 128)).astype(np.float16),
+            "vc": rng.standard_normal((1, 2, 520, 2, 128)).astype(np.float16),
+        }
+        args = []
+        for name, a in ins.items():
+            np.save(case / f"in{r}_{name}.npy", a)
+            args += ["--input", f"{name}={case / f'in{r}_{name}.npy'}"]
+        subprocess.run(["target/release/max", "run", cpu, *args, "--output", case / f"want{r}_0.npy"], check=True)
+        runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": [f"want{r}_0.npy"]})
+(case / "case.json").write_text(json.dumps({"name": "attention over a long cache (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
+PY
 # Real models and the lean `max` CLI are more than one device call carries (64 MiB): they go
 # as one tar in chunks of 56 MiB under .gpu-big/, one call each before the call that runs
 # the check (which joins and unpacks them).

@@ -56,9 +56,10 @@ fn flags_by_value(graph: &Graph, node: usize) -> Option<Option<HashMap<ValueId, 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph.
 /// `closed(node)` marks roots that take no consumers (native custom kernels); `solo(node)`
 /// marks nodes that never join their producer's region (GPU row reductions);
-/// `cast_only(node)` marks roots whose region takes at most one consumer, a cast (GPU row
-/// reductions, whose kernel rounds its result to the cast's type as it stores it).
-pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool, solo: &dyn Fn(usize) -> bool, cast_only: &dyn Fn(usize) -> bool) -> Vec<Region> {
+/// `admits(region, node)` says whether the backend's kernel for `region` (its nodes, root
+/// first) can compute `node` too (on a GPU a row reduction takes only a cast, and a matmul's
+/// epilogue reads no operand of the matmul).
+pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool, solo: &dyn Fn(usize) -> bool, admits: &dyn Fn(&[usize], usize) -> bool) -> Vec<Region> {
     let mut uses: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -72,7 +73,7 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool,
         if !needs_kernel(&node.op) {
             continue;
         }
-        let joined = if enable && fusible_consumer(&node.op) && !solo(i) { try_join(graph, i, &uses, &open, &mut regions, cast_only) } else { None };
+        let joined = if enable && fusible_consumer(&node.op) && !solo(i) { try_join(graph, i, &uses, &open, &mut regions, admits) } else { None };
         let r = joined.unwrap_or_else(|| {
             regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten() });
             regions.len() - 1
@@ -87,32 +88,21 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool,
     regions
 }
 
-/// The input of `node` that continues an open region, if any: one that only `node` reads
-/// (and is no graph output) first, as only such a region can take `node`.
-fn chain_input(graph: &Graph, node: usize, open: &HashMap<ValueId, usize>, uses: &HashMap<ValueId, Vec<usize>>) -> Option<ValueId> {
-    let inputs = &graph.nodes[node].inputs;
-    let only_here = |v: &ValueId| uses[v].iter().all(|u| *u == node) && !graph.outputs.contains(v);
-    inputs.iter().copied().find(|v| open.contains_key(v) && only_here(v)).or_else(|| inputs.iter().copied().find(|v| open.contains_key(v)))
-}
-
 /// Appends node `i` to the region it continues, if legal; returns that region.
-fn try_join(graph: &Graph, i: usize, uses: &HashMap<ValueId, Vec<usize>>, open: &HashMap<ValueId, usize>, regions: &mut [Region], cast_only: &dyn Fn(usize) -> bool) -> Option<usize> {
+fn try_join(graph: &Graph, i: usize, uses: &HashMap<ValueId, Vec<usize>>, open: &HashMap<ValueId, usize>, regions: &mut [Region], admits: &dyn Fn(&[usize], usize) -> bool) -> Option<usize> {
     let node = &graph.nodes[i];
-    let link = chain_input(graph, i, open, uses)?;
+    // An input continues a region that could take this node: the region is open, nothing
+    // else reads its result (it is not materialized) and its kernel admits the node.
+    let takes = |v: &ValueId| {
+        open.get(v).is_some_and(|r| admits(&regions[*r].nodes, i)) && uses[v].iter().all(|u| *u == i) && !graph.outputs.contains(v)
+    };
+    let link = node.inputs.iter().copied().find(|v| takes(v))?;
     let r = open[&link];
-    let root = regions[r].nodes[0];
-    if cast_only(root) && (regions[r].nodes.len() > 1 || !matches!(node.op, Op::Cast(_))) {
-        return None;
-    }
-    // Only one region may be extended: another input from a different open region would
-    // need that region's result in memory anyway. (One read by others too is in memory
-    // whatever this node does, and no consumer can extend its region: the residual of
-    // `x + matmul(..)`, with x also normalized for the next layer, joins the matmul.)
-    let extendable = |v: &ValueId| uses[v].iter().all(|u| *u == i) && !graph.outputs.contains(v);
-    if node.inputs.iter().any(|v| *v != link && open.get(v).is_some_and(|other| *other != r) && extendable(v)) {
-        return None;
-    }
-    if uses[&link].iter().any(|u| *u != i) || graph.outputs.contains(&link) {
+    // Only one region may be extended: another that could take this node would need its
+    // result in memory anyway. (A value read by others too is in memory whatever this node
+    // does: the residual of `x + matmul(..)`, with x also normalized for the next layer,
+    // joins the matmul.)
+    if node.inputs.iter().any(|v| *v != link && open.get(v).is_some_and(|other| *other != r) && takes(v)) {
         return None;
     }
     if graph.ty(node.outputs[0]).dims != graph.ty(link).dims {

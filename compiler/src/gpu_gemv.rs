@@ -6,13 +6,14 @@
 //! chunks). Its 256 threads are column groups of 8 columns (one 16-byte load of a B row
 //! each, so a warp reads 512 contiguous bytes) by `lanes` lanes of K; a thread walks its
 //! chunk's rows `k = lane, lane + lanes, ...` several loads ahead, multiplying each into
-//! every row of A. The K lanes meet in shared memory and each block writes its chunk's
-//! partial sums to `P[chunk, M, N]`; the split-K reduction kernel
+//! every row of A. The K lanes meet in shared memory (with one lane, each thread's sums
+//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`; the split-K reduction kernel
 //! ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks and applies the epilogue.
 //!
-//! The host picks the chunk length at run time so that the grid has about `blocks` blocks
-//! whatever N is (a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a
-//! 132-SM card), with at most `max_chunks` chunks for the reduction to add up. One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
+//! The host code sizes the chunks from K and N (static, so this folds to constants) for a
+//! grid of about `blocks` blocks: a fixed chunk left Llama's 1024-column K/V projections
+//! 64 blocks on a 132-SM card. At most `max_chunks` chunks keep the reduction short.
+//! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
 //! which does a quarter of the 4-row kernel's multiplies and loads of A.
 
 use crate::gpu_text::KernelText as Gen;
@@ -111,9 +112,8 @@ pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str
       %gv_most = arith.constant {max_chunks} : index
       %gv_want = arith.minui %gv_want0, %gv_most : index
       %gv_steps = arith.ceildivui %gv_k, %gv_step : index
-      %gv_c0 = arith.minui %gv_want, %gv_steps : index
-      %gv_c1 = arith.maxui %gv_c0, %c1 : index
-      %gv_kq = arith.ceildivui %gv_k, %gv_c1 : index
+      %gv_nch = arith.minui %gv_want, %gv_steps : index
+      %gv_kq = arith.ceildivui %gv_k, %gv_nch : index
       %gv_ks = arith.ceildivui %gv_kq, %gv_step : index
       %gv_kc = arith.muli %gv_ks, %gv_step : index
       %gv_chunks = arith.ceildivui %gv_k, %gv_kc : index
@@ -188,7 +188,9 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
         g.line(i, format!("%in{m} = arith.cmpi ult, %cm{m}, %M : index"));
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
-    g.line(i, "%fzero = arith.constant 0.0 : f32");
+    if nrows > 1 {
+        g.line(i, "%fzero = arith.constant 0.0 : f32");
+    }
     let vtys = vec!["vector<8xf32>"; nrows].join(", ");
     let zeros = vec!["%z8"; nrows].join(", ");
     let inits: Vec<String> = rows.iter().map(|m| format!("%a{m} = %z8")).collect();

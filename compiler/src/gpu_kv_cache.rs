@@ -5,13 +5,13 @@
 //! - **Write**: a block per token; its threads stride over the token's `heads * head_dim`
 //!   values and store them, converted, at `cache[layer, slot[b], pos[b] + s]`.
 //! - **Attention**: a block of 1024 threads per (query token, head), in three passes over
-//!   the keys `0 ..= pos[b] + s`: scores (a warp per key, its lanes striding over the head
-//!   dim against the query staged in shared memory, several keys in flight) into a global
+//!   the keys `0 ..= pos[b] + s`: scores (a warp per key, each lane a slice of the head dim,
+//!   against the query staged in shared memory, several keys in flight) into a global
 //!   scratch row, with their max; then `exp(score - max)` and its sum; then the
 //!   probability-weighted sum of values, threads laid out as `(key group, head-dim lane)`
 //!   with 4 values a lane so that a warp reads value rows whole, and the key groups' partial
-//!   sums combined in shared memory. With an f16 cache the query and the probabilities are rounded to f16 as on the
-//!   CPU.
+//!   sums combined in shared memory. With an f16 cache the query and the probabilities
+//!   are rounded to f16 as on the CPU.
 //!
 //! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
 //! checks them first and reports the error).
@@ -35,8 +35,9 @@ pub fn is_gpu_cache_kernel(spec: &KernelSpec) -> bool {
     spec.gpu && crate::kv_cache::is_cache_kernel(spec)
 }
 
-/// Head dims the attention kernel takes: 32, 64, 128 or 256 (whole warps per key, and a
-/// divisor of the block size).
+/// Head dims the attention kernel takes: 32, 64, 128 or 256 (a warp splits a key row into
+/// 32 equal slices of at most 16 bytes, and value rows into 4-value lanes that divide the
+/// block).
 pub fn supported_head_dim(d: i64) -> bool {
     d >= 32 && 256 % d == 0
 }
@@ -251,7 +252,6 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // time (their loads all in flight), lane l loading values l * hd / 32 .. of the key row
     // (the warp reads it whole); the lanes' sums meet through shuffles.
     let warps = THREADS as i64 / 32;
-    g.line(j, format!("%cwarps = arith.constant {warps} : index"));
     g.line(j, format!("%cstep1 = arith.constant {} : index", warps * UNROLL));
     let (e, kt) = (hd / 32, kc.dtype.mlir_name());
     g.line(j, format!("%ce = arith.constant {e} : index"));
@@ -271,7 +271,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
             (tu, Some(inu), tc)
         };
         // Lane l's hd / 32 consecutive values of the key row, in one load.
-        let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {tc}, %kvh, %dk] {{alignment = {}}} : {km}, vector<{e}x{kt}>", e * kc.dtype.size_bytes() as i64));
+        let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {tc}, %kvh, %dk] {{alignment = {}}} : {km}, vector<{e}x{kt}>", (e * kc.dtype.size_bytes() as i64).min(16)));
         keys.push((tu, inu, kv));
     }
     let mut mcur = "%m0".to_string();
@@ -347,7 +347,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
         };
         let pe = g.let_(k, format!("memref.load %W[%srow, {tc}] : {wt}"));
         // Aligned: d4 and the row length are multiples of 4 values.
-        let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {tc}, %kvh, %d4] {{alignment = {}}} : {vm}, vector<4x{vt}>", 4 * vc.dtype.size_bytes()));
+        let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {tc}, %kvh, %d4] {{alignment = {}}} : {vm}, vector<4x{vt}>", (4 * vc.dtype.size_bytes()).min(16)));
         vals.push((inu, pe, vv));
     }
     let mut a = "%a0".to_string();

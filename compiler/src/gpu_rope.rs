@@ -60,10 +60,11 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let pf = g.let_(i, format!("arith.sitofp {p} : {} to f32", pos.dtype.mlir_name()));
     // Block (token, y) takes pairs y * THREADS ..: a decode step's one token spreads over
     // heads * d / 2 / THREADS blocks, a pair per thread.
-    g.line(i, "scf.for %e = %e1 to %cpairs step %cpairs {");
+    g.line(i, "%in = arith.cmpi ult, %e1, %cpairs : index");
+    g.line(i, "scf.if %in {");
     let j = i + 2;
-    g.line(j, "%h = arith.divui %e, %chalf : index");
-    g.line(j, "%pi = arith.remui %e, %chalf : index");
+    g.line(j, "%h = arith.divui %e1, %chalf : index");
+    g.line(j, "%pi = arith.remui %e1, %chalf : index");
     let th = g.let_(j, format!("scf.for %k = %c0 to %pi step %c1 iter_args(%th0 = {pf}) -> (f32) {{"));
     g.line(j + 2, "%thn = arith.mulf %th0, %ts : f32");
     g.line(j + 2, "scf.yield %thn : f32");

@@ -1,11 +1,10 @@
 //! Row reductions on the GPU: softmax (last axis), rms_norm and layer_norm as one kernel
-//! with one block per row.
+//! with one block per row, with a cast of the result fused in (rounded as it is stored).
 //!
 //! The 256 threads of a block (1024 for rows of at least [`WIDE_ROW`] columns) stride over
-//! the row's columns, each keeping a partial max or
-//! sum in a register; partials combine across the warp with shuffles and across the
-//! block's 8 warps through shared memory, and every thread then writes its columns of the
-//! result. A row is read two or three times (each pass from L2 for all but the largest
+//! the row's columns, each keeping a partial max or sum in a register; partials combine
+//! across the warp with shuffles and across the block's warps through shared memory, and
+//! every thread then writes its columns of the result. A row is read two or three times (each pass from L2 for all but the largest
 //! rows) and written once, in a single launch. The arithmetic matches the CPU kernels:
 //! the same inline `exp` polynomial, `rsqrt(mean + eps)`, f32 accumulation.
 
@@ -13,7 +12,7 @@ use crate::lower::{BindingType, KernelSpec};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
 
-/// Threads per block.
+/// Threads per block for rows narrower than [`WIDE_ROW`] or of a dynamic width.
 pub const THREADS: usize = 256;
 /// Threads per block for rows of at least [`WIDE_ROW`] columns (known at compile time): a
 /// decode step's single 4096-wide rms_norm row is one block on the whole GPU, and 256

@@ -134,11 +134,24 @@ impl Program {
             return Err(Diagnostic::new(&node.loc, format!("custom op '{}' has only a GPU (PTX) kernel; compile for a cuda target, or declare a native or mlir CPU kernel for it", decl(n).map(|d| d.name.as_str()).unwrap_or(""))).into());
         }
         // On a GPU a PTX custom op is its own kernel; a row reduction is one row-per-block
-        // kernel, not joining its producer's region and taking no consumer but a cast. (A
-        // matmul takes elementwise consumers as its kernel's epilogue.)
+        // kernel, not joining its producer's region and taking no consumer but a cast to a
+        // float type. A matmul takes elementwise consumers as its kernel's epilogue, which
+        // reads extra operands only (not A or B: `x + x @ w` keeps its add apart there).
         let row_op = |n: usize| gpu && matches!(graph.nodes[n].op, Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. });
         let closed = |n: usize| is_native(n) || gpu_ptx(n);
-        let regions = form_regions(graph, fuse, &closed, &row_op, &row_op);
+        let admits = |region: &[usize], n: usize| {
+            let (root, node) = (&graph.nodes[region[0]], &graph.nodes[n]);
+            if !gpu {
+                true
+            } else if row_op(region[0]) {
+                region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
+            } else if matches!(root.op, Op::MatMul) {
+                !node.inputs.iter().any(|v| root.inputs.contains(v))
+            } else {
+                true
+            }
+        };
+        let regions = form_regions(graph, fuse, &closed, &row_op, &admits);
         // Activations packed at run time for the matmuls reading them: their packed buffers.
         let mut packed_acts: HashMap<ValueId, usize> = HashMap::new();
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();

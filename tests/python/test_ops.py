@@ -268,7 +268,7 @@ def test_matmul_residual_is_its_input(tmp_path, dt):
 
 def test_matmul_decode_rows(tmp_path):
     """f16 matmuls of 1 to 5 rows with a bias: on a GPU, 1 to 4 rows take the
-    matrix-vector kernel (K a multiple of 256; 264 columns end in a partial block) and 5 the
+    matrix-vector kernel (264 columns end in a partial block of columns) and 5 the
     tensor cores, both with the epilogue in the split-K reduction."""
     x, w, b, o = (None, 768), (768, 264), (264,), (None, 264)
     tx, tw, tb, to = (ttype(s, "f16") for s in (x, w, b, o))
@@ -279,6 +279,19 @@ def test_matmul_decode_rows(tmp_path):
         return (m.astype(np.float32) + bv.astype(np.float32)).astype(np.float16)
     check(tmp_path, graph([("x", x, "f16"), ("w", w, "f16"), ("b", b, "f16")], body, [to]),
           [("x", x, "f16"), ("w", w, "f16"), ("b", b, "f16")], ref, rtol=2e-2, atol=2e-2, sizes=[1, 2, 4, 5])
+
+
+def test_matmul_decode_rows_partial_chunk(tmp_path):
+    """f16 matmuls of 1 and 3 rows whose K (2240) splits into chunks of 96 rows for the
+    GPU's matrix-vector kernel, the last of them 32 rows long."""
+    x, w, o = (None, 2240), (2240, 256), (None, 256)
+    tx, tw, to = (ttype(s, "f16") for s in (x, w, o))
+    body = [f'%r0 = "max.matmul"(%x, %w) : ({tx}, {tw}) -> {to}']
+
+    def ref(xv, wv):
+        return (xv.astype(np.float32) @ wv.astype(np.float32)).astype(np.float16)
+    check(tmp_path, graph([("x", x, "f16"), ("w", w, "f16")], body, [to]),
+          [("x", x, "f16"), ("w", w, "f16")], ref, rtol=2e-2, atol=2e-2, sizes=[1, 3])
 
 
 @pytest.mark.parametrize("dt", ["f32", "f16"])
@@ -717,6 +730,23 @@ def test_rms_and_layer_norm(tmp_path, dt):
     tol = dict(rtol=3e-3, atol=3e-3) if dt == "f16" else dict(rtol=1e-5, atol=1e-5)
     check(tmp_path, graph([("x", s, dt), ("w", (16,), dt), ("b", (16,), dt)], body, [t, t]),
           [("x", s, dt), ("w", (16,), dt), ("b", (16,), dt)], ref, n_out=2, **tol)
+
+
+@pytest.mark.parametrize("width", [96, 4096])
+def test_rms_norm_then_cast(tmp_path, width):
+    """rms_norm rounded to f16 by a cast after it: on a GPU one row kernel (1024 threads
+    for the 4096-wide rows) that rounds as it stores."""
+    s, sw = (None, width), (width,)
+    t, tw, th = ttype(s, "f32"), ttype(sw, "f32"), ttype(s, "f16")
+    body = [f'%n = "max.rms_norm"(%x, %w) {{epsilon = 1.0e-6 : f64}} : ({t}, {tw}) -> {t}',
+            f'%r0 = "max.cast"(%n) : ({t}) -> {th}']
+
+    def ref(x, w):
+        x64 = x.astype(np.float64)
+        rms = x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-6) * w.astype(np.float64)
+        return rms.astype(np.float32).astype(np.float16)
+    check(tmp_path, graph([("x", s, "f32"), ("w", sw, "f32")], body, [th]),
+          [("x", s, "f32"), ("w", sw, "f32")], ref, rtol=2e-3, atol=2e-3, sizes=[1, 5])
 
 
 def rope_ref(x, pos, base, interleaved):

@@ -434,7 +434,6 @@ fn copy_bandwidth(gpu: usize) -> Result<f64> {
     Ok(2.0 * (bytes * reps) as f64 / t.as_secs_f64())
 }
 
-/// Batch-1 decode of a forward-entry LLM artifact with generated weights.
 /// The device time per decode step of each dispatch (`MAX_PROFILE`: eager launches, each
 /// timed with events, so the step time printed next to it is not the graph replay's).
 fn print_step_profile(before: &[(String, u64, std::time::Duration)], after: &[(String, u64, std::time::Duration)], steps: usize) {
@@ -457,6 +456,7 @@ fn print_step_profile(before: &[(String, u64, std::time::Duration)], after: &[(S
     }
 }
 
+/// Batch-1 decode of a forward-entry LLM artifact with generated weights.
 fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> Result<()> {
     let bw = copy_bandwidth(gpu)?;
     println!("copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);

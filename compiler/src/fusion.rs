@@ -53,13 +53,27 @@ fn flags_by_value(graph: &Graph, node: usize) -> Option<Option<HashMap<ValueId, 
     }
 }
 
-/// Forms dispatch regions over the kernel-needing nodes of a verified graph.
-/// `closed(node)` marks roots that take no consumers (native custom kernels); `solo(node)`
-/// marks nodes that never join their producer's region (GPU row reductions);
-/// `admits(region, node)` says whether the backend's kernel for `region` (its nodes, root
-/// first) can compute `node` too (on a GPU a row reduction takes only a cast, and a matmul's
-/// epilogue reads no operand of the matmul).
-pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool, solo: &dyn Fn(usize) -> bool, admits: &dyn Fn(&[usize], usize) -> bool) -> Vec<Region> {
+/// What a backend's kernels let fusion do.
+pub struct Policy<'a> {
+    /// Roots that take no consumers (native custom kernels, GPU PTX custom ops).
+    pub closed: &'a dyn Fn(usize) -> bool,
+    /// Nodes that never join their producer's region (GPU row reductions).
+    pub solo: &'a dyn Fn(usize) -> bool,
+    /// Whether the kernel for a region (its nodes, root first) can compute a node too (on a
+    /// GPU a row reduction takes only a cast, and a matmul's epilogue reads no operand of
+    /// the matmul).
+    pub admits: &'a dyn Fn(&[usize], usize) -> bool,
+    /// Whether a consumer may join a region while another of its inputs comes from an open
+    /// region whose result is read elsewhere too (and so is in memory anyway): on a GPU the
+    /// residual of `x + matmul(norm(x))` becomes the matmul's epilogue. The CPU keeps them
+    /// apart: there the layer norm after such an add joins as well, and the matmul would
+    /// split over batch rows (one workgroup for one sequence) instead of token rows.
+    pub join_past_shared: bool,
+}
+
+/// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
+/// allows.
+pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region> {
     let mut uses: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -73,7 +87,7 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool,
         if !needs_kernel(&node.op) {
             continue;
         }
-        let joined = if enable && fusible_consumer(&node.op) && !solo(i) { try_join(graph, i, &uses, &open, &mut regions, admits) } else { None };
+        let joined = if enable && fusible_consumer(&node.op) && !(policy.solo)(i) { try_join(graph, i, &uses, &open, &mut regions, policy) } else { None };
         let r = joined.unwrap_or_else(|| {
             regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten() });
             regions.len() - 1
@@ -81,7 +95,7 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool,
         open.retain(|_, reg| *reg != r);
         // KV-cache kernels are written whole at the memref level and take no consumers.
         let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || crate::qmatmul::applies(graph, node) || crate::rope::applies(graph, node);
-        if node.outputs.len() == 1 && !closed(i) && !own_kernel {
+        if node.outputs.len() == 1 && !(policy.closed)(i) && !own_kernel {
             open.insert(node.outputs[0], r);
         }
     }
@@ -89,20 +103,26 @@ pub fn form_regions(graph: &Graph, enable: bool, closed: &dyn Fn(usize) -> bool,
 }
 
 /// Appends node `i` to the region it continues, if legal; returns that region.
-fn try_join(graph: &Graph, i: usize, uses: &HashMap<ValueId, Vec<usize>>, open: &HashMap<ValueId, usize>, regions: &mut [Region], admits: &dyn Fn(&[usize], usize) -> bool) -> Option<usize> {
+fn try_join(graph: &Graph, i: usize, uses: &HashMap<ValueId, Vec<usize>>, open: &HashMap<ValueId, usize>, regions: &mut [Region], policy: &Policy) -> Option<usize> {
     let node = &graph.nodes[i];
-    // An input continues a region that could take this node: the region is open, nothing
-    // else reads its result (it is not materialized) and its kernel admits the node.
-    let takes = |v: &ValueId| {
-        open.get(v).is_some_and(|r| admits(&regions[*r].nodes, i)) && uses[v].iter().all(|u| *u == i) && !graph.outputs.contains(v)
+    // A region can take this node when it is open, its kernel admits the node, and nothing
+    // else reads its result (which is then never materialized).
+    let admitted = |v: &ValueId| open.get(v).is_some_and(|r| (policy.admits)(&regions[*r].nodes, i));
+    let only_here = |v: &ValueId| uses[v].iter().all(|u| *u == i) && !graph.outputs.contains(v);
+    let link = if policy.join_past_shared {
+        node.inputs.iter().copied().find(|v| admitted(v) && only_here(v))?
+    } else {
+        let v = node.inputs.iter().copied().find(|v| open.contains_key(v))?;
+        if !admitted(&v) || !only_here(&v) {
+            return None;
+        }
+        v
     };
-    let link = node.inputs.iter().copied().find(|v| takes(v))?;
     let r = open[&link];
     // Only one region may be extended: another that could take this node would need its
-    // result in memory anyway. (A value read by others too is in memory whatever this node
-    // does: the residual of `x + matmul(..)`, with x also normalized for the next layer,
-    // joins the matmul.)
-    if node.inputs.iter().any(|v| *v != link && open.get(v).is_some_and(|other| *other != r) && takes(v)) {
+    // result in memory anyway.
+    let other = |v: &ValueId| *v != link && open.get(v).is_some_and(|o| *o != r) && (!policy.join_past_shared || (admitted(v) && only_here(v)));
+    if node.inputs.iter().any(other) {
         return None;
     }
     if graph.ty(node.outputs[0]).dims != graph.ty(link).dims {

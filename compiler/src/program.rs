@@ -8,7 +8,7 @@
 
 use crate::error::CompileError;
 use crate::custom::{CustomImpl, KernelRegistry};
-use crate::fusion::{form_regions, Region};
+use crate::fusion::{form_regions, Policy, Region};
 use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, MlirCall, ValueRef, PACK_WIDTH};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
@@ -151,7 +151,7 @@ impl Program {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &closed, &row_op, &admits);
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu });
         // Activations packed at run time for the matmuls reading them: their packed buffers.
         let mut packed_acts: HashMap<ValueId, usize> = HashMap::new();
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();

@@ -1,17 +1,19 @@
-// A consumer joins the region of the input only it reads, even when its other input comes
-// from a region that is still open: that value is read by others too, so it is in memory
-// whatever this consumer does (a transformer's `x + matmul(norm(x))` residual becomes the
-// matmul's epilogue). On a GPU a row reduction takes a cast as its only consumer, and
-// nothing else.
+// On a GPU a consumer joins the region of the input only it reads, even when its other
+// input comes from a region that is still open: that value is read by others too, so it is
+// in memory whatever this consumer does (a transformer's `x + matmul(norm(x))` residual
+// becomes the matmul's epilogue), and a row reduction takes a cast as its only consumer.
+// The CPU keeps such an add out of the matmul: there the row ops after it would join too
+// and split the matmul's rows by their partition.
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s
 // RUN: maxc compile %s --target cuda:sm_90 -o %t.gpu.maxa
 // RUN: maxc inspect %t.gpu.maxa | FileCheck %s --check-prefix=GPU
 
-// CHECK: dispatches 3
+// CHECK: dispatches 4
 // CHECK: max_kernel_g_k0_tanh  bindings=[0, 4]
 // CHECK: max_kernel_g_k1_sigmoid  bindings=[4, 5]
-// CHECK: max_kernel_g_k2_matmul_add_rms_norm_cast_mul  bindings=[5, 1, 4, 2, 3, 6]
+// CHECK: max_kernel_g_k2_matmul  bindings=[5, 1, 6]
+// CHECK: max_kernel_g_k3_add_rms_norm_cast_mul  bindings=[4, 6, 2, 3, 7]
 
 // GPU: dispatches 5
 // GPU: max_kernel_g_k0_tanh  bindings=[0, 4]

@@ -177,6 +177,20 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     s.push_str(&g.s);
 }
 
+/// Kernel code: key `%t0 + offset` of an unrolled loop over keys `< %len`, as (its index,
+/// whether it is in range (none for offset 0, which the loop bounds), the index to load:
+/// past the end, key `%t0` again, a valid row whose contribution the caller drops).
+fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<String>, String) {
+    if offset == 0 {
+        return ("%t0".to_string(), None, "%t0".to_string());
+    }
+    let off = g.let_(indent, format!("arith.constant {offset} : index"));
+    let tu = g.let_(indent, format!("arith.addi %t0, {off} : index"));
+    let inu = g.let_(indent, format!("arith.cmpi ult, {tu}, %len : index"));
+    let tc = g.let_(indent, format!("arith.select {inu}, {tu}, %t0 : index"));
+    (tu, Some(inu), tc)
+}
+
 /// Causal attention of `q` over the cache. Bindings: q, k_cache, v_cache, pos, slot, out.
 fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
@@ -260,16 +274,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let k = j + 2;
     let mut keys = Vec::new();
     for u in 0..UNROLL {
-        let (tu, inu, tc) = if u == 0 {
-            ("%t0".to_string(), None, "%t0".to_string())
-        } else {
-            let off = g.let_(k, format!("arith.constant {} : index", u * warps));
-            let tu = g.let_(k, format!("arith.addi %t0, {off} : index"));
-            let inu = g.let_(k, format!("arith.cmpi ult, {tu}, %len : index"));
-            // Past the end: key t0 again (a valid row), its score dropped below.
-            let tc = g.let_(k, format!("arith.select {inu}, {tu}, %t0 : index"));
-            (tu, Some(inu), tc)
-        };
+        let (tu, inu, tc) = unrolled_key(&mut g, k, u * warps);
         // Lane l's hd / 32 consecutive values of the key row, in one load.
         let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {tc}, %kvh, %dk] {{alignment = {}}} : {km}, vector<{e}x{kt}>", (e * kc.dtype.size_bytes() as i64).min(16)));
         keys.push((tu, inu, kv));
@@ -336,15 +341,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let acc3 = g.let_(j, "scf.for %t0 = %gi to %len step %cstep3 iter_args(%a0 = %z4) -> (vector<4xf32>) {");
     let mut vals = Vec::new();
     for u in 0..UNROLL {
-        let (inu, tc) = if u == 0 {
-            (None, "%t0".to_string())
-        } else {
-            let off = g.let_(k, format!("arith.constant {} : index", u * groups));
-            let tu = g.let_(k, format!("arith.addi %t0, {off} : index"));
-            let inu = g.let_(k, format!("arith.cmpi ult, {tu}, %len : index"));
-            let tc = g.let_(k, format!("arith.select {inu}, {tu}, %t0 : index"));
-            (Some(inu), tc)
-        };
+        let (_, inu, tc) = unrolled_key(&mut g, k, u * groups);
         let pe = g.let_(k, format!("memref.load %W[%srow, {tc}] : {wt}"));
         // Aligned: d4 and the row length are multiples of 4 values.
         let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {tc}, %kvh, %d4] {{alignment = {}}} : {vm}, vector<4x{vt}>", (4 * vc.dtype.size_bytes()).min(16)));

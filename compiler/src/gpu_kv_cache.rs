@@ -112,15 +112,6 @@ fn row_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingTy
     g.line(i, "%ok = arith.andi %ok01, %ok23 : i1");
 }
 
-/// `v` of type `from` as `to` (float types), as a new value or `v` itself.
-fn convert(g: &mut Gen, indent: usize, v: &str, from: DType, to: DType) -> String {
-    if from == to {
-        return v.to_string();
-    }
-    let op = if from.size_bytes() < to.size_bytes() { "arith.extf" } else { "arith.truncf" };
-    g.let_(indent, format!("{op} {v} : {} to {}", from.mlir_name(), to.mlir_name()))
-}
-
 /// `v` (f32) rounded through f16, or `v` when `round` is false.
 fn via_f16(g: &mut Gen, indent: usize, v: &str, round: bool) -> String {
     if !round {
@@ -167,7 +158,7 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     g.line(j, "%h = arith.divui %e, %cd : index");
     g.line(j, "%d = arith.remui %e, %cd : index");
     g.line(j, format!("%x = memref.load %X[%row, %h, %d] : {nt}"));
-    let y = convert(&mut g, j, "%x", new.dtype, out.dtype);
+    let y = g.convert(j, "%x", new.dtype, out.dtype);
     g.line(j, format!("memref.store {y}, %C[%layer, %slot, %t, %h, %d] : {om}"));
     g.line(i + 2, "}");
     g.line(i, "}");
@@ -257,7 +248,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // The query, as f32 (through f16 with an f16 cache), in shared memory.
     g.line(j, "scf.for %d = %tid to %cd step %cthreads {");
     let qv = g.let_(j + 2, format!("memref.load %Q[%row, %hi, %d] : {qt}"));
-    let qf = convert(&mut g, j + 2, &qv, q.dtype, DType::F32);
+    let qf = g.convert(j + 2, &qv, q.dtype, DType::F32);
     let qr = via_f16(&mut g, j + 2, &qf, f16_cache);
     g.line(j + 2, format!("memref.store {qr}, %qs[%d] : {q_t}"));
     g.line(j, "}");
@@ -287,7 +278,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
             let cx = g.let_(k, format!("arith.constant {x} : index"));
             let d = g.let_(k, format!("arith.addi %dk, {cx} : index"));
             let qd = g.let_(k, format!("memref.load %qs[{d}] : {q_t}"));
-            let kf = convert(&mut g, k, &kx, kc.dtype, DType::F32);
+            let kf = g.convert(k, &kx, kc.dtype, DType::F32);
             acc = g.let_(k, format!("math.fma {qd}, {kf}, {acc} : f32"));
         }
         for off in [16, 8, 4, 2, 1] {
@@ -384,7 +375,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
         let x = g.let_(k, format!("memref.load %part[{idx}] : {part_t}"));
         sum = g.let_(k, format!("arith.addf {sum}, {x} : f32"));
     }
-    let y = convert(&mut g, k, &sum, DType::F32, out.dtype);
+    let y = g.convert(k, &sum, DType::F32, out.dtype);
     g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(j, "}");
     g.line(i, "}");

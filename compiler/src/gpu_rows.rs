@@ -71,11 +71,7 @@ pub(crate) trait RowOps {
 impl RowOps for Gen {
     /// `v` (of `dt`) as f32.
     fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String {
-        if dt == DType::F32 {
-            v.to_string()
-        } else {
-            self.let_(indent, format!("arith.extf {v} : {} to f32", dt.mlir_name()))
-        }
+        self.convert(indent, v, dt, DType::F32)
     }
     fn exp(&mut self, indent: usize, x: &str) -> String {
         let mut op = |rhs: String| self.let_(indent, rhs);
@@ -186,16 +182,8 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         _ => od,
     };
     let store_y = |g: &mut Gen, ind: usize, col: &str, v: &str| {
-        let mut y = v.to_string();
-        if mid != DType::F32 {
-            y = g.let_(ind, format!("arith.truncf {y} : f32 to {}", mid.mlir_name()));
-            if od != mid {
-                y = g.let_(ind, format!("arith.extf {y} : {} to f32", mid.mlir_name()));
-            }
-        }
-        if od != DType::F32 && od != mid {
-            y = g.let_(ind, format!("arith.truncf {y} : f32 to {}", od.mlir_name()));
-        }
+        let r = g.convert(ind, v, DType::F32, mid);
+        let y = g.convert(ind, &r, mid, od);
         g.line(ind, format!("memref.store {y}, %Y[%row, {col}] : {yt}"));
     };
     let vec_load = |g: &mut Gen, ind: usize, k: usize, col: &str| {

@@ -2,6 +2,7 @@
 //! arithmetic helpers the kernel generators ([`crate::gpu_matmul`], [`crate::gpu_wgmma`],
 //! [`crate::gpu_sgemm`], [`crate::gpu_rows`]) share.
 
+use max_dialects::DType;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -85,5 +86,22 @@ impl KernelText {
     pub fn binc(&mut self, indent: usize, op: &str, a: &str, c: i64) -> String {
         let k = self.i(indent, c);
         self.bin(indent, op, a, &k)
+    }
+
+    /// The float `v` of type `from` as `to`: `v` itself when they are the same, through f32
+    /// between two types of one width (f16 and bf16).
+    pub fn convert(&mut self, indent: usize, v: &str, from: DType, to: DType) -> String {
+        if from == to {
+            return v.to_string();
+        }
+        let (f, t) = (from.mlir_name(), to.mlir_name());
+        if from.size_bytes() < to.size_bytes() {
+            self.let_(indent, format!("arith.extf {v} : {f} to {t}"))
+        } else if from.size_bytes() > to.size_bytes() {
+            self.let_(indent, format!("arith.truncf {v} : {f} to {t}"))
+        } else {
+            let w = self.let_(indent, format!("arith.extf {v} : {f} to f32"));
+            self.let_(indent, format!("arith.truncf {w} : f32 to {t}"))
+        }
     }
 }

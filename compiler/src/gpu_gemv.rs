@@ -7,14 +7,15 @@
 //! each, so a warp reads 512 contiguous bytes) by `lanes` lanes of K; a thread walks its
 //! chunk's rows `k = lane, lane + lanes, ...` several loads ahead, multiplying each into
 //! every row of A. The K lanes meet in shared memory (with one lane, each thread's sums
-//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`; the split-K reduction kernel
-//! ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks and applies the epilogue.
+//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`;
+//! the split-K reduction kernel ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks
+//! and applies the epilogue.
 //!
-//! The host code sizes the chunks from K and N (static, so this folds to constants) for a
-//! grid of about `blocks` blocks: a fixed chunk left Llama's 1024-column K/V projections
-//! 64 blocks on a 132-SM card. At most `max_chunks` chunks keep the reduction short.
-//! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`),
-//! which does a quarter of the 4-row kernel's multiplies and loads of A.
+//! The chunks are sized from K and N ([`Config::grid`]) for a grid of about `blocks`
+//! blocks: a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a 132-SM
+//! card. At most `max_chunks` chunks keep the reduction short.
+//! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`), which does a
+//! quarter of the 4-row kernel's multiplies and loads of A.
 
 use crate::gpu_text::KernelText as Gen;
 use crate::lower::BindingType;
@@ -74,6 +75,17 @@ impl Config {
     pub fn step(&self) -> i64 {
         self.lanes * self.ahead
     }
+
+    /// The grid for `A[M, k] @ B[k, n]` (k a multiple of the step): column blocks, rows of K
+    /// per chunk (a multiple of the step) and chunks, about `blocks` blocks in all and at
+    /// most `max_chunks` chunks. The last chunk may be shorter, by whole steps.
+    pub fn grid(&self, k: i64, n: i64) -> (i64, i64, i64) {
+        let div_ceil = |a: i64, b: i64| (a + b - 1) / b;
+        let (step, gx) = (self.step(), div_ceil(n, self.cols()));
+        let want = div_ceil(self.blocks, gx).min(self.max_chunks).min(div_ceil(k, step)).max(1);
+        let kc = div_ceil(div_ceil(k, want), step) * step;
+        (gx, kc, div_ceil(k, kc))
+    }
 }
 
 /// Whether `A @ B` (types `a`, `b`) can take the matrix-vector kernel: bf16/f16, static K a
@@ -90,33 +102,23 @@ pub fn applies(a: &BindingType, b: &BindingType) -> bool {
 
 /// Host code: the launch of `@gemv1` (one row) or `@gemv` into a partial-sum buffer and of
 /// `@reduce` from it (in module `module`), when `%m` is 1 to [`MAX_ROWS`] (`%m`, `%n`,
-/// `%c0`, `%c1` in scope); `otherwise` runs for other M. `reduce_args` are the reduction's
-/// operands after P.
-pub fn host(module: &str, ta: &str, tb: &str, reduce_args: &str, otherwise: &str) -> String {
+/// `%c1` in scope); `otherwise` runs for other M. `a` and `b` are the operands (which
+/// [`applies`] accepted); `reduce_args` are the reduction's operands after P.
+pub fn host(module: &str, a: &BindingType, b: &BindingType, reduce_args: &str, otherwise: &str) -> String {
     let rt = crate::gpu_epilogue::REDUCE_THREADS;
-    let c = Config::current();
-    let (cols, step, blocks, max_chunks) = (c.cols(), c.step(), c.blocks, c.max_chunks);
+    let (ta, tb) = (a.memref(), b.memref());
+    let (k, n) = (a.dims[1].expect("applies: static K"), b.dims[1].expect("applies: static N"));
+    let (gx, kc, chunks) = Config::current().grid(k, n);
     format!(
         "    %gv_max = arith.constant {MAX_ROWS} : index
     %gv_le = arith.cmpi ule, %m, %gv_max : index
     %gv_ge = arith.cmpi uge, %m, %c1 : index
     %gv_small = arith.andi %gv_le, %gv_ge : i1
     scf.if %gv_small {{
-      %gv_cols = arith.constant {cols} : index
-      %gv_step = arith.constant {step} : index
-      %gv_target = arith.constant {blocks} : index
       %gv_threads = arith.constant {THREADS} : index
-      %gv_k = memref.dim %b0, %c1 : {ta}
-      %gv_gx = arith.ceildivui %n, %gv_cols : index
-      %gv_want0 = arith.ceildivui %gv_target, %gv_gx : index
-      %gv_most = arith.constant {max_chunks} : index
-      %gv_want = arith.minui %gv_want0, %gv_most : index
-      %gv_steps = arith.ceildivui %gv_k, %gv_step : index
-      %gv_nch = arith.minui %gv_want, %gv_steps : index
-      %gv_kq = arith.ceildivui %gv_k, %gv_nch : index
-      %gv_ks = arith.ceildivui %gv_kq, %gv_step : index
-      %gv_kc = arith.muli %gv_ks, %gv_step : index
-      %gv_chunks = arith.ceildivui %gv_k, %gv_kc : index
+      %gv_gx = arith.constant {gx} : index
+      %gv_kc = arith.constant {kc} : index
+      %gv_chunks = arith.constant {chunks} : index
       %gv_p = memref.alloc(%gv_chunks, %m, %n) : memref<?x?x?xf32>
       %gv_one = arith.cmpi eq, %m, %c1 : index
       scf.if %gv_one {{
@@ -283,4 +285,24 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
     g.line(i, "gpu.return");
     g.line(4, "}");
     g.s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn grids_aim_at_the_block_count_with_few_enough_chunks() {
+        let c = Config::default();
+        // Llama-3.1-8B's up projection: 56 column blocks of 256 x 16 chunks of 256 rows.
+        assert_eq!(c.grid(4096, 14336), (56, 256, 16));
+        // Its K/V projections: the chunk count is capped for the reduction.
+        assert_eq!(c.grid(4096, 1024), (4, 128, 32));
+        // K = 2240 in chunks of 96: the last one 32 rows, a whole number of steps.
+        assert_eq!(c.grid(2240, 256), (1, 96, 24));
+        // A wide head (SmolLM2's 576 x 49152): already past the block count, 5 chunks.
+        assert_eq!(c.grid(576, 49152), (192, 128, 5));
+        // One step of K: one chunk.
+        assert_eq!(c.grid(32, 8), (1, 32, 1));
+    }
 }

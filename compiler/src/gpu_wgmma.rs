@@ -173,7 +173,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     // Decode-sized M (1 to 4 rows) reads B once with the matrix-vector kernel instead.
     let gemv = !tf32 && crate::gpu_gemv::applies(a, b);
     if gemv {
-        s.push_str(&crate::gpu_gemv::host(&format!("{name}_wgmma"), &ta, &tb, &format!("{extra_args}, %b{oc} : {tc}"), &tensor_cores));
+        s.push_str(&crate::gpu_gemv::host(&format!("{name}_wgmma"), a, b, &format!("{extra_args}, %b{oc} : {tc}"), &tensor_cores));
     } else {
         s.push_str(&tensor_cores);
     }

@@ -4,9 +4,10 @@
 //! The 256 threads of a block (1024 for rows of at least [`WIDE_ROW`] columns) stride over
 //! the row's columns, each keeping a partial max or sum in a register; partials combine
 //! across the warp with shuffles and across the block's warps through shared memory, and
-//! every thread then writes its columns of the result. A row is read two or three times (each pass from L2 for all but the largest
-//! rows) and written once, in a single launch. The arithmetic matches the CPU kernels:
-//! the same inline `exp` polynomial, `rsqrt(mean + eps)`, f32 accumulation.
+//! every thread then writes its columns of the result. A row is read two or three times
+//! (each pass from L2 for all but the largest rows) and written once, in a single launch.
+//! The arithmetic matches the CPU kernels: the same inline `exp` polynomial,
+//! `rsqrt(mean + eps)`, f32 accumulation.
 
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::{DType, Op};

@@ -79,6 +79,9 @@ pub struct FusedOp {
     /// [`PACK_WIDTH`]): a weight packed at compile time, or an activation packed at run time
     /// by a dispatch before this one ([`crate::pack`]).
     pub packed_rhs: bool,
+    /// For a matmul on the CPU: the left operand is a relu's output, so a one-row product
+    /// skips its zeros (see [`ZeroSkip`]).
+    pub sparse_lhs: bool,
     /// For a custom op with an MLIR kernel: the function and its parameter/result types.
     pub call: Option<MlirCall>,
 }
@@ -1160,7 +1163,10 @@ fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
 ///
 /// With `packed`, `b` is a pre-packed `[n/16][k][16]` weight: each panel is one contiguous
 /// stream (no strided column walks), which is what makes the one-row (GEMV) case fast.
-fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool) -> Val {
+///
+/// With `sparse` (`a` is a relu's output), a one-row product skips the zeros of `a`: see
+/// [`ZeroSkip`].
+fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool, sparse: bool) -> Val {
     // A column-split kernel's packed weight has a dynamic panel count (its own panels);
     // packed widths are whole panels, so nothing is left over then. An unpacked `b` may
     // have a width known only at run time (`None` here): its whole tiles and leftover
@@ -1190,6 +1196,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let m_main = e.assign(format!("arith.subi {m}, {rem} : index"));
     let zero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
     let pad = e.assign("arith.constant 0.0 : f32");
+    let skip = (sparse && packed).then(|| ZeroSkip::gather(e, a, &m, &k));
 
     // One tile of `rows` rows at row `i0` of the column panel `src`, written into `c` at
     // columns `j0..j0+nr`; with `prefetch`, it prefetches the panel ahead of its loads.
@@ -1244,6 +1251,15 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     } else {
         (out.ssa.clone(), c0.clone())
     };
+    // A one-row product after a relu runs over its nonzeros instead (see `ZeroSkip`).
+    let sparse_if = skip.as_ref().map(|z| {
+        let r = e.fresh();
+        e.line(format!("{r} = scf.if {} -> ({ot}) {{", z.take));
+        let s = z.gemv(e, b, &c_in, &cnm, &zero, &pad, ot.as_str());
+        e.line(format!("scf.yield {s} : {ot}"));
+        e.line("} else {");
+        r
+    });
     let panels = e.fresh();
     e.line(format!("{panels} = scf.for %j0 = {c0} to {cnm} step {cnr} iter_args(%cp = {c_in}) -> ({ot}) {{"));
     let src = if packed {
@@ -1301,6 +1317,14 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     e.line("}");
     e.line(format!("scf.yield {rest} : {ot}"));
     e.line("}");
+    let panels = match sparse_if {
+        Some(r) => {
+            e.line(format!("scf.yield {panels} : {ot}"));
+            e.line("}");
+            r
+        }
+        None => panels,
+    };
     let result = Val { ssa: panels, ty: out.ty.clone() };
     if n_main.is_some() && n_main == n {
         return result;
@@ -1561,7 +1585,7 @@ fn batched_packed_matmul(e: &mut Emitter, a: &Val, b: &Val, out: &Val) -> Val {
     e.line(format!("{r} = scf.for %bb = {c0} to {nb} step {c1} iter_args(%bacc = {}) -> ({full}) {{", out.ssa));
     let asl = e.assign(format!("tensor.extract_slice {}[%bb, 0, 0] [1, {t}, {k}] [1, 1, 1] : {} to {}", a.ssa, a.ty.tensor(), at.tensor()));
     let osl = e.assign(format!("tensor.extract_slice %bacc[%bb, 0, 0] [1, {t}, {n}] [1, 1, 1] : {full} to {}", ot.tensor()));
-    let m = matmul_microkernel(e, &Val { ssa: asl, ty: at }, b, &Val { ssa: osl, ty: ot.clone() }, true);
+    let m = matmul_microkernel(e, &Val { ssa: asl, ty: at }, b, &Val { ssa: osl, ty: ot.clone() }, true, false);
     let ins = e.assign(format!("tensor.insert_slice {} into %bacc[%bb, 0, 0] [1, {t}, {n}] [1, 1, 1] : {} into {full}", m.ssa, ot.tensor()));
     e.line(format!("scf.yield {ins} : {full}"));
     e.line("}");
@@ -1611,11 +1635,17 @@ impl PanelSrc {
     }
     /// Prefetches the row [`PANEL_PREFETCH_ROWS`] ahead of row `kk` of a packed panel.
     fn prefetch(&self, e: &mut Emitter, kk: &str) {
-        if let (Some((m, mt)), Some(p)) = (&self.prefetch, &self.panel) {
+        if self.prefetch.is_some() {
             let d = e.index(PANEL_PREFETCH_ROWS);
             let ahead = e.assign(format!("arith.addi {kk}, {d} : index"));
+            self.prefetch_row(e, &ahead);
+        }
+    }
+    /// Prefetches row `row` of a packed panel, for a read that streams it once.
+    fn prefetch_row(&self, e: &mut Emitter, row: &str) {
+        if let (Some((m, mt)), Some(p)) = (&self.prefetch, &self.panel) {
             let c0 = e.index(0);
-            e.line(format!("memref.prefetch {m}[{p}, {ahead}, {c0}], read, locality<0>, data : {mt}"));
+            e.line(format!("memref.prefetch {m}[{p}, {row}, {c0}], read, locality<0>, data : {mt}"));
         }
     }
     /// Loads lanes `v*VL..` of row `kk` of the panel.
@@ -1690,6 +1720,164 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
     cur
 }
 
+/// Whether matmuls after a relu skip its zeros at one row ([`ZeroSkip`]); on unless
+/// `MAX_ZERO_SKIP=0` (a knob for measuring and testing the dense path against it).
+pub fn zero_skip_enabled() -> bool {
+    std::env::var("MAX_ZERO_SKIP").map_or(true, |v| v != "0")
+}
+
+/// How far ahead, in entries of a [`ZeroSkip`] list, its row tile prefetches the panel row
+/// of an entry. custom_mlp at batch 1 (half of its hidden row zeros) ran 3% faster with 128
+/// than with 64; 256 was no better, within the noise.
+const ZERO_SKIP_PREFETCH_AHEAD: i64 = 128;
+
+/// The nonzero entries of a one-row `a` that is a relu's output (about half zeros on
+/// typical activations), gathered once per kernel call: their columns (`i32`) and values,
+/// in order. Every column panel's row tile then runs over that list, so a GEMV after a relu
+/// reads only the panel rows that nonzeros multiply instead of the whole weight: that is
+/// the bound of a GEMV, which streams its weight once.
+///
+/// The tile adds the same nonzero products as the dense one, in another grouping (its
+/// split accumulators take list positions, not columns), so results agree to rounding. A
+/// skipped term is a zero times a weight: only an infinite or NaN weight would have made
+/// it matter. Rows with fewer than a quarter zeros, and products of more than one row, take
+/// the dense tiles (`take` is false).
+struct ZeroSkip {
+    /// `tensor<Kxi32>`: the columns of the nonzeros, the first `count` valid.
+    cols: String,
+    /// `tensor<Kxf32>`: their values.
+    vals: String,
+    cols_ty: String,
+    vals_ty: String,
+    /// How many entries are valid (index).
+    count: String,
+    /// Whether the row tiles run over the list (i1).
+    take: String,
+}
+
+impl ZeroSkip {
+    /// Gathers the nonzeros of `a[0, :]` when `a` has one row (`m` rows, depth `k`).
+    fn gather(e: &mut Emitter, a: &Val, m: &str, k: &str) -> ZeroSkip {
+        let c0 = e.index(0);
+        let c1 = e.index(1);
+        let one_row = e.assign(format!("arith.cmpi eq, {m}, {c1} : index"));
+        let end = e.assign(format!("arith.select {one_row}, {k}, {c0} : index"));
+        let (kd, kdyn) = match a.ty.dims[1] {
+            Some(c) => (c.to_string(), String::new()),
+            None => ("?".to_string(), k.to_string()),
+        };
+        let cols_ty = format!("tensor<{kd}xi32>");
+        let vals_ty = format!("tensor<{kd}xf32>");
+        let cols0 = e.assign(format!("tensor.empty({kdyn}) : {cols_ty}"));
+        let vals0 = e.assign(format!("tensor.empty({kdyn}) : {vals_ty}"));
+        let fzero = e.assign("arith.constant 0.0 : f32");
+        // Branch-free compaction: every entry is written at the next free slot, which only
+        // advances past a nonzero (NaN counts as one); the slot never passes the column.
+        let r = e.fresh();
+        e.line(format!("{r}:3 = scf.for %zk = {c0} to {end} step {c1} iter_args(%zc = {cols0}, %zv = {vals0}, %zn = {c0}) -> ({cols_ty}, {vals_ty}, index) {{"));
+        let x = e.assign(format!("tensor.extract {}[{c0}, %zk] : {}", a.ssa, a.ty.tensor()));
+        let col = e.assign("arith.index_cast %zk : index to i32");
+        let cols = e.assign(format!("tensor.insert {col} into %zc[%zn] : {cols_ty}"));
+        let vals = e.assign(format!("tensor.insert {x} into %zv[%zn] : {vals_ty}"));
+        let nz = e.assign(format!("arith.cmpf une, {x}, {fzero} : f32"));
+        let step = e.assign(format!("arith.select {nz}, {c1}, {c0} : index"));
+        let n = e.assign(format!("arith.addi %zn, {step} : index"));
+        e.line(format!("scf.yield {cols}, {vals}, {n} : {cols_ty}, {vals_ty}, index"));
+        e.line("}");
+        let count = format!("{r}#2");
+        let c3 = e.index(3);
+        let c4 = e.index(4);
+        let four = e.assign(format!("arith.muli {count}, {c4} : index"));
+        let three = e.assign(format!("arith.muli {k}, {c3} : index"));
+        let sparse = e.assign(format!("arith.cmpi ule, {four}, {three} : index"));
+        let take = e.assign(format!("arith.andi {one_row}, {sparse} : i1"));
+        ZeroSkip { cols: format!("{r}#0"), vals: format!("{r}#1"), cols_ty, vals_ty, count, take }
+    }
+
+    /// Entry `p`'s column (index) and value broadcast to a vector.
+    fn entry(&self, e: &mut Emitter, p: &str) -> (String, String) {
+        let c = e.assign(format!("tensor.extract {}[{p}] : {}", self.cols, self.cols_ty));
+        let col = e.assign(format!("arith.index_cast {c} : i32 to index"));
+        let v = e.assign(format!("tensor.extract {}[{p}] : {}", self.vals, self.vals_ty));
+        (col, e.assign(format!("vector.broadcast {v} : f32 to vector<{VL}xf32>")))
+    }
+
+    /// `c = a @ b` for the one row over the list, `b` packed, columns `0..cnm` (whole
+    /// panels), a panel at a time.
+    ///
+    /// Each panel's tile keeps [`KSPLIT`] entries in flight, as [`row_tile`] does columns,
+    /// and prefetches the panel row of the entry [`ZERO_SKIP_PREFETCH_AHEAD`] places on
+    /// (the last one near the end). Computing two panels per pass over the list, to share
+    /// each entry's loads, measured no faster: the panel reads bound the tile.
+    #[allow(clippy::too_many_arguments)]
+    fn gemv(&self, e: &mut Emitter, b: &Val, c: &str, cnm: &str, zero: &str, pad: &str, ot: &str) -> String {
+        let vty = format!("vector<{VL}xf32>");
+        let c0 = e.index(0);
+        let c1 = e.index(1);
+        let cnr = e.index((NV * VL) as i64);
+        let r = e.fresh();
+        e.line(format!("{r} = scf.for %zj = {c0} to {cnm} step {cnr} iter_args(%zo = {c}) -> ({ot}) {{"));
+        let src = PanelSrc::packed(e, b, "%zj", &cnr);
+        let cks = e.index(KSPLIT as i64);
+        let rem = e.assign(format!("arith.remui {}, {cks} : index", self.count));
+        let main_end = e.assign(format!("arith.subi {}, {rem} : index", self.count));
+        let last = e.assign(format!("arith.subi {}, {c1} : index", self.count));
+        let ahead = e.index(ZERO_SKIP_PREFETCH_AHEAD);
+        let n = KSPLIT * NV;
+        let tys = vec![vty.clone(); n].join(", ");
+        let init: Vec<String> = (0..n).map(|x| format!("%sacc{x} = {zero}")).collect();
+        let main = e.fresh();
+        e.line(format!("{main}:{n} = scf.for %sp = {c0} to {main_end} step {cks} iter_args({}) -> ({tys}) {{", init.join(", ")));
+        let mut next = Vec::new();
+        for u in 0..KSPLIT {
+            let uo = e.index(u as i64);
+            let p = e.assign(format!("arith.addi %sp, {uo} : index"));
+            let (col, sb) = self.entry(e, &p);
+            for v in 0..NV {
+                let bv = src.load(e, &col, v, pad);
+                next.push(e.assign(format!("vector.fma {sb}, {bv}, %sacc{} : {vty}", u * NV + v)));
+            }
+            let q = e.assign(format!("arith.addi {p}, {ahead} : index"));
+            let q = e.assign(format!("arith.minui {q}, {last} : index"));
+            let qc = e.assign(format!("tensor.extract {}[{q}] : {}", self.cols, self.cols_ty));
+            let qcol = e.assign(format!("arith.index_cast {qc} : i32 to index"));
+            src.prefetch_row(e, &qcol);
+        }
+        e.line(format!("scf.yield {} : {tys}", next.join(", ")));
+        e.line("}");
+        // Sum the chains, then finish the leftover entries.
+        let mut sums = Vec::new();
+        for v in 0..NV {
+            let mut s = format!("{main}#{v}");
+            for u in 1..KSPLIT {
+                s = e.assign(format!("arith.addf {s}, {main}#{} : {vty}", u * NV + v));
+            }
+            sums.push(s);
+        }
+        let ntys = vec![vty.clone(); NV].join(", ");
+        let init: Vec<String> = sums.iter().enumerate().map(|(v, s)| format!("%stacc{v} = {s}")).collect();
+        let tail = e.fresh();
+        e.line(format!("{tail}:{NV} = scf.for %st = {main_end} to {} step {c1} iter_args({}) -> ({ntys}) {{", self.count, init.join(", ")));
+        let (col, sb) = self.entry(e, "%st");
+        let mut next = Vec::new();
+        for v in 0..NV {
+            let bv = src.load(e, &col, v, pad);
+            next.push(e.assign(format!("vector.fma {sb}, {bv}, %stacc{v} : {vty}")));
+        }
+        e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
+        e.line("}");
+        let mut cur = "%zo".to_string();
+        for v in 0..NV {
+            let off = e.index((v * VL) as i64);
+            let j = e.assign(format!("arith.addi %zj, {off} : index"));
+            cur = e.assign(format!("vector.transfer_write {tail}#{v}, {cur}[{c0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
+        }
+        e.line(format!("scf.yield {cur} : {ot}"));
+        e.line("}");
+        r
+    }
+}
+
 /// Offsets and sizes (comma-separated) of the slab that `v` occupies along `axis` at
 /// `offset` in a concat result or split operand: zero offsets elsewhere, `v`'s own sizes.
 fn slab_coords(e: &mut Emitter, v: &Val, axis: usize, offset: &str) -> (String, String) {
@@ -1746,7 +1934,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let (xd, od) = (ins[0].ty.dtype, out.ty.dtype);
             vec![elementwise(e, &[&ins[0]], out, |b, a| b.convert(&a[0], xd, od))]
         }
-        Op::MatMul if !e.gpu && microkernel_applies(&ins[0], &ins[1], out) => vec![matmul_microkernel(e, &ins[0], &ins[1], out, false)],
+        Op::MatMul if !e.gpu && microkernel_applies(&ins[0], &ins[1], out) => vec![matmul_microkernel(e, &ins[0], &ins[1], out, false, false)],
         Op::MatMul => {
             let (a, b) = (&ins[0], &ins[1]);
             let ct = compute_type(out.ty.dtype);
@@ -2261,7 +2449,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         let vals = if let Some(call) = &f.call {
             custom_call(&mut e, call, &args, &dests)
         } else if f.packed_rhs {
-            vec![if args[0].ty.dims.len() == 3 { batched_packed_matmul(&mut e, &args[0], &args[1], &dests[0]) } else { matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true) }]
+            vec![if args[0].ty.dims.len() == 3 { batched_packed_matmul(&mut e, &args[0], &args[1], &dests[0]) } else { matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true, f.sparse_lhs) }]
         } else {
             lower_op(&mut e, &f.op, &args, &dests)
         };

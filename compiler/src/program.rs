@@ -12,7 +12,7 @@ use crate::fusion::{form_regions, Policy, Region};
 use crate::lower::{pack_rhs, packs_rhs, partition_extent, BindingType, FusedOp, KernelSpec, MlirCall, ValueRef, PACK_WIDTH};
 use crate::weights::{generate, WeightStore};
 use max_dialects::print::f64s_to_bytes;
-use max_dialects::{DType, Diagnostic, DimExpr, Graph, Op, ValueId};
+use max_dialects::{DType, Diagnostic, DimExpr, Graph, Op, UnaryOp, ValueId};
 use max_runtime::artifact::{Buffer, BufferKind, ColumnSplit, Dispatch, Entry, TensorSig};
 use std::collections::{HashMap, HashSet};
 
@@ -348,6 +348,7 @@ impl Program {
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
                 packed_rhs: matches!(node.op, Op::MatMul) && (packed.contains(&node.inputs[1]) || prepacked.is_some_and(|(b, _)| node.inputs[1] == b)),
+                sparse_lhs: matches!(node.op, Op::MatMul) && self.gpu.is_none() && crate::lower::zero_skip_enabled() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
                 call: match &node.op {
                     Op::Custom { name } => signatures.get(name).cloned(),
                     _ => None,

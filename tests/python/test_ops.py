@@ -699,6 +699,47 @@ def test_one_row_matmul_split_by_rows(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.load(tmp_path / "o.npy"), x @ w + res, rtol=1e-5, atol=1e-5, err_msg=f"threads={threads}")
 
 
+def test_matmul_after_relu_skips_zeros(tmp_path, monkeypatch):
+    """`relu(x) @ w + bias` on a packed weight, where a one-row product runs over the
+    nonzeros of relu(x) only (MAX_ZERO_SKIP=0 compiles the dense path): k = 601 (a list
+    length that leaves entries past the 4 chains), 13 panels, rows with no zeros (dense
+    path), half, 95% and all zeros, and 3 rows (dense tiles). NumPy's numbers, and the dense
+    path's to rounding, on 1 to 3 threads."""
+    from maxtest import save_safetensors
+    k, n = 601, 208
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal((n,)).astype(np.float32)
+    save_safetensors(tmp_path / "w.safetensors", {"w": w, "bias": bias})
+    tx, tw, tb, t = ttype((None, k), "f32"), ttype((k, n), "f32"), ttype((n,), "f32"), ttype((None, n), "f32")
+    body = [f'%w = "max.weight"() {{name = "w"}} : () -> {tw}',
+            f'%bias = "max.weight"() {{name = "bias"}} : () -> {tb}',
+            f'%r = "max.relu"(%x) : ({tx}) -> {tx}',
+            f'%h = "max.matmul"(%r, %w) : ({tx}, {tw}) -> {t}',
+            f'%r0 = "max.add"(%h, %bias) : ({t}, {tb}) -> {t}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32")], body, [t]))
+    arts = {}
+    for skip in ["1", "0"]:
+        monkeypatch.setenv("MAX_ZERO_SKIP", skip)
+        arts[skip] = tmp_path / f"g{skip}.maxa"
+        maxc("compile", src, "-o", arts[skip], "--weights", tmp_path / "w.safetensors")
+    cases = {"no zeros": np.abs(rng.standard_normal((1, k))) + 0.1, "half": rng.standard_normal((1, k)),
+             "95% zeros": np.where(rng.random((1, k)) < 0.95, -1.0, rng.standard_normal((1, k))),
+             "all zeros": -np.abs(rng.standard_normal((1, k))), "3 rows": rng.standard_normal((3, k))}
+    for what, x in cases.items():
+        x = x.astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        want = np.maximum(x, 0) @ w + bias
+        for threads in ["1", "2", "3"]:
+            outs = []
+            for skip in ["1", "0"]:
+                maxc("run", arts[skip], "--threads", threads, "--input", f"x={tmp_path / 'x.npy'}", "--output", tmp_path / "o.npy")
+                outs.append(np.load(tmp_path / "o.npy"))
+            np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4, err_msg=f"{what}, threads={threads}")
+            np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5, err_msg=f"{what}, threads={threads}")
+
+
 def test_matmul_of_a_value_with_itself(tmp_path):
     """`x @ x` binds one buffer for both operands, so its kernel splits neither b's columns
     nor (the operand must stay whole) its rows: the result is NumPy's on 1 to 3 threads."""

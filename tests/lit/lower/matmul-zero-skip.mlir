@@ -1,0 +1,60 @@
+// A matmul whose left operand is a relu's output, on a packed weight, gathers the nonzeros
+// of a one-row `a` (column and value, branch-free) and, when at least a quarter of the row
+// is zeros, runs each column panel over that list: the panel rows that zeros would multiply
+// are never read. More rows, or a denser row, take the dense tiles. Other matmuls, and
+// MAX_ZERO_SKIP=0, keep the dense path only.
+// RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
+// RUN: env MAX_ZERO_SKIP=0 maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s --check-prefix=OFF
+
+// CHECK-LABEL: func.func @after_relu_k1_matmul(
+// The gather runs only for one row: its trip count is k when m == 1, else 0.
+// CHECK: %[[ONE:.*]] = arith.cmpi eq, %{{.*}}, %{{.*}} : index
+// CHECK: %[[END:.*]] = arith.select %[[ONE]], %c64, %{{.*}} : index
+// CHECK: %[[LIST:.*]]:3 = scf.for %{{.*}} to %[[END]] {{.*}} -> (tensor<64xi32>, tensor<64xf32>, index)
+// CHECK: tensor.insert %{{.*}} : tensor<64xi32>
+// CHECK: tensor.insert %{{.*}} : tensor<64xf32>
+// CHECK: arith.cmpf une
+// Taken when count * 4 <= k * 3 and m == 1.
+// CHECK: arith.muli %[[LIST]]#2, %c4
+// CHECK: %[[FEW:.*]] = arith.cmpi ule
+// CHECK: %[[TAKE:.*]] = arith.andi %[[ONE]], %[[FEW]] : i1
+// CHECK: scf.if %[[TAKE]]
+// Per entry: its column and value, two FMAs on the panel row it names, and a prefetch of
+// the row of the entry 128 places on (clamped to the last).
+// CHECK: scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[COL:.*]] = tensor.extract %[[LIST]]#0[
+// CHECK: %[[C:.*]] = arith.index_cast %[[COL]] : i32 to index
+// CHECK: tensor.extract %[[LIST]]#1[
+// CHECK: vector.transfer_read %{{.*}}[%{{.*}}, %[[C]], %{{.*}}]
+// CHECK: vector.fma
+// CHECK: vector.transfer_read %{{.*}}[%{{.*}}, %[[C]], %{{.*}}]
+// CHECK: vector.fma
+// CHECK: arith.addi %{{.*}}, %c128
+// CHECK: arith.minui
+// CHECK: memref.prefetch
+// The dense tiles, for everything else.
+// CHECK: } else {
+// CHECK: return
+
+// CHECK-LABEL: func.func @dense_k2_matmul(
+// CHECK-NOT: xi32
+// CHECK: return
+
+// OFF-LABEL: func.func @after_relu_k1_matmul(
+// OFF-NOT: xi32
+// OFF: return
+
+module {
+  func.func @after_relu(%x: tensor<?x64xf32> {max.name = "x"}) -> tensor<?x32xf32> {
+    %w = "max.weight"() {name = "w", init = "normal", scale = 0.1 : f64, seed = 1 : i64} : () -> tensor<64x32xf32>
+    %r = "max.relu"(%x) : (tensor<?x64xf32>) -> tensor<?x64xf32>
+    %y = "max.matmul"(%r, %w) : (tensor<?x64xf32>, tensor<64x32xf32>) -> tensor<?x32xf32>
+    func.return %y : tensor<?x32xf32>
+  }
+
+  func.func @dense(%x: tensor<?x64xf32> {max.name = "x"}) -> tensor<?x32xf32> {
+    %w = "max.weight"() {name = "w2", init = "normal", scale = 0.1 : f64, seed = 2 : i64} : () -> tensor<64x32xf32>
+    %y = "max.matmul"(%x, %w) : (tensor<?x64xf32>, tensor<64x32xf32>) -> tensor<?x32xf32>
+    func.return %y : tensor<?x32xf32>
+  }
+}

@@ -193,7 +193,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
     let avx2 = opts.cuda.is_none() && opts.target.required.iter().any(|f| f == "avx2");
-    let linalg = lower::kernel_module(&specs, &libraries, avx2);
+    let linalg = lower::kernel_module(&specs, &libraries, lower::CpuTuning::for_cpu(&opts.target.cpu, avx2));
     let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));

@@ -301,6 +301,42 @@ struct Emitter {
     prefix: &'static str,
     /// Lowering for a GPU: no CPU micro-kernels, loop orders that map onto threads.
     gpu: bool,
+    /// The CPU target's tuning (ignored on a GPU).
+    cpu: CpuTuning,
+}
+
+/// What CPU kernels know of their target beyond the IR: instructions the quantized kernels
+/// call directly, and choices that measured differently on different microarchitectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTuning {
+    /// The target has AVX2 (the quantized micro-kernels use its byte multiply-adds).
+    pub avx2: bool,
+    /// One-row (GEMV) tiles prefetch the weight panel they stream, [`PANEL_PREFETCH_ROWS`]
+    /// ahead. On znver3 this made custom_mlp at batch 1 (weights in L3) ~1.4x faster; on
+    /// znver4, whose hardware prefetchers keep up with the stream, the prefetches only cost
+    /// issue slots: without them it took 0.81-0.89x the time. Off for znver4 only, the one
+    /// CPU measured that way; `MAX_GEMV_PREFETCH=0|1` overrides.
+    pub gemv_prefetch: bool,
+}
+
+impl CpuTuning {
+    /// The tuning for LLVM CPU name `cpu` (a concrete CPU, or a portable `x86-64-v*`
+    /// level, which keeps the defaults) with AVX2 or not.
+    pub fn for_cpu(cpu: &str, avx2: bool) -> CpuTuning {
+        let gemv_prefetch = match std::env::var("MAX_GEMV_PREFETCH").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => cpu != "znver4",
+        };
+        CpuTuning { avx2, gemv_prefetch }
+    }
+}
+
+impl Default for CpuTuning {
+    /// A portable target without AVX2 (what GPU kernels and tests that ignore the CPU use).
+    fn default() -> CpuTuning {
+        CpuTuning { avx2: false, gemv_prefetch: true }
+    }
 }
 
 /// A tensor value inside a kernel.
@@ -397,7 +433,7 @@ pub(crate) struct ScalarEmitter {
 impl ScalarEmitter {
     /// Values are named `%ep<N>`.
     pub(crate) fn new() -> Self {
-        ScalarEmitter { e: Emitter { body: String::new(), next: 0, gpu: true, prefix: "ep" } }
+        ScalarEmitter { e: Emitter { body: String::new(), next: 0, gpu: true, prefix: "ep", cpu: CpuTuning::default() } }
     }
 
     /// Whether `op` is elementwise, so that [`ScalarEmitter::op`] computes it.
@@ -1602,8 +1638,9 @@ const KSPLIT: usize = 4;
 /// of a matmul) reads it from L3 or DRAM, and the hardware prefetcher alone leaves that
 /// stream well short of the bandwidth: custom_mlp at batch 1 (weights in L3) runs ~1.4x
 /// faster with an 8 KiB lead (6-12 KiB measured alike, 16 KiB a little slower, 2-4 KiB
-/// gained less). Panels are contiguous, so the prefetches run on into the next panel,
-/// which the same workgroup streams next.
+/// gained less; measured on znver3). Panels are contiguous, so the prefetches run on into
+/// the next panel, which the same workgroup streams next. One-row tiles prefetch only where
+/// [`CpuTuning::gemv_prefetch`] says so.
 const PANEL_PREFETCH_ROWS: i64 = 128;
 
 /// Where the micro-kernel reads a column panel of `b` from: a pre-packed weight
@@ -1685,7 +1722,9 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
             let bv = load_b(e, &kk, v);
             next.push(e.assign(format!("vector.fma {sb}, {bv}, %racc{} : {vty}", u * NV + v)));
         }
-        src.prefetch(e, &kk);
+        if e.cpu.gemv_prefetch {
+            src.prefetch(e, &kk);
+        }
     }
     e.line(format!("scf.yield {} : {tys}", next.join(", ")));
     e.line("}");
@@ -2289,8 +2328,8 @@ fn subview(e: &mut Emitter, i: usize, b: &BindingType, cuts: &[(usize, String, S
     (v, vt, mt)
 }
 
-/// Generates the `func.func` of one kernel.
-pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
+/// Generates the `func.func` of one kernel, for a CPU tuned as `cpu` (unless `spec.gpu`).
+pub fn kernel_func(spec: &KernelSpec, cpu: CpuTuning) -> String {
     if spec.packs_panels {
         return crate::pack::kernel_func(spec);
     }
@@ -2298,7 +2337,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
         return crate::kv_cache::kernel_func(spec);
     }
     if crate::qmatmul::is_qmatmul_kernel(spec) {
-        return crate::qmatmul::kernel_func(spec, avx2);
+        return crate::qmatmul::kernel_func(spec, cpu.avx2);
     }
     if crate::rope::is_rope_kernel(spec) {
         return crate::rope::kernel_func(spec);
@@ -2306,7 +2345,7 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
     if crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32) {
         return crate::gpu_matmul::kernel_func(spec);
     }
-    let mut e = Emitter { body: String::new(), next: 0, gpu: spec.gpu, prefix: "t" };
+    let mut e = Emitter { body: String::new(), next: 0, gpu: spec.gpu, prefix: "t", cpu };
     let nin = spec.inputs.len();
     let bindings: Vec<&BindingType> = spec.inputs.iter().chain(&spec.outputs).collect();
     // Bindings never alias a buffer the kernel writes (results are fresh buffers), so every
@@ -2482,8 +2521,8 @@ pub fn kernel_func(spec: &KernelSpec, avx2: bool) -> String {
 
 /// Wraps kernel functions into a module, with the MLIR kernel libraries they call (made
 /// private, so they disappear once inlined).
-/// `avx2` says the target has AVX2, which the quantized micro-kernels use directly.
-pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], avx2: bool) -> String {
+/// `cpu` is the CPU target's tuning (see [`CpuTuning`]).
+pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], cpu: CpuTuning) -> String {
     // GPU host code launches kernels of `gpu.module`s nested in this module.
     let gpu = specs.iter().any(|k| k.gpu);
     let mut s = String::from(if gpu { "module attributes {gpu.container_module} {\n" } else { "module {\n" });
@@ -2494,12 +2533,12 @@ pub fn kernel_module(specs: &[KernelSpec], libraries: &[(String, Vec<String>)], 
             Some(flat) => {
                 s.push_str(&crate::flatten::wrapper(k, &flat));
                 // Private: once inlined into the wrapper it is dropped.
-                s.push_str(&kernel_func(&flat, avx2).replacen("func.func @", "func.func private @", 1));
+                s.push_str(&kernel_func(&flat, cpu).replacen("func.func @", "func.func private @", 1));
             }
-            None => s.push_str(&kernel_func(k, avx2)),
+            None => s.push_str(&kernel_func(k, cpu)),
         }
     }
-    if avx2 {
+    if cpu.avx2 {
         s.push_str(crate::qmatmul_q8::X86_HELPER_DECLS);
     }
     for (source, functions) in libraries {
@@ -2539,6 +2578,20 @@ fn custom_call(e: &mut Emitter, call: &MlirCall, args: &[Val], dests: &[Val]) ->
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gemv_prefetch_is_off_for_znver4_only() {
+        // The knob overrides the table; these expectations hold without it.
+        if std::env::var_os("MAX_GEMV_PREFETCH").is_some() {
+            eprintln!("skipped: MAX_GEMV_PREFETCH is set");
+            return;
+        }
+        assert!(!super::CpuTuning::for_cpu("znver4", true).gemv_prefetch);
+        for cpu in ["znver3", "x86-64-v3", "skylake-avx512", "x86-64"] {
+            assert!(super::CpuTuning::for_cpu(cpu, true).gemv_prefetch, "{cpu}");
+        }
+        assert!(!super::CpuTuning::for_cpu("x86-64", false).avx2);
+    }
+
     #[test]
     fn float_literals_have_a_decimal_point() {
         assert_eq!(super::float_lit(0.0), "0.0e0");

@@ -7,7 +7,10 @@
 // still spreads over every core. A row-wise consumer (softmax) splits rows; for few rows the
 // dispatch has a column-split form too: the matmul over weight panels into a scratch, then
 // the softmax over rows (see column-split.test for its numbers).
-// RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
+// The one-row tile's prefetches depend on the CPU (see `CpuTuning`): a portable target
+// keeps them.
+// RUN: maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s
+// RUN: env MAX_GEMV_PREFETCH=0 maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s --check-prefix=NOPF
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s --check-prefix=PACKED
 
@@ -54,6 +57,14 @@
 // CHECK: scf.for %{{.*}} step %c4{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-4: memref.prefetch %[[WM]]
 // The fused relu follows the contraction.
+// NOPF-LABEL: func.func @g_k0_matmul_relu(
+// Where one-row tiles do not prefetch (znver4), the multi-row tiles still do.
+// NOPF: scf.for %{{.*}} step %c2{{.*}} iter_args({{.*}}) -> (tensor<?x?xf32>)
+// NOPF: memref.prefetch
+// NOPF-COUNT-4: vector.fma
+// NOPF: scf.for %{{.*}} step %c4{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// NOPF-NOT: memref.prefetch
+// NOPF: linalg.generic
 // CHECK: linalg.generic
 // CHECK: arith.maximumf
 

@@ -317,6 +317,12 @@ pub struct CpuTuning {
     /// issue slots: without them it took 0.81-0.89x the time. Off for znver4 only, the one
     /// CPU measured that way; `MAX_GEMV_PREFETCH=0|1` overrides.
     pub gemv_prefetch: bool,
+    /// A workgroup's rows of `a` (bytes) from which matmuls take [`blocked_tiles`]; `None`:
+    /// never. On znver4 (1 MiB of L2) the unblocked tiles were faster at every size
+    /// measured: blocked tiles took 1.07-1.16x their time (weight matmuls 1536^3, 2048^3,
+    /// 4096^3 and an activation 2048^3, 2 threads). Elsewhere [`BLOCKED_MIN_A_BYTES`];
+    /// `MAX_BLOCKED_MIN_A_BYTES=N` overrides (0 blocks every deep enough matmul).
+    pub blocked_min_a_bytes: Option<usize>,
 }
 
 impl CpuTuning {
@@ -328,14 +334,18 @@ impl CpuTuning {
             Ok("1") => true,
             _ => cpu != "znver4",
         };
-        CpuTuning { avx2, gemv_prefetch }
+        let blocked_min_a_bytes = match std::env::var("MAX_BLOCKED_MIN_A_BYTES").ok().and_then(|v| v.parse().ok()) {
+            Some(n) => Some(n),
+            None => (cpu != "znver4").then_some(BLOCKED_MIN_A_BYTES),
+        };
+        CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes }
     }
 }
 
 impl Default for CpuTuning {
-    /// A portable target without AVX2 (what GPU kernels and tests that ignore the CPU use).
+    /// A portable target without AVX2 (what GPU kernels, which ignore it, get).
     fn default() -> CpuTuning {
-        CpuTuning { avx2: false, gemv_prefetch: true }
+        CpuTuning::for_cpu("x86-64", false)
     }
 }
 
@@ -1268,7 +1278,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     // Deep products of many rows run their whole row tiles in cache blocks (see
     // `blocked_tiles`) up to `m_blk`; the panel loop below runs the tiles from there (none,
     // or all when `a` is small enough to stay in cache unblocked) and the leftover rows.
-    let blocked = a.ty.dims[1].is_some_and(|k| k >= BLOCKED_MIN_K as i64);
+    let blocked = e.cpu.blocked_min_a_bytes.is_some() && a.ty.dims[1].is_some_and(|k| k >= BLOCKED_MIN_K as i64);
     let (c_in, m_blk) = if blocked {
         let big = takes_blocked_tiles(e, &m, &k);
         let m_blk = e.assign(format!("arith.select {big}, {m_main}, {c0} : index"));
@@ -1439,22 +1449,22 @@ const MC: usize = 192;
 /// unblocked tiles (no packing, no partial sums, prefetches tuned for weight streams) are
 /// faster: custom_mlp at batch 64 (786 KiB) ran 4-5% slower blocked, and a 1024x1024
 /// weight matmul on 2 threads (2 MiB a workgroup) 4.5% slower; with 3 MiB a workgroup
-/// (1536 rows) the blocked tiles took 0.87x the time.
+/// (1536 rows) the blocked tiles took 0.87x the time. (Measured on znver3; znver4 takes
+/// none, see [`CpuTuning::blocked_min_a_bytes`].)
 const BLOCKED_MIN_A_BYTES: usize = 5 << 19;
-/// [`BLOCKED_MIN_A_BYTES`], or `MAX_BLOCKED_MIN_A_BYTES=N` when set (a tuning knob: 0
-/// blocks every deep enough matmul, a huge value none).
-pub fn blocked_min_a_bytes() -> usize {
-    std::env::var("MAX_BLOCKED_MIN_A_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCKED_MIN_A_BYTES)
-}
 /// Depth from which matmuls take [`blocked_tiles`]: shallower `a` rows are short enough
 /// that the unblocked tiles already find them in cache.
 const BLOCKED_MIN_K: usize = 256;
 
 /// Whether `rows` rows of an f32 `a` of depth `k` (both index values) are big enough for
-/// [`blocked_tiles`] (an `i1`): at least [`blocked_min_a_bytes`].
+/// [`blocked_tiles`] (an `i1`): at least [`CpuTuning::blocked_min_a_bytes`], false where the
+/// CPU takes none.
 fn takes_blocked_tiles(e: &mut Emitter, rows: &str, k: &str) -> String {
+    let Some(min) = e.cpu.blocked_min_a_bytes else {
+        return e.assign("arith.constant false");
+    };
     let elems = e.assign(format!("arith.muli {rows}, {k} : index"));
-    let min = e.index((blocked_min_a_bytes() / 4) as i64);
+    let min = e.index((min / 4) as i64);
     e.assign(format!("arith.cmpi uge, {elems}, {min} : index"))
 }
 
@@ -2579,15 +2589,19 @@ fn custom_call(e: &mut Emitter, call: &MlirCall, args: &[Val], dests: &[Val]) ->
 #[cfg(test)]
 mod tests {
     #[test]
-    fn gemv_prefetch_is_off_for_znver4_only() {
-        // The knob overrides the table; these expectations hold without it.
-        if std::env::var_os("MAX_GEMV_PREFETCH").is_some() {
-            eprintln!("skipped: MAX_GEMV_PREFETCH is set");
+    fn znver4_tuning_differs_from_the_defaults() {
+        // The knobs override the table; these expectations hold without them.
+        if std::env::var_os("MAX_GEMV_PREFETCH").is_some() || std::env::var_os("MAX_BLOCKED_MIN_A_BYTES").is_some() {
+            eprintln!("skipped: MAX_GEMV_PREFETCH or MAX_BLOCKED_MIN_A_BYTES is set");
             return;
         }
-        assert!(!super::CpuTuning::for_cpu("znver4", true).gemv_prefetch);
+        let znver4 = super::CpuTuning::for_cpu("znver4", true);
+        assert!(!znver4.gemv_prefetch);
+        assert_eq!(znver4.blocked_min_a_bytes, None);
         for cpu in ["znver3", "x86-64-v3", "skylake-avx512", "x86-64"] {
-            assert!(super::CpuTuning::for_cpu(cpu, true).gemv_prefetch, "{cpu}");
+            let t = super::CpuTuning::for_cpu(cpu, true);
+            assert!(t.gemv_prefetch, "{cpu}");
+            assert_eq!(t.blocked_min_a_bytes, Some(super::BLOCKED_MIN_A_BYTES), "{cpu}");
         }
         assert!(!super::CpuTuning::for_cpu("x86-64", false).avx2);
     }

@@ -3,13 +3,19 @@
 // blocks of 192, k-slices of 512, each block's rows packed tile by tile ([tile][k][row]),
 // then every column panel's k-slice run by all of the block's tiles, which resume from the
 // partial sums in the result after the first slice. Smaller `a` (and all rows from the
-// gate's row count on) take the unblocked tiles (matmul-microkernel.mlir).
-// RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
+// gate's row count on) take the unblocked tiles (matmul-microkernel.mlir). Whether a CPU
+// takes blocked tiles at all is its tuning (`CpuTuning`: znver4 does not): a portable
+// target does, and MAX_BLOCKED_MIN_A_BYTES=0 makes its gate zero.
+// RUN: maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s
+// RUN: env MAX_BLOCKED_MIN_A_BYTES=0 maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s --check-prefix=ZERO
 // RUN: maxc compile %s -o %t.maxa
 
 // CHECK-LABEL: func.func @g_k0_matmul(
 // CHECK: %[[AF:.*]] = arith.muli %{{.*}}, %c600 : index
 // CHECK: %[[BIG:.*]] = arith.cmpi uge, %[[AF]], %c655360 : index
+// ZERO-LABEL: func.func @g_k0_matmul(
+// ZERO: %[[AF:.*]] = arith.muli %{{.*}}, %c600 : index
+// ZERO: arith.cmpi uge, %[[AF]], %c0{{.*}} : index
 // CHECK: %[[MBLK:.*]] = arith.select %[[BIG]], %{{.*}}, %c0{{.*}} : index
 // CHECK: %[[AP:.*]] = tensor.empty() : tensor<32x512x6xf32>
 // CHECK: scf.for %{{.*}} = %c0{{.*}} to %[[MBLK]] step %c192

@@ -561,6 +561,9 @@ impl Tokenizer {
     pub fn from_json(json: &str, bos: Option<u32>, eos: Vec<u32>, add_bos: bool, add_eos: bool) -> Result<Self> {
         let tokenizer: tokenizers::Tokenizer =
             json.parse().map_err(|e: tokenizers::Error| TokenizerError::File { path: "<artifact tokenizer.json>".into(), message: e.to_string() })?;
+        // The parse's intermediate values (a JSON tree of the whole vocabulary and merges)
+        // are freed by now but would stay resident for the process's life.
+        max_runtime::heap::release_free_memory();
         let vocab_size = tokenizer.get_vocab_size(true);
         Ok(Tokenizer { inner: Arc::new(Inner { tokenizer, bos, eos, add_bos, add_eos, vocab_size }) })
     }

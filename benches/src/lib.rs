@@ -75,6 +75,40 @@ pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Peak f32 FLOP/s of `threads` cores at its best seen: measured
+/// ([`measured_peak_gflops`]) by each [`sample`](Peak::sample), once per round of a
+/// benchmark, since on a VM the cores' clock and their placement (two vCPUs on one physical
+/// core halve it) change during a run; else cores x /proc/cpuinfo's clock x 2 FMA units x
+/// 8 lanes x 2.
+pub struct Peak {
+    threads: usize,
+    best: Option<f64>,
+}
+
+impl Peak {
+    /// No sample yet.
+    pub fn new(threads: usize) -> Peak {
+        Peak { threads, best: None }
+    }
+
+    /// Measures the peak now, keeping the best seen.
+    pub fn sample(&mut self) {
+        if let Some(p) = measured_peak_gflops(self.threads) {
+            self.best = Some(self.best.map_or(p, |b| b.max(p)));
+        }
+    }
+
+    /// The peak (GFLOP/s) and where it comes from.
+    pub fn get(&self) -> (f64, &'static str) {
+        if let Some(p) = self.best {
+            return (p, "best measured FMA throughput");
+        }
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let mhz = info.lines().find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.trim_start_matches([' ', '\t', ':']).trim().parse::<f64>().ok())).unwrap_or(2500.0);
+        (self.threads as f64 * mhz / 1e3 * 2.0 * 8.0 * 2.0, "from the nominal clock")
+    }
+}
+
 /// Peak f32 FLOP/s of `threads` cores, measured: each thread runs 12 independent chains of
 /// 8-lane FMAs with no memory traffic, so the figure is what the FMA units deliver at the
 /// clock the cores run at now. (A VM's /proc/cpuinfo shows the base clock, while the cores

@@ -27,35 +27,9 @@ struct Args {
     json: String,
 }
 
-/// Peak f32 FLOP/s of `threads` cores at its best seen: measured
-/// ([`max_benches::measured_peak_gflops`]) once per round, since on a VM the cores' clock
-/// and their placement (two vCPUs on one physical core halve it) change during a run; else
-/// cores x /proc/cpuinfo's clock x 2 FMA units x 8 lanes x 2.
-struct Peak {
-    threads: usize,
-    best: Option<f64>,
-}
-
-impl Peak {
-    fn sample(&mut self) {
-        if let Some(p) = max_benches::measured_peak_gflops(self.threads) {
-            self.best = Some(self.best.map_or(p, |b| b.max(p)));
-        }
-    }
-
-    fn get(&self) -> (f64, &'static str) {
-        if let Some(p) = self.best {
-            return (p, "best measured FMA throughput");
-        }
-        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let mhz = info.lines().find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.trim_start_matches([' ', '\t', ':']).trim().parse::<f64>().ok())).unwrap_or(2500.0);
-        (self.threads as f64 * mhz / 1e3 * 2.0 * 8.0 * 2.0, "from the nominal clock")
-    }
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
-    let mut peak = Peak { threads: a.threads, best: None };
+    let mut peak = max_benches::Peak::new(a.threads);
     let session = InferenceSession::with_threads(Device::Cpu, a.threads);
     // Times per size (ms): ours with B a weight, ours with B an input, NumPy's.
     let mut times: Vec<(usize, f64, f64, f64)> = Vec::new();

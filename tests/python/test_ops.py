@@ -387,6 +387,33 @@ def test_softmax(tmp_path, axis):
           [("x", s, "f32")], ref, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape", [(None, 3, 16), (None, 3, 40), (None, 777), (None, 2, None)])
+def test_softmax_rows(tmp_path, shape):
+    """Softmax over the last axis runs row by row in 16-lane vectors, with scalar steps past
+    the last whole vector: rows of one vector, two and a half, 48 and a half, and a width
+    known only at run time (5, 16, 37), with -inf entries (masked keys), large values and a
+    row of equal values. NumPy's numbers, on 1 and 2 threads."""
+    t = ttype(shape, "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", shape, "f32")], [f'%r0 = "max.softmax"(%x) {{axis = -1 : i64}} : ({t}) -> {t}'], [t]))
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art)
+    rng = np.random.default_rng(17)
+    for b in [5, 16, 37]:
+        x = (rng.standard_normal(concrete(shape, b)) * 4).astype(np.float32)
+        flat = x.reshape(-1, x.shape[-1])
+        flat[0, ::3] = -np.inf
+        flat[-1, :] = 2.5
+        if flat.shape[0] > 2:
+            flat[1, -1] = 80.0
+        e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+        want = e / e.sum(axis=-1, keepdims=True)
+        for threads in ["1", "2"]:
+            np.save(tmp_path / "x.npy", x)
+            maxc("run", art, "--threads", threads, "--input", f"x={tmp_path / 'x.npy'}", "--output", tmp_path / "o.npy")
+            np.testing.assert_allclose(np.load(tmp_path / "o.npy"), want, rtol=1e-5, atol=1e-7, err_msg=f"size {b}, threads={threads}")
+
+
 def test_reshape_feeds_kernels(tmp_path):
     s, r = (None, 12), (None, 3, 4)
     ts, tr = ttype(s, "f32"), ttype(r, "f32")

@@ -22,7 +22,7 @@ if [[ " ${benches[*]} " == *" llm "* || " ${benches[*]} " == *" serve "* ]]; the
   CARGO_TARGET_DIR=target/lean cargo build --release --locked -q -p max-tools --no-default-features --bin max
   # `max serve` for the serve benchmark, and llama.cpp's server as its reference.
   cargo build --release --locked -q -p max-tools --bin max
-  python -c "import llama_cpp.server" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check \
+  python -c "import llama_cpp.server, uvicorn, fastapi, sse_starlette, starlette_context, pydantic_settings" >/dev/null 2>&1 || python -m pip install --quiet --disable-pip-version-check \
     --find-links "${MAX_CACHE_DIR:-$HOME/.cache/max}/wheels" --only-binary llama-cpp-python "llama-cpp-python[server]==0.3.36" >&2 ||
     echo "run.sh: llama-cpp-python[server] unavailable; the serve comparison will be one-sided" >&2
 fi

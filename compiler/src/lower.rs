@@ -79,8 +79,8 @@ pub struct FusedOp {
     /// [`PACK_WIDTH`]): a weight packed at compile time, or an activation packed at run time
     /// by a dispatch before this one ([`crate::pack`]).
     pub packed_rhs: bool,
-    /// For a matmul on the CPU: the left operand is a relu's output, so a one-row product
-    /// skips its zeros (see [`ZeroSkip`]).
+    /// For a matmul on the CPU with a packed right operand: the left operand is a relu's
+    /// output, so a one-row product skips its zeros (see [`ZeroSkip`]).
     pub sparse_lhs: bool,
     /// For a custom op with an MLIR kernel: the function and its parameter/result types.
     pub call: Option<MlirCall>,
@@ -343,7 +343,8 @@ impl CpuTuning {
 }
 
 impl Default for CpuTuning {
-    /// A portable target without AVX2 (what GPU kernels, which ignore it, get).
+    /// A portable target without AVX2 (what epilogue code inlined into GPU kernels is
+    /// emitted with; it takes no CPU path).
     fn default() -> CpuTuning {
         CpuTuning::for_cpu("x86-64", false)
     }
@@ -1711,12 +1712,55 @@ impl PanelSrc {
 fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &str, k: &str, zero: &str, pad: &str, ot: &str) -> String {
     let vty = format!("vector<{VL}xf32>");
     let at = a.ty.tensor();
+    let prefetch = e.cpu.gemv_prefetch;
+    let sums = row_product(
+        e,
+        src,
+        k,
+        zero,
+        pad,
+        &|e, kk| {
+            let s = e.assign(format!("tensor.extract {}[{i0}, {kk}] : {at}", a.ssa));
+            (kk.to_string(), e.assign(format!("vector.broadcast {s} : f32 to {vty}")))
+        },
+        &|e, kk, _| {
+            if prefetch {
+                src.prefetch(e, kk);
+            }
+        },
+    );
+    let mut cur = c.to_string();
+    for (v, sum) in sums.iter().enumerate() {
+        let off = e.index((v * VL) as i64);
+        let j = e.assign(format!("arith.addi {j0}, {off} : index"));
+        cur = e.assign(format!("vector.transfer_write {sum}, {cur}[{i0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
+    }
+    cur
+}
+
+/// The `NV` vectors of one row's product with a column panel,
+/// `sum over p < end of value(p) * panel[row(p)]`, where `entry(e, p)` gives position `p`'s
+/// panel row and its value broadcast to a vector: the row's columns for a dense row ([`row_tile`]), its list of
+/// nonzeros for a sparse one ([`ZeroSkip`]). The positions are split [`KSPLIT`] ways, so
+/// that `KSPLIT * NV` FMA chains are in flight instead of `NV` (FMA latency, not bandwidth,
+/// bounds a single row otherwise); `after(e, p, row)` follows each position of the split
+/// loop (its prefetches). The leftover positions finish on the chains' sums.
+#[allow(clippy::type_complexity)]
+fn row_product(
+    e: &mut Emitter,
+    src: &PanelSrc,
+    end: &str,
+    zero: &str,
+    pad: &str,
+    entry: &dyn Fn(&mut Emitter, &str) -> (String, String),
+    after: &dyn Fn(&mut Emitter, &str, &str),
+) -> Vec<String> {
+    let vty = format!("vector<{VL}xf32>");
     let c0 = e.index(0);
     let c1 = e.index(1);
     let cks = e.index(KSPLIT as i64);
-    let krem = e.assign(format!("arith.remui {k}, {cks} : index"));
-    let kmain = e.assign(format!("arith.subi {k}, {krem} : index"));
-    let load_b = |e: &mut Emitter, kk: &str, v: usize| -> String { src.load(e, kk, v, pad) };
+    let krem = e.assign(format!("arith.remui {end}, {cks} : index"));
+    let kmain = e.assign(format!("arith.subi {end}, {krem} : index"));
     let n = KSPLIT * NV;
     let tys = vec![vty.clone(); n].join(", ");
     let init: Vec<String> = (0..n).map(|x| format!("%racc{x} = {zero}")).collect();
@@ -1725,20 +1769,17 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
     let mut next = Vec::new();
     for u in 0..KSPLIT {
         let uo = e.index(u as i64);
-        let kk = e.assign(format!("arith.addi %rk, {uo} : index"));
-        let s = e.assign(format!("tensor.extract {}[{i0}, {kk}] : {at}", a.ssa));
-        let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+        let p = e.assign(format!("arith.addi %rk, {uo} : index"));
+        let (row, sb) = entry(e, &p);
         for v in 0..NV {
-            let bv = load_b(e, &kk, v);
+            let bv = src.load(e, &row, v, pad);
             next.push(e.assign(format!("vector.fma {sb}, {bv}, %racc{} : {vty}", u * NV + v)));
         }
-        if e.cpu.gemv_prefetch {
-            src.prefetch(e, &kk);
-        }
+        after(e, &p, &row);
     }
     e.line(format!("scf.yield {} : {tys}", next.join(", ")));
     e.line("}");
-    // Sum the split accumulators, then finish the leftover k.
+    // Sum the split accumulators, then finish the leftover positions.
     let mut sums = Vec::new();
     for v in 0..NV {
         let mut acc = format!("{main}#{v}");
@@ -1750,23 +1791,16 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
     let ntys = vec![vty.clone(); NV].join(", ");
     let init: Vec<String> = sums.iter().enumerate().map(|(v, s)| format!("%tacc{v} = {s}")).collect();
     let tail = e.fresh();
-    e.line(format!("{tail}:{NV} = scf.for %tk = {kmain} to {k} step {c1} iter_args({}) -> ({ntys}) {{", init.join(", ")));
-    let s = e.assign(format!("tensor.extract {}[{i0}, %tk] : {at}", a.ssa));
-    let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
+    e.line(format!("{tail}:{NV} = scf.for %tk = {kmain} to {end} step {c1} iter_args({}) -> ({ntys}) {{", init.join(", ")));
+    let (row, sb) = entry(e, "%tk");
     let mut next = Vec::new();
     for v in 0..NV {
-        let bv = load_b(e, "%tk", v);
+        let bv = src.load(e, &row, v, pad);
         next.push(e.assign(format!("vector.fma {sb}, {bv}, %tacc{v} : {vty}")));
     }
     e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
     e.line("}");
-    let mut cur = c.to_string();
-    for v in 0..NV {
-        let off = e.index((v * VL) as i64);
-        let j = e.assign(format!("arith.addi {j0}, {off} : index"));
-        cur = e.assign(format!("vector.transfer_write {tail}#{v}, {cur}[{i0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
-    }
-    cur
+    (0..NV).map(|v| format!("{tail}#{v}")).collect()
 }
 
 /// Whether matmuls after a relu skip its zeros at one row ([`ZeroSkip`]); on unless
@@ -1776,12 +1810,13 @@ pub fn zero_skip_enabled() -> bool {
 }
 
 /// How far ahead, in entries of a [`ZeroSkip`] list, its row tile prefetches the panel row
-/// of an entry. custom_mlp at batch 1 (half of its hidden row zeros) ran 3% faster with 128
-/// than with 64; 256 was no better, within the noise.
+/// of an entry: about [`PANEL_PREFETCH_ROWS`] rows of the panel when half of `a` is zeros.
+/// (On znver4, which issues no GEMV prefetches, custom_mlp at batch 1 measured alike with
+/// and without them, 0.118 vs 0.120 ms at p10, and 128 ahead 3% faster than 64.)
 const ZERO_SKIP_PREFETCH_AHEAD: i64 = 128;
 
 /// The nonzero entries of a one-row `a` that is a relu's output (about half zeros on
-/// typical activations), gathered once per kernel call: their columns (`i32`) and values,
+/// typical activations), gathered once per call by each workgroup: their columns (`i32`) and values,
 /// in order. Every column panel's row tile then runs over that list, so a GEMV after a relu
 /// reads only the panel rows that nonzeros multiply instead of the whole weight: that is
 /// the bound of a GEMV, which streams its weight once.
@@ -1792,9 +1827,10 @@ const ZERO_SKIP_PREFETCH_AHEAD: i64 = 128;
 /// it matter. Rows with fewer than a quarter zeros, and products of more than one row, take
 /// the dense tiles (`take` is false).
 struct ZeroSkip {
-    /// `tensor<Kxi32>`: the columns of the nonzeros, the first `count` valid.
+    /// `tensor<?xi32>` (k long for one row): the columns of the nonzeros, the first
+    /// `count` valid.
     cols: String,
-    /// `tensor<Kxf32>`: their values.
+    /// `tensor<?xf32>`: their values.
     vals: String,
     cols_ty: String,
     vals_ty: String,
@@ -1811,14 +1847,11 @@ impl ZeroSkip {
         let c1 = e.index(1);
         let one_row = e.assign(format!("arith.cmpi eq, {m}, {c1} : index"));
         let end = e.assign(format!("arith.select {one_row}, {k}, {c0} : index"));
-        let (kd, kdyn) = match a.ty.dims[1] {
-            Some(c) => (c.to_string(), String::new()),
-            None => ("?".to_string(), k.to_string()),
-        };
-        let cols_ty = format!("tensor<{kd}xi32>");
-        let vals_ty = format!("tensor<{kd}xf32>");
-        let cols0 = e.assign(format!("tensor.empty({kdyn}) : {cols_ty}"));
-        let vals0 = e.assign(format!("tensor.empty({kdyn}) : {vals_ty}"));
+        // k long for one row, else empty (products of more rows take the dense tiles).
+        let cols_ty = "tensor<?xi32>".to_string();
+        let vals_ty = "tensor<?xf32>".to_string();
+        let cols0 = e.assign(format!("tensor.empty({end}) : {cols_ty}"));
+        let vals0 = e.assign(format!("tensor.empty({end}) : {vals_ty}"));
         let fzero = e.assign("arith.constant 0.0 : f32");
         // Branch-free compaction: every entry is written at the next free slot, which only
         // advances past a nonzero (NaN counts as one); the slot never passes the column.
@@ -1854,10 +1887,11 @@ impl ZeroSkip {
     /// `c = a @ b` for the one row over the list, `b` packed, columns `0..cnm` (whole
     /// panels), a panel at a time.
     ///
-    /// Each panel's tile keeps [`KSPLIT`] entries in flight, as [`row_tile`] does columns,
-    /// and prefetches the panel row of the entry [`ZERO_SKIP_PREFETCH_AHEAD`] places on
-    /// (the last one near the end). Computing two panels per pass over the list, to share
-    /// each entry's loads, measured no faster: the panel reads bound the tile.
+    /// Each panel runs [`row_product`] over the list and, where the CPU's GEMVs prefetch
+    /// ([`CpuTuning::gemv_prefetch`]), prefetches the panel row of the entry
+    /// [`ZERO_SKIP_PREFETCH_AHEAD`] places on (the last one near the end). Computing two
+    /// panels per pass over the list, to share each entry's loads, measured no faster: the
+    /// panel reads bound the tile.
     #[allow(clippy::too_many_arguments)]
     fn gemv(&self, e: &mut Emitter, b: &Val, c: &str, cnm: &str, zero: &str, pad: &str, ot: &str) -> String {
         let vty = format!("vector<{VL}xf32>");
@@ -1867,59 +1901,24 @@ impl ZeroSkip {
         let r = e.fresh();
         e.line(format!("{r} = scf.for %zj = {c0} to {cnm} step {cnr} iter_args(%zo = {c}) -> ({ot}) {{"));
         let src = PanelSrc::packed(e, b, "%zj", &cnr);
-        let cks = e.index(KSPLIT as i64);
-        let rem = e.assign(format!("arith.remui {}, {cks} : index", self.count));
-        let main_end = e.assign(format!("arith.subi {}, {rem} : index", self.count));
         let last = e.assign(format!("arith.subi {}, {c1} : index", self.count));
         let ahead = e.index(ZERO_SKIP_PREFETCH_AHEAD);
-        let n = KSPLIT * NV;
-        let tys = vec![vty.clone(); n].join(", ");
-        let init: Vec<String> = (0..n).map(|x| format!("%sacc{x} = {zero}")).collect();
-        let main = e.fresh();
-        e.line(format!("{main}:{n} = scf.for %sp = {c0} to {main_end} step {cks} iter_args({}) -> ({tys}) {{", init.join(", ")));
-        let mut next = Vec::new();
-        for u in 0..KSPLIT {
-            let uo = e.index(u as i64);
-            let p = e.assign(format!("arith.addi %sp, {uo} : index"));
-            let (col, sb) = self.entry(e, &p);
-            for v in 0..NV {
-                let bv = src.load(e, &col, v, pad);
-                next.push(e.assign(format!("vector.fma {sb}, {bv}, %sacc{} : {vty}", u * NV + v)));
+        let prefetch = e.cpu.gemv_prefetch;
+        let sums = row_product(e, &src, &self.count, zero, pad, &|e, p| self.entry(e, p), &|e, p, _| {
+            if !prefetch {
+                return;
             }
             let q = e.assign(format!("arith.addi {p}, {ahead} : index"));
             let q = e.assign(format!("arith.minui {q}, {last} : index"));
             let qc = e.assign(format!("tensor.extract {}[{q}] : {}", self.cols, self.cols_ty));
             let qcol = e.assign(format!("arith.index_cast {qc} : i32 to index"));
             src.prefetch_row(e, &qcol);
-        }
-        e.line(format!("scf.yield {} : {tys}", next.join(", ")));
-        e.line("}");
-        // Sum the chains, then finish the leftover entries.
-        let mut sums = Vec::new();
-        for v in 0..NV {
-            let mut s = format!("{main}#{v}");
-            for u in 1..KSPLIT {
-                s = e.assign(format!("arith.addf {s}, {main}#{} : {vty}", u * NV + v));
-            }
-            sums.push(s);
-        }
-        let ntys = vec![vty.clone(); NV].join(", ");
-        let init: Vec<String> = sums.iter().enumerate().map(|(v, s)| format!("%stacc{v} = {s}")).collect();
-        let tail = e.fresh();
-        e.line(format!("{tail}:{NV} = scf.for %st = {main_end} to {} step {c1} iter_args({}) -> ({ntys}) {{", self.count, init.join(", ")));
-        let (col, sb) = self.entry(e, "%st");
-        let mut next = Vec::new();
-        for v in 0..NV {
-            let bv = src.load(e, &col, v, pad);
-            next.push(e.assign(format!("vector.fma {sb}, {bv}, %stacc{v} : {vty}")));
-        }
-        e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
-        e.line("}");
+        });
         let mut cur = "%zo".to_string();
-        for v in 0..NV {
+        for (v, sum) in sums.iter().enumerate() {
             let off = e.index((v * VL) as i64);
             let j = e.assign(format!("arith.addi %zj, {off} : index"));
-            cur = e.assign(format!("vector.transfer_write {tail}#{v}, {cur}[{c0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
+            cur = e.assign(format!("vector.transfer_write {sum}, {cur}[{c0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
         }
         e.line(format!("scf.yield {cur} : {ot}"));
         e.line("}");

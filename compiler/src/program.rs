@@ -343,12 +343,13 @@ impl Program {
                 let next = refs.len();
                 refs.entry(*o).or_insert(ValueRef::Temp(next, graph.ty(*o).dtype));
             }
+            let packed_rhs = matches!(node.op, Op::MatMul) && (packed.contains(&node.inputs[1]) || prepacked.is_some_and(|(b, _)| node.inputs[1] == b));
             body.push(FusedOp {
                 op: node.op.clone(),
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
-                packed_rhs: matches!(node.op, Op::MatMul) && (packed.contains(&node.inputs[1]) || prepacked.is_some_and(|(b, _)| node.inputs[1] == b)),
-                sparse_lhs: matches!(node.op, Op::MatMul) && self.gpu.is_none() && crate::lower::zero_skip_enabled() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
+                packed_rhs,
+                sparse_lhs: packed_rhs && self.gpu.is_none() && crate::lower::zero_skip_enabled() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
                 call: match &node.op {
                     Op::Custom { name } => signatures.get(name).cloned(),
                     _ => None,

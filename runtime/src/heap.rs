@@ -25,9 +25,9 @@ mod tests {
     #[test]
     fn freed_allocations_can_be_released() {
         // Many small blocks (below the mmap threshold, so they live on the heap), freed
-        // below a block still in use, so that `free` alone cannot shrink the heap's top.
-        let blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1000]).collect();
-        let fence = vec![1u8; 64];
+        // below the last one, still in use, so that `free` alone cannot shrink the heap.
+        let mut blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1000]).collect();
+        let fence = blocks.pop();
         drop(blocks);
         let released = super::release_free_memory();
         drop(fence);

@@ -101,7 +101,7 @@ impl EmbeddingModel {
         if info.version != EMBEDDING_INFO_VERSION {
             return Err(invalid(SECTION_EMBEDDING_CONFIG, format!("version {} (this build reads {EMBEDDING_INFO_VERSION}); recompile the model", info.version)));
         }
-        let tokenizer = Tokenizer::from_json(&section(SECTION_EMBEDDING_TOKENIZER)?, None, Vec::new(), false, false)
+        let tokenizer = Tokenizer::from_json(section(SECTION_EMBEDDING_TOKENIZER)?, None, Vec::new(), false, false)
             .map_err(|e| invalid(SECTION_EMBEDDING_TOKENIZER, e.to_string()))?;
         Ok(EmbeddingModel { model, info, tokenizer, running: Mutex::new(()) })
     }

@@ -65,7 +65,7 @@ impl ModelInfo {
         if info.version != MODEL_INFO_VERSION {
             return Err(invalid(SECTION_CONFIG, format!("version {} (this build reads {MODEL_INFO_VERSION}); recompile the model", info.version)));
         }
-        let tokenizer = Tokenizer::from_json(&text(SECTION_TOKENIZER)?, info.bos, info.eos.clone(), info.add_bos, info.add_eos)
+        let tokenizer = Tokenizer::from_json(text(SECTION_TOKENIZER)?, info.bos, info.eos.clone(), info.add_bos, info.add_eos)
             .map_err(|e| invalid(SECTION_TOKENIZER, e.to_string()))?;
         let template = ChatTemplate::new(text(SECTION_CHAT_TEMPLATE)?, tokenizer.bos_token(), tokenizer.eos_token())
             .map_err(|e| invalid(SECTION_CHAT_TEMPLATE, e.to_string()))?;

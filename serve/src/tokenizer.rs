@@ -558,11 +558,15 @@ impl Tokenizer {
 
     /// Rebuilds a tokenizer saved with [`to_json`](Self::to_json): the `tokenizer.json` text
     /// and what [`encode`](Self::encode) adds itself (BOS/EOS), as stored in a compiled model.
-    pub fn from_json(json: &str, bos: Option<u32>, eos: Vec<u32>, add_bos: bool, add_eos: bool) -> Result<Self> {
+    ///
+    /// Then gives the process's free heap back to the OS
+    /// ([`max_runtime::heap::release_free_memory`]): the parse's intermediate values (a
+    /// JSON tree of the whole vocabulary and merges) and `json` itself, freed by then,
+    /// would otherwise stay resident for the process's life.
+    pub fn from_json(json: String, bos: Option<u32>, eos: Vec<u32>, add_bos: bool, add_eos: bool) -> Result<Self> {
         let tokenizer: tokenizers::Tokenizer =
             json.parse().map_err(|e: tokenizers::Error| TokenizerError::File { path: "<artifact tokenizer.json>".into(), message: e.to_string() })?;
-        // The parse's intermediate values (a JSON tree of the whole vocabulary and merges)
-        // are freed by now but would stay resident for the process's life.
+        drop(json);
         max_runtime::heap::release_free_memory();
         let vocab_size = tokenizer.get_vocab_size(true);
         Ok(Tokenizer { inner: Arc::new(Inner { tokenizer, bos, eos, add_bos, add_eos, vocab_size }) })

@@ -3,16 +3,21 @@
 // is zeros, runs each column panel over that list: the panel rows that zeros would multiply
 // are never read. More rows, or a denser row, take the dense tiles. Other matmuls, and
 // MAX_ZERO_SKIP=0, keep the dense path only.
-// RUN: maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s
-// RUN: env MAX_ZERO_SKIP=0 maxc opt %s --pass-pipeline=lower-to-linalg | FileCheck %s --check-prefix=OFF
+// The prefetches follow the CPU's GEMV tuning (`CpuTuning::gemv_prefetch`): a portable
+// target takes them.
+// RUN: maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s
+// RUN: env MAX_ZERO_SKIP=0 maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s --check-prefix=OFF
 
 // CHECK-LABEL: func.func @after_relu_k1_matmul(
-// The gather runs only for one row: its trip count is k when m == 1, else 0.
+// The gather runs only for one row: its lists' length and trip count are k when m == 1,
+// else 0.
 // CHECK: %[[ONE:.*]] = arith.cmpi eq, %{{.*}}, %{{.*}} : index
 // CHECK: %[[END:.*]] = arith.select %[[ONE]], %c64, %{{.*}} : index
-// CHECK: %[[LIST:.*]]:3 = scf.for %{{.*}} to %[[END]] {{.*}} -> (tensor<64xi32>, tensor<64xf32>, index)
-// CHECK: tensor.insert %{{.*}} : tensor<64xi32>
-// CHECK: tensor.insert %{{.*}} : tensor<64xf32>
+// CHECK: tensor.empty(%[[END]]) : tensor<?xi32>
+// CHECK: tensor.empty(%[[END]]) : tensor<?xf32>
+// CHECK: %[[LIST:.*]]:3 = scf.for %{{.*}} to %[[END]] {{.*}} -> (tensor<?xi32>, tensor<?xf32>, index)
+// CHECK: tensor.insert %{{.*}} : tensor<?xi32>
+// CHECK: tensor.insert %{{.*}} : tensor<?xf32>
 // CHECK: arith.cmpf une
 // Taken when count * 4 <= k * 3 and m == 1.
 // CHECK: arith.muli %[[LIST]]#2, %c4

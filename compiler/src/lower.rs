@@ -1841,18 +1841,55 @@ struct ZeroSkip {
 }
 
 impl ZeroSkip {
-    /// Gathers the nonzeros of `a[0, :]` when `a` has one row (`m` rows, depth `k`).
+    /// Counts the nonzeros of `a[0, :]` when `a` has one row (`m` rows, depth `k`), and
+    /// gathers them when they are few enough.
     fn gather(e: &mut Emitter, a: &Val, m: &str, k: &str) -> ZeroSkip {
         let c0 = e.index(0);
         let c1 = e.index(1);
         let one_row = e.assign(format!("arith.cmpi eq, {m}, {c1} : index"));
-        let end = e.assign(format!("arith.select {one_row}, {k}, {c0} : index"));
-        // k long for one row, else empty (products of more rows take the dense tiles).
+        let row_end = e.assign(format!("arith.select {one_row}, {k}, {c0} : index"));
+        // Count the row's nonzeros first, 16 lanes at a time (then scalar past the last
+        // whole vector): a dense row then costs a quick count, not the compaction.
+        let vty = "vector<16xf32>";
+        let ity = "vector<16xi32>";
+        let c16 = e.index(16);
+        let vrem = e.assign(format!("arith.remui {row_end}, {c16} : index"));
+        let vend = e.assign(format!("arith.subi {row_end}, {vrem} : index"));
+        let fzero = e.assign("arith.constant 0.0 : f32");
+        let vzero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
+        let ione = e.assign(format!("arith.constant dense<1> : {ity}"));
+        let izero = e.assign(format!("arith.constant dense<0> : {ity}"));
+        let vc = e.fresh();
+        e.line(format!("{vc} = scf.for %zq = {c0} to {vend} step {c16} iter_args(%zs = {izero}) -> ({ity}) {{"));
+        let v = e.assign(format!("vector.transfer_read {}[{c0}, %zq], {fzero} {{in_bounds = [true]}} : {}, {vty}", a.ssa, a.ty.tensor()));
+        let nz = e.assign(format!("arith.cmpf une, {v}, {vzero} : {vty}"));
+        let one = e.assign(format!("arith.select {nz}, {ione}, {izero} : vector<16xi1>, {ity}"));
+        let sum = e.assign(format!("arith.addi %zs, {one} : {ity}"));
+        e.line(format!("scf.yield {sum} : {ity}"));
+        e.line("}");
+        let vcount = e.assign(format!("vector.reduction <add>, {vc} : {ity} into i32"));
+        let vcount = e.assign(format!("arith.index_cast {vcount} : i32 to index"));
+        let nonzeros = e.fresh();
+        e.line(format!("{nonzeros} = scf.for %zq = {vend} to {row_end} step {c1} iter_args(%zs = {vcount}) -> (index) {{"));
+        let x = e.assign(format!("tensor.extract {}[{c0}, %zq] : {}", a.ssa, a.ty.tensor()));
+        let nz = e.assign(format!("arith.cmpf une, {x}, {fzero} : f32"));
+        let step = e.assign(format!("arith.select {nz}, {c1}, {c0} : index"));
+        let n = e.assign(format!("arith.addi %zs, {step} : index"));
+        e.line(format!("scf.yield {n} : index"));
+        e.line("}");
+        // Taken for one row at least a quarter zeros.
+        let c3 = e.index(3);
+        let c4 = e.index(4);
+        let four = e.assign(format!("arith.muli {nonzeros}, {c4} : index"));
+        let three = e.assign(format!("arith.muli {k}, {c3} : index"));
+        let sparse = e.assign(format!("arith.cmpi ule, {four}, {three} : index"));
+        let take = e.assign(format!("arith.andi {one_row}, {sparse} : i1"));
+        let end = e.assign(format!("arith.select {take}, {k}, {c0} : index"));
+        // k long when taken, else empty.
         let cols_ty = "tensor<?xi32>".to_string();
         let vals_ty = "tensor<?xf32>".to_string();
         let cols0 = e.assign(format!("tensor.empty({end}) : {cols_ty}"));
         let vals0 = e.assign(format!("tensor.empty({end}) : {vals_ty}"));
-        let fzero = e.assign("arith.constant 0.0 : f32");
         // Branch-free compaction: every entry is written at the next free slot, which only
         // advances past a nonzero (NaN counts as one); the slot never passes the column.
         let r = e.fresh();
@@ -1866,14 +1903,7 @@ impl ZeroSkip {
         let n = e.assign(format!("arith.addi %zn, {step} : index"));
         e.line(format!("scf.yield {cols}, {vals}, {n} : {cols_ty}, {vals_ty}, index"));
         e.line("}");
-        let count = format!("{r}#2");
-        let c3 = e.index(3);
-        let c4 = e.index(4);
-        let four = e.assign(format!("arith.muli {count}, {c4} : index"));
-        let three = e.assign(format!("arith.muli {k}, {c3} : index"));
-        let sparse = e.assign(format!("arith.cmpi ule, {four}, {three} : index"));
-        let take = e.assign(format!("arith.andi {one_row}, {sparse} : i1"));
-        ZeroSkip { cols: format!("{r}#0"), vals: format!("{r}#1"), cols_ty, vals_ty, count, take }
+        ZeroSkip { cols: format!("{r}#0"), vals: format!("{r}#1"), cols_ty, vals_ty, count: format!("{r}#2"), take }
     }
 
     /// Entry `p`'s column (index) and value broadcast to a vector.

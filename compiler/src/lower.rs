@@ -1877,7 +1877,7 @@ impl ZeroSkip {
         let n = e.assign(format!("arith.addi %zs, {step} : index"));
         e.line(format!("scf.yield {n} : index"));
         e.line("}");
-        // Taken for one row at least a quarter zeros.
+        // Taken for one row with at least a quarter zeros.
         let c3 = e.index(3);
         let c4 = e.index(4);
         let four = e.assign(format!("arith.muli {nonzeros}, {c4} : index"));

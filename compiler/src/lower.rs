@@ -15,6 +15,8 @@
 use max_dialects::{BinaryOp, DType, DimExpr, Graph, Node, Op, ReduceOp, UnaryOp};
 use std::fmt::Write;
 
+mod rows;
+
 /// A binding's static view: dtype and dims (`None` = dynamic).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingType {
@@ -1956,113 +1958,6 @@ impl ZeroSkip {
     }
 }
 
-/// Lanes of the vectors [`softmax_rows`] works in.
-const SOFTMAX_VL: i64 = 16;
-
-/// Softmax of an f32 `x` over its last axis on a CPU, row by row with explicit vectors: the
-/// row's max, then `exp(x - max)` written to `out` while summing it, then `out / sum`, a
-/// whole row staying in L1 across the three passes. (The generic form of reductions into
-/// a temporary vectorized badly: LLVM left the max and the sum scalar, each storing its
-/// accumulator every step, and computed every exp twice.) Columns past the last whole
-/// vector take scalar steps.
-fn softmax_rows(e: &mut Emitter, x: &Val, out: &Val) -> Val {
-    let n = x.ty.dims.len();
-    let (xt, ot) = (x.ty.tensor(), out.ty.tensor());
-    let vty = format!("vector<{SOFTMAX_VL}xf32>");
-    let c0 = e.index(0);
-    let c1 = e.index(1);
-    let cv = e.index(SOFTMAX_VL);
-    let width = e.dim(x, n - 1);
-    let rem = e.assign(format!("arith.remui {width}, {cv} : index"));
-    let main_end = e.assign(format!("arith.subi {width}, {rem} : index"));
-    let ninf = e.assign("arith.constant 0xFF800000 : f32");
-    let vninf = e.assign(format!("arith.constant dense<0xFF800000> : {vty}"));
-    let fzero = e.assign("arith.constant 0.0 : f32");
-    let vzero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
-    // One loop per leading dim, carrying the result.
-    let mut ids = Vec::new();
-    let mut loops = Vec::new();
-    let mut cur = out.ssa.clone();
-    for d in 0..n - 1 {
-        let bound = e.dim(x, d);
-        let (r, i, o) = (e.fresh(), e.fresh(), e.fresh());
-        e.line(format!("{r} = scf.for {i} = {c0} to {bound} step {c1} iter_args({o} = {cur}) -> ({ot}) {{"));
-        ids.push(i);
-        loops.push(r);
-        cur = o;
-    }
-    let at = |j: &str| ids.iter().map(String::as_str).chain([j]).collect::<Vec<_>>().join(", ");
-    let read = |e: &mut Emitter, src: &str, ty: &str, j: &str, pad: &str| -> String {
-        e.assign(format!("vector.transfer_read {src}[{}], {pad} {{in_bounds = [true]}} : {ty}, {vty}", at(j)))
-    };
-    let write = |e: &mut Emitter, v: &str, dst: &str, j: &str| -> String {
-        e.assign(format!("vector.transfer_write {v}, {dst}[{}] {{in_bounds = [true]}} : {vty}, {ot}", at(j)))
-    };
-
-    // The row's max.
-    let (mx, j, acc) = (e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{mx} = scf.for {j} = {c0} to {main_end} step {cv} iter_args({acc} = {vninf}) -> ({vty}) {{"));
-    let v = read(e, &x.ssa, &xt, &j, &ninf);
-    let m = e.assign(format!("arith.maximumf {acc}, {v} : {vty}"));
-    e.line(format!("scf.yield {m} : {vty}"));
-    e.line("}");
-    let m = e.assign(format!("vector.reduction <maximumf>, {mx} : {vty} into f32"));
-    let (mt, j, acc) = (e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{mt} = scf.for {j} = {main_end} to {width} step {c1} iter_args({acc} = {m}) -> (f32) {{"));
-    let v = e.assign(format!("tensor.extract {}[{}] : {xt}", x.ssa, at(&j)));
-    let m = e.assign(format!("arith.maximumf {acc}, {v} : f32"));
-    e.line(format!("scf.yield {m} : f32"));
-    e.line("}");
-    let mb = e.assign(format!("vector.broadcast {mt} : f32 to {vty}"));
-
-    // exp(x - max) into the result, summed.
-    let (sm, j, acc, o) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{sm}:2 = scf.for {j} = {c0} to {main_end} step {cv} iter_args({acc} = {vzero}, {o} = {cur}) -> ({vty}, {ot}) {{"));
-    let v = read(e, &x.ssa, &xt, &j, &ninf);
-    let d = e.assign(format!("arith.subf {v}, {mb} : {vty}"));
-    let ex = crate::math::exp_f32(&mut |rhs| e.assign(rhs), &d, &vty);
-    let w = write(e, &ex, &o, &j);
-    let s = e.assign(format!("arith.addf {acc}, {ex} : {vty}"));
-    e.line(format!("scf.yield {s}, {w} : {vty}, {ot}"));
-    e.line("}");
-    let s = e.assign(format!("vector.reduction <add>, {sm}#0 : {vty} into f32"));
-    let (st, j, acc, o) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{st}:2 = scf.for {j} = {main_end} to {width} step {c1} iter_args({acc} = {s}, {o} = {sm}#1) -> (f32, {ot}) {{"));
-    let v = e.assign(format!("tensor.extract {}[{}] : {xt}", x.ssa, at(&j)));
-    let d = e.assign(format!("arith.subf {v}, {mt} : f32"));
-    let ex = crate::math::exp_f32(&mut |rhs| e.assign(rhs), &d, "f32");
-    let w = e.assign(format!("tensor.insert {ex} into {o}[{}] : {ot}", at(&j)));
-    let s = e.assign(format!("arith.addf {acc}, {ex} : f32"));
-    e.line(format!("scf.yield {s}, {w} : f32, {ot}"));
-    e.line("}");
-    let sb = e.assign(format!("vector.broadcast {st}#0 : f32 to {vty}"));
-
-    // Divided by the sum, in place.
-    let (dv, j, o) = (e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{dv} = scf.for {j} = {c0} to {main_end} step {cv} iter_args({o} = {st}#1) -> ({ot}) {{"));
-    let v = read(e, &o, &ot, &j, &fzero);
-    let q = e.assign(format!("arith.divf {v}, {sb} : {vty}"));
-    let w = write(e, &q, &o, &j);
-    e.line(format!("scf.yield {w} : {ot}"));
-    e.line("}");
-    let (row, j, o) = (e.fresh(), e.fresh(), e.fresh());
-    e.line(format!("{row} = scf.for {j} = {main_end} to {width} step {c1} iter_args({o} = {dv}) -> ({ot}) {{"));
-    let v = e.assign(format!("tensor.extract {o}[{}] : {ot}", at(&j)));
-    let q = e.assign(format!("arith.divf {v}, {st}#0 : f32"));
-    let w = e.assign(format!("tensor.insert {q} into {o}[{}] : {ot}", at(&j)));
-    e.line(format!("scf.yield {w} : {ot}"));
-    e.line("}");
-
-    // Close the leading loops.
-    let mut result = row;
-    for r in loops.iter().rev() {
-        e.line(format!("scf.yield {result} : {ot}"));
-        e.line("}");
-        result = r.clone();
-    }
-    Val { ssa: result, ty: out.ty.clone() }
-}
-
 /// Offsets and sizes (comma-separated) of the slab that `v` occupies along `axis` at
 /// `offset` in a concat result or split operand: zero offsets elsewhere, `v`'s own sizes.
 fn slab_coords(e: &mut Emitter, v: &Val, axis: usize, offset: &str) -> (String, String) {
@@ -2211,9 +2106,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             let (ad, od) = (acc.ty.dtype, out.ty.dtype);
             vec![generic(e, vec![amap(n, &res), amap(n, &ident)], &vec![false; n], &[&acc], out, |b, a| b.convert(&a[0], ad, od))]
         }
-        Op::Softmax { axis } if !e.gpu && norm(*axis, n) == n - 1 && ins[0].ty.dtype == DType::F32 && out.ty.dtype == DType::F32 => {
-            vec![softmax_rows(e, &ins[0], out)]
-        }
+        Op::Softmax { .. } if !e.gpu && rows::applies(op, ins, out) => vec![rows::softmax(e, &ins[0], out)],
         Op::Softmax { axis } => {
             let x = &ins[0];
             let ax = norm(*axis, n);
@@ -2344,6 +2237,7 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
                 b.op(format!("tensor.extract {data_ssa}[{}] : {dt}", coords.join(", ")))
             })]
         }
+        Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } if !e.gpu && rows::applies(op, ins, out) => vec![rows::normalize(e, op, *epsilon, ins, out)],
         Op::RmsNorm { epsilon } | Op::LayerNorm { epsilon } => vec![normalize(e, op, *epsilon, ins, out)],
         Op::Rope { base, interleaved } => vec![rope(e, &ins[0], &ins[1], *base, *interleaved, out)],
         Op::QMatMul { format, .. } => vec![qmatmul(e, &ins[0], &ins[1], *format, out)],

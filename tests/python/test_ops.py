@@ -807,6 +807,41 @@ def test_rms_and_layer_norm(tmp_path, dt):
           [("x", s, dt), ("w", (16,), dt), ("b", (16,), dt)], ref, n_out=2, **tol)
 
 
+@pytest.mark.parametrize("width", [40, 777, None])
+def test_norm_rows(tmp_path, width):
+    """f32 rms_norm and layer_norm (after a residual add fused into the same kernel, as in
+    BERT) run row by row in 16-lane vectors with scalar steps past the last whole vector:
+    two and a half vectors, 48 and a half, and a width known only at run time (5, 16, 37).
+    NumPy's numbers, on 1 and 2 threads."""
+    s, sw = (None, 3, width), (width,)
+    t, tw = ttype(s, "f32"), ttype(sw, "f32")
+    body = [f'%h = "max.add"(%x, %res) : ({t}, {t}) -> {t}',
+            f'%r0 = "max.rms_norm"(%h, %w) {{epsilon = 1.0e-6 : f64}} : ({t}, {tw}) -> {t}',
+            f'%r1 = "max.layer_norm"(%h, %w, %b) {{epsilon = 1.0e-5 : f64}} : ({t}, {tw}, {tw}) -> {t}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", s, "f32"), ("res", s, "f32"), ("w", sw, "f32"), ("b", sw, "f32")], body, [t, t]))
+    art = tmp_path / "g.maxa"
+    maxc("compile", src, "-o", art)
+    rng = np.random.default_rng(23)
+    for b in [5, 16, 37]:
+        w_len = width or b
+        ins = {"x": rng.standard_normal((b, 3, w_len)) * 3 + 1, "res": rng.standard_normal((b, 3, w_len)),
+               "w": rng.standard_normal(w_len), "b": rng.standard_normal(w_len)}
+        ins = {k: v.astype(np.float32) for k, v in ins.items()}
+        h = ins["x"].astype(np.float64) + ins["res"]
+        rms = h / np.sqrt((h ** 2).mean(-1, keepdims=True) + 1e-6) * ins["w"]
+        mu = h.mean(-1, keepdims=True)
+        ln = (h - mu) / np.sqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * ins["w"] + ins["b"]
+        for threads in ["1", "2"]:
+            args = []
+            for k, v in ins.items():
+                np.save(tmp_path / f"{k}.npy", v)
+                args += ["--input", f"{k}={tmp_path / f'{k}.npy'}"]
+            maxc("run", art, "--threads", threads, *args, "--output", tmp_path / "o0.npy", "--output", tmp_path / "o1.npy")
+            for i, want in enumerate([rms, ln]):
+                np.testing.assert_allclose(np.load(tmp_path / f"o{i}.npy"), want, rtol=1e-5, atol=1e-5, err_msg=f"output {i}, size {b}, threads={threads}")
+
+
 @pytest.mark.parametrize("width", [96, 4096])
 def test_rms_norm_then_cast(tmp_path, width):
     """rms_norm rounded to f16 by a cast after it: on a GPU one row kernel (1024 threads

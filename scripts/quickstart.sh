@@ -20,7 +20,7 @@ time ./target/release/maxc compile-model "$model" -o "$out/smollm2.maxa"
 echo "== max generate (greedy, streamed)"
 ./target/release/max generate --model "$out/smollm2.maxa" --prompt "The capital of France is" --max-tokens 32 --temperature 0 --stats
 echo "== max generate --chat"
-./target/release/max generate --model "$out/smollm2.maxa" --chat --prompt "Which city is the capital of France?" --max-tokens 48 --temperature 0
+./target/release/max generate --model "$out/smollm2.maxa" --chat --prompt "What is the name of the capital city of France?" --max-tokens 48 --temperature 0
 echo "== maxc compile examples/custom_mlp.mlir"
 time ./target/release/maxc compile examples/custom_mlp.mlir -o "$out/mlp.maxa"
 ./target/release/maxc inspect "$out/mlp.maxa"

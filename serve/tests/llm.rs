@@ -36,9 +36,13 @@ fn continues_the_capital_of_france_with_paris() {
 fn chat_answer_names_paris() {
     // Greedy decoding of this 135M Q4_1 model answers "What is the capital of France?"
     // itself in French, without naming Paris, in llama.cpp too (tests/python/test_llm.py
-    // checks that both give the same tokens); this phrasing gets the answer.
+    // checks that both give the same tokens up to near ties). For "Which city is the
+    // capital of France?" the first answer token is itself a near tie in llama.cpp ("The"
+    // over "Le" by 0.03), so rounding decides it. With this phrasing every token of
+    // llama.cpp's greedy answer, "The capital city of France is Paris.", leads by at
+    // least 0.97.
     let Some(llm) = llm(256, 1) else { return };
-    let g = llm.chat_with(&[ChatMessage::new("user", "Which city is the capital of France?")], &greedy(48)).unwrap();
+    let g = llm.chat_with(&[ChatMessage::new("user", "What is the name of the capital city of France?")], &greedy(48)).unwrap();
     assert!(g.text.contains("Paris"), "{:?}", g.text);
     // The answer ends at the end-of-turn token, which is not part of the text.
     assert_eq!(g.finish_reason, FinishReason::Stop, "{:?}", g.text);

@@ -91,7 +91,7 @@ def test_multi_model_server(client):
     assert models["minilm"].model_extra["max_model_len"] == 256 and models["minilm"].model_extra["dimensions"] == 384
     assert models["smollm2"].model_extra["max_model_len"] == 128
     # Both models answer in the same server.
-    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "What is the name of the capital city of France?"}],
                                        temperature=0, max_tokens=16)
     assert "Paris" in r.choices[0].message.content
 

@@ -31,7 +31,7 @@ def client(server):
 
 
 def test_chat(client):
-    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "What is the name of the capital city of France?"}],
                                        temperature=0, max_tokens=32)
     assert "Paris" in r.choices[0].message.content
     assert r.choices[0].finish_reason == "stop"
@@ -40,7 +40,7 @@ def test_chat(client):
 
 
 def test_chat_streaming_with_usage(client):
-    stream = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+    stream = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "What is the name of the capital city of France?"}],
                                             temperature=0, max_tokens=32, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -49,7 +49,7 @@ def test_chat_streaming_with_usage(client):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     # Streaming gives the same text as the plain request.
-    plain = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+    plain = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "What is the name of the capital city of France?"}],
                                            temperature=0, max_tokens=32)
     assert text == plain.choices[0].message.content
 
@@ -67,7 +67,7 @@ def test_completions(client):
 def test_logprobs(client):
     """Non-streaming chat and completions report each generated token's log-probability
     and the most likely alternatives; greedy picks the top alternative every time."""
-    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+    r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "What is the name of the capital city of France?"}],
                                        temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens or (r.choices[0].finish_reason == "stop" and len(content) == r.usage.completion_tokens - 1)
@@ -89,7 +89,7 @@ def test_logprobs(client):
 def test_streaming_logprobs(client):
     """Streamed chunks carry the log-probabilities of the tokens they bring, the same values
     as the plain request; completions' text_offset counts across chunks."""
-    msgs = [{"role": "user", "content": "Which city is the capital of France?"}]
+    msgs = [{"role": "user", "content": "What is the name of the capital city of France?"}]
     plain = client.chat.completions.create(model="smollm2", messages=msgs, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2)
     chunks = list(client.chat.completions.create(model="smollm2", messages=msgs, temperature=0, max_tokens=12, logprobs=True,
                                                  top_logprobs=2, stream=True))

@@ -7,7 +7,8 @@
 //! vectorized badly: LLVM left the reductions scalar, each storing its accumulator every
 //! step, and re-read whole tensors between passes. On 2 threads, softmax over
 //! `[8, 12, 128, 128]` went from 1.6-1.9 ms to 0.52-0.62 ms, layer norm over `[1024, 384]`
-//! from 357 to 62 us, RMS norm over `[512, 576]` from 151 to 31 us.
+//! from 357 to 86 us, RMS norm over `[512, 576]` from 151 to 39 us (with their sums in f64;
+//! 62 and 31 us in f32).
 
 use super::{Emitter, Val};
 use max_dialects::Op;
@@ -90,29 +91,35 @@ impl Rows {
         e.assign(format!("vector.transfer_write {v}, {dst}[{}] {{in_bounds = [true]}} : {}, {}", self.at(j), self.vty, self.out_ty))
     }
 
-    /// A reduction of the row into one f32: `step(e, v, ty)` gives the term of a value `v`
-    /// (of type `ty`, the vector type or `f32`), `combine` the op that adds terms up
-    /// (`arith.addf`, `arith.maximumf`), from `init` (a scalar literal): whole vectors,
-    /// their lanes, then the columns past them.
-    fn reduce(&self, e: &mut Emitter, x: &Val, init: &str, combine: &str, step: &dyn Fn(&mut Emitter, &str, &str) -> String) -> String {
+    /// A reduction of the row into one value of type `acc` (`f32`, or `f64` for sums that
+    /// accumulate in double as llama.cpp's norms do): `step(e, v, ty)` gives the f32 term
+    /// of a value `v` (of type `ty`, the vector type or `f32`), widened to `acc` when that
+    /// is `f64`; `combine` adds terms up (`arith.addf`, `arith.maximumf`) from `init` (a
+    /// literal): whole vectors, their lanes, then the columns past them.
+    #[allow(clippy::type_complexity)]
+    fn reduce(&self, e: &mut Emitter, x: &Val, init: &str, combine: &str, acc: &str, step: &dyn Fn(&mut Emitter, &str, &str) -> String) -> String {
         let (c0, c1, cv, vty, xt) = (&self.c0, &self.c1, &self.cv, &self.vty, x.ty.tensor());
+        let avty = format!("vector<{VL}x{acc}>");
+        let widen = |e: &mut Emitter, t: String, from: &str, to: &str| if acc == "f32" { t } else { e.assign(format!("arith.extf {t} : {from} to {to}")) };
         let pad = e.assign("arith.constant 0.0 : f32");
-        let vinit = e.assign(format!("arith.constant dense<{init}> : {vty}"));
-        let (r, j, acc) = (e.fresh(), e.fresh(), e.fresh());
-        e.line(format!("{r} = scf.for {j} = {c0} to {} step {cv} iter_args({acc} = {vinit}) -> ({vty}) {{", self.main_end));
+        let vinit = e.assign(format!("arith.constant dense<{init}> : {avty}"));
+        let (r, j, a) = (e.fresh(), e.fresh(), e.fresh());
+        e.line(format!("{r} = scf.for {j} = {c0} to {} step {cv} iter_args({a} = {vinit}) -> ({avty}) {{", self.main_end));
         let v = self.read(e, &x.ssa, &xt, &j, &pad);
         let t = step(e, &v, vty);
-        let a = e.assign(format!("{combine} {acc}, {t} : {vty}"));
-        e.line(format!("scf.yield {a} : {vty}"));
+        let t = widen(e, t, vty, &avty);
+        let n = e.assign(format!("{combine} {a}, {t} : {avty}"));
+        e.line(format!("scf.yield {n} : {avty}"));
         e.line("}");
         let kind = if combine == "arith.maximumf" { "maximumf" } else { "add" };
-        let lanes = e.assign(format!("vector.reduction <{kind}>, {r} : {vty} into f32"));
-        let (t, j, acc) = (e.fresh(), e.fresh(), e.fresh());
-        e.line(format!("{t} = scf.for {j} = {} to {} step {c1} iter_args({acc} = {lanes}) -> (f32) {{", self.main_end, self.width));
+        let lanes = e.assign(format!("vector.reduction <{kind}>, {r} : {avty} into {acc}"));
+        let (t, j, a) = (e.fresh(), e.fresh(), e.fresh());
+        e.line(format!("{t} = scf.for {j} = {} to {} step {c1} iter_args({a} = {lanes}) -> ({acc}) {{", self.main_end, self.width));
         let v = e.assign(format!("tensor.extract {}[{}] : {xt}", x.ssa, self.at(&j)));
         let s = step(e, &v, "f32");
-        let a = e.assign(format!("{combine} {acc}, {s} : f32"));
-        e.line(format!("scf.yield {a} : f32"));
+        let s = widen(e, s, "f32", acc);
+        let n = e.assign(format!("{combine} {a}, {s} : {acc}"));
+        e.line(format!("scf.yield {n} : {acc}"));
         e.line("}");
         t
     }
@@ -159,7 +166,7 @@ pub(super) fn applies(op: &Op, ins: &[Val], out: &Val) -> bool {
 /// while summing it, then `out / sum` in place.
 pub(super) fn softmax(e: &mut Emitter, x: &Val, out: &Val) -> Val {
     let rows = Rows::open(e, x, out);
-    let max = rows.reduce(e, x, "0xFF800000", "arith.maximumf", &|_, v, _| v.to_string());
+    let max = rows.reduce(e, x, "0xFF800000", "arith.maximumf", "f32", &|_, v, _| v.to_string());
     let vty = rows.vty.clone();
     let maxv = e.assign(format!("vector.broadcast {max} : f32 to {vty}"));
 
@@ -201,13 +208,21 @@ pub(super) fn softmax(e: &mut Emitter, x: &Val, out: &Val) -> Val {
 
 /// RMS norm, `x / sqrt(mean(x^2) + eps) * w`, or layer norm,
 /// `(x - mean) / sqrt(var + eps) * g + b` with the variance from a second pass over
-/// `x - mean`, of each row, in the generic form's order of operations.
+/// `x - mean`, of each row. As in llama.cpp's norms, the f32 squares and values are summed
+/// in f64 and each mean rounded to f32: the sums are then near exact, so the result does
+/// not depend on the order the lanes add up in (a f32 sum in 16 lanes had flipped one of
+/// SmolLM2's greedy answers against llama.cpp's).
 pub(super) fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out: &Val) -> Val {
     let x = &ins[0];
     let rows = Rows::open(e, x, out);
     let vty = rows.vty.clone();
     let d64 = e.assign(format!("arith.index_cast {} : index to i64", rows.width));
-    let df = e.assign(format!("arith.sitofp {d64} : i64 to f32"));
+    let df = e.assign(format!("arith.sitofp {d64} : i64 to f64"));
+    // A mean of f64 terms (a sum over the row's width), rounded to f32.
+    let mean_of = |e: &mut Emitter, sum: &str| {
+        let m = e.assign(format!("arith.divf {sum}, {df} : f64"));
+        e.assign(format!("arith.truncf {m} : f64 to f32"))
+    };
     let eps = e.scalar_const(epsilon, max_dialects::DType::F32);
     let splat = |e: &mut Emitter, s: &str| e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
     let pad = e.assign("arith.constant 0.0 : f32");
@@ -215,8 +230,8 @@ pub(super) fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out
     let row = match op {
         Op::RmsNorm { .. } => {
             let w = &ins[1];
-            let sumsq = rows.reduce(e, x, "0.0", "arith.addf", &|e, v, ty| e.assign(format!("arith.mulf {v}, {v} : {ty}")));
-            let ms = e.assign(format!("arith.divf {sumsq}, {df} : f32"));
+            let sumsq = rows.reduce(e, x, "0.0", "arith.addf", "f64", &|e, v, ty| e.assign(format!("arith.mulf {v}, {v} : {ty}")));
+            let ms = mean_of(e, &sumsq);
             let s = e.assign(format!("arith.addf {ms}, {eps} : f32"));
             let r = e.assign(format!("math.rsqrt {s} : f32"));
             let rv = splat(e, &r);
@@ -232,15 +247,15 @@ pub(super) fn normalize(e: &mut Emitter, op: &Op, epsilon: f64, ins: &[Val], out
         }
         _ => {
             let (g, b) = (&ins[1], &ins[2]);
-            let sum = rows.reduce(e, x, "0.0", "arith.addf", &|_, v, _| v.to_string());
-            let mean = e.assign(format!("arith.divf {sum}, {df} : f32"));
+            let sum = rows.reduce(e, x, "0.0", "arith.addf", "f64", &|_, v, _| v.to_string());
+            let mean = mean_of(e, &sum);
             let meanv = splat(e, &mean);
-            let sq = rows.reduce(e, x, "0.0", "arith.addf", &|e, v, ty| {
+            let sq = rows.reduce(e, x, "0.0", "arith.addf", "f64", &|e, v, ty| {
                 let m = if ty == "f32" { &mean } else { &meanv };
                 let c = e.assign(format!("arith.subf {v}, {m} : {ty}"));
                 e.assign(format!("arith.mulf {c}, {c} : {ty}"))
             });
-            let var = e.assign(format!("arith.divf {sq}, {df} : f32"));
+            let var = mean_of(e, &sq);
             let s = e.assign(format!("arith.addf {var}, {eps} : f32"));
             let r = e.assign(format!("math.rsqrt {s} : f32"));
             let rv = splat(e, &r);

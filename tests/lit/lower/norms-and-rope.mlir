@@ -1,7 +1,8 @@
 // rms_norm and layer_norm of f32 rows on a CPU run row by row in 16-lane vectors (softmax
-// does too: reductions.mlir), here 40 columns: two vectors, then 8 scalar steps. rms_norm
-// sums the squares, then scales each element by rsqrt(mean + eps) and the weight;
-// layer_norm takes the mean, the variance from a second pass over x - mean, then
+// does too: reductions.mlir), here 40 columns: two vectors, then 8 scalar steps. As in
+// llama.cpp, f32 terms are summed in f64 and each mean rounded to f32. rms_norm sums the
+// squares, then scales each element by rsqrt(mean + eps) and the weight; layer_norm takes
+// the mean, the variance from a second pass over x - mean, then
 // (x - mean) * rsqrt(var + eps) * g + b. Other types keep the generic form, a
 // sum-of-squares reduction and one normalizing map (f16 here). rope: one map that reads
 // each element and its rotation partner (adjacent pairs here) with tensor.extract.
@@ -10,11 +11,13 @@
 // CHECK-LABEL: func.func @g_k0_rms_norm(
 // CHECK: scf.for {{.*}} -> (tensor<?x4x40xf32>)
 // CHECK: scf.for {{.*}} -> (tensor<?x4x40xf32>)
-// CHECK: %[[SQ:.*]] = scf.for {{.*}} step %c16{{.*}} -> (vector<16xf32>)
+// CHECK: %[[SQ:.*]] = scf.for {{.*}} step %c16{{.*}} -> (vector<16xf64>)
 // CHECK: arith.mulf %{{.*}} : vector<16xf32>
-// CHECK: vector.reduction <add>, %[[SQ]]
-// CHECK: %[[SUM:.*]] = scf.for {{.*}} to %c40 step %c1{{.*}} -> (f32)
-// CHECK: %[[MS:.*]] = arith.divf %[[SUM]]
+// CHECK: arith.extf %{{.*}} : vector<16xf32> to vector<16xf64>
+// CHECK: vector.reduction <add>, %[[SQ]] : vector<16xf64> into f64
+// CHECK: %[[SUM:.*]] = scf.for {{.*}} to %c40 step %c1{{.*}} -> (f64)
+// CHECK: %[[MS64:.*]] = arith.divf %[[SUM]], %{{.*}} : f64
+// CHECK: %[[MS:.*]] = arith.truncf %[[MS64]] : f64 to f32
 // CHECK: %[[EPS:.*]] = arith.addf %[[MS]]
 // CHECK: %[[R:.*]] = math.rsqrt %[[EPS]] : f32
 // CHECK: %[[RV:.*]] = vector.broadcast %[[R]] : f32 to vector<16xf32>
@@ -27,11 +30,11 @@
 // CHECK: tensor.insert
 // CHECK-NOT: linalg.generic
 // CHECK-LABEL: func.func @g_k1_layer_norm(
-// CHECK: vector.reduction <add>
-// CHECK: %[[MEAN:.*]] = arith.divf
+// CHECK: vector.reduction <add>, %{{.*}} : vector<16xf64> into f64
+// CHECK: %[[MEAN:.*]] = arith.truncf
 // CHECK: %[[MEANV:.*]] = vector.broadcast %[[MEAN]] : f32 to vector<16xf32>
 // CHECK: arith.subf %{{.*}}, %[[MEANV]] : vector<16xf32>
-// CHECK: vector.reduction <add>
+// CHECK: vector.reduction <add>, %{{.*}} : vector<16xf64> into f64
 // CHECK: math.rsqrt
 // CHECK: scf.for {{.*}} step %c16{{.*}} -> (tensor<?x4x40xf32>)
 // CHECK: arith.subf %{{.*}}, %[[MEANV]] : vector<16xf32>

@@ -150,12 +150,12 @@ impl Rows {
     }
 }
 
-/// Whether [`softmax`] or [`normalize`] lowers `op` on these operands: f32 throughout, over the
-/// last axis (norms always are).
+/// Whether [`softmax`] or [`normalize`] lowers `op` on these operands: f32 throughout, of
+/// rank 1 or more, over the last axis (norms always are).
 pub(super) fn applies(op: &Op, ins: &[Val], out: &Val) -> bool {
     let f32s = ins.iter().chain([out]).all(|v| v.ty.dtype == max_dialects::DType::F32);
     let rank = out.ty.dims.len();
-    f32s && match op {
+    f32s && rank >= 1 && match op {
         Op::Softmax { axis } => super::norm(*axis, rank) == rank - 1,
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => true,
         _ => false,

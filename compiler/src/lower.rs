@@ -331,14 +331,15 @@ impl CpuTuning {
     /// The tuning for LLVM CPU name `cpu` (a concrete CPU, or a portable `x86-64-v*`
     /// level, which keeps the defaults) with AVX2 or not.
     pub fn for_cpu(cpu: &str, avx2: bool) -> CpuTuning {
+        let znver4 = cpu == "znver4";
         let gemv_prefetch = match std::env::var("MAX_GEMV_PREFETCH").as_deref() {
             Ok("0") => false,
             Ok("1") => true,
-            _ => cpu != "znver4",
+            _ => !znver4,
         };
         let blocked_min_a_bytes = match std::env::var("MAX_BLOCKED_MIN_A_BYTES").ok().and_then(|v| v.parse().ok()) {
             Some(n) => Some(n),
-            None => (cpu != "znver4").then_some(BLOCKED_MIN_A_BYTES),
+            None => (!znver4).then_some(BLOCKED_MIN_A_BYTES),
         };
         CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes }
     }
@@ -1731,16 +1732,10 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
             }
         },
     );
-    let mut cur = c.to_string();
-    for (v, sum) in sums.iter().enumerate() {
-        let off = e.index((v * VL) as i64);
-        let j = e.assign(format!("arith.addi {j0}, {off} : index"));
-        cur = e.assign(format!("vector.transfer_write {sum}, {cur}[{i0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
-    }
-    cur
+    write_tile(e, &sums, c, i0, j0, 1, ot)
 }
 
-/// The `NV` vectors of one row's product with a column panel,
+/// One row's product with a column panel (a loop whose `NV` results are its vectors),
 /// `sum over p < end of value(p) * panel[row(p)]`, where `entry(e, p)` gives position `p`'s
 /// panel row and its value broadcast to a vector: the row's columns for a dense row ([`row_tile`]), its list of
 /// nonzeros for a sparse one ([`ZeroSkip`]). The positions are split [`KSPLIT`] ways, so
@@ -1756,7 +1751,7 @@ fn row_product(
     pad: &str,
     entry: &dyn Fn(&mut Emitter, &str) -> (String, String),
     after: &dyn Fn(&mut Emitter, &str, &str),
-) -> Vec<String> {
+) -> String {
     let vty = format!("vector<{VL}xf32>");
     let c0 = e.index(0);
     let c1 = e.index(1);
@@ -1802,7 +1797,7 @@ fn row_product(
     }
     e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
     e.line("}");
-    (0..NV).map(|v| format!("{tail}#{v}")).collect()
+    tail
 }
 
 /// Whether matmuls after a relu skip its zeros at one row ([`ZeroSkip`]); on unless
@@ -1829,13 +1824,11 @@ const ZERO_SKIP_PREFETCH_AHEAD: i64 = 128;
 /// it matter. Rows with fewer than a quarter zeros, and products of more than one row, take
 /// the dense tiles (`take` is false).
 struct ZeroSkip {
-    /// `tensor<?xi32>` (k long for one row): the columns of the nonzeros, the first
+    /// [`ZeroSkip::COLS`] (k long for one row): the columns of the nonzeros, the first
     /// `count` valid.
     cols: String,
-    /// `tensor<?xf32>`: their values.
+    /// [`ZeroSkip::VALS`]: their values.
     vals: String,
-    cols_ty: String,
-    vals_ty: String,
     /// How many entries are valid (index).
     count: String,
     /// Whether the row tiles run over the list (i1).
@@ -1843,6 +1836,9 @@ struct ZeroSkip {
 }
 
 impl ZeroSkip {
+    const COLS: &str = "tensor<?xi32>";
+    const VALS: &str = "tensor<?xf32>";
+
     /// Counts the nonzeros of `a[0, :]` when `a` has one row (`m` rows, depth `k`), and
     /// gathers them when they are few enough.
     fn gather(e: &mut Emitter, a: &Val, m: &str, k: &str) -> ZeroSkip {
@@ -1888,8 +1884,7 @@ impl ZeroSkip {
         let take = e.assign(format!("arith.andi {one_row}, {sparse} : i1"));
         let end = e.assign(format!("arith.select {take}, {k}, {c0} : index"));
         // k long when taken, else empty.
-        let cols_ty = "tensor<?xi32>".to_string();
-        let vals_ty = "tensor<?xf32>".to_string();
+        let (cols_ty, vals_ty) = (Self::COLS, Self::VALS);
         let cols0 = e.assign(format!("tensor.empty({end}) : {cols_ty}"));
         let vals0 = e.assign(format!("tensor.empty({end}) : {vals_ty}"));
         // Branch-free compaction: every entry is written at the next free slot, which only
@@ -1905,14 +1900,14 @@ impl ZeroSkip {
         let n = e.assign(format!("arith.addi %zn, {step} : index"));
         e.line(format!("scf.yield {cols}, {vals}, {n} : {cols_ty}, {vals_ty}, index"));
         e.line("}");
-        ZeroSkip { cols: format!("{r}#0"), vals: format!("{r}#1"), cols_ty, vals_ty, count: format!("{r}#2"), take }
+        ZeroSkip { cols: format!("{r}#0"), vals: format!("{r}#1"), count: format!("{r}#2"), take }
     }
 
     /// Entry `p`'s column (index) and value broadcast to a vector.
     fn entry(&self, e: &mut Emitter, p: &str) -> (String, String) {
-        let c = e.assign(format!("tensor.extract {}[{p}] : {}", self.cols, self.cols_ty));
+        let c = e.assign(format!("tensor.extract {}[{p}] : {}", self.cols, Self::COLS));
         let col = e.assign(format!("arith.index_cast {c} : i32 to index"));
-        let v = e.assign(format!("tensor.extract {}[{p}] : {}", self.vals, self.vals_ty));
+        let v = e.assign(format!("tensor.extract {}[{p}] : {}", self.vals, Self::VALS));
         (col, e.assign(format!("vector.broadcast {v} : f32 to vector<{VL}xf32>")))
     }
 
@@ -1926,7 +1921,6 @@ impl ZeroSkip {
     /// panel reads bound the tile.
     #[allow(clippy::too_many_arguments)]
     fn gemv(&self, e: &mut Emitter, b: &Val, c: &str, cnm: &str, zero: &str, pad: &str, ot: &str) -> String {
-        let vty = format!("vector<{VL}xf32>");
         let c0 = e.index(0);
         let c1 = e.index(1);
         let cnr = e.index((NV * VL) as i64);
@@ -1942,16 +1936,11 @@ impl ZeroSkip {
             }
             let q = e.assign(format!("arith.addi {p}, {ahead} : index"));
             let q = e.assign(format!("arith.minui {q}, {last} : index"));
-            let qc = e.assign(format!("tensor.extract {}[{q}] : {}", self.cols, self.cols_ty));
+            let qc = e.assign(format!("tensor.extract {}[{q}] : {}", self.cols, Self::COLS));
             let qcol = e.assign(format!("arith.index_cast {qc} : i32 to index"));
             src.prefetch_row(e, &qcol);
         });
-        let mut cur = "%zo".to_string();
-        for (v, sum) in sums.iter().enumerate() {
-            let off = e.index((v * VL) as i64);
-            let j = e.assign(format!("arith.addi %zj, {off} : index"));
-            cur = e.assign(format!("vector.transfer_write {sum}, {cur}[{c0}, {j}] {{in_bounds = [true]}} : {vty}, {ot}"));
-        }
+        let cur = write_tile(e, &sums, "%zo", &c0, "%zj", 1, ot);
         e.line(format!("scf.yield {cur} : {ot}"));
         e.line("}");
         r

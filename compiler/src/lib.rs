@@ -37,6 +37,7 @@ pub mod program;
 pub mod qmatmul;
 pub mod qmatmul_q8;
 pub mod rope;
+pub mod tuning;
 pub mod weights;
 
 pub use codegen::CpuTarget as Target;

@@ -264,8 +264,9 @@ pub fn model_files(canonical: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// The cache file for `model`: named after the file or directory, keyed by its path, its
 /// files' sizes and modification times, the compiler version and build (the running
-/// executable's size and time), the artifact and kernel ABI versions and the target, so a
-/// changed model or a new compiler compiles afresh.
+/// executable's size and time), the artifact and kernel ABI versions, the target and the
+/// code-generation knobs set in the environment ([`max_compiler::tuning::KNOBS`]), so a
+/// changed model, a new compiler or a changed knob compiles afresh.
 pub fn cached_artifact_path(model: &Path, target: &ModelTarget) -> Result<PathBuf, CompileModelError> {
     let io = |source| CompileModelError::Io { what: format!("reading {}", model.display()), source };
     let canonical = model.canonicalize().map_err(io)?;
@@ -281,12 +282,13 @@ pub fn cached_artifact_path(model: &Path, target: &ModelTarget) -> Result<PathBu
         .map(|m| format!("{}:{:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let key = format!(
-        "{}|{stamp}|{}|{build}|{}|{}|{:?}",
+        "{}|{stamp}|{}|{build}|{}|{}|{:?}|{}",
         canonical.display(),
         env!("CARGO_PKG_VERSION"),
         max_runtime::artifact::FORMAT_VERSION,
         max_runtime::artifact::KERNEL_ABI_VERSION,
-        target
+        target,
+        max_compiler::tuning::env_stamp()
     );
     let stem = canonical.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     Ok(cache_dir().join(format!("{stem}-{:08x}.maxa", crc32fast::hash(key.as_bytes()))))
@@ -319,4 +321,31 @@ pub fn compile_cached(model: &Path, target: impl Into<ModelTarget>, on_compile: 
     std::fs::write(&tmp, &bytes).map_err(io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, &out).map_err(io(format!("renaming {} to {}", tmp.display(), out.display())))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A code-generation knob set in the environment names another cache file, so an
+    /// artifact compiled without it is not reused.
+    #[test]
+    fn cache_key_follows_tuning_knobs() {
+        let dir = std::env::temp_dir().join(format!("max-cache-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("m.gguf");
+        std::fs::write(&model, b"GGUF").unwrap();
+        let target = ModelTarget::Cpu(Target::host());
+        // MAX_GPU_WGMMA only changes CUDA kernels, so setting it cannot disturb tests that
+        // compile for the CPU at the same time.
+        let knob = "MAX_GPU_WGMMA";
+        assert!(std::env::var(knob).is_err(), "{knob} is set in this test's environment");
+        let plain = cached_artifact_path(&model, &target).unwrap();
+        std::env::set_var(knob, "0");
+        let with_knob = cached_artifact_path(&model, &target).unwrap();
+        std::env::remove_var(knob);
+        assert_eq!(cached_artifact_path(&model, &target).unwrap(), plain);
+        assert_ne!(plain, with_knob);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,8 +1,9 @@
 //! `max-compiler`: compiles `max` graphs (MLIR text or the Rust Graph API) into `.maxa`
 //! artifacts for the lean runtime.
 //!
-//! Stages: import + verify + shape inference ([`max_dialects::verify`]), `max` -> linalg
-//! ([`lower`]), dispatch formation ([`program`]), bufferization and lowering to LLVM
+//! Stages: import + verify + shape inference ([`max_dialects::verify`]), common
+//! subexpressions folded ([`graph_cse`]), `max` -> linalg ([`lower`]), dispatch formation
+//! ([`program`]), bufferization and lowering to LLVM
 //! ([`pipeline`], MLIR through melior), x86-64 code generation ([`codegen`], LLVM through
 //! inkwell), packaging ([`max_runtime::artifact`]).
 
@@ -26,6 +27,7 @@ pub mod gpu_sgemm;
 mod gpu_text;
 pub mod gpu_wgmma;
 pub mod graph_api;
+pub mod graph_cse;
 pub mod import;
 pub mod kv_cache;
 pub mod lower;
@@ -190,7 +192,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         return Err(CompileError::Target("--emit ptx needs a cuda target (--target cuda:sm_90)".into()));
     }
     for g in graphs {
-        program.add_graph(g, &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
+        program.add_graph(&graph_cse::run(g), &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
     let avx2 = opts.cuda.is_none() && opts.target.required.iter().any(|f| f == "avx2");

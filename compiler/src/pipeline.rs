@@ -3,6 +3,7 @@
 //! | stage             | from                 | to                                  |
 //! |-------------------|----------------------|-------------------------------------|
 //! | `verify`          | `max` ops            | `max` ops with inferred types       |
+//! | `graph-cse`       | `max` ops            | repeated pure ops folded            |
 //! | `lower-to-linalg` | `max` ops            | kernels: linalg/tensor/arith/math   |
 //! | `fuse-linalg`     | kernels on tensors   | elementwise generics merged         |
 //! | `bufferize`       | kernels on tensors   | kernels on memrefs                  |
@@ -12,7 +13,7 @@
 //! Any other name is run as an upstream MLIR pass on the module (`canonicalize`, `cse`, ...).
 
 /// Names of the compiler's own stages, in order.
-pub const STAGES: &[&str] = &["verify", "lower-to-linalg", "fuse-linalg", "bufferize", "lower-to-loops", "lower-to-llvm"];
+pub const STAGES: &[&str] = &["verify", "graph-cse", "lower-to-linalg", "fuse-linalg", "bufferize", "lower-to-loops", "lower-to-llvm"];
 
 /// Inlines MLIR kernel-library calls, then merges the elementwise `linalg.generic`s of a
 /// fused kernel into one loop nest.
@@ -39,7 +40,7 @@ pub fn mlir_pipeline(stage: &str) -> Option<String> {
         "bufferize" => Some(BUFFERIZE.into()),
         "lower-to-loops" => Some(LOWER_TO_LOOPS.into()),
         "lower-to-llvm" => Some(LOWER_TO_LLVM.into()),
-        "verify" | "lower-to-linalg" => None,
+        "verify" | "graph-cse" | "lower-to-linalg" => None,
         other => Some(other.into()),
     }
 }

@@ -217,37 +217,16 @@ mod graph {
     }
 
     impl Linear {
-        fn apply(&self, x: &mut Activation) -> TensorValue {
+        /// `x @ w`. A dense bf16/f16 weight reads `x` cast to its type: the projections of
+        /// one activation (q, k, v; gate, up) each write that cast, and the compiler's
+        /// graph-cse stage leaves one of them.
+        fn apply(&self, x: &TensorValue) -> TensorValue {
             match self {
                 // Activations quantized to 8 bits per block, as llama.cpp computes.
-                Linear::Quant(w, f) => ops::qmatmul_q8(&x.value, w, *f),
-                Linear::Dense(w, DType::F32) => ops::matmul(&x.value, w),
-                Linear::Dense(w, dt) => ops::cast(&ops::matmul(&x.rounded(*dt), w), DType::F32),
+                Linear::Quant(w, f) => ops::qmatmul_q8(x, w, *f),
+                Linear::Dense(w, DType::F32) => ops::matmul(x, w),
+                Linear::Dense(w, dt) => ops::cast(&ops::matmul(&ops::cast(x, *dt), w), DType::F32),
             }
-        }
-    }
-
-    /// An activation the projections read, with its roundings to bf16/f16 made once: the
-    /// q, k and v projections (and gate and up) share one cast of their input rather than
-    /// a cast kernel each.
-    struct Activation {
-        value: TensorValue,
-        rounded: Vec<(DType, TensorValue)>,
-    }
-
-    impl Activation {
-        fn new(value: TensorValue) -> Self {
-            Activation { value, rounded: Vec::new() }
-        }
-
-        /// The activation cast to `dt`, built on first use.
-        fn rounded(&mut self, dt: DType) -> TensorValue {
-            if let Some((_, v)) = self.rounded.iter().find(|(d, _)| *d == dt) {
-                return v.clone();
-            }
-            let v = ops::cast(&self.value, dt);
-            self.rounded.push((dt, v.clone()));
-            v
         }
     }
 
@@ -419,28 +398,28 @@ mod graph {
         let mut x = b.embed(tokens, cfg)?;
         for layer in 0..cfg.n_layers {
             let p = |n: &str| format!("blk.{layer}.{n}.weight");
-            let mut h = Activation::new(ops::rms_norm(&x, &b.vector(&p("attn_norm"), e)?, cfg.rms_eps));
-            let q = ops::reshape(&b.linear(&p("attn_q"), qdim, e)?.apply(&mut h), &[-1, hq, hd]);
-            let k = ops::reshape(&b.linear(&p("attn_k"), kvdim, e)?.apply(&mut h), &[-1, hkv, hd]);
-            let v = ops::reshape(&b.linear(&p("attn_v"), kvdim, e)?.apply(&mut h), &[-1, hkv, hd]);
+            let h = ops::rms_norm(&x, &b.vector(&p("attn_norm"), e)?, cfg.rms_eps);
+            let q = ops::reshape(&b.linear(&p("attn_q"), qdim, e)?.apply(&h), &[-1, hq, hd]);
+            let k = ops::reshape(&b.linear(&p("attn_k"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
+            let v = ops::reshape(&b.linear(&p("attn_v"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
             let q = ops::rope(&q, positions, cfg.rope_base, cfg.rope_interleaved);
             let k = ops::rope(&k, positions, cfg.rope_base, cfg.rope_interleaved);
             kc = ops::cache_write(&kc, &k, start, slot, layer as i64);
             vc = ops::cache_write(&vc, &v, start, slot, layer as i64);
             let a = ops::cached_attention(&q, &kc, &vc, start, slot, layer as i64, None);
             let a = ops::reshape(&a, &[-1, qdim as i64]);
-            x = ops::add(&x, &b.linear(&p("attn_output"), e, qdim)?.apply(&mut Activation::new(a)));
-            let mut h = Activation::new(ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps));
-            let gate = b.linear(&p("ffn_gate"), ff, e)?.apply(&mut h);
-            let up = b.linear(&p("ffn_up"), ff, e)?.apply(&mut h);
+            x = ops::add(&x, &b.linear(&p("attn_output"), e, qdim)?.apply(&a));
+            let h = ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps);
+            let gate = b.linear(&p("ffn_gate"), ff, e)?.apply(&h);
+            let up = b.linear(&p("ffn_up"), ff, e)?.apply(&h);
             let m = ops::mul(&ops::silu(&gate), &up);
-            x = ops::add(&x, &b.linear(&p("ffn_down"), e, ff)?.apply(&mut Activation::new(m)));
+            x = ops::add(&x, &b.linear(&p("ffn_down"), e, ff)?.apply(&m));
         }
         // Only the rows whose logits are wanted go through the head.
         let x = ops::gather(&x, last, 0);
         let x = ops::rms_norm(&x, &b.vector("output_norm.weight", e)?, cfg.rms_eps);
         let head = if b.has("output.weight") && !cfg.tied_embeddings { "output.weight" } else { "token_embd.weight" };
-        let logits = b.linear(head, cfg.vocab_size, e)?.apply(&mut Activation::new(x));
+        let logits = b.linear(head, cfg.vocab_size, e)?.apply(&x);
         graph.output([logits]);
         Ok(graph)
     }

@@ -109,8 +109,9 @@ struct CompileModelArgs {
 struct OptArgs {
     /// Input .mlir (max dialect, or any MLIR for upstream passes).
     input: PathBuf,
-    /// Comma-separated stages: verify, lower-to-linalg, bufferize, lower-to-loops,
-    /// lower-to-llvm, or any upstream MLIR pass (canonicalize, cse, ...).
+    /// Comma-separated stages: verify, graph-cse (fold repeated max ops), lower-to-linalg,
+    /// bufferize, lower-to-loops, lower-to-llvm, or any upstream MLIR pass (canonicalize,
+    /// cse, ...).
     #[arg(long = "pass-pipeline", value_name = "STAGES")]
     pass_pipeline: String,
     /// Output file (default: stdout).
@@ -250,7 +251,7 @@ fn opt(a: &OptArgs) -> Result<()> {
 fn opt_chunk(source: &str, file: &str, stages: &[String], debug_info: bool) -> Result<String> {
     let ctx = MlirContext::new()?;
     // max-level stages (and any input holding max ops) start from the imported graph.
-    let has_max = source.contains("\"max.") || matches!(stages.first().map(String::as_str), Some("verify" | "lower-to-linalg"));
+    let has_max = source.contains("\"max.") || matches!(stages.first().map(String::as_str), Some("verify" | "graph-cse" | "lower-to-linalg"));
     let mut state = if has_max {
         let module = ctx.parse(source, file)?;
         let mut graphs = max_compiler::import::import_module(&ctx, &module)?;
@@ -265,13 +266,19 @@ fn opt_chunk(source: &str, file: &str, stages: &[String], debug_info: bool) -> R
     for stage in stages {
         state = match (stage.as_str(), state) {
             ("verify", State::Graphs(g)) => State::Graphs(g),
+            ("graph-cse", State::Graphs(mut g)) => {
+                g.iter_mut().for_each(|g| {
+                    max_compiler::graph_cse::eliminate(g);
+                });
+                State::Graphs(g)
+            }
             ("lower-to-linalg", State::Graphs(g)) => {
                 let mut opts = CompileOptions::new(Target::host());
                 opts.weights.zeros_for_missing = true;
                 let out = max_compiler::compile_graphs(&ctx, &g, &opts, Emit::Linalg)?;
                 State::Mlir(String::from_utf8(out.bytes)?)
             }
-            (s @ ("verify" | "lower-to-linalg"), State::Mlir(_)) => bail!("stage '{s}' needs max dialect input"),
+            (s @ ("verify" | "graph-cse" | "lower-to-linalg"), State::Mlir(_)) => bail!("stage '{s}' needs max dialect input"),
             (s, State::Graphs(_)) => bail!("stage '{s}' runs on kernels; run lower-to-linalg first"),
             (s, State::Mlir(text)) => {
                 let p = pipeline::mlir_pipeline(s).unwrap();

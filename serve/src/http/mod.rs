@@ -47,6 +47,7 @@ pub struct ServeConfig {
     pub max_waiting: usize,
     /// Required `Authorization: Bearer` key, if any.
     pub api_key: Option<String>,
+    /// CPU worker threads, shared by every model (default: all cores).
     pub threads: Option<usize>,
     /// Where the models run (`--devices`).
     pub device: max_runtime::Device,
@@ -126,15 +127,19 @@ fn router(state: Arc<AppState>) -> Router {
 
 /// Loads every model (compiling `.gguf`s and model directories), starts the engines and runs
 /// one token (or one embedding) through each so kernels are warm.
+///
+/// All models load into one session: they share its worker threads (`--threads`, default
+/// all cores), so requests to two models at once split the cores rather than each model's
+/// pool claiming all of them.
 fn load(config: &ServeConfig) -> Result<Vec<Served>, String> {
     let mut out = Vec::new();
+    let session = match config.threads {
+        Some(t) => max_runtime::InferenceSession::with_threads(config.device, t),
+        None => max_runtime::InferenceSession::new(config.device),
+    };
     for (name, path) in &config.models {
         let failed = |e: &dyn std::fmt::Display| format!("model '{name}' ({}): {e}", path.display());
         let artifact = LLM::artifact_for(path, config.device).map_err(|e| failed(&e))?;
-        let session = match config.threads {
-            Some(t) => max_runtime::InferenceSession::with_threads(config.device, t),
-            None => max_runtime::InferenceSession::new(config.device),
-        };
         let model = session.load_path(&artifact).map_err(|e| failed(&e))?;
         if crate::embedding::is_embedding_artifact(model.artifact()) {
             let model = EmbeddingModel::from_model(model).map_err(|e| failed(&e))?;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod server;
+
 use max_serve::gguf::{GgufFile, MetadataArray, MetadataValue};
 
 /// Appends a GGUF string (u64 length, bytes).

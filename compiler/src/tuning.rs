@@ -9,6 +9,7 @@ pub const KNOBS: &[&str] = &[
     "MAX_CUDA_TOOLKIT",
     "MAX_GEMV_PREFETCH",
     "MAX_GPU_GEMV",
+    "MAX_GPU_NO_WGMMA",
     "MAX_GPU_WGMMA",
     "MAX_PACK_MIN_BYTES",
     "MAX_ZERO_SKIP",
@@ -17,7 +18,7 @@ pub const KNOBS: &[&str] = &[
 /// The knobs set in this process's environment, as `NAME=value;` pairs in [`KNOBS`] order
 /// (empty when none is set), for a cache key.
 pub fn env_stamp() -> String {
-    stamp(|name| std::env::var(name).ok())
+    stamp(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
 }
 
 fn stamp(lookup: impl Fn(&str) -> Option<String>) -> String {
@@ -37,8 +38,8 @@ mod tests {
         assert_eq!(all.matches('=').count(), KNOBS.len());
     }
 
-    /// Every `env::var("MAX_...")` in the compiler's sources is a knob, so a new one cannot
-    /// be left out of the cache key.
+    /// Every `env::var("MAX_...")` and `env::var_os("MAX_...")` in the compiler's sources is
+    /// a knob, so a new one cannot be left out of the cache key.
     #[test]
     fn knobs_are_complete() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -51,7 +52,7 @@ mod tests {
                     dirs.push(path);
                 } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tuning.rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    for part in text.split("env::var(\"").skip(1) {
+                    for part in text.split("env::var(\"").skip(1).chain(text.split("env::var_os(\"").skip(1)) {
                         let name = part.split('"').next().unwrap();
                         if name.starts_with("MAX_") {
                             read.push((name.to_string(), path.display().to_string()));

@@ -195,8 +195,9 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         program.add_graph(&graph_cse::run(g), &opts.weights, opts.fusion, &opts.kernels, &signatures)?;
     }
     let specs: Vec<lower::KernelSpec> = program.kernels.iter().map(|k| k.spec.clone()).collect();
-    let avx2 = opts.cuda.is_none() && opts.target.required.iter().any(|f| f == "avx2");
-    let linalg = lower::kernel_module(&specs, &libraries, lower::CpuTuning::for_cpu(&opts.target.cpu, avx2));
+    let has = |feature: &str| opts.cuda.is_none() && opts.target.required.iter().any(|f| f == feature);
+    let avx2 = has("avx2");
+    let linalg = lower::kernel_module(&specs, &libraries, lower::CpuTuning::for_cpu(&opts.target.cpu, avx2, has("avx512f")));
     let mut module = ctx.parse(&linalg, "<kernels>").map_err(|e| CompileError::Internal(format!("generated kernels do not verify: {e}\n{linalg}")))?;
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));

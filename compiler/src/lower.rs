@@ -113,7 +113,7 @@ pub struct MlirCall {
 }
 
 /// Column-panel width of pre-packed matmul weights (the micro-kernel's tile width).
-pub const PACK_WIDTH: usize = NV * VL;
+pub const PACK_WIDTH: usize = 16;
 
 /// Whether a matmul of operands typed `a` and `b` into `out` is computed by the f32
 /// micro-kernel, so that a constant `b` may be stored pre-packed.
@@ -325,12 +325,20 @@ pub struct CpuTuning {
     /// 4096^3 and an activation 2048^3, 2 threads). Elsewhere [`BLOCKED_MIN_A_BYTES`];
     /// `MAX_BLOCKED_MIN_A_BYTES=N` overrides (0 blocks every deep enough matmul).
     pub blocked_min_a_bytes: Option<usize>,
+    /// Lanes of the f32 matmul micro-kernel's vectors: 16 (512-bit registers) where the
+    /// target has AVX-512F, else 8. A tile row is one [`PACK_WIDTH`]-wide packed panel either
+    /// way: one 512-bit vector or two 256-bit ones. On znver4, which runs 512-bit FMAs as two
+    /// 256-bit halves, the 512-bit tiles still took 0.96-0.97x the time of the 256-bit ones
+    /// (half the instructions for the same FMAs: custom_mlp at batch 64, weight and
+    /// activation matmuls at 1024^3 and 2048^3); CPUs with two 512-bit FMA units have twice
+    /// the peak in them. `MAX_MATMUL_LANES=8|16` overrides (16 needs AVX-512F).
+    pub vector_lanes: usize,
 }
 
 impl CpuTuning {
     /// The tuning for LLVM CPU name `cpu` (a concrete CPU, or a portable `x86-64-v*`
-    /// level, which keeps the defaults) with AVX2 or not.
-    pub fn for_cpu(cpu: &str, avx2: bool) -> CpuTuning {
+    /// level, which keeps the defaults) with AVX2 or not, and AVX-512F or not.
+    pub fn for_cpu(cpu: &str, avx2: bool, avx512: bool) -> CpuTuning {
         let znver4 = cpu == "znver4";
         let gemv_prefetch = match std::env::var("MAX_GEMV_PREFETCH").as_deref() {
             Ok("0") => false,
@@ -341,7 +349,12 @@ impl CpuTuning {
             Some(n) => Some(n),
             None => (!znver4).then_some(BLOCKED_MIN_A_BYTES),
         };
-        CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes }
+        let vector_lanes = match std::env::var("MAX_MATMUL_LANES").as_deref() {
+            Ok("8") => 8,
+            _ if avx512 => 16,
+            _ => 8,
+        };
+        CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes, vector_lanes }
     }
 }
 
@@ -349,7 +362,7 @@ impl Default for CpuTuning {
     /// A portable target without AVX2 (what epilogue code inlined into GPU kernels is
     /// emitted with; it takes no CPU path).
     fn default() -> CpuTuning {
-        CpuTuning::for_cpu("x86-64", false)
+        CpuTuning::for_cpu("x86-64", false, false)
     }
 }
 
@@ -369,6 +382,14 @@ fn compute_type(d: DType) -> DType {
 }
 
 impl Emitter {
+    /// Lanes of the f32 matmul micro-kernel's vectors ([`CpuTuning::vector_lanes`]).
+    fn vl(&self) -> usize {
+        self.cpu.vector_lanes
+    }
+    /// Vectors per row of its register tile: a row spans one packed panel.
+    fn nv(&self) -> usize {
+        PACK_WIDTH / self.cpu.vector_lanes
+    }
     fn fresh(&mut self) -> String {
         self.next += 1;
         format!("%{}{}", self.prefix, self.next)
@@ -1190,24 +1211,20 @@ fn attention(e: &mut Emitter, q: &Val, k: &Val, v: &Val, causal: bool, scale: Op
 
 /// Rows of the register tile of the f32 matmul micro-kernel.
 const MR: usize = 6;
-/// Vectors (of [`VL`] lanes) per row of the register tile.
-const NV: usize = 2;
-/// Lanes per vector.
-const VL: usize = 8;
 
 /// Whether a matmul takes the register-blocked micro-kernel path: f32, 2-D operands, and a
 /// result width of at least one tile, or only known at run time (attention's products of two
 /// activations, one batch slice at a time: see [`crate::batch_slices`]).
 fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
-    [a, b, out].iter().all(|v| v.ty.dtype == DType::F32 && v.ty.dims.len() == 2) && b.ty.dims[1].is_none_or(|n| n >= (NV * VL) as i64)
+    [a, b, out].iter().all(|v| v.ty.dtype == DType::F32 && v.ty.dims.len() == 2) && b.ty.dims[1].is_none_or(|n| n >= PACK_WIDTH as i64)
 }
 
 /// A register-blocked f32 matmul `out = a @ b`.
 ///
-/// The result is computed in `MR x (NV*VL)` tiles whose accumulators stay in vector
+/// The result is computed in `MR x PACK_WIDTH` tiles whose accumulators stay in vector
 /// registers for the whole k loop (they are loop-carried values, so nothing has to hoist
-/// them): per k, one broadcast of `a[i, k]` per row and `NV` vector loads of `b[k, j..]`
-/// feed `MR*NV` FMAs. Column panels are the outer loop so a panel of `b` stays in cache
+/// them): per k, one broadcast of `a[i, k]` per row and `nv` vector loads of `b[k, j..]`
+/// feed `MR * nv` FMAs (`nv` vectors of [`CpuTuning::vector_lanes`] make a row). Column panels are the outer loop so a panel of `b` stays in cache
 /// while all rows pass over it. Leftover rows run a one-row tile; leftover columns (the
 /// result width modulo the tile width) fall back to the generic contraction.
 ///
@@ -1217,14 +1234,15 @@ fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
 /// With `sparse` (`a` is a relu's output), a one-row product skips the zeros of `a`: see
 /// [`ZeroSkip`].
 fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool, sparse: bool) -> Val {
+    let (vl, nv) = (e.vl(), e.nv());
     // A column-split kernel's packed weight has a dynamic panel count (its own panels);
     // packed widths are whole panels, so nothing is left over then. An unpacked `b` may
     // have a width known only at run time (`None` here): its whole tiles and leftover
     // columns are counted then.
     let n = if packed { Some(b.ty.dims[0].map_or(0, |p| p as usize * PACK_WIDTH)) } else { b.ty.dims[1].map(|c| c as usize) };
-    let nr = NV * VL;
+    let nr = PACK_WIDTH;
     let n_main = n.map(|n| n - n % nr);
-    let vty = format!("vector<{VL}xf32>");
+    let vty = format!("vector<{vl}xf32>");
     let (at, ot) = (a.ty.tensor(), out.ty.tensor());
     let c0 = e.index(0);
     let c1 = e.index(1);
@@ -1254,13 +1272,13 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
         if rows == 1 {
             return row_tile(e, a, src, i0, j0, c, &k, &zero, &pad, ot.as_str());
         }
-        let nacc = rows * NV;
+        let nacc = rows * nv;
         let accs: Vec<String> = (0..nacc).map(|x| format!("%acc{x}")).collect();
         let init: Vec<String> = accs.iter().map(|x| format!("{x} = {zero}")).collect();
         let tys = vec![vty.clone(); nacc].join(", ");
         let res = e.fresh();
         e.line(format!("{res}:{nacc} = scf.for %kk = {c0} to {k} step {c1} iter_args({}) -> ({tys}) {{", init.join(", ")));
-        let bvs: Vec<String> = (0..NV).map(|v| src.load(e, "%kk", v, &pad)).collect();
+        let bvs: Vec<String> = (0..nv).map(|v| src.load(e, "%kk", v, &pad)).collect();
         if prefetch {
             src.prefetch(e, "%kk");
         }
@@ -1271,7 +1289,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
             let s = e.assign(format!("tensor.extract {}[{i}, %kk] : {at}", a.ssa));
             let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
             for (v, bv) in bvs.iter().enumerate() {
-                next.push(e.assign(format!("vector.fma {sb}, {bv}, {} : {vty}", accs[r * NV + v])));
+                next.push(e.assign(format!("vector.fma {sb}, {bv}, {} : {vty}", accs[r * nv + v])));
             }
         }
         e.line(format!("scf.yield {} : {tys}", next.join(", ")));
@@ -1411,8 +1429,9 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
 /// Packs the first `cnm` columns of an activation `b[k, n]` into `[cnm/16][k][16]` panels,
 /// the layout of a pre-packed weight, reading `b` row by row.
 fn pack_panels(e: &mut Emitter, b: &Val, cnm: &str, k: &str) -> Val {
-    let vty = format!("vector<{VL}xf32>");
-    let nr = NV * VL;
+    let (vl, nv) = (e.vl(), e.nv());
+    let vty = format!("vector<{vl}xf32>");
+    let nr = PACK_WIDTH;
     let c0 = e.index(0);
     let c1 = e.index(1);
     let cnr = e.index(nr as i64);
@@ -1427,8 +1446,8 @@ fn pack_panels(e: &mut Emitter, b: &Val, cnm: &str, k: &str) -> Val {
     e.line(format!("{inner} = scf.for %qp = {c0} to {panels} step {c1} iter_args(%qb = %qa) -> ({}) {{", ty.tensor()));
     let j = e.assign(format!("arith.muli %qp, {cnr} : index"));
     let mut cur = "%qb".to_string();
-    for v in 0..NV {
-        let off = e.index((v * VL) as i64);
+    for v in 0..nv {
+        let off = e.index((v * vl) as i64);
         let jv = e.assign(format!("arith.addi {j}, {off} : index"));
         let x = e.assign(format!("vector.transfer_read {}[%qk, {jv}], {pad} {{in_bounds = [true]}} : {}, {vty}", b.ssa, b.ty.tensor()));
         cur = e.assign(format!("vector.transfer_write {x}, {cur}[%qp, %qk, {off}] {{in_bounds = [true]}} : {vty}, {}", ty.tensor()));
@@ -1485,9 +1504,10 @@ fn takes_blocked_tiles(e: &mut Emitter, rows: &str, k: &str) -> String {
 /// 2048x2048) from L3 or DRAM, and one-thread sgemm fell from 87% of peak at 1024 to 75%
 /// at 2048; blocked, 2048 takes 0.84-0.85x the time (one and two threads).
 fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: &str, cnm: &str) -> String {
-    let vty = format!("vector<{VL}xf32>");
+    let (vl, nv) = (e.vl(), e.nv());
+    let vty = format!("vector<{vl}xf32>");
     let (at, ot, c_in) = (a.ty.tensor(), out.ty.tensor(), &out.ssa);
-    let nr = NV * VL;
+    let nr = PACK_WIDTH;
     let tiles = MC / MR;
     let apty = format!("tensor<{tiles}x{KC}x{MR}xf32>");
     let c0 = e.index(0);
@@ -1542,7 +1562,7 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
         e.line(format!("{tl} = scf.for %bt = {lo} to {hi} step {c1} iter_args(%ct = {cur}) -> ({ot}) {{"));
         let i0 = e.assign(format!("arith.muli %bt, {cmr} : index"));
         let i0 = e.assign(format!("arith.addi %ib, {i0} : index"));
-        let nacc = MR * NV;
+        let nacc = MR * nv;
         let tys = vec![vty.clone(); nacc].join(", ");
         // The first k-slice starts from zero; later ones from the partial sums.
         let init = e.fresh();
@@ -1559,7 +1579,7 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
         let r = e.fresh();
         e.line(format!("{r}:{nacc} = scf.for %bk = {c0} to {kc} step {c1} iter_args({}) -> ({tys}) {{", accs.join(", ")));
         let row = e.assign("arith.addi %kb, %bk : index");
-        let bvs: Vec<String> = (0..NV).map(|v| src.load(e, &row, v, &pad)).collect();
+        let bvs: Vec<String> = (0..nv).map(|v| src.load(e, &row, v, &pad)).collect();
         if pf {
             src.prefetch_panel_row(e, &next_panel, &row);
         }
@@ -1569,7 +1589,7 @@ fn blocked_tiles(e: &mut Emitter, a: &Val, b: &Val, out: &Val, m_main: &str, k: 
             let s = e.assign(format!("tensor.extract {pk}[%bt, %bk, {ro}] : {apty}"));
             let sb = e.assign(format!("vector.broadcast {s} : f32 to {vty}"));
             for (v, bv) in bvs.iter().enumerate() {
-                next.push(e.assign(format!("vector.fma {sb}, {bv}, %bacc{} : {vty}", rr * NV + v)));
+                next.push(e.assign(format!("vector.fma {sb}, {bv}, %bacc{} : {vty}", rr * nv + v)));
             }
         }
         e.line(format!("scf.yield {} : {tys}", next.join(", ")));
@@ -1595,25 +1615,27 @@ fn block_len(e: &mut Emitter, start: &str, step: &str, bound: &str) -> String {
     e.assign(format!("arith.subi {end}, {start} : index"))
 }
 
-/// Writes the register tile `res` (`rows * NV` vectors, row by row) into the result `c`
+/// Writes the register tile `res` (`rows * nv` vectors, row by row) into the result `c`
 /// (typed `ot`) at row `i0`, column `j0`; returns the updated result.
 fn write_tile(e: &mut Emitter, res: &str, c: &str, i0: &str, j0: &str, rows: usize, ot: &str) -> String {
+    let vl = e.vl();
     let mut cur = c.to_string();
     for (x, (i, j)) in tile_coords(e, i0, j0, rows).into_iter().enumerate() {
-        cur = e.assign(format!("vector.transfer_write {res}#{x}, {cur}[{i}, {j}] {{in_bounds = [true]}} : vector<{VL}xf32>, {ot}"));
+        cur = e.assign(format!("vector.transfer_write {res}#{x}, {cur}[{i}, {j}] {{in_bounds = [true]}} : vector<{vl}xf32>, {ot}"));
     }
     cur
 }
 
-/// The (row, column) indices of the `rows * NV` vectors of a register tile at row `i0`,
+/// The (row, column) indices of the `rows * nv` vectors of a register tile at row `i0`,
 /// column `j0`, row by row (the order of the tile's accumulators).
 fn tile_coords(e: &mut Emitter, i0: &str, j0: &str, rows: usize) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(rows * NV);
+    let (vl, nv) = (e.vl(), e.nv());
+    let mut out = Vec::with_capacity(rows * nv);
     for r in 0..rows {
         let ro = e.index(r as i64);
         let i = e.assign(format!("arith.addi {i0}, {ro} : index"));
-        for v in 0..NV {
-            let off = e.index((v * VL) as i64);
+        for v in 0..nv {
+            let off = e.index((v * vl) as i64);
             out.push((i.clone(), e.assign(format!("arith.addi {j0}, {off} : index"))));
         }
     }
@@ -1642,8 +1664,8 @@ fn batched_packed_matmul(e: &mut Emitter, a: &Val, b: &Val, out: &Val) -> Val {
     Val { ssa: r, ty: out.ty.clone() }
 }
 
-/// Ways the k loop of the one-row tile is split, so that it keeps `KSPLIT * NV`
-/// independent FMA chains in flight instead of `NV` (FMA latency, not bandwidth, bounds a
+/// Ways the k loop of the one-row tile is split, so that it keeps `KSPLIT * nv`
+/// independent FMA chains in flight instead of `nv` (FMA latency, not bandwidth, bounds a
 /// single row otherwise).
 const KSPLIT: usize = 4;
 
@@ -1699,21 +1721,23 @@ impl PanelSrc {
             e.line(format!("memref.prefetch {m}[{p}, {row}, {c0}], read, locality<0>, data : {mt}"));
         }
     }
-    /// Loads lanes `v*VL..` of row `kk` of the panel.
+    /// Loads vector `v` (lanes `v * vl..`) of row `kk` of the panel.
     fn load(&self, e: &mut Emitter, kk: &str, v: usize, pad: &str) -> String {
-        let off = e.index((v * VL) as i64);
+        let vl = e.vl();
+        let off = e.index((v * vl) as i64);
         let idx = match &self.panel {
             Some(p) => format!("{p}, {kk}, {off}"),
             None => format!("{kk}, {off}"),
         };
-        e.assign(format!("vector.transfer_read {}[{idx}], {pad} {{in_bounds = [true]}} : {}, vector<{VL}xf32>", self.ssa, self.ty))
+        e.assign(format!("vector.transfer_read {}[{idx}], {pad} {{in_bounds = [true]}} : {}, vector<{vl}xf32>", self.ssa, self.ty))
     }
 }
 
 /// The one-row tile of [`matmul_microkernel`]: `c[i0, j0..j0+16] = a[i0, :] @ panel`.
 #[allow(clippy::too_many_arguments)]
 fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &str, k: &str, zero: &str, pad: &str, ot: &str) -> String {
-    let vty = format!("vector<{VL}xf32>");
+    let vl = e.vl();
+    let vty = format!("vector<{vl}xf32>");
     let at = a.ty.tensor();
     let prefetch = e.cpu.gemv_prefetch;
     let sums = row_product(
@@ -1735,11 +1759,11 @@ fn row_tile(e: &mut Emitter, a: &Val, src: &PanelSrc, i0: &str, j0: &str, c: &st
     write_tile(e, &sums, c, i0, j0, 1, ot)
 }
 
-/// One row's product with a column panel (a loop whose `NV` results are its vectors),
+/// One row's product with a column panel (a loop whose `nv` results are its vectors),
 /// `sum over p < end of value(p) * panel[row(p)]`, where `entry(e, p)` gives position `p`'s
 /// panel row and its value broadcast to a vector: the row's columns for a dense row ([`row_tile`]), its list of
 /// nonzeros for a sparse one ([`ZeroSkip`]). The positions are split [`KSPLIT`] ways, so
-/// that `KSPLIT * NV` FMA chains are in flight instead of `NV` (FMA latency, not bandwidth,
+/// that `KSPLIT * nv` FMA chains are in flight instead of `nv` (FMA latency, not bandwidth,
 /// bounds a single row otherwise); `after(e, p, row)` follows each position of the split
 /// loop (its prefetches). The leftover positions finish on the chains' sums.
 #[allow(clippy::type_complexity)]
@@ -1752,13 +1776,14 @@ fn row_product(
     entry: &dyn Fn(&mut Emitter, &str) -> (String, String),
     after: &dyn Fn(&mut Emitter, &str, &str),
 ) -> String {
-    let vty = format!("vector<{VL}xf32>");
+    let (vl, nv) = (e.vl(), e.nv());
+    let vty = format!("vector<{vl}xf32>");
     let c0 = e.index(0);
     let c1 = e.index(1);
     let cks = e.index(KSPLIT as i64);
     let krem = e.assign(format!("arith.remui {end}, {cks} : index"));
     let kmain = e.assign(format!("arith.subi {end}, {krem} : index"));
-    let n = KSPLIT * NV;
+    let n = KSPLIT * nv;
     let tys = vec![vty.clone(); n].join(", ");
     let init: Vec<String> = (0..n).map(|x| format!("%racc{x} = {zero}")).collect();
     let main = e.fresh();
@@ -1768,9 +1793,9 @@ fn row_product(
         let uo = e.index(u as i64);
         let p = e.assign(format!("arith.addi %rk, {uo} : index"));
         let (row, sb) = entry(e, &p);
-        for v in 0..NV {
+        for v in 0..nv {
             let bv = src.load(e, &row, v, pad);
-            next.push(e.assign(format!("vector.fma {sb}, {bv}, %racc{} : {vty}", u * NV + v)));
+            next.push(e.assign(format!("vector.fma {sb}, {bv}, %racc{} : {vty}", u * nv + v)));
         }
         after(e, &p, &row);
     }
@@ -1778,20 +1803,20 @@ fn row_product(
     e.line("}");
     // Sum the split accumulators, then finish the leftover positions.
     let mut sums = Vec::new();
-    for v in 0..NV {
+    for v in 0..nv {
         let mut acc = format!("{main}#{v}");
         for u in 1..KSPLIT {
-            acc = e.assign(format!("arith.addf {acc}, {main}#{} : {vty}", u * NV + v));
+            acc = e.assign(format!("arith.addf {acc}, {main}#{} : {vty}", u * nv + v));
         }
         sums.push(acc);
     }
-    let ntys = vec![vty.clone(); NV].join(", ");
+    let ntys = vec![vty.clone(); nv].join(", ");
     let init: Vec<String> = sums.iter().enumerate().map(|(v, s)| format!("%tacc{v} = {s}")).collect();
     let tail = e.fresh();
-    e.line(format!("{tail}:{NV} = scf.for %tk = {kmain} to {end} step {c1} iter_args({}) -> ({ntys}) {{", init.join(", ")));
+    e.line(format!("{tail}:{nv} = scf.for %tk = {kmain} to {end} step {c1} iter_args({}) -> ({ntys}) {{", init.join(", ")));
     let (row, sb) = entry(e, "%tk");
     let mut next = Vec::new();
-    for v in 0..NV {
+    for v in 0..nv {
         let bv = src.load(e, &row, v, pad);
         next.push(e.assign(format!("vector.fma {sb}, {bv}, %tacc{v} : {vty}")));
     }
@@ -1905,10 +1930,11 @@ impl ZeroSkip {
 
     /// Entry `p`'s column (index) and value broadcast to a vector.
     fn entry(&self, e: &mut Emitter, p: &str) -> (String, String) {
+        let vl = e.vl();
         let c = e.assign(format!("tensor.extract {}[{p}] : {}", self.cols, Self::COLS));
         let col = e.assign(format!("arith.index_cast {c} : i32 to index"));
         let v = e.assign(format!("tensor.extract {}[{p}] : {}", self.vals, Self::VALS));
-        (col, e.assign(format!("vector.broadcast {v} : f32 to vector<{VL}xf32>")))
+        (col, e.assign(format!("vector.broadcast {v} : f32 to vector<{vl}xf32>")))
     }
 
     /// `c = a @ b` for the one row over the list, `b` packed, columns `0..cnm` (whole
@@ -1923,7 +1949,7 @@ impl ZeroSkip {
     fn gemv(&self, e: &mut Emitter, b: &Val, c: &str, cnm: &str, zero: &str, pad: &str, ot: &str) -> String {
         let c0 = e.index(0);
         let c1 = e.index(1);
-        let cnr = e.index((NV * VL) as i64);
+        let cnr = e.index(PACK_WIDTH as i64);
         let r = e.fresh();
         e.line(format!("{r} = scf.for %zj = {c0} to {cnm} step {cnr} iter_args(%zo = {c}) -> ({ot}) {{"));
         let src = PanelSrc::packed(e, b, "%zj", &cnr);
@@ -2613,19 +2639,24 @@ mod tests {
     #[test]
     fn znver4_tuning_differs_from_the_defaults() {
         // The knobs override the table; these expectations hold without them.
-        if std::env::var_os("MAX_GEMV_PREFETCH").is_some() || std::env::var_os("MAX_BLOCKED_MIN_A_BYTES").is_some() {
-            eprintln!("skipped: MAX_GEMV_PREFETCH or MAX_BLOCKED_MIN_A_BYTES is set");
+        if ["MAX_GEMV_PREFETCH", "MAX_BLOCKED_MIN_A_BYTES", "MAX_MATMUL_LANES"].iter().any(|k| std::env::var_os(k).is_some()) {
+            eprintln!("skipped: MAX_GEMV_PREFETCH, MAX_BLOCKED_MIN_A_BYTES or MAX_MATMUL_LANES is set");
             return;
         }
-        let znver4 = super::CpuTuning::for_cpu("znver4", true);
+        let znver4 = super::CpuTuning::for_cpu("znver4", true, true);
         assert!(!znver4.gemv_prefetch);
         assert_eq!(znver4.blocked_min_a_bytes, None);
         for cpu in ["znver3", "x86-64-v3", "skylake-avx512", "x86-64"] {
-            let t = super::CpuTuning::for_cpu(cpu, true);
+            let t = super::CpuTuning::for_cpu(cpu, true, false);
             assert!(t.gemv_prefetch, "{cpu}");
             assert_eq!(t.blocked_min_a_bytes, Some(super::BLOCKED_MIN_A_BYTES), "{cpu}");
         }
-        assert!(!super::CpuTuning::for_cpu("x86-64", false).avx2);
+        assert!(!super::CpuTuning::for_cpu("x86-64", false, false).avx2);
+        // 512-bit tiles with AVX-512F, whatever the CPU; 256-bit ones without.
+        assert_eq!(super::CpuTuning::for_cpu("skylake-avx512", true, true).vector_lanes, 16);
+        assert_eq!(super::CpuTuning::for_cpu("x86-64-v4", true, true).vector_lanes, 16);
+        assert_eq!(super::CpuTuning::for_cpu("znver3", true, false).vector_lanes, 8);
+        assert_eq!(super::CpuTuning::default().vector_lanes, 8);
     }
 
     #[test]

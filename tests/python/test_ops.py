@@ -552,15 +552,22 @@ def microkernel_graph(tmp_path, k, rng):
     return src, wp, wu
 
 
+# The micro-kernel's vectors: 512-bit where the host has AVX-512F (16 lanes; hosts without
+# it take 8 either way), and 256-bit (MAX_MATMUL_LANES=8).
+LANES = pytest.mark.parametrize("lanes", ["16", "8"], ids=["lanes16", "lanes8"])
+
+
+@LANES
 @pytest.mark.parametrize("k", [1, 5, 37, 601])
-def test_matmul_microkernel_tiles(tmp_path, k):
+def test_matmul_microkernel_tiles(tmp_path, monkeypatch, k, lanes):
     """The register-blocked f32 path at shapes that do not divide its tiles: rows not a
     multiple of 6 (leftover 4-, 2- and 1-row tiles; 100 rows split by rows, fewer by columns), k
     in several 256-deep blocks with a short last one (601), k not a multiple of the k-split, a
     width with leftover columns (40 = 32 + 8), a weight stored pre-packed (48 columns, 3
     panels, so the workgroups split its columns unevenly) and one that cannot be (40), an
     activation right operand, and a column-split matmul whose epilogue reads a bias [n] and
-    a residual [m, n] (sliced with the columns)."""
+    a residual [m, n] (sliced with the columns). 512-bit and 256-bit vectors alike."""
+    monkeypatch.setenv("MAX_MATMUL_LANES", lanes)
     rng = np.random.default_rng(k)
     src, wp, wu = microkernel_graph(tmp_path, k, rng)
     art = tmp_path / "g.maxa"
@@ -578,14 +585,17 @@ def test_matmul_microkernel_tiles(tmp_path, k):
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=f"m={m}")
 
 
-def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch):
+@LANES
+def test_matmul_blocked_tiles_match_unblocked(tmp_path, monkeypatch, lanes):
     """The cache-blocked tiles of deep f32 matmuls (taken at run time from 2.5 MiB of `a` rows
     per workgroup; MAX_BLOCKED_MIN_A_BYTES=0 makes every deep matmul take them) give the
     unblocked tiles' results bit for bit (each sum is the same chain of FMAs), at shapes that
     divide none of the blocks: k = 601 (k-slices of 512 and 89), up to 1000 rows (row blocks
     of 192 with a partial last one, then leftover rows), a packed weight of 3 panels (also
     with a column-split epilogue), a weight that cannot be packed, and an activation right
-    operand (packed into panels at run time) with 8 leftover columns."""
+    operand (packed into panels at run time) with 8 leftover columns. 512-bit and 256-bit
+    vectors alike."""
+    monkeypatch.setenv("MAX_MATMUL_LANES", lanes)
     k = 601
     rng = np.random.default_rng(11)
     src, wp, wu = microkernel_graph(tmp_path, k, rng)
@@ -730,12 +740,14 @@ def test_one_row_matmul_split_by_rows(tmp_path, monkeypatch):
         np.testing.assert_allclose(np.load(tmp_path / "o.npy"), x @ w + res, rtol=1e-5, atol=1e-5, err_msg=f"threads={threads}")
 
 
-def test_matmul_after_relu_skips_zeros(tmp_path, monkeypatch):
+@LANES
+def test_matmul_after_relu_skips_zeros(tmp_path, monkeypatch, lanes):
     """`relu(x) @ w + bias` on a packed weight, where a one-row product runs over the
     nonzeros of relu(x) only (MAX_ZERO_SKIP=0 compiles the dense path): k = 601 (a list
     length that leaves entries past the 4 chains), 13 panels, rows with no zeros (dense
     path), half, 95% and all zeros, and 3 rows (dense tiles). NumPy's numbers, and the dense
-    path's to rounding, on 1 to 3 threads."""
+    path's to rounding, on 1 to 3 threads. 512-bit and 256-bit vectors alike."""
+    monkeypatch.setenv("MAX_MATMUL_LANES", lanes)
     from maxtest import save_safetensors
     k, n = 601, 208
     rng = np.random.default_rng(21)

@@ -11,6 +11,10 @@
 // keeps them.
 // RUN: maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s
 // RUN: env MAX_GEMV_PREFETCH=0 maxc compile %s --emit linalg --target cpu=x86-64-v3 -o - | FileCheck %s --check-prefix=NOPF
+// With AVX-512F a tile row is one 512-bit vector (`CpuTuning::vector_lanes`); the panels
+// stay 16 wide. MAX_MATMUL_LANES=8 keeps 256-bit vectors there.
+// RUN: maxc compile %s --emit linalg --target cpu=x86-64-v4 -o - | FileCheck %s --check-prefix=ZMM
+// RUN: env MAX_MATMUL_LANES=8 maxc compile %s --emit linalg --target cpu=x86-64-v4 -o - | FileCheck %s --check-prefix=YMM
 // RUN: maxc compile %s -o %t.maxa
 // RUN: maxc inspect %t.maxa | FileCheck %s --check-prefix=PACKED
 
@@ -67,6 +71,19 @@
 // NOPF: linalg.generic
 // CHECK: linalg.generic
 // CHECK: arith.maximumf
+
+// ZMM-LABEL: func.func @g_k0_matmul_relu(
+// The 6-row tile: 6 accumulators, one panel load and 6 FMAs per k.
+// ZMM: scf.for %{{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// ZMM: vector.transfer_read {{.*}} : tensor<?x64x16xf32>, vector<16xf32>
+// ZMM-NOT: vector.transfer_read
+// ZMM-COUNT-6: vector.fma {{.*}} : vector<16xf32>
+// ZMM-NOT: vector<8xf32>
+// ZMM: linalg.generic
+// YMM-LABEL: func.func @g_k0_matmul_relu(
+// YMM: scf.for %{{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// YMM-NOT: vector<16xf32>
+// YMM: linalg.generic
 
 // The softmax needs whole rows: the workgroups split rows, in whole 6-row tiles.
 // CHECK-LABEL: func.func @g_k1_matmul_softmax(

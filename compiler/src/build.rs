@@ -91,6 +91,10 @@ impl Compile {
         for f in &out.files_read {
             println!("cargo:rerun-if-changed={}", f.display());
         }
+        // The code-generation knobs change the artifact too.
+        for knob in crate::tuning::KNOBS {
+            println!("cargo:rerun-if-env-changed={knob}");
+        }
         Ok(path)
     }
 }

@@ -6,10 +6,14 @@
 //! expression where it reads naturally (the cast of an activation before each of several
 //! projections, a weight named twice) and still get one kernel and one buffer.
 //!
+//! Two nodes also need equal result types: a `max.weight` takes its type from its declared
+//! result, not its attributes.
+//!
 //! Left alone, because two applications may differ:
 //! - `max.cache_write` (it writes its operand in place);
-//! - ops that read a value a cache write updates in place (what they read depends on where
-//!   they run relative to the write, not on their operands alone);
+//! - ops that read a buffer a cache write updates in place, directly or through a reshape
+//!   (a view of the same memory): what they read depends on where they run relative to the
+//!   write, not on their operands alone;
 //! - custom ops (their kernels are the user's, and may keep state).
 
 use max_dialects::{Graph, Op, ValueId};
@@ -28,8 +32,23 @@ struct Plan {
     dropped: Vec<bool>,
 }
 
+/// The value whose buffer `v` is (following reshapes, which are views, and cache writes,
+/// whose result is the cache they wrote).
+fn storage(g: &Graph, producer: &HashMap<ValueId, usize>, mut v: ValueId) -> ValueId {
+    while let Some(n) = producer.get(&v).map(|&i| &g.nodes[i]) {
+        match n.op {
+            Op::Reshape { .. } | Op::CacheWrite { .. } => v = n.inputs[0],
+            _ => break,
+        }
+    }
+    v
+}
+
 fn plan(g: &Graph) -> Plan {
-    let written_in_place: HashSet<ValueId> = g.nodes.iter().filter(|n| matches!(n.op, Op::CacheWrite { .. })).map(|n| n.inputs[0]).collect();
+    let producer: HashMap<ValueId, usize> = g.nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().map(move |o| (*o, i))).collect();
+    // Buffers some cache write updates in place.
+    let written: HashSet<ValueId> = g.nodes.iter().filter(|n| matches!(n.op, Op::CacheWrite { .. })).map(|n| storage(g, &producer, n.inputs[0])).collect();
+    let types = |n: &max_dialects::Node| n.outputs.iter().map(|o| g.types.get(o.0).cloned().flatten()).collect::<Vec<_>>();
     let mut replace = HashMap::new();
     let mut dropped = vec![false; g.nodes.len()];
     // Nodes kept so far, bucketed by op kind and (already replaced) operands; equal ops are
@@ -37,11 +56,11 @@ fn plan(g: &Graph) -> Plan {
     let mut seen: HashMap<(std::mem::Discriminant<Op>, Vec<ValueId>), Vec<usize>> = HashMap::new();
     for (i, node) in g.nodes.iter().enumerate() {
         let inputs: Vec<ValueId> = node.inputs.iter().map(|v| *replace.get(v).unwrap_or(v)).collect();
-        if !is_pure(&node.op) || inputs.iter().any(|v| written_in_place.contains(v)) {
+        if !is_pure(&node.op) || (!written.is_empty() && inputs.iter().any(|v| written.contains(&storage(g, &producer, *v)))) {
             continue;
         }
         let bucket = seen.entry((std::mem::discriminant(&node.op), inputs)).or_default();
-        match bucket.iter().find(|&&k| g.nodes[k].op == node.op && g.nodes[k].outputs.len() == node.outputs.len()) {
+        match bucket.iter().find(|&&k| g.nodes[k].op == node.op && types(&g.nodes[k]) == types(node)) {
             Some(&k) => {
                 dropped[i] = true;
                 replace.extend(node.outputs.iter().copied().zip(g.nodes[k].outputs.iter().copied()));
@@ -124,6 +143,20 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_named_twice_folds_only_with_one_type() {
+        let b = Builder::with_named_inputs("g", [("x", f32_type(&[4]))]);
+        let x = b.input(0);
+        let w = b.weight("w", DType::F32, &[4]);
+        let again = b.weight("w", DType::F32, &[4]);
+        let other_type = b.weight("w", DType::F32, &[2, 2]);
+        b.output([ops::add(&x, &w), ops::add(&x, &again), ops::reshape(&other_type, &[4])]);
+        let mut g = b.verified().unwrap();
+        // The second "w" folds into the first (and so does its add); the [2, 2] one stays.
+        assert_eq!(eliminate(&mut g), 2);
+        assert_eq!(g.nodes.iter().filter(|n| matches!(n.op, Op::Weight { .. })).count(), 2);
+    }
+
+    #[test]
     fn a_graph_without_repeats_is_borrowed() {
         let b = Builder::with_named_inputs("g", [("x", f32_type(&[4]))]);
         let x = b.input(0);
@@ -143,11 +176,15 @@ mod tests {
         // The same read of the cache before and after a write of it differ, and two equal
         // writes are two writes.
         let before = ops::exp(&cache);
+        // Also through a reshape, which is a view of the cache's memory.
+        let view = ops::reshape(&cache, &[8, 4]);
+        let view_before = ops::exp(&view);
         let written = ops::cache_write(&cache, &new, &pos, &slot, 0);
         let after = ops::exp(&cache);
+        let view_after = ops::exp(&view);
         let again = ops::cache_write(&written, &new, &pos, &slot, 0);
         let third = ops::cache_write(&written, &new, &pos, &slot, 0);
-        b.output([before, after, again, third]);
+        b.output([before, after, view_before, view_after, again, third]);
         let mut g = b.verified().unwrap();
         assert_eq!(eliminate(&mut g), 0);
     }

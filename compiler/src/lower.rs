@@ -330,8 +330,10 @@ pub struct CpuTuning {
     /// way: one 512-bit vector or two 256-bit ones. On znver4, which runs 512-bit FMAs as two
     /// 256-bit halves, the 512-bit tiles still took 0.96-0.97x the time of the 256-bit ones
     /// (half the instructions for the same FMAs: custom_mlp at batch 64, weight and
-    /// activation matmuls at 1024^3 and 2048^3); CPUs with two 512-bit FMA units have twice
-    /// the peak in them. `MAX_MATMUL_LANES=8|16` overrides (16 needs AVX-512F).
+    /// activation matmuls at 1024^3 and 2048^3). CPUs with two 512-bit FMA units (most
+    /// AVX-512 Xeons) double their peak with them, but the 6-row tile then keeps only 6 FMA
+    /// chains for the 8 that two units of 4-cycle latency need: unmeasured there. (8-row
+    /// tiles measured the same as 6 on znver4.) `MAX_MATMUL_LANES=8` forces 256-bit vectors.
     pub vector_lanes: usize,
 }
 

@@ -62,6 +62,34 @@ fn custom_mlp_matches_reference() {
     }
 }
 
+/// Two models of one session called from several threads at once take turns on its
+/// workers: every call still gives the numbers it gives alone, and none is lost.
+#[test]
+fn models_of_one_session_called_from_many_threads() {
+    let build = |name: &str, n: i64, seed: u64| {
+        let graph = Graph::with_named_inputs(name, [("x", TensorType::new(DType::F32, [Dim::dynamic("m"), Dim::from(256)]))]);
+        let w = graph.weight_f32("w", &[256, n], &values(256 * n as usize, seed, 0.1));
+        graph.output([ops::relu(&ops::matmul(&graph.input(0), &w))]);
+        compile(&graph, Target::host()).expect("compiles")
+    };
+    let session = InferenceSession::with_threads(Device::Cpu, 2);
+    let models = [session.load(&build("a", 512, 1)).unwrap(), session.load(&build("b", 96, 2)).unwrap()];
+    let inputs: Vec<Tensor> = [1usize, 50, 200].iter().map(|&m| Tensor::from_slice(&[m, 256], &values(m * 256, m as u64, 1.0)).unwrap()).collect();
+    let alone: Vec<Vec<Vec<f32>>> = models.iter().map(|model| inputs.iter().map(|x| model.execute(std::slice::from_ref(x)).unwrap()[0].to_vec::<f32>().unwrap()).collect()).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (models, inputs, alone) = (&models, &inputs, &alone);
+            s.spawn(move || {
+                for i in 0..30 {
+                    let (mi, xi) = ((t + i) % 2, (t * 7 + i) % inputs.len());
+                    let got = models[mi].execute(std::slice::from_ref(&inputs[xi])).unwrap()[0].to_vec::<f32>().unwrap();
+                    assert!(got == alone[mi][xi], "thread {t} call {i}: model {mi} on input {xi} differs from its lone call");
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn weights_from_safetensors_and_constants() {
     let dir = tempfile::tempdir().unwrap();

@@ -56,9 +56,16 @@ impl std::fmt::Display for Device {
 
 /// Loads artifacts onto a device. Holds the thread pool models share, so several models or
 /// requests do not oversubscribe the cores.
+///
+/// One call at a time runs on the pool: the others wait their turn. Every call already
+/// spreads its dispatches over all the workers, so taking turns loses no throughput, and it
+/// keeps a call from stalling inside another: a worker waiting for its own call's
+/// workgroups would otherwise pick up a whole later call (rayon runs injected jobs while it
+/// waits) and finish that one first.
 pub struct InferenceSession {
     device: Device,
     pool: Arc<rayon::ThreadPool>,
+    turn: Arc<std::sync::Mutex<()>>,
 }
 
 impl InferenceSession {
@@ -88,7 +95,7 @@ impl InferenceSession {
             })
             .build()
             .expect("building the worker thread pool");
-        InferenceSession { device, pool: Arc::new(pool) }
+        InferenceSession { device, pool: Arc::new(pool), turn: Arc::default() }
     }
 
     /// Number of worker threads.
@@ -127,6 +134,7 @@ impl InferenceSession {
             artifact: artifact.clone(),
             kernels,
             pool: self.pool.clone(),
+            turn: self.turn.clone(),
             plans,
             pool_buffers: Default::default(),
             profile,
@@ -146,6 +154,8 @@ pub struct Model {
     artifact: Artifact,
     kernels: KernelLibrary,
     pool: Arc<rayon::ThreadPool>,
+    /// The session's turn on the pool (see [`InferenceSession`]).
+    turn: Arc<std::sync::Mutex<()>>,
     /// Per entry: buffer lifetimes, for reusing temporaries.
     plans: Vec<BufferPlan>,
     /// Temporaries no longer in use, kept for the next dispatch or call.
@@ -414,7 +424,10 @@ impl Model {
             }
             Ok(())
         };
-        let ran = self.pool.install(run);
+        let ran = {
+            let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+            self.pool.install(run)
+        };
         *self.pool_buffers.lock().unwrap_or_else(|e| e.into_inner()) = pool;
         ran?;
 

@@ -268,6 +268,11 @@ pub fn model_files(canonical: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// code-generation knobs set in the environment ([`max_compiler::tuning::KNOBS`]), so a
 /// changed model, a new compiler or a changed knob compiles afresh.
 pub fn cached_artifact_path(model: &Path, target: &ModelTarget) -> Result<PathBuf, CompileModelError> {
+    cache_path_with_knobs(model, target, &max_compiler::tuning::env_stamp())
+}
+
+/// [`cached_artifact_path`] with the knobs' stamp given.
+fn cache_path_with_knobs(model: &Path, target: &ModelTarget, knobs: &str) -> Result<PathBuf, CompileModelError> {
     let io = |source| CompileModelError::Io { what: format!("reading {}", model.display()), source };
     let canonical = model.canonicalize().map_err(io)?;
     let mut stamp = String::new();
@@ -288,7 +293,7 @@ pub fn cached_artifact_path(model: &Path, target: &ModelTarget) -> Result<PathBu
         max_runtime::artifact::FORMAT_VERSION,
         max_runtime::artifact::KERNEL_ABI_VERSION,
         target,
-        max_compiler::tuning::env_stamp()
+        knobs
     );
     let stem = canonical.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     Ok(cache_dir().join(format!("{stem}-{:08x}.maxa", crc32fast::hash(key.as_bytes()))))
@@ -336,16 +341,10 @@ mod tests {
         let model = dir.join("m.gguf");
         std::fs::write(&model, b"GGUF").unwrap();
         let target = ModelTarget::Cpu(Target::host());
-        // MAX_GPU_WGMMA only changes CUDA kernels, so setting it cannot disturb tests that
-        // compile for the CPU at the same time.
-        let knob = "MAX_GPU_WGMMA";
-        assert!(std::env::var(knob).is_err(), "{knob} is set in this test's environment");
-        let plain = cached_artifact_path(&model, &target).unwrap();
-        std::env::set_var(knob, "0");
-        let with_knob = cached_artifact_path(&model, &target).unwrap();
-        std::env::remove_var(knob);
-        assert_eq!(cached_artifact_path(&model, &target).unwrap(), plain);
-        assert_ne!(plain, with_knob);
+        let path = |knobs: &str| cache_path_with_knobs(&model, &target, knobs).unwrap();
+        assert_eq!(path(""), path(""));
+        assert_ne!(path(""), path("MAX_ZERO_SKIP=0;"));
+        assert_ne!(path("MAX_ZERO_SKIP=0;"), path("MAX_ZERO_SKIP=1;"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -82,7 +82,7 @@ pub struct FusedOp {
     /// by a dispatch before this one ([`crate::pack`]).
     pub packed_rhs: bool,
     /// For a matmul on the CPU with a packed right operand: the left operand is a relu's
-    /// output, so a one-row product skips its zeros (see [`ZeroSkip`]).
+    /// output, so a one-row product may skip its zeros (see [`ZeroSkip`]).
     pub sparse_lhs: bool,
     /// For a custom op with an MLIR kernel: the function and its parameter/result types.
     pub call: Option<MlirCall>,
@@ -335,6 +335,9 @@ pub struct CpuTuning {
     /// chains for the 8 that two units of 4-cycle latency need: unmeasured there. (8-row
     /// tiles measured the same as 6 on znver4.) `MAX_MATMUL_LANES=8` forces 256-bit vectors.
     pub vector_lanes: usize,
+    /// A one-row matmul after a relu skips the relu's zeros ([`ZeroSkip`]); on unless
+    /// `MAX_ZERO_SKIP=0` (a knob for measuring and testing the dense path against it).
+    pub zero_skip: bool,
 }
 
 impl CpuTuning {
@@ -356,7 +359,8 @@ impl CpuTuning {
             _ if avx512 => 16,
             _ => 8,
         };
-        CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes, vector_lanes }
+        let zero_skip = std::env::var("MAX_ZERO_SKIP").map_or(true, |v| v != "0");
+        CpuTuning { avx2, gemv_prefetch, blocked_min_a_bytes, vector_lanes, zero_skip }
     }
 }
 
@@ -1226,15 +1230,15 @@ fn microkernel_applies(a: &Val, b: &Val, out: &Val) -> bool {
 /// The result is computed in `MR x PACK_WIDTH` tiles whose accumulators stay in vector
 /// registers for the whole k loop (they are loop-carried values, so nothing has to hoist
 /// them): per k, one broadcast of `a[i, k]` per row and `nv` vector loads of `b[k, j..]`
-/// feed `MR * nv` FMAs (`nv` vectors of [`CpuTuning::vector_lanes`] make a row). Column panels are the outer loop so a panel of `b` stays in cache
-/// while all rows pass over it. Leftover rows run a one-row tile; leftover columns (the
+/// feed `MR * nv` FMAs (`nv` vectors of [`CpuTuning::vector_lanes`] make a row). Column
+/// panels are the outer loop so a panel of `b` stays in cache while all rows pass over it. Leftover rows run a one-row tile; leftover columns (the
 /// result width modulo the tile width) fall back to the generic contraction.
 ///
 /// With `packed`, `b` is a pre-packed `[n/16][k][16]` weight: each panel is one contiguous
 /// stream (no strided column walks), which is what makes the one-row (GEMV) case fast.
 ///
-/// With `sparse` (`a` is a relu's output), a one-row product skips the zeros of `a`: see
-/// [`ZeroSkip`].
+/// With `sparse` (`a` is a relu's output), a one-row product skips the zeros of `a` where
+/// the tuning allows ([`CpuTuning::zero_skip`]): see [`ZeroSkip`].
 fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool, sparse: bool) -> Val {
     let (vl, nv) = (e.vl(), e.nv());
     // A column-split kernel's packed weight has a dynamic panel count (its own panels);
@@ -1266,7 +1270,7 @@ fn matmul_microkernel(e: &mut Emitter, a: &Val, b: &Val, out: &Val, packed: bool
     let m_main = e.assign(format!("arith.subi {m}, {rem} : index"));
     let zero = e.assign(format!("arith.constant dense<0.0> : {vty}"));
     let pad = e.assign("arith.constant 0.0 : f32");
-    let skip = (sparse && packed).then(|| ZeroSkip::gather(e, a, &m, &k));
+    let skip = (sparse && packed && e.cpu.zero_skip).then(|| ZeroSkip::gather(e, a, &m, &k));
 
     // One tile of `rows` rows at row `i0` of the column panel `src`, written into `c` at
     // columns `j0..j0+nr`; with `prefetch`, it prefetches the panel ahead of its loads.
@@ -1825,12 +1829,6 @@ fn row_product(
     e.line(format!("scf.yield {} : {ntys}", next.join(", ")));
     e.line("}");
     tail
-}
-
-/// Whether matmuls after a relu skip its zeros at one row ([`ZeroSkip`]); on unless
-/// `MAX_ZERO_SKIP=0` (a knob for measuring and testing the dense path against it).
-pub fn zero_skip_enabled() -> bool {
-    std::env::var("MAX_ZERO_SKIP").map_or(true, |v| v != "0")
 }
 
 /// How far ahead, in entries of a [`ZeroSkip`] list, its row tile prefetches the panel row

@@ -349,7 +349,7 @@ impl Program {
                 args: node.inputs.iter().map(|v| refs[v]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
                 packed_rhs,
-                sparse_lhs: packed_rhs && self.gpu.is_none() && crate::lower::zero_skip_enabled() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
+                sparse_lhs: packed_rhs && self.gpu.is_none() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
                 call: match &node.op {
                     Op::Custom { name } => signatures.get(name).cloned(),
                     _ => None,

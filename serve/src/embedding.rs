@@ -9,7 +9,6 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 use max_runtime::{Device, InferenceSession, Model, RuntimeError, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Data section holding [`EmbeddingInfo`] as JSON.
 pub const SECTION_EMBEDDING_CONFIG: &str = "embedding/config.json";
@@ -64,8 +63,6 @@ pub struct EmbeddingModel {
     model: Model,
     info: EmbeddingInfo,
     tokenizer: Tokenizer,
-    /// One call at a time: the model's calls already use every worker thread.
-    running: Mutex<()>,
 }
 
 impl std::fmt::Debug for EmbeddingModel {
@@ -103,7 +100,7 @@ impl EmbeddingModel {
         }
         let tokenizer = Tokenizer::from_json(section(SECTION_EMBEDDING_TOKENIZER)?, None, Vec::new(), false, false)
             .map_err(|e| invalid(SECTION_EMBEDDING_TOKENIZER, e.to_string()))?;
-        Ok(EmbeddingModel { model, info, tokenizer, running: Mutex::new(()) })
+        Ok(EmbeddingModel { model, info, tokenizer })
     }
 
     /// The model's configuration.
@@ -166,7 +163,6 @@ impl EmbeddingModel {
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let dim = self.dimensions();
         let mut out = vec![Vec::new(); ids.len()];
-        let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for batch in order.chunks(EMBED_BATCH) {
             let t = ids[batch[0]].len();
             let b = batch.len();

@@ -6,11 +6,21 @@
 # for the GPU with their CPU generations and embeddings recorded, and the lean `max` CLI.
 # Writes .gpu/ (git-ignored, under 64 MiB) and .gpu-big/chunk-NN (56 MiB each), which
 # benches/gpu/check.sh runs on the GPU machine.
-# Usage: bash benches/gpu/prepare.sh [--target cuda:sm_90]
+# Usage: bash benches/gpu/prepare.sh [--target cuda:sm_90] [--cases-only DIR]
+# (--cases-only: only the parity cases, into DIR/cases, for the PTX emulator run of
+# tests/gpu_emulated.sh; no real models, no timing artifacts)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=cuda:sm_90
-[ "${1:-}" = "--target" ] && target=$2
+out=.gpu
+cases_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --target) target=$2; shift 2 ;;
+    --cases-only) out=$2; cases_only=1; shift 2 ;;
+    *) echo "prepare.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 # shellcheck disable=SC1091
 source ./llvm-env.sh
 # shellcheck disable=SC1091
@@ -19,7 +29,6 @@ source scripts/python-env.sh
 source scripts/cuda-env.sh
 cargo build --release --locked -q -p max-tools --bin maxc --bin max
 cargo build --release --locked -q -p max-gpu-check
-out=.gpu
 rm -rf "$out"
 mkdir -p "$out/cases" "$out/art"
 maxc=target/release/maxc
@@ -174,6 +183,9 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": [f"want{r}_0.npy"]})
 (case / "case.json").write_text(json.dumps({"name": "attention over a long cache (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
+if [ $cases_only = 1 ]; then
+  exit 0
+fi
 # Real models and the lean `max` CLI are more than one device call carries (64 MiB): they go
 # as one tar in chunks of 56 MiB under .gpu-big/, one call each before the call that runs
 # the check (which joins and unpacks them).

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU path without a GPU: every parity case of the GPU check (each op, custom_mlp, the
+# custom ops, the LLM kernels, attention over a long cache) compiled for cuda:sm_90 and
+# cuda:sm_80, loaded by the runtime's CUDA executor and run on max-cuda-emu, a stand-in for
+# the CUDA driver that interprets the PTX on the CPU (tools/cuda-emu). The GPU end-to-end
+# cargo test runs on it too. Results are compared with NumPy's or the CPU path's, as on a
+# GPU machine (benches/gpu/check.sh).
+# Usage: bash tests/gpu_emulated.sh   (called by scripts/test.sh; needs the environments it sets up)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+source ./llvm-env.sh
+# shellcheck disable=SC1091
+source scripts/python-env.sh
+# shellcheck disable=SC1091
+source scripts/cuda-env.sh
+# shellcheck disable=SC1091
+source scripts/cuda-emu.sh
+work=$(mktemp -d "${TMPDIR:-/tmp}/max-gpu-emulated.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+status=0
+for chip in sm_90 sm_80; do
+  echo "== GPU parity cases for cuda:$chip on the PTX emulator"
+  bash benches/gpu/prepare.sh --target "cuda:$chip" --cases-only "$work/$chip" > "$work/$chip.log" 2>&1 ||
+    { cat "$work/$chip.log"; echo "gpu_emulated.sh: building the cases for $chip failed" >&2; exit 1; }
+  # The device reports the chip the cases were compiled for.
+  if ! MAX_CUDA_EMU_SM=${chip#sm_} cuda_emu target/release/gpu-check cases "$work/$chip/cases" > "$work/$chip.run" 2>&1; then
+    status=1
+  fi
+  grep -v '^ok ' "$work/$chip.run" | tail -40
+done
+echo "== cargo test --test gpu on the PTX emulator"
+cuda_emu cargo test --locked -q --workspace --test gpu -- --nocapture 2>&1 | grep -E "skipped|test result|panicked|error" || status=1
+exit $status

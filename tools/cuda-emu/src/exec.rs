@@ -1,0 +1,1039 @@
+//! The interpreter: runs one kernel launch, block after block, each block's warps in turn.
+//!
+//! A warp runs its lanes in lockstep on the smallest program counter among them (so lanes
+//! that branched apart meet again where their paths join), which is what warp-wide
+//! instructions (`shfl`, `ldmatrix`, `mma`) need. A warp runs until each of its lanes has
+//! exited or waits at `bar.sync`; when every lane of the block waits, all go on. Blocks run
+//! one at a time, so `cp.async` copies at once and fences have nothing to order.
+//!
+//! Every global access is checked against the live device allocations: a kernel reading
+//! or writing outside them stops with the instruction's PTX line, as `compute-sanitizer`
+//! would report it on a GPU.
+
+use crate::ptx::{AtomOp, Bin, CarryOp, Cmp, Inst, Kernel, Op, Opnd, Rnd, Shfl, Space, Special, Ty, Un};
+use crate::tensor_core;
+use half::{bf16, f16};
+
+/// Generic addresses of shared memory start here (the host's addresses are far below).
+pub const SHARED_WINDOW: u64 = 0xF000_0000_0000_0000;
+/// Generic addresses of the current thread's local memory.
+pub const LOCAL_WINDOW: u64 = 0xE000_0000_0000_0000;
+const WINDOW_SIZE: u64 = 1 << 40;
+
+/// Device memory as the kernel may touch it: `[start, end)` ranges, sorted.
+pub struct Memory {
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Memory {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        let i = self.ranges.partition_point(|&(s, _)| s <= addr);
+        i > 0 && {
+            let (_, e) = self.ranges[i - 1];
+            addr.checked_add(len).is_some_and(|end| end <= e)
+        }
+    }
+}
+
+/// Why a launch stopped.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kernel: String,
+    pub line: usize,
+    pub msg: String,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kernel {} (PTX line {}): {}", self.kernel, self.line, self.msg)
+    }
+}
+
+/// One kernel launch.
+pub struct Launch<'a> {
+    pub kernel: &'a Kernel,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dyn_shared: usize,
+    /// The parameter buffer, laid out as the kernel's `.param`s.
+    pub params: &'a [u8],
+    pub mem: &'a Memory,
+}
+
+/// An entry of a warp's reconvergence stack: lanes `mask` run from `pc` until they reach
+/// `rpc`, where the entry below (the lanes that split there) takes over.
+#[derive(Clone, Copy)]
+struct Entry {
+    pc: u32,
+    rpc: u32,
+    mask: u32,
+}
+
+/// A warp's state: registers `[reg][lane]`, reconvergence stack, local memory.
+pub(crate) struct Warp {
+    pub(crate) regs: Vec<u64>,
+    stack: Vec<Entry>,
+    /// Lanes that have not exited.
+    alive: u32,
+    /// Waiting at `bar.sync`.
+    at_bar: bool,
+    /// Index of the warp in its block.
+    pub(crate) id: u32,
+    /// Linear thread id of lane 0.
+    first_thread: u32,
+    local: Vec<u8>,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) k: &'a Kernel,
+    pub(crate) launch: &'a Launch<'a>,
+    pub(crate) shared: Vec<u8>,
+    ctaid: [u32; 3],
+    pub(crate) line: usize,
+}
+
+type R<T> = Result<T, String>;
+
+/// Runs a launch to the end.
+pub fn run(l: &Launch) -> Result<(), Fault> {
+    let k = l.kernel;
+    let threads = l.block[0] as usize * l.block[1] as usize * l.block[2] as usize;
+    if threads == 0 || threads > 1024 {
+        return Err(Fault { kernel: k.name.clone(), line: 0, msg: format!("block of {threads} threads (1 to 1024 allowed)") });
+    }
+    let smem = k.dyn_shared_offset + l.dyn_shared;
+    if smem > 232_448 {
+        return Err(Fault { kernel: k.name.clone(), line: 0, msg: format!("{smem} bytes of shared memory (at most 227 KiB)") });
+    }
+    let nwarps = threads.div_ceil(32);
+    for z in 0..l.grid[2] {
+        for y in 0..l.grid[1] {
+            for x in 0..l.grid[0] {
+                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0 };
+                let mut warps: Vec<Warp> = (0..nwarps)
+                    .map(|w| {
+                        let lanes = (threads - w * 32).min(32);
+                        let mask = if lanes == 32 { u32::MAX } else { (1u32 << lanes) - 1 };
+                        Warp {
+                            regs: vec![0; k.reg_bits.len() * 32],
+                            stack: vec![Entry { pc: 0, rpc: u32::MAX, mask }],
+                            alive: mask,
+                            at_bar: false,
+                            id: w as u32,
+                            first_thread: (w * 32) as u32,
+                            local: vec![0; k.local_bytes * 32],
+                        }
+                    })
+                    .collect();
+                loop {
+                    for w in warps.iter_mut() {
+                        ctx.run_warp(w).map_err(|msg| Fault { kernel: k.name.clone(), line: ctx.line, msg: format!("{msg} (block {x},{y},{z}, warp {})", w.id) })?;
+                    }
+                    // Every warp has exited or waits at the barrier: release it.
+                    let mut waiting = false;
+                    for w in warps.iter_mut() {
+                        waiting |= w.at_bar;
+                        w.at_bar = false;
+                    }
+                    if !waiting {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mask_bits(v: u64, bits: u32) -> u64 {
+    if bits >= 64 {
+        v
+    } else {
+        v & ((1u64 << bits) - 1)
+    }
+}
+
+fn sext(v: u64, bits: u32) -> i64 {
+    if bits >= 64 {
+        v as i64
+    } else {
+        let s = 64 - bits;
+        ((v << s) as i64) >> s
+    }
+}
+
+/// A float operand's value (any float type) as f64.
+fn fval(v: u64, ty: Ty) -> f64 {
+    match ty {
+        Ty::F32 | Ty::Tf32 => f32::from_bits(v as u32) as f64,
+        Ty::F64 => f64::from_bits(v),
+        Ty::F16 => f16::from_bits(v as u16).to_f64(),
+        Ty::Bf16 => bf16::from_bits(v as u16).to_f64(),
+        _ => f32::from_bits(v as u32) as f64,
+    }
+}
+
+/// `x` rounded to nearest into `ty`, as bits.
+fn fbits(x: f64, ty: Ty) -> u64 {
+    match ty {
+        Ty::F32 | Ty::Tf32 => (x as f32).to_bits() as u64,
+        Ty::F64 => x.to_bits(),
+        Ty::F16 => f16::from_f64(x).to_bits() as u64,
+        Ty::Bf16 => bf16::from_f64(x).to_bits() as u64,
+        _ => (x as f32).to_bits() as u64,
+    }
+}
+
+fn half_ty(ty: Ty) -> Ty {
+    match ty {
+        Ty::F16x2 => Ty::F16,
+        Ty::Bf16x2 => Ty::Bf16,
+        t => t,
+    }
+}
+
+/// Applies a float function per element (each half of an `x2` type).
+fn per_half(ty: Ty, a: u64, b: u64, c: u64, f: impl Fn(f64, f64, f64) -> f64) -> u64 {
+    if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+        let h = half_ty(ty);
+        let lo = fbits(f(fval(a & 0xffff, h), fval(b & 0xffff, h), fval(c & 0xffff, h)), h);
+        let hi = fbits(f(fval((a >> 16) & 0xffff, h), fval((b >> 16) & 0xffff, h), fval((c >> 16) & 0xffff, h)), h);
+        (hi << 16) | lo
+    } else if ty == Ty::F32 {
+        // f32 arithmetic in f32 itself (f64 then rounding could round twice for fma).
+        let r = f(f32::from_bits(a as u32) as f64, f32::from_bits(b as u32) as f64, f32::from_bits(c as u32) as f64);
+        (r as f32).to_bits() as u64
+    } else {
+        fbits(f(fval(a, ty), fval(b, ty), fval(c, ty)), ty)
+    }
+}
+
+fn f32_op(op: Bin, a: f64, b: f64) -> f64 {
+    match op {
+        Bin::Add => a + b,
+        Bin::Sub => a - b,
+        Bin::MulLo | Bin::MulHi | Bin::MulWide => a * b,
+        Bin::Div => a / b,
+        Bin::Min => a.min(b),
+        Bin::Max => a.max(b),
+        Bin::MinNan => {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.min(b)
+            }
+        }
+        Bin::MaxNan => {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        }
+        Bin::Copysign => b.copysign(a),
+        _ => f64::NAN,
+    }
+}
+
+fn int_bin(op: Bin, ty: Ty, a: u64, b: u64, sat: bool) -> R<u64> {
+    let n = ty.bits();
+    let s = ty.signed();
+    let (sa, sb) = (sext(a, n), sext(b, n));
+    let (ua, ub) = (mask_bits(a, n), mask_bits(b, n));
+    Ok(match op {
+        Bin::Add if sat && s => (sa as i128 + sb as i128).clamp(i32::MIN as i128, i32::MAX as i128) as u64,
+        Bin::Sub if sat && s => (sa as i128 - sb as i128).clamp(i32::MIN as i128, i32::MAX as i128) as u64,
+        Bin::Add => ua.wrapping_add(ub),
+        Bin::Sub => ua.wrapping_sub(ub),
+        Bin::MulLo => ua.wrapping_mul(ub),
+        Bin::MulHi => {
+            if s {
+                ((sa as i128 * sb as i128) >> n) as u64
+            } else {
+                ((ua as u128 * ub as u128) >> n) as u64
+            }
+        }
+        Bin::MulWide => {
+            if s {
+                (sa as i128 * sb as i128) as u64
+            } else {
+                (ua as u128 * ub as u128) as u64
+            }
+        }
+        Bin::Div => {
+            if s {
+                if sb == 0 {
+                    u64::MAX
+                } else {
+                    sa.wrapping_div(sb) as u64
+                }
+            } else if ub == 0 {
+                u64::MAX
+            } else {
+                ua / ub
+            }
+        }
+        Bin::Rem => {
+            if s {
+                if sb == 0 {
+                    ua
+                } else {
+                    sa.wrapping_rem(sb) as u64
+                }
+            } else if ub == 0 {
+                ua
+            } else {
+                ua % ub
+            }
+        }
+        Bin::Min | Bin::MinNan => {
+            if s {
+                sa.min(sb) as u64
+            } else {
+                ua.min(ub)
+            }
+        }
+        Bin::Max | Bin::MaxNan => {
+            if s {
+                sa.max(sb) as u64
+            } else {
+                ua.max(ub)
+            }
+        }
+        Bin::And => a & b,
+        Bin::Or => a | b,
+        Bin::Xor => a ^ b,
+        Bin::Shl => {
+            let sh = mask_bits(b, 32);
+            if sh >= n as u64 {
+                0
+            } else {
+                ua << sh
+            }
+        }
+        Bin::Shr => {
+            let sh = mask_bits(b, 32).min(n as u64 - 1 + if s { 0 } else { 1 });
+            if s {
+                (sa >> sh.min(63)) as u64
+            } else if sh >= n as u64 {
+                0
+            } else {
+                ua >> sh
+            }
+        }
+        Bin::Copysign => return Err("copysign of an integer type".into()),
+    })
+}
+
+fn compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> bool {
+    if ty.float() {
+        let (x, y) = (fval(a, ty), fval(b, ty));
+        let unordered = x.is_nan() || y.is_nan();
+        return match cmp {
+            Cmp::Eq => !unordered && x == y,
+            Cmp::Ne => !unordered && x != y,
+            Cmp::Lt | Cmp::Lo => !unordered && x < y,
+            Cmp::Le | Cmp::Ls => !unordered && x <= y,
+            Cmp::Gt | Cmp::Hi => !unordered && x > y,
+            Cmp::Ge | Cmp::Hs => !unordered && x >= y,
+            Cmp::Equ => unordered || x == y,
+            Cmp::Neu => unordered || x != y,
+            Cmp::Ltu => unordered || x < y,
+            Cmp::Leu => unordered || x <= y,
+            Cmp::Gtu => unordered || x > y,
+            Cmp::Geu => unordered || x >= y,
+            Cmp::Num => !unordered,
+            Cmp::Nan => unordered,
+        };
+    }
+    let n = ty.bits();
+    let (sa, sb) = (sext(a, n), sext(b, n));
+    let (ua, ub) = (mask_bits(a, n), mask_bits(b, n));
+    let signed = ty.signed();
+    match cmp {
+        Cmp::Eq | Cmp::Equ => ua == ub,
+        Cmp::Ne | Cmp::Neu => ua != ub,
+        Cmp::Lt | Cmp::Ltu => {
+            if signed {
+                sa < sb
+            } else {
+                ua < ub
+            }
+        }
+        Cmp::Le | Cmp::Leu => {
+            if signed {
+                sa <= sb
+            } else {
+                ua <= ub
+            }
+        }
+        Cmp::Gt | Cmp::Gtu => {
+            if signed {
+                sa > sb
+            } else {
+                ua > ub
+            }
+        }
+        Cmp::Ge | Cmp::Geu => {
+            if signed {
+                sa >= sb
+            } else {
+                ua >= ub
+            }
+        }
+        Cmp::Lo => ua < ub,
+        Cmp::Ls => ua <= ub,
+        Cmp::Hi => ua > ub,
+        Cmp::Hs => ua >= ub,
+        Cmp::Num | Cmp::Nan => false,
+    }
+}
+
+/// Rounds `x` to an integral value as `rnd` says (nearest-even by default).
+fn round_int(x: f64, rnd: Option<Rnd>) -> f64 {
+    match rnd {
+        Some(Rnd::Rzi) | Some(Rnd::Rz) => x.trunc(),
+        Some(Rnd::Rmi) | Some(Rnd::Rm) => x.floor(),
+        Some(Rnd::Rpi) | Some(Rnd::Rp) => x.ceil(),
+        _ => x.round_ties_even(),
+    }
+}
+
+/// f64 to f32 with a directed rounding.
+fn to_f32_dir(x: f64, rnd: Option<Rnd>) -> f32 {
+    let r = x as f32;
+    if x.is_nan() || r as f64 == x {
+        return r;
+    }
+    let up = |v: f32| if v.is_infinite() && v > 0.0 { v } else { f32::from_bits(if v >= 0.0 { v.to_bits() + 1 } else { v.to_bits() - 1 }).max(f32::MIN) };
+    let down = |v: f32| if v.is_infinite() && v < 0.0 { v } else if v == 0.0 { -f32::from_bits(1) } else { f32::from_bits(if v > 0.0 { v.to_bits() - 1 } else { v.to_bits() + 1 }) };
+    match rnd {
+        Some(Rnd::Rz) => {
+            if (r as f64).abs() > x.abs() {
+                if r > 0.0 {
+                    down(r)
+                } else {
+                    up(r)
+                }
+            } else {
+                r
+            }
+        }
+        Some(Rnd::Rm) if (r as f64) > x => down(r),
+        Some(Rnd::Rp) if (r as f64) < x => up(r),
+        _ => r,
+    }
+}
+
+fn cvt(dst: Ty, src: Ty, rnd: Option<Rnd>, sat: bool, v: u64) -> u64 {
+    if dst == Ty::Tf32 {
+        // Round an f32 to 10 mantissa bits (ties away from zero), kept in f32 layout.
+        let b = v as u32;
+        if f32::from_bits(b).is_finite() {
+            return ((b.wrapping_add(0x1000)) & 0xffff_e000) as u64;
+        }
+        return b as u64;
+    }
+    if src.float() {
+        let x = fval(v, src);
+        if dst.float() {
+            let x = if matches!(rnd, Some(Rnd::Rni | Rnd::Rzi | Rnd::Rmi | Rnd::Rpi)) { round_int(x, rnd) } else { x };
+            let x = if sat { if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) } } else { x };
+            return match (dst, rnd) {
+                (Ty::F32, Some(Rnd::Rz | Rnd::Rm | Rnd::Rp)) => to_f32_dir(x, rnd).to_bits() as u64,
+                _ => fbits(x, dst),
+            };
+        }
+        // Float to integer: rounded, then clamped to the type (NaN is 0).
+        if x.is_nan() {
+            return 0;
+        }
+        let r = round_int(x, rnd);
+        let n = dst.bits();
+        return if dst.signed() {
+            let (lo, hi) = (-(2f64.powi(n as i32 - 1)), 2f64.powi(n as i32 - 1) - 1.0);
+            mask_bits(r.clamp(lo, hi) as i64 as u64, n)
+        } else {
+            let hi = 2f64.powi(n as i32) - 1.0;
+            mask_bits(r.clamp(0.0, hi) as u64, n)
+        };
+    }
+    // From an integer.
+    let n = src.bits();
+    let iv: i128 = if src.signed() { sext(v, n) as i128 } else { mask_bits(v, n) as i128 };
+    if dst.float() {
+        let x = iv as f64;
+        return match dst {
+            Ty::F32 => (if src.bits() == 64 { if src.signed() { iv as i64 as f32 } else { iv as u64 as f32 } } else { x as f32 }).to_bits() as u64,
+            _ => fbits(x, dst),
+        };
+    }
+    let m = dst.bits();
+    if sat {
+        let (lo, hi): (i128, i128) = if dst.signed() { (-(1i128 << (m - 1)), (1i128 << (m - 1)) - 1) } else { (0, (1i128 << m) - 1) };
+        return mask_bits(iv.clamp(lo, hi) as u64, m);
+    }
+    mask_bits(iv as u64, m)
+}
+
+impl Ctx<'_> {
+    fn fault<T>(&self, msg: impl Into<String>) -> R<T> {
+        Err(msg.into())
+    }
+
+    fn special(&self, w: &Warp, lane: usize, s: Special) -> u64 {
+        let b = self.launch.block;
+        let t = w.first_thread + lane as u32;
+        let tid = [t % b[0], (t / b[0]) % b[1], t / (b[0] * b[1])];
+        (match s {
+            Special::Tid(d) => tid[d as usize],
+            Special::Ntid(d) => b[d as usize],
+            Special::Ctaid(d) => self.ctaid[d as usize],
+            Special::Nctaid(d) => self.launch.grid[d as usize],
+            Special::LaneId => lane as u32,
+            Special::WarpId => w.id,
+        }) as u64
+    }
+
+    pub(crate) fn get(&self, w: &Warp, lane: usize, o: &Opnd) -> u64 {
+        match o {
+            Opnd::Reg(r) => w.regs[*r as usize * 32 + lane],
+            Opnd::Imm(v) => *v,
+            Opnd::Special(s) => self.special(w, lane, *s),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn set(&self, w: &mut Warp, lane: usize, o: &Opnd, v: u64) -> R<()> {
+        match o {
+            Opnd::Reg(r) => {
+                w.regs[*r as usize * 32 + lane] = mask_bits(v, self.k.reg_bits[*r as usize]);
+                Ok(())
+            }
+            Opnd::Sink => Ok(()),
+            other => self.fault(format!("cannot write to {other:?}")),
+        }
+    }
+
+    /// The address an `[..]` operand names, and the space it is in.
+    pub(crate) fn address(&self, w: &Warp, lane: usize, o: &Opnd, space: Space) -> R<(Space, u64)> {
+        let Opnd::Addr { base, off, space_hint } = o else { return self.fault(format!("expected an address, got {o:?}")) };
+        let a = base.map(|r| w.regs[r as usize * 32 + lane]).unwrap_or(0).wrapping_add(*off as u64);
+        let space = if space == Space::Generic { space_hint.unwrap_or(Space::Generic) } else { space };
+        Ok(match space {
+            Space::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) => (Space::Shared, a - SHARED_WINDOW),
+            Space::Generic if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&a) => (Space::Local, a - LOCAL_WINDOW),
+            Space::Generic => (Space::Global, a),
+            s => (s, a),
+        })
+    }
+
+    /// Reads `len` (<= 16) bytes.
+    pub(crate) fn load(&self, w: &Warp, lane: usize, space: Space, a: u64, len: usize) -> R<[u8; 16]> {
+        let mut out = [0u8; 16];
+        match space {
+            Space::Global => {
+                if !self.launch.mem.contains(a, len as u64) {
+                    return self.fault(format!("global load of {len} bytes at {a:#x}, outside every device allocation"));
+                }
+                // SAFETY: [a, a+len) lies inside a live allocation of the emulated device
+                // (checked just above), which is host memory this process owns.
+                unsafe { std::ptr::copy_nonoverlapping(a as *const u8, out.as_mut_ptr(), len) };
+            }
+            Space::Shared => {
+                let s = self.shared.get(a as usize..a as usize + len).ok_or_else(|| format!("shared load of {len} bytes at {a:#x}, past the block's {} bytes", self.shared.len()))?;
+                out[..len].copy_from_slice(s);
+            }
+            Space::Local => {
+                let base = lane * self.k.local_bytes;
+                let end = a as usize + len;
+                if end > self.k.local_bytes {
+                    return self.fault(format!("local load at {a:#x}, past {} bytes", self.k.local_bytes));
+                }
+                out[..len].copy_from_slice(&w.local[base + a as usize..base + end]);
+            }
+            Space::Param => {
+                let s = self.launch.params.get(a as usize..a as usize + len).ok_or_else(|| format!("parameter load at offset {a}, past {} bytes", self.launch.params.len()))?;
+                out[..len].copy_from_slice(s);
+            }
+            Space::Generic => unreachable!("resolved by address()"),
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn store(&mut self, w: &mut Warp, lane: usize, space: Space, a: u64, bytes: &[u8]) -> R<()> {
+        let len = bytes.len();
+        match space {
+            Space::Global => {
+                if !self.launch.mem.contains(a, len as u64) {
+                    return self.fault(format!("global store of {len} bytes at {a:#x}, outside every device allocation"));
+                }
+                // SAFETY: as in `load`: the range is inside a live device allocation.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a as *mut u8, len) };
+            }
+            Space::Shared => {
+                let n = self.shared.len();
+                let s = self.shared.get_mut(a as usize..a as usize + len).ok_or_else(|| format!("shared store of {len} bytes at {a:#x}, past the block's {n} bytes"))?;
+                s.copy_from_slice(bytes);
+            }
+            Space::Local => {
+                let base = lane * self.k.local_bytes;
+                if a as usize + len > self.k.local_bytes {
+                    return self.fault(format!("local store at {a:#x}, past {} bytes", self.k.local_bytes));
+                }
+                w.local[base + a as usize..base + a as usize + len].copy_from_slice(bytes);
+            }
+            Space::Param | Space::Generic => return self.fault("store to parameter space"),
+        }
+        Ok(())
+    }
+
+    /// Runs a warp until it exits or reaches a barrier.
+    fn run_warp(&mut self, w: &mut Warp) -> R<()> {
+        let insts = &self.k.insts;
+        while !w.at_bar {
+            // Entries whose lanes all exited, or that reached their meeting point, are done.
+            let Some(top) = w.stack.last().copied() else { return Ok(()) };
+            let mask = top.mask & w.alive;
+            if mask == 0 || top.pc == top.rpc {
+                w.stack.pop();
+                continue;
+            }
+            let pc = top.pc;
+            let Some(inst) = insts.get(pc as usize) else {
+                return self.fault("ran past the end of the kernel");
+            };
+            self.line = inst.line;
+            let mut exec = mask;
+            if let Some((p, neg)) = inst.guard {
+                for lane in 0..32 {
+                    if exec & (1 << lane) != 0 && ((w.regs[p as usize * 32 + lane] & 1 != 0) == neg) {
+                        exec &= !(1 << lane);
+                    }
+                }
+            }
+            let top = w.stack.last_mut().expect("checked above");
+            top.pc = pc + 1;
+            if exec == 0 {
+                continue;
+            }
+            match &inst.op {
+                Op::Bra => {
+                    let Some(Opnd::Label(t)) = inst.args.first() else { return self.fault("branch without a label") };
+                    let t = *t as u32;
+                    if exec == mask {
+                        top.pc = t;
+                    } else {
+                        // Lanes go apart: both sides run to the meeting point, then the
+                        // whole mask goes on from there.
+                        let r = self.k.reconverge[pc as usize];
+                        let rpc = top.rpc;
+                        top.pc = r;
+                        if r == rpc {
+                            // Meeting where this entry ends anyway: replace it by the two sides.
+                            w.stack.pop();
+                        }
+                        w.stack.push(Entry { pc: pc + 1, rpc: r, mask: mask & !exec });
+                        w.stack.push(Entry { pc: t, rpc: r, mask: exec });
+                    }
+                }
+                Op::Exit => w.alive &= !exec,
+                Op::Bar => w.at_bar = true,
+                _ => self.step(w, inst, exec)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, w: &mut Warp, inst: &Inst, exec: u32) -> R<()> {
+        let a = &inst.args;
+        let lanes = (0..32usize).filter(|l| exec & (1 << l) != 0);
+        match &inst.op {
+            Op::Nop => {}
+            Op::Mov(ty) => {
+                let (d, s) = (&a[0], &a[1]);
+                for lane in lanes {
+                    match (d, s) {
+                        // Pack: `mov.b32 %r, {%h0, %h1}` (element 0 in the low bits).
+                        (_, Opnd::Vec(parts)) => {
+                            let each = ty.bits() / parts.len() as u32;
+                            let mut v = 0u64;
+                            for (i, p) in parts.iter().enumerate() {
+                                v |= mask_bits(self.get(w, lane, p), each) << (each * i as u32);
+                            }
+                            self.set(w, lane, d, v)?;
+                        }
+                        // Unpack.
+                        (Opnd::Vec(parts), _) => {
+                            let each = ty.bits() / parts.len() as u32;
+                            let v = self.get(w, lane, s);
+                            for (i, p) in parts.iter().enumerate() {
+                                self.set(w, lane, p, mask_bits(v >> (each * i as u32), each))?;
+                            }
+                        }
+                        _ => {
+                            let v = self.get(w, lane, s);
+                            self.set(w, lane, d, v)?;
+                        }
+                    }
+                }
+            }
+            Op::Ld { space, ty, vec } => {
+                let size = (ty.bits() / 8).max(1) as usize;
+                for lane in lanes {
+                    let (sp, addr) = self.address(w, lane, &a[1], *space)?;
+                    let dsts: Vec<&Opnd> = match &a[0] {
+                        Opnd::Vec(v) => v.iter().collect(),
+                        o => vec![o],
+                    };
+                    if dsts.len() != *vec as usize {
+                        return self.fault("vector load with the wrong number of registers");
+                    }
+                    let bytes = self.load(w, lane, sp, addr, size * dsts.len())?;
+                    for (i, d) in dsts.iter().enumerate() {
+                        let mut raw = [0u8; 8];
+                        raw[..size].copy_from_slice(&bytes[i * size..(i + 1) * size]);
+                        let v = u64::from_le_bytes(raw);
+                        let v = if ty.signed() { sext(v, ty.bits()) as u64 } else { v };
+                        self.set(w, lane, d, v)?;
+                    }
+                }
+            }
+            Op::St { space, ty, vec } => {
+                let size = (ty.bits() / 8).max(1) as usize;
+                for lane in lanes {
+                    let (sp, addr) = self.address(w, lane, &a[0], *space)?;
+                    let srcs: Vec<&Opnd> = match &a[1] {
+                        Opnd::Vec(v) => v.iter().collect(),
+                        o => vec![o],
+                    };
+                    if srcs.len() != *vec as usize {
+                        return self.fault("vector store with the wrong number of registers");
+                    }
+                    let mut bytes = Vec::with_capacity(size * srcs.len());
+                    for s in srcs {
+                        bytes.extend_from_slice(&self.get(w, lane, s).to_le_bytes()[..size]);
+                    }
+                    self.store(w, lane, sp, addr, &bytes)?;
+                }
+            }
+            Op::Cvta { to, space } => {
+                let window = match space {
+                    Space::Shared => SHARED_WINDOW,
+                    Space::Local => LOCAL_WINDOW,
+                    _ => 0,
+                };
+                for lane in lanes {
+                    let v = self.get(w, lane, &a[1]);
+                    let r = if *to { v.wrapping_sub(window) } else { v.wrapping_add(window) };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Bin { op, ty, sat } => {
+                for lane in lanes {
+                    let (x, y) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]));
+                    let r = if ty.float() {
+                        let r = per_half(*ty, x, y, 0, |p, q, _| f32_op(*op, p, q));
+                        if *sat {
+                            per_half(*ty, r, 0, 0, |p, _, _| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) })
+                        } else {
+                            r
+                        }
+                    } else if *ty == Ty::Pred {
+                        int_bin(*op, Ty::B32, x, y, false)? & 1
+                    } else {
+                        int_bin(*op, *ty, x, y, *sat)?
+                    };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Un { op, ty } => {
+                for lane in lanes {
+                    let x = self.get(w, lane, &a[1]);
+                    let r = if ty.float() {
+                        match op {
+                            Un::Neg => x ^ if matches!(ty, Ty::F16x2 | Ty::Bf16x2) { 0x8000_8000 } else { 1u64 << (ty.bits() - 1) },
+                            Un::Abs => x & !if matches!(ty, Ty::F16x2 | Ty::Bf16x2) { 0x8000_8000 } else { 1u64 << (ty.bits() - 1) },
+                            _ => per_half(*ty, x, 0, 0, |v, _, _| match op {
+                                Un::Sqrt => v.sqrt(),
+                                Un::Rsqrt => 1.0 / v.sqrt(),
+                                Un::Rcp => 1.0 / v,
+                                Un::Ex2 => v.exp2(),
+                                Un::Lg2 => v.log2(),
+                                Un::Sin => v.sin(),
+                                Un::Cos => v.cos(),
+                                Un::Tanh => v.tanh(),
+                                _ => f64::NAN,
+                            }),
+                        }
+                    } else {
+                        let n = ty.bits();
+                        match op {
+                            Un::Neg => mask_bits((sext(x, n)).wrapping_neg() as u64, n),
+                            Un::Abs => mask_bits(sext(x, n).wrapping_abs() as u64, n),
+                            Un::Not if *ty == Ty::Pred => !x & 1,
+                            Un::Not => mask_bits(!x, n),
+                            Un::Popc => mask_bits(x, n).count_ones() as u64,
+                            Un::Clz => (mask_bits(x, n).leading_zeros() - (64 - n)) as u64,
+                            Un::Brev => mask_bits(x, n).reverse_bits() >> (64 - n),
+                            _ => return self.fault(format!("{op:?} of an integer type")),
+                        }
+                    };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Mad { wide, hi, ty, sat } => {
+                for lane in lanes {
+                    let (x, y, z) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]), self.get(w, lane, &a[3]));
+                    let r = if ty.float() {
+                        let r = if *ty == Ty::F32 {
+                            f32::from_bits(x as u32).mul_add(f32::from_bits(y as u32), f32::from_bits(z as u32)).to_bits() as u64
+                        } else {
+                            per_half(*ty, x, y, z, |p, q, r| p.mul_add(q, r))
+                        };
+                        if *sat {
+                            per_half(*ty, r, 0, 0, |p, _, _| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) })
+                        } else {
+                            r
+                        }
+                    } else {
+                        let n = ty.bits();
+                        let p = int_bin(if *wide { Bin::MulWide } else if *hi { Bin::MulHi } else { Bin::MulLo }, *ty, x, y, false)?;
+                        let width = if *wide { 2 * n } else { n };
+                        mask_bits(p.wrapping_add(z), width)
+                    };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Setp { cmp, ty } => {
+                for lane in lanes {
+                    let r = compare(*cmp, *ty, self.get(w, lane, &a[1]), self.get(w, lane, &a[2]));
+                    self.set(w, lane, &a[0], r as u64)?;
+                }
+            }
+            Op::Selp(_) => {
+                for lane in lanes {
+                    let c = self.get(w, lane, &a[3]) & 1 != 0;
+                    let v = if c { self.get(w, lane, &a[1]) } else { self.get(w, lane, &a[2]) };
+                    self.set(w, lane, &a[0], v)?;
+                }
+            }
+            Op::Cvt { dst, src, rnd, sat } => {
+                for lane in lanes {
+                    let r = if matches!(dst, Ty::F16x2 | Ty::Bf16x2) {
+                        // `cvt.rn.f16x2.f32 d, hi, lo`
+                        let h = half_ty(*dst);
+                        let hi = cvt(h, *src, *rnd, *sat, self.get(w, lane, &a[1]));
+                        let lo = cvt(h, *src, *rnd, *sat, self.get(w, lane, &a[2]));
+                        (hi << 16) | lo
+                    } else {
+                        cvt(*dst, *src, *rnd, *sat, self.get(w, lane, &a[1]))
+                    };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Prmt => {
+                for lane in lanes {
+                    let (x, y, c) = (self.get(w, lane, &a[1]) as u32, self.get(w, lane, &a[2]) as u32, self.get(w, lane, &a[3]) as u32);
+                    let bytes = ((y as u64) << 32 | x as u64).to_le_bytes();
+                    let mut r = 0u32;
+                    for i in 0..4 {
+                        let sel = (c >> (4 * i)) & 0xf;
+                        let mut byte = bytes[(sel & 7) as usize];
+                        if sel & 8 != 0 {
+                            byte = if byte & 0x80 != 0 { 0xff } else { 0 };
+                        }
+                        r |= (byte as u32) << (8 * i);
+                    }
+                    self.set(w, lane, &a[0], r as u64)?;
+                }
+            }
+            Op::Bfe(ty) => {
+                let n = ty.bits();
+                for lane in lanes {
+                    let x = mask_bits(self.get(w, lane, &a[1]), n);
+                    let pos = (self.get(w, lane, &a[2]) & 0xff) as u32;
+                    let len = (self.get(w, lane, &a[3]) & 0xff) as u32;
+                    let r = if len == 0 {
+                        0
+                    } else {
+                        let shifted = if pos >= n { if ty.signed() { (sext(x, n) >> 63) as u64 } else { 0 } } else if ty.signed() { (sext(x, n) >> pos) as u64 } else { x >> pos };
+                        let len = len.min(n);
+                        if ty.signed() {
+                            mask_bits(sext(shifted, len.min(n - pos.min(n)).max(1)) as u64, n)
+                        } else {
+                            mask_bits(shifted, len)
+                        }
+                    };
+                    self.set(w, lane, &a[0], r)?;
+                }
+            }
+            Op::Bfi(ty) => {
+                let n = ty.bits();
+                for lane in lanes {
+                    let (x, y) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]));
+                    let pos = (self.get(w, lane, &a[3]) & 0xff) as u32;
+                    let len = (self.get(w, lane, &a[4]) & 0xff) as u32;
+                    let r = if pos >= n || len == 0 {
+                        y
+                    } else {
+                        let m = mask_bits(u64::MAX, len.min(n - pos)) << pos;
+                        (y & !m) | ((x << pos) & m)
+                    };
+                    self.set(w, lane, &a[0], mask_bits(r, n))?;
+                }
+            }
+            Op::Shfl(mode) => {
+                // shfl.sync.MODE.b32 d, a, b, c, membermask
+                let vals: Vec<u64> = (0..32).map(|l| self.get(w, l, &a[1])).collect();
+                for lane in lanes {
+                    let b = (self.get(w, lane, &a[2]) & 31) as i64;
+                    let c = self.get(w, lane, &a[3]) as i64;
+                    let seg = (c >> 8) & 31;
+                    let clamp = c & 31;
+                    let l = lane as i64;
+                    let max_lane = (l & seg) | (clamp & !seg);
+                    let min_lane = l & seg;
+                    let (j, ok) = match mode {
+                        Shfl::Up => (l - b, l - b >= max_lane),
+                        Shfl::Down => (l + b, l + b <= max_lane),
+                        Shfl::Bfly => (l ^ b, (l ^ b) <= max_lane),
+                        Shfl::Idx => (min_lane | (b & !seg), (min_lane | (b & !seg)) <= max_lane),
+                    };
+                    let j = if ok { j } else { l };
+                    self.set(w, lane, &a[0], vals[j as usize & 31])?;
+                }
+            }
+            Op::CpAsync { .. } => {
+                // cp.async.{ca,cg}.shared.global [dst], [src], cp-size{, src-size}
+                for lane in lanes {
+                    let (_, dst) = self.address(w, lane, &a[0], Space::Shared)?;
+                    let (_, src) = self.address(w, lane, &a[1], Space::Global)?;
+                    let size = self.get(w, lane, &a[2]) as usize;
+                    let src_size = a.get(3).map(|o| self.get(w, lane, o) as usize).unwrap_or(size).min(size);
+                    if size > 16 {
+                        return self.fault("cp.async of more than 16 bytes");
+                    }
+                    let mut bytes = [0u8; 16];
+                    if src_size > 0 {
+                        bytes = self.load(w, lane, Space::Global, src, src_size)?;
+                        bytes[src_size..].fill(0);
+                    }
+                    self.store(w, lane, Space::Shared, dst, &bytes[..size])?;
+                }
+            }
+            Op::Atom { space, op, ty, red } => {
+                let size = (ty.bits() / 8) as usize;
+                let (addr_i, val_i) = if *red { (0, 1) } else { (1, 2) };
+                for lane in lanes {
+                    let (sp, addr) = self.address(w, lane, &a[addr_i], *space)?;
+                    let old_b = self.load(w, lane, sp, addr, size)?;
+                    let mut raw = [0u8; 8];
+                    raw[..size].copy_from_slice(&old_b[..size]);
+                    let old = u64::from_le_bytes(raw);
+                    let v = self.get(w, lane, &a[val_i]);
+                    let n = ty.bits();
+                    let new = match op {
+                        AtomOp::Add if ty.float() => per_half(*ty, old, v, 0, |p, q, _| p + q),
+                        AtomOp::Add => int_bin(Bin::Add, *ty, old, v, false)?,
+                        AtomOp::Min => int_bin(Bin::Min, *ty, old, v, false)?,
+                        AtomOp::Max => int_bin(Bin::Max, *ty, old, v, false)?,
+                        AtomOp::Inc => {
+                            if mask_bits(old, n) >= mask_bits(v, n) {
+                                0
+                            } else {
+                                old + 1
+                            }
+                        }
+                        AtomOp::Dec => {
+                            if mask_bits(old, n) == 0 || mask_bits(old, n) > mask_bits(v, n) {
+                                v
+                            } else {
+                                old - 1
+                            }
+                        }
+                        AtomOp::And => old & v,
+                        AtomOp::Or => old | v,
+                        AtomOp::Xor => old ^ v,
+                        AtomOp::Exch => v,
+                        AtomOp::Cas => {
+                            if mask_bits(old, n) == mask_bits(v, n) {
+                                self.get(w, lane, &a[3])
+                            } else {
+                                old
+                            }
+                        }
+                    };
+                    self.store(w, lane, sp, addr, &mask_bits(new, n).to_le_bytes()[..size])?;
+                    if !*red {
+                        self.set(w, lane, &a[0], old)?;
+                    }
+                }
+            }
+            Op::Carry { kind, cin, cout, ty } => {
+                let n = ty.bits();
+                let cr = self.k.carry_reg as usize;
+                for lane in lanes {
+                    let (x, y) = (mask_bits(self.get(w, lane, &a[1]), n) as u128, mask_bits(self.get(w, lane, &a[2]), n) as u128);
+                    let cf = if *cin { w.regs[cr * 32 + lane] as u128 & 1 } else { 0 };
+                    let wide = match kind {
+                        CarryOp::Add => x + y + cf,
+                        // a - b as a + !b + 1 (the carry is "no borrow"); subc adds CF for the +1.
+                        CarryOp::Sub => x + (!y & ((1u128 << n) - 1)) + if *cin { cf } else { 1 },
+                        CarryOp::MadLo | CarryOp::MadHi => {
+                            let p = x * y;
+                            let part = if *kind == CarryOp::MadHi { p >> n } else { p & ((1u128 << n) - 1) };
+                            part + mask_bits(self.get(w, lane, &a[3]), n) as u128 + cf
+                        }
+                    };
+                    if *cout {
+                        w.regs[cr * 32 + lane] = ((wide >> n) & 1) as u64;
+                    }
+                    self.set(w, lane, &a[0], mask_bits(wide as u64, n))?;
+                }
+            }
+            Op::Shf { left, clamp } => {
+                for lane in lanes {
+                    let (lo, hi) = (self.get(w, lane, &a[1]) & 0xffff_ffff, self.get(w, lane, &a[2]) & 0xffff_ffff);
+                    let c = self.get(w, lane, &a[3]) as u32;
+                    let sh = if *clamp { c.min(32) } else { c & 31 } as u64;
+                    let both = (hi << 32) | lo;
+                    let r = if *left { (both << sh) >> 32 } else { both >> sh };
+                    self.set(w, lane, &a[0], r & 0xffff_ffff)?;
+                }
+            }
+            Op::Ldmatrix { count, trans } => tensor_core::ldmatrix(self, w, inst, exec, *count, *trans)?,
+            Op::Mma { k, ab, .. } => tensor_core::mma(self, w, inst, exec, *k, *ab)?,
+            Op::Wgmma { n, k, ab } => tensor_core::wgmma(self, w, inst, exec, *n, *k, *ab)?,
+            Op::Bra | Op::Exit | Op::Bar => unreachable!("control flow is handled by run_warp"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        // f32 -> f16 rounds to nearest even; f16x2 packs the first operand high.
+        assert_eq!(cvt(Ty::F16, Ty::F32, Some(Rnd::Rn), false, 1.0f32.to_bits() as u64), 0x3c00);
+        assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rnd::Rzi), false, (-2.7f32).to_bits() as u64), (-2i32) as u32 as u64);
+        assert_eq!(cvt(Ty::U8, Ty::F32, Some(Rnd::Rni), false, 300f32.to_bits() as u64), 255);
+        assert_eq!(cvt(Ty::S64, Ty::S32, None, false, 0xffff_ffff), u64::MAX);
+        assert_eq!(cvt(Ty::U16, Ty::U32, None, false, 0x1234_5678), 0x5678);
+        assert_eq!(f32::from_bits(cvt(Ty::F32, Ty::F64, Some(Rnd::Rz), false, (1.0f64 + 1e-12).to_bits()) as u32), 1.0);
+    }
+
+    #[test]
+    fn integer_ops() {
+        assert_eq!(int_bin(Bin::Shr, Ty::S32, 0xffff_fff0, 2, false).unwrap() & 0xffff_ffff, 0xffff_fffc);
+        assert_eq!(int_bin(Bin::Shr, Ty::U32, 0xffff_fff0, 2, false).unwrap(), 0x3fff_fffc);
+        assert_eq!(int_bin(Bin::MulWide, Ty::U32, 0xffff_ffff, 2, false).unwrap(), 0x1_ffff_fffe);
+        assert_eq!(int_bin(Bin::MulHi, Ty::U64, u64::MAX, 2, false).unwrap(), 1);
+        assert!(compare(Cmp::Lt, Ty::S64, u64::MAX, 0));
+        assert!(!compare(Cmp::Lt, Ty::U64, u64::MAX, 0));
+        assert!(compare(Cmp::Neu, Ty::F32, f32::NAN.to_bits() as u64, 0));
+    }
+}

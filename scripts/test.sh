@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, the lit/FileCheck suite, the
-# NumPy-checked op tests and the llama.cpp parity tests. This is what CI runs (.ci/run).
+# NumPy-checked op tests, the llama.cpp parity tests, and the GPU path on the PTX emulator
+# (tests/gpu_emulated.sh: no GPU needed). This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust >= 1.85 (rustup) first" >&2; exit 1; }
@@ -42,3 +43,5 @@ echo "== lit tests/lit"
 lit -sv tests/lit
 echo "== pytest tests/python"
 python -m pytest -q tests/python
+echo "== GPU path on the PTX emulator (tools/cuda-emu; no GPU needed)"
+bash tests/gpu_emulated.sh

@@ -267,10 +267,9 @@ fn int_bin(op: Bin, ty: Ty, a: u64, b: u64, sat: bool) -> R<u64> {
                 } else {
                     sa.wrapping_div(sb) as u64
                 }
-            } else if ub == 0 {
-                u64::MAX
             } else {
-                ua / ub
+                // Division by zero is undefined in PTX; all ones, as the GPU gives.
+                ua.checked_div(ub).unwrap_or(u64::MAX)
             }
         }
         Bin::Rem => {
@@ -495,6 +494,7 @@ impl Ctx<'_> {
         }) as u64
     }
 
+    #[inline(always)]
     pub(crate) fn get(&self, w: &Warp, lane: usize, o: &Opnd) -> u64 {
         match o {
             Opnd::Reg(r) => w.regs[*r as usize * 32 + lane],
@@ -504,14 +504,12 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn set(&self, w: &mut Warp, lane: usize, o: &Opnd, v: u64) -> R<()> {
-        match o {
-            Opnd::Reg(r) => {
-                w.regs[*r as usize * 32 + lane] = mask_bits(v, self.k.reg_bits[*r as usize]);
-                Ok(())
-            }
-            Opnd::Sink => Ok(()),
-            other => self.fault(format!("cannot write to {other:?}")),
+    /// Writes a destination operand (truncated to the register's width). The parser only
+    /// accepts registers, `_` and register vectors there, so anything else is ignored.
+    #[inline(always)]
+    pub(crate) fn set(&self, w: &mut Warp, lane: usize, o: &Opnd, v: u64) {
+        if let Opnd::Reg(r) = o {
+            w.regs[*r as usize * 32 + lane] = mask_bits(v, self.k.reg_bits[*r as usize]);
         }
     }
 
@@ -661,60 +659,60 @@ impl Ctx<'_> {
                             for (i, p) in parts.iter().enumerate() {
                                 v |= mask_bits(self.get(w, lane, p), each) << (each * i as u32);
                             }
-                            self.set(w, lane, d, v)?;
+                            self.set(w, lane, d, v);
                         }
                         // Unpack.
                         (Opnd::Vec(parts), _) => {
                             let each = ty.bits() / parts.len() as u32;
                             let v = self.get(w, lane, s);
                             for (i, p) in parts.iter().enumerate() {
-                                self.set(w, lane, p, mask_bits(v >> (each * i as u32), each))?;
+                                self.set(w, lane, p, mask_bits(v >> (each * i as u32), each));
                             }
                         }
                         _ => {
                             let v = self.get(w, lane, s);
-                            self.set(w, lane, d, v)?;
+                            self.set(w, lane, d, v);
                         }
                     }
                 }
             }
             Op::Ld { space, ty, vec } => {
                 let size = (ty.bits() / 8).max(1) as usize;
+                let dsts: &[Opnd] = match &a[0] {
+                    Opnd::Vec(v) => v,
+                    o => std::slice::from_ref(o),
+                };
+                if dsts.len() != *vec as usize {
+                    return self.fault("vector load with the wrong number of registers");
+                }
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[1], *space)?;
-                    let dsts: Vec<&Opnd> = match &a[0] {
-                        Opnd::Vec(v) => v.iter().collect(),
-                        o => vec![o],
-                    };
-                    if dsts.len() != *vec as usize {
-                        return self.fault("vector load with the wrong number of registers");
-                    }
                     let bytes = self.load(w, lane, sp, addr, size * dsts.len())?;
                     for (i, d) in dsts.iter().enumerate() {
                         let mut raw = [0u8; 8];
                         raw[..size].copy_from_slice(&bytes[i * size..(i + 1) * size]);
                         let v = u64::from_le_bytes(raw);
                         let v = if ty.signed() { sext(v, ty.bits()) as u64 } else { v };
-                        self.set(w, lane, d, v)?;
+                        self.set(w, lane, d, v);
                     }
                 }
             }
             Op::St { space, ty, vec } => {
                 let size = (ty.bits() / 8).max(1) as usize;
+                let srcs: &[Opnd] = match &a[1] {
+                    Opnd::Vec(v) => v,
+                    o => std::slice::from_ref(o),
+                };
+                if srcs.len() != *vec as usize {
+                    return self.fault("vector store with the wrong number of registers");
+                }
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[0], *space)?;
-                    let srcs: Vec<&Opnd> = match &a[1] {
-                        Opnd::Vec(v) => v.iter().collect(),
-                        o => vec![o],
-                    };
-                    if srcs.len() != *vec as usize {
-                        return self.fault("vector store with the wrong number of registers");
+                    let mut bytes = [0u8; 32];
+                    for (i, s) in srcs.iter().enumerate() {
+                        bytes[i * size..(i + 1) * size].copy_from_slice(&self.get(w, lane, s).to_le_bytes()[..size]);
                     }
-                    let mut bytes = Vec::with_capacity(size * srcs.len());
-                    for s in srcs {
-                        bytes.extend_from_slice(&self.get(w, lane, s).to_le_bytes()[..size]);
-                    }
-                    self.store(w, lane, sp, addr, &bytes)?;
+                    self.store(w, lane, sp, addr, &bytes[..size * srcs.len()])?;
                 }
             }
             Op::Cvta { to, space } => {
@@ -726,7 +724,25 @@ impl Ctx<'_> {
                 for lane in lanes {
                     let v = self.get(w, lane, &a[1]);
                     let r = if *to { v.wrapping_sub(window) } else { v.wrapping_add(window) };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
+                }
+            }
+            Op::Bin { op: op @ (Bin::Add | Bin::Sub | Bin::MulLo), ty: Ty::F32, sat: false } => {
+                for lane in lanes {
+                    let (x, y) = (f32::from_bits(self.get(w, lane, &a[1]) as u32), f32::from_bits(self.get(w, lane, &a[2]) as u32));
+                    let r = match op {
+                        Bin::Add => x + y,
+                        Bin::Sub => x - y,
+                        _ => x * y,
+                    };
+                    self.set(w, lane, &a[0], r.to_bits() as u64);
+                }
+            }
+            Op::Mad { ty: Ty::F32, sat: false, .. } => {
+                for lane in lanes {
+                    let (x, y, z) = (self.get(w, lane, &a[1]) as u32, self.get(w, lane, &a[2]) as u32, self.get(w, lane, &a[3]) as u32);
+                    let r = f32::from_bits(x).mul_add(f32::from_bits(y), f32::from_bits(z));
+                    self.set(w, lane, &a[0], r.to_bits() as u64);
                 }
             }
             Op::Bin { op, ty, sat } => {
@@ -744,7 +760,7 @@ impl Ctx<'_> {
                     } else {
                         int_bin(*op, *ty, x, y, *sat)?
                     };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
                 }
             }
             Op::Un { op, ty } => {
@@ -779,7 +795,7 @@ impl Ctx<'_> {
                             _ => return self.fault(format!("{op:?} of an integer type")),
                         }
                     };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
                 }
             }
             Op::Mad { wide, hi, ty, sat } => {
@@ -802,20 +818,20 @@ impl Ctx<'_> {
                         let width = if *wide { 2 * n } else { n };
                         mask_bits(p.wrapping_add(z), width)
                     };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
                 }
             }
             Op::Setp { cmp, ty } => {
                 for lane in lanes {
                     let r = compare(*cmp, *ty, self.get(w, lane, &a[1]), self.get(w, lane, &a[2]));
-                    self.set(w, lane, &a[0], r as u64)?;
+                    self.set(w, lane, &a[0], r as u64);
                 }
             }
             Op::Selp(_) => {
                 for lane in lanes {
                     let c = self.get(w, lane, &a[3]) & 1 != 0;
                     let v = if c { self.get(w, lane, &a[1]) } else { self.get(w, lane, &a[2]) };
-                    self.set(w, lane, &a[0], v)?;
+                    self.set(w, lane, &a[0], v);
                 }
             }
             Op::Cvt { dst, src, rnd, sat } => {
@@ -829,7 +845,7 @@ impl Ctx<'_> {
                     } else {
                         cvt(*dst, *src, *rnd, *sat, self.get(w, lane, &a[1]))
                     };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
                 }
             }
             Op::Prmt => {
@@ -845,7 +861,7 @@ impl Ctx<'_> {
                         }
                         r |= (byte as u32) << (8 * i);
                     }
-                    self.set(w, lane, &a[0], r as u64)?;
+                    self.set(w, lane, &a[0], r as u64);
                 }
             }
             Op::Bfe(ty) => {
@@ -865,7 +881,7 @@ impl Ctx<'_> {
                             mask_bits(shifted, len)
                         }
                     };
-                    self.set(w, lane, &a[0], r)?;
+                    self.set(w, lane, &a[0], r);
                 }
             }
             Op::Bfi(ty) => {
@@ -880,7 +896,7 @@ impl Ctx<'_> {
                         let m = mask_bits(u64::MAX, len.min(n - pos)) << pos;
                         (y & !m) | ((x << pos) & m)
                     };
-                    self.set(w, lane, &a[0], mask_bits(r, n))?;
+                    self.set(w, lane, &a[0], mask_bits(r, n));
                 }
             }
             Op::Shfl(mode) => {
@@ -901,7 +917,7 @@ impl Ctx<'_> {
                         Shfl::Idx => (min_lane | (b & !seg), (min_lane | (b & !seg)) <= max_lane),
                     };
                     let j = if ok { j } else { l };
-                    self.set(w, lane, &a[0], vals[j as usize & 31])?;
+                    self.set(w, lane, &a[0], vals[j as usize & 31]);
                 }
             }
             Op::CpAsync { .. } => {
@@ -966,7 +982,7 @@ impl Ctx<'_> {
                     };
                     self.store(w, lane, sp, addr, &mask_bits(new, n).to_le_bytes()[..size])?;
                     if !*red {
-                        self.set(w, lane, &a[0], old)?;
+                        self.set(w, lane, &a[0], old);
                     }
                 }
             }
@@ -989,7 +1005,7 @@ impl Ctx<'_> {
                     if *cout {
                         w.regs[cr * 32 + lane] = ((wide >> n) & 1) as u64;
                     }
-                    self.set(w, lane, &a[0], mask_bits(wide as u64, n))?;
+                    self.set(w, lane, &a[0], mask_bits(wide as u64, n));
                 }
             }
             Op::Shf { left, clamp } => {
@@ -999,7 +1015,7 @@ impl Ctx<'_> {
                     let sh = if *clamp { c.min(32) } else { c & 31 } as u64;
                     let both = (hi << 32) | lo;
                     let r = if *left { (both << sh) >> 32 } else { both >> sh };
-                    self.set(w, lane, &a[0], r & 0xffff_ffff)?;
+                    self.set(w, lane, &a[0], r & 0xffff_ffff);
                 }
             }
             Op::Ldmatrix { count, trans } => tensor_core::ldmatrix(self, w, inst, exec, *count, *trans)?,
@@ -1014,6 +1030,76 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lanes branch apart and meet again, a shuffle adds pairs, and each thread reads a
+    /// neighbour's sum through shared memory after a barrier (across the two warps).
+    const KERNEL: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry k(.param .u64 k_param_0, .param .u32 k_param_1)
+{
+  .reg .pred %p<3>;
+  .reg .b32 %r<10>;
+  .reg .b64 %rd<6>;
+  .shared .align 4 .b8 buf[256];
+  ld.param.u64 %rd1, [k_param_0];
+  ld.param.u32 %r1, [k_param_1];
+  mov.u32 %r2, %tid.x;
+  and.b32 %r3, %r2, 1;
+  setp.eq.u32 %p1, %r3, 0;
+  @%p1 bra $EVEN;
+  shl.b32 %r4, %r2, 1;
+  bra.uni $JOIN;
+$EVEN:
+  add.s32 %r4, %r2, 100;
+$JOIN:
+  shfl.sync.bfly.b32 %r5, %r4, 1, 31, -1;
+  add.s32 %r6, %r4, %r5;
+  mul.wide.u32 %rd2, %r2, 4;
+  mov.u64 %rd3, buf;
+  add.s64 %rd4, %rd3, %rd2;
+  st.shared.u32 [%rd4], %r6;
+  bar.sync 0;
+  add.s32 %r7, %r2, 1;
+  rem.u32 %r7, %r7, %r1;
+  mul.wide.u32 %rd2, %r7, 4;
+  add.s64 %rd4, %rd3, %rd2;
+  ld.shared.u32 %r8, [%rd4];
+  mul.wide.u32 %rd2, %r2, 4;
+  add.s64 %rd5, %rd1, %rd2;
+  st.global.u32 [%rd5], %r8;
+  ret;
+}
+"#;
+
+    fn launch(out: &mut [u32], threads: u32) -> Result<(), Fault> {
+        let m = crate::ptx::parse(KERNEL, &mut |_, _| 0).unwrap();
+        let k = &m.kernels["k"];
+        let mut params = (out.as_mut_ptr() as u64).to_le_bytes().to_vec();
+        params.extend_from_slice(&threads.to_le_bytes());
+        let start = out.as_ptr() as u64;
+        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
+        run(&Launch { kernel: k, grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+    }
+
+    #[test]
+    fn divergence_shuffles_and_barriers() {
+        let mut out = vec![0u32; 64];
+        launch(&mut out, 64).unwrap();
+        let v = |t: u32| if t.is_multiple_of(2) { t + 100 } else { 2 * t };
+        let want: Vec<u32> = (0..64).map(|t| (t + 1) % 64).map(|t| v(t) + v(t ^ 1)).collect();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_store_outside_device_memory_stops_the_kernel_at_its_line() {
+        let mut out = vec![0u32; 63];
+        let f = launch(&mut out, 64).unwrap_err();
+        assert!(f.msg.contains("global store of 4 bytes") && f.msg.contains("outside every device allocation"), "{f}");
+        assert!(f.msg.contains("warp 1"), "{f}");
+        assert_eq!(f.line, 36, "{f}");
+    }
 
     #[test]
     fn conversions() {

@@ -208,7 +208,7 @@ pub unsafe extern "C" fn cuDeviceGet(dev: *mut c_int, ordinal: c_int) -> CuResul
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(ctx: *mut *mut c_void, _dev: c_int) -> CuResult {
     // SAFETY: the caller passes a writable handle; the context is a dummy, never read.
-    unsafe { *ctx = 0x1 as *mut c_void };
+    unsafe { *ctx = std::ptr::dangling_mut::<c_void>() };
     status::SUCCESS
 }
 
@@ -222,7 +222,7 @@ pub extern "C" fn cuCtxSetCurrent(_ctx: *mut c_void) -> CuResult {
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamCreate(stream: *mut *mut c_void, _flags: c_uint) -> CuResult {
     // SAFETY: the caller passes a writable handle; there is one (dummy) stream.
-    unsafe { *stream = 0x2 as *mut c_void };
+    unsafe { *stream = std::ptr::dangling_mut::<c_void>() };
     status::SUCCESS
 }
 

@@ -607,6 +607,18 @@ impl KernelBuilder<'_> {
         for (i, a) in split_operands(rest).iter().enumerate() {
             args.push(self.operand(a, line, i)?);
         }
+        let writes = !matches!(op, Op::St { .. } | Op::Bra | Op::Exit | Op::Bar | Op::Nop | Op::CpAsync { .. } | Op::Atom { red: true, .. });
+        let writable = |o: &Opnd| matches!(o, Opnd::Reg(_) | Opnd::Sink);
+        if writes {
+            let ok = match args.first() {
+                Some(Opnd::Vec(v)) => v.iter().all(writable),
+                Some(o) => writable(o),
+                None => false,
+            };
+            if !ok {
+                return Err(PtxError { line, msg: format!("`{opcode}` needs a register to write") });
+            }
+        }
         self.insts.push(Inst { guard, op, args, line });
         Ok(())
     }

@@ -60,7 +60,7 @@ pub fn ldmatrix(c: &mut Ctx, w: &mut Warp, inst: &Inst, exec: u32, count: u8, tr
         let (r, col) = (lane / 4, 2 * (lane % 4));
         for (j, d) in dsts.iter().enumerate() {
             let (lo, hi) = if trans { (m[j][col][r], m[j][col + 1][r]) } else { (m[j][r][col], m[j][r][col + 1]) };
-            c.set(w, lane, d, (hi as u64) << 16 | lo as u64)?;
+            c.set(w, lane, d, (hi as u64) << 16 | lo as u64);
         }
     }
     Ok(())
@@ -114,7 +114,7 @@ pub fn mma(c: &mut Ctx, w: &mut Warp, inst: &Inst, exec: u32, k: u8, ab: Ty) -> 
             for kk in 0..k {
                 s += am[row][kk] * bm[kk][col];
             }
-            c.set(w, lane, &d[ri], s.to_bits() as u64)?;
+            c.set(w, lane, &d[ri], s.to_bits() as u64);
         }
     }
     Ok(())
@@ -194,7 +194,7 @@ pub fn wgmma(c: &mut Ctx, w: &mut Warp, inst: &Inst, exec: u32, n: u32, k: u8, a
             for kk in 0..k {
                 s += a[row][kk] * b[kk][col];
             }
-            c.set(w, lane, reg, s.to_bits() as u64)?;
+            c.set(w, lane, reg, s.to_bits() as u64);
         }
     }
     Ok(())

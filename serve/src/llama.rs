@@ -10,9 +10,10 @@
 //!   `k_cache`/`v_cache` `[layers, max_batch, max_len, kv_heads, head_dim]` (f16);
 //! - output: `logits[B, vocab]`.
 //!
-//! Per layer: RMS norm, Q/K/V projections, RoPE on Q and K, the K/V cache writes, causal
-//! grouped-query attention over the cache, the output projection and residual, then RMS
-//! norm, the SwiGLU MLP and residual. Weights stay in their GGUF block layout where a
+//! Per layer: RMS norm, the Q/K/V projection (the three weights side by side, one matmul,
+//! its output split, where their storage types allow), RoPE on Q and K, the K/V cache writes, causal grouped-query attention
+//! over the cache, the output projection and residual, then RMS norm, the SwiGLU MLP (gate
+//! and up as one matmul) and residual. Weights stay in their GGUF block layout where a
 //! kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K); other types are expanded to
 //! f32 at compile time.
 
@@ -217,9 +218,8 @@ mod graph {
     }
 
     impl Linear {
-        /// `x @ w`. A dense bf16/f16 weight reads `x` cast to its type: the projections of
-        /// one activation (q, k, v; gate, up) each write that cast, and the compiler's
-        /// graph-cse stage leaves one of them.
+        /// `x @ w`. A dense bf16/f16 weight reads `x` cast to its type (where two
+        /// projections read one activation, the compiler's graph-cse stage leaves one cast).
         fn apply(&self, x: &TensorValue) -> TensorValue {
             match self {
                 // Activations quantized to 8 bits per block, as llama.cpp computes.
@@ -338,6 +338,57 @@ mod graph {
             Ok(Linear::Dense(self.graph.weight_f32(format!("{stored}^T"), &[cols as i64, rows as i64], &tr), DType::F32))
         }
 
+        /// `x` through several projections (`parts`: each weight's name and output width;
+        /// `cols` the input width), as one matmul over their weights side by side whose
+        /// output is split: Llama's q/k/v and gate/up. One matrix-vector product reads all
+        /// the weights in one pass, which matters most for the narrow K/V projections of
+        /// grouped-query attention. Block-quantized weights merge when they share a format
+        /// (their rows are stacked as stored); a mix of formats (llama.cpp's Q4_K_M stores
+        /// attn_v in another type than attn_q) keeps one matmul per weight.
+        fn project(&self, x: &TensorValue, merged_name: &str, parts: &[(String, usize)], cols: usize) -> Result<Vec<TensorValue>, ModelError> {
+            let rows: usize = parts.iter().map(|(_, r)| r).sum();
+            let sizes: Vec<i64> = parts.iter().map(|(_, r)| *r as i64).collect();
+            let split = |w: Linear| ops::split_sizes(&w.apply(x), &sizes, 1);
+            if let LlamaWeights::Shapes(dt) = self.weights {
+                return Ok(split(Linear::Dense(self.graph.weight(format!("{merged_name}^T"), dt, &[cols as i64, rows as i64]), dt)));
+            }
+            if let LlamaWeights::Gguf(g) = self.weights {
+                let mut formats = Vec::new();
+                for (name, r) in parts {
+                    Self::check_dims(g, name, &[cols as u64, *r as u64])?;
+                    formats.push(block_format(g.tensor(name)?.info().ty).filter(|f| cols as i64 % f.block_len() == 0));
+                }
+                match formats[0] {
+                    Some(f) if formats.iter().all(|x| *x == Some(f)) => {
+                        let mut bytes = Vec::new();
+                        for (name, _) in parts {
+                            bytes.extend_from_slice(g.tensor(name)?.data());
+                        }
+                        let shape = [rows as i64, cols as i64 / f.block_len() * f.block_bytes()];
+                        self.graph.set_weight(merged_name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes, origin: "gguf".into() });
+                        return Ok(split(Linear::Quant(self.graph.weight(merged_name, DType::I8, &shape), f)));
+                    }
+                    _ if formats.iter().any(Option::is_some) => {
+                        return parts.iter().map(|(name, r)| Ok(self.linear(name, *r, cols)?.apply(x))).collect();
+                    }
+                    _ => {}
+                }
+            }
+            // f32, stored transposed: `[cols, rows]`, each part's columns after the last's.
+            let mut tr = vec![0f32; rows * cols];
+            let mut first = 0;
+            for (name, r) in parts {
+                let (_, w) = self.dense(name, *r, cols)?;
+                for i in 0..*r {
+                    for c in 0..cols {
+                        tr[c * rows + first + i] = w[i * cols + c];
+                    }
+                }
+                first += r;
+            }
+            Ok(split(Linear::Dense(self.graph.weight_f32(format!("{merged_name}^T"), &[cols as i64, rows as i64], &tr), DType::F32)))
+        }
+
         /// A 1-D f32 weight (norm scales).
         fn vector(&self, name: &str, n: usize) -> Result<TensorValue, ModelError> {
             let (stored, v) = match self.weights {
@@ -399,9 +450,10 @@ mod graph {
         for layer in 0..cfg.n_layers {
             let p = |n: &str| format!("blk.{layer}.{n}.weight");
             let h = ops::rms_norm(&x, &b.vector(&p("attn_norm"), e)?, cfg.rms_eps);
-            let q = ops::reshape(&b.linear(&p("attn_q"), qdim, e)?.apply(&h), &[-1, hq, hd]);
-            let k = ops::reshape(&b.linear(&p("attn_k"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
-            let v = ops::reshape(&b.linear(&p("attn_v"), kvdim, e)?.apply(&h), &[-1, hkv, hd]);
+            let qkv = b.project(&h, &p("attn_qkv"), &[(p("attn_q"), qdim), (p("attn_k"), kvdim), (p("attn_v"), kvdim)], e)?;
+            let q = ops::reshape(&qkv[0], &[-1, hq, hd]);
+            let k = ops::reshape(&qkv[1], &[-1, hkv, hd]);
+            let v = ops::reshape(&qkv[2], &[-1, hkv, hd]);
             let q = ops::rope(&q, positions, cfg.rope_base, cfg.rope_interleaved);
             let k = ops::rope(&k, positions, cfg.rope_base, cfg.rope_interleaved);
             kc = ops::cache_write(&kc, &k, start, slot, layer as i64);
@@ -410,9 +462,8 @@ mod graph {
             let a = ops::reshape(&a, &[-1, qdim as i64]);
             x = ops::add(&x, &b.linear(&p("attn_output"), e, qdim)?.apply(&a));
             let h = ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps);
-            let gate = b.linear(&p("ffn_gate"), ff, e)?.apply(&h);
-            let up = b.linear(&p("ffn_up"), ff, e)?.apply(&h);
-            let m = ops::mul(&ops::silu(&gate), &up);
+            let gate_up = b.project(&h, &p("ffn_gate_up"), &[(p("ffn_gate"), ff), (p("ffn_up"), ff)], e)?;
+            let m = ops::mul(&ops::silu(&gate_up[0]), &gate_up[1]);
             x = ops::add(&x, &b.linear(&p("ffn_down"), e, ff)?.apply(&m));
         }
         // Only the rows whose logits are wanted go through the head.

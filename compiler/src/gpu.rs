@@ -6,7 +6,7 @@
 //!
 //! | stage          | what happens                                                          |
 //! |----------------|-----------------------------------------------------------------------|
-//! | `map-to-gpu`   | linalg -> `scf.parallel`, tiled (1 x 256), mapped to blocks/threads, outlined into `gpu.module`s |
+//! | `map-to-gpu`   | linalg -> `scf.parallel`, flattened into blocks of 256 iterations ([`crate::gpu_loops`]), mapped to blocks/threads, outlined into `gpu.module`s |
 //! | `device-memory`| the host's temporaries become `gpu.alloc`/`gpu.dealloc`, copies `gpu.memcpy` |
 //! | `lower-to-nvvm`| launches made async on one stream; kernels to NVVM and PTX (`gpu-module-to-binary{format=isa}`); host code to LLVM |
 //!
@@ -50,9 +50,13 @@ impl CudaTarget {
     }
 }
 
-/// linalg on memrefs to outlined GPU kernels and host launches.
-pub const MAP_TO_GPU: &str = "func.func(convert-linalg-to-parallel-loops),canonicalize,\
-func.func(scf-parallel-loop-tiling{parallel-loop-tile-sizes=1,256 no-min-max-bounds=true}),\
+/// linalg on memrefs to parallel loops (then flattened by
+/// [`crate::gpu_loops::collapse_parallel_loops`]).
+pub const PARALLEL_LOOPS: &str = "func.func(convert-linalg-to-parallel-loops),canonicalize";
+
+/// Flattened parallel loops to outlined GPU kernels and host launches: each loop's second
+/// dimension (a block's [`crate::gpu_loops::BLOCK`] iterations) becomes its threads.
+pub const MAP_TO_GPU: &str = "func.func(scf-parallel-loop-tiling{parallel-loop-tile-sizes=1,256 no-min-max-bounds=true}),\
 func.func(gpu-map-parallel-loops),func.func(convert-parallel-loops-to-gpu),gpu-kernel-outlining,canonicalize,cse";
 
 /// Kernels to PTX and host code to LLVM. `{chip}`, `{libs}` and `{toolkit}` are filled in.

@@ -19,6 +19,7 @@ pub mod gpu;
 pub mod gpu_epilogue;
 pub mod gpu_matmul;
 pub mod gpu_gemv;
+pub mod gpu_loops;
 pub mod gpu_kv_cache;
 pub mod gpu_qmatmul;
 pub mod gpu_rope;
@@ -217,9 +218,12 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
             ir
         }
         Some(cuda) => {
-            for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, gpu::MAP_TO_GPU] {
+            for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, gpu::PARALLEL_LOOPS] {
                 ctx.run_pipeline(&mut module, &format!("builtin.module({p})"))?;
             }
+            let flat = gpu_loops::collapse_parallel_loops(&mlir::print_module(&module, false));
+            let mut module = ctx.parse(&flat, "<gpu-loops>").map_err(|e| CompileError::Internal(format!("flattened GPU loops do not verify: {e}")))?;
+            ctx.run_pipeline(&mut module, &format!("builtin.module({})", gpu::MAP_TO_GPU))?;
             let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs, &cuda.chip))?;
             let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| {
                 // Quote the generated line the diagnostic points at.

@@ -8,7 +8,7 @@
 //! kernel in the PTX interpreter ([`exec`]) before the call returns, events record wall
 //! time, and stream capture records launches and copies into a graph that a graph launch
 //! replays. The device reports itself as compute capability 9.0 (`MAX_CUDA_EMU_SM=80`
-//! picks another).
+//! picks another); `MAX_CUDA_EMU_TRACE=1` prints each launch.
 //!
 //! What it does not model: concurrency between blocks (they run one after another, so a
 //! race between blocks cannot show), timing, and the GPU's exact rounding of tensor-core
@@ -164,6 +164,12 @@ impl Device {
         }
         self.run(&node)
     }
+}
+
+/// `MAX_CUDA_EMU_TRACE=1`: print every kernel launch (name, grid, block, shared memory).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var("MAX_CUDA_EMU_TRACE").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 fn emulated_sm() -> (i32, i32) {
@@ -548,6 +554,9 @@ pub unsafe extern "C" fn cuLaunchKernel(
             let src = *params.add(i) as *const u8;
             std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr().add(p.offset), p.size);
         }
+    }
+    if trace() {
+        eprintln!("cuda-emu: launch {} grid ({gx}, {gy}, {gz}) block ({bx}, {by}, {bz}) shared {smem} B", kernel.name);
     }
     let node = Node::Launch { kernel, grid: [gx, gy, gz], block: [bx, by, bz], smem: smem as usize, params: buf };
     with_device(|d| d.submit(node))

@@ -29,6 +29,29 @@ for chip in sm_90 sm_80; do
   fi
   grep -v '^ok ' "$work/$chip.run" | tail -40
 done
+if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
+  # A real model end to end: SmolLM2 (Q4_1) compiled for sm_90, its prefill and two greedy
+  # tokens on the emulated GPU (about 2 minutes) against the CPU's tokens.
+  echo "== SmolLM2 on the PTX emulator vs the CPU"
+  target/release/maxc compile-model "$MAX_SMOLLM2_GGUF" --target cuda:sm_90 -o "$work/smollm2-gpu.maxa" 2> "$work/smollm2.log"
+  target/release/maxc compile-model "$MAX_SMOLLM2_GGUF" -o "$work/smollm2-cpu.maxa" 2>> "$work/smollm2.log"
+  gen=(generate --prompt "The capital of France is" --max-tokens 2 --temperature 0 --json)
+  target/release/max "${gen[@]}" --model "$work/smollm2-cpu.maxa" > "$work/cpu.json"
+  if cuda_emu target/release/max "${gen[@]}" --model "$work/smollm2-gpu.maxa" --device gpu:0 > "$work/gpu.json" 2>> "$work/smollm2.log" &&
+    python - "$work/cpu.json" "$work/gpu.json" <<'PY'
+import json, sys
+cpu, gpu = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"cpu tokens {cpu['tokens']}, emulated gpu tokens {gpu['tokens']}")
+sys.exit(0 if cpu["tokens"] == gpu["tokens"] and len(cpu["tokens"]) == 2 else 1)
+PY
+  then
+    echo "SmolLM2: the emulated GPU's tokens match the CPU's"
+  else
+    cat "$work/smollm2.log"
+    echo "SmolLM2: FAILED (tokens differ, or the run failed)"
+    status=1
+  fi
+fi
 echo "== cargo test --test gpu on the PTX emulator"
 cuda_emu cargo test --locked -q --workspace --test gpu -- --nocapture 2>&1 | grep -E "skipped|test result|panicked|error" || status=1
 exit $status

@@ -69,6 +69,9 @@ enum Cmd {
     Embed {
         #[command(flatten)]
         run: Recording,
+        /// Timed batches after the compared one (0: compare only, e.g. on the PTX emulator).
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
     },
     /// Time an artifact's kernels on random inputs.
     Time {
@@ -118,7 +121,7 @@ fn main() -> Result<()> {
         Cmd::Time { artifact, dims, iters, flops, bytes } => time(&artifact, &dims, iters, flops, bytes, cli.gpu),
         Cmd::Llm { run, max_tokens } => llm(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?, max_tokens),
         Cmd::Decode { artifact, context, steps, seed } => decode(&artifact, context, steps, seed, cli.gpu),
-        Cmd::Embed { run } => embed(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?),
+        Cmd::Embed { run, reps } => embed(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?, reps),
     }
 }
 
@@ -384,7 +387,7 @@ fn llm(artifact: &Path, dir: &Path, record: bool, device: Device, max_tokens: us
 
 /// Embeds the LLM check's prompts and a long text in one padded batch; records the vectors
 /// or compares them (cosine per input) with a recording.
-fn embed(artifact: &Path, dir: &Path, record: bool, device: Device) -> Result<()> {
+fn embed(artifact: &Path, dir: &Path, record: bool, device: Device, reps: usize) -> Result<()> {
     use max_serve::{EmbedInput, EmbeddingModel};
     let model = InferenceSession::new(device).load(&Artifact::open(artifact)?)?;
     let model = EmbeddingModel::from_model(model)?;
@@ -408,8 +411,11 @@ fn embed(artifact: &Path, dir: &Path, record: bool, device: Device) -> Result<()
         let (ng, nw) = (g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt(), w.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt());
         worst = worst.min(dot / (ng * nw).max(1e-30));
     }
+    if reps == 0 {
+        println!("embed parity: {} inputs on {device}, worst cosine to the recording {worst:.7}", got.len());
+        return Ok(());
+    }
     let t = std::time::Instant::now();
-    let reps = 20;
     for _ in 0..reps {
         model.embed(&inputs)?;
     }

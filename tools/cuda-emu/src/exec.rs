@@ -145,6 +145,19 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
     Ok(())
 }
 
+/// The registers of a load's or store's value operand: `{a, b, ..}` or one register; `vec`
+/// is the instruction's vector width.
+fn registers(o: &Opnd, vec: u8) -> R<&[Opnd]> {
+    let regs = match o {
+        Opnd::Vec(v) => v.as_slice(),
+        o => std::slice::from_ref(o),
+    };
+    if regs.len() != vec as usize {
+        return Err(format!("a .v{vec} access with {} registers", regs.len()));
+    }
+    Ok(regs)
+}
+
 fn mask_bits(v: u64, bits: u32) -> u64 {
     if bits >= 64 {
         v
@@ -678,13 +691,7 @@ impl Ctx<'_> {
             }
             Op::Ld { space, ty, vec } => {
                 let size = (ty.bits() / 8).max(1) as usize;
-                let dsts: &[Opnd] = match &a[0] {
-                    Opnd::Vec(v) => v,
-                    o => std::slice::from_ref(o),
-                };
-                if dsts.len() != *vec as usize {
-                    return self.fault("vector load with the wrong number of registers");
-                }
+                let dsts = registers(&a[0], *vec)?;
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[1], *space)?;
                     let bytes = self.load(w, lane, sp, addr, size * dsts.len())?;
@@ -699,13 +706,7 @@ impl Ctx<'_> {
             }
             Op::St { space, ty, vec } => {
                 let size = (ty.bits() / 8).max(1) as usize;
-                let srcs: &[Opnd] = match &a[1] {
-                    Opnd::Vec(v) => v,
-                    o => std::slice::from_ref(o),
-                };
-                if srcs.len() != *vec as usize {
-                    return self.fault("vector store with the wrong number of registers");
-                }
+                let srcs = registers(&a[1], *vec)?;
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[0], *space)?;
                     let mut bytes = [0u8; 32];

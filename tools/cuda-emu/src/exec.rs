@@ -1,10 +1,13 @@
 //! The interpreter: runs one kernel launch, block after block, each block's warps in turn.
 //!
-//! A warp runs its lanes in lockstep on the smallest program counter among them (so lanes
-//! that branched apart meet again where their paths join), which is what warp-wide
-//! instructions (`shfl`, `ldmatrix`, `mma`) need. A warp runs until each of its lanes has
-//! exited or waits at `bar.sync`; when every lane of the block waits, all go on. Blocks run
-//! one at a time, so `cp.async` copies at once and fences have nothing to order.
+//! A warp runs its lanes in lockstep. Where a branch sends them apart, each side runs in
+//! turn until it reaches the branch's reconvergence point (the immediate post-dominator,
+//! [`Kernel::reconverge`]), where they go on together (a per-warp stack of such entries), as
+//! warp-wide instructions (`shfl`, `ldmatrix`, `mma`, `wgmma`) need. A warp runs until it
+//! exits or waits at `bar.sync`; when every warp of the block waits, all go on. Blocks run
+//! one at a time, so `cp.async` copies at once and fences have nothing to order. A launch
+//! stops after [`STEP_LIMIT`] warp instructions (a kernel waiting for another block to set
+//! a flag would otherwise spin forever).
 //!
 //! Every global access is checked against the live device allocations: a kernel reading
 //! or writing outside them stops with the instruction's PTX line, as `compute-sanitizer`
@@ -19,6 +22,14 @@ pub const SHARED_WINDOW: u64 = 0xF000_0000_0000_0000;
 /// Generic addresses of the current thread's local memory.
 pub const LOCAL_WINDOW: u64 = 0xE000_0000_0000_0000;
 const WINDOW_SIZE: u64 = 1 << 40;
+
+/// Warp instructions one launch may run (`MAX_CUDA_EMU_STEP_LIMIT` overrides): about half
+/// an hour of emulation.
+pub const STEP_LIMIT: u64 = 200_000_000_000;
+
+fn step_limit() -> u64 {
+    std::env::var("MAX_CUDA_EMU_STEP_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(STEP_LIMIT)
+}
 
 /// Device memory as the kernel may touch it: `[start, end)` ranges, sorted.
 pub struct Memory {
@@ -90,6 +101,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) shared: Vec<u8>,
     ctaid: [u32; 3],
     pub(crate) line: usize,
+    /// Warp instructions run by this launch so far, and the most allowed.
+    steps: u64,
+    max_steps: u64,
 }
 
 type R<T> = Result<T, String>;
@@ -106,10 +120,12 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
         return Err(Fault { kernel: k.name.clone(), line: 0, msg: format!("{smem} bytes of shared memory (at most 227 KiB)") });
     }
     let nwarps = threads.div_ceil(32);
+    let max_steps = step_limit();
+    let mut steps = 0u64;
     for z in 0..l.grid[2] {
         for y in 0..l.grid[1] {
             for x in 0..l.grid[0] {
-                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0 };
+                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps };
                 let mut warps: Vec<Warp> = (0..nwarps)
                     .map(|w| {
                         let lanes = (threads - w * 32).min(32);
@@ -139,6 +155,7 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
                         break;
                     }
                 }
+                steps = ctx.steps;
             }
         }
     }
@@ -611,6 +628,10 @@ impl Ctx<'_> {
                 continue;
             }
             let pc = top.pc;
+            self.steps += 1;
+            if self.steps > self.max_steps {
+                return self.fault(format!("still running after {} warp instructions (MAX_CUDA_EMU_STEP_LIMIT): a spinning kernel?", self.max_steps));
+            }
             let Some(inst) = insts.get(pc as usize) else {
                 return self.fault("ran past the end of the kernel");
             };
@@ -901,7 +922,12 @@ impl Ctx<'_> {
                 }
             }
             Op::Shfl(mode) => {
-                // shfl.sync.MODE.b32 d, a, b, c, membermask
+                // shfl.sync.MODE.b32 d, a, b, c, membermask: every live lane the mask names
+                // must run it together.
+                let members = self.get(w, exec.trailing_zeros() as usize, &a[4]) as u32;
+                if members & w.alive & !exec != 0 {
+                    return self.fault(format!("shfl.sync with member mask {members:#010x} run by lanes {exec:#010x} only"));
+                }
                 let vals: Vec<u64> = (0..32).map(|l| self.get(w, l, &a[1])).collect();
                 for lane in lanes {
                     let b = (self.get(w, lane, &a[2]) & 31) as i64;
@@ -995,8 +1021,9 @@ impl Ctx<'_> {
                     let cf = if *cin { w.regs[cr * 32 + lane] as u128 & 1 } else { 0 };
                     let wide = match kind {
                         CarryOp::Add => x + y + cf,
-                        // a - b as a + !b + 1 (the carry is "no borrow"); subc adds CF for the +1.
-                        CarryOp::Sub => x + (!y & ((1u128 << n) - 1)) + if *cin { cf } else { 1 },
+                        // a - (b + CF): the flag is a borrow, and a borrow out shows as bit n
+                        // of the wrapped difference.
+                        CarryOp::Sub => x.wrapping_sub(y + cf) & ((1u128 << (n + 1)) - 1),
                         CarryOp::MadLo | CarryOp::MadHi => {
                             let p = x * y;
                             let part = if *kind == CarryOp::MadHi { p >> n } else { p & ((1u128 << n) - 1) };
@@ -1082,6 +1109,61 @@ $JOIN:
         let start = out.as_ptr() as u64;
         let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
         run(&Launch { kernel: k, grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+    }
+
+    /// Runs kernel `k` of `src` over one block of `threads` with `out` as its only parameter.
+    fn run_one(src: &str, out: &mut [u32], threads: u32) -> Result<(), Fault> {
+        let m = crate::ptx::parse(src, &mut |_, _| 0).unwrap();
+        let params = (out.as_mut_ptr() as u64).to_le_bytes();
+        let start = out.as_ptr() as u64;
+        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
+        run(&Launch { kernel: &m.kernels["k"], grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+    }
+
+    #[test]
+    fn borrow_chains_subtract_wide_integers() {
+        // (5 << 32 | 0) - 1 with 32-bit halves: sub.cc borrows, subc takes it.
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{\n\
+            .reg .b32 %r<6>;\n.reg .b64 %rd<2>;\nld.param.u64 %rd1, [k_param_0];\n\
+            mov.u32 %r1, 0;\nmov.u32 %r2, 5;\nsub.cc.u32 %r3, %r1, 1;\nsubc.u32 %r4, %r2, 0;\n\
+            add.cc.u32 %r5, %r3, 1;\naddc.u32 %r1, %r4, 0;\n\
+            st.global.v4.u32 [%rd1], {%r3, %r4, %r5, %r1};\nret;\n}\n";
+        let mut out = vec![0u32; 4];
+        run_one(src, &mut out, 1).unwrap();
+        assert_eq!(out, vec![u32::MAX, 4, 0, 5]);
+    }
+
+    #[test]
+    fn a_shuffle_missing_live_lanes_is_an_error_not_a_wrong_value() {
+        // Lanes 16-31 skip to the shuffle; 0-15 reach it later (lane 3 returns): the lanes
+        // meet only at the kernel's end, so the shuffle runs split and must not pass.
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{\n\
+            .reg .pred %p<3>;\n.reg .b32 %r<5>;\n.reg .b64 %rd<4>;\nld.param.u64 %rd1, [k_param_0];\n\
+            mov.u32 %r1, %tid.x;\nmov.u32 %r2, 1;\nsetp.lt.u32 %p1, %r1, 16;\n@!%p1 bra $Y;\n\
+            setp.eq.u32 %p2, %r1, 3;\n@%p2 bra $RET;\nmov.u32 %r2, 2;\n$Y:\n\
+            shfl.sync.bfly.b32 %r3, %r2, 16, 31, -1;\nmul.wide.u32 %rd2, %r1, 4;\nadd.s64 %rd3, %rd1, %rd2;\n\
+            st.global.u32 [%rd3], %r3;\n$RET:\nret;\n}\n";
+        let mut out = vec![0u32; 32];
+        let f = run_one(src, &mut out, 32).unwrap_err();
+        assert!(f.msg.contains("shfl.sync with member mask"), "{f}");
+    }
+
+    #[test]
+    fn lanes_meet_after_an_early_return() {
+        // if (tid < 16) { if (tid == 3) return; r = 2 } then a shuffle: the early `ret`
+        // block does not move the meeting point to the kernel's end.
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{\n\
+            .reg .pred %p<3>;\n.reg .b32 %r<5>;\n.reg .b64 %rd<4>;\nld.param.u64 %rd1, [k_param_0];\n\
+            mov.u32 %r1, %tid.x;\nmov.u32 %r2, 1;\nsetp.lt.u32 %p1, %r1, 16;\n@!%p1 bra $Y;\n\
+            setp.eq.u32 %p2, %r1, 3;\n@%p2 bra $EARLY;\nmov.u32 %r2, 2;\nbra.uni $Y;\n$EARLY:\nret;\n$Y:\n\
+            shfl.sync.bfly.b32 %r3, %r2, 16, 31, -1;\nmul.wide.u32 %rd2, %r1, 4;\nadd.s64 %rd3, %rd1, %rd2;\n\
+            st.global.u32 [%rd3], %r3;\nret;\n}\n";
+        let mut out = vec![0u32; 32];
+        run_one(src, &mut out, 32).unwrap();
+        for (l, v) in out.iter().enumerate().filter(|(l, _)| *l != 3 && *l != 19) {
+            assert_eq!(*v, if l < 16 { 1 } else { 2 }, "lane {l}");
+        }
+        assert_eq!(out[3], 0, "lane 3 returned before its store");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! What it does not model: concurrency between blocks (they run one after another, so a
 //! race between blocks cannot show), timing, and the GPU's exact rounding of tensor-core
 //! sums and approximate math (`ex2.approx` and the like are exact here). It is for
-//! correctness, not speed: a kernel runs about a million times slower than on a GPU.
+//! correctness, not speed: a kernel runs some 10^5 times slower than on a GPU.
 //!
 //! `scripts/cuda-emu.sh` builds it and links it as `libcuda.so` in a folder that
 //! `LD_LIBRARY_PATH` then names, for one command or test run.
@@ -51,7 +51,9 @@ const ALIGN: usize = 256;
 #[derive(Clone)]
 enum Node {
     Launch { kernel: Arc<ptx::Kernel>, grid: [u32; 3], block: [u32; 3], smem: usize, params: Vec<u8> },
-    Copy { dst: u64, src: u64, bytes: usize },
+    /// A copy; `*_device` says which sides are device memory (checked again when a graph
+    /// replays it: the buffer may have been freed since the capture).
+    Copy { dst: u64, dst_device: bool, src: u64, src_device: bool, bytes: usize },
     Set { dst: u64, value: u32, width: usize, count: usize },
 }
 
@@ -132,17 +134,24 @@ impl Device {
                     }
                 }
             }
-            Node::Copy { dst, src, bytes } => {
-                // SAFETY: both ranges were checked when the copy was queued (device ranges
-                // against the allocation table; host ranges are the caller's promise, as
-                // with the real driver).
+            Node::Copy { dst, dst_device, src, src_device, bytes } => {
+                if (*dst_device && !self.valid(*dst, *bytes)) || (*src_device && !self.valid(*src, *bytes)) {
+                    eprintln!("cuda-emu: a copy of {bytes} bytes from {src:#x} to {dst:#x} leaves device memory");
+                    return status::INVALID_VALUE;
+                }
+                // SAFETY: the device ranges lie in live allocations (checked just above); host
+                // ranges are the caller's promise, as with the real driver.
                 unsafe { std::ptr::copy(*src as *const u8, *dst as *mut u8, *bytes) };
                 status::SUCCESS
+            }
+            Node::Set { dst, width, count, .. } if !self.valid(*dst, width * count) => {
+                eprintln!("cuda-emu: a memset of {count} x {width} bytes at {dst:#x} leaves device memory");
+                status::INVALID_VALUE
             }
             Node::Set { dst, value, width, count } => {
                 for i in 0..*count {
                     let p = (*dst as usize + i * width) as *mut u8;
-                    // SAFETY: the range was checked against the allocation table when queued.
+                    // SAFETY: the range lies in a live allocation (the arm above checks it).
                     unsafe {
                         if *width == 4 {
                             std::ptr::write_unaligned(p as *mut u32, *value);
@@ -350,8 +359,29 @@ pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: *mut c_void, en
     status::SUCCESS
 }
 
+/// Dynamic shared memory each kernel (by function handle) has opted into above 48 KiB.
+static SMEM_OPT_IN: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// The most shared memory a block may have on the emulated chip (opting in).
+fn max_shared() -> usize {
+    match emulated_sm() {
+        (9, 0) => 232_448,
+        (8, 0) => 166_912,
+        _ => 101_376,
+    }
+}
+
 #[no_mangle]
-pub extern "C" fn cuFuncSetAttribute(_f: *mut c_void, _attr: c_uint, _value: c_int) -> CuResult {
+pub extern "C" fn cuFuncSetAttribute(f: *mut c_void, attr: c_uint, value: c_int) -> CuResult {
+    // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    if attr == 8 {
+        if value < 0 || value as usize > max_shared() {
+            return status::INVALID_VALUE;
+        }
+        let mut v = SMEM_OPT_IN.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(k, _)| *k != f as usize);
+        v.push((f as usize, value as usize));
+    }
     status::SUCCESS
 }
 
@@ -403,14 +433,15 @@ fn copy(dst: u64, dst_device: bool, src: u64, src_device: bool, bytes: usize) ->
             eprintln!("cuda-emu: a copy of {bytes} bytes from {src:#x} to {dst:#x} leaves device memory");
             return status::INVALID_VALUE;
         }
-        d.submit(Node::Copy { dst, src, bytes })
+        d.submit(Node::Copy { dst, dst_device, src, src_device, bytes })
     })
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemcpyAsync(dst: DevPtr, src: DevPtr, bytes: usize, _stream: *mut c_void) -> CuResult {
-    // Unified addressing: either side may be host or device memory.
-    let (dd, sd) = with_device(|d| (d.valid(dst, bytes), d.valid(src, bytes)));
+    // Unified addressing: either side may be host or device memory; a side that starts in
+    // a device allocation is device memory (and must then fit in it).
+    let (dd, sd) = with_device(|d| (d.valid(dst, 1), d.valid(src, 1)));
     copy(dst, dd, src, sd, bytes)
 }
 
@@ -457,6 +488,23 @@ pub unsafe extern "C" fn cuModuleLoadData(module: *mut *mut c_void, image: *cons
     }
     // SAFETY: the caller passes a NUL-terminated image (PTX is text).
     let text = unsafe { CStr::from_ptr(image as *const c_char) }.to_string_lossy();
+    // PTX for a later chip, or for another chip's architecture-specific features (sm_90a's
+    // wgmma), does not load, as with the real driver.
+    if let Some(t) = text.lines().find_map(|l| l.trim().strip_prefix(".target ")) {
+        let chip = t.split(',').next().unwrap_or("").trim().trim_start_matches("sm_");
+        let (num, specific) = match chip.strip_suffix('a') {
+            Some(n) => (n, true),
+            None => (chip, false),
+        };
+        let (major, minor) = emulated_sm();
+        let dev = major * 10 + minor;
+        if let Ok(want) = num.parse::<i32>() {
+            if want > dev || (specific && want != dev) {
+                eprintln!("cuda-emu: a PTX module for sm_{chip} does not run on the emulated sm_{dev} (MAX_CUDA_EMU_SM)");
+                return status::INVALID_PTX;
+            }
+        }
+    }
     // Module variables (libdevice's constant tables) live in device memory for good.
     let mut alloc = |init: &[u8], _align: usize| {
         with_device(|d| {
@@ -543,6 +591,13 @@ pub unsafe extern "C" fn cuLaunchKernel(
         Arc::increment_strong_count(f as *const ptx::Kernel);
         Arc::from_raw(f as *const ptx::Kernel)
     };
+    // As on a GPU: more than 48 KiB of dynamic shared memory needs the kernel's opt-in, and
+    // static plus dynamic must fit the chip.
+    let allowed = SMEM_OPT_IN.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == f as usize).map_or(48 * 1024, |(_, v)| *v);
+    if smem as usize > allowed.max(48 * 1024) || kernel.dyn_shared_offset + smem as usize > max_shared() {
+        eprintln!("cuda-emu: kernel {} launched with {smem} bytes of dynamic shared memory (opted into {allowed}; {} static; the chip has {})", kernel.name, kernel.dyn_shared_offset, max_shared());
+        return status::INVALID_VALUE;
+    }
     let size = kernel.params.iter().map(|p| p.offset + p.size).max().unwrap_or(0);
     let mut buf = vec![0u8; size];
     for (i, p) in kernel.params.iter().enumerate() {

@@ -607,6 +607,9 @@ impl KernelBuilder<'_> {
         for (i, a) in split_operands(rest).iter().enumerate() {
             args.push(self.operand(a, line, i)?);
         }
+        if !arity_ok(&op, &args) {
+            return Err(PtxError { line, msg: format!("`{opcode}` with {} operands, or operands of the wrong kind", args.len()) });
+        }
         let writes = !matches!(op, Op::St { .. } | Op::Bra | Op::Exit | Op::Bar | Op::Nop | Op::CpAsync { .. } | Op::Atom { red: true, .. });
         let writable = |o: &Opnd| matches!(o, Opnd::Reg(_) | Opnd::Sink);
         if writes {
@@ -621,6 +624,49 @@ impl KernelBuilder<'_> {
         }
         self.insts.push(Inst { guard, op, args, line });
         Ok(())
+    }
+}
+
+/// Whether `args` fit `op`: their count, and a vector of registers where the instruction
+/// takes one (so that execution never indexes past the operands).
+fn arity_ok(op: &Op, args: &[Opnd]) -> bool {
+    let n = args.len();
+    let vec_len = |i: usize| match args.get(i) {
+        Some(Opnd::Vec(v)) => v.len(),
+        _ => 0,
+    };
+    let addr = |i: usize| matches!(args.get(i), Some(Opnd::Addr { .. }));
+    match op {
+        Op::Mov(_) | Op::Cvta { .. } | Op::Un { .. } => n == 2,
+        Op::Ld { .. } => n == 2 && addr(1),
+        Op::St { .. } => n == 2 && addr(0),
+        Op::Bin { .. } | Op::Setp { .. } => n == 3,
+        Op::Mad { .. } | Op::Selp(_) | Op::Prmt | Op::Bfe(_) | Op::Shf { .. } => n == 4,
+        Op::Bfi(_) => n == 5,
+        Op::Cvt { dst, .. } => n == if matches!(dst, Ty::F16x2 | Ty::Bf16x2) { 3 } else { 2 },
+        Op::Carry { kind, .. } => n == if matches!(kind, CarryOp::MadLo | CarryOp::MadHi) { 4 } else { 3 },
+        Op::Shfl(_) => n == 5,
+        Op::Bra => n == 1 && matches!(args[0], Opnd::Label(_)),
+        // `bar.sync 0`; a thread count (`bar.sync 1, 64`) names a partial barrier.
+        Op::Bar => n <= 1,
+        Op::Exit | Op::Nop => true,
+        Op::CpAsync { .. } => (3..=4).contains(&n) && addr(0) && addr(1),
+        Op::Atom { op, red, .. } => {
+            let want = if *red { 2 } else if *op == AtomOp::Cas { 4 } else { 3 };
+            n == want && addr(if *red { 0 } else { 1 })
+        }
+        Op::Ldmatrix { count, .. } => n == 2 && vec_len(0) == *count as usize && addr(1),
+        Op::Mma { k, ab, .. } => {
+            let sixteen = matches!(ab, Ty::F16 | Ty::Bf16);
+            let (na, nb) = match (k, sixteen) {
+                (16, true) => (4, 2),
+                (8, true) => (2, 1),
+                (8, false) => (4, 2),
+                _ => return false,
+            };
+            n == 4 && vec_len(0) == 4 && vec_len(1) == na && vec_len(2) == nb && vec_len(3) == 4
+        }
+        Op::Wgmma { n: cols, .. } => n >= 4 && vec_len(0) == *cols as usize / 2,
     }
 }
 
@@ -722,14 +768,15 @@ pub fn decode(opcode: &str) -> Option<Op> {
     Some(match base {
         "mov" => Op::Mov(last_ty?),
         "shf" if has("b32") => Op::Shf { left: has("l"), clamp: has("clamp") },
-        "ld" => Op::Ld { space: space(), ty: last_ty?, vec: vec() },
-        "st" => Op::St { space: space(), ty: last_ty?, vec: vec() },
+        // At most 16 bytes an access, as on the GPU.
+        "ld" if vec() as u32 * last_ty?.bits() <= 128 => Op::Ld { space: space(), ty: last_ty?, vec: vec() },
+        "st" if vec() as u32 * last_ty?.bits() <= 128 => Op::St { space: space(), ty: last_ty?, vec: vec() },
         "cvta" => Op::Cvta { to: has("to"), space: space() },
         "add" => return bin(Bin::Add),
         "sub" => return bin(Bin::Sub),
         "mul" if has("wide") => return bin(Bin::MulWide),
         "mul" if has("hi") => return bin(Bin::MulHi),
-        "mul" | "mul24" => return bin(Bin::MulLo),
+        "mul" => return bin(Bin::MulLo),
         "div" => return bin(Bin::Div),
         "rem" => return bin(Bin::Rem),
         "min" if has("NaN") => return bin(Bin::MinNan),
@@ -802,9 +849,16 @@ pub fn decode(opcode: &str) -> Option<Op> {
                 "rpi" => Some(Rnd::Rpi),
                 _ => None,
             });
+            // `.relu`, `.satfinite` and directed rounding into 16-bit floats or from integers
+            // are not emulated: refuse them rather than round to nearest.
+            let directed = matches!(rnd, Some(Rnd::Rz | Rnd::Rm | Rnd::Rp));
+            if has("relu") || has("satfinite") || (directed && (matches!(types[0], Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2) || !types[1].float())) {
+                return None;
+            }
             Op::Cvt { dst: types[0], src: types[1], rnd, sat: has("sat") }
         }
-        "prmt" => Op::Prmt,
+        // The default byte permute only (no `.f4e`, `.b4e`, `.rc8`, `.ecl`, `.ecr`, `.rc16`).
+        "prmt" if mods == ["b32"] => Op::Prmt,
         "bfe" => Op::Bfe(last_ty?),
         "bfi" => Op::Bfi(last_ty?),
         "shfl" => Op::Shfl(if has("up") {
@@ -820,7 +874,8 @@ pub fn decode(opcode: &str) -> Option<Op> {
         }),
         "bra" => Op::Bra,
         "ret" | "exit" => Op::Exit,
-        "bar" | "barrier" if has("sync") || mods.is_empty() || has("cta") => Op::Bar,
+        // A whole-block barrier (`bar.sync 0`, `barrier.sync`); not `bar.warp.sync` or `arrive`.
+        "bar" | "barrier" if !has("warp") && !has("arrive") && !has("red") && (has("sync") || mods.is_empty()) => Op::Bar,
         "membar" | "fence" => Op::Nop,
         "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => Op::Nop,
         "cp" if has("async") && (has("ca") || has("cg")) && has("shared") && has("global") => Op::CpAsync { bytes: 0 },
@@ -858,7 +913,8 @@ pub fn decode(opcode: &str) -> Option<Op> {
             } else {
                 return None;
             };
-            if types.len() != 4 {
+            // f32 accumulators only (what our kernels use).
+            if types.len() != 4 || types[0] != Ty::F32 || types[3] != Ty::F32 || types[1] != types[2] {
                 return None;
             }
             Op::Mma { k, d: types[0], ab: types[1], c: types[3] }
@@ -1018,8 +1074,11 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
     while i < stmts.len() && stmts[i].text != "{" {
         i += 1;
     }
+    if i >= stmts.len() {
+        return Err(PtxError { line: head.line, msg: format!("entry {} has no body", name.trim()) });
+    }
     let mut depth = 0;
-    let mut body_end = i;
+    let mut body_end = None;
     // First pass: declarations (so operands resolve whatever their order).
     for (k, s) in stmts.iter().enumerate().skip(i) {
         match s.text.as_str() {
@@ -1027,7 +1086,7 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
             "}" => {
                 depth -= 1;
                 if depth == 0 {
-                    body_end = k;
+                    body_end = Some(k);
                     break;
                 }
             }
@@ -1037,6 +1096,7 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
             _ => {}
         }
     }
+    let body_end = body_end.ok_or_else(|| PtxError { line: head.line, msg: format!("the body of entry {} is not closed", name.trim()) })?;
     let (dyn_off, dyn_align) = match &b.extern_shared {
         Some((n, a)) => {
             let off = b.static_shared.next_multiple_of((*a).max(16));
@@ -1125,7 +1185,17 @@ fn reconvergence_points(insts: &[Inst]) -> Vec<u32> {
             }
         })
         .collect();
-    // Post-dominator sets as bitsets, by iteration to a fixed point.
+    // Post-dominator sets as bitsets, by iteration to a fixed point. A block that ends the
+    // kernel early (an unguarded `ret` other than the last one; a guarded `@p ret` already
+    // has no exit edge above) keeps the full set, so it does not pull a branch's meeting
+    // point down to the kernel's end: in `if (c) { if (d) return; X } Y` the lanes meet at
+    // Y, as warp-wide instructions there need.
+    let ends = |b: usize| {
+        let last = starts.get(b + 1).copied().unwrap_or(n) - 1;
+        insts[last].op == Op::Exit && insts[last].guard.is_none()
+    };
+    let final_exit = (0..nb).rev().find(|&b| ends(b));
+    let early = |b: usize| ends(b) && Some(b) != final_exit;
     let words = (nb + 1).div_ceil(64);
     let full = vec![u64::MAX; words];
     let mut pdom = vec![full; nb + 1];
@@ -1135,6 +1205,9 @@ fn reconvergence_points(insts: &[Inst]) -> Vec<u32> {
     while changed {
         changed = false;
         for b in (0..nb).rev() {
+            if early(b) {
+                continue;
+            }
             let mut s = vec![u64::MAX; words];
             for &x in &succ[b] {
                 for (w, v) in s.iter_mut().zip(&pdom[x]) {
@@ -1155,6 +1228,9 @@ fn reconvergence_points(insts: &[Inst]) -> Vec<u32> {
             continue;
         }
         let b = block_of[pc];
+        if pdom[b].iter().all(|w| *w == u64::MAX) {
+            continue; // every path ends early: the sides run to their ends
+        }
         let want = count(&pdom[b]) - 1;
         // The strict post-dominator that all the others post-dominate.
         let ipdom = (0..=nb).find(|&p| p != b && pdom[b][p / 64] & (1 << (p % 64)) != 0 && count(&pdom[p]) == want);
@@ -1222,6 +1298,24 @@ $L__BB0_2:
         let e = parse(&bad, &mut |_, _| 0).unwrap_err();
         assert!(e.msg.contains("frobnicate.b32"), "{e}");
         assert_eq!(e.line, 28);
+    }
+
+    #[test]
+    fn malformed_or_unemulated_ptx_is_an_error() {
+        for (bad, why) in [
+            ("add.s32 %r1, %r2;", "operands"),
+            ("ld.global.v4.b64 {%rd1, %rd2, %rd1, %rd2}, [%rd1];", "unsupported instruction"),
+            ("prmt.b32.f4e %r1, %r1, %r1, %r1;", "unsupported instruction"),
+            ("bar.sync 1, 64;", "operands"),
+            ("cvt.rz.f16.f32 %r1, %r1;", "unsupported instruction"),
+        ] {
+            let e = parse(&SRC.replace("ret;", bad), &mut |_, _| 0).unwrap_err();
+            assert!(e.msg.contains(why), "{bad}: {e}");
+        }
+        // Truncated text: an entry without its closing brace.
+        let cut = &SRC[..SRC.rfind('}').unwrap()];
+        assert!(parse(cut, &mut |_, _| 0).unwrap_err().msg.contains("not closed"));
+        assert!(decode("mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16").is_none());
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! - output: `logits[B, vocab]`.
 //!
 //! Per layer: RMS norm, the Q/K/V projection (the three weights side by side, one matmul,
-//! its output split, where their storage types allow), RoPE on Q and K, the K/V cache writes, causal grouped-query attention
-//! over the cache, the output projection and residual, then RMS norm, the SwiGLU MLP (gate
-//! and up as one matmul) and residual. Weights stay in their GGUF block layout where a
+//! its output split, where their storage types allow), RoPE on Q and K, the K/V cache
+//! writes, causal grouped-query attention over the cache, the output projection and
+//! residual, then RMS norm, the SwiGLU MLP (gate and up as one matmul) and residual. Weights stay in their GGUF block layout where a
 //! kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K); other types are expanded to
 //! f32 at compile time.
 

@@ -31,13 +31,28 @@ fn step_limit() -> u64 {
     std::env::var("MAX_CUDA_EMU_STEP_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(STEP_LIMIT)
 }
 
-/// Device memory as the kernel may touch it: `[start, end)` ranges, sorted.
+/// Device memory: the live allocations as `[start, end)` ranges, sorted (the driver's
+/// allocation table, which kernels' accesses are checked against).
+#[derive(Default)]
 pub struct Memory {
     pub ranges: Vec<(u64, u64)>,
 }
 
 impl Memory {
-    fn contains(&self, addr: u64, len: u64) -> bool {
+    /// Records an allocation.
+    pub fn insert(&mut self, start: u64, end: u64) {
+        let i = self.ranges.partition_point(|&(s, _)| s < start);
+        self.ranges.insert(i, (start, end));
+    }
+
+    /// Forgets the allocation starting at `start`, returning its end.
+    pub fn remove(&mut self, start: u64) -> Option<u64> {
+        let i = self.ranges.binary_search_by_key(&start, |&(s, _)| s).ok()?;
+        Some(self.ranges.remove(i).1)
+    }
+
+    /// Whether `[addr, addr + len)` lies inside one allocation.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
         let i = self.ranges.partition_point(|&(s, _)| s <= addr);
         i > 0 && {
             let (_, e) = self.ranges[i - 1];
@@ -65,6 +80,7 @@ pub struct Launch<'a> {
     pub kernel: &'a Kernel,
     pub grid: [u32; 3],
     pub block: [u32; 3],
+    /// Dynamic shared memory (the caller has checked it against the chip's limit).
     pub dyn_shared: usize,
     /// The parameter buffer, laid out as the kernel's `.param`s.
     pub params: &'a [u8],
@@ -115,10 +131,8 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
     if threads == 0 || threads > 1024 {
         return Err(Fault { kernel: k.name.clone(), line: 0, msg: format!("block of {threads} threads (1 to 1024 allowed)") });
     }
+    // The driver has checked the size against the chip's limit.
     let smem = k.dyn_shared_offset + l.dyn_shared;
-    if smem > 232_448 {
-        return Err(Fault { kernel: k.name.clone(), line: 0, msg: format!("{smem} bytes of shared memory (at most 227 KiB)") });
-    }
     let nwarps = threads.div_ceil(32);
     let max_steps = step_limit();
     let mut steps = 0u64;
@@ -236,6 +250,31 @@ fn per_half(ty: Ty, a: u64, b: u64, c: u64, f: impl Fn(f64, f64, f64) -> f64) ->
     } else {
         fbits(f(fval(a, ty), fval(b, ty), fval(c, ty)), ty)
     }
+}
+
+/// `.sat`: clamped to [0, 1], NaN to 0.
+fn sat01(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(0.0, 1.0)
+    }
+}
+
+/// The sign bit(s) of a float type (both halves of an `x2` type).
+fn sign_mask(ty: Ty) -> u64 {
+    if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+        0x8000_8000
+    } else {
+        1u64 << (ty.bits() - 1)
+    }
+}
+
+/// Little-endian bytes as an integer.
+fn le_value(bytes: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    raw[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(raw)
 }
 
 fn f32_op(op: Bin, a: f64, b: f64) -> f64 {
@@ -375,45 +414,22 @@ fn compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> bool {
             Cmp::Nan => unordered,
         };
     }
+    use std::cmp::Ordering::{Equal, Greater, Less};
     let n = ty.bits();
-    let (sa, sb) = (sext(a, n), sext(b, n));
     let (ua, ub) = (mask_bits(a, n), mask_bits(b, n));
-    let signed = ty.signed();
+    let unsigned = ua.cmp(&ub);
+    let ord = if ty.signed() { sext(a, n).cmp(&sext(b, n)) } else { unsigned };
     match cmp {
-        Cmp::Eq | Cmp::Equ => ua == ub,
-        Cmp::Ne | Cmp::Neu => ua != ub,
-        Cmp::Lt | Cmp::Ltu => {
-            if signed {
-                sa < sb
-            } else {
-                ua < ub
-            }
-        }
-        Cmp::Le | Cmp::Leu => {
-            if signed {
-                sa <= sb
-            } else {
-                ua <= ub
-            }
-        }
-        Cmp::Gt | Cmp::Gtu => {
-            if signed {
-                sa > sb
-            } else {
-                ua > ub
-            }
-        }
-        Cmp::Ge | Cmp::Geu => {
-            if signed {
-                sa >= sb
-            } else {
-                ua >= ub
-            }
-        }
-        Cmp::Lo => ua < ub,
-        Cmp::Ls => ua <= ub,
-        Cmp::Hi => ua > ub,
-        Cmp::Hs => ua >= ub,
+        Cmp::Eq | Cmp::Equ => ord == Equal,
+        Cmp::Ne | Cmp::Neu => ord != Equal,
+        Cmp::Lt | Cmp::Ltu => ord == Less,
+        Cmp::Le | Cmp::Leu => ord != Greater,
+        Cmp::Gt | Cmp::Gtu => ord == Greater,
+        Cmp::Ge | Cmp::Geu => ord != Less,
+        Cmp::Lo => unsigned == Less,
+        Cmp::Ls => unsigned != Greater,
+        Cmp::Hi => unsigned == Greater,
+        Cmp::Hs => unsigned != Less,
         Cmp::Num | Cmp::Nan => false,
     }
 }
@@ -467,7 +483,7 @@ fn cvt(dst: Ty, src: Ty, rnd: Option<Rnd>, sat: bool, v: u64) -> u64 {
         let x = fval(v, src);
         if dst.float() {
             let x = if matches!(rnd, Some(Rnd::Rni | Rnd::Rzi | Rnd::Rmi | Rnd::Rpi)) { round_int(x, rnd) } else { x };
-            let x = if sat { if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) } } else { x };
+            let x = if sat { sat01(x) } else { x };
             return match (dst, rnd) {
                 (Ty::F32, Some(Rnd::Rz | Rnd::Rm | Rnd::Rp)) => to_f32_dir(x, rnd).to_bits() as u64,
                 _ => fbits(x, dst),
@@ -491,11 +507,8 @@ fn cvt(dst: Ty, src: Ty, rnd: Option<Rnd>, sat: bool, v: u64) -> u64 {
     let n = src.bits();
     let iv: i128 = if src.signed() { sext(v, n) as i128 } else { mask_bits(v, n) as i128 };
     if dst.float() {
-        let x = iv as f64;
-        return match dst {
-            Ty::F32 => (if src.bits() == 64 { if src.signed() { iv as i64 as f32 } else { iv as u64 as f32 } } else { x as f32 }).to_bits() as u64,
-            _ => fbits(x, dst),
-        };
+        // One rounding, straight from the integer (through f64 a 64-bit one would round twice).
+        return if dst == Ty::F32 { (iv as f32).to_bits() as u64 } else { fbits(iv as f64, dst) };
     }
     let m = dst.bits();
     if sat {
@@ -717,9 +730,7 @@ impl Ctx<'_> {
                     let (sp, addr) = self.address(w, lane, &a[1], *space)?;
                     let bytes = self.load(w, lane, sp, addr, size * dsts.len())?;
                     for (i, d) in dsts.iter().enumerate() {
-                        let mut raw = [0u8; 8];
-                        raw[..size].copy_from_slice(&bytes[i * size..(i + 1) * size]);
-                        let v = u64::from_le_bytes(raw);
+                        let v = le_value(&bytes[i * size..(i + 1) * size]);
                         let v = if ty.signed() { sext(v, ty.bits()) as u64 } else { v };
                         self.set(w, lane, d, v);
                     }
@@ -730,7 +741,7 @@ impl Ctx<'_> {
                 let srcs = registers(&a[1], *vec)?;
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[0], *space)?;
-                    let mut bytes = [0u8; 32];
+                    let mut bytes = [0u8; 16];
                     for (i, s) in srcs.iter().enumerate() {
                         bytes[i * size..(i + 1) * size].copy_from_slice(&self.get(w, lane, s).to_le_bytes()[..size]);
                     }
@@ -749,7 +760,8 @@ impl Ctx<'_> {
                     self.set(w, lane, &a[0], r);
                 }
             }
-            Op::Bin { op: op @ (Bin::Add | Bin::Sub | Bin::MulLo), ty: Ty::F32, sat: false } => {
+            // f32 in f32 itself: the common case, and `fma` must round once.
+            Op::Bin { op: op @ (Bin::Add | Bin::Sub | Bin::MulLo), ty: Ty::F32, sat } => {
                 for lane in lanes {
                     let (x, y) = (f32::from_bits(self.get(w, lane, &a[1]) as u32), f32::from_bits(self.get(w, lane, &a[2]) as u32));
                     let r = match op {
@@ -757,13 +769,15 @@ impl Ctx<'_> {
                         Bin::Sub => x - y,
                         _ => x * y,
                     };
+                    let r = if *sat { sat01(r as f64) as f32 } else { r };
                     self.set(w, lane, &a[0], r.to_bits() as u64);
                 }
             }
-            Op::Mad { ty: Ty::F32, sat: false, .. } => {
+            Op::Mad { ty: Ty::F32, sat, .. } => {
                 for lane in lanes {
                     let (x, y, z) = (self.get(w, lane, &a[1]) as u32, self.get(w, lane, &a[2]) as u32, self.get(w, lane, &a[3]) as u32);
                     let r = f32::from_bits(x).mul_add(f32::from_bits(y), f32::from_bits(z));
+                    let r = if *sat { sat01(r as f64) as f32 } else { r };
                     self.set(w, lane, &a[0], r.to_bits() as u64);
                 }
             }
@@ -771,12 +785,7 @@ impl Ctx<'_> {
                 for lane in lanes {
                     let (x, y) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]));
                     let r = if ty.float() {
-                        let r = per_half(*ty, x, y, 0, |p, q, _| f32_op(*op, p, q));
-                        if *sat {
-                            per_half(*ty, r, 0, 0, |p, _, _| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) })
-                        } else {
-                            r
-                        }
+                        per_half(*ty, x, y, 0, |p, q, _| if *sat { sat01(f32_op(*op, p, q)) } else { f32_op(*op, p, q) })
                     } else if *ty == Ty::Pred {
                         int_bin(*op, Ty::B32, x, y, false)? & 1
                     } else {
@@ -790,8 +799,8 @@ impl Ctx<'_> {
                     let x = self.get(w, lane, &a[1]);
                     let r = if ty.float() {
                         match op {
-                            Un::Neg => x ^ if matches!(ty, Ty::F16x2 | Ty::Bf16x2) { 0x8000_8000 } else { 1u64 << (ty.bits() - 1) },
-                            Un::Abs => x & !if matches!(ty, Ty::F16x2 | Ty::Bf16x2) { 0x8000_8000 } else { 1u64 << (ty.bits() - 1) },
+                            Un::Neg => x ^ sign_mask(*ty),
+                            Un::Abs => x & !sign_mask(*ty),
                             _ => per_half(*ty, x, 0, 0, |v, _, _| match op {
                                 Un::Sqrt => v.sqrt(),
                                 Un::Rsqrt => 1.0 / v.sqrt(),
@@ -824,16 +833,7 @@ impl Ctx<'_> {
                 for lane in lanes {
                     let (x, y, z) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]), self.get(w, lane, &a[3]));
                     let r = if ty.float() {
-                        let r = if *ty == Ty::F32 {
-                            f32::from_bits(x as u32).mul_add(f32::from_bits(y as u32), f32::from_bits(z as u32)).to_bits() as u64
-                        } else {
-                            per_half(*ty, x, y, z, |p, q, r| p.mul_add(q, r))
-                        };
-                        if *sat {
-                            per_half(*ty, r, 0, 0, |p, _, _| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) })
-                        } else {
-                            r
-                        }
+                        per_half(*ty, x, y, z, |p, q, r| if *sat { sat01(p.mul_add(q, r)) } else { p.mul_add(q, r) })
                     } else {
                         let n = ty.bits();
                         let p = int_bin(if *wide { Bin::MulWide } else if *hi { Bin::MulHi } else { Bin::MulLo }, *ty, x, y, false)?;
@@ -928,7 +928,7 @@ impl Ctx<'_> {
                 if members & w.alive & !exec != 0 {
                     return self.fault(format!("shfl.sync with member mask {members:#010x} run by lanes {exec:#010x} only"));
                 }
-                let vals: Vec<u64> = (0..32).map(|l| self.get(w, l, &a[1])).collect();
+                let vals: [u64; 32] = std::array::from_fn(|l| self.get(w, l, &a[1]));
                 for lane in lanes {
                     let b = (self.get(w, lane, &a[2]) & 31) as i64;
                     let c = self.get(w, lane, &a[3]) as i64;
@@ -970,10 +970,7 @@ impl Ctx<'_> {
                 let (addr_i, val_i) = if *red { (0, 1) } else { (1, 2) };
                 for lane in lanes {
                     let (sp, addr) = self.address(w, lane, &a[addr_i], *space)?;
-                    let old_b = self.load(w, lane, sp, addr, size)?;
-                    let mut raw = [0u8; 8];
-                    raw[..size].copy_from_slice(&old_b[..size]);
-                    let old = u64::from_le_bytes(raw);
+                    let old = le_value(&self.load(w, lane, sp, addr, size)?[..size]);
                     let v = self.get(w, lane, &a[val_i]);
                     let n = ty.bits();
                     let new = match op {

@@ -23,7 +23,7 @@ pub mod ptx;
 mod tensor_core;
 
 use std::alloc::Layout;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -65,8 +65,8 @@ struct Graph {
 
 #[derive(Default)]
 struct Device {
-    /// Live allocations: address -> layout.
-    allocs: BTreeMap<u64, Layout>,
+    /// Live allocations (each `[address, address + size)`, allocated with [`ALIGN`]).
+    mem: exec::Memory,
     /// The graph being captured, if any.
     capture: Option<Graph>,
 }
@@ -87,12 +87,8 @@ fn with_device<T>(f: impl FnOnce(&mut Device) -> T) -> T {
 }
 
 impl Device {
-    fn memory(&self) -> exec::Memory {
-        exec::Memory { ranges: self.allocs.iter().map(|(&a, l)| (a, a + l.size() as u64)).collect() }
-    }
-
     fn valid(&self, addr: u64, bytes: usize) -> bool {
-        self.allocs.range(..=addr).next_back().is_some_and(|(&a, l)| addr + bytes as u64 <= a + l.size() as u64)
+        self.mem.contains(addr, bytes as u64)
     }
 
     fn alloc(&mut self, bytes: usize) -> Option<u64> {
@@ -102,26 +98,22 @@ impl Device {
         if p.is_null() {
             return None;
         }
-        self.allocs.insert(p as u64, layout);
+        self.mem.insert(p as u64, p as u64 + layout.size() as u64);
         Some(p as u64)
     }
 
     fn free(&mut self, addr: u64) -> bool {
-        match self.allocs.remove(&addr) {
-            Some(layout) => {
-                // SAFETY: `addr` was returned by `alloc` with this layout and is freed once.
-                unsafe { std::alloc::dealloc(addr as *mut u8, layout) };
-                true
-            }
-            None => false,
-        }
+        let Some(end) = self.mem.remove(addr) else { return false };
+        let layout = Layout::from_size_align((end - addr) as usize, ALIGN).expect("made by alloc");
+        // SAFETY: `addr` was returned by `alloc` with this layout and is freed once.
+        unsafe { std::alloc::dealloc(addr as *mut u8, layout) };
+        true
     }
 
     fn run(&mut self, node: &Node) -> CuResult {
         match node {
             Node::Launch { kernel, grid, block, smem, params } => {
-                let mem = self.memory();
-                let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &mem };
+                let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &self.mem };
                 match exec::run(&l) {
                     Ok(()) => status::SUCCESS,
                     Err(f) => {
@@ -181,13 +173,16 @@ fn trace() -> bool {
     *TRACE.get_or_init(|| std::env::var("MAX_CUDA_EMU_TRACE").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
+/// The compute capability reported (`MAX_CUDA_EMU_SM`, read once; 9.0 by default).
 fn emulated_sm() -> (i32, i32) {
-    let v = std::env::var("MAX_CUDA_EMU_SM").unwrap_or_default();
-    let v = v.trim().trim_start_matches("sm_");
-    match v.parse::<i32>() {
-        Ok(n) if n >= 50 => (n / 10, n % 10),
-        _ => (9, 0),
-    }
+    static SM: std::sync::OnceLock<(i32, i32)> = std::sync::OnceLock::new();
+    *SM.get_or_init(|| {
+        let v = std::env::var("MAX_CUDA_EMU_SM").unwrap_or_default();
+        match v.trim().trim_start_matches("sm_").parse::<i32>() {
+            Ok(n) if n >= 50 => (n / 10, n % 10),
+            _ => (9, 0),
+        }
+    })
 }
 
 // ---- The driver API. Handles are boxed Rust values; device pointers are host addresses.
@@ -664,10 +659,9 @@ pub unsafe extern "C" fn cuGraphInstantiateWithFlags(exec: *mut *mut c_void, gra
 #[no_mangle]
 pub unsafe extern "C" fn cuGraphLaunch(exec: *mut c_void, _stream: *mut c_void) -> CuResult {
     // SAFETY: a live executable graph.
-    let g = unsafe { &*(exec as *const GraphRef) };
-    let nodes = g.lock().unwrap_or_else(|p| p.into_inner()).nodes.clone();
-    for n in &nodes {
-        let r = with_device(|d| d.submit(n.clone()));
+    let g = unsafe { &*(exec as *const GraphRef) }.lock().unwrap_or_else(|p| p.into_inner());
+    for n in &g.nodes {
+        let r = with_device(|d| if d.capture.is_some() { d.submit(n.clone()) } else { d.run(n) });
         if r != status::SUCCESS {
             return r;
         }

@@ -305,7 +305,6 @@ pub struct Kernel {
     /// Static shared memory (bytes); dynamic shared memory starts at `dyn_shared_offset`.
     pub static_shared: usize,
     pub dyn_shared_offset: usize,
-    pub dyn_shared_align: usize,
     /// Local memory per thread.
     pub local_bytes: usize,
     /// For each branch, the instruction where lanes that went apart there meet again (the
@@ -513,11 +512,16 @@ impl KernelBuilder<'_> {
             self.local_bytes = off + bytes;
             self.syms.local.insert(name, off);
         } else {
-            let off = self.static_shared.next_multiple_of(align.max(1));
-            self.static_shared = off + bytes;
-            self.syms.shared.insert(name, off);
+            self.place_shared(name, align, bytes);
         }
         Ok(())
+    }
+
+    /// Gives a static shared variable its offset after the ones placed before it.
+    fn place_shared(&mut self, name: String, align: usize, bytes: usize) {
+        let off = self.static_shared.next_multiple_of(align.max(1));
+        self.static_shared = off + bytes;
+        self.syms.shared.insert(name, off);
     }
 
     fn operand(&mut self, s: &str, line: usize, idx: usize) -> Result<Opnd, PtxError> {
@@ -1064,9 +1068,7 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
         if *bytes == 0 {
             b.extern_shared = Some((n.clone(), *align));
         } else {
-            let off = b.static_shared.next_multiple_of((*align).max(1));
-            b.static_shared = off + bytes;
-            b.syms.shared.insert(n.clone(), off);
+            b.place_shared(n.clone(), *align, *bytes);
         }
     }
     // Skip directives until the body opens.
@@ -1097,14 +1099,12 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
         }
     }
     let body_end = body_end.ok_or_else(|| PtxError { line: head.line, msg: format!("the body of entry {} is not closed", name.trim()) })?;
-    let (dyn_off, dyn_align) = match &b.extern_shared {
-        Some((n, a)) => {
-            let off = b.static_shared.next_multiple_of((*a).max(16));
-            b.syms.shared.insert(n.clone(), off);
-            (off, *a)
-        }
-        None => (b.static_shared.next_multiple_of(16), 16),
-    };
+    // Dynamic shared memory (the module's `extern` array) starts after the static.
+    let align = b.extern_shared.as_ref().map_or(16, |(_, a)| (*a).max(16));
+    let dyn_off = b.static_shared.next_multiple_of(align);
+    if let Some((n, _)) = &b.extern_shared {
+        b.syms.shared.insert(n.clone(), dyn_off);
+    }
     for s in &stmts[i + 1..body_end] {
         let t = s.text.as_str();
         if t == "{" || t == "}" || t.starts_with(".reg") || t.starts_with(".shared") || t.starts_with(".local") || t.starts_with(".pragma") {
@@ -1130,7 +1130,6 @@ fn parse_entry(stmts: &[Stmt], start: usize, module_shared: &[(String, usize, us
         insts: b.insts,
         static_shared: b.static_shared,
         dyn_shared_offset: dyn_off,
-        dyn_shared_align: dyn_align,
         local_bytes: b.local_bytes,
         reconverge: Vec::new(),
     };

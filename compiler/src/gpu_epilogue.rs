@@ -116,12 +116,13 @@ pub const REDUCE_THREADS: usize = 256;
 /// Partial sums a reduction thread loads before adding them.
 const REDUCE_UNROLL: usize = 8;
 
-/// The split-K reduction kernel `@reduce(%P, <extra operands>, %C)`: `C[r, c] =
-/// epilogue(sum over z of P[z, r, c])`, a block per row and [`REDUCE_THREADS`] columns.
-pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
-    let extra: String = params(spec).iter().map(|p| format!(", {p}")).collect();
-    let t = REDUCE_THREADS;
-    let (code, y) = element(spec, "%acc", "%row", "%col", "red");
+/// Kernel code (at `indent`): `C[%row, %col] = epilogue(sum over z < %S of P[z, %row,
+/// %col])`, with `%P`, `%C`, `%S`, `%row`, `%col`, `%c0`, `%c1` and `%fzero` in scope. The
+/// sum runs in z order from zero, so every caller computes the same bits. Its names start
+/// with `%rd`, which kernels that include it leave free.
+pub fn sum_partials_into(spec: &KernelSpec, tc: &str, indent: usize) -> String {
+    let (code, y) = element(spec, "%rd_acc", "%row", "%col", "red");
+    let pad = " ".repeat(indent);
     // The partial sums are loaded REDUCE_UNROLL at a time, all in flight before the adds
     // (which keep their order: z = 0, 1, ...): one load per trip left the down projection's
     // 56 chunks 56 dependent round trips to L2.
@@ -129,16 +130,40 @@ pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
     let last = u - 1;
     let mut unrolled = String::new();
     for k in 0..u {
-        let z = if k == 0 { "%z".to_string() } else {
-            unrolled.push_str(&format!("          %ck{k} = arith.constant {k} : index\n          %z{k} = arith.addi %z, %ck{k} : index\n"));
-            format!("%z{k}")
+        let z = if k == 0 { "%rd_z".to_string() } else {
+            unrolled.push_str(&format!("{pad}  %rd_ck{k} = arith.constant {k} : index\n{pad}  %rd_z{k} = arith.addi %rd_z, %rd_ck{k} : index\n"));
+            format!("%rd_z{k}")
         };
-        unrolled.push_str(&format!("          %p{k} = memref.load %P[{z}, %row, %col] : memref<?x?x?xf32>\n"));
+        unrolled.push_str(&format!("{pad}  %rd_p{k} = memref.load %P[{z}, %row, %col] : memref<?x?x?xf32>\n"));
     }
     for k in 0..u {
-        let prev = if k == 0 { "%a".to_string() } else { format!("%s{}", k - 1) };
-        unrolled.push_str(&format!("          %s{k} = arith.addf {prev}, %p{k} : f32\n"));
+        let prev = if k == 0 { "%rd_a".to_string() } else { format!("%rd_s{}", k - 1) };
+        unrolled.push_str(&format!("{pad}  %rd_s{k} = arith.addf {prev}, %rd_p{k} : f32\n"));
     }
+    let code: String = code.lines().map(|l| format!("{pad}{}\n", l.trim_start())).collect();
+    format!(
+        "{pad}%rd_cu = arith.constant {u} : index
+{pad}%rd_Sr = arith.remui %S, %rd_cu : index
+{pad}%rd_Su = arith.subi %S, %rd_Sr : index
+{pad}%rd_accu = scf.for %rd_z = %c0 to %rd_Su step %rd_cu iter_args(%rd_a = %fzero) -> (f32) {{
+{unrolled}{pad}  scf.yield %rd_s{last} : f32
+{pad}}}
+{pad}%rd_acc = scf.for %rd_zr = %rd_Su to %S step %c1 iter_args(%rd_ar = %rd_accu) -> (f32) {{
+{pad}  %rd_pz = memref.load %P[%rd_zr, %row, %col] : memref<?x?x?xf32>
+{pad}  %rd_az = arith.addf %rd_ar, %rd_pz : f32
+{pad}  scf.yield %rd_az : f32
+{pad}}}
+{code}{pad}memref.store {y}, %C[%row, %col] : {tc}
+"
+    )
+}
+
+/// The split-K reduction kernel `@reduce(%P, <extra operands>, %C)`: `C[r, c] =
+/// epilogue(sum over z of P[z, r, c])`, a block per row and [`REDUCE_THREADS`] columns.
+pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
+    let extra: String = params(spec).iter().map(|p| format!(", {p}")).collect();
+    let t = REDUCE_THREADS;
+    let body = sum_partials_into(spec, tc, 8);
     format!(
         "    gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {t}, 1, 1>}} {{
       %c0 = arith.constant 0 : index
@@ -155,19 +180,7 @@ pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
       %col = arith.addi %base, %tid : index
       %ok = arith.cmpi ult, %col, %N : index
       scf.if %ok {{
-        %cu = arith.constant {u} : index
-        %Sr = arith.remui %S, %cu : index
-        %Su = arith.subi %S, %Sr : index
-        %accu = scf.for %z = %c0 to %Su step %cu iter_args(%a = %fzero) -> (f32) {{
-{unrolled}          scf.yield %s{last} : f32
-        }}
-        %acc = scf.for %z = %Su to %S step %c1 iter_args(%a = %accu) -> (f32) {{
-          %pz = memref.load %P[%z, %row, %col] : memref<?x?x?xf32>
-          %az = arith.addf %a, %pz : f32
-          scf.yield %az : f32
-        }}
-{code}        memref.store {y}, %C[%row, %col] : {tc}
-      }}
+{body}      }}
       gpu.return
     }}
 "

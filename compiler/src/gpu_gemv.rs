@@ -7,9 +7,10 @@
 //! each, so a warp reads 512 contiguous bytes) by `lanes` lanes of K; a thread walks its
 //! chunk's rows `k = lane, lane + lanes, ...` several loads ahead, multiplying each into
 //! every row of A. The K lanes meet in shared memory (with one lane, each thread's sums
-//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`;
-//! the split-K reduction kernel ([`crate::gpu_epilogue::reduce_kernel`]) sums the chunks
-//! and applies the epilogue.
+//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`.
+//! The last block of a column block to finish (an atomic count per column block) sums the
+//! chunks in order and applies the epilogue, so a product is one launch: the separate
+//! reduction kernel was a second graph node per projection in every decode step.
 //!
 //! The chunks are sized from K and N ([`Config::grid`]) for a grid of about `blocks`
 //! blocks: a fixed chunk left Llama's 1024-column K/V projections 64 blocks on a 132-SM
@@ -18,7 +19,7 @@
 //! quarter of the 4-row kernel's multiplies and loads of A.
 
 use crate::gpu_text::KernelText as Gen;
-use crate::lower::BindingType;
+use crate::lower::{BindingType, KernelSpec};
 use max_dialects::DType;
 
 /// Most rows of A the matrix-vector kernel takes (larger M use the tensor cores).
@@ -100,12 +101,12 @@ pub fn applies(a: &BindingType, b: &BindingType) -> bool {
         && b.dims[1].is_some_and(|n| n > 0 && n % 8 == 0)
 }
 
-/// Host code: the launch of `@gemv1` (one row) or `@gemv` into a partial-sum buffer and of
-/// `@reduce` from it (in module `module`), when `%m` is 1 to [`MAX_ROWS`] (`%m`, `%n`,
-/// `%c1` in scope); `otherwise` runs for other M. `a` and `b` are the operands (which
-/// [`applies`] accepted); `reduce_args` are the reduction's operands after P.
-pub fn host(module: &str, a: &BindingType, b: &BindingType, reduce_args: &str, otherwise: &str) -> String {
-    let rt = crate::gpu_epilogue::REDUCE_THREADS;
+/// Host code: the launch of `@gemv1` (one row) or `@gemv` (in module `module`) into a
+/// partial-sum buffer that the kernel itself reduces, when `%m` is 1 to [`MAX_ROWS`] (`%m`,
+/// `%n`, `%c1` in scope); `otherwise` runs for other M. `a` and `b` are the operands (which
+/// [`applies`] accepted); `out_args` are the kernel's operands after the chunk length (the
+/// epilogue's and the output).
+pub fn host(module: &str, a: &BindingType, b: &BindingType, out_args: &str, otherwise: &str) -> String {
     let (ta, tb) = (a.memref(), b.memref());
     let (k, n) = (a.dims[1].expect("applies: static K"), b.dims[1].expect("applies: static N"));
     let (gx, kc, chunks) = Config::current().grid(k, n);
@@ -122,13 +123,10 @@ pub fn host(module: &str, a: &BindingType, b: &BindingType, reduce_args: &str, o
       %gv_p = memref.alloc(%gv_chunks, %m, %n) : memref<?x?x?xf32>
       %gv_one = arith.cmpi eq, %m, %c1 : index
       scf.if %gv_one {{
-        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index)
+        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
       }} else {{
-        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index)
+        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
       }}
-      %gv_rt = arith.constant {rt} : index
-      %gv_gr = arith.ceildivui %n, %gv_rt : index
-      gpu.launch_func @{module}::@reduce blocks in (%m, %gv_gr, %c1) threads in (%gv_rt, %c1, %c1) args(%gv_p : memref<?x?x?xf32>{reduce_args})
       memref.dealloc %gv_p : memref<?x?x?xf32>
     }} else {{
 {otherwise}    }}
@@ -136,16 +134,26 @@ pub fn host(module: &str, a: &BindingType, b: &BindingType, reduce_args: &str, o
     )
 }
 
-/// The kernels `@gemv1` (one row of A) and `@gemv` (up to [`MAX_ROWS`]): block `(x, y)`
-/// writes `P[y, m, x * cols ..]` for every row `m`, summing rows `y * kc ..` of K.
-pub fn kernel(ta: &str, tb: &str, dt: DType) -> String {
+/// The kernels `@gemv1` (one row of A) and `@gemv` (up to [`MAX_ROWS`]) of the matmul
+/// `spec` (output type `tc`): block `(x, y)` writes `P[y, m, x * cols ..]` for every row `m`,
+/// summing rows `y * kc ..` of K; the last of column block x's chunks to finish sums them
+/// and stores the epilogue's values into C. Blocks count their arrivals in
+/// `@gemv_arrivals`, one counter per column block, zero when the module loads and put back
+/// to zero by each last block (kernels on one stream never overlap).
+pub fn kernel(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType) -> String {
     let c = Config::current();
-    let mut s = kernel_rows(ta, tb, dt, c, 1, "gemv1");
-    s.push_str(&kernel_rows(ta, tb, dt, c, MAX_ROWS, "gemv"));
+    let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
+    let gx = c.grid(k, n).0;
+    let mut s = format!(
+        "    llvm.mlir.global internal @gemv_arrivals(dense<0> : tensor<{gx}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{gx} x i32>\n"
+    );
+    s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, 1, "gemv1"));
+    s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, MAX_ROWS, "gemv"));
     s
 }
 
-fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &str) -> String {
+#[allow(clippy::too_many_arguments)]
+fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: Config, nrows: usize, name: &str) -> String {
     let Config { lanes, ahead, .. } = cfg;
     let (cols, step) = (cfg.cols(), cfg.step());
     let groups = THREADS / lanes;
@@ -154,8 +162,10 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
     let (i, j) = (6, 10);
     let rows: Vec<usize> = (0..nrows).collect();
     let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", lanes * cols * nrows as i64);
-    let workgroup = if lanes > 1 { format!(" workgroup(%red : {shared})") } else { String::new() };
-    g.line(4, format!("gpu.func @{name}(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    let flag = "memref<1xi32, #gpu.address_space<workgroup>>";
+    let workgroup = if lanes > 1 { format!(" workgroup(%flag : {flag}, %red : {shared})") } else { format!(" workgroup(%flag : {flag})") };
+    let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect();
+    g.line(4, format!("gpu.func @{name}(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     let consts: std::collections::BTreeSet<i64> = [0, 1, 8].into_iter().chain((1..ahead).map(|u| lanes * u)).collect();
     for c in consts {
         g.line(i, format!("%c{c} = arith.constant {c} : index"));
@@ -190,9 +200,7 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
         g.line(i, format!("%in{m} = arith.cmpi ult, %cm{m}, %M : index"));
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
-    if nrows > 1 {
-        g.line(i, "%fzero = arith.constant 0.0 : f32");
-    }
+    g.line(i, "%fzero = arith.constant 0.0 : f32");
     let vtys = vec!["vector<8xf32>"; nrows].join(", ");
     let zeros = vec!["%z8"; nrows].join(", ");
     let inits: Vec<String> = rows.iter().map(|m| format!("%a{m} = %z8")).collect();
@@ -241,8 +249,7 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
             }
             g.line(i, "}");
         }
-        g.line(i, "gpu.return");
-        g.line(4, "}");
+        reduce_last(&mut g, spec, tc, cols);
         return g.s;
     }
     // The K lanes' sums meet in shared memory: red[(m * lanes + lane) * cols + column].
@@ -282,9 +289,62 @@ fn kernel_rows(ta: &str, tb: &str, dt: DType, cfg: Config, nrows: usize, name: &
             g.line(i, "}");
         }
     }
+    reduce_last(&mut g, spec, tc, cols);
+    g.s
+}
+
+/// The kernel's end, after its partial sums are stored: the block counts its arrival on its
+/// column block's counter, and the last of the column block's chunks to arrive sums every
+/// chunk's partials for its columns (in chunk order, as the split-K reduction kernel does,
+/// so the bits are the same) and stores the epilogue's values. The other blocks' stores are
+/// made visible by the release before the count and the acquire after it.
+fn reduce_last(g: &mut Gen, spec: &KernelSpec, tc: &str, cols: i64) {
+    let i = 6;
+    let flag = "memref<1xi32, #gpu.address_space<workgroup>>";
+    g.line(i, "llvm.fence syncscope(\"device\") release");
+    g.line(i, "gpu.barrier");
+    g.line(i, "%one32 = arith.constant 1 : i32");
+    g.line(i, "%zero32 = arith.constant 0 : i32");
+    g.line(i, "%first = arith.cmpi eq, %tid, %c0 : index");
+    g.line(i, "scf.if %first {");
+    g.line(i + 2, "%arrivals = llvm.mlir.addressof @gemv_arrivals : !llvm.ptr<1>");
+    g.line(i + 2, "%bxi = arith.index_cast %bx : index to i64");
+    g.line(i + 2, "%counter = llvm.getelementptr %arrivals[%bxi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32");
+    g.line(i + 2, "%before = llvm.atomicrmw add %counter, %one32 syncscope(\"device\") acq_rel : !llvm.ptr<1>, i32");
+    g.line(i + 2, "%chunks = gpu.grid_dim y");
+    g.line(i + 2, "%chunks32 = arith.index_cast %chunks : index to i32");
+    g.line(i + 2, "%arrived = arith.addi %before, %one32 : i32");
+    g.line(i + 2, "%islast = arith.cmpi eq, %arrived, %chunks32 : i32");
+    g.line(i + 2, "%islast32 = arith.extui %islast : i1 to i32");
+    g.line(i + 2, format!("memref.store %islast32, %flag[%c0] : {flag}"));
+    // Every chunk has arrived: the counter starts from zero for the next launch.
+    g.line(i + 2, "scf.if %islast {");
+    g.line(i + 4, "llvm.store %zero32, %counter {alignment = 4 : i64} : i32, !llvm.ptr<1>");
+    g.line(i + 2, "}");
+    g.line(i, "}");
+    g.line(i, "gpu.barrier");
+    g.line(i, format!("%lastflag = memref.load %flag[%c0] : {flag}"));
+    g.line(i, "%last = arith.cmpi ne, %lastflag, %zero32 : i32");
+    g.line(i, "scf.if %last {");
+    g.line(i + 2, "llvm.fence syncscope(\"device\") acquire");
+    g.line(i + 2, "%S = gpu.grid_dim y");
+    g.line(i + 2, format!("%cparts = arith.constant {} : index", cols / THREADS));
+    g.line(i + 2, format!("%cthreads = arith.constant {THREADS} : index"));
+    // Thread t takes columns t, t + 256, ... of the block, each for every row.
+    g.line(i + 2, "scf.for %part = %c0 to %cparts step %c1 {");
+    g.line(i + 4, "%poff = arith.muli %part, %cthreads : index");
+    g.line(i + 4, "%plocal = arith.addi %tid, %poff : index");
+    g.line(i + 4, "%col = arith.addi %nb, %plocal : index");
+    g.line(i + 4, "%colok = arith.cmpi ult, %col, %N : index");
+    g.line(i + 4, "scf.if %colok {");
+    g.line(i + 6, "scf.for %row = %c0 to %M step %c1 {");
+    g.s.push_str(&crate::gpu_epilogue::sum_partials_into(spec, tc, i + 8));
+    g.line(i + 6, "}");
+    g.line(i + 4, "}");
+    g.line(i + 2, "}");
+    g.line(i, "}");
     g.line(i, "gpu.return");
     g.line(4, "}");
-    g.s
 }
 
 #[cfg(test)]

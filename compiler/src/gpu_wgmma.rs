@@ -215,7 +215,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
     }
     g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, tc));
     if !tf32 && crate::gpu_gemv::applies(&spec.inputs[0], &spec.inputs[1]) {
-        g.s.push_str(&crate::gpu_gemv::kernel(ta, tb, dt));
+        g.s.push_str(&crate::gpu_gemv::kernel(spec, ta, tb, tc, dt));
     }
     // `@mm`: all of K, epilogue, into C; `@partial`: block z's share of K, raw sums into P[z].
     for partial in [false, true] {

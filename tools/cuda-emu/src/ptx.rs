@@ -696,7 +696,8 @@ fn special(s: &str) -> Option<Special> {
     })
 }
 
-/// `.align A .b8 name[N]` (after the space keyword): alignment, name, bytes.
+/// `.align A .b8 name[N]` or a scalar `.align A .u32 name` (after the space keyword):
+/// alignment, name, bytes.
 fn parse_array_decl(decl: &str) -> Option<(usize, String, usize)> {
     let words: Vec<&str> = decl.split_whitespace().collect();
     let mut align = 1;
@@ -719,7 +720,10 @@ fn parse_array_decl(decl: &str) -> Option<(usize, String, usize)> {
         i += 1;
     }
     let arr = arr?;
-    let (name, n) = arr.split_once('[')?;
+    // A scalar (`.shared .align 4 .u32 flag`) is one element.
+    let Some((name, n)) = arr.split_once('[') else {
+        return Some((align.max(elem), arr.to_string(), elem));
+    };
     let n = n.trim_end_matches(']');
     let count: usize = if n.is_empty() { 0 } else { n.parse().ok()? };
     Some((align, name.to_string(), count * elem))
@@ -987,14 +991,8 @@ fn global_decl(t: &str) -> Option<(String, usize, Vec<u8>)> {
     };
     let decl = decl.trim().trim_start_matches(".visible").trim();
     let decl = decl.trim_start_matches(".global").trim_start_matches(".const").trim();
-    let words: Vec<&str> = decl.split_whitespace().collect();
-    let elem = words.iter().filter_map(|w| w.strip_prefix('.').and_then(Ty::parse)).next_back().map(|t| (t.bits() as usize / 8).max(1))?;
-    let (align, name, bytes) = parse_array_decl(decl).or_else(|| {
-        // A scalar: `.global .align 4 .u32 name`.
-        let name = words.last()?.to_string();
-        let align = words.iter().position(|w| *w == ".align").and_then(|p| words.get(p + 1)?.parse().ok()).unwrap_or(elem);
-        Some((align, name, elem))
-    })?;
+    let elem = decl.split_whitespace().filter_map(|w| w.strip_prefix('.').and_then(Ty::parse)).next_back().map(|t| (t.bits() as usize / 8).max(1))?;
+    let (align, name, bytes) = parse_array_decl(decl)?;
     let mut data = vec![0u8; bytes];
     if let Some(init) = init {
         let body = init.trim().trim_start_matches('{').trim_end_matches('}');
@@ -1315,6 +1313,16 @@ $L__BB0_2:
         let cut = &SRC[..SRC.rfind('}').unwrap()];
         assert!(parse(cut, &mut |_, _| 0).unwrap_err().msg.contains("not closed"));
         assert!(decode("mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16").is_none());
+    }
+
+    #[test]
+    fn declarations_of_scalars_and_arrays() {
+        assert_eq!(parse_array_decl(".align 4 .u32 __wg_flag"), Some((4, "__wg_flag".into(), 4)));
+        assert_eq!(parse_array_decl(".u64 x"), Some((8, "x".into(), 8)));
+        assert_eq!(parse_array_decl(".align 16 .b8 buf[48]"), Some((16, "buf".into(), 48)));
+        assert_eq!(parse_array_decl(".align 16 .b8 dyn[]"), Some((16, "dyn".into(), 0)));
+        assert_eq!(global_decl(".global .align 4 .b8 n[8] = {1, 0, 0, 0, 2}"), Some(("n".into(), 4, vec![1, 0, 0, 0, 2, 0, 0, 0])));
+        assert_eq!(global_decl(".global .align 4 .u32 one"), Some(("one".into(), 4, vec![0; 4])));
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //!   with 4 values a lane so that a warp reads value rows whole, and the key groups' partial
 //!   sums combined in shared memory. With an f16 cache the query and the probabilities
 //!   are rounded to f16 as on the CPU.
+//! - **Split keys**: with few (query, head) rows (a decode step has one per head: 32 blocks
+//!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid z).
+//!   A split runs the three passes over its keys, normalized by its own max and sum, and
+//!   stores its values, max and sum in a scratch row; the row's last split to finish (an
+//!   atomic count) weighs each split by `sum * exp(max - overall max)` and stores the
+//!   output. Up to the order of sums this is the CPU's softmax, except that with an f16
+//!   cache the probabilities rounded to f16 are the split's (`exp(s - max_split) /
+//!   sum_split`), not the row's: about 3e-4 relative from the CPU's output instead of 1e-7.
 //!
 //! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
 //! checks them first and reports the error).
@@ -27,6 +35,49 @@ use std::fmt::Write;
 const THREADS: usize = 1024;
 /// Keys (pass 1) and values (pass 3) a warp or thread loads before using them.
 const UNROLL: i64 = 4;
+/// Most (query, head) rows whose keys may be split over blocks: the size of each module's
+/// arrival counters.
+const MAX_SPLIT_ROWS: usize = 128;
+
+/// How attention splits a row's keys over blocks when there are few rows (decode).
+/// `MAX_GPU_ATTENTION=target=264,min_keys=64,max_splits=16` overrides the defaults (tuning
+/// runs); `target=1` never splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitConfig {
+    /// Blocks the grid aims at: one 1024-thread block fits an SM (63 registers a thread),
+    /// and H100/H200 have 132 SMs (A100 108). Rows split only when at least two splits fit,
+    /// so at most `target / 2` rows split (at most [`MAX_SPLIT_ROWS`]).
+    pub target: usize,
+    /// Fewest cache positions per split, of the cache's capacity: the host does not know
+    /// the rows' lengths, which are on the device.
+    pub min_keys: usize,
+    /// Most splits of one row.
+    pub max_splits: usize,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig { target: 128, min_keys: 128, max_splits: 32 }
+    }
+}
+
+impl SplitConfig {
+    /// The defaults, or `MAX_GPU_ATTENTION`'s overrides.
+    pub fn current() -> SplitConfig {
+        let mut c = SplitConfig::default();
+        if let Ok(v) = std::env::var("MAX_GPU_ATTENTION") {
+            for kv in v.split(',').filter(|s| !s.trim().is_empty()) {
+                match kv.split_once('=').map(|(k, v)| (k.trim(), v.trim().parse::<usize>())) {
+                    Some(("target", Ok(x))) if (1..=2 * MAX_SPLIT_ROWS).contains(&x) => c.target = x,
+                    Some(("min_keys", Ok(x))) if x > 0 => c.min_keys = x,
+                    Some(("max_splits", Ok(x))) if x > 0 => c.max_splits = x,
+                    _ => tracing::warn!("MAX_GPU_ATTENTION: ignoring {kv:?}"),
+                }
+            }
+        }
+        c
+    }
+}
 /// Threads per block of the cache write.
 const WRITE_THREADS: usize = 128;
 
@@ -168,7 +219,7 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     s.push_str(&g.s);
 }
 
-/// Kernel code: key `%t0 + offset` of an unrolled loop over keys `< %len`, as (its index,
+/// Kernel code: key `%t0 + offset` of an unrolled loop over keys `< %khi`, as (its index,
 /// whether it is in range (none for offset 0, which the loop bounds), the index to load:
 /// past the end, key `%t0` again, a valid row whose contribution the caller drops).
 fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<String>, String) {
@@ -177,7 +228,7 @@ fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<Stri
     }
     let off = g.let_(indent, format!("arith.constant {offset} : index"));
     let tu = g.let_(indent, format!("arith.addi %t0, {off} : index"));
-    let inu = g.let_(indent, format!("arith.cmpi ult, {tu}, %len : index"));
+    let inu = g.let_(indent, format!("arith.cmpi ult, {tu}, %khi : index"));
     let tc = g.let_(indent, format!("arith.select {inu}, {tu}, %t0 : index"));
     (tu, Some(inu), tc)
 }
@@ -197,25 +248,41 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let name = &spec.name;
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
+    let SplitConfig { target, min_keys, max_splits } = SplitConfig::current();
+    // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
+    // of about `target` blocks; each split's softmax-weighted values, max and sum go to
+    // `%parts` (a row per split: hd values, max, sum), and the split that finishes last
+    // combines them.
     let _ = write!(
         s,
         "    %c2 = arith.constant 2 : index\n    %cthreads = arith.constant {THREADS} : index\n    %ch = arith.constant {hq} : index\n    \
-         %tcap = memref.dim %b1, %c2 : {km}\n    %srows = arith.muli %ntok, %ch : index\n    scf.if %go {{\n      \
-         %scores = memref.alloc(%srows, %tcap) : {wt}\n      \
-         gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %c1) threads in (%cthreads, %c1, %c1) \
-         args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %ns : index)\n      \
-         memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n"
+         %tcap = memref.dim %b1, %c2 : {km}\n    %srows = arith.muli %ntok, %ch : index\n    \
+         %ctarget = arith.constant {target} : index\n    %cminkeys = arith.constant {min_keys} : index\n    \
+         %cmaxsplits = arith.constant {max_splits} : index\n    %srows1 = arith.maxui %srows, %c1 : index\n    \
+         %sp_want = arith.divui %ctarget, %srows1 : index\n    %sp_keys = arith.ceildivui %tcap, %cminkeys : index\n    \
+         %sp0 = arith.minui %sp_want, %sp_keys : index\n    %sp1 = arith.minui %sp0, %cmaxsplits : index\n    \
+         %splits = arith.maxui %sp1, %c1 : index\n    %prows = arith.muli %srows, %splits : index\n    \
+         %cpw = arith.constant {} : index\n    scf.if %go {{\n      \
+         %scores = memref.alloc(%srows, %tcap) : {wt}\n      %parts = memref.alloc(%prows, %cpw) : {wt}\n      \
+         gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
+         args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %parts : {wt}, %ns : index)\n      \
+         memref.dealloc %parts : {wt}\n      memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n",
+        hd + 2
     );
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
     let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(4 * THREADS));
     let mut g = Gen::new("a");
     let i = 6;
+    let flag_t = "memref<1xi32, #gpu.address_space<workgroup>>";
     g.line(2, format!("gpu.module @{name}_llm {{"));
+    // Arrival counts of split rows, zero at load and put back to zero by each row's last
+    // split.
+    g.line(4, format!("llvm.mlir.global internal @attention_arrivals(dense<0> : tensor<{MAX_SPLIT_ROWS}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{MAX_SPLIT_ROWS} x i32>"));
     g.line(
         4,
         format!(
-            "gpu.func @attention(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %ns: index) \
-             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"
+            "gpu.func @attention(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %R: {wt}, %ns: index) \
+             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}, %flag : {flag_t}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"
         ),
     );
     for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2), ("%c32", 32)] {
@@ -234,6 +301,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%hi = gpu.block_id y");
     g.line(i, "%tid = gpu.thread_id x");
+    g.line(i, "%split = gpu.block_id z");
+    g.line(i, "%nsplit = gpu.grid_dim z");
     g.line(i, "%warp = arith.divui %tid, %c32 : index");
     g.line(i, "%lanei = arith.remui %tid, %c32 : index");
     g.line(i, "%lane0 = arith.cmpi eq, %lanei, %c0 : index");
@@ -241,10 +310,19 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     row_bounds(&mut g, "%K", kc, pos, slot, "%len0");
     g.line(i, "%srow0 = arith.muli %row, %ch : index");
     g.line(i, "%srow = arith.addi %srow0, %hi : index");
+    g.line(i, "%prow0 = arith.muli %srow, %nsplit : index");
+    g.line(i, "%prow = arith.addi %prow0, %split : index");
     // The branch is uniform over the block, so its barriers are reached by every thread.
     g.line(i, "scf.if %ok {");
     let j = i + 2;
     g.line(j, "%len = arith.addi %pos, %len0 : index");
+    // This block's keys: [%klo, %khi), split `%split` of the row's `%len` keys (empty when
+    // there are fewer keys than splits).
+    g.line(j, "%chunk = arith.ceildivui %len, %nsplit : index");
+    g.line(j, "%klo0 = arith.muli %split, %chunk : index");
+    g.line(j, "%klo = arith.minui %klo0, %len : index");
+    g.line(j, "%khi0 = arith.addi %klo, %chunk : index");
+    g.line(j, "%khi = arith.minui %khi0, %len : index");
     // The query, as f32 (through f16 with an f16 cache), in shared memory.
     g.line(j, "scf.for %d = %tid to %cd step %cthreads {");
     let qv = g.let_(j + 2, format!("memref.load %Q[%row, %hi, %d] : {qt}"));
@@ -261,7 +339,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let (e, kt) = (hd / 32, kc.dtype.mlir_name());
     g.line(j, format!("%ce = arith.constant {e} : index"));
     g.line(j, "%dk = arith.muli %lanei, %ce : index");
-    let m = g.let_(j, "scf.for %t0 = %warp to %len step %cstep1 iter_args(%m0 = %ninf) -> (f32) {");
+    g.line(j, "%t1s = arith.addi %klo, %warp : index");
+    let m = g.let_(j, "scf.for %t0 = %t1s to %khi step %cstep1 iter_args(%m0 = %ninf) -> (f32) {");
     let k = j + 2;
     let mut keys = Vec::new();
     for u in 0..UNROLL {
@@ -305,7 +384,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "}");
     let mx = g.block_reduce(j, &m, "maximumf", THREADS);
     // Pass 2: exp(score - max), in place, and the sum.
-    let part = g.let_(j, "scf.for %t = %tid to %len step %cthreads iter_args(%s0 = %zero) -> (f32) {");
+    g.line(j, "%t2s = arith.addi %klo, %tid : index");
+    let part = g.let_(j, "scf.for %t = %t2s to %khi step %cthreads iter_args(%s0 = %zero) -> (f32) {");
     let sv = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
     let dv = g.let_(k, format!("arith.subf {sv}, {mx} : f32"));
     let e = g.exp(k, &dv);
@@ -329,7 +409,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "%gi = arith.divui %tid, %clanes : index");
     g.line(j, "%z4 = arith.constant dense<0.0> : vector<4xf32>");
     g.line(j, format!("%cstep3 = arith.constant {} : index", groups * UNROLL));
-    let acc3 = g.let_(j, "scf.for %t0 = %gi to %len step %cstep3 iter_args(%a0 = %z4) -> (vector<4xf32>) {");
+    g.line(j, "%t3s = arith.addi %klo, %gi : index");
+    let acc3 = g.let_(j, "scf.for %t0 = %t3s to %khi step %cstep3 iter_args(%a0 = %z4) -> (vector<4xf32>) {");
     let mut vals = Vec::new();
     for u in 0..UNROLL {
         let (_, inu, tc) = unrolled_key(&mut g, k, u * groups);
@@ -375,12 +456,90 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
         let x = g.let_(k, format!("memref.load %part[{idx}] : {part_t}"));
         sum = g.let_(k, format!("arith.addf {sum}, {x} : f32"));
     }
-    let y = g.convert(k, &sum, DType::F32, out.dtype);
-    g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
+    g.line(k, "%single = arith.cmpi eq, %nsplit, %c1 : index");
+    g.line(k, "scf.if %single {");
+    let y = g.convert(k + 2, &sum, DType::F32, out.dtype);
+    g.line(k + 2, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
+    g.line(k, "} else {");
+    g.line(k + 2, format!("memref.store {sum}, %R[%prow, %tid] : {wt}"));
+    g.line(k, "}");
+    g.line(j, "}");
+    g.line(j, "%split_rows = arith.cmpi ugt, %nsplit, %c1 : index");
+    g.line(j, "scf.if %split_rows {");
+    combine_splits(&mut g, j + 2, hd, &mx, &total, out.dtype, &ot, wt, flag_t);
     g.line(j, "}");
     g.line(i, "}");
     g.line(i, "gpu.return");
     g.line(4, "}");
     g.line(2, "}");
     s.push_str(&g.s);
+}
+
+/// Kernel code for a split row, after thread d < hd stored the split's softmax-weighted
+/// values (normalized by its own sum) in `R[%prow, d]`: thread 0 adds the split's max `mx`
+/// and sum `total`, the block counts its arrival, and the row's last split combines every
+/// split s with weight `sum_s * exp(max_s - max) / total` (in split order) into `O`.
+#[allow(clippy::too_many_arguments)]
+fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt: DType, ot: &str, wt: &str, flag_t: &str) {
+    g.line(i, "%t0only = arith.cmpi eq, %tid, %c0 : index");
+    g.line(i, "scf.if %t0only {");
+    g.line(i + 2, format!("%cmaxcol = arith.constant {hd} : index"));
+    g.line(i + 2, format!("%csumcol = arith.constant {} : index", hd + 1));
+    g.line(i + 2, format!("memref.store {mx}, %R[%prow, %cmaxcol] : {wt}"));
+    g.line(i + 2, format!("memref.store {total}, %R[%prow, %csumcol] : {wt}"));
+    g.line(i, "}");
+    g.line(i, "llvm.fence syncscope(\"device\") release");
+    g.line(i, "gpu.barrier");
+    g.line(i, "%one32 = arith.constant 1 : i32");
+    g.line(i, "%zero32 = arith.constant 0 : i32");
+    g.line(i, "scf.if %t0only {");
+    g.line(i + 2, "%arrivals = llvm.mlir.addressof @attention_arrivals : !llvm.ptr<1>");
+    g.line(i + 2, "%srowi = arith.index_cast %srow : index to i64");
+    g.line(i + 2, "%counter = llvm.getelementptr %arrivals[%srowi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32");
+    g.line(i + 2, "%before = llvm.atomicrmw add %counter, %one32 syncscope(\"device\") acq_rel : !llvm.ptr<1>, i32");
+    g.line(i + 2, "%nsplit32 = arith.index_cast %nsplit : index to i32");
+    g.line(i + 2, "%arrived = arith.addi %before, %one32 : i32");
+    g.line(i + 2, "%islast = arith.cmpi eq, %arrived, %nsplit32 : i32");
+    g.line(i + 2, "%islast32 = arith.extui %islast : i1 to i32");
+    g.line(i + 2, format!("memref.store %islast32, %flag[%c0] : {flag_t}"));
+    g.line(i + 2, "scf.if %islast {");
+    g.line(i + 4, "llvm.store %zero32, %counter {alignment = 4 : i64} : i32, !llvm.ptr<1>");
+    g.line(i + 2, "}");
+    g.line(i, "}");
+    g.line(i, "gpu.barrier");
+    g.line(i, format!("%lastflag = memref.load %flag[%c0] : {flag_t}"));
+    g.line(i, "%last = arith.cmpi ne, %lastflag, %zero32 : i32");
+    g.line(i, "%dmine = arith.cmpi ult, %tid, %cd : index");
+    g.line(i, "%combine = arith.andi %last, %dmine : i1");
+    g.line(i, "scf.if %combine {");
+    let k = i + 2;
+    g.line(k, "llvm.fence syncscope(\"device\") acquire");
+    g.line(k, format!("%cmaxc = arith.constant {hd} : index"));
+    g.line(k, format!("%csumc = arith.constant {} : index", hd + 1));
+    g.line(k, "%pfirst = arith.muli %srow, %nsplit : index");
+    g.line(k, "%pend = arith.addi %pfirst, %nsplit : index");
+    let gmax = g.let_(k, "scf.for %pr = %pfirst to %pend step %c1 iter_args(%gm = %ninf) -> (f32) {");
+    let ms = g.let_(k + 2, format!("memref.load %R[%pr, %cmaxc] : {wt}"));
+    let gm = g.let_(k + 2, format!("arith.maximumf %gm, {ms} : f32"));
+    g.line(k + 2, format!("scf.yield {gm} : f32"));
+    g.line(k, "}");
+    // An empty split (fewer keys than splits) has sum 0 and max -inf: weight 0.
+    let sums = g.fresh();
+    g.line(k, format!("{sums}:2 = scf.for %pr = %pfirst to %pend step %c1 iter_args(%gl = %zero, %gacc = %zero) -> (f32, f32) {{"));
+    let ms = g.let_(k + 2, format!("memref.load %R[%pr, %cmaxc] : {wt}"));
+    let ls = g.let_(k + 2, format!("memref.load %R[%pr, %csumc] : {wt}"));
+    let os = g.let_(k + 2, format!("memref.load %R[%pr, %tid] : {wt}"));
+    let dm = g.let_(k + 2, format!("arith.subf {ms}, {gmax} : f32"));
+    let e = g.exp(k + 2, &dm);
+    let w0 = g.let_(k + 2, format!("arith.mulf {ls}, {e} : f32"));
+    let some = g.let_(k + 2, format!("arith.cmpf ogt, {ls}, %zero : f32"));
+    let w = g.let_(k + 2, format!("arith.select {some}, {w0}, %zero : f32"));
+    let gl = g.let_(k + 2, format!("arith.addf %gl, {w} : f32"));
+    let gacc = g.let_(k + 2, format!("math.fma {w}, {os}, %gacc : f32"));
+    g.line(k + 2, format!("scf.yield {gl}, {gacc} : f32, f32"));
+    g.line(k, "}");
+    let o = g.let_(k, format!("arith.divf {sums}#1, {sums}#0 : f32"));
+    let y = g.convert(k, &o, DType::F32, out_dt);
+    g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
+    g.line(i, "}");
 }

@@ -8,6 +8,7 @@ pub const KNOBS: &[&str] = &[
     "MAX_COLUMN_SPLIT_ROWS",
     "MAX_CUDA_TOOLKIT",
     "MAX_GEMV_PREFETCH",
+    "MAX_GPU_ATTENTION",
     "MAX_GPU_GEMV",
     "MAX_GPU_NO_WGMMA",
     "MAX_GPU_WGMMA",

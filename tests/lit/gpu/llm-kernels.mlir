@@ -1,8 +1,8 @@
 // The LLM kernels on the GPU: quantized matmuls (a quantizer, then a warp per column
 // decoding blocks in registers), RoPE, the in-place KV-cache write and attention over the
-// cache (a block per query and head, block reductions through shared memory). Each is one
-// module with its launches; every module assembles with ptxas for each chip. (RoPE calls
-// libdevice's cos/sin.)
+// cache (a block per query and head, or per split of its keys, block reductions through
+// shared memory). Each is one module with its launches; every module assembles with ptxas
+// for each chip. (RoPE calls libdevice's cos/sin.)
 // REQUIRES: libdevice
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
 // RUN: FileCheck %s < %t.90.ptx
@@ -16,6 +16,11 @@
 // CHECK-DAG: .entry attention(
 // CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[16384]
 // CHECK-DAG: bar.sync
+// Attention splits a decode step's keys over blocks (grid z); the last split of a row,
+// counted in a module global, combines them.
+// CHECK-DAG: .global .align 4 .b8 attention_arrivals[512];
+// CHECK-DAG: %nctaid.z
+// CHECK-DAG: atom.global.add.u32
 // ART: target:          cuda-linux cpu=sm_90
 // ART: qmatmul
 // ART: rope

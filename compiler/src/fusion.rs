@@ -6,6 +6,9 @@
 //! of the chain never reach memory outside the kernel (`custom_mlp` is matmul+relu and
 //! matmul+softmax; an elementwise chain is one kernel).
 //!
+//! A split along a non-leading axis whose results only one elementwise region reads then
+//! moves into that region ([`absorb_splits`]).
+//!
 //! A consumer joins the region of its producer when:
 //! - the producer has one result, used by nothing outside the consumer, and not a graph
 //!   output (it is not materialized, so nobody else can read it);
@@ -99,7 +102,62 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
             open.insert(node.outputs[0], r);
         }
     }
+    if enable {
+        absorb_splits(graph, &uses, &mut regions);
+    }
     regions
+}
+
+/// Moves a split into the elementwise region that reads all its results, ahead of that
+/// region's nodes: the split's results become slices of its operand read in place, so
+/// `silu(gate) * up` of a merged gate/up projection is one kernel, where the split was a
+/// kernel of its own writing both halves to memory (two launches on a GPU). The split must
+/// be along a non-leading axis (regions split rows over workgroups), and its results must
+/// be shaped like the region's result (the kernel's temporaries are) and read by that
+/// region only.
+fn absorb_splits(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
+    let mut absorbed = Vec::new();
+    for s in 0..regions.len() {
+        let [split] = regions[s].nodes[..] else { continue };
+        let node = &graph.nodes[split];
+        let Op::Split { axis, .. } = node.op else { continue };
+        let rank = graph.ty(node.inputs[0]).rank() as i64;
+        if rank < 2 || axis.rem_euclid(rank) == 0 {
+            continue;
+        }
+        // The one region reading the results, after the split.
+        let readers: Vec<usize> = node.outputs.iter().flat_map(|v| uses.get(v).into_iter().flatten()).copied().collect();
+        let Some(&first) = readers.first() else { continue };
+        let Some(r) = regions.iter().position(|reg| reg.nodes.contains(&first)) else { continue };
+        let target = &regions[r];
+        let last = &graph.nodes[*target.nodes.last().expect("regions are not empty")];
+        let out_dims = &graph.ty(last.outputs[0]).dims;
+        let elementwise = target.nodes.iter().all(|n| matches!(graph.nodes[*n].op, Op::Unary(_) | Op::Binary(_) | Op::Cast(_)));
+        let fits = r != s
+            && elementwise
+            && last.outputs.len() == 1
+            && readers.iter().all(|n| target.nodes.contains(n))
+            && node.outputs.iter().all(|v| !graph.outputs.contains(v) && &graph.ty(*v).dims == out_dims);
+        // Rows of the split's operand go with the region's rows.
+        let rows_agree = target.partition.as_ref().is_none_or(|p| p.get(&node.inputs[0]) != Some(&false));
+        if !fits || !rows_agree {
+            continue;
+        }
+        let target = &mut regions[r];
+        target.nodes.insert(0, split);
+        if let Some(p) = &mut target.partition {
+            for v in &node.outputs {
+                p.remove(v);
+            }
+            p.insert(node.inputs[0], true);
+        }
+        absorbed.push(s);
+    }
+    let mut k = 0;
+    regions.retain(|_| {
+        k += 1;
+        !absorbed.contains(&(k - 1))
+    });
 }
 
 /// Appends node `i` to the region it continues, if legal; returns that region.

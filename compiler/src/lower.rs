@@ -2002,6 +2002,24 @@ fn clamp_index(e: &mut Emitter, i: i64, d: &str) -> String {
     }
 }
 
+/// The parts of `x` split along `axis`, shaped like `outs` (whose sizes along the axis they
+/// take in order), as `tensor.extract_slice`s.
+fn split_slices(e: &mut Emitter, x: &Val, axis: i64, outs: &[Val]) -> Vec<Val> {
+    let n = x.ty.dims.len();
+    let ax = norm(axis, n);
+    let mut offset = e.index(0);
+    let mut res = Vec::new();
+    for o in outs {
+        let (offs, sizes) = slab_coords(e, o, ax, &offset);
+        let ones = vec!["1"; n].join(", ");
+        let r = e.assign(format!("tensor.extract_slice {}[{offs}] [{sizes}] [{ones}] : {} to {}", x.ssa, x.ty.tensor(), o.ty.tensor()));
+        res.push(Val { ssa: r, ty: o.ty.clone() });
+        let d = e.dim(o, ax);
+        offset = e.assign(format!("arith.addi {offset}, {d} : index"));
+    }
+    res
+}
+
 fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
     let out = &outs[0];
     let n = out.ty.dims.len();
@@ -2175,19 +2193,8 @@ fn lower_op(e: &mut Emitter, op: &Op, ins: &[Val], outs: &[Val]) -> Vec<Val> {
             vec![acc]
         }
         Op::Split { axis, spec: _ } => {
-            let x = &ins[0];
-            let ax = norm(*axis, n);
-            let mut offset = e.index(0);
-            let mut res = Vec::new();
-            for o in outs {
-                let (offs, sizes) = slab_coords(e, o, ax, &offset);
-                let ones = vec!["1"; n].join(", ");
-                let r = e.assign(format!("tensor.extract_slice {}[{offs}] [{sizes}] [{ones}] : {} to {}", x.ssa, x.ty.tensor(), o.ty.tensor()));
-                res.push(copy_into(e, &Val { ssa: r, ty: o.ty.clone() }, o));
-                let d = e.dim(o, ax);
-                offset = e.assign(format!("arith.addi {offset}, {d} : index"));
-            }
-            res
+            let slices = split_slices(e, &ins[0], *axis, outs);
+            slices.iter().zip(outs).map(|(r, o)| copy_into(e, r, o)).collect()
         }
         Op::Slice { starts, axes, steps, .. } => {
             let x = &ins[0];
@@ -2545,6 +2552,10 @@ pub fn kernel_func(spec: &KernelSpec, cpu: CpuTuning) -> String {
             .collect();
         let vals = if let Some(call) = &f.call {
             custom_call(&mut e, call, &args, &dests)
+        } else if let (Op::Split { axis, .. }, true) = (&f.op, f.results.iter().all(|r| matches!(r, ValueRef::Temp(..)))) {
+            // Results read only inside the kernel (fusion moved the split into its reader):
+            // slices of the operand, read in place, not copies.
+            split_slices(&mut e, &args[0], *axis, &dests)
         } else if f.packed_rhs {
             vec![if args[0].ty.dims.len() == 3 { batched_packed_matmul(&mut e, &args[0], &args[1], &dests[0]) } else { matmul_microkernel(&mut e, &args[0], &args[1], &dests[0], true, f.sparse_lhs) }]
         } else {

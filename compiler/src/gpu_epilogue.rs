@@ -119,7 +119,8 @@ const REDUCE_UNROLL: usize = 8;
 /// Kernel code (at `indent`): `C[%row, %col] = epilogue(sum over z < %S of P[z, %row,
 /// %col])`, with `%P`, `%C`, `%S`, `%row`, `%col`, `%c0`, `%c1` and `%fzero` in scope. The
 /// sum runs in z order from zero, so every caller computes the same bits. Its names start
-/// with `%rd`, which kernels that include it leave free.
+/// with `%rd`, `%epred` and `%ein` (the epilogue's, tagged `red`), which kernels that
+/// include it leave free.
 pub fn sum_partials_into(spec: &KernelSpec, tc: &str, indent: usize) -> String {
     let (code, y) = element(spec, "%rd_acc", "%row", "%col", "red");
     let pad = " ".repeat(indent);

@@ -18,7 +18,7 @@
 //! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`), which does a
 //! quarter of the 4-row kernel's multiplies and loads of A.
 
-use crate::gpu_text::KernelText as Gen;
+use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::DType;
 
@@ -144,9 +144,7 @@ pub fn kernel(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType) -> Str
     let c = Config::current();
     let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
     let gx = c.grid(k, n).0;
-    let mut s = format!(
-        "    llvm.mlir.global internal @gemv_arrivals(dense<0> : tensor<{gx}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{gx} x i32>\n"
-    );
+    let mut s = format!("    {}\n", crate::gpu_text::arrival_counters("gemv_arrivals", gx as usize));
     s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, 1, "gemv1"));
     s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, MAX_ROWS, "gemv"));
     s
@@ -162,7 +160,7 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
     let (i, j) = (6, 10);
     let rows: Vec<usize> = (0..nrows).collect();
     let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", lanes * cols * nrows as i64);
-    let flag = "memref<1xi32, #gpu.address_space<workgroup>>";
+    let flag = ARRIVAL_FLAG;
     let workgroup = if lanes > 1 { format!(" workgroup(%flag : {flag}, %red : {shared})") } else { format!(" workgroup(%flag : {flag})") };
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect();
     g.line(4, format!("gpu.func @{name}(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
@@ -297,37 +295,12 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
 /// column block's counter, and the last of the column block's chunks to arrive sums every
 /// chunk's partials for its columns (in chunk order, as the split-K reduction kernel does,
 /// so the bits are the same) and stores the epilogue's values. The other blocks' stores are
-/// made visible by the release before the count and the acquire after it.
+/// ordered before its reads by the arrival count ([`Gen::arrive`]).
 fn reduce_last(g: &mut Gen, spec: &KernelSpec, tc: &str, cols: i64) {
     let i = 6;
-    let flag = "memref<1xi32, #gpu.address_space<workgroup>>";
-    g.line(i, "llvm.fence syncscope(\"device\") release");
-    g.line(i, "gpu.barrier");
-    g.line(i, "%one32 = arith.constant 1 : i32");
-    g.line(i, "%zero32 = arith.constant 0 : i32");
-    g.line(i, "%first = arith.cmpi eq, %tid, %c0 : index");
-    g.line(i, "scf.if %first {");
-    g.line(i + 2, "%arrivals = llvm.mlir.addressof @gemv_arrivals : !llvm.ptr<1>");
-    g.line(i + 2, "%bxi = arith.index_cast %bx : index to i64");
-    g.line(i + 2, "%counter = llvm.getelementptr %arrivals[%bxi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32");
-    g.line(i + 2, "%before = llvm.atomicrmw add %counter, %one32 syncscope(\"device\") acq_rel : !llvm.ptr<1>, i32");
-    g.line(i + 2, "%chunks = gpu.grid_dim y");
-    g.line(i + 2, "%chunks32 = arith.index_cast %chunks : index to i32");
-    g.line(i + 2, "%arrived = arith.addi %before, %one32 : i32");
-    g.line(i + 2, "%islast = arith.cmpi eq, %arrived, %chunks32 : i32");
-    g.line(i + 2, "%islast32 = arith.extui %islast : i1 to i32");
-    g.line(i + 2, format!("memref.store %islast32, %flag[%c0] : {flag}"));
-    // Every chunk has arrived: the counter starts from zero for the next launch.
-    g.line(i + 2, "scf.if %islast {");
-    g.line(i + 4, "llvm.store %zero32, %counter {alignment = 4 : i64} : i32, !llvm.ptr<1>");
-    g.line(i + 2, "}");
-    g.line(i, "}");
-    g.line(i, "gpu.barrier");
-    g.line(i, format!("%lastflag = memref.load %flag[%c0] : {flag}"));
-    g.line(i, "%last = arith.cmpi ne, %lastflag, %zero32 : i32");
-    g.line(i, "scf.if %last {");
-    g.line(i + 2, "llvm.fence syncscope(\"device\") acquire");
-    g.line(i + 2, "%S = gpu.grid_dim y");
+    g.line(i, "%S = gpu.grid_dim y");
+    let last = g.arrive(i, "gemv_arrivals", "%bx", "%S", "%tid", "%flag");
+    g.line(i, format!("scf.if {last} {{"));
     g.line(i + 2, format!("%cparts = arith.constant {} : index", cols / THREADS));
     g.line(i + 2, format!("%cthreads = arith.constant {THREADS} : index"));
     // Thread t takes columns t, t + 256, ... of the block, each for every row.

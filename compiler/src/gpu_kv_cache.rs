@@ -25,7 +25,7 @@
 //! checks them first and reports the error).
 
 use crate::gpu_rows::RowOps;
-use crate::gpu_text::KernelText as Gen;
+use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
@@ -40,7 +40,7 @@ const UNROLL: i64 = 4;
 const MAX_SPLIT_ROWS: usize = 128;
 
 /// How attention splits a row's keys over blocks when there are few rows (decode).
-/// `MAX_GPU_ATTENTION=target=264,min_keys=64,max_splits=16` overrides the defaults (tuning
+/// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16` overrides the defaults (tuning
 /// runs); `target=1` never splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitConfig {
@@ -273,11 +273,11 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(4 * THREADS));
     let mut g = Gen::new("a");
     let i = 6;
-    let flag_t = "memref<1xi32, #gpu.address_space<workgroup>>";
+    let flag_t = ARRIVAL_FLAG;
     g.line(2, format!("gpu.module @{name}_llm {{"));
     // Arrival counts of split rows, zero at load and put back to zero by each row's last
     // split.
-    g.line(4, format!("llvm.mlir.global internal @attention_arrivals(dense<0> : tensor<{MAX_SPLIT_ROWS}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{MAX_SPLIT_ROWS} x i32>"));
+    g.line(4, crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
     g.line(
         4,
         format!(
@@ -466,7 +466,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "}");
     g.line(j, "%split_rows = arith.cmpi ugt, %nsplit, %c1 : index");
     g.line(j, "scf.if %split_rows {");
-    combine_splits(&mut g, j + 2, hd, &mx, &total, out.dtype, &ot, wt, flag_t);
+    combine_splits(&mut g, j + 2, hd, &mx, &total, out.dtype, &ot, wt);
     g.line(j, "}");
     g.line(i, "}");
     g.line(i, "gpu.return");
@@ -480,7 +480,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
 /// and sum `total`, the block counts its arrival, and the row's last split combines every
 /// split s with weight `sum_s * exp(max_s - max) / total` (in split order) into `O`.
 #[allow(clippy::too_many_arguments)]
-fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt: DType, ot: &str, wt: &str, flag_t: &str) {
+fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt: DType, ot: &str, wt: &str) {
     g.line(i, "%t0only = arith.cmpi eq, %tid, %c0 : index");
     g.line(i, "scf.if %t0only {");
     g.line(i + 2, format!("%cmaxcol = arith.constant {hd} : index"));
@@ -488,32 +488,11 @@ fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt:
     g.line(i + 2, format!("memref.store {mx}, %R[%prow, %cmaxcol] : {wt}"));
     g.line(i + 2, format!("memref.store {total}, %R[%prow, %csumcol] : {wt}"));
     g.line(i, "}");
-    g.line(i, "llvm.fence syncscope(\"device\") release");
-    g.line(i, "gpu.barrier");
-    g.line(i, "%one32 = arith.constant 1 : i32");
-    g.line(i, "%zero32 = arith.constant 0 : i32");
-    g.line(i, "scf.if %t0only {");
-    g.line(i + 2, "%arrivals = llvm.mlir.addressof @attention_arrivals : !llvm.ptr<1>");
-    g.line(i + 2, "%srowi = arith.index_cast %srow : index to i64");
-    g.line(i + 2, "%counter = llvm.getelementptr %arrivals[%srowi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32");
-    g.line(i + 2, "%before = llvm.atomicrmw add %counter, %one32 syncscope(\"device\") acq_rel : !llvm.ptr<1>, i32");
-    g.line(i + 2, "%nsplit32 = arith.index_cast %nsplit : index to i32");
-    g.line(i + 2, "%arrived = arith.addi %before, %one32 : i32");
-    g.line(i + 2, "%islast = arith.cmpi eq, %arrived, %nsplit32 : i32");
-    g.line(i + 2, "%islast32 = arith.extui %islast : i1 to i32");
-    g.line(i + 2, format!("memref.store %islast32, %flag[%c0] : {flag_t}"));
-    g.line(i + 2, "scf.if %islast {");
-    g.line(i + 4, "llvm.store %zero32, %counter {alignment = 4 : i64} : i32, !llvm.ptr<1>");
-    g.line(i + 2, "}");
-    g.line(i, "}");
-    g.line(i, "gpu.barrier");
-    g.line(i, format!("%lastflag = memref.load %flag[%c0] : {flag_t}"));
-    g.line(i, "%last = arith.cmpi ne, %lastflag, %zero32 : i32");
+    let last = g.arrive(i, "attention_arrivals", "%srow", "%nsplit", "%tid", "%flag");
     g.line(i, "%dmine = arith.cmpi ult, %tid, %cd : index");
-    g.line(i, "%combine = arith.andi %last, %dmine : i1");
-    g.line(i, "scf.if %combine {");
+    let combine = g.let_(i, format!("arith.andi {last}, %dmine : i1"));
+    g.line(i, format!("scf.if {combine} {{"));
     let k = i + 2;
-    g.line(k, "llvm.fence syncscope(\"device\") acquire");
     g.line(k, format!("%cmaxc = arith.constant {hd} : index"));
     g.line(k, format!("%csumc = arith.constant {} : index", hd + 1));
     g.line(k, "%pfirst = arith.muli %srow, %nsplit : index");

@@ -7,6 +7,14 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+/// The workgroup buffer of [`KernelText::arrive`]'s flag.
+pub const ARRIVAL_FLAG: &str = "memref<1xi32, #gpu.address_space<workgroup>>";
+
+/// The module-level declaration of `n` arrival counters named `name`, zero at load.
+pub fn arrival_counters(name: &str, n: usize) -> String {
+    format!("llvm.mlir.global internal @{name}(dense<0> : tensor<{n}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{n} x i32>")
+}
+
 /// MLIR text being written, one op per line.
 pub(crate) struct KernelText {
     pub s: String,
@@ -86,6 +94,47 @@ impl KernelText {
     pub fn binc(&mut self, indent: usize, op: &str, a: &str, c: i64) -> String {
         let k = self.i(indent, c);
         self.bin(indent, op, a, &k)
+    }
+
+    /// Kernel code every thread of a block runs once its share of a result is stored, when
+    /// `total` blocks (index SSA) share it: the block counts its arrival on counter `index`
+    /// (index SSA) of the module global `counters` (declared by [`arrival_counters`]), and
+    /// the last to arrive puts the counter back to zero for the next launch. Returns an i1
+    /// that is true in every thread of the last block, whose threads may then read the
+    /// other blocks' stores. `tid` is the thread index and `flag` a workgroup buffer of
+    /// type [`ARRIVAL_FLAG`].
+    ///
+    /// The ordering is the grid barrier's: the block's barrier orders its threads' stores
+    /// before thread 0's release fence and count; in the last block, thread 0's acquire
+    /// fence after the count and the barrier after it order the other blocks' stores before
+    /// every thread's loads. Kernels on one stream never overlap, so one counter per group
+    /// serves every launch.
+    pub fn arrive(&mut self, indent: usize, counters: &str, index: &str, total: &str, tid: &str, flag: &str) -> String {
+        let i = indent;
+        self.line(i, "gpu.barrier");
+        let zero = self.index(i, 0);
+        let one32 = self.let_(i, "arith.constant 1 : i32");
+        let zero32 = self.let_(i, "arith.constant 0 : i32");
+        let first = self.let_(i, format!("arith.cmpi eq, {tid}, {zero} : index"));
+        self.line(i, format!("scf.if {first} {{"));
+        self.line(i + 2, "llvm.fence syncscope(\"device\") release");
+        let base = self.let_(i + 2, format!("llvm.mlir.addressof @{counters} : !llvm.ptr<1>"));
+        let at = self.let_(i + 2, format!("arith.index_cast {index} : index to i64"));
+        let counter = self.let_(i + 2, format!("llvm.getelementptr {base}[{at}] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32"));
+        let before = self.let_(i + 2, format!("llvm.atomicrmw add {counter}, {one32} syncscope(\"device\") acq_rel : !llvm.ptr<1>, i32"));
+        let total32 = self.let_(i + 2, format!("arith.index_cast {total} : index to i32"));
+        let arrived = self.let_(i + 2, format!("arith.addi {before}, {one32} : i32"));
+        let last = self.let_(i + 2, format!("arith.cmpi eq, {arrived}, {total32} : i32"));
+        self.line(i + 2, format!("scf.if {last} {{"));
+        self.line(i + 4, "llvm.fence syncscope(\"device\") acquire");
+        self.line(i + 4, format!("llvm.store {zero32}, {counter} {{alignment = 4 : i64}} : i32, !llvm.ptr<1>"));
+        self.line(i + 2, "}");
+        let last32 = self.let_(i + 2, format!("arith.extui {last} : i1 to i32"));
+        self.line(i + 2, format!("memref.store {last32}, {flag}[{zero}] : {ARRIVAL_FLAG}"));
+        self.line(i, "}");
+        self.line(i, "gpu.barrier");
+        let seen = self.let_(i, format!("memref.load {flag}[{zero}] : {ARRIVAL_FLAG}"));
+        self.let_(i, format!("arith.cmpi ne, {seen}, {zero32} : i32"))
     }
 
     /// The float `v` of type `from` as `to`: `v` itself when they are the same, through f32

@@ -20,7 +20,7 @@
 // counted in a module global, combines them.
 // CHECK-DAG: .global .align 4 .b8 attention_arrivals[512];
 // CHECK-DAG: %nctaid.z
-// CHECK-DAG: atom.global.add.u32
+// CHECK-DAG: atom{{.*}}.global.add.u32
 // ART: target:          cuda-linux cpu=sm_90
 // ART: qmatmul
 // ART: rope

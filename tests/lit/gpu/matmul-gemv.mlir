@@ -22,7 +22,7 @@
 // PTX-DAG: .entry reduce(
 // PTX-DAG: ld.global.v4.b32
 // PTX-DAG: .global .align 4 .b8 gemv_arrivals[{{[0-9]+}}];
-// PTX-DAG: atom.global.add.u32
+// PTX-DAG: atom{{.*}}.global.add.u32
 // PTX-DAG: fence.acq_rel.gpu;
 func.func @g(%x: tensor<?x512xbf16> {max.name = "x"}, %w: tensor<512x1024xbf16> {max.name = "w"}, %b: tensor<1024xbf16> {max.name = "b"}) -> tensor<?x1024xbf16> {
   %m = "max.matmul"(%x, %w) : (tensor<?x512xbf16>, tensor<512x1024xbf16>) -> tensor<?x1024xbf16>

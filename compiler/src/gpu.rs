@@ -14,8 +14,8 @@
 //! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere; f32 without TF32 on
 //! the FP32 units, [`crate::gpu_sgemm`]), row reductions
 //! ([`crate::gpu_rows`]), the LLM kernels (quantized matmul [`crate::gpu_qmatmul`], KV cache
-//! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`]) and custom ops' PTX
-//! kernels.
+//! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`]), splits in one launch
+//! ([`crate::gpu_split`]) and custom ops' PTX kernels.
 //!
 //! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
 //! artifact's shared object cannot name a CUDA library (the runtime loads the driver itself,
@@ -75,9 +75,10 @@ pub fn lower_to_nvvm(target: &CudaTarget) -> String {
     };
     // Warpgroup-MMA kernels need the architecture-specific sm_90a; every other kernel module
     // gets the chip itself, so its PTX also runs on later GPUs. (Module names: `*_wgmma`,
-    // `*_mma`, `*_rows`, `*_sgemm`, `*_llm`, and `*_kernel[_N]` from gpu-kernel-outlining.)
+    // `*_mma`, `*_rows`, `*_sgemm`, `*_llm`, `*_split`, and `*_kernel[_N]` from
+    // gpu-kernel-outlining.)
     let attach = if target.chip == "sm_90" {
-        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows|sgemm|llm)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
+        "nvvm-attach-target{module=^.*_wgmma$ chip=sm_90a O=3},nvvm-attach-target{module=^.*_(kernel|mma|rows|sgemm|llm|split)(_[0-9]+)?$ chip=sm_90 O=3},".to_string()
     } else {
         format!("nvvm-attach-target{{chip={} O=3}},", target.chip)
     };
@@ -136,6 +137,7 @@ pub fn is_late_kernel(spec: &crate::lower::KernelSpec) -> bool {
         || crate::gpu_qmatmul::is_gpu_qmatmul(spec)
         || crate::gpu_kv_cache::is_gpu_cache_kernel(spec)
         || crate::gpu_rope::is_gpu_rope_kernel(spec)
+        || crate::gpu_split::is_gpu_split(spec)
         || flattened_matmul(spec).is_some()
 }
 
@@ -171,6 +173,8 @@ fn late_kernel(k: &crate::lower::KernelSpec, chip: &str) -> Option<String> {
         crate::gpu_kv_cache::kernel_func(k)
     } else if crate::gpu_rope::is_gpu_rope_kernel(k) {
         crate::gpu_rope::kernel_func(k)
+    } else if crate::gpu_split::is_gpu_split(k) {
+        crate::gpu_split::kernel_func(k)
     } else if crate::gpu_rows::is_row_kernel(k) {
         crate::gpu_rows::kernel_func(k)
     } else if crate::gpu_sgemm::is_sgemm(k) {

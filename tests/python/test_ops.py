@@ -454,6 +454,18 @@ def test_split(tmp_path):
           lambda x: [x[:, 0:2], x[:, 2:4], x[:, 4:6], x[:, :2], x[:, 2:]], n_out=5)
 
 
+def test_split_middle_and_leading_axes(tmp_path):
+    """A rank-3 f16 split along a middle axis (an outer, an axis and an inner index per
+    element in the GPU's one-launch split) and a static split along the rows."""
+    s, z = (None, 6, 5), (4, 3)
+    ts, ta, tb = ttype(s, "f16"), ttype((None, 2, 5), "f16"), ttype((None, 4, 5), "f16")
+    tz, tz1, tz3 = ttype(z, "f32"), ttype((1, 3), "f32"), ttype((3, 3), "f32")
+    body = [f'%r0, %r1 = "max.split"(%x) {{axis = -2 : i64, sizes = array<i64: 2, 4>}} : ({ts}) -> ({ta}, {tb})',
+            f'%r2, %r3 = "max.split"(%z) {{axis = 0 : i64, sizes = array<i64: 1, 3>}} : ({tz}) -> ({tz1}, {tz3})']
+    check(tmp_path, graph([("x", s, "f16"), ("z", z, "f32")], body, [ta, tb, tz1, tz3]), [("x", s, "f16"), ("z", z, "f32")],
+          lambda x, z: [x[:, :2], x[:, 2:], z[:1], z[1:]], n_out=4)
+
+
 def test_slice(tmp_path):
     s = (None, 10)
     ts = ttype(s, "f32")

@@ -72,6 +72,9 @@ pub struct Policy<'a> {
     /// apart: there the layer norm after such an add joins as well, and the matmul would
     /// split over batch rows (one workgroup for one sequence) instead of token rows.
     pub join_past_shared: bool,
+    /// Whether attention over a KV cache takes a cast as its consumer (the GPU kernel stores
+    /// its output converted; the CPU's cache kernels take no consumers).
+    pub attention_takes_cast: bool,
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
@@ -96,9 +99,11 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
             regions.len() - 1
         });
         open.retain(|_, reg| *reg != r);
-        // KV-cache kernels are written whole at the memref level and take no consumers.
+        // KV-cache kernels are written whole at the memref level and take no consumers (but
+        // a cast after attention, where the policy says so).
         let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || crate::qmatmul::applies(graph, node) || crate::rope::applies(graph, node);
-        if node.outputs.len() == 1 && !(policy.closed)(i) && !own_kernel {
+        let takes_cast = policy.attention_takes_cast && matches!(node.op, Op::CachedAttention { .. });
+        if node.outputs.len() == 1 && !(policy.closed)(i) && (!own_kernel || takes_cast) {
             open.insert(node.outputs[0], r);
         }
     }

@@ -26,7 +26,7 @@
 
 use crate::gpu_rows::RowOps;
 use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
-use crate::lower::{BindingType, KernelSpec};
+use crate::lower::{BindingType, KernelSpec, ValueRef};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
 
@@ -81,9 +81,28 @@ impl SplitConfig {
 /// Threads per block of the cache write.
 const WRITE_THREADS: usize = 128;
 
-/// Whether `spec` is a KV-cache kernel for the GPU.
+/// Whether `spec` is a KV-cache kernel for the GPU: a cache kernel, or attention followed
+/// by a cast of its result, which the kernel stores converted.
 pub fn is_gpu_cache_kernel(spec: &KernelSpec) -> bool {
-    spec.gpu && crate::kv_cache::is_cache_kernel(spec)
+    let attention_cast = match &spec.body[..] {
+        [a, c] => {
+            matches!(a.op, Op::CachedAttention { .. })
+                && matches!(c.op, Op::Cast(_))
+                && c.args == a.results
+                && spec.native.is_none()
+                && spec.outputs.len() == 1
+        }
+        _ => false,
+    };
+    spec.gpu && (crate::kv_cache::is_cache_kernel(spec) || attention_cast)
+}
+
+/// The dtype attention computes its result in (before a fused cast).
+fn attention_dtype(spec: &KernelSpec) -> DType {
+    match spec.body[0].results[0] {
+        ValueRef::Temp(_, d) => d,
+        _ => spec.outputs[0].dtype,
+    }
 }
 
 /// Head dims the attention kernel takes: 32, 64, 128 or 256 (a warp splits a key row into
@@ -236,6 +255,9 @@ fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<Stri
 /// Causal attention of `q` over the cache. Bindings: q, k_cache, v_cache, pos, slot, out.
 fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
+    // The output is attention's result, or its fused cast's: values are rounded to the
+    // former first, as when the cast is a kernel of its own.
+    let att_dt = attention_dtype(spec);
     let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
     let (qv, qt) = token_rows(s, "%b0", q, "%b3", &pm, "%q");
     let r = q.dims.len();
@@ -458,7 +480,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     }
     g.line(k, "%single = arith.cmpi eq, %nsplit, %c1 : index");
     g.line(k, "scf.if %single {");
-    let y = g.convert(k + 2, &sum, DType::F32, out.dtype);
+    let y = g.convert(k + 2, &sum, DType::F32, att_dt);
+    let y = g.convert(k + 2, &y, att_dt, out.dtype);
     g.line(k + 2, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(k, "} else {");
     g.line(k + 2, format!("memref.store {sum}, %R[%prow, %tid] : {wt}"));
@@ -466,7 +489,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "}");
     g.line(j, "%split_rows = arith.cmpi ugt, %nsplit, %c1 : index");
     g.line(j, "scf.if %split_rows {");
-    combine_splits(&mut g, j + 2, hd, &mx, &total, out.dtype, &ot, wt);
+    combine_splits(&mut g, j + 2, hd, &mx, &total, (att_dt, out.dtype), &ot, wt);
     g.line(j, "}");
     g.line(i, "}");
     g.line(i, "gpu.return");
@@ -480,7 +503,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
 /// and sum `total`, the block counts its arrival, and the row's last split combines every
 /// split s with weight `sum_s * exp(max_s - max) / total` (in split order) into `O`.
 #[allow(clippy::too_many_arguments)]
-fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt: DType, ot: &str, wt: &str) {
+fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, (att_dt, out_dt): (DType, DType), ot: &str, wt: &str) {
     g.line(i, "%t0only = arith.cmpi eq, %tid, %c0 : index");
     g.line(i, "scf.if %t0only {");
     g.line(i + 2, format!("%cmaxcol = arith.constant {hd} : index"));
@@ -518,7 +541,8 @@ fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, out_dt:
     g.line(k + 2, format!("scf.yield {gl}, {gacc} : f32, f32"));
     g.line(k, "}");
     let o = g.let_(k, format!("arith.divf {sums}#1, {sums}#0 : f32"));
-    let y = g.convert(k, &o, DType::F32, out_dt);
+    let y = g.convert(k, &o, DType::F32, att_dt);
+    let y = g.convert(k, &y, att_dt, out_dt);
     g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(i, "}");
 }

@@ -137,6 +137,7 @@ impl Program {
         // kernel, not joining its producer's region and taking no consumer but a cast to a
         // float type. A matmul takes elementwise consumers as its kernel's epilogue, which
         // reads extra operands only (not A or B: `x + x @ w` keeps its add apart there).
+        // Attention over the KV cache takes a cast to a float type, which it stores.
         let row_op = |n: usize| gpu && matches!(graph.nodes[n].op, Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. });
         let closed = |n: usize| is_native(n) || gpu_ptx(n);
         let admits = |region: &[usize], n: usize| {
@@ -147,11 +148,13 @@ impl Program {
                 region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
             } else if matches!(root.op, Op::MatMul) {
                 !node.inputs.iter().any(|v| root.inputs.contains(v))
+            } else if matches!(root.op, Op::CachedAttention { .. }) {
+                region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
             } else {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu });
         // Activations packed at run time for the matmuls reading them: their packed buffers.
         let mut packed_acts: HashMap<ValueId, usize> = HashMap::new();
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();

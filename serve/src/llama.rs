@@ -228,6 +228,22 @@ mod graph {
                 Linear::Dense(w, dt) => ops::cast(&ops::matmul(&ops::cast(x, *dt), w), DType::F32),
             }
         }
+
+        /// The type [`Linear::apply`] rounds its input to, if it rounds it.
+        fn input_dtype(&self) -> Option<DType> {
+            match self {
+                Linear::Dense(_, dt) if *dt != DType::F32 => Some(*dt),
+                _ => None,
+            }
+        }
+
+        /// [`Linear::apply`] to an `x` already rounded to [`Linear::input_dtype`].
+        fn apply_rounded(&self, x: &TensorValue) -> TensorValue {
+            match self {
+                Linear::Dense(w, dt) if *dt != DType::F32 => ops::cast(&ops::matmul(x, w), DType::F32),
+                _ => self.apply(x),
+            }
+        }
     }
 
     fn block_format(ty: GgmlType) -> Option<QuantFormat> {
@@ -459,8 +475,12 @@ mod graph {
             kc = ops::cache_write(&kc, &k, start, slot, layer as i64);
             vc = ops::cache_write(&vc, &v, start, slot, layer as i64);
             let a = ops::cached_attention(&q, &kc, &vc, start, slot, layer as i64, None);
+            // Rounded for the output projection before the reshape, so that on a GPU the
+            // attention kernel stores it rounded instead of a cast kernel of its own.
+            let o = b.linear(&p("attn_output"), e, qdim)?;
+            let a = o.input_dtype().map_or(a.clone(), |dt| ops::cast(&a, dt));
             let a = ops::reshape(&a, &[-1, qdim as i64]);
-            x = ops::add(&x, &b.linear(&p("attn_output"), e, qdim)?.apply(&a));
+            x = ops::add(&x, &o.apply_rounded(&a));
             let h = ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps);
             let gate_up = b.project(&h, &p("ffn_gate_up"), &[(p("ffn_gate"), ff), (p("ffn_up"), ff)], e)?;
             let m = ops::mul(&ops::silu(&gate_up[0]), &gate_up[1]);

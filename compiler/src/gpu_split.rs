@@ -15,7 +15,7 @@ use std::fmt::Write;
 const THREADS: usize = 256;
 
 /// Whether `spec` is a lone split whose parts are all outputs, along an axis that is, like
-/// every dim after it, static.
+/// every dim after it, static and not empty (the kernel divides by their sizes).
 pub fn is_gpu_split(spec: &KernelSpec) -> bool {
     let [f] = &spec.body[..] else { return false };
     let Op::Split { axis, .. } = f.op else { return false };
@@ -26,7 +26,7 @@ pub fn is_gpu_split(spec: &KernelSpec) -> bool {
         && spec.ptx.is_none()
         && rank >= 1
         && f.results.iter().all(|r| matches!(r, ValueRef::Output(_)))
-        && x.dims[axis.rem_euclid(rank) as usize..].iter().all(Option::is_some)
+        && x.dims[axis.rem_euclid(rank) as usize..].iter().all(|d| d.is_some_and(|d| d > 0))
         && spec.outputs.iter().all(|o| o.dims.len() == x.dims.len())
 }
 

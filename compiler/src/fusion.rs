@@ -158,11 +158,10 @@ fn absorb_splits(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &m
         }
         absorbed.push(s);
     }
-    let mut k = 0;
-    regions.retain(|_| {
-        k += 1;
-        !absorbed.contains(&(k - 1))
-    });
+    // Ascending: later indices go first, so earlier ones stay valid.
+    for s in absorbed.into_iter().rev() {
+        regions.remove(s);
+    }
 }
 
 /// Appends node `i` to the region it continues, if legal; returns that region.

@@ -53,17 +53,16 @@ impl Config {
     /// The defaults, or `MAX_GPU_GEMV`'s overrides.
     pub fn current() -> Config {
         let mut c = Config::default();
-        if let Ok(v) = std::env::var("MAX_GPU_GEMV") {
-            for kv in v.split(',').filter(|s| !s.trim().is_empty()) {
-                match kv.split_once('=').map(|(k, v)| (k.trim(), v.trim().parse::<i64>())) {
-                    Some(("lanes", Ok(x))) if [1, 2, 4, 8].contains(&x) => c.lanes = x,
-                    Some(("ahead", Ok(x))) if (1..=16).contains(&x) => c.ahead = x,
-                    Some(("blocks", Ok(x))) if x > 0 => c.blocks = x,
-                    Some(("max_chunks", Ok(x))) if x > 0 => c.max_chunks = x,
-                    _ => tracing::warn!("MAX_GPU_GEMV: ignoring {kv:?}"),
-                }
+        crate::tuning::apply_settings("MAX_GPU_GEMV", std::env::var("MAX_GPU_GEMV").ok(), |k, x| {
+            match k {
+                "lanes" if [1, 2, 4, 8].contains(&x) => c.lanes = x,
+                "ahead" if (1..=16).contains(&x) => c.ahead = x,
+                "blocks" if x > 0 => c.blocks = x,
+                "max_chunks" if x > 0 => c.max_chunks = x,
+                _ => return false,
             }
-        }
+            true
+        });
         c
     }
 

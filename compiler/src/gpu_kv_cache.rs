@@ -65,16 +65,16 @@ impl SplitConfig {
     /// The defaults, or `MAX_GPU_ATTENTION`'s overrides.
     pub fn current() -> SplitConfig {
         let mut c = SplitConfig::default();
-        if let Ok(v) = std::env::var("MAX_GPU_ATTENTION") {
-            for kv in v.split(',').filter(|s| !s.trim().is_empty()) {
-                match kv.split_once('=').map(|(k, v)| (k.trim(), v.trim().parse::<usize>())) {
-                    Some(("target", Ok(x))) if (1..=2 * MAX_SPLIT_ROWS).contains(&x) => c.target = x,
-                    Some(("min_keys", Ok(x))) if x > 0 => c.min_keys = x,
-                    Some(("max_splits", Ok(x))) if x > 0 => c.max_splits = x,
-                    _ => tracing::warn!("MAX_GPU_ATTENTION: ignoring {kv:?}"),
-                }
+        crate::tuning::apply_settings("MAX_GPU_ATTENTION", std::env::var("MAX_GPU_ATTENTION").ok(), |k, x| {
+            let Ok(x) = usize::try_from(x) else { return false };
+            match k {
+                "target" if (1..=2 * MAX_SPLIT_ROWS).contains(&x) => c.target = x,
+                "min_keys" if x > 0 => c.min_keys = x,
+                "max_splits" if x > 0 => c.max_splits = x,
+                _ => return false,
             }
-        }
+            true
+        });
         c
     }
 }
@@ -480,8 +480,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     }
     g.line(k, "%single = arith.cmpi eq, %nsplit, %c1 : index");
     g.line(k, "scf.if %single {");
-    let y = g.convert(k + 2, &sum, DType::F32, att_dt);
-    let y = g.convert(k + 2, &y, att_dt, out.dtype);
+    let y = output_value(&mut g, k + 2, &sum, (att_dt, out.dtype));
     g.line(k + 2, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(k, "} else {");
     g.line(k + 2, format!("memref.store {sum}, %R[%prow, %tid] : {wt}"));
@@ -498,26 +497,31 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     s.push_str(&g.s);
 }
 
+/// The f32 attention value `v` as the output stores it: rounded to attention's dtype, then
+/// converted to the output's (a fused cast's), as two kernels would (`types`: both dtypes).
+fn output_value(g: &mut Gen, indent: usize, v: &str, (att_dt, out_dt): (DType, DType)) -> String {
+    let a = g.convert(indent, v, DType::F32, att_dt);
+    g.convert(indent, &a, att_dt, out_dt)
+}
+
 /// Kernel code for a split row, after thread d < hd stored the split's softmax-weighted
 /// values (normalized by its own sum) in `R[%prow, d]`: thread 0 adds the split's max `mx`
 /// and sum `total`, the block counts its arrival, and the row's last split combines every
 /// split s with weight `sum_s * exp(max_s - max) / total` (in split order) into `O`.
 #[allow(clippy::too_many_arguments)]
-fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, (att_dt, out_dt): (DType, DType), ot: &str, wt: &str) {
+fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, types: (DType, DType), ot: &str, wt: &str) {
+    g.line(i, format!("%cmaxc = arith.constant {hd} : index"));
+    g.line(i, format!("%csumc = arith.constant {} : index", hd + 1));
     g.line(i, "%t0only = arith.cmpi eq, %tid, %c0 : index");
     g.line(i, "scf.if %t0only {");
-    g.line(i + 2, format!("%cmaxcol = arith.constant {hd} : index"));
-    g.line(i + 2, format!("%csumcol = arith.constant {} : index", hd + 1));
-    g.line(i + 2, format!("memref.store {mx}, %R[%prow, %cmaxcol] : {wt}"));
-    g.line(i + 2, format!("memref.store {total}, %R[%prow, %csumcol] : {wt}"));
+    g.line(i + 2, format!("memref.store {mx}, %R[%prow, %cmaxc] : {wt}"));
+    g.line(i + 2, format!("memref.store {total}, %R[%prow, %csumc] : {wt}"));
     g.line(i, "}");
     let last = g.arrive(i, "attention_arrivals", "%srow", "%nsplit", "%tid", "%flag");
     g.line(i, "%dmine = arith.cmpi ult, %tid, %cd : index");
     let combine = g.let_(i, format!("arith.andi {last}, %dmine : i1"));
     g.line(i, format!("scf.if {combine} {{"));
     let k = i + 2;
-    g.line(k, format!("%cmaxc = arith.constant {hd} : index"));
-    g.line(k, format!("%csumc = arith.constant {} : index", hd + 1));
     g.line(k, "%pfirst = arith.muli %srow, %nsplit : index");
     g.line(k, "%pend = arith.addi %pfirst, %nsplit : index");
     let gmax = g.let_(k, "scf.for %pr = %pfirst to %pend step %c1 iter_args(%gm = %ninf) -> (f32) {");
@@ -541,8 +545,7 @@ fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, (att_dt
     g.line(k + 2, format!("scf.yield {gl}, {gacc} : f32, f32"));
     g.line(k, "}");
     let o = g.let_(k, format!("arith.divf {sums}#1, {sums}#0 : f32"));
-    let y = g.convert(k, &o, DType::F32, att_dt);
-    let y = g.convert(k, &y, att_dt, out_dt);
+    let y = output_value(g, k, &o, types);
     g.line(k, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
     g.line(i, "}");
 }

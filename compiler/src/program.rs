@@ -144,12 +144,10 @@ impl Program {
             let (root, node) = (&graph.nodes[region[0]], &graph.nodes[n]);
             if !gpu {
                 true
-            } else if row_op(region[0]) {
+            } else if row_op(region[0]) || matches!(root.op, Op::CachedAttention { .. }) {
                 region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
             } else if matches!(root.op, Op::MatMul) {
                 !node.inputs.iter().any(|v| root.inputs.contains(v))
-            } else if matches!(root.op, Op::CachedAttention { .. }) {
-                region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
             } else {
                 true
             }

@@ -17,6 +17,19 @@ pub const KNOBS: &[&str] = &[
     "MAX_ZERO_SKIP",
 ];
 
+/// Applies a tuning knob's `key=value` settings (`MAX_GPU_GEMV=lanes=2,ahead=8`): `value`
+/// is the variable's value (`name` names it in warnings), each setting's value an integer.
+/// `apply` returns whether it took a setting; one it refuses, or that does not parse, is
+/// ignored with a warning.
+pub fn apply_settings(name: &str, value: Option<String>, mut apply: impl FnMut(&str, i64) -> bool) {
+    for kv in value.iter().flat_map(|v| v.split(',')).filter(|s| !s.trim().is_empty()) {
+        let taken = kv.split_once('=').is_some_and(|(k, v)| v.trim().parse().is_ok_and(|x| apply(k.trim(), x)));
+        if !taken {
+            tracing::warn!("{name}: ignoring {kv:?}");
+        }
+    }
+}
+
 /// The knobs set in this process's environment, as `NAME=value;` pairs in [`KNOBS`] order
 /// (empty when none is set), for a cache key.
 pub fn env_stamp() -> String {

@@ -13,9 +13,9 @@
 //! Per layer: RMS norm, the Q/K/V projection (the three weights side by side, one matmul,
 //! its output split, where their storage types allow), RoPE on Q and K, the K/V cache
 //! writes, causal grouped-query attention over the cache, the output projection and
-//! residual, then RMS norm, the SwiGLU MLP (gate and up as one matmul) and residual. Weights stay in their GGUF block layout where a
-//! kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K); other types are expanded to
-//! f32 at compile time.
+//! residual, then RMS norm, the SwiGLU MLP (gate and up as one matmul) and residual.
+//! Weights stay in their GGUF block layout where a kernel reads it (Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0, Q4_K, Q6_K); other types are expanded to f32 at compile time.
 
 use crate::gguf::{GgufError, GgufFile, MetadataValue};
 use crate::hf::{HfDir, HfError};
@@ -221,27 +221,24 @@ mod graph {
         /// `x @ w`. A dense bf16/f16 weight reads `x` cast to its type (where two
         /// projections read one activation, the compiler's graph-cse stage leaves one cast).
         fn apply(&self, x: &TensorValue) -> TensorValue {
+            self.apply_rounded(&self.round(x))
+        }
+
+        /// `x` as [`Linear::apply`] reads it: cast to a dense bf16/f16 weight's type.
+        fn round(&self, x: &TensorValue) -> TensorValue {
+            match self {
+                Linear::Dense(_, dt) if *dt != DType::F32 => ops::cast(x, *dt),
+                _ => x.clone(),
+            }
+        }
+
+        /// [`Linear::apply`] to an `x` already [`Linear::round`]ed.
+        fn apply_rounded(&self, x: &TensorValue) -> TensorValue {
             match self {
                 // Activations quantized to 8 bits per block, as llama.cpp computes.
                 Linear::Quant(w, f) => ops::qmatmul_q8(x, w, *f),
                 Linear::Dense(w, DType::F32) => ops::matmul(x, w),
-                Linear::Dense(w, dt) => ops::cast(&ops::matmul(&ops::cast(x, *dt), w), DType::F32),
-            }
-        }
-
-        /// The type [`Linear::apply`] rounds its input to, if it rounds it.
-        fn input_dtype(&self) -> Option<DType> {
-            match self {
-                Linear::Dense(_, dt) if *dt != DType::F32 => Some(*dt),
-                _ => None,
-            }
-        }
-
-        /// [`Linear::apply`] to an `x` already rounded to [`Linear::input_dtype`].
-        fn apply_rounded(&self, x: &TensorValue) -> TensorValue {
-            match self {
-                Linear::Dense(w, dt) if *dt != DType::F32 => ops::cast(&ops::matmul(x, w), DType::F32),
-                _ => self.apply(x),
+                Linear::Dense(w, _) => ops::cast(&ops::matmul(x, w), DType::F32),
             }
         }
     }
@@ -478,8 +475,7 @@ mod graph {
             // Rounded for the output projection before the reshape, so that on a GPU the
             // attention kernel stores it rounded instead of a cast kernel of its own.
             let o = b.linear(&p("attn_output"), e, qdim)?;
-            let a = o.input_dtype().map_or(a.clone(), |dt| ops::cast(&a, dt));
-            let a = ops::reshape(&a, &[-1, qdim as i64]);
+            let a = ops::reshape(&o.round(&a), &[-1, qdim as i64]);
             x = ops::add(&x, &o.apply_rounded(&a));
             let h = ops::rms_norm(&x, &b.vector(&p("ffn_norm"), e)?, cfg.rms_eps);
             let gate_up = b.project(&h, &p("ffn_gate_up"), &[(p("ffn_gate"), ff), (p("ffn_up"), ff)], e)?;

@@ -195,6 +195,44 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": outs})
 (case / "case.json").write_text(json.dumps({"name": "attention over a long cache (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
+echo "prepare: RoPE and the K/V cache writes in one kernel (merged and separate q/k/v; expected = the CPU path's)" >&2
+case_py rope_cache <<'PY'
+import json, subprocess, sys, tempfile
+from pathlib import Path
+import numpy as np
+maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+src = "tests/lit/gpu/rope-cache.mlir"
+subprocess.run([maxc, "compile", src, "--target", target, "-o", case / "g.maxa"], check=True)
+rng = np.random.default_rng(17)
+runs = []
+with tempfile.TemporaryDirectory() as t:
+    cpu = Path(t) / "cpu.maxa"
+    subprocess.run([maxc, "compile", src, "-o", cpu], check=True)
+    # A prefill of two rows (3 tokens each, one continuing at position 5), a decode step,
+    # and a decode step of two rows at the cache's last and first positions.
+    for k, (starts, slots, seq) in enumerate([([5, 0], [1, 0], 3), ([9], [2], 1), ([15, 0], [1, 2], 1)]):
+        n = len(starts) * seq
+        ins = {
+            "x": rng.standard_normal((n, 64)).astype(np.float32),
+            "w0": (rng.standard_normal((64, 512)) / 8).astype(np.float32),
+            "wq": (rng.standard_normal((64, 256)) / 8).astype(np.float32),
+            "wk": (rng.standard_normal((64, 128)) / 8).astype(np.float32),
+            "wv": (rng.standard_normal((64, 128)) / 8).astype(np.float32),
+            "positions": np.array([s + i for s in starts for i in range(seq)], np.int32),
+            "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
+            "kc": rng.standard_normal((2, 3, 16, 2, 64)).astype(np.float16),
+            "vc": rng.standard_normal((2, 3, 16, 2, 64)).astype(np.float16),
+        }
+        args = []
+        for name, a in ins.items():
+            np.save(case / f"in{k}_{name}.npy", a)
+            args += ["--input", f"{name}={case / f'in{k}_{name}.npy'}"]
+        outs = [f"want{k}_0.npy", f"want{k}_1.npy", f"want{k}_kc.npy", f"want{k}_vc.npy"]
+        state = ["--output", f"kc={case / outs[2]}", "--output", f"vc={case / outs[3]}"]
+        subprocess.run(["target/release/max", "run", cpu, "--entry", "layers", *args, "--output", case / outs[0], "--output", case / outs[1], *state], check=True)
+        runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2], "vc": outs[3]}})
+(case / "case.json").write_text(json.dumps({"name": "RoPE and K/V cache writes in one kernel (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
+PY
 if [ $cases_only = 1 ]; then
   exit 0
 fi

@@ -7,7 +7,9 @@
 //! matmul+softmax; an elementwise chain is one kernel).
 //!
 //! A split along a non-leading axis whose results only one elementwise region reads then
-//! moves into that region ([`absorb_splits`]).
+//! moves into that region ([`absorb_splits`]). On a GPU, the RoPE of q and k and the KV-cache
+//! writes that one attention reads become one region with several results
+//! ([`merge_rope_cache_writes`]).
 //!
 //! A consumer joins the region of its producer when:
 //! - the producer has one result, used by nothing outside the consumer, and not a graph
@@ -28,6 +30,10 @@ pub struct Region {
     /// Whether the kernel splits rows over workgroups, and for each value read from outside
     /// the region, whether it is sliced along with the rows.
     pub partition: Option<HashMap<ValueId, bool>>,
+    /// The region's results when they are not its last node's: a region that is not a chain
+    /// (see [`merge_rope_cache_writes`]). Its other values, and reshapes of them, are never
+    /// materialized.
+    pub outputs: Option<Vec<ValueId>>,
 }
 
 /// Whether the op is materialized without a kernel (weights, constants, free reshapes).
@@ -75,6 +81,9 @@ pub struct Policy<'a> {
     /// Whether attention over a KV cache takes a cast as its consumer (the GPU kernel stores
     /// its output converted; the CPU's cache kernels take no consumers).
     pub attention_takes_cast: bool,
+    /// Whether the RoPE of q and k, the K/V cache writes and the split of a merged q/k/v
+    /// projection before an attention are one kernel ([`crate::gpu_rope_cache`]).
+    pub rope_cache_writes: bool,
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
@@ -95,7 +104,7 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
         }
         let joined = if enable && fusible_consumer(&node.op) && !(policy.solo)(i) { try_join(graph, i, &uses, &open, &mut regions, policy) } else { None };
         let r = joined.unwrap_or_else(|| {
-            regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten() });
+            regions.push(Region { nodes: vec![i], partition: flags_by_value(graph, i).flatten(), outputs: None });
             regions.len() - 1
         });
         open.retain(|_, reg| *reg != r);
@@ -109,8 +118,38 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
     }
     if enable {
         absorb_splits(graph, &uses, &mut regions);
+        if policy.rope_cache_writes {
+            merge_rope_cache_writes(graph, &uses, &mut regions);
+        }
     }
     regions
+}
+
+/// Merges, for each attention over a KV cache, the regions of the RoPE of its q, of the
+/// keys it writes, of its K and V cache writes and of the split of a merged q/k/v
+/// projection they read ([`crate::gpu_rope_cache::group`]) into one region whose results are
+/// the rotated q and the two caches: a decode step's five launches between the q/k/v
+/// projection and attention become one. Each of those nodes must be a region of its own.
+/// The merged kernel runs where the group's last node ran, so the group's results must be
+/// read only after it.
+fn merge_rope_cache_writes(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
+    for (a, node) in graph.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::CachedAttention { .. }) {
+            continue;
+        }
+        let Some(group) = crate::gpu_rope_cache::group(graph, uses, a) else { continue };
+        let Some(mut members) = group.nodes.iter().map(|n| regions.iter().position(|r| r.nodes == [*n])).collect::<Option<Vec<usize>>>() else { continue };
+        let last = *group.nodes.last().expect("a group has nodes");
+        if group.outputs.iter().any(|v| uses.get(v).is_some_and(|u| u.iter().any(|r| *r <= last))) {
+            continue;
+        }
+        members.sort_unstable();
+        let at = members[0];
+        for r in members.into_iter().rev() {
+            regions.remove(r);
+        }
+        regions.insert(at, Region { nodes: group.nodes, partition: None, outputs: Some(group.outputs) });
+    }
 }
 
 /// Moves a split into the elementwise region that reads all its results, ahead of that

@@ -14,7 +14,8 @@
 //! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere; f32 without TF32 on
 //! the FP32 units, [`crate::gpu_sgemm`]), row reductions
 //! ([`crate::gpu_rows`]), the LLM kernels (quantized matmul [`crate::gpu_qmatmul`], KV cache
-//! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`]), splits in one launch
+//! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`], RoPE with the cache
+//! writes of a layer's q/k/v [`crate::gpu_rope_cache`]), splits in one launch
 //! ([`crate::gpu_split`]) and custom ops' PTX kernels.
 //!
 //! The host code calls MLIR's GPU runtime ABI (`mgpuLaunchKernel`, `mgpuMemAlloc`, ...). The
@@ -137,6 +138,7 @@ pub fn is_late_kernel(spec: &crate::lower::KernelSpec) -> bool {
         || crate::gpu_qmatmul::is_gpu_qmatmul(spec)
         || crate::gpu_kv_cache::is_gpu_cache_kernel(spec)
         || crate::gpu_rope::is_gpu_rope_kernel(spec)
+        || crate::gpu_rope_cache::is_gpu_rope_cache(spec)
         || crate::gpu_split::is_gpu_split(spec)
         || flattened_matmul(spec).is_some()
 }
@@ -173,6 +175,8 @@ fn late_kernel(k: &crate::lower::KernelSpec, chip: &str) -> Option<String> {
         crate::gpu_kv_cache::kernel_func(k)
     } else if crate::gpu_rope::is_gpu_rope_kernel(k) {
         crate::gpu_rope::kernel_func(k)
+    } else if crate::gpu_rope_cache::is_gpu_rope_cache(k) {
+        crate::gpu_rope_cache::kernel_func(k)
     } else if crate::gpu_split::is_gpu_split(k) {
         crate::gpu_split::kernel_func(k)
     } else if crate::gpu_rows::is_row_kernel(k) {

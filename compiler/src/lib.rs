@@ -23,6 +23,7 @@ pub mod gpu_loops;
 pub mod gpu_kv_cache;
 pub mod gpu_qmatmul;
 pub mod gpu_rope;
+pub mod gpu_rope_cache;
 pub mod gpu_split;
 pub mod gpu_rows;
 pub mod gpu_sgemm;

@@ -152,7 +152,14 @@ impl Program {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu });
+        // Values a region computes but does not store (a region with explicit results), and
+        // reshapes of them: they get no buffer.
+        let mut unstored: HashSet<ValueId> = regions
+            .iter()
+            .filter_map(|r| r.outputs.as_ref().map(|outs| (r, outs)))
+            .flat_map(|(r, outs)| r.nodes.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).filter(move |v| !outs.contains(v)))
+            .collect();
         // Activations packed at run time for the matmuls reading them: their packed buffers.
         let mut packed_acts: HashMap<ValueId, usize> = HashMap::new();
         let region_of: HashMap<usize, usize> = regions.iter().enumerate().flat_map(|(r, reg)| reg.nodes.iter().map(move |n| (*n, r))).collect();
@@ -223,6 +230,10 @@ impl Program {
                         let s = self.weight_section(format!("weight:{name}"), bytes);
                         buffers.push(buffer(v, BufferKind::Weight(s)));
                     }
+                }
+                Op::Reshape { .. } if unstored.contains(&node.inputs[0]) => {
+                    unstored.insert(node.outputs[0]);
+                    continue;
                 }
                 Op::Reshape { .. } => {
                     let src = of_value[&node.inputs[0]];
@@ -320,16 +331,28 @@ impl Program {
     ) {
         let last = &graph.nodes[*region.nodes.last().unwrap()];
         let produced: Vec<ValueId> = region.nodes.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).collect();
+        // A reshape of a value the region computes is that value (a region with explicit
+        // results reads its split's parts reshaped).
+        let source = |v: ValueId| {
+            let mut s = v;
+            while let Some(p) = graph.producer(s).filter(|p| matches!(graph.nodes[*p].op, Op::Reshape { .. })) {
+                s = graph.nodes[p].inputs[0];
+                if produced.contains(&s) {
+                    return s;
+                }
+            }
+            v
+        };
         // Inputs: values read from outside the region, in order of first use.
         let mut inputs: Vec<ValueId> = Vec::new();
         for n in &region.nodes {
-            for v in &graph.nodes[*n].inputs {
-                if !produced.contains(v) && !inputs.contains(v) {
-                    inputs.push(*v);
+            for v in graph.nodes[*n].inputs.iter().map(|v| source(*v)) {
+                if !produced.contains(&v) && !inputs.contains(&v) {
+                    inputs.push(v);
                 }
             }
         }
-        let outputs: Vec<ValueId> = last.outputs.clone();
+        let outputs: Vec<ValueId> = region.outputs.clone().unwrap_or_else(|| last.outputs.clone());
         let mut refs: HashMap<ValueId, ValueRef> = HashMap::new();
         for (i, v) in inputs.iter().enumerate() {
             refs.insert(*v, ValueRef::Input(i));
@@ -347,7 +370,7 @@ impl Program {
             let packed_rhs = matches!(node.op, Op::MatMul) && (packed.contains(&node.inputs[1]) || prepacked.is_some_and(|(b, _)| node.inputs[1] == b));
             body.push(FusedOp {
                 op: node.op.clone(),
-                args: node.inputs.iter().map(|v| refs[v]).collect(),
+                args: node.inputs.iter().map(|v| refs[&source(*v)]).collect(),
                 results: node.outputs.iter().map(|v| refs[v]).collect(),
                 packed_rhs,
                 sparse_lhs: packed_rhs && self.gpu.is_none() && graph.producer(node.inputs[0]).is_some_and(|p| matches!(graph.nodes[p].op, Op::Unary(UnaryOp::Relu))),
@@ -359,8 +382,9 @@ impl Program {
         }
         for &o in &outputs {
             // A cache write updates its cache operand's buffer in place.
-            let kind = match &last.op {
-                Op::CacheWrite { .. } => BufferKind::Alias(of_value[&last.inputs[0]]),
+            let producer = &graph.nodes[graph.producer(o).expect("a region's result has a producer")];
+            let kind = match &producer.op {
+                Op::CacheWrite { .. } => BufferKind::Alias(of_value[&producer.inputs[0]]),
                 _ => BufferKind::Temp,
             };
             buffers.push(buffer(o, kind));

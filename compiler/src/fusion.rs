@@ -84,6 +84,9 @@ pub struct Policy<'a> {
     /// Whether the RoPE of q and k, the K/V cache writes and the split of a merged q/k/v
     /// projection before an attention are one kernel ([`crate::gpu_rope_cache`]).
     pub rope_cache_writes: bool,
+    /// Whether a region computing `cast(rms_norm(x, w))` moves into the matmul region that
+    /// alone reads it ([`crate::gpu_norm_matmul`]).
+    pub norm_into_matmul: bool,
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
@@ -121,8 +124,34 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
         if policy.rope_cache_writes {
             merge_rope_cache_writes(graph, &uses, &mut regions);
         }
+        if policy.norm_into_matmul {
+            merge_norms_into_matmuls(graph, &uses, &mut regions);
+        }
     }
     regions
+}
+
+/// Moves each region computing `cast(rms_norm(x, w))` whose result only a matmul reads, as
+/// its A, into that matmul's region, ahead of it ([`crate::gpu_norm_matmul::fusible`]
+/// says when): on a GPU the matrix-vector kernel then computes A itself.
+fn merge_norms_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
+    let mut absorbed = Vec::new();
+    for s in 0..regions.len() {
+        let [norm, cast] = regions[s].nodes[..] else { continue };
+        let h = graph.nodes[cast].outputs[0];
+        let Some(&[mm]) = uses.get(&h).map(Vec::as_slice) else { continue };
+        let Some(r) = regions.iter().position(|reg| reg.nodes.first() == Some(&mm) && reg.outputs.is_none()) else { continue };
+        if graph.outputs.contains(&h) || !crate::gpu_norm_matmul::fusible(graph, norm, cast, &regions[r].nodes) {
+            continue;
+        }
+        let target = &mut regions[r];
+        target.nodes.splice(0..0, [norm, cast]);
+        target.partition = None;
+        absorbed.push(s);
+    }
+    for s in absorbed.into_iter().rev() {
+        regions.remove(s);
+    }
 }
 
 /// Merges, for each attention over a KV cache, the regions of the RoPE of its q, of the

@@ -106,7 +106,12 @@ pub fn applies(a: &BindingType, b: &BindingType) -> bool {
 /// [`applies`] accepted); `out_args` are the kernel's operands after the chunk length (the
 /// epilogue's and the output).
 pub fn host(module: &str, a: &BindingType, b: &BindingType, out_args: &str, otherwise: &str) -> String {
-    let (ta, tb) = (a.memref(), b.memref());
+    host_with(module, a, b, &format!("%b0 : {}, %b1 : {}", a.memref(), b.memref()), out_args, otherwise)
+}
+
+/// [`host`] with the kernels' leading arguments `operands` (A's or its sources', then B's),
+/// for kernels that compute A themselves ([`norm_kernels`]).
+pub fn host_with(module: &str, a: &BindingType, b: &BindingType, operands: &str, out_args: &str, otherwise: &str) -> String {
     let (k, n) = (a.dims[1].expect("applies: static K"), b.dims[1].expect("applies: static N"));
     let (gx, kc, chunks) = Config::current().grid(k, n);
     format!(
@@ -122,9 +127,9 @@ pub fn host(module: &str, a: &BindingType, b: &BindingType, out_args: &str, othe
       %gv_p = memref.alloc(%gv_chunks, %m, %n) : memref<?x?x?xf32>
       %gv_one = arith.cmpi eq, %m, %c1 : index
       scf.if %gv_one {{
-        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
+        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
       }} else {{
-        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args(%b0 : {ta}, %b1 : {tb}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
+        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
       }}
       memref.dealloc %gv_p : memref<?x?x?xf32>
     }} else {{
@@ -140,17 +145,47 @@ pub fn host(module: &str, a: &BindingType, b: &BindingType, out_args: &str, othe
 /// `@gemv_arrivals`, one counter per column block, zero when the module loads and put back
 /// to zero by each last block (kernels on one stream never overlap).
 pub fn kernel(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType) -> String {
+    kernels(spec, &Source::Plain(ta), tb, tc, dt)
+}
+
+/// The kernels `@gemv1` and `@gemv` of [`kernel`] for A = `cast(rms_norm(x, w))` (the
+/// cast to B's dtype), which each block computes for its chunk of K from `x[M, K]` (f32)
+/// and `w[K]`: it first reduces each row's sum of squares over all of K, then stores its
+/// chunk of A, rounded as the cast rounds it, in shared memory. The row kernel that stored A
+/// was a launch of its own before each of a decode step's norm-fed projections. Their
+/// launch arguments: x, w, then [`kernel`]'s from B on.
+pub fn norm_kernels(spec: &KernelSpec, x: &BindingType, w: &BindingType, epsilon: f64, tb: &str, tc: &str, dt: DType) -> String {
+    kernels(spec, &Source::Norm { x, w, epsilon }, tb, tc, dt)
+}
+
+/// Whether [`norm_kernels`] fit a block's shared memory for `x[M, k] @ B[k, n]`: A's chunk
+/// for [`MAX_ROWS`] rows next to the K lanes' sums.
+pub fn norm_fits(k: i64, n: i64) -> bool {
+    let c = Config::current();
+    let kc = c.grid(k, n).1;
+    (MAX_ROWS as i64 * kc + c.lanes * c.cols() * MAX_ROWS as i64) * 4 + 64 <= 48 * 1024
+}
+
+/// Where a kernel reads A.
+enum Source<'a> {
+    /// A itself (`%A`, of this type).
+    Plain(&'a str),
+    /// `cast(rms_norm(x, w))`, computed by each block ([`norm_kernels`]).
+    Norm { x: &'a BindingType, w: &'a BindingType, epsilon: f64 },
+}
+
+fn kernels(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType) -> String {
     let c = Config::current();
     let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
     let gx = c.grid(k, n).0;
     let mut s = format!("    {}\n", crate::gpu_text::arrival_counters("gemv_arrivals", gx as usize));
-    s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, 1, "gemv1"));
-    s.push_str(&kernel_rows(spec, ta, tb, tc, dt, c, MAX_ROWS, "gemv"));
+    s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, 1, "gemv1"));
+    s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, MAX_ROWS, "gemv"));
     s
 }
 
 #[allow(clippy::too_many_arguments)]
-fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: Config, nrows: usize, name: &str) -> String {
+fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, cfg: Config, nrows: usize, name: &str) -> String {
     let Config { lanes, ahead, .. } = cfg;
     let (cols, step) = (cfg.cols(), cfg.step());
     let groups = THREADS / lanes;
@@ -160,9 +195,25 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
     let rows: Vec<usize> = (0..nrows).collect();
     let shared = format!("memref<{}xf32, #gpu.address_space<workgroup>>", lanes * cols * nrows as i64);
     let flag = ARRIVAL_FLAG;
-    let workgroup = if lanes > 1 { format!(" workgroup(%flag : {flag}, %red : {shared})") } else { format!(" workgroup(%flag : {flag})") };
+    let mut workgroup = vec![format!("%flag : {flag}")];
+    if lanes > 1 {
+        workgroup.push(format!("%red : {shared}"));
+    }
+    // A's chunk (rows x the chunk's K) for a kernel that computes A, and the slots of its
+    // block reductions.
+    let kc_static = cfg.grid(spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0)).1;
+    let a_chunk = format!("memref<{}xf32, #gpu.address_space<workgroup>>", nrows as i64 * kc_static);
+    let (a_params, a_var) = match src {
+        Source::Plain(ta) => (format!("%A: {ta}"), "%A"),
+        Source::Norm { x, w, .. } => {
+            workgroup.push(format!("%As : {a_chunk}"));
+            workgroup.push(format!("%pred : memref<{}xf32, #gpu.address_space<workgroup>>", THREADS / 32));
+            (format!("%X: {}, %Wn: {}", x.memref(), w.memref()), "%X")
+        }
+    };
+    let workgroup = format!(" workgroup({})", workgroup.join(", "));
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect();
-    g.line(4, format!("gpu.func @{name}(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @{name}({a_params}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     let consts: std::collections::BTreeSet<i64> = [0, 1, 8].into_iter().chain((1..ahead).map(|u| lanes * u)).collect();
     for c in consts {
         g.line(i, format!("%c{c} = arith.constant {c} : index"));
@@ -170,8 +221,12 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
     g.line(i, format!("%ccols = arith.constant {cols} : index"));
     g.line(i, format!("%cgroups = arith.constant {groups} : index"));
     g.line(i, format!("%cstep = arith.constant {step} : index"));
-    g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
-    g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
+    let ta_dims = match src {
+        Source::Plain(ta) => ta.to_string(),
+        Source::Norm { x, .. } => x.memref(),
+    };
+    g.line(i, format!("%M = memref.dim {a_var}, %c0 : {ta_dims}"));
+    g.line(i, format!("%K = memref.dim {a_var}, %c1 : {ta_dims}"));
     g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
     g.line(i, "%tid = gpu.thread_id x");
     g.line(i, "%bx = gpu.block_id x");
@@ -198,6 +253,9 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
     g.line(i, "%fzero = arith.constant 0.0 : f32");
+    if let Source::Norm { x, w, epsilon } = src {
+        norm_prologue(&mut g, i, &rows, (x, w, *epsilon), kc_static, dt, &a_chunk);
+    }
     let vtys = vec!["vector<8xf32>"; nrows].join(", ");
     let zeros = vec!["%z8"; nrows].join(", ");
     let inits: Vec<String> = rows.iter().map(|m| format!("%a{m} = %z8")).collect();
@@ -215,8 +273,18 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
     for (ku, bv) in &bs {
         let bf = g.let_(j, format!("arith.extf {bv} : vector<8x{t}> to vector<8xf32>"));
         for &m in &rows {
-            let xa = g.let_(j, format!("memref.load %A[%rm{m}, {ku}] : {ta}"));
-            let xf = g.let_(j, format!("arith.extf {xa} : {t} to f32"));
+            let xf = match src {
+                Source::Plain(ta) => {
+                    let xa = g.let_(j, format!("memref.load %A[%rm{m}, {ku}] : {ta}"));
+                    g.let_(j, format!("arith.extf {xa} : {t} to f32"))
+                }
+                Source::Norm { .. } => {
+                    let kk = g.let_(j, format!("arith.subi {ku}, %k0 : index"));
+                    let mo = g.let_(j, format!("arith.constant {} : index", m as i64 * kc_static));
+                    let at = g.let_(j, format!("arith.addi {kk}, {mo} : index"));
+                    g.let_(j, format!("memref.load %As[{at}] : {a_chunk}"))
+                }
+            };
             // One row is always there (M >= 1): no zeroing.
             let xs = if nrows == 1 { xf } else { g.let_(j, format!("arith.select %in{m}, {xf}, %fzero : f32")) };
             let xv = g.let_(j, format!("vector.broadcast {xs} : f32 to vector<8xf32>"));
@@ -288,6 +356,64 @@ fn kernel_rows(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType, cfg: 
     }
     reduce_last(&mut g, spec, tc, cols);
     g.s
+}
+
+/// Kernel code: `%As[m * kc + kk] = cast(rms_norm(x, w))[m, k0 + kk]` for this block's
+/// chunk (zero past K and for rows past M), as f32 values rounded to `dt` (B's type, the
+/// cast's), then a barrier. Each row's sum of squares is reduced over all of K the way
+/// the row kernel ([`crate::gpu_rows`]) reduces it with 256 threads, and `y = x * r * w`
+/// is its arithmetic.
+fn norm_prologue(g: &mut Gen, i: usize, rows: &[usize], (x, w, epsilon): (&BindingType, &BindingType, f64), kc: i64, dt: DType, a_chunk: &str) {
+    use crate::gpu_rows::RowOps;
+    let (tx, tw) = (x.memref(), w.memref());
+    g.line(i, "%w32 = arith.constant 32 : i32");
+    g.line(i, "%pc32 = arith.constant 32 : index");
+    g.line(i, "%warp = arith.divui %tid, %pc32 : index");
+    g.line(i, "%plane = arith.remui %tid, %pc32 : index");
+    g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
+    g.line(i, format!("%pthreads = arith.constant {THREADS} : index"));
+    g.line(i, format!("%pkc = arith.constant {kc} : index"));
+    g.line(i, "%Ki = arith.index_cast %K : index to i64");
+    g.line(i, "%Kf = arith.sitofp %Ki : i64 to f32");
+    g.line(i, format!("%peps = arith.constant {} : f32", crate::lower::float_lit(epsilon)));
+    for &m in rows {
+        let part = g.fresh();
+        g.line(i, format!("{part} = scf.for %pc = %tid to %K step %pthreads iter_args(%pa = %fzero) -> (f32) {{"));
+        let xv = g.let_(i + 2, format!("memref.load %X[%rm{m}, %pc] : {tx}"));
+        let xf = g.as_f32(i + 2, &xv, x.dtype);
+        let sq = g.let_(i + 2, format!("arith.mulf {xf}, {xf} : f32"));
+        let acc = g.let_(i + 2, format!("arith.addf %pa, {sq} : f32"));
+        g.line(i + 2, format!("scf.yield {acc} : f32"));
+        g.line(i, "}");
+        let ss = g.block_reduce_in(i, &part, "addf", THREADS as usize, "%pred");
+        let ms = g.let_(i, format!("arith.divf {ss}, %Kf : f32"));
+        let sh = g.let_(i, format!("arith.addf {ms}, %peps : f32"));
+        let r = g.let_(i, format!("math.rsqrt {sh} : f32"));
+        g.line(i, "scf.for %pk = %tid to %pkc step %pthreads {");
+        let j = i + 2;
+        let kk = g.let_(j, "arith.addi %k0, %pk : index");
+        let kin = g.let_(j, format!("arith.cmpi ult, {kk}, %K : index"));
+        let ok = g.let_(j, format!("arith.andi {kin}, %in{m} : i1"));
+        let v = g.fresh();
+        g.line(j, format!("{v} = scf.if {ok} -> (f32) {{"));
+        let xv = g.let_(j + 2, format!("memref.load %X[%rm{m}, {kk}] : {tx}"));
+        let xf = g.as_f32(j + 2, &xv, x.dtype);
+        let wv = g.let_(j + 2, format!("memref.load %Wn[{kk}] : {tw}"));
+        let wf = g.as_f32(j + 2, &wv, w.dtype);
+        let y = g.let_(j + 2, format!("arith.mulf {xf}, {r} : f32"));
+        let y = g.let_(j + 2, format!("arith.mulf {y}, {wf} : f32"));
+        let rounded = g.convert(j + 2, &y, DType::F32, dt);
+        let back = g.convert(j + 2, &rounded, dt, DType::F32);
+        g.line(j + 2, format!("scf.yield {back} : f32"));
+        g.line(j, "} else {");
+        g.line(j + 2, "scf.yield %fzero : f32");
+        g.line(j, "}");
+        let mo = g.let_(j, format!("arith.constant {} : index", m as i64 * kc));
+        let at = g.let_(j, format!("arith.addi %pk, {mo} : index"));
+        g.line(j, format!("memref.store {v}, %As[{at}] : {a_chunk}"));
+        g.line(i, "}");
+    }
+    g.line(i, "gpu.barrier");
 }
 
 /// The kernel's end, after its partial sums are stored: the block counts its arrival on its

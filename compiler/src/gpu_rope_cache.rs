@@ -36,7 +36,8 @@ pub struct Group {
 /// from a write with the same rows (`pos`, `slot`) and layer. q, k and v are either all
 /// reshaped parts of one split along the columns of an `[N, total]` value, each part read by
 /// its one reshape and that by its one reader, or none of them is a split's part. No other
-/// node may read the caches the writes update, except before the group.
+/// node at or after the group's first may read the caches the writes update (the kernel
+/// writes them where the group's last node ran).
 pub fn group(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, attention: usize) -> Option<Group> {
     let a = &graph.nodes[attention];
     let Op::CachedAttention { layer, .. } = a.op else { return None };
@@ -45,14 +46,16 @@ pub fn group(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, attention: usiz
     let (rq, q_rope) = node(a.inputs[0])?;
     let (wk, k_write) = node(a.inputs[1])?;
     let (wv, v_write) = node(a.inputs[2])?;
-    let (rk, k_rope) = node(k_write.inputs[1])?;
     let writes_layer = |op: &Op| matches!(op, Op::CacheWrite { layer: l } if *l == layer);
+    // Two writes (one cache read as both K and V is not this pattern).
+    if !writes_layer(&k_write.op) || !writes_layer(&v_write.op) || wk == wv {
+        return None;
+    }
+    let (rk, k_rope) = node(k_write.inputs[1])?;
     if !crate::rope::applies(graph, q_rope)
         || !crate::rope::applies(graph, k_rope)
         || q_rope.op != k_rope.op
         || q_rope.inputs[1] != k_rope.inputs[1]
-        || !writes_layer(&k_write.op)
-        || !writes_layer(&v_write.op)
         || k_write.inputs[2..] != v_write.inputs[2..]
         || !read_only_by(k_rope.outputs[0], wk)
     {
@@ -74,7 +77,7 @@ pub fn group(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, attention: usiz
     let parts: Vec<Option<(usize, usize)>> = sources.iter().map(|s| part(*s)).collect();
     let mut nodes = vec![rq, rk, wk, wv];
     if parts.iter().any(Option::is_some) {
-        let Some(parts) = parts.into_iter().collect::<Option<Vec<(usize, usize)>>>() else { return None };
+        let parts = parts.into_iter().collect::<Option<Vec<(usize, usize)>>>()?;
         let s = parts[0].0;
         let split = &graph.nodes[s];
         let x = graph.ty(split.inputs[0]);
@@ -207,10 +210,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     s.push_str("    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n");
     let mut views: HashMap<usize, (String, String)> = HashMap::new();
     for src in [r.q, r.k, r.v] {
-        if !views.contains_key(&src.binding) {
-            let v = columns(&mut s, src.binding, bindings[src.binding]);
-            views.insert(src.binding, v);
-        }
+        views.entry(src.binding).or_insert_with(|| columns(&mut s, src.binding, bindings[src.binding]));
     }
     let (xq, xk, xv) = (&views[&r.q.binding], &views[&r.k.binding], &views[&r.v.binding]);
     let (pm, stm, slm) = (bindings[r.positions].memref(), bindings[r.start].memref(), bindings[r.slot].memref());
@@ -294,7 +294,13 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(w, "%ok3 = arith.cmpi sle, %end, %tmax : index");
     g.line(w, "%ok01 = arith.andi %ok0, %ok1 : i1");
     g.line(w, "%ok23 = arith.andi %ok2, %ok3 : i1");
-    g.line(w, "%ok = arith.andi %ok01, %ok23 : i1");
+    g.line(w, format!("%vbmax = memref.dim %VC, %c1 : {vm}"));
+    g.line(w, format!("%vtmax = memref.dim %VC, %c2 : {vm}"));
+    g.line(w, "%ok4 = arith.cmpi slt, %slot, %vbmax : index");
+    g.line(w, "%ok5 = arith.cmpi sle, %end, %vtmax : index");
+    g.line(w, "%ok45 = arith.andi %ok4, %ok5 : i1");
+    g.line(w, "%ok0123 = arith.andi %ok01, %ok23 : i1");
+    g.line(w, "%ok = arith.andi %ok0123, %ok45 : i1");
     g.line(w, "scf.if %ok {");
     let x = w + 2;
     g.line(x, "%t = arith.addi %pos, %si : index");

@@ -66,6 +66,7 @@ pub(crate) trait RowOps {
     fn as_f32(&mut self, indent: usize, v: &str, dt: DType) -> String;
     fn exp(&mut self, indent: usize, x: &str) -> String;
     fn block_reduce(&mut self, indent: usize, v: &str, op: &str, threads: usize) -> String;
+    fn block_reduce_in(&mut self, indent: usize, v: &str, op: &str, threads: usize, slots: &str) -> String;
     fn fold_columns(&mut self, indent: usize, init: &str, body: &mut dyn FnMut(&mut Gen, usize, &str, &str) -> String) -> String;
 }
 
@@ -81,6 +82,10 @@ impl RowOps for Gen {
     /// Combines `v` over the block of `threads` threads with `op` (`maximumf` or `addf`);
     /// every thread gets the result. `%red` holds a slot per warp.
     fn block_reduce(&mut self, indent: usize, v: &str, op: &str, threads: usize) -> String {
+        self.block_reduce_in(indent, v, op, threads, "%red")
+    }
+    /// [`RowOps::block_reduce`] through the workgroup buffer `slots` (`threads / 32` f32s).
+    fn block_reduce_in(&mut self, indent: usize, v: &str, op: &str, threads: usize, slots: &str) -> String {
         let mut acc = v.to_string();
         for off in [16, 8, 4, 2, 1] {
             let o = self.let_(indent, format!("arith.constant {off} : i32"));
@@ -89,13 +94,13 @@ impl RowOps for Gen {
             acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
         }
         self.line(indent, "scf.if %lane0 {");
-        self.line(indent + 2, format!("memref.store {acc}, %red[%warp] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
+        self.line(indent + 2, format!("memref.store {acc}, {slots}[%warp] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
         self.line(indent, "}");
         self.line(indent, "gpu.barrier");
-        let mut total = self.let_(indent, format!("memref.load %red[%c0] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
+        let mut total = self.let_(indent, format!("memref.load {slots}[%c0] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
         for w in 1..threads / 32 {
             let cw = self.let_(indent, format!("arith.constant {w} : index"));
-            let x = self.let_(indent, format!("memref.load %red[{cw}] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
+            let x = self.let_(indent, format!("memref.load {slots}[{cw}] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
             total = self.let_(indent, format!("arith.{op} {total}, {x} : f32"));
         }
         // The slots are rewritten by the next reduction.

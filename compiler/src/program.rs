@@ -152,7 +152,7 @@ impl Program {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, norm_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
         // Values a region computes but does not store (a region with explicit results), and
         // reshapes of them: they get no buffer.
         let mut unstored: HashSet<ValueId> = regions
@@ -343,11 +343,14 @@ impl Program {
             }
             v
         };
-        // Inputs: values read from outside the region, in order of first use.
+        // Inputs: values read from outside the region, in order of first use. The KV-cache
+        // kernels take one binding per operand, in operand order, even where two operands are
+        // one value (attention reading one cache as both K and V).
+        let positional = matches!(graph.nodes[region.nodes[0]].op, Op::CacheWrite { .. } | Op::CachedAttention { .. });
         let mut inputs: Vec<ValueId> = Vec::new();
         for n in &region.nodes {
             for v in graph.nodes[*n].inputs.iter().map(|v| source(*v)) {
-                if !produced.contains(&v) && !inputs.contains(&v) {
+                if !produced.contains(&v) && (positional || !inputs.contains(&v)) {
                     inputs.push(v);
                 }
             }
@@ -406,9 +409,9 @@ impl Program {
             shift(&partition_extent(graph, root), base)
         } else if crate::qmatmul::applies(graph, root) {
             // The micro-kernel deals out output columns (weight rows).
-            graph.ty(root.outputs[0]).dims[1].clone()
+            shift(&graph.ty(root.outputs[0]).dims[1], base)
         } else if crate::rope::applies(graph, root) {
-            graph.ty(root.outputs[0]).dims[0].clone()
+            shift(&graph.ty(root.outputs[0]).dims[0], base)
         } else if let Op::CachedAttention { .. } = root.op {
             // One work item per (batch row, head, query), dealt out by the kernel itself.
             let q = graph.ty(root.inputs[0]);

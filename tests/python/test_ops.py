@@ -890,6 +890,29 @@ def test_rms_norm_then_cast(tmp_path, width):
           [("x", s, "f32"), ("w", sw, "f32")], ref, rtol=2e-3, atol=2e-3, sizes=[1, 5])
 
 
+@pytest.mark.parametrize("k", [256, 2048])
+def test_rms_norm_into_matmul(tmp_path, k):
+    """`cast(rms_norm(x, w)) @ b + r`, a projection after a Llama norm: on an sm_90 GPU one
+    dispatch whose matrix-vector kernel computes the norm for 1-4 rows (1, 3, 4 here); 7 rows
+    run the row kernel, then the matmul. The 2048-wide rows take the row kernel's 1024
+    threads there and the matrix-vector kernel's 256 here."""
+    s, sw, sb, so = (None, k), (k,), (k, 64), (None, 64)
+    t, tw, th, tb, ty, to = ttype(s, "f32"), ttype(sw, "f32"), ttype(s, "f16"), ttype(sb, "f16"), ttype(so, "f16"), ttype(so, "f32")
+    body = [f'%n = "max.rms_norm"(%x, %w) {{epsilon = 1.0e-5 : f64}} : ({t}, {tw}) -> {t}',
+            f'%h = "max.cast"(%n) : ({t}) -> {th}',
+            f'%y = "max.matmul"(%h, %b) : ({th}, {tb}) -> {ty}',
+            f'%y32 = "max.cast"(%y) : ({ty}) -> {to}',
+            f'%r0 = "max.add"(%y32, %r) : ({to}, {to}) -> {to}']
+
+    def ref(x, w, b, r):
+        x64 = x.astype(np.float64)
+        h = (x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-5) * w).astype(np.float32).astype(np.float16)
+        y = (h.astype(np.float64) @ b.astype(np.float64)).astype(np.float16)
+        return (y.astype(np.float32) + r).astype(np.float32)
+    ins = [("x", s, "f32"), ("w", sw, "f32"), ("b", sb, "f16"), ("r", so, "f32")]
+    check(tmp_path, graph(ins, body, [to]), ins, ref, rtol=5e-3, atol=5e-3, sizes=[1, 3, 4, 7])
+
+
 def rope_ref(x, pos, base, interleaved):
     d = x.shape[-1]
     inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)          # [d/2]

@@ -1,0 +1,54 @@
+// On sm_90, a projection after an rms_norm (`cast(rms_norm(x, w)) @ b`, epilogue and all)
+// is one dispatch: for 1-4 rows the matrix-vector kernels compute the norm themselves (A's
+// chunk in shared memory, no row kernel); other row counts call the row kernel into a
+// temporary, then the matmul. sm_80 (no matrix-vector kernel) keeps the row kernel's own
+// dispatch, as does a norm whose result something else reads too (@shared).
+// benches/gpu/prepare.sh checks the results against the CPU's (test_rms_norm_into_matmul).
+// RUN: maxc compile %s --target cuda:sm_90 --emit llvm-dialect | FileCheck %s
+// RUN: maxc compile %s --target cuda:sm_90 -o %t.maxa && maxc inspect %t.maxa | FileCheck %s --check-prefix=ART
+// RUN: maxc compile %s --target cuda:sm_80 -o %t.80.maxa && maxc inspect %t.80.maxa | FileCheck %s --check-prefix=SM80
+// RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=PTX
+// RUN: %if ptxas %{ maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx %}
+// RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s --check-prefix=PTXAS %}
+// CHECK-LABEL: llvm.func @proj_k0_rms_norm_cast_matmul_cast_add(
+// CHECK: gpu.launch_func {{.*}}@proj_k0_rms_norm_cast_matmul_cast_add_llm::@gemv1 blocks
+// CHECK: gpu.launch_func {{.*}}@proj_k0_rms_norm_cast_matmul_cast_add_llm::@gemv blocks
+// CHECK: llvm.call @proj_k0_rms_norm_cast_matmul_cast_add_norm(
+// CHECK: llvm.call @proj_k0_rms_norm_cast_matmul_cast_add_mm(
+// CHECK: llvm.return
+// CHECK-LABEL: llvm.func @proj_k0_rms_norm_cast_matmul_cast_add_norm(
+// CHECK: gpu.launch_func {{.*}}::@rows blocks
+// PTX: .entry gemv1(
+// PTX: .shared .align 4 .b8 {{.*}}[
+// PTX: bar.sync
+// PTX: rsqrt.approx
+// PTXAS: module(s) assembled
+// ART: entry proj
+// ART: dispatches 1
+// ART-NEXT: _rms_norm_cast_matmul_cast_add  bindings=[0, 1, 2, 3, 4]
+// ART: entry shared
+// ART: dispatches 2
+// ART-NEXT: _rms_norm_cast  bindings
+// ART-NEXT: _matmul  bindings
+// SM80: entry proj
+// SM80: dispatches 2
+// SM80-NEXT: _rms_norm_cast  bindings
+// SM80-NEXT: _matmul_cast_add  bindings
+module {
+func.func @proj(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"},
+                %r: tensor<?x64xf32> {max.name = "r"}) -> (tensor<?x64xf32>) {
+  %n = "max.rms_norm"(%x, %w) {epsilon = 1.0e-5 : f64} : (tensor<?x256xf32>, tensor<256xf32>) -> tensor<?x256xf32>
+  %h = "max.cast"(%n) : (tensor<?x256xf32>) -> tensor<?x256xbf16>
+  %y = "max.matmul"(%h, %b) : (tensor<?x256xbf16>, tensor<256x64xbf16>) -> tensor<?x64xbf16>
+  %y32 = "max.cast"(%y) : (tensor<?x64xbf16>) -> tensor<?x64xf32>
+  %o = "max.add"(%y32, %r) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  func.return %o : tensor<?x64xf32>
+}
+
+func.func @shared(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"}) -> (tensor<?x64xbf16>, tensor<?x256xbf16>) {
+  %n = "max.rms_norm"(%x, %w) {epsilon = 1.0e-5 : f64} : (tensor<?x256xf32>, tensor<256xf32>) -> tensor<?x256xf32>
+  %h = "max.cast"(%n) : (tensor<?x256xf32>) -> tensor<?x256xbf16>
+  %y = "max.matmul"(%h, %b) : (tensor<?x256xbf16>, tensor<256x64xbf16>) -> tensor<?x64xbf16>
+  func.return %y, %h : tensor<?x64xbf16>, tensor<?x256xbf16>
+}
+}

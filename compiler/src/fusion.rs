@@ -84,9 +84,9 @@ pub struct Policy<'a> {
     /// Whether the RoPE of q and k, the K/V cache writes and the split of a merged q/k/v
     /// projection before an attention are one kernel ([`crate::gpu_rope_cache`]).
     pub rope_cache_writes: bool,
-    /// Whether a region computing `cast(rms_norm(x, w))` moves into the matmul region that
-    /// alone reads it ([`crate::gpu_norm_matmul`]).
-    pub norm_into_matmul: bool,
+    /// Whether a region computing a matmul's A (`cast(rms_norm(x, w))`, elementwise ops)
+    /// moves into the matmul region that alone reads it ([`crate::gpu_prologue`]).
+    pub prologue_into_matmul: bool,
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
@@ -124,28 +124,31 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
         if policy.rope_cache_writes {
             merge_rope_cache_writes(graph, &uses, &mut regions);
         }
-        if policy.norm_into_matmul {
-            merge_norms_into_matmuls(graph, &uses, &mut regions);
+        if policy.prologue_into_matmul {
+            merge_prologues_into_matmuls(graph, &uses, &mut regions);
         }
     }
     regions
 }
 
-/// Moves each region computing `cast(rms_norm(x, w))` whose result only a matmul reads, as
-/// its A, into that matmul's region, ahead of it ([`crate::gpu_norm_matmul::fusible`]
-/// says when): on a GPU the matrix-vector kernel then computes A itself.
-fn merge_norms_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
+/// Moves each region computing a matmul's A (`cast(rms_norm(x, w))`, or elementwise ops)
+/// that only that matmul reads into the matmul's region, ahead of it
+/// ([`crate::gpu_prologue::fusible`] says when): on a GPU the matrix-vector kernel then
+/// computes A itself.
+fn merge_prologues_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
     let mut absorbed = Vec::new();
     for s in 0..regions.len() {
-        let [norm, cast] = regions[s].nodes[..] else { continue };
-        let h = graph.nodes[cast].outputs[0];
+        let Some(&last) = regions[s].nodes.last() else { continue };
+        let h = graph.nodes[last].outputs[0];
         let Some(&[mm]) = uses.get(&h).map(Vec::as_slice) else { continue };
         let Some(r) = regions.iter().position(|reg| reg.nodes.first() == Some(&mm) && reg.outputs.is_none()) else { continue };
-        if graph.outputs.contains(&h) || !crate::gpu_norm_matmul::fusible(graph, norm, cast, &regions[r].nodes) {
+        let own = regions[s].outputs.is_none() && graph.nodes[last].outputs.len() == 1;
+        if !own || graph.outputs.contains(&h) || !crate::gpu_prologue::fusible(graph, &regions[s].nodes, &regions[r].nodes) {
             continue;
         }
+        let moved = regions[s].nodes.clone();
         let target = &mut regions[r];
-        target.nodes.splice(0..0, [norm, cast]);
+        target.nodes.splice(0..0, moved);
         target.partition = None;
         absorbed.push(s);
     }

@@ -13,8 +13,8 @@
 //! Some kernels are generated directly, with their launches: matmuls on the tensor cores
 //! ([`crate::gpu_wgmma`] on sm_90, [`crate::gpu_matmul`] elsewhere; f32 without TF32 on
 //! the FP32 units, [`crate::gpu_sgemm`]), row reductions
-//! ([`crate::gpu_rows`]), an rms_norm computed by the matrix-vector kernel reading it
-//! ([`crate::gpu_norm_matmul`]), the LLM kernels (quantized matmul [`crate::gpu_qmatmul`], KV cache
+//! ([`crate::gpu_rows`]), an rms_norm or elementwise A computed by the matrix-vector kernel
+//! reading it ([`crate::gpu_prologue`]), the LLM kernels (quantized matmul [`crate::gpu_qmatmul`], KV cache
 //! and attention [`crate::gpu_kv_cache`], RoPE [`crate::gpu_rope`], RoPE with the cache
 //! writes of a layer's q/k/v [`crate::gpu_rope_cache`]), splits in one launch
 //! ([`crate::gpu_split`]) and custom ops' PTX kernels.
@@ -134,7 +134,7 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
 /// [`late_kernels`]) rather than lowered from linalg.
 pub fn is_late_kernel(spec: &crate::lower::KernelSpec) -> bool {
     crate::gpu_matmul::is_gpu_matmul(spec, spec.allow_tf32)
-        || crate::gpu_norm_matmul::is_gpu_norm_matmul(spec)
+        || crate::gpu_prologue::is_gpu_prologue_matmul(spec)
         || crate::gpu_rows::is_row_kernel(spec)
         || crate::gpu_sgemm::is_sgemm(spec)
         || crate::gpu_qmatmul::is_gpu_qmatmul(spec)
@@ -171,8 +171,8 @@ fn late_kernel(k: &crate::lower::KernelSpec, chip: &str) -> Option<String> {
         } else {
             crate::gpu_matmul::kernel_func(k)
         }
-    } else if crate::gpu_norm_matmul::is_gpu_norm_matmul(k) {
-        crate::gpu_norm_matmul::kernel_func(k)
+    } else if crate::gpu_prologue::is_gpu_prologue_matmul(k) {
+        crate::gpu_prologue::kernel_func(k)
     } else if crate::gpu_qmatmul::is_gpu_qmatmul(k) {
         crate::gpu_qmatmul::kernel_func(k)
     } else if crate::gpu_kv_cache::is_gpu_cache_kernel(k) {

@@ -18,14 +18,15 @@
 //! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`), which does a
 //! quarter of the 4-row kernel's multiplies and loads of A.
 
-use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
+pub(crate) use crate::gpu_text::KernelText as Gen;
+use crate::gpu_text::ARRIVAL_FLAG;
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::DType;
 
 /// Most rows of A the matrix-vector kernel takes (larger M use the tensor cores).
 pub const MAX_ROWS: usize = 4;
 /// Threads per block: column groups x K lanes.
-const THREADS: i64 = 256;
+pub const THREADS: i64 = 256;
 
 /// The kernel's shape. `MAX_GPU_GEMV=lanes=2,ahead=8,blocks=1320,max_chunks=64` overrides
 /// the defaults (tuning runs, `benches/gpu/tune_gemv.sh`).
@@ -110,7 +111,7 @@ pub fn host(module: &str, a: &BindingType, b: &BindingType, out_args: &str, othe
 }
 
 /// [`host`] with the kernels' leading arguments `operands` (A's or its sources', then B's),
-/// for kernels that compute A themselves ([`norm_kernels`]).
+/// for kernels that compute A themselves ([`computed_a_kernels`]).
 pub fn host_with(module: &str, a: &BindingType, b: &BindingType, operands: &str, out_args: &str, otherwise: &str) -> String {
     let (k, n) = (a.dims[1].expect("applies: static K"), b.dims[1].expect("applies: static N"));
     let (gx, kc, chunks) = Config::current().grid(k, n);
@@ -148,19 +149,33 @@ pub fn kernel(spec: &KernelSpec, ta: &str, tb: &str, tc: &str, dt: DType) -> Str
     kernels(spec, &Source::Plain(ta), tb, tc, dt)
 }
 
-/// The kernels `@gemv1` and `@gemv` of [`kernel`] for A = `cast(rms_norm(x, w))` (the
-/// cast to B's dtype), which each block computes for its chunk of K from `x[M, K]` (f32)
-/// and `w[K]`: it first reduces each row's sum of squares over all of K, then stores its
-/// chunk of A, rounded as the cast rounds it, in shared memory. The row kernel that stored A
-/// was a launch of its own before each of a decode step's norm-fed projections. Their
-/// launch arguments: x, w, then [`kernel`]'s from B on.
-pub fn norm_kernels(spec: &KernelSpec, x: &BindingType, w: &BindingType, epsilon: f64, tb: &str, tc: &str, dt: DType) -> String {
-    kernels(spec, &Source::Norm { x, w, epsilon }, tb, tc, dt)
+/// The kernels `@gemv1` and `@gemv` of [`kernel`] for an A that each block computes for
+/// its chunk of K ([`ComputedA`], [`crate::gpu_prologue`]) into shared memory before its
+/// loop: the kernel that stored A was a launch of its own before each such projection of a
+/// decode step. Their launch arguments: A's operands, then [`kernel`]'s from B on.
+pub(crate) fn computed_a_kernels(spec: &KernelSpec, a: &dyn ComputedA, tb: &str, tc: &str, dt: DType) -> String {
+    kernels(spec, &Source::Computed(a), tb, tc, dt)
 }
 
-/// Whether [`norm_kernels`] fit a block's shared memory for `x[M, k] @ B[k, n]`: A's chunk
-/// for [`MAX_ROWS`] rows next to the K lanes' sums.
-pub fn norm_fits(k: i64, n: i64) -> bool {
+/// An A operand the matrix-vector kernel computes from other operands.
+pub(crate) trait ComputedA {
+    /// The kernel parameters of A's operands (`%name: type, ...`).
+    fn params(&self) -> String;
+    /// An operand shaped like A, `[M, K]`, whose dims the kernel reads: (SSA name, type).
+    fn shaped(&self) -> (String, String);
+    /// Kernel code run by every thread of the block before row `row` (an index, clamped to
+    /// M - 1) is staged, at the kernel's top level (it may reduce over the block); returns the
+    /// values [`ComputedA::value`] reads. The names `%w32`, `%warp`, `%lane0`, `%pred`
+    /// (block reductions) and `%tid`, `%K`, `%fzero`, `%c0`, `%c1` are in scope.
+    fn setup(&self, g: &mut Gen, indent: usize, row: &str) -> Vec<String>;
+    /// Kernel code computing `A[row, k]`, as f32 rounded to A's dtype. `tag` is unique per
+    /// call in one kernel.
+    fn value(&self, g: &mut Gen, indent: usize, row: &str, k: &str, setup: &[String], tag: &str) -> String;
+}
+
+/// Whether [`computed_a_kernels`] fit a block's shared memory for `A[M, k] @ B[k, n]`: A's
+/// chunk for [`MAX_ROWS`] rows next to the K lanes' sums.
+pub fn computed_a_fits(k: i64, n: i64) -> bool {
     let c = Config::current();
     let kc = c.grid(k, n).1;
     (MAX_ROWS as i64 * kc + c.lanes * c.cols() * MAX_ROWS as i64) * 4 + 64 <= 48 * 1024
@@ -170,8 +185,8 @@ pub fn norm_fits(k: i64, n: i64) -> bool {
 enum Source<'a> {
     /// A itself (`%A`, of this type).
     Plain(&'a str),
-    /// `cast(rms_norm(x, w))`, computed by each block ([`norm_kernels`]).
-    Norm { x: &'a BindingType, w: &'a BindingType, epsilon: f64 },
+    /// Computed by each block ([`computed_a_kernels`]).
+    Computed(&'a dyn ComputedA),
 }
 
 fn kernels(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType) -> String {
@@ -203,12 +218,12 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     // block reductions.
     let kc_static = cfg.grid(spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0)).1;
     let a_chunk = format!("memref<{}xf32, #gpu.address_space<workgroup>>", nrows as i64 * kc_static);
-    let (a_params, a_var) = match src {
-        Source::Plain(ta) => (format!("%A: {ta}"), "%A"),
-        Source::Norm { x, w, .. } => {
+    let (a_params, (a_var, ta_dims)) = match src {
+        Source::Plain(ta) => (format!("%A: {ta}"), ("%A".to_string(), ta.to_string())),
+        Source::Computed(a) => {
             workgroup.push(format!("%As : {a_chunk}"));
-            workgroup.push(format!("%pred : memref<{}xf32, #gpu.address_space<workgroup>>", THREADS / 32));
-            (format!("%X: {}, %Wn: {}", x.memref(), w.memref()), "%X")
+            workgroup.push(format!("%pred : {}", crate::gpu_prologue::PRED));
+            (a.params(), a.shaped())
         }
     };
     let workgroup = format!(" workgroup({})", workgroup.join(", "));
@@ -221,10 +236,6 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     g.line(i, format!("%ccols = arith.constant {cols} : index"));
     g.line(i, format!("%cgroups = arith.constant {groups} : index"));
     g.line(i, format!("%cstep = arith.constant {step} : index"));
-    let ta_dims = match src {
-        Source::Plain(ta) => ta.to_string(),
-        Source::Norm { x, .. } => x.memref(),
-    };
     g.line(i, format!("%M = memref.dim {a_var}, %c0 : {ta_dims}"));
     g.line(i, format!("%K = memref.dim {a_var}, %c1 : {ta_dims}"));
     g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
@@ -253,8 +264,8 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
     g.line(i, "%fzero = arith.constant 0.0 : f32");
-    if let Source::Norm { x, w, epsilon } = src {
-        norm_prologue(&mut g, i, &rows, (x, w, *epsilon), kc_static, dt, &a_chunk);
+    if let Source::Computed(a) = src {
+        stage_a(&mut g, i, &rows, *a, kc_static, &a_chunk);
     }
     let vtys = vec!["vector<8xf32>"; nrows].join(", ");
     let zeros = vec!["%z8"; nrows].join(", ");
@@ -278,7 +289,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
                     let xa = g.let_(j, format!("memref.load %A[%rm{m}, {ku}] : {ta}"));
                     g.let_(j, format!("arith.extf {xa} : {t} to f32"))
                 }
-                Source::Norm { .. } => {
+                Source::Computed(_) => {
                     let kk = g.let_(j, format!("arith.subi {ku}, %k0 : index"));
                     let mo = g.let_(j, format!("arith.constant {} : index", m as i64 * kc_static));
                     let at = g.let_(j, format!("arith.addi {kk}, {mo} : index"));
@@ -358,14 +369,9 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     g.s
 }
 
-/// Kernel code: `%As[m * kc + kk] = cast(rms_norm(x, w))[m, k0 + kk]` for this block's
-/// chunk (zero past K and for rows past M), as f32 values rounded to `dt` (B's type, the
-/// cast's), then a barrier. Each row's sum of squares is reduced over all of K the way
-/// the row kernel ([`crate::gpu_rows`]) reduces it with 256 threads, and `y = x * r * w`
-/// is its arithmetic.
-fn norm_prologue(g: &mut Gen, i: usize, rows: &[usize], (x, w, epsilon): (&BindingType, &BindingType, f64), kc: i64, dt: DType, a_chunk: &str) {
-    use crate::gpu_rows::RowOps;
-    let (tx, tw) = (x.memref(), w.memref());
+/// Kernel code: `%As[m * kc + kk] = A[m, k0 + kk]` for this block's chunk of K, as `a`
+/// computes it (zero past K and for rows past M), then a barrier.
+fn stage_a(g: &mut Gen, i: usize, rows: &[usize], a: &dyn ComputedA, kc: i64, a_chunk: &str) {
     g.line(i, "%w32 = arith.constant 32 : i32");
     g.line(i, "%pc32 = arith.constant 32 : index");
     g.line(i, "%warp = arith.divui %tid, %pc32 : index");
@@ -373,22 +379,9 @@ fn norm_prologue(g: &mut Gen, i: usize, rows: &[usize], (x, w, epsilon): (&Bindi
     g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
     g.line(i, format!("%pthreads = arith.constant {THREADS} : index"));
     g.line(i, format!("%pkc = arith.constant {kc} : index"));
-    g.line(i, "%Ki = arith.index_cast %K : index to i64");
-    g.line(i, "%Kf = arith.sitofp %Ki : i64 to f32");
-    g.line(i, format!("%peps = arith.constant {} : f32", crate::lower::float_lit(epsilon)));
     for &m in rows {
-        let part = g.fresh();
-        g.line(i, format!("{part} = scf.for %pc = %tid to %K step %pthreads iter_args(%pa = %fzero) -> (f32) {{"));
-        let xv = g.let_(i + 2, format!("memref.load %X[%rm{m}, %pc] : {tx}"));
-        let xf = g.as_f32(i + 2, &xv, x.dtype);
-        let sq = g.let_(i + 2, format!("arith.mulf {xf}, {xf} : f32"));
-        let acc = g.let_(i + 2, format!("arith.addf %pa, {sq} : f32"));
-        g.line(i + 2, format!("scf.yield {acc} : f32"));
-        g.line(i, "}");
-        let ss = g.block_reduce_in(i, &part, "addf", THREADS as usize, "%pred");
-        let ms = g.let_(i, format!("arith.divf {ss}, %Kf : f32"));
-        let sh = g.let_(i, format!("arith.addf {ms}, %peps : f32"));
-        let r = g.let_(i, format!("math.rsqrt {sh} : f32"));
+        let row = format!("%rm{m}");
+        let setup = a.setup(g, i, &row);
         g.line(i, "scf.for %pk = %tid to %pkc step %pthreads {");
         let j = i + 2;
         let kk = g.let_(j, "arith.addi %k0, %pk : index");
@@ -396,15 +389,8 @@ fn norm_prologue(g: &mut Gen, i: usize, rows: &[usize], (x, w, epsilon): (&Bindi
         let ok = g.let_(j, format!("arith.andi {kin}, %in{m} : i1"));
         let v = g.fresh();
         g.line(j, format!("{v} = scf.if {ok} -> (f32) {{"));
-        let xv = g.let_(j + 2, format!("memref.load %X[%rm{m}, {kk}] : {tx}"));
-        let xf = g.as_f32(j + 2, &xv, x.dtype);
-        let wv = g.let_(j + 2, format!("memref.load %Wn[{kk}] : {tw}"));
-        let wf = g.as_f32(j + 2, &wv, w.dtype);
-        let y = g.let_(j + 2, format!("arith.mulf {xf}, {r} : f32"));
-        let y = g.let_(j + 2, format!("arith.mulf {y}, {wf} : f32"));
-        let rounded = g.convert(j + 2, &y, DType::F32, dt);
-        let back = g.convert(j + 2, &rounded, dt, DType::F32);
-        g.line(j + 2, format!("scf.yield {back} : f32"));
+        let value = a.value(g, j + 2, &row, &kk, &setup, &format!("r{m}"));
+        g.line(j + 2, format!("scf.yield {value} : f32"));
         g.line(j, "} else {");
         g.line(j + 2, "scf.yield %fzero : f32");
         g.line(j, "}");

@@ -22,7 +22,7 @@ pub mod gpu_gemv;
 pub mod gpu_loops;
 pub mod gpu_kv_cache;
 pub mod gpu_qmatmul;
-pub mod gpu_norm_matmul;
+pub mod gpu_prologue;
 pub mod gpu_rope;
 pub mod gpu_rope_cache;
 pub mod gpu_split;

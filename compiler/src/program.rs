@@ -152,7 +152,7 @@ impl Program {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, norm_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, prologue_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
         // Values a region computes but does not store (a region with explicit results), and
         // reshapes of them: they get no buffer.
         let mut unstored: HashSet<ValueId> = regions
@@ -346,7 +346,7 @@ impl Program {
         // Inputs: values read from outside the region, in order of first use. The KV-cache
         // kernels take one binding per operand, in operand order, even where two operands are
         // one value (attention reading one cache as both K and V).
-        let positional = matches!(graph.nodes[region.nodes[0]].op, Op::CacheWrite { .. } | Op::CachedAttention { .. });
+        let positional = region.outputs.is_none() && matches!(graph.nodes[region.nodes[0]].op, Op::CacheWrite { .. } | Op::CachedAttention { .. });
         let mut inputs: Vec<ValueId> = Vec::new();
         for n in &region.nodes {
             for v in graph.nodes[*n].inputs.iter().map(|v| source(*v)) {
@@ -382,6 +382,32 @@ impl Program {
                     _ => None,
                 },
             });
+        }
+        // A matmul region that took the region computing its A (on a GPU,
+        // `fusion::merge_prologues_into_matmuls`) is one kernel only where the kernels take
+        // it; otherwise the two regions are emitted as they were formed.
+        if let Some(p) = region.nodes.iter().position(|n| matches!(graph.nodes[*n].op, Op::MatMul)).filter(|p| *p > 0 && self.gpu.is_some() && region.outputs.is_none()) {
+            let probe = KernelSpec {
+                name: String::new(),
+                inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),
+                outputs: outputs.iter().map(|v| BindingType::of(graph.ty(*v))).collect(),
+                body: body.clone(),
+                partition: None,
+                native: None,
+                gpu: true,
+                allow_tf32: self.gpu.is_some_and(|g| g.allow_tf32),
+                wgmma: self.gpu.is_some_and(|g| g.wgmma),
+                columns: false,
+                ptx: None,
+                packs_panels: false,
+            };
+            if !crate::gpu_prologue::is_gpu_prologue_matmul(&probe) {
+                for part in [&region.nodes[..p], &region.nodes[p..]] {
+                    let r = Region { nodes: part.to_vec(), partition: None, outputs: None };
+                    self.add_region(graph, &r, base, buffers, of_value, dispatches, buffer, packed, prepacked, kernels, signatures);
+                }
+                return;
+            }
         }
         for &o in &outputs {
             // A cache write updates its cache operand's buffer in place.

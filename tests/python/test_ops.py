@@ -913,6 +913,30 @@ def test_rms_norm_into_matmul(tmp_path, k):
     check(tmp_path, graph(ins, body, [to]), ins, ref, rtol=5e-3, atol=5e-3, sizes=[1, 3, 4, 7])
 
 
+def test_silu_mul_into_matmul(tmp_path):
+    """`cast(silu(gate) * up) @ b + r` with gate and up halves of one input (Llama's FFN
+    after its merged gate/up projection): on an sm_90 GPU one dispatch whose matrix-vector
+    kernel computes A for 1-4 rows; 7 rows compute A with a thread per element, then run the
+    matmul."""
+    s, sb, so = (None, 512), (256, 64), (None, 64)
+    t, th, tg, tb, ty, to = ttype(s, "f32"), ttype((None, 256), "f16"), ttype((None, 256), "f32"), ttype(sb, "f16"), ttype(so, "f16"), ttype(so, "f32")
+    body = [f'%g, %u = "max.split"(%gu) {{axis = 1 : i64, sizes = array<i64: 256, 256>}} : ({t}) -> ({tg}, {tg})',
+            f'%s = "max.silu"(%g) : ({tg}) -> {tg}',
+            f'%m = "max.mul"(%s, %u) : ({tg}, {tg}) -> {tg}',
+            f'%h = "max.cast"(%m) : ({tg}) -> {th}',
+            f'%y = "max.matmul"(%h, %b) : ({th}, {tb}) -> {ty}',
+            f'%y32 = "max.cast"(%y) : ({ty}) -> {to}',
+            f'%r0 = "max.add"(%y32, %r) : ({to}, {to}) -> {to}']
+
+    def ref(gu, b, r):
+        g, u = gu[:, :256].astype(np.float64), gu[:, 256:].astype(np.float64)
+        h = (g / (1 + np.exp(-g)) * u).astype(np.float32).astype(np.float16)
+        y = (h.astype(np.float64) @ b.astype(np.float64)).astype(np.float16)
+        return (y.astype(np.float32) + r).astype(np.float32)
+    ins = [("gu", s, "f32"), ("b", sb, "f16"), ("r", so, "f32")]
+    check(tmp_path, graph(ins, body, [to]), ins, ref, rtol=5e-3, atol=5e-3, sizes=[1, 3, 4, 7])
+
+
 def rope_ref(x, pos, base, interleaved):
     d = x.shape[-1]
     inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)          # [d/2]

@@ -1,9 +1,12 @@
-// On sm_90, a projection after an rms_norm (`cast(rms_norm(x, w)) @ b`, epilogue and all)
-// is one dispatch: for 1-4 rows the matrix-vector kernels compute the norm themselves (A's
-// chunk in shared memory, no row kernel); other row counts call the row kernel into a
-// temporary, then the matmul. sm_80 (no matrix-vector kernel) keeps the row kernel's own
-// dispatch, as does a norm whose result something else reads too (@shared).
-// benches/gpu/prepare.sh checks the results against the CPU's (test_rms_norm_into_matmul).
+// On sm_90, a projection whose A a kernel of its own computed is one dispatch: after an
+// rms_norm (`cast(rms_norm(x, w)) @ b`, epilogue and all; @proj, and with static rows,
+// @static_rows) or elementwise ops (`cast(silu(gate) * up) @ b`, the split of the merged
+// gate/up read in place; @ffn). For 1-4 rows the matrix-vector kernels compute A themselves
+// (A's chunk in shared memory); other row counts compute A into a temporary (the row
+// kernel, or a thread per element), then run the matmul. sm_80 (no matrix-vector kernel)
+// keeps A's own dispatch, as does an A that something else reads too (@shared).
+// benches/gpu/prepare.sh checks the results against the CPU's (test_ops.py
+// test_rms_norm_into_matmul, test_silu_mul_into_matmul).
 // RUN: maxc compile %s --target cuda:sm_90 --emit llvm-dialect | FileCheck %s
 // RUN: maxc compile %s --target cuda:sm_90 -o %t.maxa && maxc inspect %t.maxa | FileCheck %s --check-prefix=ART
 // RUN: maxc compile %s --target cuda:sm_80 -o %t.80.maxa && maxc inspect %t.80.maxa | FileCheck %s --check-prefix=SM80
@@ -18,6 +21,12 @@
 // CHECK: llvm.return
 // CHECK-LABEL: llvm.func @proj_k0_rms_norm_cast_matmul_cast_add_norm(
 // CHECK: gpu.launch_func {{.*}}::@rows blocks
+// CHECK-LABEL: llvm.func @ffn_k{{[0-9]+}}_split_silu_mul_cast_matmul_cast_add(
+// CHECK: gpu.launch_func {{.*}}_llm::@gemv1 blocks
+// CHECK: gpu.launch_func {{.*}}_llm::@gemv blocks
+// CHECK: gpu.launch_func {{.*}}_llm::@compute_a blocks
+// CHECK: llvm.call @ffn_k{{[0-9]+}}_split_silu_mul_cast_matmul_cast_add_mm(
+// CHECK: llvm.return
 // PTX: .entry gemv1(
 // PTX: .shared .align 4 .b8 {{.*}}[
 // PTX: bar.sync
@@ -26,6 +35,12 @@
 // ART: entry proj
 // ART: dispatches 1
 // ART-NEXT: _rms_norm_cast_matmul_cast_add  bindings=[0, 1, 2, 3, 4]
+// ART: entry ffn
+// ART: dispatches 1
+// ART-NEXT: _split_silu_mul_cast_matmul_cast_add  bindings=[0, 1, 2, 3]
+// ART: entry static_rows
+// ART: dispatches 1
+// ART-NEXT: _rms_norm_cast_matmul  bindings
 // ART: entry shared
 // ART: dispatches 2
 // ART-NEXT: _rms_norm_cast  bindings
@@ -43,6 +58,24 @@ func.func @proj(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max
   %y32 = "max.cast"(%y) : (tensor<?x64xbf16>) -> tensor<?x64xf32>
   %o = "max.add"(%y32, %r) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   func.return %o : tensor<?x64xf32>
+}
+
+func.func @ffn(%gu: tensor<?x512xf32> {max.name = "gu"}, %b: tensor<256x64xbf16> {max.name = "b"}, %r: tensor<?x64xf32> {max.name = "r"}) -> (tensor<?x64xf32>) {
+  %g, %u = "max.split"(%gu) {axis = 1 : i64, sizes = array<i64: 256, 256>} : (tensor<?x512xf32>) -> (tensor<?x256xf32>, tensor<?x256xf32>)
+  %s = "max.silu"(%g) : (tensor<?x256xf32>) -> tensor<?x256xf32>
+  %m = "max.mul"(%s, %u) : (tensor<?x256xf32>, tensor<?x256xf32>) -> tensor<?x256xf32>
+  %h = "max.cast"(%m) : (tensor<?x256xf32>) -> tensor<?x256xbf16>
+  %y = "max.matmul"(%h, %b) : (tensor<?x256xbf16>, tensor<256x64xbf16>) -> tensor<?x64xbf16>
+  %y32 = "max.cast"(%y) : (tensor<?x64xbf16>) -> tensor<?x64xf32>
+  %o = "max.add"(%y32, %r) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  func.return %o : tensor<?x64xf32>
+}
+
+func.func @static_rows(%x: tensor<2x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"}) -> (tensor<2x64xbf16>) {
+  %n = "max.rms_norm"(%x, %w) {epsilon = 1.0e-5 : f64} : (tensor<2x256xf32>, tensor<256xf32>) -> tensor<2x256xf32>
+  %h = "max.cast"(%n) : (tensor<2x256xf32>) -> tensor<2x256xbf16>
+  %y = "max.matmul"(%h, %b) : (tensor<2x256xbf16>, tensor<256x64xbf16>) -> tensor<2x64xbf16>
+  func.return %y : tensor<2x64xbf16>
 }
 
 func.func @shared(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"}) -> (tensor<?x64xbf16>, tensor<?x256xbf16>) {

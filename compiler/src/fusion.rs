@@ -84,6 +84,9 @@ pub struct Policy<'a> {
     /// Whether the RoPE of q and k, the K/V cache writes and the split of a merged q/k/v
     /// projection before an attention are one kernel ([`crate::gpu_rope_cache`]).
     pub rope_cache_writes: bool,
+    /// Whether a quantized matmul takes elementwise consumers as its epilogue (the GPU
+    /// kernels apply it as they store; the CPU's kernel takes none).
+    pub qmatmul_takes_epilogue: bool,
     /// Whether a region computing a matmul's A (`cast(rms_norm(x, w))`, elementwise ops)
     /// moves into the matmul region that alone reads it ([`crate::gpu_prologue`]).
     pub prologue_into_matmul: bool,
@@ -113,7 +116,8 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
         open.retain(|_, reg| *reg != r);
         // KV-cache kernels are written whole at the memref level and take no consumers (but
         // a cast after attention, where the policy says so).
-        let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || crate::qmatmul::applies(graph, node) || crate::rope::applies(graph, node);
+        let qmatmul = crate::qmatmul::applies(graph, node) && !policy.qmatmul_takes_epilogue;
+        let own_kernel = matches!(node.op, Op::CacheWrite { .. } | Op::CachedAttention { .. }) || qmatmul || crate::rope::applies(graph, node);
         let takes_cast = policy.attention_takes_cast && matches!(node.op, Op::CachedAttention { .. });
         if node.outputs.len() == 1 && !(policy.closed)(i) && (!own_kernel || takes_cast) {
             open.insert(node.outputs[0], r);

@@ -15,10 +15,16 @@ use std::collections::HashMap;
 /// within one output whose operands broadcast along rows and columns and are neither of
 /// the matmul's.
 pub fn matmul_with_epilogue(spec: &KernelSpec) -> bool {
+    spec.body.first().is_some_and(|f| matches!(f.op, Op::MatMul)) && contraction_with_epilogue(spec)
+}
+
+/// Whether `spec` is a contraction of its inputs 0 and 1 (its first op: a matmul or a
+/// quantized matmul) followed by an elementwise epilogue [`element`] computes: see
+/// [`matmul_with_epilogue`].
+pub fn contraction_with_epilogue(spec: &KernelSpec) -> bool {
     let Some(first) = spec.body.first() else { return false };
     let out_rank = spec.outputs.first().map_or(0, |o| o.dims.len());
-    matches!(first.op, Op::MatMul)
-        && first.args == [ValueRef::Input(0), ValueRef::Input(1)]
+    first.args == [ValueRef::Input(0), ValueRef::Input(1)]
         && spec.outputs.len() == 1
         && out_rank == 2
         && spec.body[1..].iter().all(|f| ScalarEmitter::supports(&f.op) && f.call.is_none())

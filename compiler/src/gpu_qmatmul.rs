@@ -27,16 +27,29 @@ const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
 pub const FEW_ROWS: usize = 8;
 
-/// Whether `spec` is a quantized matmul for the GPU.
+/// Whether `spec` is a quantized matmul for the GPU: f32 activations, and an f32 result or
+/// an elementwise epilogue (a residual add), which the kernels apply as they store.
 pub fn is_gpu_qmatmul(spec: &KernelSpec) -> bool {
-    spec.gpu && crate::qmatmul::is_qmatmul_kernel(spec)
+    let alone = crate::qmatmul::is_qmatmul_kernel(spec);
+    let with_epilogue = spec.body.first().is_some_and(|f| matches!(f.op, Op::QMatMul { .. }))
+        && spec.native.is_none()
+        && spec.partition.is_none()
+        && spec.inputs[0].dtype == max_dialects::DType::F32
+        && crate::gpu_epilogue::contraction_with_epilogue(spec);
+    spec.gpu && (alone || with_epilogue)
 }
 
-/// The host function and `gpu.module` of a quantized matmul. Bindings: x, w, out.
+/// The host function and `gpu.module` of a quantized matmul. Bindings: x, w, the
+/// epilogue's operands, out.
 pub fn kernel_func(spec: &KernelSpec) -> String {
     let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_gpu_qmatmul checked the op") };
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
+    let oc = crate::gpu_epilogue::output_binding(spec);
+    // The epilogue's operands: host parameters, launch arguments, kernel parameters.
+    let extra_host: String = spec.inputs.iter().enumerate().skip(2).map(|(i, b)| format!("%b{i}: {}, ", b.memref())).collect();
+    let extra_args: String = crate::gpu_epilogue::launch_args(spec).iter().map(|a| format!("{a}, ")).collect();
+    let extra_params: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
     let n = w.dims[0].expect("verifier: static weight rows");
     let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
     let k = kb * 32;
@@ -45,7 +58,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     // The activations the dot kernel reads: x itself, or its 8-bit rounding.
     let xq_t = format!("memref<?x{k}xf32>");
     let xs_t = format!("memref<?x{kb}xf32>");
-    let mut s = format!("  func.func @{name}(%b0: {xm}, %b1: {wm}, %b2: {om}, %wg: index, %nwg: index) {{\n");
+    let mut s = format!("  func.func @{name}(%b0: {xm}, %b1: {wm}, {extra_host}%b{oc}: {om}, %wg: index, %nwg: index) {{\n");
     let _ = write!(
         s,
         "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %c128 = arith.constant {} : index\n    \
@@ -61,7 +74,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
             s,
             "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n        \
              %fgx = arith.ceildivui %cn, %cwarps : index\n        \
-             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%fgx, %m, %c1) threads in (%c128, %c1, %c1) args(%b0 : {xm}, %b1 : {wm}, %b2 : {om})\n      \
+             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%fgx, %m, %c1) threads in (%c128, %c1, %c1) args(%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om})\n      \
              }} else {{\n"
         );
     }
@@ -85,7 +98,8 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         args.push(format!("%xc : {xq_t}"));
     }
     args.push(format!("%b1 : {wm}"));
-    args.push(format!("%b2 : {om}"));
+    args.extend(crate::gpu_epilogue::launch_args(spec));
+    args.push(format!("%b{oc} : {om}"));
     args.push("%m : index".into());
     let _ = write!(
         s,
@@ -101,9 +115,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let _ = writeln!(s, "  gpu.module @{name}_llm {{");
     if quantize_input {
         quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
-        few_rows_kernel(&mut s, format, &xm, &wm, &om, n, kb, with_min);
+        few_rows_kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, with_min, &extra_params);
     }
-    dot_kernel(&mut s, format, &xq_t, with_min.then_some(xs_t.as_str()), &wm, &om, n, kb);
+    dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
     s.push_str("  }\n");
     s
 }
@@ -141,13 +155,14 @@ fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
 /// `@qmatmul`: warp `w` of block `(bx, by)` computes column `4 bx + w` for rows
 /// `ROWS * by ..`. `xs_t` is the block-sum operand's type for formats with a min.
 #[allow(clippy::too_many_arguments)] // the types of one generated kernel's operands
-fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str>, wm: &str, om: &str, n: i64, kb: i64) {
+#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
+fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_t): (&str, Option<&str>), (wm, om): (&str, &str), n: i64, kb: i64, extra: &str) {
     let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
     let accs: Vec<String> = (0..ROWS).map(|r| format!("%a{r}")).collect();
     let f32s = ["f32"; ROWS].join(", ");
     let _ = write!(
         s,
-        "    gpu.func @qmatmul(%XQ: {xq_t}, {xs_param}%b1: {wm}, %Y: {om}, %m: index) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
+        "    gpu.func @qmatmul(%XQ: {xq_t}, {xs_param}%b1: {wm}, {extra}%Y: {om}, %m: index) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c2q = arith.constant 2 : index\n      \
          %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
          %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      %crows = arith.constant {ROWS} : index\n      \
@@ -191,10 +206,11 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
     let _ = writeln!(s, "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index");
     for r in 0..ROWS {
         let acc = warp_sum(s, &format!("%g_acc#{r}"), &r.to_string());
+        let (code, y) = crate::gpu_epilogue::element(spec, &acc, &format!("%g_r{r}"), "%j", &format!("q{r}"));
         let _ = write!(
             s,
-            "      %g_st{r} = arith.andi %g_lane0, %g_in{r} : i1\n      scf.if %g_st{r} {{\n        \
-             memref.store {acc}, %Y[%g_r{r}, %j] : {om}\n      }}\n"
+            "      %g_st{r} = arith.andi %g_lane0, %g_in{r} : i1\n      scf.if %g_st{r} {{\n{code}        \
+             memref.store {y}, %Y[%g_r{r}, %j] : {om}\n      }}\n"
         );
     }
     s.push_str("      }\n      gpu.return\n    }\n");
@@ -209,11 +225,11 @@ fn dot_kernel(s: &mut String, format: QuantFormat, xq_t: &str, xs_t: Option<&str
 /// activation blocks it multiplies (as `@quantize` does: `d = amax / 127` kept as f16,
 /// `q = round(x * 127 / amax)`, and for formats with a min the block sum `f16(d * sum(q))`).
 #[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
-fn few_rows_kernel(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: &str, n: i64, kb: i64, with_min: bool) {
+fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, with_min: bool, extra: &str) {
     let v32 = "vector<32xf32>";
     let _ = write!(
         s,
-        "    gpu.func @qmatmul_few(%X: {xm}, %b1: {wm}, %Y: {om}) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
+        "    gpu.func @qmatmul_few(%X: {xm}, %b1: {wm}, {extra}%Y: {om}) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c2q = arith.constant 2 : index\n      \
          %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
          %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      \
@@ -260,9 +276,10 @@ fn few_rows_kernel(s: &mut String, format: QuantFormat, xm: &str, wm: &str, om: 
     let _ = write!(s, "      %g_t = arith.addf %g_a, {sum} : f32\n      scf.yield %g_t : f32\n      }}\n");
     // The lanes' partial sums; lane 0 stores.
     let acc = warp_sum(s, "%g_acc", "");
+    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%g_row", "%j", "qf");
     let _ = write!(
         s,
-        "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index\n      scf.if %g_lane0 {{\n        memref.store {acc}, %Y[%g_row, %j] : {om}\n      }}\n      \
+        "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index\n      scf.if %g_lane0 {{\n{code}        memref.store {y}, %Y[%g_row, %j] : {om}\n      }}\n      \
          }}\n      gpu.return\n    }}\n"
     );
 }

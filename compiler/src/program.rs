@@ -135,8 +135,9 @@ impl Program {
         }
         // On a GPU a PTX custom op is its own kernel; a row reduction is one row-per-block
         // kernel, not joining its producer's region and taking no consumer but a cast to a
-        // float type. A matmul takes elementwise consumers as its kernel's epilogue, which
-        // reads extra operands only (not A or B: `x + x @ w` keeps its add apart there).
+        // float type. A matmul (or quantized matmul) takes elementwise consumers as its
+        // kernel's epilogue, which reads extra operands only (not A or B: `x + x @ w` keeps
+        // its add apart there).
         // Attention over the KV cache takes a cast to a float type, which it stores.
         let row_op = |n: usize| gpu && matches!(graph.nodes[n].op, Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. });
         let closed = |n: usize| is_native(n) || gpu_ptx(n);
@@ -146,13 +147,13 @@ impl Program {
                 true
             } else if row_op(region[0]) || matches!(root.op, Op::CachedAttention { .. }) {
                 region.len() == 1 && matches!(node.op, Op::Cast(_)) && graph.ty(node.outputs[0]).dtype.is_float()
-            } else if matches!(root.op, Op::MatMul) {
+            } else if matches!(root.op, Op::MatMul | Op::QMatMul { .. }) {
                 !node.inputs.iter().any(|v| root.inputs.contains(v))
             } else {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, prologue_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, qmatmul_takes_epilogue: gpu, prologue_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
         // Values a region computes but does not store (a region with explicit results), and
         // reshapes of them: they get no buffer.
         let mut unstored: HashSet<ValueId> = regions

@@ -1334,6 +1334,33 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
         gpu_case(src, runs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt,bb", [("q4_1", 20), ("q8_0", 34)])
+def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
+    """`r + qmatmul(x, w)` then a cast to f16, as a quantized LLM's residual stream reads its
+    output projections: on a GPU the quantized matmul kernels apply the add and the cast as
+    they store (1 and 7 rows: one kernel that rounds activations where it uses them; 45: the
+    quantizer, then the dot kernel)."""
+    n, k = 30, 96
+    tx, tw, tr, th = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32"), ttype((None, n), "f16")
+    body = [f'%q = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}',
+            f'%s = "max.add"(%r, %q) : ({tr}, {tr}) -> {tr}',
+            f'%r0 = "max.cast"(%s) : ({tr}) -> {th}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8"), ("r", (None, n), "f32")], body, [th]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(9)
+    w, _ = make_blocks(fmt, n, k, rng)
+    runs = []
+    for m in [1, 7, 45]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        r = rng.standard_normal((m, n)).astype(np.float32)
+        want = (r + ggml_q8_matmul(x, w, fmt)).astype(np.float16)
+        runs.append(({"x": x, "w": w, "r": r}, [want]))
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w, "r": r}, tmp_path)
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3, atol=1e-3)
+    gpu_case(src, runs, rtol=2e-3, atol=2e-3)
+
+
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
 @pytest.mark.parametrize("fmt,bb", [("q4_k", 144), ("q6_k", 210)])
 def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):

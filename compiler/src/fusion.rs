@@ -90,6 +90,8 @@ pub struct Policy<'a> {
     /// Whether a region computing a matmul's A (`cast(rms_norm(x, w))`, elementwise ops)
     /// moves into the matmul region that alone reads it ([`crate::gpu_prologue`]).
     pub prologue_into_matmul: bool,
+    /// The same for quantized matmuls rounding their activations.
+    pub prologue_into_qmatmul: bool,
 }
 
 /// Forms dispatch regions over the kernel-needing nodes of a verified graph, as `policy`
@@ -128,8 +130,8 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
         if policy.rope_cache_writes {
             merge_rope_cache_writes(graph, &uses, &mut regions);
         }
-        if policy.prologue_into_matmul {
-            merge_prologues_into_matmuls(graph, &uses, &mut regions);
+        if policy.prologue_into_matmul || policy.prologue_into_qmatmul {
+            merge_prologues_into_matmuls(graph, &uses, &mut regions, policy);
         }
     }
     regions
@@ -139,7 +141,7 @@ pub fn form_regions(graph: &Graph, enable: bool, policy: &Policy) -> Vec<Region>
 /// that only that matmul reads into the matmul's region, ahead of it
 /// ([`crate::gpu_prologue::fusible`] says when): on a GPU the matrix-vector kernel then
 /// computes A itself.
-fn merge_prologues_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>) {
+fn merge_prologues_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize>>, regions: &mut Vec<Region>, policy: &Policy) {
     let mut absorbed = Vec::new();
     for s in 0..regions.len() {
         let Some(&last) = regions[s].nodes.last() else { continue };
@@ -147,7 +149,7 @@ fn merge_prologues_into_matmuls(graph: &Graph, uses: &HashMap<ValueId, Vec<usize
         let Some(&[mm]) = uses.get(&h).map(Vec::as_slice) else { continue };
         let Some(r) = regions.iter().position(|reg| reg.nodes.first() == Some(&mm) && reg.outputs.is_none()) else { continue };
         let own = regions[s].outputs.is_none() && graph.nodes[last].outputs.len() == 1;
-        if !own || graph.outputs.contains(&h) || !crate::gpu_prologue::fusible(graph, &regions[s].nodes, &regions[r].nodes) {
+        if !own || graph.outputs.contains(&h) || !crate::gpu_prologue::fusible(graph, &regions[s].nodes, &regions[r].nodes, policy.prologue_into_matmul, policy.prologue_into_qmatmul) {
             continue;
         }
         let moved = regions[s].nodes.clone();

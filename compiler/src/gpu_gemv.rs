@@ -163,11 +163,11 @@ pub(crate) trait ComputedA {
     fn params(&self) -> String;
     /// An operand shaped like A, `[M, K]`, whose dims the kernel reads: (SSA name, type).
     fn shaped(&self) -> (String, String);
-    /// Kernel code run by every thread of the block before row `row` (an index, clamped to
-    /// M - 1) is staged, at the kernel's top level (it may reduce over the block); returns the
-    /// values [`ComputedA::value`] reads. The names `%w32`, `%warp`, `%lane0`, `%pred`
-    /// (block reductions) and `%tid`, `%K`, `%fzero`, `%c0`, `%c1` are in scope.
-    fn setup(&self, g: &mut Gen, indent: usize, row: &str) -> Vec<String>;
+    /// Kernel code run by every thread of the block (`threads` of them) before row `row` (an
+    /// index, clamped to M - 1) is staged, at the kernel's top level (it may reduce over the
+    /// block); returns the values [`ComputedA::value`] reads. The names `%w32`, `%warp`,
+    /// `%lane0`, `%pred` (block reductions) and `%tid`, `%K`, `%fzero`, `%c0` are in scope.
+    fn setup(&self, g: &mut Gen, indent: usize, row: &str, threads: usize) -> Vec<String>;
     /// Kernel code computing `A[row, k]`, as f32 rounded to A's dtype. `tag` is unique per
     /// call in one kernel.
     fn value(&self, g: &mut Gen, indent: usize, row: &str, k: &str, setup: &[String], tag: &str) -> String;
@@ -237,7 +237,8 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     g.line(i, format!("%cgroups = arith.constant {groups} : index"));
     g.line(i, format!("%cstep = arith.constant {step} : index"));
     g.line(i, format!("%M = memref.dim {a_var}, %c0 : {ta_dims}"));
-    g.line(i, format!("%K = memref.dim {a_var}, %c1 : {ta_dims}"));
+    // K is B's rows: a computed A's operand may be wider (a split's).
+    g.line(i, format!("%K = memref.dim %B, %c0 : {tb}"));
     g.line(i, format!("%N = memref.dim %B, %c1 : {tb}"));
     g.line(i, "%tid = gpu.thread_id x");
     g.line(i, "%bx = gpu.block_id x");
@@ -381,7 +382,7 @@ fn stage_a(g: &mut Gen, i: usize, rows: &[usize], a: &dyn ComputedA, kc: i64, a_
     g.line(i, format!("%pkc = arith.constant {kc} : index"));
     for &m in rows {
         let row = format!("%rm{m}");
-        let setup = a.setup(g, i, &row);
+        let setup = a.setup(g, i, &row, THREADS as usize);
         g.line(i, "scf.for %pk = %tid to %pkc step %pthreads {");
         let j = i + 2;
         let kk = g.let_(j, "arith.addi %k0, %pk : index");

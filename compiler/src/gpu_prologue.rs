@@ -29,21 +29,27 @@ pub(crate) const PRED: &str = "memref<32xf32, #gpu.address_space<workgroup>>";
 /// `[M, K]`-shaped or `[K]` (a norm's `x[M, K]` and `w[K]`; a split's operand `[M, parts *
 /// K]`), B `[K, N]` static and taken by the matrix-vector kernel with A in shared memory, and
 /// an elementwise epilogue that reads none of A's operands.
-pub fn fusible(graph: &Graph, pro: &[usize], mm: &[usize]) -> bool {
+///
+/// With `quantized`, the matmul may instead be a quantized matmul rounding its f32
+/// activations (`quantize_input`): A is then f32 (`rms_norm(x, w)` without a cast), and the
+/// few-rows kernel takes the whole row of A in shared memory ([`QUANT_MAX_K`]). With
+/// `gemv` (sm_90), a bf16/f16 matmul may take it.
+pub fn fusible(graph: &Graph, pro: &[usize], mm: &[usize], gemv: bool, quantized: bool) -> bool {
     let (Some(&last), Some(root)) = (pro.last(), mm.first().map(|r| &graph.nodes[*r])) else { return false };
-    if !matches!(root.op, Op::MatMul) || pro.iter().any(|n| graph.nodes[*n].outputs.is_empty()) {
+    let quant = matches!(root.op, Op::QMatMul { quantize_input: true, .. });
+    if !((gemv && matches!(root.op, Op::MatMul)) || (quantized && quant)) || pro.iter().any(|n| graph.nodes[*n].outputs.is_empty()) || root.inputs.len() != 2 {
         return false;
     }
     let h = graph.nodes[last].outputs[0];
     // The region's result: the matmul's, or its epilogue's.
     let result = graph.nodes[*mm.last().expect("mm has its root")].outputs[0];
     let (a, b, out) = (graph.ty(h), graph.ty(root.inputs[1]), graph.ty(result));
-    let (Some(k), Some(cols)) = (a.dims.get(1).and_then(|d| d.as_const()), b.dims.get(1).and_then(|d| d.as_const())) else { return false };
+    let Some(k) = a.dims.get(1).and_then(|d| d.as_const()) else { return false };
     let produced: Vec<_> = pro.iter().flat_map(|n| graph.nodes[*n].outputs.iter().copied()).collect();
     let operands: Vec<_> = pro.iter().flat_map(|n| graph.nodes[*n].inputs.iter().copied()).filter(|v| !produced.contains(v)).collect();
     let ops: Vec<&Op> = pro.iter().map(|n| &graph.nodes[*n].op).collect();
     let shape_ok = match ops[..] {
-        [Op::RmsNorm { .. }, Op::Cast(_)] => {
+        [Op::RmsNorm { .. }, Op::Cast(_)] | [Op::RmsNorm { .. }] => {
             // An f32 norm (the kernel rounds its values once, to A's type).
             let (x, w) = (graph.ty(operands[0]), graph.ty(operands[1]));
             x.dims == a.dims && x.dtype == DType::F32 && w.rank() == 1 && w.dims[0].as_const() == Some(k) && w.dtype.is_float()
@@ -67,22 +73,25 @@ pub fn fusible(graph: &Graph, pro: &[usize], mm: &[usize]) -> bool {
         }
     };
     let epilogue_ok = mm[1..].iter().map(|e| &graph.nodes[*e]).all(|e| ScalarEmitter::supports(&e.op) && !e.inputs.iter().any(|v| operands.contains(v)) && e.inputs.iter().all(|v| graph.ty(*v).rank() <= 2));
-    matches!(root.op, Op::MatMul)
-        && root.inputs[0] == h
-        && shape_ok
-        && a.rank() == 2
+    let common = root.inputs[0] == h && shape_ok && a.rank() == 2 && !operands.contains(&root.inputs[1]) && out.rank() == 2 && epilogue_ok;
+    if quant {
+        // The quantized kernels' own conditions: f32 activations, a float result.
+        return common && a.dtype == DType::F32 && out.dtype.is_float() && k <= QUANT_MAX_K;
+    }
+    let Some(cols) = b.dims.get(1).and_then(|d| d.as_const()) else { return false };
+    common
         && matches!(a.dtype, DType::BF16 | DType::F16)
         && b.rank() == 2
         && b.dims[0].as_const() == Some(k)
-        && !operands.contains(&root.inputs[1])
-        && out.rank() == 2
         && matches!(out.dtype, DType::BF16 | DType::F16 | DType::F32)
-        && epilogue_ok
         && k % 8 == 0
         && cols % 8 == 0
         && crate::gpu_gemv::applies(&BindingType::of(a), &BindingType::of(b))
         && crate::gpu_gemv::computed_a_fits(k, cols)
 }
+
+/// The widest A the quantized few-rows kernel stages whole in shared memory (f32).
+pub const QUANT_MAX_K: i64 = 8192;
 
 /// A merged spec taken apart: A's computation and the matmul.
 pub struct Parts {
@@ -100,7 +109,7 @@ pub struct Parts {
 /// The parts of a merged region's spec (bindings: A's operands, B, the epilogue's operands,
 /// the result).
 pub fn split(spec: &KernelSpec) -> Option<Parts> {
-    let at = spec.body.iter().position(|f| matches!(f.op, Op::MatMul))?;
+    let at = spec.body.iter().position(|f| matches!(f.op, Op::MatMul | Op::QMatMul { .. }))?;
     let (a_body, rest) = spec.body.split_at(at);
     let (mm, epilogue) = rest.split_first()?;
     let a_ref = a_body.last()?.results[0];
@@ -114,7 +123,10 @@ pub fn split(spec: &KernelSpec) -> Option<Parts> {
     let ValueRef::Temp(_, a_dt) = a_ref else { return None };
     // A's rows are its first matrix operand's (a norm's x, a split's operand or an
     // elementwise operand), its columns B's rows.
-    let k = spec.inputs[b_index].dims[0];
+    let k = match mm.op {
+        Op::QMatMul { format, .. } => Some(format.sub_blocks(spec.inputs[b_index].dims.get(1).copied().flatten()?) * 32),
+        _ => spec.inputs[b_index].dims[0],
+    };
     let rows = spec.inputs[..b_index].iter().find(|t| t.dims.len() == 2)?.dims[0];
     let a = BindingType { dtype: a_dt, dims: vec![rows, k] };
     let remap = |r: &ValueRef| match r {
@@ -136,12 +148,20 @@ pub fn split(spec: &KernelSpec) -> Option<Parts> {
 /// The row kernel's spec computing a norm-kind A (`[rms_norm, cast]`), or `None` for an
 /// elementwise A.
 fn norm_rows(spec: &KernelSpec, p: &Parts) -> Option<KernelSpec> {
-    let [norm, cast] = &p.a_body[..] else { return None };
-    matches!((&norm.op, &cast.op), (Op::RmsNorm { .. }, Op::Cast(_))).then(|| KernelSpec {
+    let (norm, tail) = p.a_body.split_first()?;
+    let cast_tail = match tail {
+        [] => true,
+        [c] => matches!(c.op, Op::Cast(_)),
+        _ => false,
+    };
+    let mut body = p.a_body.clone();
+    let last = body.last_mut().expect("a norm");
+    last.results = vec![ValueRef::Output(0)];
+    (matches!(norm.op, Op::RmsNorm { .. }) && cast_tail).then(|| KernelSpec {
         name: format!("{}_norm", spec.name),
         inputs: spec.inputs[..p.a_inputs].to_vec(),
         outputs: vec![p.a.clone()],
-        body: vec![norm.clone(), FusedOp { results: vec![ValueRef::Output(0)], ..cast.clone() }],
+        body,
         partition: None,
         ..spec.clone()
     })
@@ -151,13 +171,17 @@ fn norm_rows(spec: &KernelSpec, p: &Parts) -> Option<KernelSpec> {
 /// the matrix-vector kernel take the matmul, and the row kernel A's norm (or A is
 /// elementwise ops after an optional split along its operand's columns).
 pub fn is_gpu_prologue_matmul(spec: &KernelSpec) -> bool {
-    let Some(p) = split(spec).filter(|_| spec.gpu && spec.wgmma && spec.native.is_none() && spec.ptx.is_none()) else { return false };
+    let Some(p) = split(spec).filter(|_| spec.gpu && spec.native.is_none() && spec.ptx.is_none()) else { return false };
     let (a, b) = (&p.mm.inputs[0], &p.mm.inputs[1]);
     let a_ok = match norm_rows(spec, &p) {
         Some(rows) => crate::gpu_rows::is_row_kernel(&rows) && rows.inputs[0].dims == a.dims,
         None => Elementwise::new(spec, &p).is_some(),
     };
-    a_ok && crate::gpu_wgmma::is_wgmma_matmul(&p.mm)
+    if let Op::QMatMul { quantize_input, .. } = p.mm.body[0].op {
+        return a_ok && quantize_input && crate::gpu_qmatmul::is_gpu_qmatmul(&p.mm) && a.dims[1].is_some_and(|k| k <= QUANT_MAX_K);
+    }
+    a_ok && spec.wgmma
+        && crate::gpu_wgmma::is_wgmma_matmul(&p.mm)
         && a.dtype != DType::F32
         && crate::gpu_gemv::applies(a, b)
         && a.dims[1].zip(b.dims[1]).is_some_and(|(k, n)| crate::gpu_gemv::computed_a_fits(k, n))
@@ -180,15 +204,14 @@ impl ComputedA for Norm {
     fn shaped(&self) -> (String, String) {
         ("%X".into(), self.x.memref())
     }
-    fn setup(&self, g: &mut Gen, i: usize, row: &str) -> Vec<String> {
+    fn setup(&self, g: &mut Gen, i: usize, row: &str, real: usize) -> Vec<String> {
         use crate::gpu_rows::RowOps;
         let tx = self.x.memref();
-        // The row kernel's block of `virt` threads (1024 for wide rows), played by 256:
-        // thread t keeps the partial sums of virtual threads t, t + 256, ..., each reduced
+        // The row kernel's block of `virt` threads (1024 for wide rows), played by `real`:
+        // thread t keeps the partial sums of virtual threads t, t + real, ..., each reduced
         // over its warp and stored in its virtual warp's slot, and the slots are added in
         // order, so the sum has the row kernel's bits.
         let virt = crate::gpu_rows::threads_for(self.x.dims[1]);
-        let real = crate::gpu_gemv::THREADS as usize;
         let cv = g.let_(i, format!("arith.constant {virt} : index"));
         let mut slots = Vec::new();
         for v in 0..virt / real {
@@ -296,7 +319,7 @@ impl ComputedA for Elementwise {
     fn shaped(&self) -> (String, String) {
         (format!("%In{}", self.shaped), self.inputs[self.shaped].memref())
     }
-    fn setup(&self, _g: &mut Gen, _i: usize, _row: &str) -> Vec<String> {
+    fn setup(&self, _g: &mut Gen, _i: usize, _row: &str, _threads: usize) -> Vec<String> {
         Vec::new()
     }
     fn value(&self, g: &mut Gen, i: usize, row: &str, k: &str, _setup: &[String], tag: &str) -> String {
@@ -408,18 +431,43 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         a_ins[shaped].memref()
     );
     let operands = format!("{}, %b1 : {tb}", a_args.join(", "));
-    s.push_str(&crate::gpu_gemv::host_with(&format!("{name}_llm"), a, b, &operands, &format!("{extra_args}, %b{oc} : {tc}"), &otherwise));
+    let quantized = matches!(p.mm.body[0].op, Op::QMatMul { .. });
+    if quantized {
+        // A few rows (decode): the quantized few-rows kernel, a block per (4 columns, row).
+        let n = b.dims[0].expect("verifier: static weight rows");
+        let warps = crate::gpu_qmatmul::WARPS;
+        let _ = write!(
+            s,
+            "    %qf_max = arith.constant {} : index\n    %qf_le = arith.cmpi ule, %m, %qf_max : index\n    %qf_ge = arith.cmpi uge, %m, %c1 : index\n    \
+             %qf = arith.andi %qf_le, %qf_ge : i1\n    scf.if %qf {{\n      %qf_cn = arith.constant {n} : index\n      %qf_w = arith.constant {warps} : index\n      \
+             %qf_gx = arith.ceildivui %qf_cn, %qf_w : index\n      %qf_t = arith.constant {} : index\n      \
+             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({operands}{extra_args}, %b{oc} : {tc})\n    \
+             }} else {{\n{otherwise}    }}\n",
+            crate::gpu_qmatmul::FEW_ROWS,
+            warps * 32
+        );
+    } else {
+        s.push_str(&crate::gpu_gemv::host_with(&format!("{name}_llm"), a, b, &operands, &format!("{extra_args}, %b{oc} : {tc}"), &otherwise));
+    }
     let _ = writeln!(s, "    return\n  }}");
     if let Some(rows) = &rows {
         s.push_str(&crate::gpu_rows::kernel_func(rows));
     }
-    s.push_str(&crate::gpu_wgmma::kernel_func(&p.mm));
     let _ = writeln!(s, "  gpu.module @{name}_llm {{");
-    s.push_str(&crate::gpu_gemv::computed_a_kernels(&p.mm, computed.as_ref(), &tb, &tc, a.dtype));
+    if quantized {
+        s.push_str(&crate::gpu_qmatmul::computed_a_few_rows_kernel(&p.mm, computed.as_ref()));
+    } else {
+        s.push_str(&crate::gpu_gemv::computed_a_kernels(&p.mm, computed.as_ref(), &tb, &tc, a.dtype));
+    }
     if rows.is_none() {
         s.push_str(&elementwise_kernel(computed.as_ref(), &ta, a.dtype));
     }
     let _ = writeln!(s, "  }}");
+    if quantized {
+        s.push_str(&crate::gpu_qmatmul::kernel_func(&p.mm));
+    } else {
+        s.push_str(&crate::gpu_wgmma::kernel_func(&p.mm));
+    }
     s
 }
 

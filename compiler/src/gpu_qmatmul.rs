@@ -21,7 +21,7 @@ use std::fmt::Write;
 /// Rows of `x` a warp multiplies each decoded weight block into.
 pub const ROWS: usize = 8;
 /// Output columns per block (one warp each).
-const WARPS: usize = 4;
+pub(crate) const WARPS: usize = 4;
 /// Threads per block of the activation quantizer (one 32-block each).
 const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
@@ -115,7 +115,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let _ = writeln!(s, "  gpu.module @{name}_llm {{");
     if quantize_input {
         quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
-        few_rows_kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, with_min, &extra_params);
+        few_rows_kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, with_min, &extra_params, None);
     }
     dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
     s.push_str("  }\n");
@@ -155,7 +155,6 @@ fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
 /// `@qmatmul`: warp `w` of block `(bx, by)` computes column `4 bx + w` for rows
 /// `ROWS * by ..`. `xs_t` is the block-sum operand's type for formats with a min.
 #[allow(clippy::too_many_arguments)] // the types of one generated kernel's operands
-#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
 fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_t): (&str, Option<&str>), (wm, om): (&str, &str), n: i64, kb: i64, extra: &str) {
     let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
     let accs: Vec<String> = (0..ROWS).map(|r| format!("%a{r}")).collect();
@@ -224,12 +223,35 @@ fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_
 /// of block `(bx, row)` computes column `4 bx + w` of `row`; each lane rounds the
 /// activation blocks it multiplies (as `@quantize` does: `d = amax / 127` kept as f16,
 /// `q = round(x * 127 / amax)`, and for formats with a min the block sum `f16(d * sum(q))`).
+/// `@qmatmul_few` of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
+/// out) for an A the kernel computes itself ([`crate::gpu_prologue`]): each block first
+/// stores its row of A in shared memory. Launch arguments: A's operands, w, the epilogue's
+/// operands, out; grid as [`kernel_func`]'s few-rows launch.
+pub(crate) fn computed_a_few_rows_kernel(spec: &KernelSpec, a: &dyn crate::gpu_gemv::ComputedA) -> String {
+    let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("a quantized matmul") };
+    let (w, out) = (&spec.inputs[1], &spec.outputs[0]);
+    let n = w.dims[0].expect("verifier: static weight rows");
+    let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
+    let with_min = quantize_input && matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
+    let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
+    let mut s = String::new();
+    few_rows_kernel(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, with_min, &extra, Some(a));
+    s
+}
+
 #[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
-fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, with_min: bool, extra: &str) {
+fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, with_min: bool, extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
     let v32 = "vector<32xf32>";
+    let k = kb * 32;
+    let a_row = format!("memref<{k}xf32, #gpu.address_space<workgroup>>");
+    // A's parameters and the kernel's shared memory: x itself, or A's operands and A's row.
+    let (x_params, workgroup) = match computed {
+        None => (format!("%X: {xm}"), String::new()),
+        Some(_) => (xm.to_string(), format!(" workgroup(%As : {a_row}, %pred : {})", crate::gpu_prologue::PRED)),
+    };
     let _ = write!(
         s,
-        "    gpu.func @qmatmul_few(%X: {xm}, %b1: {wm}, {extra}%Y: {om}) kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
+        "    gpu.func @qmatmul_few({x_params}, %b1: {wm}, {extra}%Y: {om}){workgroup} kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c2q = arith.constant 2 : index\n      \
          %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
          %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      \
@@ -237,16 +259,43 @@ fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, 
          %g_magic = arith.constant dense<12582912.0> : {v32}\n      \
          %g_tid = gpu.thread_id x\n      %g_bx = gpu.block_id x\n      %g_row = gpu.block_id y\n      \
          %g_warp = arith.divui %g_tid, %c32 : index\n      %g_lane = arith.remui %g_tid, %c32 : index\n      \
-         %g_j0 = arith.muli %g_bx, %cwarps : index\n      %j = arith.addi %g_j0, %g_warp : index\n      \
-         %g_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %g_jok {{\n      \
-         %g_acc = scf.for %k = %g_lane to %ckb step %c32 iter_args(%g_a = %g_zero) -> (f32) {{\n      {}\n",
+         %g_j0 = arith.muli %g_bx, %cwarps : index\n      %j = arith.addi %g_j0, %g_warp : index\n",
         WARPS * 32,
         format.block_bytes(),
+    );
+    if let Some(a) = computed {
+        // The block's row of A, staged by all its threads before any column's loop.
+        let mut g = crate::gpu_gemv::Gen::new("st");
+        let i = 6;
+        g.line(i, "%tid = gpu.thread_id x");
+        g.line(i, format!("%K = arith.constant {k} : index"));
+        g.line(i, "%fzero = arith.constant 0.0 : f32");
+        g.line(i, "%w32 = arith.constant 32 : i32");
+        g.line(i, "%warp = arith.divui %tid, %c32 : index");
+        g.line(i, "%plane = arith.remui %tid, %c32 : index");
+        g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
+        g.line(i, format!("%pthreads = arith.constant {} : index", WARPS * 32));
+        let setup = a.setup(&mut g, i, "%g_row", WARPS * 32);
+        g.line(i, "scf.for %pk = %tid to %K step %pthreads {");
+        let v = a.value(&mut g, i + 2, "%g_row", "%pk", &setup, "f");
+        g.line(i + 2, format!("memref.store {v}, %As[%pk] : {a_row}"));
+        g.line(i, "}");
+        g.line(i, "gpu.barrier");
+        s.push_str(&g.s);
+    }
+    let _ = write!(
+        s,
+        "      %g_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %g_jok {{\n      \
+         %g_acc = scf.for %k = %g_lane to %ckb step %c32 iter_args(%g_a = %g_zero) -> (f32) {{\n      {}\n",
         crate::qmatmul::block_base(format)
     );
     crate::qmatmul::decode_block(s, format, wm);
     // The activation block, rounded to 8 bits.
-    let _ = write!(s, "      %g_kx = arith.muli %k, %c32 : index\n      %g_xv = vector.load %X[%g_row, %g_kx] : {xm}, {v32}\n      %g_ax = math.absf %g_xv : {v32}\n");
+    let x_load = match computed {
+        None => format!("vector.load %X[%g_row, %g_kx] : {xm}, {v32}"),
+        Some(_) => format!("vector.load %As[%g_kx] : {a_row}, {v32}"),
+    };
+    let _ = write!(s, "      %g_kx = arith.muli %k, %c32 : index\n      %g_xv = {x_load}\n      %g_ax = math.absf %g_xv : {v32}\n");
     let mut amax = "%g_zero".to_string();
     for e in 0..32 {
         let _ = writeln!(s, "      %g_e{e} = vector.extract %g_ax[{e}] : f32 from {v32}");

@@ -153,7 +153,7 @@ impl Program {
                 true
             }
         };
-        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, qmatmul_takes_epilogue: gpu, prologue_into_matmul: self.gpu.is_some_and(|g| g.wgmma) });
+        let regions = form_regions(graph, fuse, &Policy { closed: &closed, solo: &row_op, admits: &admits, join_past_shared: gpu, attention_takes_cast: gpu, rope_cache_writes: gpu, qmatmul_takes_epilogue: gpu, prologue_into_matmul: self.gpu.is_some_and(|g| g.wgmma), prologue_into_qmatmul: gpu });
         // Values a region computes but does not store (a region with explicit results), and
         // reshapes of them: they get no buffer.
         let mut unstored: HashSet<ValueId> = regions
@@ -387,7 +387,7 @@ impl Program {
         // A matmul region that took the region computing its A (on a GPU,
         // `fusion::merge_prologues_into_matmuls`) is one kernel only where the kernels take
         // it; otherwise the two regions are emitted as they were formed.
-        if let Some(p) = region.nodes.iter().position(|n| matches!(graph.nodes[*n].op, Op::MatMul)).filter(|p| *p > 0 && self.gpu.is_some() && region.outputs.is_none()) {
+        if let Some(p) = region.nodes.iter().position(|n| matches!(graph.nodes[*n].op, Op::MatMul | Op::QMatMul { .. })).filter(|p| *p > 0 && self.gpu.is_some() && region.outputs.is_none()) {
             let probe = KernelSpec {
                 name: String::new(),
                 inputs: inputs.iter().map(|v| BindingType { dtype: graph.ty(*v).dtype, dims: buffers[of_value[v]].shape.iter().map(DimExpr::as_const).collect() }).collect(),

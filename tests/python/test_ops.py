@@ -913,14 +913,15 @@ def test_rms_norm_into_matmul(tmp_path, k):
     check(tmp_path, graph(ins, body, [to]), ins, ref, rtol=5e-3, atol=5e-3, sizes=[1, 3, 4, 7])
 
 
-def test_silu_mul_into_matmul(tmp_path):
+@pytest.mark.parametrize("k", [256, 1056])
+def test_silu_mul_into_matmul(tmp_path, k):
     """`cast(silu(gate) * up) @ b + r` with gate and up halves of one input (Llama's FFN
     after its merged gate/up projection): on an sm_90 GPU one dispatch whose matrix-vector
     kernel computes A for 1-4 rows; 7 rows compute A with a thread per element, then run the
-    matmul."""
-    s, sb, so = (None, 512), (256, 64), (None, 64)
-    t, th, tg, tb, ty, to = ttype(s, "f32"), ttype((None, 256), "f16"), ttype((None, 256), "f32"), ttype(sb, "f16"), ttype(so, "f16"), ttype(so, "f32")
-    body = [f'%g, %u = "max.split"(%gu) {{axis = 1 : i64, sizes = array<i64: 256, 256>}} : ({t}) -> ({tg}, {tg})',
+    matmul. K = 1056 leaves the matrix-vector kernel's last K chunk short (17 chunks of 64)."""
+    s, sb, so = (None, 2 * k), (k, 64), (None, 64)
+    t, th, tg, tb, ty, to = ttype(s, "f32"), ttype((None, k), "f16"), ttype((None, k), "f32"), ttype(sb, "f16"), ttype(so, "f16"), ttype(so, "f32")
+    body = [f'%g, %u = "max.split"(%gu) {{axis = 1 : i64, sizes = array<i64: {k}, {k}>}} : ({t}) -> ({tg}, {tg})',
             f'%s = "max.silu"(%g) : ({tg}) -> {tg}',
             f'%m = "max.mul"(%s, %u) : ({tg}, {tg}) -> {tg}',
             f'%h = "max.cast"(%m) : ({tg}) -> {th}',
@@ -929,7 +930,7 @@ def test_silu_mul_into_matmul(tmp_path):
             f'%r0 = "max.add"(%y32, %r) : ({to}, {to}) -> {to}']
 
     def ref(gu, b, r):
-        g, u = gu[:, :256].astype(np.float64), gu[:, 256:].astype(np.float64)
+        g, u = gu[:, :k].astype(np.float64), gu[:, k:].astype(np.float64)
         h = (g / (1 + np.exp(-g)) * u).astype(np.float32).astype(np.float16)
         y = (h.astype(np.float64) @ b.astype(np.float64)).astype(np.float16)
         return (y.astype(np.float32) + r).astype(np.float32)
@@ -1359,6 +1360,50 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w, "r": r}, tmp_path)
         np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3, atol=1e-3)
     gpu_case(src, runs, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_qmatmul_computed_input(tmp_path, prologue):
+    """A quantized LLM's projections read `rms_norm(x, w)` and `silu(gate) * up` (the split
+    of a merged gate/up read in place), then add the residual: on a GPU one dispatch, whose
+    few-rows kernel computes its row of the input in shared memory before rounding it to 8
+    bits (1 and 7 rows); 45 rows compute the input into a temporary first. Expected: the
+    CPU path's outputs (rounding to 8 bits amplifies the order of the norm's sums, so the
+    tolerance is wider than the other quantized cases')."""
+    fmt, bb, n, k = "q4_1", 20, 30, 256
+    tw, tr = ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
+    ta = ttype((None, k), "f32")
+    if prologue == "norm":
+        ins = [("x", (None, k), "f32"), ("g", (k,), "f32")]
+        a_body = [f'%a = "max.rms_norm"(%x, %g) {{epsilon = 1.0e-5 : f64}} : ({ta}, {ttype((k,), "f32")}) -> {ta}']
+    else:
+        tg = ttype((None, 2 * k), "f32")
+        ins = [("x", (None, 2 * k), "f32")]
+        a_body = [f'%p, %u = "max.split"(%x) {{axis = 1 : i64, sizes = array<i64: {k}, {k}>}} : ({tg}) -> ({ta}, {ta})',
+                  f'%s = "max.silu"(%p) : ({ta}) -> {ta}',
+                  f'%a = "max.mul"(%s, %u) : ({ta}, {ta}) -> {ta}']
+    body = a_body + [f'%q = "max.qmatmul"(%a, %w) {{format = "{fmt}", quantize_input = true}} : ({ta}, {tw}) -> {tr}',
+                     f'%r0 = "max.add"(%r, %q) : ({tr}, {tr}) -> {tr}']
+    ins += [("w", (n, k // 32 * bb), "i8"), ("r", (None, n), "f32")]
+    src = tmp_path / "g.mlir"
+    src.write_text(graph(ins, body, [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(21)
+    w, _ = make_blocks(fmt, n, k, rng)
+    runs = []
+    for m in [1, 7, 45]:
+        arrays = {name: data(concrete(shape, m), dt, rng) for name, shape, dt in ins if name != "w"}
+        arrays["w"] = w
+        (got,) = run_artifact(tmp_path / "g.maxa", arrays, tmp_path)
+        if prologue == "norm":
+            x64 = arrays["x"].astype(np.float64)
+            a = (x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-5) * arrays["g"]).astype(np.float32)
+        else:
+            gate, up = arrays["x"][:, :k].astype(np.float64), arrays["x"][:, k:].astype(np.float64)
+            a = (gate / (1 + np.exp(-gate)) * up).astype(np.float32)
+        np.testing.assert_allclose(got, arrays["r"] + ggml_q8_matmul(a, w, fmt), rtol=1e-2, atol=1e-2)
+        runs.append((arrays, [got]))
+    gpu_case(src, runs, rtol=5e-3, atol=5e-3)
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])

@@ -4,7 +4,9 @@
 // gate/up read in place; @ffn). For 1-4 rows the matrix-vector kernels compute A themselves
 // (A's chunk in shared memory); other row counts compute A into a temporary (the row
 // kernel, or a thread per element), then run the matmul. sm_80 (no matrix-vector kernel)
-// keeps A's own dispatch, as does an A that something else reads too (@shared).
+// keeps A's own dispatch, as does an A that something else reads too (@shared). A quantized
+// matmul rounding its activations takes a computed A on every chip (@quant: its few-rows
+// kernel stages the block's row of A in shared memory), and its residual add as epilogue.
 // benches/gpu/prepare.sh checks the results against the CPU's (test_ops.py
 // test_rms_norm_into_matmul, test_silu_mul_into_matmul).
 // RUN: maxc compile %s --target cuda:sm_90 --emit llvm-dialect | FileCheck %s
@@ -27,6 +29,11 @@
 // CHECK: gpu.launch_func {{.*}}_llm::@compute_a blocks
 // CHECK: llvm.call @ffn_k{{[0-9]+}}_split_silu_mul_cast_matmul_cast_add_mm(
 // CHECK: llvm.return
+// CHECK-LABEL: llvm.func @quant_k{{[0-9]+}}_rms_norm_qmatmul_add(
+// CHECK: gpu.launch_func {{.*}}_llm::@qmatmul_few blocks
+// CHECK: llvm.call @quant_k{{[0-9]+}}_rms_norm_qmatmul_add_norm(
+// CHECK: llvm.call @quant_k{{[0-9]+}}_rms_norm_qmatmul_add_mm(
+// CHECK: llvm.return
 // PTX: .entry gemv1(
 // PTX: .shared .align 4 .b8 {{.*}}[
 // PTX: bar.sync
@@ -41,6 +48,9 @@
 // ART: entry static_rows
 // ART: dispatches 1
 // ART-NEXT: _rms_norm_cast_matmul  bindings
+// ART: entry quant
+// ART: dispatches 1
+// ART-NEXT: _rms_norm_qmatmul_add  bindings=[0, 1, 2, 3, 4]
 // ART: entry shared
 // ART: dispatches 2
 // ART-NEXT: _rms_norm_cast  bindings
@@ -49,6 +59,9 @@
 // SM80: dispatches 2
 // SM80-NEXT: _rms_norm_cast  bindings
 // SM80-NEXT: _matmul_cast_add  bindings
+// SM80: entry quant
+// SM80: dispatches 1
+// SM80-NEXT: _rms_norm_qmatmul_add
 module {
 func.func @proj(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"},
                 %r: tensor<?x64xf32> {max.name = "r"}) -> (tensor<?x64xf32>) {
@@ -76,6 +89,14 @@ func.func @static_rows(%x: tensor<2x256xf32> {max.name = "x"}, %w: tensor<256xf3
   %h = "max.cast"(%n) : (tensor<2x256xf32>) -> tensor<2x256xbf16>
   %y = "max.matmul"(%h, %b) : (tensor<2x256xbf16>, tensor<256x64xbf16>) -> tensor<2x64xbf16>
   func.return %y : tensor<2x64xbf16>
+}
+
+func.func @quant(%x: tensor<?x256xf32> {max.name = "x"}, %g: tensor<256xf32> {max.name = "g"}, %w: tensor<30x160xi8> {max.name = "w"},
+                 %r: tensor<?x30xf32> {max.name = "r"}) -> (tensor<?x30xf32>) {
+  %n = "max.rms_norm"(%x, %g) {epsilon = 1.0e-5 : f64} : (tensor<?x256xf32>, tensor<256xf32>) -> tensor<?x256xf32>
+  %q = "max.qmatmul"(%n, %w) {format = "q4_1", quantize_input = true} : (tensor<?x256xf32>, tensor<30x160xi8>) -> tensor<?x30xf32>
+  %o = "max.add"(%r, %q) : (tensor<?x30xf32>, tensor<?x30xf32>) -> tensor<?x30xf32>
+  func.return %o : tensor<?x30xf32>
 }
 
 func.func @shared(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x64xbf16> {max.name = "b"}) -> (tensor<?x64xbf16>, tensor<?x256xbf16>) {

@@ -7,7 +7,8 @@
 //! each, so a warp reads 512 contiguous bytes) by `lanes` lanes of K; a thread walks its
 //! chunk's rows `k = lane, lane + lanes, ...` several loads ahead, multiplying each into
 //! every row of A. The K lanes meet in shared memory (with one lane, each thread's sums
-//! are its columns') and each block writes its chunk's partial sums to `P[chunk, M, N]`.
+//! are its columns') and each block writes its chunk's partial sums to `P[chunk, m, N]`, a
+//! global of its module (no allocation per call).
 //! The last block of a column block to finish (an atomic count per column block) sums the
 //! chunks in order and applies the epilogue, so a product is one launch: the separate
 //! reduction kernel was a second graph node per projection in every decode step.
@@ -21,6 +22,7 @@
 pub(crate) use crate::gpu_text::KernelText as Gen;
 use crate::gpu_text::ARRIVAL_FLAG;
 use crate::lower::{BindingType, KernelSpec};
+use std::fmt::Write;
 use max_dialects::DType;
 
 /// Most rows of A the matrix-vector kernel takes (larger M use the tensor cores).
@@ -125,14 +127,12 @@ pub fn host_with(module: &str, a: &BindingType, b: &BindingType, operands: &str,
       %gv_gx = arith.constant {gx} : index
       %gv_kc = arith.constant {kc} : index
       %gv_chunks = arith.constant {chunks} : index
-      %gv_p = memref.alloc(%gv_chunks, %m, %n) : memref<?x?x?xf32>
       %gv_one = arith.cmpi eq, %m, %c1 : index
       scf.if %gv_one {{
-        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
+        gpu.launch_func @{module}::@gemv1 blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_kc : index{out_args})
       }} else {{
-        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_p : memref<?x?x?xf32>, %gv_kc : index{out_args})
+        gpu.launch_func @{module}::@gemv blocks in (%gv_gx, %gv_chunks, %c1) threads in (%gv_threads, %c1, %c1) args({operands}, %gv_kc : index{out_args})
       }}
-      memref.dealloc %gv_p : memref<?x?x?xf32>
     }} else {{
 {otherwise}    }}
 "
@@ -181,6 +181,14 @@ pub fn computed_a_fits(k: i64, n: i64) -> bool {
     (MAX_ROWS as i64 * kc + c.lanes * c.cols() * MAX_ROWS as i64) * 4 + 64 <= 48 * 1024
 }
 
+/// The type of a module's partial sums, `[chunks, MAX_ROWS, n]` f32 in global memory: a
+/// module global instead of a buffer allocated at each call (a memory node before and after
+/// every projection in a recorded CUDA graph).
+fn partials_type(c: &Config, k: i64, n: i64) -> String {
+    let chunks = c.grid(k, n).2;
+    format!("memref<{chunks}x{MAX_ROWS}x{n}xf32, #gpu.address_space<global>>")
+}
+
 /// Where a kernel reads A.
 enum Source<'a> {
     /// A itself (`%A`, of this type).
@@ -194,6 +202,7 @@ fn kernels(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType) -> St
     let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
     let gx = c.grid(k, n).0;
     let mut s = format!("    {}\n", crate::gpu_text::arrival_counters("gemv_arrivals", gx as usize));
+    let _ = writeln!(s, "    memref.global \"private\" @gemv_partials : {}", partials_type(&c, k, n));
     s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, 1, "gemv1"));
     s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, MAX_ROWS, "gemv"));
     s
@@ -228,7 +237,14 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     };
     let workgroup = format!(" workgroup({})", workgroup.join(", "));
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect();
-    g.line(4, format!("gpu.func @{name}({a_params}, %B: {tb}, %P: memref<?x?x?xf32>, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @{name}({a_params}, %B: {tb}, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    // The partial sums live in the module's global (one kernel runs at a time on the stream,
+    // as for the arrival counters), viewed as the reduction code reads them.
+    let pt = partials_type(&cfg, spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
+    let generic = pt.replace(", #gpu.address_space<global>", "");
+    g.line(i, format!("%Pg = memref.get_global @gemv_partials : {pt}"));
+    g.line(i, format!("%Pc = memref.memory_space_cast %Pg : {pt} to {generic}"));
+    g.line(i, format!("%P = memref.cast %Pc : {generic} to memref<?x?x?xf32>"));
     let consts: std::collections::BTreeSet<i64> = [0, 1, 8].into_iter().chain((1..ahead).map(|u| lanes * u)).collect();
     for c in consts {
         g.line(i, format!("%c{c} = arith.constant {c} : index"));

@@ -160,7 +160,7 @@ fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (
 /// `%len0 = %si + 1`, the positions a query sees from the row's start), then the row's slot
 /// and start position from `%P` and `%S` (`%slot`, `%pos`, index) and `%ok`, whether `len`
 /// positions from `%pos` fit the cache `cache_ssa` (binding `cache`).
-fn row_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingType, slot: &BindingType, len: &str) {
+pub(crate) fn row_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingType, slot: &BindingType, len: &str) {
     let i = 6;
     let (cm, pm, sm) = (cache.memref(), pos.memref(), slot.memref());
     g.line(i, "%bi = arith.divui %row, %ns : index");

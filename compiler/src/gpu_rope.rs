@@ -28,8 +28,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let d = x.dims[2].expect("verifier: static head dim");
     let half = d / 2;
     let pairs = heads * half;
-    // As the CPU kernel computes it (an f32 powf), as exact bits.
-    let theta_scale = (base as f32).powf(-2.0f32 / d as f32);
+    let theta_scale = theta_scale(base, d);
     let name = &spec.name;
     let mut s = format!("  func.func @{name}(%b0: {xm}, %b1: {pm}, %b2: {om}, %wg: index, %nwg: index) {{\n");
     let _ = write!(
@@ -50,7 +49,6 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(i, format!("%cthreads = arith.constant {THREADS} : index"));
     g.line(i, format!("%chalf = arith.constant {half} : index"));
     g.line(i, format!("%cpairs = arith.constant {} : index", heads * half));
-    g.line(i, format!("%ts = arith.constant 0x{:08X} : f32", theta_scale.to_bits()));
     g.line(i, "%t = gpu.block_id x");
     g.line(i, "%by = gpu.block_id y");
     g.line(i, "%tid = gpu.thread_id x");
@@ -65,28 +63,11 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let j = i + 2;
     g.line(j, "%h = arith.divui %e1, %chalf : index");
     g.line(j, "%pi = arith.remui %e1, %chalf : index");
-    let th = g.let_(j, format!("scf.for %k = %c0 to %pi step %c1 iter_args(%th0 = {pf}) -> (f32) {{"));
-    g.line(j + 2, "%thn = arith.mulf %th0, %ts : f32");
-    g.line(j + 2, "scf.yield %thn : f32");
-    g.line(j, "}");
-    let cs = g.let_(j, format!("math.cos {th} : f32"));
-    let sn = g.let_(j, format!("math.sin {th} : f32"));
-    // Pair i: elements (2i, 2i + 1) interleaved, (i, i + d/2) otherwise.
-    let (ja, jb) = if interleaved {
-        let a = g.let_(j, "arith.muli %pi, %c2 : index");
-        let b = g.let_(j, format!("arith.addi {a}, %c1 : index"));
-        (a, b)
-    } else {
-        ("%pi".to_string(), g.let_(j, "arith.addi %pi, %chalf : index"))
-    };
+    let (cs, sn) = angle(&mut g, j, "%pi", &pf, theta_scale);
+    let (ja, jb) = pair(&mut g, j, "%pi", half, interleaved);
     let a = g.let_(j, format!("memref.load %X[%t, %h, {ja}] : {xm}"));
     let b = g.let_(j, format!("memref.load %X[%t, %h, {jb}] : {xm}"));
-    let ac = g.let_(j, format!("arith.mulf {a}, {cs} : f32"));
-    let bs = g.let_(j, format!("arith.mulf {b}, {sn} : f32"));
-    let ya = g.let_(j, format!("arith.subf {ac}, {bs} : f32"));
-    let as_ = g.let_(j, format!("arith.mulf {a}, {sn} : f32"));
-    let bc = g.let_(j, format!("arith.mulf {b}, {cs} : f32"));
-    let yb = g.let_(j, format!("arith.addf {as_}, {bc} : f32"));
+    let (ya, yb) = rotate(&mut g, j, (&a, &b), (&cs, &sn));
     g.line(j, format!("memref.store {ya}, %Y[%t, %h, {ja}] : {om}"));
     g.line(j, format!("memref.store {yb}, %Y[%t, %h, {jb}] : {om}"));
     g.line(i, "}");
@@ -95,4 +76,49 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(2, "}");
     s.push_str(&g.s);
     s
+}
+
+/// `powf(base, -2 / d)` as the CPU kernel computes it (in f32), for exact bits.
+pub(crate) fn theta_scale(base: f64, d: i64) -> f32 {
+    (base as f32).powf(-2.0f32 / d as f32)
+}
+
+/// Kernel code: the cosine and sine of pair `pi`'s angle at position `pf` (f32):
+/// `theta_0 = pos`, `theta_{i+1} = theta_i * theta_scale`, the CPU loop's multiplications.
+pub(crate) fn angle(g: &mut Gen, i: usize, pi: &str, pf: &str, theta_scale: f32) -> (String, String) {
+    let ts = g.let_(i, format!("arith.constant 0x{:08X} : f32", theta_scale.to_bits()));
+    let c0 = g.let_(i, "arith.constant 0 : index");
+    let c1 = g.let_(i, "arith.constant 1 : index");
+    let th = g.fresh();
+    g.line(i, format!("{th} = scf.for %k = {c0} to {pi} step {c1} iter_args(%th0 = {pf}) -> (f32) {{"));
+    g.line(i + 2, format!("%thn = arith.mulf %th0, {ts} : f32"));
+    g.line(i + 2, "scf.yield %thn : f32");
+    g.line(i, "}");
+    (g.let_(i, format!("math.cos {th} : f32")), g.let_(i, format!("math.sin {th} : f32")))
+}
+
+/// Kernel code: the head-dim indices of pair `pi` of a head of `2 * half` values:
+/// `(2 pi, 2 pi + 1)` interleaved, `(pi, pi + half)` otherwise.
+pub(crate) fn pair(g: &mut Gen, i: usize, pi: &str, half: i64, interleaved: bool) -> (String, String) {
+    if interleaved {
+        let c2 = g.let_(i, "arith.constant 2 : index");
+        let c1 = g.let_(i, "arith.constant 1 : index");
+        let a = g.let_(i, format!("arith.muli {pi}, {c2} : index"));
+        let b = g.let_(i, format!("arith.addi {a}, {c1} : index"));
+        (a, b)
+    } else {
+        let ch = g.let_(i, format!("arith.constant {half} : index"));
+        (pi.to_string(), g.let_(i, format!("arith.addi {pi}, {ch} : index")))
+    }
+}
+
+/// Kernel code: `(a cos - b sin, a sin + b cos)`.
+pub(crate) fn rotate(g: &mut Gen, i: usize, (a, b): (&str, &str), (cs, sn): (&str, &str)) -> (String, String) {
+    let ac = g.let_(i, format!("arith.mulf {a}, {cs} : f32"));
+    let bs = g.let_(i, format!("arith.mulf {b}, {sn} : f32"));
+    let ya = g.let_(i, format!("arith.subf {ac}, {bs} : f32"));
+    let as_ = g.let_(i, format!("arith.mulf {a}, {sn} : f32"));
+    let bc = g.let_(i, format!("arith.mulf {b}, {cs} : f32"));
+    let yb = g.let_(i, format!("arith.addf {as_}, {bc} : f32"));
+    (ya, yb)
 }

@@ -247,7 +247,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     g.line(
         4,
         format!(
-            "gpu.func @rope_cache(%Xq: {}, %Xk: {}, %Xv: {}, %P: {pm}, %St: {stm}, %S: {slm}, %Q: {qm}, %KC: {km}, %VC: {vm}, %ns: index, %wr: index) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{",
+            "gpu.func @rope_cache(%Xq: {}, %Xk: {}, %Xv: {}, %Pr: {pm}, %P: {stm}, %S: {slm}, %Q: {qm}, %KC: {km}, %VC: {vm}, %ns: index, %wr: index) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{",
             xq.1, xk.1, xv.1
         ),
     );
@@ -279,29 +279,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let w = j + 2;
     // The token's batch row, its place in the cache and whether it fits (as the cache
     // write's kernel decides it).
-    g.line(w, "%bi = arith.divui %row, %ns : index");
-    g.line(w, "%si = arith.remui %row, %ns : index");
-    g.line(w, format!("%bmax = memref.dim %KC, %c1 : {km}"));
-    g.line(w, format!("%tmax = memref.dim %KC, %c2 : {km}"));
-    g.line(w, format!("%p32 = memref.load %St[%bi] : {stm}"));
-    g.line(w, format!("%s32 = memref.load %S[%bi] : {slm}"));
-    g.line(w, format!("%pos = arith.index_cast %p32 : {} to index", bindings[r.start].dtype.mlir_name()));
-    g.line(w, format!("%slot = arith.index_cast %s32 : {} to index", bindings[r.slot].dtype.mlir_name()));
-    g.line(w, "%end = arith.addi %pos, %ns : index");
-    g.line(w, "%ok0 = arith.cmpi sge, %slot, %c0 : index");
-    g.line(w, "%ok1 = arith.cmpi slt, %slot, %bmax : index");
-    g.line(w, "%ok2 = arith.cmpi sge, %pos, %c0 : index");
-    g.line(w, "%ok3 = arith.cmpi sle, %end, %tmax : index");
-    g.line(w, "%ok01 = arith.andi %ok0, %ok1 : i1");
-    g.line(w, "%ok23 = arith.andi %ok2, %ok3 : i1");
+    crate::gpu_kv_cache::row_bounds(&mut g, "%KC", bindings[kc], bindings[r.start], bindings[r.slot], "%ns");
     g.line(w, format!("%vbmax = memref.dim %VC, %c1 : {vm}"));
     g.line(w, format!("%vtmax = memref.dim %VC, %c2 : {vm}"));
     g.line(w, "%ok4 = arith.cmpi slt, %slot, %vbmax : index");
     g.line(w, "%ok5 = arith.cmpi sle, %end, %vtmax : index");
     g.line(w, "%ok45 = arith.andi %ok4, %ok5 : i1");
-    g.line(w, "%ok0123 = arith.andi %ok01, %ok23 : i1");
-    g.line(w, "%ok = arith.andi %ok0123, %ok45 : i1");
-    g.line(w, "scf.if %ok {");
+    g.line(w, "%okv = arith.andi %ok, %ok45 : i1");
+    g.line(w, "scf.if %okv {");
     let x = w + 2;
     g.line(x, "%t = arith.addi %pos, %si : index");
     let ek = g.let_(x, format!("arith.subi %e, {cq} : index"));
@@ -360,30 +345,14 @@ struct Rotated {
 #[allow(clippy::too_many_arguments)]
 fn rotate(g: &mut Gen, i: usize, e: &str, d: i64, r: &Roles, (x, xt): (&str, &str), offset: i64, (pm, pt): (&str, &str)) -> Rotated {
     let half = d / 2;
-    // As the CPU kernel computes it (an f32 powf), as exact bits.
-    let theta_scale = (r.base as f32).powf(-2.0f32 / d as f32);
     let chalf = g.let_(i, format!("arith.constant {half} : index"));
     let cd = g.let_(i, format!("arith.constant {d} : index"));
-    let ts = g.let_(i, format!("arith.constant 0x{:08X} : f32", theta_scale.to_bits()));
     let h = g.let_(i, format!("arith.divui {e}, {chalf} : index"));
     let pi = g.let_(i, format!("arith.remui {e}, {chalf} : index"));
-    let p = g.let_(i, format!("memref.load %P[%row] : {pm}"));
+    let p = g.let_(i, format!("memref.load %Pr[%row] : {pm}"));
     let pf = g.let_(i, format!("arith.sitofp {p} : {pt} to f32"));
-    let th = g.fresh();
-    g.line(i, format!("{th} = scf.for %k = %c0 to {pi} step %c1 iter_args(%th0 = {pf}) -> (f32) {{"));
-    g.line(i + 2, format!("%thn = arith.mulf %th0, {ts} : f32"));
-    g.line(i + 2, "scf.yield %thn : f32");
-    g.line(i, "}");
-    let cs = g.let_(i, format!("math.cos {th} : f32"));
-    let sn = g.let_(i, format!("math.sin {th} : f32"));
-    // Pair i: elements (2i, 2i + 1) interleaved, (i, i + d/2) otherwise.
-    let (ja, jb) = if r.interleaved {
-        let a = g.let_(i, format!("arith.muli {pi}, %c2 : index"));
-        let b = g.let_(i, format!("arith.addi {a}, %c1 : index"));
-        (a, b)
-    } else {
-        (pi.clone(), g.let_(i, format!("arith.addi {pi}, {chalf} : index")))
-    };
+    let (cs, sn) = crate::gpu_rope::angle(g, i, &pi, &pf, crate::gpu_rope::theta_scale(r.base, d));
+    let (ja, jb) = crate::gpu_rope::pair(g, i, &pi, half, r.interleaved);
     let hd = g.let_(i, format!("arith.muli {h}, {cd} : index"));
     let coff = g.let_(i, format!("arith.constant {offset} : index"));
     let base = g.let_(i, format!("arith.addi {hd}, {coff} : index"));
@@ -391,11 +360,6 @@ fn rotate(g: &mut Gen, i: usize, e: &str, d: i64, r: &Roles, (x, xt): (&str, &st
     let cb = g.let_(i, format!("arith.addi {base}, {jb} : index"));
     let a = g.let_(i, format!("memref.load {x}[%row, {ca}] : {xt}"));
     let b = g.let_(i, format!("memref.load {x}[%row, {cb}] : {xt}"));
-    let ac = g.let_(i, format!("arith.mulf {a}, {cs} : f32"));
-    let bs = g.let_(i, format!("arith.mulf {b}, {sn} : f32"));
-    let ya = g.let_(i, format!("arith.subf {ac}, {bs} : f32"));
-    let as_ = g.let_(i, format!("arith.mulf {a}, {sn} : f32"));
-    let bc = g.let_(i, format!("arith.mulf {b}, {cs} : f32"));
-    let yb = g.let_(i, format!("arith.addf {as_}, {bc} : f32"));
+    let (ya, yb) = crate::gpu_rope::rotate(g, i, (&a, &b), (&cs, &sn));
     Rotated { h, ja, jb, ya, yb }
 }

@@ -9,7 +9,8 @@
 //! A split along a non-leading axis whose results only one elementwise region reads then
 //! moves into that region ([`absorb_splits`]). On a GPU, the RoPE of q and k and the KV-cache
 //! writes that one attention reads become one region with several results
-//! ([`merge_rope_cache_writes`]).
+//! ([`merge_rope_cache_writes`]), and a region computing a matmul's A moves into the
+//! matmul's ([`merge_prologues_into_matmuls`]).
 //!
 //! A consumer joins the region of its producer when:
 //! - the producer has one result, used by nothing outside the consumer, and not a graph

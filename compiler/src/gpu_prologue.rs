@@ -10,6 +10,11 @@
 //! temporary first (the row kernel, or an elementwise kernel here), then run the
 //! tensor-core matmul.
 //!
+//! A quantized matmul rounding its f32 activations to 8 bits (GGUF models) takes such an A
+//! too, on any chip: `rms_norm(x, w)` (no cast) or the elementwise ops; its few-rows kernel
+//! (1 to [`crate::gpu_qmatmul::FEW_ROWS`] rows) stages the block's row of A in shared memory
+//! before rounding it ([`crate::gpu_qmatmul::computed_a_few_rows_kernel`]).
+//!
 //! Fusion forms the region ([`fusible`]); [`split`] recovers A's computation and the
 //! matmul's spec from it.
 
@@ -99,7 +104,7 @@ pub struct Parts {
     pub a_inputs: usize,
     /// The ops computing A (the last one's result is A).
     pub a_body: Vec<FusedOp>,
-    /// A: `[M, K]` of B's dtype.
+    /// A: `[M, K]` of B's dtype (f32 for a quantized matmul).
     pub a: BindingType,
     /// The matmul with its epilogue; its bindings are A, B, the epilogue's operands, the
     /// result.
@@ -145,8 +150,8 @@ pub fn split(spec: &KernelSpec) -> Option<Parts> {
     Some(Parts { a_inputs: b_index, a_body: a_body.to_vec(), a, mm })
 }
 
-/// The row kernel's spec computing a norm-kind A (`[rms_norm, cast]`), or `None` for an
-/// elementwise A.
+/// The row kernel's spec computing a norm-kind A (`rms_norm`, maybe with a cast), or
+/// `None` for an elementwise A.
 fn norm_rows(spec: &KernelSpec, p: &Parts) -> Option<KernelSpec> {
     let (norm, tail) = p.a_body.split_first()?;
     let cast_tail = match tail {
@@ -168,8 +173,9 @@ fn norm_rows(spec: &KernelSpec, p: &Parts) -> Option<KernelSpec> {
 }
 
 /// Whether `spec` is a merged region the GPU kernels compute: the warpgroup-MMA matmul and
-/// the matrix-vector kernel take the matmul, and the row kernel A's norm (or A is
-/// elementwise ops after an optional split along its operand's columns).
+/// the matrix-vector kernel (or the quantized matmul's kernels) take the matmul, and the
+/// row kernel A's norm (or A is elementwise ops after an optional split along its
+/// operand's columns).
 pub fn is_gpu_prologue_matmul(spec: &KernelSpec) -> bool {
     let Some(p) = split(spec).filter(|_| spec.gpu && spec.native.is_none() && spec.ptx.is_none()) else { return false };
     let (a, b) = (&p.mm.inputs[0], &p.mm.inputs[1]);

@@ -472,7 +472,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if quantized {
         s.push_str(&crate::gpu_qmatmul::kernel_func(&p.mm));
     } else {
-        s.push_str(&crate::gpu_wgmma::kernel_func(&p.mm));
+        s.push_str(&crate::gpu_wgmma::tensor_core_func(&p.mm));
     }
     s
 }

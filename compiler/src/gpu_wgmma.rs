@@ -109,6 +109,16 @@ use crate::gpu_text::KernelText as Gen;
 /// The host function (launch with dynamic shared memory) and the `gpu.module` of a wgmma
 /// matmul.
 pub fn kernel_func(spec: &KernelSpec) -> String {
+    kernel_func_with(spec, true)
+}
+
+/// [`kernel_func`] without the matrix-vector path, for a caller that takes 1-4 rows
+/// itself ([`crate::gpu_prologue`]).
+pub(crate) fn tensor_core_func(spec: &KernelSpec) -> String {
+    kernel_func_with(spec, false)
+}
+
+fn kernel_func_with(spec: &KernelSpec, gemv_path: bool) -> String {
     let cfg = Config::current();
     let (bn, smem_bytes) = (cfg.bn, cfg.smem_bytes());
     let (a, b, c) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
@@ -171,7 +181,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
 "
     );
     // Decode-sized M (1 to 4 rows) reads B once with the matrix-vector kernel instead.
-    let gemv = !tf32 && crate::gpu_gemv::applies(a, b);
+    let gemv = gemv_path && !tf32 && crate::gpu_gemv::applies(a, b);
     if gemv {
         s.push_str(&crate::gpu_gemv::host(&format!("{name}_wgmma"), a, b, &format!("{extra_args}, %b{oc} : {tc}"), &tensor_cores));
     } else {
@@ -181,14 +191,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
     }
     let _ = writeln!(s, "    return\n  }}");
-    s.push_str(&device_module(&cfg, spec, a.dtype, c.dtype, &ta, &bty, &tc, tb.as_str()));
+    s.push_str(&device_module(&cfg, spec, (a.dtype, c.dtype), gemv, &ta, &bty, &tc, tb.as_str()));
     s
 }
 
 /// The kernel module. `tb` is the type of the B operand the kernel reads (B^T, N x K, for
 /// TF32); `tb_orig` that of the graph's B (the transpose kernel's input).
 #[allow(clippy::too_many_arguments)]
-fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
+fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), gemv: bool, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
     let name = &spec.name;
     let extra = crate::gpu_epilogue::params(spec).iter().map(|p| format!(", {p}")).collect::<String>();
     let (bn, stages, stage_bytes) = (cfg.bn, cfg.stages, cfg.stage_bytes());
@@ -214,7 +224,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, dt: DType, out_dt: DType, ta: 
         transpose_kernel(&mut g, tb_orig, tb);
     }
     g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, tc));
-    if !tf32 && crate::gpu_gemv::applies(&spec.inputs[0], &spec.inputs[1]) {
+    if gemv {
         g.s.push_str(&crate::gpu_gemv::kernel(spec, ta, tb, tc, dt));
     }
     // `@mm`: all of K, epilogue, into C; `@partial`: block z's share of K, raw sums into P[z].

@@ -23,6 +23,10 @@
 // CHECK: llvm.return
 // CHECK-LABEL: llvm.func @proj_k0_rms_norm_cast_matmul_cast_add_norm(
 // CHECK: gpu.launch_func {{.*}}::@rows blocks
+// The matmul's own function has no matrix-vector path (the dispatch took 1-4 rows itself).
+// CHECK-LABEL: llvm.func @proj_k0_rms_norm_cast_matmul_cast_add_mm(
+// CHECK-NOT: ::@gemv
+// CHECK: _mm_wgmma::@mm blocks
 // CHECK-LABEL: llvm.func @ffn_k{{[0-9]+}}_split_silu_mul_cast_matmul_cast_add(
 // CHECK: gpu.launch_func {{.*}}_llm::@gemv1 blocks
 // CHECK: gpu.launch_func {{.*}}_llm::@gemv blocks

@@ -74,35 +74,22 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
     let mut vals: HashMap<ValueRef, (String, DType)> = HashMap::new();
     let first = if mm_dt == DType::F32 { acc.to_string() } else { se.op(&Op::Cast(mm_dt), &[(acc.to_string(), DType::F32)], mm_dt) };
     vals.insert(mm.results[0], (first, mm_dt));
-    for f in &spec.body[1..] {
-        let mut args = Vec::new();
-        for a in &f.args {
-            let v = match a {
-                ValueRef::Input(i) => {
-                    let b = &spec.inputs[*i];
-                    let idx = match b.dims.len() {
-                        0 => String::new(),
-                        1 => if b.dims[0] == Some(1) { "%c0".into() } else { col.to_string() },
-                        _ => format!(
-                            "{}, {}",
-                            if b.dims[0] == Some(1) { "%c0" } else { row },
-                            if b.dims[1] == Some(1) { "%c0" } else { col }
-                        ),
-                    };
-                    let name = format!("%ein{i}_{tag}_{}", code.len() + vals.len());
-                    code.push_str(&format!("      {name} = memref.load %E{i}[{idx}] : {}\n", b.memref()));
-                    (name, b.dtype)
-                }
-                other => vals.get(other).cloned().expect("epilogue operands are computed before use"),
-            };
-            args.push(v);
-        }
-        code.push_str(&se.take());
-        let out = dtype_of(spec, f.results[0]);
-        let r = se.op(&f.op, &args, out);
-        vals.insert(f.results[0], (r, out));
-    }
-    code.push_str(&se.take());
+    code.push_str(&scalar_ops(&mut se, &spec.body[1..], &mut vals, &|r| dtype_of(spec, r), &mut |a, code, n| {
+        let ValueRef::Input(i) = a else { return None };
+        let b = &spec.inputs[*i];
+        let idx = match b.dims.len() {
+            0 => String::new(),
+            1 => if b.dims[0] == Some(1) { "%c0".into() } else { col.to_string() },
+            _ => format!(
+                "{}, {}",
+                if b.dims[0] == Some(1) { "%c0" } else { row },
+                if b.dims[1] == Some(1) { "%c0" } else { col }
+            ),
+        };
+        let name = format!("%ein{i}_{tag}_{n}");
+        code.push_str(&format!("      {name} = memref.load %E{i}[{idx}] : {}\n", b.memref()));
+        Some((name, b.dtype))
+    }));
     let (v, d) = vals.get(&ValueRef::Output(0)).cloned().expect("the epilogue computes the output");
     let out_dt = spec.outputs[0].dtype;
     let v = if d == out_dt { v } else {
@@ -114,6 +101,41 @@ pub fn element(spec: &KernelSpec, acc: &str, row: &str, col: &str, tag: &str) ->
     let code = code.replace("%ep", &format!("%ep{tag}_"));
     let v = v.replace("%ep", &format!("%ep{tag}_"));
     (code, v)
+}
+
+/// Reads an operand of [`scalar_ops`] that no earlier op computed: appends the load's code
+/// to the string, with names made unique by the number; `None` when it cannot.
+pub(crate) type LoadOperand<'a> = dyn FnMut(&ValueRef, &mut String, usize) -> Option<(String, DType)> + 'a;
+
+/// Scalar code for the elementwise ops `body`, in order, into `vals` (each result's value
+/// and dtype, by its reference; `dtype` gives a result's). An operand not computed before is
+/// read by `load`, which appends its code and gets a number unique within this call; the
+/// ops' names are `se`'s (`%ep<N>`).
+pub(crate) fn scalar_ops(
+    se: &mut ScalarEmitter,
+    body: &[crate::lower::FusedOp],
+    vals: &mut HashMap<ValueRef, (String, DType)>,
+    dtype: &dyn Fn(ValueRef) -> DType,
+    load: &mut LoadOperand,
+) -> String {
+    let mut code = String::new();
+    for f in body {
+        let mut args = Vec::new();
+        for a in &f.args {
+            let n = code.len() + vals.len();
+            let v = match vals.get(a) {
+                Some(v) => v.clone(),
+                None => load(a, &mut code, n).expect("elementwise operands are loaded or computed before use"),
+            };
+            args.push(v);
+        }
+        code.push_str(&se.take());
+        let out = dtype(f.results[0]);
+        let r = se.op(&f.op, &args, out);
+        vals.insert(f.results[0], (r, out));
+    }
+    code.push_str(&se.take());
+    code
 }
 
 /// Threads per block of the split-K reduction.

@@ -19,8 +19,7 @@
 //! One row of A (decode at batch 1) takes a kernel of its own (`@gemv1`), which does a
 //! quarter of the 4-row kernel's multiplies and loads of A.
 
-pub(crate) use crate::gpu_text::KernelText as Gen;
-use crate::gpu_text::ARRIVAL_FLAG;
+use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
 use crate::lower::{BindingType, KernelSpec};
 use std::fmt::Write;
 use max_dialects::DType;
@@ -28,7 +27,7 @@ use max_dialects::DType;
 /// Most rows of A the matrix-vector kernel takes (larger M use the tensor cores).
 pub const MAX_ROWS: usize = 4;
 /// Threads per block: column groups x K lanes.
-pub const THREADS: i64 = 256;
+const THREADS: i64 = 256;
 
 /// The kernel's shape. `MAX_GPU_GEMV=lanes=2,ahead=8,blocks=1320,max_chunks=64` overrides
 /// the defaults (tuning runs, `benches/gpu/tune_gemv.sh`).
@@ -173,6 +172,17 @@ pub(crate) trait ComputedA {
     fn value(&self, g: &mut Gen, indent: usize, row: &str, k: &str, setup: &[String], tag: &str) -> String;
 }
 
+/// Kernel code: the names [`ComputedA::setup`] may use for block reductions over `threads`
+/// threads (`%tid` and `%c0` in scope): `%w32`, `%warp`, `%lane0`, and `%pthreads`.
+pub(crate) fn block_names(g: &mut Gen, i: usize, threads: usize) {
+    g.line(i, "%w32 = arith.constant 32 : i32");
+    g.line(i, "%pc32 = arith.constant 32 : index");
+    g.line(i, "%warp = arith.divui %tid, %pc32 : index");
+    g.line(i, "%plane = arith.remui %tid, %pc32 : index");
+    g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
+    g.line(i, format!("%pthreads = arith.constant {threads} : index"));
+}
+
 /// Whether [`computed_a_kernels`] fit a block's shared memory for `A[M, k] @ B[k, n]`: A's
 /// chunk for [`MAX_ROWS`] rows next to the K lanes' sums.
 pub fn computed_a_fits(k: i64, n: i64) -> bool {
@@ -184,8 +194,7 @@ pub fn computed_a_fits(k: i64, n: i64) -> bool {
 /// The type of a module's partial sums, `[chunks, MAX_ROWS, n]` f32 in global memory: a
 /// module global instead of a buffer allocated at each call (a memory node before and after
 /// every projection in a recorded CUDA graph).
-fn partials_type(c: &Config, k: i64, n: i64) -> String {
-    let chunks = c.grid(k, n).2;
+fn partials_type(chunks: i64, n: i64) -> String {
     format!("memref<{chunks}x{MAX_ROWS}x{n}xf32, #gpu.address_space<global>>")
 }
 
@@ -200,9 +209,9 @@ enum Source<'a> {
 fn kernels(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType) -> String {
     let c = Config::current();
     let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
-    let gx = c.grid(k, n).0;
+    let (gx, _, chunks) = c.grid(k, n);
     let mut s = format!("    {}\n", crate::gpu_text::arrival_counters("gemv_arrivals", gx as usize));
-    let _ = writeln!(s, "    memref.global \"private\" @gemv_partials : {}", partials_type(&c, k, n));
+    let _ = writeln!(s, "    memref.global \"private\" @gemv_partials : {}", partials_type(chunks, n));
     s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, 1, "gemv1"));
     s.push_str(&kernel_rows(spec, src, tb, tc, dt, c, MAX_ROWS, "gemv"));
     s
@@ -225,7 +234,8 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     }
     // A's chunk (rows x the chunk's K) for a kernel that computes A, and the slots of its
     // block reductions.
-    let kc_static = cfg.grid(spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0)).1;
+    let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
+    let (_, kc_static, chunks) = cfg.grid(k, n);
     let a_chunk = format!("memref<{}xf32, #gpu.address_space<workgroup>>", nrows as i64 * kc_static);
     let (a_params, (a_var, ta_dims)) = match src {
         Source::Plain(ta) => (format!("%A: {ta}"), ("%A".to_string(), ta.to_string())),
@@ -240,7 +250,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     g.line(4, format!("gpu.func @{name}({a_params}, %B: {tb}, %kc: index{extra}, %C: {tc}){workgroup} kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     // The partial sums live in the module's global (one kernel runs at a time on the stream,
     // as for the arrival counters), viewed as the reduction code reads them.
-    let pt = partials_type(&cfg, spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
+    let pt = partials_type(chunks, n);
     let generic = pt.replace(", #gpu.address_space<global>", "");
     g.line(i, format!("%Pg = memref.get_global @gemv_partials : {pt}"));
     g.line(i, format!("%Pc = memref.memory_space_cast %Pg : {pt} to {generic}"));
@@ -389,12 +399,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
 /// Kernel code: `%As[m * kc + kk] = A[m, k0 + kk]` for this block's chunk of K, as `a`
 /// computes it (zero past K and for rows past M), then a barrier.
 fn stage_a(g: &mut Gen, i: usize, rows: &[usize], a: &dyn ComputedA, kc: i64, a_chunk: &str) {
-    g.line(i, "%w32 = arith.constant 32 : i32");
-    g.line(i, "%pc32 = arith.constant 32 : index");
-    g.line(i, "%warp = arith.divui %tid, %pc32 : index");
-    g.line(i, "%plane = arith.remui %tid, %pc32 : index");
-    g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
-    g.line(i, format!("%pthreads = arith.constant {THREADS} : index"));
+    block_names(g, i, THREADS as usize);
     g.line(i, format!("%pkc = arith.constant {kc} : index"));
     for &m in rows {
         let row = format!("%rm{m}");

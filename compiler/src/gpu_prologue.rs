@@ -18,7 +18,8 @@
 //! Fusion forms the region ([`fusible`]); [`split`] recovers A's computation and the
 //! matmul's spec from it.
 
-use crate::gpu_gemv::{ComputedA, Gen};
+use crate::gpu_gemv::ComputedA;
+use crate::gpu_text::KernelText as Gen;
 use crate::lower::{BindingType, FusedOp, KernelSpec, ScalarEmitter, ValueRef};
 use max_dialects::{DType, Graph, Op};
 use std::collections::HashMap;
@@ -214,12 +215,11 @@ impl ComputedA for Norm {
         use crate::gpu_rows::RowOps;
         let tx = self.x.memref();
         // The row kernel's block of `virt` threads (1024 for wide rows), played by `real`:
-        // thread t keeps the partial sums of virtual threads t, t + real, ..., each reduced
-        // over its warp and stored in its virtual warp's slot, and the slots are added in
-        // order, so the sum has the row kernel's bits.
+        // thread t keeps the partial sums of virtual threads t, t + real, ..., so the sum has
+        // the row kernel's bits.
         let virt = crate::gpu_rows::threads_for(self.x.dims[1]);
         let cv = g.let_(i, format!("arith.constant {virt} : index"));
-        let mut slots = Vec::new();
+        let mut parts = Vec::new();
         for v in 0..virt / real {
             let off = g.let_(i, format!("arith.constant {} : index", v * real));
             let start = g.let_(i, format!("arith.addi %tid, {off} : index"));
@@ -231,31 +231,9 @@ impl ComputedA for Norm {
             let acc = g.let_(i + 2, format!("arith.addf %pa, {sq} : f32"));
             g.line(i + 2, format!("scf.yield {acc} : f32"));
             g.line(i, "}");
-            let mut acc = part;
-            for shift in [16, 8, 4, 2, 1] {
-                let o = g.let_(i, format!("arith.constant {shift} : i32"));
-                let sh = g.fresh();
-                g.line(i, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-                acc = g.let_(i, format!("arith.addf {acc}, {sh} : f32"));
-            }
-            let wo = g.let_(i, format!("arith.constant {} : index", v * real / 32));
-            let slot = g.let_(i, format!("arith.addi %warp, {wo} : index"));
-            slots.push((acc, slot));
+            parts.push(part);
         }
-        for (acc, slot) in &slots {
-            g.line(i, "scf.if %lane0 {");
-            g.line(i + 2, format!("memref.store {acc}, %pred[{slot}] : {PRED}"));
-            g.line(i, "}");
-        }
-        g.line(i, "gpu.barrier");
-        let mut ss = g.let_(i, format!("memref.load %pred[%c0] : {PRED}"));
-        for w in 1..virt / 32 {
-            let cw = g.let_(i, format!("arith.constant {w} : index"));
-            let x = g.let_(i, format!("memref.load %pred[{cw}] : {PRED}"));
-            ss = g.let_(i, format!("arith.addf {ss}, {x} : f32"));
-        }
-        // The slots are rewritten by the next row's sums.
-        g.line(i, "gpu.barrier");
+        let ss = g.block_reduce_parts(i, &parts, "addf", real, ("%pred", PRED));
         let ki = g.let_(i, "arith.index_cast %K : index to i64");
         let kf = g.let_(i, format!("arith.sitofp {ki} : i64 to f32"));
         let eps = g.let_(i, format!("arith.constant {} : f32", crate::lower::float_lit(self.epsilon)));
@@ -331,40 +309,28 @@ impl ComputedA for Elementwise {
     fn value(&self, g: &mut Gen, i: usize, row: &str, k: &str, _setup: &[String], tag: &str) -> String {
         let mut se = ScalarEmitter::new();
         let mut vals: HashMap<ValueRef, (String, DType)> = HashMap::new();
-        let mut code = String::new();
-        for f in &self.body {
-            let mut args = Vec::new();
-            for a in &f.args {
-                let v = if let Some((x, off)) = self.parts.get(a) {
-                    let b = &self.inputs[*x];
-                    let name = format!("%epin_{}", code.len() + vals.len());
-                    let col = format!("{name}c");
-                    let _ = writeln!(code, "      {col}_o = arith.constant {off} : index\n      {col} = arith.addi {k}, {col}_o : index\n      {name} = memref.load %In{x}[{row}, {col}] : {}", b.memref());
-                    (name, b.dtype)
-                } else if let ValueRef::Input(x) = a {
-                    let b = &self.inputs[*x];
-                    let idx = match b.dims.len() {
-                        0 => String::new(),
-                        1 => k.to_string(),
-                        _ => format!("{row}, {k}"),
-                    };
-                    let name = format!("%epin_{}", code.len() + vals.len());
-                    let _ = writeln!(code, "      {name} = memref.load %In{x}[{idx}] : {}", b.memref());
-                    (name, b.dtype)
-                } else {
-                    vals.get(a).cloned().expect("A's operands are computed before use")
-                };
-                args.push(v);
+        let temp_dtype = |r: ValueRef| match r {
+            ValueRef::Temp(_, d) => d,
+            _ => unreachable!("A's ops store temporaries"),
+        };
+        let code = crate::gpu_epilogue::scalar_ops(&mut se, &self.body, &mut vals, &temp_dtype, &mut |a, code, n| {
+            let name = format!("%epin_{n}");
+            if let Some((x, off)) = self.parts.get(a) {
+                let b = &self.inputs[*x];
+                let col = format!("{name}c");
+                let _ = writeln!(code, "      {col}_o = arith.constant {off} : index\n      {col} = arith.addi {k}, {col}_o : index\n      {name} = memref.load %In{x}[{row}, {col}] : {}", b.memref());
+                return Some((name, b.dtype));
             }
-            code.push_str(&se.take());
-            let out = match f.results[0] {
-                ValueRef::Temp(_, d) => d,
-                _ => unreachable!("A's ops store temporaries"),
+            let ValueRef::Input(x) = a else { return None };
+            let b = &self.inputs[*x];
+            let idx = match b.dims.len() {
+                0 => String::new(),
+                1 => k.to_string(),
+                _ => format!("{row}, {k}"),
             };
-            let r = se.op(&f.op, &args, out);
-            vals.insert(f.results[0], (r, out));
-        }
-        code.push_str(&se.take());
+            let _ = writeln!(code, "      {name} = memref.load %In{x}[{idx}] : {}", b.memref());
+            Some((name, b.dtype))
+        });
         let (v, d) = vals.get(&self.body.last().expect("A has ops").results[0]).cloned().expect("A is computed");
         // Names must not repeat between the rows' copies in one kernel.
         let code = code.replace("%ep", &format!("%ep{tag}_"));
@@ -430,8 +396,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         "  func.func @{name}({}, {}, %wg: index, %nwg: index) {{
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
-    %m = memref.dim %a{shaped}, %c0 : {}
-    %n = memref.dim %b1, %c1 : {tb}",
+    %m = memref.dim %a{shaped}, %c0 : {}",
         a_params.join(", "),
         params.join(", "),
         a_ins[shaped].memref()
@@ -441,16 +406,12 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if quantized {
         // A few rows (decode): the quantized few-rows kernel, a block per (4 columns, row).
         let n = b.dims[0].expect("verifier: static weight rows");
-        let warps = crate::gpu_qmatmul::WARPS;
         let _ = write!(
             s,
             "    %qf_max = arith.constant {} : index\n    %qf_le = arith.cmpi ule, %m, %qf_max : index\n    %qf_ge = arith.cmpi uge, %m, %c1 : index\n    \
-             %qf = arith.andi %qf_le, %qf_ge : i1\n    scf.if %qf {{\n      %qf_cn = arith.constant {n} : index\n      %qf_w = arith.constant {warps} : index\n      \
-             %qf_gx = arith.ceildivui %qf_cn, %qf_w : index\n      %qf_t = arith.constant {} : index\n      \
-             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({operands}{extra_args}, %b{oc} : {tc})\n    \
-             }} else {{\n{otherwise}    }}\n",
+             %qf = arith.andi %qf_le, %qf_ge : i1\n    scf.if %qf {{\n{}    }} else {{\n{otherwise}    }}\n",
             crate::gpu_qmatmul::FEW_ROWS,
-            warps * 32
+            crate::gpu_qmatmul::few_rows_launch(&format!("{name}_llm"), n, &format!("{operands}{extra_args}, %b{oc} : {tc}"))
         );
     } else {
         s.push_str(&crate::gpu_gemv::host_with(&format!("{name}_llm"), a, b, &operands, &format!("{extra_args}, %b{oc} : {tc}"), &otherwise));

@@ -21,7 +21,7 @@ use std::fmt::Write;
 /// Rows of `x` a warp multiplies each decoded weight block into.
 pub const ROWS: usize = 8;
 /// Output columns per block (one warp each).
-pub(crate) const WARPS: usize = 4;
+const WARPS: usize = 4;
 /// Threads per block of the activation quantizer (one 32-block each).
 const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
@@ -30,13 +30,12 @@ pub const FEW_ROWS: usize = 8;
 /// Whether `spec` is a quantized matmul for the GPU: f32 activations, and an f32 result or
 /// an elementwise epilogue (a residual add), which the kernels apply as they store.
 pub fn is_gpu_qmatmul(spec: &KernelSpec) -> bool {
-    let alone = crate::qmatmul::is_qmatmul_kernel(spec);
-    let with_epilogue = spec.body.first().is_some_and(|f| matches!(f.op, Op::QMatMul { .. }))
+    spec.gpu
+        && spec.body.first().is_some_and(|f| matches!(f.op, Op::QMatMul { .. }))
         && spec.native.is_none()
         && spec.partition.is_none()
         && spec.inputs[0].dtype == max_dialects::DType::F32
-        && crate::gpu_epilogue::contraction_with_epilogue(spec);
-    spec.gpu && (alone || with_epilogue)
+        && crate::gpu_epilogue::contraction_with_epilogue(spec)
 }
 
 /// The host function and `gpu.module` of a quantized matmul. Bindings: x, w, the
@@ -72,10 +71,8 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if quantize_input {
         let _ = write!(
             s,
-            "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n        \
-             %fgx = arith.ceildivui %cn, %cwarps : index\n        \
-             gpu.launch_func @{name}_llm::@qmatmul_few blocks in (%fgx, %m, %c1) threads in (%c128, %c1, %c1) args(%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om})\n      \
-             }} else {{\n"
+            "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n{}      }} else {{\n",
+            few_rows_launch(&format!("{name}_llm"), n, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
         );
     }
     let mut args = Vec::new();
@@ -223,6 +220,17 @@ fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_
 /// of block `(bx, row)` computes column `4 bx + w` of `row`; each lane rounds the
 /// activation blocks it multiplies (as `@quantize` does: `d = amax / 127` kept as f16,
 /// `q = round(x * 127 / amax)`, and for formats with a min the block sum `f16(d * sum(q))`).
+/// Host code: the launch of `module`'s `@qmatmul_few` over `n` columns and `%m` rows (`%c1`
+/// in scope) with arguments `args`.
+pub(crate) fn few_rows_launch(module: &str, n: i64, args: &str) -> String {
+    format!(
+        "        %qf_cn = arith.constant {n} : index\n        %qf_w = arith.constant {WARPS} : index\n        \
+         %qf_gx = arith.ceildivui %qf_cn, %qf_w : index\n        %qf_t = arith.constant {} : index\n        \
+         gpu.launch_func @{module}::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({args})\n",
+        WARPS * 32
+    )
+}
+
 /// `@qmatmul_few` of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
 /// out) for an A the kernel computes itself ([`crate::gpu_prologue`]): each block first
 /// stores its row of A in shared memory. Launch arguments: A's operands, w, the epilogue's
@@ -265,16 +273,12 @@ fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, 
     );
     if let Some(a) = computed {
         // The block's row of A, staged by all its threads before any column's loop.
-        let mut g = crate::gpu_gemv::Gen::new("st");
+        let mut g = crate::gpu_text::KernelText::new("st");
         let i = 6;
         g.line(i, "%tid = gpu.thread_id x");
         g.line(i, format!("%K = arith.constant {k} : index"));
         g.line(i, "%fzero = arith.constant 0.0 : f32");
-        g.line(i, "%w32 = arith.constant 32 : i32");
-        g.line(i, "%warp = arith.divui %tid, %c32 : index");
-        g.line(i, "%plane = arith.remui %tid, %c32 : index");
-        g.line(i, "%lane0 = arith.cmpi eq, %plane, %c0 : index");
-        g.line(i, format!("%pthreads = arith.constant {} : index", WARPS * 32));
+        crate::gpu_gemv::block_names(&mut g, i, WARPS * 32);
         let setup = a.setup(&mut g, i, "%g_row", WARPS * 32);
         g.line(i, "scf.for %pk = %tid to %K step %pthreads {");
         let v = a.value(&mut g, i + 2, "%g_row", "%pk", &setup, "f");

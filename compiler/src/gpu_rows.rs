@@ -67,6 +67,7 @@ pub(crate) trait RowOps {
     fn exp(&mut self, indent: usize, x: &str) -> String;
     fn block_reduce(&mut self, indent: usize, v: &str, op: &str, threads: usize) -> String;
     fn block_reduce_in(&mut self, indent: usize, v: &str, op: &str, threads: usize, slots: &str) -> String;
+    fn block_reduce_parts(&mut self, indent: usize, parts: &[String], op: &str, threads: usize, slots: (&str, &str)) -> String;
     fn fold_columns(&mut self, indent: usize, init: &str, body: &mut dyn FnMut(&mut Gen, usize, &str, &str) -> String) -> String;
 }
 
@@ -86,21 +87,42 @@ impl RowOps for Gen {
     }
     /// [`RowOps::block_reduce`] through the workgroup buffer `slots` (`threads / 32` f32s).
     fn block_reduce_in(&mut self, indent: usize, v: &str, op: &str, threads: usize, slots: &str) -> String {
-        let mut acc = v.to_string();
-        for off in [16, 8, 4, 2, 1] {
-            let o = self.let_(indent, format!("arith.constant {off} : i32"));
-            let sh = self.fresh();
-            self.line(indent, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-            acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
+        let ty = format!("memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32);
+        self.block_reduce_parts(indent, &[v.to_string()], op, threads, (slots, &ty))
+    }
+    /// The reduction of a block of `parts.len() * threads` virtual threads played by
+    /// `threads`: part `p` of thread t is virtual thread `t + p * threads`'s value. Each part
+    /// combines over its warp and goes to its virtual warp's slot of `slots` (name, type),
+    /// and the slots combine in order, so the result has the bits of the wider block's
+    /// [`RowOps::block_reduce`].
+    fn block_reduce_parts(&mut self, indent: usize, parts: &[String], op: &str, threads: usize, (slots, ty): (&str, &str)) -> String {
+        let mut stores = Vec::new();
+        for (p, v) in parts.iter().enumerate() {
+            let mut acc = v.to_string();
+            for off in [16, 8, 4, 2, 1] {
+                let o = self.let_(indent, format!("arith.constant {off} : i32"));
+                let sh = self.fresh();
+                self.line(indent, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
+                acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
+            }
+            let slot = if p == 0 {
+                "%warp".to_string()
+            } else {
+                let wo = self.let_(indent, format!("arith.constant {} : index", p * threads / 32));
+                self.let_(indent, format!("arith.addi %warp, {wo} : index"))
+            };
+            stores.push((acc, slot));
         }
-        self.line(indent, "scf.if %lane0 {");
-        self.line(indent + 2, format!("memref.store {acc}, {slots}[%warp] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
-        self.line(indent, "}");
+        for (acc, slot) in &stores {
+            self.line(indent, "scf.if %lane0 {");
+            self.line(indent + 2, format!("memref.store {acc}, {slots}[{slot}] : {ty}"));
+            self.line(indent, "}");
+        }
         self.line(indent, "gpu.barrier");
-        let mut total = self.let_(indent, format!("memref.load {slots}[%c0] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
-        for w in 1..threads / 32 {
+        let mut total = self.let_(indent, format!("memref.load {slots}[%c0] : {ty}"));
+        for w in 1..parts.len() * threads / 32 {
             let cw = self.let_(indent, format!("arith.constant {w} : index"));
-            let x = self.let_(indent, format!("memref.load {slots}[{cw}] : memref<{}xf32, #gpu.address_space<workgroup>>", threads / 32));
+            let x = self.let_(indent, format!("memref.load {slots}[{cw}] : {ty}"));
             total = self.let_(indent, format!("arith.{op} {total}, {x} : f32"));
         }
         // The slots are rewritten by the next reduction.

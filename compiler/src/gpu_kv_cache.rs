@@ -127,9 +127,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
 }
 
 /// Host code: `tokens` (rank 3 or 4, `[.., H, D]`) as `[N, H, D]`; returns the view and its
-/// type. Defines `%nb` (batch rows, from `pos`), `%ntok`, `%ns` (tokens per row) and `%go`
-/// (rows divide evenly and there is at least one token).
-fn token_rows(s: &mut String, tokens: &str, b: &BindingType, pos: &str, pos_ty: &str, name: &str) -> (String, String) {
+/// type. Defines `%nb` (batch rows, from `pos`), `%ntok`, `%ns` (tokens per row), `%even`
+/// (rows divide evenly), `%some` (at least one token) and `%go` (both).
+pub(crate) fn token_rows(s: &mut String, tokens: &str, b: &BindingType, pos: &str, pos_ty: &str, name: &str) -> (String, String) {
     let (view, ty) = as_token_rows(s, tokens, b, name);
     let _ = write!(
         s,

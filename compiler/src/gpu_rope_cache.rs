@@ -218,18 +218,15 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let pt = bindings[r.positions].dtype.mlir_name();
     // Rows of a batch: the writes need the tokens to divide evenly over `start`'s rows (the
     // host checks that first and reports it); the rotation of q does not.
+    crate::gpu_kv_cache::token_rows(&mut s, &format!("%b{qo}"), bindings[qo], &format!("%b{}", r.start), &stm, "%qrows");
     let _ = write!(
         s,
-        "    %ntok = memref.dim %b{qo}, %c0 : {qm}\n    %nb = memref.dim %b{}, %c0 : {stm}\n    \
-         %nb1 = arith.maxui %nb, %c1 : index\n    %ns = arith.divui %ntok, %nb1 : index\n    \
-         %nbs = arith.muli %nb, %ns : index\n    %even = arith.cmpi eq, %nbs, %ntok : index\n    \
-         %wr = arith.select %even, %c1, %c0 : index\n    %some = arith.cmpi ugt, %ntok, %c0 : index\n    \
+        "    %wr = arith.select %even, %c1, %c0 : index\n    \
          %cthreads = arith.constant {THREADS} : index\n    %cpairs = arith.constant {} : index\n    \
          %gy = arith.ceildivui %cpairs, %cthreads : index\n    scf.if %some {{\n      \
          gpu.launch_func @{name}_llm::@rope_cache blocks in (%ntok, %gy, %c1) threads in (%cthreads, %c1, %c1) \
          args({} : {}, {} : {}, {} : {}, %b{} : {pm}, %b{} : {stm}, %b{} : {slm}, %b{qo} : {qm}, %b{kc} : {km}, %b{vc} : {vm}, %ns : index, %wr : index)\n    \
          }}\n    return\n  }}\n",
-        r.start,
         qp + kp + vp,
         xq.0,
         xq.1,

@@ -14,8 +14,8 @@
 //! min (Q4_1, Q5_1, Q4_K) take the block sum `s = f16(d * sum(q))` as the CPU does: the
 //! min's term uses it instead of the sum of the rounded activations.
 
-use crate::lower::KernelSpec;
-use max_dialects::{Op, QuantFormat};
+use crate::lower::{BindingType, KernelSpec};
+use max_dialects::{DType, Op, QuantFormat};
 use std::fmt::Write;
 
 /// Rows of `x` a warp multiplies each decoded weight block into.
@@ -26,6 +26,14 @@ const WARPS: usize = 4;
 const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
 pub const FEW_ROWS: usize = 8;
+/// Fewest rows that take the tensor cores (prefill): the weights decoded once into an f16
+/// copy that an f16 tensor-core matmul reads. Below it the dot kernel's 8-row tiles read
+/// the quantized blocks `M / 8` times, fewer bytes than writing and reading the f16 copy
+/// (4.5 bytes a weight against 0.56 a pass for 4-bit formats: even at about 64 rows); a
+/// serving batch's decode step (up to 32 sequences) stays on the dot kernel.
+pub const TENSOR_CORE_ROWS: usize = 64;
+/// Threads per block of the weight decoder (a 32-weight block each).
+const DEQUANT_THREADS: usize = 256;
 
 /// Whether `spec` is a quantized matmul for the GPU: f32 activations, and an f32 result or
 /// an elementwise epilogue (a residual add), which the kernels apply as they store.
@@ -75,6 +83,27 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
             few_rows_launch(&format!("{name}_llm"), n, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
         );
     }
+    // Many rows (prefill): the weights decoded once to f16 for a tensor-core matmul.
+    let tc = tensor_core_spec(spec, k, n);
+    if let Some(mm) = &tc {
+        let xh_t = mm.inputs[0].memref();
+        let wh_t = mm.inputs[1].memref();
+        let xh_dyn = if mm.inputs[0].dims[0].is_none() { "%m" } else { "" };
+        let mm_args: String = (2..mm.inputs.len()).map(|i| format!("%b{i}, ")).collect();
+        let mm_types: String = mm.inputs.iter().skip(2).map(|t| format!("{}, ", t.memref())).collect();
+        let _ = write!(
+            s,
+            "      %ctc = arith.constant {TENSOR_CORE_ROWS} : index\n      %tc = arith.cmpi uge, %m, %ctc : index\n      scf.if %tc {{\n        \
+             %xh = memref.alloc({xh_dyn}) : {xh_t}\n        %wh = memref.alloc() : {wh_t}\n        \
+             %hblk = arith.muli %m, %ckb : index\n        %hg = arith.ceildivui %hblk, %cqt : index\n        \
+             gpu.launch_func @{name}_llm::@to_half blocks in (%hg, %c1, %c1) threads in (%cqt, %c1, %c1) args(%b0 : {xm}, %xh : {xh_t}, %m : index)\n        \
+             %cdt = arith.constant {DEQUANT_THREADS} : index\n        %wblk = arith.muli %cn, %ckb : index\n        %dg = arith.ceildivui %wblk, %cdt : index\n        \
+             gpu.launch_func @{name}_llm::@dequantize blocks in (%dg, %c1, %c1) threads in (%cdt, %c1, %c1) args(%b1 : {wm}, %wh : {wh_t})\n        \
+             func.call @{}(%xh, %wh, {mm_args}%b{oc}, %wg, %nwg) : ({xh_t}, {wh_t}, {mm_types}{om}, index, index) -> ()\n        \
+             memref.dealloc %wh : {wh_t}\n        memref.dealloc %xh : {xh_t}\n      }} else {{\n",
+            mm.name
+        );
+    }
     let mut args = Vec::new();
     if quantize_input {
         let _ = write!(
@@ -105,7 +134,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         args.join(", ")
     );
     if quantize_input {
-        let _ = writeln!(s, "      memref.dealloc %xq : {xq_t}\n      memref.dealloc %xs : {xs_t}\n      }}");
+        let _ = writeln!(s, "      memref.dealloc %xq : {xq_t}\n      memref.dealloc %xs : {xs_t}");
+    }
+    // The ends of the tensor-core and few-rows branches' `else`.
+    if tc.is_some() {
+        s.push_str("      }\n");
+    }
+    if quantize_input {
+        s.push_str("      }\n");
     }
     s.push_str("    }\n    return\n  }\n");
 
@@ -115,8 +151,101 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         few_rows_kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, with_min, &extra_params, None);
     }
     dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
+    if let Some(mm) = &tc {
+        half_kernel(&mut s, &xm, &mm.inputs[0].memref(), kb, quantize_input);
+        dequantize_kernel(&mut s, format, &wm, &mm.inputs[1].memref(), n, kb);
+    }
     s.push_str("  }\n");
+    if let Some(mm) = &tc {
+        if crate::gpu_wgmma::is_wgmma_matmul(mm) {
+            s.push_str(&crate::gpu_wgmma::tensor_core_func(mm));
+        } else {
+            s.push_str(&crate::gpu_matmul::kernel_func(mm));
+        }
+    }
     s
+}
+
+/// The f16 matmul that takes a quantized matmul's many-row calls (see [`TENSOR_CORE_ROWS`]):
+/// bindings `xh[M, K]` (the activations, rounded as the dot kernel rounds them, then to
+/// f16), `wh[K, N]` (the weights decoded to f16), the epilogue's operands, the f32 result.
+/// `None` where no tensor-core kernel takes that shape.
+fn tensor_core_spec(spec: &KernelSpec, k: i64, n: i64) -> Option<KernelSpec> {
+    let half = |dims: Vec<Option<i64>>| BindingType { dtype: DType::F16, dims };
+    let mut body = spec.body.clone();
+    body[0].op = Op::MatMul;
+    let mm = KernelSpec {
+        name: format!("{}_tc", spec.name),
+        inputs: [half(vec![spec.inputs[0].dims[0], Some(k)]), half(vec![Some(k), Some(n)])].into_iter().chain(spec.inputs[2..].iter().cloned()).collect(),
+        body,
+        ..spec.clone()
+    };
+    crate::gpu_matmul::is_gpu_matmul(&mm, false).then_some(mm)
+}
+
+/// `@to_half`: a thread per 32-block of `x` (type `xm`) writes it to `XH` (f16, type `xh_t`):
+/// with `round`, rounded to 8 bits as `@quantize` rounds it (`d * q`), then to f16.
+fn half_kernel(s: &mut String, xm: &str, xh_t: &str, kb: i64, round: bool) {
+    let _ = write!(
+        s,
+        "    gpu.func @to_half(%X: {xm}, %XH: {xh_t}, %m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
+         %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c32 = arith.constant 32 : index\n      \
+         %ckb = arith.constant {kb} : index\n      %cqt = arith.constant {QUANT_THREADS} : index\n      \
+         %f0 = arith.constant 0.0 : f32\n      %f127 = arith.constant 127.0 : f32\n      %magic = arith.constant 12582912.0 : f32\n      \
+         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %base = arith.muli %bid, %cqt : index\n      \
+         %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
+         %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {{\n        \
+         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n"
+    );
+    if round {
+        let _ = write!(
+            s,
+            "        %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
+             %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
+             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
+             %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
+             %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
+             %id = arith.select %isz, %f0, %id0 : f32\n"
+        );
+    }
+    let _ = write!(s, "        scf.for %i = %c0 to %c32 step %c1 {{\n          %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n");
+    let v = if round {
+        s.push_str(
+            "          %v = arith.mulf %xv, %id : f32\n          %vm = arith.addf %v, %magic : f32\n          %r = arith.subf %vm, %magic : f32\n          \
+             %xr = arith.mulf %r, %dr : f32\n",
+        );
+        "%xr"
+    } else {
+        "%xv"
+    };
+    let _ = write!(s, "          %xh = arith.truncf {v} : f32 to f16\n          memref.store %xh, %XH[%row, %ki] : {xh_t}\n        }}\n      }}\n      gpu.return\n    }}\n");
+}
+
+/// `@dequantize`: a thread per 32-weight block `k` of weight row `j` (`j` fastest, so a
+/// warp's stores of one decoded row are 64 contiguous bytes) writes its decoded values,
+/// rounded to f16, to `WH[32 k .., j]` (`[K, N]`, the row-major B the matmul reads).
+fn dequantize_kernel(s: &mut String, format: QuantFormat, wm: &str, wh_t: &str, n: i64, kb: i64) {
+    let _ = write!(
+        s,
+        "    gpu.func @dequantize(%b1: {wm}, %WH: {wh_t}) kernel attributes {{known_block_size = array<i32: {DEQUANT_THREADS}, 1, 1>}} {{\n      \
+         %c32 = arith.constant 32 : index\n      %c2q = arith.constant 2 : index\n      %cbb = arith.constant {} : index\n      \
+         %cn = arith.constant {n} : index\n      %ctotal = arith.constant {} : index\n      %cdt = arith.constant {DEQUANT_THREADS} : index\n      \
+         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %i0 = arith.muli %bid, %cdt : index\n      %idx = arith.addi %i0, %tid : index\n      \
+         %in = arith.cmpi ult, %idx, %ctotal : index\n      scf.if %in {{\n      %k = arith.divui %idx, %cn : index\n      %j = arith.remui %idx, %cn : index\n",
+        format.block_bytes(),
+        n * kb
+    );
+    let _ = writeln!(s, "      {}", crate::qmatmul::block_base(format));
+    crate::qmatmul::decode_block(s, format, wm);
+    let _ = writeln!(s, "      %wh = arith.truncf %wv : vector<32xf32> to vector<32xf16>\n      %k0 = arith.muli %k, %c32 : index");
+    for i in 0..32 {
+        let _ = write!(
+            s,
+            "      %dq_o{i} = arith.constant {i} : index\n      %dq_r{i} = arith.addi %k0, %dq_o{i} : index\n      \
+             %dq_e{i} = vector.extract %wh[{i}] : f16 from vector<32xf16>\n      memref.store %dq_e{i}, %WH[%dq_r{i}, %j] : {wh_t}\n"
+        );
+    }
+    s.push_str("      }\n      gpu.return\n    }\n");
 }
 
 /// `@quantize`: a thread per 32-block of `x`; writes the rounded activations `d * q` and the

@@ -1126,6 +1126,10 @@ def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
         x = rng.standard_normal((m, k)).astype(np.float32)
         runs.append(({"x": x, "w": w}, [(x.astype(np.float64) @ deq.T).astype(np.float32)]))
     gpu_case(gsrc, runs, rtol=1e-4, atol=1e-3)
+    # 80 rows take the tensor cores, on x and the decoded weights rounded to f16.
+    x = rng.standard_normal((80, k)).astype(np.float32)
+    want = (x.astype(np.float64) @ deq.T).astype(np.float32)
+    gpu_case(gsrc, [({"x": x, "w": w}, [want])], rtol=1e-2, atol=2e-3 * float(np.abs(want).max()), name="qmatmul_gguf_blocks_tc_" + fmt)
 
 
 def test_qmatmul_real_smollm2_q8_0_embeddings(tmp_path):
@@ -1362,12 +1366,45 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
     gpu_case(src, runs, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("n", [64, 30], ids=["n64", "n30"])
+@pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_1", 24, 32), ("q8_0", 34, 32),
+                                         ("q4_k", 144, 256), ("q6_k", 210, 256)])
+def test_qmatmul_tensor_cores(tmp_path, fmt, bb, blen, n):
+    """Prefill-sized quantized matmuls (64 rows and more) on a GPU: the weights decoded once
+    to f16 and the activations (rounded to 8 bits as the CPU rounds them) to f16, then a
+    tensor-core matmul with the residual add as its epilogue (wgmma for 64 columns on sm_90,
+    mma.sync for 30). Expected: the CPU path's outputs within f16 rounding of both
+    operands; fewer rows keep the quantized kernels (7 rows here)."""
+    k = 256
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
+    body = [f'%q = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}',
+            f'%r0 = "max.add"(%r, %q) : ({tr}, {tr}) -> {tr}']
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // blen * bb), "i8"), ("r", (None, n), "f32")], body, [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(31)
+    w, deq = make_blocks(fmt, n, k, rng)
+    runs = []
+    for m in [7, 64, 133]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        r = rng.standard_normal((m, n)).astype(np.float32)
+        want = r + ggml_q8_matmul(x, w, fmt)
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w, "r": r}, tmp_path)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        runs.append(({"x": x, "w": w, "r": r}, [got]))
+    # f16 keeps 11 bits of each operand: about 1e-3 of a product's terms, which a sum of 256
+    # random-signed terms grows by its square root relative to the sum's size.
+    scale = float(np.abs(deq).max()) * k ** 0.5
+    gpu_case(src, runs, rtol=1e-2, atol=2e-3 * scale)
+
+
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
 def test_qmatmul_computed_input(tmp_path, prologue):
     """A quantized LLM's projections read `rms_norm(x, w)` and `silu(gate) * up` (the split
     of a merged gate/up read in place), then add the residual: on a GPU one dispatch, whose
     few-rows kernel computes its row of the input in shared memory before rounding it to 8
-    bits (1 and 7 rows); 45 rows compute the input into a temporary first. Expected: the
+    bits (1 and 7 rows); 45 and 70 rows compute the input into a temporary first (70: then
+    the tensor cores, on f16 operands). Expected: the
     CPU path's outputs (rounding to 8 bits amplifies the order of the norm's sums, so the
     tolerance is wider than the other quantized cases')."""
     fmt, bb, n, k = "q4_1", 20, 30, 256
@@ -1391,7 +1428,7 @@ def test_qmatmul_computed_input(tmp_path, prologue):
     rng = np.random.default_rng(21)
     w, _ = make_blocks(fmt, n, k, rng)
     runs = []
-    for m in [1, 7, 45]:
+    for m in [1, 7, 45, 70]:
         arrays = {name: data(concrete(shape, m), dt, rng) for name, shape, dt in ins if name != "w"}
         arrays["w"] = w
         (got,) = run_artifact(tmp_path / "g.maxa", arrays, tmp_path)
@@ -1403,7 +1440,9 @@ def test_qmatmul_computed_input(tmp_path, prologue):
             a = (gate / (1 + np.exp(-gate)) * up).astype(np.float32)
         np.testing.assert_allclose(got, arrays["r"] + ggml_q8_matmul(a, w, fmt), rtol=1e-2, atol=1e-2)
         runs.append((arrays, [got]))
-    gpu_case(src, runs, rtol=5e-3, atol=5e-3)
+    gpu_case(src, runs[:3], rtol=5e-3, atol=5e-3)
+    # 70 rows: f16 operands (see test_qmatmul_tensor_cores).
+    gpu_case(src, runs[3:], rtol=1e-2, atol=2e-3 * float(np.abs(runs[3][1][0]).max()), name=f"qmatmul_computed_input_tc_{prologue}")
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])

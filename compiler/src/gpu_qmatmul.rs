@@ -26,12 +26,27 @@ const WARPS: usize = 4;
 const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
 pub const FEW_ROWS: usize = 8;
-/// Fewest rows that take the tensor cores (prefill): the weights decoded once into an f16
-/// copy that an f16 tensor-core matmul reads. Below it the dot kernel's 8-row tiles read
-/// the quantized blocks `M / 8` times, fewer bytes than writing and reading the f16 copy
-/// (4.5 bytes a weight against 0.56 a pass for 4-bit formats: even at about 64 rows); a
-/// serving batch's decode step (up to 32 sequences) stays on the dot kernel.
-pub const TENSOR_CORE_ROWS: usize = 64;
+/// Fewest rows that take the tensor cores (prefill) by default: the weights decoded once
+/// into an f16 copy that an f16 tensor-core matmul reads. Below it the dot kernel's 8-row
+/// tiles read the quantized blocks `M / 8` times, fewer bytes than writing and reading the
+/// f16 copy (4.5 bytes a weight against 0.56 a pass for 4-bit formats: even at about 64
+/// rows); a serving batch's decode step (up to 32 sequences) stays on the dot kernel.
+pub const TENSOR_CORE_ROWS: i64 = 64;
+
+/// The fewest rows that take the tensor cores: [`TENSOR_CORE_ROWS`], or
+/// `MAX_GPU_QMATMUL=tc_rows=N` (0: never; an A/B knob for benchmarks).
+fn tensor_core_rows() -> Option<i64> {
+    let mut rows = TENSOR_CORE_ROWS;
+    crate::tuning::apply_settings("MAX_GPU_QMATMUL", std::env::var("MAX_GPU_QMATMUL").ok(), |k, x| {
+        let ok = k == "tc_rows" && x >= 0;
+        if ok {
+            rows = x;
+        }
+        ok
+    });
+    // Fewer rows than the few-rows kernel's take that kernel first.
+    (rows > 0).then_some(rows.max(FEW_ROWS as i64 + 1))
+}
 /// Threads per block of the weight decoder (a 32-weight block each).
 const DEQUANT_THREADS: usize = 256;
 
@@ -84,8 +99,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         );
     }
     // Many rows (prefill): the weights decoded once to f16 for a tensor-core matmul.
-    let tc = tensor_core_spec(spec, k, n);
-    if let Some(mm) = &tc {
+    let tc_rows = tensor_core_rows();
+    let tc = tc_rows.and_then(|_| tensor_core_spec(spec, k, n));
+    if let (Some(mm), Some(tc_rows)) = (&tc, tc_rows) {
         let xh_t = mm.inputs[0].memref();
         let wh_t = mm.inputs[1].memref();
         let xh_dyn = if mm.inputs[0].dims[0].is_none() { "%m" } else { "" };
@@ -93,7 +109,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let mm_types: String = mm.inputs.iter().skip(2).map(|t| format!("{}, ", t.memref())).collect();
         let _ = write!(
             s,
-            "      %ctc = arith.constant {TENSOR_CORE_ROWS} : index\n      %tc = arith.cmpi uge, %m, %ctc : index\n      scf.if %tc {{\n        \
+            "      %ctc = arith.constant {tc_rows} : index\n      %tc = arith.cmpi uge, %m, %ctc : index\n      scf.if %tc {{\n        \
              %xh = memref.alloc({xh_dyn}) : {xh_t}\n        %wh = memref.alloc() : {wh_t}\n        \
              %hblk = arith.muli %m, %ckb : index\n        %hg = arith.ceildivui %hblk, %cqt : index\n        \
              gpu.launch_func @{name}_llm::@to_half blocks in (%hg, %c1, %c1) threads in (%cqt, %c1, %c1) args(%b0 : {xm}, %xh : {xh_t}, %m : index)\n        \
@@ -183,44 +199,6 @@ fn tensor_core_spec(spec: &KernelSpec, k: i64, n: i64) -> Option<KernelSpec> {
     crate::gpu_matmul::is_gpu_matmul(&mm, false).then_some(mm)
 }
 
-/// `@to_half`: a thread per 32-block of `x` (type `xm`) writes it to `XH` (f16, type `xh_t`):
-/// with `round`, rounded to 8 bits as `@quantize` rounds it (`d * q`), then to f16.
-fn half_kernel(s: &mut String, xm: &str, xh_t: &str, kb: i64, round: bool) {
-    let _ = write!(
-        s,
-        "    gpu.func @to_half(%X: {xm}, %XH: {xh_t}, %m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
-         %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c32 = arith.constant 32 : index\n      \
-         %ckb = arith.constant {kb} : index\n      %cqt = arith.constant {QUANT_THREADS} : index\n      \
-         %f0 = arith.constant 0.0 : f32\n      %f127 = arith.constant 127.0 : f32\n      %magic = arith.constant 12582912.0 : f32\n      \
-         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %base = arith.muli %bid, %cqt : index\n      \
-         %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
-         %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {{\n        \
-         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n"
-    );
-    if round {
-        let _ = write!(
-            s,
-            "        %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
-             %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
-             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
-             %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
-             %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
-             %id = arith.select %isz, %f0, %id0 : f32\n"
-        );
-    }
-    let _ = write!(s, "        scf.for %i = %c0 to %c32 step %c1 {{\n          %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n");
-    let v = if round {
-        s.push_str(
-            "          %v = arith.mulf %xv, %id : f32\n          %vm = arith.addf %v, %magic : f32\n          %r = arith.subf %vm, %magic : f32\n          \
-             %xr = arith.mulf %r, %dr : f32\n",
-        );
-        "%xr"
-    } else {
-        "%xv"
-    };
-    let _ = write!(s, "          %xh = arith.truncf {v} : f32 to f16\n          memref.store %xh, %XH[%row, %ki] : {xh_t}\n        }}\n      }}\n      gpu.return\n    }}\n");
-}
-
 /// `@dequantize`: a thread per 32-weight block `k` of weight row `j` (`j` fastest, so a
 /// warp's stores of one decoded row are 64 contiguous bytes) writes its decoded values,
 /// rounded to f16, to `WH[32 k .., j]` (`[K, N]`, the row-major B the matmul reads).
@@ -252,30 +230,70 @@ fn dequantize_kernel(s: &mut String, format: QuantFormat, wm: &str, wh_t: &str, 
 /// block sums `f16(d * sum(q))`. The rounding to nearest even adds and subtracts 1.5 * 2^23
 /// (exact for the |v| <= 127 it sees), which needs no math library.
 fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
+    activation_kernel(s, "quantize", xm, (xq_t, DType::F32), Some(xs_t), kb, true);
+}
+
+/// `@to_half`: a thread per 32-block of `x` writes it to `XH` (type `xh_t`) as f16: with
+/// `round`, rounded to 8 bits first as `@quantize` rounds it.
+fn half_kernel(s: &mut String, xm: &str, xh_t: &str, kb: i64, round: bool) {
+    activation_kernel(s, "to_half", xm, (xh_t, DType::F16), None, kb, round);
+}
+
+/// A thread per 32-block of `x` (type `xm`) stores it to `XQ` (`out`: type and element
+/// type), with `round` as `d * q` (`d = f16(amax / 127)`, `q = roundeven(x / d)`), and with
+/// `xs_t` the block sums `f16(d * sum(q))` to `XS`.
+fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&str, DType), xs_t: Option<&str>, kb: i64, round: bool) {
+    let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
     let _ = write!(
         s,
-        "    gpu.func @quantize(%X: {xm}, %XQ: {xq_t}, %XS: {xs_t}, %m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
+        "    gpu.func @{entry}(%X: {xm}, %XQ: {out_t}, {xs_param}%m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c32 = arith.constant 32 : index\n      \
          %ckb = arith.constant {kb} : index\n      %cqt = arith.constant {QUANT_THREADS} : index\n      \
          %f0 = arith.constant 0.0 : f32\n      %f127 = arith.constant 127.0 : f32\n      %magic = arith.constant 12582912.0 : f32\n      \
          %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %base = arith.muli %bid, %cqt : index\n      \
          %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
          %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {{\n        \
-         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n        \
-         %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
-         %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
-         %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
-         %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
-         %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
-         %id = arith.select %isz, %f0, %id0 : f32\n        \
-         %qsum = scf.for %i = %c0 to %c32 step %c1 iter_args(%sq = %f0) -> (f32) {{\n          \
-         %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
-         %v = arith.mulf %xv, %id : f32\n          %vm = arith.addf %v, %magic : f32\n          %r = arith.subf %vm, %magic : f32\n          \
-         %xr = arith.mulf %r, %dr : f32\n          memref.store %xr, %XQ[%row, %ki] : {xq_t}\n          \
-         %sn = arith.addf %sq, %r : f32\n          scf.yield %sn : f32\n        }}\n        \
-         %sd = arith.mulf %d, %qsum : f32\n        %s16 = arith.truncf %sd : f32 to f16\n        %sr = arith.extf %s16 : f16 to f32\n        \
-         memref.store %sr, %XS[%row, %kb] : {xs_t}\n      }}\n      gpu.return\n    }}\n"
+         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n"
     );
+    if round {
+        let _ = write!(
+            s,
+            "        %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
+             %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
+             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
+             %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
+             %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
+             %id = arith.select %isz, %f0, %id0 : f32\n"
+        );
+    }
+    // The store loop carries the sum of the quants when the block sums are wanted.
+    let (head, tail) = if xs_t.is_some() {
+        ("%qsum = scf.for %i = %c0 to %c32 step %c1 iter_args(%sq = %f0) -> (f32) {", "          %sn = arith.addf %sq, %r : f32\n          scf.yield %sn : f32\n")
+    } else {
+        ("scf.for %i = %c0 to %c32 step %c1 {", "")
+    };
+    let _ = write!(s, "        {head}\n          %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n");
+    let mut v = "%xv".to_string();
+    if round {
+        s.push_str(
+            "          %v = arith.mulf %xv, %id : f32\n          %vm = arith.addf %v, %magic : f32\n          %r = arith.subf %vm, %magic : f32\n          \
+             %xr = arith.mulf %r, %dr : f32\n",
+        );
+        v = "%xr".into();
+    }
+    if out_dt == DType::F16 {
+        let _ = writeln!(s, "          %xh = arith.truncf {v} : f32 to f16");
+        v = "%xh".into();
+    }
+    let _ = write!(s, "          memref.store {v}, %XQ[%row, %ki] : {out_t}\n{tail}        }}\n");
+    if let Some(t) = xs_t {
+        let _ = write!(
+            s,
+            "        %sd = arith.mulf %d, %qsum : f32\n        %s16 = arith.truncf %sd : f32 to f16\n        %sr = arith.extf %s16 : f16 to f32\n        \
+             memref.store %sr, %XS[%row, %kb] : {t}\n"
+        );
+    }
+    s.push_str("      }\n      gpu.return\n    }\n");
 }
 
 /// `@qmatmul`: warp `w` of block `(bx, by)` computes column `4 bx + w` for rows

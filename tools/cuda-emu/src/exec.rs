@@ -120,12 +120,30 @@ pub(crate) struct Ctx<'a> {
     /// Warp instructions run by this launch so far, and the most allowed.
     steps: u64,
     max_steps: u64,
+    /// Bytes of global memory the lanes have read and written in this launch.
+    read: std::cell::Cell<u64>,
+    written: u64,
+}
+
+/// What a launch did, counted by the interpreter: a measure of work that does not depend
+/// on the machine (`MAX_CUDA_EMU_PROFILE=1` prints it per launch). Tensor-core
+/// instructions count as one warp instruction each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Warp instructions issued (a divergent branch's sides count apart).
+    pub warp_insts: u64,
+    /// The most warp instructions one block issued: the launch's longest block.
+    pub max_block_insts: u64,
+    /// Bytes of global memory read by the lanes (`cp.async` included).
+    pub global_read: u64,
+    /// Bytes of global memory written by the lanes.
+    pub global_written: u64,
 }
 
 type R<T> = Result<T, String>;
 
-/// Runs a launch to the end.
-pub fn run(l: &Launch) -> Result<(), Fault> {
+/// Runs a launch to the end; what it did, counted.
+pub fn run(l: &Launch) -> Result<Counts, Fault> {
     let k = l.kernel;
     let threads = l.block[0] as usize * l.block[1] as usize * l.block[2] as usize;
     if threads == 0 || threads > 1024 {
@@ -136,10 +154,11 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
     let nwarps = threads.div_ceil(32);
     let max_steps = step_limit();
     let mut steps = 0u64;
+    let mut counts = Counts::default();
     for z in 0..l.grid[2] {
         for y in 0..l.grid[1] {
             for x in 0..l.grid[0] {
-                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps };
+                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps, read: Default::default(), written: 0 };
                 let mut warps: Vec<Warp> = (0..nwarps)
                     .map(|w| {
                         let lanes = (threads - w * 32).min(32);
@@ -169,11 +188,15 @@ pub fn run(l: &Launch) -> Result<(), Fault> {
                         break;
                     }
                 }
+                counts.max_block_insts = counts.max_block_insts.max(ctx.steps - steps);
+                counts.global_read += ctx.read.get();
+                counts.global_written += ctx.written;
                 steps = ctx.steps;
             }
         }
     }
-    Ok(())
+    counts.warp_insts = steps;
+    Ok(counts)
 }
 
 /// The registers of a load's or store's value operand: `{a, b, ..}` or one register; `vec`
@@ -580,6 +603,7 @@ impl Ctx<'_> {
                 // SAFETY: [a, a+len) lies inside a live allocation of the emulated device
                 // (checked just above), which is host memory this process owns.
                 unsafe { std::ptr::copy_nonoverlapping(a as *const u8, out.as_mut_ptr(), len) };
+                self.read.set(self.read.get() + len as u64);
             }
             Space::Shared => {
                 let s = self.shared.get(a as usize..a as usize + len).ok_or_else(|| format!("shared load of {len} bytes at {a:#x}, past the block's {} bytes", self.shared.len()))?;
@@ -611,6 +635,7 @@ impl Ctx<'_> {
                 }
                 // SAFETY: as in `load`: the range is inside a live device allocation.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a as *mut u8, len) };
+                self.written += len as u64;
             }
             Space::Shared => {
                 let n = self.shared.len();
@@ -1098,7 +1123,7 @@ $JOIN:
 }
 "#;
 
-    fn launch(out: &mut [u32], threads: u32) -> Result<(), Fault> {
+    fn launch(out: &mut [u32], threads: u32) -> Result<Counts, Fault> {
         let m = crate::ptx::parse(KERNEL, &mut |_, _| 0).unwrap();
         let k = &m.kernels["k"];
         let mut params = (out.as_mut_ptr() as u64).to_le_bytes().to_vec();
@@ -1109,12 +1134,26 @@ $JOIN:
     }
 
     /// Runs kernel `k` of `src` over one block of `threads` with `out` as its only parameter.
-    fn run_one(src: &str, out: &mut [u32], threads: u32) -> Result<(), Fault> {
+    fn run_one(src: &str, out: &mut [u32], threads: u32) -> Result<Counts, Fault> {
         let m = crate::ptx::parse(src, &mut |_, _| 0).unwrap();
         let params = (out.as_mut_ptr() as u64).to_le_bytes();
         let start = out.as_ptr() as u64;
         let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
         run(&Launch { kernel: &m.kernels["k"], grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+    }
+
+    #[test]
+    fn a_launch_counts_its_work() {
+        // 64 threads (two warps) each store one u32 to global memory and read none there
+        // (parameters and shared memory do not count); every warp runs the same path
+        // except where lanes diverge, so both warps issue the same count.
+        let mut out = vec![0u32; 64];
+        let c = launch(&mut out, 64).unwrap();
+        assert_eq!((c.global_read, c.global_written), (0, 64 * 4));
+        assert_eq!(c.max_block_insts, c.warp_insts);
+        assert_eq!(c.warp_insts % 2, 0);
+        let one = launch(&mut out[..32], 32).unwrap();
+        assert_eq!(one.warp_insts * 2, c.warp_insts);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! kernel in the PTX interpreter ([`exec`]) before the call returns, events record wall
 //! time, and stream capture records launches and copies into a graph that a graph launch
 //! replays. The device reports itself as compute capability 9.0 (`MAX_CUDA_EMU_SM=80`
-//! picks another); `MAX_CUDA_EMU_TRACE=1` prints each launch.
+//! picks another); `MAX_CUDA_EMU_TRACE=1` prints each launch, `MAX_CUDA_EMU_PROFILE=1`
+//! what each launch did (warp instructions, its longest block's, global bytes read and
+//! written: a measure of work, not of time).
 //!
 //! What it does not model: concurrency between blocks (they run one after another, so a
 //! race between blocks cannot show), timing, and the GPU's exact rounding of tensor-core
@@ -115,7 +117,20 @@ impl Device {
             Node::Launch { kernel, grid, block, smem, params } => {
                 let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &self.mem };
                 match exec::run(&l) {
-                    Ok(()) => status::SUCCESS,
+                    Ok(c) => {
+                        if profile() {
+                            eprintln!(
+                                "cuda-emu: profile {} blocks {} warp-insts {} max-block-insts {} global-read {} global-written {}",
+                                kernel.name,
+                                grid[0] as u64 * grid[1] as u64 * grid[2] as u64,
+                                c.warp_insts,
+                                c.max_block_insts,
+                                c.global_read,
+                                c.global_written
+                            );
+                        }
+                        status::SUCCESS
+                    }
                     Err(f) => {
                         eprintln!("cuda-emu: {f}");
                         if f.msg.contains("outside every device allocation") {
@@ -171,6 +186,12 @@ impl Device {
 fn trace() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TRACE.get_or_init(|| std::env::var("MAX_CUDA_EMU_TRACE").is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// `MAX_CUDA_EMU_PROFILE=1`: print what each launch did ([`exec::Counts`]) when it ends.
+fn profile() -> bool {
+    static PROFILE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROFILE.get_or_init(|| std::env::var("MAX_CUDA_EMU_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// The compute capability reported (`MAX_CUDA_EMU_SM`, read once; 9.0 by default).

@@ -155,8 +155,9 @@ import numpy as np
 maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 # Llama's attention shapes: 8 query heads over 2 kv heads of 128, an f16 cache; a prefill of
 # 5 tokens continuing at position 400 and decode steps at 517 and 0 (keys past the end of
-# the unrolled loops, one-key rows). A second query's attention is cast to f16, a cast the
-# GPU's attention kernel stores itself.
+# the unrolled loops, one-key rows); a prefill of two rows of 20 tokens (320 query-head
+# rows: 128-thread blocks, from 1 to 500 keys). A second query's attention is cast to f16,
+# a cast the GPU's attention kernel stores itself.
 g = case / "g.mlir"
 g.write_text("""func.func @g(%q: tensor<?x8x128xf32> {max.name = "q"}, %k: tensor<?x2x128xf32> {max.name = "k"},
              %st: tensor<?xi32> {max.name = "start"}, %sl: tensor<?xi32> {max.name = "slot"},
@@ -176,7 +177,7 @@ runs = []
 with tempfile.TemporaryDirectory() as t:
     cpu = Path(t) / "cpu.maxa"
     subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
-    for r, (starts, slots, seq) in enumerate([([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1)]):
+    for r, (starts, slots, seq) in enumerate([([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20)]):
         n = len(starts) * seq
         ins = {
             "q": rng.standard_normal((n, 8, 128)).astype(np.float32),

@@ -12,6 +12,10 @@
 //!   with 4 values a lane so that a warp reads value rows whole, and the key groups' partial
 //!   sums combined in shared memory. With an f16 cache the query and the probabilities
 //!   are rounded to f16 as on the CPU.
+//! - **Many rows** (prefill, a serving batch's decode): from [`SplitConfig::small_blocks`]
+//!   (query, head) rows, `@attention_rows` takes a row per block of [`ROW_THREADS`]
+//!   threads, the same three passes: a 1024-thread block, which holds a whole SM, left most
+//!   of its warps idle on a row of a few dozen keys.
 //! - **Split keys**: with few (query, head) rows (a decode step has one per head: 32 blocks
 //!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid z).
 //!   A split runs the three passes over its keys, normalized by its own max and sum, and
@@ -33,6 +37,10 @@ use std::fmt::Write;
 /// Threads per block of the attention kernel: a decode step has one block per query head
 /// (32 for Llama-3.1-8B on a 132-SM card), so each block takes as many threads as it can.
 const THREADS: usize = 1024;
+/// Threads per block of `@attention_rows`, for many rows (prefill): a row's few dozen or
+/// hundred keys leave most of 1024 threads idle, and a 1024-thread block holds a whole SM
+/// (63 registers a thread), so rows ran one block per SM at a time.
+const ROW_THREADS: usize = 128;
 /// Keys (pass 1) and values (pass 3) a warp or thread loads before using them.
 const UNROLL: i64 = 4;
 /// Most (query, head) rows whose keys may be split over blocks: the size of each module's
@@ -40,8 +48,8 @@ const UNROLL: i64 = 4;
 const MAX_SPLIT_ROWS: usize = 128;
 
 /// How attention splits a row's keys over blocks when there are few rows (decode).
-/// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16` overrides the defaults (tuning
-/// runs); `target=1` never splits.
+/// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16,small_blocks=512` overrides the
+/// defaults (tuning runs); `target=1` never splits, `small_blocks=0` keeps 1024-thread blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitConfig {
     /// Blocks the grid aims at: one 1024-thread block fits an SM (63 registers a thread),
@@ -53,11 +61,14 @@ pub struct SplitConfig {
     pub min_keys: usize,
     /// Most splits of one row.
     pub max_splits: usize,
+    /// (query, head) rows from which blocks of [`ROW_THREADS`] take them, a block a row,
+    /// unsplit (prefill, a serving batch's decode); 0: never.
+    pub small_blocks: usize,
 }
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        SplitConfig { target: 128, min_keys: 128, max_splits: 32 }
+        SplitConfig { target: 128, min_keys: 128, max_splits: 32, small_blocks: 256 }
     }
 }
 
@@ -71,6 +82,7 @@ impl SplitConfig {
                 "target" if (1..=2 * MAX_SPLIT_ROWS).contains(&x) => c.target = x,
                 "min_keys" if x > 0 => c.min_keys = x,
                 "max_splits" if x > 0 => c.max_splits = x,
+                "small_blocks" => c.small_blocks = x,
                 _ => return false,
             }
             true
@@ -255,22 +267,16 @@ fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<Stri
 /// Causal attention of `q` over the cache. Bindings: q, k_cache, v_cache, pos, slot, out.
 fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
-    // The output is attention's result, or its fused cast's: values are rounded to the
-    // former first, as when the cast is a kernel of its own.
-    let att_dt = attention_dtype(spec);
     let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
     let (qv, qt) = token_rows(s, "%b0", q, "%b3", &pm, "%q");
     let r = q.dims.len();
     let hq = q.dims[r - 2].expect("verifier: static heads");
-    let hkv = kc.dims[3].expect("verifier: static kv heads");
     let hd = q.dims[r - 1].expect("verifier: static head dim");
-    let group = hq / hkv;
     let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
-    let f16_cache = kc.dtype == DType::F16;
     let name = &spec.name;
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
-    let SplitConfig { target, min_keys, max_splits } = SplitConfig::current();
+    let SplitConfig { target, min_keys, max_splits, small_blocks } = SplitConfig::current();
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
     // of about `target` blocks; each split's softmax-weighted values, max and sum go to
     // `%parts` (a row per split: hd values, max, sum), and the split that finishes last
@@ -285,32 +291,67 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
          %sp0 = arith.minui %sp_want, %sp_keys : index\n    %sp1 = arith.minui %sp0, %cmaxsplits : index\n    \
          %splits = arith.maxui %sp1, %c1 : index\n    %prows = arith.muli %srows, %splits : index\n    \
          %cpw = arith.constant {} : index\n    scf.if %go {{\n      \
-         %scores = memref.alloc(%srows, %tcap) : {wt}\n      %parts = memref.alloc(%prows, %cpw) : {wt}\n      \
-         gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
-         args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %parts : {wt}, %ns : index)\n      \
+         %scores = memref.alloc(%srows, %tcap) : {wt}\n      %parts = memref.alloc(%prows, %cpw) : {wt}\n{}      \
          memref.dealloc %parts : {wt}\n      memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n",
-        hd + 2
+        hd + 2,
+        {
+            let args = format!("args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %parts : {wt}, %ns : index)");
+            let split = format!("gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) {args}\n");
+            if small_blocks == 0 {
+                format!("      {split}")
+            } else {
+                // Many rows: a small block a row, unsplit.
+                format!(
+                    "      %csmall = arith.constant {small_blocks} : index\n      %many = arith.cmpi uge, %srows, %csmall : index\n      \
+                     scf.if %many {{\n        %crthreads = arith.constant {ROW_THREADS} : index\n        \
+                     gpu.launch_func @{name}_llm::@attention_rows blocks in (%ntok, %ch, %c1) threads in (%crthreads, %c1, %c1) {args}\n      \
+                     }} else {{\n        {split}      }}\n"
+                )
+            }
+        }
     );
+    let _ = writeln!(s, "  gpu.module @{name}_llm {{");
+    // Arrival counts of split rows, zero at load and put back to zero by each row's last
+    // split.
+    let _ = writeln!(s, "    {}", crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
+    let variants: &[(&str, usize)] = if small_blocks == 0 { &[("attention", THREADS)] } else { &[("attention", THREADS), ("attention_rows", ROW_THREADS)] };
+    for &(entry, threads) in variants {
+        attention_kernel(s, spec, b, layer, scale, entry, threads, (&qt, &ot, wt));
+    }
+    let _ = writeln!(s, "  }}");
+}
+
+/// `@entry`, the attention kernel in blocks of `threads` (bindings as [`attention`]'s;
+/// `types`: the query rows', the output rows' and the scratch's memref types).
+#[allow(clippy::too_many_arguments)] // one generated kernel's shape and types
+fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: f64, entry: &str, threads: usize, (qt, ot, wt): (&str, &str, &str)) {
+    let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
+    // The output is attention's result, or its fused cast's: values are rounded to the
+    // former first, as when the cast is a kernel of its own.
+    let att_dt = attention_dtype(spec);
+    let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
+    let r = q.dims.len();
+    let hq = q.dims[r - 2].expect("verifier: static heads");
+    let hkv = kc.dims[3].expect("verifier: static kv heads");
+    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    let group = hq / hkv;
+    let f16_cache = kc.dtype == DType::F16;
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
-    let (red_t, q_t, part_t) = (shared(THREADS / 32), shared(hd as usize), shared(4 * THREADS));
+    let (red_t, q_t, part_t) = (shared(threads / 32), shared(hd as usize), shared(4 * threads));
     let mut g = Gen::new("a");
     let i = 6;
     let flag_t = ARRIVAL_FLAG;
-    g.line(2, format!("gpu.module @{name}_llm {{"));
-    // Arrival counts of split rows, zero at load and put back to zero by each row's last
-    // split.
-    g.line(4, crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
     g.line(
         4,
         format!(
-            "gpu.func @attention(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %R: {wt}, %ns: index) \
-             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}, %flag : {flag_t}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"
+            "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %R: {wt}, %ns: index) \
+             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}, %flag : {flag_t}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
         ),
     );
     for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2), ("%c32", 32)] {
         g.line(i, format!("{n} = arith.constant {v} : index"));
     }
-    g.line(i, format!("%cthreads = arith.constant {THREADS} : index"));
+    g.line(i, format!("%cthreads = arith.constant {threads} : index"));
     g.line(i, "%w32 = arith.constant 32 : i32");
     g.line(i, format!("%cd = arith.constant {hd} : index"));
     g.line(i, format!("%ch = arith.constant {hq} : index"));
@@ -356,7 +397,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // Pass 1: scaled scores and their max. Warp w takes keys w, w + warps, ..., UNROLL at a
     // time (their loads all in flight), lane l loading values l * hd / 32 .. of the key row
     // (the warp reads it whole); the lanes' sums meet through shuffles.
-    let warps = THREADS as i64 / 32;
+    let warps = threads as i64 / 32;
     g.line(j, format!("%cstep1 = arith.constant {} : index", warps * UNROLL));
     let (e, kt) = (hd / 32, kc.dtype.mlir_name());
     g.line(j, format!("%ce = arith.constant {e} : index"));
@@ -404,7 +445,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     }
     g.line(k, format!("scf.yield {mcur} : f32"));
     g.line(j, "}");
-    let mx = g.block_reduce(j, &m, "maximumf", THREADS);
+    let mx = g.block_reduce(j, &m, "maximumf", threads);
     // Pass 2: exp(score - max), in place, and the sum.
     g.line(j, "%t2s = arith.addi %klo, %tid : index");
     let part = g.let_(j, "scf.for %t = %t2s to %khi step %cthreads iter_args(%s0 = %zero) -> (f32) {");
@@ -416,13 +457,13 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(k, format!("scf.yield {sn} : f32"));
     g.line(j, "}");
     // The reduction's barriers also make every thread's probabilities visible to the block.
-    let total = g.block_reduce(j, &part, "addf", THREADS);
+    let total = g.block_reduce(j, &part, "addf", threads);
     let inv = g.let_(j, format!("arith.divf %one, {total} : f32"));
     // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim values
     // 4 * lane .. 4 * lane + 3 (one 4-wide load of a value row each, a warp reading whole
     // rows), UNROLL keys' loads in flight, in key order.
     let lanes = hd / 4;
-    let groups = THREADS as i64 / lanes;
+    let groups = threads as i64 / lanes;
     let vt = vc.dtype.mlir_name();
     g.line(j, format!("%clanes = arith.constant {lanes} : index"));
     g.line(j, "%c4 = arith.constant 4 : index");
@@ -488,12 +529,11 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     g.line(j, "}");
     g.line(j, "%split_rows = arith.cmpi ugt, %nsplit, %c1 : index");
     g.line(j, "scf.if %split_rows {");
-    combine_splits(&mut g, j + 2, hd, &mx, &total, (att_dt, out.dtype), &ot, wt);
+    combine_splits(&mut g, j + 2, hd, &mx, &total, (att_dt, out.dtype), ot, wt);
     g.line(j, "}");
     g.line(i, "}");
     g.line(i, "gpu.return");
     g.line(4, "}");
-    g.line(2, "}");
     s.push_str(&g.s);
 }
 

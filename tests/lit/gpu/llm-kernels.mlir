@@ -14,6 +14,9 @@
 // CHECK-DAG: .entry rope(
 // CHECK-DAG: .entry cache_write(
 // CHECK-DAG: .entry attention(
+// Many (query, head) rows (prefill) take 128-thread blocks, a block a row.
+// CHECK-DAG: .entry attention_rows(
+// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[2048]
 // CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[16384]
 // CHECK-DAG: bar.sync
 // Attention splits a decode step's keys over blocks (grid z); the last split of a row,

@@ -32,7 +32,7 @@ done
 if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
   # A real model end to end: SmolLM2 (Q4_1) compiled for sm_90, its prefill and two greedy
   # tokens on the emulated GPU (about 4 minutes) against the CPU's tokens. The prompt's 77
-  # tokens take the quantized matmuls' tensor-core path (64 rows and more); the decode
+  # tokens take the quantized matmuls' tensor-core path (16 rows and more); the decode
   # steps the few-rows kernels.
   echo "== SmolLM2 on the PTX emulator vs the CPU"
   target/release/maxc compile-model "$MAX_SMOLLM2_GGUF" --target cuda:sm_90 -o "$work/smollm2-gpu.maxa" 2> "$work/smollm2.log"

@@ -26,12 +26,14 @@ const WARPS: usize = 4;
 const QUANT_THREADS: usize = 128;
 /// Most rows the single-kernel form (activations rounded where they are used) takes.
 pub const FEW_ROWS: usize = 8;
-/// Fewest rows that take the tensor cores (prefill) by default: the weights decoded once
-/// into an f16 copy that an f16 tensor-core matmul reads. Below it the dot kernel's 8-row
-/// tiles read the quantized blocks `M / 8` times, fewer bytes than writing and reading the
-/// f16 copy (4.5 bytes a weight against 0.56 a pass for 4-bit formats: even at about 64
-/// rows); a serving batch's decode step (up to 32 sequences) stays on the dot kernel.
-pub const TENSOR_CORE_ROWS: i64 = 64;
+/// Fewest rows that take the tensor cores by default (prefill, a serving batch's decode):
+/// the weights decoded once into an f16 copy that an f16 tensor-core matmul reads. The dot
+/// kernel issues about 0.32 warp instructions per weight and row (counted on the PTX
+/// emulator, Q4_1): at 16 rows 5 a weight, some 5.5 ms per billion weights at an H100's
+/// ~900 G warp instructions a second, against the copy's 4.5 bytes a weight written and
+/// read, 1.5 ms per billion at 3 TB/s. Below it the copy's two extra launches may cost more
+/// than they save on small weights. Untimed: `MAX_GPU_QMATMUL` is the A/B knob.
+pub const TENSOR_CORE_ROWS: i64 = 16;
 
 /// The fewest rows that take the tensor cores: [`TENSOR_CORE_ROWS`], or
 /// `MAX_GPU_QMATMUL=tc_rows=N` (0: never; an A/B knob for benchmarks).

@@ -15,9 +15,11 @@ def maxc_path() -> str:
     return os.environ.get("MAXC", str(ROOT / "target" / "debug" / "maxc"))
 
 
-def maxc(*args, check=True):
-    """Runs maxc, returning the CompletedProcess."""
-    p = subprocess.run([maxc_path(), *map(str, args)], capture_output=True, text=True)
+def maxc(*args, check=True, env=None):
+    """Runs maxc (with `env`'s variables added to the environment), returning the
+    CompletedProcess."""
+    full_env = {**os.environ, **env} if env else None
+    p = subprocess.run([maxc_path(), *map(str, args)], capture_output=True, text=True, env=full_env)
     if check and p.returncode != 0:
         raise AssertionError(f"maxc {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stderr}")
     return p
@@ -65,12 +67,13 @@ def cuda_compile_enabled() -> bool:
     return bool(os.environ.get("MAX_CUDA_TOOLKIT")) or bool(os.environ.get("MAX_GPU_CASES"))
 
 
-def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=()):
+def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=(), env=None):
     """Compiles `src` for the GPU target (MAX_GPU_TARGET, default cuda:sm_90) and, when
     MAX_GPU_CASES names a folder, records a case there for benches/gpu/check.sh to run on a
     GPU: the artifact, and per run its inputs and the expected outputs as .npy files.
     `runs` is a list of (inputs: dict name -> array, wanted: list of arrays); `flags` are
-    extra compile flags (--allow-tf32). A test that records several cases gets them numbered."""
+    extra compile flags (--allow-tf32), `env` tuning knobs for the compile
+    (MAX_GPU_QMATMUL=tc_rows=0). A test that records several cases gets them numbered."""
     if not cuda_compile_enabled():
         return
     target = os.environ.get("MAX_GPU_TARGET", "cuda:sm_90")
@@ -84,12 +87,12 @@ def gpu_case(src: Path, runs, rtol: float, atol: float, name: str = None, flags=
         case = Path(out_dir) / f"{safe}_{k}"
         k += 1
     case.mkdir(parents=True, exist_ok=True)
-    maxc("compile", src, "--target", target, *flags, "-o", case / "g.maxa")
+    maxc("compile", src, "--target", target, *flags, "-o", case / "g.maxa", env=env)
     if not out_dir:
         return
     # The graph and flags too, so the case can be recompiled (benches/gpu/tune.sh).
     (case / "g.mlir").write_text(src.read_text())
-    meta = {"name": name, "rtol": rtol, "atol": atol, "flags": list(flags), "runs": []}
+    meta = {"name": name, "rtol": rtol, "atol": atol, "flags": list(flags), "env": env or {}, "runs": []}
     for k, (inputs, wanted) in enumerate(runs):
         ins = {}
         for n, arr in inputs.items():

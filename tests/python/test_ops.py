@@ -1046,6 +1046,12 @@ def make_q6_k_blocks(n, k, rng):
     return np.stack(rows), deq
 
 
+# GPU cases of the quantized kernels past the few-rows form (9 to 45 rows here), which the
+# tensor cores take by default from 16 rows: compiled with that path off, so the quantizer
+# and the dot kernel keep their parity checks (test_qmatmul_tensor_cores checks the other).
+DOT_KERNEL = {"MAX_GPU_QMATMUL": "tc_rows=0"}
+
+
 def make_blocks(fmt, n, k, rng):
     """Random GGUF blocks for an [n, k] weight and their dequantized values (NumPy)."""
     if fmt == "q4_k":
@@ -1125,7 +1131,7 @@ def test_qmatmul_gguf_blocks(tmp_path, fmt, bb, blen):
     for m in [1, 7, 33]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         runs.append(({"x": x, "w": w}, [(x.astype(np.float64) @ deq.T).astype(np.float32)]))
-    gpu_case(gsrc, runs, rtol=1e-4, atol=1e-3)
+    gpu_case(gsrc, runs, rtol=1e-4, atol=1e-3, env=DOT_KERNEL)
     # 80 rows take the tensor cores, on x and the decoded weights rounded to f16.
     x = rng.standard_normal((80, k)).astype(np.float32)
     want = (x.astype(np.float64) @ deq.T).astype(np.float32)
@@ -1336,7 +1342,7 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
         np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
     if target == "host":
         # The GPU kernels round activations the same way; sums differ only in their order.
-        gpu_case(src, runs, rtol=1e-4, atol=1e-4)
+        gpu_case(src, runs, rtol=1e-4, atol=1e-4, env=DOT_KERNEL)
 
 
 @pytest.mark.parametrize("fmt,bb", [("q4_1", 20), ("q8_0", 34)])
@@ -1363,18 +1369,18 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
         runs.append(({"x": x, "w": w, "r": r}, [want]))
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w, "r": r}, tmp_path)
         np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3, atol=1e-3)
-    gpu_case(src, runs, rtol=2e-3, atol=2e-3)
+    gpu_case(src, runs, rtol=2e-3, atol=2e-3, env=DOT_KERNEL)
 
 
 @pytest.mark.parametrize("n", [64, 30], ids=["n64", "n30"])
 @pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_1", 24, 32), ("q8_0", 34, 32),
                                          ("q4_k", 144, 256), ("q6_k", 210, 256)])
 def test_qmatmul_tensor_cores(tmp_path, fmt, bb, blen, n):
-    """Prefill-sized quantized matmuls (64 rows and more) on a GPU: the weights decoded once
-    to f16 and the activations (rounded to 8 bits as the CPU rounds them) to f16, then a
-    tensor-core matmul with the residual add as its epilogue (wgmma for 64 columns on sm_90,
-    mma.sync for 30). Expected: the CPU path's outputs within f16 rounding of both
-    operands; fewer rows keep the quantized kernels (7 rows here)."""
+    """Quantized matmuls of 16 rows and more (prefill, a serving batch) on a GPU: the weights
+    decoded once to f16 and the activations (rounded to 8 bits as the CPU rounds them) to
+    f16, then a tensor-core matmul with the residual add as its epilogue (wgmma for 64
+    columns on sm_90, mma.sync for 30). Expected: the CPU path's outputs within f16
+    rounding of both operands; fewer rows keep the quantized kernels (7 and 15 rows here)."""
     k = 256
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
     body = [f'%q = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}',
@@ -1385,7 +1391,7 @@ def test_qmatmul_tensor_cores(tmp_path, fmt, bb, blen, n):
     rng = np.random.default_rng(31)
     w, deq = make_blocks(fmt, n, k, rng)
     runs = []
-    for m in [7, 64, 133]:
+    for m in [7, 15, 16, 64, 133]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         r = rng.standard_normal((m, n)).astype(np.float32)
         want = r + ggml_q8_matmul(x, w, fmt)
@@ -1440,7 +1446,7 @@ def test_qmatmul_computed_input(tmp_path, prologue):
             a = (gate / (1 + np.exp(-gate)) * up).astype(np.float32)
         np.testing.assert_allclose(got, arrays["r"] + ggml_q8_matmul(a, w, fmt), rtol=1e-2, atol=1e-2)
         runs.append((arrays, [got]))
-    gpu_case(src, runs[:3], rtol=5e-3, atol=5e-3)
+    gpu_case(src, runs[:3], rtol=5e-3, atol=5e-3, env=DOT_KERNEL)
     # 70 rows: f16 operands (see test_qmatmul_tensor_cores).
     gpu_case(src, runs[3:], rtol=1e-2, atol=2e-3 * float(np.abs(runs[3][1][0]).max()), name=f"qmatmul_computed_input_tc_{prologue}")
 
@@ -1471,4 +1477,4 @@ def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):
         exact = x.astype(np.float64) @ deq.T
         np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.02 * np.abs(exact).max())
     if target == "host":
-        gpu_case(src, runs, rtol=1e-4, atol=1e-4 * float(np.abs(runs[-1][1][0]).max()))
+        gpu_case(src, runs, rtol=1e-4, atol=1e-4 * float(np.abs(runs[-1][1][0]).max()), env=DOT_KERNEL)

@@ -1,4 +1,4 @@
-// A quantized matmul of 64 rows or more (prefill) runs on the tensor cores: the
+// A quantized matmul of 16 rows or more (prefill, a serving batch) runs on the tensor cores: the
 // activations are rounded to 8 bits as the quantized kernels round them, then to f16
 // (@to_half), the weights decoded from their GGUF blocks to an f16 [K, N] copy
 // (@dequantize), then an f16 matmul with the quantized matmul's epilogue (here the

@@ -147,9 +147,9 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
 (case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
-echo "prepare: attention over a long cache (head dim 128, 520 positions; expected = the CPU path's)" >&2
-case_py attention_long <<'PY'
-import json, subprocess, sys, tempfile
+echo "prepare: attention over a long cache (head dim 128, 520 positions; and 256, many rows; expected = the CPU path's)" >&2
+attention_py=$(cat <<'PY'
+import json, os, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -157,19 +157,21 @@ maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 # 5 tokens continuing at position 400 and decode steps at 517 and 0 (keys past the end of
 # the unrolled loops, one-key rows); a prefill of two rows of 20 tokens (320 query-head
 # rows: 128-thread blocks, from 1 to 500 keys). A second query's attention is cast to f16,
-# a cast the GPU's attention kernel stores itself.
+# a cast the GPU's attention kernel stores itself. ATT_HD=256: head dim 256, the prefill only
+# (a 128-thread block per row must still cover the head dim).
+hd = int(os.environ.get("ATT_HD", "128"))
 g = case / "g.mlir"
-g.write_text("""func.func @g(%q: tensor<?x8x128xf32> {max.name = "q"}, %k: tensor<?x2x128xf32> {max.name = "k"},
-             %st: tensor<?xi32> {max.name = "start"}, %sl: tensor<?xi32> {max.name = "slot"},
-             %kc: tensor<1x?x?x2x128xf16> {max.name = "kc", max.dims = ["", "B", "T", "", ""]},
-             %vc: tensor<1x?x?x2x128xf16> {max.name = "vc", max.dims = ["", "B", "T", "", ""]},
-             %q2: tensor<?x8x128xf32> {max.name = "q2"}) -> (tensor<?x8x128xf32>, tensor<?x8x128xf16>) {
-  %kc2 = "max.cache_write"(%kc, %k, %st, %sl) {layer = 0 : i64} : (tensor<1x?x?x2x128xf16>, tensor<?x2x128xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<1x?x?x2x128xf16>
-  %a = "max.cached_attention"(%q, %kc2, %vc, %st, %sl) {layer = 0 : i64} : (tensor<?x8x128xf32>, tensor<1x?x?x2x128xf16>, tensor<1x?x?x2x128xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x128xf32>
-  %a2 = "max.cached_attention"(%q2, %kc2, %vc, %st, %sl) {layer = 0 : i64} : (tensor<?x8x128xf32>, tensor<1x?x?x2x128xf16>, tensor<1x?x?x2x128xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x128xf32>
-  %h = "max.cast"(%a2) : (tensor<?x8x128xf32>) -> tensor<?x8x128xf16>
-  func.return %a, %h : tensor<?x8x128xf32>, tensor<?x8x128xf16>
-}
+g.write_text(f"""func.func @g(%q: tensor<?x8x{hd}xf32> {{max.name = "q"}}, %k: tensor<?x2x{hd}xf32> {{max.name = "k"}},
+             %st: tensor<?xi32> {{max.name = "start"}}, %sl: tensor<?xi32> {{max.name = "slot"}},
+             %kc: tensor<1x?x?x2x{hd}xf16> {{max.name = "kc", max.dims = ["", "B", "T", "", ""]}},
+             %vc: tensor<1x?x?x2x{hd}xf16> {{max.name = "vc", max.dims = ["", "B", "T", "", ""]}},
+             %q2: tensor<?x8x{hd}xf32> {{max.name = "q2"}}) -> (tensor<?x8x{hd}xf32>, tensor<?x8x{hd}xf16>) {{
+  %kc2 = "max.cache_write"(%kc, %k, %st, %sl) {{layer = 0 : i64}} : (tensor<1x?x?x2x{hd}xf16>, tensor<?x2x{hd}xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<1x?x?x2x{hd}xf16>
+  %a = "max.cached_attention"(%q, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}xf16>, tensor<1x?x?x2x{hd}xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
+  %a2 = "max.cached_attention"(%q2, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}xf16>, tensor<1x?x?x2x{hd}xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
+  %h = "max.cast"(%a2) : (tensor<?x8x{hd}xf32>) -> tensor<?x8x{hd}xf16>
+  func.return %a, %h : tensor<?x8x{hd}xf32>, tensor<?x8x{hd}xf16>
+}}
 """)
 subprocess.run([maxc, "compile", g, "--target", target, "-o", case / "g.maxa"], check=True)
 rng = np.random.default_rng(13)
@@ -177,15 +179,16 @@ runs = []
 with tempfile.TemporaryDirectory() as t:
     cpu = Path(t) / "cpu.maxa"
     subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
-    for r, (starts, slots, seq) in enumerate([([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20)]):
+    all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20)]
+    for r, (starts, slots, seq) in enumerate(all_runs if hd == 128 else all_runs[3:]):
         n = len(starts) * seq
         ins = {
-            "q": rng.standard_normal((n, 8, 128)).astype(np.float32),
-            "k": rng.standard_normal((n, 2, 128)).astype(np.float32),
+            "q": rng.standard_normal((n, 8, hd)).astype(np.float32),
+            "k": rng.standard_normal((n, 2, hd)).astype(np.float32),
             "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
-            "kc": rng.standard_normal((1, 2, 520, 2, 128)).astype(np.float16),
-            "vc": rng.standard_normal((1, 2, 520, 2, 128)).astype(np.float16),
-            "q2": rng.standard_normal((n, 8, 128)).astype(np.float32),
+            "kc": rng.standard_normal((1, 2, 520, 2, hd)).astype(np.float16),
+            "vc": rng.standard_normal((1, 2, 520, 2, hd)).astype(np.float16),
+            "q2": rng.standard_normal((n, 8, hd)).astype(np.float32),
         }
         args = []
         for name, a in ins.items():
@@ -194,8 +197,11 @@ with tempfile.TemporaryDirectory() as t:
         outs = [f"want{r}_0.npy", f"want{r}_1.npy"]
         subprocess.run(["target/release/max", "run", cpu, *args, "--output", case / outs[0], "--output", case / outs[1]], check=True)
         runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": outs})
-(case / "case.json").write_text(json.dumps({"name": "attention over a long cache (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
+(case / "case.json").write_text(json.dumps({"name": f"attention over a long cache, head dim {hd} (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
+)
+case_py attention_long <<< "$attention_py"
+ATT_HD=256 case_py attention_rows_hd256 <<< "$attention_py"
 echo "prepare: RoPE and the K/V cache writes in one kernel (merged and separate q/k/v; expected = the CPU path's)" >&2
 case_py rope_cache <<'PY'
 import json, subprocess, sys, tempfile

@@ -14,7 +14,7 @@
 //!   are rounded to f16 as on the CPU.
 //! - **Many rows** (prefill, a serving batch's decode): from [`SplitConfig::small_blocks`]
 //!   (query, head) rows, `@attention_rows` takes a row per block of [`ROW_THREADS`]
-//!   threads, the same three passes: a 1024-thread block, which holds a whole SM, left most
+//!   threads (or the head dim, if larger), the same three passes: a 1024-thread block, which holds a whole SM, left most
 //!   of its warps idle on a row of a few dozen keys.
 //! - **Split keys**: with few (query, head) rows (a decode step has one per head: 32 blocks
 //!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid z).
@@ -277,6 +277,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
     let SplitConfig { target, min_keys, max_splits, small_blocks } = SplitConfig::current();
+    // A thread per head-dim value combines the value sums, so a block has at least `hd`.
+    let row_threads = ROW_THREADS.max(hd as usize);
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
     // of about `target` blocks; each split's softmax-weighted values, max and sum go to
     // `%parts` (a row per split: hd values, max, sum), and the split that finishes last
@@ -303,7 +305,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
                 // Many rows: a small block a row, unsplit.
                 format!(
                     "      %csmall = arith.constant {small_blocks} : index\n      %many = arith.cmpi uge, %srows, %csmall : index\n      \
-                     scf.if %many {{\n        %crthreads = arith.constant {ROW_THREADS} : index\n        \
+                     scf.if %many {{\n        %crthreads = arith.constant {row_threads} : index\n        \
                      gpu.launch_func @{name}_llm::@attention_rows blocks in (%ntok, %ch, %c1) threads in (%crthreads, %c1, %c1) {args}\n      \
                      }} else {{\n        {split}      }}\n"
                 )
@@ -314,7 +316,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // Arrival counts of split rows, zero at load and put back to zero by each row's last
     // split.
     let _ = writeln!(s, "    {}", crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
-    let variants: &[(&str, usize)] = if small_blocks == 0 { &[("attention", THREADS)] } else { &[("attention", THREADS), ("attention_rows", ROW_THREADS)] };
+    let variants: &[(&str, usize)] = if small_blocks == 0 { &[("attention", THREADS)] } else { &[("attention", THREADS), ("attention_rows", row_threads)] };
     for &(entry, threads) in variants {
         attention_kernel(s, spec, b, layer, scale, entry, threads, (&qt, &ot, wt));
     }

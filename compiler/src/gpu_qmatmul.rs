@@ -35,6 +35,9 @@ pub const FEW_ROWS: usize = 8;
 /// than they save on small weights. Untimed: `MAX_GPU_QMATMUL` is the A/B knob.
 pub const TENSOR_CORE_ROWS: i64 = 16;
 
+/// Threads per block of the weight decoder (a 32-weight block each).
+const DEQUANT_THREADS: usize = 256;
+
 /// The fewest rows that take the tensor cores: [`TENSOR_CORE_ROWS`], or
 /// `MAX_GPU_QMATMUL=tc_rows=N` (0: never; an A/B knob for benchmarks).
 fn tensor_core_rows() -> Option<i64> {
@@ -49,8 +52,29 @@ fn tensor_core_rows() -> Option<i64> {
     // Fewer rows than the few-rows kernel's take that kernel first.
     (rows > 0).then_some(rows.max(FEW_ROWS as i64 + 1))
 }
-/// Threads per block of the weight decoder (a 32-weight block each).
-const DEQUANT_THREADS: usize = 256;
+
+/// A quantized matmul's format and sizes, as its kernels need them.
+struct Shape {
+    format: QuantFormat,
+    quantize_input: bool,
+    /// Output columns (weight rows).
+    n: i64,
+    /// 32-weight sub-blocks per weight row (K / 32).
+    kb: i64,
+    /// The activations are rounded and the format has a min: the block sums are needed.
+    with_min: bool,
+}
+
+impl Shape {
+    fn of(spec: &KernelSpec) -> Shape {
+        let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_gpu_qmatmul checked the op") };
+        let w = &spec.inputs[1];
+        let n = w.dims[0].expect("verifier: static weight rows");
+        let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
+        let with_min = quantize_input && matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
+        Shape { format, quantize_input, n, kb, with_min }
+    }
+}
 
 /// Whether `spec` is a quantized matmul for the GPU: f32 activations, and an f32 result or
 /// an elementwise epilogue (a residual add), which the kernels apply as they store.
@@ -66,23 +90,19 @@ pub fn is_gpu_qmatmul(spec: &KernelSpec) -> bool {
 /// The host function and `gpu.module` of a quantized matmul. Bindings: x, w, the
 /// epilogue's operands, out.
 pub fn kernel_func(spec: &KernelSpec) -> String {
-    let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("is_gpu_qmatmul checked the op") };
+    let Shape { format, quantize_input, n, kb, with_min } = Shape::of(spec);
     let (x, w, out) = (&spec.inputs[0], &spec.inputs[1], &spec.outputs[0]);
     let (xm, wm, om) = (x.memref(), w.memref(), out.memref());
     let oc = crate::gpu_epilogue::output_binding(spec);
-    // The epilogue's operands: host parameters, launch arguments, kernel parameters.
-    let extra_host: String = spec.inputs.iter().enumerate().skip(2).map(|(i, b)| format!("%b{i}: {}, ", b.memref())).collect();
+    // The epilogue's operands: launch arguments, kernel parameters.
     let extra_args: String = crate::gpu_epilogue::launch_args(spec).iter().map(|a| format!("{a}, ")).collect();
     let extra_params: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
-    let n = w.dims[0].expect("verifier: static weight rows");
-    let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
     let k = kb * 32;
-    let with_min = quantize_input && matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
     let name = &spec.name;
     // The activations the dot kernel reads: x itself, or its 8-bit rounding.
     let xq_t = format!("memref<?x{k}xf32>");
     let xs_t = format!("memref<?x{kb}xf32>");
-    let mut s = format!("  func.func @{name}(%b0: {xm}, %b1: {wm}, {extra_host}%b{oc}: {om}, %wg: index, %nwg: index) {{\n");
+    let mut s = format!("  func.func @{name}({}, %wg: index, %nwg: index) {{\n", crate::gpu_epilogue::host_params(spec));
     let _ = write!(
         s,
         "    %c0 = arith.constant 0 : index\n    %c1 = arith.constant 1 : index\n    %c128 = arith.constant {} : index\n    \
@@ -385,11 +405,8 @@ pub(crate) fn few_rows_launch(module: &str, n: i64, args: &str) -> String {
 /// stores its row of A in shared memory. Launch arguments: A's operands, w, the epilogue's
 /// operands, out; grid as [`kernel_func`]'s few-rows launch.
 pub(crate) fn computed_a_few_rows_kernel(spec: &KernelSpec, a: &dyn crate::gpu_gemv::ComputedA) -> String {
-    let Op::QMatMul { format, quantize_input } = spec.body[0].op else { unreachable!("a quantized matmul") };
+    let Shape { format, n, kb, with_min, .. } = Shape::of(spec);
     let (w, out) = (&spec.inputs[1], &spec.outputs[0]);
-    let n = w.dims[0].expect("verifier: static weight rows");
-    let kb = format.sub_blocks(w.dims[1].expect("verifier: static weight row bytes"));
-    let with_min = quantize_input && matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K);
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
     let mut s = String::new();
     few_rows_kernel(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, with_min, &extra, Some(a));

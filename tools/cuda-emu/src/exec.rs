@@ -911,6 +911,21 @@ impl Ctx<'_> {
                     self.set(w, lane, &a[0], r as u64);
                 }
             }
+            Op::Dp4a { a_signed, b_signed } => {
+                let byte = |v: u64, i: u32, signed: bool| {
+                    let b = (v >> (8 * i)) & 0xff;
+                    if signed {
+                        b as u8 as i8 as i64
+                    } else {
+                        b as i64
+                    }
+                };
+                for lane in lanes {
+                    let (x, y, c) = (self.get(w, lane, &a[1]), self.get(w, lane, &a[2]), self.get(w, lane, &a[3]));
+                    let dot: i64 = (0..4).map(|i| byte(x, i, *a_signed) * byte(y, i, *b_signed)).sum();
+                    self.set(w, lane, &a[0], (c as u32).wrapping_add(dot as i32 as u32) as u64);
+                }
+            }
             Op::Bfe(ty) => {
                 let n = ty.bits();
                 for lane in lanes {
@@ -1167,6 +1182,21 @@ $JOIN:
         let mut out = vec![0u32; 4];
         run_one(src, &mut out, 1).unwrap();
         assert_eq!(out, vec![u32::MAX, 4, 0, 5]);
+    }
+
+    #[test]
+    fn byte_dot_products_extend_each_operand_as_typed() {
+        // a = bytes [0xff, 2, 0x80, 1], b = bytes [3, 0xfe, 5, 0x7f], c = 10.
+        // u32.s32: 255*3 + 2*(-2) + 128*5 + 1*127 + 10 = 1538; s32.s32: -3 - 4 - 640 + 127 + 10
+        // = -510; u32.u32 with c = -1 wraps: 765 + 508 + 640 + 127 - 1 = 2039.
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{\n\
+            .reg .b32 %r<8>;\n.reg .b64 %rd<2>;\nld.param.u64 %rd1, [k_param_0];\n\
+            mov.u32 %r1, 0x018002ff;\nmov.u32 %r2, 0x7f05fe03;\nmov.u32 %r3, 10;\nmov.u32 %r7, -1;\n\
+            dp4a.u32.s32 %r4, %r1, %r2, %r3;\ndp4a.s32.s32 %r5, %r1, %r2, %r3;\ndp4a.u32.u32 %r6, %r1, %r2, %r7;\n\
+            st.global.v4.u32 [%rd1], {%r4, %r5, %r6, %r3};\nret;\n}\n";
+        let mut out = vec![0u32; 4];
+        run_one(src, &mut out, 1).unwrap();
+        assert_eq!(out, vec![1538, (-510i32) as u32, 2039, 10]);
     }
 
     #[test]

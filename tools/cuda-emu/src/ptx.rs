@@ -244,6 +244,9 @@ pub enum Op {
     Selp(Ty),
     Cvt { dst: Ty, src: Ty, rnd: Option<Rnd>, sat: bool },
     Prmt,
+    /// `dp4a.atype.btype d, a, b, c`: `c` plus the four products of `a`'s and `b`'s bytes,
+    /// each byte sign- or zero-extended as its type says.
+    Dp4a { a_signed: bool, b_signed: bool },
     Bfe(Ty),
     Bfi(Ty),
     Shfl(Shfl),
@@ -645,7 +648,7 @@ fn arity_ok(op: &Op, args: &[Opnd]) -> bool {
         Op::Ld { .. } => n == 2 && addr(1),
         Op::St { .. } => n == 2 && addr(0),
         Op::Bin { .. } | Op::Setp { .. } => n == 3,
-        Op::Mad { .. } | Op::Selp(_) | Op::Prmt | Op::Bfe(_) | Op::Shf { .. } => n == 4,
+        Op::Mad { .. } | Op::Selp(_) | Op::Prmt | Op::Dp4a { .. } | Op::Bfe(_) | Op::Shf { .. } => n == 4,
         Op::Bfi(_) => n == 5,
         Op::Cvt { dst, .. } => n == if matches!(dst, Ty::F16x2 | Ty::Bf16x2) { 3 } else { 2 },
         Op::Carry { kind, .. } => n == if matches!(kind, CarryOp::MadLo | CarryOp::MadHi) { 4 } else { 3 },
@@ -867,6 +870,7 @@ pub fn decode(opcode: &str) -> Option<Op> {
         }
         // The default byte permute only (no `.f4e`, `.b4e`, `.rc8`, `.ecl`, `.ecr`, `.rc16`).
         "prmt" if mods == ["b32"] => Op::Prmt,
+        "dp4a" if types.len() == 2 && types.iter().all(|t| matches!(t, Ty::U32 | Ty::S32)) => Op::Dp4a { a_signed: types[0].signed(), b_signed: types[1].signed() },
         "bfe" => Op::Bfe(last_ty?),
         "bfi" => Op::Bfi(last_ty?),
         "shfl" => Op::Shfl(if has("up") {
@@ -1333,6 +1337,9 @@ $L__BB0_2:
         assert_eq!(decode("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), Some(Op::Mma { k: 16, ab: Ty::Bf16, c: Ty::F32, d: Ty::F32 }));
         assert_eq!(decode("wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16"), Some(Op::Wgmma { n: 256, k: 16, ab: Ty::F16 }));
         assert_eq!(decode("cp.async.cg.shared.global"), Some(Op::CpAsync { bytes: 0 }));
+        assert_eq!(decode("dp4a.u32.s32"), Some(Op::Dp4a { a_signed: false, b_signed: true }));
+        assert_eq!(decode("dp4a.s32.s32"), Some(Op::Dp4a { a_signed: true, b_signed: true }));
+        assert_eq!(decode("dp4a.s32.f32"), None);
         assert_eq!(decode("frob.b32"), None);
     }
 }

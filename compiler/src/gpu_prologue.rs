@@ -96,8 +96,8 @@ pub fn fusible(graph: &Graph, pro: &[usize], mm: &[usize], gemv: bool, quantized
         && crate::gpu_gemv::computed_a_fits(k, cols)
 }
 
-/// The widest A the quantized few-rows kernel stages whole in shared memory (f32).
-pub const QUANT_MAX_K: i64 = 8192;
+/// The widest A the quantized few-rows kernel rounds whole into shared memory.
+pub const QUANT_MAX_K: i64 = crate::gpu_qdot::MAX_K;
 
 /// A merged spec taken apart: A's computation and the matmul.
 pub struct Parts {
@@ -404,14 +404,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let operands = format!("{}, %b1 : {tb}", a_args.join(", "));
     let quantized = matches!(p.mm.body[0].op, Op::QMatMul { .. });
     if quantized {
-        // A few rows (decode): the quantized few-rows kernel, a block per (4 columns, row).
+        // A few rows (decode): the quantized few-rows kernel, a block per (columns, row).
         let n = b.dims[0].expect("verifier: static weight rows");
         let _ = write!(
             s,
             "    %qf_max = arith.constant {} : index\n    %qf_le = arith.cmpi ule, %m, %qf_max : index\n    %qf_ge = arith.cmpi uge, %m, %c1 : index\n    \
              %qf = arith.andi %qf_le, %qf_ge : i1\n    scf.if %qf {{\n{}    }} else {{\n{otherwise}    }}\n",
             crate::gpu_qmatmul::FEW_ROWS,
-            crate::gpu_qmatmul::few_rows_launch(&format!("{name}_llm"), n, &format!("{operands}{extra_args}, %b{oc} : {tc}"))
+            crate::gpu_qdot::launch(&format!("{name}_llm"), n, &format!("{operands}{extra_args}, %b{oc} : {tc}"))
         );
     } else {
         s.push_str(&crate::gpu_gemv::host_with(&format!("{name}_llm"), a, b, &operands, &format!("{extra_args}, %b{oc} : {tc}"), &otherwise));

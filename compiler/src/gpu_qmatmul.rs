@@ -111,13 +111,15 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
          %m = memref.dim %b0, %c0 : {xm}\n    %some = arith.cmpi ugt, %m, %c0 : index\n    scf.if %some {{\n",
         WARPS * 32
     );
-    // A few rows (decode): one kernel that rounds each activation block where it uses it
-    // (no scratch, no second launch). More rows share one rounding pass.
-    if quantize_input {
+    // A few rows (decode): one kernel that rounds the row of activations in shared memory
+    // and takes integer dot products (no scratch, no second launch). More rows share one
+    // rounding pass.
+    let few = quantize_input && k <= crate::gpu_qdot::MAX_K;
+    if few {
         let _ = write!(
             s,
             "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n{}      }} else {{\n",
-            few_rows_launch(&format!("{name}_llm"), n, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
+            crate::gpu_qdot::launch(&format!("{name}_llm"), n, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
         );
     }
     // Many rows (prefill): the weights decoded once to f16 for a tensor-core matmul.
@@ -178,7 +180,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if tc.is_some() {
         s.push_str("      }\n");
     }
-    if quantize_input {
+    if few {
         s.push_str("      }\n");
     }
     s.push_str("    }\n    return\n  }\n");
@@ -186,7 +188,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let _ = writeln!(s, "  gpu.module @{name}_llm {{");
     if quantize_input {
         quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
-        few_rows_kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, with_min, &extra_params, None);
+    }
+    if few {
+        crate::gpu_qdot::kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, &extra_params, None);
     }
     dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
     if let Some(mm) = &tc {
@@ -385,122 +389,17 @@ fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_
     s.insert_str(at, &consts);
 }
 
-/// `@qmatmul_few`: for a few rows, the quantizer and the dot product in one kernel. Warp `w`
-/// of block `(bx, row)` computes column `4 bx + w` of `row`; each lane rounds the
-/// activation blocks it multiplies (as `@quantize` does: `d = amax / 127` kept as f16,
-/// `q = round(x * 127 / amax)`, and for formats with a min the block sum `f16(d * sum(q))`).
-/// Host code: the launch of `module`'s `@qmatmul_few` over `n` columns and `%m` rows (`%c1`
-/// in scope) with arguments `args`.
-pub(crate) fn few_rows_launch(module: &str, n: i64, args: &str) -> String {
-    format!(
-        "        %qf_cn = arith.constant {n} : index\n        %qf_w = arith.constant {WARPS} : index\n        \
-         %qf_gx = arith.ceildivui %qf_cn, %qf_w : index\n        %qf_t = arith.constant {} : index\n        \
-         gpu.launch_func @{module}::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({args})\n",
-        WARPS * 32
-    )
-}
-
 /// `@qmatmul_few` of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
-/// out) for an A the kernel computes itself ([`crate::gpu_prologue`]): each block first
-/// stores its row of A in shared memory. Launch arguments: A's operands, w, the epilogue's
-/// operands, out; grid as [`kernel_func`]'s few-rows launch.
+/// out) for an A the kernel computes itself ([`crate::gpu_prologue`]) as it rounds it.
+/// Launch arguments: A's operands, w, the epilogue's operands, out; grid as
+/// [`kernel_func`]'s few-rows launch ([`crate::gpu_qdot::launch`]).
 pub(crate) fn computed_a_few_rows_kernel(spec: &KernelSpec, a: &dyn crate::gpu_gemv::ComputedA) -> String {
-    let Shape { format, n, kb, with_min, .. } = Shape::of(spec);
+    let Shape { format, n, kb, .. } = Shape::of(spec);
     let (w, out) = (&spec.inputs[1], &spec.outputs[0]);
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
     let mut s = String::new();
-    few_rows_kernel(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, with_min, &extra, Some(a));
+    crate::gpu_qdot::kernel(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, &extra, Some(a));
     s
-}
-
-#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
-fn few_rows_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, with_min: bool, extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
-    let v32 = "vector<32xf32>";
-    let k = kb * 32;
-    let a_row = format!("memref<{k}xf32, #gpu.address_space<workgroup>>");
-    // A's parameters and the kernel's shared memory: x itself, or A's operands and A's row.
-    let (x_params, workgroup) = match computed {
-        None => (format!("%X: {xm}"), String::new()),
-        Some(_) => (xm.to_string(), format!(" workgroup(%As : {a_row}, %pred : {})", crate::gpu_prologue::PRED)),
-    };
-    let _ = write!(
-        s,
-        "    gpu.func @qmatmul_few({x_params}, %b1: {wm}, {extra}%Y: {om}){workgroup} kernel attributes {{known_block_size = array<i32: {}, 1, 1>}} {{\n      \
-         %c0 = arith.constant 0 : index\n      %c2q = arith.constant 2 : index\n      \
-         %c32 = arith.constant 32 : index\n      %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      \
-         %cn = arith.constant {n} : index\n      %cwarps = arith.constant {WARPS} : index\n      \
-         %g_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      %g_f127 = arith.constant 127.0 : f32\n      \
-         %g_magic = arith.constant dense<12582912.0> : {v32}\n      \
-         %g_tid = gpu.thread_id x\n      %g_bx = gpu.block_id x\n      %g_row = gpu.block_id y\n      \
-         %g_warp = arith.divui %g_tid, %c32 : index\n      %g_lane = arith.remui %g_tid, %c32 : index\n      \
-         %g_j0 = arith.muli %g_bx, %cwarps : index\n      %j = arith.addi %g_j0, %g_warp : index\n",
-        WARPS * 32,
-        format.block_bytes(),
-    );
-    if let Some(a) = computed {
-        // The block's row of A, staged by all its threads before any column's loop.
-        let mut g = crate::gpu_text::KernelText::new("st");
-        let i = 6;
-        g.line(i, "%tid = gpu.thread_id x");
-        g.line(i, format!("%K = arith.constant {k} : index"));
-        g.line(i, "%fzero = arith.constant 0.0 : f32");
-        crate::gpu_gemv::block_names(&mut g, i, WARPS * 32);
-        let setup = a.setup(&mut g, i, "%g_row", WARPS * 32);
-        g.line(i, "scf.for %pk = %tid to %K step %pthreads {");
-        let v = a.value(&mut g, i + 2, "%g_row", "%pk", &setup, "f");
-        g.line(i + 2, format!("memref.store {v}, %As[%pk] : {a_row}"));
-        g.line(i, "}");
-        g.line(i, "gpu.barrier");
-        s.push_str(&g.s);
-    }
-    let _ = write!(
-        s,
-        "      %g_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %g_jok {{\n      \
-         %g_acc = scf.for %k = %g_lane to %ckb step %c32 iter_args(%g_a = %g_zero) -> (f32) {{\n      {}\n",
-        crate::qmatmul::block_base(format)
-    );
-    crate::qmatmul::decode_block(s, format, wm);
-    // The activation block, rounded to 8 bits.
-    let x_load = match computed {
-        None => format!("vector.load %X[%g_row, %g_kx] : {xm}, {v32}"),
-        Some(_) => format!("vector.load %As[%g_kx] : {a_row}, {v32}"),
-    };
-    let _ = write!(s, "      %g_kx = arith.muli %k, %c32 : index\n      %g_xv = {x_load}\n      %g_ax = math.absf %g_xv : {v32}\n");
-    let mut amax = "%g_zero".to_string();
-    for e in 0..32 {
-        let _ = writeln!(s, "      %g_e{e} = vector.extract %g_ax[{e}] : f32 from {v32}");
-        let _ = writeln!(s, "      %g_m{e} = arith.maximumf {amax}, %g_e{e} : f32");
-        amax = format!("%g_m{e}");
-    }
-    let _ = write!(
-        s,
-        "      %g_d = arith.divf {amax}, %g_f127 : f32\n      %g_d16 = arith.truncf %g_d : f32 to f16\n      %g_dr = arith.extf %g_d16 : f16 to f32\n      \
-         %g_isz = arith.cmpf oeq, {amax}, %g_zero : f32\n      %g_id0 = arith.divf %g_f127, {amax} : f32\n      \
-         %g_id = arith.select %g_isz, %g_zero, %g_id0 : f32\n      %g_idv = vector.broadcast %g_id : f32 to {v32}\n      \
-         %g_v = arith.mulf %g_xv, %g_idv : {v32}\n      %g_vm = arith.addf %g_v, %g_magic : {v32}\n      %g_r = arith.subf %g_vm, %g_magic : {v32}\n      \
-         %g_drv = vector.broadcast %g_dr : f32 to {v32}\n      %g_xr = arith.mulf %g_r, %g_drv : {v32}\n      \
-         %g_p = arith.mulf %g_xr, %wv : {v32}\n      %g_s = vector.reduction <add>, %g_p : {v32} into f32\n"
-    );
-    let sum = if with_min {
-        // The block sum as the CPU computes it: f16(d * sum(q)).
-        let _ = write!(
-            s,
-            "      %g_qsum = vector.reduction <add>, %g_r : {v32} into f32\n      %g_sd = arith.mulf %g_d, %g_qsum : f32\n      \
-             %g_s16 = arith.truncf %g_sd : f32 to f16\n      %g_bs = arith.extf %g_s16 : f16 to f32\n"
-        );
-        min_term(s, format, "", "%g_xr")
-    } else {
-        "%g_s".to_string()
-    };
-    let _ = write!(s, "      %g_t = arith.addf %g_a, {sum} : f32\n      scf.yield %g_t : f32\n      }}\n");
-    // The lanes' partial sums; lane 0 stores.
-    let acc = warp_sum(s, "%g_acc", "");
-    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%g_row", "%j", "qf");
-    let _ = write!(
-        s,
-        "      %g_lane0 = arith.cmpi eq, %g_lane, %c0 : index\n      scf.if %g_lane0 {{\n{code}        memref.store {y}, %Y[%g_row, %j] : {om}\n      }}\n      \
-         }}\n      gpu.return\n    }}\n"
-    );
 }
 
 /// The min's term of a block with the CPU's block sum `%g_bs{tag}` in place of the sum of
@@ -522,7 +421,7 @@ fn min_term(s: &mut String, format: QuantFormat, tag: &str, xr: &str) -> String 
 
 /// `v` (f32) summed over the warp's lanes by shuffles; every lane gets the sum. Names carry
 /// `tag`.
-fn warp_sum(s: &mut String, v: &str, tag: &str) -> String {
+pub(crate) fn warp_sum(s: &mut String, v: &str, tag: &str) -> String {
     let mut acc = v.to_string();
     for off in [16, 8, 4, 2, 1] {
         let _ = write!(

@@ -21,6 +21,7 @@ pub mod gpu_matmul;
 pub mod gpu_gemv;
 pub mod gpu_loops;
 pub mod gpu_kv_cache;
+pub mod gpu_qdot;
 pub mod gpu_qmatmul;
 pub mod gpu_prologue;
 pub mod gpu_rope;

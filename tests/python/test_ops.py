@@ -1372,6 +1372,35 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
     gpu_case(src, runs, rtol=2e-3, atol=2e-3, env=DOT_KERNEL)
 
 
+@pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_0", 22, 32), ("q5_1", 24, 32),
+                                         ("q8_0", 34, 32), ("q4_k", 144, 256), ("q6_k", 210, 256)])
+def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
+    """Decode-shaped quantized matmuls (1 to 8 rows) with a wide K: on a GPU the few-rows
+    kernel rounds each row to 8 bits in shared memory in three passes of its 256 threads
+    (2304 values, 576 words of four quants) and its lanes walk 72 weight blocks per column
+    (the last pass of lanes part-full); 37 columns leave the last block of 16 columns part
+    empty. Expected: llama.cpp's arithmetic (the NumPy model), on the CPU and the GPU."""
+    n, k = 37, 2304
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // blen * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(17)
+    w, deq = make_blocks(fmt, n, k, rng)
+    runs = []
+    for m in [1, 2, 8]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[-1, 64:96] = 0.0  # an all-zero block quantizes with scale 0
+        x[0, 2000] = 40.0  # a block with one large value
+        want = ggml_q8_matmul(x, w, fmt)
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
+        runs.append(({"x": x, "w": w}, [want.astype(np.float32)]))
+    gpu_case(src, runs, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("n", [64, 30], ids=["n64", "n30"])
 @pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_1", 24, 32), ("q8_0", 34, 32),
                                          ("q4_k", 144, 256), ("q6_k", 210, 256)])

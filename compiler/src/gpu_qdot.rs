@@ -1,0 +1,475 @@
+//! The few-rows quantized matmul on the GPU (decode: up to
+//! [`crate::gpu_qmatmul::FEW_ROWS`] rows of activations), in integer arithmetic.
+//!
+//! A block takes one row of `x` and [`COLS`] output columns. Its threads first round the
+//! row to 8 bits once, into shared memory, exactly as the CPU kernel rounds it
+//! ([`crate::qmatmul_q8`]: per 32-block `d = f16(amax / 127)`, `q = roundeven(x * 127 /
+//! amax)`, and where the format needs it the block sum), eight threads a block and four
+//! quants to a 32-bit word. Then each warp takes columns in turn, a lane per 32-weight
+//! block: the weight quants are unpacked four to a word, lined up with the activation words,
+//! and multiplied into them with `dp4a` (a four-way byte dot product with accumulate). A
+//! block's integer sum is exact and is scaled once, `dw * dx * sum` (plus the min's
+//! `m * s`), as the CPU scales its integer lanes.
+//!
+//! The f32 form it replaces decoded every weight to a float, rounded the activations again
+//! for every column and summed 32 f32 products: about one warp instruction per weight and
+//! row on the PTX emulator, so a decode step was bound by instruction issue rather than by
+//! the weight bytes it reads (NOTES item 15).
+
+use crate::lower::KernelSpec;
+use max_dialects::QuantFormat;
+use std::fmt::Write;
+
+/// Threads per block.
+const THREADS: usize = 256;
+/// Warps per block.
+const WARPS: usize = THREADS / 32;
+/// Columns each warp computes: the block's rounding of its row is shared by
+/// `WARPS * COLS_PER_WARP` columns.
+const COLS_PER_WARP: usize = 2;
+/// Output columns per block.
+pub const COLS: usize = WARPS * COLS_PER_WARP;
+/// Threads rounding one 32-block of activations (a word of four quants each).
+const BLOCK_THREADS: usize = 8;
+/// The widest K the kernel takes: shared memory holds the row's quants (K bytes), and two
+/// f32 per 32-block (K / 4 bytes), within 48 KB.
+pub const MAX_K: i64 = 32768;
+
+/// What a format needs of each activation block besides its scale.
+#[derive(Clone, Copy, PartialEq)]
+enum BlockSum {
+    None,
+    /// `sum(q)` (exact, as f32): the offset of Q4_0 and Q5_0 quants (8, 16).
+    Quants,
+    /// `f16(d * sum(q))`, the CPU's block sum, which the min of Q4_1, Q5_1 and Q4_K takes.
+    Scaled,
+}
+
+fn block_sum(format: QuantFormat) -> BlockSum {
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q5_0 => BlockSum::Quants,
+        QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K => BlockSum::Scaled,
+        QuantFormat::Q8_0 | QuantFormat::Q6K => BlockSum::None,
+    }
+}
+
+/// Host code: the launch of `module`'s `@qmatmul_few` over `n` columns and `%m` rows (`%m`
+/// and `%c1` in scope) with arguments `args`.
+pub(crate) fn launch(module: &str, n: i64, args: &str) -> String {
+    format!(
+        "        %qf_cn = arith.constant {n} : index\n        %qf_cols = arith.constant {COLS} : index\n        \
+         %qf_gx = arith.ceildivui %qf_cn, %qf_cols : index\n        %qf_t = arith.constant {THREADS} : index\n        \
+         gpu.launch_func @{module}::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({args})\n"
+    )
+}
+
+/// `@qmatmul_few` of the quantized matmul `spec` (bindings x, w, the epilogue's operands,
+/// out; `n` columns, `kb` 32-blocks a row). `xm` is x's type, or with `computed` A's
+/// parameters ([`crate::gpu_prologue`]): the kernel then computes A's values as it rounds
+/// them. `extra`: the epilogue's parameters, each followed by `, `.
+#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
+pub(crate) fn kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
+    let k = kb * 32;
+    debug_assert!(k <= MAX_K, "callers check MAX_K");
+    let words = kb * 8;
+    let aq_t = format!("memref<{words}xi32, #gpu.address_space<workgroup>>");
+    let ad_t = format!("memref<{kb}xf32, #gpu.address_space<workgroup>>");
+    let sums = block_sum(format);
+    let x_params = match computed {
+        None => format!("%X: {xm}"),
+        Some(_) => xm.to_string(),
+    };
+    let pred = if computed.is_some() { format!(", %pred : {}", crate::gpu_prologue::PRED) } else { String::new() };
+    let _ = write!(
+        s,
+        "    gpu.func @qmatmul_few({x_params}, %b1: {wm}, {extra}%Y: {om}) workgroup(%Aq : {aq_t} {{llvm.align = 16 : i64}}, %Ad : {ad_t}, %As : {ad_t}{pred}) \
+         kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n      \
+         %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c2 = arith.constant 2 : index\n      \
+         %c3 = arith.constant 3 : index\n      %c4 = arith.constant 4 : index\n      %c8 = arith.constant 8 : index\n      %c32 = arith.constant 32 : index\n      \
+         %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      %cn = arith.constant {n} : index\n      \
+         %f_threads = arith.constant {THREADS} : index\n      %f_words = arith.constant {words} : index\n      \
+         %f_bt = arith.constant {BLOCK_THREADS} : index\n      \
+         %f_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      %f_i0 = arith.constant 0 : i32\n      \
+         %f_tid = gpu.thread_id x\n      %f_bx = gpu.block_id x\n      %f_row = gpu.block_id y\n",
+        format.block_bytes()
+    );
+    let setup = computed.map(|a| {
+        // A's per-row values (a norm's scale), reduced over the whole block before its row
+        // is rounded.
+        let mut g = crate::gpu_text::KernelText::new("st");
+        let i = 6;
+        g.line(i, "%tid = gpu.thread_id x");
+        g.line(i, format!("%K = arith.constant {k} : index"));
+        g.line(i, "%fzero = arith.constant 0.0 : f32");
+        crate::gpu_gemv::block_names(&mut g, i, THREADS);
+        let setup = a.setup(&mut g, i, "%f_row", THREADS);
+        s.push_str(&g.s);
+        setup
+    });
+    round_row(s, xm, computed.zip(setup.as_ref()), &aq_t, &ad_t, sums);
+    // The dot products: warp w takes columns `COLS * bx + WARPS * c + w`.
+    let _ = write!(
+        s,
+        "      gpu.barrier\n      %f_cwarps = arith.constant {WARPS} : index\n      %f_ccols = arith.constant {COLS} : index\n      \
+         %f_cpw = arith.constant {COLS_PER_WARP} : index\n      %f_warp = arith.divui %f_tid, %c32 : index\n      \
+         %f_lane = arith.remui %f_tid, %c32 : index\n      %f_j0 = arith.muli %f_bx, %f_ccols : index\n      \
+         %f_m4 = arith.constant 252645135 : i32\n      %f_s4 = arith.constant 4 : i32\n      \
+         scf.for %f_c = %c0 to %f_cpw step %c1 {{\n      %f_jc = arith.muli %f_c, %f_cwarps : index\n      \
+         %f_j1 = arith.addi %f_j0, %f_jc : index\n      %j = arith.addi %f_j1, %f_warp : index\n      \
+         %f_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %f_jok {{\n      \
+         %f_acc = scf.for %k = %f_lane to %ckb step %c32 iter_args(%f_a = %f_zero) -> (f32) {{\n      \
+         %f_xo = arith.muli %k, %c8 : index\n      \
+         %f_xw = vector.load %Aq[%f_xo] {{alignment = 16}} : {aq_t}, vector<8xi32>\n      \
+         %f_dx = memref.load %Ad[%k] : {ad_t}\n"
+    );
+    for i in 0..8 {
+        let _ = writeln!(s, "      %f_x{i} = vector.extract %f_xw[{i}] : i32 from vector<8xi32>");
+    }
+    let part = block_product(s, format, wm, &ad_t);
+    let _ = write!(s, "      %f_an = arith.addf %f_a, {part} : f32\n      scf.yield %f_an : f32\n      }}\n");
+    // The lanes' partial sums; lane 0 stores.
+    let acc = crate::gpu_qmatmul::warp_sum(s, "%f_acc", "");
+    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%f_row", "%j", "qf");
+    let _ = write!(
+        s,
+        "      %f_lane0 = arith.cmpi eq, %f_lane, %c0 : index\n      scf.if %f_lane0 {{\n{code}        memref.store {y}, %Y[%f_row, %j] : {om}\n      }}\n      \
+         }}\n      }}\n      gpu.return\n    }}\n"
+    );
+}
+
+/// The block rounds its row `%f_row` of the activations: thread `t` of pass `p` takes word
+/// `w = 256 p + t` (values `4w .. 4w + 4`), the eight threads of a 32-block meet by
+/// shuffles for its `amax` (and sum), and the first of them stores the block's scale to
+/// `%Ad` (and sum to `%As`). A warp runs the passes that hold any of its words, all its
+/// lanes each (the shuffles see whole warps); a short row leaves the last warps idle.
+fn round_row(s: &mut String, xm: &str, computed: Option<(&dyn crate::gpu_gemv::ComputedA, &Vec<String>)>, aq_t: &str, ad_t: &str, sums: BlockSum) {
+    let v4 = "vector<4xf32>";
+    let _ = write!(
+        s,
+        "      %f_f127 = arith.constant 127.0 : f32\n      %f_magic = arith.constant dense<12582912.0> : {v4}\n      \
+         %f_z4 = arith.constant dense<0.0> : {v4}\n      \
+         %f_swarp = arith.divui %f_tid, %c32 : index\n      %f_slane = arith.remui %f_tid, %c32 : index\n      \
+         %f_sw0 = arith.muli %f_swarp, %c32 : index\n      %f_sw1 = arith.minui %f_sw0, %f_words : index\n      \
+         %f_sleft = arith.subi %f_words, %f_sw1 : index\n      %f_passes = arith.ceildivui %f_sleft, %f_threads : index\n      \
+         scf.for %f_p = %c0 to %f_passes step %c1 {{\n      %f_w0 = arith.muli %f_p, %f_threads : index\n      \
+         %f_w1 = arith.addi %f_w0, %f_sw0 : index\n      %f_wi = arith.addi %f_w1, %f_slane : index\n      %f_ok = arith.cmpi ult, %f_wi, %f_words : index\n      \
+         %f_e0 = arith.muli %f_wi, %c4 : index\n      %f_xv = scf.if %f_ok -> ({v4}) {{\n"
+    );
+    match computed {
+        None => {
+            let _ = writeln!(s, "      %f_xl = vector.load %X[%f_row, %f_e0] {{alignment = 16}} : {xm}, {v4}\n      scf.yield %f_xl : {v4}");
+        }
+        Some((a, setup)) => {
+            let mut g = crate::gpu_text::KernelText::new("sv");
+            let mut vals = Vec::new();
+            for e in 0..4 {
+                let ke = g.let_(6, format!("arith.addi %f_e0, %c{e} : index"));
+                vals.push(a.value(&mut g, 6, "%f_row", &ke, setup, &format!("q{e}")));
+            }
+            s.push_str(&g.s);
+            let _ = writeln!(s, "      %f_xl = vector.from_elements {} : {v4}\n      scf.yield %f_xl : {v4}", vals.join(", "));
+        }
+    }
+    let _ = write!(
+        s,
+        "      }} else {{\n      scf.yield %f_z4 : {v4}\n      }}\n      \
+         %f_ax = math.absf %f_xv : {v4}\n      %f_am = vector.reduction <maximumf>, %f_ax : {v4} into f32\n"
+    );
+    let amax = group_reduce(s, "%f_am", "maximumf", "mx");
+    let _ = write!(
+        s,
+        "      %f_d = arith.divf {amax}, %f_f127 : f32\n      %f_d16 = arith.truncf %f_d : f32 to f16\n      %f_dr = arith.extf %f_d16 : f16 to f32\n      \
+         %f_isz = arith.cmpf oeq, {amax}, %f_zero : f32\n      %f_id0 = arith.divf %f_f127, {amax} : f32\n      \
+         %f_id = arith.select %f_isz, %f_zero, %f_id0 : f32\n      %f_idv = vector.broadcast %f_id : f32 to {v4}\n      \
+         %f_v = arith.mulf %f_xv, %f_idv : {v4}\n      %f_vm = arith.addf %f_v, %f_magic : {v4}\n      %f_r = arith.subf %f_vm, %f_magic : {v4}\n      \
+         %f_qi = arith.fptosi %f_r : {v4} to vector<4xi32>\n      %f_q8 = arith.trunci %f_qi : vector<4xi32> to vector<4xi8>\n      \
+         %f_qw = vector.bitcast %f_q8 : vector<4xi8> to vector<1xi32>\n      %f_word = vector.extract %f_qw[0] : i32 from vector<1xi32>\n      \
+         scf.if %f_ok {{\n      memref.store %f_word, %Aq[%f_wi] : {aq_t}\n      }}\n"
+    );
+    let sum = (sums != BlockSum::None).then(|| {
+        let _ = writeln!(s, "      %f_rs = vector.reduction <add>, %f_r : {v4} into f32");
+        group_reduce(s, "%f_rs", "addf", "sm")
+    });
+    let _ = write!(
+        s,
+        "      %f_gl = arith.remui %f_wi, %f_bt : index\n      %f_first = arith.cmpi eq, %f_gl, %c0 : index\n      \
+         %f_lead = arith.andi %f_ok, %f_first : i1\n      scf.if %f_lead {{\n      %f_kb = arith.divui %f_wi, %f_bt : index\n      \
+         memref.store %f_dr, %Ad[%f_kb] : {ad_t}\n"
+    );
+    match (sums, sum) {
+        (BlockSum::Quants, Some(q)) => {
+            let _ = writeln!(s, "      memref.store {q}, %As[%f_kb] : {ad_t}");
+        }
+        (BlockSum::Scaled, Some(q)) => {
+            // As the CPU computes it: f16(d * sum(q)), d before its rounding to f16.
+            let _ = write!(
+                s,
+                "      %f_sd = arith.mulf %f_d, {q} : f32\n      %f_s16 = arith.truncf %f_sd : f32 to f16\n      \
+                 %f_sr = arith.extf %f_s16 : f16 to f32\n      memref.store %f_sr, %As[%f_kb] : {ad_t}\n"
+            );
+        }
+        _ => {}
+    }
+    s.push_str("      }\n      }\n");
+}
+
+/// `v` (f32) reduced with `op` over the [`BLOCK_THREADS`] lanes of its 32-block (lanes
+/// `8b .. 8b + 8` of a warp) by shuffles; returns the result.
+fn group_reduce(s: &mut String, v: &str, op: &str, tag: &str) -> String {
+    let mut acc = v.to_string();
+    let mut off = BLOCK_THREADS / 2;
+    while off > 0 {
+        let _ = write!(
+            s,
+            "      %f_{tag}o{off} = arith.constant {off} : i32\n      \
+             %f_{tag}h{off}, %f_{tag}v{off} = gpu.shuffle xor {acc}, %f_{tag}o{off}, %g_w32 : f32\n      \
+             %f_{tag}r{off} = arith.{op} {acc}, %f_{tag}h{off} : f32\n"
+        );
+        acc = format!("%f_{tag}r{off}");
+        off /= 2;
+    }
+    acc
+}
+
+/// Loads the `n` 32-bit words at byte `off` of weight row `%j` (aligned to `align` bytes) as
+/// `%{name}0 ..`.
+fn load_words(s: &mut String, wm: &str, name: &str, off: &str, n: usize, align: usize) {
+    let _ = write!(
+        s,
+        "      %{name}_b = vector.load %b1[%j, {off}] {{alignment = {align}}} : {wm}, vector<{}xi8>\n      \
+         %{name}_v = vector.bitcast %{name}_b : vector<{}xi8> to vector<{n}xi32>\n",
+        4 * n,
+        4 * n
+    );
+    for i in 0..n {
+        let _ = writeln!(s, "      %{name}{i} = vector.extract %{name}_v[{i}] : i32 from vector<{n}xi32>");
+    }
+}
+
+/// `c + sum(bytes(a) * bytes(b))` as `%{out}` (`dp4a`): `a`'s bytes unsigned or signed,
+/// `b`'s signed (the activation quants).
+fn dp4a(s: &mut String, out: &str, a: &str, a_signed: bool, b: &str, c: &str) {
+    let at = if a_signed { "signed" } else { "unsigned" };
+    let _ = write!(
+        s,
+        "      %{out}_a1 = vector.from_elements {a} : vector<1xi32>\n      %{out}_a = vector.bitcast %{out}_a1 : vector<1xi32> to vector<4xi8>\n      \
+         %{out}_b1 = vector.from_elements {b} : vector<1xi32>\n      %{out}_b = vector.bitcast %{out}_b1 : vector<1xi32> to vector<4xi8>\n      \
+         %{out} = nvvm.dot.accumulate.4way %{out}_a <{at}>, %{out}_b <signed>, {c} : vector<4xi8>, vector<4xi8>\n"
+    );
+}
+
+/// The integer dot product of weight words `%{w}{lo} .. %{w}{hi}` with activation words
+/// `%f_x{lo} ..`; returns the i32 sum's name.
+fn dot_words(s: &mut String, w: &str, signed: bool, (lo, hi): (usize, usize), tag: &str) -> String {
+    let mut acc = "%f_i0".to_string();
+    for i in lo..hi {
+        let out = format!("f_{tag}{i}");
+        dp4a(s, &out, &format!("%{w}{i}"), signed, &format!("%f_x{i}"), &acc);
+        acc = format!("%{out}");
+    }
+    acc
+}
+
+/// The f16 at byte `off` of weight row `%j` (aligned to 2), widened to f32 as `name`.
+fn load_half(s: &mut String, wm: &str, name: &str, off: &str) {
+    let _ = write!(
+        s,
+        "      {name}_b = vector.load %b1[%j, {off}] {{alignment = 2}} : {wm}, vector<2xi8>\n      \
+         {name}_h = vector.bitcast {name}_b : vector<2xi8> to vector<1xf16>\n      {name}_f = arith.extf {name}_h : vector<1xf16> to vector<1xf32>\n      \
+         {name} = vector.extract {name}_f[0] : f32 from vector<1xf32>\n"
+    );
+}
+
+/// The two f16 at byte `off` of weight row `%j` (aligned to 4) as f32 `a` and `b`.
+fn load_half_pair(s: &mut String, wm: &str, (a, b): (&str, &str), off: &str) {
+    let _ = write!(
+        s,
+        "      %f_hp_b = vector.load %b1[%j, {off}] {{alignment = 4}} : {wm}, vector<4xi8>\n      \
+         %f_hp_h = vector.bitcast %f_hp_b : vector<4xi8> to vector<2xf16>\n      %f_hp_f = arith.extf %f_hp_h : vector<2xf16> to vector<2xf32>\n      \
+         {a} = vector.extract %f_hp_f[0] : f32 from vector<2xf32>\n      {b} = vector.extract %f_hp_f[1] : f32 from vector<2xf32>\n"
+    );
+}
+
+/// Weight block `%k` of row `%j` times activation block `%k` (words `%f_x0 ..`, scale
+/// `%f_dx`, sum in `%As`): returns the f32 term's name.
+fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> String {
+    match format {
+        QuantFormat::Q4K => return q4k_product(s, wm, ad_t),
+        QuantFormat::Q6K => return q6k_product(s, wm),
+        _ => {}
+    }
+    let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index");
+    // Scale (and min), then the quants as eight words lined up with the activation words.
+    if matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1) {
+        load_half_pair(s, wm, ("%f_dw", "%f_mw"), "%base");
+    } else {
+        load_half(s, wm, "%f_dw", "%base");
+    }
+    let _ = writeln!(s, "      %f_d01 = arith.mulf %f_dw, %f_dx : f32");
+    if format == QuantFormat::Q8_0 {
+        let _ = writeln!(s, "      %f_qo = arith.addi %base, %c2 : index");
+        load_words(s, wm, "f_q", "%f_qo", 8, 2);
+        let sum = dot_words(s, "f_q", true, (0, 8), "p");
+        let _ = write!(s, "      %f_si = arith.sitofp {sum} : i32 to f32\n      %f_part = arith.mulf %f_d01, %f_si : f32\n");
+        return "%f_part".into();
+    }
+    // Nibble formats: byte b holds quant b (low nibble) and quant b + 16 (high nibble), so
+    // word i's low nibbles are quants 4i .. 4i + 4 and its high ones those of word i + 4.
+    let (qoff, qh, align) = match format {
+        QuantFormat::Q4_0 => (2, None, 2),
+        QuantFormat::Q4_1 => (4, None, 4),
+        QuantFormat::Q5_0 => (6, Some(2), 2),
+        QuantFormat::Q5_1 => (8, Some(4), 4),
+        _ => unreachable!("handled above"),
+    };
+    let _ = write!(s, "      %f_cqo = arith.constant {qoff} : index\n      %f_qo = arith.addi %base, %f_cqo : index\n");
+    load_words(s, wm, "f_v", "%f_qo", 4, align);
+    for i in 0..4 {
+        let _ = write!(
+            s,
+            "      %f_n{i} = arith.andi %f_v{i}, %f_m4 : i32\n      %f_vh{i} = arith.shrui %f_v{i}, %f_s4 : i32\n      \
+             %f_n{} = arith.andi %f_vh{i}, %f_m4 : i32\n",
+            i + 4
+        );
+    }
+    let quants = if let Some(at) = qh {
+        // Bit e of qh is the fifth bit of quant e: word i takes bits 4i .. 4i + 4, spread to
+        // bit 0 of each byte by one multiply (x * 0x204081 places bit b at 8b; the shifted
+        // copies do not overlap), then moved to bit 4.
+        let _ = write!(
+            s,
+            "      %f_cqh = arith.constant {at} : index\n      %f_qho = arith.addi %base, %f_cqh : index\n      \
+             %f_spread = arith.constant 2113665 : i32\n      %f_ones = arith.constant 16843009 : i32\n      %f_i15 = arith.constant 15 : i32\n"
+        );
+        load_words(s, wm, "f_h", "%f_qho", 1, align);
+        for i in 0..8 {
+            let _ = write!(
+                s,
+                "      %f_hsh{i} = arith.constant {} : i32\n      %f_hs{i} = arith.shrui %f_h0, %f_hsh{i} : i32\n      \
+                 %f_hb{i} = arith.andi %f_hs{i}, %f_i15 : i32\n      %f_hm{i} = arith.muli %f_hb{i}, %f_spread : i32\n      \
+                 %f_hx{i} = arith.andi %f_hm{i}, %f_ones : i32\n      %f_hy{i} = arith.shli %f_hx{i}, %f_s4 : i32\n      \
+                 %f_q{i} = arith.ori %f_n{i}, %f_hy{i} : i32\n",
+                4 * i
+            );
+        }
+        "f_q"
+    } else {
+        "f_n"
+    };
+    let sum = dot_words(s, quants, false, (0, 8), "p");
+    let _ = writeln!(s, "      %f_si = arith.sitofp {sum} : i32 to f32");
+    if let Some(min) = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1).then_some("%f_mw") {
+        min_part(s, min, ad_t)
+    } else {
+        // Quants offset by 8 (Q4_0) or 16 (Q5_0): sum((q - o) x) = sum(q x) - o sum(x), exact
+        // in f32 (both below 2^24).
+        let off = if format == QuantFormat::Q4_0 { "8.0" } else { "16.0" };
+        let _ = write!(
+            s,
+            "      %f_sq = memref.load %As[%k] : {ad_t}\n      %f_off = arith.constant {off} : f32\n      \
+             %f_os = arith.mulf %f_sq, %f_off : f32\n      %f_st = arith.subf %f_si, %f_os : f32\n      \
+             %f_part = arith.mulf %f_d01, %f_st : f32\n"
+        );
+        "%f_part".into()
+    }
+}
+
+/// `d01 * si + m * s` (`%f_d01`, `%f_si` in scope; `s` the activation block's sum).
+fn min_part(s: &mut String, min: &str, ad_t: &str) -> String {
+    let _ = write!(
+        s,
+        "      %f_sx = memref.load %As[%k] : {ad_t}\n      %f_p = arith.mulf %f_d01, %f_si : f32\n      \
+         %f_mp = arith.mulf {min}, %f_sx : f32\n      %f_part = arith.addf %f_p, %f_mp : f32\n"
+    );
+    "%f_part".into()
+}
+
+/// Q4_K sub-block `%k` (sub-block `k % 8` of super-block `k / 8`): a Q4_1 block of scale
+/// `d * sc` and min `-(dmin * m)`, its 6-bit pair decoded as [`crate::qmatmul::q4k_scales`]
+/// describes; quants the low (even sub-blocks) or high nibbles of bytes `16 + 32 (sub / 2)`.
+fn q4k_product(s: &mut String, wm: &str, ad_t: &str) -> String {
+    let _ = write!(
+        s,
+        "      %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
+         %f_sub = arith.remui %k, %c8 : index\n"
+    );
+    load_half_pair(s, wm, ("%f_d", "%f_dmin"), "%base");
+    let _ = write!(
+        s,
+        "      %f_sc0 = arith.addi %base, %c4 : index\n      %f_ia = arith.addi %f_sc0, %f_sub : index\n      \
+         %f_ib = arith.addi %f_ia, %c4 : index\n      %f_sub3 = arith.remui %f_sub, %c4 : index\n      %f_ic = arith.addi %f_sc0, %f_sub3 : index\n      \
+         %f_ba8 = memref.load %b1[%j, %f_ia] : {wm}\n      %f_bb8 = memref.load %b1[%j, %f_ib] : {wm}\n      %f_bc8 = memref.load %b1[%j, %f_ic] : {wm}\n      \
+         %f_ba = arith.extui %f_ba8 : i8 to i32\n      %f_bb = arith.extui %f_bb8 : i8 to i32\n      %f_bc = arith.extui %f_bc8 : i8 to i32\n      \
+         %f_i63 = arith.constant 63 : i32\n      %f_i15 = arith.constant 15 : i32\n      %f_i6 = arith.constant 6 : i32\n      \
+         %f_sclo = arith.andi %f_ba, %f_i63 : i32\n      %f_mlo = arith.andi %f_bb, %f_i63 : i32\n      \
+         %f_a0 = arith.andi %f_bb, %f_i15 : i32\n      %f_t0 = arith.shrui %f_bc, %f_i6 : i32\n      %f_t1 = arith.shli %f_t0, %f_s4 : i32\n      \
+         %f_schi = arith.ori %f_a0, %f_t1 : i32\n      %f_a1 = arith.shrui %f_bb, %f_s4 : i32\n      %f_t2 = arith.shrui %f_ba, %f_i6 : i32\n      \
+         %f_t3 = arith.shli %f_t2, %f_s4 : i32\n      %f_mhi = arith.ori %f_a1, %f_t3 : i32\n      \
+         %f_hi = arith.cmpi uge, %f_sub, %c4 : index\n      %f_sc = arith.select %f_hi, %f_schi, %f_sclo : i32\n      \
+         %f_mi = arith.select %f_hi, %f_mhi, %f_mlo : i32\n      %f_scf = arith.sitofp %f_sc : i32 to f32\n      %f_mf = arith.sitofp %f_mi : i32 to f32\n      \
+         %f_dw = arith.mulf %f_d, %f_scf : f32\n      %f_dm = arith.mulf %f_dmin, %f_mf : f32\n      %f_mw = arith.negf %f_dm : f32\n      \
+         %f_d01 = arith.mulf %f_dw, %f_dx : f32\n      \
+         %f_pair = arith.divui %f_sub, %c2 : index\n      %f_qo0 = arith.muli %f_pair, %c32 : index\n      %f_qo1 = arith.addi %base, %f_qo0 : index\n      \
+         %f_c16 = arith.constant 16 : index\n      %f_qo = arith.addi %f_qo1, %f_c16 : index\n      \
+         %f_odd = arith.remui %f_sub, %c2 : index\n      %f_odd32 = arith.index_cast %f_odd : index to i32\n      %f_sh = arith.muli %f_odd32, %f_s4 : i32\n"
+    );
+    load_words(s, wm, "f_v", "%f_qo", 8, 4);
+    for i in 0..8 {
+        let _ = write!(s, "      %f_vs{i} = arith.shrui %f_v{i}, %f_sh : i32\n      %f_n{i} = arith.andi %f_vs{i}, %f_m4 : i32\n");
+    }
+    let sum = dot_words(s, "f_n", false, (0, 8), "p");
+    let _ = writeln!(s, "      %f_si = arith.sitofp {sum} : i32 to f32");
+    min_part(s, "%f_mw", ad_t)
+}
+
+/// Q6_K sub-block `%k` (sub-block t = k % 8 of super-block k / 8, quarter t % 4 of half
+/// t / 4; see [`crate::qmatmul::q6k_sub_block`]): quants `q - 32` with a signed scale per 16,
+/// summed exactly as `sc0 (sum(q x) - 32 sum(x))` over the first 16 plus the same over the
+/// second, then scaled by `d * dx`.
+fn q6k_product(s: &mut String, wm: &str) -> String {
+    let _ = write!(
+        s,
+        "      %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
+         %f_t = arith.remui %k, %c8 : index\n      %f_n = arith.divui %f_t, %c4 : index\n      %f_qq = arith.remui %f_t, %c4 : index\n      \
+         %f_odd = arith.remui %f_qq, %c2 : index\n      %f_hiq = arith.divui %f_qq, %c2 : index\n      \
+         %f_c64 = arith.constant 64 : index\n      %f_c128 = arith.constant 128 : index\n      \
+         %f_lo0 = arith.muli %f_n, %f_c64 : index\n      %f_lo1 = arith.muli %f_odd, %c32 : index\n      %f_lo2 = arith.addi %f_lo0, %f_lo1 : index\n      \
+         %f_lo_at = arith.addi %base, %f_lo2 : index\n      %f_h0i = arith.muli %f_n, %c32 : index\n      %f_h1i = arith.addi %f_h0i, %f_c128 : index\n      \
+         %f_hi_at = arith.addi %base, %f_h1i : index\n      \
+         %f_hiq32 = arith.index_cast %f_hiq : index to i32\n      %f_sh = arith.muli %f_hiq32, %f_s4 : i32\n      \
+         %f_qq32 = arith.index_cast %f_qq : index to i32\n      %f_i2 = arith.constant 2 : i32\n      %f_sh2 = arith.muli %f_qq32, %f_i2 : i32\n      \
+         %f_m3 = arith.constant 50529027 : i32\n"
+    );
+    load_words(s, wm, "f_l", "%f_lo_at", 8, 2);
+    load_words(s, wm, "f_h", "%f_hi_at", 8, 2);
+    for i in 0..8 {
+        let _ = write!(
+            s,
+            "      %f_ls{i} = arith.shrui %f_l{i}, %f_sh : i32\n      %f_lq{i} = arith.andi %f_ls{i}, %f_m4 : i32\n      \
+             %f_hs{i} = arith.shrui %f_h{i}, %f_sh2 : i32\n      %f_hm{i} = arith.andi %f_hs{i}, %f_m3 : i32\n      \
+             %f_hq{i} = arith.shli %f_hm{i}, %f_s4 : i32\n      %f_q{i} = arith.ori %f_lq{i}, %f_hq{i} : i32\n      \
+             %f_one{i} = arith.constant 16843009 : i32\n"
+        );
+    }
+    let (q0, q1) = (dot_words(s, "f_q", false, (0, 4), "p"), dot_words(s, "f_q", false, (4, 8), "p"));
+    // The sums of each half's activations: their dot products with bytes of one.
+    let (x0, x1) = (dot_words(s, "f_one", false, (0, 4), "xs"), dot_words(s, "f_one", false, (4, 8), "xs"));
+    let _ = write!(
+        s,
+        "      %f_i32 = arith.constant 32 : i32\n      %f_o0 = arith.muli {x0}, %f_i32 : i32\n      %f_u0 = arith.subi {q0}, %f_o0 : i32\n      \
+         %f_o1 = arith.muli {x1}, %f_i32 : i32\n      %f_u1 = arith.subi {q1}, %f_o1 : i32\n      \
+         %f_sc_at = arith.constant 192 : index\n      %f_s0o = arith.addi %base, %f_sc_at : index\n      %f_t2 = arith.muli %f_t, %c2 : index\n      \
+         %f_s0a = arith.addi %f_s0o, %f_t2 : index\n      %f_s1a = arith.addi %f_s0a, %c1 : index\n      \
+         %f_s08 = memref.load %b1[%j, %f_s0a] : {wm}\n      %f_s18 = memref.load %b1[%j, %f_s1a] : {wm}\n      \
+         %f_s0 = arith.extsi %f_s08 : i8 to i32\n      %f_s1 = arith.extsi %f_s18 : i8 to i32\n      \
+         %f_v0 = arith.muli %f_s0, %f_u0 : i32\n      %f_v1 = arith.muli %f_s1, %f_u1 : i32\n      %f_tot = arith.addi %f_v0, %f_v1 : i32\n      \
+         %f_d_at0 = arith.constant 208 : index\n      %f_d_at = arith.addi %base, %f_d_at0 : index\n"
+    );
+    load_half(s, wm, "%f_d", "%f_d_at");
+    let _ = write!(
+        s,
+        "      %f_d01 = arith.mulf %f_d, %f_dx : f32\n      %f_si = arith.sitofp %f_tot : i32 to f32\n      \
+         %f_part = arith.mulf %f_d01, %f_si : f32\n"
+    );
+    "%f_part".into()
+}

@@ -53,13 +53,14 @@ fn block_sum(format: QuantFormat) -> BlockSum {
     }
 }
 
-/// Host code: the launch of `module`'s `@qmatmul_few` over `n` columns and `%m` rows (`%m`
-/// and `%c1` in scope) with arguments `args`.
+/// Host code: the launch of `module`'s `@qmatmul_few` over `%m` rows and `n` columns (`%m`
+/// and `%c1` in scope) with arguments `args`. Rows are the grid's x, so the blocks of one
+/// group of columns run together and all but the first read its weights from L2.
 pub(crate) fn launch(module: &str, n: i64, args: &str) -> String {
     format!(
         "        %qf_cn = arith.constant {n} : index\n        %qf_cols = arith.constant {COLS} : index\n        \
          %qf_gx = arith.ceildivui %qf_cn, %qf_cols : index\n        %qf_t = arith.constant {THREADS} : index\n        \
-         gpu.launch_func @{module}::@qmatmul_few blocks in (%qf_gx, %m, %c1) threads in (%qf_t, %c1, %c1) args({args})\n"
+         gpu.launch_func @{module}::@qmatmul_few blocks in (%m, %qf_gx, %c1) threads in (%qf_t, %c1, %c1) args({args})\n"
     )
 }
 
@@ -90,7 +91,7 @@ pub(crate) fn kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm
          %f_threads = arith.constant {THREADS} : index\n      %f_words = arith.constant {words} : index\n      \
          %f_bt = arith.constant {BLOCK_THREADS} : index\n      \
          %f_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      %f_i0 = arith.constant 0 : i32\n      \
-         %f_tid = gpu.thread_id x\n      %f_bx = gpu.block_id x\n      %f_row = gpu.block_id y\n",
+         %f_tid = gpu.thread_id x\n      %f_row = gpu.block_id x\n      %f_bx = gpu.block_id y\n",
         format.block_bytes()
     );
     let setup = computed.map(|a| {

@@ -13,6 +13,13 @@
 //! so products match the CPU's integer dot products up to the order of sums. Formats with a
 //! min (Q4_1, Q5_1, Q4_K) take the block sum `s = f16(d * sum(q))` as the CPU does: the
 //! min's term uses it instead of the sum of the rounded activations.
+//!
+//! Which kernels take a call depends on its rows (decided at run time): up to
+//! [`FEW_ROWS`] (decode) the few-rows kernel of [`crate::gpu_qdot`] (8-bit activations in
+//! shared memory, integer dot products); from [`TENSOR_CORE_ROWS`] (prefill) the tensor
+//! cores on f16 copies of both operands; the quantizer + dot kernel above where neither
+//! applies (a tuning knob turning the tensor cores off, a K too wide for the few-rows
+//! kernel's shared memory, no quantized input).
 
 use crate::lower::{BindingType, KernelSpec};
 use max_dialects::{DType, Op, QuantFormat};
@@ -24,8 +31,12 @@ pub const ROWS: usize = 8;
 const WARPS: usize = 4;
 /// Threads per block of the activation quantizer (one 32-block each).
 const QUANT_THREADS: usize = 128;
-/// Most rows the single-kernel form (activations rounded where they are used) takes.
-pub const FEW_ROWS: usize = 8;
+/// Most rows the few-rows kernel ([`crate::gpu_qdot`], a block per row) takes: up to the
+/// tensor cores' threshold. Its work grows with the rows, yet it stays below the quantizer +
+/// dot kernel's at every count under 16 (PTX emulator, warp instructions per call: Q4_1
+/// 576 x 1536 at 15 rows 2.4 M against 4.2 M; Q4_K 4096 x 4096 at 15 rows 30 M against
+/// 47 M), and with the rows the grid's x the weights come from L2 after the first row.
+pub const FEW_ROWS: usize = 15;
 /// Fewest rows that take the tensor cores by default (prefill, a serving batch's decode):
 /// the weights decoded once into an f16 copy that an f16 tensor-core matmul reads. The dot
 /// kernel issues about 0.32 warp instructions per weight and row (counted on the PTX

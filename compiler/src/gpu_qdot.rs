@@ -118,15 +118,18 @@ pub(crate) fn kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm
          scf.for %f_c = %c0 to %f_cpw step %c1 {{\n      %f_jc = arith.muli %f_c, %f_cwarps : index\n      \
          %f_j1 = arith.addi %f_j0, %f_jc : index\n      %j = arith.addi %f_j1, %f_warp : index\n      \
          %f_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %f_jok {{\n      \
-         %f_acc = scf.for %k = %f_lane to %ckb step %c32 iter_args(%f_a = %f_zero) -> (f32) {{\n      \
-         %f_xo = arith.muli %k, %c8 : index\n      \
-         %f_xw = vector.load %Aq[%f_xo] {{alignment = 16}} : {aq_t}, vector<8xi32>\n      \
-         %f_dx = memref.load %Ad[%k] : {ad_t}\n"
+         %f_items = arith.constant {} : index\n      \
+         %f_acc = scf.for %kp = %f_lane to %f_items step %c32 iter_args(%f_a = %f_zero) -> (f32) {{\n",
+        kb / lane_blocks(format)
     );
-    for i in 0..8 {
-        let _ = writeln!(s, "      %f_x{i} = vector.extract %f_xw[{i}] : i32 from vector<8xi32>");
-    }
-    let part = block_product(s, format, wm, &ad_t);
+    let part = match format {
+        QuantFormat::Q4K => q4k_product(s, wm, &aq_t, &ad_t),
+        _ => {
+            let _ = writeln!(s, "      %k = arith.addi %kp, %c0 : index");
+            activation_block(s, "%k", "", &aq_t, &ad_t);
+            block_product(s, format, wm, &ad_t)
+        }
+    };
     let _ = write!(s, "      %f_an = arith.addf %f_a, {part} : f32\n      scf.yield %f_an : f32\n      }}\n");
     // The lanes' partial sums; lane 0 stores.
     let acc = crate::gpu_qmatmul::warp_sum(s, "%f_acc", "");
@@ -259,13 +262,37 @@ fn dp4a(s: &mut String, out: &str, a: &str, a_signed: bool, b: &str, c: &str) {
     );
 }
 
+/// 32-weight blocks a lane takes at a time: Q4_K's two sub-blocks sharing their quant bytes
+/// (low and high nibbles) and super-block header; one otherwise.
+fn lane_blocks(format: QuantFormat) -> i64 {
+    if format == QuantFormat::Q4K {
+        2
+    } else {
+        1
+    }
+}
+
+/// Activation block `k` (an index value) from shared memory: its eight words
+/// `%f_x{tag}0 ..` and scale `%f_dx{tag}`.
+fn activation_block(s: &mut String, k: &str, tag: &str, aq_t: &str, ad_t: &str) {
+    let _ = write!(
+        s,
+        "      %f_xo{tag} = arith.muli {k}, %c8 : index\n      \
+         %f_xw{tag} = vector.load %Aq[%f_xo{tag}] {{alignment = 16}} : {aq_t}, vector<8xi32>\n      \
+         %f_dx{tag} = memref.load %Ad[{k}] : {ad_t}\n"
+    );
+    for i in 0..8 {
+        let _ = writeln!(s, "      %f_x{tag}{i} = vector.extract %f_xw{tag}[{i}] : i32 from vector<8xi32>");
+    }
+}
+
 /// The integer dot product of weight words `%{w}{lo} .. %{w}{hi}` with activation words
-/// `%f_x{lo} ..`; returns the i32 sum's name.
-fn dot_words(s: &mut String, w: &str, signed: bool, (lo, hi): (usize, usize), tag: &str) -> String {
+/// `%{x}{lo} ..`; returns the i32 sum's name.
+fn dot_words(s: &mut String, (w, x): (&str, &str), signed: bool, (lo, hi): (usize, usize), tag: &str) -> String {
     let mut acc = "%f_i0".to_string();
     for i in lo..hi {
         let out = format!("f_{tag}{i}");
-        dp4a(s, &out, &format!("%{w}{i}"), signed, &format!("%f_x{i}"), &acc);
+        dp4a(s, &out, &format!("%{w}{i}"), signed, &format!("%{x}{i}"), &acc);
         acc = format!("%{out}");
     }
     acc
@@ -294,10 +321,8 @@ fn load_half_pair(s: &mut String, wm: &str, (a, b): (&str, &str), off: &str) {
 /// Weight block `%k` of row `%j` times activation block `%k` (words `%f_x0 ..`, scale
 /// `%f_dx`, sum in `%As`): returns the f32 term's name.
 fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> String {
-    match format {
-        QuantFormat::Q4K => return q4k_product(s, wm, ad_t),
-        QuantFormat::Q6K => return q6k_product(s, wm),
-        _ => {}
+    if format == QuantFormat::Q6K {
+        return q6k_product(s, wm);
     }
     let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index");
     // Scale (and min), then the quants as eight words lined up with the activation words.
@@ -310,7 +335,7 @@ fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> S
     if format == QuantFormat::Q8_0 {
         let _ = writeln!(s, "      %f_qo = arith.addi %base, %c2 : index");
         load_words(s, wm, "f_q", "%f_qo", 8, 2);
-        let sum = dot_words(s, "f_q", true, (0, 8), "p");
+        let sum = dot_words(s, ("f_q", "f_x"), true, (0, 8), "p");
         let _ = write!(s, "      %f_si = arith.sitofp {sum} : i32 to f32\n      %f_part = arith.mulf %f_d01, %f_si : f32\n");
         return "%f_part".into();
     }
@@ -357,7 +382,7 @@ fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> S
     } else {
         "f_n"
     };
-    let sum = dot_words(s, quants, false, (0, 8), "p");
+    let sum = dot_words(s, (quants, "f_x"), false, (0, 8), "p");
     let _ = writeln!(s, "      %f_si = arith.sitofp {sum} : i32 to f32");
     if let Some(min) = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1).then_some("%f_mw") {
         min_part(s, min, ad_t)
@@ -385,42 +410,75 @@ fn min_part(s: &mut String, min: &str, ad_t: &str) -> String {
     "%f_part".into()
 }
 
-/// Q4_K sub-block `%k` (sub-block `k % 8` of super-block `k / 8`): a Q4_1 block of scale
-/// `d * sc` and min `-(dmin * m)`, its 6-bit pair decoded as [`crate::qmatmul::q4k_scales`]
-/// describes; quants the low (even sub-blocks) or high nibbles of bytes `16 + 32 (sub / 2)`.
-fn q4k_product(s: &mut String, wm: &str, ad_t: &str) -> String {
+/// Q4_K sub-blocks `2p, 2p + 1` (`p` = `%kp`; pair `p % 4` of super-block `p / 4`), each
+/// a Q4_1 block of scale `d * sc` and min `-(dmin * m)`: their quants are the low and the
+/// high nibbles of the 32 bytes at `16 + 32 (p % 4)`, and their 6-bit pairs come from the
+/// 12 scale bytes `b` as [`crate::qmatmul::q4k_scales`] describes. Read as three words
+/// shifted right by 8 (s % 4) bits for sub-block `s`, so that byte 0 of `A`, `B`, `C` is
+/// `b[s % 4]`, `b[s % 4 + 4]`, `b[s % 4 + 8]`: `s < 4` takes `sc = A & 63`, `m = B & 63`;
+/// `s >= 4` takes `sc = (C & 15) | (A >> 6) << 4` and `m = (C >> 4) | (B >> 6) << 4`.
+fn q4k_product(s: &mut String, wm: &str, aq_t: &str, ad_t: &str) -> String {
     let _ = write!(
         s,
-        "      %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
-         %f_sub = arith.remui %k, %c8 : index\n"
+        "      %f_sb = arith.divui %kp, %c4 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
+         %f_pp = arith.remui %kp, %c4 : index\n      %f_k0 = arith.muli %kp, %c2 : index\n      %f_k1 = arith.addi %f_k0, %c1 : index\n"
     );
+    activation_block(s, "%f_k0", "a", aq_t, ad_t);
+    activation_block(s, "%f_k1", "b", aq_t, ad_t);
     load_half_pair(s, wm, ("%f_d", "%f_dmin"), "%base");
+    let _ = writeln!(s, "      %f_sco = arith.addi %base, %c4 : index");
+    load_words(s, wm, "f_w", "%f_sco", 3, 4);
     let _ = write!(
         s,
-        "      %f_sc0 = arith.addi %base, %c4 : index\n      %f_ia = arith.addi %f_sc0, %f_sub : index\n      \
-         %f_ib = arith.addi %f_ia, %c4 : index\n      %f_sub3 = arith.remui %f_sub, %c4 : index\n      %f_ic = arith.addi %f_sc0, %f_sub3 : index\n      \
-         %f_ba8 = memref.load %b1[%j, %f_ia] : {wm}\n      %f_bb8 = memref.load %b1[%j, %f_ib] : {wm}\n      %f_bc8 = memref.load %b1[%j, %f_ic] : {wm}\n      \
-         %f_ba = arith.extui %f_ba8 : i8 to i32\n      %f_bb = arith.extui %f_bb8 : i8 to i32\n      %f_bc = arith.extui %f_bc8 : i8 to i32\n      \
-         %f_i63 = arith.constant 63 : i32\n      %f_i15 = arith.constant 15 : i32\n      %f_i6 = arith.constant 6 : i32\n      \
-         %f_sclo = arith.andi %f_ba, %f_i63 : i32\n      %f_mlo = arith.andi %f_bb, %f_i63 : i32\n      \
-         %f_a0 = arith.andi %f_bb, %f_i15 : i32\n      %f_t0 = arith.shrui %f_bc, %f_i6 : i32\n      %f_t1 = arith.shli %f_t0, %f_s4 : i32\n      \
-         %f_schi = arith.ori %f_a0, %f_t1 : i32\n      %f_a1 = arith.shrui %f_bb, %f_s4 : i32\n      %f_t2 = arith.shrui %f_ba, %f_i6 : i32\n      \
-         %f_t3 = arith.shli %f_t2, %f_s4 : i32\n      %f_mhi = arith.ori %f_a1, %f_t3 : i32\n      \
-         %f_hi = arith.cmpi uge, %f_sub, %c4 : index\n      %f_sc = arith.select %f_hi, %f_schi, %f_sclo : i32\n      \
-         %f_mi = arith.select %f_hi, %f_mhi, %f_mlo : i32\n      %f_scf = arith.sitofp %f_sc : i32 to f32\n      %f_mf = arith.sitofp %f_mi : i32 to f32\n      \
-         %f_dw = arith.mulf %f_d, %f_scf : f32\n      %f_dm = arith.mulf %f_dmin, %f_mf : f32\n      %f_mw = arith.negf %f_dm : f32\n      \
-         %f_d01 = arith.mulf %f_dw, %f_dx : f32\n      \
-         %f_pair = arith.divui %f_sub, %c2 : index\n      %f_qo0 = arith.muli %f_pair, %c32 : index\n      %f_qo1 = arith.addi %base, %f_qo0 : index\n      \
-         %f_c16 = arith.constant 16 : index\n      %f_qo = arith.addi %f_qo1, %f_c16 : index\n      \
-         %f_odd = arith.remui %f_sub, %c2 : index\n      %f_odd32 = arith.index_cast %f_odd : index to i32\n      %f_sh = arith.muli %f_odd32, %f_s4 : i32\n"
+        "      %f_i63 = arith.constant 63 : i32\n      %f_i15 = arith.constant 15 : i32\n      %f_i2 = arith.constant 2 : i32\n      \
+         %f_i48 = arith.constant 48 : i32\n      %f_i8 = arith.constant 8 : i32\n      %f_i16 = arith.constant 16 : i32\n      \
+         %f_hi = arith.cmpi uge, %f_pp, %c2 : index\n      %f_odd = arith.remui %f_pp, %c2 : index\n      \
+         %f_odd32 = arith.index_cast %f_odd : index to i32\n      %f_sh0 = arith.muli %f_odd32, %f_i16 : i32\n      \
+         %f_sh1 = arith.addi %f_sh0, %f_i8 : i32\n"
+    );
+    for u in 0..2 {
+        let _ = write!(
+            s,
+            "      %f_A{u} = arith.shrui %f_w0, %f_sh{u} : i32\n      %f_B{u} = arith.shrui %f_w1, %f_sh{u} : i32\n      \
+             %f_C{u} = arith.shrui %f_w2, %f_sh{u} : i32\n      \
+             %f_sclo{u} = arith.andi %f_A{u}, %f_i63 : i32\n      %f_mlo{u} = arith.andi %f_B{u}, %f_i63 : i32\n      \
+             %f_ca{u} = arith.andi %f_C{u}, %f_i15 : i32\n      %f_ah{u} = arith.shrui %f_A{u}, %f_i2 : i32\n      \
+             %f_ahm{u} = arith.andi %f_ah{u}, %f_i48 : i32\n      %f_schi{u} = arith.ori %f_ca{u}, %f_ahm{u} : i32\n      \
+             %f_cs{u} = arith.shrui %f_C{u}, %f_s4 : i32\n      %f_cm{u} = arith.andi %f_cs{u}, %f_i15 : i32\n      \
+             %f_bh{u} = arith.shrui %f_B{u}, %f_i2 : i32\n      %f_bhm{u} = arith.andi %f_bh{u}, %f_i48 : i32\n      \
+             %f_mhi{u} = arith.ori %f_cm{u}, %f_bhm{u} : i32\n      \
+             %f_sc{u} = arith.select %f_hi, %f_schi{u}, %f_sclo{u} : i32\n      %f_mi{u} = arith.select %f_hi, %f_mhi{u}, %f_mlo{u} : i32\n      \
+             %f_scf{u} = arith.sitofp %f_sc{u} : i32 to f32\n      %f_mf{u} = arith.sitofp %f_mi{u} : i32 to f32\n      \
+             %f_dw{u} = arith.mulf %f_d, %f_scf{u} : f32\n      %f_dm{u} = arith.mulf %f_dmin, %f_mf{u} : f32\n      \
+             %f_mw{u} = arith.negf %f_dm{u} : f32\n"
+        );
+    }
+    let _ = write!(
+        s,
+        "      %f_qo0 = arith.muli %f_pp, %c32 : index\n      %f_qo1 = arith.addi %base, %f_qo0 : index\n      \
+         %f_c16 = arith.constant 16 : index\n      %f_qo = arith.addi %f_qo1, %f_c16 : index\n"
     );
     load_words(s, wm, "f_v", "%f_qo", 8, 4);
     for i in 0..8 {
-        let _ = write!(s, "      %f_vs{i} = arith.shrui %f_v{i}, %f_sh : i32\n      %f_n{i} = arith.andi %f_vs{i}, %f_m4 : i32\n");
+        let _ = write!(
+            s,
+            "      %f_lo{i} = arith.andi %f_v{i}, %f_m4 : i32\n      %f_vs{i} = arith.shrui %f_v{i}, %f_s4 : i32\n      \
+             %f_hn{i} = arith.andi %f_vs{i}, %f_m4 : i32\n"
+        );
     }
-    let sum = dot_words(s, "f_n", false, (0, 8), "p");
-    let _ = writeln!(s, "      %f_si = arith.sitofp {sum} : i32 to f32");
-    min_part(s, "%f_mw", ad_t)
+    let sa = dot_words(s, ("f_lo", "f_xa"), false, (0, 8), "pa");
+    let sb = dot_words(s, ("f_hn", "f_xb"), false, (0, 8), "pb");
+    // Each sub-block as a Q4_1 block: dw * dx * sum + m * s.
+    for (u, (tag, k, sum)) in [("a", "%f_k0", &sa), ("b", "%f_k1", &sb)].into_iter().enumerate() {
+        let _ = write!(
+            s,
+            "      %f_si{tag} = arith.sitofp {sum} : i32 to f32\n      %f_d01{tag} = arith.mulf %f_dw{u}, %f_dx{tag} : f32\n      \
+             %f_p{tag} = arith.mulf %f_d01{tag}, %f_si{tag} : f32\n      %f_sx{tag} = memref.load %As[{k}] : {ad_t}\n      \
+             %f_mp{tag} = arith.mulf %f_mw{u}, %f_sx{tag} : f32\n      %f_part{tag} = arith.addf %f_p{tag}, %f_mp{tag} : f32\n"
+        );
+    }
+    let _ = writeln!(s, "      %f_part = arith.addf %f_parta, %f_partb : f32");
+    "%f_part".into()
 }
 
 /// Q6_K sub-block `%k` (sub-block t = k % 8 of super-block k / 8, quarter t % 4 of half
@@ -452,9 +510,9 @@ fn q6k_product(s: &mut String, wm: &str) -> String {
              %f_one{i} = arith.constant 16843009 : i32\n"
         );
     }
-    let (q0, q1) = (dot_words(s, "f_q", false, (0, 4), "p"), dot_words(s, "f_q", false, (4, 8), "p"));
+    let (q0, q1) = (dot_words(s, ("f_q", "f_x"), false, (0, 4), "p"), dot_words(s, ("f_q", "f_x"), false, (4, 8), "p"));
     // The sums of each half's activations: their dot products with bytes of one.
-    let (x0, x1) = (dot_words(s, "f_one", false, (0, 4), "xs"), dot_words(s, "f_one", false, (4, 8), "xs"));
+    let (x0, x1) = (dot_words(s, ("f_one", "f_x"), false, (0, 4), "xs"), dot_words(s, ("f_one", "f_x"), false, (4, 8), "xs"));
     let _ = write!(
         s,
         "      %f_i32 = arith.constant 32 : i32\n      %f_o0 = arith.muli {x0}, %f_i32 : i32\n      %f_u0 = arith.subi {q0}, %f_o0 : i32\n      \

@@ -280,7 +280,8 @@ done
 $maxc compile benches/gpu/graphs/matmul_f32.mlir --target "$target" --allow-tf32 -o "$out/art/matmul_tf32.maxa"
 # The mma.sync kernel too (what sm_80/sm_89 get), for comparison on the same card.
 MAX_GPU_NO_WGMMA=1 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" -o "$out/art/matmul_bf16mma.maxa"
-for g in gemv_up_bf16 gemv_down_bf16; do
+# The Q4_K pair: quantized decode's few-rows kernel on the same shapes (33 MB each).
+for g in gemv_up_bf16 gemv_down_bf16 gemv_up_q4k gemv_down_q4k; do
   $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/$g.maxa"
 done
 echo "prepare: Llama-3.1-8B-shaped model, bf16, weights generated on the GPU machine" >&2

@@ -51,6 +51,8 @@ if [ -x "$bigdir/max" ] && [ -f "$bigdir/smollm2.maxa" ]; then
 fi
 echo "== Llama-3.1-8B-shaped decode at batch 1 (bf16, generated weights)" | tee -a "$log"
 [ -f $g/art/llama8b_bf16.maxa ] && timeout 240 $g/gpu-check decode $g/art/llama8b_bf16.maxa --context 512 --steps 64 2>&1 | tee -a "$log"
+echo "== Llama-3.1-8B-shaped decode at batch 1 (Q4_K throughout, generated weights)" | tee -a "$log"
+[ -f $g/art/llama8b_q4k.maxa ] && timeout 180 $g/gpu-check decode $g/art/llama8b_q4k.maxa --context 512 --steps 64 2>&1 | tee -a "$log"
 # The card's clocks vary between runs (seen here: cuBLAS bf16 from 525 to 725 TFLOP/s), so
 # the reference runs before and after our kernels and the table takes its best figures.
 if [ $quick = 0 ]; then
@@ -110,7 +112,7 @@ for m in re.finditer(r"(gemv_\w+)\.maxa \[m=(\d+)\]: kernels ([\d.]+) ms per cal
     print(f"{m.group(1)} m={m.group(2)}: {m.group(3)} ms, {m.group(4)} GB/s{frac}")
 PY
 grep '^llm timing' "$log" | tail -1
-grep '^decode: prefill' "$log" | tail -1
+grep -E '^decode: (loaded|prefill)' "$log"
 echo "parity: $parity"
 echo "$llm_parity"
 echo "$embed_parity"

@@ -284,9 +284,12 @@ MAX_GPU_NO_WGMMA=1 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$
 for g in gemv_up_bf16 gemv_down_bf16 gemv_up_q4k gemv_down_q4k; do
   $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/$g.maxa"
 done
-echo "prepare: Llama-3.1-8B-shaped model, bf16, weights generated on the GPU machine" >&2
+echo "prepare: Llama-3.1-8B-shaped models, bf16 and Q4_K, weights generated on the GPU machine" >&2
 cargo build --release --locked -q -p max-benches --bin synthetic_llm
 target/release/synthetic_llm --preset llama-3.1-8b --dtype bf16 --target "$target" -o "$out/art/llama8b_bf16.maxa"
+# The same shape quantized throughout to Q4_K (projections, head, embedding table): the
+# few-rows kernel's decode against its roofline.
+target/release/synthetic_llm --preset llama-3.1-8b --dtype q4_k --target "$target" -o "$out/art/llama8b_q4k.maxa"
 cp target/release/gpu-check "$out/"
 strip "$out/gpu-check" 2>/dev/null || true
 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" --emit ptx -o "$out/art/matmul_bf16.ptx"

@@ -50,7 +50,7 @@ pub mod weights;
 pub use codegen::CpuTarget as Target;
 pub use error::CompileError;
 pub use graph_api::{compile, ops, Dim, Graph, TensorType, TensorValue};
-pub use max_dialects::DType;
+pub use max_dialects::{DType, QuantFormat};
 pub use weights::{WeightData, WeightStore};
 
 use codegen::{abi_wrappers, link_shared, Codegen, Output};

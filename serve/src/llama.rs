@@ -268,6 +268,10 @@ mod graph {
         /// table in this dtype, norms in f32), for an artifact compiled with external weights
         /// that the runtime generates (benchmarks of a model's shape, such as Llama-3.1-8B's).
         Shapes(DType),
+        /// No data: the projections, the head and the embedding table declared as GGUF
+        /// blocks of this format (norms in f32), as a model quantized throughout (Q4_K)
+        /// would store them; for decode benchmarks of quantized shapes.
+        QuantShapes(QuantFormat),
     }
 
     fn hf_error(e: HfError) -> ModelError {
@@ -287,7 +291,7 @@ mod graph {
             match self.weights {
                 LlamaWeights::Gguf(g) => g.tensor_info(name).is_some(),
                 LlamaWeights::Hf(d) => d.has(&super::hf_tensor_name(name)),
-                LlamaWeights::Shapes(_) => true,
+                LlamaWeights::Shapes(_) | LlamaWeights::QuantShapes(_) => true,
             }
         }
 
@@ -315,12 +319,15 @@ mod graph {
                     let v = d.f32(&hf, &[rows, cols]).map_err(hf_error)?;
                     Ok((hf, v))
                 }
-                LlamaWeights::Shapes(_) => unreachable!("shape-only weights are declared without data"),
+                LlamaWeights::Shapes(_) | LlamaWeights::QuantShapes(_) => unreachable!("shape-only weights are declared without data"),
             }
         }
 
         /// GGUF blocks a kernel reads as they are, if `name` is stored in such a type.
         fn blocks(&self, name: &str, rows: usize, cols: usize) -> Result<Option<(TensorValue, QuantFormat)>, ModelError> {
+            if let LlamaWeights::QuantShapes(f) = self.weights {
+                return Ok(Some((self.graph.weight(name, DType::I8, &Self::block_shape(f, rows, cols)?), f)));
+            }
             let LlamaWeights::Gguf(g) = self.weights else { return Ok(None) };
             Self::check_dims(g, name, &[cols as u64, rows as u64])?;
             let t = g.tensor(name)?;
@@ -328,6 +335,14 @@ mod graph {
             let shape = [rows as i64, cols as i64 / f.block_len() * f.block_bytes()];
             self.graph.set_weight(name, WeightData { dtype: DType::I8, shape: shape.to_vec(), bytes: t.data().to_vec(), origin: "gguf".into() });
             Ok(Some((self.graph.weight(name, DType::I8, &shape), f)))
+        }
+
+        /// The `[rows, bytes]` shape of a `[rows, cols]` weight in `f`'s blocks.
+        fn block_shape(f: QuantFormat, rows: usize, cols: usize) -> Result<[i64; 2], ModelError> {
+            if cols as i64 % f.block_len() != 0 {
+                return Err(ModelError::Metadata(format!("rows of {cols} weights are not whole {} blocks of {}", f.name(), f.block_len())));
+            }
+            Ok([rows as i64, cols as i64 / f.block_len() * f.block_bytes()])
         }
 
         /// A weight `[rows, cols]` (ggml dims `[cols, rows]`) for `x @ w^T`.
@@ -364,6 +379,9 @@ mod graph {
             let split = |w: Linear| ops::split_sizes(&w.apply(x), &sizes, 1);
             if let LlamaWeights::Shapes(dt) = self.weights {
                 return Ok(split(Linear::Dense(self.graph.weight(format!("{merged_name}^T"), dt, &[cols as i64, rows as i64]), dt)));
+            }
+            if let LlamaWeights::QuantShapes(f) = self.weights {
+                return Ok(split(Linear::Quant(self.graph.weight(merged_name, DType::I8, &Self::block_shape(f, rows, cols)?), f)));
             }
             if let LlamaWeights::Gguf(g) = self.weights {
                 let mut formats = Vec::new();
@@ -414,7 +432,7 @@ mod graph {
                     let v = d.f32(&hf, &[n]).map_err(hf_error)?;
                     (hf, v)
                 }
-                LlamaWeights::Shapes(_) => return Ok(self.graph.weight(name, DType::F32, &[n as i64])),
+                LlamaWeights::Shapes(_) | LlamaWeights::QuantShapes(_) => return Ok(self.graph.weight(name, DType::F32, &[n as i64])),
             };
             Ok(self.graph.weight_f32(&stored, &[n as i64], &v))
         }

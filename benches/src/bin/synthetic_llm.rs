@@ -1,6 +1,6 @@
 //! `synthetic-llm`: compiles a Llama-family model of a named shape with no weights in the
 //! artifact (`--external-weights`; the runtime generates them), for decode benchmarks of
-//! models too large to ship, such as Llama-3.1-8B in bf16 on a GPU machine
+//! models too large to ship, such as Llama-3.1-8B in bf16 or in Q4_K blocks on a GPU machine
 //! (`gpu-check decode`).
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +15,9 @@ struct Args {
     /// The shape: llama-3.1-8b, or smollm2-135m (small, for trying the tool).
     #[arg(long, default_value = "llama-3.1-8b")]
     preset: String,
-    /// dtype of the projections and the embedding table: bf16, f16 or f32.
+    /// dtype of the projections, the head and the embedding table: bf16, f16 or f32, or a
+    /// GGUF block format (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q6_k) for all three, whose
+    /// matmuls round their activations to 8 bits as a quantized model's do.
     #[arg(long, default_value = "bf16")]
     dtype: String,
     /// Target: cuda:sm_90 etc., or host.
@@ -52,13 +54,18 @@ fn preset(name: &str) -> Result<LlamaConfig> {
 fn main() -> Result<()> {
     let a = Args::parse();
     let cfg = preset(&a.preset)?;
-    let dtype = match a.dtype.as_str() {
-        "bf16" => max_compiler::DType::BF16,
-        "f16" => max_compiler::DType::F16,
-        "f32" => max_compiler::DType::F32,
-        other => bail!("unknown dtype {other:?} (bf16, f16, f32)"),
+    use max_compiler::QuantFormat;
+    let formats = [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q5_1, QuantFormat::Q8_0, QuantFormat::Q4K, QuantFormat::Q6K];
+    let weights = match a.dtype.as_str() {
+        "bf16" => LlamaWeights::Shapes(max_compiler::DType::BF16),
+        "f16" => LlamaWeights::Shapes(max_compiler::DType::F16),
+        "f32" => LlamaWeights::Shapes(max_compiler::DType::F32),
+        other => match formats.iter().find(|f| f.name() == other) {
+            Some(f) => LlamaWeights::QuantShapes(*f),
+            None => bail!("unknown dtype {other:?} (bf16, f16, f32, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q6_k)"),
+        },
     };
-    let graph = build_graph(LlamaWeights::Shapes(dtype), &cfg)?;
+    let graph = build_graph(weights, &cfg)?;
     let mut opts = ModelTarget::parse(&a.target)?.options()?;
     opts.external_weights = true;
     let bytes = max_compiler::graph_api::compile_graph_with(&graph, &opts).context("compiling")?;

@@ -1437,9 +1437,9 @@ def test_qmatmul_tensor_cores(tmp_path, fmt, bb, blen, n):
 def test_qmatmul_computed_input(tmp_path, prologue):
     """A quantized LLM's projections read `rms_norm(x, w)` and `silu(gate) * up` (the split
     of a merged gate/up read in place), then add the residual: on a GPU one dispatch, whose
-    few-rows kernel computes its row of the input in shared memory before rounding it to 8
-    bits (1 and 7 rows); 45 and 70 rows compute the input into a temporary first (70: then
-    the tensor cores, on f16 operands). Expected: the
+    few-rows kernel computes its row of the input as it rounds it to 8 bits (1, 7 and 12
+    rows); 45 and 70 rows compute the input into a temporary first (70: then the tensor
+    cores, on f16 operands). Expected: the
     CPU path's outputs (rounding to 8 bits amplifies the order of the norm's sums, so the
     tolerance is wider than the other quantized cases')."""
     fmt, bb, n, k = "q4_1", 20, 30, 256
@@ -1463,7 +1463,7 @@ def test_qmatmul_computed_input(tmp_path, prologue):
     rng = np.random.default_rng(21)
     w, _ = make_blocks(fmt, n, k, rng)
     runs = []
-    for m in [1, 7, 45, 70]:
+    for m in [1, 7, 12, 45, 70]:
         arrays = {name: data(concrete(shape, m), dt, rng) for name, shape, dt in ins if name != "w"}
         arrays["w"] = w
         (got,) = run_artifact(tmp_path / "g.maxa", arrays, tmp_path)
@@ -1475,9 +1475,9 @@ def test_qmatmul_computed_input(tmp_path, prologue):
             a = (gate / (1 + np.exp(-gate)) * up).astype(np.float32)
         np.testing.assert_allclose(got, arrays["r"] + ggml_q8_matmul(a, w, fmt), rtol=1e-2, atol=1e-2)
         runs.append((arrays, [got]))
-    gpu_case(src, runs[:3], rtol=5e-3, atol=5e-3, env=DOT_KERNEL)
+    gpu_case(src, runs[:4], rtol=5e-3, atol=5e-3, env=DOT_KERNEL)
     # 70 rows: f16 operands (see test_qmatmul_tensor_cores).
-    gpu_case(src, runs[3:], rtol=1e-2, atol=2e-3 * float(np.abs(runs[3][1][0]).max()), name=f"qmatmul_computed_input_tc_{prologue}")
+    gpu_case(src, runs[4:], rtol=1e-2, atol=2e-3 * float(np.abs(runs[4][1][0]).max()), name=f"qmatmul_computed_input_tc_{prologue}")
 
 
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])

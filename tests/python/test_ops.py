@@ -1375,11 +1375,12 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
 @pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_0", 22, 32), ("q5_1", 24, 32),
                                          ("q8_0", 34, 32), ("q4_k", 144, 256), ("q6_k", 210, 256)])
 def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
-    """Decode-shaped quantized matmuls (1 to 8 rows) with a wide K: on a GPU the few-rows
-    kernel rounds each row to 8 bits in shared memory in three passes of its 256 threads
-    (2304 values, 576 words of four quants) and its lanes walk 72 weight blocks per column
-    (the last pass of lanes part-full); 37 columns leave the last block of 16 columns part
-    empty. Expected: llama.cpp's arithmetic (the NumPy model), on the CPU and the GPU."""
+    """Decode-shaped quantized matmuls (1, 2 and 8 rows) with a wide K: on a GPU the
+    few-rows kernel rounds each row to 8 bits in shared memory in three passes of its 256
+    threads (2304 values, 576 words of four quants) and its lanes walk a column's 72 weight
+    blocks (a lane a block, or for Q4_K a pair; the last pass of lanes part-full); 37
+    columns leave the last block of 16 columns part empty. Expected: llama.cpp's
+    arithmetic (the NumPy model), on the CPU and the GPU."""
     n, k = 37, 2304
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
     src = tmp_path / "g.mlir"

@@ -404,14 +404,14 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     let operands = format!("{}, %b1 : {tb}", a_args.join(", "));
     let quantized = matches!(p.mm.body[0].op, Op::QMatMul { .. });
     if quantized {
-        // A few rows (decode): the quantized few-rows kernel, a block per (columns, row).
+        // A few rows (decode): the quantized few-rows kernel, a block per (rows, columns).
         let n = b.dims[0].expect("verifier: static weight rows");
         let _ = write!(
             s,
             "    %qf_max = arith.constant {} : index\n    %qf_le = arith.cmpi ule, %m, %qf_max : index\n    %qf_ge = arith.cmpi uge, %m, %c1 : index\n    \
              %qf = arith.andi %qf_le, %qf_ge : i1\n    scf.if %qf {{\n{}    }} else {{\n{otherwise}    }}\n",
             crate::gpu_qmatmul::FEW_ROWS,
-            crate::gpu_qdot::launch(&format!("{name}_llm"), n, &format!("{operands}{extra_args}, %b{oc} : {tc}"))
+            crate::gpu_qdot::launch(&format!("{name}_llm"), n, a.dims[1].expect("fusible: static K"), &format!("{operands}{extra_args}, %b{oc} : {tc}"))
         );
     } else {
         s.push_str(&crate::gpu_gemv::host_with(&format!("{name}_llm"), a, b, &operands, &format!("{extra_args}, %b{oc} : {tc}"), &otherwise));

@@ -1,20 +1,21 @@
-//! The few-rows quantized matmul on the GPU (decode: up to
+//! The few-rows quantized matmul on the GPU (decode, and a serving batch's decode: up to
 //! [`crate::gpu_qmatmul::FEW_ROWS`] rows of activations), in integer arithmetic.
 //!
-//! A block takes one row of `x` and [`COLS`] output columns. Its threads first round the
-//! row to 8 bits once, into shared memory, exactly as the CPU kernel rounds it
-//! ([`crate::qmatmul_q8`]: per 32-block `d = f16(amax / 127)`, `q = roundeven(x * 127 /
-//! amax)`, and where the format needs it the block sum), eight threads a block and four
-//! quants to a 32-bit word. Then each warp takes columns in turn, a lane per 32-weight
-//! block: the weight quants are unpacked four to a word, lined up with the activation words,
-//! and multiplied into them with `dp4a` (a four-way byte dot product with accumulate). A
-//! block's integer sum is exact and is scaled once, `dw * dx * sum` (plus the min's
-//! `m * s`), as the CPU scales its integer lanes.
+//! A block takes up to [`block_rows`] rows of `x` and [`COLS`] output columns. Its threads
+//! first round those rows to 8 bits once, into shared memory, exactly as the CPU kernel
+//! rounds them ([`crate::qmatmul_q8`]: per 32-block `d = f16(amax / 127)`, `q =
+//! roundeven(x * 127 / amax)`, and where the format needs it the block sum), eight threads
+//! a block and four quants to a 32-bit word. Then each warp takes columns in turn, a lane
+//! per 32-weight block: the weight quants are unpacked four to a word, lined up with the
+//! activation words, and multiplied into each row's words with `dp4a` (a four-way byte dot
+//! product with accumulate), so the rows share each block's loads and unpacking. A block's
+//! integer sum is exact and is scaled once, `dw * dx * sum` (plus the min's `m * s`), as
+//! the CPU scales its integer lanes.
 //!
 //! The f32 form it replaces decoded every weight to a float, rounded the activations again
 //! for every column and summed 32 f32 products: about one warp instruction per weight and
 //! row on the PTX emulator, so a decode step was bound by instruction issue rather than by
-//! the weight bytes it reads (NOTES item 15).
+//! the weight bytes it reads (NOTES items 15 and 16).
 
 use crate::lower::KernelSpec;
 use max_dialects::QuantFormat;
@@ -24,16 +25,29 @@ use std::fmt::Write;
 const THREADS: usize = 256;
 /// Warps per block.
 const WARPS: usize = THREADS / 32;
-/// Columns each warp computes: the block's rounding of its row is shared by
+/// Columns each warp computes: the block's rounding of its rows is shared by
 /// `WARPS * COLS_PER_WARP` columns.
 const COLS_PER_WARP: usize = 2;
 /// Output columns per block.
 pub const COLS: usize = WARPS * COLS_PER_WARP;
 /// Threads rounding one 32-block of activations (a word of four quants each).
 const BLOCK_THREADS: usize = 8;
-/// The widest K the kernel takes: shared memory holds the row's quants (K bytes), and two
-/// f32 per 32-block (K / 4 bytes), within 48 KB.
+/// Most rows a block takes. More would share each weight block's unpacking further, at the
+/// cost of a register accumulator per row and of skipped rows when there is one (decode).
+const MAX_BLOCK_ROWS: usize = 4;
+/// Shared memory a block's rounded rows may take (the block's reduction slots need the
+/// rest of 48 KB).
+const SHARED_BYTES: i64 = 44 * 1024;
+/// The widest K the kernel takes: one row's quants (K bytes) and two f32 per 32-block
+/// (K / 4 bytes) within [`SHARED_BYTES`].
 pub const MAX_K: i64 = 32768;
+
+/// Rows of `k` values a block takes: as many as fit in shared memory, up to
+/// [`MAX_BLOCK_ROWS`] (four up to K = 9011, two up to 18022, then one).
+fn block_rows(k: i64) -> usize {
+    let per_row = k + k / 4;
+    [MAX_BLOCK_ROWS, 2, 1].into_iter().find(|r| *r as i64 * per_row <= SHARED_BYTES).unwrap_or(1)
+}
 
 /// What a format needs of each activation block besides its scale.
 #[derive(Clone, Copy, PartialEq)]
@@ -53,122 +67,208 @@ fn block_sum(format: QuantFormat) -> BlockSum {
     }
 }
 
-/// Host code: the launch of `module`'s `@qmatmul_few` over `%m` rows and `n` columns (`%m`
-/// and `%c1` in scope) with arguments `args`. Rows are the grid's x, so the blocks of one
-/// group of columns run together and all but the first read its weights from L2.
-pub(crate) fn launch(module: &str, n: i64, args: &str) -> String {
-    format!(
+/// Host code: the launch of `module`'s `@qmatmul_few` over `%m` rows of `k` values and `n`
+/// columns (`%m` and `%c1` in scope) with arguments `args`. Row blocks are the grid's x, so
+/// the blocks of one group of columns run together and all but the first read its weights
+/// from L2.
+pub(crate) fn launch(module: &str, n: i64, k: i64, args: &str) -> String {
+    let rows = block_rows(k);
+    let mut s = format!(
         "        %qf_cn = arith.constant {n} : index\n        %qf_cols = arith.constant {COLS} : index\n        \
-         %qf_gx = arith.ceildivui %qf_cn, %qf_cols : index\n        %qf_t = arith.constant {THREADS} : index\n        \
-         gpu.launch_func @{module}::@qmatmul_few blocks in (%m, %qf_gx, %c1) threads in (%qf_t, %c1, %c1) args({args})\n"
-    )
+         %qf_gy = arith.ceildivui %qf_cn, %qf_cols : index\n        %qf_t = arith.constant {THREADS} : index\n"
+    );
+    let single = format!("gpu.launch_func @{module}::@qmatmul_few blocks in (%m, %qf_gy, %c1) threads in (%qf_t, %c1, %c1) args({args})");
+    if rows == 1 {
+        let _ = writeln!(s, "        {single}");
+        return s;
+    }
+    // One or two rows take the one-row kernel: the several-row kernel's empty rows cost it
+    // more than sharing saves (PTX emulator, Q4_1 576 x 1536: 1 row 0.16 M warp
+    // instructions against 0.25 M, 2 rows 0.31 M against 0.33 M).
+    let _ = write!(
+        s,
+        "        %qf_c2 = arith.constant 2 : index\n        %qf_one = arith.cmpi ule, %m, %qf_c2 : index\n        \
+         scf.if %qf_one {{\n          {single}\n        }} else {{\n          \
+         %qf_br = arith.constant {rows} : index\n          %qf_gx = arith.ceildivui %m, %qf_br : index\n          \
+         gpu.launch_func @{module}::@qmatmul_few_rows blocks in (%qf_gx, %qf_gy, %c1) threads in (%qf_t, %c1, %c1) args({args})\n        }}\n"
+    );
+    s
 }
 
-/// `@qmatmul_few` of the quantized matmul `spec` (bindings x, w, the epilogue's operands,
-/// out; `n` columns, `kb` 32-blocks a row). `xm` is x's type, or with `computed` A's
-/// parameters ([`crate::gpu_prologue`]): the kernel then computes A's values as it rounds
-/// them. `extra`: the epilogue's parameters, each followed by `, `.
+/// The few-rows kernels of the quantized matmul `spec` (bindings x, w, the epilogue's
+/// operands, out; `n` columns, `kb` 32-blocks a row) that [`launch`] starts:
+/// `@qmatmul_few`, a row a block, and where shared memory holds more, `@qmatmul_few_rows`,
+/// [`block_rows`] a block. `xm` is x's type, or with `computed` A's parameters
+/// ([`crate::gpu_prologue`]): the kernels then compute A's values as they round them.
+/// `extra`: the epilogue's parameters, each followed by `, `.
 #[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
-pub(crate) fn kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), n: i64, kb: i64, extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
+pub(crate) fn kernels(s: &mut String, spec: &KernelSpec, format: QuantFormat, types: (&str, &str, &str), n: i64, kb: i64, extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
+    kernel(s, "qmatmul_few", 1, spec, format, types, (n, kb), extra, computed);
+    let rows = block_rows(kb * 32);
+    if rows > 1 {
+        kernel(s, "qmatmul_few_rows", rows, spec, format, types, (n, kb), extra, computed);
+    }
+}
+
+/// `@{entry}`: [`kernels`]' kernel taking `rows` rows a block.
+#[allow(clippy::too_many_arguments)] // the types and sizes of one generated kernel
+fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: QuantFormat, (xm, wm, om): (&str, &str, &str), (n, kb): (i64, i64), extra: &str, computed: Option<&dyn crate::gpu_gemv::ComputedA>) {
     let k = kb * 32;
     debug_assert!(k <= MAX_K, "callers check MAX_K");
     let words = kb * 8;
-    let aq_t = format!("memref<{words}xi32, #gpu.address_space<workgroup>>");
-    let ad_t = format!("memref<{kb}xf32, #gpu.address_space<workgroup>>");
-    let sums = block_sum(format);
+    let aq_t = format!("memref<{}xi32, #gpu.address_space<workgroup>>", rows as i64 * words);
+    let ad_t = format!("memref<{}xf32, #gpu.address_space<workgroup>>", rows as i64 * kb);
     let x_params = match computed {
         None => format!("%X: {xm}"),
         Some(_) => xm.to_string(),
     };
     let pred = if computed.is_some() { format!(", %pred : {}", crate::gpu_prologue::PRED) } else { String::new() };
+    // The rows' count: from x, or from an operand shaped like A.
+    let (m_of, m_ty) = match computed {
+        None => ("%X".to_string(), xm.to_string()),
+        Some(a) => a.shaped(),
+    };
     let _ = write!(
         s,
-        "    gpu.func @qmatmul_few({x_params}, %b1: {wm}, {extra}%Y: {om}) workgroup(%Aq : {aq_t} {{llvm.align = 16 : i64}}, %Ad : {ad_t}, %As : {ad_t}{pred}) \
+        "    gpu.func @{entry}({x_params}, %b1: {wm}, {extra}%Y: {om}) workgroup(%Aq : {aq_t} {{llvm.align = 16 : i64}}, %Ad : {ad_t}, %As : {ad_t}{pred}) \
          kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c2 = arith.constant 2 : index\n      \
          %c3 = arith.constant 3 : index\n      %c4 = arith.constant 4 : index\n      %c8 = arith.constant 8 : index\n      %c32 = arith.constant 32 : index\n      \
          %cbb = arith.constant {} : index\n      %ckb = arith.constant {kb} : index\n      %cn = arith.constant {n} : index\n      \
          %f_threads = arith.constant {THREADS} : index\n      %f_words = arith.constant {words} : index\n      \
-         %f_bt = arith.constant {BLOCK_THREADS} : index\n      \
+         %f_bt = arith.constant {BLOCK_THREADS} : index\n      %f_crows = arith.constant {rows} : index\n      \
          %f_zero = arith.constant 0.0 : f32\n      %g_w32 = arith.constant 32 : i32\n      %f_i0 = arith.constant 0 : i32\n      \
-         %f_tid = gpu.thread_id x\n      %f_row = gpu.block_id x\n      %f_bx = gpu.block_id y\n",
+         %f_tid = gpu.thread_id x\n      %f_rb = gpu.block_id x\n      %f_bx = gpu.block_id y\n      \
+         %f_r0 = arith.muli %f_rb, %f_crows : index\n",
         format.block_bytes()
     );
-    let setup = computed.map(|a| {
-        // A's per-row values (a norm's scale), reduced over the whole block before its row
-        // is rounded.
+    if rows == 1 {
+        // The grid has a block per row: the row is one of x's.
+        let _ = write!(s, "      %f_nrows = arith.addi %c1, %c0 : index\n      %f_row0 = arith.addi %f_r0, %c0 : index\n      %f_rv0 = arith.constant true\n");
+    } else {
+        // The block's rows, and whether each is one of x's (the last block's may not be).
+        let _ = write!(
+            s,
+            "      %f_m = memref.dim {m_of}, %c0 : {m_ty}\n      %f_mlast = arith.subi %f_m, %c1 : index\n      \
+             %f_left = arith.subi %f_m, %f_r0 : index\n      %f_nrows = arith.minui %f_left, %f_crows : index\n"
+        );
+        for r in 0..rows {
+            let _ = write!(
+                s,
+                "      %f_cr{r} = arith.constant {r} : index\n      %f_row{r} = arith.addi %f_r0, %f_cr{r} : index\n      \
+                 %f_rv{r} = arith.cmpi ult, %f_row{r}, %f_m : index\n"
+            );
+        }
+    }
+    let setups = computed.map(|a| {
+        // A's per-row values (a norm's scale), each row's reduced over the whole block
+        // before the rows are rounded (a row past x's repeats the last).
         let mut g = crate::gpu_text::KernelText::new("st");
         let i = 6;
         g.line(i, "%tid = gpu.thread_id x");
         g.line(i, format!("%K = arith.constant {k} : index"));
         g.line(i, "%fzero = arith.constant 0.0 : f32");
         crate::gpu_gemv::block_names(&mut g, i, THREADS);
-        let setup = a.setup(&mut g, i, "%f_row", THREADS);
+        let setups: Vec<Vec<String>> = (0..rows)
+            .map(|r| {
+                let row = if rows == 1 { "%f_row0".to_string() } else { g.let_(i, format!("arith.minui %f_row{r}, %f_mlast : index")) };
+                a.setup(&mut g, i, &row, THREADS)
+            })
+            .collect();
         s.push_str(&g.s);
-        setup
+        setups
     });
-    round_row(s, xm, computed.zip(setup.as_ref()), &aq_t, &ad_t, sums);
-    // The dot products: warp w takes columns `COLS * bx + WARPS * c + w`.
+    round_row(s, (xm, rows), computed.zip(setups.as_ref()), &aq_t, &ad_t, block_sum(format));
+    // The dot products: warp w takes columns `COLS * bx + WARPS * c + w`, each lane its
+    // weight blocks for every row of the block.
+    let accs: Vec<String> = (0..rows).map(|r| format!("%f_a{r} = %f_zero")).collect();
+    let f32s = vec!["f32"; rows].join(", ");
     let _ = write!(
         s,
         "      gpu.barrier\n      %f_cwarps = arith.constant {WARPS} : index\n      %f_ccols = arith.constant {COLS} : index\n      \
          %f_cpw = arith.constant {COLS_PER_WARP} : index\n      %f_warp = arith.divui %f_tid, %c32 : index\n      \
          %f_lane = arith.remui %f_tid, %c32 : index\n      %f_j0 = arith.muli %f_bx, %f_ccols : index\n      \
          %f_m4 = arith.constant 252645135 : i32\n      %f_s4 = arith.constant 4 : i32\n      \
+         %f_lane0 = arith.cmpi eq, %f_lane, %c0 : index\n      \
          scf.for %f_c = %c0 to %f_cpw step %c1 {{\n      %f_jc = arith.muli %f_c, %f_cwarps : index\n      \
          %f_j1 = arith.addi %f_j0, %f_jc : index\n      %j = arith.addi %f_j1, %f_warp : index\n      \
          %f_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %f_jok {{\n      \
          %f_items = arith.constant {} : index\n      \
-         %f_acc = scf.for %kp = %f_lane to %f_items step %c32 iter_args(%f_a = %f_zero) -> (f32) {{\n",
-        kb / lane_blocks(format)
+         %f_acc:{rows} = scf.for %kp = %f_lane to %f_items step %c32 iter_args({}) -> ({f32s}) {{\n",
+        kb / lane_blocks(format),
+        accs.join(", ")
     );
-    let part = match format {
-        QuantFormat::Q4K => q4k_product(s, wm, &aq_t, &ad_t),
-        _ => {
-            let _ = writeln!(s, "      %k = arith.addi %kp, %c0 : index");
-            activation_block(s, "%k", "", &aq_t, &ad_t);
-            block_product(s, format, wm, &ad_t)
-        }
-    };
-    let _ = write!(s, "      %f_an = arith.addf %f_a, {part} : f32\n      scf.yield %f_an : f32\n      }}\n");
-    // The lanes' partial sums; lane 0 stores.
-    let acc = crate::gpu_qmatmul::warp_sum(s, "%f_acc", "");
-    let (code, y) = crate::gpu_epilogue::element(spec, &acc, "%f_row", "%j", "qf");
-    let _ = write!(
-        s,
-        "      %f_lane0 = arith.cmpi eq, %f_lane, %c0 : index\n      scf.if %f_lane0 {{\n{code}        memref.store {y}, %Y[%f_row, %j] : {om}\n      }}\n      \
-         }}\n      }}\n      gpu.return\n    }}\n"
-    );
+    let w = decode_weights(s, format, wm);
+    for r in 0..rows {
+        let _ = writeln!(s, "      %f_nx{r} = scf.if %f_rv{r} -> (f32) {{");
+        let term = row_product(s, &w, r, kb, (&aq_t, &ad_t));
+        let _ = write!(
+            s,
+            "      %f_an{r} = arith.addf %f_a{r}, {term} : f32\n      scf.yield %f_an{r} : f32\n      }} else {{\n      scf.yield %f_a{r} : f32\n      }}\n"
+        );
+    }
+    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..rows).map(|r| format!("%f_nx{r}")).collect::<Vec<_>>().join(", "));
+    // Each row's lane sums; lane 0 stores.
+    for r in 0..rows {
+        let acc = crate::gpu_qmatmul::warp_sum(s, &format!("%f_acc#{r}"), &format!("r{r}"));
+        let (code, y) = crate::gpu_epilogue::element(spec, &acc, &format!("%f_row{r}"), "%j", &format!("qf{r}"));
+        let _ = write!(
+            s,
+            "      %f_st{r} = arith.andi %f_lane0, %f_rv{r} : i1\n      scf.if %f_st{r} {{\n{code}        memref.store {y}, %Y[%f_row{r}, %j] : {om}\n      }}\n"
+        );
+    }
+    s.push_str("      }\n      }\n      gpu.return\n    }\n");
 }
 
-/// The block rounds its row `%f_row` of the activations: thread `t` of pass `p` takes word
-/// `w = 256 p + t` (values `4w .. 4w + 4`), the eight threads of a 32-block meet by
-/// shuffles for its `amax` (and sum), and the first of them stores the block's scale to
-/// `%Ad` (and sum to `%As`). A warp runs the passes that hold any of its words, all its
-/// lanes each (the shuffles see whole warps); a short row leaves the last warps idle.
-fn round_row(s: &mut String, xm: &str, computed: Option<(&dyn crate::gpu_gemv::ComputedA, &Vec<String>)>, aq_t: &str, ad_t: &str, sums: BlockSum) {
+/// The block rounds its rows of the activations, one after the other in shared memory:
+/// thread `t` of pass `p` takes word `w = 256 p + t` of them (values `4w .. 4w + 4` of row
+/// `w / words`), the eight threads of a 32-block meet by shuffles for its `amax` (and sum),
+/// and the first of them stores the block's scale to `%Ad` (and sum to `%As`). A warp runs
+/// the passes that hold any of the rows' words, all its lanes each (the shuffles see whole
+/// warps); short rows leave the last warps idle. `computed`: A and each row's setup values
+/// (f32).
+fn round_row(s: &mut String, (xm, rows): (&str, usize), computed: Option<(&dyn crate::gpu_gemv::ComputedA, &Vec<Vec<String>>)>, aq_t: &str, ad_t: &str, sums: BlockSum) {
     let v4 = "vector<4xf32>";
     let _ = write!(
         s,
         "      %f_f127 = arith.constant 127.0 : f32\n      %f_magic = arith.constant dense<12582912.0> : {v4}\n      \
-         %f_z4 = arith.constant dense<0.0> : {v4}\n      \
+         %f_z4 = arith.constant dense<0.0> : {v4}\n      %f_total = arith.muli %f_nrows, %f_words : index\n      \
          %f_swarp = arith.divui %f_tid, %c32 : index\n      %f_slane = arith.remui %f_tid, %c32 : index\n      \
-         %f_sw0 = arith.muli %f_swarp, %c32 : index\n      %f_sw1 = arith.minui %f_sw0, %f_words : index\n      \
-         %f_sleft = arith.subi %f_words, %f_sw1 : index\n      %f_passes = arith.ceildivui %f_sleft, %f_threads : index\n      \
+         %f_sw0 = arith.muli %f_swarp, %c32 : index\n      %f_sw1 = arith.minui %f_sw0, %f_total : index\n      \
+         %f_sleft = arith.subi %f_total, %f_sw1 : index\n      %f_passes = arith.ceildivui %f_sleft, %f_threads : index\n      \
          scf.for %f_p = %c0 to %f_passes step %c1 {{\n      %f_w0 = arith.muli %f_p, %f_threads : index\n      \
-         %f_w1 = arith.addi %f_w0, %f_sw0 : index\n      %f_wi = arith.addi %f_w1, %f_slane : index\n      %f_ok = arith.cmpi ult, %f_wi, %f_words : index\n      \
-         %f_e0 = arith.muli %f_wi, %c4 : index\n      %f_xv = scf.if %f_ok -> ({v4}) {{\n"
+         %f_w1 = arith.addi %f_w0, %f_sw0 : index\n      %f_wi = arith.addi %f_w1, %f_slane : index\n      %f_ok = arith.cmpi ult, %f_wi, %f_total : index\n      \
+         {}\n      \
+         %f_srow = arith.addi %f_r0, %f_rl : index\n      %f_e0 = arith.muli %f_wr, %c4 : index\n      %f_xv = scf.if %f_ok -> ({v4}) {{\n",
+        // The word's row of the block, and its place in that row.
+        if rows == 1 {
+            "%f_rl = arith.addi %c0, %c0 : index\n      %f_wr = arith.addi %f_wi, %c0 : index"
+        } else {
+            "%f_rl = arith.divui %f_wi, %f_words : index\n      %f_wr = arith.remui %f_wi, %f_words : index"
+        }
     );
     match computed {
         None => {
-            let _ = writeln!(s, "      %f_xl = vector.load %X[%f_row, %f_e0] {{alignment = 16}} : {xm}, {v4}\n      scf.yield %f_xl : {v4}");
+            let _ = writeln!(s, "      %f_xl = vector.load %X[%f_srow, %f_e0] {{alignment = 16}} : {xm}, {v4}\n      scf.yield %f_xl : {v4}");
         }
-        Some((a, setup)) => {
+        Some((a, setups)) => {
             let mut g = crate::gpu_text::KernelText::new("sv");
+            // This thread's row's setup values.
+            let setup: Vec<String> = (0..setups[0].len())
+                .map(|v| {
+                    let mut sel = setups[0][v].clone();
+                    for (r, row_setup) in setups.iter().enumerate().skip(1) {
+                        let cr = g.let_(6, format!("arith.constant {r} : index"));
+                        let is = g.let_(6, format!("arith.cmpi eq, %f_rl, {cr} : index"));
+                        sel = g.let_(6, format!("arith.select {is}, {}, {sel} : f32", row_setup[v]));
+                    }
+                    sel
+                })
+                .collect();
             let mut vals = Vec::new();
             for e in 0..4 {
                 let ke = g.let_(6, format!("arith.addi %f_e0, %c{e} : index"));
-                vals.push(a.value(&mut g, 6, "%f_row", &ke, setup, &format!("q{e}")));
+                vals.push(a.value(&mut g, 6, "%f_srow", &ke, &setup, &format!("q{e}")));
             }
             s.push_str(&g.s);
             let _ = writeln!(s, "      %f_xl = vector.from_elements {} : {v4}\n      scf.yield %f_xl : {v4}", vals.join(", "));
@@ -272,14 +372,17 @@ fn lane_blocks(format: QuantFormat) -> i64 {
     }
 }
 
-/// Activation block `k` (an index value) from shared memory: its eight words
-/// `%f_x{tag}0 ..` and scale `%f_dx{tag}`.
-fn activation_block(s: &mut String, k: &str, tag: &str, aq_t: &str, ad_t: &str) {
+/// Block `k` (an index value) of the block's row `r` of activations from shared memory:
+/// its index in `%Ad`/`%As` `%f_k{tag}`, its eight words `%f_x{tag}0 ..` and its scale
+/// `%f_dx{tag}`.
+fn activation_block(s: &mut String, (k, r, kb): (&str, usize, i64), tag: &str, (aq_t, ad_t): (&str, &str)) {
     let _ = write!(
         s,
-        "      %f_xo{tag} = arith.muli {k}, %c8 : index\n      \
+        "      %f_ko{tag} = arith.constant {} : index\n      %f_k{tag} = arith.addi {k}, %f_ko{tag} : index\n      \
+         %f_xo{tag} = arith.muli %f_k{tag}, %c8 : index\n      \
          %f_xw{tag} = vector.load %Aq[%f_xo{tag}] {{alignment = 16}} : {aq_t}, vector<8xi32>\n      \
-         %f_dx{tag} = memref.load %Ad[{k}] : {ad_t}\n"
+         %f_dx{tag} = memref.load %Ad[%f_k{tag}] : {ad_t}\n",
+        r as i64 * kb
     );
     for i in 0..8 {
         let _ = writeln!(s, "      %f_x{tag}{i} = vector.extract %f_xw{tag}[{i}] : i32 from vector<8xi32>");
@@ -318,26 +421,38 @@ fn load_half_pair(s: &mut String, wm: &str, (a, b): (&str, &str), off: &str) {
     );
 }
 
-/// Weight block `%k` of row `%j` times activation block `%k` (words `%f_x0 ..`, scale
-/// `%f_dx`, sum in `%As`): returns the f32 term's name.
-fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> String {
-    if format == QuantFormat::Q6K {
-        return q6k_product(s, wm);
+/// A lane's weights for one work item, unpacked once for all the block's rows.
+enum Weights {
+    /// A 32-weight block `%k`: words `%{words}0 .. 8` lined up with the activation words,
+    /// scale `%f_dw`, and the min `%f_mw` (Q4_1, Q5_1) or the quants' offset (Q4_0, Q5_0).
+    Block { words: &'static str, signed: bool, min: bool, offset: Option<&'static str> },
+    /// Q4_K sub-blocks `%f_k0`, `%f_k1`: low nibble words `%f_lo*`, high `%f_hn*`, scales
+    /// `%f_dw0`, `%f_dw1`, mins `%f_mw0`, `%f_mw1`.
+    Q4kPair,
+    /// A Q6_K sub-block `%k`: unsigned words `%f_q*` (the quants + 32), the halves' signed
+    /// scales `%f_s0`, `%f_s1` (i32), the super-block's `%f_d`.
+    Q6k,
+}
+
+/// Unpacks item `%kp`'s weights of row `%j` (block `%k`, or Q4_K's pair).
+fn decode_weights(s: &mut String, format: QuantFormat, wm: &str) -> Weights {
+    match format {
+        QuantFormat::Q4K => return q4k_pair(s, wm),
+        QuantFormat::Q6K => return q6k_block(s, wm),
+        _ => {}
     }
-    let _ = writeln!(s, "      %base = arith.muli %k, %cbb : index");
+    let _ = write!(s, "      %k = arith.addi %kp, %c0 : index\n      %base = arith.muli %k, %cbb : index\n");
     // Scale (and min), then the quants as eight words lined up with the activation words.
-    if matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1) {
+    let min = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1);
+    if min {
         load_half_pair(s, wm, ("%f_dw", "%f_mw"), "%base");
     } else {
         load_half(s, wm, "%f_dw", "%base");
     }
-    let _ = writeln!(s, "      %f_d01 = arith.mulf %f_dw, %f_dx : f32");
     if format == QuantFormat::Q8_0 {
         let _ = writeln!(s, "      %f_qo = arith.addi %base, %c2 : index");
         load_words(s, wm, "f_q", "%f_qo", 8, 2);
-        let sum = dot_words(s, ("f_q", "f_x"), true, (0, 8), "p");
-        let _ = write!(s, "      %f_si = arith.sitofp {sum} : i32 to f32\n      %f_part = arith.mulf %f_d01, %f_si : f32\n");
-        return "%f_part".into();
+        return Weights::Block { words: "f_q", signed: true, min: false, offset: None };
     }
     // Nibble formats: byte b holds quant b (low nibble) and quant b + 16 (high nibble), so
     // word i's low nibbles are quants 4i .. 4i + 4 and its high ones those of word i + 4.
@@ -358,7 +473,7 @@ fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> S
             i + 4
         );
     }
-    let quants = if let Some(at) = qh {
+    let words = if let Some(at) = qh {
         // Bit e of qh is the fifth bit of quant e: word i takes bits 4i .. 4i + 4, spread to
         // bit 0 of each byte by one multiply (x * 0x204081 places bit b at 8b; the shifted
         // copies do not overlap), then moved to bit 4.
@@ -382,32 +497,85 @@ fn block_product(s: &mut String, format: QuantFormat, wm: &str, ad_t: &str) -> S
     } else {
         "f_n"
     };
-    let sum = dot_words(s, (quants, "f_x"), false, (0, 8), "p");
-    let _ = writeln!(s, "      %f_si = arith.sitofp {sum} : i32 to f32");
-    if let Some(min) = matches!(format, QuantFormat::Q4_1 | QuantFormat::Q5_1).then_some("%f_mw") {
-        min_part(s, min, ad_t)
-    } else {
-        // Quants offset by 8 (Q4_0) or 16 (Q5_0): sum((q - o) x) = sum(q x) - o sum(x), exact
-        // in f32 (both below 2^24).
-        let off = if format == QuantFormat::Q4_0 { "8.0" } else { "16.0" };
-        let _ = write!(
-            s,
-            "      %f_sq = memref.load %As[%k] : {ad_t}\n      %f_off = arith.constant {off} : f32\n      \
-             %f_os = arith.mulf %f_sq, %f_off : f32\n      %f_st = arith.subf %f_si, %f_os : f32\n      \
-             %f_part = arith.mulf %f_d01, %f_st : f32\n"
-        );
-        "%f_part".into()
+    // Quants offset by 8 (Q4_0) or 16 (Q5_0).
+    let offset = match format {
+        QuantFormat::Q4_0 => Some("8.0"),
+        QuantFormat::Q5_0 => Some("16.0"),
+        _ => None,
+    };
+    Weights::Block { words, signed: false, min, offset }
+}
+
+/// The term of the block's row `r` for the unpacked weights `w`: its activation block(s)
+/// times the weights, scaled. Names carry `r`.
+fn row_product(s: &mut String, w: &Weights, r: usize, kb: i64, types: (&str, &str)) -> String {
+    let ad_t = types.1;
+    match *w {
+        Weights::Block { words, signed, min, offset } => {
+            let t = format!("_{r}_");
+            activation_block(s, ("%k", r, kb), &t, types);
+            let sum = dot_words(s, (words, &format!("f_x{t}")), signed, (0, 8), &format!("p{r}_"));
+            let _ = write!(s, "      %f_si{r} = arith.sitofp {sum} : i32 to f32\n      %f_d01{r} = arith.mulf %f_dw, %f_dx{t} : f32\n");
+            if min {
+                min_part(s, ("%f_mw", &format!("%f_k{t}")), &r.to_string(), ad_t)
+            } else if let Some(off) = offset {
+                // sum((q - o) x) = sum(q x) - o sum(x), exact in f32 (both below 2^24).
+                let _ = write!(
+                    s,
+                    "      %f_sq{r} = memref.load %As[%f_k{t}] : {ad_t}\n      %f_off{r} = arith.constant {off} : f32\n      \
+                     %f_os{r} = arith.mulf %f_sq{r}, %f_off{r} : f32\n      %f_ofs{r} = arith.subf %f_si{r}, %f_os{r} : f32\n      \
+                     %f_part{r} = arith.mulf %f_d01{r}, %f_ofs{r} : f32\n"
+                );
+                format!("%f_part{r}")
+            } else {
+                let _ = writeln!(s, "      %f_part{r} = arith.mulf %f_d01{r}, %f_si{r} : f32");
+                format!("%f_part{r}")
+            }
+        }
+        Weights::Q4kPair => {
+            // Each sub-block as a Q4_1 block: dw * dx * sum + m * s.
+            let mut parts = Vec::new();
+            for (u, (half, k, words)) in [("a", "%f_k0", "f_lo"), ("b", "%f_k1", "f_hn")].into_iter().enumerate() {
+                let t = format!("_{r}{half}_");
+                activation_block(s, (k, r, kb), &t, types);
+                let sum = dot_words(s, (words, &format!("f_x{t}")), false, (0, 8), &format!("p{r}{half}_"));
+                let tag = format!("{r}{half}");
+                let _ = write!(s, "      %f_si{tag} = arith.sitofp {sum} : i32 to f32\n      %f_d01{tag} = arith.mulf %f_dw{u}, %f_dx{t} : f32\n");
+                parts.push(min_part(s, (&format!("%f_mw{u}"), &format!("%f_k{t}")), &tag, ad_t));
+            }
+            let _ = writeln!(s, "      %f_part{r} = arith.addf {}, {} : f32", parts[0], parts[1]);
+            format!("%f_part{r}")
+        }
+        Weights::Q6k => {
+            let t = format!("_{r}_");
+            activation_block(s, ("%k", r, kb), &t, types);
+            let x = format!("f_x{t}");
+            let (q0, q1) = (dot_words(s, ("f_q", &x), false, (0, 4), &format!("p{r}_")), dot_words(s, ("f_q", &x), false, (4, 8), &format!("p{r}_")));
+            // The sums of each half's activations: their dot products with bytes of one.
+            let (x0, x1) = (dot_words(s, ("f_one", &x), false, (0, 4), &format!("xs{r}_")), dot_words(s, ("f_one", &x), false, (4, 8), &format!("xs{r}_")));
+            let _ = write!(
+                s,
+                "      %f_o0{t} = arith.muli {x0}, %f_i32 : i32\n      %f_u0{t} = arith.subi {q0}, %f_o0{t} : i32\n      \
+                 %f_o1{t} = arith.muli {x1}, %f_i32 : i32\n      %f_u1{t} = arith.subi {q1}, %f_o1{t} : i32\n      \
+                 %f_v0{t} = arith.muli %f_s0, %f_u0{t} : i32\n      %f_v1{t} = arith.muli %f_s1, %f_u1{t} : i32\n      \
+                 %f_tot{t} = arith.addi %f_v0{t}, %f_v1{t} : i32\n      \
+                 %f_d01{r} = arith.mulf %f_d, %f_dx{t} : f32\n      %f_si{r} = arith.sitofp %f_tot{t} : i32 to f32\n      \
+                 %f_part{r} = arith.mulf %f_d01{r}, %f_si{r} : f32\n"
+            );
+            format!("%f_part{r}")
+        }
     }
 }
 
-/// `d01 * si + m * s` (`%f_d01`, `%f_si` in scope; `s` the activation block's sum).
-fn min_part(s: &mut String, min: &str, ad_t: &str) -> String {
+/// `d01 * si + m * s` (`%f_d01{tag}`, `%f_si{tag}` in scope; `s` the activation block's sum
+/// at `%As[k]`). Returns the term's name.
+fn min_part(s: &mut String, (min, k): (&str, &str), tag: &str, ad_t: &str) -> String {
     let _ = write!(
         s,
-        "      %f_sx = memref.load %As[%k] : {ad_t}\n      %f_p = arith.mulf %f_d01, %f_si : f32\n      \
-         %f_mp = arith.mulf {min}, %f_sx : f32\n      %f_part = arith.addf %f_p, %f_mp : f32\n"
+        "      %f_sx{tag} = memref.load %As[{k}] : {ad_t}\n      %f_p{tag} = arith.mulf %f_d01{tag}, %f_si{tag} : f32\n      \
+         %f_mp{tag} = arith.mulf {min}, %f_sx{tag} : f32\n      %f_part{tag} = arith.addf %f_p{tag}, %f_mp{tag} : f32\n"
     );
-    "%f_part".into()
+    format!("%f_part{tag}")
 }
 
 /// Q4_K sub-blocks `2p, 2p + 1` (`p` = `%kp`; pair `p % 4` of super-block `p / 4`), each
@@ -417,14 +585,12 @@ fn min_part(s: &mut String, min: &str, ad_t: &str) -> String {
 /// shifted right by 8 (s % 4) bits for sub-block `s`, so that byte 0 of `A`, `B`, `C` is
 /// `b[s % 4]`, `b[s % 4 + 4]`, `b[s % 4 + 8]`: `s < 4` takes `sc = A & 63`, `m = B & 63`;
 /// `s >= 4` takes `sc = (C & 15) | (A >> 6) << 4` and `m = (C >> 4) | (B >> 6) << 4`.
-fn q4k_product(s: &mut String, wm: &str, aq_t: &str, ad_t: &str) -> String {
+fn q4k_pair(s: &mut String, wm: &str) -> Weights {
     let _ = write!(
         s,
         "      %f_sb = arith.divui %kp, %c4 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
          %f_pp = arith.remui %kp, %c4 : index\n      %f_k0 = arith.muli %kp, %c2 : index\n      %f_k1 = arith.addi %f_k0, %c1 : index\n"
     );
-    activation_block(s, "%f_k0", "a", aq_t, ad_t);
-    activation_block(s, "%f_k1", "b", aq_t, ad_t);
     load_half_pair(s, wm, ("%f_d", "%f_dmin"), "%base");
     let _ = writeln!(s, "      %f_sco = arith.addi %base, %c4 : index");
     load_words(s, wm, "f_w", "%f_sco", 3, 4);
@@ -466,29 +632,18 @@ fn q4k_product(s: &mut String, wm: &str, aq_t: &str, ad_t: &str) -> String {
              %f_hn{i} = arith.andi %f_vs{i}, %f_m4 : i32\n"
         );
     }
-    let sa = dot_words(s, ("f_lo", "f_xa"), false, (0, 8), "pa");
-    let sb = dot_words(s, ("f_hn", "f_xb"), false, (0, 8), "pb");
-    // Each sub-block as a Q4_1 block: dw * dx * sum + m * s.
-    for (u, (tag, k, sum)) in [("a", "%f_k0", &sa), ("b", "%f_k1", &sb)].into_iter().enumerate() {
-        let _ = write!(
-            s,
-            "      %f_si{tag} = arith.sitofp {sum} : i32 to f32\n      %f_d01{tag} = arith.mulf %f_dw{u}, %f_dx{tag} : f32\n      \
-             %f_p{tag} = arith.mulf %f_d01{tag}, %f_si{tag} : f32\n      %f_sx{tag} = memref.load %As[{k}] : {ad_t}\n      \
-             %f_mp{tag} = arith.mulf %f_mw{u}, %f_sx{tag} : f32\n      %f_part{tag} = arith.addf %f_p{tag}, %f_mp{tag} : f32\n"
-        );
-    }
-    let _ = writeln!(s, "      %f_part = arith.addf %f_parta, %f_partb : f32");
-    "%f_part".into()
+    Weights::Q4kPair
 }
 
 /// Q6_K sub-block `%k` (sub-block t = k % 8 of super-block k / 8, quarter t % 4 of half
-/// t / 4; see [`crate::qmatmul::q6k_sub_block`]): quants `q - 32` with a signed scale per 16,
-/// summed exactly as `sc0 (sum(q x) - 32 sum(x))` over the first 16 plus the same over the
-/// second, then scaled by `d * dx`.
-fn q6k_product(s: &mut String, wm: &str) -> String {
+/// t / 4; see [`crate::qmatmul::q6k_sub_block`]): quants `q - 32` with a signed scale per
+/// 16, which [`row_product`] sums exactly as `sc0 (sum(q x) - 32 sum(x))` over the first 16
+/// plus the same over the second, then scales by `d * dx`.
+fn q6k_block(s: &mut String, wm: &str) -> Weights {
     let _ = write!(
         s,
-        "      %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
+        "      %k = arith.addi %kp, %c0 : index\n      \
+         %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
          %f_t = arith.remui %k, %c8 : index\n      %f_n = arith.divui %f_t, %c4 : index\n      %f_qq = arith.remui %f_t, %c4 : index\n      \
          %f_odd = arith.remui %f_qq, %c2 : index\n      %f_hiq = arith.divui %f_qq, %c2 : index\n      \
          %f_c64 = arith.constant 64 : index\n      %f_c128 = arith.constant 128 : index\n      \
@@ -497,7 +652,7 @@ fn q6k_product(s: &mut String, wm: &str) -> String {
          %f_hi_at = arith.addi %base, %f_h1i : index\n      \
          %f_hiq32 = arith.index_cast %f_hiq : index to i32\n      %f_sh = arith.muli %f_hiq32, %f_s4 : i32\n      \
          %f_qq32 = arith.index_cast %f_qq : index to i32\n      %f_i2 = arith.constant 2 : i32\n      %f_sh2 = arith.muli %f_qq32, %f_i2 : i32\n      \
-         %f_m3 = arith.constant 50529027 : i32\n"
+         %f_m3 = arith.constant 50529027 : i32\n      %f_i32 = arith.constant 32 : i32\n"
     );
     load_words(s, wm, "f_l", "%f_lo_at", 8, 2);
     load_words(s, wm, "f_h", "%f_hi_at", 8, 2);
@@ -510,25 +665,14 @@ fn q6k_product(s: &mut String, wm: &str) -> String {
              %f_one{i} = arith.constant 16843009 : i32\n"
         );
     }
-    let (q0, q1) = (dot_words(s, ("f_q", "f_x"), false, (0, 4), "p"), dot_words(s, ("f_q", "f_x"), false, (4, 8), "p"));
-    // The sums of each half's activations: their dot products with bytes of one.
-    let (x0, x1) = (dot_words(s, ("f_one", "f_x"), false, (0, 4), "xs"), dot_words(s, ("f_one", "f_x"), false, (4, 8), "xs"));
     let _ = write!(
         s,
-        "      %f_i32 = arith.constant 32 : i32\n      %f_o0 = arith.muli {x0}, %f_i32 : i32\n      %f_u0 = arith.subi {q0}, %f_o0 : i32\n      \
-         %f_o1 = arith.muli {x1}, %f_i32 : i32\n      %f_u1 = arith.subi {q1}, %f_o1 : i32\n      \
-         %f_sc_at = arith.constant 192 : index\n      %f_s0o = arith.addi %base, %f_sc_at : index\n      %f_t2 = arith.muli %f_t, %c2 : index\n      \
+        "      %f_sc_at = arith.constant 192 : index\n      %f_s0o = arith.addi %base, %f_sc_at : index\n      %f_t2 = arith.muli %f_t, %c2 : index\n      \
          %f_s0a = arith.addi %f_s0o, %f_t2 : index\n      %f_s1a = arith.addi %f_s0a, %c1 : index\n      \
          %f_s08 = memref.load %b1[%j, %f_s0a] : {wm}\n      %f_s18 = memref.load %b1[%j, %f_s1a] : {wm}\n      \
          %f_s0 = arith.extsi %f_s08 : i8 to i32\n      %f_s1 = arith.extsi %f_s18 : i8 to i32\n      \
-         %f_v0 = arith.muli %f_s0, %f_u0 : i32\n      %f_v1 = arith.muli %f_s1, %f_u1 : i32\n      %f_tot = arith.addi %f_v0, %f_v1 : i32\n      \
          %f_d_at0 = arith.constant 208 : index\n      %f_d_at = arith.addi %base, %f_d_at0 : index\n"
     );
     load_half(s, wm, "%f_d", "%f_d_at");
-    let _ = write!(
-        s,
-        "      %f_d01 = arith.mulf %f_d, %f_dx : f32\n      %f_si = arith.sitofp %f_tot : i32 to f32\n      \
-         %f_part = arith.mulf %f_d01, %f_si : f32\n"
-    );
-    "%f_part".into()
+    Weights::Q6k
 }

@@ -31,11 +31,11 @@ pub const ROWS: usize = 8;
 const WARPS: usize = 4;
 /// Threads per block of the activation quantizer (one 32-block each).
 const QUANT_THREADS: usize = 128;
-/// Most rows the few-rows kernel ([`crate::gpu_qdot`], a block per row) takes: up to the
-/// tensor cores' threshold. Its work grows with the rows, yet it stays below the quantizer +
-/// dot kernel's at every count under 16 (PTX emulator, warp instructions per call: Q4_1
-/// 576 x 1536 at 15 rows 2.4 M against 4.2 M; Q4_K 4096 x 4096 at 15 rows 30 M against
-/// 47 M), and with the rows the grid's x the weights come from L2 after the first row.
+/// Most rows the few-rows kernels ([`crate::gpu_qdot`]) take: up to the tensor cores'
+/// threshold. Their work grows with the rows, yet stays below the quantizer + dot kernel's
+/// at every count under 16 (PTX emulator, warp instructions per call: Q4_1 576 x 1536 at
+/// 15 rows 1.9 M against 4.2 M; Q4_K 4096 x 4096 at 15 rows 19.5 M against 47 M), and
+/// with the row blocks the grid's x the weights come from L2 after the first.
 pub const FEW_ROWS: usize = 15;
 /// Fewest rows that take the tensor cores by default (prefill, a serving batch's decode):
 /// the weights decoded once into an f16 copy that an f16 tensor-core matmul reads. The dot
@@ -130,7 +130,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         let _ = write!(
             s,
             "      %cfew = arith.constant {FEW_ROWS} : index\n      %few = arith.cmpi ule, %m, %cfew : index\n      scf.if %few {{\n{}      }} else {{\n",
-            crate::gpu_qdot::launch(&format!("{name}_llm"), n, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
+            crate::gpu_qdot::launch(&format!("{name}_llm"), n, k, &format!("%b0 : {xm}, %b1 : {wm}, {extra_args}%b{oc} : {om}"))
         );
     }
     // Many rows (prefill): the weights decoded once to f16 for a tensor-core matmul.
@@ -201,7 +201,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         quantize_kernel(&mut s, &xm, &xq_t, &xs_t, kb);
     }
     if few {
-        crate::gpu_qdot::kernel(&mut s, spec, format, (&xm, &wm, &om), n, kb, &extra_params, None);
+        crate::gpu_qdot::kernels(&mut s, spec, format, (&xm, &wm, &om), n, kb, &extra_params, None);
     }
     dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
     if let Some(mm) = &tc {
@@ -400,7 +400,7 @@ fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_
     s.insert_str(at, &consts);
 }
 
-/// `@qmatmul_few` of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
+/// The few-rows kernels ([`crate::gpu_qdot::kernels`]) of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
 /// out) for an A the kernel computes itself ([`crate::gpu_prologue`]) as it rounds it.
 /// Launch arguments: A's operands, w, the epilogue's operands, out; grid as
 /// [`kernel_func`]'s few-rows launch ([`crate::gpu_qdot::launch`]).
@@ -409,7 +409,7 @@ pub(crate) fn computed_a_few_rows_kernel(spec: &KernelSpec, a: &dyn crate::gpu_g
     let (w, out) = (&spec.inputs[1], &spec.outputs[0]);
     let extra: String = crate::gpu_epilogue::params(spec).iter().map(|p| format!("{p}, ")).collect();
     let mut s = String::new();
-    crate::gpu_qdot::kernel(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, &extra, Some(a));
+    crate::gpu_qdot::kernels(&mut s, spec, format, (&a.params(), &w.memref(), &out.memref()), n, kb, &extra, Some(a));
     s
 }
 

@@ -1375,12 +1375,13 @@ def test_qmatmul_residual_epilogue(tmp_path, fmt, bb):
 @pytest.mark.parametrize("fmt,bb,blen", [("q4_0", 18, 32), ("q4_1", 20, 32), ("q5_0", 22, 32), ("q5_1", 24, 32),
                                          ("q8_0", 34, 32), ("q4_k", 144, 256), ("q6_k", 210, 256)])
 def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
-    """Decode-shaped quantized matmuls (1, 2 and 8 rows) with a wide K: on a GPU the
-    few-rows kernel rounds each row to 8 bits in shared memory in three passes of its 256
-    threads (2304 values, 576 words of four quants) and its lanes walk a column's 72 weight
-    blocks (a lane a block, or for Q4_K a pair; the last pass of lanes part-full); 37
-    columns leave the last block of 16 columns part empty. Expected: llama.cpp's
-    arithmetic (the NumPy model), on the CPU and the GPU."""
+    """Decode-shaped quantized matmuls (1, 2, 8 and 13 rows) with a wide K: on a GPU the
+    few-rows kernel's blocks of 256 threads round their four rows to 8 bits in shared memory
+    (2304 values a row, 576 words of four quants; 13 rows leave the last block one) and
+    their lanes walk a column's 72 weight blocks (a lane a block, or for Q4_K a pair; the
+    last pass of lanes part-full), each for all the block's rows; 37 columns leave the last
+    block of 16 columns part empty. Expected: llama.cpp's arithmetic (the NumPy model), on
+    the CPU and the GPU."""
     n, k = 37, 2304
     tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
     src = tmp_path / "g.mlir"
@@ -1390,7 +1391,7 @@ def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
     rng = np.random.default_rng(17)
     w, deq = make_blocks(fmt, n, k, rng)
     runs = []
-    for m in [1, 2, 8]:
+    for m in [1, 2, 8, 13]:
         x = rng.standard_normal((m, k)).astype(np.float32)
         x[-1, 64:96] = 0.0  # an all-zero block quantizes with scale 0
         x[0, 2000] = 40.0  # a block with one large value
@@ -1398,6 +1399,30 @@ def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
         (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got, x.astype(np.float64) @ deq.T, rtol=0.05, atol=0.05 * np.abs(deq).max() * k ** 0.5)
+        runs.append(({"x": x, "w": w}, [want.astype(np.float32)]))
+    gpu_case(src, runs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [14336, 20480])
+def test_qmatmul_few_rows_long_rows(tmp_path, k):
+    """The few-rows kernel's blocks take four rows while their 8-bit copies fit in shared
+    memory, two up to K = 18022 (Llama-3.1-8B's down projection, K = 14336: rows 1-2, 3-4,
+    5) and then one (K = 20480); Q4_1, with the block sums its min needs. Expected:
+    llama.cpp's arithmetic (the NumPy model), on the CPU and the GPU."""
+    fmt, bb, n = "q4_1", 20, 19
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    maxc("compile", src, "-o", tmp_path / "g.maxa")
+    rng = np.random.default_rng(23)
+    w, _ = make_blocks(fmt, n, k, rng)
+    runs = []
+    for m in [1, 5]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        want = ggml_q8_matmul(x, w, fmt)
+        (got,) = run_artifact(tmp_path / "g.maxa", {"x": x, "w": w}, tmp_path)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
         runs.append(({"x": x, "w": w}, [want.astype(np.float32)]))
     gpu_case(src, runs, rtol=1e-4, atol=1e-4)
 

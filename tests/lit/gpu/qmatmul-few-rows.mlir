@@ -1,10 +1,11 @@
-// Decode-shaped quantized matmuls (1 to 8 rows) run @qmatmul_few: a block of 256 threads per
-// (16 columns, row) first rounds its row of activations to 8 bits once, into shared memory
-// (four quants to a 32-bit word, 16-byte aligned for vector loads), then each warp takes
-// columns, a lane per 32-weight block: the weight quants unpacked four to a word (nibbles
-// with 0x0f0f0f0f, Q5's fifth bits spread by one multiply, Q8_0's signed bytes as loaded)
-// and multiplied into the activation words with dp4a. Blocks at 2-byte offsets (Q4_0, Q8_0,
-// Q6_K) load their words as 16-bit halves. benches/gpu/prepare.sh checks the results against
+// Decode-shaped quantized matmuls (1 to 15 rows) run @qmatmul_few (1 or 2 rows, a row a
+// block) or @qmatmul_few_rows (4 rows a block here): a block of 256 threads per (rows, 16
+// columns) first rounds its rows of activations to 8 bits once, into shared memory (four
+// quants to a 32-bit word, 16-byte aligned for vector loads: 256 bytes a row here), then
+// each warp takes columns, a lane per 32-weight block: the weight quants unpacked four to a
+// word (nibbles with 0x0f0f0f0f, Q5's fifth bits spread by one multiply, Q8_0's signed
+// bytes as loaded) and multiplied into each row's activation words with dp4a.
+// Blocks at 2-byte offsets (Q4_0, Q8_0, Q6_K) load their words as 16-bit halves. benches/gpu/prepare.sh checks the results against
 // the CPU's (test_ops.py test_qmatmul_few_rows_wide and the other quantized cases).
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
 // RUN: FileCheck %s < %t.90.ptx
@@ -22,6 +23,11 @@
 // CHECK-DAG: bar.sync 0;
 // CHECK-DAG: ld.shared.v4.b32
 // CHECK-DAG: and.b32 {{.*}}, 252645135;
+// CHECK-DAG: dp4a.u32.s32
+// CHECK: ret;
+// CHECK: .entry qmatmul_few_rows(
+// CHECK: .maxntid 256, 1, 1
+// CHECK-DAG: .shared .align 16 .b8 __wg_qmatmul_few_rows_0[1024];
 // CHECK-DAG: dp4a.u32.s32
 // CHECK: ret;
 // (Module 1: the Q4_1 matmul's tensor-core kernels, for 16 rows and more.)

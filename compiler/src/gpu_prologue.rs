@@ -11,9 +11,9 @@
 //! tensor-core matmul.
 //!
 //! A quantized matmul rounding its f32 activations to 8 bits (GGUF models) takes such an A
-//! too, on any chip: `rms_norm(x, w)` (no cast) or the elementwise ops; its few-rows kernel
-//! (1 to [`crate::gpu_qmatmul::FEW_ROWS`] rows) stages the block's row of A in shared memory
-//! before rounding it ([`crate::gpu_qmatmul::computed_a_few_rows_kernel`]).
+//! too, on any chip: `rms_norm(x, w)` (no cast) or the elementwise ops; its few-rows kernels
+//! (1 to [`crate::gpu_qmatmul::FEW_ROWS`] rows) compute the block's rows of A as they round
+//! them to 8 bits into shared memory ([`crate::gpu_qmatmul::computed_a_few_rows_kernel`]).
 //!
 //! Fusion forms the region ([`fusible`]); [`split`] recovers A's computation and the
 //! matmul's spec from it.
@@ -38,7 +38,7 @@ pub(crate) const PRED: &str = "memref<32xf32, #gpu.address_space<workgroup>>";
 ///
 /// With `quantized`, the matmul may instead be a quantized matmul rounding its f32
 /// activations (`quantize_input`): A is then f32 (`rms_norm(x, w)` without a cast), and the
-/// few-rows kernel takes the whole row of A in shared memory ([`QUANT_MAX_K`]). With
+/// few-rows kernels take whole rows of A in shared memory ([`QUANT_MAX_K`]). With
 /// `gemv` (sm_90), a bf16/f16 matmul may take it.
 pub fn fusible(graph: &Graph, pro: &[usize], mm: &[usize], gemv: bool, quantized: bool) -> bool {
     let (Some(&last), Some(root)) = (pro.last(), mm.first().map(|r| &graph.nodes[*r])) else { return false };

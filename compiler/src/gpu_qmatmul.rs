@@ -122,9 +122,9 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
          %m = memref.dim %b0, %c0 : {xm}\n    %some = arith.cmpi ugt, %m, %c0 : index\n    scf.if %some {{\n",
         WARPS * 32
     );
-    // A few rows (decode): one kernel that rounds the row of activations in shared memory
-    // and takes integer dot products (no scratch, no second launch). More rows share one
-    // rounding pass.
+    // A few rows (decode): one kernel that rounds its rows of activations into shared
+    // memory and takes integer dot products (no scratch, no second launch). More rows share
+    // one rounding pass.
     let few = quantize_input && k <= crate::gpu_qdot::MAX_K;
     if few {
         let _ = write!(
@@ -400,10 +400,11 @@ fn dot_kernel(s: &mut String, spec: &KernelSpec, format: QuantFormat, (xq_t, xs_
     s.insert_str(at, &consts);
 }
 
-/// The few-rows kernels ([`crate::gpu_qdot::kernels`]) of the quantized matmul `spec` (bindings A, w, the epilogue's operands,
-/// out) for an A the kernel computes itself ([`crate::gpu_prologue`]) as it rounds it.
-/// Launch arguments: A's operands, w, the epilogue's operands, out; grid as
-/// [`kernel_func`]'s few-rows launch ([`crate::gpu_qdot::launch`]).
+/// The few-rows kernels ([`crate::gpu_qdot::kernels`]) of the quantized matmul `spec`
+/// (bindings A, w, the epilogue's operands, out) for an A they compute themselves
+/// ([`crate::gpu_prologue`]) as they round it. Launch arguments: A's operands, w, the
+/// epilogue's operands, out; grids as [`kernel_func`]'s few-rows launch
+/// ([`crate::gpu_qdot::launch`]).
 pub(crate) fn computed_a_few_rows_kernel(spec: &KernelSpec, a: &dyn crate::gpu_gemv::ComputedA) -> String {
     let Shape { format, n, kb, .. } = Shape::of(spec);
     let (w, out) = (&spec.inputs[1], &spec.outputs[0]);

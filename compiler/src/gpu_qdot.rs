@@ -362,10 +362,10 @@ fn dp4a(s: &mut String, out: &str, a: &str, a_signed: bool, b: &str, c: &str) {
     );
 }
 
-/// 32-weight blocks a lane takes at a time: Q4_K's two sub-blocks sharing their quant bytes
-/// (low and high nibbles) and super-block header; one otherwise.
+/// 32-weight blocks a lane takes at a time: two sub-blocks of a k-quant that share their
+/// quant bytes (low and high nibbles) and super-block header; one otherwise.
 fn lane_blocks(format: QuantFormat) -> i64 {
-    if format == QuantFormat::Q4K {
+    if matches!(format, QuantFormat::Q4K | QuantFormat::Q6K) {
         2
     } else {
         1
@@ -429,16 +429,17 @@ enum Weights {
     /// Q4_K sub-blocks `%f_k0`, `%f_k1`: low nibble words `%f_lo*`, high `%f_hn*`, scales
     /// `%f_dw0`, `%f_dw1`, mins `%f_mw0`, `%f_mw1`.
     Q4kPair,
-    /// A Q6_K sub-block `%k`: unsigned words `%f_q*` (the quants + 32), the halves' signed
-    /// scales `%f_s0`, `%f_s1` (i32), the super-block's `%f_d`.
-    Q6k,
+    /// Q6_K sub-blocks `%f_k0`, `%f_k1`: unsigned words `%f_qa*`, `%f_qb*` (the quants +
+    /// 32), each one's halves' signed scales `%f_sa0`, `%f_sa1`, `%f_sb0`, `%f_sb1` (i32),
+    /// the super-block's `%f_d`.
+    Q6kPair,
 }
 
-/// Unpacks item `%kp`'s weights of row `%j` (block `%k`, or Q4_K's pair).
+/// Unpacks item `%kp`'s weights of row `%j` (block `%k`, or a k-quant's pair).
 fn decode_weights(s: &mut String, format: QuantFormat, wm: &str) -> Weights {
     match format {
         QuantFormat::Q4K => return q4k_pair(s, wm),
-        QuantFormat::Q6K => return q6k_block(s, wm),
+        QuantFormat::Q6K => return q6k_pair(s, wm),
         _ => {}
     }
     let _ = write!(s, "      %k = arith.addi %kp, %c0 : index\n      %base = arith.muli %k, %cbb : index\n");
@@ -546,22 +547,27 @@ fn row_product(s: &mut String, w: &Weights, r: usize, kb: i64, types: (&str, &st
             let _ = writeln!(s, "      %f_part{r} = arith.addf {}, {} : f32", parts[0], parts[1]);
             format!("%f_part{r}")
         }
-        Weights::Q6k => {
-            let t = format!("_{r}_");
-            activation_block(s, ("%k", r, kb), &t, types);
-            let x = format!("f_x{t}");
-            let (q0, q1) = (dot_words(s, ("f_q", &x), false, (0, 4), &format!("p{r}_")), dot_words(s, ("f_q", &x), false, (4, 8), &format!("p{r}_")));
-            // The sums of each half's activations: their dot products with bytes of one.
-            let (x0, x1) = (dot_words(s, ("f_one", &x), false, (0, 4), &format!("xs{r}_")), dot_words(s, ("f_one", &x), false, (4, 8), &format!("xs{r}_")));
-            let _ = write!(
-                s,
-                "      %f_o0{t} = arith.muli {x0}, %f_i32 : i32\n      %f_u0{t} = arith.subi {q0}, %f_o0{t} : i32\n      \
-                 %f_o1{t} = arith.muli {x1}, %f_i32 : i32\n      %f_u1{t} = arith.subi {q1}, %f_o1{t} : i32\n      \
-                 %f_v0{t} = arith.muli %f_s0, %f_u0{t} : i32\n      %f_v1{t} = arith.muli %f_s1, %f_u1{t} : i32\n      \
-                 %f_tot{t} = arith.addi %f_v0{t}, %f_v1{t} : i32\n      \
-                 %f_d01{r} = arith.mulf %f_d, %f_dx{t} : f32\n      %f_si{r} = arith.sitofp %f_tot{t} : i32 to f32\n      \
-                 %f_part{r} = arith.mulf %f_d01{r}, %f_si{r} : f32\n"
-            );
+        Weights::Q6kPair => {
+            let mut parts = Vec::new();
+            for (half, k) in [("a", "%f_k0"), ("b", "%f_k1")] {
+                let t = format!("_{r}{half}_");
+                activation_block(s, (k, r, kb), &t, types);
+                let (x, q) = (format!("f_x{t}"), format!("f_q{half}"));
+                let (q0, q1) = (dot_words(s, (&q, &x), false, (0, 4), &format!("p{r}{half}_")), dot_words(s, (&q, &x), false, (4, 8), &format!("p{r}{half}_")));
+                // The sums of each half's activations: their dot products with bytes of one.
+                let (x0, x1) = (dot_words(s, ("f_one", &x), false, (0, 4), &format!("xs{r}{half}_")), dot_words(s, ("f_one", &x), false, (4, 8), &format!("xs{r}{half}_")));
+                let _ = write!(
+                    s,
+                    "      %f_o0{t} = arith.muli {x0}, %f_i32 : i32\n      %f_u0{t} = arith.subi {q0}, %f_o0{t} : i32\n      \
+                     %f_o1{t} = arith.muli {x1}, %f_i32 : i32\n      %f_u1{t} = arith.subi {q1}, %f_o1{t} : i32\n      \
+                     %f_v0{t} = arith.muli %f_s{half}0, %f_u0{t} : i32\n      %f_v1{t} = arith.muli %f_s{half}1, %f_u1{t} : i32\n      \
+                     %f_tot{t} = arith.addi %f_v0{t}, %f_v1{t} : i32\n      \
+                     %f_d01{t} = arith.mulf %f_d, %f_dx{t} : f32\n      %f_si{t} = arith.sitofp %f_tot{t} : i32 to f32\n      \
+                     %f_part{t} = arith.mulf %f_d01{t}, %f_si{t} : f32\n"
+                );
+                parts.push(format!("%f_part{t}"));
+            }
+            let _ = writeln!(s, "      %f_part{r} = arith.addf {}, {} : f32", parts[0], parts[1]);
             format!("%f_part{r}")
         }
     }
@@ -635,23 +641,26 @@ fn q4k_pair(s: &mut String, wm: &str) -> Weights {
     Weights::Q4kPair
 }
 
-/// Q6_K sub-block `%k` (sub-block t = k % 8 of super-block k / 8, quarter t % 4 of half
-/// t / 4; see [`crate::qmatmul::q6k_sub_block`]): quants `q - 32` with a signed scale per
-/// 16, which [`row_product`] sums exactly as `sc0 (sum(q x) - 32 sum(x))` over the first 16
-/// plus the same over the second, then scales by `d * dx`.
-fn q6k_block(s: &mut String, wm: &str) -> Weights {
+/// Q6_K sub-blocks `t` and `t + 2` of super-block `p / 4` (`p` = `%kp`, pair `pp = p % 4`,
+/// `t = 4 (pp / 2) + pp % 2`; see [`crate::qmatmul::q6k_sub_block`]): quarters `t % 4` and
+/// `t % 4 + 2` of half `pp / 2`, whose low 4 bits are the low and the high nibbles of the
+/// same 32 bytes `64 (pp / 2) + 32 (pp % 2)`, and whose high 2 bits are bits `2 (t % 4)` and
+/// `2 (t % 4) + 4` of the same 32 bytes `128 + 32 (pp / 2)`. Quants `q - 32` with a signed
+/// scale per 16, which [`row_product`] sums exactly as `sc0 (sum(q x) - 32 sum(x))` over
+/// each sub-block's first 16 plus the same over its second, then scales by `d * dx`.
+fn q6k_pair(s: &mut String, wm: &str) -> Weights {
     let _ = write!(
         s,
-        "      %k = arith.addi %kp, %c0 : index\n      \
-         %f_sb = arith.divui %k, %c8 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
-         %f_t = arith.remui %k, %c8 : index\n      %f_n = arith.divui %f_t, %c4 : index\n      %f_qq = arith.remui %f_t, %c4 : index\n      \
-         %f_odd = arith.remui %f_qq, %c2 : index\n      %f_hiq = arith.divui %f_qq, %c2 : index\n      \
+        "      %f_sb = arith.divui %kp, %c4 : index\n      %base = arith.muli %f_sb, %cbb : index\n      \
+         %f_pp = arith.remui %kp, %c4 : index\n      %f_n = arith.divui %f_pp, %c2 : index\n      %f_odd = arith.remui %f_pp, %c2 : index\n      \
+         %f_t0a = arith.muli %f_n, %c4 : index\n      %f_t = arith.addi %f_t0a, %f_odd : index\n      \
+         %f_kb0 = arith.muli %f_sb, %c8 : index\n      %f_k0 = arith.addi %f_kb0, %f_t : index\n      %f_k1 = arith.addi %f_k0, %c2 : index\n      \
          %f_c64 = arith.constant 64 : index\n      %f_c128 = arith.constant 128 : index\n      \
          %f_lo0 = arith.muli %f_n, %f_c64 : index\n      %f_lo1 = arith.muli %f_odd, %c32 : index\n      %f_lo2 = arith.addi %f_lo0, %f_lo1 : index\n      \
          %f_lo_at = arith.addi %base, %f_lo2 : index\n      %f_h0i = arith.muli %f_n, %c32 : index\n      %f_h1i = arith.addi %f_h0i, %f_c128 : index\n      \
          %f_hi_at = arith.addi %base, %f_h1i : index\n      \
-         %f_hiq32 = arith.index_cast %f_hiq : index to i32\n      %f_sh = arith.muli %f_hiq32, %f_s4 : i32\n      \
-         %f_qq32 = arith.index_cast %f_qq : index to i32\n      %f_i2 = arith.constant 2 : i32\n      %f_sh2 = arith.muli %f_qq32, %f_i2 : i32\n      \
+         %f_odd32 = arith.index_cast %f_odd : index to i32\n      %f_i2 = arith.constant 2 : i32\n      %f_sha = arith.muli %f_odd32, %f_i2 : i32\n      \
+         %f_shb = arith.addi %f_sha, %f_s4 : i32\n      \
          %f_m3 = arith.constant 50529027 : i32\n      %f_i32 = arith.constant 32 : i32\n"
     );
     load_words(s, wm, "f_l", "%f_lo_at", 8, 2);
@@ -659,20 +668,26 @@ fn q6k_block(s: &mut String, wm: &str) -> Weights {
     for i in 0..8 {
         let _ = write!(
             s,
-            "      %f_ls{i} = arith.shrui %f_l{i}, %f_sh : i32\n      %f_lq{i} = arith.andi %f_ls{i}, %f_m4 : i32\n      \
-             %f_hs{i} = arith.shrui %f_h{i}, %f_sh2 : i32\n      %f_hm{i} = arith.andi %f_hs{i}, %f_m3 : i32\n      \
-             %f_hq{i} = arith.shli %f_hm{i}, %f_s4 : i32\n      %f_q{i} = arith.ori %f_lq{i}, %f_hq{i} : i32\n      \
+            "      %f_lqa{i} = arith.andi %f_l{i}, %f_m4 : i32\n      %f_ls{i} = arith.shrui %f_l{i}, %f_s4 : i32\n      \
+             %f_lqb{i} = arith.andi %f_ls{i}, %f_m4 : i32\n      \
+             %f_hsa{i} = arith.shrui %f_h{i}, %f_sha : i32\n      %f_hma{i} = arith.andi %f_hsa{i}, %f_m3 : i32\n      \
+             %f_hqa{i} = arith.shli %f_hma{i}, %f_s4 : i32\n      %f_qa{i} = arith.ori %f_lqa{i}, %f_hqa{i} : i32\n      \
+             %f_hsb{i} = arith.shrui %f_h{i}, %f_shb : i32\n      %f_hmb{i} = arith.andi %f_hsb{i}, %f_m3 : i32\n      \
+             %f_hqb{i} = arith.shli %f_hmb{i}, %f_s4 : i32\n      %f_qb{i} = arith.ori %f_lqb{i}, %f_hqb{i} : i32\n      \
              %f_one{i} = arith.constant 16843009 : i32\n"
         );
     }
+    // Scales: two signed bytes per sub-block at 192 + 2t (sub-block t + 2's four bytes on).
     let _ = write!(
         s,
         "      %f_sc_at = arith.constant 192 : index\n      %f_s0o = arith.addi %base, %f_sc_at : index\n      %f_t2 = arith.muli %f_t, %c2 : index\n      \
-         %f_s0a = arith.addi %f_s0o, %f_t2 : index\n      %f_s1a = arith.addi %f_s0a, %c1 : index\n      \
-         %f_s08 = memref.load %b1[%j, %f_s0a] : {wm}\n      %f_s18 = memref.load %b1[%j, %f_s1a] : {wm}\n      \
-         %f_s0 = arith.extsi %f_s08 : i8 to i32\n      %f_s1 = arith.extsi %f_s18 : i8 to i32\n      \
-         %f_d_at0 = arith.constant 208 : index\n      %f_d_at = arith.addi %base, %f_d_at0 : index\n"
+         %f_sa0a = arith.addi %f_s0o, %f_t2 : index\n      %f_sa1a = arith.addi %f_sa0a, %c1 : index\n      \
+         %f_sb0a = arith.addi %f_sa0a, %c4 : index\n      %f_sb1a = arith.addi %f_sb0a, %c1 : index\n"
     );
+    for (name, at) in [("%f_sa0", "%f_sa0a"), ("%f_sa1", "%f_sa1a"), ("%f_sb0", "%f_sb0a"), ("%f_sb1", "%f_sb1a")] {
+        let _ = write!(s, "      {name}_8 = memref.load %b1[%j, {at}] : {wm}\n      {name} = arith.extsi {name}_8 : i8 to i32\n");
+    }
+    let _ = writeln!(s, "      %f_d_at0 = arith.constant 208 : index\n      %f_d_at = arith.addi %base, %f_d_at0 : index");
     load_half(s, wm, "%f_d", "%f_d_at");
-    Weights::Q6k
+    Weights::Q6kPair
 }

@@ -1378,7 +1378,7 @@ def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
     """Decode-shaped quantized matmuls (1, 2, 8 and 13 rows) with a wide K: on a GPU the
     few-rows kernel's blocks of 256 threads round their four rows to 8 bits in shared memory
     (2304 values a row, 576 words of four quants; 13 rows leave the last block one) and
-    their lanes walk a column's 72 weight blocks (a lane a block, or for Q4_K a pair; the
+    their lanes walk a column's 72 weight blocks (a lane a block, or for the k-quants a pair; the
     last pass of lanes part-full), each for all the block's rows; 37 columns leave the last
     block of 16 columns part empty. Expected: llama.cpp's arithmetic (the NumPy model), on
     the CPU and the GPU."""

@@ -67,10 +67,11 @@ fn block_sum(format: QuantFormat) -> BlockSum {
     }
 }
 
-/// Host code: the launch of `module`'s `@qmatmul_few` over `%m` rows of `k` values and `n`
-/// columns (`%m` and `%c1` in scope) with arguments `args`. Row blocks are the grid's x, so
-/// the blocks of one group of columns run together and all but the first read its weights
-/// from L2.
+/// Host code: the launch of `module`'s few-rows kernels ([`kernels`]) over `%m` rows of `k`
+/// values and `n` columns (`%m` and `%c1` in scope) with arguments `args`: `@qmatmul_few`
+/// for one or two rows, `@qmatmul_few_rows` for more. Row blocks are the grid's x, so the
+/// blocks of one group of columns run together and all but the first read its weights from
+/// L2.
 pub(crate) fn launch(module: &str, n: i64, k: i64, args: &str) -> String {
     let rows = block_rows(k);
     let mut s = format!(

@@ -14,8 +14,8 @@
 //!   are rounded to f16 as on the CPU.
 //! - **Many rows** (prefill, a serving batch's decode): from [`SplitConfig::small_blocks`]
 //!   (query, head) rows, `@attention_rows` takes a row per block of [`ROW_THREADS`]
-//!   threads (or the head dim, if larger), the same three passes: a 1024-thread block, which holds a whole SM, left most
-//!   of its warps idle on a row of a few dozen keys.
+//!   threads (or the head dim, if larger), the same three passes: a 1024-thread block,
+//!   which holds a whole SM, left most of its warps idle on a row of a few dozen keys.
 //! - **Split keys**: with few (query, head) rows (a decode step has one per head: 32 blocks
 //!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid z).
 //!   A split runs the three passes over its keys, normalized by its own max and sum, and
@@ -269,9 +269,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
     let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
     let (qv, qt) = token_rows(s, "%b0", q, "%b3", &pm, "%q");
-    let r = q.dims.len();
-    let hq = q.dims[r - 2].expect("verifier: static heads");
-    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    let (hq, _, hd) = crate::kv_cache::attention_heads(q, kc);
     let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());
     let name = &spec.name;
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
@@ -332,10 +330,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     // former first, as when the cast is a kernel of its own.
     let att_dt = attention_dtype(spec);
     let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());
-    let r = q.dims.len();
-    let hq = q.dims[r - 2].expect("verifier: static heads");
-    let hkv = kc.dims[3].expect("verifier: static kv heads");
-    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    let (hq, hkv, hd) = crate::kv_cache::attention_heads(q, kc);
     let group = hq / hkv;
     let f16_cache = kc.dtype == DType::F16;
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");

@@ -179,7 +179,7 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
         s.push_str(&g.s);
         setups
     });
-    round_row(s, (xm, rows), computed.zip(setups.as_ref()), &aq_t, &ad_t, block_sum(format));
+    round_rows(s, (xm, rows), computed.zip(setups.as_ref()), &aq_t, &ad_t, block_sum(format));
     // The dot products: warp w takes columns `COLS * bx + WARPS * c + w`, each lane its
     // weight blocks for every row of the block.
     let accs: Vec<String> = (0..rows).map(|r| format!("%f_a{r} = %f_zero")).collect();
@@ -228,7 +228,7 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
 /// the passes that hold any of the rows' words, all its lanes each (the shuffles see whole
 /// warps); short rows leave the last warps idle. `computed`: A and each row's setup values
 /// (f32).
-fn round_row(s: &mut String, (xm, rows): (&str, usize), computed: Option<(&dyn crate::gpu_gemv::ComputedA, &Vec<Vec<String>>)>, aq_t: &str, ad_t: &str, sums: BlockSum) {
+fn round_rows(s: &mut String, (xm, rows): (&str, usize), computed: Option<(&dyn crate::gpu_gemv::ComputedA, &Vec<Vec<String>>)>, aq_t: &str, ad_t: &str, sums: BlockSum) {
     let v4 = "vector<4xf32>";
     let _ = write!(
         s,

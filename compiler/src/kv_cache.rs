@@ -16,6 +16,16 @@ use std::fmt::Write;
 /// Lanes of the vectors attention works in (head dims are multiples of it).
 const VL: i64 = 8;
 
+/// Attention's query heads, key/value heads and head dim, from `q` (`[.., heads, head dim]`)
+/// and the cache (`[layers, batch, positions, kv heads, head dim]`).
+pub(crate) fn attention_heads(q: &BindingType, kc: &BindingType) -> (i64, i64, i64) {
+    let r = q.dims.len();
+    let hq = q.dims[r - 2].expect("verifier: static heads");
+    let hkv = kc.dims[3].expect("verifier: static kv heads");
+    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    (hq, hkv, hd)
+}
+
 /// Whether `spec` is a KV-cache kernel this module generates.
 pub fn is_cache_kernel(spec: &KernelSpec) -> bool {
     spec.native.is_none() && spec.body.len() == 1 && matches!(spec.body[0].op, Op::CacheWrite { .. } | Op::CachedAttention { .. })
@@ -133,9 +143,7 @@ fn cached_attention(s: &mut String, b: &[&BindingType], layer: i64, scale: Optio
     let (q, kc, vc, out) = (b[0], b[1], b[2], b[5]);
     let (qm, km, vm, om) = (q.memref(), kc.memref(), vc.memref(), out.memref());
     let r = q.dims.len();
-    let hq = q.dims[r - 2].expect("verifier: static heads");
-    let hkv = kc.dims[3].expect("verifier: static kv heads");
-    let hd = q.dims[r - 1].expect("verifier: static head dim");
+    let (hq, hkv, hd) = attention_heads(q, kc);
     let group = hq / hkv;
     let nv = hd / VL;
     let scale = scale.unwrap_or(1.0 / (hd as f64).sqrt());

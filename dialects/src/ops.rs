@@ -145,6 +145,14 @@ pub enum QuantFormat {
 }
 
 impl QuantFormat {
+    /// Every format, in the order the dialect documents them.
+    pub const ALL: [QuantFormat; 7] = [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q5_1, QuantFormat::Q8_0, QuantFormat::Q4K, QuantFormat::Q6K];
+
+    /// The format spelled `name` (`q4_0`, ...), as [`QuantFormat::name`] spells it.
+    pub fn from_name(name: &str) -> Option<QuantFormat> {
+        QuantFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     /// Bytes per block (of [`block_len`](Self::block_len) weights).
     pub fn block_bytes(self) -> i64 {
         match self {
@@ -292,16 +300,8 @@ impl Attrs<'_> {
 
 /// The `format` attribute of a quantized op.
 fn quant_format(a: &Attrs, op: &str) -> Result<QuantFormat, String> {
-    match a.string("format")?.as_str() {
-        "q4_0" => Ok(QuantFormat::Q4_0),
-        "q4_1" => Ok(QuantFormat::Q4_1),
-        "q8_0" => Ok(QuantFormat::Q8_0),
-        "q5_0" => Ok(QuantFormat::Q5_0),
-        "q5_1" => Ok(QuantFormat::Q5_1),
-        "q4_k" => Ok(QuantFormat::Q4K),
-        "q6_k" => Ok(QuantFormat::Q6K),
-        other => Err(format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q5_0\", \"q5_1\", \"q8_0\", \"q4_k\" or \"q6_k\", got \"{other}\"")),
-    }
+    let name = a.string("format")?;
+    QuantFormat::from_name(&name).ok_or_else(|| format!("'max.{op}' format must be \"q4_0\", \"q4_1\", \"q5_0\", \"q5_1\", \"q8_0\", \"q4_k\" or \"q6_k\", got \"{name}\""))
 }
 
 impl Op {

@@ -1311,6 +1311,16 @@ def ggml_q8_matmul(x, w_bytes, fmt):
     return out
 
 
+def quantized_matmul_graph(tmp_path, fmt, bb, blen, n, k):
+    """Writes tmp_path/g.mlir: `qmatmul {quantize_input}` of x `[?, k]` (f32) by `n` weight
+    rows of `fmt` blocks (`bb` bytes per `blen` weights); returns its path."""
+    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
+    src = tmp_path / "g.mlir"
+    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // blen * bb), "i8")],
+                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    return src
+
+
 @pytest.mark.parametrize("target", ["host", "cpu=x86-64-v2"], ids=["avx2", "portable"])
 @pytest.mark.parametrize("fmt,bb", [("q4_0", 18), ("q4_1", 20), ("q5_0", 22), ("q5_1", 24), ("q8_0", 34)])
 def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, target):
@@ -1319,10 +1329,7 @@ def test_qmatmul_quantized_input_matches_ggml_arithmetic(tmp_path, fmt, bb, targ
     NumPy's lack of a true fma), with AVX2 byte multiply-adds or portable vector code; 30
     columns split over workgroups in blocks that are not whole multiples of 8."""
     n, k = 30, 96
-    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
-    src = tmp_path / "g.mlir"
-    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    src = quantized_matmul_graph(tmp_path, fmt, bb, 32, n, k)
     maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
     rng = np.random.default_rng(5)
     w, deq = make_blocks(fmt, n, k, rng)
@@ -1383,10 +1390,7 @@ def test_qmatmul_few_rows_wide(tmp_path, fmt, bb, blen):
     block of 16 columns part empty. Expected: llama.cpp's arithmetic (the NumPy model), on
     the CPU and the GPU."""
     n, k = 37, 2304
-    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // blen * bb), "i8"), ttype((None, n), "f32")
-    src = tmp_path / "g.mlir"
-    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // blen * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    src = quantized_matmul_graph(tmp_path, fmt, bb, blen, n, k)
     maxc("compile", src, "-o", tmp_path / "g.maxa")
     rng = np.random.default_rng(17)
     w, deq = make_blocks(fmt, n, k, rng)
@@ -1410,10 +1414,7 @@ def test_qmatmul_few_rows_long_rows(tmp_path, k):
     5) and then one (K = 20480); Q4_1, with the block sums its min needs. Expected:
     llama.cpp's arithmetic (the NumPy model), on the CPU and the GPU."""
     fmt, bb, n = "q4_1", 20, 19
-    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 32 * bb), "i8"), ttype((None, n), "f32")
-    src = tmp_path / "g.mlir"
-    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 32 * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    src = quantized_matmul_graph(tmp_path, fmt, bb, 32, n, k)
     maxc("compile", src, "-o", tmp_path / "g.maxa")
     rng = np.random.default_rng(23)
     w, _ = make_blocks(fmt, n, k, rng)
@@ -1513,10 +1514,7 @@ def test_qmatmul_k_quants_quantized_input(tmp_path, fmt, bb, target):
     32-weight sub-block's scales (the NumPy model above), close to the exact product within
     8-bit quantization error; two super-blocks per row, 1 to 33 rows, 26 columns."""
     n, k = 26, 512
-    tx, tw, tr = ttype((None, k), "f32"), ttype((n, k // 256 * bb), "i8"), ttype((None, n), "f32")
-    src = tmp_path / "g.mlir"
-    src.write_text(graph([("x", (None, k), "f32"), ("w", (n, k // 256 * bb), "i8")],
-                         [f'%r0 = "max.qmatmul"(%x, %w) {{format = "{fmt}", quantize_input = true}} : ({tx}, {tw}) -> {tr}'], [tr]))
+    src = quantized_matmul_graph(tmp_path, fmt, bb, 256, n, k)
     maxc("compile", src, "-o", tmp_path / "g.maxa", "--target", target)
     rng = np.random.default_rng(6)
     w, deq = make_blocks(fmt, n, k, rng)

@@ -55,14 +55,16 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let cfg = preset(&a.preset)?;
     use max_compiler::QuantFormat;
-    let formats = [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q5_1, QuantFormat::Q8_0, QuantFormat::Q4K, QuantFormat::Q6K];
     let weights = match a.dtype.as_str() {
         "bf16" => LlamaWeights::Shapes(max_compiler::DType::BF16),
         "f16" => LlamaWeights::Shapes(max_compiler::DType::F16),
         "f32" => LlamaWeights::Shapes(max_compiler::DType::F32),
-        other => match formats.iter().find(|f| f.name() == other) {
-            Some(f) => LlamaWeights::QuantShapes(*f),
-            None => bail!("unknown dtype {other:?} (bf16, f16, f32, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q6_k)"),
+        other => match QuantFormat::from_name(other) {
+            Some(f) => LlamaWeights::QuantShapes(f),
+            None => {
+                let formats: Vec<&str> = QuantFormat::ALL.iter().map(|f| f.name()).collect();
+                bail!("unknown dtype {other:?} (bf16, f16, f32, {})", formats.join(", "))
+            }
         },
     };
     let graph = build_graph(weights, &cfg)?;

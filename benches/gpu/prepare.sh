@@ -147,7 +147,7 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
 (case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
-echo "prepare: attention over a long cache (head dim 128, 520 positions; and 256, many rows; expected = the CPU path's)" >&2
+echo "prepare: attention over a long cache (head dim 128, 520 positions; 256, many rows; 32, an f32 cache; expected = the CPU path's)" >&2
 attention_py=$(cat <<'PY'
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -158,17 +158,20 @@ maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 # the unrolled loops, one-key rows); a prefill of two rows of 20 tokens (320 query-head
 # rows: 128-thread blocks, from 1 to 500 keys). A second query's attention is cast to f16,
 # a cast the GPU's attention kernel stores itself. ATT_HD=256: head dim 256, the prefill only
-# (a 128-thread block per row must still cover the head dim).
+# (a 128-thread block per row must still cover the head dim). ATT_DT=f32: an f32 cache (a
+# lane's 16 values of a row in four 16-byte loads instead of two).
 hd = int(os.environ.get("ATT_HD", "128"))
+dt = os.environ.get("ATT_DT", "f16")
+npdt = {"f16": np.float16, "f32": np.float32}[dt]
 g = case / "g.mlir"
 g.write_text(f"""func.func @g(%q: tensor<?x8x{hd}xf32> {{max.name = "q"}}, %k: tensor<?x2x{hd}xf32> {{max.name = "k"}},
              %st: tensor<?xi32> {{max.name = "start"}}, %sl: tensor<?xi32> {{max.name = "slot"}},
-             %kc: tensor<1x?x?x2x{hd}xf16> {{max.name = "kc", max.dims = ["", "B", "T", "", ""]}},
-             %vc: tensor<1x?x?x2x{hd}xf16> {{max.name = "vc", max.dims = ["", "B", "T", "", ""]}},
+             %kc: tensor<1x?x?x2x{hd}x{dt}> {{max.name = "kc", max.dims = ["", "B", "T", "", ""]}},
+             %vc: tensor<1x?x?x2x{hd}x{dt}> {{max.name = "vc", max.dims = ["", "B", "T", "", ""]}},
              %q2: tensor<?x8x{hd}xf32> {{max.name = "q2"}}) -> (tensor<?x8x{hd}xf32>, tensor<?x8x{hd}xf16>) {{
-  %kc2 = "max.cache_write"(%kc, %k, %st, %sl) {{layer = 0 : i64}} : (tensor<1x?x?x2x{hd}xf16>, tensor<?x2x{hd}xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<1x?x?x2x{hd}xf16>
-  %a = "max.cached_attention"(%q, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}xf16>, tensor<1x?x?x2x{hd}xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
-  %a2 = "max.cached_attention"(%q2, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}xf16>, tensor<1x?x?x2x{hd}xf16>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
+  %kc2 = "max.cache_write"(%kc, %k, %st, %sl) {{layer = 0 : i64}} : (tensor<1x?x?x2x{hd}x{dt}>, tensor<?x2x{hd}xf32>, tensor<?xi32>, tensor<?xi32>) -> tensor<1x?x?x2x{hd}x{dt}>
+  %a = "max.cached_attention"(%q, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}x{dt}>, tensor<1x?x?x2x{hd}x{dt}>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
+  %a2 = "max.cached_attention"(%q2, %kc2, %vc, %st, %sl) {{layer = 0 : i64}} : (tensor<?x8x{hd}xf32>, tensor<1x?x?x2x{hd}x{dt}>, tensor<1x?x?x2x{hd}x{dt}>, tensor<?xi32>, tensor<?xi32>) -> tensor<?x8x{hd}xf32>
   %h = "max.cast"(%a2) : (tensor<?x8x{hd}xf32>) -> tensor<?x8x{hd}xf16>
   func.return %a, %h : tensor<?x8x{hd}xf32>, tensor<?x8x{hd}xf16>
 }}
@@ -180,14 +183,14 @@ with tempfile.TemporaryDirectory() as t:
     cpu = Path(t) / "cpu.maxa"
     subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
     all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20)]
-    for r, (starts, slots, seq) in enumerate(all_runs if hd == 128 else all_runs[3:]):
+    for r, (starts, slots, seq) in enumerate(all_runs if hd != 256 else all_runs[3:]):
         n = len(starts) * seq
         ins = {
             "q": rng.standard_normal((n, 8, hd)).astype(np.float32),
             "k": rng.standard_normal((n, 2, hd)).astype(np.float32),
             "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
-            "kc": rng.standard_normal((1, 2, 520, 2, hd)).astype(np.float16),
-            "vc": rng.standard_normal((1, 2, 520, 2, hd)).astype(np.float16),
+            "kc": rng.standard_normal((1, 2, 520, 2, hd)).astype(npdt),
+            "vc": rng.standard_normal((1, 2, 520, 2, hd)).astype(npdt),
             "q2": rng.standard_normal((n, 8, hd)).astype(np.float32),
         }
         args = []
@@ -197,11 +200,12 @@ with tempfile.TemporaryDirectory() as t:
         outs = [f"want{r}_0.npy", f"want{r}_1.npy"]
         subprocess.run(["target/release/max", "run", cpu, *args, "--output", case / outs[0], "--output", case / outs[1]], check=True)
         runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": outs})
-(case / "case.json").write_text(json.dumps({"name": f"attention over a long cache, head dim {hd} (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
+(case / "case.json").write_text(json.dumps({"name": f"attention over a long {dt} cache, head dim {hd} (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
 )
 case_py attention_long <<< "$attention_py"
 ATT_HD=256 case_py attention_rows_hd256 <<< "$attention_py"
+ATT_HD=32 ATT_DT=f32 case_py attention_f32_hd32 <<< "$attention_py"
 echo "prepare: RoPE and the K/V cache writes in one kernel (merged and separate q/k/v; expected = the CPU path's)" >&2
 case_py rope_cache <<'PY'
 import json, subprocess, sys, tempfile

@@ -1,29 +1,32 @@
 //! KV-cache kernels on the GPU: the in-place cache write and causal attention over the
-//! cache, the GPU forms of [`crate::kv_cache`] (same bindings, same bounds rules, same
-//! numerics up to the order of sums).
+//! cache, the GPU forms of [`crate::kv_cache`] (same bindings, same bounds rules; the
+//! numerics as below).
 //!
 //! - **Write**: a block per token; its threads stride over the token's `heads * head_dim`
 //!   values and store them, converted, at `cache[layer, slot[b], pos[b] + s]`.
-//! - **Attention**: a block of 1024 threads per (query token, head), in three passes over
-//!   the keys `0 ..= pos[b] + s`: scores (a warp per key, each lane a slice of the head dim,
-//!   against the query staged in shared memory, several keys in flight) into a global
-//!   scratch row, with their max; then `exp(score - max)` and its sum; then the
-//!   probability-weighted sum of values, threads laid out as `(key group, head-dim lane)`
-//!   with 4 values a lane so that a warp reads value rows whole, and the key groups' partial
-//!   sums combined in shared memory. With an f16 cache the query and the probabilities
-//!   are rounded to f16 as on the CPU.
+//! - **Attention**: a block per (query token, head) over the keys `0 ..= pos[b] + s`, an
+//!   online softmax per warp and no scratch the size of the cache. A warp takes tiles of
+//!   32 keys: a key's lanes (head dim / 16 of them) each multiply 16 values of its row,
+//!   read whole by the key's lanes, into the query held in registers, and sum through
+//!   shuffles; the tile's scores then go one a lane for the max, `exp(score - max)` and the
+//!   sum, the warp's running sum and values are rescaled by `exp(old max - new max)`, and
+//!   the values accumulate a lane's 16 head-dim values of its key's group (a probability
+//!   reaches its lanes in one shuffle). The warps' (max, sum, values) meet in shared
+//!   memory, weighted by `exp(max_w - max) / sum`. With an f16 cache the query and the
+//!   probabilities are rounded to f16 as on the CPU, but the probabilities before they are
+//!   normalized (the running max's, not the row's), so outputs are about 3e-4 (relative)
+//!   from the CPU's instead of 1e-7; other caches agree up to the order of sums.
 //! - **Many rows** (prefill, a serving batch's decode): from [`SplitConfig::small_blocks`]
 //!   (query, head) rows, `@attention_rows` takes a row per block of [`ROW_THREADS`]
-//!   threads (or the head dim, if larger), the same three passes: a 1024-thread block,
-//!   which holds a whole SM, left most of its warps idle on a row of a few dozen keys.
+//!   threads: a [`THREADS`]-thread block, which holds a whole SM, would leave most of its
+//!   warps idle on a row of a few dozen keys.
 //! - **Split keys**: with few (query, head) rows (a decode step has one per head: 32 blocks
-//!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid z).
-//!   A split runs the three passes over its keys, normalized by its own max and sum, and
-//!   stores its values, max and sum in a scratch row; the row's last split to finish (an
-//!   atomic count) weighs each split by `sum * exp(max - overall max)` and stores the
-//!   output. Up to the order of sums this is the CPU's softmax, except that with an f16
-//!   cache the probabilities rounded to f16 are the split's (`exp(s - max_split) /
-//!   sum_split`), not the row's: about 3e-4 relative from the CPU's output instead of 1e-7.
+//!   on a 132-SM card), each row's keys are split over up to [`SplitConfig`] blocks (grid
+//!   z), chosen by the host from the cache's capacity; a row uses as many of them as its
+//!   length fills with [`SplitConfig::min_keys`] keys each, and the others return at once.
+//!   A split stores its values (normalized by its own sum), max and sum in a scratch row;
+//!   the row's last split to finish (an atomic count) weighs each split by
+//!   `sum * exp(max - overall max)` and stores the output.
 //!
 //! Rows whose slot or positions fall outside the cache are skipped, as on the CPU (the host
 //! checks them first and reports the error).
@@ -34,30 +37,32 @@ use crate::lower::{BindingType, KernelSpec, ValueRef};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
 
-/// Threads per block of the attention kernel: a decode step has one block per query head
-/// (32 for Llama-3.1-8B on a 132-SM card), so each block takes as many threads as it can.
-const THREADS: usize = 1024;
+/// Threads per block of the attention kernel: a decode step has few blocks (a split of a
+/// query head's keys each, about [`SplitConfig::target`] in all), so each takes as many
+/// warps as an SM holds at the kernel's 100-128 registers a thread (16; 1024 threads would
+/// cap them at 64, and they spilled).
+const THREADS: usize = 512;
 /// Threads per block of `@attention_rows`, for many rows (prefill): a row's few dozen or
-/// hundred keys leave most of 1024 threads idle, and a 1024-thread block holds a whole SM
-/// (63 registers a thread), so rows ran one block per SM at a time.
+/// hundred keys (tiles of 32 a warp) would leave most of [`THREADS`] idle, and such a block
+/// holds a whole SM, so rows would run one block per SM at a time.
 const ROW_THREADS: usize = 128;
-/// Keys (pass 1) and values (pass 3) a warp or thread loads before using them.
-const UNROLL: i64 = 4;
 /// Most (query, head) rows whose keys may be split over blocks: the size of each module's
 /// arrival counters.
 const MAX_SPLIT_ROWS: usize = 128;
 
 /// How attention splits a row's keys over blocks when there are few rows (decode).
 /// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16,small_blocks=512` overrides the
-/// defaults (tuning runs); `target=1` never splits, `small_blocks=0` keeps 1024-thread blocks.
+/// defaults (tuning runs); `target=1` never splits, `small_blocks=0` keeps [`THREADS`]-thread
+/// blocks for every row count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitConfig {
-    /// Blocks the grid aims at: one 1024-thread block fits an SM (63 registers a thread),
-    /// and H100/H200 have 132 SMs (A100 108). Rows split only when at least two splits fit,
+    /// Blocks the grid aims at: one [`THREADS`]-thread block fills an SM's registers, and
+    /// H100/H200 have 132 SMs (A100 108). Rows split only when at least two splits fit,
     /// so at most `target / 2` rows split (at most [`MAX_SPLIT_ROWS`]).
     pub target: usize,
-    /// Fewest cache positions per split, of the cache's capacity: the host does not know
-    /// the rows' lengths, which are on the device.
+    /// Fewest keys per split. The host launches splits for the cache's capacity (the rows'
+    /// lengths are on the device); a row of `len` keys uses `ceil(len / min_keys)` of them
+    /// at most.
     pub min_keys: usize,
     /// Most splits of one row.
     pub max_splits: usize,
@@ -250,20 +255,6 @@ fn cache_write(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64
     s.push_str(&g.s);
 }
 
-/// Kernel code: key `%t0 + offset` of an unrolled loop over keys `< %khi`, as (its index,
-/// whether it is in range (none for offset 0, which the loop bounds), the index to load:
-/// past the end, key `%t0` again, a valid row whose contribution the caller drops).
-fn unrolled_key(g: &mut Gen, indent: usize, offset: i64) -> (String, Option<String>, String) {
-    if offset == 0 {
-        return ("%t0".to_string(), None, "%t0".to_string());
-    }
-    let off = g.let_(indent, format!("arith.constant {offset} : index"));
-    let tu = g.let_(indent, format!("arith.addi %t0, {off} : index"));
-    let inu = g.let_(indent, format!("arith.cmpi ult, {tu}, %khi : index"));
-    let tc = g.let_(indent, format!("arith.select {inu}, {tu}, %t0 : index"));
-    (tu, Some(inu), tc)
-}
-
 /// Causal attention of `q` over the cache. Bindings: q, k_cache, v_cache, pos, slot, out.
 fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: Option<f64>) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
@@ -275,12 +266,10 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
     let SplitConfig { target, min_keys, max_splits, small_blocks } = SplitConfig::current();
-    // A thread per head-dim value combines the value sums, so a block has at least `hd`.
-    let row_threads = ROW_THREADS.max(hd as usize);
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
     // of about `target` blocks; each split's softmax-weighted values, max and sum go to
     // `%parts` (a row per split: hd values, max, sum), and the split that finishes last
-    // combines them.
+    // combines them. Unsplit rows need no scratch.
     let _ = write!(
         s,
         "    %c2 = arith.constant 2 : index\n    %cthreads = arith.constant {THREADS} : index\n    %ch = arith.constant {hq} : index\n    \
@@ -289,23 +278,26 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
          %cmaxsplits = arith.constant {max_splits} : index\n    %srows1 = arith.maxui %srows, %c1 : index\n    \
          %sp_want = arith.divui %ctarget, %srows1 : index\n    %sp_keys = arith.ceildivui %tcap, %cminkeys : index\n    \
          %sp0 = arith.minui %sp_want, %sp_keys : index\n    %sp1 = arith.minui %sp0, %cmaxsplits : index\n    \
-         %splits = arith.maxui %sp1, %c1 : index\n    %prows = arith.muli %srows, %splits : index\n    \
-         %cpw = arith.constant {} : index\n    scf.if %go {{\n      \
-         %scores = memref.alloc(%srows, %tcap) : {wt}\n      %parts = memref.alloc(%prows, %cpw) : {wt}\n{}      \
-         memref.dealloc %parts : {wt}\n      memref.dealloc %scores : {wt}\n    }}\n    return\n  }}\n",
+         %splits = arith.maxui %sp1, %c1 : index\n    %prows0 = arith.muli %srows, %splits : index\n    \
+         %split_any = arith.cmpi ugt, %splits, %c1 : index\n    %prows = arith.select %split_any, %prows0, %c1 : index\n    \
+         %cpw = arith.constant {} : index\n    scf.if %go {{\n{}    }}\n    return\n  }}\n",
         hd + 2,
         {
-            let args = format!("args({qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}, %scores : {wt}, %parts : {wt}, %ns : index)");
-            let split = format!("gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) {args}\n");
+            let args = format!("{qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}");
+            let split = format!(
+                "%parts = memref.alloc(%prows, %cpw) : {wt}\n      \
+                 gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
+                 args({args}, %parts : {wt}, %ns : index)\n      memref.dealloc %parts : {wt}\n"
+            );
             if small_blocks == 0 {
                 format!("      {split}")
             } else {
                 // Many rows: a small block a row, unsplit.
                 format!(
                     "      %csmall = arith.constant {small_blocks} : index\n      %many = arith.cmpi uge, %srows, %csmall : index\n      \
-                     scf.if %many {{\n        %crthreads = arith.constant {row_threads} : index\n        \
-                     gpu.launch_func @{name}_llm::@attention_rows blocks in (%ntok, %ch, %c1) threads in (%crthreads, %c1, %c1) {args}\n      \
-                     }} else {{\n        {split}      }}\n"
+                     scf.if %many {{\n        %crthreads = arith.constant {ROW_THREADS} : index\n        \
+                     gpu.launch_func @{name}_llm::@attention_rows blocks in (%ntok, %ch, %c1) threads in (%crthreads, %c1, %c1) \
+                     args({args}, %ns : index)\n      }} else {{\n      {split}      }}\n"
                 )
             }
         }
@@ -314,17 +306,44 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // Arrival counts of split rows, zero at load and put back to zero by each row's last
     // split.
     let _ = writeln!(s, "    {}", crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
-    let variants: &[(&str, usize)] = if small_blocks == 0 { &[("attention", THREADS)] } else { &[("attention", THREADS), ("attention_rows", row_threads)] };
-    for &(entry, threads) in variants {
-        attention_kernel(s, spec, b, layer, scale, entry, threads, (&qt, &ot, wt));
+    attention_kernel(s, spec, b, layer, scale, "attention", THREADS, true, (&qt, &ot, wt));
+    if small_blocks != 0 {
+        attention_kernel(s, spec, b, layer, scale, "attention_rows", ROW_THREADS, false, (&qt, &ot, wt));
     }
     let _ = writeln!(s, "  }}");
 }
 
+/// Lanes of a warp that share one key's dot product in [`attention_kernel`]: each holds 16
+/// of the head dim's values (32 or 64 bytes of the row), so a warp takes `32 / lanes` keys
+/// a step.
+fn lanes_per_key(hd: i64) -> i64 {
+    hd / 16
+}
+
+/// A lane's 16 values of a cache row of `dt` as (16-byte chunks, values a chunk, distance
+/// between the lane's chunks): chunk c of lane `sub` (of [`lanes_per_key`]) holds values
+/// `c * stride + sub * width ..`, so the lanes of a key read each part of the row whole.
+fn lane_chunks(hd: i64, dt: DType) -> (i64, i64, i64) {
+    let width = 16 / dt.size_bytes() as i64;
+    let chunks = 16 / width;
+    (chunks, width, hd / chunks)
+}
+
 /// `@entry`, the attention kernel in blocks of `threads` (bindings as [`attention`]'s;
-/// `types`: the query rows', the output rows' and the scratch's memref types).
+/// `types`: the query rows', the output rows' and the split scratch's memref types;
+/// `split`: whether rows may be split over blocks, grid z).
+///
+/// Each warp runs an online softmax over tiles of 32 keys (warp w: tiles w, w + warps, ..
+/// of the block's keys): in a step, the lanes of a key group (of [`lanes_per_key`]) each
+/// take 16 values of one key's row and sum their products with the query (held in
+/// registers) through shuffles; the tile's 32 scores are then one a lane, for the tile's
+/// max, `exp(score - max)` and their sum, and the running sum and values are rescaled by
+/// `exp(old max - new max)`. The values accumulate in the same layout, a lane's 16 head-dim
+/// values of its group's keys, so a probability reaches its lanes in one shuffle; the
+/// groups' sums meet through shuffles at the end, and the warps' (max, sum, values) in
+/// shared memory, weighted by `exp(max_w - max)`.
 #[allow(clippy::too_many_arguments)] // one generated kernel's shape and types
-fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: f64, entry: &str, threads: usize, (qt, ot, wt): (&str, &str, &str)) {
+fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: f64, entry: &str, threads: usize, split: bool, (qt, ot, wt): (&str, &str, &str)) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
     // The output is attention's result, or its fused cast's: values are rounded to the
     // former first, as when the cast is a kernel of its own.
@@ -333,16 +352,22 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     let (hq, hkv, hd) = crate::kv_cache::attention_heads(q, kc);
     let group = hq / hkv;
     let f16_cache = kc.dtype == DType::F16;
+    let warps = threads / 32;
+    let min_keys = SplitConfig::current().min_keys;
+    let lk = lanes_per_key(hd);
+    let kps = 32 / lk;
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
-    let (red_t, q_t, part_t) = (shared(threads / 32), shared(hd as usize), shared(4 * threads));
+    // part: each warp's values; stat: the warps' maxima [0, 32), sums [32, 64), weights
+    // [64, 96), the block's max and sum (96, 97).
+    let (part_t, stat_t) = (shared(warps * hd as usize), shared(98));
     let mut g = Gen::new("a");
     let i = 6;
-    let flag_t = ARRIVAL_FLAG;
+    let (flag, r) = if split { (format!(", %flag : {ARRIVAL_FLAG}"), format!(", %R: {wt}")) } else { (String::new(), String::new()) };
     g.line(
         4,
         format!(
-            "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %W: {wt}, %R: {wt}, %ns: index) \
-             workgroup(%red : {red_t}, %qs : {q_t}, %part : {part_t}, %flag : {flag_t}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
+            "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}{r}, %ns: index) \
+             workgroup(%part : {part_t} {{llvm.align = 16 : i64}}, %stat : {stat_t} {{llvm.align = 16 : i64}}{flag}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
         ),
     );
     for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2), ("%c32", 32)] {
@@ -354,10 +379,11 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(i, format!("%ch = arith.constant {hq} : index"));
     g.line(i, format!("%grp = arith.constant {group} : index"));
     g.line(i, format!("%layer = arith.constant {layer} : index"));
+    g.line(i, format!("%clk = arith.constant {lk} : index"));
+    g.line(i, format!("%ckps = arith.constant {kps} : index"));
     g.line(i, format!("%scale = arith.constant {} : f32", crate::lower::float_lit(scale)));
     g.line(i, "%ninf = arith.constant 0xFF800000 : f32");
     g.line(i, "%zero = arith.constant 0.0 : f32");
-    g.line(i, "%one = arith.constant 1.0 : f32");
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%hi = gpu.block_id y");
     g.line(i, "%tid = gpu.thread_id x");
@@ -366,168 +392,286 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(i, "%warp = arith.divui %tid, %c32 : index");
     g.line(i, "%lanei = arith.remui %tid, %c32 : index");
     g.line(i, "%lane0 = arith.cmpi eq, %lanei, %c0 : index");
+    // Lane (key group, sub): the group's key of each step, and the 16 values it takes.
+    g.line(i, "%kg = arith.divui %lanei, %clk : index");
+    g.line(i, "%sub = arith.remui %lanei, %clk : index");
     g.line(i, "%kvh = arith.divui %hi, %grp : index");
     row_bounds(&mut g, "%K", kc, pos, slot, "%len0");
     g.line(i, "%srow0 = arith.muli %row, %ch : index");
     g.line(i, "%srow = arith.addi %srow0, %hi : index");
     g.line(i, "%prow0 = arith.muli %srow, %nsplit : index");
     g.line(i, "%prow = arith.addi %prow0, %split : index");
+    // The row's `%len` keys go to `%nact` of the grid's `%nsplit` splits, at least
+    // `min_keys` a split (the host chose `%nsplit` by the cache's capacity); the rest return.
+    g.line(i, "%len = arith.addi %pos, %len0 : index");
+    g.line(i, format!("%cmink = arith.constant {min_keys} : index"));
+    g.line(i, "%nkeyed = arith.ceildivui %len, %cmink : index");
+    g.line(i, "%nact = arith.minui %nkeyed, %nsplit : index");
+    g.line(i, "%active = arith.cmpi ult, %split, %nact : index");
+    g.line(i, "%live = arith.andi %ok, %active : i1");
     // The branch is uniform over the block, so its barriers are reached by every thread.
-    g.line(i, "scf.if %ok {");
+    g.line(i, "scf.if %live {");
     let j = i + 2;
-    g.line(j, "%len = arith.addi %pos, %len0 : index");
-    // This block's keys: [%klo, %khi), split `%split` of the row's `%len` keys (empty when
-    // there are fewer keys than splits).
-    g.line(j, "%chunk = arith.ceildivui %len, %nsplit : index");
+    // This block's keys: [%klo, %khi), split `%split` of the row's `%len` keys.
+    g.line(j, "%chunk = arith.ceildivui %len, %nact : index");
     g.line(j, "%klo0 = arith.muli %split, %chunk : index");
     g.line(j, "%klo = arith.minui %klo0, %len : index");
     g.line(j, "%khi0 = arith.addi %klo, %chunk : index");
     g.line(j, "%khi = arith.minui %khi0, %len : index");
-    // The query, as f32 (through f16 with an f16 cache), in shared memory.
-    g.line(j, "scf.for %d = %tid to %cd step %cthreads {");
-    let qv = g.let_(j + 2, format!("memref.load %Q[%row, %hi, %d] : {qt}"));
-    let qf = g.convert(j + 2, &qv, q.dtype, DType::F32);
-    let qr = via_f16(&mut g, j + 2, &qf, f16_cache);
-    g.line(j + 2, format!("memref.store {qr}, %qs[%d] : {q_t}"));
-    g.line(j, "}");
-    g.line(j, "gpu.barrier");
-    // Pass 1: scaled scores and their max. Warp w takes keys w, w + warps, ..., UNROLL at a
-    // time (their loads all in flight), lane l loading values l * hd / 32 .. of the key row
-    // (the warp reads it whole); the lanes' sums meet through shuffles.
-    let warps = threads as i64 / 32;
-    g.line(j, format!("%cstep1 = arith.constant {} : index", warps * UNROLL));
-    let (e, kt) = (hd / 32, kc.dtype.mlir_name());
-    g.line(j, format!("%ce = arith.constant {e} : index"));
-    g.line(j, "%dk = arith.muli %lanei, %ce : index");
-    g.line(j, "%t1s = arith.addi %klo, %warp : index");
-    let m = g.let_(j, "scf.for %t0 = %t1s to %khi step %cstep1 iter_args(%m0 = %ninf) -> (f32) {");
-    let k = j + 2;
-    let mut keys = Vec::new();
-    for u in 0..UNROLL {
-        let (tu, inu, tc) = unrolled_key(&mut g, k, u * warps);
-        // Lane l's hd / 32 consecutive values of the key row, in one load.
-        let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {tc}, %kvh, %dk] {{alignment = {}}} : {km}, vector<{e}x{kt}>", (e * kc.dtype.size_bytes() as i64).min(16)));
-        keys.push((tu, inu, kv));
+    let (vch, vw, vstride) = lane_chunks(hd, vc.dtype);
+    let mut vdims = Vec::new();
+    for c in 0..vch {
+        let c0 = g.let_(j, format!("arith.constant {} : index", c * vstride));
+        let w = g.let_(j, format!("arith.constant {vw} : index"));
+        let sw = g.let_(j, format!("arith.muli %sub, {w} : index"));
+        vdims.push(g.let_(j, format!("arith.addi {c0}, {sw} : index")));
     }
-    let mut mcur = "%m0".to_string();
-    for (tu, inu, kv) in keys {
-        let mut acc = "%zero".to_string();
-        for x in 0..e {
-            let kx = g.let_(k, format!("vector.extract {kv}[{x}] : {kt} from vector<{e}x{kt}>"));
-            let cx = g.let_(k, format!("arith.constant {x} : index"));
-            let d = g.let_(k, format!("arith.addi %dk, {cx} : index"));
-            let qd = g.let_(k, format!("memref.load %qs[{d}] : {q_t}"));
-            let kf = g.convert(k, &kx, kc.dtype, DType::F32);
-            acc = g.let_(k, format!("math.fma {qd}, {kf}, {acc} : f32"));
+    g.line(j, format!("%cstep = arith.constant {} : index", warps * 32));
+    g.line(j, "%wofs = arith.muli %warp, %c32 : index");
+    g.line(j, "%t1s = arith.addi %klo, %wofs : index");
+    let (vt, kt) = (vc.dtype.mlir_name(), kc.dtype.mlir_name());
+    let vzero = |w: i64| format!("arith.constant dense<0.0> : vector<{w}xf32>");
+    let mut inits = Vec::new();
+    for _ in 0..vch {
+        inits.push(g.let_(j, vzero(vw)));
+    }
+    let iters: Vec<String> = (0..vch).map(|c| format!("%acc{c} = {}", inits[c as usize])).collect();
+    let vty = format!("vector<{vw}xf32>");
+    let tys: Vec<String> = std::iter::repeat_n(vty.clone(), vch as usize).collect();
+    // A warp with keys: its (max, sum, 16 values a lane); the others' are (-inf, 0, 0).
+    let busy = g.fresh();
+    g.line(j, "%busy = arith.cmpi ult, %t1s, %khi : index");
+    g.line(j, format!("{busy}:{} = scf.if %busy -> (f32, f32, {}) {{", 2 + vch, tys.join(", ")));
+    let j0 = j;
+    let j = j0 + 2;
+    let res = g.fresh();
+    // The lane's 16 query values, as f32 (through f16 with an f16 cache), in registers.
+    let (kch, kw, kstride) = lane_chunks(hd, kc.dtype);
+    let mut kdims = Vec::new();
+    let mut qvals = Vec::new();
+    for c in 0..kch {
+        let c0 = g.let_(j, format!("arith.constant {} : index", c * kstride));
+        let w = g.let_(j, format!("arith.constant {kw} : index"));
+        let sw = g.let_(j, format!("arith.muli %sub, {w} : index"));
+        let d0 = g.let_(j, format!("arith.addi {c0}, {sw} : index"));
+        let mut lanes = Vec::new();
+        for x in 0..kw {
+            let cx = g.let_(j, format!("arith.constant {x} : index"));
+            let d = g.let_(j, format!("arith.addi {d0}, {cx} : index"));
+            let qv = g.let_(j, format!("memref.load %Q[%row, %hi, {d}] : {qt}"));
+            let qf = g.convert(j, &qv, q.dtype, DType::F32);
+            lanes.push(via_f16(&mut g, j, &qf, f16_cache));
         }
+        qvals.push(lanes);
+        kdims.push(d0);
+    }
+    // Lane l takes the tile's key l for the softmax: step l / kps's score of group l % kps,
+    // from that group's first lane.
+    g.line(j, "%lstep = arith.divui %lanei, %ckps : index");
+    g.line(j, "%lg = arith.remui %lanei, %ckps : index");
+    g.line(j, "%lsrc0 = arith.muli %lg, %clk : index");
+    g.line(j, "%lsrc = arith.index_cast %lsrc0 : index to i32");
+    g.line(j, "%kg32 = arith.index_cast %kg : index to i32");
+    g.line(
+        j,
+        format!(
+            "{res}:{} = scf.for %t0 = %t1s to %khi step %cstep iter_args(%m = %ninf, %l = %zero, {}) -> (f32, f32, {}) {{",
+            2 + vch,
+            iters.join(", "),
+            tys.join(", ")
+        ),
+    );
+    let k = j + 2;
+    g.line(k, "%tg = arith.addi %t0, %kg : index");
+    // Scores: step s, group kg's key t0 + s * kps + kg (past the end: key t0, a valid row,
+    // whose score is -inf).
+    let mut own = "%ninf".to_string();
+    let mut keys = Vec::new();
+    for st in 0..lk {
+        let off = g.let_(k, format!("arith.constant {} : index", st * kps));
+        let key = g.let_(k, format!("arith.addi %tg, {off} : index"));
+        let valid = g.let_(k, format!("arith.cmpi ult, {key}, %khi : index"));
+        let kc_i = g.let_(k, format!("arith.select {valid}, {key}, %t0 : index"));
+        // One chain of fmas: the steps' chains are independent.
+        let mut dot = "%zero".to_string();
+        for c in 0..kch as usize {
+            let kv = g.let_(k, format!("vector.load %K[%layer, %slot, {kc_i}, %kvh, {}] {{alignment = 16}} : {km}, vector<{kw}x{kt}>", kdims[c]));
+            let kf = if kc.dtype == DType::F32 { kv } else { g.let_(k, format!("arith.extf {kv} : vector<{kw}x{kt}> to vector<{kw}xf32>")) };
+            for (x, qx) in qvals[c].iter().enumerate() {
+                let kx = g.let_(k, format!("vector.extract {kf}[{x}] : f32 from vector<{kw}xf32>"));
+                dot = g.let_(k, format!("math.fma {qx}, {kx}, {dot} : f32"));
+            }
+        }
+        let mut off = lk / 2;
+        while off >= 1 {
+            let o = g.let_(k, format!("arith.constant {off} : i32"));
+            let sh = g.fresh();
+            g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {dot}, {o}, %w32 : f32"));
+            dot = g.let_(k, format!("arith.addf {dot}, {sh} : f32"));
+            off /= 2;
+        }
+        let sc = g.let_(k, format!("arith.mulf {dot}, %scale : f32"));
+        let scm = g.let_(k, format!("arith.select {valid}, {sc}, %ninf : f32"));
+        let got = g.fresh();
+        g.line(k, format!("{got}, {got}_ok = gpu.shuffle idx {scm}, %lsrc, %w32 : f32"));
+        let cs = g.let_(k, format!("arith.constant {st} : index"));
+        let mine = g.let_(k, format!("arith.cmpi eq, %lstep, {cs} : index"));
+        own = g.let_(k, format!("arith.select {mine}, {got}, {own} : f32"));
+        keys.push(kc_i);
+    }
+    // The tile's max, the rescale of what came before, and the probabilities.
+    let warp_all = |g: &mut Gen, v: &str, op: &str| {
+        let mut acc = v.to_string();
         for off in [16, 8, 4, 2, 1] {
             let o = g.let_(k, format!("arith.constant {off} : i32"));
             let sh = g.fresh();
             g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-            acc = g.let_(k, format!("arith.addf {acc}, {sh} : f32"));
+            acc = g.let_(k, format!("arith.{op} {acc}, {sh} : f32"));
         }
-        let sc = g.let_(k, format!("arith.mulf {acc}, %scale : f32"));
-        let st = match &inu {
-            Some(inu) => g.let_(k, format!("arith.andi %lane0, {inu} : i1")),
-            None => "%lane0".to_string(),
-        };
-        g.line(k, format!("scf.if {st} {{"));
-        g.line(k + 2, format!("memref.store {sc}, %W[%srow, {tu}] : {wt}"));
-        g.line(k, "}");
-        let mx = g.let_(k, format!("arith.maximumf {mcur}, {sc} : f32"));
-        mcur = match &inu {
-            Some(inu) => g.let_(k, format!("arith.select {inu}, {mx}, {mcur} : f32")),
-            None => mx,
-        };
+        acc
+    };
+    let tmax = warp_all(&mut g, &own, "maximumf");
+    let mn = g.let_(k, format!("arith.maximumf %m, {tmax} : f32"));
+    let dm = g.let_(k, format!("arith.subf %m, {mn} : f32"));
+    let alpha = g.exp(k, &dm);
+    let ds = g.let_(k, format!("arith.subf {own}, {mn} : f32"));
+    let e = g.exp(k, &ds);
+    g.line(k, "%mykey = arith.addi %t0, %lanei : index");
+    g.line(k, "%myvalid = arith.cmpi ult, %mykey, %khi : index");
+    let p = g.let_(k, format!("arith.select %myvalid, {e}, %zero : f32"));
+    let psum = warp_all(&mut g, &p, "addf");
+    let ln = g.let_(k, format!("math.fma %l, {alpha}, {psum} : f32"));
+    let pr = via_f16(&mut g, k, &p, f16_cache);
+    let av = g.let_(k, format!("vector.broadcast {alpha} : f32 to {vty}"));
+    let mut accs: Vec<String> = (0..vch).map(|c| g.let_(k, format!("arith.mulf %acc{c}, {av} : {vty}"))).collect();
+    // Values: step s's key of group kg, weighted by its probability (from lane s * kps + kg).
+    for (st, kc_i) in keys.iter().enumerate() {
+        let off = g.let_(k, format!("arith.constant {} : i32", st as i64 * kps));
+        let src = g.let_(k, format!("arith.addi %kg32, {off} : i32"));
+        let ps = g.fresh();
+        g.line(k, format!("{ps}, {ps}_ok = gpu.shuffle idx {pr}, {src}, %w32 : f32"));
+        let pv = g.let_(k, format!("vector.broadcast {ps} : f32 to {vty}"));
+        for (c, acc) in accs.iter_mut().enumerate() {
+            let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {kc_i}, %kvh, {}] {{alignment = 16}} : {vm}, vector<{vw}x{vt}>", vdims[c]));
+            let vf = if vc.dtype == DType::F32 { vv } else { g.let_(k, format!("arith.extf {vv} : vector<{vw}x{vt}> to {vty}")) };
+            *acc = g.let_(k, format!("vector.fma {pv}, {vf}, {acc} : {vty}"));
+        }
     }
-    g.line(k, format!("scf.yield {mcur} : f32"));
+    g.line(k, format!("scf.yield {mn}, {ln}, {} : f32, f32, {}", accs.join(", "), tys.join(", ")));
     g.line(j, "}");
-    let mx = g.block_reduce(j, &m, "maximumf", threads);
-    // Pass 2: exp(score - max), in place, and the sum.
-    g.line(j, "%t2s = arith.addi %klo, %tid : index");
-    let part = g.let_(j, "scf.for %t = %t2s to %khi step %cthreads iter_args(%s0 = %zero) -> (f32) {");
-    let sv = g.let_(k, format!("memref.load %W[%srow, %t] : {wt}"));
-    let dv = g.let_(k, format!("arith.subf {sv}, {mx} : f32"));
-    let e = g.exp(k, &dv);
-    g.line(k, format!("memref.store {e}, %W[%srow, %t] : {wt}"));
-    let sn = g.let_(k, format!("arith.addf %s0, {e} : f32"));
-    g.line(k, format!("scf.yield {sn} : f32"));
+    // The key groups' value sums meet (every lane ends with its 16 values' totals); the
+    // first group's lanes store them, lane 0 the warp's max and sum.
+    let mut sums = Vec::new();
+    for c in 0..vch {
+        let mut v = format!("{res}#{}", 2 + c);
+        let mut off = lk;
+        while off < 32 {
+            let mut elems = Vec::new();
+            for x in 0..vw {
+                let e = g.let_(j, format!("vector.extract {v}[{x}] : f32 from {vty}"));
+                let o = g.let_(j, format!("arith.constant {off} : i32"));
+                let sh = g.fresh();
+                g.line(j, format!("{sh}, {sh}_ok = gpu.shuffle xor {e}, {o}, %w32 : f32"));
+                elems.push(g.let_(j, format!("arith.addf {e}, {sh} : f32")));
+            }
+            v = g.let_(j, format!("vector.from_elements {} : {vty}", elems.join(", ")));
+            off *= 2;
+        }
+        sums.push(v);
+    }
+    g.line(j, format!("scf.yield {res}#0, {res}#1, {} : f32, f32, {}", sums.join(", "), tys.join(", ")));
+    let j = j0;
+    let k = j + 2;
+    g.line(j, "} else {");
+    g.line(k, format!("scf.yield %ninf, %zero, {} : f32, f32, {}", inits.join(", "), tys.join(", ")));
     g.line(j, "}");
-    // The reduction's barriers also make every thread's probabilities visible to the block.
-    let total = g.block_reduce(j, &part, "addf", threads);
-    let inv = g.let_(j, format!("arith.divf %one, {total} : f32"));
-    // Pass 3: thread (group, lane) sums keys t = group (mod groups) for head-dim values
-    // 4 * lane .. 4 * lane + 3 (one 4-wide load of a value row each, a warp reading whole
-    // rows), UNROLL keys' loads in flight, in key order.
-    let lanes = hd / 4;
-    let groups = threads as i64 / lanes;
-    let vt = vc.dtype.mlir_name();
-    g.line(j, format!("%clanes = arith.constant {lanes} : index"));
-    g.line(j, "%c4 = arith.constant 4 : index");
-    g.line(j, "%vl = arith.remui %tid, %clanes : index");
-    g.line(j, "%d4 = arith.muli %vl, %c4 : index");
-    g.line(j, "%gi = arith.divui %tid, %clanes : index");
-    g.line(j, "%z4 = arith.constant dense<0.0> : vector<4xf32>");
-    g.line(j, format!("%cstep3 = arith.constant {} : index", groups * UNROLL));
-    g.line(j, "%t3s = arith.addi %klo, %gi : index");
-    let acc3 = g.let_(j, "scf.for %t0 = %t3s to %khi step %cstep3 iter_args(%a0 = %z4) -> (vector<4xf32>) {");
-    let mut vals = Vec::new();
-    for u in 0..UNROLL {
-        let (_, inu, tc) = unrolled_key(&mut g, k, u * groups);
-        let pe = g.let_(k, format!("memref.load %W[%srow, {tc}] : {wt}"));
-        // Aligned: d4 and the row length are multiples of 4 values.
-        let vv = g.let_(k, format!("vector.load %V[%layer, %slot, {tc}, %kvh, %d4] {{alignment = {}}} : {vm}, vector<4x{vt}>", (4 * vc.dtype.size_bytes()).min(16)));
-        vals.push((inu, pe, vv));
+    let sums: Vec<String> = (0..vch).map(|c| format!("{busy}#{}", 2 + c)).collect();
+    g.line(j, "%g0 = arith.cmpi eq, %kg, %c0 : index");
+    g.line(j, "scf.if %g0 {");
+    g.line(k, "%pb = arith.muli %warp, %cd : index");
+    for (c, v) in sums.iter().enumerate() {
+        let at = g.let_(k, format!("arith.addi %pb, {} : index", vdims[c]));
+        g.line(k, format!("vector.store {v}, %part[{at}] : {part_t}, {vty}"));
     }
-    let mut a = "%a0".to_string();
-    for (inu, pe, vv) in vals {
-        let pn = g.let_(k, format!("arith.mulf {pe}, {inv} : f32"));
-        let p = via_f16(&mut g, k, &pn, f16_cache);
-        // A key past the end adds nothing.
-        let p = match &inu {
-            Some(inu) => g.let_(k, format!("arith.select {inu}, {p}, %zero : f32")),
-            None => p,
-        };
-        let pv = g.let_(k, format!("vector.broadcast {p} : f32 to vector<4xf32>"));
-        let vf = if vc.dtype == DType::F32 { vv } else { g.let_(k, format!("arith.extf {vv} : vector<4x{vt}> to vector<4xf32>")) };
-        a = g.let_(k, format!("vector.fma {pv}, {vf}, {a} : vector<4xf32>"));
-    }
-    g.line(k, format!("scf.yield {a} : vector<4xf32>"));
     g.line(j, "}");
-    // The groups' sums meet in shared memory: part[group * hd + d]; thread d < hd adds them
-    // in group order.
-    g.line(j, "%pbase0 = arith.muli %gi, %cd : index");
-    g.line(j, "%pbase = arith.addi %pbase0, %d4 : index");
-    for e in 0..4 {
-        let v = g.let_(j, format!("vector.extract {acc3}[{e}] : f32 from vector<4xf32>"));
-        let at = if e == 0 { "%pbase".to_string() } else {
-            let ce = g.let_(j, format!("arith.constant {e} : index"));
-            g.let_(j, format!("arith.addi %pbase, {ce} : index"))
-        };
-        g.line(j, format!("memref.store {v}, %part[{at}] : {part_t}"));
-    }
+    g.line(j, "scf.if %lane0 {");
+    g.line(k, format!("memref.store {busy}#0, %stat[%warp] : {stat_t}"));
+    g.line(k, "%ls = arith.addi %warp, %c32 : index");
+    g.line(k, format!("memref.store {busy}#1, %stat[%ls] : {stat_t}"));
+    g.line(j, "}");
     g.line(j, "gpu.barrier");
-    g.line(j, "%first = arith.cmpi ult, %tid, %cd : index");
-    g.line(j, "scf.if %first {");
-    let mut sum = g.let_(k, format!("memref.load %part[%tid] : {part_t}"));
-    for gi in 1..groups {
-        let at = g.let_(k, format!("arith.constant {} : index", gi * hd));
-        let idx = g.let_(k, format!("arith.addi %tid, {at} : index"));
-        let x = g.let_(k, format!("memref.load %part[{idx}] : {part_t}"));
-        sum = g.let_(k, format!("arith.addf {sum}, {x} : f32"));
-    }
-    g.line(k, "%single = arith.cmpi eq, %nsplit, %c1 : index");
-    g.line(k, "scf.if %single {");
-    let y = output_value(&mut g, k + 2, &sum, (att_dt, out.dtype));
-    g.line(k + 2, format!("memref.store {y}, %O[%row, %hi, %tid] : {ot}"));
+    // Warp 0 weighs the warps: w = exp(max_w - max) / sum, sum = sum_w sum_w * exp(..).
+    g.line(j, "%w0 = arith.cmpi eq, %warp, %c0 : index");
+    g.line(j, "scf.if %w0 {");
+    g.line(k, format!("%cwarps = arith.constant {warps} : index"));
+    g.line(k, "%have = arith.cmpi ult, %lanei, %cwarps : index");
+    g.line(k, "%lsl = arith.addi %lanei, %c32 : index");
+    let (mw, lw) = (g.fresh(), g.fresh());
+    g.line(k, format!("{mw}, {lw} = scf.if %have -> (f32, f32) {{"));
+    let mwv = g.let_(k + 2, format!("memref.load %stat[%lanei] : {stat_t}"));
+    let lwv = g.let_(k + 2, format!("memref.load %stat[%lsl] : {stat_t}"));
+    g.line(k + 2, format!("scf.yield {mwv}, {lwv} : f32, f32"));
     g.line(k, "} else {");
-    g.line(k + 2, format!("memref.store {sum}, %R[%prow, %tid] : {wt}"));
+    g.line(k + 2, "scf.yield %ninf, %zero : f32, f32");
+    g.line(k, "}");
+    let gmax = warp_all(&mut g, &mw, "maximumf");
+    let dw = g.let_(k, format!("arith.subf {mw}, {gmax} : f32"));
+    let ew = g.exp(k, &dw);
+    // An empty warp (no keys) has sum 0 and max -inf: weight 0.
+    let some = g.let_(k, format!("arith.cmpf ogt, {lw}, %zero : f32"));
+    let wgt = g.let_(k, format!("arith.select {some}, {ew}, %zero : f32"));
+    let lwt = g.let_(k, format!("arith.mulf {lw}, {wgt} : f32"));
+    let total = warp_all(&mut g, &lwt, "addf");
+    // A split with no keys (fewer keys than splits) stores zeros, with sum 0.
+    let wq = g.let_(k, format!("arith.divf {wgt}, {total} : f32"));
+    let any = g.let_(k, format!("arith.cmpf ogt, {total}, %zero : f32"));
+    let wn = g.let_(k, format!("arith.select {any}, {wq}, %zero : f32"));
+    g.line(k, "scf.if %have {");
+    g.line(k + 2, "%wsl = arith.addi %lsl, %c32 : index");
+    g.line(k + 2, format!("memref.store {wn}, %stat[%wsl] : {stat_t}"));
+    g.line(k, "}");
+    g.line(k, "scf.if %lane0 {");
+    g.line(k + 2, "%c96 = arith.constant 96 : index");
+    g.line(k + 2, "%c97 = arith.constant 97 : index");
+    g.line(k + 2, format!("memref.store {gmax}, %stat[%c96] : {stat_t}"));
+    g.line(k + 2, format!("memref.store {total}, %stat[%c97] : {stat_t}"));
     g.line(k, "}");
     g.line(j, "}");
-    g.line(j, "%split_rows = arith.cmpi ugt, %nsplit, %c1 : index");
-    g.line(j, "scf.if %split_rows {");
-    combine_splits(&mut g, j + 2, hd, &mx, &total, (att_dt, out.dtype), ot, wt);
+    g.line(j, "gpu.barrier");
+    // Thread d's output value: the warps' values, weighed, in warp order.
+    g.line(j, "scf.for %d = %tid to %cd step %cthreads {");
+    let mut sum = "%zero".to_string();
+    for w in 0..warps {
+        let cw = g.let_(k, format!("arith.constant {} : index", w as i64 * hd));
+        let at = g.let_(k, format!("arith.addi %d, {cw} : index"));
+        let x = g.let_(k, format!("memref.load %part[{at}] : {part_t}"));
+        let ws = g.let_(k, format!("arith.constant {} : index", 64 + w));
+        let wv = g.let_(k, format!("memref.load %stat[{ws}] : {stat_t}"));
+        sum = g.let_(k, format!("math.fma {x}, {wv}, {sum} : f32"));
+    }
+    if split {
+        g.line(k, "%single = arith.cmpi eq, %nact, %c1 : index");
+        g.line(k, "scf.if %single {");
+        let y = output_value(&mut g, k + 2, &sum, (att_dt, out.dtype));
+        g.line(k + 2, format!("memref.store {y}, %O[%row, %hi, %d] : {ot}"));
+        g.line(k, "} else {");
+        g.line(k + 2, format!("memref.store {sum}, %R[%prow, %d] : {wt}"));
+        g.line(k, "}");
+    } else {
+        let y = output_value(&mut g, k, &sum, (att_dt, out.dtype));
+        g.line(k, format!("memref.store {y}, %O[%row, %hi, %d] : {ot}"));
+    }
     g.line(j, "}");
+    if split {
+        g.line(j, "%c96s = arith.constant 96 : index");
+        g.line(j, "%c97s = arith.constant 97 : index");
+        g.line(j, format!("%blkmax = memref.load %stat[%c96s] : {stat_t}"));
+        g.line(j, format!("%bsum = memref.load %stat[%c97s] : {stat_t}"));
+        g.line(j, "%split_rows = arith.cmpi ugt, %nact, %c1 : index");
+        g.line(j, "scf.if %split_rows {");
+        combine_splits(&mut g, j + 2, hd, "%blkmax", "%bsum", (att_dt, out.dtype), ot, wt);
+        g.line(j, "}");
+    }
     g.line(i, "}");
     g.line(i, "gpu.return");
     g.line(4, "}");
@@ -554,13 +698,13 @@ fn combine_splits(g: &mut Gen, i: usize, hd: i64, mx: &str, total: &str, types: 
     g.line(i + 2, format!("memref.store {mx}, %R[%prow, %cmaxc] : {wt}"));
     g.line(i + 2, format!("memref.store {total}, %R[%prow, %csumc] : {wt}"));
     g.line(i, "}");
-    let last = g.arrive(i, "attention_arrivals", "%srow", "%nsplit", "%tid", "%flag");
+    let last = g.arrive(i, "attention_arrivals", "%srow", "%nact", "%tid", "%flag");
     g.line(i, "%dmine = arith.cmpi ult, %tid, %cd : index");
     let combine = g.let_(i, format!("arith.andi {last}, %dmine : i1"));
     g.line(i, format!("scf.if {combine} {{"));
     let k = i + 2;
     g.line(k, "%pfirst = arith.muli %srow, %nsplit : index");
-    g.line(k, "%pend = arith.addi %pfirst, %nsplit : index");
+    g.line(k, "%pend = arith.addi %pfirst, %nact : index");
     let gmax = g.let_(k, "scf.for %pr = %pfirst to %pend step %c1 iter_args(%gm = %ninf) -> (f32) {");
     let ms = g.let_(k + 2, format!("memref.load %R[%pr, %cmaxc] : {wt}"));
     let gm = g.let_(k + 2, format!("arith.maximumf %gm, {ms} : f32"));

@@ -1,8 +1,8 @@
 // The LLM kernels on the GPU: quantized matmuls (a quantizer, then a warp per column
 // decoding blocks in registers), RoPE, the in-place KV-cache write and attention over the
-// cache (a block per query and head, or per split of its keys, block reductions through
-// shared memory). Each is one module with its launches; every module assembles with ptxas
-// for each chip. (RoPE calls libdevice's cos/sin.)
+// cache (a block per query and head, or per split of its keys; an online softmax per warp,
+// warps combined through shared memory). Each is one module with its launches; every
+// module assembles with ptxas for each chip. (RoPE calls libdevice's cos/sin.)
 // REQUIRES: libdevice
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
 // RUN: FileCheck %s < %t.90.ptx
@@ -14,10 +14,13 @@
 // CHECK-DAG: .entry rope(
 // CHECK-DAG: .entry cache_write(
 // CHECK-DAG: .entry attention(
-// Many (query, head) rows (prefill) take 128-thread blocks, a block a row.
+// Many (query, head) rows (prefill) take 128-thread blocks, a block a row. Each warp's
+// values meet the others' in 16-byte aligned shared memory (4 or 32 warps x 64 f32), and
+// a tile's scores reach their lanes by shuffles.
 // CHECK-DAG: .entry attention_rows(
-// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[2048]
-// CHECK-DAG: .shared .align {{[0-9]+}} .b8 {{.*}}[16384]
+// CHECK-DAG: .shared .align 16 .b8 __wg_attention_rows_0[1024]
+// CHECK-DAG: .shared .align 16 .b8 __wg_attention_0[8192]
+// CHECK-DAG: shfl.sync.idx
 // CHECK-DAG: bar.sync
 // Attention splits a decode step's keys over blocks (grid z); the last split of a row,
 // counted in a module global, combines them.

@@ -267,9 +267,9 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let wt = "memref<?x?xf32>";
     let SplitConfig { target, min_keys, max_splits, small_blocks } = SplitConfig::current();
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
-    // of about `target` blocks; each split's softmax-weighted values, max and sum go to
-    // `%parts` (a row per split: hd values, max, sum), and the split that finishes last
-    // combines them. Unsplit rows need no scratch.
+    // of about `target` blocks; each split's softmax-weighted values, max and sum go to the
+    // module's `@attention_parts` (a row per split: hd values, max, sum), and the split that
+    // finishes last combines them.
     let _ = write!(
         s,
         "    %c2 = arith.constant 2 : index\n    %cthreads = arith.constant {THREADS} : index\n    %ch = arith.constant {hq} : index\n    \
@@ -278,16 +278,12 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
          %cmaxsplits = arith.constant {max_splits} : index\n    %srows1 = arith.maxui %srows, %c1 : index\n    \
          %sp_want = arith.divui %ctarget, %srows1 : index\n    %sp_keys = arith.ceildivui %tcap, %cminkeys : index\n    \
          %sp0 = arith.minui %sp_want, %sp_keys : index\n    %sp1 = arith.minui %sp0, %cmaxsplits : index\n    \
-         %splits = arith.maxui %sp1, %c1 : index\n    %prows0 = arith.muli %srows, %splits : index\n    \
-         %split_any = arith.cmpi ugt, %splits, %c1 : index\n    %prows = arith.select %split_any, %prows0, %c1 : index\n    \
-         %cpw = arith.constant {} : index\n    scf.if %go {{\n{}    }}\n    return\n  }}\n",
-        hd + 2,
+         %splits = arith.maxui %sp1, %c1 : index\n    scf.if %go {{\n{}    }}\n    return\n  }}\n",
         {
             let args = format!("{qv} : {qt}, %b1 : {km}, %b2 : {vm}, %b3 : {pm}, %b4 : {sm}, {ov} : {ot}");
             let split = format!(
-                "%parts = memref.alloc(%prows, %cpw) : {wt}\n      \
-                 gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
-                 args({args}, %parts : {wt}, %ns : index)\n      memref.dealloc %parts : {wt}\n"
+                "gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
+                 args({args}, %ns : index)\n"
             );
             if small_blocks == 0 {
                 format!("      {split}")
@@ -306,11 +302,20 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // Arrival counts of split rows, zero at load and put back to zero by each row's last
     // split.
     let _ = writeln!(s, "    {}", crate::gpu_text::arrival_counters("attention_arrivals", MAX_SPLIT_ROWS));
+    // The splits' rows: `srows * splits <= target` whenever rows split. A module global, as
+    // the counters (one kernel runs at a time on the stream), so that a call allocates
+    // nothing (no memory nodes in a recorded CUDA graph).
+    let _ = writeln!(s, "    memref.global \"private\" @attention_parts : {}", parts_type(target, hd));
     attention_kernel(s, spec, b, layer, scale, "attention", THREADS, true, (&qt, &ot, wt));
     if small_blocks != 0 {
         attention_kernel(s, spec, b, layer, scale, "attention_rows", ROW_THREADS, false, (&qt, &ot, wt));
     }
     let _ = writeln!(s, "  }}");
+}
+
+/// The type of a module's split scratch: `target` rows of a split's `hd` values, max and sum.
+fn parts_type(target: usize, hd: i64) -> String {
+    format!("memref<{target}x{}xf32, #gpu.address_space<global>>", hd + 2)
 }
 
 /// Lanes of a warp that share one key's dot product in [`attention_kernel`]: each holds 16
@@ -353,7 +358,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     let group = hq / hkv;
     let f16_cache = kc.dtype == DType::F16;
     let warps = threads / 32;
-    let min_keys = SplitConfig::current().min_keys;
+    let SplitConfig { min_keys, target, .. } = SplitConfig::current();
     let lk = lanes_per_key(hd);
     let kps = 32 / lk;
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
@@ -362,11 +367,11 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     let (part_t, stat_t) = (shared(warps * hd as usize), shared(98));
     let mut g = Gen::new("a");
     let i = 6;
-    let (flag, r) = if split { (format!(", %flag : {ARRIVAL_FLAG}"), format!(", %R: {wt}")) } else { (String::new(), String::new()) };
+    let flag = if split { format!(", %flag : {ARRIVAL_FLAG}") } else { String::new() };
     g.line(
         4,
         format!(
-            "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}{r}, %ns: index) \
+            "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %ns: index) \
              workgroup(%part : {part_t} {{llvm.align = 16 : i64}}, %stat : {stat_t} {{llvm.align = 16 : i64}}{flag}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
         ),
     );
@@ -384,6 +389,14 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(i, format!("%scale = arith.constant {} : f32", crate::lower::float_lit(scale)));
     g.line(i, "%ninf = arith.constant 0xFF800000 : f32");
     g.line(i, "%zero = arith.constant 0.0 : f32");
+    if split {
+        // The splits' scratch rows, in the module's global.
+        let pt = parts_type(target, hd);
+        let generic = pt.replace(", #gpu.address_space<global>", "");
+        g.line(i, format!("%Rg = memref.get_global @attention_parts : {pt}"));
+        g.line(i, format!("%Rc = memref.memory_space_cast %Rg : {pt} to {generic}"));
+        g.line(i, format!("%R = memref.cast %Rc : {generic} to {wt}"));
+    }
     g.line(i, "%row = gpu.block_id x");
     g.line(i, "%hi = gpu.block_id y");
     g.line(i, "%tid = gpu.thread_id x");

@@ -15,16 +15,18 @@
 // CHECK-DAG: .entry cache_write(
 // CHECK-DAG: .entry attention(
 // Many (query, head) rows (prefill) take 128-thread blocks, a block a row. Each warp's
-// values meet the others' in 16-byte aligned shared memory (4 or 32 warps x 64 f32), and
+// values meet the others' in 16-byte aligned shared memory (4 or 16 warps x 64 f32), and
 // a tile's scores reach their lanes by shuffles.
 // CHECK-DAG: .entry attention_rows(
 // CHECK-DAG: .shared .align 16 .b8 __wg_attention_rows_0[1024]
-// CHECK-DAG: .shared .align 16 .b8 __wg_attention_0[8192]
+// CHECK-DAG: .shared .align 16 .b8 __wg_attention_0[4096]
 // CHECK-DAG: shfl.sync.idx
 // CHECK-DAG: bar.sync
 // Attention splits a decode step's keys over blocks (grid z); the last split of a row,
-// counted in a module global, combines them.
+// counted in a module global, combines them from the module's scratch rows (128 splits x
+// (64 values, max, sum) f32).
 // CHECK-DAG: .global .align 4 .b8 attention_arrivals[512];
+// CHECK-DAG: .global .align 4 .b8 attention_parts[33792];
 // CHECK-DAG: %nctaid.z
 // CHECK-DAG: atom{{.*}}.global.add.u32
 // ART: target:          cuda-linux cpu=sm_90

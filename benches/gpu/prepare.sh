@@ -147,19 +147,21 @@ with tempfile.TemporaryDirectory() as t:
         runs.append({"inputs": {name: f"in{k}_{name}.npy" for name in ins}, "outputs": outs[:2], "state": {"kc": outs[2]}})
 (case / "case.json").write_text(json.dumps({"name": "LLM kernels (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
-echo "prepare: attention over a long cache (head dim 128, 520 positions; 256, many rows; 32, an f32 cache; expected = the CPU path's)" >&2
+echo "prepare: attention over a long cache (head dim 128, 520 positions; 256, many rows; 64; 32, an f32 cache; expected = the CPU path's)" >&2
 attention_py=$(cat <<'PY'
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 # Llama's attention shapes: 8 query heads over 2 kv heads of 128, an f16 cache; a prefill of
-# 5 tokens continuing at position 400 and decode steps at 517 and 0 (keys past the end of
-# the unrolled loops, one-key rows); a prefill of two rows of 20 tokens (320 query-head
-# rows: 128-thread blocks, from 1 to 500 keys). A second query's attention is cast to f16,
-# a cast the GPU's attention kernel stores itself. ATT_HD=256: head dim 256, the prefill only
-# (a 128-thread block per row must still cover the head dim). ATT_DT=f32: an f32 cache (a
-# lane's 16 values of a row in four 16-byte loads instead of two).
+# 5 tokens continuing at position 400 and decode steps at 517 and 0 (a split row, rows
+# shorter than the splits, one-key rows); prefills of two rows of 20 tokens (from 1 to 500
+# keys) and of 150 (three tiles of 64 queries, the last partial, over up to 450 keys): the
+# tensor cores with an f16 cache, 128-thread blocks a row otherwise. A second query's
+# attention is cast to f16, a cast the GPU's attention kernel stores itself. ATT_HD=256:
+# head dim 256, the 20-token prefill only (a 128-thread block per row must still cover the
+# head dim). ATT_DT=f32: an f32 cache (a lane's 16 values of a row in four 16-byte loads
+# instead of two).
 hd = int(os.environ.get("ATT_HD", "128"))
 dt = os.environ.get("ATT_DT", "f16")
 npdt = {"f16": np.float16, "f32": np.float32}[dt]
@@ -182,8 +184,8 @@ runs = []
 with tempfile.TemporaryDirectory() as t:
     cpu = Path(t) / "cpu.maxa"
     subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
-    all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20)]
-    for r, (starts, slots, seq) in enumerate(all_runs if hd != 256 else all_runs[3:]):
+    all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20), ([0, 300], [1, 0], 150)]
+    for r, (starts, slots, seq) in enumerate(all_runs if hd != 256 else all_runs[3:4]):
         n = len(starts) * seq
         ins = {
             "q": rng.standard_normal((n, 8, hd)).astype(np.float32),
@@ -205,6 +207,7 @@ PY
 )
 case_py attention_long <<< "$attention_py"
 ATT_HD=256 case_py attention_rows_hd256 <<< "$attention_py"
+ATT_HD=64 case_py attention_hd64 <<< "$attention_py"
 ATT_HD=32 ATT_DT=f32 case_py attention_f32_hd32 <<< "$attention_py"
 echo "prepare: RoPE and the K/V cache writes in one kernel (merged and separate q/k/v; expected = the CPU path's)" >&2
 case_py rope_cache <<'PY'

@@ -51,9 +51,10 @@ const ROW_THREADS: usize = 128;
 const MAX_SPLIT_ROWS: usize = 128;
 
 /// How attention splits a row's keys over blocks when there are few rows (decode).
-/// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16,small_blocks=512` overrides the
-/// defaults (tuning runs); `target=1` never splits, `small_blocks=0` keeps [`THREADS`]-thread
-/// blocks for every row count.
+/// `MAX_GPU_ATTENTION=target=256,min_keys=64,max_splits=16,small_blocks=512,mma_tokens=32`
+/// overrides the defaults (tuning runs); `target=1` never splits, `small_blocks=0` keeps
+/// [`THREADS`]-thread blocks for every row count, `mma_tokens=0` keeps prefill off the
+/// tensor cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitConfig {
     /// Blocks the grid aims at: one [`THREADS`]-thread block fills an SM's registers, and
@@ -69,11 +70,14 @@ pub struct SplitConfig {
     /// (query, head) rows from which blocks of [`ROW_THREADS`] take them, a block a row,
     /// unsplit (prefill, a serving batch's decode); 0: never.
     pub small_blocks: usize,
+    /// Query tokens per batch row from which attention over an f16 cache runs on the
+    /// tensor cores ([`crate::gpu_attention_mma`], prefill); 0: never.
+    pub mma_tokens: usize,
 }
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        SplitConfig { target: 128, min_keys: 128, max_splits: 32, small_blocks: 256 }
+        SplitConfig { target: 128, min_keys: 128, max_splits: 32, small_blocks: 256, mma_tokens: crate::gpu_attention_mma::MIN_TOKENS }
     }
 }
 
@@ -88,6 +92,7 @@ impl SplitConfig {
                 "min_keys" if x > 0 => c.min_keys = x,
                 "max_splits" if x > 0 => c.max_splits = x,
                 "small_blocks" => c.small_blocks = x,
+                "mma_tokens" => c.mma_tokens = x,
                 _ => return false,
             }
             true
@@ -265,7 +270,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let name = &spec.name;
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
-    let SplitConfig { target, min_keys, max_splits, small_blocks } = SplitConfig::current();
+    let SplitConfig { target, min_keys, max_splits, small_blocks, mma_tokens } = SplitConfig::current();
+    let mma = mma_tokens > 0 && crate::gpu_attention_mma::applies(kc, hd);
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
     // of about `target` blocks; each split's softmax-weighted values, max and sum go to the
     // module's `@attention_parts` (a row per split: hd values, max, sum), and the split that
@@ -285,7 +291,7 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
                 "gpu.launch_func @{name}_llm::@attention blocks in (%ntok, %ch, %splits) threads in (%cthreads, %c1, %c1) \
                  args({args}, %ns : index)\n"
             );
-            if small_blocks == 0 {
+            let simt = if small_blocks == 0 {
                 format!("      {split}")
             } else {
                 // Many rows: a small block a row, unsplit.
@@ -295,6 +301,16 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
                      gpu.launch_func @{name}_llm::@attention_rows blocks in (%ntok, %ch, %c1) threads in (%crthreads, %c1, %c1) \
                      args({args}, %ns : index)\n      }} else {{\n      {split}      }}\n"
                 )
+            };
+            if mma {
+                // Prefill (enough tokens a batch row): the tensor cores, a tile of queries a block.
+                format!(
+                    "      %cmmatok = arith.constant {mma_tokens} : index\n      %prefill = arith.cmpi uge, %ns, %cmmatok : index\n      \
+                     scf.if %prefill {{\n        {}      }} else {{\n{simt}      }}\n",
+                    crate::gpu_attention_mma::launch(name, &args)
+                )
+            } else {
+                simt
             }
         }
     );
@@ -309,6 +325,10 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     attention_kernel(s, spec, b, layer, scale, "attention", THREADS, true, (&qt, &ot, wt));
     if small_blocks != 0 {
         attention_kernel(s, spec, b, layer, scale, "attention_rows", ROW_THREADS, false, (&qt, &ot, wt));
+    }
+    if mma {
+        let types = (attention_dtype(spec), out.dtype);
+        crate::gpu_attention_mma::kernel(s, b, layer, scale, (&qt, &ot), &|g: &mut Gen, i: usize, v: &str| output_value(g, i, v, types));
     }
     let _ = writeln!(s, "  }}");
 }

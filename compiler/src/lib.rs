@@ -20,6 +20,7 @@ pub mod gpu_epilogue;
 pub mod gpu_matmul;
 pub mod gpu_gemv;
 pub mod gpu_loops;
+pub mod gpu_attention_mma;
 pub mod gpu_kv_cache;
 pub mod gpu_qdot;
 pub mod gpu_qmatmul;

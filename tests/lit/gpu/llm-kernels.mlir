@@ -22,6 +22,14 @@
 // CHECK-DAG: .shared .align 16 .b8 __wg_attention_0[4096]
 // CHECK-DAG: shfl.sync.idx
 // CHECK-DAG: bar.sync
+// Prefill over an f16 cache (16 tokens a batch row and more) runs on the tensor cores: key
+// rows by ldmatrix as the B of Q K^T, value rows by ldmatrix.trans as the B of P V, both
+// staged in shared memory padded to 72 halves a row (64 keys x 72 x 2 bytes).
+// CHECK-DAG: .entry attention_mma(
+// CHECK-DAG: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
+// CHECK-DAG: ldmatrix.sync.aligned.m8n8.x2.shared.b16
+// CHECK-DAG: ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16
+// CHECK-DAG: .shared .align 16 .b8 __wg_attention_mma_0[9216]
 // Attention splits a decode step's keys over blocks (grid z); the last split of a row,
 // counted in a module global, combines them from the module's scratch rows (128 splits x
 // (64 values, max, sum) f32).

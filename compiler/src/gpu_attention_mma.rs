@@ -18,7 +18,6 @@
 //! Numerics are those of the SIMT kernel's online softmax: with an f16 cache the
 //! probabilities are rounded to f16 before they are normalized.
 
-use crate::gpu_rows::RowOps;
 use crate::gpu_text::KernelText as Gen;
 use crate::lower::BindingType;
 use max_dialects::DType;
@@ -77,7 +76,8 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
     g.line(i, "%w32 = arith.constant 32 : i32");
     g.line(i, format!("%grp = arith.constant {group} : index"));
     g.line(i, format!("%layer = arith.constant {layer} : index"));
-    g.line(i, format!("%scale = arith.constant {} : f32", crate::lower::float_lit(scale)));
+    // Scores in base 2: exp(x) = 2^(x log2 e), one `ex2` each.
+    g.line(i, format!("%scale = arith.constant {} : f32", crate::lower::float_lit(scale * std::f64::consts::LOG2_E)));
     g.line(i, "%ninf = arith.constant 0xFF800000 : f32");
     g.line(i, "%zero = arith.constant 0.0 : f32");
     g.line(i, "%one = arith.constant 1.0 : f32");
@@ -218,14 +218,16 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
         }
         sacc.push(acc);
     }
-    // Scale and mask: accumulator q of tile jn is row q / 2, key t0 + 8 jn + t42 + q % 2.
+    // Scale and mask: accumulator q of tile jn is row q / 2, key t0 + t42 + 8 jn + q % 2,
+    // seen by the row when 8 jn + q % 2 <= qpos - t0 - t42 (signed: negative when the
+    // tile starts past the row's position).
+    let key0 = g.add(k, "%t0", "%t42");
+    let lims: Vec<String> = rows.iter().map(|(_, _, qpos)| g.let_(k, format!("arith.subi {qpos}, {key0} : index"))).collect();
     let mut sc: Vec<Vec<String>> = Vec::new();
     for (jn, acc) in sacc.iter().enumerate() {
         let mut v = Vec::new();
         for (qi, a) in acc.iter().enumerate() {
-            let key0 = g.add(k, "%t0", "%t42");
-            let key = g.add(k, &key0, &g.c(jn * 8 + qi % 2));
-            let seen = g.let_(k, format!("arith.cmpi ule, {key}, {} : index", rows[qi / 2].2));
+            let seen = g.let_(k, format!("arith.cmpi sge, {}, {} : index", lims[qi / 2], g.c(jn * 8 + qi % 2)));
             let x = g.let_(k, format!("arith.mulf {a}, %scale : f32"));
             v.push(g.let_(k, format!("arith.select {seen}, {x}, %ninf : f32")));
         }
@@ -257,14 +259,13 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
         let tmax = quad(&mut g, &mx, "maximumf");
         let mn = g.let_(k, format!("arith.maximumf %m{h}, {tmax} : f32"));
         let dm = g.let_(k, format!("arith.subf %m{h}, {mn} : f32"));
-        alpha.push(g.exp(k, &dm));
+        alpha.push(g.let_(k, format!("math.exp2 {dm} : f32")));
         let mut sum = "%zero".to_string();
         for (jn, v) in sc.iter().enumerate() {
             for x in &v[2 * h..2 * h + 2] {
+                // A masked score is -inf: 2^-inf = 0.
                 let d = g.let_(k, format!("arith.subf {x}, {mn} : f32"));
-                let e = g.exp(k, &d);
-                let masked = g.let_(k, format!("arith.cmpf oeq, {x}, %ninf : f32"));
-                let pe = g.let_(k, format!("arith.select {masked}, %zero, {e} : f32"));
+                let pe = g.let_(k, format!("math.exp2 {d} : f32"));
                 sum = g.let_(k, format!("arith.addf {sum}, {pe} : f32"));
                 p[jn].push(pe);
             }

@@ -123,7 +123,7 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
         let s_ = g.add(j, "%wq", "%g4");
         let s_ = if h == 0 { s_ } else { g.add(j, &s_, &g.c(8)) };
         let valid = g.let_(j, format!("arith.cmpi ult, {s_}, %ns : index"));
-        let tok0 = g.let_(j, format!("arith.muli %bi, %ns : index"));
+        let tok0 = g.let_(j, "arith.muli %bi, %ns : index");
         let tok1 = g.add(j, &tok0, &s_);
         let tok = g.let_(j, format!("arith.select {valid}, {tok1}, {tok0} : index"));
         let qp0 = g.add(j, "%pos", &s_);

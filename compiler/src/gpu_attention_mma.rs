@@ -97,20 +97,9 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
     g.line(i, format!("%s0 = arith.muli %qtile, {} : index", g.c(BQ)));
     // The batch row's slot and start, and whether its tokens fit the cache (else skipped,
     // as on the CPU; the host reports the error).
-    g.line(i, format!("%bmax = memref.dim %K, {} : {km}", g.c(1)));
-    g.line(i, format!("%tmax = memref.dim %K, {} : {km}", g.c(2)));
-    g.line(i, format!("%p32 = memref.load %P[%bi] : {pm}"));
-    g.line(i, format!("%s32 = memref.load %S[%bi] : {sm}"));
-    g.line(i, format!("%pos = arith.index_cast %p32 : {} to index", pos.dtype.mlir_name()));
-    g.line(i, format!("%slot = arith.index_cast %s32 : {} to index", slot.dtype.mlir_name()));
-    g.line(i, "%end = arith.addi %pos, %ns : index");
-    g.line(i, format!("%ok0 = arith.cmpi sge, %slot, {} : index", g.c(0)));
-    g.line(i, "%ok1 = arith.cmpi slt, %slot, %bmax : index");
-    g.line(i, format!("%ok2 = arith.cmpi sge, %pos, {} : index", g.c(0)));
-    g.line(i, "%ok3 = arith.cmpi sle, %end, %tmax : index");
-    g.line(i, "%ok01 = arith.andi %ok0, %ok1 : i1");
-    g.line(i, "%ok23 = arith.andi %ok2, %ok3 : i1");
-    g.line(i, "%ok = arith.andi %ok01, %ok23 : i1");
+    // (slot_bounds names %c0 to %c2: declared with the others.)
+    let _ = (g.c(0), g.c(1), g.c(2));
+    crate::gpu_kv_cache::slot_bounds(&mut g, "%K", kc, pos, slot, "%ns");
     g.line(i, "scf.if %ok {");
     let j = i + 2;
     // The warp's two fragment rows: tokens s0 + 16 warp + lane/4 (+ 8). A row past the

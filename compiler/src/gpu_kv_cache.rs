@@ -179,15 +179,22 @@ fn as_token_rows(s: &mut String, tokens: &str, b: &BindingType, name: &str) -> (
 }
 
 /// Kernel code: token `%row`'s batch row `%bi` and place `%si` in it (`%ns` tokens a row;
-/// `%len0 = %si + 1`, the positions a query sees from the row's start), then the row's slot
-/// and start position from `%P` and `%S` (`%slot`, `%pos`, index) and `%ok`, whether `len`
-/// positions from `%pos` fit the cache `cache_ssa` (binding `cache`).
+/// `%len0 = %si + 1`, the positions a query sees from the row's start), then
+/// [`slot_bounds`].
 pub(crate) fn row_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingType, slot: &BindingType, len: &str) {
     let i = 6;
-    let (cm, pm, sm) = (cache.memref(), pos.memref(), slot.memref());
     g.line(i, "%bi = arith.divui %row, %ns : index");
     g.line(i, "%si = arith.remui %row, %ns : index");
     g.line(i, "%len0 = arith.addi %si, %c1 : index");
+    slot_bounds(g, cache_ssa, cache, pos, slot, len);
+}
+
+/// Kernel code: batch row `%bi`'s slot and start position from `%P` and `%S` (`%slot`,
+/// `%pos`, index) and `%ok`, whether `len` positions from `%pos` fit the cache `cache_ssa`
+/// (binding `cache`). Uses the index constants `%c0`, `%c1` and `%c2`.
+pub(crate) fn slot_bounds(g: &mut Gen, cache_ssa: &str, cache: &BindingType, pos: &BindingType, slot: &BindingType, len: &str) {
+    let i = 6;
+    let (cm, pm, sm) = (cache.memref(), pos.memref(), slot.memref());
     g.line(i, format!("%bmax = memref.dim {cache_ssa}, %c1 : {cm}"));
     g.line(i, format!("%tmax = memref.dim {cache_ssa}, %c2 : {cm}"));
     g.line(i, format!("%p32 = memref.load %P[%bi] : {pm}"));

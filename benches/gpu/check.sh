@@ -16,11 +16,8 @@ card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohe
 echo "card: ${card:-unknown}"
 log=${OUT:-/tmp}/gpu-check.log
 : > "$log"
-echo "== parity cases" | tee -a "$log"
-$g/gpu-check cases $g/cases 2>&1 | tee -a "$log" | tail -25
-parity=$(grep '^cases:' "$log" | tail -1)
-# The real models and the lean max CLI: .gpu-big/chunk-NN, each carried by a call of its
-# own (see prepare.sh), joined and unpacked here.
+# The parity cases, the real models and the lean max CLI: .gpu-big/chunk-NN, each carried
+# by a call of its own (see prepare.sh), joined and unpacked here.
 bigdir=${TMPDIR:-/tmp}/max-gpu-big
 llm_parity="SmolLM2: not run (no .gpu-big chunks)"
 embed_parity="MiniLM: not run (no .gpu-big chunks)"
@@ -31,6 +28,15 @@ if ls .gpu-big/chunk-* > /dev/null 2>&1; then
   else
     llm_parity="SmolLM2: .gpu-big chunks missing or damaged"
   fi
+fi
+# The parity cases travel in the big payload (bundles built before they did: in .gpu/).
+cases=$bigdir/cases
+[ -d "$cases" ] || cases=$g/cases
+parity="parity cases: not run (no .gpu-big chunks)"
+if [ -d "$cases" ]; then
+  echo "== parity cases" | tee -a "$log"
+  $g/gpu-check cases "$cases" 2>&1 | tee -a "$log" | tail -25
+  parity=$(grep '^cases:' "$log" | tail -1)
 fi
 if [ -f "$bigdir/smollm2.maxa" ]; then
   echo "== SmolLM2 on the GPU vs the CPU's recording" | tee -a "$log"
@@ -79,8 +85,8 @@ for m in 1 8 15; do
     [ -f $g/art/gemv_${d}_q4k.maxa ] && timeout 60 $g/gpu-check time $g/art/gemv_${d}_q4k.maxa --dim m=$m --iters 30 --bytes 33030144 2>&1 | tee -a "$log"
   done
 done
-timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=64 --iters 20 2>&1 | tee -a "$log"
-timeout 60 $g/gpu-check time $g/cases/custom_mlp/g.maxa --dim batch=1 --iters 20 2>&1 | tee -a "$log"
+timeout 60 $g/gpu-check time "$cases/custom_mlp/g.maxa" --dim batch=64 --iters 20 2>&1 | tee -a "$log"
+timeout 60 $g/gpu-check time "$cases/custom_mlp/g.maxa" --dim batch=1 --iters 20 2>&1 | tee -a "$log"
 echo "== PyTorch reference (after)" | tee -a "$log"
 timeout 120 python3 benches/gpu/torch_reference.py 2>&1 | tee -a "$log"
 fi

@@ -4,8 +4,9 @@
 # NumPy-expected outputs, custom_mlp with the CPU path's outputs as expected values, and the
 # 4096^3 matmul artifacts; SmolLM2 and MiniLM (MAX_SMOLLM2_GGUF, MAX_MINILM_DIR) compiled
 # for the GPU with their CPU generations and embeddings recorded, and the lean `max` CLI.
-# Writes .gpu/ (git-ignored, under 64 MiB) and .gpu-big/chunk-NN (56 MiB each), which
-# benches/gpu/check.sh runs on the GPU machine.
+# Writes .gpu/ (git-ignored; under 64 MiB without .gpu/cases, which the check's device call
+# leaves out) and .gpu-big/chunk-NN (56 MiB each: the parity cases, the real models and the
+# lean CLI, a device call each), which benches/gpu/check.sh runs on the GPU machine.
 # Usage: bash benches/gpu/prepare.sh [--target cuda:sm_90] [--cases-only DIR]
 # (--cases-only: only the parity cases, into DIR/cases, for the PTX emulator run of
 # tests/gpu_emulated.sh; no real models, no timing artifacts)
@@ -156,7 +157,7 @@ maxc, target, case = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 # Llama's attention shapes: 8 query heads over 2 kv heads of 128, an f16 cache; a prefill of
 # 5 tokens continuing at position 400 and decode steps at 517 and 0 (a split row, rows
 # shorter than the splits, one-key rows); prefills of two rows of 20 tokens (from 1 to 500
-# keys) and of 150 (three tiles of 64 queries, the last partial, over up to 450 keys): the
+# keys) and of 100 (two tiles of 64 queries, the second partial, over up to 400 keys): the
 # tensor cores with an f16 cache, 128-thread blocks a row otherwise. A second query's
 # attention is cast to f16, a cast the GPU's attention kernel stores itself. ATT_HD=256:
 # head dim 256, the 20-token prefill only (a 128-thread block per row must still cover the
@@ -184,24 +185,26 @@ runs = []
 with tempfile.TemporaryDirectory() as t:
     cpu = Path(t) / "cpu.maxa"
     subprocess.run([maxc, "compile", g, "-o", cpu], check=True)
-    all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20), ([0, 300], [1, 0], 150)]
+    # The caches' earlier keys and values are one pair of files that every run reads (the
+    # bundle carries them once).
+    for name in ["kc", "vc"]:
+        np.save(case / f"{name}.npy", rng.standard_normal((1, 2, 520, 2, hd)).astype(npdt))
+    all_runs = [([400], [1], 5), ([517], [0], 1), ([0, 517], [1, 0], 1), ([480, 0], [1, 0], 20), ([0, 300], [1, 0], 100)]
     for r, (starts, slots, seq) in enumerate(all_runs if hd != 256 else all_runs[3:4]):
         n = len(starts) * seq
         ins = {
             "q": rng.standard_normal((n, 8, hd)).astype(np.float32),
             "k": rng.standard_normal((n, 2, hd)).astype(np.float32),
             "start": np.array(starts, np.int32), "slot": np.array(slots, np.int32),
-            "kc": rng.standard_normal((1, 2, 520, 2, hd)).astype(npdt),
-            "vc": rng.standard_normal((1, 2, 520, 2, hd)).astype(npdt),
             "q2": rng.standard_normal((n, 8, hd)).astype(np.float32),
         }
-        args = []
+        files = {name: f"in{r}_{name}.npy" for name in ins} | {"kc": "kc.npy", "vc": "vc.npy"}
         for name, a in ins.items():
-            np.save(case / f"in{r}_{name}.npy", a)
-            args += ["--input", f"{name}={case / f'in{r}_{name}.npy'}"]
+            np.save(case / files[name], a)
+        args = [x for name, f in files.items() for x in ["--input", f"{name}={case / f}"]]
         outs = [f"want{r}_0.npy", f"want{r}_1.npy"]
         subprocess.run(["target/release/max", "run", cpu, *args, "--output", case / outs[0], "--output", case / outs[1]], check=True)
-        runs.append({"inputs": {name: f"in{r}_{name}.npy" for name in ins}, "outputs": outs})
+        runs.append({"inputs": files, "outputs": outs})
 (case / "case.json").write_text(json.dumps({"name": f"attention over a long {dt} cache, head dim {hd} (vs CPU)", "rtol": 2e-3, "atol": 2e-3, "runs": runs}))
 PY
 )
@@ -250,12 +253,14 @@ PY
 if [ $cases_only = 1 ]; then
   exit 0
 fi
-# Real models and the lean `max` CLI are more than one device call carries (64 MiB): they go
-# as one tar in chunks of 56 MiB under .gpu-big/, one call each before the call that runs
-# the check (which joins and unpacks them).
+# The parity cases (about 90 MB), real models and the lean `max` CLI are more than one
+# device call carries (64 MiB): they go as one tar in chunks of 56 MiB under .gpu-big/, one
+# call each before the call that runs the check (which joins and unpacks them). The cases
+# also stay in $out/cases for the tuning scripts, but the check's own call leaves them out.
 big=.gpu-big
 rm -rf "$big"
 mkdir -p "$big/src"
+cp -r "$out/cases" "$big/src/cases"
 # A real model: its outputs recorded on the CPU (gpu-check SUBCOMMAND --record), and the
 # model compiled for the GPU into the big payload.
 real_model() { # NAME SOURCE SUBCOMMAND
@@ -300,4 +305,10 @@ target/release/synthetic_llm --preset llama-3.1-8b --dtype q4_k --target "$targe
 cp target/release/gpu-check "$out/"
 strip "$out/gpu-check" 2>/dev/null || true
 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" --emit ptx -o "$out/art/matmul_bf16.ptx"
-du -sh "$out" >&2
+du -sh "$out" "$big" >&2
+# What the check's call carries: all of $out but the cases.
+size=$(du -sm --exclude=cases "$out" | cut -f1)
+if [ "$size" -gt 60 ]; then
+  echo "prepare.sh: $out without its cases is $size MiB; one device call carries 64 MiB in all" >&2
+  exit 1
+fi

@@ -10,7 +10,7 @@
 //! multiplies its queries into the keys (`ldmatrix` of key rows as the column-major B
 //! operand), masks keys past each query's position, and updates each query row's running
 //! max and sum (the 4 lanes holding a row meet through shuffles), rescaling its output
-//! accumulators by `exp(old max - new max)`. The probabilities, rounded to f16, are the A
+//! accumulators by `exp(old max - new max)` (scores in base 2: one `ex2` each). The probabilities, rounded to f16, are the A
 //! operand of the product with the values as they are: the accumulator of the scores and
 //! the A fragment share their layout, so no data moves between the two products (values
 //! through `ldmatrix.trans`). The output is divided by the row's sum at the end.
@@ -53,7 +53,6 @@ pub fn launch(name: &str, args: &str) -> String {
 /// `@attention_mma` (bindings: q, k_cache, v_cache, pos, slot, out; `qt`/`ot`: the query
 /// and output rows' memref types; `out_value` converts an f32 result as the output stores
 /// it).
-#[allow(clippy::too_many_arguments)] // one generated kernel's shape and types
 pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64, (qt, ot): (&str, &str), out_value: &dyn Fn(&mut Gen, usize, &str) -> String) {
     let (q, kc, vc, pos, slot) = (b[0], b[1], b[2], b[3], b[4]);
     let (km, vm, pm, sm) = (kc.memref(), vc.memref(), pos.memref(), slot.memref());

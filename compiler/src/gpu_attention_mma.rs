@@ -29,6 +29,8 @@ pub const BQ: usize = 64;
 const BK: usize = 64;
 /// Threads per block.
 pub const THREADS: usize = 128;
+/// Shuffle offsets that combine an accumulator row's 4 lanes.
+const QUAD: [i64; 2] = [1, 2];
 /// Fewest query tokens a batch row has for this kernel: a tile of [`BQ`] holding fewer
 /// leaves most of the tensor cores' rows empty (a serving batch's decode steps take the
 /// SIMT kernel).
@@ -140,6 +142,13 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
         }
         qfrag.push(regs);
     }
+    // ldmatrix row addresses: lane % 8 (+ 8 for lanes 8-15) of key rows, lane % 16 of value
+    // rows.
+    g.line(j, format!("%l8 = arith.remui %lane, {} : index", g.c(8)));
+    g.line(j, format!("%lh0 = arith.divui %lane, {} : index", g.c(8)));
+    g.line(j, format!("%lh1 = arith.remui %lh0, {} : index", g.c(2)));
+    g.line(j, format!("%lh = arith.muli %lh1, {} : index", g.c(8)));
+    g.line(j, format!("%l16 = arith.remui %lane, {} : index", g.c(16)));
     // The block's keys: up to its last token's position.
     g.line(j, format!("%slast0 = arith.addi %s0, {} : index", g.c(BQ)));
     g.line(j, "%slast = arith.minui %slast0, %ns : index");
@@ -176,10 +185,6 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
     // Scores: S[16 x BK] = Q K^T, a tile of 8 keys at a time; the key rows are B in column-
     // major form, so ldmatrix reads them untransposed (lanes 0-7: rows of the first 8
     // dims, 8-15: of the next 8).
-    g.line(k, format!("%l8 = arith.remui %lane, {} : index", g.c(8)));
-    g.line(k, format!("%lh0 = arith.divui %lane, {} : index", g.c(8)));
-    g.line(k, format!("%lh1 = arith.remui %lh0, {} : index", g.c(2)));
-    g.line(k, format!("%lh = arith.muli %lh1, {} : index", g.c(8)));
     let mma = |g: &mut Gen, a: &[String], b: &[String], c: &[String]| -> Vec<String> {
         let d = g.let_(
             k,
@@ -223,16 +228,6 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
     }
     // Each row's max over the tile (its 4 lanes meet through shuffles), the new running
     // max, the rescale of what came before, the probabilities and their sum.
-    let quad = |g: &mut Gen, v: &str, op: &str| -> String {
-        let mut acc = v.to_string();
-        for off in [1, 2] {
-            let o = g.let_(k, format!("arith.constant {off} : i32"));
-            let sh = g.fresh();
-            g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-            acc = g.let_(k, format!("arith.{op} {acc}, {sh} : f32"));
-        }
-        acc
-    };
     let mut alpha = Vec::new();
     let mut mnew = Vec::new();
     let mut lnew = Vec::new();
@@ -244,7 +239,7 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
                 mx = g.let_(k, format!("arith.maximumf {mx}, {x} : f32"));
             }
         }
-        let tmax = quad(&mut g, &mx, "maximumf");
+        let tmax = g.shuffle_xor(k, &mx, "maximumf", QUAD);
         let mn = g.let_(k, format!("arith.maximumf %m{h}, {tmax} : f32"));
         let dm = g.let_(k, format!("arith.subf %m{h}, {mn} : f32"));
         alpha.push(g.let_(k, format!("math.exp2 {dm} : f32")));
@@ -258,7 +253,7 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
                 p[jn].push(pe);
             }
         }
-        let rs = quad(&mut g, &sum, "addf");
+        let rs = g.shuffle_xor(k, &sum, "addf", QUAD);
         lnew.push(g.let_(k, format!("math.fma %l{h}, {}, {rs} : f32", alpha[h])));
         mnew.push(mn);
     }
@@ -266,7 +261,6 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
     let mut o: Vec<String> = (0..ntiles_o * 4).map(|x| g.let_(k, format!("arith.mulf %o{x}, {} : f32", alpha[(x % 4) / 2]))).collect();
     // Values: O += P V, 16 keys a step; P's A fragment is two score tiles' accumulators as
     // f16 pairs, V's B fragment an ldmatrix.trans of the value rows (row-major [keys, hd]).
-    g.line(k, format!("%l16 = arith.remui %lane, {} : index", g.c(16)));
     for kk in 0..BK / 16 {
         let pair = |g: &mut Gen, jn: usize, h: usize| {
             let a = g.let_(k, format!("arith.truncf {} : f32 to f16", p[jn][2 * h]));

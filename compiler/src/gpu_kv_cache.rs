@@ -32,7 +32,7 @@
 //! checks them first and reports the error).
 
 use crate::gpu_rows::RowOps;
-use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG};
+use crate::gpu_text::{KernelText as Gen, ARRIVAL_FLAG, WARP_OFFSETS};
 use crate::lower::{BindingType, KernelSpec, ValueRef};
 use max_dialects::{DType, Op};
 use std::fmt::Write;
@@ -277,7 +277,8 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     let name = &spec.name;
     let (ov, ot) = as_token_rows(s, "%b5", out, "%o");
     let wt = "memref<?x?xf32>";
-    let SplitConfig { target, min_keys, max_splits, small_blocks, mma_tokens } = SplitConfig::current();
+    let cfg = SplitConfig::current();
+    let SplitConfig { target, min_keys, max_splits, small_blocks, mma_tokens } = cfg;
     let mma = mma_tokens > 0 && crate::gpu_attention_mma::applies(kc, hd);
     // Few (query, head) rows (decode) split their keys over `%splits` blocks each, for a grid
     // of about `target` blocks; each split's softmax-weighted values, max and sum go to the
@@ -329,9 +330,9 @@ fn attention(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, 
     // the counters (one kernel runs at a time on the stream), so that a call allocates
     // nothing (no memory nodes in a recorded CUDA graph).
     let _ = writeln!(s, "    memref.global \"private\" @attention_parts : {}", parts_type(target, hd));
-    attention_kernel(s, spec, b, layer, scale, "attention", THREADS, true, (&qt, &ot, wt));
+    attention_kernel(s, spec, b, (layer, scale), ("attention", THREADS, true), &cfg, (&qt, &ot, wt));
     if small_blocks != 0 {
-        attention_kernel(s, spec, b, layer, scale, "attention_rows", ROW_THREADS, false, (&qt, &ot, wt));
+        attention_kernel(s, spec, b, (layer, scale), ("attention_rows", ROW_THREADS, false), &cfg, (&qt, &ot, wt));
     }
     if mma {
         let types = (attention_dtype(spec), out.dtype);
@@ -361,9 +362,22 @@ fn lane_chunks(hd: i64, dt: DType) -> (i64, i64, i64) {
     (chunks, width, hd / chunks)
 }
 
+/// Kernel code: the first head-dim index of each of lane `%sub`'s chunks (of
+/// [`lane_chunks`]' `(chunks, width, stride)`), `c * stride + sub * width`.
+fn lane_dims(g: &mut Gen, indent: usize, (chunks, width, stride): (i64, i64, i64)) -> Vec<String> {
+    let w = g.let_(indent, format!("arith.constant {width} : index"));
+    let sw = g.let_(indent, format!("arith.muli %sub, {w} : index"));
+    (0..chunks)
+        .map(|c| {
+            let c0 = g.let_(indent, format!("arith.constant {} : index", c * stride));
+            g.let_(indent, format!("arith.addi {c0}, {sw} : index"))
+        })
+        .collect()
+}
+
 /// `@entry`, the attention kernel in blocks of `threads` (bindings as [`attention`]'s;
-/// `types`: the query rows', the output rows' and the split scratch's memref types;
-/// `split`: whether rows may be split over blocks, grid z).
+/// `split`: whether rows may be split over blocks, grid z, as `cfg` says; `types`: the query
+/// rows', the output rows' and the split scratch's memref types).
 ///
 /// Each warp runs an online softmax over tiles of 32 keys (warp w: tiles w, w + warps, ..
 /// of the block's keys): in a step, the lanes of a key group (of [`lanes_per_key`]) each
@@ -374,8 +388,7 @@ fn lane_chunks(hd: i64, dt: DType) -> (i64, i64, i64) {
 /// values of its group's keys, so a probability reaches its lanes in one shuffle; the
 /// groups' sums meet through shuffles at the end, and the warps' (max, sum, values) in
 /// shared memory, weighted by `exp(max_w - max)`.
-#[allow(clippy::too_many_arguments)] // one generated kernel's shape and types
-fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer: i64, scale: f64, entry: &str, threads: usize, split: bool, (qt, ot, wt): (&str, &str, &str)) {
+fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], (layer, scale): (i64, f64), (entry, threads, split): (&str, usize, bool), cfg: &SplitConfig, (qt, ot, wt): (&str, &str, &str)) {
     let (q, kc, vc, pos, slot, out) = (b[0], b[1], b[2], b[3], b[4], b[5]);
     // The output is attention's result, or its fused cast's: values are rounded to the
     // former first, as when the cast is a kernel of its own.
@@ -385,7 +398,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     let group = hq / hkv;
     let f16_cache = kc.dtype == DType::F16;
     let warps = threads / 32;
-    let SplitConfig { min_keys, target, .. } = SplitConfig::current();
+    let SplitConfig { min_keys, target, .. } = *cfg;
     let lk = lanes_per_key(hd);
     let kps = 32 / lk;
     let shared = |n: usize| format!("memref<{n}xf32, #gpu.address_space<workgroup>>");
@@ -459,13 +472,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(j, "%khi0 = arith.addi %klo, %chunk : index");
     g.line(j, "%khi = arith.minui %khi0, %len : index");
     let (vch, vw, vstride) = lane_chunks(hd, vc.dtype);
-    let mut vdims = Vec::new();
-    for c in 0..vch {
-        let c0 = g.let_(j, format!("arith.constant {} : index", c * vstride));
-        let w = g.let_(j, format!("arith.constant {vw} : index"));
-        let sw = g.let_(j, format!("arith.muli %sub, {w} : index"));
-        vdims.push(g.let_(j, format!("arith.addi {c0}, {sw} : index")));
-    }
+    let vdims = lane_dims(&mut g, j, (vch, vw, vstride));
     g.line(j, format!("%cstep = arith.constant {} : index", warps * 32));
     g.line(j, "%wofs = arith.muli %warp, %c32 : index");
     g.line(j, "%t1s = arith.addi %klo, %wofs : index");
@@ -487,13 +494,9 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     let res = g.fresh();
     // The lane's 16 query values, as f32 (through f16 with an f16 cache), in registers.
     let (kch, kw, kstride) = lane_chunks(hd, kc.dtype);
-    let mut kdims = Vec::new();
+    let kdims = lane_dims(&mut g, j, (kch, kw, kstride));
     let mut qvals = Vec::new();
-    for c in 0..kch {
-        let c0 = g.let_(j, format!("arith.constant {} : index", c * kstride));
-        let w = g.let_(j, format!("arith.constant {kw} : index"));
-        let sw = g.let_(j, format!("arith.muli %sub, {w} : index"));
-        let d0 = g.let_(j, format!("arith.addi {c0}, {sw} : index"));
+    for d0 in &kdims {
         let mut lanes = Vec::new();
         for x in 0..kw {
             let cx = g.let_(j, format!("arith.constant {x} : index"));
@@ -503,7 +506,6 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
             lanes.push(via_f16(&mut g, j, &qf, f16_cache));
         }
         qvals.push(lanes);
-        kdims.push(d0);
     }
     // Lane l takes the tile's key l for the softmax: step l / kps's score of group l % kps,
     // from that group's first lane.
@@ -542,14 +544,8 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
                 dot = g.let_(k, format!("math.fma {qx}, {kx}, {dot} : f32"));
             }
         }
-        let mut off = lk / 2;
-        while off >= 1 {
-            let o = g.let_(k, format!("arith.constant {off} : i32"));
-            let sh = g.fresh();
-            g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {dot}, {o}, %w32 : f32"));
-            dot = g.let_(k, format!("arith.addf {dot}, {sh} : f32"));
-            off /= 2;
-        }
+        // The key's lanes are lk consecutive lanes: offsets lk / 2, .., 1.
+        let dot = g.shuffle_xor(k, &dot, "addf", (0..).map(|i| (lk / 2) >> i).take_while(|o| *o >= 1));
         let sc = g.let_(k, format!("arith.mulf {dot}, %scale : f32"));
         let scm = g.let_(k, format!("arith.select {valid}, {sc}, %ninf : f32"));
         let got = g.fresh();
@@ -560,17 +556,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
         keys.push(kc_i);
     }
     // The tile's max, the rescale of what came before, and the probabilities.
-    let warp_all = |g: &mut Gen, v: &str, op: &str| {
-        let mut acc = v.to_string();
-        for off in [16, 8, 4, 2, 1] {
-            let o = g.let_(k, format!("arith.constant {off} : i32"));
-            let sh = g.fresh();
-            g.line(k, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-            acc = g.let_(k, format!("arith.{op} {acc}, {sh} : f32"));
-        }
-        acc
-    };
-    let tmax = warp_all(&mut g, &own, "maximumf");
+    let tmax = g.shuffle_xor(k, &own, "maximumf", WARP_OFFSETS);
     let mn = g.let_(k, format!("arith.maximumf %m, {tmax} : f32"));
     let dm = g.let_(k, format!("arith.subf %m, {mn} : f32"));
     let alpha = g.exp(k, &dm);
@@ -579,7 +565,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(k, "%mykey = arith.addi %t0, %lanei : index");
     g.line(k, "%myvalid = arith.cmpi ult, %mykey, %khi : index");
     let p = g.let_(k, format!("arith.select %myvalid, {e}, %zero : f32"));
-    let psum = warp_all(&mut g, &p, "addf");
+    let psum = g.shuffle_xor(k, &p, "addf", WARP_OFFSETS);
     let ln = g.let_(k, format!("math.fma %l, {alpha}, {psum} : f32"));
     let pr = via_f16(&mut g, k, &p, f16_cache);
     let av = g.let_(k, format!("vector.broadcast {alpha} : f32 to {vty}"));
@@ -601,23 +587,15 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(j, "}");
     // The key groups' value sums meet (every lane ends with its 16 values' totals); the
     // first group's lanes store them, lane 0 the warp's max and sum.
+    // (The groups are lanes lk apart: offsets lk, 2 lk, .., 16.)
     let mut sums = Vec::new();
     for c in 0..vch {
-        let mut v = format!("{res}#{}", 2 + c);
-        let mut off = lk;
-        while off < 32 {
-            let mut elems = Vec::new();
-            for x in 0..vw {
-                let e = g.let_(j, format!("vector.extract {v}[{x}] : f32 from {vty}"));
-                let o = g.let_(j, format!("arith.constant {off} : i32"));
-                let sh = g.fresh();
-                g.line(j, format!("{sh}, {sh}_ok = gpu.shuffle xor {e}, {o}, %w32 : f32"));
-                elems.push(g.let_(j, format!("arith.addf {e}, {sh} : f32")));
-            }
-            v = g.let_(j, format!("vector.from_elements {} : {vty}", elems.join(", ")));
-            off *= 2;
+        let mut elems = Vec::new();
+        for x in 0..vw {
+            let e = g.let_(j, format!("vector.extract {res}#{}[{x}] : f32 from {vty}", 2 + c));
+            elems.push(g.shuffle_xor(j, &e, "addf", (0..).map(|i| lk << i).take_while(|o| *o < 32)));
         }
-        sums.push(v);
+        sums.push(g.let_(j, format!("vector.from_elements {} : {vty}", elems.join(", "))));
     }
     g.line(j, format!("scf.yield {res}#0, {res}#1, {} : f32, f32, {}", sums.join(", "), tys.join(", ")));
     let j = j0;
@@ -640,6 +618,8 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(k, format!("memref.store {busy}#1, %stat[%ls] : {stat_t}"));
     g.line(j, "}");
     g.line(j, "gpu.barrier");
+    g.line(j, "%c96 = arith.constant 96 : index");
+    g.line(j, "%c97 = arith.constant 97 : index");
     // Warp 0 weighs the warps: w = exp(max_w - max) / sum, sum = sum_w sum_w * exp(..).
     g.line(j, "%w0 = arith.cmpi eq, %warp, %c0 : index");
     g.line(j, "scf.if %w0 {");
@@ -654,14 +634,14 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(k, "} else {");
     g.line(k + 2, "scf.yield %ninf, %zero : f32, f32");
     g.line(k, "}");
-    let gmax = warp_all(&mut g, &mw, "maximumf");
+    let gmax = g.shuffle_xor(k, &mw, "maximumf", WARP_OFFSETS);
     let dw = g.let_(k, format!("arith.subf {mw}, {gmax} : f32"));
     let ew = g.exp(k, &dw);
     // An empty warp (no keys) has sum 0 and max -inf: weight 0.
     let some = g.let_(k, format!("arith.cmpf ogt, {lw}, %zero : f32"));
     let wgt = g.let_(k, format!("arith.select {some}, {ew}, %zero : f32"));
     let lwt = g.let_(k, format!("arith.mulf {lw}, {wgt} : f32"));
-    let total = warp_all(&mut g, &lwt, "addf");
+    let total = g.shuffle_xor(k, &lwt, "addf", WARP_OFFSETS);
     // A split with no keys (fewer keys than splits) stores zeros, with sum 0.
     let wq = g.let_(k, format!("arith.divf {wgt}, {total} : f32"));
     let any = g.let_(k, format!("arith.cmpf ogt, {total}, %zero : f32"));
@@ -671,8 +651,6 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     g.line(k + 2, format!("memref.store {wn}, %stat[%wsl] : {stat_t}"));
     g.line(k, "}");
     g.line(k, "scf.if %lane0 {");
-    g.line(k + 2, "%c96 = arith.constant 96 : index");
-    g.line(k + 2, "%c97 = arith.constant 97 : index");
     g.line(k + 2, format!("memref.store {gmax}, %stat[%c96] : {stat_t}"));
     g.line(k + 2, format!("memref.store {total}, %stat[%c97] : {stat_t}"));
     g.line(k, "}");
@@ -703,10 +681,8 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], layer
     }
     g.line(j, "}");
     if split {
-        g.line(j, "%c96s = arith.constant 96 : index");
-        g.line(j, "%c97s = arith.constant 97 : index");
-        g.line(j, format!("%blkmax = memref.load %stat[%c96s] : {stat_t}"));
-        g.line(j, format!("%bsum = memref.load %stat[%c97s] : {stat_t}"));
+        g.line(j, format!("%blkmax = memref.load %stat[%c96] : {stat_t}"));
+        g.line(j, format!("%bsum = memref.load %stat[%c97] : {stat_t}"));
         g.line(j, "%split_rows = arith.cmpi ugt, %nact, %c1 : index");
         g.line(j, "scf.if %split_rows {");
         combine_splits(&mut g, j + 2, hd, "%blkmax", "%bsum", (att_dt, out.dtype), ot, wt);

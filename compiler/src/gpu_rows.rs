@@ -98,13 +98,7 @@ impl RowOps for Gen {
     fn block_reduce_parts(&mut self, indent: usize, parts: &[String], op: &str, threads: usize, (slots, ty): (&str, &str)) -> String {
         let mut stores = Vec::new();
         for (p, v) in parts.iter().enumerate() {
-            let mut acc = v.to_string();
-            for off in [16, 8, 4, 2, 1] {
-                let o = self.let_(indent, format!("arith.constant {off} : i32"));
-                let sh = self.fresh();
-                self.line(indent, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
-                acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
-            }
+            let acc = self.shuffle_xor(indent, v, op, crate::gpu_text::WARP_OFFSETS);
             let slot = if p == 0 {
                 "%warp".to_string()
             } else {

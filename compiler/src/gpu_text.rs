@@ -15,6 +15,9 @@ pub fn arrival_counters(name: &str, n: usize) -> String {
     format!("llvm.mlir.global internal @{name}(dense<0> : tensor<{n}xi32>) {{addr_space = 1 : i32, alignment = 4 : i64}} : !llvm.array<{n} x i32>")
 }
 
+/// [`KernelText::shuffle_xor`]'s offsets that combine a whole warp.
+pub const WARP_OFFSETS: [i64; 5] = [16, 8, 4, 2, 1];
+
 /// MLIR text being written, one op per line.
 pub(crate) struct KernelText {
     pub s: String,
@@ -135,6 +138,20 @@ impl KernelText {
         self.line(i, "gpu.barrier");
         let seen = self.let_(i, format!("memref.load {flag}[{zero}] : {ARRIVAL_FLAG}"));
         self.let_(i, format!("arith.cmpi ne, {seen}, {zero32} : i32"))
+    }
+
+    /// The f32 `v` combined by `op` (`addf`, `maximumf`) with its values in lanes `lane ^ off`,
+    /// for each of `offsets` in turn (`gpu.shuffle xor`, width `%w32`): [`WARP_OFFSETS`]
+    /// gives every lane the warp's result, smaller offsets a group of lanes'.
+    pub fn shuffle_xor(&mut self, indent: usize, v: &str, op: &str, offsets: impl IntoIterator<Item = i64>) -> String {
+        let mut acc = v.to_string();
+        for off in offsets {
+            let o = self.let_(indent, format!("arith.constant {off} : i32"));
+            let sh = self.fresh();
+            self.line(indent, format!("{sh}, {sh}_ok = gpu.shuffle xor {acc}, {o}, %w32 : f32"));
+            acc = self.let_(indent, format!("arith.{op} {acc}, {sh} : f32"));
+        }
+        acc
     }
 
     /// The float `v` of type `from` as `to`: `v` itself when they are the same, through f32

@@ -63,6 +63,19 @@ echo "== Llama-3.1-8B-shaped decode at batch 1 (Q4_K throughout, generated weigh
 # about 270 M (query, key) pairs a layer), and decode steps then read a 4096-key cache.
 echo "== Llama-3.1-8B-shaped prefill of 4096 tokens, then decode (Q4_K)" | tee -a "$log"
 [ -f $g/art/llama8b_q4k.maxa ] && timeout 150 $g/gpu-check decode $g/art/llama8b_q4k.maxa --context 4096 --steps 32 2>&1 | tee -a "$log"
+if [ $quick = 0 ]; then
+  # A/B: the same prefill with attention on the SIMT kernel (compiled with
+  # MAX_GPU_ATTENTION=mma_tokens=0), then per-dispatch profiles (eager launches timed with
+  # events: MAX_PROFILE), to the log only.
+  echo "== A/B: the 4096-token prefill with attention on the SIMT kernel" | tee -a "$log"
+  [ -f $g/art/llama8b_q4k_simt_attention.maxa ] && timeout 150 $g/gpu-check decode $g/art/llama8b_q4k_simt_attention.maxa --context 4096 --steps 8 2>&1 | tee -a "$log" | grep '^decode: prefill'
+  echo "== profiles (in $log)"
+  for run in "llama8b_bf16 512" "llama8b_q4k 4096" "llama8b_q4k_simt_attention 4096"; do
+    read -r a c <<< "$run"
+    echo "== profile: $a, context $c" >> "$log"
+    [ -f $g/art/$a.maxa ] && MAX_PROFILE=1 timeout 150 $g/gpu-check decode $g/art/$a.maxa --context "$c" --steps 8 >> "$log" 2>&1
+  done
+fi
 # The card's clocks vary between runs (seen here: cuBLAS bf16 from 525 to 725 TFLOP/s), so
 # the reference runs before and after our kernels and the table takes its best figures.
 if [ $quick = 0 ]; then

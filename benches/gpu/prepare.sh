@@ -302,6 +302,8 @@ target/release/synthetic_llm --preset llama-3.1-8b --dtype bf16 --target "$targe
 # The same shape quantized throughout to Q4_K (projections, head, embedding table): the
 # few-rows kernel's decode against its roofline.
 target/release/synthetic_llm --preset llama-3.1-8b --dtype q4_k --target "$target" -o "$out/art/llama8b_q4k.maxa"
+# A/B: attention's prefill on the SIMT kernel instead of the tensor cores.
+MAX_GPU_ATTENTION=mma_tokens=0 target/release/synthetic_llm --preset llama-3.1-8b --dtype q4_k --target "$target" -o "$out/art/llama8b_q4k_simt_attention.maxa"
 cp target/release/gpu-check "$out/"
 strip "$out/gpu-check" 2>/dev/null || true
 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$target" --emit ptx -o "$out/art/matmul_bf16.ptx"

@@ -7,7 +7,7 @@
 // block is computed at run time and passed to the kernel. Every shape of the kernel that
 // MAX_GPU_GEMV selects compiles (tests/lit/gpu/ptxas.mlir assembles the default).
 // RUN: maxc compile %s --target cuda:sm_90 --emit llvm-dialect | FileCheck %s
-// RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=PTX
+// RUN: maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefixes=PTX,ALIGN
 // RUN: env MAX_GPU_GEMV=lanes=1,ahead=8,blocks=1320 maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=PTX
 // RUN: env MAX_GPU_GEMV=lanes=2,ahead=4 maxc compile %s --target cuda:sm_90 --emit ptx | FileCheck %s --check-prefix=PTX
 // CHECK-LABEL: llvm.func @g_k0_matmul_add(
@@ -24,6 +24,11 @@
 // PTX-DAG: .entry gemv(
 // PTX-DAG: .entry reduce(
 // PTX-DAG: ld.global.v4.b32
+// The reduction slots are read and written as 16-byte vectors, so they must be aligned to 16
+// (a `misaligned address` fault on the GPU otherwise; ptxas placed them after the flag).
+// Lanes of 1 have none.
+// ALIGN-DAG: .shared .align 16 .b8 __wg_gemv1_1[
+// ALIGN-DAG: .shared .align 16 .b8 __wg_gemv_1[
 // PTX-DAG: .global .align 4 .b8 gemv_arrivals[{{[0-9]+}}];
 // PTX-DAG: .global .align 4 .b8 gemv_partials[{{[0-9]+}}];
 // PTX-DAG: atom{{.*}}.global.add.u32

@@ -38,7 +38,10 @@
 // CHECK: llvm.call @quant_k{{[0-9]+}}_rms_norm_qmatmul_add_norm(
 // CHECK: llvm.call @quant_k{{[0-9]+}}_rms_norm_qmatmul_add_mm(
 // CHECK: llvm.return
-// PTX: .entry gemv1(
+// PTX-DAG: .entry gemv1(
+// The reduction slots and A's chunk: 16-byte vectors, 16-byte aligned.
+// PTX-DAG: .shared .align 16 .b8 __wg_gemv1_1[
+// PTX-DAG: .shared .align 16 .b8 __wg_gemv1_2[
 // PTX: .shared .align 4 .b8 {{.*}}[
 // PTX: bar.sync
 // PTX: rsqrt.approx

@@ -592,8 +592,19 @@ impl Ctx<'_> {
         })
     }
 
+    /// An access of `len` bytes (a power of two: a scalar, or a vector's whole width) must be
+    /// aligned to `len`, as on the hardware, where a misaligned one stops the kernel with
+    /// "misaligned address" and leaves the context unusable.
+    fn aligned(&self, what: &str, space: Space, a: u64, len: usize) -> R<()> {
+        if len.is_power_of_two() && a % len as u64 != 0 {
+            return self.fault(format!("misaligned {space:?} {what} of {len} bytes at {a:#x}"));
+        }
+        Ok(())
+    }
+
     /// Reads `len` (<= 16) bytes.
     pub(crate) fn load(&self, w: &Warp, lane: usize, space: Space, a: u64, len: usize) -> R<[u8; 16]> {
+        self.aligned("load", space, a, len)?;
         let mut out = [0u8; 16];
         match space {
             Space::Global => {
@@ -628,6 +639,7 @@ impl Ctx<'_> {
 
     pub(crate) fn store(&mut self, w: &mut Warp, lane: usize, space: Space, a: u64, bytes: &[u8]) -> R<()> {
         let len = bytes.len();
+        self.aligned("store", space, a, len)?;
         match space {
             Space::Global => {
                 if !self.launch.mem.contains(a, len as u64) {
@@ -997,6 +1009,9 @@ impl Ctx<'_> {
                     if size > 16 {
                         return self.fault("cp.async of more than 16 bytes");
                     }
+                    // Both addresses are aligned to the copy's size, even where fewer source
+                    // bytes are read.
+                    self.aligned("cp.async source", Space::Global, src, size)?;
                     let mut bytes = [0u8; 16];
                     if src_size > 0 {
                         bytes = self.load(w, lane, Space::Global, src, src_size)?;
@@ -1197,6 +1212,26 @@ $JOIN:
         let mut out = vec![0u32; 4];
         run_one(src, &mut out, 1).unwrap();
         assert_eq!(out, vec![1538, (-510i32) as u32, 2039, 10]);
+    }
+
+    #[test]
+    fn a_vector_access_must_be_aligned_to_its_width() {
+        // A 4-byte flag, then a buffer declared `.align 4` that ptxas may place right after
+        // it: a 16-byte store there faults, as on the hardware; at `.align 16` it runs.
+        let kernel = |align: u32| {
+            format!(
+                ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{{\n\
+                 .reg .b32 %r<6>;\n.reg .b64 %rd<4>;\n.shared .align 4 .u32 flag;\n.shared .align {align} .b8 buf[64];\n\
+                 ld.param.u64 %rd1, [k_param_0];\nmov.u32 %r1, %tid.x;\nmov.u64 %rd2, buf;\n\
+                 st.shared.v4.b32 [%rd2], {{%r1, %r1, %r1, %r1}};\nld.shared.v2.b32 {{%r2, %r3}}, [%rd2+8];\n\
+                 st.global.u32 [%rd1], %r3;\nret;\n}}\n"
+            )
+        };
+        let mut out = vec![7u32; 1];
+        let f = run_one(&kernel(4), &mut out, 1).unwrap_err();
+        assert!(f.msg.contains("misaligned Shared store of 16 bytes at 0x4"), "{f}");
+        run_one(&kernel(16), &mut out, 1).unwrap();
+        assert_eq!(out[0], 0);
     }
 
     #[test]

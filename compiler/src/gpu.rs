@@ -102,7 +102,7 @@ pub fn device_memory(module_text: &str) -> Result<String, CompileError> {
             in_gpu_module -= line.matches('}').count().min(in_gpu_module);
         }
         if in_gpu_module > 0 {
-            out.push_str(&intrinsic_math(line));
+            out.push_str(&intrinsic_math(&align_workgroup(line)));
             out.push('\n');
             continue;
         }
@@ -302,6 +302,49 @@ fn escape_mlir(text: &str) -> String {
     out
 }
 
+/// Shared-memory alignment of every kernel's workgroup buffers: 16 bytes, the widest
+/// vector access. LLVM turns neighbouring loads and stores of a buffer into 16-byte
+/// vectors where the indices allow, whatever alignment the buffer was declared with, and
+/// ptxas places a buffer declared `.align 4` wherever 4 bytes allow (after a 4-byte flag,
+/// say): the hardware then stops the kernel with "misaligned address". A buffer that
+/// declares its own attributes keeps them.
+fn align_workgroup(line: &str) -> String {
+    let Some(start) = line.find(" workgroup(").map(|i| i + " workgroup(".len()) else {
+        return line.to_string();
+    };
+    // The attribution list's entries, split at top-level commas (types have their own).
+    let mut depth = 0usize;
+    let mut entries = vec![start];
+    let mut end = None;
+    for (i, c) in line[start..].char_indices() {
+        match c {
+            '<' | '(' | '{' | '[' => depth += 1,
+            ')' if depth == 0 => {
+                end = Some(start + i);
+                break;
+            }
+            '>' | ')' | '}' | ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => entries.push(start + i + 1),
+            _ => {}
+        }
+    }
+    let Some(end) = end else { return line.to_string() };
+    entries.push(end + 1);
+    let mut out = line[..start].to_string();
+    for (k, w) in entries.windows(2).enumerate() {
+        let entry = line[w[0]..w[1] - 1].trim();
+        if k > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(entry);
+        if !entry.ends_with('}') {
+            out.push_str(" {llvm.align = 16 : i64}");
+        }
+    }
+    out.push_str(&line[end..]);
+    out
+}
+
 /// `math.fma` and `math.floor` in kernels become plain arithmetic instead of libdevice
 /// calls, so kernels whose only math is the inline `exp` link no libdevice. (The floor is
 /// the `exp` range reduction's, on values clamped to about ±128: truncate to an integer,
@@ -469,6 +512,17 @@ mod tests {
         assert!(out.contains("memref.store %x"), "kernel code is left alone: {out}");
         let bad = device_memory("func.func @k() {\n    memref.store %x, %y[%i] : memref<?xf32>\n  }\n").unwrap_err();
         assert!(bad.to_string().contains("not mapped to the GPU"), "{bad}");
+    }
+
+    #[test]
+    fn workgroup_buffers_are_16_byte_aligned() {
+        let line = "    gpu.func @k(%a: memref<?xf32>) workgroup(%f : memref<1xi32, #gpu.address_space<workgroup>>, %r : memref<8x4xf32, #gpu.address_space<workgroup>> {llvm.align = 32 : i64}, %s : memref<64xf32, #gpu.address_space<workgroup>>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {";
+        assert_eq!(
+            align_workgroup(line),
+            "    gpu.func @k(%a: memref<?xf32>) workgroup(%f : memref<1xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %r : memref<8x4xf32, #gpu.address_space<workgroup>> {llvm.align = 32 : i64}, %s : memref<64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {"
+        );
+        let plain = "    gpu.func @k(%a: memref<?xf32>) kernel {";
+        assert_eq!(align_workgroup(plain), plain);
     }
 
     #[test]

@@ -522,9 +522,12 @@ pub unsafe extern "C" fn cuModuleLoadData(module: *mut *mut c_void, image: *cons
         }
     }
     // Module variables (libdevice's constant tables) live in device memory for good.
-    let mut alloc = |init: &[u8], _align: usize| {
+    // A variable declared with less than 16-byte alignment sits off a 16-byte boundary
+    // (as the loader may place it), so wider accesses than it declares fault here too.
+    let mut alloc = |init: &[u8], align: usize| {
         with_device(|d| {
-            let a = d.alloc(init.len()).unwrap_or(0);
+            let skew = if (1..16).contains(&align) { align } else { 0 };
+            let a = d.alloc(init.len() + skew).map_or(0, |a| a + skew as u64);
             if a != 0 {
                 // SAFETY: a fresh allocation of init.len() bytes.
                 unsafe { std::ptr::copy_nonoverlapping(init.as_ptr(), a as *mut u8, init.len()) };

@@ -520,9 +520,16 @@ impl KernelBuilder<'_> {
         Ok(())
     }
 
-    /// Gives a static shared variable its offset after the ones placed before it.
+    /// Gives a static shared variable its offset after the ones placed before it. A
+    /// variable declared with less than 16-byte alignment is placed where only its own
+    /// alignment holds (off a 16-byte boundary), as ptxas may place it: a kernel that reads
+    /// it as wider vectors than it declares then faults here as it can on the hardware.
     fn place_shared(&mut self, name: String, align: usize, bytes: usize) {
-        let off = self.static_shared.next_multiple_of(align.max(1));
+        let align = align.max(1);
+        let mut off = self.static_shared.next_multiple_of(align);
+        if align < 16 && off % 16 == 0 {
+            off += align;
+        }
         self.static_shared = off + bytes;
         self.syms.shared.insert(name, off);
     }
@@ -1288,9 +1295,10 @@ $L__BB0_2:
         assert_eq!(k.insts[4].args, vec![Opnd::Label(8)]);
         assert_eq!(k.insts[1].args[1], Opnd::Addr { base: None, off: 8, space_hint: Some(Space::Param) });
         assert_eq!(k.insts[6].op, Op::St { space: Space::Global, ty: Ty::B32, vec: 2 });
-        assert_eq!(k.static_shared, 64);
-        assert_eq!(k.dyn_shared_offset, 64);
-        assert_eq!(k.insts[7].args[1], Opnd::Imm(0));
+        // `__wg_x` (`.align 4`) is placed off a 16-byte boundary, at 4.
+        assert_eq!(k.static_shared, 68);
+        assert_eq!(k.dyn_shared_offset, 80);
+        assert_eq!(k.insts[7].args[1], Opnd::Imm(4));
     }
 
     #[test]

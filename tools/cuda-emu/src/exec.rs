@@ -596,7 +596,7 @@ impl Ctx<'_> {
     /// aligned to `len`, as on the hardware, where a misaligned one stops the kernel with
     /// "misaligned address" and leaves the context unusable.
     fn aligned(&self, what: &str, space: Space, a: u64, len: usize) -> R<()> {
-        if len.is_power_of_two() && a % len as u64 != 0 {
+        if len.is_power_of_two() && !a.is_multiple_of(len as u64) {
             return self.fault(format!("misaligned {space:?} {what} of {len} bytes at {a:#x}"));
         }
         Ok(())

@@ -527,7 +527,7 @@ impl KernelBuilder<'_> {
     fn place_shared(&mut self, name: String, align: usize, bytes: usize) {
         let align = align.max(1);
         let mut off = self.static_shared.next_multiple_of(align);
-        if align < 16 && off % 16 == 0 {
+        if align < 16 && off.is_multiple_of(16) {
             off += align;
         }
         self.static_shared = off + bytes;

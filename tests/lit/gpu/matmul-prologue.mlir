@@ -39,10 +39,12 @@
 // CHECK: llvm.call @quant_k{{[0-9]+}}_rms_norm_qmatmul_add_mm(
 // CHECK: llvm.return
 // PTX-DAG: .entry gemv1(
-// The reduction slots and A's chunk: 16-byte vectors, 16-byte aligned.
+// Every workgroup buffer (the reduction slots, A's chunk, the norm's block slots) is
+// 16-byte aligned: LLVM reads them as 16-byte vectors.
 // PTX-DAG: .shared .align 16 .b8 __wg_gemv1_1[
 // PTX-DAG: .shared .align 16 .b8 __wg_gemv1_2[
-// PTX: .shared .align 4 .b8 {{.*}}[
+// PTX-DAG: .shared .align 16 .b8 __wg_gemv1_3[
+// PTX-NOT: .shared .align 4 .b8
 // PTX: bar.sync
 // PTX: rsqrt.approx
 // PTXAS: module(s) assembled

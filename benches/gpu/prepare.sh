@@ -253,7 +253,7 @@ PY
 if [ $cases_only = 1 ]; then
   exit 0
 fi
-# The parity cases (about 90 MB), real models and the lean `max` CLI are more than one
+# The parity cases (about 80 MB per chip), real models and the lean `max` CLI are more than one
 # device call carries (64 MiB): they go as one tar in chunks of 56 MiB under .gpu-big/, one
 # call each before the call that runs the check (which joins and unpacks them). The cases
 # also stay in $out/cases for the tuning scripts, but the check's own call leaves them out.
@@ -261,6 +261,14 @@ big=.gpu-big
 rm -rf "$big"
 mkdir -p "$big/src"
 cp -r "$out/cases" "$big/src/cases"
+# The same cases compiled for sm_80 (the mma.sync and SIMT kernels that sm_80/sm_89 get),
+# which a Hopper card runs as well (its driver compiles the sm_80 PTX).
+if [ "$target" = cuda:sm_90 ]; then
+  echo "prepare: the op cases for cuda:sm_80 too" >&2
+  bash benches/gpu/prepare.sh --cases-only "$big/sm_80" --target cuda:sm_80
+  mv "$big/sm_80/cases" "$big/src/cases-sm_80"
+  rm -rf "$big/sm_80"
+fi
 # A real model: its outputs recorded on the CPU (gpu-check SUBCOMMAND --record), and the
 # model compiled for the GPU into the big payload.
 real_model() { # NAME SOURCE SUBCOMMAND
@@ -281,7 +289,8 @@ echo "prepare: the lean max CLI (no compiler; cuda) for max serve / max generate
 CARGO_TARGET_DIR=target/lean cargo build --release --locked -q -p max-tools --no-default-features --features cuda --bin max
 cp target/lean/release/max "$big/src/max"
 strip "$big/src/max" 2>/dev/null || true
-(cd "$big/src" && tar cf - .) > "$big/all.tar"
+# Compressed: the cases' PTX and the CLI shrink well (the weights do not).
+(cd "$big/src" && tar czf - .) > "$big/all.tar"
 cksum < "$big/all.tar" > "$out/big.cksum"
 split -b 56M -d "$big/all.tar" "$big/chunk-"
 rm -rf "$big/src" "$big/all.tar"

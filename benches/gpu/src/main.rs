@@ -287,8 +287,7 @@ fn time(path: &Path, dims: &[String], iters: usize, flops: Option<f64>, bytes: O
     }
     let wall = t0.elapsed().as_secs_f64() / iters as f64;
     let per_call = (kernel_total(&model) - before).as_secs_f64() / iters as f64;
-    // Which dispatch takes the time, where a call has several (a TF32 matmul's transpose, a
-    // split-K reduction).
+    // Which dispatch takes the time, where a call has several (custom_mlp's three).
     if let (Some(before), Some(after)) = (before_each, model.kernel_times()) {
         if after.len() > 1 {
             print_step_profile("call", &before, &after, iters);

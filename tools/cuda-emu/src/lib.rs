@@ -529,7 +529,8 @@ pub unsafe extern "C" fn cuModuleLoadData(module: *mut *mut c_void, image: *cons
             let skew = if (1..16).contains(&align) { align } else { 0 };
             let a = d.alloc(init.len() + skew).map_or(0, |a| a + skew as u64);
             if a != 0 {
-                // SAFETY: a fresh allocation of init.len() bytes.
+                // SAFETY: [a, a + init.len()) lies inside a fresh allocation of
+                // init.len() + skew bytes that starts skew bytes before a.
                 unsafe { std::ptr::copy_nonoverlapping(init.as_ptr(), a as *mut u8, init.len()) };
             }
             a

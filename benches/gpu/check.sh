@@ -4,7 +4,7 @@
 # (the LLM kernels included; compiled for sm_90, and again for sm_80), custom_mlp against
 # the CPU path, SmolLM2's greedy tokens against the CPU's, MiniLM's embeddings, max serve,
 # Llama-3.1-8B-shaped decode and prefill, and matmul throughput next to PyTorch/cuBLAS on
-# the same card. Finishes in about 5 minutes (an H200: 262 s).
+# the same card. Finishes in about 4 minutes on an H200.
 # Usage: bash benches/gpu/check.sh [--quick]   (--quick: parity and the LLM only, no timings
 # of the matmuls or the PyTorch reference)
 set -uo pipefail

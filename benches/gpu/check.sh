@@ -42,9 +42,8 @@ fi
 parity80="parity cases compiled for sm_80: not run (none in the .gpu-big chunks)"
 if [ -d "$bigdir/cases-sm_80" ]; then
   echo "== parity cases compiled for sm_80 (mma.sync and SIMT kernels; PTX compiled by the driver)" | tee -a "$log"
-  $g/gpu-check cases "$bigdir/cases-sm_80" > "$bigdir/sm_80.log" 2>&1
-  grep -v '^ok ' "$bigdir/sm_80.log" | tee -a "$log" | tail -10
-  parity80="sm_80 PTX $(grep '^cases:' "$bigdir/sm_80.log" | tail -1)"
+  $g/gpu-check cases "$bigdir/cases-sm_80" 2>&1 | tee -a "$log" | tail -10
+  parity80="sm_80 PTX $(grep '^cases:' "$log" | tail -1)"
 fi
 if [ -f "$bigdir/smollm2.maxa" ]; then
   echo "== SmolLM2 on the GPU vs the CPU's recording" | tee -a "$log"

@@ -10,10 +10,11 @@
 //! multiplies its queries into the keys (`ldmatrix` of key rows as the column-major B
 //! operand), masks keys past each query's position, and updates each query row's running
 //! max and sum (the 4 lanes holding a row meet through shuffles), rescaling its output
-//! accumulators by `exp(old max - new max)` (scores in base 2: one `ex2` each). The probabilities, rounded to f16, are the A
-//! operand of the product with the values as they are: the accumulator of the scores and
-//! the A fragment share their layout, so no data moves between the two products (values
-//! through `ldmatrix.trans`). The output is divided by the row's sum at the end.
+//! accumulators by `exp(old max - new max)` (scores in base 2: one `ex2` each). The
+//! probabilities, rounded to f16, are the A operand of the product with the values as they
+//! are: the accumulator of the scores and the A fragment share their layout, so no data
+//! moves between the two products (values through `ldmatrix.trans`). The output is divided
+//! by the row's sum at the end.
 //!
 //! Numerics are those of the SIMT kernel's online softmax: with an f16 cache the
 //! probabilities are rounded to f16 before they are normalized.
@@ -69,7 +70,7 @@ pub(crate) fn kernel(s: &mut String, b: &[&BindingType], layer: i64, scale: f64,
         4,
         format!(
             "gpu.func @attention_mma(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %ns: index, %qtiles: index) \
-             workgroup(%Ks : {tile_t} {{llvm.align = 16 : i64}}, %Vs : {tile_t} {{llvm.align = 16 : i64}}) \
+             workgroup(%Ks : {tile_t}, %Vs : {tile_t}) \
              kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"
         ),
     );

@@ -230,9 +230,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     let flag = ARRIVAL_FLAG;
     let mut workgroup = vec![format!("%flag : {flag}")];
     if lanes > 1 {
-        // Read and written as 16-byte vectors: ptxas would otherwise place it after the
-        // 4-byte flag.
-        workgroup.push(format!("%red : {shared} {{llvm.align = 16 : i64}}"));
+        workgroup.push(format!("%red : {shared}"));
     }
     // A's chunk (rows x the chunk's K) for a kernel that computes A, and the slots of its
     // block reductions.
@@ -242,7 +240,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     let (a_params, (a_var, ta_dims)) = match src {
         Source::Plain(ta) => (format!("%A: {ta}"), ("%A".to_string(), ta.to_string())),
         Source::Computed(a) => {
-            workgroup.push(format!("%As : {a_chunk} {{llvm.align = 16 : i64}}"));
+            workgroup.push(format!("%As : {a_chunk}"));
             workgroup.push(format!("%pred : {}", crate::gpu_prologue::PRED));
             (a.params(), a.shaped())
         }

@@ -412,7 +412,7 @@ fn attention_kernel(s: &mut String, spec: &KernelSpec, b: &[&BindingType], (laye
         4,
         format!(
             "gpu.func @{entry}(%Q: {qt}, %K: {km}, %V: {vm}, %P: {pm}, %S: {sm}, %O: {ot}, %ns: index) \
-             workgroup(%part : {part_t} {{llvm.align = 16 : i64}}, %stat : {stat_t} {{llvm.align = 16 : i64}}{flag}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
+             workgroup(%part : {part_t}, %stat : {stat_t}{flag}) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{"
         ),
     );
     for (n, v) in [("%c0", 0), ("%c1", 1), ("%c2", 2), ("%c32", 32)] {

@@ -99,7 +99,7 @@ fn device_module(spec: &KernelSpec, name: &str, dt: DType, ta: &str, tb: &str, t
     let mut g = Gen::new("v");
     let i = 6;
     g.line(2, format!("gpu.module @{name}_mma {{"));
-    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa} {{llvm.align = 16 : i64}}, %Bs : {sb} {{llvm.align = 16 : i64}}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+    g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     g.line(i, "%CONSTANTS%");
     for c in [0usize, 1, 2, 4, 8, 16, 32, 64, BM, BN, BK, WARPS_N, vw] {
         g.c(c);

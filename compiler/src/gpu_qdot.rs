@@ -131,7 +131,7 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
     };
     let _ = write!(
         s,
-        "    gpu.func @{entry}({x_params}, %b1: {wm}, {extra}%Y: {om}) workgroup(%Aq : {aq_t} {{llvm.align = 16 : i64}}, %Ad : {ad_t}, %As : {ad_t}{pred}) \
+        "    gpu.func @{entry}({x_params}, %b1: {wm}, {extra}%Y: {om}) workgroup(%Aq : {aq_t}, %Ad : {ad_t}, %As : {ad_t}{pred}) \
          kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c2 = arith.constant 2 : index\n      \
          %c3 = arith.constant 3 : index\n      %c4 = arith.constant 4 : index\n      %c8 = arith.constant 8 : index\n      %c32 = arith.constant 32 : index\n      \

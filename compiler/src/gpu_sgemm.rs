@@ -123,9 +123,9 @@ fn tile_kernel(g: &mut Gen, spec: &KernelSpec, ta: &str, tb: &str, tc: &str, ext
     let sb = format!("memref<{BK}x{}xf32, #gpu.address_space<workgroup>>", BN + PAD);
     let i = 6;
     if partial {
-        g.line(4, format!("gpu.func @partial(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>) workgroup(%As : {sa} {{llvm.align = 16 : i64}}, %Bs : {sb} {{llvm.align = 16 : i64}}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+        g.line(4, format!("gpu.func @partial(%A: {ta}, %B: {tb}, %P: memref<?x?x?xf32>) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     } else {
-        g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa} {{llvm.align = 16 : i64}}, %Bs : {sb} {{llvm.align = 16 : i64}}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
+        g.line(4, format!("gpu.func @mm(%A: {ta}, %B: {tb}{extra}, %C: {tc}) workgroup(%As : {sa}, %Bs : {sb}) kernel attributes {{known_block_size = array<i32: {THREADS}, 1, 1>}} {{"));
     }
     g.line(i, "%c0 = arith.constant 0 : index");
     g.line(i, "%c1 = arith.constant 1 : index");

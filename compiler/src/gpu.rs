@@ -302,6 +302,73 @@ fn escape_mlir(text: &str) -> String {
     out
 }
 
+/// A line a kernel generator puts where the kernel should wait for the kernel before it
+/// (after work that reads nothing an earlier kernel writes, such as prefetching its
+/// weights); [`wait_for_predecessors`] makes it the wait on sm_90. An MLIR comment, so
+/// other chips' modules parse as if it were not there.
+pub const WAIT_HERE: &str = "// max: wait for the preceding kernel here";
+
+/// `griddepcontrol.wait` as inline assembly that clobbers memory: LLVM's intrinsic for it
+/// is declared not to touch memory, which would let a load move above it.
+const GRID_WAIT: &str = "llvm.inline_asm has_side_effects \"griddepcontrol.wait;\", \"~{memory}\" : () -> ()";
+/// `griddepcontrol.launch_dependents`, kept in place the same way.
+const GRID_LAUNCH_DEPENDENTS: &str = "llvm.inline_asm has_side_effects \"griddepcontrol.launch_dependents;\", \"~{memory}\" : () -> ()";
+
+/// Whether kernels for `chip` are launched as programmatic dependents (sm_90's
+/// `griddepcontrol`; the runtime launches a kernel so only if its PTX waits).
+pub fn programmatic_launch(chip: &str) -> bool {
+    chip == "sm_90"
+}
+
+/// Programmatic dependent launch: every kernel waits for the kernel before it
+/// (`griddepcontrol.wait`) and then lets the next one launch (`launch_dependents`), at its
+/// entry or where its generator put [`WAIT_HERE`]. The runtime launches such kernels with
+/// programmatic stream serialization, so a kernel's blocks are scheduled, and run up to
+/// the wait, while the one before it finishes: a decode step is a few hundred short
+/// kernels, and each boundary otherwise drains the GPU and ramps it up again. The wait
+/// returns when the kernel before has finished and its writes are visible; since every
+/// kernel waits, that one had waited for its own predecessor, so the order of the stream
+/// holds for all earlier kernels too.
+pub fn wait_for_predecessors(module_text: &str) -> String {
+    let lines: Vec<&str> = module_text.lines().collect();
+    let braces = |l: &str| l.matches('{').count() as i64 - l.matches('}').count() as i64;
+    let mut out = String::with_capacity(module_text.len() + 4096);
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let t = line.trim_start();
+        let header = t.starts_with("gpu.func @") && line.contains(" kernel") && t.ends_with('{');
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+        if !header {
+            continue;
+        }
+        // The kernel's body: up to the line that closes the header's brace.
+        let (mut depth, mut end) = (braces(line), i);
+        while end < lines.len() && depth > 0 {
+            depth += braces(lines[end]);
+            end += 1;
+        }
+        let indent = format!("{}  ", &line[..line.len() - t.len()]);
+        let wait = |indent: &str| format!("{indent}{GRID_WAIT}\n{indent}{GRID_LAUNCH_DEPENDENTS}\n");
+        if lines[i..end].iter().any(|l| l.trim() == WAIT_HERE) {
+            for l in &lines[i..end] {
+                if l.trim() == WAIT_HERE {
+                    out.push_str(&wait(&l[..l.len() - l.trim_start().len()]));
+                } else {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            i = end;
+        } else {
+            out.push_str(&wait(&indent));
+        }
+    }
+    out
+}
+
 /// Shared-memory alignment of every kernel's workgroup buffers: 16 bytes, the widest
 /// vector access. LLVM turns neighbouring loads and stores of a buffer into 16-byte
 /// vectors where the indices allow, whatever alignment the buffer was declared with, and
@@ -523,6 +590,16 @@ mod tests {
         );
         let plain = "    gpu.func @k(%a: memref<?xf32>) kernel {";
         assert_eq!(align_workgroup(plain), plain);
+    }
+
+    #[test]
+    fn kernels_wait_for_their_predecessors() {
+        let src = "  gpu.module @m {\n    gpu.func @a(%x: memref<?xf32>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {\n      scf.if %c {\n        gpu.barrier\n      }\n      gpu.return\n    }\n    gpu.func @b(%x: memref<?xf32>) kernel {\n      %p = arith.constant 0 : index\n      // max: wait for the preceding kernel here\n      gpu.return\n    }\n    func.func @host() {\n      return\n    }\n  }\n";
+        let out = wait_for_predecessors(src);
+        let (w, l) = (GRID_WAIT, GRID_LAUNCH_DEPENDENTS);
+        let want = "  gpu.module @m {\n    gpu.func @a(%x: memref<?xf32>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {\n      WAIT\n      LAUNCH\n      scf.if %c {\n        gpu.barrier\n      }\n      gpu.return\n    }\n    gpu.func @b(%x: memref<?xf32>) kernel {\n      %p = arith.constant 0 : index\n      WAIT\n      LAUNCH\n      gpu.return\n    }\n    func.func @host() {\n      return\n    }\n  }\n".replace("WAIT", w).replace("LAUNCH", l);
+        assert_eq!(out, want);
+        assert!(programmatic_launch("sm_90") && !programmatic_launch("sm_89") && !programmatic_launch("sm_80"));
     }
 
     #[test]

@@ -291,6 +291,10 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
         g.line(i, format!("%rm{m} = arith.minui %cm{m}, %mlast : index"));
     }
     g.line(i, "%fzero = arith.constant 0.0 : f32");
+    prefetch_first_step(&mut g, i, tb, dt, ahead, lanes);
+    // Nothing above reads memory an earlier kernel writes (A may be the output of the
+    // kernel just before).
+    g.line(i, crate::gpu::WAIT_HERE);
     if let Source::Computed(a) = src {
         stage_a(&mut g, i, &rows, *a, kc_static, &a_chunk);
     }
@@ -394,6 +398,34 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     }
     reduce_last(&mut g, spec, tc, cols);
     g.s
+}
+
+/// Kernel code: an L2 prefetch of the rows of B this thread loads in its first loop step
+/// (`ahead` rows of 16 bytes, every `lanes`-th row from `%kstart`). It comes before the
+/// kernel waits for the one ahead of it ([`crate::gpu::wait_for_predecessors`]), so on
+/// sm_90 the weights start to stream in while that kernel finishes. A prefetch into L2 is
+/// safe whoever writes B: L2 is where every SM's global stores land, so it holds no stale
+/// copy, and an L2 line is all a prefetch fills.
+fn prefetch_first_step(g: &mut Gen, i: usize, tb: &str, dt: DType, ahead: i64, lanes: i64) {
+    g.line(i, "scf.if %nok {");
+    let j = i + 2;
+    g.line(j, format!("%pf_base = memref.extract_aligned_pointer_as_index %B : {tb} -> index"));
+    g.line(j, format!("%pf_buf, %pf_off, %pf_sizes:2, %pf_strides:2 = memref.extract_strided_metadata %B : {tb} -> memref<{}>, index, index, index, index, index", dt.mlir_name()));
+    g.line(j, format!("%pf_esize = arith.constant {} : index", dt.size_bytes()));
+    g.line(j, "%pf_col = arith.muli %n0, %pf_strides#1 : index");
+    g.line(j, "%pf_at0 = arith.addi %pf_off, %pf_col : index");
+    for u in 0..ahead {
+        let row = if u == 0 { "%kstart".to_string() } else { g.let_(j, format!("arith.addi %kstart, %c{} : index", lanes * u)) };
+        let r = g.let_(j, format!("arith.muli {row}, %pf_strides#0 : index"));
+        let e = g.let_(j, format!("arith.addi %pf_at0, {r} : index"));
+        let b = g.let_(j, format!("arith.muli {e}, %pf_esize : index"));
+        let a = g.let_(j, format!("arith.addi %pf_base, {b} : index"));
+        let a64 = g.let_(j, format!("arith.index_cast {a} : index to i64"));
+        // Inline assembly: LLVM selects its prefetch intrinsic only for sm_90 with PTX 8.0,
+        // and the instruction is older than sm_80.
+        g.line(j, format!("llvm.inline_asm has_side_effects \"prefetch.global.L2 [$0];\", \"l\" {a64} : (i64) -> ()"));
+    }
+    g.line(i, "}");
 }
 
 /// Kernel code: `%As[m * kc + kk] = A[m, k0 + kk]` for this block's chunk of K, as `a`

@@ -229,7 +229,10 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
             let flat = gpu_loops::collapse_parallel_loops(&mlir::print_module(&module, false));
             let mut module = ctx.parse(&flat, "<gpu-loops>").map_err(|e| CompileError::Internal(format!("flattened GPU loops do not verify: {e}")))?;
             ctx.run_pipeline(&mut module, &format!("builtin.module({})", gpu::MAP_TO_GPU))?;
-            let host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs, &cuda.chip))?;
+            let mut host = gpu::device_memory(&gpu::late_kernels(&mlir::print_module(&module, false), &specs, &cuda.chip))?;
+            if gpu::programmatic_launch(&cuda.chip) {
+                host = gpu::wait_for_predecessors(&host);
+            }
             let mut module = ctx.parse(&host, "<gpu-kernels>").map_err(|e| {
                 // Quote the generated line the diagnostic points at.
                 let msg = e.to_string();

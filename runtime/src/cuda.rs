@@ -14,6 +14,7 @@ use crate::error::RuntimeError;
 use cudarc::driver::sys;
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub use crate::artifact::GPU_API;
@@ -335,10 +336,51 @@ fn stream_or_current(s: *mut c_void) -> sys::CUstream {
 // The MLIR GPU runtime ABI. Each is called by compiled host code with arguments it
 // computed from the kernel's bindings.
 
+/// Kernels launched as programmatic dependents, by function handle ([`waiting_entries`]).
+static PROGRAMMATIC: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+/// Each loaded module's kernels that wait for their predecessor, until their handles are
+/// looked up.
+static WAITING: Mutex<Option<HashMap<usize, Vec<String>>>> = Mutex::new(None);
+
+/// Whether kernels whose PTX waits for their predecessor are launched as programmatic
+/// dependents: on unless `MAX_GPU_PDL=0` (A/B runs; the kernels' waits then return at once).
+fn programmatic_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MAX_GPU_PDL").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The `.entry` kernels of a PTX module that execute `griddepcontrol.wait`: the compiler
+/// puts one in every sm_90 kernel (`max_compiler::gpu::wait_for_predecessors`), before
+/// any access to memory an earlier kernel may still be writing. Only these may start
+/// before the kernel ahead of them on the stream has finished; a custom op's own PTX, or
+/// a module for an older chip, is launched as usual.
+pub fn waiting_entries(ptx: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut parts = ptx.split(".entry ").skip(1).peekable();
+    while let Some(part) = parts.next() {
+        let name: String = part.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.')).collect();
+        // The entry's text runs to the next `.entry` (or a `.func` after it).
+        let body = part.split("\n.func").next().unwrap_or(part);
+        if !name.is_empty() && body.contains("griddepcontrol.wait") {
+            out.push(name);
+        }
+    }
+    out
+}
+
 extern "C" fn mgpu_module_load(data: *mut c_void, _size: u64) -> *mut c_void {
     let mut m = std::ptr::null_mut();
     // SAFETY: `data` is the PTX (NUL-terminated) or cubin image embedded in the library.
     record(unsafe { sys::cuModuleLoadData(&mut m, data) }, "loading a GPU kernel module");
+    // SAFETY: as above; a PTX image is text up to its NUL (a cubin starts with the ELF
+    // magic, which is not PTX, and has no waiting entries to find).
+    let image = unsafe { CStr::from_ptr(data as *const c_char) }.to_bytes();
+    if !m.is_null() && !image.starts_with(b"\x7fELF") {
+        let waiting = waiting_entries(&String::from_utf8_lossy(image));
+        if !waiting.is_empty() {
+            WAITING.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).insert(m as usize, waiting);
+        }
+    }
     m as *mut c_void
 }
 
@@ -361,6 +403,12 @@ extern "C" fn mgpu_module_get_function(m: *mut c_void, name: *const c_char) -> *
     }
     // SAFETY: `m` is a loaded module, `name` a NUL-terminated kernel name.
     record(unsafe { sys::cuModuleGetFunction(&mut f, m as sys::CUmodule, name) }, "finding a GPU kernel");
+    // SAFETY: as above.
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    let waits = WAITING.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|w| w.get(&(m as usize))).is_some_and(|w| w.iter().any(|e| *e == name));
+    if waits && !f.is_null() {
+        PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashSet::new).insert(f as usize);
+    }
     f as *mut c_void
 }
 
@@ -386,6 +434,34 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
             }
             record(r, "raising a GPU kernel's shared memory limit");
         }
+    }
+    let programmatic = programmatic_enabled() && PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(&(f as usize)));
+    if programmatic {
+        // Programmatic stream serialization: the kernel may start once every block of the
+        // one before it has passed its `griddepcontrol.launch_dependents`; it waits for
+        // that one's completion itself (`griddepcontrol.wait`). In a stream capture this
+        // becomes a programmatic edge of the CUDA graph.
+        // SAFETY: the value is a C union of integers, pointers and arrays of them, for which
+        // all-zero bytes are valid.
+        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attr = sys::CUlaunchAttribute { id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, pad: [0; 4], value };
+        let config = sys::CUlaunchConfig {
+            gridDimX: gx as u32,
+            gridDimY: gy as u32,
+            gridDimZ: gz as u32,
+            blockDimX: bx as u32,
+            blockDimY: by as u32,
+            blockDimZ: bz as u32,
+            sharedMemBytes: smem as u32,
+            hStream: stream_or_current(stream),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as for cuLaunchKernel below; `config` and its one attribute outlive the
+        // call.
+        record(unsafe { sys::cuLaunchKernelEx(&config, f as sys::CUfunction, params, extra) }, "launching a GPU kernel");
+        return;
     }
     // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
     // arguments as the compiled host code laid them out for its PTX signature.
@@ -515,6 +591,13 @@ pub fn init_library(dev: &CudaDevice, lib: &libloading::Library) -> Result<(), R
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn finds_the_kernels_that_wait() {
+        let ptx = ".version 8.0\n.target sm_90\n.visible .entry a(\n.param .u64 a_param_0\n)\n{\ngriddepcontrol.wait;\nret;\n}\n.visible .entry b_1(\n)\n{\nret;\n}\n.func helper()\n{\ngriddepcontrol.wait;\nret;\n}\n.visible .entry c$x()\n{\n\tgriddepcontrol.wait;\n}\n";
+        assert_eq!(super::waiting_entries(ptx), ["a", "c$x"]);
+        assert!(super::waiting_entries(".version 8.0\n.target sm_80\n.visible .entry a()\n{\nret;\n}\n").is_empty());
+    }
+
     #[test]
     fn table_matches_names() {
         assert_eq!(super::api_table().len(), super::GPU_API.len());

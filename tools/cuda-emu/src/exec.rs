@@ -36,6 +36,11 @@ fn step_limit() -> u64 {
 #[derive(Default)]
 pub struct Memory {
     pub ranges: Vec<(u64, u64)>,
+    /// Allocations (by start) that kernels wrote since the stream last ran anything but a
+    /// programmatic dependent launch: what such a launch may not read before its
+    /// `griddepcontrol.wait`, since on a GPU the kernels before it may still be writing
+    /// them.
+    pub in_flight_writes: std::cell::RefCell<std::collections::HashSet<u64>>,
 }
 
 impl Memory {
@@ -49,6 +54,12 @@ impl Memory {
     pub fn remove(&mut self, start: u64) -> Option<u64> {
         let i = self.ranges.binary_search_by_key(&start, |&(s, _)| s).ok()?;
         Some(self.ranges.remove(i).1)
+    }
+
+    /// The start of the allocation holding `addr`.
+    pub fn start_of(&self, addr: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|&(s, _)| s <= addr);
+        (i > 0 && addr < self.ranges[i - 1].1).then(|| self.ranges[i - 1].0)
     }
 
     /// Whether `[addr, addr + len)` lies inside one allocation.
@@ -85,6 +96,12 @@ pub struct Launch<'a> {
     /// The parameter buffer, laid out as the kernel's `.param`s.
     pub params: &'a [u8],
     pub mem: &'a Memory,
+    /// Launched as a programmatic dependent (`cuLaunchKernelEx` with programmatic stream
+    /// serialization): on a GPU it may start while the kernels before it still run, so
+    /// before a lane executes `griddepcontrol.wait` it may not store to global memory nor
+    /// read what those kernels wrote ([`Memory::in_flight_writes`]), and some lane of the
+    /// grid must wait (else the kernels after it could overtake the ones before it).
+    pub programmatic: bool,
 }
 
 /// An entry of a warp's reconvergence stack: lanes `mask` run from `pc` until they reach
@@ -104,6 +121,8 @@ pub(crate) struct Warp {
     alive: u32,
     /// Waiting at `bar.sync`.
     at_bar: bool,
+    /// Lanes past `griddepcontrol.wait`.
+    waited: u32,
     /// Index of the warp in its block.
     pub(crate) id: u32,
     /// Linear thread id of lane 0.
@@ -123,6 +142,10 @@ pub(crate) struct Ctx<'a> {
     /// Bytes of global memory the lanes have read and written in this launch.
     read: std::cell::Cell<u64>,
     written: u64,
+    /// Whether a lane of the launch executed `griddepcontrol.wait`.
+    waited: bool,
+    /// Allocations (by start) this launch stored to.
+    stored_to: std::collections::HashSet<u64>,
 }
 
 /// What a launch did, counted by the interpreter: a measure of work that does not depend
@@ -155,10 +178,11 @@ pub fn run(l: &Launch) -> Result<Counts, Fault> {
     let max_steps = step_limit();
     let mut steps = 0u64;
     let mut counts = Counts::default();
+    let (mut waited, mut stored_to) = (false, std::collections::HashSet::new());
     for z in 0..l.grid[2] {
         for y in 0..l.grid[1] {
             for x in 0..l.grid[0] {
-                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps, read: Default::default(), written: 0 };
+                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps, read: Default::default(), written: 0, waited, stored_to: std::mem::take(&mut stored_to) };
                 let mut warps: Vec<Warp> = (0..nwarps)
                     .map(|w| {
                         let lanes = (threads - w * 32).min(32);
@@ -168,6 +192,7 @@ pub fn run(l: &Launch) -> Result<Counts, Fault> {
                             stack: vec![Entry { pc: 0, rpc: u32::MAX, mask }],
                             alive: mask,
                             at_bar: false,
+                            waited: 0,
                             id: w as u32,
                             first_thread: (w * 32) as u32,
                             local: vec![0; k.local_bytes * 32],
@@ -192,9 +217,15 @@ pub fn run(l: &Launch) -> Result<Counts, Fault> {
                 counts.global_read += ctx.read.get();
                 counts.global_written += ctx.written;
                 steps = ctx.steps;
+                waited = ctx.waited;
+                stored_to = ctx.stored_to;
             }
         }
     }
+    if l.programmatic && !waited {
+        return Err(Fault { kernel: k.name.clone(), line: 0, msg: "launched as a programmatic dependent, but no thread executed griddepcontrol.wait: the kernels after it could start before the ones before it finish".into() });
+    }
+    l.mem.in_flight_writes.borrow_mut().extend(stored_to);
     counts.warp_insts = steps;
     Ok(counts)
 }
@@ -611,6 +642,9 @@ impl Ctx<'_> {
                 if !self.launch.mem.contains(a, len as u64) {
                     return self.fault(format!("global load of {len} bytes at {a:#x}, outside every device allocation"));
                 }
+                if self.launch.programmatic && w.waited & (1 << lane) == 0 && self.launch.mem.start_of(a).is_some_and(|s| self.launch.mem.in_flight_writes.borrow().contains(&s)) {
+                    return self.fault(format!("global load at {a:#x} before griddepcontrol.wait, of memory a kernel still running before this programmatic dependent may write"));
+                }
                 // SAFETY: [a, a+len) lies inside a live allocation of the emulated device
                 // (checked just above), which is host memory this process owns.
                 unsafe { std::ptr::copy_nonoverlapping(a as *const u8, out.as_mut_ptr(), len) };
@@ -645,6 +679,10 @@ impl Ctx<'_> {
                 if !self.launch.mem.contains(a, len as u64) {
                     return self.fault(format!("global store of {len} bytes at {a:#x}, outside every device allocation"));
                 }
+                if self.launch.programmatic && w.waited & (1 << lane) == 0 {
+                    return self.fault(format!("global store at {a:#x} before griddepcontrol.wait in a programmatic dependent: the kernels before it may still be using that memory"));
+                }
+                self.stored_to.extend(self.launch.mem.start_of(a));
                 // SAFETY: as in `load`: the range is inside a live device allocation.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a as *mut u8, len) };
                 self.written += len as u64;
@@ -732,6 +770,10 @@ impl Ctx<'_> {
         let lanes = (0..32usize).filter(|l| exec & (1 << l) != 0);
         match &inst.op {
             Op::Nop => {}
+            Op::GridDepWait => {
+                w.waited |= exec;
+                self.waited = true;
+            }
             Op::Mov(ty) => {
                 let (d, s) = (&a[0], &a[1]);
                 for lane in lanes {
@@ -1159,8 +1201,8 @@ $JOIN:
         let mut params = (out.as_mut_ptr() as u64).to_le_bytes().to_vec();
         params.extend_from_slice(&threads.to_le_bytes());
         let start = out.as_ptr() as u64;
-        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
-        run(&Launch { kernel: k, grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)], ..Default::default() };
+        run(&Launch { kernel: k, grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem, programmatic: false })
     }
 
     /// Runs kernel `k` of `src` over one block of `threads` with `out` as its only parameter.
@@ -1168,8 +1210,8 @@ $JOIN:
         let m = crate::ptx::parse(src, &mut |_, _| 0).unwrap();
         let params = (out.as_mut_ptr() as u64).to_le_bytes();
         let start = out.as_ptr() as u64;
-        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)] };
-        run(&Launch { kernel: &m.kernels["k"], grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem })
+        let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)], ..Default::default() };
+        run(&Launch { kernel: &m.kernels["k"], grid: [1, 1, 1], block: [threads, 1, 1], dyn_shared: 0, params: &params, mem: &mem, programmatic: false })
     }
 
     #[test]
@@ -1233,6 +1275,48 @@ $JOIN:
         assert!(f.msg.contains("misaligned Shared store of 16 bytes at 0x8"), "{f}");
         run_one(&kernel(16), &mut out, 1).unwrap();
         assert_eq!(out[0], 0);
+    }
+
+    #[test]
+    fn a_programmatic_dependent_touches_what_runs_before_it_only_after_its_wait() {
+        // Reads out[0] and stores out[1]; `pre` runs before `griddepcontrol.wait`.
+        let kernel = |pre: &str, post: &str| {
+            format!(
+                ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{{\n\
+                 .reg .b32 %r<4>;\n.reg .b64 %rd<4>;\nld.param.u64 %rd1, [k_param_0];\nprefetch.global.L2 [%rd1];\n\
+                 {pre}\ngriddepcontrol.launch_dependents;\n{post}\nret;\n}}\n"
+            )
+        };
+        let (load, wait, store) = ("ld.global.u32 %r1, [%rd1];", "griddepcontrol.wait;", "st.global.u32 [%rd1+4], %r1;");
+        let run_it = |src: &str, out: &mut [u32], programmatic: bool, in_flight: bool| {
+            let m = crate::ptx::parse(src, &mut |_, _| 0).unwrap();
+            let params = (out.as_mut_ptr() as u64).to_le_bytes();
+            let start = out.as_ptr() as u64;
+            let mem = Memory { ranges: vec![(start, start + 4 * out.len() as u64)], ..Default::default() };
+            if in_flight {
+                mem.in_flight_writes.borrow_mut().insert(start);
+            }
+            let r = run(&Launch { kernel: &m.kernels["k"], grid: [2, 1, 1], block: [32, 1, 1], dyn_shared: 0, params: &params, mem: &mem, programmatic });
+            r.map(|_| mem.in_flight_writes.borrow().contains(&start))
+        };
+        let mut out = vec![5u32, 0];
+        // Reading memory no earlier kernel writes before the wait (weights): allowed, and
+        // the stores count as in flight for the next kernel.
+        assert!(run_it(&kernel(load, &format!("{wait}\n{store}")), &mut out, true, false).unwrap());
+        assert_eq!(out, [5, 5]);
+        // The same read of memory an earlier kernel may be writing: a fault; after the
+        // wait, or in an ordinary launch, it is fine.
+        let f = run_it(&kernel(load, &format!("{wait}\n{store}")), &mut out, true, true).unwrap_err();
+        assert!(f.msg.contains("global load at") && f.msg.contains("before griddepcontrol.wait"), "{f}");
+        run_it(&kernel(wait, &format!("{load}\n{store}")), &mut out, true, true).unwrap();
+        run_it(&kernel(load, &format!("{wait}\n{store}")), &mut out, false, true).unwrap();
+        // A store before the wait: a fault.
+        let f = run_it(&kernel(&format!("{load}\n{store}"), wait), &mut out, true, false).unwrap_err();
+        assert!(f.msg.contains("global store at") && f.msg.contains("before griddepcontrol.wait"), "{f}");
+        // A grid that never waits would let the kernels after it overtake the ones before.
+        let f = run_it(&kernel(load, ""), &mut out, true, false).unwrap_err();
+        assert!(f.msg.contains("no thread executed griddepcontrol.wait"), "{f}");
+        run_it(&kernel(load, store), &mut out, false, false).unwrap();
     }
 
     #[test]

@@ -52,7 +52,7 @@ const ALIGN: usize = 256;
 /// Work a graph replays.
 #[derive(Clone)]
 enum Node {
-    Launch { kernel: Arc<ptx::Kernel>, grid: [u32; 3], block: [u32; 3], smem: usize, params: Vec<u8> },
+    Launch { kernel: Arc<ptx::Kernel>, grid: [u32; 3], block: [u32; 3], smem: usize, params: Vec<u8>, programmatic: bool },
     /// A copy; `*_device` says which sides are device memory (checked again when a graph
     /// replays it: the buffer may have been freed since the capture).
     Copy { dst: u64, dst_device: bool, src: u64, src_device: bool, bytes: usize },
@@ -114,8 +114,12 @@ impl Device {
 
     fn run(&mut self, node: &Node) -> CuResult {
         match node {
-            Node::Launch { kernel, grid, block, smem, params } => {
-                let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &self.mem };
+            Node::Launch { kernel, grid, block, smem, params, programmatic } => {
+                if !programmatic {
+                    // It starts once everything before it on the stream has finished.
+                    self.mem.in_flight_writes.borrow_mut().clear();
+                }
+                let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &self.mem, programmatic: *programmatic };
                 match exec::run(&l) {
                     Ok(c) => {
                         if profile() {
@@ -142,6 +146,7 @@ impl Device {
                 }
             }
             Node::Copy { dst, dst_device, src, src_device, bytes } => {
+                self.settle();
                 if (*dst_device && !self.valid(*dst, *bytes)) || (*src_device && !self.valid(*src, *bytes)) {
                     eprintln!("cuda-emu: a copy of {bytes} bytes from {src:#x} to {dst:#x} leaves device memory");
                     return status::INVALID_VALUE;
@@ -156,6 +161,7 @@ impl Device {
                 status::INVALID_VALUE
             }
             Node::Set { dst, value, width, count } => {
+                self.settle();
                 for i in 0..*count {
                     let p = (*dst as usize + i * width) as *mut u8;
                     // SAFETY: the range lies in a live allocation (the arm above checks it).
@@ -170,6 +176,13 @@ impl Device {
                 status::SUCCESS
             }
         }
+    }
+
+    /// Forgets which allocations running kernels may be writing: the stream has finished
+    /// them (a host synchronization, or a copy or fill, which a kernel after it waits for
+    /// however it was launched).
+    fn settle(&mut self) {
+        self.mem.in_flight_writes.borrow_mut().clear();
     }
 
     /// Runs `node` now, or records it while a capture is on.
@@ -259,6 +272,7 @@ pub unsafe extern "C" fn cuStreamCreate(stream: *mut *mut c_void, _flags: c_uint
 
 #[no_mangle]
 pub extern "C" fn cuStreamSynchronize(_stream: *mut c_void) -> CuResult {
+    with_device(|d| d.settle());
     status::SUCCESS
 }
 
@@ -359,6 +373,7 @@ pub unsafe extern "C" fn cuEventRecord(event: *mut c_void, _stream: *mut c_void)
 
 #[no_mangle]
 pub extern "C" fn cuEventSynchronize(_event: *mut c_void) -> CuResult {
+    with_device(|d| d.settle());
     status::SUCCESS
 }
 
@@ -600,6 +615,63 @@ pub unsafe extern "C" fn cuLaunchKernel(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CuResult {
+    // SAFETY: the caller's promises, passed on.
+    unsafe { launch(f, [gx, gy, gz], [bx, by, bz], smem, params, extra, false) }
+}
+
+/// `CUlaunchConfig` (CUDA 12).
+#[repr(C)]
+pub struct LaunchConfig {
+    pub grid: [c_uint; 3],
+    pub block: [c_uint; 3],
+    pub shared_bytes: c_uint,
+    pub stream: *mut c_void,
+    pub attrs: *const LaunchAttribute,
+    pub num_attrs: c_uint,
+}
+
+/// `CUlaunchAttribute`: an id and a 64-byte value union.
+#[repr(C)]
+pub struct LaunchAttribute {
+    pub id: c_uint,
+    pub pad: [u8; 4],
+    pub value: [u64; 8],
+}
+
+/// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`; its value is an int.
+const PROGRAMMATIC_STREAM_SERIALIZATION: c_uint = 6;
+
+/// # Safety
+/// `config` must point at a valid launch configuration whose `attrs` hold `num_attrs`
+/// attributes; `f`, `params` and `extra` as for [`cuLaunchKernel`].
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchKernelEx(config: *const LaunchConfig, f: *mut c_void, params: *mut *mut c_void, extra: *mut *mut c_void) -> CuResult {
+    if config.is_null() {
+        return status::INVALID_VALUE;
+    }
+    // SAFETY: a valid configuration (the caller's promise).
+    let c = unsafe { &*config };
+    let mut programmatic = false;
+    for i in 0..c.num_attrs as usize {
+        // SAFETY: `attrs` holds `num_attrs` attributes.
+        let a = unsafe { &*c.attrs.add(i) };
+        match a.id {
+            PROGRAMMATIC_STREAM_SERIALIZATION => programmatic = a.value[0] as u32 != 0,
+            id => {
+                eprintln!("cuda-emu: launch attribute {id} is not emulated");
+                return status::NOT_SUPPORTED;
+            }
+        }
+    }
+    // SAFETY: the caller's promises, passed on.
+    unsafe { launch(f, c.grid, c.block, c.shared_bytes, params, extra, programmatic) }
+}
+
+/// A launch, run now or captured.
+///
+/// # Safety
+/// As for [`cuLaunchKernel`].
+unsafe fn launch(f: *mut c_void, [gx, gy, gz]: [c_uint; 3], [bx, by, bz]: [c_uint; 3], smem: c_uint, params: *mut *mut c_void, extra: *mut *mut c_void, programmatic: bool) -> CuResult {
     if f.is_null() {
         return status::INVALID_HANDLE;
     }
@@ -631,9 +703,10 @@ pub unsafe extern "C" fn cuLaunchKernel(
         }
     }
     if trace() {
-        eprintln!("cuda-emu: launch {} grid ({gx}, {gy}, {gz}) block ({bx}, {by}, {bz}) shared {smem} B", kernel.name);
+        let how = if programmatic { " (programmatic dependent)" } else { "" };
+        eprintln!("cuda-emu: launch {} grid ({gx}, {gy}, {gz}) block ({bx}, {by}, {bz}) shared {smem} B{how}", kernel.name);
     }
-    let node = Node::Launch { kernel, grid: [gx, gy, gz], block: [bx, by, bz], smem: smem as usize, params: buf };
+    let node = Node::Launch { kernel, grid: [gx, gy, gz], block: [bx, by, bz], smem: smem as usize, params: buf, programmatic };
     with_device(|d| d.submit(node))
 }
 
@@ -685,6 +758,8 @@ pub unsafe extern "C" fn cuGraphInstantiateWithFlags(exec: *mut *mut c_void, gra
 pub unsafe extern "C" fn cuGraphLaunch(exec: *mut c_void, _stream: *mut c_void) -> CuResult {
     // SAFETY: a live executable graph.
     let g = unsafe { &*(exec as *const GraphRef) }.lock().unwrap_or_else(|p| p.into_inner());
+    // The graph's first kernel has no programmatic edge to work outside the graph.
+    with_device(|d| if d.capture.is_none() { d.settle() });
     for n in &g.nodes {
         let r = with_device(|d| if d.capture.is_some() { d.submit(n.clone()) } else { d.run(n) });
         if r != status::SUCCESS {

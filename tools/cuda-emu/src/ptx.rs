@@ -253,8 +253,12 @@ pub enum Op {
     Bra,
     Exit,
     Bar,
-    /// Fences and waits that need nothing in a one-thread-at-a-time machine.
+    /// Fences and waits that need nothing in a one-thread-at-a-time machine, prefetches,
+    /// and `griddepcontrol.launch_dependents` (kernels run one after another here).
     Nop,
+    /// `griddepcontrol.wait`: the kernel before has finished (always so here); from here on
+    /// the lane may touch memory that kernel wrote ([`crate::exec::Launch::programmatic`]).
+    GridDepWait,
     /// `cp.async` of `bytes` bytes (done at once).
     CpAsync { bytes: u32 },
     Atom { space: Space, op: AtomOp, ty: Ty, red: bool },
@@ -624,7 +628,7 @@ impl KernelBuilder<'_> {
         if !arity_ok(&op, &args) {
             return Err(PtxError { line, msg: format!("`{opcode}` with {} operands, or operands of the wrong kind", args.len()) });
         }
-        let writes = !matches!(op, Op::St { .. } | Op::Bra | Op::Exit | Op::Bar | Op::Nop | Op::CpAsync { .. } | Op::Atom { red: true, .. });
+        let writes = !matches!(op, Op::St { .. } | Op::Bra | Op::Exit | Op::Bar | Op::Nop | Op::GridDepWait | Op::CpAsync { .. } | Op::Atom { red: true, .. });
         let writable = |o: &Opnd| matches!(o, Opnd::Reg(_) | Opnd::Sink);
         if writes {
             let ok = match args.first() {
@@ -664,6 +668,7 @@ fn arity_ok(op: &Op, args: &[Opnd]) -> bool {
         // `bar.sync 0`; a thread count (`bar.sync 1, 64`) names a partial barrier.
         Op::Bar => n <= 1,
         Op::Exit | Op::Nop => true,
+        Op::GridDepWait => n == 0,
         Op::CpAsync { .. } => (3..=4).contains(&n) && addr(0) && addr(1),
         Op::Atom { op, red, .. } => {
             let want = if *red { 2 } else if *op == AtomOp::Cas { 4 } else { 3 };
@@ -896,6 +901,9 @@ pub fn decode(opcode: &str) -> Option<Op> {
         // A whole-block barrier (`bar.sync 0`, `barrier.sync`); not `bar.warp.sync` or `arrive`.
         "bar" | "barrier" if !has("warp") && !has("arrive") && !has("red") && (has("sync") || mods.is_empty()) => Op::Bar,
         "membar" | "fence" => Op::Nop,
+        "prefetch" if !has("tensormap") => Op::Nop,
+        "griddepcontrol" if has("wait") => Op::GridDepWait,
+        "griddepcontrol" if has("launch_dependents") => Op::Nop,
         "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => Op::Nop,
         "cp" if has("async") && (has("ca") || has("cg")) && has("shared") && has("global") => Op::CpAsync { bytes: 0 },
         "atom" | "red" => {

@@ -1,0 +1,46 @@
+// Programmatic dependent launch (sm_90): every kernel waits for the one before it
+// (griddepcontrol.wait) before it touches global memory, then lets the next one launch
+// (launch_dependents); the runtime launches such kernels with programmatic stream
+// serialization, so each one's blocks are scheduled, and the matrix-vector kernels'
+// weights prefetched into L2, while the kernel before it finishes. Older chips have no
+// griddepcontrol: their kernels carry neither instruction.
+// RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
+// RUN: %python %inputs/waits_first.py %t.90.ptx | FileCheck %s
+// RUN: FileCheck %s --check-prefix=GEMV < %t.90.ptx
+// RUN: maxc compile %s --target cuda:sm_80 --emit ptx | FileCheck %s --check-prefix=SM80
+// RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s --check-prefix=PTXAS %}
+
+// A decode step's shape: norm and projection (the matrix-vector kernel computing its A),
+// softmax rows, an elementwise kernel lowered from linalg, a matmul on the tensor cores.
+// CHECK-NOT: griddepcontrol.wait
+// CHECK-NOT: touches memory
+// CHECK: [[N:[0-9]+]] of [[N]] kernels wait first; 4 prefetch before the wait
+
+// The matrix-vector kernels prefetch their first loop step's weight rows, then wait.
+// GEMV-LABEL: .entry gemv1(
+// GEMV-COUNT-4: prefetch.global.L2
+// GEMV-NOT: ld.global
+// GEMV: griddepcontrol.wait;
+// GEMV: griddepcontrol.launch_dependents;
+// GEMV: ld.global
+
+// SM80-NOT: griddepcontrol
+
+// PTXAS: module(s) assembled
+module {
+func.func @proj(%x: tensor<1x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max.name = "w"}, %b: tensor<256x512xbf16> {max.name = "b"}) -> (tensor<1x512xf32>) {
+  %n = "max.rms_norm"(%x, %w) {epsilon = 1.0e-5 : f64} : (tensor<1x256xf32>, tensor<256xf32>) -> tensor<1x256xf32>
+  %h = "max.cast"(%n) : (tensor<1x256xf32>) -> tensor<1x256xbf16>
+  %y = "max.matmul"(%h, %b) : (tensor<1x256xbf16>, tensor<256x512xbf16>) -> tensor<1x512xbf16>
+  %y32 = "max.cast"(%y) : (tensor<1x512xbf16>) -> tensor<1x512xf32>
+  %s = "max.softmax"(%y32) {axis = -1 : i64} : (tensor<1x512xf32>) -> tensor<1x512xf32>
+  %e = "max.exp"(%s) : (tensor<1x512xf32>) -> tensor<1x512xf32>
+  %t = "max.tanh"(%e) : (tensor<1x512xf32>) -> tensor<1x512xf32>
+  func.return %t : tensor<1x512xf32>
+}
+
+func.func @mm(%a: tensor<128x256xbf16> {max.name = "a"}, %b: tensor<256x128xbf16> {max.name = "b"}) -> (tensor<128x128xbf16>) {
+  %c = "max.matmul"(%a, %b) : (tensor<128x256xbf16>, tensor<256x128xbf16>) -> tensor<128x128xbf16>
+  func.return %c : tensor<128x128xbf16>
+}
+}

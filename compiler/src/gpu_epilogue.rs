@@ -141,21 +141,25 @@ pub(crate) fn scalar_ops(
 /// Threads per block of the split-K reduction.
 pub const REDUCE_THREADS: usize = 256;
 
-/// Partial sums a reduction thread loads before adding them.
+/// Partial sums a reduction thread of [`reduce_kernel`] loads before adding them.
 const REDUCE_UNROLL: usize = 8;
+/// The most partial sums [`sum_partials_into`] keeps in flight for a caller that knows
+/// their count.
+pub const MAX_REDUCE_UNROLL: usize = 32;
 
 /// Kernel code (at `indent`): `C[%row, %col] = epilogue(sum over z < %S of P[z, %row,
 /// %col])`, with `%P`, `%C`, `%S`, `%row`, `%col`, `%c0`, `%c1` and `%fzero` in scope. The
 /// sum runs in z order from zero, so every caller computes the same bits. Its names start
 /// with `%rd`, `%epred` and `%ein` (the epilogue's, tagged `red`), which kernels that
-/// include it leave free.
-pub fn sum_partials_into(spec: &KernelSpec, tc: &str, indent: usize) -> String {
+/// include it leave free. The partial sums are loaded `unroll` at a time, all in flight
+/// before the adds (which keep their order: z = 0, 1, ...): one load per trip left the
+/// down projection's 56 chunks 56 dependent round trips to L2. `None`: [`REDUCE_UNROLL`];
+/// a caller that knows `%S` passes it (at most [`MAX_REDUCE_UNROLL`]), so the sum waits
+/// for one round trip, the tail of a matrix-vector product whose blocks have all arrived.
+pub fn sum_partials_into(spec: &KernelSpec, tc: &str, indent: usize, unroll: Option<usize>) -> String {
     let (code, y) = element(spec, "%rd_acc", "%row", "%col", "red");
     let pad = " ".repeat(indent);
-    // The partial sums are loaded REDUCE_UNROLL at a time, all in flight before the adds
-    // (which keep their order: z = 0, 1, ...): one load per trip left the down projection's
-    // 56 chunks 56 dependent round trips to L2.
-    let u = REDUCE_UNROLL;
+    let u = unroll.unwrap_or(REDUCE_UNROLL).clamp(1, MAX_REDUCE_UNROLL);
     let last = u - 1;
     let mut unrolled = String::new();
     for k in 0..u {
@@ -192,7 +196,7 @@ pub fn sum_partials_into(spec: &KernelSpec, tc: &str, indent: usize) -> String {
 pub fn reduce_kernel(spec: &KernelSpec, tc: &str) -> String {
     let extra: String = params(spec).iter().map(|p| format!(", {p}")).collect();
     let t = REDUCE_THREADS;
-    let body = sum_partials_into(spec, tc, 8);
+    let body = sum_partials_into(spec, tc, 8, None);
     format!(
         "    gpu.func @reduce(%P: memref<?x?x?xf32>{extra}, %C: {tc}) kernel attributes {{known_block_size = array<i32: {t}, 1, 1>}} {{
       %c0 = arith.constant 0 : index

@@ -236,6 +236,9 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
     // block reductions.
     let (k, n) = (spec.inputs[0].dims[1].unwrap_or(0), spec.inputs[1].dims[1].unwrap_or(0));
     let (_, kc_static, chunks) = cfg.grid(k, n);
+    // The chunks the host launches (over B's rows, which a computed A's operand may exceed):
+    // the last block sums that many partials.
+    let launched_chunks = spec.inputs[1].dims[0].map_or(chunks, |kb| cfg.grid(kb, n).2);
     let a_chunk = format!("memref<{}xf32, #gpu.address_space<workgroup>>", nrows as i64 * kc_static);
     let (a_params, (a_var, ta_dims)) = match src {
         Source::Plain(ta) => (format!("%A: {ta}"), ("%A".to_string(), ta.to_string())),
@@ -356,7 +359,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
             }
             g.line(i, "}");
         }
-        reduce_last(&mut g, spec, tc, cols);
+        reduce_last(&mut g, spec, tc, cols, launched_chunks);
         return g.s;
     }
     // The K lanes' sums meet in shared memory: red[(m * lanes + lane) * cols + column].
@@ -396,7 +399,7 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
             g.line(i, "}");
         }
     }
-    reduce_last(&mut g, spec, tc, cols);
+    reduce_last(&mut g, spec, tc, cols, launched_chunks);
     g.s
 }
 
@@ -460,8 +463,10 @@ fn stage_a(g: &mut Gen, i: usize, rows: &[usize], a: &dyn ComputedA, kc: i64, a_
 /// column block's counter, and the last of the column block's chunks to arrive sums every
 /// chunk's partials for its columns (in chunk order, as the split-K reduction kernel does,
 /// so the bits are the same) and stores the epilogue's values. The other blocks' stores are
-/// ordered before its reads by the arrival count ([`Gen::arrive`]).
-fn reduce_last(g: &mut Gen, spec: &KernelSpec, tc: &str, cols: i64) {
+/// ordered before its reads by the arrival count ([`Gen::arrive`]). `chunks`, the launch's
+/// (grid y), puts every partial load in flight at once (up to 32): the sum is the tail
+/// every column block waits for after its last chunk arrives.
+fn reduce_last(g: &mut Gen, spec: &KernelSpec, tc: &str, cols: i64, chunks: i64) {
     let i = 6;
     g.line(i, "%S = gpu.grid_dim y");
     let last = g.arrive(i, "gemv_arrivals", "%bx", "%S", "%tid", "%flag");
@@ -476,7 +481,7 @@ fn reduce_last(g: &mut Gen, spec: &KernelSpec, tc: &str, cols: i64) {
     g.line(i + 4, "%colok = arith.cmpi ult, %col, %N : index");
     g.line(i + 4, "scf.if %colok {");
     g.line(i + 6, "scf.for %row = %c0 to %M step %c1 {");
-    g.s.push_str(&crate::gpu_epilogue::sum_partials_into(spec, tc, i + 8));
+    g.s.push_str(&crate::gpu_epilogue::sum_partials_into(spec, tc, i + 8, Some(chunks as usize)));
     g.line(i + 6, "}");
     g.line(i + 4, "}");
     g.line(i + 2, "}");

@@ -161,6 +161,10 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
             );
         }
     }
+    prefetch_weights(s, wm);
+    // Nothing above reads memory an earlier kernel writes; x (or A's operands) may be the
+    // kernel just before's output.
+    let _ = writeln!(s, "      {}", crate::gpu::WAIT_HERE);
     let setups = computed.map(|a| {
         // A's per-row values (a norm's scale), each row's reduced over the whole block
         // before the rows are rounded (a row past x's repeats the last).
@@ -219,6 +223,53 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
         );
     }
     s.push_str("      }\n      }\n      gpu.return\n    }\n");
+}
+
+/// Lines of each of the block's columns ([`COLS`] weight rows) prefetched into L2 at the
+/// kernel's start: 1 KB a column, 16 KB a block, about a Q4_K column's first loop trip at
+/// K = 4096. Bounded so that the blocks resident at once (a few per SM) keep their lines in
+/// the 50 MB L2 until they read them.
+const PREFETCH_LINES: usize = 8;
+
+/// Kernel code: an L2 prefetch of the first [`PREFETCH_LINES`] 128-byte lines of each of
+/// the block's columns, a line a thread, before the block rounds its rows and before it
+/// waits for the kernel ahead of it ([`crate::gpu::wait_for_predecessors`]): the first
+/// weight loads then find their lines in L2 instead of waiting on DRAM after the rounding.
+/// (An L2 prefetch is safe whoever writes the weights: every SM's stores land in L2.)
+fn prefetch_weights(s: &mut String, wm: &str) {
+    // Bytes: the weights are an i8 matrix (`w.memref()`), a column's blocks a row of it.
+    if !wm.contains("xi8") {
+        return;
+    }
+    let _ = write!(
+        s,
+        "      %pf_lines = arith.constant {PREFETCH_LINES} : index
+      %pf_cols = arith.constant {COLS} : index
+               %pf_c128 = arith.constant 128 : index
+      %pf_col = arith.divui %f_tid, %pf_lines : index
+               %pf_line = arith.remui %f_tid, %pf_lines : index
+      %pf_jb = arith.muli %f_bx, %pf_cols : index
+               %pf_j = arith.addi %pf_jb, %pf_col : index
+      %pf_at = arith.muli %pf_line, %pf_c128 : index
+               %pf_width = memref.dim %b1, %c1 : {wm}
+      %pf_in_block = arith.cmpi ult, %pf_col, %pf_cols : index
+               %pf_in_n = arith.cmpi ult, %pf_j, %cn : index
+      %pf_in_row = arith.cmpi ult, %pf_at, %pf_width : index
+               %pf_ok0 = arith.andi %pf_in_block, %pf_in_n : i1
+      %pf_ok = arith.andi %pf_ok0, %pf_in_row : i1
+               scf.if %pf_ok {{
+               %pf_base = memref.extract_aligned_pointer_as_index %b1 : {wm} -> index
+               %pf_buf, %pf_off, %pf_sizes:2, %pf_strides:2 = memref.extract_strided_metadata %b1 : {wm} -> memref<i8>, index, index, index, index, index
+               %pf_r = arith.muli %pf_j, %pf_strides#0 : index
+      %pf_e0 = arith.addi %pf_off, %pf_r : index
+               %pf_as = arith.muli %pf_at, %pf_strides#1 : index
+      %pf_e = arith.addi %pf_e0, %pf_as : index
+      %pf_a = arith.addi %pf_base, %pf_e : index
+               %pf_a64 = arith.index_cast %pf_a : index to i64
+               llvm.inline_asm has_side_effects \"prefetch.global.L2 [$0];\", \"l\" %pf_a64 : (i64) -> ()
+      }}
+"
+    );
 }
 
 /// The block rounds its rows of the activations, one after the other in shared memory:

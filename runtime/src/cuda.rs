@@ -356,8 +356,7 @@ fn programmatic_enabled() -> bool {
 /// a module for an older chip, is launched as usual.
 pub fn waiting_entries(ptx: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut parts = ptx.split(".entry ").skip(1).peekable();
-    while let Some(part) = parts.next() {
+    for part in ptx.split(".entry ").skip(1) {
         let name: String = part.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.')).collect();
         // The entry's text runs to the next `.entry` (or a `.func` after it).
         let body = part.split("\n.func").next().unwrap_or(part);

@@ -11,10 +11,11 @@
 // RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s --check-prefix=PTXAS %}
 
 // A decode step's shape: norm and projection (the matrix-vector kernel computing its A),
-// softmax rows, an elementwise kernel lowered from linalg, a matmul on the tensor cores.
+// softmax rows, elementwise kernels lowered from linalg, a quantized matmul (its few-rows
+// and tensor-core kernels), a matmul on the tensor cores.
 // CHECK-NOT: griddepcontrol.wait
 // CHECK-NOT: touches memory
-// CHECK: [[N:[0-9]+]] of [[N]] kernels wait first; 4 prefetch before the wait
+// CHECK: [[N:[0-9]+]] of [[N]] kernels wait first; 6 prefetch before the wait
 
 // The matrix-vector kernels prefetch their first loop step's weight rows, then wait.
 // GEMV-LABEL: .entry gemv1(
@@ -23,6 +24,12 @@
 // GEMV: griddepcontrol.wait;
 // GEMV: griddepcontrol.launch_dependents;
 // GEMV: ld.global
+
+// The few-rows quantized kernels prefetch the first lines of their columns' weights.
+// GEMV-LABEL: .entry qmatmul_few(
+// GEMV: prefetch.global.L2
+// GEMV-NOT: ld.global
+// GEMV: griddepcontrol.wait;
 
 // SM80-NOT: griddepcontrol
 
@@ -37,6 +44,11 @@ func.func @proj(%x: tensor<1x256xf32> {max.name = "x"}, %w: tensor<256xf32> {max
   %e = "max.exp"(%s) : (tensor<1x512xf32>) -> tensor<1x512xf32>
   %t = "max.tanh"(%e) : (tensor<1x512xf32>) -> tensor<1x512xf32>
   func.return %t : tensor<1x512xf32>
+}
+
+func.func @quant(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<30x160xi8> {max.name = "w"}) -> (tensor<?x30xf32>) {
+  %q = "max.qmatmul"(%x, %w) {format = "q4_1", quantize_input = true} : (tensor<?x256xf32>, tensor<30x160xi8>) -> tensor<?x30xf32>
+  func.return %q : tensor<?x30xf32>
 }
 
 func.func @mm(%a: tensor<128x256xbf16> {max.name = "a"}, %b: tensor<256x128xbf16> {max.name = "b"}) -> (tensor<128x128xbf16>) {

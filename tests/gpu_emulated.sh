@@ -64,4 +64,13 @@ else
   echo "cargo test --test gpu: FAILED or skipped on the emulator"
   status=1
 fi
+# A driver that refuses programmatic dependent launches: the runtime falls back to ordinary
+# launches (the kernels' waits then return at once).
+if MAX_CUDA_EMU_REFUSE_PDL=1 cuda_emu cargo test --locked -q --workspace --test gpu -- --nocapture > "$work/cargo-gpu-nopdl.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu-nopdl.log"; then
+  echo "cargo test --test gpu with programmatic launches refused: passed"
+else
+  cat "$work/cargo-gpu-nopdl.log"
+  echo "cargo test --test gpu with programmatic launches refused: FAILED or skipped on the emulator"
+  status=1
+fi
 exit $status

@@ -425,8 +425,9 @@ fn prefetch_first_step(g: &mut Gen, i: usize, tb: &str, dt: DType, ahead: i64, l
         let a = g.let_(j, format!("arith.addi %pf_base, {b} : index"));
         let a64 = g.let_(j, format!("arith.index_cast {a} : index to i64"));
         // Inline assembly: LLVM selects its prefetch intrinsic only for sm_90 with PTX 8.0,
-        // and the instruction is older than sm_80.
-        g.line(j, format!("llvm.inline_asm has_side_effects \"prefetch.global.L2 [$0];\", \"l\" {a64} : (i64) -> ()"));
+        // and the instruction is older than sm_80. Generic addressing: the pointer is the
+        // memref's, a generic one.
+        g.line(j, format!("llvm.inline_asm has_side_effects \"prefetch.L2 [$0];\", \"l\" {a64} : (i64) -> ()"));
     }
     g.line(i, "}");
 }

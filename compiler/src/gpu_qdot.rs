@@ -266,7 +266,7 @@ fn prefetch_weights(s: &mut String, wm: &str) {
       %pf_e = arith.addi %pf_e0, %pf_as : index
       %pf_a = arith.addi %pf_base, %pf_e : index
                %pf_a64 = arith.index_cast %pf_a : index to i64
-               llvm.inline_asm has_side_effects \"prefetch.global.L2 [$0];\", \"l\" %pf_a64 : (i64) -> ()
+               llvm.inline_asm has_side_effects \"prefetch.L2 [$0];\", \"l\" %pf_a64 : (i64) -> ()
       }}
 "
     );

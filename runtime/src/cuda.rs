@@ -342,11 +342,15 @@ static PROGRAMMATIC: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 /// looked up.
 static WAITING: Mutex<Option<HashMap<usize, Vec<String>>>> = Mutex::new(None);
 
+/// Set when the driver refused a programmatic launch: every later launch is an ordinary one.
+static PROGRAMMATIC_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether kernels whose PTX waits for their predecessor are launched as programmatic
-/// dependents: on unless `MAX_GPU_PDL=0` (A/B runs; the kernels' waits then return at once).
+/// dependents: on unless `MAX_GPU_PDL=0` (A/B runs; the kernels' waits then return at once)
+/// or the driver refused such a launch.
 fn programmatic_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("MAX_GPU_PDL").map_or(true, |v| v.trim() != "0"))
+    *ON.get_or_init(|| std::env::var("MAX_GPU_PDL").map_or(true, |v| v.trim() != "0")) && !PROGRAMMATIC_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The `.entry` kernels of a PTX module that execute `griddepcontrol.wait`: the compiler
@@ -459,8 +463,15 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
         };
         // SAFETY: as for cuLaunchKernel below; `config` and its one attribute outlive the
         // call.
-        record(unsafe { sys::cuLaunchKernelEx(&config, f as sys::CUfunction, params, extra) }, "launching a GPU kernel");
-        return;
+        let r = unsafe { sys::cuLaunchKernelEx(&config, f as sys::CUfunction, params, extra) };
+        if r == sys::CUresult::CUDA_SUCCESS {
+            return;
+        }
+        // A driver that takes the kernel but not the attribute: the waits return at once in
+        // an ordinary launch, so launch it (and every later kernel) that way.
+        if !PROGRAMMATIC_REFUSED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(error = ?r, "the driver refused a programmatic dependent launch; launching kernels the ordinary way");
+        }
     }
     // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
     // arguments as the compiled host code laid them out for its PTX signature.

@@ -26,7 +26,7 @@ for e in entries:
     early = [l.strip() for l in lines[:wait] if memory.match(l)]
     if early:
         bad.append(f"{name}: touches memory before the wait: {early[0]}")
-    if any("prefetch.global.L2" in l for l in lines[:wait]):
+    if any("prefetch.L2" in l for l in lines[:wait]):
         prefetching += 1
 for b in bad:
     print(b)

@@ -19,7 +19,7 @@
 
 // The matrix-vector kernels prefetch their first loop step's weight rows, then wait.
 // GEMV-LABEL: .entry gemv1(
-// GEMV-COUNT-4: prefetch.global.L2
+// GEMV-COUNT-4: prefetch.L2
 // GEMV-NOT: ld.global
 // GEMV: griddepcontrol.wait;
 // GEMV: griddepcontrol.launch_dependents;
@@ -27,7 +27,7 @@
 
 // The few-rows quantized kernels prefetch the first lines of their columns' weights.
 // GEMV-LABEL: .entry qmatmul_few(
-// GEMV: prefetch.global.L2
+// GEMV: prefetch.L2
 // GEMV-NOT: ld.global
 // GEMV: griddepcontrol.wait;
 

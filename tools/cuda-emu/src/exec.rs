@@ -1283,7 +1283,7 @@ $JOIN:
         let kernel = |pre: &str, post: &str| {
             format!(
                 ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k(.param .u64 k_param_0)\n{{\n\
-                 .reg .b32 %r<4>;\n.reg .b64 %rd<4>;\nld.param.u64 %rd1, [k_param_0];\nprefetch.global.L2 [%rd1];\n\
+                 .reg .b32 %r<4>;\n.reg .b64 %rd<4>;\nld.param.u64 %rd1, [k_param_0];\nprefetch.L2 [%rd1];\n\
                  {pre}\ngriddepcontrol.launch_dependents;\n{post}\nret;\n}}\n"
             )
         };

@@ -663,8 +663,18 @@ pub unsafe extern "C" fn cuLaunchKernelEx(config: *const LaunchConfig, f: *mut c
             }
         }
     }
+    if programmatic && refuse_programmatic() {
+        return status::NOT_SUPPORTED;
+    }
     // SAFETY: the caller's promises, passed on.
     unsafe { launch(f, c.grid, c.block, c.shared_bytes, params, extra, programmatic) }
+}
+
+/// `MAX_CUDA_EMU_REFUSE_PDL=1`: refuse programmatic dependent launches, as a driver without
+/// them would (the runtime then launches every kernel the ordinary way).
+fn refuse_programmatic() -> bool {
+    static REFUSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REFUSE.get_or_init(|| std::env::var("MAX_CUDA_EMU_REFUSE_PDL").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// A launch, run now or captured.

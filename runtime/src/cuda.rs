@@ -393,6 +393,9 @@ extern "C" fn mgpu_module_load_jit(data: *mut c_void, _opt: i32) -> *mut c_void 
 
 extern "C" fn mgpu_module_unload(m: *mut c_void) {
     if !m.is_null() {
+        if let Some(w) = WAITING.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            w.remove(&(m as usize));
+        }
         // SAFETY: `m` came from mgpu_module_load.
         record(unsafe { sys::cuModuleUnload(m as sys::CUmodule) }, "unloading a GPU kernel module");
     }
@@ -409,8 +412,14 @@ extern "C" fn mgpu_module_get_function(m: *mut c_void, name: *const c_char) -> *
     // SAFETY: as above.
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
     let waits = WAITING.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|w| w.get(&(m as usize))).is_some_and(|w| w.iter().any(|e| *e == name));
+    // Decided at every lookup: a handle of an unloaded module's kernel may come back for
+    // another kernel.
+    let mut programmatic = PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner());
+    let set = programmatic.get_or_insert_with(HashSet::new);
     if waits && !f.is_null() {
-        PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashSet::new).insert(f as usize);
+        set.insert(f as usize);
+    } else {
+        set.remove(&(f as usize));
     }
     f as *mut c_void
 }

@@ -314,6 +314,14 @@ const GRID_WAIT: &str = "llvm.inline_asm has_side_effects \"griddepcontrol.wait;
 /// `griddepcontrol.launch_dependents`, kept in place the same way.
 const GRID_LAUNCH_DEPENDENTS: &str = "llvm.inline_asm has_side_effects \"griddepcontrol.launch_dependents;\", \"~{memory}\" : () -> ()";
 
+/// Kernel code: an L2 prefetch of the line holding the (generic) address `addr`, an i64.
+/// Inline assembly: LLVM selects its prefetch intrinsic only for sm_90 with PTX 8.0, and
+/// the instruction is older than sm_80. A prefetch into L2 is safe whoever writes the line:
+/// every SM's global stores land in L2, so it holds no stale copy.
+pub fn prefetch_l2(addr: &str) -> String {
+    format!("llvm.inline_asm has_side_effects \"prefetch.L2 [$0];\", \"l\" {addr} : (i64) -> ()")
+}
+
 /// Whether kernels for `chip` are launched as programmatic dependents (sm_90's
 /// `griddepcontrol`; the runtime launches a kernel so only if its PTX waits).
 pub fn programmatic_launch(chip: &str) -> bool {

@@ -406,9 +406,8 @@ fn kernel_rows(spec: &KernelSpec, src: &Source, tb: &str, tc: &str, dt: DType, c
 /// Kernel code: an L2 prefetch of the rows of B this thread loads in its first loop step
 /// (`ahead` rows of 16 bytes, every `lanes`-th row from `%kstart`). It comes before the
 /// kernel waits for the one ahead of it ([`crate::gpu::wait_for_predecessors`]), so on
-/// sm_90 the weights start to stream in while that kernel finishes. A prefetch into L2 is
-/// safe whoever writes B: L2 is where every SM's global stores land, so it holds no stale
-/// copy, and an L2 line is all a prefetch fills.
+/// sm_90 the weights start to stream in while that kernel finishes (safe whoever writes B:
+/// [`crate::gpu::prefetch_l2`]).
 fn prefetch_first_step(g: &mut Gen, i: usize, tb: &str, dt: DType, ahead: i64, lanes: i64) {
     g.line(i, "scf.if %nok {");
     let j = i + 2;
@@ -424,10 +423,7 @@ fn prefetch_first_step(g: &mut Gen, i: usize, tb: &str, dt: DType, ahead: i64, l
         let b = g.let_(j, format!("arith.muli {e}, %pf_esize : index"));
         let a = g.let_(j, format!("arith.addi %pf_base, {b} : index"));
         let a64 = g.let_(j, format!("arith.index_cast {a} : index to i64"));
-        // Inline assembly: LLVM selects its prefetch intrinsic only for sm_90 with PTX 8.0,
-        // and the instruction is older than sm_80. Generic addressing: the pointer is the
-        // memref's, a generic one.
-        g.line(j, format!("llvm.inline_asm has_side_effects \"prefetch.L2 [$0];\", \"l\" {a64} : (i64) -> ()"));
+        g.line(j, crate::gpu::prefetch_l2(&a64));
     }
     g.line(i, "}");
 }

@@ -234,8 +234,8 @@ const PREFETCH_LINES: usize = 8;
 /// Kernel code: an L2 prefetch of the first [`PREFETCH_LINES`] 128-byte lines of each of
 /// the block's columns, a line a thread, before the block rounds its rows and before it
 /// waits for the kernel ahead of it ([`crate::gpu::wait_for_predecessors`]): the first
-/// weight loads then find their lines in L2 instead of waiting on DRAM after the rounding.
-/// (An L2 prefetch is safe whoever writes the weights: every SM's stores land in L2.)
+/// weight loads then find their lines in L2 instead of waiting on DRAM after the rounding
+/// (safe whoever writes the weights: [`crate::gpu::prefetch_l2`]).
 fn prefetch_weights(s: &mut String, wm: &str) {
     // Bytes: the weights are an i8 matrix (`w.memref()`), a column's blocks a row of it.
     if !wm.contains("xi8") {
@@ -243,32 +243,21 @@ fn prefetch_weights(s: &mut String, wm: &str) {
     }
     let _ = write!(
         s,
-        "      %pf_lines = arith.constant {PREFETCH_LINES} : index
-      %pf_cols = arith.constant {COLS} : index
-               %pf_c128 = arith.constant 128 : index
-      %pf_col = arith.divui %f_tid, %pf_lines : index
-               %pf_line = arith.remui %f_tid, %pf_lines : index
-      %pf_jb = arith.muli %f_bx, %pf_cols : index
-               %pf_j = arith.addi %pf_jb, %pf_col : index
-      %pf_at = arith.muli %pf_line, %pf_c128 : index
-               %pf_width = memref.dim %b1, %c1 : {wm}
-      %pf_in_block = arith.cmpi ult, %pf_col, %pf_cols : index
-               %pf_in_n = arith.cmpi ult, %pf_j, %cn : index
-      %pf_in_row = arith.cmpi ult, %pf_at, %pf_width : index
-               %pf_ok0 = arith.andi %pf_in_block, %pf_in_n : i1
-      %pf_ok = arith.andi %pf_ok0, %pf_in_row : i1
-               scf.if %pf_ok {{
-               %pf_base = memref.extract_aligned_pointer_as_index %b1 : {wm} -> index
-               %pf_buf, %pf_off, %pf_sizes:2, %pf_strides:2 = memref.extract_strided_metadata %b1 : {wm} -> memref<i8>, index, index, index, index, index
-               %pf_r = arith.muli %pf_j, %pf_strides#0 : index
-      %pf_e0 = arith.addi %pf_off, %pf_r : index
-               %pf_as = arith.muli %pf_at, %pf_strides#1 : index
-      %pf_e = arith.addi %pf_e0, %pf_as : index
-      %pf_a = arith.addi %pf_base, %pf_e : index
-               %pf_a64 = arith.index_cast %pf_a : index to i64
-               llvm.inline_asm has_side_effects \"prefetch.L2 [$0];\", \"l\" %pf_a64 : (i64) -> ()
-      }}
-"
+        "      %pf_lines = arith.constant {PREFETCH_LINES} : index\n      %pf_cols = arith.constant {COLS} : index\n      \
+         %pf_c128 = arith.constant 128 : index\n      %pf_col = arith.divui %f_tid, %pf_lines : index\n      \
+         %pf_line = arith.remui %f_tid, %pf_lines : index\n      %pf_jb = arith.muli %f_bx, %pf_cols : index\n      \
+         %pf_j = arith.addi %pf_jb, %pf_col : index\n      %pf_at = arith.muli %pf_line, %pf_c128 : index\n      \
+         %pf_width = memref.dim %b1, %c1 : {wm}\n      %pf_in_block = arith.cmpi ult, %pf_col, %pf_cols : index\n      \
+         %pf_in_n = arith.cmpi ult, %pf_j, %cn : index\n      %pf_in_row = arith.cmpi ult, %pf_at, %pf_width : index\n      \
+         %pf_ok0 = arith.andi %pf_in_block, %pf_in_n : i1\n      %pf_ok = arith.andi %pf_ok0, %pf_in_row : i1\n      \
+         scf.if %pf_ok {{\n      \
+         %pf_base = memref.extract_aligned_pointer_as_index %b1 : {wm} -> index\n      \
+         %pf_buf, %pf_off, %pf_sizes:2, %pf_strides:2 = memref.extract_strided_metadata %b1 : {wm} -> memref<i8>, index, index, index, index, index\n      \
+         %pf_r = arith.muli %pf_j, %pf_strides#0 : index\n      %pf_e0 = arith.addi %pf_off, %pf_r : index\n      \
+         %pf_as = arith.muli %pf_at, %pf_strides#1 : index\n      %pf_e = arith.addi %pf_e0, %pf_as : index\n      \
+         %pf_a = arith.addi %pf_base, %pf_e : index\n      %pf_a64 = arith.index_cast %pf_a : index to i64\n      \
+         {}\n      }}\n",
+        crate::gpu::prefetch_l2("%pf_a64")
     );
 }
 

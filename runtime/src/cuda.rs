@@ -344,6 +344,17 @@ static WAITING: Mutex<Option<HashMap<usize, Vec<String>>>> = Mutex::new(None);
 
 /// Set when the driver refused a programmatic launch: every later launch is an ordinary one.
 static PROGRAMMATIC_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Kernel launches made so far (eager, or recorded into a CUDA graph), programmatic and
+/// ordinary.
+static LAUNCHES: [std::sync::atomic::AtomicU64; 2] = [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// How this process has launched kernels: as programmatic dependents, the ordinary way, and
+/// whether a driver refused a programmatic launch (so that a benchmark can say which way it
+/// ran; a graph replay counts its launches once, when they were recorded).
+pub fn launch_counts() -> (u64, u64, bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (LAUNCHES[0].load(Relaxed), LAUNCHES[1].load(Relaxed), PROGRAMMATIC_REFUSED.load(Relaxed))
+}
 
 /// Whether kernels whose PTX waits for their predecessor are launched as programmatic
 /// dependents: on unless `MAX_GPU_PDL=0` (A/B runs; the kernels' waits then return at once)
@@ -474,6 +485,7 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
         // call.
         let r = unsafe { sys::cuLaunchKernelEx(&config, f as sys::CUfunction, params, extra) };
         if r == sys::CUresult::CUDA_SUCCESS {
+            LAUNCHES[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         // A driver that takes the kernel but not the attribute: the waits return at once in
@@ -482,6 +494,7 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
             tracing::warn!(error = ?r, "the driver refused a programmatic dependent launch; launching kernels the ordinary way");
         }
     }
+    LAUNCHES[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: `f` is a kernel of a loaded module; `params` points at the kernel's
     // arguments as the compiled host code laid them out for its PTX signature.
     record(

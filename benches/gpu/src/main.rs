@@ -534,6 +534,11 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     if let (Some(before), Some(after)) = (before, model.kernel_times()) {
         print_step_profile("decode", &before, &after, steps);
     }
+    let (programmatic, ordinary, refused) = max_runtime::cuda::launch_counts();
+    println!(
+        "decode: launches {programmatic} programmatic, {ordinary} ordinary (graph replays counted once){}",
+        if refused { "; the driver refused a programmatic launch, so the rest were ordinary" } else { "" }
+    );
     let roofline = bytes as f64 / bw;
     println!(
         "decode: prefill {context} tokens {:.1} ms ({:.0} tok/s; again, recording a CUDA graph, {:.1} ms); batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",

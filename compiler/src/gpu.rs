@@ -340,38 +340,31 @@ pub fn programmatic_launch(chip: &str) -> bool {
 pub fn wait_for_predecessors(module_text: &str) -> String {
     let lines: Vec<&str> = module_text.lines().collect();
     let braces = |l: &str| l.matches('{').count() as i64 - l.matches('}').count() as i64;
+    fn indent_of(l: &str) -> &str {
+        &l[..l.len() - l.trim_start().len()]
+    }
+    let wait = |indent: &str| format!("{indent}{GRID_WAIT}\n{indent}{GRID_LAUNCH_DEPENDENTS}\n");
     let mut out = String::with_capacity(module_text.len() + 4096);
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let t = line.trim_start();
-        let header = t.starts_with("gpu.func @") && line.contains(" kernel") && t.ends_with('{');
-        out.push_str(line);
-        out.push('\n');
-        i += 1;
-        if !header {
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        if t == WAIT_HERE {
+            out.push_str(&wait(indent_of(line)));
             continue;
         }
-        // The kernel's body: up to the line that closes the header's brace.
-        let (mut depth, mut end) = (braces(line), i);
-        while end < lines.len() && depth > 0 {
-            depth += braces(lines[end]);
-            end += 1;
+        out.push_str(line);
+        out.push('\n');
+        if !(t.starts_with("gpu.func @") && line.contains(" kernel") && t.ends_with('{')) {
+            continue;
         }
-        let indent = format!("{}  ", &line[..line.len() - t.len()]);
-        let wait = |indent: &str| format!("{indent}{GRID_WAIT}\n{indent}{GRID_LAUNCH_DEPENDENTS}\n");
-        if lines[i..end].iter().any(|l| l.trim() == WAIT_HERE) {
-            for l in &lines[i..end] {
-                if l.trim() == WAIT_HERE {
-                    out.push_str(&wait(&l[..l.len() - l.trim_start().len()]));
-                } else {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-            i = end;
-        } else {
-            out.push_str(&wait(&indent));
+        // A kernel whose generator marked no place for the wait waits at its entry. Its
+        // body: up to the line that closes the header's brace.
+        let mut depth = braces(line);
+        let mut body = lines[i + 1..].iter().take_while(|l| {
+            depth += braces(l);
+            depth > 0
+        });
+        if !body.any(|l| l.trim() == WAIT_HERE) {
+            out.push_str(&wait(&format!("{}  ", indent_of(line))));
         }
     }
     out

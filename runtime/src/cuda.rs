@@ -15,7 +15,7 @@ use cudarc::driver::sys;
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 pub use crate::artifact::GPU_API;
 
@@ -337,10 +337,10 @@ fn stream_or_current(s: *mut c_void) -> sys::CUstream {
 // computed from the kernel's bindings.
 
 /// Kernels launched as programmatic dependents, by function handle ([`waiting_entries`]).
-static PROGRAMMATIC: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+static PROGRAMMATIC: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(Default::default);
 /// Each loaded module's kernels that wait for their predecessor, until their handles are
 /// looked up.
-static WAITING: Mutex<Option<HashMap<usize, Vec<String>>>> = Mutex::new(None);
+static WAITING: LazyLock<Mutex<HashMap<usize, Vec<String>>>> = LazyLock::new(Default::default);
 
 /// Set when the driver refused a programmatic launch: every later launch is an ordinary one.
 static PROGRAMMATIC_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -392,7 +392,7 @@ extern "C" fn mgpu_module_load(data: *mut c_void, _size: u64) -> *mut c_void {
     if !m.is_null() && !image.starts_with(b"\x7fELF") {
         let waiting = waiting_entries(&String::from_utf8_lossy(image));
         if !waiting.is_empty() {
-            WAITING.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).insert(m as usize, waiting);
+            WAITING.lock().unwrap_or_else(|p| p.into_inner()).insert(m as usize, waiting);
         }
     }
     m as *mut c_void
@@ -404,9 +404,7 @@ extern "C" fn mgpu_module_load_jit(data: *mut c_void, _opt: i32) -> *mut c_void 
 
 extern "C" fn mgpu_module_unload(m: *mut c_void) {
     if !m.is_null() {
-        if let Some(w) = WAITING.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            w.remove(&(m as usize));
-        }
+        WAITING.lock().unwrap_or_else(|p| p.into_inner()).remove(&(m as usize));
         // SAFETY: `m` came from mgpu_module_load.
         record(unsafe { sys::cuModuleUnload(m as sys::CUmodule) }, "unloading a GPU kernel module");
     }
@@ -422,15 +420,14 @@ extern "C" fn mgpu_module_get_function(m: *mut c_void, name: *const c_char) -> *
     record(unsafe { sys::cuModuleGetFunction(&mut f, m as sys::CUmodule, name) }, "finding a GPU kernel");
     // SAFETY: as above.
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-    let waits = WAITING.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|w| w.get(&(m as usize))).is_some_and(|w| w.iter().any(|e| *e == name));
+    let waits = WAITING.lock().unwrap_or_else(|p| p.into_inner()).get(&(m as usize)).is_some_and(|w| w.iter().any(|e| *e == name));
     // Decided at every lookup: a handle of an unloaded module's kernel may come back for
     // another kernel.
     let mut programmatic = PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner());
-    let set = programmatic.get_or_insert_with(HashSet::new);
     if waits && !f.is_null() {
-        set.insert(f as usize);
+        programmatic.insert(f as usize);
     } else {
-        set.remove(&(f as usize));
+        programmatic.remove(&(f as usize));
     }
     f as *mut c_void
 }
@@ -458,7 +455,7 @@ extern "C" fn mgpu_launch_kernel(f: *mut c_void, gx: i64, gy: i64, gz: i64, bx: 
             record(r, "raising a GPU kernel's shared memory limit");
         }
     }
-    let programmatic = programmatic_enabled() && PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(&(f as usize)));
+    let programmatic = programmatic_enabled() && PROGRAMMATIC.lock().unwrap_or_else(|p| p.into_inner()).contains(&(f as usize));
     if programmatic {
         // Programmatic stream serialization: the kernel may start once every block of the
         // one before it has passed its `griddepcontrol.launch_dependents`; it waits for

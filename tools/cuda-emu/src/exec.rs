@@ -56,19 +56,16 @@ impl Memory {
         Some(self.ranges.remove(i).1)
     }
 
-    /// The start of the allocation holding `addr`.
-    pub fn start_of(&self, addr: u64) -> Option<u64> {
+    /// The start of the allocation `[addr, addr + len)` lies inside, if one holds it all.
+    pub fn allocation(&self, addr: u64, len: u64) -> Option<u64> {
         let i = self.ranges.partition_point(|&(s, _)| s <= addr);
-        (i > 0 && addr < self.ranges[i - 1].1).then(|| self.ranges[i - 1].0)
+        let (s, e) = *self.ranges.get(i.checked_sub(1)?)?;
+        addr.checked_add(len).is_some_and(|end| end <= e).then_some(s)
     }
 
     /// Whether `[addr, addr + len)` lies inside one allocation.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        let i = self.ranges.partition_point(|&(s, _)| s <= addr);
-        i > 0 && {
-            let (_, e) = self.ranges[i - 1];
-            addr.checked_add(len).is_some_and(|end| end <= e)
-        }
+        self.allocation(addr, len).is_some()
     }
 }
 
@@ -182,7 +179,7 @@ pub fn run(l: &Launch) -> Result<Counts, Fault> {
     for z in 0..l.grid[2] {
         for y in 0..l.grid[1] {
             for x in 0..l.grid[0] {
-                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps, read: Default::default(), written: 0, waited, stored_to: std::mem::take(&mut stored_to) };
+                let mut ctx = Ctx { k, launch: l, shared: vec![0; smem], ctaid: [x, y, z], line: 0, steps, max_steps, read: Default::default(), written: 0, waited: false, stored_to: Default::default() };
                 let mut warps: Vec<Warp> = (0..nwarps)
                     .map(|w| {
                         let lanes = (threads - w * 32).min(32);
@@ -217,8 +214,8 @@ pub fn run(l: &Launch) -> Result<Counts, Fault> {
                 counts.global_read += ctx.read.get();
                 counts.global_written += ctx.written;
                 steps = ctx.steps;
-                waited = ctx.waited;
-                stored_to = ctx.stored_to;
+                waited |= ctx.waited;
+                stored_to.extend(ctx.stored_to);
             }
         }
     }
@@ -639,10 +636,10 @@ impl Ctx<'_> {
         let mut out = [0u8; 16];
         match space {
             Space::Global => {
-                if !self.launch.mem.contains(a, len as u64) {
+                let Some(start) = self.launch.mem.allocation(a, len as u64) else {
                     return self.fault(format!("global load of {len} bytes at {a:#x}, outside every device allocation"));
-                }
-                if self.launch.programmatic && w.waited & (1 << lane) == 0 && self.launch.mem.start_of(a).is_some_and(|s| self.launch.mem.in_flight_writes.borrow().contains(&s)) {
+                };
+                if self.launch.programmatic && w.waited & (1 << lane) == 0 && self.launch.mem.in_flight_writes.borrow().contains(&start) {
                     return self.fault(format!("global load at {a:#x} before griddepcontrol.wait, of memory a kernel still running before this programmatic dependent may write"));
                 }
                 // SAFETY: [a, a+len) lies inside a live allocation of the emulated device
@@ -676,13 +673,13 @@ impl Ctx<'_> {
         self.aligned("store", space, a, len)?;
         match space {
             Space::Global => {
-                if !self.launch.mem.contains(a, len as u64) {
+                let Some(start) = self.launch.mem.allocation(a, len as u64) else {
                     return self.fault(format!("global store of {len} bytes at {a:#x}, outside every device allocation"));
-                }
+                };
                 if self.launch.programmatic && w.waited & (1 << lane) == 0 {
                     return self.fault(format!("global store at {a:#x} before griddepcontrol.wait in a programmatic dependent: the kernels before it may still be using that memory"));
                 }
-                self.stored_to.extend(self.launch.mem.start_of(a));
+                self.stored_to.insert(start);
                 // SAFETY: as in `load`: the range is inside a live device allocation.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a as *mut u8, len) };
                 self.written += len as u64;

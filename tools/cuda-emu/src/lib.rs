@@ -117,7 +117,7 @@ impl Device {
             Node::Launch { kernel, grid, block, smem, params, programmatic } => {
                 if !programmatic {
                     // It starts once everything before it on the stream has finished.
-                    self.mem.in_flight_writes.borrow_mut().clear();
+                    self.settle();
                 }
                 let l = exec::Launch { kernel, grid: *grid, block: *block, dyn_shared: *smem, params, mem: &self.mem, programmatic: *programmatic };
                 match exec::run(&l) {

@@ -36,6 +36,8 @@ pub struct CudaTarget {
     pub chip: String,
     /// f32 matmuls may use TF32 tensor cores (`--allow-tf32`).
     pub allow_tf32: bool,
+    /// Whether kernel modules carry SASS for the chip beside their PTX (`--sass`).
+    pub sass: crate::gpu_sass::Sass,
 }
 
 /// Chips the backend is tested for.
@@ -48,7 +50,7 @@ impl CudaTarget {
         if !CHIPS.contains(&chip) {
             return Err(CompileError::Target(format!("{s} (supported: {})", CHIPS.iter().map(|c| format!("cuda:{c}")).collect::<Vec<_>>().join(", "))));
         }
-        Ok(CudaTarget { chip: chip.into(), allow_tf32: false })
+        Ok(CudaTarget { chip: chip.into(), allow_tf32: false, sass: crate::gpu_sass::Sass::Auto })
     }
 }
 
@@ -537,7 +539,7 @@ pub fn ptx_of(ir: &str) -> Vec<String> {
 }
 
 /// Decodes an LLVM IR string literal body (`\0A` style escapes).
-fn unescape_llvm(s: &str) -> String {
+pub(crate) fn unescape_llvm(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

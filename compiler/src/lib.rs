@@ -29,6 +29,7 @@ pub mod gpu_rope;
 pub mod gpu_rope_cache;
 pub mod gpu_split;
 pub mod gpu_rows;
+pub mod gpu_sass;
 pub mod gpu_sgemm;
 mod gpu_text;
 pub mod gpu_wgmma;
@@ -208,6 +209,8 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
     if emit == Emit::Linalg {
         return text(mlir::print_module(&module, false));
     }
+    // A GPU artifact's kernel modules (PTX, and SASS when assembled), for the manifest.
+    let mut gpu_modules = Vec::new();
     let ir = match &opts.cuda {
         None => {
             for p in [pipeline::FUSE_LINALG, pipeline::BUFFERIZE, pipeline::LOWER_TO_LOOPS, pipeline::LOWER_TO_LLVM] {
@@ -251,7 +254,9 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
                 let modules: Vec<String> = gpu::ptx_of(&ir).iter().enumerate().map(|(i, p)| format!("// ----- PTX module {i}\n{p}")).collect();
                 return text(modules.join("\n"));
             }
-            gpu::link_host_ir(&ir)?
+            let (ir, modules) = gpu_sass::embed(&gpu::link_host_ir(&ir)?, &cuda.chip, cuda.sass)?;
+            gpu_modules = modules;
+            ir
         }
     };
     let mut ir = ir;
@@ -297,6 +302,7 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
         symbols: program.symbols.clone(),
         entries: program.entries.clone(),
         sections: Vec::new(),
+        gpu_modules,
     };
     Ok(CompileOutput { bytes: w.finish(manifest), files_read })
 }

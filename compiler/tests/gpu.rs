@@ -45,6 +45,19 @@ fn gpu_results_match_the_cpu() {
             }
             Err(e) => panic!("loading the {chip} artifact: {e}"),
         };
+        // With ptxas at compile time the sm_90 artifact carries SASS for sm_90(a), which a
+        // Hopper GPU loads unless told not to; a driver that refuses it (as the PTX emulator
+        // does) leaves the PTX, which every check below then runs.
+        let loads = max_runtime::cuda::module_loads();
+        let hopper = Device::Gpu(0).compute_capability().unwrap() == Some((9, 0));
+        if chip == "cuda:sm_90" && hopper && max_compiler::gpu_sass::find_ptxas().is_some() {
+            if std::env::var("MAX_GPU_SASS").is_ok_and(|v| v == "0") {
+                assert!(loads.sass == 0 && loads.sass_refused.is_none() && loads.ptx > 0, "MAX_GPU_SASS=0 loads PTX only: {loads:?}");
+            } else {
+                assert!(loads.sass > 0 || loads.sass_refused.is_some(), "the SASS was not offered to the GPU: {loads:?}");
+            }
+            eprintln!("{chip}: kernel modules loaded {loads:?}");
+        }
         for rows in [1usize, 5, 300] {
             let x = Tensor::from_slice(&[rows, 96], &values(rows * 96, 1, 1.0)).unwrap();
             let y = Tensor::from_slice(&[rows, 96], &values(rows * 96, 2, 1.0)).unwrap();

@@ -28,7 +28,9 @@ use std::sync::Arc;
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"MAXA\0\r\n\x1a";
 /// The artifact format version this runtime reads and the compiler writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: a GPU artifact's kernel modules may be [`crate::gpu_image`] containers (PTX
+/// and SASS), and the manifest lists them.
+pub const FORMAT_VERSION: u32 = 3;
 /// Kernel ABI version: the kernel library exports `max_abi_version` with this value.
 /// Version 2: kernels return an `int32_t` status (0 = success).
 pub const KERNEL_ABI_VERSION: u32 = 2;
@@ -70,6 +72,21 @@ pub struct Manifest {
     pub symbols: Vec<String>,
     pub entries: Vec<Entry>,
     pub sections: Vec<Section>,
+    /// A GPU artifact's kernel modules (empty for a CPU artifact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_modules: Vec<GpuModule>,
+}
+
+/// A kernel module of a GPU artifact, as its host code embeds it ([`crate::gpu_image`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuModule {
+    /// The module's name (`g_k0_matmul_wgmma`).
+    pub name: String,
+    /// The chip its PTX targets (`sm_90a`).
+    pub ptx: String,
+    /// The chip its SASS was assembled for, when it carries SASS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sass: Option<String>,
 }
 
 /// What the kernels were compiled for.

@@ -7,8 +7,9 @@
 //! driver and hands the library a table of it ([`GPU_API`] order). Every call goes to the
 //! stream of the model executing on this thread; allocations are stream-ordered
 //! (`cuMemAllocAsync`), so the driver's memory pool serves temporaries without
-//! synchronizing; PTX modules are loaded once per model and JIT-compiled by the driver,
-//! which caches the machine code across processes.
+//! synchronizing. Kernel modules are loaded once per model: from the SASS the compiler
+//! assembled for the device's chip when the artifact has it ([`crate::gpu_image`]), else
+//! from PTX, which the driver compiles (and caches across processes).
 
 use crate::error::RuntimeError;
 use cudarc::driver::sys;
@@ -382,15 +383,125 @@ pub fn waiting_entries(ptx: &str) -> Vec<String> {
     out
 }
 
-extern "C" fn mgpu_module_load(data: *mut c_void, _size: u64) -> *mut c_void {
+thread_local! {
+    /// The compute capability of the device whose artifact library `init_library` is
+    /// loading on this thread: which of a kernel image's cubins can run.
+    static LOADING_FOR: Cell<(i32, i32)> = const { Cell::new((0, 0)) };
+}
+
+/// Kernel modules loaded so far from SASS and from PTX.
+static MODULE_LOADS: [std::sync::atomic::AtomicU64; 2] = [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+/// Why the driver refused a cubin, once it has: every later module loads from PTX.
+static SASS_REFUSED: Mutex<Option<String>> = Mutex::new(None);
+
+/// How this process has loaded kernel modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLoads {
+    /// Modules loaded from the compiler's SASS for the device.
+    pub sass: u64,
+    /// Modules loaded from PTX, which the driver compiles at a first load (an artifact without
+    /// SASS for this chip, `MAX_GPU_SASS=0`, or after a refusal).
+    pub ptx: u64,
+    /// The driver's error when it refused a cubin.
+    pub sass_refused: Option<String>,
+}
+
+/// How kernel modules were loaded (so that a benchmark's load time says what it measured).
+pub fn module_loads() -> ModuleLoads {
+    use std::sync::atomic::Ordering::Relaxed;
+    let refused = SASS_REFUSED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    ModuleLoads { sass: MODULE_LOADS[0].load(Relaxed), ptx: MODULE_LOADS[1].load(Relaxed), sass_refused: refused }
+}
+
+/// Whether a kernel image's SASS is loaded when it has some for the device: unless
+/// `MAX_GPU_SASS=0` (A/B runs of the driver's PTX compile) or the driver refused a cubin.
+fn sass_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MAX_GPU_SASS").map_or(true, |v| v.trim() != "0")) && SASS_REFUSED.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+}
+
+/// The bytes of an embedded kernel image: a [`crate::gpu_image`] container, or plain
+/// NUL-terminated PTX (an artifact compiled without SASS, a custom op's PTX).
+///
+/// # Safety
+/// `data` must point to such an image that outlives the returned slice.
+unsafe fn image_bytes<'a>(data: *const u8) -> &'a [u8] {
+    use crate::gpu_image::{total_len, MAGIC};
+    // Compared a byte at a time: PTX shorter than the magic ends at a NUL, which only the
+    // magic's last byte matches.
+    // SAFETY: every byte read is at or before the first NUL or the first mismatch.
+    let magic = (0..MAGIC.len()).all(|i| unsafe { *data.add(i) } == MAGIC[i]);
+    if magic {
+        // SAFETY: a container starts with its 24-byte header, which records its length.
+        let header = unsafe { std::slice::from_raw_parts(data, 24) };
+        if let Some(n) = total_len(header) {
+            // SAFETY: as above.
+            return unsafe { std::slice::from_raw_parts(data, n) };
+        }
+    }
+    // SAFETY: plain PTX is text up to its NUL.
+    unsafe { CStr::from_ptr(data as *const c_char) }.to_bytes_with_nul()
+}
+
+/// Loads a module from `image` (NUL-terminated PTX or a cubin).
+fn load_module(image: &[u8]) -> (sys::CUmodule, sys::CUresult) {
     let mut m = std::ptr::null_mut();
-    // SAFETY: `data` is the PTX (NUL-terminated) or cubin image embedded in the library.
-    record(unsafe { sys::cuModuleLoadData(&mut m, data) }, "loading a GPU kernel module");
-    // SAFETY: as above; a PTX image is text up to its NUL (a cubin starts with the ELF
-    // magic, which is not PTX, and has no waiting entries to find).
-    let image = unsafe { CStr::from_ptr(data as *const c_char) }.to_bytes();
-    if !m.is_null() && !image.starts_with(b"\x7fELF") {
-        let waiting = waiting_entries(&String::from_utf8_lossy(image));
+    // SAFETY: `image` is a whole PTX text with its NUL, or a whole cubin.
+    let r = unsafe { sys::cuModuleLoadData(&mut m, image.as_ptr() as *const c_void) };
+    (m, r)
+}
+
+extern "C" fn mgpu_module_load(data: *mut c_void, _size: u64) -> *mut c_void {
+    use crate::gpu_image::{parse, sass_runs_on, Kind};
+    use std::sync::atomic::Ordering::Relaxed;
+    // SAFETY: `data` is a kernel image embedded in the artifact's library, loaded for good.
+    let image = unsafe { image_bytes(data as *const u8) };
+    let (ptx, sass) = if crate::gpu_image::is_image(image) {
+        let entries = match parse(image) {
+            Ok(e) => e,
+            Err(e) => {
+                record(sys::CUresult::CUDA_ERROR_INVALID_IMAGE, &e.to_string());
+                return std::ptr::null_mut();
+            }
+        };
+        let Some(ptx) = entries.iter().find(|e| e.kind == Kind::Ptx) else {
+            record(sys::CUresult::CUDA_ERROR_INVALID_IMAGE, "a GPU kernel image without PTX");
+            return std::ptr::null_mut();
+        };
+        let cc = LOADING_FOR.with(|c| c.get());
+        // The PTX entry's NUL follows its bytes (checked by `parse`).
+        // SAFETY: that NUL lies inside the image.
+        let ptx = unsafe { std::slice::from_raw_parts(ptx.bytes.as_ptr(), ptx.bytes.len() + 1) };
+        (ptx, entries.into_iter().find(|e| e.kind == Kind::Sass && sass_runs_on(e.chip, cc)))
+    } else {
+        (image, None)
+    };
+    let mut m = std::ptr::null_mut();
+    if let Some(cubin) = sass.filter(|_| sass_enabled()) {
+        let (loaded, r) = load_module(cubin.bytes);
+        match check(r, &format!("loading a GPU kernel module's SASS for {}", cubin.chip)) {
+            Ok(()) => {
+                m = loaded;
+                MODULE_LOADS[0].fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                let why = e.to_string().trim_start_matches("CUDA error: ").to_string();
+                tracing::warn!("the driver refused the kernels' SASS ({why}); loading their PTX instead, which the driver compiles (a slower first load)");
+                *SASS_REFUSED.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
+    }
+    if m.is_null() {
+        let (loaded, r) = load_module(ptx);
+        record(r, "loading a GPU kernel module");
+        m = loaded;
+        if !m.is_null() {
+            MODULE_LOADS[1].fetch_add(1, Relaxed);
+        }
+    }
+    // The PTX says which kernels wait for their predecessor, whichever form was loaded.
+    if !m.is_null() {
+        let waiting = waiting_entries(&String::from_utf8_lossy(ptx));
         if !waiting.is_empty() {
             WAITING.lock().unwrap_or_else(|p| p.into_inner()).insert(m as usize, waiting);
         }
@@ -597,7 +708,8 @@ pub fn api_table() -> Vec<*const c_void> {
 }
 
 /// Wires a GPU artifact's loaded host library to `dev`: fills its `max_gpu_api` table and
-/// runs `max_gpu_init` (loads the PTX modules, which the driver JIT-compiles once).
+/// runs `max_gpu_init` (loads the kernel modules: SASS for this chip, or PTX the driver
+/// compiles once).
 pub fn init_library(dev: &CudaDevice, lib: &libloading::Library) -> Result<(), RuntimeError> {
     let table = api_table();
     // SAFETY: `max_gpu_api` is a `[N x ptr]` global of the library (N = GPU_API.len(), the
@@ -613,6 +725,7 @@ pub fn init_library(dev: &CudaDevice, lib: &libloading::Library) -> Result<(), R
         let init = lib
             .get::<unsafe extern "C" fn()>(b"max_gpu_init\0")
             .map_err(|_| RuntimeError::KernelLoad("the GPU artifact's library has no max_gpu_init".into()))?;
+        LOADING_FOR.with(|c| c.set(dev.compute_capability));
         dev.with_stream(|| init())?;
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod custom_op;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu_exec;
+pub mod gpu_image;
 pub mod heap;
 pub mod npy;
 pub mod session;

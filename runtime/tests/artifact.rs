@@ -9,7 +9,7 @@ fn host_target() -> Target {
 }
 
 fn manifest(target: Target, entries: Vec<Entry>) -> Manifest {
-    Manifest { format_version: 0, compiler_version: "test".into(), target, symbols: vec!["n".into()], entries, sections: vec![] }
+    Manifest { format_version: 0, compiler_version: "test".into(), target, symbols: vec!["n".into()], entries, sections: vec![], gpu_modules: vec![] }
 }
 
 fn identity_entry(input_index: usize) -> Entry {

@@ -81,7 +81,13 @@ impl ModelTarget {
             (m, _) if m > 9 => "sm_89",
             _ => return Err(CompileModelError::Device(format!("{device} is sm_{major}{minor}; GPU models need sm_80 (Ampere) or newer"))),
         };
-        Ok(ModelTarget::Cuda(CudaTarget::parse(&format!("cuda:{chip}")).map_err(|e| CompileModelError::Device(e.to_string()))?))
+        let mut cuda = CudaTarget::parse(&format!("cuda:{chip}")).map_err(|e| CompileModelError::Device(e.to_string()))?;
+        if major > 9 {
+            // SASS of an older major version does not run on this GPU: its driver compiles
+            // the PTX either way.
+            cuda.sass = max_compiler::gpu_sass::Sass::Never;
+        }
+        Ok(ModelTarget::Cuda(cuda))
     }
 
     /// The compile options for this target, with nothing else set.

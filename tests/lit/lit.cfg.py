@@ -26,6 +26,8 @@ config.environment["RUST_BACKTRACE"] = "0"
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%examples", os.path.join(root, "examples")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+# maxc and max alone, for a PATH without other tools (no ptxas).
+config.substitutions.append(("%bin_dir", bin_dir))
 
 # GPU targets: libdevice (and ptxas, to check the emitted PTX) from scripts/cuda-env.sh.
 cuda_toolkit = os.environ.get("MAX_CUDA_TOOLKIT", "")
@@ -37,6 +39,9 @@ if cuda_toolkit:
         config.available_features.add("ptxas")
         config.substitutions.append(("%ptxas", ptxas))
 
+# A ptxas on the system PATH (a CUDA install) defeats the tests of a machine without one.
+if shutil.which("ptxas"):
+    config.available_features.add("system-ptxas")
 if shutil.which("ninja"):
     config.available_features.add("ninja")
 for tool in ("embed-graph",):

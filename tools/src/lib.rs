@@ -223,11 +223,31 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         let bytes: u64 = external.iter().map(|(i, ..)| m.sections[*i].size).sum();
         println!("external:        {} in {} weight(s), supplied at load (--weights FILE or --random-weights SEED)", human(bytes), external.len());
     }
+    if !m.gpu_modules.is_empty() {
+        println!("gpu modules:     {}", gpu_modules_summary(&m.gpu_modules));
+    }
     println!("sections:");
     for (i, s) in m.sections.iter().enumerate() {
         println!("  #{i:<3} {:<40} {:<12} offset={:<10} size={:<12} crc32={:08x}", s.name, format!("{:?}", s.kind), s.offset, human(s.size), s.crc32);
     }
     Ok(())
+}
+
+/// `N: PTX for sm_90a (1), sm_90 (4); SASS for ...`: how many kernel modules target each chip.
+fn gpu_modules_summary(modules: &[max_runtime::artifact::GpuModule]) -> String {
+    let count = |chips: Vec<&str>| {
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for c in chips {
+            match seen.iter_mut().find(|(s, _)| *s == c) {
+                Some((_, n)) => *n += 1,
+                None => seen.push((c, 1)),
+            }
+        }
+        seen.iter().map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join(", ")
+    };
+    let sass: Vec<&str> = modules.iter().filter_map(|m| m.sass.as_deref()).collect();
+    let sass = if sass.is_empty() { "no SASS (the driver compiles the PTX at a first load)".to_string() } else { format!("SASS for {}", count(sass)) };
+    format!("{}: PTX for {}; {sass}", modules.len(), count(modules.iter().map(|m| m.ptx.as_str()).collect()))
 }
 
 /// Sets up `tracing` from `RUST_LOG` (default: warnings) on stderr, and restores SIGPIPE's

@@ -64,6 +64,15 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Load an artifact on the GPU (with generated weights where it was compiled with
+    /// external ones) and print how long that took and how its kernel modules were loaded:
+    /// an artifact's first load on a machine is where the driver compiles PTX.
+    Load {
+        artifact: PathBuf,
+        /// Seed of the generated weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Embeddings of a compiled embedding model: record them (embeddings.npy), or compare
     /// with a recording.
     Embed {
@@ -121,6 +130,7 @@ fn main() -> Result<()> {
         Cmd::Time { artifact, dims, iters, flops, bytes } => time(&artifact, &dims, iters, flops, bytes, cli.gpu),
         Cmd::Llm { run, max_tokens } => llm(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?, max_tokens),
         Cmd::Decode { artifact, context, steps, seed } => decode(&artifact, context, steps, seed, cli.gpu),
+        Cmd::Load { artifact, seed } => load(&artifact, seed, cli.gpu),
         Cmd::Embed { run, reps } => embed(&run.artifact, &run.dir, run.record, run.device(cli.gpu)?, reps),
     }
 }
@@ -188,6 +198,7 @@ fn cases(dir: &Path, gpu: usize) -> Result<()> {
         }
     }
     println!("cases: {passed} passed, {failed} failed of {} ({:.1} s); worst ‖got−want‖/‖want‖ among passes {worst_rel:.2e}", names.len(), t0.elapsed().as_secs_f64());
+    println!("cases: {}", module_loads_line());
     if failed > 0 {
         std::process::exit(1);
     }
@@ -469,6 +480,27 @@ fn print_step_profile(what: &str, before: &[(String, u64, std::time::Duration)],
     }
 }
 
+/// How the runtime has loaded kernel modules so far: from the compiler's SASS, or from PTX
+/// that the driver compiles (slow at an artifact's first load on a machine).
+fn module_loads_line() -> String {
+    let loads = max_runtime::cuda::module_loads();
+    format!(
+        "kernel modules loaded: {} from SASS, {} from PTX (compiled by the driver){}",
+        loads.sass,
+        loads.ptx,
+        loads.sass_refused.map(|e| format!("; the driver refused the SASS: {e}")).unwrap_or_default()
+    )
+}
+
+/// Loads `path` on the GPU as `decode` does, timed.
+fn load(path: &Path, seed: u64, gpu: usize) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let artifact = Artifact::open(path)?.with_weights(&max_runtime::WeightSource::Random { seed })?;
+    let _model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
+    println!("load: {} with generated weights in {:.1} s; {}", path.display(), t0.elapsed().as_secs_f64(), module_loads_line());
+    Ok(())
+}
+
 /// Batch-1 decode of a forward-entry LLM artifact with generated weights.
 fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> Result<()> {
     let bw = copy_bandwidth(gpu)?;
@@ -476,7 +508,7 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     let t0 = std::time::Instant::now();
     let artifact = Artifact::open(path)?.with_weights(&max_runtime::WeightSource::Random { seed })?;
     let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
-    println!("decode: loaded {} with generated weights in {:.1} s", path.display(), t0.elapsed().as_secs_f64());
+    println!("decode: loaded {} with generated weights in {:.1} s; {}", path.display(), t0.elapsed().as_secs_f64(), module_loads_line());
     let m = artifact.manifest();
     let entry = m.entry("forward").context("no forward entry")?;
     // Weights read per token: every weight but the embedding table, of which one row.

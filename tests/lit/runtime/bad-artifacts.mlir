@@ -7,9 +7,9 @@
 // RUN: not maxc run %t.trunc.maxa --input x=%t.x.npy 2>&1 | FileCheck %s --check-prefix=TRUNC
 // RUN: head -c 40 %t.maxa > %t.tiny.maxa
 // RUN: not max inspect %t.tiny.maxa 2>&1 | FileCheck %s --check-prefix=TINY
-// RUN: cp %t.maxa %t.v3.maxa
-// RUN: %python %inputs/npy.py patch-u32 %t.v3.maxa 8 3
-// RUN: not maxc run %t.v3.maxa --input x=%t.x.npy 2>&1 | FileCheck %s --check-prefix=VERSION
+// RUN: cp %t.maxa %t.v2.maxa
+// RUN: %python %inputs/npy.py patch-u32 %t.v2.maxa 8 2
+// RUN: not maxc run %t.v2.maxa --input x=%t.x.npy 2>&1 | FileCheck %s --check-prefix=VERSION
 // RUN: cp %t.maxa %t.kern.maxa
 // RUN: %python %inputs/npy.py corrupt %t.kern.maxa 200
 // RUN: not max run %t.kern.maxa --input x=%t.x.npy 2>&1 | FileCheck %s --check-prefix=KERNELS
@@ -21,7 +21,7 @@
 
 // TRUNC: maxc: error: {{.*}}trunc.maxa is corrupted: the header records {{[0-9]+}} bytes but the file has 1000 (truncated or appended to)
 // TINY: max: error: {{.*}}tiny.maxa is not a .maxa artifact (bad magic)
-// VERSION: maxc: error: {{.*}}v3.maxa has artifact format version 3, but this runtime reads version 2; recompile it with a matching maxc
+// VERSION: maxc: error: {{.*}}v2.maxa has artifact format version 2, but this runtime reads version 3; recompile it with a matching maxc
 // KERNELS: max: error: {{.*}}kern.maxa is corrupted: section 'kernels.x86_64.so' checksum mismatch
 // MANIFEST: max: error: {{.*}}man.maxa is corrupted: manifest checksum mismatch
 // MAGIC: max: error: {{.*}}bad-artifacts.mlir is not a .maxa artifact (bad magic)

@@ -36,6 +36,7 @@ mod status {
     pub const INVALID_VALUE: u32 = 1;
     pub const OUT_OF_MEMORY: u32 = 2;
     pub const INVALID_DEVICE: u32 = 101;
+    pub const NO_BINARY_FOR_GPU: u32 = 209;
     pub const INVALID_PTX: u32 = 218;
     pub const INVALID_HANDLE: u32 = 400;
     pub const NOT_FOUND: u32 = 500;
@@ -328,6 +329,7 @@ pub unsafe extern "C" fn cuGetErrorString(code: CuResult, out: *mut *const c_cha
         status::INVALID_VALUE => c"invalid argument",
         status::OUT_OF_MEMORY => c"out of memory",
         status::INVALID_DEVICE => c"invalid device ordinal",
+        status::NO_BINARY_FOR_GPU => c"no kernel image is available for execution on the device (max-cuda-emu runs PTX only)",
         status::INVALID_PTX => c"a PTX JIT compilation failed (max-cuda-emu: unsupported or malformed PTX; see stderr)",
         status::INVALID_HANDLE => c"invalid resource handle",
         status::NOT_FOUND => c"named symbol not found",
@@ -511,11 +513,18 @@ pub extern "C" fn cuMemsetD16Async(dst: DevPtr, value: u16, count: usize, _strea
 }
 
 /// # Safety
-/// `module` must be valid; `image` a NUL-terminated PTX text.
+/// `module` must be valid; `image` a NUL-terminated PTX text or a cubin (an ELF image).
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleLoadData(module: *mut *mut c_void, image: *const c_void) -> CuResult {
     if image.is_null() {
         return status::INVALID_VALUE;
+    }
+    // Machine code (SASS) cannot run here: refused as a driver refuses a cubin for another
+    // chip, so the runtime's fallback to the PTX runs.
+    // SAFETY: a cubin starts with the 4-byte ELF magic; PTX text shorter than that ends at a
+    // NUL, where the comparison stops.
+    if (0..4).all(|i| unsafe { *(image as *const u8).add(i) } == b"\x7fELF"[i]) {
+        return status::NO_BINARY_FOR_GPU;
     }
     // SAFETY: the caller passes a NUL-terminated image (PTX is text).
     let text = unsafe { CStr::from_ptr(image as *const c_char) }.to_string_lossy();

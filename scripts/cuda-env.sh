@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs (once) the two pieces of NVIDIA's CUDA compiler that `maxc --target cuda:*` uses
 # on a machine without CUDA, from PyPI's nvidia-cuda-nvcc-cu12 wheel: libdevice (the math
-# library the NVPTX kernels link: expf, tanhf, logf, ...) and ptxas (tests assemble the
-# emitted PTX with it to check it is valid for each chip). Nothing else of CUDA is needed to
-# compile; the runtime loads the driver (libcuda) only when a GPU is used.
+# library the NVPTX kernels link: expf, tanhf, logf, ...) and ptxas (which assembles each
+# kernel module's SASS, machine code carried beside its PTX: `maxc --sass`). Nothing else of
+# CUDA is needed to compile; the runtime loads the driver (libcuda) only when a GPU is used.
 # Exports MAX_CUDA_TOOLKIT (the folder holding nvvm/libdevice and bin/ptxas).
 # Usage: source scripts/cuda-env.sh
 _max_nvcc_version=12.8.93

@@ -14,7 +14,7 @@ source scripts/python-env.sh
 # shellcheck disable=SC1091
 source scripts/llama-cpp-env.sh
 # libdevice and ptxas from PyPI's nvidia-cuda-nvcc-cu12 wheel: GPU targets link libdevice,
-# and the lit tests assemble the emitted PTX with ptxas. No GPU or CUDA driver is needed.
+# and artifacts carry SASS that ptxas assembles. No GPU or CUDA driver is needed.
 # shellcheck disable=SC1091
 source scripts/cuda-env.sh
 # ninja, for the build-pipeline example test (make is part of the base system).

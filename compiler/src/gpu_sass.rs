@@ -11,9 +11,8 @@
 use crate::error::CompileError;
 use max_runtime::artifact::GpuModule;
 use std::path::{Path, PathBuf};
+use rayon::prelude::*;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Whether a CUDA artifact carries SASS (`maxc compile --sass`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -163,23 +162,8 @@ pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>
             }
         })
         .collect();
-    let results: Vec<Mutex<Option<Result<Vec<u8>, CompileError>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let j = next.fetch_add(1, Ordering::Relaxed);
-                let Some((c, ptx, name)) = jobs.get(j) else { break };
-                let r = assemble(&ptxas, ptx, c, &module_name(name));
-                *results[j].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            });
-        }
-    });
-    let mut cubins = Vec::with_capacity(jobs.len());
-    for r in results {
-        cubins.push(r.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every job ran")?);
-    }
+    // ptxas runs one process a module: spread them over the cores.
+    let cubins: Vec<Vec<u8>> = jobs.par_iter().map(|(c, ptx, name)| assemble(&ptxas, ptx, c, &module_name(name))).collect::<Result<_, _>>()?;
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let mut bytes = 0;
     for (m, j) in modules.iter().zip(&job_of) {

@@ -66,14 +66,8 @@ struct CompileArgs {
     /// of mantissa in the products, f32 accumulation).
     #[arg(long)]
     allow_tf32: bool,
-    /// With a cuda target: whether each kernel module also carries SASS, machine code that
-    /// NVIDIA's ptxas assembles for the chip, beside its PTX. A GPU of that chip then loads
-    /// the artifact without compiling its PTX first (the driver's compile takes half a
-    /// minute for an 8B LLM at its first load on a machine); other chips, and drivers that
-    /// refuse the SASS, still use the PTX. `auto`: when ptxas is found in
-    /// $MAX_CUDA_TOOLKIT/bin (scripts/cuda-env.sh) or on the PATH.
-    #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"], default_value = "auto")]
-    sass: String,
+    #[command(flatten)]
+    sass: SassArg,
     /// Leave weight data out of the artifact: only names, dtypes and shapes are kept, and the
     /// runtime takes the data from a .safetensors file (`max run --weights FILE`) or
     /// generates it (`--random-weights SEED`, for shape-accurate benchmarks).
@@ -94,6 +88,31 @@ struct CompileArgs {
     depfile: Option<PathBuf>,
 }
 
+/// `--sass`, shared by `compile` and `compile-model`.
+#[derive(clap::Args)]
+struct SassArg {
+    /// With a cuda target: whether each kernel module also carries SASS, machine code that
+    /// NVIDIA's ptxas assembles for the chip, beside its PTX. A GPU of that chip then loads
+    /// the artifact without compiling its PTX first (the driver's compile takes half a
+    /// minute for an 8B LLM at its first load on a machine); other chips, and drivers that
+    /// refuse the SASS, still use the PTX. `auto`: when ptxas is found in
+    /// $MAX_CUDA_TOOLKIT/bin (scripts/cuda-env.sh) or on the PATH.
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"], default_value = "auto")]
+    sass: String,
+}
+
+impl SassArg {
+    /// Applies `--sass` to a cuda target (`auto`, the default, applies to any target).
+    fn apply(&self, mut target: max_serve::compile::ModelTarget) -> Result<max_serve::compile::ModelTarget> {
+        match &mut target {
+            max_serve::compile::ModelTarget::Cuda(c) => c.sass = self.sass.parse()?,
+            _ if self.sass != "auto" => bail!("--sass applies to cuda targets only"),
+            _ => {}
+        }
+        Ok(target)
+    }
+}
+
 #[derive(clap::Args)]
 struct CompileModelArgs {
     /// The model: a GGUF file (.gguf; architecture llama) or a Hugging Face model directory
@@ -111,14 +130,8 @@ struct CompileModelArgs {
     /// Write a Make-style depfile listing the model file (a directory's files).
     #[arg(long, value_name = "FILE")]
     depfile: Option<PathBuf>,
-    /// With a cuda target: whether each kernel module also carries SASS, machine code that
-    /// NVIDIA's ptxas assembles for the chip, beside its PTX. A GPU of that chip then loads
-    /// the artifact without compiling its PTX first (the driver's compile takes half a
-    /// minute for an 8B LLM at its first load on a machine); other chips, and drivers that
-    /// refuse the SASS, still use the PTX. `auto`: when ptxas is found in
-    /// $MAX_CUDA_TOOLKIT/bin (scripts/cuda-env.sh) or on the PATH.
-    #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"], default_value = "auto")]
-    sass: String,
+    #[command(flatten)]
+    sass: SassArg,
 }
 
 #[derive(clap::Args)]
@@ -153,18 +166,8 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Applies `--sass` to a cuda target (`auto`, the default, applies to any target).
-fn with_sass(mut target: max_serve::compile::ModelTarget, sass: &str) -> Result<max_serve::compile::ModelTarget> {
-    match &mut target {
-        max_serve::compile::ModelTarget::Cuda(c) => c.sass = sass.parse()?,
-        _ if sass != "auto" => bail!("--sass applies to cuda targets only"),
-        _ => {}
-    }
-    Ok(target)
-}
-
 fn compile_model(a: &CompileModelArgs) -> Result<()> {
-    let target = with_sass(max_serve::compile::ModelTarget::parse(&a.target)?, &a.sass)?;
+    let target = a.sass.apply(max_serve::compile::ModelTarget::parse(&a.target)?)?;
     let progress = indicatif::ProgressBar::new_spinner();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         progress.set_message(format!("compiling {}", a.model.display()));
@@ -185,7 +188,7 @@ fn compile_model(a: &CompileModelArgs) -> Result<()> {
 }
 
 fn compile(a: &CompileArgs) -> Result<()> {
-    let target = with_sass(max_serve::compile::ModelTarget::parse(&a.target)?, &a.sass)?;
+    let target = a.sass.apply(max_serve::compile::ModelTarget::parse(&a.target)?)?;
     if a.allow_tf32 && !matches!(target, max_serve::compile::ModelTarget::Cuda(_)) {
         bail!("--allow-tf32 applies to cuda targets only");
     }

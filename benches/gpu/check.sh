@@ -110,10 +110,12 @@ for m in 1 8; do
   timeout 60 $g/gpu-check time $g/art/gemv_up_bf16.maxa --dim m=$m --iters 30 --bytes 117440512 2>&1 | tee -a "$log"
   timeout 60 $g/gpu-check time $g/art/gemv_down_bf16.maxa --dim m=$m --iters 30 --bytes 117440512 2>&1 | tee -a "$log"
 done
-echo "== decode-shaped Q4_K matmuls (the few-rows kernel; weights' bytes per call)" | tee -a "$log"
+echo "== decode-shaped Q4_K matmuls (the few-rows kernel, and its A/B with one weight item a loop trip: _unroll1; weights' bytes per call)" | tee -a "$log"
 for m in 1 8 15; do
   for d in up down; do
-    [ -f $g/art/gemv_${d}_q4k.maxa ] && timeout 60 $g/gpu-check time $g/art/gemv_${d}_q4k.maxa --dim m=$m --iters 30 --bytes 33030144 2>&1 | tee -a "$log"
+    for v in "" _unroll1; do
+      [ -f $g/art/gemv_${d}_q4k$v.maxa ] && timeout 60 $g/gpu-check time $g/art/gemv_${d}_q4k$v.maxa --dim m=$m --iters 30 --bytes 33030144 2>&1 | tee -a "$log"
+    done
   done
 done
 timeout 60 $g/gpu-check time "$cases/custom_mlp/g.maxa" --dim batch=64 --iters 20 2>&1 | tee -a "$log"

@@ -305,6 +305,11 @@ MAX_GPU_NO_WGMMA=1 $maxc compile benches/gpu/graphs/matmul_bf16.mlir --target "$
 for g in gemv_up_bf16 gemv_down_bf16 gemv_up_q4k gemv_down_q4k; do
   $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/$g.maxa"
 done
+# The A/B of the few-rows kernels' unrolling (NOTES item 20): one weight item a lane per
+# loop trip, as before it.
+for g in gemv_up_q4k gemv_down_q4k; do
+  MAX_GPU_QDOT=unroll=1 $maxc compile benches/gpu/graphs/$g.mlir --target "$target" --external-weights -o "$out/art/${g}_unroll1.maxa"
+done
 echo "prepare: Llama-3.1-8B-shaped models, bf16 and Q4_K, weights generated on the GPU machine" >&2
 cargo build --release --locked -q -p max-benches --bin synthetic_llm
 target/release/synthetic_llm --preset llama-3.1-8b --dtype bf16 --target "$target" -o "$out/art/llama8b_bf16.maxa"

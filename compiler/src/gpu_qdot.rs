@@ -185,7 +185,8 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
     });
     round_rows(s, (xm, rows), computed.zip(setups.as_ref()), &aq_t, &ad_t, block_sum(format));
     // The dot products: warp w takes columns `COLS * bx + WARPS * c + w`, each lane its
-    // weight blocks for every row of the block.
+    // weight blocks for every row of the block, `unroll` of them a loop trip.
+    let unroll = unroll();
     let accs: Vec<String> = (0..rows).map(|r| format!("%f_a{r} = %f_zero")).collect();
     let f32s = vec!["f32"; rows].join(", ");
     let _ = write!(
@@ -198,21 +199,57 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
          scf.for %f_c = %c0 to %f_cpw step %c1 {{\n      %f_jc = arith.muli %f_c, %f_cwarps : index\n      \
          %f_j1 = arith.addi %f_j0, %f_jc : index\n      %j = arith.addi %f_j1, %f_warp : index\n      \
          %f_jok = arith.cmpi ult, %j, %cn : index\n      scf.if %f_jok {{\n      \
-         %f_items = arith.constant {} : index\n      \
-         %f_acc:{rows} = scf.for %kp = %f_lane to %f_items step %c32 iter_args({}) -> ({f32s}) {{\n",
+         %f_items = arith.constant {} : index\n      %f_ilast = arith.subi %f_items, %c1 : index\n      \
+         %f_trip = arith.constant {} : index\n      \
+         %f_acc:{rows} = scf.for %kp_t = %f_lane to %f_items step %f_trip iter_args({}) -> ({f32s}) {{\n",
         kb / lane_blocks(format),
+        32 * unroll,
         accs.join(", ")
     );
-    let w = decode_weights(s, format, wm);
-    for r in 0..rows {
-        let _ = writeln!(s, "      %f_nx{r} = scf.if %f_rv{r} -> (f32) {{");
-        let term = row_product(s, &w, r, kb, (&aq_t, &ad_t));
-        let _ = write!(
-            s,
-            "      %f_an{r} = arith.addf %f_a{r}, {term} : f32\n      scf.yield %f_an{r} : f32\n      }} else {{\n      scf.yield %f_a{r} : f32\n      }}\n"
+    // Item u of the trip is `%kp_t + 32 u`, clamped to the last item (a valid address; its
+    // term is dropped). Every item's loads come before any item's products, so that all of
+    // them are in flight at once; the terms add up in item order, as one item a trip would.
+    let (mut loads, mut products) = (String::new(), String::new());
+    for u in 0..unroll {
+        let mut l = format!(
+            "      %f_uo = arith.constant {} : index\n      %f_kraw = arith.addi %kp_t, %f_uo : index\n      \
+             %f_kok = arith.cmpi ult, %f_kraw, %f_items : index\n      %kp = arith.minui %f_kraw, %f_ilast : index\n",
+            32 * u
         );
+        let w = decode_weights(&mut l, format, wm);
+        // A row past x's, or a clamped item, computes its term anyway and drops it by a
+        // select: a branch would let LLVM sink the loads into it, after the products of the
+        // item before.
+        let mut p = String::new();
+        for r in 0..rows {
+            let term = row_product(&mut p, &w, r, kb, (&aq_t, &ad_t));
+            let _ = write!(
+                p,
+                "      %f_use{r} = arith.andi %f_rv{r}, %f_kok : i1\n      %f_an{r} = arith.addf %f_a{r}, {term} : f32\n      \
+                 %f_nx{r} = arith.select %f_use{r}, %f_an{r}, %f_a{r} : f32\n"
+            );
+        }
+        if u == 0 {
+            loads.push_str(&l);
+            products.push_str(&p);
+        } else {
+            // The same text under names of its own, adding to the item before's sums.
+            let suffix = format!("_u{u}");
+            let defs = crate::gpu_text::defined_names(&l);
+            let mut names: std::collections::HashMap<String, String> = defs.into_iter().map(|d| (d.clone(), format!("{d}{suffix}"))).collect();
+            loads.push_str(&crate::gpu_text::rename(&l, &names));
+            names.extend(crate::gpu_text::defined_names(&p).into_iter().map(|d| (d.clone(), format!("{d}{suffix}"))));
+            for r in 0..rows {
+                let before = if u == 1 { format!("%f_nx{r}") } else { format!("%f_nx{r}_u{}", u - 1) };
+                names.insert(format!("%f_a{r}"), before);
+            }
+            products.push_str(&crate::gpu_text::rename(&p, &names));
+        }
     }
-    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..rows).map(|r| format!("%f_nx{r}")).collect::<Vec<_>>().join(", "));
+    s.push_str(&loads);
+    s.push_str(&products);
+    let last = |r: usize| if unroll == 1 { format!("%f_nx{r}") } else { format!("%f_nx{r}_u{}", unroll - 1) };
+    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..rows).map(last).collect::<Vec<_>>().join(", "));
     // Each row's lane sums; lane 0 stores.
     for r in 0..rows {
         let acc = crate::gpu_qmatmul::warp_sum(s, &format!("%f_acc#{r}"), &format!("r{r}"));
@@ -223,6 +260,25 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
         );
     }
     s.push_str("      }\n      }\n      gpu.return\n    }\n");
+}
+
+/// Weight items (blocks, or k-quant pairs) a lane loads in one loop trip, all before it
+/// multiplies any: item 18 measured the few-rows kernels at a third of the copy bandwidth,
+/// about what one item of some 48 bytes in flight per lane sustains at the latency of a
+/// load from memory. `MAX_GPU_QDOT=unroll=N` (1 to 8) overrides it (an A/B knob).
+pub const UNROLL: usize = 2;
+
+/// [`UNROLL`], or `MAX_GPU_QDOT`'s `unroll`.
+fn unroll() -> usize {
+    let mut n = UNROLL;
+    crate::tuning::apply_settings("MAX_GPU_QDOT", std::env::var("MAX_GPU_QDOT").ok(), |k, x| {
+        let ok = k == "unroll" && (1..=8).contains(&x);
+        if ok {
+            n = x as usize;
+        }
+        ok
+    });
+    n
 }
 
 /// Lines of each of the block's columns ([`COLS`] weight rows) prefetched into L2 at the

@@ -46,6 +46,28 @@ pub fn find_ptxas() -> Option<PathBuf> {
     toolkit.into_iter().chain(on_path).find(|p| p.is_file())
 }
 
+/// The oldest `ptxas` release that takes the PTX the backend writes: CUDA 12.0 brought PTX
+/// ISA 8.0 and `sm_90a` (warpgroup MMA).
+const MIN_PTXAS: (u32, u32) = (12, 0);
+
+/// The CUDA release in `ptxas --version`'s text (`... release 12.8, V12.8.93`).
+fn ptxas_release(version: &str) -> Option<(u32, u32)> {
+    let rest = &version[version.find("release ")? + "release ".len()..];
+    let (major, rest) = rest.split_once('.')?;
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((major.trim().parse().ok()?, minor.parse().ok()?))
+}
+
+/// Whether `ptxas` is recent enough ([`MIN_PTXAS`]); the reason when it is not.
+fn check_release(ptxas: &Path) -> Result<(), String> {
+    let out = std::process::Command::new(ptxas).arg("--version").output().map_err(|e| format!("running {} --version: {e}", ptxas.display()))?;
+    match ptxas_release(&String::from_utf8_lossy(&out.stdout)) {
+        Some(r) if r >= MIN_PTXAS => Ok(()),
+        Some((a, b)) => Err(format!("{} is CUDA {a}.{b}'s; SASS needs {}.{} or later", ptxas.display(), MIN_PTXAS.0, MIN_PTXAS.1)),
+        None => Err(format!("{} --version names no CUDA release", ptxas.display())),
+    }
+}
+
 /// The chip a module's SASS is assembled for: `sm_90a` where its PTX targets that (warpgroup
 /// MMA), else the artifact's chip (`chip`: a custom op's PTX may name an older one).
 fn sass_chip(ptx: &str, chip: &str) -> String {
@@ -127,7 +149,7 @@ fn ptx_chip<'a>(ptx: &'a str, chip: &'a str) -> &'a str {
 
 /// Replaces each kernel module image of translated host IR `ir` by a container of its PTX
 /// and its SASS for `chip` (`mode` as [`Sass`]); the IR is unchanged when no SASS is wanted
-/// or (with [`Sass::Auto`]) no `ptxas` is found. Modules are assembled in parallel, each
+/// or (with [`Sass::Auto`]) no `ptxas` is found, or only one older than [`MIN_PTXAS`]. Modules are assembled in parallel, each
 /// distinct PTX once. Returns the IR and the modules, for the manifest.
 pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>), CompileError> {
     let lines: Vec<&str> = ir.lines().collect();
@@ -146,6 +168,13 @@ pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>
             return Err(CompileError::Codegen("--sass always needs NVIDIA's ptxas: run `source scripts/cuda-env.sh` or set MAX_CUDA_TOOLKIT (or put ptxas on the PATH)".into()))
         }
     };
+    if let Err(why) = check_release(&ptxas) {
+        if mode == Sass::Always {
+            return Err(CompileError::Codegen(format!("--sass always: {why}")));
+        }
+        tracing::warn!("{why}: kernels ship as PTX only, which the driver compiles at the first load (set MAX_CUDA_TOOLKIT, see scripts/cuda-env.sh)");
+        return Ok((ir.to_string(), listed(&|_| None)));
+    }
     let t0 = std::time::Instant::now();
     // Distinct (PTX, chip) pairs: generated modules repeat across layers and dispatches.
     let mut jobs: Vec<(String, &str, &str)> = Vec::new();
@@ -198,6 +227,14 @@ mod tests {
         assert_eq!(sass_chip(".version 7.8\n.target sm_90\n", "sm_90"), "sm_90");
         // A custom op's PTX for an older chip is assembled for the artifact's.
         assert_eq!(sass_chip(".version 6.0\n.target sm_52\n", "sm_80"), "sm_80");
+    }
+
+    #[test]
+    fn reads_the_ptxas_release() {
+        let v = "ptxas: NVIDIA (R) Ptx optimizing assembler\nCuda compilation tools, release 12.8, V12.8.93\n";
+        assert_eq!(ptxas_release(v), Some((12, 8)));
+        assert!(ptxas_release("Cuda compilation tools, release 11.8, V11.8.89").unwrap() < MIN_PTXAS);
+        assert_eq!(ptxas_release("ptxas: unknown"), None);
     }
 
     #[test]

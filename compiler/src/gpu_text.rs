@@ -171,3 +171,57 @@ impl KernelText {
         }
     }
 }
+
+/// Whether `c` continues an SSA name (`%f_x0`, `%kp`; a `#` or `:` ends it).
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$')
+}
+
+/// The SSA values that lines of MLIR text define (`%a = ..`, `%r:2 = ..`, `%h, %ok = ..`).
+pub(crate) fn defined_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((lhs, _)) = line.split_once(" = ") else { continue };
+        for part in lhs.split(',') {
+            let name = part.trim().split(':').next().unwrap_or("");
+            if name.len() > 1 && name.starts_with('%') && name[1..].chars().all(name_char) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `text` with every SSA name that `names` maps replaced, whole names only (`%f_a1` is not
+/// `%f_a10`; `%r#0` and `%r:2` keep their suffixes). Unrolls a generated loop body by
+/// renaming a copy's definitions.
+pub(crate) fn rename(text: &str, names: &std::collections::HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        let len = tail.find(|c: char| !name_char(c)).unwrap_or(tail.len());
+        let name = &rest[at..at + 1 + len];
+        out.push_str(names.get(name).map_or(name, String::as_str));
+        rest = &rest[at + 1 + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_whole_names_only() {
+        let text = "      %a = arith.addi %kp, %c1 : index\n      %r:2 = scf.for %i = %a to %b step %c1 iter_args(%a1 = %a) -> (index, index) {\n      %h, %h_ok = gpu.shuffle xor %r#0, %o, %w : f32\n";
+        assert_eq!(defined_names(text), ["%a", "%r", "%h", "%h_ok"]);
+        let names = defined_names(text).into_iter().map(|d| (d.clone(), format!("{d}_u1"))).collect();
+        assert_eq!(
+            rename(text, &names),
+            "      %a_u1 = arith.addi %kp, %c1 : index\n      %r_u1:2 = scf.for %i = %a_u1 to %b step %c1 iter_args(%a1 = %a_u1) -> (index, index) {\n      %h_u1, %h_ok_u1 = gpu.shuffle xor %r_u1#0, %o, %w : f32\n"
+        );
+    }
+}

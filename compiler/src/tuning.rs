@@ -11,6 +11,7 @@ pub const KNOBS: &[&str] = &[
     "MAX_GPU_ATTENTION",
     "MAX_GPU_GEMV",
     "MAX_GPU_NO_WGMMA",
+    "MAX_GPU_QDOT",
     "MAX_GPU_QMATMUL",
     "MAX_GPU_WGMMA",
     "MAX_MATMUL_LANES",

@@ -210,6 +210,8 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
     // term is dropped). Every item's loads come before any item's products, so that all of
     // them are in flight at once; the terms add up in item order, as one item a trip would.
     let (mut loads, mut products) = (String::new(), String::new());
+    // Row r's sum after item u.
+    let sum = |r: usize, u: usize| if u == 0 { format!("%f_nx{r}") } else { format!("%f_nx{r}_u{u}") };
     for u in 0..unroll {
         let mut l = format!(
             "      %f_uo = arith.constant {} : index\n      %f_kraw = arith.addi %kp_t, %f_uo : index\n      \
@@ -233,23 +235,19 @@ fn kernel(s: &mut String, entry: &str, rows: usize, spec: &KernelSpec, format: Q
             loads.push_str(&l);
             products.push_str(&p);
         } else {
-            // The same text under names of its own, adding to the item before's sums.
-            let suffix = format!("_u{u}");
-            let defs = crate::gpu_text::defined_names(&l);
-            let mut names: std::collections::HashMap<String, String> = defs.into_iter().map(|d| (d.clone(), format!("{d}{suffix}"))).collect();
-            loads.push_str(&crate::gpu_text::rename(&l, &names));
-            names.extend(crate::gpu_text::defined_names(&p).into_iter().map(|d| (d.clone(), format!("{d}{suffix}"))));
+            // The same text under names of its own, adding to the sums of the item before.
+            let mut names: std::collections::HashMap<String, String> =
+                crate::gpu_text::defined_names(&l).into_iter().chain(crate::gpu_text::defined_names(&p)).map(|d| (d.clone(), format!("{d}_u{u}"))).collect();
             for r in 0..rows {
-                let before = if u == 1 { format!("%f_nx{r}") } else { format!("%f_nx{r}_u{}", u - 1) };
-                names.insert(format!("%f_a{r}"), before);
+                names.insert(format!("%f_a{r}"), sum(r, u - 1));
             }
+            loads.push_str(&crate::gpu_text::rename(&l, &names));
             products.push_str(&crate::gpu_text::rename(&p, &names));
         }
     }
     s.push_str(&loads);
     s.push_str(&products);
-    let last = |r: usize| if unroll == 1 { format!("%f_nx{r}") } else { format!("%f_nx{r}_u{}", unroll - 1) };
-    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..rows).map(last).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(s, "      scf.yield {} : {f32s}\n      }}", (0..rows).map(|r| sum(r, unroll - 1)).collect::<Vec<_>>().join(", "));
     // Each row's lane sums; lane 0 stores.
     for r in 0..rows {
         let acc = crate::gpu_qmatmul::warp_sum(s, &format!("%f_acc#{r}"), &format!("r{r}"));

@@ -1,6 +1,7 @@
 //! The text of generated GPU kernels: fresh SSA names, indentation, and the index and i64
 //! arithmetic helpers the kernel generators ([`crate::gpu_matmul`], [`crate::gpu_wgmma`],
-//! [`crate::gpu_sgemm`], [`crate::gpu_rows`]) share.
+//! [`crate::gpu_sgemm`], [`crate::gpu_rows`]) share, and the renaming of a copy of
+//! generated text ([`rename`], to unroll a loop body: [`crate::gpu_qdot`]).
 
 use max_dialects::DType;
 use std::cell::RefCell;

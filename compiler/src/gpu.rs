@@ -523,19 +523,35 @@ pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
     Ok(out)
 }
 
+/// A kernel module's embedded image in translated host IR
+/// (`@*_binary = internal constant [N x i8] c"..."`).
+pub(crate) struct ModuleImage {
+    /// Its line's index.
+    pub line: usize,
+    /// The global's name (`@k0_wgmma_binary`).
+    pub global: String,
+    /// The image, unescaped: PTX without its NUL (as translation writes it).
+    pub ptx: String,
+}
+
+/// The kernel module images of translated host IR, in order.
+pub(crate) fn module_images(ir: &str) -> Vec<ModuleImage> {
+    ir.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (global, rest) = l.split_once(" = internal constant [")?;
+            if !global.ends_with("_binary") {
+                return None;
+            }
+            let body = &rest[rest.find("c\"")? + 2..];
+            Some(ModuleImage { line: i, global: global.to_string(), ptx: unescape_llvm(&body[..body.rfind('"')?]) })
+        })
+        .collect()
+}
+
 /// The PTX texts embedded in translated host IR (one per kernel module), unescaped.
 pub fn ptx_of(ir: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in ir.lines() {
-        if !(line.contains("_binary = internal constant") && line.contains("c\"")) {
-            continue;
-        }
-        let Some(start) = line.find("c\"") else { continue };
-        let body = &line[start + 2..];
-        let Some(end) = body.rfind('"') else { continue };
-        out.push(unescape_llvm(&body[..end]));
-    }
-    out
+    module_images(ir).into_iter().map(|m| m.ptx).collect()
 }
 
 /// Decodes an LLVM IR string literal body (`\0A` style escapes).

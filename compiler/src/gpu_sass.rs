@@ -10,8 +10,8 @@
 
 use crate::error::CompileError;
 use max_runtime::artifact::GpuModule;
-use std::path::{Path, PathBuf};
 use rayon::prelude::*;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Whether a CUDA artifact carries SASS (`maxc compile --sass`).
@@ -68,14 +68,16 @@ fn check_release(ptxas: &Path) -> Result<(), String> {
     }
 }
 
+/// The chip a module's PTX targets (its `.target`), or `chip` if it names none.
+fn ptx_chip<'a>(ptx: &'a str, chip: &'a str) -> &'a str {
+    ptx.lines().find_map(|l| l.trim().strip_prefix(".target ")).map_or(chip, |t| t.split(',').next().unwrap_or(chip).trim())
+}
+
 /// The chip a module's SASS is assembled for: `sm_90a` where its PTX targets that (warpgroup
 /// MMA), else the artifact's chip (`chip`: a custom op's PTX may name an older one).
 fn sass_chip(ptx: &str, chip: &str) -> String {
-    let target = ptx.lines().find_map(|l| l.trim().strip_prefix(".target ")).map(|t| t.split(',').next().unwrap_or("").trim());
-    match target {
-        Some(t) if t == format!("{chip}a") => t.to_string(),
-        _ => chip.to_string(),
-    }
+    let target = ptx_chip(ptx, chip);
+    if target == format!("{chip}a") { target } else { chip }.to_string()
 }
 
 /// Assembles `ptx` for `chip` with `ptxas`.
@@ -102,33 +104,6 @@ fn assemble(ptxas: &Path, ptx: &str, chip: &str, module: &str) -> Result<Vec<u8>
     std::fs::read(&out).map_err(|e| io("reading the cubin", e))
 }
 
-/// A kernel module's embedded image in translated host IR.
-struct Binary {
-    /// The line's index.
-    line: usize,
-    /// The global's name (`@k0_wgmma_binary`).
-    name: String,
-    /// The PTX, without its NUL.
-    ptx: String,
-}
-
-/// The kernel module images (`@*_binary = internal constant [N x i8] c"..."`) of host IR.
-fn binaries(lines: &[&str]) -> Vec<Binary> {
-    lines
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let (name, rest) = l.split_once(" = internal constant [")?;
-            if !name.ends_with("_binary") {
-                return None;
-            }
-            let body = &rest[rest.find("c\"")? + 2..];
-            let ptx = crate::gpu::unescape_llvm(&body[..body.rfind('"')?]);
-            Some(Binary { line: i, name: name.to_string(), ptx })
-        })
-        .collect()
-}
-
 /// `bytes` as an LLVM IR string constant's body.
 fn escape_llvm(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -142,20 +117,15 @@ fn escape_llvm(bytes: &[u8]) -> String {
     s
 }
 
-/// The chip a module's PTX targets (its `.target`), or `chip` if it names none.
-fn ptx_chip<'a>(ptx: &'a str, chip: &'a str) -> &'a str {
-    ptx.lines().find_map(|l| l.trim().strip_prefix(".target ")).map_or(chip, |t| t.split(',').next().unwrap_or(chip).trim())
-}
-
 /// Replaces each kernel module image of translated host IR `ir` by a container of its PTX
 /// and its SASS for `chip` (`mode` as [`Sass`]); the IR is unchanged when no SASS is wanted
-/// or (with [`Sass::Auto`]) no `ptxas` is found, or only one older than [`MIN_PTXAS`]. Modules are assembled in parallel, each
-/// distinct PTX once. Returns the IR and the modules, for the manifest.
+/// or (with [`Sass::Auto`]) no `ptxas` is found, or only one older than [`MIN_PTXAS`].
+/// Modules are assembled in parallel, each distinct PTX once. Returns the IR and the
+/// modules, for the manifest.
 pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>), CompileError> {
-    let lines: Vec<&str> = ir.lines().collect();
-    let modules = binaries(&lines);
+    let modules = crate::gpu::module_images(ir);
     let listed = |sass: &dyn Fn(usize) -> Option<String>| -> Vec<GpuModule> {
-        modules.iter().enumerate().map(|(i, m)| GpuModule { name: module_name(&m.name), ptx: ptx_chip(&m.ptx, chip).to_string(), sass: sass(i) }).collect()
+        modules.iter().enumerate().map(|(i, m)| GpuModule { name: module_name(&m.global), ptx: ptx_chip(&m.ptx, chip).to_string(), sass: sass(i) }).collect()
     };
     let ptxas = match (mode, find_ptxas()) {
         (Sass::Never, _) => return Ok((ir.to_string(), listed(&|_| None))),
@@ -185,7 +155,7 @@ pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>
             match jobs.iter().position(|(jc, p, _)| *jc == c && *p == m.ptx) {
                 Some(j) => j,
                 None => {
-                    jobs.push((c, &m.ptx, &m.name));
+                    jobs.push((c, &m.ptx, &m.global));
                     jobs.len() - 1
                 }
             }
@@ -193,12 +163,12 @@ pub fn embed(ir: &str, chip: &str, mode: Sass) -> Result<(String, Vec<GpuModule>
         .collect();
     // ptxas runs one process a module: spread them over the cores.
     let cubins: Vec<Vec<u8>> = jobs.par_iter().map(|(c, ptx, name)| assemble(&ptxas, ptx, c, &module_name(name))).collect::<Result<_, _>>()?;
-    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut out: Vec<String> = ir.lines().map(str::to_string).collect();
     let mut bytes = 0;
     for (m, j) in modules.iter().zip(&job_of) {
-        let image = max_runtime::gpu_image::write(&m.ptx, ptx_chip(&m.ptx, chip), &[(jobs[*j].0.clone(), cubins[*j].clone())]);
+        let image = max_runtime::gpu_image::write(&m.ptx, ptx_chip(&m.ptx, chip), &[(&jobs[*j].0, &cubins[*j])]);
         bytes += image.len();
-        out[m.line] = format!("{} = internal constant [{} x i8] c\"{}\", align 16", m.name, image.len(), escape_llvm(&image));
+        out[m.line] = format!("{} = internal constant [{} x i8] c\"{}\", align 16", m.global, image.len(), escape_llvm(&image));
     }
     tracing::info!(modules = modules.len(), assembled = jobs.len(), bytes, elapsed_ms = t0.elapsed().as_millis() as u64, "kernel modules assembled to SASS by {}", ptxas.display());
     let mut s = out.join("\n");

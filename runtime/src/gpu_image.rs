@@ -53,31 +53,28 @@ pub enum ImageError {
 }
 
 /// Writes an image of `ptx` (for `ptx_chip`) and `sass`, cubins with their chips.
-pub fn write(ptx: &str, ptx_chip: &str, sass: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut parts: Vec<(u32, &str, Vec<u8>)> = vec![(0, ptx_chip, [ptx.as_bytes(), b"\0"].concat())];
-    parts.extend(sass.iter().map(|(c, b)| (1, c.as_str(), b.clone())));
-    let mut out = vec![0u8; HEADER + ENTRY * parts.len()];
-    let mut table = Vec::with_capacity(parts.len());
-    for (kind, chip, bytes) in &parts {
-        out.resize(out.len().next_multiple_of(ALIGN), 0);
-        // The PTX entry's length leaves its NUL out; the NUL still follows it.
-        let len = if *kind == 0 { bytes.len() - 1 } else { bytes.len() };
-        table.push((*kind, *chip, out.len() as u64, len as u64));
-        out.extend_from_slice(bytes);
-    }
-    let total = out.len() as u64;
+pub fn write(ptx: &str, ptx_chip: &str, sass: &[(&str, &[u8])]) -> Vec<u8> {
+    let entries: Vec<(u32, &str, &[u8])> = std::iter::once((0, ptx_chip, ptx.as_bytes())).chain(sass.iter().map(|(c, b)| (1, *c, *b))).collect();
+    let mut out = vec![0u8; HEADER + ENTRY * entries.len()];
     out[0..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    out[12..16].copy_from_slice(&(parts.len() as u32).to_le_bytes());
-    out[16..24].copy_from_slice(&total.to_le_bytes());
-    for (i, (kind, chip, off, len)) in table.into_iter().enumerate() {
+    out[12..16].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (i, (kind, chip, bytes)) in entries.into_iter().enumerate() {
+        out.resize(out.len().next_multiple_of(ALIGN), 0);
+        let off = out.len() as u64;
+        out.extend_from_slice(bytes);
+        if kind == 0 {
+            out.push(0); // PTX goes to the driver as a C string
+        }
         let e = &mut out[HEADER + ENTRY * i..HEADER + ENTRY * (i + 1)];
         e[0..4].copy_from_slice(&kind.to_le_bytes());
         e[8..16].copy_from_slice(&off.to_le_bytes());
-        e[16..24].copy_from_slice(&len.to_le_bytes());
-        let name = chip.as_bytes();
-        e[24..24 + name.len().min(8)].copy_from_slice(&name[..name.len().min(8)]);
+        e[16..24].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        let name = &chip.as_bytes()[..chip.len().min(8)];
+        e[24..24 + name.len()].copy_from_slice(name);
     }
+    let total = out.len() as u64;
+    out[16..24].copy_from_slice(&total.to_le_bytes());
     out
 }
 
@@ -152,7 +149,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_aligns_its_payloads() {
-        let img = write(".version 8.0\n.target sm_90a\n", "sm_90a", &[("sm_90a".into(), b"\x7fELF123".to_vec())]);
+        let img = write(".version 8.0\n.target sm_90a\n", "sm_90a", &[("sm_90a", b"\x7fELF123")]);
         assert_eq!(total_len(&img), Some(img.len()));
         let e = parse(&img).unwrap();
         assert_eq!(e.len(), 2);
@@ -165,7 +162,7 @@ mod tests {
 
     #[test]
     fn refuses_damaged_images() {
-        let img = write("ptx", "sm_80", &[("sm_80".into(), vec![1; 40])]);
+        let img = write("ptx", "sm_80", &[("sm_80", &[1; 40])]);
         assert!(parse(&img[..img.len() - 1]).is_err(), "truncated");
         let mut v = img.clone();
         v[8] = 9;

@@ -492,12 +492,19 @@ fn module_loads_line() -> String {
     )
 }
 
-/// Loads `path` on the GPU as `decode` does, timed.
-fn load(path: &Path, seed: u64, gpu: usize) -> Result<()> {
+/// `path` loaded on GPU `gpu` with weights generated from `seed` (where it was compiled
+/// with external ones), and the seconds that took.
+fn load_generated(path: &Path, seed: u64, gpu: usize) -> Result<(Artifact, Model, f64)> {
     let t0 = std::time::Instant::now();
     let artifact = Artifact::open(path)?.with_weights(&max_runtime::WeightSource::Random { seed })?;
-    let _model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
-    println!("load: {} with generated weights in {:.1} s; {}", path.display(), t0.elapsed().as_secs_f64(), module_loads_line());
+    let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
+    Ok((artifact, model, t0.elapsed().as_secs_f64()))
+}
+
+/// Loads `path` on the GPU as `decode` does, timed.
+fn load(path: &Path, seed: u64, gpu: usize) -> Result<()> {
+    let (_, _, secs) = load_generated(path, seed, gpu)?;
+    println!("load: {} with generated weights in {secs:.1} s; {}", path.display(), module_loads_line());
     Ok(())
 }
 
@@ -505,10 +512,8 @@ fn load(path: &Path, seed: u64, gpu: usize) -> Result<()> {
 fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> Result<()> {
     let bw = copy_bandwidth(gpu)?;
     println!("copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);
-    let t0 = std::time::Instant::now();
-    let artifact = Artifact::open(path)?.with_weights(&max_runtime::WeightSource::Random { seed })?;
-    let model = InferenceSession::new(Device::Gpu(gpu)).load(&artifact)?;
-    println!("decode: loaded {} with generated weights in {:.1} s; {}", path.display(), t0.elapsed().as_secs_f64(), module_loads_line());
+    let (artifact, model, secs) = load_generated(path, seed, gpu)?;
+    println!("decode: loaded {} with generated weights in {secs:.1} s; {}", path.display(), module_loads_line());
     let m = artifact.manifest();
     let entry = m.entry("forward").context("no forward entry")?;
     // Weights read per token: every weight but the embedding table, of which one row.

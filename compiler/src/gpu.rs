@@ -515,12 +515,20 @@ pub fn link_host_ir(ir: &str) -> Result<String, CompileError> {
         let _ = writeln!(out, "  call void @{c}()");
     }
     let _ = writeln!(out, "  ret void\n}}");
-    if ptx_of(ir).iter().any(|p| p.contains(".extern .func") && p.contains("__nv_")) {
-        return Err(CompileError::Codegen(
-            "GPU kernels call CUDA math functions (libdevice) but no libdevice was linked; run `source scripts/cuda-env.sh` (or set MAX_CUDA_TOOLKIT to a CUDA toolkit)".into(),
-        ));
+    if ptx_of(ir).iter().any(|p| calls_unlinked_libdevice(p)) {
+        return Err(CompileError::Codegen(format!("GPU kernels call CUDA math functions (libdevice) but {NO_LIBDEVICE}")));
     }
     Ok(out)
+}
+
+/// What to do when [`calls_unlinked_libdevice`]: the end of a message.
+pub const NO_LIBDEVICE: &str =
+    "no libdevice was linked; run `source scripts/cuda-env.sh` (or set MAX_CUDA_TOOLKIT to a CUDA toolkit)";
+
+/// Whether a PTX module declares libdevice functions (`__nv_*`) without their bodies: a
+/// compile without libdevice, which a driver refuses to load.
+pub fn calls_unlinked_libdevice(ptx: &str) -> bool {
+    ptx.lines().any(|l| l.starts_with(".extern .func") && l.contains("__nv_"))
 }
 
 /// A kernel module's embedded image in translated host IR

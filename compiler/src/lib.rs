@@ -251,7 +251,12 @@ pub fn compile_graphs(ctx: &MlirContext, graphs: &[max_dialects::Graph], opts: &
             let ir = ctx.translate_to_llvm_ir(&module)?;
             if emit == Emit::Ptx {
                 // One PTX module per kernel module, each preceded by a marker line.
-                let modules: Vec<String> = gpu::ptx_of(&ir).iter().enumerate().map(|(i, p)| format!("// ----- PTX module {i}\n{p}")).collect();
+                let ptx = gpu::ptx_of(&ir);
+                // Printed anyway (to read), but no driver would load it.
+                if ptx.iter().any(|p| gpu::calls_unlinked_libdevice(p)) {
+                    tracing::warn!("the PTX calls CUDA math functions (libdevice) that are not in it: {}", gpu::NO_LIBDEVICE);
+                }
+                let modules: Vec<String> = ptx.iter().enumerate().map(|(i, p)| format!("// ----- PTX module {i}\n{p}")).collect();
                 return text(modules.join("\n"));
             }
             let (ir, modules) = gpu_sass::embed(&gpu::link_host_ir(&ir)?, &cuda.chip, cuda.sass)?;

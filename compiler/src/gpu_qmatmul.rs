@@ -51,30 +51,19 @@ pub const TENSOR_CORE_ROWS: i64 = 16;
 /// Threads per block of the weight decoder (a 32-weight block each).
 const DEQUANT_THREADS: usize = 256;
 
-/// The tensor-core path's settings: [`TENSOR_CORE_ROWS`] and [`HALF_FILL_BLOCKS`], or
-/// `MAX_GPU_QMATMUL=tc_rows=N,half_fill=B` (A/B knobs for benchmarks and tests).
-struct Settings {
-    /// The fewest rows that take the tensor cores (`tc_rows=0`: never).
-    tc_rows: Option<i64>,
-    /// Blocks [`half_kernel`]'s grid aims for (at least 1).
-    half_fill: i64,
-}
-
-fn settings() -> Settings {
-    let (mut rows, mut fill) = (TENSOR_CORE_ROWS, HALF_FILL_BLOCKS as i64);
-    crate::tuning::apply_settings("MAX_GPU_QMATMUL", std::env::var("MAX_GPU_QMATMUL").ok(), |k, x| match k {
-        "tc_rows" if x >= 0 => {
+/// The fewest rows that take the tensor cores: [`TENSOR_CORE_ROWS`], or
+/// `MAX_GPU_QMATMUL=tc_rows=N` (0: never; an A/B knob for benchmarks).
+fn tensor_core_rows() -> Option<i64> {
+    let mut rows = TENSOR_CORE_ROWS;
+    crate::tuning::apply_settings("MAX_GPU_QMATMUL", std::env::var("MAX_GPU_QMATMUL").ok(), |k, x| {
+        let ok = k == "tc_rows" && x >= 0;
+        if ok {
             rows = x;
-            true
         }
-        "half_fill" if x >= 1 => {
-            fill = x;
-            true
-        }
-        _ => false,
+        ok
     });
     // Fewer rows than the few-rows kernel's take that kernel first.
-    Settings { tc_rows: (rows > 0).then_some(rows.max(FEW_ROWS as i64 + 1)), half_fill: fill }
+    (rows > 0).then_some(rows.max(FEW_ROWS as i64 + 1))
 }
 
 /// A quantized matmul's format and sizes, as its kernels need them.
@@ -147,7 +136,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
         );
     }
     // Many rows (prefill): the weights decoded once to f16 for a tensor-core matmul.
-    let Settings { tc_rows, half_fill } = settings();
+    let tc_rows = tensor_core_rows();
     let tc = tc_rows.and_then(|_| tensor_core_spec(spec, k, n));
     if let (Some(mm), Some(tc_rows)) = (&tc, tc_rows) {
         let xh_t = mm.inputs[0].memref();
@@ -161,12 +150,13 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
             s,
             "      %ctc = arith.constant {tc_rows} : index\n      %tc = arith.cmpi uge, %m, %ctc : index\n      scf.if %tc {{\n        \
              %xh = memref.alloc({xh_dyn}) : {xh_t}\n        %rs = memref.alloc({xh_dyn}) : {rs_t}\n        %wh = memref.alloc() : {wh_t}\n        \
-             {}        \
+             %cht = arith.constant {} : index\n        \
+             gpu.launch_func @{name}_llm::@to_half blocks in (%m, %c1, %c1) threads in (%cht, %c1, %c1) args(%b0 : {xm}, %xh : {xh_t}, %rs : {rs_t}, %m : index)\n        \
              %cdt = arith.constant {DEQUANT_THREADS} : index\n        %wblk = arith.muli %cn, %ckb : index\n        %dg = arith.ceildivui %wblk, %cdt : index\n        \
              gpu.launch_func @{name}_llm::@dequantize blocks in (%dg, %c1, %c1) threads in (%cdt, %c1, %c1) args(%b1 : {wm}, %wh : {wh_t})\n        \
              func.call @{}(%xh, %wh, {mm_args}%rs, %b{oc}, %wg, %nwg) : ({xh_t}, {wh_t}, {mm_types}{om}, index, index) -> ()\n        \
              memref.dealloc %wh : {wh_t}\n        memref.dealloc %rs : {rs_t}\n        memref.dealloc %xh : {xh_t}\n      }} else {{\n",
-            half_launch(name, &xm, (&xh_t, &rs_t), kb, half_fill),
+            half_threads(kb),
             mm.name
         );
     }
@@ -304,108 +294,34 @@ fn dequantize_kernel(s: &mut String, format: QuantFormat, wm: &str, wh_t: &str, 
 /// block sums `f16(d * sum(q))`. The rounding to nearest even adds and subtracts 1.5 * 2^23
 /// (exact for the |v| <= 127 it sees), which needs no math library.
 fn quantize_kernel(s: &mut String, xm: &str, xq_t: &str, xs_t: &str, kb: i64) {
-    activation_kernel(s, "quantize", xm, (xq_t, DType::F32), Some(xs_t), kb, Blocks::ThreadEach);
+    activation_kernel(s, "quantize", xm, (xq_t, DType::F32), Some(xs_t), kb, true);
 }
 
-/// Rows whose largest magnitude reaches 2^this are scaled down for f16 (see
-/// [`half_kernel`]): their values, rounded to 8 bits as the quantized kernels round them,
-/// may exceed it by 2^-11 of themselves, still below f16's largest finite value (65504).
-const HALF_SCALE_FROM_EXP: i32 = 15;
-
-/// Blocks that [`half_kernel`]'s grid aims for, a row's 32-blocks split over up to `K / 32 /
-/// 128` of them while there are fewer rows (each split reads the whole row once more, from
-/// L2, to find its scale). 512 blocks of 128 threads, each with 8 16-byte loads in flight,
-/// hold 8 MB in flight: over the 4-5 MB that 4 TB/s needs at a microsecond's latency, so
-/// more rows than that are bandwidth-bound with a block each.
-const HALF_FILL_BLOCKS: usize = 512;
-
-/// `@to_half`: writes `x` to `XH` (type `xh_t`) as f16, each 32-block first rounded to 8
-/// bits as `@quantize` rounds it when `round`. f16 ends at 65504, where the CPU's f32
-/// activations do not, nor its 8-bit blocks (llama.cpp's arithmetic: the scale an f16 of
-/// amax / 127, to about 8.3e6; only the block sums of formats with a min are f16 too); so a
-/// row whose largest magnitude reaches 2^[`HALF_SCALE_FROM_EXP`] is divided by the power of
-/// two `s` that brings it below, `s` goes to `S[row, 0]` (1 for every other row), and the
-/// matmul multiplies its sums by it ([`tensor_core_spec`]). Dividing by a power of two is
-/// exact (but where a value falls into f16's subnormals), so the products are the unscaled
-/// ones'; rows under the bound, all of them in the models seen so far, keep their bits.
-///
-/// Grid: `(rows, splits)` (see [`half_launch`]); each block finds its row's largest
-/// magnitude over the whole row (from L2 after the row's first block), then writes its
-/// share of the row's 32-blocks, a thread each per pass.
-fn half_kernel(s: &mut String, xm: &str, xh_t: &str, scale_t: &str, kb: i64, round: bool) {
-    activation_kernel(s, "to_half", xm, (xh_t, DType::F16), None, kb, Blocks::RowEach { scale_t, round });
-}
-
-/// Host code launching [`half_kernel`] on `x` (`%b0`, type `xm`) into `%xh` and `%rs`: a
-/// block per row and as many splits of each row as fill `fill` blocks ([`HALF_FILL_BLOCKS`];
-/// at most a 32-block per thread). Its first line is not indented; the others are.
-fn half_launch(name: &str, xm: &str, (xh_t, rs_t): (&str, &str), kb: i64, fill: i64) -> String {
-    let most = (kb as usize).div_ceil(QUANT_THREADS);
-    format!(
-        "%hfill = arith.constant {fill} : index\n        %hmost = arith.constant {most} : index\n        \
-         %hwant = arith.ceildivui %hfill, %m : index\n        %hsplit = arith.minui %hwant, %hmost : index\n        \
-         gpu.launch_func @{name}_llm::@to_half blocks in (%m, %hsplit, %c1) threads in (%cqt, %c1, %c1) args(%b0 : {xm}, %xh : {xh_t}, %rs : {rs_t}, %m : index)\n"
-    )
-}
-
-/// How [`activation_kernel`] lays its 32-blocks over threads.
-enum Blocks<'a> {
-    /// A thread per 32-block of all rows (a grid of `rows * K / 32` threads), each rounded
-    /// to 8 bits.
-    ThreadEach,
-    /// A block of threads per row and split (grid `(rows, splits)`), which first finds the
-    /// row's scale into `S` (type `scale_t`; see [`half_kernel`]), then takes its 32-blocks,
-    /// rounded to 8 bits with `round`.
-    RowEach { scale_t: &'a str, round: bool },
-}
-
-/// A kernel storing each 32-block of `x` (type `xm`) to `XQ` (`out`: type and element
-/// type), as laid out by `blocks`: rounded as `d * q` (`d = f16(amax / 127)`, `q =
-/// roundeven(x / d)`) unless `blocks` says not, and with `xs_t` the block sums `f16(d *
-/// sum(q))` to `XS`.
-fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&str, DType), xs_t: Option<&str>, kb: i64, blocks: Blocks) {
+/// A thread per 32-block of `x` (type `xm`) stores it to `XQ` (`out`: type and element
+/// type), with `round` as `d * q` (`d = f16(amax / 127)`, `q = roundeven(x / d)`), and with
+/// `xs_t` the block sums `f16(d * sum(q))` to `XS`.
+fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&str, DType), xs_t: Option<&str>, kb: i64, round: bool) {
     let xs_param = xs_t.map(|t| format!("%XS: {t}, ")).unwrap_or_default();
-    let (scale_param, red) = match blocks {
-        Blocks::ThreadEach => (String::new(), String::new()),
-        Blocks::RowEach { scale_t, .. } => {
-            (format!("%S: {scale_t}, "), format!(" workgroup(%red : memref<{}xf32, #gpu.address_space<workgroup>>)", QUANT_THREADS / 32))
-        }
-    };
     let _ = write!(
         s,
-        "    gpu.func @{entry}(%X: {xm}, %XQ: {out_t}, {xs_param}{scale_param}%m: index){red} kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
+        "    gpu.func @{entry}(%X: {xm}, %XQ: {out_t}, {xs_param}%m: index) kernel attributes {{known_block_size = array<i32: {QUANT_THREADS}, 1, 1>}} {{\n      \
          %c0 = arith.constant 0 : index\n      %c1 = arith.constant 1 : index\n      %c32 = arith.constant 32 : index\n      \
          %ckb = arith.constant {kb} : index\n      %cqt = arith.constant {QUANT_THREADS} : index\n      \
          %f0 = arith.constant 0.0 : f32\n      %f127 = arith.constant 127.0 : f32\n      %magic = arith.constant 12582912.0 : f32\n      \
-         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n"
+         %bid = gpu.block_id x\n      %tid = gpu.thread_id x\n      %base = arith.muli %bid, %cqt : index\n      \
+         %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
+         %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {{\n        \
+         %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n        %k0 = arith.muli %kb, %c32 : index\n"
     );
-    let round = match blocks {
-        Blocks::ThreadEach => {
-            s.push_str(
-                "      %base = arith.muli %bid, %cqt : index\n      %idx = arith.addi %base, %tid : index\n      %total = arith.muli %m, %ckb : index\n      \
-                 %in = arith.cmpi ult, %idx, %total : index\n      scf.if %in {\n        \
-                 %row = arith.divui %idx, %ckb : index\n        %kb = arith.remui %idx, %ckb : index\n",
-            );
-            true
-        }
-        Blocks::RowEach { scale_t, round } => {
-            row_scale(s, xm, scale_t, kb);
-            // Split y of ys takes the row's 32-blocks y, y + ys, ... of `QUANT_THREADS` each.
-            s.push_str(
-                "      %ysplit = gpu.block_id y\n      %nsplit = gpu.grid_dim y\n      %yoff = arith.muli %ysplit, %cqt : index\n      \
-                 %kfirst = arith.addi %tid, %yoff : index\n      %kstep = arith.muli %nsplit, %cqt : index\n      \
-                 scf.for %kb = %kfirst to %ckb step %kstep {\n",
-            );
-            round
-        }
-    };
-    s.push_str("        %k0 = arith.muli %kb, %c32 : index\n");
     if round {
-        block_amax(s, xm, "%amax", "%k0", 8);
-        s.push_str(
-            "        %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
+        let _ = write!(
+            s,
+            "        %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
+             %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
+             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
+             %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
              %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
-             %id = arith.select %isz, %f0, %id0 : f32\n",
+             %id = arith.select %isz, %f0, %id0 : f32\n"
         );
     }
     // The store loop carries the sum of the quants when the block sums are wanted.
@@ -423,10 +339,6 @@ fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&s
         );
         v = "%xr".into();
     }
-    if matches!(blocks, Blocks::RowEach { .. }) {
-        let _ = writeln!(s, "          %xd = arith.mulf {v}, %inv : f32");
-        v = "%xd".into();
-    }
     if out_dt == DType::F16 {
         let _ = writeln!(s, "          %xh = arith.truncf {v} : f32 to f16");
         v = "%xh".into();
@@ -442,80 +354,144 @@ fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&s
     s.push_str("      }\n      gpu.return\n    }\n");
 }
 
-/// `name = max |x[row, k0 .. k0 + 32]|` (f32), at `indent`; a loop of constant trip count
-/// that LLVM unrolls, so the 32 loads issue together.
-fn block_amax(s: &mut String, xm: &str, name: &str, k0: &str, indent: usize) {
-    let p = name.trim_start_matches('%');
-    let _ = write!(
-        s,
-        "{0:indent$}{name} = scf.for %{p}_i = %c0 to %c32 step %c1 iter_args(%{p}_a = %f0) -> (f32) {{\n{0:indent$}  \
-         %{p}_k = arith.addi {k0}, %{p}_i : index\n{0:indent$}  %{p}_x = memref.load %X[%row, %{p}_k] : {xm}\n{0:indent$}  \
-         %{p}_abs = math.absf %{p}_x : f32\n{0:indent$}  %{p}_m = arith.maximumf %{p}_a, %{p}_abs : f32\n{0:indent$}  scf.yield %{p}_m : f32\n{0:indent$}}}\n",
-        ""
-    );
+/// Rows whose largest magnitude reaches 2^this are scaled down for f16 (see
+/// [`half_kernel`]): their values, rounded to 8 bits as the quantized kernels round them,
+/// may exceed it by 2^-11 of themselves, still below f16's largest finite value (65504).
+const HALF_SCALE_FROM_EXP: i32 = 15;
+
+/// Threads of [`half_kernel`]'s block for rows of `kb` 32-blocks: about a thread per
+/// 32-block (8 16-byte vectors a thread, so the whole row fits in the block's registers),
+/// in whole warps, at most 1024 (longer rows take more vectors a thread).
+fn half_threads(kb: i64) -> i64 {
+    ((kb + 31) / 32 * 32).clamp(32, 1024)
 }
 
-/// 16-byte loads a thread of [`row_scale`] issues before it takes their magnitudes.
-const ROW_SCALE_LOADS: i64 = 8;
-
-/// The start of a [`Blocks::RowEach`] kernel, row `%bid`: the row's largest magnitude over
-/// the block, its scale (see [`half_kernel`]) stored by the first split's thread 0 to `S[row,
-/// 0]`, and `%inv`, the scale's inverse; defines `%row`. The magnitudes come from 16-byte
-/// loads, consecutive across the block's threads, [`ROW_SCALE_LOADS`] of them a thread
-/// before it compares any (the last clamped to the row's end: a value seen twice does not
-/// change a maximum), so a thread has that many in flight.
-fn row_scale(s: &mut String, xm: &str, scale_t: &str, kb: i64) {
+/// `@to_half`: writes `x` to `XH` (type `xh_t`) as f16, each 32-block first rounded to 8
+/// bits as `@quantize` rounds it when `round`; a block per row (grid `(rows, 1, 1)`,
+/// [`half_threads`] threads).
+///
+/// f16 ends at 65504, where the CPU's f32 activations do not, nor its 8-bit blocks
+/// (llama.cpp's arithmetic: the scale an f16 of amax / 127, to about 8.3e6; only the block
+/// sums of formats with a min are f16 too). So a row whose largest magnitude reaches
+/// 2^[`HALF_SCALE_FROM_EXP`] is divided by the power of two `s` that brings it below, `s`
+/// goes to `S[row, 0]` (type `scale_t`; 1 for every other row), and the matmul multiplies
+/// its sums by it ([`tensor_core_spec`]). Dividing by a power of two is exact (but where a
+/// value falls into f16's subnormals), so the products are the unscaled ones'; rows under
+/// the bound, all of them in the models seen so far, keep their bits.
+///
+/// The row is read once: each thread loads its 16-byte vectors (vector `j * threads + t`,
+/// consecutive across the block; the last clamped to the row's end, a value seen twice not
+/// changing a maximum) and keeps them in registers while the block finds the row's largest
+/// magnitude; a 32-block is then 8 consecutive lanes' vectors, whose largest magnitude three
+/// shuffles combine; each lane stores its 4 values as 8 bytes, consecutive across the warp.
+fn half_kernel(s: &mut String, xm: &str, xh_t: &str, scale_t: &str, kb: i64, round: bool) {
+    let threads = half_threads(kb);
     let vectors = kb * 8;
-    let per_trip = QUANT_THREADS as i64 * ROW_SCALE_LOADS;
-    let trips = (vectors + per_trip - 1) / per_trip;
-    let _ = write!(
-        s,
-        "      %row = arith.addi %bid, %c0 : index\n      %w32 = arith.constant 32 : i32\n      \
-         %warp = arith.divui %tid, %c32 : index\n      %lanei = arith.remui %tid, %c32 : index\n      %lane0 = arith.cmpi eq, %lanei, %c0 : index\n      \
-         %c4 = arith.constant 4 : index\n      %ptrips = arith.constant {trips} : index\n      %plast = arith.constant {} : index\n      \
-         %pstep = arith.constant {per_trip} : index\n      \
-         %part = scf.for %pj = %c0 to %ptrips step %c1 iter_args(%pa = %f0) -> (f32) {{\n        \
-         %pj0 = arith.muli %pj, %pstep : index\n        %pt = arith.addi %pj0, %tid : index\n",
-        vectors - 1
-    );
-    for l in 0..ROW_SCALE_LOADS {
-        let _ = write!(
-            s,
-            "        %pc{l} = arith.constant {} : index\n        %pv{l}u = arith.addi %pt, %pc{l} : index\n        \
-             %pv{l} = arith.minui %pv{l}u, %plast : index\n        %pcol{l} = arith.muli %pv{l}, %c4 : index\n        \
-             %px{l} = vector.load %X[%row, %pcol{l}] {{alignment = 16}} : {xm}, vector<4xf32>\n",
-            l * QUANT_THREADS as i64
-        );
+    let per_thread = (vectors + threads - 1) / threads;
+    let mut g = Gen::new("h");
+    let i = 6;
+    g.line(4, format!(
+        "gpu.func @to_half(%X: {xm}, %XQ: {xh_t}, %S: {scale_t}, %m: index) workgroup(%red : memref<{}xf32, #gpu.address_space<workgroup>>) kernel attributes {{known_block_size = array<i32: {threads}, 1, 1>}} {{",
+        threads / 32
+    ));
+    for l in [
+        "%c0 = arith.constant 0 : index",
+        "%c4 = arith.constant 4 : index",
+        "%c32 = arith.constant 32 : index",
+        "%f0 = arith.constant 0.0 : f32",
+        "%f1 = arith.constant 1.0 : f32",
+        "%f127 = arith.constant 127.0 : f32",
+        "%magic = arith.constant 12582912.0 : f32",
+        "%w32 = arith.constant 32 : i32",
+        "%row = gpu.block_id x",
+        "%tid = gpu.thread_id x",
+        "%warp = arith.divui %tid, %c32 : index",
+        "%lanei = arith.remui %tid, %c32 : index",
+        "%lane0 = arith.cmpi eq, %lanei, %c0 : index",
+    ] {
+        g.line(i, l);
     }
-    let mut m = "%pa".to_string();
-    for l in 0..ROW_SCALE_LOADS {
-        for i in 0..4 {
-            let _ = write!(
-                s,
-                "        %px{l}_{i} = vector.extract %px{l}[{i}] : f32 from vector<4xf32>\n        %pab{l}_{i} = math.absf %px{l}_{i} : f32\n        \
-                 %pm{l}_{i} = arith.maximumf {m}, %pab{l}_{i} : f32\n"
-            );
-            m = format!("%pm{l}_{i}");
+    let last = g.let_(i, format!("arith.constant {} : index", vectors - 1));
+    // The thread's vectors: (index in the row, loaded value).
+    let mut vecs = Vec::new();
+    for j in 0..per_thread {
+        let off = g.let_(i, format!("arith.constant {} : index", j * threads));
+        let v = g.let_(i, format!("arith.addi %tid, {off} : index"));
+        let vc = g.let_(i, format!("arith.minui {v}, {last} : index"));
+        let col = g.let_(i, format!("arith.muli {vc}, %c4 : index"));
+        let x = g.let_(i, format!("vector.load %X[%row, {col}] {{alignment = 16}} : {xm}, vector<4xf32>"));
+        vecs.push((v, x));
+    }
+    // Each vector's largest magnitude, then the thread's.
+    let mut vmax = Vec::new();
+    for (_, x) in &vecs {
+        let a = g.let_(i, format!("math.absf {x} : vector<4xf32>"));
+        let mut m = String::new();
+        for e in 0..4 {
+            let ae = g.let_(i, format!("vector.extract {a}[{e}] : f32 from vector<4xf32>"));
+            m = if e == 0 { ae } else { g.let_(i, format!("arith.maximumf {m}, {ae} : f32")) };
         }
+        vmax.push(m);
     }
-    let _ = writeln!(s, "        scf.yield {m} : f32\n      }}");
-    let mut g = Gen::new("rs");
-    let amax = g.block_reduce(6, "%part", "maximumf", QUANT_THREADS);
-    s.push_str(&g.s);
+    let mut part = "%f0".to_string();
+    for m in &vmax {
+        part = g.let_(i, format!("arith.maximumf {part}, {m} : f32"));
+    }
+    let amax = g.block_reduce(i, &part, "maximumf", threads as usize);
     // The scale's exponent: amax's, less one under the bound's (so amax / s < 2^15), and at
-    // least 0. A NaN or infinite row stays one.
-    let from = HALF_SCALE_FROM_EXP - 1;
-    let _ = write!(
-        s,
-        "      %sbits = arith.bitcast {amax} : f32 to i32\n      %c23 = arith.constant 23 : i32\n      %c255 = arith.constant 255 : i32\n      \
-         %sexp0 = arith.shrui %sbits, %c23 : i32\n      %sexp1 = arith.andi %sexp0, %c255 : i32\n      \
-         %cfrom = arith.constant {from} : i32\n      %cbias = arith.constant 127 : i32\n      \
-         %sexp2 = arith.subi %sexp1, %cfrom : i32\n      %sexp = arith.maxsi %sexp2, %cbias : i32\n      \
-         %sbits2 = arith.shli %sexp, %c23 : i32\n      %scale = arith.bitcast %sbits2 : i32 to f32\n      \
-         %f1 = arith.constant 1.0 : f32\n      %inv = arith.divf %f1, %scale : f32\n      \
-         %sy = gpu.block_id y\n      %sidx = arith.addi %tid, %sy : index\n      %t0 = arith.cmpi eq, %sidx, %c0 : index\n      \
-         scf.if %t0 {{\n        memref.store %scale, %S[%row, %c0] : {scale_t}\n      }}\n"
-    );
+    // least 0 (biased 127). A NaN or infinite row stays one.
+    let bits = g.let_(i, format!("arith.bitcast {amax} : f32 to i32"));
+    let c23 = g.let_(i, "arith.constant 23 : i32");
+    let c255 = g.let_(i, "arith.constant 255 : i32");
+    let e0 = g.let_(i, format!("arith.shrui {bits}, {c23} : i32"));
+    let e1 = g.let_(i, format!("arith.andi {e0}, {c255} : i32"));
+    let from = g.let_(i, format!("arith.constant {} : i32", HALF_SCALE_FROM_EXP - 1));
+    let bias = g.let_(i, "arith.constant 127 : i32");
+    let e2 = g.let_(i, format!("arith.subi {e1}, {from} : i32"));
+    let e = g.let_(i, format!("arith.maxsi {e2}, {bias} : i32"));
+    let sbits = g.let_(i, format!("arith.shli {e}, {c23} : i32"));
+    let scale = g.let_(i, format!("arith.bitcast {sbits} : i32 to f32"));
+    let inv = g.let_(i, format!("arith.divf %f1, {scale} : f32"));
+    let t0 = g.let_(i, "arith.cmpi eq, %tid, %c0 : index");
+    g.line(i, format!("scf.if {t0} {{"));
+    g.line(i + 2, format!("memref.store {scale}, %S[%row, %c0] : {scale_t}"));
+    g.line(i, "}");
+    for ((v, x), m) in vecs.iter().zip(&vmax) {
+        let mut vals: Vec<String> = (0..4).map(|e| g.let_(i, format!("vector.extract {x}[{e}] : f32 from vector<4xf32>"))).collect();
+        if round {
+            // The 32-block's largest magnitude: its 8 lanes' (aligned groups of 8: a group
+            // is all in the row or all past it).
+            let bmax = g.shuffle_xor(i, m, "maximumf", [4, 2, 1]);
+            let d = g.let_(i, format!("arith.divf {bmax}, %f127 : f32"));
+            let d16 = g.let_(i, format!("arith.truncf {d} : f32 to f16"));
+            let dr = g.let_(i, format!("arith.extf {d16} : f16 to f32"));
+            let isz = g.let_(i, format!("arith.cmpf oeq, {bmax}, %f0 : f32"));
+            let id0 = g.let_(i, format!("arith.divf %f127, {bmax} : f32"));
+            let id = g.let_(i, format!("arith.select {isz}, %f0, {id0} : f32"));
+            for val in vals.iter_mut() {
+                let q = g.let_(i, format!("arith.mulf {val}, {id} : f32"));
+                let qm = g.let_(i, format!("arith.addf {q}, %magic : f32"));
+                let r = g.let_(i, format!("arith.subf {qm}, %magic : f32"));
+                *val = g.let_(i, format!("arith.mulf {r}, {dr} : f32"));
+            }
+        }
+        let halves: Vec<String> = vals
+            .iter()
+            .map(|val| {
+                let sv = g.let_(i, format!("arith.mulf {val}, {inv} : f32"));
+                g.let_(i, format!("arith.truncf {sv} : f32 to f16"))
+            })
+            .collect();
+        let h = g.let_(i, format!("vector.from_elements {} : vector<4xf16>", halves.join(", ")));
+        let inside = g.let_(i, format!("arith.cmpi ule, {v}, {last} : index"));
+        g.line(i, format!("scf.if {inside} {{"));
+        let col = g.let_(i + 2, format!("arith.muli {v}, %c4 : index"));
+        g.line(i + 2, format!("vector.store {h}, %XQ[%row, {col}] {{alignment = 8}} : {xh_t}, vector<4xf16>"));
+        g.line(i, "}");
+    }
+    g.line(i, "gpu.return");
+    g.line(4, "}");
+    s.push_str(&g.s);
 }
 
 /// `@qmatmul`: warp `w` of block `(bx, by)` computes column `4 bx + w` for rows

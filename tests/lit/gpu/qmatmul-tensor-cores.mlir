@@ -34,18 +34,24 @@
 // SM80-DAG: .entry dequantize(
 // SM80-DAG: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 // SM80-NOT: wgmma
-// The row's largest magnitude over the block (16-byte loads, shuffles, then the warps'
-// slots), the scale's biased exponent (at least 127 + 14: rows under 2^15 keep a scale of
-// 1), stored by one thread; then each value times the scale's inverse, rounded to f16.
+// @to_half: a block per row (here 8 32-blocks: one warp), the row's 16-byte vectors (two a
+// thread) loaded once and kept in registers; its largest magnitude over the block
+// (shuffles, then the warps' slots); the scale's biased exponent (at least 127 + 14: rows
+// under 2^15 keep a scale of 1), stored by one thread; each 32-block's largest magnitude
+// over its 8 lanes; values times the scale's inverse, rounded to f16 in pairs, 8 bytes a
+// lane.
 // HALF-LABEL: .entry to_half(
-// HALF: ld.global.v4.b32
-// HALF: shfl.sync.bfly.b32
+// HALF: .maxntid 32, 1, 1
+// HALF-COUNT-2: ld.global.v4.b32
+// HALF: shfl.sync.bfly.b32 {{%r[0-9]+}}, {{%r[0-9]+}}, 16, 31, -1;
 // HALF: bar.sync
 // HALF: max.u32 {{%r[0-9]+}}, {{%r[0-9]+}}, 141;
 // HALF: st.global.b32
-// HALF: rcp.rn.f32 [[INV:%r[0-9]+]],
-// HALF: mul.rn.f32 [[H:%r[0-9]+]], [[INV]], {{%r[0-9]+}};
-// HALF-NEXT: cvt.rn.f16.f32 {{%rs[0-9]+}}, [[H]];
+// HALF: rcp.rn.f32
+// HALF: shfl.sync.bfly.b32 {{%r[0-9]+}}, {{%r[0-9]+}}, 4, 31, -1;
+// HALF: cvt.rn.f16x2.f32
+// HALF: st.global.v2.b32
+// HALF-NOT: ld.global
 // HALF-LABEL: .entry dequantize(
 // PTXAS: module(s) assembled
 func.func @g(%x: tensor<?x256xf32> {max.name = "x"}, %w: tensor<64x160xi8> {max.name = "w"},

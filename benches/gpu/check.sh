@@ -155,7 +155,7 @@ for m in re.finditer(r"(gemv_\w+)\.maxa \[m=(\d+)\]: kernels ([\d.]+) ms per cal
     print(f"{m.group(1)} m={m.group(2)}: {m.group(3)} ms, {m.group(4)} GB/s{frac}")
 PY
 grep '^llm timing' "$log" | tail -1
-grep -E '^decode( \(MAX_GPU_PDL=0\))?: (loaded|launches|prefill)|^load \(MAX_GPU_SASS=0\):|^cases: kernel modules' "$log"
+grep -E '^decode( \(MAX_GPU_PDL=0\))?: (loaded|launches|device memory|prefill)|^load \(MAX_GPU_SASS=0\):|^cases: kernel modules' "$log"
 echo "parity: $parity"
 echo "$parity80"
 echo "$llm_parity"

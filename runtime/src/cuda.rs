@@ -42,6 +42,8 @@ pub struct CudaDevice {
     ordinal: usize,
     ctx: sys::CUcontext,
     stream: sys::CUstream,
+    /// Held by each use of the stream (see [`CudaDevice::exclusive`]).
+    stream_lock: Mutex<()>,
     /// Name and compute capability (major, minor).
     pub name: String,
     pub compute_capability: (i32, i32),
@@ -101,10 +103,25 @@ impl CudaDevice {
                 ordinal,
                 ctx,
                 stream,
+                stream_lock: Mutex::new(()),
                 name: CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned(),
                 compute_capability: (major, minor),
             }))
         }
+    }
+
+    /// The device's stream for this thread until the guard drops. The models on a device
+    /// share its one stream, and a CUDA graph capture takes in whatever is queued on a
+    /// stream while it is open, from any thread: another model's launches, copies and frees
+    /// would be recorded instead of run. So every use of the stream holds this, a capture
+    /// from its start to its end; a thread already holding it takes it again at no cost.
+    fn exclusive(&self) -> StreamGuard<'_> {
+        if STREAMS_HELD.with(|h| h.borrow().contains(&self.ordinal)) {
+            return StreamGuard { _lock: None, ordinal: self.ordinal };
+        }
+        let lock = self.stream_lock.lock().unwrap_or_else(|p| p.into_inner());
+        STREAMS_HELD.with(|h| h.borrow_mut().push(self.ordinal));
+        StreamGuard { _lock: Some(lock), ordinal: self.ordinal }
     }
 
     /// Makes this device's context current on the calling thread.
@@ -115,6 +132,7 @@ impl CudaDevice {
 
     /// A device buffer of `bytes` (stream-ordered; contents undefined).
     pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<DeviceBuffer, RuntimeError> {
+        let _stream = self.exclusive();
         let mut ptr: sys::CUdeviceptr = 0;
         if bytes > 0 {
             // SAFETY: out-pointer to a local; the stream belongs to this device.
@@ -125,6 +143,7 @@ impl CudaDevice {
 
     /// Copies `host` into a new device buffer.
     pub fn upload(self: &Arc<Self>, host: &[u8]) -> Result<DeviceBuffer, RuntimeError> {
+        let _stream = self.exclusive();
         let b = self.alloc(host.len())?;
         self.copy_in(&b, host)?;
         Ok(b)
@@ -132,6 +151,7 @@ impl CudaDevice {
 
     /// Copies `host` into the start of `dst`.
     pub fn copy_in(&self, dst: &DeviceBuffer, host: &[u8]) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         if host.is_empty() {
             return Ok(());
         }
@@ -145,6 +165,7 @@ impl CudaDevice {
     /// Copies the first `out.len()` bytes at device address `src` into `out` (waits for the
     /// stream first).
     pub fn copy_out(&self, src: sys::CUdeviceptr, out: &mut [u8]) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         if out.is_empty() {
             return Ok(());
         }
@@ -155,6 +176,7 @@ impl CudaDevice {
 
     /// Waits for everything queued on the stream.
     pub fn sync(&self) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         // SAFETY: the stream is live for the device's lifetime.
         check(unsafe { sys::cuStreamSynchronize(self.stream) }, "running GPU kernels")
     }
@@ -162,6 +184,7 @@ impl CudaDevice {
     /// Runs `f` like [`CudaDevice::with_stream`] and measures the device time of the work it
     /// queued (CUDA events; waits for that work).
     pub fn timed<T>(&self, f: impl FnOnce() -> T) -> Result<(T, std::time::Duration), RuntimeError> {
+        let _stream = self.exclusive();
         self.bind()?;
         let (mut start, mut end) = (std::ptr::null_mut(), std::ptr::null_mut());
         // SAFETY: events are created, recorded on this device's stream, read and destroyed here.
@@ -191,6 +214,7 @@ impl CudaDevice {
     /// Runs `f` with this device's stream as the one the GPU runtime ABI uses on this thread,
     /// then reports the first error any of its calls hit.
     pub fn with_stream<T>(&self, f: impl FnOnce() -> T) -> Result<T, RuntimeError> {
+        let _stream = self.exclusive();
         self.bind()?;
         CURRENT_STREAM.with(|s| s.set(self.stream));
         let r = f();
@@ -198,6 +222,26 @@ impl CudaDevice {
         match take_error() {
             Some(e) => Err(RuntimeError::Cuda(e)),
             None => Ok(r),
+        }
+    }
+}
+
+thread_local! {
+    /// Ordinals of the devices whose stream this thread holds ([`CudaDevice::exclusive`]).
+    static STREAMS_HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A device's stream, held by this thread ([`CudaDevice::exclusive`]); `None` when an outer
+/// guard of the same thread holds it.
+struct StreamGuard<'a> {
+    _lock: Option<std::sync::MutexGuard<'a, ()>>,
+    ordinal: usize,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        if self._lock.is_some() {
+            STREAMS_HELD.with(|h| h.borrow_mut().retain(|&o| o != self.ordinal));
         }
     }
 }
@@ -227,6 +271,8 @@ impl CudaDevice {
     /// Records the work `f` queues on this device's stream (through the GPU runtime ABI)
     /// into a CUDA graph instead of running it.
     pub fn capture<T>(&self, f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<(T, CudaGraph), RuntimeError> {
+        // Held until the graph is instantiated: nothing else may enter the capture.
+        let _stream = self.exclusive();
         self.bind()?;
         // SAFETY: the stream is live; capture is ended below whatever `f` did.
         check(unsafe { sys::cuStreamBeginCapture_v2(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) }, "starting a CUDA graph capture")?;
@@ -248,6 +294,7 @@ impl CudaDevice {
 
     /// Queues a replay of `g` on the stream.
     pub fn launch(&self, g: &CudaGraph) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         self.bind()?;
         // SAFETY: the graph was instantiated on this device's context.
         check(unsafe { sys::cuGraphLaunch(g.exec, self.stream) }, "launching a CUDA graph")
@@ -255,6 +302,7 @@ impl CudaDevice {
 
     /// Copies `bytes` between device addresses (queued on the stream).
     pub fn copy_device(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         // SAFETY: the caller passes live device buffers of at least `bytes` bytes each.
         check(unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, bytes, self.stream) }, "copying on the device")
     }
@@ -262,6 +310,7 @@ impl CudaDevice {
     /// Copies `host` into device address `dst` (queued on the stream; `host` must stay
     /// alive until the stream is synchronized).
     pub fn copy_in_async(&self, dst: sys::CUdeviceptr, host: &[u8]) -> Result<(), RuntimeError> {
+        let _stream = self.exclusive();
         if host.is_empty() {
             return Ok(());
         }
@@ -296,6 +345,7 @@ impl DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         if self.ptr != 0 {
+            let _stream = self.dev.exclusive();
             // SAFETY: the pointer came from cuMemAllocAsync and is freed once.
             unsafe {
                 let _ = sys::cuCtxSetCurrent(self.dev.ctx);

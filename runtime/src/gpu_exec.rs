@@ -12,7 +12,8 @@
 //! buffers of its own that stay allocated, and later calls only copy inputs in, launch the
 //! graph and copy outputs out. Up to [`GRAPH_CACHE`] shapes are kept (least recently used
 //! first out); `MAX_CUDA_GRAPHS=0` turns this off, and so does `MAX_PROFILE` (which times
-//! each dispatch).
+//! each dispatch). A graph's temporaries share buffers by the same lifetimes as an eager
+//! call's.
 
 use crate::artifact::{Artifact, BufferKind, SectionKind};
 use crate::cpu::KernelLibrary;
@@ -35,6 +36,8 @@ struct GraphInstance {
     _owned: Vec<DeviceBuffer>,
     ptrs: Vec<u64>,
     shapes: Vec<Vec<usize>>,
+    /// Bytes of its temporaries' (and outputs') buffers.
+    temp_bytes: usize,
 }
 
 /// An entry, its bound dims and the device addresses of its resident state (none when the
@@ -72,6 +75,18 @@ fn sources<'a>(entry: &Entry, inputs: &'a [Tensor], state: &'a StateRef<'_>) -> 
         StateRef::Device(p) => p.iter().map(|&p| Source::Device(p)).collect(),
     };
     signature_order(entry, inputs.iter().map(Source::Host), state)
+}
+
+/// Device memory a model holds beyond its weights ([`crate::Model::device_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceMemory {
+    /// Bytes of the buffers pooled for the next eager call (as many as its largest call
+    /// needed at once).
+    pub pooled_bytes: usize,
+    /// Recorded CUDA graphs kept.
+    pub graphs: usize,
+    /// Bytes of those graphs' temporaries and outputs (each graph also holds its inputs).
+    pub graph_temp_bytes: usize,
 }
 
 /// A model's device state.
@@ -120,6 +135,13 @@ impl GpuModel {
         Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()), graphs: Mutex::new((Vec::new(), Default::default())), use_graphs })
     }
 
+    /// The memory this model holds beyond its weights.
+    pub fn memory(&self) -> DeviceMemory {
+        let pooled_bytes = self.pool.lock().unwrap_or_else(|e| e.into_inner()).iter().map(DeviceBuffer::len).sum();
+        let g = self.graphs.lock().unwrap_or_else(|e| e.into_inner());
+        DeviceMemory { pooled_bytes, graphs: g.0.len(), graph_temp_bytes: g.0.iter().map(|i| i.temp_bytes).sum() }
+    }
+
     /// Runs entry `entry_index` (its inputs already checked and its dims bound in `syms`).
     pub(crate) fn execute(&self, model: &Model, entry_index: usize, syms: &[Option<i64>], inputs: &[Tensor], mut state: StateRef<'_>) -> Result<Vec<Tensor>, RuntimeError> {
         if self.use_graphs && !model.profiling() {
@@ -149,12 +171,17 @@ impl GpuModel {
 
     /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
     /// own for every input (but resident state, used where it is), temporary and output.
+    /// Temporaries share buffers as in an eager call: one whose last dispatch has run hands
+    /// its buffer to a later one (the launches run in stream order, in the graph as on the
+    /// stream), so a graph holds about an eager call's peak, not the sum of every temporary
+    /// of the step (which, for an 8B model's prefill, is tens of GB).
     fn record(&self, model: &Model, key: GraphKey, syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
         let entry_index = key.0;
         let entry = &model.artifact().manifest().entries[entry_index];
-        let (root, _) = model.plan(entry_index);
+        let (root, last_use) = model.plan(entry_index);
         let dev = &self.dev;
         let shapes = buffer_shapes(entry, syms)?;
+        let bytes_of = |b: usize| shapes[b].iter().product::<usize>() * entry.buffers[b].dtype.size_bytes();
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         let mut owned = Vec::new();
         // Resident state, by input index.
@@ -164,19 +191,47 @@ impl GpuModel {
                 resident.insert(i, key.2[k]);
             }
         }
-        for (b, shape) in entry.buffers.iter().zip(&shapes) {
-            let ptr = match b.kind {
+        for (b, buf) in entry.buffers.iter().enumerate() {
+            let ptr = match buf.kind {
                 BufferKind::Input(i) if resident.contains_key(&i) => resident[&i],
-                BufferKind::Input(_) | BufferKind::Temp => {
-                    let buf = dev.alloc(shape.iter().product::<usize>() * b.dtype.size_bytes())?;
-                    owned.push(buf);
+                BufferKind::Input(_) => {
+                    owned.push(dev.alloc(bytes_of(b))?);
                     owned[owned.len() - 1].ptr()
                 }
                 BufferKind::Weight(s) => self.weight_ptr(s),
-                BufferKind::Alias(a) => ptrs[a],
+                // Placed below, at their first dispatch.
+                BufferKind::Alias(_) | BufferKind::Temp => 0,
             };
             ptrs.push(ptr);
         }
+        // Temporaries, in dispatch order: from the graph's free buffers (smallest that fits)
+        // or new, and free again after their last dispatch.
+        let mut held: Vec<Option<DeviceBuffer>> = (0..entry.buffers.len()).map(|_| None).collect();
+        let mut free: Vec<DeviceBuffer> = Vec::new();
+        for (di, d) in entry.dispatches.iter().enumerate() {
+            for &b in &d.bindings {
+                let r = root[b];
+                if ptrs[r] == 0 && entry.buffers[r].kind == BufferKind::Temp {
+                    let t = take_buffer(&mut free, bytes_of(r)).map_or_else(|| dev.alloc(bytes_of(r)), Ok)?;
+                    ptrs[r] = t.ptr();
+                    held[r] = Some(t);
+                }
+            }
+            for &b in &d.bindings {
+                let r = root[b];
+                if last_use[r] == di {
+                    free.extend(held[r].take());
+                }
+            }
+        }
+        for (i, b) in entry.buffers.iter().enumerate() {
+            if let BufferKind::Alias(_) = b.kind {
+                ptrs[i] = ptrs[root[i]];
+            }
+        }
+        let temp_bytes = held.iter().flatten().chain(&free).map(DeviceBuffer::len).sum();
+        owned.extend(held.into_iter().flatten());
+        owned.extend(free);
         dev.sync()?;
         let ((), graph) = dev.capture(|| {
             for (di, d) in entry.dispatches.iter().enumerate() {
@@ -191,8 +246,8 @@ impl GpuModel {
             }
             Ok(())
         })?;
-        tracing::debug!(entry = %entry.name, "recorded a CUDA graph");
-        Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes })
+        tracing::debug!(entry = %entry.name, temp_bytes, "recorded a CUDA graph");
+        Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes, temp_bytes })
     }
 
     /// Runs a recorded call: inputs in, graph, outputs (and host state) out.

@@ -304,6 +304,13 @@ impl Model {
         }
     }
 
+    /// The device memory a model on a GPU holds beyond its weights: buffers pooled for the
+    /// next call, and recorded CUDA graphs' own (`None` on the CPU).
+    #[cfg(feature = "cuda")]
+    pub fn device_memory(&self) -> Option<crate::gpu_exec::DeviceMemory> {
+        self.gpu.as_ref().map(crate::gpu_exec::GpuModel::memory)
+    }
+
     /// This model's GPU, for state in device memory.
     #[cfg(feature = "cuda")]
     fn gpu_of_state(&self) -> Result<&crate::gpu_exec::GpuModel, RuntimeError> {

@@ -576,6 +576,15 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
         "decode: launches {programmatic} programmatic, {ordinary} ordinary (graph replays counted once){}",
         if refused { "; the driver refused a programmatic launch, so the rest were ordinary" } else { "" }
     );
+    if let Some(m) = model.device_memory() {
+        // The prefill's graph (recorded by the second prefill) is among them.
+        println!(
+            "decode: device memory beyond the weights: {:.0} MB pooled for eager calls, {} CUDA graph(s) holding {:.0} MB of temporaries",
+            m.pooled_bytes as f64 / 1e6,
+            m.graphs,
+            m.graph_temp_bytes as f64 / 1e6
+        );
+    }
     let roofline = bytes as f64 / bw;
     println!(
         "decode: prefill {context} tokens {:.1} ms ({:.0} tok/s; again, recording a CUDA graph, {:.1} ms); batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",

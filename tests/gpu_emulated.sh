@@ -55,9 +55,9 @@ PY
     status=1
   fi
 fi
-echo "== cargo test --test gpu on the PTX emulator"
+echo "== cargo test --test gpu --test gpu_graph_budget on the PTX emulator"
 # It must run, not skip: a skip here means the emulator was not taken for the driver.
-if cuda_emu cargo test --locked -q --workspace --test gpu -- --nocapture > "$work/cargo-gpu.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu.log"; then
+if cuda_emu cargo test --locked -q --workspace --test gpu --test gpu_graph_budget -- --nocapture > "$work/cargo-gpu.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu.log"; then
   grep -E "test result" "$work/cargo-gpu.log"
 else
   cat "$work/cargo-gpu.log"
@@ -66,7 +66,7 @@ else
 fi
 # A driver that refuses programmatic dependent launches: the runtime falls back to ordinary
 # launches (the kernels' waits then return at once).
-if MAX_CUDA_EMU_REFUSE_PDL=1 cuda_emu cargo test --locked -q --workspace --test gpu -- --nocapture > "$work/cargo-gpu-nopdl.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu-nopdl.log"; then
+if MAX_CUDA_EMU_REFUSE_PDL=1 cuda_emu cargo test --locked -q --workspace --test gpu --test gpu_graph_budget -- --nocapture > "$work/cargo-gpu-nopdl.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu-nopdl.log"; then
   echo "cargo test --test gpu with programmatic launches refused: passed"
 else
   cat "$work/cargo-gpu-nopdl.log"

@@ -13,7 +13,7 @@
 //! graph and copy outputs out. Up to [`GRAPH_CACHE`] shapes are kept (least recently used
 //! first out); `MAX_CUDA_GRAPHS=0` turns this off, and so does `MAX_PROFILE` (which times
 //! each dispatch). A graph's temporaries share buffers by the same lifetimes as an eager
-//! call's.
+//! call's, and a model's graphs hold at most [`GRAPH_MEMORY`] together.
 
 use crate::artifact::{Artifact, BufferKind, SectionKind};
 use crate::cpu::KernelLibrary;
@@ -27,6 +27,13 @@ use std::sync::{Arc, Mutex};
 /// Input shapes per model whose CUDA graphs are kept.
 pub const GRAPH_CACHE: usize = 8;
 
+/// Device memory a model's recorded CUDA graphs may hold together (their own inputs,
+/// temporaries and outputs), unless `MAX_CUDA_GRAPH_MB` says otherwise. A decode step's
+/// graph needs a few MB to a few hundred (an 8B model's logits at batch 64: 33 MB); a long
+/// prefill's, GBs, held for as long as the graph stays cached: the least recently used go
+/// first to make room, and a call whose graph alone would not fit runs eagerly.
+pub const GRAPH_MEMORY: usize = 4 << 30;
+
 /// A recorded call: the graph and the buffers its launches use.
 struct GraphInstance {
     key: GraphKey,
@@ -38,6 +45,57 @@ struct GraphInstance {
     shapes: Vec<Vec<usize>>,
     /// Bytes of its temporaries' (and outputs') buffers.
     temp_bytes: usize,
+    /// Bytes of all its buffers (inputs too).
+    bytes: usize,
+}
+
+/// A call planned for recording: where its temporaries go ([`plan_temporaries`]) and the
+/// bytes its graph would hold.
+struct GraphPlan {
+    slot_of: Vec<Option<usize>>,
+    slot_bytes: Vec<usize>,
+    input_bytes: usize,
+}
+
+impl GraphPlan {
+    fn bytes(&self) -> usize {
+        self.input_bytes + self.slot_bytes.iter().sum::<usize>()
+    }
+}
+
+/// Buffers for a recorded call's temporaries, shared as an eager call's pool shares them:
+/// walking the dispatches (each a list of buffer indices), a temporary root (`is_temp`)
+/// takes, at its first dispatch, the smallest free slot of at least its `bytes` (or a new
+/// one), and frees it after its last (`last_use`). Returns each buffer's slot (through its
+/// root) and each slot's size.
+fn plan_temporaries<'a>(dispatches: impl IntoIterator<Item = &'a [usize]>, root: &[usize], last_use: &[usize], bytes: &dyn Fn(usize) -> usize, is_temp: &dyn Fn(usize) -> bool) -> (Vec<Option<usize>>, Vec<usize>) {
+    let mut slot_of: Vec<Option<usize>> = vec![None; root.len()];
+    let mut slot_bytes: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    for (di, bindings) in dispatches.into_iter().enumerate() {
+        for &b in bindings {
+            let r = root[b];
+            if slot_of[r].is_none() && is_temp(r) {
+                let need = bytes(r);
+                let best = free.iter().enumerate().filter(|(_, &s)| slot_bytes[s] >= need).min_by_key(|(_, &s)| slot_bytes[s]).map(|(i, _)| i);
+                slot_of[r] = Some(match best {
+                    Some(i) => free.swap_remove(i),
+                    None => {
+                        slot_bytes.push(need);
+                        slot_bytes.len() - 1
+                    }
+                });
+            }
+        }
+        for &b in bindings {
+            let r = root[b];
+            if last_use[r] == di {
+                free.extend(slot_of[r]);
+            }
+        }
+    }
+    let slots: Vec<Option<usize>> = (0..root.len()).map(|b| slot_of[root[b]]).collect();
+    (slots, slot_bytes)
 }
 
 /// An entry, its bound dims and the device addresses of its resident state (none when the
@@ -89,6 +147,14 @@ pub struct DeviceMemory {
     pub graph_temp_bytes: usize,
 }
 
+/// The resident state of a recorded call (`key.2`), by input index.
+fn resident_inputs(entry: &Entry, key: &GraphKey) -> std::collections::HashMap<usize, u64> {
+    if key.2.is_empty() {
+        return Default::default();
+    }
+    entry.inputs.iter().enumerate().filter(|(_, s)| s.mutable).map(|(i, _)| i).zip(key.2.iter().copied()).collect()
+}
+
 /// A model's device state.
 pub struct GpuModel {
     dev: Arc<CudaDevice>,
@@ -99,7 +165,12 @@ pub struct GpuModel {
     /// Recorded calls, most recently used last; and how often each shape ran eagerly.
     graphs: Mutex<(Vec<GraphInstance>, std::collections::HashMap<GraphKey, u32>)>,
     use_graphs: bool,
+    /// The most bytes the graphs may hold ([`GRAPH_MEMORY`]).
+    graph_budget: usize,
 }
+
+/// A shape's count of eager calls that marks it as too large to record.
+const TOO_LARGE: u32 = u32::MAX;
 
 impl GpuModel {
     /// Opens GPU `ordinal` after checking that the artifact's kernels can run on it.
@@ -132,7 +203,11 @@ impl GpuModel {
         }
         tracing::debug!(device = ?dev, "model loaded on the GPU");
         let use_graphs = std::env::var("MAX_CUDA_GRAPHS").map_or(true, |v| v != "0");
-        Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()), graphs: Mutex::new((Vec::new(), Default::default())), use_graphs })
+        let graph_budget = match std::env::var("MAX_CUDA_GRAPH_MB") {
+            Ok(v) => v.trim().parse::<usize>().map(|mb| mb << 20).map_err(|_| RuntimeError::Device(format!("MAX_CUDA_GRAPH_MB={v:?} is not a whole number of MB")))?,
+            Err(_) => GRAPH_MEMORY,
+        };
+        Ok(GpuModel { dev, weights, pool: Mutex::new(Vec::new()), graphs: Mutex::new((Vec::new(), Default::default())), use_graphs, graph_budget })
     }
 
     /// The memory this model holds beyond its weights.
@@ -155,83 +230,78 @@ impl GpuModel {
                 return r;
             }
             let runs = seen.entry(key.clone()).or_insert(0);
-            *runs += 1;
-            if *runs >= 2 {
-                let inst = self.record(model, key, syms)?;
-                let r = self.replay(model, &inst, inputs, &mut state);
-                if cache.len() >= GRAPH_CACHE {
-                    cache.remove(0);
+            *runs = runs.saturating_add(1);
+            if *runs >= 2 && *runs != TOO_LARGE {
+                let plan = self.plan(model, &key, syms)?;
+                if plan.bytes() > self.graph_budget {
+                    tracing::debug!(bytes = plan.bytes(), budget = self.graph_budget, "a call too large to record runs eagerly");
+                    seen.insert(key, TOO_LARGE);
+                } else {
+                    // Room first: the least recently used graphs go.
+                    while !cache.is_empty() && (cache.len() >= GRAPH_CACHE || cache.iter().map(|c| c.bytes).sum::<usize>() + plan.bytes() > self.graph_budget) {
+                        cache.remove(0);
+                    }
+                    let inst = self.record(model, key, syms, plan)?;
+                    let r = self.replay(model, &inst, inputs, &mut state);
+                    cache.push(inst);
+                    return r;
                 }
-                cache.push(inst);
-                return r;
             }
         }
         self.execute_eagerly(model, entry_index, syms, inputs, &mut state)
     }
 
+    /// Plans the recording of `key`'s entry at its shapes ([`GpuModel::record`]).
+    fn plan(&self, model: &Model, key: &GraphKey, syms: &[Option<i64>]) -> Result<GraphPlan, RuntimeError> {
+        let entry = &model.artifact().manifest().entries[key.0];
+        let (root, last_use) = model.plan(key.0);
+        let shapes = buffer_shapes(entry, syms)?;
+        let bytes = |b: usize| shapes[b].iter().product::<usize>() * entry.buffers[b].dtype.size_bytes();
+        let resident = resident_inputs(entry, key);
+        let input_bytes = entry.buffers.iter().enumerate().filter(|(_, b)| matches!(b.kind, BufferKind::Input(i) if !resident.contains_key(&i))).map(|(i, _)| bytes(i)).sum();
+        let is_temp = |r: usize| entry.buffers[r].kind == BufferKind::Temp;
+        let (slot_of, slot_bytes) = plan_temporaries(entry.dispatches.iter().map(|d| d.bindings.as_slice()), root, last_use, &bytes, &is_temp);
+        Ok(GraphPlan { slot_of, slot_bytes, input_bytes })
+    }
+
     /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
     /// own for every input (but resident state, used where it is), temporary and output.
-    /// Temporaries share buffers as in an eager call: one whose last dispatch has run hands
-    /// its buffer to a later one (the launches run in stream order, in the graph as on the
-    /// stream), so a graph holds about an eager call's peak, not the sum of every temporary
-    /// of the step (which, for an 8B model's prefill, is tens of GB).
-    fn record(&self, model: &Model, key: GraphKey, syms: &[Option<i64>]) -> Result<GraphInstance, RuntimeError> {
+    /// Temporaries share buffers as in an eager call (`plan`): one whose last dispatch has
+    /// run hands its buffer to a later one (the launches run in stream order, in the graph
+    /// as on the stream), so a graph holds about an eager call's peak, not the sum of every
+    /// temporary of the step (which, for an 8B model's prefill, is tens of GB).
+    fn record(&self, model: &Model, key: GraphKey, syms: &[Option<i64>], plan: GraphPlan) -> Result<GraphInstance, RuntimeError> {
         let entry_index = key.0;
         let entry = &model.artifact().manifest().entries[entry_index];
-        let (root, last_use) = model.plan(entry_index);
+        let (root, _) = model.plan(entry_index);
         let dev = &self.dev;
         let shapes = buffer_shapes(entry, syms)?;
-        let bytes_of = |b: usize| shapes[b].iter().product::<usize>() * entry.buffers[b].dtype.size_bytes();
-        let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
+        let resident = resident_inputs(entry, &key);
         let mut owned = Vec::new();
-        // Resident state, by input index.
-        let mut resident = std::collections::HashMap::new();
-        if !key.2.is_empty() {
-            for (k, (i, _)) in entry.inputs.iter().enumerate().filter(|(_, s)| s.mutable).enumerate() {
-                resident.insert(i, key.2[k]);
-            }
-        }
+        let slots = plan.slot_bytes.iter().map(|&b| dev.alloc(b)).collect::<Result<Vec<_>, _>>()?;
+        let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         for (b, buf) in entry.buffers.iter().enumerate() {
             let ptr = match buf.kind {
                 BufferKind::Input(i) if resident.contains_key(&i) => resident[&i],
                 BufferKind::Input(_) => {
-                    owned.push(dev.alloc(bytes_of(b))?);
+                    owned.push(dev.alloc(shapes[b].iter().product::<usize>() * buf.dtype.size_bytes())?);
                     owned[owned.len() - 1].ptr()
                 }
                 BufferKind::Weight(s) => self.weight_ptr(s),
-                // Placed below, at their first dispatch.
-                BufferKind::Alias(_) | BufferKind::Temp => 0,
+                // A temporary never bound by a dispatch has no slot (and no use).
+                BufferKind::Alias(_) | BufferKind::Temp => plan.slot_of[b].map_or(0, |s| slots[s].ptr()),
             };
             ptrs.push(ptr);
         }
-        // Temporaries, in dispatch order: from the graph's free buffers (smallest that fits)
-        // or new, and free again after their last dispatch.
-        let mut held: Vec<Option<DeviceBuffer>> = (0..entry.buffers.len()).map(|_| None).collect();
-        let mut free: Vec<DeviceBuffer> = Vec::new();
-        for (di, d) in entry.dispatches.iter().enumerate() {
-            for &b in &d.bindings {
-                let r = root[b];
-                if ptrs[r] == 0 && entry.buffers[r].kind == BufferKind::Temp {
-                    let t = take_buffer(&mut free, bytes_of(r)).map_or_else(|| dev.alloc(bytes_of(r)), Ok)?;
-                    ptrs[r] = t.ptr();
-                    held[r] = Some(t);
-                }
-            }
-            for &b in &d.bindings {
-                let r = root[b];
-                if last_use[r] == di {
-                    free.extend(held[r].take());
-                }
-            }
-        }
+        // Aliases of inputs and weights: their root's address.
         for (i, b) in entry.buffers.iter().enumerate() {
-            if let BufferKind::Alias(_) = b.kind {
+            if matches!(b.kind, BufferKind::Alias(_)) && ptrs[i] == 0 {
                 ptrs[i] = ptrs[root[i]];
             }
         }
-        let temp_bytes = held.iter().flatten().chain(&free).map(DeviceBuffer::len).sum();
-        owned.extend(held.into_iter().flatten());
-        owned.extend(free);
+        let temp_bytes = plan.slot_bytes.iter().sum();
+        let bytes = plan.bytes();
+        owned.extend(slots);
         dev.sync()?;
         let ((), graph) = dev.capture(|| {
             for (di, d) in entry.dispatches.iter().enumerate() {
@@ -247,7 +317,7 @@ impl GpuModel {
             Ok(())
         })?;
         tracing::debug!(entry = %entry.name, temp_bytes, "recorded a CUDA graph");
-        Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes, temp_bytes })
+        Ok(GraphInstance { key, graph, _owned: owned, ptrs, shapes, temp_bytes, bytes })
     }
 
     /// Runs a recorded call: inputs in, graph, outputs (and host state) out.
@@ -389,4 +459,59 @@ impl GpuModel {
 fn take_buffer(pool: &mut Vec<DeviceBuffer>, bytes: usize) -> Option<DeviceBuffer> {
     let best = pool.iter().enumerate().filter(|(_, b)| b.len() >= bytes).min_by_key(|(_, b)| b.len()).map(|(i, _)| i)?;
     Some(pool.swap_remove(best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_temporaries;
+
+    /// A chain of dispatches over buffers: 0 (an input), then temporaries, each written by
+    /// one dispatch and read by the next; the last is an output.
+    fn chain(n: usize) -> (Vec<Vec<usize>>, Vec<usize>, Vec<usize>) {
+        let dispatches: Vec<Vec<usize>> = (0..n).map(|d| vec![d, d + 1]).collect();
+        let root: Vec<usize> = (0..=n).collect();
+        let mut last_use: Vec<usize> = (0..=n).map(|b| b.min(n - 1)).collect();
+        last_use[n] = usize::MAX;
+        (dispatches, root, last_use)
+    }
+
+    #[test]
+    fn a_chain_of_temporaries_takes_two_buffers_and_its_output_one() {
+        let (dispatches, root, last_use) = chain(8);
+        let (slot_of, slot_bytes) = plan_temporaries(dispatches.iter().map(Vec::as_slice), &root, &last_use, &|_| 100, &|b| b > 0);
+        assert_eq!(slot_of[0], None, "inputs have no slot");
+        // Buffer d + 1 is written by dispatch d while d is read: two slots in turn, the
+        // output (never freed) in one of them.
+        assert_eq!(slot_bytes, vec![100, 100]);
+        for b in 1..8 {
+            assert_ne!(slot_of[b], slot_of[b + 1], "buffers {b} and {} are live together", b + 1);
+        }
+    }
+
+    #[test]
+    fn the_smallest_free_slot_that_fits_is_taken_and_outputs_keep_theirs() {
+        // Dispatch 0 writes 1 (400 bytes) and 2 (100); 1 dies. Dispatch 1 reads 2 and writes
+        // 3 (100): 1's slot is free, 400 >= 100, so 3 takes it. Dispatch 2 writes 4 (500): no
+        // free slot fits, a new one. 2 is an output: its slot is never reused.
+        let dispatches = [vec![0, 1, 2], vec![2, 3], vec![3, 4]];
+        let root = vec![0, 1, 2, 3, 4];
+        let last_use = vec![0, 0, usize::MAX, 2, usize::MAX];
+        let size = [0, 400, 100, 100, 500];
+        let (slot_of, slot_bytes) = plan_temporaries(dispatches.iter().map(Vec::as_slice), &root, &last_use, &|b| size[b], &|b| b > 0);
+        assert_eq!(slot_of[3], slot_of[1]);
+        assert_eq!(slot_bytes, vec![400, 100, 500]);
+        assert_eq!(slot_of[4], Some(2));
+    }
+
+    #[test]
+    fn an_alias_lives_in_its_roots_slot() {
+        // Buffer 2 is a reshape of 1; dispatch 1 reads it.
+        let dispatches = [vec![0, 1], vec![2, 3]];
+        let root = vec![0, 1, 1, 3];
+        let last_use = vec![0, 1, 1, usize::MAX];
+        let (slot_of, slot_bytes) = plan_temporaries(dispatches.iter().map(Vec::as_slice), &root, &last_use, &|_| 64, &|b| b == 1 || b == 3);
+        assert_eq!(slot_of[2], slot_of[1]);
+        assert_ne!(slot_of[3], slot_of[1], "1 is read by dispatch 1, which writes 3");
+        assert_eq!(slot_bytes.len(), 2);
+    }
 }

@@ -31,7 +31,9 @@ pub const GRAPH_CACHE: usize = 8;
 /// temporaries and outputs), unless `MAX_CUDA_GRAPH_MB` says otherwise. A decode step's
 /// graph needs a few MB to a few hundred (an 8B model's logits at batch 64: 33 MB); a long
 /// prefill's, GBs, held for as long as the graph stays cached: the least recently used go
-/// first to make room, and a call whose graph alone would not fit runs eagerly.
+/// first to make room, and a call whose graph alone would not fit runs eagerly. (The
+/// kernels' own scratch, allocated inside their host code, becomes the graph's memory nodes,
+/// which CUDA manages: not counted here.)
 pub const GRAPH_MEMORY: usize = 4 << 30;
 
 /// A recorded call: the graph and the buffers its launches use.

@@ -539,9 +539,10 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     let tokens: Vec<i32> = (0..context as i32).map(|i| (i * 7919) % vocab as i32).collect();
     let positions: Vec<i32> = (0..context as i32).collect();
     // The prefill reported is the first call (eager, as a prompt of a new length runs); a
-    // second one writes the same cache positions again while recording a CUDA graph (slower:
-    // on an H200, 31.6 against 24.0 ms for 512 tokens of the bf16 8B shape), and under
-    // MAX_PROFILE gives the per-dispatch profile.
+    // second one writes the same cache positions again while recording a CUDA graph, if
+    // the graph fits the runtime's budget (item 18, before graphs shared temporaries:
+    // slower, 31.6 against 24.0 ms for 512 tokens of the bf16 8B shape on an H200), and
+    // under MAX_PROFILE gives the per-dispatch profile.
     let prefill_call = |state: &mut max_runtime::State| -> Result<f64> {
         let t = std::time::Instant::now();
         model.execute_stateful("forward", &[i32s(&tokens)?, i32s(&positions)?, i32s(&[0])?, i32s(&[0])?, i32s(&[context as i32 - 1])?], state)?;
@@ -549,7 +550,9 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     };
     let prefill = prefill_call(&mut state)?;
     let before = model.kernel_times();
+    let graphs_before = model.device_memory().map_or(0, |m| m.graphs);
     let again = prefill_call(&mut state)?;
+    let again_what = if model.device_memory().map_or(0, |m| m.graphs) > graphs_before { "recording a CUDA graph" } else { "eager: no graph recorded" };
     if let (Some(before), Some(after)) = (before, model.kernel_times()) {
         print_step_profile("prefill", &before, &after, 1);
     }
@@ -579,7 +582,7 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     if let Some(m) = model.device_memory() {
         // The prefill's graph (recorded by the second prefill) is among them.
         println!(
-            "decode: device memory beyond the weights: {:.0} MB pooled for eager calls, {} CUDA graph(s) holding {:.0} MB of temporaries",
+            "decode: device memory beyond the weights: {:.1} MB pooled for eager calls, {} CUDA graph(s) holding {:.1} MB of temporaries",
             m.pooled_bytes as f64 / 1e6,
             m.graphs,
             m.graph_temp_bytes as f64 / 1e6
@@ -587,7 +590,7 @@ fn decode(path: &Path, context: usize, steps: usize, seed: u64, gpu: usize) -> R
     }
     let roofline = bytes as f64 / bw;
     println!(
-        "decode: prefill {context} tokens {:.1} ms ({:.0} tok/s; again, recording a CUDA graph, {:.1} ms); batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",
+        "decode: prefill {context} tokens {:.1} ms ({:.0} tok/s; again, {again_what}, {:.1} ms); batch-1 decode {:.3} ms/token ({:.1} tok/s) at context {context}; weights {:.2} GB/token read at {:.0} GB/s = {:.2} of the copy-bandwidth roofline ({:.3} ms/token)",
         prefill * 1e3,
         context as f64 / prefill,
         again * 1e3,

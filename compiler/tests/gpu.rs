@@ -71,39 +71,14 @@ fn gpu_results_match_the_cpu() {
     }
 }
 
-/// Four matmul + softmax layers: seven temporaries in a row, at most two or three in use at
-/// once.
-const CHAIN: &str = r#"
-func.func @g(%x: tensor<?x64xf32> {max.name = "x"}) -> tensor<?x64xf32> {
-  %w = "max.weight"() {name = "w", init = "normal", scale = 0.2 : f64, seed = 5 : i64} : () -> tensor<64x64xf32>
-  %m1 = "max.matmul"(%x, %w) : (tensor<?x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
-  %s1 = "max.softmax"(%m1) {axis = -1 : i64} : (tensor<?x64xf32>) -> tensor<?x64xf32>
-  %m2 = "max.matmul"(%s1, %w) : (tensor<?x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
-  %s2 = "max.softmax"(%m2) {axis = -1 : i64} : (tensor<?x64xf32>) -> tensor<?x64xf32>
-  %m3 = "max.matmul"(%s2, %w) : (tensor<?x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
-  %s3 = "max.softmax"(%m3) {axis = -1 : i64} : (tensor<?x64xf32>) -> tensor<?x64xf32>
-  %m4 = "max.matmul"(%s3, %w) : (tensor<?x64xf32>, tensor<64x64xf32>) -> tensor<?x64xf32>
-  %s4 = "max.softmax"(%m4) {axis = -1 : i64} : (tensor<?x64xf32>) -> tensor<?x64xf32>
-  func.return %s4 : tensor<?x64xf32>
-}
-"#;
-
 /// A call repeated at one shape is recorded into a CUDA graph (its second run) and replayed
 /// (its third): both give the eager call's results, and the graph's temporaries share
 /// buffers as the eager call's do, so it holds no more than the pool the eager call filled.
 #[test]
 fn recorded_graphs_share_temporaries_and_match_eager_calls() {
-    let mut opts = CompileOptions::new(Target::named("x86-64").unwrap());
-    opts.cuda = Some(CudaTarget::parse("cuda:sm_80").unwrap());
-    let artifact = Artifact::from_bytes(&compile_source(CHAIN, "chain.mlir", &opts, Emit::Artifact).unwrap().bytes).unwrap();
-    let model = match InferenceSession::new(Device::Gpu(0)).load(&artifact) {
-        Ok(m) => m,
-        Err(RuntimeError::Device(why)) => {
-            eprintln!("skipped: no GPU to run on ({why})");
-            return;
-        }
-        Err(e) => panic!("loading the chain artifact: {e}"),
-    };
+    // Four layers: seven temporaries in a row, at most two in use at once.
+    let artifact = common::gpu::sm80_artifact(&common::gpu::chain_graph(4));
+    let Some(model) = common::gpu::load_on_gpu(&InferenceSession::new(Device::Gpu(0)), &artifact) else { return };
     let x = Tensor::from_slice(&[300, 64], &values(300 * 64, 7, 1.0)).unwrap();
     let eager = model.execute(std::slice::from_ref(&x)).unwrap().remove(0).to_f32_vec();
     let after_eager = model.device_memory().unwrap();
@@ -133,18 +108,9 @@ fn recorded_graphs_share_temporaries_and_match_eager_calls() {
 /// instead of run. Every result must equal a lone model's.
 #[test]
 fn graph_captures_and_eager_calls_on_two_threads() {
-    let mut opts = CompileOptions::new(Target::named("x86-64").unwrap());
-    opts.cuda = Some(CudaTarget::parse("cuda:sm_80").unwrap());
-    let artifact = Artifact::from_bytes(&compile_source(CHAIN, "chain.mlir", &opts, Emit::Artifact).unwrap().bytes).unwrap();
+    let artifact = common::gpu::sm80_artifact(&common::gpu::chain_graph(4));
     let session = InferenceSession::new(Device::Gpu(0));
-    let lone = match session.load(&artifact) {
-        Ok(m) => m,
-        Err(RuntimeError::Device(why)) => {
-            eprintln!("skipped: no GPU to run on ({why})");
-            return;
-        }
-        Err(e) => panic!("loading the chain artifact: {e}"),
-    };
+    let Some(lone) = common::gpu::load_on_gpu(&session, &artifact) else { return };
     let rows: Vec<usize> = (1..=24).collect();
     let input = |r: usize| Tensor::from_slice(&[r, 64], &values(r * 64, r as u64, 1.0)).unwrap();
     let want: Vec<Vec<f32>> = rows.iter().map(|&r| lone.execute(&[input(r)]).unwrap().remove(0).to_f32_vec()).collect();

@@ -12,3 +12,7 @@ pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+// Only the GPU tests use these.
+#[allow(dead_code)]
+pub mod gpu;

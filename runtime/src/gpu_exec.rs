@@ -478,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_of_temporaries_takes_two_buffers_and_its_output_one() {
+    fn a_chain_of_temporaries_takes_two_buffers_in_turn() {
         let (dispatches, root, last_use) = chain(8);
         let (slot_of, slot_bytes) = plan_temporaries(dispatches.iter().map(Vec::as_slice), &root, &last_use, &|_| 100, &|b| b > 0);
         assert_eq!(slot_of[0], None, "inputs have no slot");

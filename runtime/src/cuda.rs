@@ -117,11 +117,11 @@ impl CudaDevice {
     /// from its start to its end; a thread already holding it takes it again at no cost.
     fn exclusive(&self) -> StreamGuard<'_> {
         if STREAMS_HELD.with(|h| h.borrow().contains(&self.ordinal)) {
-            return StreamGuard { _lock: None, ordinal: self.ordinal };
+            return StreamGuard { lock: None, ordinal: self.ordinal };
         }
         let lock = self.stream_lock.lock().unwrap_or_else(|p| p.into_inner());
         STREAMS_HELD.with(|h| h.borrow_mut().push(self.ordinal));
-        StreamGuard { _lock: Some(lock), ordinal: self.ordinal }
+        StreamGuard { lock: Some(lock), ordinal: self.ordinal }
     }
 
     /// Makes this device's context current on the calling thread.
@@ -234,13 +234,13 @@ thread_local! {
 /// A device's stream, held by this thread ([`CudaDevice::exclusive`]); `None` when an outer
 /// guard of the same thread holds it.
 struct StreamGuard<'a> {
-    _lock: Option<std::sync::MutexGuard<'a, ()>>,
+    lock: Option<std::sync::MutexGuard<'a, ()>>,
     ordinal: usize,
 }
 
 impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
-        if self._lock.is_some() {
+        if self.lock.is_some() {
             STREAMS_HELD.with(|h| h.borrow_mut().retain(|&o| o != self.ordinal));
         }
     }

@@ -377,13 +377,12 @@ fn round_rows(s: &mut String, (xm, rows): (&str, usize), computed: Option<(&dyn 
     let amax = group_reduce(s, "%f_am", "maximumf", "mx");
     let _ = write!(
         s,
-        "      %f_d = arith.divf {amax}, %f_f127 : f32\n      %f_d16 = arith.truncf %f_d : f32 to f16\n      %f_dr = arith.extf %f_d16 : f16 to f32\n      \
-         %f_isz = arith.cmpf oeq, {amax}, %f_zero : f32\n      %f_id0 = arith.divf %f_f127, {amax} : f32\n      \
-         %f_id = arith.select %f_isz, %f_zero, %f_id0 : f32\n      %f_idv = vector.broadcast %f_id : f32 to {v4}\n      \
+        "{}      %f_idv = vector.broadcast %f_id : f32 to {v4}\n      \
          %f_v = arith.mulf %f_xv, %f_idv : {v4}\n      %f_vm = arith.addf %f_v, %f_magic : {v4}\n      %f_r = arith.subf %f_vm, %f_magic : {v4}\n      \
          %f_qi = arith.fptosi %f_r : {v4} to vector<4xi32>\n      %f_q8 = arith.trunci %f_qi : vector<4xi32> to vector<4xi8>\n      \
          %f_qw = vector.bitcast %f_q8 : vector<4xi8> to vector<1xi32>\n      %f_word = vector.extract %f_qw[0] : i32 from vector<1xi32>\n      \
-         scf.if %f_ok {{\n      memref.store %f_word, %Aq[%f_wi] : {aq_t}\n      }}\n"
+         scf.if %f_ok {{\n      memref.store %f_word, %Aq[%f_wi] : {aq_t}\n      }}\n",
+        crate::qmatmul_q8::block_scale("f_", &amax, ("%f_f127", "%f_zero"), 6)
     );
     let sum = (sums != BlockSum::None).then(|| {
         let _ = writeln!(s, "      %f_rs = vector.reduction <add>, %f_r : {v4} into f32");

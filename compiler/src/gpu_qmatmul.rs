@@ -141,7 +141,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     if let (Some(mm), Some(tc_rows)) = (&tc, tc_rows) {
         let xh_t = mm.inputs[0].memref();
         let wh_t = mm.inputs[1].memref();
-        let rs_t = mm.inputs[mm.inputs.len() - 1].memref();
+        let rs_t = mm.inputs.last().expect("the row scales").memref();
         let xh_dyn = if mm.inputs[0].dims[0].is_none() { "%m" } else { "" };
         // The matmul's epilogue operands: the quantized matmul's, then the row scales.
         let mm_args: String = (2..spec.inputs.len()).map(|i| format!("%b{i}, ")).collect();
@@ -210,7 +210,7 @@ pub fn kernel_func(spec: &KernelSpec) -> String {
     }
     dot_kernel(&mut s, spec, format, (&xq_t, with_min.then_some(xs_t.as_str())), (&wm, &om), n, kb, &extra_params);
     if let Some(mm) = &tc {
-        half_kernel(&mut s, &xm, &mm.inputs[0].memref(), &mm.inputs[mm.inputs.len() - 1].memref(), kb, quantize_input);
+        half_kernel(&mut s, &xm, &mm.inputs[0].memref(), &mm.inputs.last().expect("the row scales").memref(), kb, quantize_input);
         dequantize_kernel(&mut s, format, &wm, &mm.inputs[1].memref(), n, kb);
     }
     s.push_str("  }\n");
@@ -318,10 +318,8 @@ fn activation_kernel(s: &mut String, entry: &str, xm: &str, (out_t, out_dt): (&s
             s,
             "        %amax = scf.for %i = %c0 to %c32 step %c1 iter_args(%a = %f0) -> (f32) {{\n          \
              %ki = arith.addi %k0, %i : index\n          %xv = memref.load %X[%row, %ki] : {xm}\n          \
-             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n        \
-             %d = arith.divf %amax, %f127 : f32\n        %d16 = arith.truncf %d : f32 to f16\n        %dr = arith.extf %d16 : f16 to f32\n        \
-             %isz = arith.cmpf oeq, %amax, %f0 : f32\n        %id0 = arith.divf %f127, %amax : f32\n        \
-             %id = arith.select %isz, %f0, %id0 : f32\n"
+             %ab = math.absf %xv : f32\n          %an = arith.maximumf %a, %ab : f32\n          scf.yield %an : f32\n        }}\n{}",
+            crate::qmatmul_q8::block_scale("", "%amax", ("%f127", "%f0"), 8)
         );
     }
     // The store loop carries the sum of the quants when the block sums are wanted.
@@ -462,12 +460,9 @@ fn half_kernel(s: &mut String, xm: &str, xh_t: &str, scale_t: &str, kb: i64, rou
             // The 32-block's largest magnitude: its 8 lanes' (aligned groups of 8: a group
             // is all in the row or all past it).
             let bmax = g.shuffle_xor(i, m, "maximumf", [4, 2, 1]);
-            let d = g.let_(i, format!("arith.divf {bmax}, %f127 : f32"));
-            let d16 = g.let_(i, format!("arith.truncf {d} : f32 to f16"));
-            let dr = g.let_(i, format!("arith.extf {d16} : f16 to f32"));
-            let isz = g.let_(i, format!("arith.cmpf oeq, {bmax}, %f0 : f32"));
-            let id0 = g.let_(i, format!("arith.divf %f127, {bmax} : f32"));
-            let id = g.let_(i, format!("arith.select {isz}, %f0, {id0} : f32"));
+            let p = g.fresh().trim_start_matches('%').to_string() + "_";
+            g.s.push_str(&crate::qmatmul_q8::block_scale(&p, &bmax, ("%f127", "%f0"), i));
+            let (id, dr) = (format!("%{p}id"), format!("%{p}dr"));
             for val in vals.iter_mut() {
                 let q = g.let_(i, format!("arith.mulf {val}, {id} : f32"));
                 let qm = g.let_(i, format!("arith.addf {q}, %magic : f32"));

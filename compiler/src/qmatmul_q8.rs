@@ -30,6 +30,21 @@ const RB: i64 = 16;
 /// Rows quantized at a time (their 8-bit copy lives on the stack: `RC * K` bytes).
 const RC: i64 = 64;
 
+/// The scale of an 8-bit activation block (step 1 above), as MLIR lines at `indent`, from
+/// its largest magnitude `amax` (f32) and the f32 constants `f127` (127.0) and `zero`:
+/// defines `%{p}d` (`amax / 127`), `%{p}dr` (that rounded through f16: the block's scale)
+/// and `%{p}id` (`127 / amax`, 0 for an all-zero block, what the values are multiplied by
+/// before rounding). Shared by the CPU kernel and the GPU's ([`crate::gpu_qmatmul`],
+/// [`crate::gpu_qdot`]), which must round exactly as it does.
+pub(crate) fn block_scale(p: &str, amax: &str, (f127, zero): (&str, &str), indent: usize) -> String {
+    let i = " ".repeat(indent);
+    format!(
+        "{i}%{p}d = arith.divf {amax}, {f127} : f32\n{i}%{p}d16 = arith.truncf %{p}d : f32 to f16\n{i}%{p}dr = arith.extf %{p}d16 : f16 to f32\n\
+         {i}%{p}isz = arith.cmpf oeq, {amax}, {zero} : f32\n{i}%{p}id0 = arith.divf {f127}, {amax} : f32\n\
+         {i}%{p}id = arith.select %{p}isz, {zero}, %{p}id0 : f32\n"
+    )
+}
+
 /// The `func.func` of a quantized-activation matmul. Bindings: x (f32), w, out (f32).
 ///
 /// With `avx2`, block products use the byte multiply-adds llama.cpp uses (`vpmaddubsw` then
@@ -72,13 +87,12 @@ pub fn kernel_func(spec: &KernelSpec, format: QuantFormat, avx2: bool) -> String
          %rows = arith.subi %rn, %r0 : index\n    \
          scf.for %li = %c0 to %rows step %c1 {{\n    %i = arith.addi %r0, %li : index\n    scf.for %k = %c0 to %ckb step %c1 {{\n      \
          %kx = arith.muli %k, %c32 : index\n      %xv = vector.load %b0[%i, %kx] : {xm}, {v32f}\n      \
-         %ax = math.absf %xv : {v32f}\n      %amax = vector.reduction <maximumf>, %ax : {v32f} into f32\n      \
-         %d = arith.divf %amax, %f127 : f32\n      %d16 = arith.truncf %d : f32 to f16\n      %dr = arith.extf %d16 : f16 to f32\n      \
-         %isz = arith.cmpf oeq, %amax, %f0 : f32\n      %id0 = arith.divf %f127, %amax : f32\n      \
-         %id = arith.select %isz, %f0, %id0 : f32\n      %idv = vector.broadcast %id : f32 to {v32f}\n      \
+         %ax = math.absf %xv : {v32f}\n      %amax = vector.reduction <maximumf>, %ax : {v32f} into f32\n{}      \
+         %idv = vector.broadcast %id : f32 to {v32f}\n      \
          %v = arith.mulf %xv, %idv : {v32f}\n      %r = math.roundeven %v : {v32f}\n      \
          %qi = arith.fptosi %r : {v32f} to vector<32xi32>\n      %q8 = arith.trunci %qi : vector<32xi32> to {v32b}\n      \
-         vector.store %q8, %qx[%li, %kx] : {qxm}, {v32b}\n      memref.store %dr, %dx[%k, %li] : {dxm}\n"
+         vector.store %q8, %qx[%li, %kx] : {qxm}, {v32b}\n      memref.store %dr, %dx[%k, %li] : {dxm}\n",
+        block_scale("", "%amax", ("%f127", "%f0"), 6)
     );
     if q81 {
         let _ = write!(

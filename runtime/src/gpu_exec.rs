@@ -54,6 +54,10 @@ struct GraphInstance {
 /// A call planned for recording: where its temporaries go ([`plan_temporaries`]) and the
 /// bytes its graph would hold.
 struct GraphPlan {
+    /// Every buffer's shape at the call's dims.
+    shapes: Vec<Vec<usize>>,
+    /// The call's resident state, by input index ([`resident_inputs`]).
+    resident: std::collections::HashMap<usize, u64>,
     slot_of: Vec<Option<usize>>,
     slot_bytes: Vec<usize>,
     input_bytes: usize,
@@ -263,7 +267,7 @@ impl GpuModel {
         let input_bytes = entry.buffers.iter().enumerate().filter(|(_, b)| matches!(b.kind, BufferKind::Input(i) if !resident.contains_key(&i))).map(|(i, _)| bytes(i)).sum();
         let is_temp = |r: usize| entry.buffers[r].kind == BufferKind::Temp;
         let (slot_of, slot_bytes) = plan_temporaries(entry.dispatches.iter().map(|d| d.bindings.as_slice()), root, last_use, &bytes, &is_temp);
-        Ok(GraphPlan { slot_of, slot_bytes, input_bytes })
+        Ok(GraphPlan { shapes, resident, slot_of, slot_bytes, input_bytes })
     }
 
     /// Records a call of `key`'s entry at its shapes into a CUDA graph, with buffers of its
@@ -277,10 +281,10 @@ impl GpuModel {
         let entry = &model.artifact().manifest().entries[entry_index];
         let (root, _) = model.plan(entry_index);
         let dev = &self.dev;
-        let shapes = buffer_shapes(entry, syms)?;
-        let resident = resident_inputs(entry, &key);
+        let bytes = plan.bytes();
+        let GraphPlan { shapes, resident, slot_of, slot_bytes, .. } = plan;
         let mut owned = Vec::new();
-        let slots = plan.slot_bytes.iter().map(|&b| dev.alloc(b)).collect::<Result<Vec<_>, _>>()?;
+        let slots = slot_bytes.iter().map(|&b| dev.alloc(b)).collect::<Result<Vec<_>, _>>()?;
         let mut ptrs: Vec<u64> = Vec::with_capacity(entry.buffers.len());
         for (b, buf) in entry.buffers.iter().enumerate() {
             let ptr = match buf.kind {
@@ -291,7 +295,7 @@ impl GpuModel {
                 }
                 BufferKind::Weight(s) => self.weight_ptr(s),
                 // A temporary never bound by a dispatch has no slot (and no use).
-                BufferKind::Alias(_) | BufferKind::Temp => plan.slot_of[b].map_or(0, |s| slots[s].ptr()),
+                BufferKind::Alias(_) | BufferKind::Temp => slot_of[b].map_or(0, |s| slots[s].ptr()),
             };
             ptrs.push(ptr);
         }
@@ -301,8 +305,7 @@ impl GpuModel {
                 ptrs[i] = ptrs[root[i]];
             }
         }
-        let temp_bytes = plan.slot_bytes.iter().sum();
-        let bytes = plan.bytes();
+        let temp_bytes = slot_bytes.iter().sum();
         owned.extend(slots);
         dev.sync()?;
         let ((), graph) = dev.capture(|| {

@@ -18,6 +18,13 @@
 //!   and the 64-wide column groups of the tile's N are 8 KiB apart (leading byte offset). A
 //!   k16 step moves the start address by 16 lines (2048 bytes).
 //!
+//! - TF32 (`m64n256k8`, f32 operands where `--allow-tf32` allows) takes both operands
+//!   K-major, so B's slice is laid out like A's: line `n` holds column `n`'s 32 values of the
+//!   slice. B is N-major in memory, so each slice is transposed as it is copied, by 4-byte
+//!   `cp.async` copies ([`transposing_tile`]); `MAX_GPU_WGMMA=tf32_transpose=1` transposes all
+//!   of B into a temporary by a kernel of its own first instead (64 MB each way at 4096^2,
+//!   and a second launch).
+//!
 //! Used when the chip is sm_90 and K and N are static multiples of 8 (16-byte rows); other
 //! matmuls take [`crate::gpu_matmul`]'s `mma.sync` kernel.
 
@@ -46,6 +53,9 @@ pub struct Config {
     /// Keep one wgmma group in flight while the next slice is issued (refilling the slot
     /// two slices back); needs at least 4 stages.
     pub overlap: bool,
+    /// TF32 only: transpose B into a temporary before the matmul (the kernel then copies
+    /// K-major lines of it) instead of transposing each slice as it is copied.
+    pub tf32_transpose: bool,
 }
 
 impl Config {
@@ -53,10 +63,11 @@ impl Config {
     /// group in flight. Measured on an H100 at 4096^3 bf16 (benches/gpu/tune.sh): 545
     /// TFLOP/s, against 484 for 128 x 128 with 3 stages (two blocks per SM) and 417-466 for
     /// the other shapes tried.
-    pub const DEFAULT: Config = Config { bn: 256, stages: 4, overlap: true };
+    pub const DEFAULT: Config = Config { bn: 256, stages: 4, overlap: true, tf32_transpose: false };
 
-    /// The configuration in use: [`Config::DEFAULT`], or `MAX_GPU_WGMMA=bn=256,stages=4,overlap=1`
-    /// (a tuning knob for benchmarks).
+    /// The configuration in use: [`Config::DEFAULT`], or
+    /// `MAX_GPU_WGMMA=bn=256,stages=4,overlap=1,tf32_transpose=0` (a tuning knob for
+    /// benchmarks).
     pub fn current() -> Config {
         let mut c = Config::DEFAULT;
         if let Ok(v) = std::env::var("MAX_GPU_WGMMA") {
@@ -65,6 +76,7 @@ impl Config {
                     Some(("bn", x)) => c.bn = x.parse().unwrap_or(c.bn),
                     Some(("stages", x)) => c.stages = x.parse().unwrap_or(c.stages),
                     Some(("overlap", x)) => c.overlap = x == "1",
+                    Some(("tf32_transpose", x)) => c.tf32_transpose = x == "1",
                     _ => {}
                 }
             }
@@ -143,8 +155,11 @@ fn kernel_func_with(spec: &KernelSpec, gemv_path: bool) -> String {
     %gy = arith.ceildivui %m, %cbm : index",
         crate::gpu_epilogue::host_params(spec)
     );
-    // TF32 operands must both be K-major: B is transposed into a temporary first.
-    let (bop, bty) = if tf32 {
+    // TF32 operands must both be K-major in shared memory. By default each slice of B is
+    // transposed as it is copied ([`transposing_tile`]); `tf32_transpose` transposes all of B
+    // into a temporary first.
+    let b_transposed = tf32 && cfg.tf32_transpose;
+    let (bop, bty) = if b_transposed {
         let (k, n) = (b.dims[0].unwrap_or(0), b.dims[1].unwrap_or(0));
         let btt = format!("memref<{n}x{k}xf32>");
         let _ = writeln!(
@@ -187,7 +202,7 @@ fn kernel_func_with(spec: &KernelSpec, gemv_path: bool) -> String {
     } else {
         s.push_str(&tensor_cores);
     }
-    if tf32 {
+    if b_transposed {
         let _ = writeln!(s, "    memref.dealloc %bt : {bty}");
     }
     let _ = writeln!(s, "    return\n  }}");
@@ -196,7 +211,8 @@ fn kernel_func_with(spec: &KernelSpec, gemv_path: bool) -> String {
 }
 
 /// The kernel module. `tb` is the type of the B operand the kernel reads (B^T, N x K, for
-/// TF32); `tb_orig` that of the graph's B (the transpose kernel's input).
+/// TF32 with [`Config::tf32_transpose`]); `tb_orig` that of the graph's B (the transpose
+/// kernel's input).
 #[allow(clippy::too_many_arguments)]
 fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), gemv: bool, ta: &str, tb: &str, tc: &str, tb_orig: &str) -> String {
     let name = &spec.name;
@@ -205,6 +221,9 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
     let nacc = bn / 2;
     let t = dt.mlir_name();
     let tf32 = dt == DType::F32;
+    let b_transposed = tf32 && cfg.tf32_transpose;
+    // Whether every column of B's tiles is in range (N is static here).
+    let cols_full = spec.inputs[1].dims[1].is_some_and(|n| (n as usize).is_multiple_of(bn));
     let ptx = match dt {
         DType::BF16 => "bf16",
         DType::F16 => "f16",
@@ -220,7 +239,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
     let i = 6;
     g.line(2, format!("gpu.module @{name}_wgmma {{"));
     g.line(4, "llvm.mlir.global external @max_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>");
-    if tf32 {
+    if b_transposed {
         transpose_kernel(&mut g, tb_orig, tb);
     }
     g.s.push_str(&crate::gpu_epilogue::reduce_kernel(spec, tc));
@@ -240,7 +259,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
     g.line(i, format!("%M = memref.dim %A, %c0 : {ta}"));
     g.line(i, format!("%K = memref.dim %A, %c1 : {ta}"));
     // B is K x N, or N x K once transposed for TF32.
-    g.line(i, format!("%N = memref.dim %B, {} : {tb}", if tf32 { "%c0" } else { "%c1" }));
+    g.line(i, format!("%N = memref.dim %B, {} : {tb}", if b_transposed { "%c0" } else { "%c1" }));
     g.line(i, "%Mi = arith.index_cast %M : index to i64");
     g.line(i, "%Ki = arith.index_cast %K : index to i64");
     g.line(i, "%Ni = arith.index_cast %N : index to i64");
@@ -282,9 +301,11 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
         let k0 = g.binc(ind, "muli", kt, bke);
         // A: 128 lines x 8 chunks.
         kmajor_tile(g, ind, BM, &abase, "%ga", &m0, "%Mi", &mlast, &k0, ce, esz, &klast, (&sixteen, &zero32));
-        if tf32 {
+        if b_transposed {
             // B^T (N x K, K-major like A): bn lines x 8 chunks.
             kmajor_tile(g, ind, bn, &bbase, "%gb", &n0, "%Ni", &nlast, &k0, ce, esz, &klast, (&sixteen, &zero32));
+        } else if tf32 {
+            transposing_tile(g, ind, bn, &bbase, (&n0, &k0), cols_full);
         } else {
             // B: 64 lines (k) x bn/8 chunks (64-wide atoms of n, 8 KiB apart).
             for l in 0..(64 * bn / 8) / THREADS {
@@ -473,6 +494,74 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
     g.line(2, "}");
     let _ = t;
     g.s
+}
+
+/// Issues the 4-byte `cp.async` copies of a K slice of f32 B (row-major K x N at `%gb`,
+/// columns from `n0`) into the K-major layout TF32 wgmma reads, transposing as it copies:
+/// line `n` of the tile (at `base`) holds column `n`'s 32 values of the slice, its 16-byte
+/// chunk `c` at `c ^ (n % 8)`, as [`kmajor_tile`] lays out A. Copy `(i, j)` of a thread takes
+/// `k = k0 + 4 i + lane / 8` and `n = n0 + 64 j + 8 warp + lane % 8`: a warp reads 32
+/// contiguous bytes of each of 4 rows of B (whole sectors) and writes one word to each of the
+/// 32 banks (chunk `i ^ (lane % 8)`, word `lane / 8`). Copies past K or N zero-fill from a
+/// clamped address. `cols_full`: N is a multiple of the tile's width, so every column is in
+/// range and a row's copies are one address plus constant offsets.
+fn transposing_tile(g: &mut Gen, ind: usize, bn: usize, base: &str, (n0, k0): (&str, &str), cols_full: bool) {
+    let warp = g.binc(ind, "shrui", "%tid", 5);
+    let lane = g.binc(ind, "andi", "%tid", 31);
+    let c = g.binc(ind, "andi", &lane, 7);
+    let kr = g.binc(ind, "shrui", &lane, 3);
+    let w8 = g.binc(ind, "shli", &warp, 3);
+    let nl = g.bin(ind, "addi", &w8, &c);
+    let line = g.binc(ind, "shli", &nl, 7);
+    let word = g.binc(ind, "shli", &kr, 2);
+    let s0 = g.bin(ind, "addi", base, &line);
+    let sbase = g.bin(ind, "addi", &s0, &word);
+    let gn = g.bin(ind, "addi", n0, &nl);
+    let gk = g.bin(ind, "addi", k0, &kr);
+    let four = g.let_(ind, "arith.constant 4 : i32");
+    let zero = g.let_(ind, "arith.constant 0 : i32");
+    let nlast = g.binc(ind, "subi", "%Ni", 1);
+    let klast = g.binc(ind, "subi", "%Ki", 1);
+    // Each column group's byte offset in a row and whether it is in range; with every column
+    // in range, the first group's offset, the others' being constants from it (a copy's
+    // address is then a register plus an immediate).
+    let gnb = g.binc(ind, "shli", &gn, 2);
+    let cols: Vec<(String, Option<String>)> = (0..bn / 64)
+        .map(|j| {
+            if cols_full {
+                (gnb.clone(), None)
+            } else {
+                let n = g.binc(ind, "addi", &gn, 64 * j as i64);
+                let ok = g.let_(ind, format!("arith.cmpi ult, {n}, %Ni : i64"));
+                let nc = g.let_(ind, format!("arith.minui {n}, {nlast} : i64"));
+                (g.binc(ind, "shli", &nc, 2), Some(ok))
+            }
+        })
+        .collect();
+    for i in 0..8i64 {
+        let k = g.binc(ind, "addi", &gk, 4 * i);
+        let kok = g.let_(ind, format!("arith.cmpi ult, {k}, %Ki : i64"));
+        let kc = g.let_(ind, format!("arith.minui {k}, {klast} : i64"));
+        let r = g.bin(ind, "muli", &kc, "%Ni");
+        let rb = g.binc(ind, "shli", &r, 2);
+        let row = g.bin(ind, "addi", "%gb", &rb);
+        let sw = g.binc(ind, "xori", &c, i);
+        let swb = g.binc(ind, "shli", &sw, 4);
+        let srow = g.bin(ind, "addi", &sbase, &swb);
+        for (j, (cb, nok)) in cols.iter().enumerate() {
+            let ok = match nok {
+                Some(nok) => g.let_(ind, format!("arith.andi {kok}, {nok} : i1")),
+                None => kok.clone(),
+            };
+            let src0 = g.bin(ind, "addi", &row, cb);
+            let src = if cols_full { g.binc(ind, "addi", &src0, 256 * j as i64) } else { src0 };
+            let dst = g.binc(ind, "addi", &srow, (64 * j * LINE) as i64);
+            let size = g.let_(ind, format!("arith.select {ok}, {four}, {zero} : i32"));
+            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 4, cache = ca, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+        }
+    }
 }
 
 /// `BT = transpose(B)` through 32 x 33 shared tiles (the padding keeps the column reads on

@@ -321,22 +321,28 @@ def test_matmul_batch_of_rows(tmp_path, dt):
           [("x", x, dt), ("w", w, dt), ("b", b, dt), ("r", r, dt)], ref, rtol=tol, atol=tol, sizes=[1, 3, 9])
 
 
-def test_matmul_tf32_case(tmp_path):
+@pytest.mark.parametrize("k,n", [(256, 384), (264, 512)])
+def test_matmul_tf32_case(tmp_path, k, n):
     """An f32 matmul compiled with --allow-tf32 (recorded for the GPU check; TF32 keeps 10
-    mantissa bits, so the tolerance is about 1e-3 relative to the row's scale)."""
+    mantissa bits, so the tolerance is about 1e-3 relative to the row's scale). N = 384 leaves
+    the last 256-column tile half outside B, K = 264 a last slice of 8 of its 32; 5 rows split
+    K over blocks. Each is recorded twice: B transposed as slices are copied (the default)
+    and by a transpose kernel first."""
     import maxtest
     if not maxtest.cuda_compile_enabled():
         pytest.skip("no CUDA toolkit (source scripts/cuda-env.sh)")
-    a, b, r = (None, 256), (256, 384), (None, 384)
+    a, b, r = (None, k), (k, n), (None, n)
     ta, tb, tr = ttype(a, "f32"), ttype(b, "f32"), ttype(r, "f32")
     src = tmp_path / "g.mlir"
     src.write_text(graph([("a", a, "f32"), ("b", b, "f32")], [f'%r0 = "max.matmul"(%a, %b) : ({ta}, {tb}) -> {tr}'], [tr]))
     rng = np.random.default_rng(7)
     runs = []
     for m in [5, 129]:
-        x, y = data((m, 256), "f32", rng), data((256, 384), "f32", rng)
+        x, y = data((m, k), "f32", rng), data((k, n), "f32", rng)
         runs.append(({"a": x, "b": y}, [x @ y]))
     gpu_case(src, runs, rtol=2e-2, atol=5e-2, flags=("--allow-tf32",))
+    # B transposed by a kernel of its own first (the A/B for benches/gpu/check.sh).
+    gpu_case(src, runs, rtol=2e-2, atol=5e-2, flags=("--allow-tf32",), env={"MAX_GPU_WGMMA": "tf32_transpose=1"})
 
 
 def test_matmul_f16_and_int(tmp_path):

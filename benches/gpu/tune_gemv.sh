@@ -23,8 +23,9 @@ maxc=target/release/maxc
 t=.gpu/tune-gemv
 rm -rf "$t"
 mkdir -p "$t/graphs"
-# K x N of each projection and how many a layer has (q and o; k and v; gate and up; down).
-shapes="q:4096:4096:2 kv:4096:1024:2 up:4096:14336:2 down:14336:4096:1"
+# K x N of each projection as the model's graph has them, and how many a layer has: q, k and
+# v side by side (one matmul), o, gate and up side by side, down.
+shapes="qkv:4096:6144:1 o:4096:4096:1 gateup:4096:28672:1 down:14336:4096:1"
 for s in $shapes; do
   IFS=: read -r name k n _ <<< "$s"
   cat > "$t/graphs/$name.mlir" <<EOF
@@ -36,8 +37,15 @@ func.func @gemv(%x: tensor<?x${k}xbf16> {max.name = "x", max.dims = ["m", ""]}) 
 EOF
 done
 configs=("$@")
+# max_chunks 16 and 8 (NOTES item 23): at K = 4096 the default cuts K into 32 chunks of 128
+# rows, so each block of the q/k/v and o products (half the large ones' bandwidth at item 18)
+# reads 64 KB after its RMS-norm prologue; fewer, longer chunks halve that ramp and the
+# partial sums.
 [ ${#configs[@]} -gt 0 ] || configs=(
   "lanes=8,ahead=4,blocks=896"
+  "lanes=8,ahead=4,blocks=896,max_chunks=16"
+  "lanes=8,ahead=4,blocks=896,max_chunks=8"
+  "lanes=8,ahead=8,blocks=896,max_chunks=16"
   "lanes=8,ahead=4,blocks=1320"
   "lanes=8,ahead=8,blocks=896"
   "lanes=8,ahead=2,blocks=1320"
@@ -76,7 +84,7 @@ for v in "${configs[@]}"; do
     for s in $shapes; do
       IFS=: read -r name k n _ <<< "$s"
       for m in 1 4; do
-        [ "$m" = 4 ] && [ "$name" != up ] && [ "$name" != down ] && continue
+        [ "$m" = 4 ] && [ "$name" != gateup ] && [ "$name" != down ] && continue
         echo "timeout 60 \$g/gpu-check time $d/$name.maxa --dim m=$m --iters 30 --bytes $((k * n * 2)) 2>&1 | grep 'kernels' | tee -a \"\$log\""
       done
     done

@@ -55,6 +55,21 @@ PY
     status=1
   fi
 fi
+if [ -f "${MAX_SMOLLM2_GGUF:-}" ]; then
+  # A bf16 Llama: SmolLM2 written as a Hugging Face directory (bf16 safetensors), compiled
+  # for the emulated chip with its projections in bf16 (the decode kernels of the bf16
+  # roofline target) against the CPU's f32 artifact: logits and 4 greedy tokens (about 3
+  # minutes).
+  echo "== SmolLM2 as a bf16 Hugging Face model on the PTX emulator vs the CPU"
+  if cuda_emu cargo test --locked -q --workspace --test hf_models a_llama_directory_on_the_gpu -- --nocapture > "$work/hf-gpu.log" 2>&1 &&
+    grep -q "greedy tokens" "$work/hf-gpu.log"; then
+    grep -E "^sm_|test result" "$work/hf-gpu.log"
+  else
+    cat "$work/hf-gpu.log"
+    echo "bf16 SmolLM2 on the emulated GPU: FAILED or skipped"
+    status=1
+  fi
+fi
 echo "== cargo test --test gpu --test gpu_graph_budget on the PTX emulator"
 # It must run, not skip: a skip here means the emulator was not taken for the driver.
 if cuda_emu cargo test --locked -q --workspace --test gpu --test gpu_graph_budget -- --nocapture > "$work/cargo-gpu.log" 2>&1 && ! grep -q skipped "$work/cargo-gpu.log"; then

@@ -9,7 +9,7 @@ use crate::chat_template::ChatTemplate;
 use crate::embedding::{EmbeddingInfo, EMBEDDING_INFO_VERSION, SECTION_EMBEDDING_CONFIG, SECTION_EMBEDDING_TOKENIZER};
 use crate::gguf::GgufFile;
 use crate::hf::{is_model_dir, HfDir, HfError};
-use crate::llama::{build_graph, LlamaConfig, LlamaWeights, ModelError, HF_LLAMA_ARCHITECTURES};
+use crate::llama::{build_graph_with, LlamaConfig, LlamaWeights, ModelError, HF_LLAMA_ARCHITECTURES};
 use crate::model_info::{ModelInfo, MODEL_INFO_VERSION, SECTION_CHAT_TEMPLATE, SECTION_CONFIG, SECTION_TOKENIZER};
 use crate::tokenizer::Tokenizer;
 use max_compiler::gpu::CudaTarget;
@@ -88,6 +88,13 @@ impl ModelTarget {
             cuda.sass = max_compiler::gpu_sass::Sass::Never;
         }
         Ok(ModelTarget::Cuda(cuda))
+    }
+
+    /// Whether an LLM's bf16/f16 weights keep their type: on a GPU, whose 16-bit matmul
+    /// kernels read half the bytes of f32 (a decode step is bound by reading the weights);
+    /// the CPU's kernels read f32.
+    pub fn keeps_half_weights(&self) -> bool {
+        matches!(self, ModelTarget::Cuda(_))
     }
 
     /// The compile options for this target, with nothing else set.
@@ -188,7 +195,7 @@ fn compile_llama_dir(dir: &HfDir, target: ModelTarget) -> Result<Vec<u8>, Compil
         }
     };
     let info = llm_info(dir_name(dir), &cfg, &tokenizer);
-    let graph = build_graph(LlamaWeights::Hf(dir), &cfg).map_err(model_err)?;
+    let graph = build_graph_with(LlamaWeights::Hf(dir), &cfg, target.keeps_half_weights()).map_err(model_err)?;
     llm_artifact(&p, graph, &info, &tokenizer, &template, target)
 }
 
@@ -233,7 +240,7 @@ pub fn compile_gguf(path: &Path, target: impl Into<ModelTarget>) -> Result<Vec<u
         tracing::warn!("{p} has no chat template; using ChatML");
     }
     let info = llm_info(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), &cfg, &tokenizer);
-    let graph = build_graph(LlamaWeights::Gguf(&gguf), &cfg).map_err(model_err)?;
+    let graph = build_graph_with(LlamaWeights::Gguf(&gguf), &cfg, target.keeps_half_weights()).map_err(model_err)?;
     llm_artifact(&p, graph, &info, &tokenizer, &template, target)
 }
 

@@ -1,8 +1,9 @@
 //! Hugging Face model directories: `config.json`, the weights in one `model.safetensors` or in
 //! shards listed by `model.safetensors.index.json`, and `tokenizer.json`.
 //!
-//! Weights are memory-mapped and read by name; every floating-point dtype is widened to f32
-//! (models are compiled with f32 weights; quantized models come as GGUF).
+//! Weights are memory-mapped and read by name, widened to f32 ([`HfDir::f32`]), or as stored
+//! when they are bf16/f16 ([`HfDir::half`]: a GPU model keeps its projections in their
+//! 16-bit type; quantized models come as GGUF).
 
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
@@ -129,6 +130,20 @@ impl HfDir {
             return Err(HfError::Tensor { name: name.into(), why: format!("has shape {got:?}, expected {shape:?}") });
         }
         values.ok_or_else(|| HfError::Tensor { name: name.into(), why: format!("has dtype {dtype:?}; only F32, F16, BF16 and F64 weights are read") })
+    }
+
+    /// A bf16 or f16 tensor's dtype and little-endian bytes as stored, checked against
+    /// `shape`; `None` for other dtypes (which [`HfDir::f32`] widens).
+    pub fn half(&self, name: &str, shape: &[usize]) -> Result<Option<(max_compiler::DType, Vec<u8>)>, HfError> {
+        let (dtype, (got, bytes)) = self.view(name, |v| {
+            let half = matches!(v.dtype(), Dtype::BF16 | Dtype::F16);
+            (v.shape().to_vec(), half.then(|| v.data().to_vec()))
+        })?;
+        if got != shape {
+            return Err(HfError::Tensor { name: name.into(), why: format!("has shape {got:?}, expected {shape:?}") });
+        }
+        let dt = if dtype == Dtype::BF16 { max_compiler::DType::BF16 } else { max_compiler::DType::F16 };
+        Ok(bytes.map(|b| (dt, b)))
     }
 
     /// `config.json`'s positive integer `key`.

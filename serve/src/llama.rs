@@ -192,7 +192,7 @@ impl LlamaConfig {
 }
 
 #[cfg(feature = "compile")]
-pub use graph::{build_graph, LlamaWeights, CACHE_DTYPE};
+pub use graph::{build_graph, build_graph_with, LlamaWeights, CACHE_DTYPE};
 
 #[cfg(feature = "compile")]
 mod graph {
@@ -262,7 +262,8 @@ mod graph {
         /// A GGUF file: llama.cpp's tensor names, block-quantized types kept where a kernel
         /// reads them.
         Gguf(&'a GgufFile),
-        /// A Hugging Face directory: `model.layers.N...` names, widened to f32.
+        /// A Hugging Face directory: `model.layers.N...` names, widened to f32 (or, with
+        /// [`build_graph_with`]'s `keep_half`, bf16/f16 projections kept).
         Hf(&'a HfDir),
         /// No data: every weight declared with its shape (projections and the embedding
         /// table in this dtype, norms in f32), for an artifact compiled with external weights
@@ -284,6 +285,8 @@ mod graph {
     struct Builder<'a> {
         weights: LlamaWeights<'a>,
         graph: &'a Graph,
+        /// bf16/f16 projections, head and embedding table keep their type.
+        keep_half: bool,
     }
 
     impl Builder<'_> {
@@ -323,6 +326,31 @@ mod graph {
             }
         }
 
+        /// A `[rows, cols]` weight's name, dtype and bytes (row-major) as stored, where it is
+        /// bf16/f16 and the builder keeps such weights.
+        fn half(&self, name: &str, rows: usize, cols: usize) -> Result<Option<(String, DType, Vec<u8>)>, ModelError> {
+            if !self.keep_half {
+                return Ok(None);
+            }
+            match self.weights {
+                LlamaWeights::Gguf(g) => {
+                    Self::check_dims(g, name, &[cols as u64, rows as u64])?;
+                    let t = g.tensor(name)?;
+                    let dt = match t.info().ty {
+                        GgmlType::BF16 => DType::BF16,
+                        GgmlType::F16 => DType::F16,
+                        _ => return Ok(None),
+                    };
+                    Ok(Some((name.to_string(), dt, t.data().to_vec())))
+                }
+                LlamaWeights::Hf(d) => {
+                    let hf = super::hf_tensor_name(name);
+                    Ok(d.half(&hf, &[rows, cols]).map_err(hf_error)?.map(|(dt, b)| (hf, dt, b)))
+                }
+                LlamaWeights::Shapes(_) | LlamaWeights::QuantShapes(_) => Ok(None),
+            }
+        }
+
         /// GGUF blocks a kernel reads as they are, if `name` is stored in such a type.
         fn blocks(&self, name: &str, rows: usize, cols: usize) -> Result<Option<(TensorValue, QuantFormat)>, ModelError> {
             if let LlamaWeights::QuantShapes(f) = self.weights {
@@ -352,6 +380,12 @@ mod graph {
             }
             if let Some((w, f)) = self.blocks(name, rows, cols)? {
                 return Ok(Linear::Quant(w, f));
+            }
+            if let Some((stored, dt, bytes)) = self.half(name, rows, cols)? {
+                let name = format!("{stored}^T");
+                let shape = [cols as i64, rows as i64];
+                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&[(&bytes, rows)], cols), origin: "safetensors".into() });
+                return Ok(Linear::Dense(self.graph.weight(name, dt, &shape), dt));
             }
             // Other types are expanded to f32 and stored transposed, `[cols, rows]`.
             let (stored, w) = self.dense(name, rows, cols)?;
@@ -405,6 +439,22 @@ mod graph {
                     _ => {}
                 }
             }
+            // bf16/f16 parts of one type keep it, side by side like the f32 ones below.
+            let mut halves = Vec::new();
+            for (name, r) in parts {
+                match self.half(name, *r, cols)? {
+                    Some((_, dt, bytes)) if halves.first().is_none_or(|(d, _, _)| *d == dt) => halves.push((dt, bytes, *r)),
+                    _ => break,
+                }
+            }
+            if halves.len() == parts.len() {
+                let dt = halves[0].0;
+                let shape = [cols as i64, rows as i64];
+                let name = format!("{merged_name}^T");
+                let data: Vec<(&[u8], usize)> = halves.iter().map(|(_, b, r)| (b.as_slice(), *r)).collect();
+                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&data, cols), origin: "safetensors".into() });
+                return Ok(split(Linear::Dense(self.graph.weight(name, dt, &shape), dt)));
+            }
             // f32, stored transposed: `[cols, rows]`, each part's columns after the last's.
             let mut tr = vec![0f32; rows * cols];
             let mut first = 0;
@@ -448,14 +498,47 @@ mod graph {
             if let Some((table, f)) = self.blocks(name, v, e)? {
                 return Ok(ops::dequantize(&ops::gather(&table, tokens, 0), f));
             }
+            if let Some((stored, dt, bytes)) = self.half(name, v, e)? {
+                let shape = [v as i64, e as i64];
+                self.graph.set_weight(&stored, WeightData { dtype: dt, shape: shape.to_vec(), bytes, origin: "safetensors".into() });
+                return Ok(ops::cast(&ops::gather(&self.graph.weight(stored, dt, &shape), tokens, 0), DType::F32));
+            }
             let (stored, w) = self.dense(name, v, e)?;
             let table = self.graph.weight_f32(&stored, &[v as i64, e as i64], &w);
             Ok(ops::gather(&table, tokens, 0))
         }
     }
 
-    /// Builds the forward graph (named `forward`) of a Llama model.
+    /// 2-byte values of `parts` (each `[rows, cols]`, row-major) transposed and side by
+    /// side: `[cols, sum of rows]`, each part's columns after the previous one's.
+    fn transpose_halves(parts: &[(&[u8], usize)], cols: usize) -> Vec<u8> {
+        let total: usize = parts.iter().map(|(_, r)| r).sum();
+        let mut out = vec![0u8; 2 * total * cols];
+        let mut first = 0;
+        for (bytes, rows) in parts {
+            for i in 0..*rows {
+                for c in 0..cols {
+                    let (from, to) = (2 * (i * cols + c), 2 * (c * total + first + i));
+                    out[to..to + 2].copy_from_slice(&bytes[from..from + 2]);
+                }
+            }
+            first += rows;
+        }
+        out
+    }
+
+    /// Builds the forward graph (named `forward`) of a Llama model, bf16/f16 weights of a
+    /// GGUF file or directory widened to f32.
     pub fn build_graph(weights: LlamaWeights<'_>, cfg: &LlamaConfig) -> Result<Graph, ModelError> {
+        build_graph_with(weights, cfg, false)
+    }
+
+    /// [`build_graph`]; with `keep_half`, the projections, the head and the embedding table
+    /// of a GGUF file or directory keep their type where it is bf16 or f16, and the
+    /// activations are rounded to it for each product (accumulated in f32), as for
+    /// [`LlamaWeights::Shapes`] of that type: half the bytes of f32, read on a GPU by its
+    /// 16-bit tensor-core and matrix-vector kernels. Norms stay f32.
+    pub fn build_graph_with(weights: LlamaWeights<'_>, cfg: &LlamaConfig, keep_half: bool) -> Result<Graph, ModelError> {
         let (l, hq, hkv, hd) = (cfg.n_layers as i64, cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.head_dim as i64);
         let i32s = |dims: Vec<Dim>| TensorType::new(DType::I32, dims);
         let cache = || TensorType::new(CACHE_DTYPE, [Dim::from(l), Dim::dynamic("max_batch"), Dim::dynamic("max_len"), Dim::from(hkv), Dim::from(hd)]);
@@ -471,7 +554,7 @@ mod graph {
                 ("v_cache", cache()),
             ],
         );
-        let b = Builder { weights, graph: &graph };
+        let b = Builder { weights, graph: &graph, keep_half };
         let inp = graph.inputs();
         let (tokens, positions, start, slot, last) = (&inp[0], &inp[1], &inp[2], &inp[3], &inp[4]);
         let (mut kc, mut vc) = (inp[5].clone(), inp[6].clone());

@@ -733,3 +733,110 @@ fn smollm2_135m_instruct_q4_1() {
         assert!(v.iter().all(|x| x.is_finite()), "{}", t.name);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// bf16/f16 weights kept in their type (GPU targets)
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "compile")]
+mod half_weights {
+    use super::*;
+
+    /// A 1-layer Llama as a GGUF file whose weights are stored in several types: q/k/v in F16
+    /// (one merged f16 matmul), the output projection, the head and the embedding table in
+    /// BF16, gate in F16 and up in BF16 (a mix: merged in f32), down in F32; norms F32.
+    fn mixed_type_llama(cfg: &max_serve::llama::LlamaConfig) -> Vec<u8> {
+        let (e, ff, v) = (cfg.n_embd as u64, cfg.n_ff as u64, cfg.vocab_size as u64);
+        let (qd, kvd) = ((cfg.n_heads * cfg.head_dim) as u64, (cfg.n_kv_heads * cfg.head_dim) as u64);
+        let mut seed = 11u64;
+        let mut values = |n: u64, scale: f32| -> Vec<f32> { (0..n).map(|_| ((rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0) * scale).collect() };
+        let bf16_bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect() };
+        let mut w = Writer::new();
+        // GGUF dims are [columns, rows].
+        let mut add = |w: Writer, name: &str, dims: &[u64], ty: GgmlType, scale: f32| {
+            let x = values(dims.iter().product(), scale);
+            let data = match ty {
+                GgmlType::F16 => f16_bytes(&x),
+                GgmlType::BF16 => bf16_bytes(&x),
+                _ => f32_bytes(&x),
+            };
+            w.tensor(name, dims, ty, data)
+        };
+        w = add(w, "token_embd.weight", &[e, v], GgmlType::BF16, 1.0);
+        w = add(w, "blk.0.attn_norm.weight", &[e], GgmlType::F32, 1.0);
+        for (n, rows) in [("attn_q", qd), ("attn_k", kvd), ("attn_v", kvd)] {
+            w = add(w, &format!("blk.0.{n}.weight"), &[e, rows], GgmlType::F16, 0.2);
+        }
+        w = add(w, "blk.0.attn_output.weight", &[qd, e], GgmlType::BF16, 0.2);
+        w = add(w, "blk.0.ffn_norm.weight", &[e], GgmlType::F32, 1.0);
+        w = add(w, "blk.0.ffn_gate.weight", &[e, ff], GgmlType::F16, 0.2);
+        w = add(w, "blk.0.ffn_up.weight", &[e, ff], GgmlType::BF16, 0.2);
+        w = add(w, "blk.0.ffn_down.weight", &[ff, e], GgmlType::F32, 0.2);
+        w = add(w, "output_norm.weight", &[e], GgmlType::F32, 1.0);
+        w = add(w, "output.weight", &[e, v], GgmlType::BF16, 0.2);
+        w.build()
+    }
+
+    /// Prefill logits of `graph` (5 tokens) on the CPU.
+    fn prefill_logits(graph: &max_compiler::Graph, cfg: &max_serve::llama::LlamaConfig, tag: &str) -> Vec<f32> {
+        use max_runtime::{Artifact, Device, InferenceSession, Tensor};
+        let mut opts = max_serve::compile::ModelTarget::from(max_compiler::Target::host()).options().unwrap();
+        opts.weights = graph.weight_store();
+        let bytes = max_compiler::graph_api::compile_graph_with(graph, &opts).unwrap();
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf-half-{tag}.maxa"));
+        std::fs::write(&path, &bytes).unwrap();
+        let model = InferenceSession::with_threads(Device::Cpu, 2).load(&Artifact::open(&path).unwrap()).unwrap();
+        let cache = || Tensor::zeros(max_compiler::DType::F16, &[1, 1, 8, cfg.n_kv_heads, cfg.head_dim]);
+        let mut state = model.new_state(vec![cache(), cache()]).unwrap();
+        let i32s = |v: &[i32]| Tensor::from_slice(&[v.len()], v).unwrap();
+        let out = model.execute_stateful("forward", &[i32s(&[1, 2, 3, 4, 5]), i32s(&[0, 1, 2, 3, 4]), i32s(&[0]), i32s(&[0]), i32s(&[4])], &mut state).unwrap();
+        out[0].to_f32_vec()
+    }
+
+    #[test]
+    fn f16_and_bf16_weights_keep_their_type_when_asked() {
+        let cfg = max_serve::llama::LlamaConfig {
+            architecture: "llama".into(),
+            name: None,
+            n_layers: 1,
+            n_embd: 64,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            n_ff: 96,
+            vocab_size: 128,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+            context_length: 8,
+            rope_interleaved: true,
+            tied_embeddings: false,
+        };
+        let g = GgufFile::parse(mixed_type_llama(&cfg)).unwrap();
+        use max_serve::llama::{build_graph_with, LlamaWeights};
+        let wide = build_graph_with(LlamaWeights::Gguf(&g), &cfg, false).unwrap();
+        let kept = build_graph_with(LlamaWeights::Gguf(&g), &cfg, true).unwrap();
+        let decl = |graph: &max_compiler::Graph, name: &str| {
+            let text = graph.to_mlir().unwrap();
+            text.lines().find(|l| l.contains(&format!("name = \"{name}\""))).unwrap_or_else(|| panic!("no weight {name} in\n{text}")).to_string()
+        };
+        // Widened, every weight is f32; kept, each 16-bit weight (or merge of one type) keeps it.
+        for (name, ty) in [
+            ("blk.0.attn_qkv.weight^T", "64x128xf16"),
+            ("blk.0.attn_output.weight^T", "64x64xbf16"),
+            ("blk.0.ffn_gate_up.weight^T", "64x192xf32"),
+            ("blk.0.ffn_down.weight^T", "96x64xf32"),
+            ("output.weight^T", "64x128xbf16"),
+            ("token_embd.weight", "128x64xbf16"),
+        ] {
+            assert!(decl(&kept, name).contains(ty), "{name}: {}", decl(&kept, name));
+            assert!(decl(&wide, name).contains("xf32>"), "{name}: {}", decl(&wide, name));
+        }
+        // The same weight values either way (the file's), transposed and merged alike: the
+        // logits differ only by the activations' rounding to bf16/f16 for the kept products.
+        let (a, b) = (prefill_logits(&wide, &cfg, "wide"), prefill_logits(&kept, &cfg, "kept"));
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let diff: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let rel = norm(&diff) / norm(&a);
+        assert!(rel < 2e-2 && norm(&a) > 0.0, "kept-type logits {rel:.2e} (relative L2) from the widened ones");
+    }
+}

@@ -198,3 +198,61 @@ fn a_llama_directory_computes_what_its_gguf_computes() {
     // f32 weights make this artifact large; do not keep it between runs.
     let _ = std::fs::remove_file(&out);
 }
+
+/// A bf16 Llama on the GPU: the Hugging Face SmolLM2, whose bf16 projections keep their
+/// type on a GPU (the kernels a bf16 decode takes: the matrix-vector products with the RMS
+/// norm before them and the residual add after, RoPE with the cache write, attention over
+/// the cache), gives the next-token logits and greedy tokens of the CPU, which widens the
+/// weights to f32 and keeps f32 activations. The prompt's rows take the tensor-core
+/// matmuls, each generated token the matrix-vector ones. Runs on the PTX emulator in
+/// tests/gpu_emulated.sh.
+#[test]
+fn a_llama_directory_on_the_gpu_computes_what_the_cpu_computes() {
+    let Some(gguf) = common::smollm2_path() else { return };
+    // The chip of gpu:0 (an emulated one reports the chip `MAX_CUDA_EMU_SM` names).
+    let target = match max_serve::compile::ModelTarget::for_device(max_runtime::Device::Gpu(0)) {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: no GPU to run on ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_llama_dir(&gguf, dir.path());
+    let (cpu_out, gpu_out) = (tmp("smollm2-hf-cpu.maxa"), tmp("smollm2-hf-gpu.maxa"));
+    std::fs::write(&cpu_out, compile_model(dir.path(), max_compiler::Target::host()).unwrap()).unwrap();
+    let chip = match &target {
+        max_serve::compile::ModelTarget::Cuda(c) => c.chip.clone(),
+        max_serve::compile::ModelTarget::Cpu(_) => unreachable!("gpu:0 has a compute capability"),
+    };
+    std::fs::write(&gpu_out, compile_model(dir.path(), target).unwrap()).unwrap();
+    drop(dir);
+    // The GPU artifact holds bf16 projections, the CPU's f32 ones.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&gpu_out) / size(&cpu_out);
+    println!("{chip}: artifact {:.0} MB against the CPU's {:.0} MB", size(&gpu_out) / 1e6, size(&cpu_out) / 1e6);
+    assert!(ratio < 0.55, "the GPU artifact is {ratio:.2} of the CPU's: its weights were not kept in bf16");
+    let pipeline = |device| PipelineConfig { max_length: Some(64), max_batch_size: 1, threads: Some(2), device };
+    let cpu = LLM::new(&cpu_out, pipeline(max_runtime::Device::Cpu)).unwrap();
+    let gpu = LLM::new(&gpu_out, pipeline(max_runtime::Device::Gpu(0))).unwrap();
+    let prompt = "The capital of France is";
+    let ids = cpu.encode_prompt(prompt).unwrap();
+    let (a, b) = (cpu.next_token_logits(&ids).unwrap(), gpu.next_token_logits(&ids).unwrap());
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    println!("{chip}: next-token logits at most {worst:.3e} from the CPU's (largest {scale:.2})");
+    // bf16 activations (8 bits of mantissa, rounded before each of a layer's four products
+    // and the head's) against the CPU's f32 ones: about 1e-2 of the largest logit (with f32
+    // weights and activations on both, 7e-4).
+    assert!(worst <= 3e-2 * scale, "logits differ by {worst} (largest magnitude {scale})");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0;
+    assert_eq!(argmax(&a), argmax(&b));
+    let params = SamplingParams { max_tokens: 4, ..SamplingParams::greedy() };
+    let (c, g) = (cpu.generate_with(prompt, &params).unwrap(), gpu.generate_with(prompt, &params).unwrap());
+    println!("{chip}: greedy tokens {:?} (CPU {:?})", g.tokens, c.tokens);
+    assert_eq!(g.tokens, c.tokens);
+    drop((cpu, gpu));
+    // f32 weights make these artifacts large; do not keep them between runs.
+    let _ = std::fs::remove_file(&cpu_out);
+    let _ = std::fs::remove_file(&gpu_out);
+}

@@ -134,6 +134,7 @@ impl HfDir {
 
     /// A bf16 or f16 tensor's dtype and little-endian bytes as stored, checked against
     /// `shape`; `None` for other dtypes (which [`HfDir::f32`] widens).
+    #[cfg(feature = "compile")]
     pub fn half(&self, name: &str, shape: &[usize]) -> Result<Option<(max_compiler::DType, Vec<u8>)>, HfError> {
         let (dtype, (got, bytes)) = self.view(name, |v| {
             let half = matches!(v.dtype(), Dtype::BF16 | Dtype::F16);

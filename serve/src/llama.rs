@@ -351,6 +351,11 @@ mod graph {
             }
         }
 
+        /// Where in-memory weight data came from, for messages about it.
+        fn origin(&self) -> &'static str {
+            if matches!(self.weights, LlamaWeights::Gguf(_)) { "gguf" } else { "safetensors" }
+        }
+
         /// GGUF blocks a kernel reads as they are, if `name` is stored in such a type.
         fn blocks(&self, name: &str, rows: usize, cols: usize) -> Result<Option<(TensorValue, QuantFormat)>, ModelError> {
             if let LlamaWeights::QuantShapes(f) = self.weights {
@@ -384,7 +389,7 @@ mod graph {
             if let Some((stored, dt, bytes)) = self.half(name, rows, cols)? {
                 let name = format!("{stored}^T");
                 let shape = [cols as i64, rows as i64];
-                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&[(&bytes, rows)], cols), origin: "safetensors".into() });
+                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&[(&bytes, rows)], cols), origin: self.origin().into() });
                 return Ok(Linear::Dense(self.graph.weight(name, dt, &shape), dt));
             }
             // Other types are expanded to f32 and stored transposed, `[cols, rows]`.
@@ -452,7 +457,7 @@ mod graph {
                 let shape = [cols as i64, rows as i64];
                 let name = format!("{merged_name}^T");
                 let data: Vec<(&[u8], usize)> = halves.iter().map(|(_, b, r)| (b.as_slice(), *r)).collect();
-                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&data, cols), origin: "safetensors".into() });
+                self.graph.set_weight(&name, WeightData { dtype: dt, shape: shape.to_vec(), bytes: transpose_halves(&data, cols), origin: self.origin().into() });
                 return Ok(split(Linear::Dense(self.graph.weight(name, dt, &shape), dt)));
             }
             // f32, stored transposed: `[cols, rows]`, each part's columns after the last's.
@@ -500,7 +505,7 @@ mod graph {
             }
             if let Some((stored, dt, bytes)) = self.half(name, v, e)? {
                 let shape = [v as i64, e as i64];
-                self.graph.set_weight(&stored, WeightData { dtype: dt, shape: shape.to_vec(), bytes, origin: "safetensors".into() });
+                self.graph.set_weight(&stored, WeightData { dtype: dt, shape: shape.to_vec(), bytes, origin: self.origin().into() });
                 return Ok(ops::cast(&ops::gather(&self.graph.weight(stored, dt, &shape), tokens, 0), DType::F32));
             }
             let (stored, w) = self.dense(name, v, e)?;

@@ -252,7 +252,7 @@ fn a_llama_directory_on_the_gpu_computes_what_the_cpu_computes() {
     println!("{chip}: greedy tokens {:?} (CPU {:?})", g.tokens, c.tokens);
     assert_eq!(g.tokens, c.tokens);
     drop((cpu, gpu));
-    // f32 weights make these artifacts large; do not keep them between runs.
+    // Hundreds of MB each (f32 weights, bf16 ones); do not keep them between runs.
     let _ = std::fs::remove_file(&cpu_out);
     let _ = std::fs::remove_file(&gpu_out);
 }

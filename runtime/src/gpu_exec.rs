@@ -83,8 +83,7 @@ fn plan_temporaries<'a>(dispatches: impl IntoIterator<Item = &'a [usize]>, root:
             let r = root[b];
             if slot_of[r].is_none() && is_temp(r) {
                 let need = bytes(r);
-                let best = free.iter().enumerate().filter(|(_, &s)| slot_bytes[s] >= need).min_by_key(|(_, &s)| slot_bytes[s]).map(|(i, _)| i);
-                slot_of[r] = Some(match best {
+                slot_of[r] = Some(match best_fit(free.iter().map(|&s| slot_bytes[s]), need) {
                     Some(i) => free.swap_remove(i),
                     None => {
                         slot_bytes.push(need);
@@ -462,8 +461,14 @@ impl GpuModel {
 
 /// The smallest pooled buffer of at least `bytes`.
 fn take_buffer(pool: &mut Vec<DeviceBuffer>, bytes: usize) -> Option<DeviceBuffer> {
-    let best = pool.iter().enumerate().filter(|(_, b)| b.len() >= bytes).min_by_key(|(_, b)| b.len()).map(|(i, _)| i)?;
+    let best = best_fit(pool.iter().map(DeviceBuffer::len), bytes)?;
     Some(pool.swap_remove(best))
+}
+
+/// The index of the smallest of `sizes` that holds `need` bytes: the eager pool's choice
+/// of a buffer, and a recording's of a slot ([`plan_temporaries`]).
+fn best_fit(sizes: impl Iterator<Item = usize>, need: usize) -> Option<usize> {
+    sizes.enumerate().filter(|&(_, s)| s >= need).min_by_key(|&(_, s)| s).map(|(i, _)| i)
 }
 
 #[cfg(test)]

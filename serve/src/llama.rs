@@ -394,12 +394,7 @@ mod graph {
             }
             // Other types are expanded to f32 and stored transposed, `[cols, rows]`.
             let (stored, w) = self.dense(name, rows, cols)?;
-            let mut tr = vec![0f32; w.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    tr[c * rows + r] = w[r * cols + c];
-                }
-            }
+            let tr = transposed_side_by_side(&[(&w, rows)], cols);
             // Named apart from the untransposed tensor: a tied head and the embedding table
             // are one tensor in the file but two layouts here.
             Ok(Linear::Dense(self.graph.weight_f32(format!("{stored}^T"), &[cols as i64, rows as i64], &tr), DType::F32))
@@ -461,17 +456,8 @@ mod graph {
                 return Ok(split(Linear::Dense(self.graph.weight(name, dt, &shape), dt)));
             }
             // f32, stored transposed: `[cols, rows]`, each part's columns after the last's.
-            let mut tr = vec![0f32; rows * cols];
-            let mut first = 0;
-            for (name, r) in parts {
-                let (_, w) = self.dense(name, *r, cols)?;
-                for i in 0..*r {
-                    for c in 0..cols {
-                        tr[c * rows + first + i] = w[i * cols + c];
-                    }
-                }
-                first += r;
-            }
+            let ws = parts.iter().map(|(name, r)| Ok((self.dense(name, *r, cols)?.1, *r))).collect::<Result<Vec<_>, ModelError>>()?;
+            let tr = transposed_side_by_side(&ws.iter().map(|(w, r)| (w.as_slice(), *r)).collect::<Vec<_>>(), cols);
             Ok(split(Linear::Dense(self.graph.weight_f32(format!("{merged_name}^T"), &[cols as i64, rows as i64], &tr), DType::F32)))
         }
 
@@ -514,22 +500,28 @@ mod graph {
         }
     }
 
-    /// 2-byte values of `parts` (each `[rows, cols]`, row-major) transposed and side by
-    /// side: `[cols, sum of rows]`, each part's columns after the previous one's.
-    fn transpose_halves(parts: &[(&[u8], usize)], cols: usize) -> Vec<u8> {
+    /// `parts` (each `[rows, cols]`, row-major) transposed and side by side: `[cols, sum of
+    /// rows]`, each part's columns after the previous one's.
+    fn transposed_side_by_side<T: Copy + Default>(parts: &[(&[T], usize)], cols: usize) -> Vec<T> {
         let total: usize = parts.iter().map(|(_, r)| r).sum();
-        let mut out = vec![0u8; 2 * total * cols];
+        let mut out = vec![T::default(); total * cols];
         let mut first = 0;
-        for (bytes, rows) in parts {
+        for (values, rows) in parts {
             for i in 0..*rows {
                 for c in 0..cols {
-                    let (from, to) = (2 * (i * cols + c), 2 * (c * total + first + i));
-                    out[to..to + 2].copy_from_slice(&bytes[from..from + 2]);
+                    out[c * total + first + i] = values[i * cols + c];
                 }
             }
             first += rows;
         }
         out
+    }
+
+    /// [`transposed_side_by_side`] of 2-byte values given as little-endian bytes.
+    fn transpose_halves(parts: &[(&[u8], usize)], cols: usize) -> Vec<u8> {
+        let pairs: Vec<(Vec<[u8; 2]>, usize)> = parts.iter().map(|(b, r)| (b.chunks_exact(2).map(|p| [p[0], p[1]]).collect(), *r)).collect();
+        let views: Vec<(&[[u8; 2]], usize)> = pairs.iter().map(|(p, r)| (p.as_slice(), *r)).collect();
+        transposed_side_by_side(&views, cols).into_iter().flatten().collect()
     }
 
     /// Builds the forward graph (named `forward`) of a Llama model, bf16/f16 weights of a

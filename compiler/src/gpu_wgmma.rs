@@ -20,10 +20,13 @@
 //!
 //! - TF32 (`m64n256k8`, f32 operands where `--allow-tf32` allows) takes both operands
 //!   K-major, so B's slice is laid out like A's: line `n` holds column `n`'s 32 values of the
-//!   slice. B is N-major in memory, so each slice is transposed as it is copied, by 4-byte
-//!   `cp.async` copies ([`transposing_tile`]); `MAX_GPU_WGMMA=tf32_transpose=1` transposes all
-//!   of B into a temporary by a kernel of its own first instead (64 MB each way at 4096^2,
-//!   and a second launch).
+//!   slice. B is N-major in memory, so a kernel of its own first transposes all of B into a
+//!   temporary (64 MB each way at 4096^2), whose K-major lines the matmul copies 16 bytes at
+//!   a time, as A's. `MAX_GPU_WGMMA=tf32_transpose=0` transposes each slice as it is copied
+//!   instead, by 4-byte `cp.async` copies ([`transposing_tile`]): no temporary and no second
+//!   launch, but on an H200 (NOTES item 24) its main loop took 689 us at 4096^3 against 367
+//!   for the plain one. A 4-byte copy of a warp spans four 32-byte row pieces, so each costs
+//!   four L1 wavefronts: L1 ran at 82% and the warps stalled on the copies' registers.
 //!
 //! Used when the chip is sm_90 and K and N are static multiples of 8 (16-byte rows); other
 //! matmuls take [`crate::gpu_matmul`]'s `mma.sync` kernel.
@@ -54,7 +57,7 @@ pub struct Config {
     /// two slices back); needs at least 4 stages.
     pub overlap: bool,
     /// TF32 only: transpose B into a temporary before the matmul (the kernel then copies
-    /// K-major lines of it) instead of transposing each slice as it is copied.
+    /// K-major lines of it; the default) rather than transposing each slice as it is copied.
     pub tf32_transpose: bool,
 }
 
@@ -63,10 +66,10 @@ impl Config {
     /// group in flight. Measured on an H100 at 4096^3 bf16 (benches/gpu/tune.sh): 545
     /// TFLOP/s, against 484 for 128 x 128 with 3 stages (two blocks per SM) and 417-466 for
     /// the other shapes tried.
-    pub const DEFAULT: Config = Config { bn: 256, stages: 4, overlap: true, tf32_transpose: false };
+    pub const DEFAULT: Config = Config { bn: 256, stages: 4, overlap: true, tf32_transpose: true };
 
     /// The configuration in use: [`Config::DEFAULT`], or
-    /// `MAX_GPU_WGMMA=bn=256,stages=4,overlap=1,tf32_transpose=0` (a tuning knob for
+    /// `MAX_GPU_WGMMA=bn=256,stages=4,overlap=1,tf32_transpose=1` (a tuning knob for
     /// benchmarks).
     pub fn current() -> Config {
         let mut c = Config::DEFAULT;
@@ -155,9 +158,9 @@ fn kernel_func_with(spec: &KernelSpec, gemv_path: bool) -> String {
     %gy = arith.ceildivui %m, %cbm : index",
         crate::gpu_epilogue::host_params(spec)
     );
-    // TF32 operands must both be K-major in shared memory. By default each slice of B is
-    // transposed as it is copied ([`transposing_tile`]); `tf32_transpose` transposes all of B
-    // into a temporary first.
+    // TF32 operands must both be K-major in shared memory. By default a kernel transposes
+    // all of B into a temporary first; without `tf32_transpose` each slice of B is
+    // transposed as it is copied ([`transposing_tile`]).
     let b_transposed = tf32 && cfg.tf32_transpose;
     let (bop, bty) = if b_transposed {
         let (k, n) = (b.dims[0].unwrap_or(0), b.dims[1].unwrap_or(0));

@@ -10,6 +10,7 @@ pub const KNOBS: &[&str] = &[
     "MAX_GEMV_PREFETCH",
     "MAX_GPU_ATTENTION",
     "MAX_GPU_GEMV",
+    "MAX_GPU_GRIDDEP",
     "MAX_GPU_NO_WGMMA",
     "MAX_GPU_QDOT",
     "MAX_GPU_QMATMUL",

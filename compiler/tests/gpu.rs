@@ -135,3 +135,20 @@ fn graph_captures_and_eager_calls_on_two_threads() {
         });
     });
 }
+
+/// The device's default memory pool keeps what a dispatch frees for the next call, where the
+/// driver's default unmaps it at each synchronization (and a call then maps its temporaries
+/// again: TF32's transposed B cost about 300 us a call on an H200, NOTES item 24).
+#[test]
+fn the_device_pool_keeps_freed_memory() {
+    let dev = match max_runtime::cuda::CudaDevice::open(0) {
+        Ok(d) => d,
+        Err(RuntimeError::Device(why)) => {
+            eprintln!("skipped: no GPU to run on ({why})");
+            return;
+        }
+        Err(e) => panic!("opening gpu:0: {e}"),
+    };
+    let want = std::env::var("MAX_CUDA_POOL_KEEP_MB").ok().and_then(|v| v.parse::<u64>().ok()).map_or(u64::MAX, |mb| mb << 20);
+    assert_eq!(dev.pool_release_threshold().unwrap(), want);
+}

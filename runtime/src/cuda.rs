@@ -92,6 +92,7 @@ impl CudaDevice {
             let mut ctx = std::ptr::null_mut();
             check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
             check(sys::cuCtxSetCurrent(ctx), "cuCtxSetCurrent")?;
+            keep_freed_memory(dev, ordinal);
             let mut stream = std::ptr::null_mut();
             check(sys::cuStreamCreate(&mut stream, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32), "cuStreamCreate")?;
             let mut name = [0 as c_char; 256];
@@ -122,6 +123,26 @@ impl CudaDevice {
         let lock = self.stream_lock.lock().unwrap_or_else(|p| p.into_inner());
         STREAMS_HELD.with(|h| h.borrow_mut().push(self.ordinal));
         StreamGuard { lock: Some(lock), ordinal: self.ordinal }
+    }
+
+    /// How much freed memory the device's default memory pool keeps for later
+    /// `cuMemAllocAsync` calls instead of unmapping it at a synchronization
+    /// ([`pool_keep_bytes`]).
+    pub fn pool_release_threshold(&self) -> Result<u64, RuntimeError> {
+        let _ = self.bind();
+        let mut dev = 0;
+        let mut pool = std::ptr::null_mut();
+        let mut keep: u64 = 0;
+        // SAFETY: out-pointers to locals; the attribute is a 64-bit integer.
+        unsafe {
+            check(sys::cuDeviceGet(&mut dev, self.ordinal as i32), "cuDeviceGet")?;
+            check(sys::cuDeviceGetDefaultMemPool(&mut pool, dev), "cuDeviceGetDefaultMemPool")?;
+            check(
+                sys::cuMemPoolGetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &mut keep as *mut u64 as *mut c_void),
+                "reading the memory pool's release threshold",
+            )?;
+        }
+        Ok(keep)
     }
 
     /// Makes this device's context current on the calling thread.
@@ -391,6 +412,35 @@ static PROGRAMMATIC: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(Default::de
 /// Each loaded module's kernels that wait for their predecessor, until their handles are
 /// looked up.
 static WAITING: LazyLock<Mutex<HashMap<usize, Vec<String>>>> = LazyLock::new(Default::default);
+
+/// Freed memory the device's default pool keeps mapped for the next stream-ordered
+/// allocation: all of it, or `MAX_CUDA_POOL_KEEP_MB` megabytes. The driver's default is 0:
+/// at every synchronization the pool unmaps what is free, and the next allocation maps it
+/// again on the stream's timeline. A dispatch's temporaries (TF32's transposed B, split-K
+/// partial sums, quantized prefill's f16 weights) were allocated afresh at every call that
+/// way: 64 MB for a 4096^2 TF32 matmul cost about 300 us a call on an H200 (NOTES item 24).
+fn pool_keep_bytes() -> u64 {
+    std::env::var("MAX_CUDA_POOL_KEEP_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()).map_or(u64::MAX, |mb| mb.saturating_mul(1 << 20))
+}
+
+/// Sets the release threshold of device `dev`'s default memory pool ([`pool_keep_bytes`]). A
+/// driver that refuses leaves the pool as it was, with a warning: allocations still work.
+fn keep_freed_memory(dev: sys::CUdevice, ordinal: usize) {
+    let mut pool = std::ptr::null_mut();
+    let mut keep = pool_keep_bytes();
+    // SAFETY: out-pointer to a local; the attribute takes a pointer to a 64-bit integer.
+    let r = unsafe {
+        check(sys::cuDeviceGetDefaultMemPool(&mut pool, dev), "cuDeviceGetDefaultMemPool").and_then(|_| {
+            check(
+                sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &mut keep as *mut u64 as *mut c_void),
+                "setting the memory pool's release threshold",
+            )
+        })
+    };
+    if let Err(e) = r {
+        tracing::warn!("gpu:{ordinal}: freed device memory goes back to the driver at each synchronization ({e})");
+    }
+}
 
 /// Set when the driver refused a programmatic launch: every later launch is an ordinary one.
 static PROGRAMMATIC_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

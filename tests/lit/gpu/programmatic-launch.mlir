@@ -1,12 +1,16 @@
 // Programmatic dependent launch (sm_90): every kernel waits for the one before it
-// (griddepcontrol.wait) before it touches global memory, then lets the next one launch
-// (launch_dependents); the runtime launches such kernels with programmatic stream
-// serialization, so each one's blocks are scheduled, and the matrix-vector kernels'
-// weights prefetched into L2, while the kernel before it finishes. Older chips have no
-// griddepcontrol: their kernels carry neither instruction.
+// (griddepcontrol.wait) before it touches global memory; the runtime launches such kernels
+// with programmatic stream serialization, so each one is launched, and the matrix-vector
+// kernels' weights prefetched into L2, while the kernel before it retires. By default a
+// kernel lets the next one launch as its blocks exit (no launch_dependents: the early
+// trigger was slower on an H200); MAX_GPU_GRIDDEP=trigger=1 puts launch_dependents right
+// after the wait. Older chips have no griddepcontrol: their kernels carry neither.
 // RUN: maxc compile %s --target cuda:sm_90 --emit ptx -o %t.90.ptx
 // RUN: %python %inputs/waits_first.py %t.90.ptx | FileCheck %s
 // RUN: FileCheck %s --check-prefix=GEMV < %t.90.ptx
+// RUN: env MAX_GPU_GRIDDEP=trigger=1 maxc compile %s --target cuda:sm_90 --emit ptx -o %t.early.ptx
+// RUN: %python %inputs/waits_first.py %t.early.ptx | FileCheck %s --check-prefix=EARLY
+// RUN: FileCheck %s --check-prefix=EARLY-GEMV < %t.early.ptx
 // RUN: maxc compile %s --target cuda:sm_80 --emit ptx | FileCheck %s --check-prefix=SM80
 // RUN: %if ptxas %{ %python %inputs/ptxas_each.py %ptxas sm_90a %t.90.ptx | FileCheck %s --check-prefix=PTXAS %}
 
@@ -15,15 +19,21 @@
 // and tensor-core kernels), a matmul on the tensor cores.
 // CHECK-NOT: griddepcontrol.wait
 // CHECK-NOT: touches memory
-// CHECK: [[N:[0-9]+]] of [[N]] kernels wait first; 6 prefetch before the wait
+// CHECK: [[N:[0-9]+]] of [[N]] kernels wait first; 6 prefetch before the wait; 0 trigger after it
+// EARLY-NOT: touches memory
+// EARLY: [[N:[0-9]+]] of [[N]] kernels wait first; 6 prefetch before the wait; [[N]] trigger after it
 
 // The matrix-vector kernels prefetch their first loop step's weight rows, then wait.
 // GEMV-LABEL: .entry gemv1(
 // GEMV-COUNT-4: prefetch.L2
 // GEMV-NOT: ld.global
 // GEMV: griddepcontrol.wait;
-// GEMV: griddepcontrol.launch_dependents;
+// GEMV-NOT: griddepcontrol.launch_dependents;
 // GEMV: ld.global
+// EARLY-GEMV-LABEL: .entry gemv1(
+// EARLY-GEMV: griddepcontrol.wait;
+// EARLY-GEMV: griddepcontrol.launch_dependents;
+// EARLY-GEMV: ld.global
 
 // The few-rows quantized kernels prefetch the first lines of their columns' weights.
 // GEMV-LABEL: .entry qmatmul_few(

@@ -418,6 +418,48 @@ pub extern "C" fn cuFuncSetAttribute(f: *mut c_void, attr: c_uint, value: c_int)
     status::SUCCESS
 }
 
+/// The default memory pool's release threshold (`CU_MEMPOOL_ATTR_RELEASE_THRESHOLD`): only
+/// kept and reported here (memory is freed when freed), so that the runtime's setting can
+/// be checked.
+static POOL_RELEASE_THRESHOLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const MEMPOOL_ATTR_RELEASE_THRESHOLD: c_uint = 4;
+
+/// # Safety
+/// `pool` must be a valid pointer.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetDefaultMemPool(pool: *mut *mut c_void, dev: c_int) -> CuResult {
+    if dev != 0 {
+        return status::INVALID_DEVICE;
+    }
+    // SAFETY: the caller passes a writable handle; the pool is a dummy, never read.
+    unsafe { *pool = std::ptr::dangling_mut::<c_void>() };
+    status::SUCCESS
+}
+
+/// # Safety
+/// `value` must point to a 64-bit integer for the release threshold.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolSetAttribute(_pool: *mut c_void, attr: c_uint, value: *mut c_void) -> CuResult {
+    if attr != MEMPOOL_ATTR_RELEASE_THRESHOLD {
+        return status::INVALID_VALUE;
+    }
+    // SAFETY: the caller passes a readable u64 for this attribute.
+    POOL_RELEASE_THRESHOLD.store(unsafe { *(value as *const u64) }, std::sync::atomic::Ordering::Relaxed);
+    status::SUCCESS
+}
+
+/// # Safety
+/// `value` must point to a writable 64-bit integer for the release threshold.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolGetAttribute(_pool: *mut c_void, attr: c_uint, value: *mut c_void) -> CuResult {
+    if attr != MEMPOOL_ATTR_RELEASE_THRESHOLD {
+        return status::INVALID_VALUE;
+    }
+    // SAFETY: the caller passes a writable u64 for this attribute.
+    unsafe { *(value as *mut u64) = POOL_RELEASE_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed) };
+    status::SUCCESS
+}
+
 /// # Safety
 /// `dptr` must be a valid pointer.
 #[no_mangle]

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Hardware-counter profiles (Nsight Compute) of the kernels behind #7's open targets, run on
-# a GPU machine after check.sh has been prepared (benches/gpu/prepare.sh): the TF32 and bf16
-# 4096^3 matmuls side by side (the TF32 gap is inside a loop shaped like the bf16 one), the
-# bf16 8B decode's matrix-vector products and attention, and the Q4_K few-rows kernel.
+# a GPU machine after check.sh has been prepared (benches/gpu/prepare.sh): the TF32 matmul
+# (B's transpose kernel, then the wgmma kernel; and the in-copy transpose of NOTES item 23)
+# beside the bf16 one, the bf16 8B decode's matrix-vector products and attention, and the
+# Q4_K few-rows kernel. About 90 s on an H200.
 # Clocks are left alone (--clock-control none), as on the card's ordinary runs. Writes the
 # details pages to $OUT/ncu.txt (or /tmp/ncu.txt) and, for the TF32 and bf16 matmuls, the
 # per-instruction SASS counters to $OUT/ncu-sass.csv. Skips, saying so, where ncu is missing
 # or cannot read the counters.
 # Usage: bash benches/gpu/profile.sh [NAME ...]   (NAME: tf32, tf32_transpose, tf32c, bf16,
-#   decode_gemv, decode_attention, q4k_down; without any, all)
+#   decode_gemv, decode_attention, q4k_down, q4k_up; without any, all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 g=.gpu
@@ -26,7 +27,7 @@ sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Comp
   --section InstructionStats --section SourceCounters)
 # profile NAME KERNEL-REGEX SKIP COUNT -- COMMAND...: one report, its details page to $txt.
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(tf32 tf32_transpose tf32c bf16 decode_gemv decode_attention q4k_down)
+[ ${#wanted[@]} -gt 0 ] || wanted=(tf32 tf32_transpose tf32c bf16 decode_gemv decode_attention q4k_down q4k_up)
 profile() {
   local name=$1 kernels=$2 skip=$3 count=$4
   shift 5
@@ -59,6 +60,8 @@ done
 # layers (the prefill's is attention_mma).
 profile decode_gemv 'gemv1' 2 5 -- $g/gpu-check decode $g/art/llama8b_bf16.maxa --context 512 --steps 2
 profile decode_attention '^attention$|^attention_rows$' 0 2 -- $g/gpu-check decode $g/art/llama8b_bf16.maxa --context 512 --steps 2
-# The Q4_K few-rows kernel at one row (a third of the copy bandwidth at item 18).
+# The Q4_K few-rows kernel at one row (0.3 of the copy bandwidth at items 18 and 24): the
+# down projection (256 blocks) and the up projection (896 blocks, no faster).
 profile q4k_down 'qmatmul_few' 3 1 -- $g/gpu-check time $g/art/gemv_down_q4k.maxa --dim m=1 --iters 1
+profile q4k_up 'qmatmul_few' 3 1 -- $g/gpu-check time $g/art/gemv_up_q4k.maxa --dim m=1 --iters 1
 echo "profile.sh: details in $txt, SASS counters in $sass"

@@ -129,7 +129,7 @@ impl CudaDevice {
     /// `cuMemAllocAsync` calls instead of unmapping it at a synchronization
     /// ([`pool_keep_bytes`]).
     pub fn pool_release_threshold(&self) -> Result<u64, RuntimeError> {
-        let _ = self.bind();
+        self.bind()?;
         let mut dev = 0;
         let mut pool = std::ptr::null_mut();
         let mut keep: u64 = 0;

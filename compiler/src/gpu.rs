@@ -360,12 +360,16 @@ fn trigger_after_wait() -> bool {
 /// kernel waits, that one had waited for its own predecessor, so the order of the stream
 /// holds for all earlier kernels too.
 pub fn wait_for_predecessors(module_text: &str) -> String {
+    insert_waits(module_text, trigger_after_wait())
+}
+
+/// [`wait_for_predecessors`], with `launch_dependents` after each wait when `trigger`.
+fn insert_waits(module_text: &str, trigger: bool) -> String {
     let lines: Vec<&str> = module_text.lines().collect();
     let braces = |l: &str| l.matches('{').count() as i64 - l.matches('}').count() as i64;
     fn indent_of(l: &str) -> &str {
         &l[..l.len() - l.trim_start().len()]
     }
-    let trigger = trigger_after_wait();
     let wait = |indent: &str| {
         if trigger {
             format!("{indent}{GRID_WAIT}\n{indent}{GRID_LAUNCH_DEPENDENTS}\n")
@@ -649,10 +653,12 @@ mod tests {
     #[test]
     fn kernels_wait_for_their_predecessors() {
         let src = "  gpu.module @m {\n    gpu.func @a(%x: memref<?xf32>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {\n      scf.if %c {\n        gpu.barrier\n      }\n      gpu.return\n    }\n    gpu.func @b(%x: memref<?xf32>) kernel {\n      %p = arith.constant 0 : index\n      // max: wait for the preceding kernel here\n      gpu.return\n    }\n    func.func @host() {\n      return\n    }\n  }\n";
-        let out = wait_for_predecessors(src);
         let (w, l) = (GRID_WAIT, GRID_LAUNCH_DEPENDENTS);
-        let want = "  gpu.module @m {\n    gpu.func @a(%x: memref<?xf32>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {\n      WAIT\n      LAUNCH\n      scf.if %c {\n        gpu.barrier\n      }\n      gpu.return\n    }\n    gpu.func @b(%x: memref<?xf32>) kernel {\n      %p = arith.constant 0 : index\n      WAIT\n      LAUNCH\n      gpu.return\n    }\n    func.func @host() {\n      return\n    }\n  }\n".replace("WAIT", w).replace("LAUNCH", l);
-        assert_eq!(out, want);
+        let want = "  gpu.module @m {\n    gpu.func @a(%x: memref<?xf32>) kernel attributes {known_block_size = array<i32: 256, 1, 1>} {\n      WAIT\n      LAUNCH\n      scf.if %c {\n        gpu.barrier\n      }\n      gpu.return\n    }\n    gpu.func @b(%x: memref<?xf32>) kernel {\n      %p = arith.constant 0 : index\n      WAIT\n      LAUNCH\n      gpu.return\n    }\n    func.func @host() {\n      return\n    }\n  }\n".replace("WAIT", w);
+        // By default a kernel triggers its dependents only by exiting; the early trigger
+        // (MAX_GPU_GRIDDEP=trigger=1) follows each wait.
+        assert_eq!(insert_waits(src, false), want.replace("      LAUNCH\n", ""));
+        assert_eq!(insert_waits(src, true), want.replace("LAUNCH", l));
         assert!(programmatic_launch("sm_90") && !programmatic_launch("sm_89") && !programmatic_launch("sm_80"));
     }
 

@@ -337,10 +337,7 @@ fn device_module(cfg: &Config, spec: &KernelSpec, (dt, out_dt): (DType, DType), 
                 let eb = g.binc(ind, "shli", &e, 1);
                 let src = g.bin(ind, "addi", "%gb", &eb);
                 let dst = g.bin(ind, "addi", &bbase, &soff);
-                let size = g.let_(ind, format!("arith.select {ok}, {sixteen}, {zero32} : i32"));
-                let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-                let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-                g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+                cp_async(g, ind, (&dst, &src), &ok, (&sixteen, &zero32), 16);
             }
         }
         g.line(ind, "nvvm.cp.async.commit.group");
@@ -559,10 +556,7 @@ fn transposing_tile(g: &mut Gen, ind: usize, bn: usize, base: &str, (n0, k0): (&
             let src0 = g.bin(ind, "addi", &row, cb);
             let src = if cols_full { g.binc(ind, "addi", &src0, 256 * j as i64) } else { src0 };
             let dst = g.binc(ind, "addi", &srow, (64 * j * LINE) as i64);
-            let size = g.let_(ind, format!("arith.select {ok}, {four}, {zero} : i32"));
-            let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-            let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-            g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 4, cache = ca, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+            cp_async(g, ind, (&dst, &src), &ok, (&four, &zero), 4);
         }
     }
 }
@@ -615,6 +609,17 @@ fn transpose_kernel(g: &mut Gen, tb: &str, tbt: &str) {
     g.line(4, "}");
 }
 
+/// One `cp.async` of `width` bytes (16: `.cg`, bypassing L1; 4 must take `.ca`) from global
+/// address `src` to shared address `dst` (i64s), copying `sizes.0` bytes where `ok` and
+/// `sizes.1` (0: zero fill) elsewhere.
+fn cp_async(g: &mut Gen, ind: usize, (dst, src): (&str, &str), ok: &str, sizes: (&str, &str), width: u32) {
+    let cache = if width == 16 { "cg" } else { "ca" };
+    let size = g.let_(ind, format!("arith.select {ok}, {}, {} : i32", sizes.0, sizes.1));
+    let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
+    let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
+    g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, {width}, cache = {cache}, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+}
+
 /// Issues the `cp.async` copies of a K-major tile: `rows` lines of 128 bytes (one K slice)
 /// from row `row0` of a row-major matrix at `global` (i64 address; rows of `%Ki` elements of
 /// `esz` bytes) into shared memory at `base`, each line's 16-byte chunks swizzled by the line
@@ -643,9 +648,6 @@ fn kmajor_tile(g: &mut Gen, ind: usize, rows: usize, base: &str, global: &str, r
         let eb = g.binc(ind, "muli", &e, esz);
         let src = g.bin(ind, "addi", global, &eb);
         let dst = g.bin(ind, "addi", base, &soff);
-        let size = g.let_(ind, format!("arith.select {ok}, {}, {} : i32", sizes.0, sizes.1));
-        let sp = g.let_(ind, format!("llvm.inttoptr {src} : i64 to !llvm.ptr<1>"));
-        let dp = g.let_(ind, format!("llvm.inttoptr {dst} : i64 to !llvm.ptr<3>"));
-        g.line(ind, format!("nvvm.cp.async.shared.global {dp}, {sp}, 16, cache = cg, {size} : !llvm.ptr<3>, !llvm.ptr<1>, i32"));
+        cp_async(g, ind, (&dst, &src), &ok, sizes, 16);
     }
 }
